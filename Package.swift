@@ -1,0 +1,68 @@
+// swift-tools-version: 6.0
+// iotcp: a TCP stack split between a host control plane and a NIC data plane (IO-TCP).
+import PackageDescription
+
+let package = Package(
+    name: "iotcp",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "IOTCPCommon", targets: ["IOTCPCommon"]),
+        .library(name: "IOTCPChannels", targets: ["IOTCPChannels"]),
+        .library(name: "IOTCPHost", targets: ["IOTCPHost"]),
+        .library(name: "IOTCPNIC", targets: ["IOTCPNIC"]),
+        .executable(name: "iotcp-channel-demo", targets: ["ChannelDemo"]),
+        .executable(name: "iotcp-bench", targets: ["IOTCPBench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.8.0"),
+    ],
+    targets: [
+        // Wire formats, checksums, sequence arithmetic, the command protocol and the channel protocol.
+        // No system calls and no dependencies, so it builds anywhere (and under libFuzzer with plain swiftc).
+        .target(name: "IOTCPCommon"),
+
+        // The small pieces of C that Swift cannot express: memfd and passing descriptors over a Unix socket.
+        .target(name: "CIOTCPSystem"),
+
+        // C libraries from Debian, each in a system-library target of its own so the protocol cores never
+        // need them to build.
+        .systemLibrary(name: "CRDMA", path: "Sources/CRDMA",
+                       providers: [.apt(["libibverbs-dev", "librdmacm-dev"])]),
+        .systemLibrary(name: "CNVMe", path: "Sources/CNVMe", providers: [.apt(["libnvme-dev"])]),
+        .systemLibrary(name: "CURing", path: "Sources/CURing", providers: [.apt(["liburing-dev"])]),
+
+        // Channel implementations: in-process and shared memory (slot rings, eventfd doorbells).
+        .target(
+            name: "IOTCPChannels",
+            dependencies: [
+                "IOTCPCommon", "CIOTCPSystem",
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]),
+
+        .target(name: "IOTCPHost", dependencies: ["IOTCPCommon"]),
+        .target(name: "IOTCPNIC", dependencies: ["IOTCPCommon", "CURing", "CNVMe"]),
+
+        .executableTarget(
+            name: "ChannelDemo",
+            dependencies: [
+                "IOTCPCommon", "IOTCPChannels",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Examples/ChannelDemo"),
+        .executableTarget(
+            name: "IOTCPBench",
+            dependencies: [
+                "IOTCPCommon", "IOTCPChannels",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/IOTCPBench"),
+
+        .testTarget(name: "IOTCPCommonTests", dependencies: ["IOTCPCommon"],
+                    exclude: ["Fixtures"]),
+        .testTarget(name: "IOTCPChannelsTests", dependencies: ["IOTCPCommon", "IOTCPChannels"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,36 @@
+#ifndef CIOTCPSYSTEM_H
+#define CIOTCPSYSTEM_H
+
+#include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/// POLLRDHUP, which <poll.h> declares only under _GNU_SOURCE.
+#define IOTCP_POLLRDHUP 0x2000
+
+/// A non-blocking, close-on-exec eventfd; returns a descriptor or -1 with errno set.
+int iotcp_eventfd(void);
+
+/// accept4(2) with SOCK_CLOEXEC.
+int iotcp_accept(int fd);
+
+/// ppoll(2) with a timeout in nanoseconds; a negative timeout waits without limit.
+int iotcp_poll_nanoseconds(struct pollfd *fds, unsigned long count, int64_t nanoseconds);
+
+/// memfd_create(2) with MFD_CLOEXEC; returns a descriptor or -1 with errno set.
+int iotcp_memfd_create(const char *name);
+
+/// Binds a stream socket to a filesystem path (unlinking a stale socket first) and listens.
+int iotcp_unix_listen(int fd, const char *path, int backlog);
+
+/// Connects a stream socket to a filesystem path.
+int iotcp_unix_connect(int fd, const char *path);
+
+/// Sends `length` bytes of `data` with `count` descriptors attached (SCM_RIGHTS). Returns bytes sent or -1.
+long iotcp_send_with_fds(int socket, const void *data, size_t length, const int *fds, int count);
+
+/// Receives up to `length` bytes and up to `max_fds` descriptors; stores how many arrived in
+/// `*received_fds`. Returns bytes received (0 at end of stream) or -1.
+long iotcp_receive_with_fds(int socket, void *data, size_t length, int *fds, int max_fds, int *received_fds);
+
+#endif

@@ -1,0 +1,116 @@
+/// `SEND`: put `length` bytes of a file, from `offset`, on the wire as sequence numbers
+/// `[sequence, sequence + length)`, in segments shaped by `template`.
+public struct SendRange: Hashable, Sendable {
+    public var sequence: SequenceNumber
+    public var length: UInt32
+    public var file: OffloadedFileID
+    public var offset: UInt64
+    public var template: SegmentTemplate
+
+    public init(sequence: SequenceNumber, length: UInt32, file: OffloadedFileID, offset: UInt64, template: SegmentTemplate) {
+        self.sequence = sequence
+        self.length = length
+        self.file = file
+        self.offset = offset
+        self.template = template
+    }
+}
+
+/// `ERROR`: a command failed. `text` is UTF-8 for people; programs act on `code`.
+public struct ErrorReport {
+    public var code: CommandErrorCode
+    /// The kind of the command that failed, raw, since it may be one the sender did not know.
+    public var failedKind: UInt8
+    /// The request id, file id or sequence number the failure concerns, by kind.
+    public var reference: UInt64
+    public var text: UnsafeRawBufferPointer
+
+    public init(code: CommandErrorCode, failedKind: UInt8, reference: UInt64, text: UnsafeRawBufferPointer) {
+        self.code = code
+        self.failedKind = failedKind
+        self.reference = reference
+        self.text = text
+    }
+
+    public var textString: String { String(decoding: text, as: UTF8.self) }
+}
+
+/// One command, as decoded from a message or about to be encoded into one.
+///
+/// Cases with byte payloads (`open`'s path, packets, error text) point into the message they were read
+/// from, or into memory the caller owns when encoding: such a command is valid only while that memory
+/// is. That is the price of decoding without a copy or an allocation; copy out what must outlive the
+/// message.
+public enum Command {
+    case hello(Hello)
+    case keepalive(nonce: UInt64)
+    case error(FlowID, ErrorReport)
+    case open(requestID: UInt32, flags: UInt32, path: UnsafeRawBufferPointer)
+    case opened(requestID: UInt32, file: OffloadedFileID, size: UInt64)
+    case fstat(requestID: UInt32, file: OffloadedFileID)
+    case stat(requestID: UInt32, file: OffloadedFileID, status: OffloadedFileStatus)
+    case closeFile(OffloadedFileID)
+    case flowOpen(FlowID, FlowEndpoints)
+    case flowClose(FlowID, reason: UInt32)
+    case send(FlowID, SendRange)
+    case retransmit(FlowID, sequence: SequenceNumber, length: UInt32, template: SegmentTemplate)
+    /// ACKD: the peer acknowledged everything before `through`; the NIC may free it.
+    case acknowledged(FlowID, through: SequenceNumber)
+    /// ECHO: a SEND's data up to `sequenceEnd` is on the wire; it waited `nicDelayNanoseconds` on the NIC.
+    case echo(FlowID, sequenceEnd: SequenceNumber, nicDelayNanoseconds: UInt64)
+    /// A received IPv4 packet (from the IP header on) for the host.
+    case packetIn(FlowID, packet: UnsafeRawBufferPointer)
+    /// An IPv4 packet the host built, for the NIC to frame and transmit.
+    case packetOut(FlowID, packet: UnsafeRawBufferPointer)
+
+    @inlinable
+    public var kind: CommandKind {
+        switch self {
+        case .hello: .hello
+        case .keepalive: .keepalive
+        case .error: .error
+        case .open: .open
+        case .opened: .opened
+        case .fstat: .fstat
+        case .stat: .stat
+        case .closeFile: .closeFile
+        case .flowOpen: .flowOpen
+        case .flowClose: .flowClose
+        case .send: .send
+        case .retransmit: .retransmit
+        case .acknowledged: .acknowledged
+        case .echo: .echo
+        case .packetIn: .packetIn
+        case .packetOut: .packetOut
+        }
+    }
+
+    @inlinable
+    public var flow: FlowID {
+        switch self {
+        case .error(let flow, _), .flowOpen(let flow, _), .flowClose(let flow, _), .send(let flow, _),
+             .retransmit(let flow, _, _, _), .acknowledged(let flow, _), .echo(let flow, _, _),
+             .packetIn(let flow, _), .packetOut(let flow, _):
+            flow
+        default:
+            .none
+        }
+    }
+
+    /// Bytes of the variable part after the fixed body.
+    @inlinable
+    var variableBodyLength: Int {
+        switch self {
+        case .error(_, let report): Swift.min(report.text.count, CommandProtocol.maxErrorTextLength)
+        case .open(_, _, let path): path.count
+        case .packetIn(_, let packet), .packetOut(_, let packet): packet.count
+        default: 0
+        }
+    }
+
+    /// Bytes this command takes in a message, header included.
+    @inlinable
+    public var encodedLength: Int {
+        CommandProtocol.commandHeaderLength + kind.fixedBodyLength + variableBodyLength
+    }
+}

@@ -1,0 +1,92 @@
+/// The command kinds of protocol version 1 and the fixed size of each one's body.
+///
+/// Wire layout (all little-endian): a message is a 16-byte `MessageHeader` followed by `count` commands;
+/// a command is a 12-byte header (kind u8, flags u8, reserved u16, length u32 counting the header, flow
+/// u32) followed by its body. Fixed-size kinds must have exactly their size; variable kinds (a path, a
+/// packet, a text) have at least their fixed part and carry the rest as bytes. The per-command length
+/// lets a receiver skip a kind it does not know and go on with the next.
+public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible {
+    case hello = 1
+    case keepalive = 2
+    case error = 3
+    case open = 4
+    case opened = 5
+    case fstat = 6
+    case stat = 7
+    case closeFile = 8
+    case flowOpen = 9
+    case flowClose = 10
+    case send = 11
+    case retransmit = 12
+    case acknowledged = 13
+    case echo = 14
+    case packetIn = 15
+    case packetOut = 16
+
+    /// Body bytes after the command header that every command of this kind has.
+    @inlinable
+    public var fixedBodyLength: Int {
+        switch self {
+        case .hello: 24
+        case .keepalive: 8
+        case .error: 12
+        case .open: 8
+        case .opened: 20
+        case .fstat: 12
+        case .stat: 52
+        case .closeFile: 8
+        case .flowOpen: 24
+        case .flowClose: 4
+        case .send: 44
+        case .retransmit: 28
+        case .acknowledged: 4
+        case .echo: 16
+        case .packetIn: 0
+        case .packetOut: 0
+        }
+    }
+
+    /// Whether bytes may follow the fixed body.
+    @inlinable
+    public var hasVariableBody: Bool {
+        switch self {
+        case .error, .open, .packetIn, .packetOut: true
+        default: false
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .hello: "HELLO"
+        case .keepalive: "KEEPALIVE"
+        case .error: "ERROR"
+        case .open: "OPEN"
+        case .opened: "OPENED"
+        case .fstat: "FSTAT"
+        case .stat: "STAT"
+        case .closeFile: "CLOSE_FILE"
+        case .flowOpen: "FLOW_OPEN"
+        case .flowClose: "FLOW_CLOSE"
+        case .send: "SEND"
+        case .retransmit: "RETRANSMIT"
+        case .acknowledged: "ACKD"
+        case .echo: "ECHO"
+        case .packetIn: "PACKET_IN"
+        case .packetOut: "PACKET_OUT"
+        }
+    }
+}
+
+/// Constants of the command protocol.
+public enum CommandProtocol {
+    /// Bumped on any change to a layout; a receiver rejects messages of another version.
+    public static let version: UInt16 = 1
+    /// "ITCP" in little-endian byte order.
+    public static let magic: UInt32 = 0x5043_5449
+    public static let messageHeaderLength = 16
+    public static let commandHeaderLength = 12
+    /// The longest path `OPEN` carries (Linux's PATH_MAX).
+    public static let maxPathLength = 4096
+    /// The longest text an `ERROR` carries; longer text is cut.
+    public static let maxErrorTextLength = 256
+}

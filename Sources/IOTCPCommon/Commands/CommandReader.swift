@@ -1,0 +1,177 @@
+/// Decodes the commands of one message without copying or allocating.
+///
+/// `init` checks the message header; `next()` returns the commands in order and nil at the end. A
+/// malformed command throws; if the error `isRecoverable`, the next call goes on after it, otherwise the
+/// reader is finished. Nothing in any input makes it trap or read outside the message.
+public struct CommandReader {
+    public let header: MessageHeader
+    @usableFromInline let message: UnsafeRawBufferPointer
+    @usableFromInline var offset: Int
+    @usableFromInline var index: Int
+    @usableFromInline var finished: Bool
+
+    @inlinable
+    public init(message bytes: UnsafeRawBufferPointer, maxMessageBytes: Int = Int(UInt32.max)) throws(CommandDecodeError) {
+        header = try MessageHeader(parsing: bytes, maxMessageBytes: maxMessageBytes)
+        message = UnsafeRawBufferPointer(rebasing: bytes[0..<Int(header.length)])
+        offset = CommandProtocol.messageHeaderLength
+        index = 0
+        finished = false
+    }
+
+    @inlinable
+    public mutating func next() throws(CommandDecodeError) -> Command? {
+        guard !finished else { return nil }
+        let remaining = message.count - offset
+        if remaining == 0 {
+            finished = true
+            guard index == Int(header.commandCount) else {
+                throw .countMismatch(declared: Int(header.commandCount), found: index)
+            }
+            return nil
+        }
+        let commandIndex = index
+        guard remaining >= CommandProtocol.commandHeaderLength else {
+            finished = true
+            throw .truncatedCommand(index: commandIndex)
+        }
+        let rawKind = message[offset]
+        let length = Int(message.littleEndian(UInt32.self, at: offset + 4))
+        let flow = FlowID(message.littleEndian(UInt32.self, at: offset + 8))
+        guard length >= CommandProtocol.commandHeaderLength, length <= remaining else {
+            finished = true
+            throw .truncatedCommand(index: commandIndex)
+        }
+        let start = offset + CommandProtocol.commandHeaderLength
+        let body = UnsafeRawBufferPointer(rebasing: message[start..<(offset + length)])
+        // From here the command's extent is known, so whatever is wrong with it, the next one can be read.
+        offset += length
+        index += 1
+        guard let kind = CommandKind(rawValue: rawKind) else {
+            throw .unknownKind(rawKind: rawKind, flow: flow, index: commandIndex)
+        }
+        let fixed = kind.fixedBodyLength
+        guard kind.hasVariableBody ? body.count >= fixed : body.count == fixed else {
+            throw .badLength(kind: kind, flow: flow, length: length, index: commandIndex)
+        }
+        if kind == .hello, StackRole(rawValue: body[2]) == nil {
+            throw .inconsistent(kind: kind, flow: flow, field: "role", index: commandIndex)
+        }
+        let command = Self.decodeBody(kind: kind, flow: flow, body: body)
+        if let field = command.validationFailure {
+            throw .inconsistent(kind: kind, flow: flow, field: field, index: commandIndex)
+        }
+        return command
+    }
+
+    @inlinable
+    static func readTemplate(_ body: UnsafeRawBufferPointer, at offset: Int) -> SegmentTemplate {
+        let hasTimestamps = body[offset + 7] & SegmentTemplate.hasTimestampsBit != 0
+        return SegmentTemplate(
+            acknowledgmentNumber: SequenceNumber(body.littleEndian(UInt32.self, at: offset)),
+            window: body.littleEndian(UInt16.self, at: offset + 4),
+            lastSegmentFlags: TCPFlags(rawValue: body[offset + 6]),
+            maximumSegmentSize: body.littleEndian(UInt16.self, at: offset + 8),
+            timestamps: hasTimestamps
+                ? TCPTimestamps(
+                    value: body.littleEndian(UInt32.self, at: offset + 12),
+                    echoReply: body.littleEndian(UInt32.self, at: offset + 16))
+                : nil)
+    }
+
+    /// Decodes a body whose length has been checked against the kind.
+    @inlinable
+    static func decodeBody(kind: CommandKind, flow: FlowID, body: UnsafeRawBufferPointer) -> Command {
+        func u16(_ at: Int) -> UInt16 { body.littleEndian(UInt16.self, at: at) }
+        func u32(_ at: Int) -> UInt32 { body.littleEndian(UInt32.self, at: at) }
+        func u64(_ at: Int) -> UInt64 { body.littleEndian(UInt64.self, at: at) }
+        func rest(_ from: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: body[from...]) }
+        switch kind {
+        case .hello:
+            // `next()` has rejected any other role byte.
+            return .hello(Hello(
+                protocolVersion: u16(0), role: StackRole(rawValue: body[2]) ?? .host,
+                maxMessageBytes: u32(4), maxFlows: u32(8), maxOpenFiles: u32(12), features: u64(16)))
+        case .keepalive:
+            return .keepalive(nonce: u64(0))
+        case .error:
+            return .error(flow, ErrorReport(
+                code: CommandErrorCode(rawValue: u16(0)), failedKind: body[2], reference: u64(4), text: rest(12)))
+        case .open:
+            return .open(requestID: u32(0), flags: u32(4), path: rest(8))
+        case .opened:
+            return .opened(requestID: u32(0), file: OffloadedFileID(rawValue: u64(4)), size: u64(12))
+        case .fstat:
+            return .fstat(requestID: u32(0), file: OffloadedFileID(rawValue: u64(4)))
+        case .stat:
+            return .stat(requestID: u32(0), file: OffloadedFileID(rawValue: u64(4)), status: OffloadedFileStatus(
+                size: u64(12), modificationSeconds: Int64(bitPattern: u64(20)), modificationNanoseconds: u32(28),
+                mode: u32(32), inode: u64(36), device: u64(44)))
+        case .closeFile:
+            return .closeFile(OffloadedFileID(rawValue: u64(0)))
+        case .flowOpen:
+            return .flowOpen(flow, FlowEndpoints(
+                localAddress: IPv4Address(rawValue: u32(0)), remoteAddress: IPv4Address(rawValue: u32(4)),
+                localPort: u16(8), remotePort: u16(10), remoteHardwareAddress: MACAddress(rawValue: u64(12)),
+                maximumSegmentSize: u16(20)))
+        case .flowClose:
+            return .flowClose(flow, reason: u32(0))
+        case .send:
+            return .send(flow, SendRange(
+                sequence: SequenceNumber(u32(0)), length: u32(4), file: OffloadedFileID(rawValue: u64(8)),
+                offset: u64(16), template: readTemplate(body, at: 24)))
+        case .retransmit:
+            return .retransmit(flow, sequence: SequenceNumber(u32(0)), length: u32(4), template: readTemplate(body, at: 8))
+        case .acknowledged:
+            return .acknowledged(flow, through: SequenceNumber(u32(0)))
+        case .echo:
+            return .echo(flow, sequenceEnd: SequenceNumber(u32(0)), nicDelayNanoseconds: u64(8))
+        case .packetIn:
+            return .packetIn(flow, packet: rest(0))
+        case .packetOut:
+            return .packetOut(flow, packet: rest(0))
+        }
+    }
+}
+
+extension Command {
+    /// The field that makes this command invalid, or nil when a peer may act on it.
+    ///
+    /// Both sides apply the same rules: the writer refuses to encode what the reader would reject.
+    @inlinable
+    public var validationFailure: String? {
+        switch self {
+        case .hello(let hello):
+            if hello.maxMessageBytes < UInt32(CommandProtocol.messageHeaderLength) { return "maxMessageBytes" }
+            return nil
+        case .error(_, let report):
+            return report.text.count > CommandProtocol.maxErrorTextLength ? "text length" : nil
+        case .open(_, _, let path):
+            if path.isEmpty || path.count > CommandProtocol.maxPathLength { return "path length" }
+            if path.contains(0) { return "path (contains NUL)" }
+            return nil
+        case .flowOpen(let flow, let endpoints):
+            if flow == .none { return "flow id" }
+            if endpoints.maximumSegmentSize == 0 { return "maximum segment size" }
+            return nil
+        case .send(let flow, let range):
+            if flow == .none { return "flow id" }
+            if range.length == 0 { return "length" }
+            if range.offset > UInt64.max - UInt64(range.length) { return "offset" }
+            if range.template.maximumSegmentSize == 0 { return "maximum segment size" }
+            return nil
+        case .retransmit(let flow, _, let length, let template):
+            if flow == .none { return "flow id" }
+            if length == 0 { return "length" }
+            if template.maximumSegmentSize == 0 { return "maximum segment size" }
+            return nil
+        case .acknowledged(let flow, _), .echo(let flow, _, _), .flowClose(let flow, _):
+            return flow == .none ? "flow id" : nil
+        case .packetIn(_, let packet), .packetOut(_, let packet):
+            if packet.isEmpty || packet.count > Int(UInt16.max) { return "packet length" }
+            return nil
+        default:
+            return nil
+        }
+    }
+}

@@ -1,0 +1,175 @@
+/// Encodes commands into one message, in place, in memory the caller provides (a channel's slot).
+///
+/// It is non-copyable because it stands for that memory until the message is committed: two copies
+/// could both write, or one could write after the message was handed to the peer.
+public struct CommandWriter: ~Copyable {
+    public let buffer: UnsafeMutableRawBufferPointer
+    /// Bytes written so far, the message header's 16 included.
+    @inlinable public var length: Int { writtenBytes }
+    @inlinable public var commandCount: Int { writtenCommands }
+    @usableFromInline var writtenBytes: Int
+    @usableFromInline var writtenCommands: Int
+
+    /// Starts a message in `buffer`, which must hold at least a message header.
+    @inlinable
+    public init(buffer: UnsafeMutableRawBufferPointer) {
+        precondition(buffer.count >= CommandProtocol.messageHeaderLength, "a message buffer must hold its header")
+        self.buffer = buffer
+        self.writtenBytes = CommandProtocol.messageHeaderLength
+        self.writtenCommands = 0
+    }
+
+    /// Bytes still free for commands.
+    @inlinable public var freeBytes: Int { buffer.count - length }
+    @inlinable public var isEmpty: Bool { commandCount == 0 }
+
+    /// Appends a command; returns false, writing nothing, when it does not fit (commit and start another
+    /// message) or the message already holds the most commands its header can count.
+    ///
+    /// The command must be one a reader accepts (`Command.validationFailure` is nil): a path of 1 to 4,096
+    /// bytes, a packet of 1 to 65,535. Values from users are checked by the API that takes them, so a
+    /// failure here is a bug in the stack and traps.
+    @inlinable
+    @discardableResult
+    public mutating func append(_ command: Command) -> Bool {
+        precondition(command.validationFailure == nil, "invalid \(command.kind) command")
+        let size = command.encodedLength
+        guard size <= freeBytes, commandCount < Int(UInt16.max) else { return false }
+        let at = length
+        writeHeader(kind: command.kind, flow: command.flow, length: size, at: at)
+        let body = UnsafeMutableRawBufferPointer(rebasing: buffer[(at + CommandProtocol.commandHeaderLength)..<(at + size)])
+        Self.writeBody(of: command, into: body)
+        writtenBytes += size
+        writtenCommands += 1
+        return true
+    }
+
+    /// Reserves a `PACKET_IN` or `PACKET_OUT` of `packetLength` bytes and returns the space for the packet,
+    /// so a packet is built where it will be sent instead of being copied in. Nil when it does not fit.
+    @inlinable
+    public mutating func appendPacket(
+        _ kind: CommandKind, flow: FlowID, packetLength: Int
+    ) -> UnsafeMutableRawBufferPointer? {
+        precondition(kind == .packetIn || kind == .packetOut, "only packet commands carry a packet")
+        let size = CommandProtocol.commandHeaderLength + packetLength
+        guard packetLength > 0, packetLength <= Int(UInt16.max), size <= freeBytes, commandCount < Int(UInt16.max)
+        else { return nil }
+        let at = length
+        writeHeader(kind: kind, flow: flow, length: size, at: at)
+        writtenBytes += size
+        writtenCommands += 1
+        return UnsafeMutableRawBufferPointer(rebasing: buffer[(at + CommandProtocol.commandHeaderLength)..<(at + size)])
+    }
+
+    /// Writes the message header and returns the finished message's bytes.
+    @inlinable
+    public mutating func finish(sequence: UInt32) -> UnsafeRawBufferPointer {
+        MessageHeader(commandCount: UInt16(commandCount), length: UInt32(length), sequence: sequence)
+            .emit(into: buffer)
+        return UnsafeRawBufferPointer(rebasing: buffer[0..<length])
+    }
+
+    @inlinable
+    func writeHeader(kind: CommandKind, flow: FlowID, length size: Int, at offset: Int) {
+        buffer[offset] = kind.rawValue
+        buffer[offset + 1] = 0
+        buffer.storeLittleEndian(UInt16(0), at: offset + 2)
+        buffer.storeLittleEndian(UInt32(size), at: offset + 4)
+        buffer.storeLittleEndian(flow.rawValue, at: offset + 8)
+    }
+
+    @inlinable
+    static func writeTemplate(_ template: SegmentTemplate, into body: UnsafeMutableRawBufferPointer, at offset: Int) {
+        body.storeLittleEndian(template.acknowledgmentNumber.rawValue, at: offset)
+        body.storeLittleEndian(template.window, at: offset + 4)
+        body[offset + 6] = template.lastSegmentFlags.rawValue
+        body[offset + 7] = template.timestamps == nil ? 0 : SegmentTemplate.hasTimestampsBit
+        body.storeLittleEndian(template.maximumSegmentSize, at: offset + 8)
+        body.storeLittleEndian(UInt16(0), at: offset + 10)
+        body.storeLittleEndian(template.timestamps?.value ?? 0, at: offset + 12)
+        body.storeLittleEndian(template.timestamps?.echoReply ?? 0, at: offset + 16)
+    }
+
+    @inlinable
+    static func copy(_ bytes: UnsafeRawBufferPointer, count: Int, into body: UnsafeMutableRawBufferPointer, at offset: Int) {
+        guard count > 0, let source = bytes.baseAddress else { return }
+        (body.baseAddress! + offset).copyMemory(from: source, byteCount: count)
+    }
+
+    @inlinable
+    static func writeBody(of command: Command, into body: UnsafeMutableRawBufferPointer) {
+        switch command {
+        case .hello(let hello):
+            body.storeLittleEndian(hello.protocolVersion, at: 0)
+            body[2] = hello.role.rawValue
+            body[3] = 0
+            body.storeLittleEndian(hello.maxMessageBytes, at: 4)
+            body.storeLittleEndian(hello.maxFlows, at: 8)
+            body.storeLittleEndian(hello.maxOpenFiles, at: 12)
+            body.storeLittleEndian(hello.features, at: 16)
+        case .keepalive(let nonce):
+            body.storeLittleEndian(nonce, at: 0)
+        case .error(_, let report):
+            body.storeLittleEndian(report.code.rawValue, at: 0)
+            body[2] = report.failedKind
+            body[3] = 0
+            body.storeLittleEndian(report.reference, at: 4)
+            copy(report.text, count: Swift.min(report.text.count, CommandProtocol.maxErrorTextLength), into: body, at: 12)
+        case .open(let requestID, let flags, let path):
+            body.storeLittleEndian(requestID, at: 0)
+            body.storeLittleEndian(flags, at: 4)
+            copy(path, count: path.count, into: body, at: 8)
+        case .opened(let requestID, let file, let size):
+            body.storeLittleEndian(requestID, at: 0)
+            body.storeLittleEndian(file.rawValue, at: 4)
+            body.storeLittleEndian(size, at: 12)
+        case .fstat(let requestID, let file):
+            body.storeLittleEndian(requestID, at: 0)
+            body.storeLittleEndian(file.rawValue, at: 4)
+        case .stat(let requestID, let file, let status):
+            body.storeLittleEndian(requestID, at: 0)
+            body.storeLittleEndian(file.rawValue, at: 4)
+            body.storeLittleEndian(status.size, at: 12)
+            body.storeLittleEndian(status.modificationSeconds, at: 20)
+            body.storeLittleEndian(status.modificationNanoseconds, at: 28)
+            body.storeLittleEndian(status.mode, at: 32)
+            body.storeLittleEndian(status.inode, at: 36)
+            body.storeLittleEndian(status.device, at: 44)
+        case .closeFile(let file):
+            body.storeLittleEndian(file.rawValue, at: 0)
+        case .flowOpen(_, let endpoints):
+            body.storeLittleEndian(endpoints.localAddress.rawValue, at: 0)
+            body.storeLittleEndian(endpoints.remoteAddress.rawValue, at: 4)
+            body.storeLittleEndian(endpoints.localPort, at: 8)
+            body.storeLittleEndian(endpoints.remotePort, at: 10)
+            body.storeLittleEndian(endpoints.remoteHardwareAddress.rawValue, at: 12)
+            body.storeLittleEndian(endpoints.maximumSegmentSize, at: 20)
+            body.storeLittleEndian(UInt16(0), at: 22)
+        case .flowClose(_, let reason):
+            body.storeLittleEndian(reason, at: 0)
+        case .send(_, let range):
+            body.storeLittleEndian(range.sequence.rawValue, at: 0)
+            body.storeLittleEndian(range.length, at: 4)
+            body.storeLittleEndian(range.file.rawValue, at: 8)
+            body.storeLittleEndian(range.offset, at: 16)
+            writeTemplate(range.template, into: body, at: 24)
+        case .retransmit(_, let sequence, let length, let template):
+            body.storeLittleEndian(sequence.rawValue, at: 0)
+            body.storeLittleEndian(length, at: 4)
+            writeTemplate(template, into: body, at: 8)
+        case .acknowledged(_, let through):
+            body.storeLittleEndian(through.rawValue, at: 0)
+        case .echo(_, let sequenceEnd, let delay):
+            body.storeLittleEndian(sequenceEnd.rawValue, at: 0)
+            body.storeLittleEndian(UInt32(0), at: 4)
+            body.storeLittleEndian(delay, at: 8)
+        case .packetIn(_, let packet), .packetOut(_, let packet):
+            copy(packet, count: packet.count, into: body, at: 0)
+        }
+    }
+}
+
+extension SegmentTemplate {
+    /// Bit 0 of the template's option byte: the timestamps fields are meaningful.
+    @usableFromInline static let hasTimestampsBit: UInt8 = 1
+}
