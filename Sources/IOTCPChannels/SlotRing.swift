@@ -89,25 +89,21 @@ struct SlotRingProducer {
     }
 }
 
-/// The consumer's side of a ring, with a cached copy of the producer's index.
+/// The consumer's side of a ring. It reads the producer's index once per batch (`available`), then
+/// takes that many messages without touching the producer's cache line again.
 struct SlotRingConsumer {
     let control: SlotRingControl
     private var consumed: UInt64 = 0
-    private var knownProduced: UInt64 = 0
 
     init(control: SlotRingControl) {
         self.control = control
         consumed = control.consumerIndex.load(ordering: .relaxed)
-        knownProduced = control.producerIndex.load(ordering: .acquiring)
     }
 
     /// Messages published and not yet released.
     @inline(__always)
-    mutating func available() -> UInt64 {
-        if knownProduced == consumed {
-            knownProduced = control.producerIndex.load(ordering: .acquiring)
-        }
-        return knownProduced &- consumed
+    func available() -> UInt64 {
+        control.producerIndex.load(ordering: .acquiring) &- consumed
     }
 
     /// The `n`th message not yet released (0 is the oldest). Only valid for `n < available()`.

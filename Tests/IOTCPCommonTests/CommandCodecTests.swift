@@ -1,0 +1,289 @@
+import Testing
+@testable import IOTCPCommon
+
+/// A command with its bytes copied out, so decoded commands can be compared and kept.
+enum OwnedCommand: Equatable {
+    case plain(String)            // every kind without bytes, compared by its full description
+    case error(FlowID, code: CommandErrorCode, failedKind: UInt8, reference: UInt64, text: [UInt8])
+    case open(requestID: UInt32, flags: UInt32, path: [UInt8])
+    case packetIn(FlowID, [UInt8])
+    case packetOut(FlowID, [UInt8])
+
+    init(_ command: Command) {
+        switch command {
+        case .error(let flow, let report):
+            self = .error(flow, code: report.code, failedKind: report.failedKind, reference: report.reference, text: Array(report.text))
+        case .open(let requestID, let flags, let path): self = .open(requestID: requestID, flags: flags, path: Array(path))
+        case .packetIn(let flow, let packet): self = .packetIn(flow, Array(packet))
+        case .packetOut(let flow, let packet): self = .packetOut(flow, Array(packet))
+        default: self = .plain(String(describing: command))
+        }
+    }
+
+    func withCommand<T>(_ body: (Command) -> T) -> T {
+        switch self {
+        case .plain: fatalError("plain commands are made by `SeededGenerator.command`, not rebuilt")
+        case .error(let flow, let code, let failedKind, let reference, let text):
+            return text.withUnsafeBytes { body(.error(flow, ErrorReport(code: code, failedKind: failedKind, reference: reference, text: $0))) }
+        case .open(let requestID, let flags, let path):
+            return path.withUnsafeBytes { body(.open(requestID: requestID, flags: flags, path: $0)) }
+        case .packetIn(let flow, let packet): return packet.withUnsafeBytes { body(.packetIn(flow, packet: $0)) }
+        case .packetOut(let flow, let packet): return packet.withUnsafeBytes { body(.packetOut(flow, packet: $0)) }
+        }
+    }
+}
+
+extension SeededGenerator {
+    mutating func template() -> SegmentTemplate {
+        SegmentTemplate(
+            acknowledgmentNumber: SequenceNumber(next32()), window: next16(), lastSegmentFlags: TCPFlags(rawValue: next8()),
+            maximumSegmentSize: UInt16.random(in: 1...9000, using: &self),
+            timestamps: Bool.random(using: &self) ? TCPTimestamps(value: next32(), echoReply: next32()) : nil)
+    }
+
+    mutating func bytes(_ range: ClosedRange<Int>, avoidingZero: Bool = false) -> [UInt8] {
+        (0..<Int.random(in: range, using: &self)).map { _ in avoidingZero ? UInt8.random(in: 1...255, using: &self) : next8() }
+    }
+
+    /// A random valid command of the given kind, handed to `body` while its bytes are alive.
+    mutating func command<T>(_ kind: CommandKind, _ body: (Command, OwnedCommand) -> T) -> T {
+        let flow = FlowID(UInt32.random(in: 1...UInt32.max, using: &self))
+        let file = OffloadedFileID(rawValue: next())
+        let owned: OwnedCommand
+        let command: Command
+        switch kind {
+        case .hello:
+            command = .hello(Hello(protocolVersion: next16(), role: Bool.random(using: &self) ? .host : .nic,
+                                   maxMessageBytes: UInt32.random(in: 16...UInt32.max, using: &self), maxFlows: next32(),
+                                   maxOpenFiles: next32(), features: next()))
+        case .keepalive: command = .keepalive(nonce: next())
+        case .opened: command = .opened(requestID: next32(), file: file, size: next())
+        case .fstat: command = .fstat(requestID: next32(), file: file)
+        case .stat:
+            command = .stat(requestID: next32(), file: file, status: OffloadedFileStatus(
+                size: next(), modificationSeconds: Int64(bitPattern: next()), modificationNanoseconds: next32(),
+                mode: next32(), inode: next(), device: next()))
+        case .closeFile: command = .closeFile(file)
+        case .flowOpen:
+            command = .flowOpen(flow, FlowEndpoints(
+                localAddress: IPv4Address(rawValue: next32()), remoteAddress: IPv4Address(rawValue: next32()),
+                localPort: next16(), remotePort: next16(), remoteHardwareAddress: MACAddress(rawValue: next()),
+                maximumSegmentSize: UInt16.random(in: 1...UInt16.max, using: &self)))
+        case .flowClose: command = .flowClose(flow, reason: next32())
+        case .send:
+            command = .send(flow, SendRange(
+                sequence: SequenceNumber(next32()), length: UInt32.random(in: 1...UInt32.max, using: &self), file: file,
+                offset: next() >> 1, template: template()))
+        case .retransmit:
+            command = .retransmit(flow, sequence: SequenceNumber(next32()), length: UInt32.random(in: 1...1 << 20, using: &self),
+                                  template: template())
+        case .acknowledged: command = .acknowledged(flow, through: SequenceNumber(next32()))
+        case .echo: command = .echo(flow, sequenceEnd: SequenceNumber(next32()), nicDelayNanoseconds: next())
+        case .error:
+            owned = .error(flow, code: CommandErrorCode(rawValue: next16()), failedKind: next8(), reference: next(), text: bytes(0...256))
+            return owned.withCommand { body($0, owned) }
+        case .open:
+            owned = .open(requestID: next32(), flags: next32(), path: bytes(1...300, avoidingZero: true))
+            return owned.withCommand { body($0, owned) }
+        case .packetIn:
+            owned = .packetIn(flow, bytes(1...1600))
+            return owned.withCommand { body($0, owned) }
+        case .packetOut:
+            owned = .packetOut(flow, bytes(1...1600))
+            return owned.withCommand { body($0, owned) }
+        }
+        return body(command, OwnedCommand(command))
+    }
+}
+
+/// Decodes every command of a message, collecting commands and errors.
+func decodeAll(_ message: UnsafeRawBufferPointer, limit: Int = Int(UInt32.max)) -> (commands: [OwnedCommand], errors: [CommandDecodeError]) {
+    var commands: [OwnedCommand] = [], errors: [CommandDecodeError] = []
+    do {
+        var reader = try CommandReader(message: message, maxMessageBytes: limit)
+        while true {
+            do {
+                guard let command = try reader.next() else { break }
+                commands.append(OwnedCommand(command))
+            } catch {
+                errors.append(error)
+                if !error.isRecoverable { break }
+            }
+        }
+    } catch {
+        errors.append(error)
+    }
+    return (commands, errors)
+}
+
+@Suite("Command protocol")
+struct CommandCodecTests {
+    @Test("every kind round-trips, many to a message, and re-encodes to identical bytes")
+    func roundTrip() {
+        var random = SeededGenerator(seed: 20)
+        for round in 0..<300 {
+            var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+            var expected: [OwnedCommand] = []
+            let encoded: [UInt8] = buffer.withUnsafeMutableBytes { raw in
+                var writer = CommandWriter(buffer: raw)
+                while true {
+                    let kind = CommandKind.allCases[Int.random(in: 0..<CommandKind.allCases.count, using: &random)]
+                    let appended = random.command(kind) { command, owned in
+                        guard writer.append(command) else { return false }
+                        expected.append(owned)
+                        return true
+                    }
+                    if !appended { break }
+                }
+                return Array(writer.finish(sequence: UInt32(round)))
+            }
+            #expect(expected.count > 10)
+            encoded.withUnsafeBytes { message in
+                let (commands, errors) = decodeAll(message)
+                #expect(errors.isEmpty)
+                #expect(commands == expected)
+                let header = try! MessageHeader(parsing: message, maxMessageBytes: 1 << 20)
+                #expect(header.sequence == UInt32(round))
+                #expect(Int(header.commandCount) == expected.count)
+                #expect(Int(header.length) == encoded.count)
+                // Decoding and encoding again gives the same bytes.
+                var again = [UInt8](repeating: 0, count: encoded.count)
+                again.withUnsafeMutableBytes { raw in
+                    var writer = CommandWriter(buffer: raw)
+                    var reader = try! CommandReader(message: message)
+                    while let command = try! reader.next() {
+                        let appended = writer.append(command)
+                        #expect(appended)
+                    }
+                    _ = writer.finish(sequence: UInt32(round))
+                }
+                #expect(again == encoded)
+            }
+        }
+    }
+
+    @Test("a SEND is laid out as the protocol document says")
+    func sendLayout() {
+        var buffer = [UInt8](repeating: 0, count: 128)
+        let bytes: [UInt8] = buffer.withUnsafeMutableBytes { raw in
+            var writer = CommandWriter(buffer: raw)
+            let template = SegmentTemplate(acknowledgmentNumber: SequenceNumber(0x0A0B_0C0D), window: 0x1234, lastSegmentFlags: .psh,
+                                           maximumSegmentSize: 1448, timestamps: TCPTimestamps(value: 7, echoReply: 9))
+            writer.append(.send(FlowID(5), SendRange(sequence: SequenceNumber(0x0102_0304), length: 65536,
+                                                     file: OffloadedFileID(slot: 3, generation: 2), offset: 4096, template: template)))
+            return Array(writer.finish(sequence: 0x77))
+        }
+        #expect(bytes.count == 16 + 12 + 44)
+        #expect(Array(bytes[0..<16]) == [0x49, 0x54, 0x43, 0x50, 1, 0, 1, 0, 72, 0, 0, 0, 0x77, 0, 0, 0])
+        #expect(Array(bytes[16..<28]) == [11, 0, 0, 0, 56, 0, 0, 0, 5, 0, 0, 0])
+        #expect(Array(bytes[28..<36]) == [0x04, 0x03, 0x02, 0x01, 0x00, 0x00, 0x01, 0x00])
+        #expect(Array(bytes[36..<44]) == [3, 0, 0, 0, 2, 0, 0, 0])
+        #expect(Array(bytes[44..<52]) == [0, 0x10, 0, 0, 0, 0, 0, 0])
+        #expect(Array(bytes[52..<72]) == [0x0D, 0x0C, 0x0B, 0x0A, 0x34, 0x12, 0x08, 0x01, 0xA8, 0x05, 0, 0, 7, 0, 0, 0, 9, 0, 0, 0])
+    }
+
+    /// A message holding an ACKD, then `middle`, then another ACKD, to see what the reader makes of `middle`.
+    func message(middle: [UInt8], declaredCount: UInt16 = 3) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        func ackd(_ flow: UInt8, _ sequence: UInt8) -> [UInt8] { [13, 0, 0, 0, 16, 0, 0, 0, flow, 0, 0, 0, sequence, 0, 0, 0] }
+        bytes += ackd(1, 10) + middle + ackd(2, 20)
+        bytes.withUnsafeMutableBytes { MessageHeader(commandCount: declaredCount, length: UInt32($0.count), sequence: 0).emit(into: $0) }
+        return bytes
+    }
+
+    @Test("an unknown kind or a bad command is dropped, and the next command still decodes")
+    func recoverableErrors() {
+        let cases: [([UInt8], CommandDecodeError)] = [
+            ([99, 0, 0, 0, 12, 0, 0, 0, 7, 0, 0, 0], .unknownKind(rawKind: 99, flow: FlowID(7), index: 1)),
+            ([13, 0, 0, 0, 14, 0, 0, 0, 7, 0, 0, 0, 1, 2], .badLength(kind: .acknowledged, flow: FlowID(7), length: 14, index: 1)),
+            ([13, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4], .inconsistent(kind: .acknowledged, flow: .none, field: "flow id", index: 1)),
+            ([4, 0, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0], .inconsistent(kind: .open, flow: .none, field: "path length", index: 1)),
+            ([4, 0, 0, 0, 22, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x2F, 0], .inconsistent(kind: .open, flow: .none, field: "path (contains NUL)", index: 1)),
+            ([1, 0, 0, 0, 36, 0, 0, 0, 0, 0, 0, 0, 1, 0, 9] + [UInt8](repeating: 0xFF, count: 21), .inconsistent(kind: .hello, flow: .none, field: "role", index: 1)),
+            ([15, 0, 0, 0, 12, 0, 0, 0, 3, 0, 0, 0], .inconsistent(kind: .packetIn, flow: FlowID(3), field: "packet length", index: 1)),
+        ]
+        for (middle, expectedError) in cases {
+            message(middle: middle).withUnsafeBytes { raw in
+                let (commands, errors) = decodeAll(raw)
+                #expect(errors == [expectedError])
+                #expect(commands.count == 2, "both ACKDs around \(expectedError) decode")
+            }
+        }
+    }
+
+    @Test("message-level damage drops the message with a precise error")
+    func fatalErrors() {
+        let good = message(middle: [])
+        func errors(_ bytes: [UInt8], limit: Int = 1 << 20) -> [CommandDecodeError] {
+            bytes.withUnsafeBytes { decodeAll($0, limit: limit).errors }
+        }
+        #expect(errors(Array(good.prefix(15))) == [.truncatedMessage(available: 15)])
+        var badMagic = good; badMagic[0] = 0
+        #expect(errors(badMagic) == [.badMagic(0x5043_5400)])
+        var badVersion = good; badVersion[4] = 9
+        #expect(errors(badVersion) == [.unsupportedVersion(9)])
+        #expect(errors(good, limit: 40) == [.oversizedMessage(length: good.count, limit: 40)])
+        #expect(errors(Array(good.prefix(40))) == [.badMessageLength(declared: good.count, available: 40)])
+        #expect(errors(message(middle: [], declaredCount: 5)) == [.countMismatch(declared: 5, found: 2)])
+        // A command whose length runs past the message: it and the rest are dropped, the first ACKD survives.
+        let overrun = message(middle: [13, 0, 0, 0, 0xFF, 0, 0, 0, 1, 0, 0, 0])
+        overrun.withUnsafeBytes { raw in
+            let (commands, errs) = decodeAll(raw)
+            #expect(commands.count == 1)
+            #expect(errs == [.truncatedCommand(index: 1)])
+        }
+        let tooShort = message(middle: [13, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0])
+        #expect(errors(tooShort) == [.truncatedCommand(index: 1)])
+    }
+
+    @Test("the writer stops at the slot's end and at the header's command count")
+    func writerLimits() {
+        var buffer = [UInt8](repeating: 0, count: 16 + 16 * 3 + 15)
+        buffer.withUnsafeMutableBytes { raw in
+            var writer = CommandWriter(buffer: raw)
+            for n in 0..<3 {
+                let appended = writer.append(.acknowledged(FlowID(1), through: SequenceNumber(UInt32(n))))
+                #expect(appended)
+            }
+            let fourth = writer.append(.acknowledged(FlowID(1), through: SequenceNumber(3)))
+            #expect(!fourth)
+            let tooLong = writer.appendPacket(.packetOut, flow: FlowID(1), packetLength: 4)
+            #expect(tooLong == nil)
+            let fits = writer.appendPacket(.packetOut, flow: FlowID(1), packetLength: 3)
+            #expect(fits?.count == 3)
+            let free = writer.freeBytes
+            #expect(free == 0)
+        }
+    }
+
+    /// Random bytes, and real messages with random damage, through the reader: it must never trap or
+    /// read outside the message (run under the address sanitizer by the fuzz target too).
+    @Test("random and mutated messages never crash the decoder")
+    func hostileMessages() {
+        var random = SeededGenerator(seed: 21)
+        var decoded = 0
+        for round in 0..<20_000 {
+            var bytes: [UInt8]
+            if round % 3 == 0 {
+                bytes = random.bytes(0...200)
+            } else {
+                bytes = [UInt8](repeating: 0, count: 2048)
+                let length = bytes.withUnsafeMutableBytes { raw in
+                    var writer = CommandWriter(buffer: raw)
+                    for _ in 0..<Int.random(in: 1...8, using: &random) {
+                        let kind = CommandKind.allCases.randomElement(using: &random)!
+                        random.command(kind) { command, _ in _ = writer.append(command) }
+                    }
+                    return writer.finish(sequence: 0).count
+                }
+                bytes.removeLast(bytes.count - length)
+                for _ in 0..<Int.random(in: 1...4, using: &random) {
+                    bytes[Int.random(in: 0..<bytes.count, using: &random)] = random.next8()
+                }
+                if Bool.random(using: &random) { bytes.removeLast(Int.random(in: 0...bytes.count, using: &random)) }
+            }
+            bytes.withUnsafeBytes { raw in decoded += decodeAll(raw, limit: 4096).commands.count }
+        }
+        #expect(decoded > 10_000, "damaged messages still yield their undamaged commands")
+    }
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Captures real Linux frames for the wire-format tests: a kernel TCP client downloads a file from a
+# kernel TCP server across a veth pair between two network namespaces, with checksum and segmentation
+# offloads off (so every frame carries final checksums) and an nftables rule on the client that drops
+# some data segments (so the client's ACKs carry SACK blocks). ARP and ping are captured too.
+#
+# Usage (root): scripts/capture-fixtures.sh [OUTPUT.pcap]
+# Writes Tests/IOTCPCommonTests/Fixtures/linux-tcp.pcap by default. Traffic stays inside the namespaces.
+set -euo pipefail
+out=${1:-"$(cd "$(dirname "$0")/.." && pwd)/Tests/IOTCPCommonTests/Fixtures/linux-tcp.pcap"}
+server=iotcp-cap-srv client=iotcp-cap-cli
+work=$(mktemp -d)
+cleanup() {
+  [ -n "${http_pid:-}" ] && kill "$http_pid" 2>/dev/null || true
+  [ -n "${tshark_pid:-}" ] && kill "$tshark_pid" 2>/dev/null || true
+  ip netns del "$server" 2>/dev/null || true
+  ip netns del "$client" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+for tool in ip nft ethtool tshark curl python3 ping; do
+  command -v "$tool" >/dev/null || { echo "capture-fixtures: $tool is missing (scripts/install-deps.sh installs it)" >&2; exit 1; }
+done
+
+ip netns add "$server"
+ip netns add "$client"
+ip link add cap-srv netns "$server" type veth peer name cap-cli netns "$client"
+ip -n "$server" addr add 10.78.0.1/24 dev cap-srv
+ip -n "$client" addr add 10.78.0.2/24 dev cap-cli
+for ns_dev in "$server cap-srv" "$client cap-cli"; do
+  set -- $ns_dev
+  ip netns exec "$1" ethtool -K "$2" tx off rx off tso off gso off gro off sg off >/dev/null 2>&1 || true
+  ip -n "$1" link set "$2" up
+  ip -n "$1" link set lo up
+done
+# Drop every 9th data segment from the server: the client then acknowledges with SACK blocks.
+ip netns exec "$client" nft -f - <<'NFT'
+table inet capture {
+  chain input {
+    type filter hook input priority 0;
+    tcp sport 8080 meta length > 500 numgen inc mod 9 == 4 drop
+  }
+}
+NFT
+
+mkdir -p "$work/www"
+head -c 60000 /dev/urandom > "$work/www/file.bin"
+(cd "$work/www" && exec ip netns exec "$server" python3 -m http.server 8080 --bind 10.78.0.1 >/dev/null 2>&1) &
+http_pid=$!
+ip netns exec "$client" tshark -q -i cap-cli -F pcap -w "$work/capture.pcap" >/dev/null 2>&1 &
+tshark_pid=$!
+for _ in $(seq 50); do
+  ip netns exec "$client" bash -c 'exec 3<>/dev/tcp/10.78.0.1/8080' 2>/dev/null && break
+  sleep 0.1
+done
+sleep 1
+# Forget the neighbour so the capture holds a real ARP request and reply.
+ip -n "$client" neigh flush dev cap-cli
+ip -n "$server" neigh flush dev cap-srv
+ip netns exec "$client" ping -c 2 -i 0.2 10.78.0.1 >/dev/null
+ip netns exec "$client" curl -sS --max-time 30 -o "$work/got.bin" http://10.78.0.1:8080/file.bin
+cmp "$work/www/file.bin" "$work/got.bin"
+sleep 1
+kill "$tshark_pid"; wait "$tshark_pid" 2>/dev/null || true; tshark_pid=
+mkdir -p "$(dirname "$out")"
+cp "$work/capture.pcap" "$out"
+echo "capture-fixtures: $(tshark -r "$out" 2>/dev/null | wc -l) frames in $out"
+tshark -r "$out" -Y 'tcp.options.sack_le' 2>/dev/null | wc -l | sed 's/^/capture-fixtures: segments with SACK blocks: /'
