@@ -1,14 +1,17 @@
+import Foundation
 import Testing
 @testable import IOTCPCommon
 
 /// Frames captured from Linux (scripts/capture-fixtures.sh): a download across a veth pair with some
 /// segments dropped, plus ARP and ping. Every frame must parse, and emit back to the same bytes.
+/// `IOTCP_CAPTURE` names another capture made the same way (the test command makes a fresh one).
 @Suite("Real Linux frames")
 struct RealFrameTests {
     let frames: [[UInt8]]
 
     init() throws {
-        frames = try PcapFile.frames(at: PcapFile.fixture("linux-tcp.pcap"))
+        let path = ProcessInfo.processInfo.environment["IOTCP_CAPTURE"] ?? PcapFile.fixture("linux-tcp.pcap")
+        frames = try PcapFile.frames(at: path)
     }
 
     struct Tally {

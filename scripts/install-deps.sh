@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what iotcp needs from Debian, idempotently: the C libraries it binds (RDMA verbs, rdma_cm,
+# libnvme, liburing) and the tools its tests and demos use (iproute2, nftables, ethtool, ping, curl,
+# tshark, python3). Needs root; does nothing when everything is already there.
+set -euo pipefail
+packages=(libibverbs-dev librdmacm-dev libnvme-dev liburing-dev iproute2 nftables ethtool iputils-ping curl tshark python3)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing ${missing[*]}; run as root to install them" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v swift >/dev/null; then
+  for candidate in /opt/swift/usr/bin /usr/share/swift/usr/bin; do
+    [ -x "$candidate/swift" ] && export PATH="$candidate:$PATH" && break
+  done
+fi
+command -v swift >/dev/null || { echo "install-deps: no Swift toolchain (6.0 or later) on PATH" >&2; exit 1; }
