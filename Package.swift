@@ -64,6 +64,7 @@ let package = Package(
         .testTarget(name: "IOTCPCommonTests", dependencies: ["IOTCPCommon"],
                     exclude: ["Fixtures"]),
         .testTarget(name: "IOTCPChannelsTests", dependencies: ["IOTCPCommon", "IOTCPChannels"]),
+        .testTarget(name: "IOTCPHostTests", dependencies: ["IOTCPCommon", "IOTCPHost", "IOTCPNIC"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,99 @@
+import IOTCPCommon
+
+/// Received bytes waiting for the application, and out-of-order bytes waiting for the gap before them.
+/// Both live in one ring sized to the receive window, so reassembly copies each byte once and allocates
+/// nothing per segment; the ring itself is allocated with the first byte.
+struct ReceiveBuffer {
+    private var ring = ByteRing()
+    let capacity: Int
+    /// Out-of-order ranges held, sorted, disjoint, all beyond `next`.
+    private(set) var outOfOrder: [SACKBlock] = []
+    /// The range that the most recent out-of-order segment landed in (RFC 2018: reported first).
+    private var mostRecent: SequenceNumber?
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    /// In-order bytes the application can read.
+    var readable: Int { ring.count }
+    /// Free space: what the window may offer.
+    var free: Int { capacity - ring.count }
+
+    /// Stores `bytes`, which start `offset` bytes after the next expected sequence number `next`, and
+    /// returns how many in-order bytes became readable. Bytes beyond the free space are dropped.
+    mutating func store(_ bytes: UnsafeRawBufferPointer, at sequence: SequenceNumber, next: SequenceNumber) -> Int {
+        var data = bytes
+        var start = sequence
+        // Trim what was already received, and what does not fit in the window.
+        if start < next {
+            let skip = min(next - start, data.count)
+            data = UnsafeRawBufferPointer(rebasing: data[skip...])
+            start = next
+        }
+        let offset = start - next
+        let room = free - offset
+        guard room > 0, !data.isEmpty else { return 0 }
+        if data.count > room { data = UnsafeRawBufferPointer(rebasing: data[0..<room]) }
+        ring.reserve(capacity)
+        ring.write(data, at: ring.count + offset)
+        if offset > 0 {
+            insertOutOfOrder(SACKBlock(left: start, right: start + data.count))
+            return 0
+        }
+        var advanced = data.count
+        // The gap is filled up to here: absorb out-of-order ranges that now touch the in-order data.
+        var frontier = next + advanced
+        while let first = outOfOrder.first, first.left <= frontier {
+            if first.right > frontier {
+                advanced += first.right - frontier
+                frontier = first.right
+            }
+            outOfOrder.removeFirst()
+        }
+        ring.commit(advanced)
+        if let recent = mostRecent, recent < frontier { mostRecent = nil }
+        return advanced
+    }
+
+    private mutating func insertOutOfOrder(_ block: SACKBlock) {
+        var merged = block
+        var kept: [SACKBlock] = []
+        kept.reserveCapacity(outOfOrder.count + 1)
+        var inserted = false
+        for existing in outOfOrder {
+            if existing.right < merged.left {
+                kept.append(existing)
+            } else if existing.left > merged.right {
+                if !inserted { kept.append(merged); inserted = true }
+                kept.append(existing)
+            } else {
+                merged = SACKBlock(left: SequenceNumber.min(existing.left, merged.left),
+                                   right: SequenceNumber.max(existing.right, merged.right))
+            }
+        }
+        if !inserted { kept.append(merged) }
+        outOfOrder = kept
+        mostRecent = merged.left
+    }
+
+    /// Up to `limit` SACK blocks: the one holding the latest arrival first, then the rest from the highest.
+    func sackBlocks(limit: Int) -> SACKBlockList {
+        var list = SACKBlockList()
+        guard limit > 0, !outOfOrder.isEmpty else { return list }
+        if let recent = mostRecent, let block = outOfOrder.first(where: { $0.left <= recent && recent < $0.right }) {
+            list.append(block)
+        }
+        for block in outOfOrder.reversed() where list.count < limit && !list.contains(block) {
+            list.append(block)
+        }
+        return list
+    }
+
+    /// Copies up to `buffer.count` in-order bytes to the application and frees them.
+    mutating func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        let amount = min(buffer.count, ring.count)
+        guard amount > 0 else { return 0 }
+        ring.read(at: 0, count: amount, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<amount]))
+        ring.discard(amount)
+        return amount
+    }
+}

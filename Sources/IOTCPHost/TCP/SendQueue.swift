@@ -1,0 +1,207 @@
+import IOTCPCommon
+
+/// What a connection has been asked to send and the peer has not yet acknowledged, in stream order: runs
+/// of application bytes (kept here, in a ring, until acknowledged) and ranges of offloaded files (kept
+/// only as file, offset and length: the bytes never come to the host).
+struct SendQueue {
+    enum Source: Equatable {
+        /// Application bytes; `streamIndex` counts application bytes queued before this run.
+        case bytes(streamIndex: UInt64)
+        case file(OffloadedFileID, offset: UInt64)
+    }
+
+    struct Entry: Equatable {
+        var start: SequenceNumber
+        var length: Int
+        var source: Source
+        var end: SequenceNumber { start + length }
+    }
+
+    /// A contiguous piece of one entry.
+    struct Piece: Equatable {
+        var sequence: SequenceNumber
+        var length: Int
+        var source: Source
+    }
+
+    private var entries: [Entry] = []
+    private var firstEntry = 0
+    private var ring = ByteRing()
+    /// Application bytes ever queued (the next run's stream index).
+    private var bytesQueued: UInt64 = 0
+    /// Application bytes freed from the ring's front.
+    private var bytesFreed: UInt64 = 0
+    private(set) var acknowledged: SequenceNumber
+    private(set) var end: SequenceNumber
+    let byteCapacity: Int
+
+    init(start: SequenceNumber, byteCapacity: Int) {
+        acknowledged = start
+        end = start
+        self.byteCapacity = byteCapacity
+    }
+
+    /// Bytes queued and not yet acknowledged.
+    var count: Int { end - acknowledged }
+    var isEmpty: Bool { firstEntry == entries.count }
+
+    /// Copies in as many application bytes as the ring has room for; returns how many.
+    mutating func append(bytes: UnsafeRawBufferPointer) -> Int {
+        let accepted = min(bytes.count, byteCapacity - ring.count)
+        guard accepted > 0 else { return 0 }
+        ring.reserve(byteCapacity)
+        ring.write(UnsafeRawBufferPointer(rebasing: bytes[0..<accepted]))
+        if let last = entries.last, firstEntry < entries.count, case .bytes = last.source {
+            entries[entries.count - 1].length += accepted
+        } else {
+            entries.append(Entry(start: end, length: accepted, source: .bytes(streamIndex: bytesQueued)))
+        }
+        bytesQueued += UInt64(accepted)
+        end += accepted
+        return accepted
+    }
+
+    /// Queues a file range; adjacent ranges of the same file merge.
+    mutating func append(file: OffloadedFileID, offset: UInt64, length: Int) {
+        guard length > 0 else { return }
+        if firstEntry < entries.count, let last = entries.last, case .file(file, let lastOffset) = last.source,
+           lastOffset + UInt64(last.length) == offset {
+            entries[entries.count - 1].length += length
+        } else {
+            entries.append(Entry(start: end, length: length, source: .file(file, offset: offset)))
+        }
+        end += length
+    }
+
+    /// The longest piece starting at `sequence` within one entry, at most `limit` bytes.
+    func piece(at sequence: SequenceNumber, limit: Int) -> Piece? {
+        guard sequence >= acknowledged, sequence < end, limit > 0 else { return nil }
+        var index = firstEntry
+        while index < entries.count, entries[index].end <= sequence { index += 1 }
+        guard index < entries.count else { return nil }
+        let entry = entries[index]
+        let skip = sequence - entry.start
+        let length = min(entry.length - skip, limit)
+        switch entry.source {
+        case .bytes(let streamIndex):
+            return Piece(sequence: sequence, length: length, source: .bytes(streamIndex: streamIndex + UInt64(skip)))
+        case .file(let file, let offset):
+            return Piece(sequence: sequence, length: length, source: .file(file, offset: offset + UInt64(skip)))
+        }
+    }
+
+    /// Bytes from `sequence` to the end of the queue that are application bytes, counting only the
+    /// unbroken run starting there (what Nagle's rule looks at).
+    func contiguousLength(from sequence: SequenceNumber) -> Int { end - sequence }
+
+    /// Copies the application bytes of a piece into `buffer`.
+    func copy(_ piece: Piece, into buffer: UnsafeMutableRawBufferPointer) {
+        guard case .bytes(let streamIndex) = piece.source else { return }
+        ring.read(at: Int(streamIndex - bytesFreed), count: piece.length, into: buffer)
+    }
+
+    /// Frees everything before `sequence`.
+    mutating func acknowledge(through sequence: SequenceNumber) {
+        guard sequence > acknowledged else { return }
+        let limit = sequence > end ? end : sequence
+        while firstEntry < entries.count {
+            let entry = entries[firstEntry]
+            let covered = min(limit - entry.start, entry.length)
+            guard covered > 0 else { break }
+            if case .bytes(let streamIndex) = entry.source {
+                let releaseTo = streamIndex + UInt64(covered)
+                if releaseTo > bytesFreed {
+                    ring.discard(Int(releaseTo - bytesFreed))
+                    bytesFreed = releaseTo
+                }
+            }
+            if covered == entry.length {
+                firstEntry += 1
+            } else {
+                entries[firstEntry].start = entry.start + covered
+                entries[firstEntry].length -= covered
+                if case .bytes(let streamIndex) = entry.source {
+                    entries[firstEntry].source = .bytes(streamIndex: streamIndex + UInt64(covered))
+                } else if case .file(let file, let offset) = entry.source {
+                    entries[firstEntry].source = .file(file, offset: offset + UInt64(covered))
+                }
+                break
+            }
+        }
+        // Compact now and then so the array does not grow with the life of the connection.
+        if firstEntry == entries.count {
+            entries.removeAll(keepingCapacity: true)
+            firstEntry = 0
+        } else if firstEntry > 32 && firstEntry * 2 > entries.count {
+            entries.removeFirst(firstEntry)
+            firstEntry = 0
+        }
+        acknowledged = limit
+    }
+
+    /// Free room for application bytes.
+    var freeByteCapacity: Int { byteCapacity - ring.count }
+}
+
+/// A byte ring whose storage is allocated on first use, so an idle connection holds none.
+struct ByteRing {
+    private var storage: [UInt8] = []
+    private var head = 0
+    private(set) var count = 0
+
+    mutating func reserve(_ capacity: Int) {
+        if storage.isEmpty && capacity > 0 { storage = [UInt8](repeating: 0, count: capacity) }
+    }
+
+    var capacity: Int { storage.count }
+
+    /// Appends bytes; the caller has checked they fit.
+    mutating func write(_ bytes: UnsafeRawBufferPointer) {
+        write(bytes, at: count)
+        count += bytes.count
+    }
+
+    /// Writes bytes at `offset` from the front without counting them as held (receive reassembly).
+    mutating func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) {
+        guard !bytes.isEmpty else { return }
+        let capacity = storage.count
+        var position = (head + offset) % capacity
+        var remaining = bytes
+        storage.withUnsafeMutableBytes { destination in
+            while !remaining.isEmpty {
+                let chunk = min(remaining.count, capacity - position)
+                UnsafeMutableRawBufferPointer(rebasing: destination[position..<(position + chunk)])
+                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: remaining[0..<chunk]))
+                remaining = UnsafeRawBufferPointer(rebasing: remaining[chunk...])
+                position = 0
+            }
+        }
+    }
+
+    /// Counts `n` more bytes (already written with `write(_:at:)`) as held.
+    mutating func commit(_ n: Int) { count += n }
+
+    /// Copies `count` bytes starting `offset` bytes from the front into `buffer`.
+    func read(at offset: Int, count length: Int, into buffer: UnsafeMutableRawBufferPointer) {
+        guard length > 0 else { return }
+        let capacity = storage.count
+        var position = (head + offset) % capacity
+        var written = 0
+        storage.withUnsafeBytes { source in
+            while written < length {
+                let chunk = min(length - written, capacity - position)
+                UnsafeMutableRawBufferPointer(rebasing: buffer[written..<(written + chunk)])
+                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: source[position..<(position + chunk)]))
+                written += chunk
+                position = 0
+            }
+        }
+    }
+
+    mutating func discard(_ n: Int) {
+        let amount = min(n, count)
+        guard amount > 0 else { return }
+        head = (head + amount) % storage.count
+        count -= amount
+    }
+}

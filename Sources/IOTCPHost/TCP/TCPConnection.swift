@@ -1,0 +1,1072 @@
+import IOTCPCommon
+
+/// One connection's transmission control block and its rules: RFC 9293's state machine with RFC 5961's
+/// defences, RFC 7323's options and PAWS, RFC 2018 and 6675's SACK, RFC 6298's timer, RFC 5681/6582 or
+/// 9438 congestion control, and IO-TCP's split: file data leaves as SEND commands the NIC turns into
+/// segments, and the retransmission timer starts when the NIC's ECHO says the data is on the wire.
+///
+/// It makes no system call and reads no clock: every entry point takes `now` and an output.
+struct TCPConnection {
+    let handle: TCPHandle
+    let localAddress: IPv4Address
+    let remoteAddress: IPv4Address
+    let localPort: UInt16
+    let remotePort: UInt16
+    /// The listener a passive connection came from, until it is accepted.
+    var listenerPort: UInt16?
+    /// The application holds a handle (it connected, or accepted); when false the slot is freed at CLOSED.
+    var ownedByApplication: Bool
+
+    private(set) var state: TCPState
+
+    // Send sequence space (RFC 9293 §3.3.1).
+    let initialSendSequence: SequenceNumber
+    private(set) var sendUnacknowledged: SequenceNumber
+    private(set) var sendNext: SequenceNumber
+    /// The highest sequence number sent (SND.NXT before a timeout rewound it).
+    private(set) var sendMaximum: SequenceNumber
+    /// The peer's window in bytes, scaled.
+    private(set) var sendWindow = 0
+    private var sendWindowUpdateSequence = SequenceNumber(0)
+    private var sendWindowUpdateAcknowledgment = SequenceNumber(0)
+    private var sendWindowShift: UInt8 = 0
+    private var receiveWindowShift: UInt8 = 0
+    /// Payload bytes per segment this side sends.
+    private(set) var segmentSize: Int
+
+    // Receive sequence space.
+    private(set) var initialReceiveSequence = SequenceNumber(0)
+    private(set) var receiveNext = SequenceNumber(0)
+    /// The right edge of the window last advertised; never moved left (RFC 9293 §3.8.6.2.1).
+    private var receiveWindowEdge = SequenceNumber(0)
+    private var receiveBuffer: ReceiveBuffer
+    private var pendingFinSequence: SequenceNumber?
+
+    // Options.
+    private(set) var timestampsEnabled = false
+    private(set) var sackEnabled = false
+    private var timestampRecent: UInt32 = 0
+    private let timestampOffset: UInt32
+    private var offeredWindowScale = false
+
+    // Send queue and close.
+    private var sendQueue: SendQueue
+    private var fileBytesQueued = 0
+    private var finRequested = false
+    private var finSequence: SequenceNumber?
+
+    // Timers.
+    private var retransmitDeadline: Instant?
+    /// The timer was armed at a SEND's issue, with the ECHO allowance: the ECHO re-arms it precisely.
+    private var retransmitAwaitsEcho = false
+    private var delayedAckDeadline: Instant?
+    private var persistDeadline: Instant?
+    private var keepaliveDeadline: Instant?
+    private var timeWaitDeadline: Instant?
+    private var consecutiveTimeouts = 0
+    private var keepaliveProbesSent = 0
+    private var persistBackoff = 0
+
+    // RTT measurement: one timed sequence number at a time, from when it reached the wire.
+    private var rtt: RTTEstimator
+    private var timedSequence: SequenceNumber?
+    private var timedAt = Instant.zero
+
+    // Congestion and loss recovery.
+    private var congestion: CongestionController
+    private var duplicateAcks = 0
+    private var inRecovery = false
+    private var recoveryPoint = SequenceNumber(0)
+    /// RFC 6675's HighRxt: the highest sequence number retransmitted in this recovery.
+    private var highRetransmitted = SequenceNumber(0)
+    /// SACKed ranges above SND.UNA, sorted and disjoint.
+    private var scoreboard: [SACKBlock] = []
+
+    // The NIC.
+    private var acknowledgedReported: SequenceNumber
+    private var segmentsSinceAck = 0
+    private var ackNow = false
+
+    // What the application should hear.
+    var events: TCPEvents = []
+    private(set) var error: TCPError?
+    /// The peer closed its side: reads return 0 once the buffer is drained.
+    private(set) var readClosed = false
+
+    static let duplicateThreshold = 3
+
+    init(
+        handle: TCPHandle, localAddress: IPv4Address, remoteAddress: IPv4Address, localPort: UInt16,
+        remotePort: UInt16, initialSequence: SequenceNumber, timestampOffset: UInt32, state: TCPState,
+        ownedByApplication: Bool, configuration: TCPConfiguration
+    ) {
+        self.handle = handle
+        self.localAddress = localAddress
+        self.remoteAddress = remoteAddress
+        self.localPort = localPort
+        self.remotePort = remotePort
+        self.state = state
+        self.ownedByApplication = ownedByApplication
+        initialSendSequence = initialSequence
+        sendUnacknowledged = initialSequence
+        sendNext = initialSequence
+        sendMaximum = initialSequence
+        self.timestampOffset = timestampOffset
+        segmentSize = Int(configuration.maximumSegmentSize)
+        receiveBuffer = ReceiveBuffer(capacity: configuration.receiveBufferBytes)
+        // The queue starts after the SYN's sequence number.
+        sendQueue = SendQueue(start: initialSequence + 1, byteCapacity: configuration.sendBufferBytes)
+        rtt = RTTEstimator(
+            initial: configuration.initialRetransmissionTimeout, minimum: configuration.minimumRetransmissionTimeout,
+            maximum: configuration.maximumRetransmissionTimeout)
+        congestion = CongestionController(
+            algorithm: configuration.congestionControl, segmentSize: Int(configuration.maximumSegmentSize),
+            initialWindowSegments: configuration.initialWindowSegments)
+        acknowledgedReported = initialSequence + 1
+    }
+
+    // MARK: - Opening
+
+    /// Active open: send the SYN.
+    mutating func open<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
+        timedAt = now
+        output.emit(.flowOpen(handle.flow, endpoints))
+        sendSynchronize(now: now, configuration: configuration, output: &output)
+        armRetransmit(at: now + rtt.timeout)
+    }
+
+    /// Passive open from a listener: read the SYN's options and answer with a SYN-ACK.
+    mutating func acceptSynchronize<O: CommandOutput>(
+        _ segment: TCPRepr, now: Instant, configuration: TCPConfiguration, output: inout O
+    ) {
+        adoptSynchronize(segment, configuration: configuration)
+        timedAt = now
+        output.emit(.flowOpen(handle.flow, endpoints))
+        sendSynchronize(now: now, configuration: configuration, output: &output)
+        armRetransmit(at: now + rtt.timeout)
+    }
+
+    /// A connection made from a valid SYN cookie: the handshake is complete already.
+    mutating func establishFromCookie<O: CommandOutput>(
+        _ segment: TCPRepr, peerSegmentSize: Int, windowShift: UInt8?, sack: Bool, now: Instant,
+        configuration: TCPConfiguration, output: inout O
+    ) {
+        initialReceiveSequence = segment.sequenceNumber - 1
+        receiveNext = segment.sequenceNumber
+        receiveWindowEdge = receiveNext
+        sendUnacknowledged = segment.acknowledgmentNumber
+        sendNext = sendUnacknowledged
+        sendMaximum = sendUnacknowledged
+        if let windowShift {
+            sendWindowShift = windowShift
+            receiveWindowShift = configuration.receiveWindowShift
+        }
+        if let timestamps = segment.options.timestamps, configuration.timestamps {
+            timestampsEnabled = true
+            timestampRecent = timestamps.value
+        }
+        sackEnabled = sack && configuration.selectiveAcknowledgments
+        setSegmentSize(peer: peerSegmentSize, configuration: configuration)
+        sendWindow = Int(segment.window) << Int(sendWindowShift)
+        sendWindowUpdateSequence = segment.sequenceNumber
+        sendWindowUpdateAcknowledgment = segment.acknowledgmentNumber
+        state = .established
+        output.emit(.flowOpen(handle.flow, endpoints))
+        refreshKeepalive(now: now, configuration: configuration)
+    }
+
+    var endpoints: FlowEndpoints {
+        FlowEndpoints(
+            localAddress: localAddress, remoteAddress: remoteAddress, localPort: localPort, remotePort: remotePort,
+            remoteHardwareAddress: .zero, maximumSegmentSize: UInt16(segmentSize))
+    }
+
+    private mutating func adoptSynchronize(_ segment: TCPRepr, configuration: TCPConfiguration) {
+        initialReceiveSequence = segment.sequenceNumber
+        receiveNext = segment.sequenceNumber + 1
+        receiveWindowEdge = receiveNext
+        let options = segment.options
+        // RFC 7323 §2.2: scaling is on only if both SYNs carry the option.
+        if let shift = options.windowScale, !segment.flags.contains(.ack) || offeredWindowScale {
+            sendWindowShift = min(shift, 14)
+            receiveWindowShift = configuration.receiveWindowShift
+        } else {
+            sendWindowShift = 0
+            receiveWindowShift = 0
+        }
+        if let timestamps = options.timestamps, configuration.timestamps {
+            timestampsEnabled = true
+            timestampRecent = timestamps.value
+        } else {
+            timestampsEnabled = false
+        }
+        sackEnabled = options.sackPermitted && configuration.selectiveAcknowledgments
+        // RFC 9293 §3.7.1: without the option, assume 536.
+        setSegmentSize(peer: Int(options.maximumSegmentSize ?? 536), configuration: configuration)
+        // A SYN's window is never scaled.
+        sendWindow = Int(segment.window)
+        sendWindowUpdateSequence = segment.sequenceNumber
+        sendWindowUpdateAcknowledgment = segment.acknowledgmentNumber
+    }
+
+    private mutating func setSegmentSize(peer: Int, configuration: TCPConfiguration) {
+        // The payload per segment leaves room for the options every segment carries (RFC 9293 §3.7.1).
+        segmentSize = max(min(peer, Int(configuration.maximumSegmentSize)) - (timestampsEnabled ? 12 : 0), 64)
+        congestion = CongestionController(
+            algorithm: configuration.congestionControl, segmentSize: segmentSize,
+            initialWindowSegments: configuration.initialWindowSegments)
+    }
+
+    private mutating func sendSynchronize<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
+        var options = TCPOptions(maximumSegmentSize: configuration.maximumSegmentSize)
+        let isReply = state == .synReceived
+        if !isReply || sendWindowShift > 0 || receiveWindowShift > 0 {
+            // Offer scaling on an active SYN; answer it only if the peer offered.
+            if !isReply || receiveWindowShift > 0 {
+                options.windowScale = configuration.receiveWindowShift
+                offeredWindowScale = true
+            }
+        }
+        if configuration.selectiveAcknowledgments && (!isReply || sackEnabled) { options.sackPermitted = true }
+        if configuration.timestamps && (!isReply || timestampsEnabled) {
+            options.timestamps = TCPTimestamps(value: timestampClock(now), echoReply: isReply ? timestampRecent : 0)
+        }
+        let flags: TCPFlags = isReply ? [.syn, .ack] : .syn
+        let window = UInt16(min(receiveBuffer.free, 65535))
+        emitSegment(
+            sequence: initialSendSequence, flags: flags, window: window, options: options, payload: nil,
+            output: &output)
+        if sendMaximum == initialSendSequence {
+            sendNext = initialSendSequence + 1
+            sendMaximum = sendNext
+        }
+    }
+
+    // MARK: - Segments from the peer
+
+    /// Processes a segment for this connection (RFC 9293 §3.10.7.3 and §3.10.7.4).
+    mutating func handle<O: CommandOutput>(
+        _ segment: TCPRepr, payload: UnsafeRawBufferPointer, now: Instant, configuration: TCPConfiguration,
+        output: inout O
+    ) {
+        if state == .synSent {
+            handleInSynSent(segment, now: now, configuration: configuration, output: &output)
+            flush(now: now, configuration: configuration, output: &output)
+            return
+        }
+        guard state != .closed else { return }
+        let flags = segment.flags
+        let sequence = segment.sequenceNumber
+
+        // PAWS (RFC 7323 §5.3): a timestamp older than the last one in order is an old duplicate.
+        if timestampsEnabled, !flags.contains(.rst), let timestamps = segment.options.timestamps,
+           Int32(bitPattern: timestamps.value &- timestampRecent) < 0 {
+            ackNow = true
+            flush(now: now, configuration: configuration, output: &output)
+            return
+        }
+
+        // 1. Sequence number check.
+        let segmentLength = payload.count + (flags.contains(.syn) ? 1 : 0) + (flags.contains(.fin) ? 1 : 0)
+        let window = max(receiveWindowEdge - receiveNext, 0)
+        let acceptable: Bool
+        if segmentLength == 0 {
+            acceptable = window == 0 ? sequence == receiveNext : sequence.isIn(receiveNext, upTo: receiveNext + window)
+        } else {
+            acceptable = window > 0
+                && (sequence.isIn(receiveNext, upTo: receiveNext + window)
+                    || (sequence + (segmentLength - 1)).isIn(receiveNext, upTo: receiveNext + window))
+        }
+        if !acceptable {
+            if !flags.contains(.rst) {
+                ackNow = true
+                // A FIN retransmitted into TIME-WAIT restarts its timer (RFC 9293 §3.10.7.4, TIME-WAIT).
+                if state == .timeWait { timeWaitDeadline = now + configuration.timeWaitDuration }
+            }
+            flush(now: now, configuration: configuration, output: &output)
+            return
+        }
+
+        // Record the timestamp to echo (RFC 7323 §4.3): only from segments at or before the left edge.
+        if timestampsEnabled, let timestamps = segment.options.timestamps, sequence <= receiveNext {
+            timestampRecent = timestamps.value
+        }
+
+        // 2. RST (RFC 5961 §3.2): only an exact match resets; anything else in the window is challenged.
+        if flags.contains(.rst) {
+            if sequence == receiveNext {
+                fail(state == .synReceived && listenerPort == nil ? .connectionRefused : .connectionReset, output: &output)
+            } else {
+                ackNow = true
+                flush(now: now, configuration: configuration, output: &output)
+            }
+            return
+        }
+
+        // 4. SYN in a synchronized state (RFC 5961 §4.2): a challenge ACK; a retransmitted SYN in
+        // SYN-RECEIVED gets the SYN-ACK again.
+        if flags.contains(.syn) {
+            if state == .synReceived && sequence == initialReceiveSequence {
+                sendSynchronize(now: now, configuration: configuration, output: &output)
+            } else {
+                ackNow = true
+                flush(now: now, configuration: configuration, output: &output)
+            }
+            return
+        }
+
+        // 5. ACK.
+        guard flags.contains(.ack) else { return }
+        if state == .synReceived {
+            let ack = segment.acknowledgmentNumber
+            guard sendUnacknowledged < ack && ack <= sendMaximum else {
+                emitReset(sequence: ack, output: &output)
+                return
+            }
+            state = .established
+            events.insert(.writable)
+            if consecutiveTimeouts == 0 { rtt.addSample(now - timedAt) }
+            consecutiveTimeouts = 0
+            sendWindow = Int(segment.window) << Int(sendWindowShift)
+            sendWindowUpdateSequence = sequence
+            sendWindowUpdateAcknowledgment = ack
+            refreshKeepalive(now: now, configuration: configuration)
+        }
+        guard processAcknowledgment(segment, payloadLength: payload.count, now: now, configuration: configuration, output: &output)
+        else {
+            flush(now: now, configuration: configuration, output: &output)
+            return
+        }
+        refreshKeepalive(now: now, configuration: configuration)
+
+        // 7. Data.
+        if !payload.isEmpty {
+            switch state {
+            case .established, .finWait1, .finWait2:
+                receiveData(payload, at: sequence, configuration: configuration)
+            default:
+                break  // the peer already sent FIN: data after it is ignored
+            }
+        }
+
+        // 8. FIN.
+        if flags.contains(.fin) {
+            let finAt = sequence + payload.count
+            if finAt == receiveNext {
+                receiveFin(now: now, configuration: configuration)
+            } else if finAt > receiveNext {
+                pendingFinSequence = finAt
+                ackNow = true
+            }
+        } else if let pending = pendingFinSequence, pending == receiveNext {
+            receiveFin(now: now, configuration: configuration)
+        }
+        flush(now: now, configuration: configuration, output: &output)
+    }
+
+    private mutating func handleInSynSent<O: CommandOutput>(
+        _ segment: TCPRepr, now: Instant, configuration: TCPConfiguration, output: inout O
+    ) {
+        let flags = segment.flags
+        let ack = segment.acknowledgmentNumber
+        if flags.contains(.ack), ack <= initialSendSequence || ack > sendMaximum {
+            if !flags.contains(.rst) { emitReset(sequence: ack, output: &output) }
+            return
+        }
+        if flags.contains(.rst) {
+            if flags.contains(.ack) { fail(.connectionRefused, output: &output) }
+            return
+        }
+        guard flags.contains(.syn) else { return }
+        adoptSynchronize(segment, configuration: configuration)
+        if flags.contains(.ack) {
+            sendUnacknowledged = ack
+            sendQueue.acknowledge(through: ack)
+            state = .established
+            events.formUnion([.connected, .writable])
+            retransmitDeadline = nil
+            if consecutiveTimeouts == 0 { rtt.addSample(now - timedAt) }
+            consecutiveTimeouts = 0
+            sendWindow = Int(segment.window) << Int(sendWindowShift)
+            ackNow = true
+            refreshKeepalive(now: now, configuration: configuration)
+        } else {
+            // Simultaneous open (RFC 9293 §3.5): both sent SYNs.
+            state = .synReceived
+            sendSynchronize(now: now, configuration: configuration, output: &output)
+        }
+    }
+
+    /// RFC 9293 §3.10.7.4 step 5 for synchronized states. Returns false when the segment must go no further.
+    private mutating func processAcknowledgment<O: CommandOutput>(
+        _ segment: TCPRepr, payloadLength: Int, now: Instant, configuration: TCPConfiguration, output: inout O
+    ) -> Bool {
+        let ack = segment.acknowledgmentNumber
+        if ack > sendMaximum {
+            // It acknowledges something not yet sent: answer with an ACK and drop it.
+            ackNow = true
+            return false
+        }
+        let window = Int(segment.window) << Int(sendWindowShift)
+        if sackEnabled && !segment.options.sackBlocks.isEmpty { updateScoreboard(segment.options.sackBlocks) }
+
+        if ack > sendUnacknowledged {
+            newlyAcknowledged(through: ack, now: now, configuration: configuration, output: &output)
+        } else if ack == sendUnacknowledged, payloadLength == 0, !segment.flags.contains(.fin),
+                  window == sendWindow, sendUnacknowledged != sendMaximum {
+            // RFC 5681 §2's duplicate ACK.
+            duplicateAcks += 1
+            if inRecovery {
+                if !sackEnabled { congestion.inflate(by: segmentSize) }
+            } else if duplicateAcks == Self.duplicateThreshold || (sackEnabled && isLost(sendUnacknowledged)) {
+                enterRecovery(now: now)
+            }
+        }
+
+        // Window update (RFC 9293 §3.10.7.4): only from a segment newer than the last that updated it.
+        if sendWindowUpdateSequence < segment.sequenceNumber
+            || (sendWindowUpdateSequence == segment.sequenceNumber && sendWindowUpdateAcknowledgment <= ack) {
+            if window > sendWindow && sendWindow == 0 { persistDeadline = nil; persistBackoff = 0 }
+            sendWindow = window
+            sendWindowUpdateSequence = segment.sequenceNumber
+            sendWindowUpdateAcknowledgment = ack
+        }
+
+        switch state {
+        case .finWait1 where finAcknowledged:
+            state = .finWait2
+        case .closing where finAcknowledged:
+            enterTimeWait(now: now, configuration: configuration, output: &output)
+        case .lastAck where finAcknowledged:
+            close(output: &output)
+            return false
+        default:
+            break
+        }
+        return true
+    }
+
+    private var finAcknowledged: Bool {
+        guard let finSequence else { return false }
+        return sendUnacknowledged > finSequence
+    }
+
+    private mutating func newlyAcknowledged<O: CommandOutput>(
+        through ack: SequenceNumber, now: Instant, configuration: TCPConfiguration, output: inout O
+    ) {
+        let acknowledgedBytes = ack - sendUnacknowledged
+        let dataEnd = sendQueue.end
+        let queueHadRoom = queueHasRoom(configuration: configuration)
+        sendQueue.acknowledge(through: ack > dataEnd ? dataEnd : ack)
+        fileBytesQueued = min(fileBytesQueued, sendQueue.count)
+        sendUnacknowledged = ack
+        if sendNext < ack { sendNext = ack }
+        if highRetransmitted < ack { highRetransmitted = ack }
+        scoreboard.removeAll { $0.right <= ack }
+        if let first = scoreboard.first, first.left < ack { scoreboard[0].left = ack }
+
+        // RTT sample (RFC 6298 §3, Karn): the timed data reached the wire at `timedAt`.
+        if let timed = timedSequence, ack >= timed {
+            rtt.addSample(now - timedAt)
+            timedSequence = nil
+        }
+        consecutiveTimeouts = 0
+
+        if inRecovery {
+            if ack >= recoveryPoint {
+                inRecovery = false
+                congestion.deflateToThreshold()
+            } else if !sackEnabled {
+                // RFC 6582 §3.2 step 3, a partial ACK: retransmit the next hole, deflate by what was acknowledged.
+                retransmit(from: sendUnacknowledged, limit: segmentSize, now: now, configuration: configuration, output: &output)
+                congestion.setWindow(congestion.window - acknowledgedBytes + segmentSize)
+            }
+        } else {
+            congestion.onAcknowledged(bytes: acknowledgedBytes, now: now, smoothedRTT: rtt.smoothed)
+        }
+        duplicateAcks = 0
+
+        // RFC 6298 §5.2 and 5.3.
+        if sendUnacknowledged == sendMaximum {
+            retransmitDeadline = nil
+            retransmitAwaitsEcho = false
+        } else {
+            armRetransmit(at: now + rtt.timeout)
+        }
+
+        // The NIC keeps sent bytes until told they are acknowledged: tell it in batches.
+        let reportable = ack > dataEnd ? dataEnd : ack
+        if reportable - acknowledgedReported >= configuration.acknowledgedBatchBytes
+            || (reportable == dataEnd && reportable > acknowledgedReported) {
+            output.emit(.acknowledged(handle.flow, through: reportable))
+            acknowledgedReported = reportable
+        }
+        if !queueHadRoom && queueHasRoom(configuration: configuration) { events.insert(.writable) }
+    }
+
+    private mutating func enterRecovery(now: Instant) {
+        inRecovery = true
+        recoveryPoint = sendMaximum
+        highRetransmitted = sendUnacknowledged
+        congestion.onLossDetected(flight: sendMaximum - sendUnacknowledged, now: now)
+        if !sackEnabled { congestion.inflate(by: Self.duplicateThreshold * segmentSize) }
+        // The first retransmission goes now (RFC 5681 §3.2 step 2); the transmit loop does the rest.
+        needsFastRetransmit = true
+    }
+
+    private var needsFastRetransmit = false
+    /// The end of the last sub-MSS segment of application bytes sent (Minshall's Nagle).
+    private var unacknowledgedSmallSegmentEnd: SequenceNumber?
+
+    // MARK: - SACK scoreboard (RFC 6675)
+
+    private mutating func updateScoreboard(_ blocks: SACKBlockList) {
+        for block in blocks {
+            // Ignore blocks that are stale or claim what was never sent (RFC 2883's D-SACK included).
+            guard block.left < block.right, block.right <= sendMaximum, block.right > sendUnacknowledged else { continue }
+            var merged = SACKBlock(left: SequenceNumber.max(block.left, sendUnacknowledged), right: block.right)
+            var kept: [SACKBlock] = []
+            var inserted = false
+            for existing in scoreboard {
+                if existing.right < merged.left {
+                    kept.append(existing)
+                } else if existing.left > merged.right {
+                    if !inserted { kept.append(merged); inserted = true }
+                    kept.append(existing)
+                } else {
+                    merged = SACKBlock(left: SequenceNumber.min(existing.left, merged.left),
+                                       right: SequenceNumber.max(existing.right, merged.right))
+                }
+            }
+            if !inserted { kept.append(merged) }
+            scoreboard = kept
+        }
+    }
+
+    private var sackedBytes: Int { scoreboard.reduce(0) { $0 + ($1.right - $1.left) } }
+
+    /// RFC 6675 IsLost: at least DupThresh segments' worth of SACKed bytes lie above `sequence`.
+    private func isLost(_ sequence: SequenceNumber) -> Bool {
+        var above = 0
+        for block in scoreboard where block.right > sequence {
+            above += block.right - SequenceNumber.max(block.left, sequence + 1)
+        }
+        return above >= Self.duplicateThreshold * segmentSize
+    }
+
+    /// RFC 6675 NextSeg rule 1: the first unSACKed, lost, not yet retransmitted range.
+    private func nextLostRange() -> (SequenceNumber, Int)? {
+        var cursor = SequenceNumber.max(highRetransmitted, sendUnacknowledged)
+        for block in scoreboard {
+            if block.right <= cursor { continue }
+            if cursor < block.left {
+                if isLost(cursor) { return (cursor, min(block.left - cursor, segmentSize)) }
+                return nil
+            }
+            cursor = block.right
+        }
+        return nil
+    }
+
+    /// RFC 6675 SetPipe, by ranges: outstanding bytes neither SACKed nor lost, plus lost ones retransmitted.
+    private var pipe: Int {
+        let outstanding = sendNext - sendUnacknowledged
+        guard sackEnabled, inRecovery, !scoreboard.isEmpty else { return max(outstanding, 0) }
+        var lostNotRetransmitted = 0
+        var cursor = sendUnacknowledged
+        for block in scoreboard {
+            if cursor < block.left, isLost(cursor) {
+                let holeStart = SequenceNumber.max(cursor, highRetransmitted)
+                if holeStart < block.left { lostNotRetransmitted += block.left - holeStart }
+            }
+            cursor = SequenceNumber.max(cursor, block.right)
+        }
+        return max(outstanding - sackedBytes - lostNotRetransmitted, 0)
+    }
+
+    // MARK: - Receiving
+
+    private mutating func receiveData(_ payload: UnsafeRawBufferPointer, at sequence: SequenceNumber, configuration: TCPConfiguration) {
+        let wasInOrder = sequence == receiveNext
+        let hadGap = !receiveBuffer.outOfOrder.isEmpty
+        let advanced = receiveBuffer.store(payload, at: sequence, next: receiveNext)
+        receiveNext += advanced
+        if advanced > 0 { events.insert(.readable) }
+        if !wasInOrder || hadGap || advanced < payload.count {
+            // Out of order, a hole filled, or data that did not fit: tell the peer at once (RFC 5681 §4.2).
+            ackNow = true
+        } else {
+            segmentsSinceAck += 1
+            // RFC 9293 §3.8.6.3: an ACK for at least every second full-sized segment.
+            if segmentsSinceAck >= 2 { ackNow = true }
+        }
+    }
+
+    private mutating func receiveFin(now: Instant, configuration: TCPConfiguration) {
+        pendingFinSequence = nil
+        receiveNext += 1
+        readClosed = true
+        events.formUnion([.readable, .readClosed])
+        ackNow = true
+        switch state {
+        case .synReceived, .established:
+            state = .closeWait
+        case .finWait1:
+            // Our FIN not yet acknowledged: simultaneous close.
+            state = finAcknowledged ? .timeWait : .closing
+            if state == .timeWait { timeWaitDeadline = now + configuration.timeWaitDuration }
+        case .finWait2:
+            state = .timeWait
+            timeWaitDeadline = now + configuration.timeWaitDuration
+        default:
+            break
+        }
+        if state == .timeWait { cancelTimersForTimeWait() }
+    }
+
+    // MARK: - The application
+
+    /// Copies queued bytes to the application; returns how many (0 with `readClosed` means end of stream).
+    mutating func read<O: CommandOutput>(
+        into buffer: UnsafeMutableRawBufferPointer, now: Instant, configuration: TCPConfiguration, output: inout O
+    ) -> Int {
+        let count = receiveBuffer.read(into: buffer)
+        // Reading opened the window: announce it if it grew enough to matter (RFC 9293 §3.8.6.2.2).
+        if count > 0, state.isSynchronized, advertisableWindowGrowth >= min(receiveBuffer.capacity / 2, segmentSize) {
+            ackNow = true
+            flush(now: now, configuration: configuration, output: &output)
+        }
+        return count
+    }
+
+    var readableBytes: Int { receiveBuffer.readable }
+
+    private var canSend: Bool {
+        (state == .established || state == .closeWait || state == .synReceived || state == .synSent) && !finRequested
+    }
+
+    /// Queues application bytes; returns how many fit (0: would block).
+    mutating func write<O: CommandOutput>(
+        _ bytes: UnsafeRawBufferPointer, now: Instant, configuration: TCPConfiguration, output: inout O
+    ) throws(TCPError) -> Int {
+        guard canSend else { throw finRequested ? .alreadyClosing : (error ?? .notConnected) }
+        let accepted = sendQueue.append(bytes: bytes)
+        if accepted < bytes.count { events.remove(.writable) }
+        flush(now: now, configuration: configuration, output: &output)
+        return accepted
+    }
+
+    /// Queues a range of an offloaded file; returns how many bytes fit (0: would block).
+    mutating func writeFile<O: CommandOutput>(
+        _ file: OffloadedFileID, offset: UInt64, length: Int, now: Instant, configuration: TCPConfiguration,
+        output: inout O
+    ) throws(TCPError) -> Int {
+        guard canSend else { throw finRequested ? .alreadyClosing : (error ?? .notConnected) }
+        let accepted = min(length, max(configuration.fileQueueBytes - fileBytesQueued, 0))
+        if accepted > 0 {
+            sendQueue.append(file: file, offset: offset, length: accepted)
+            fileBytesQueued += accepted
+        }
+        if accepted < length { events.remove(.writable) }
+        flush(now: now, configuration: configuration, output: &output)
+        return accepted
+    }
+
+    private func queueHasRoom(configuration: TCPConfiguration) -> Bool {
+        sendQueue.freeByteCapacity > 0 && fileBytesQueued < configuration.fileQueueBytes
+    }
+
+    /// Closes the sending side: a FIN follows the queued data.
+    mutating func shutdownWrite<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
+        guard !finRequested else { return }
+        switch state {
+        case .synSent:
+            close(output: &output)
+            return
+        case .synReceived, .established:
+            state = .finWait1
+        case .closeWait:
+            state = .lastAck
+        default:
+            return
+        }
+        finRequested = true
+        flush(now: now, configuration: configuration, output: &output)
+    }
+
+    /// Abort (RFC 9293 §3.10.5): a RST to the peer and the connection is gone.
+    mutating func abort<O: CommandOutput>(output: inout O) {
+        if state.isSynchronized && state != .timeWait {
+            emitSegment(sequence: sendNext, flags: [.rst, .ack], window: 0, options: TCPOptions(), payload: nil, output: &output)
+        }
+        close(output: &output)
+    }
+
+    // MARK: - The NIC's ECHO
+
+    /// A SEND's data up to `sequenceEnd` is on the wire, after `nicDelay` nanoseconds on the NIC.
+    mutating func handleEcho(sequenceEnd: SequenceNumber, now: Instant) {
+        // Time this range if nothing is being timed and it was not retransmitted (Karn).
+        if timedSequence == nil, sequenceEnd > sendUnacknowledged, consecutiveTimeouts == 0, !inRecovery {
+            timedSequence = sequenceEnd
+            timedAt = now
+        }
+        // RFC 6298 §5.1, IO-TCP's way: the timer runs from when the data is on the wire.
+        if retransmitAwaitsEcho, sendUnacknowledged < sendMaximum {
+            retransmitDeadline = now + rtt.timeout
+            retransmitAwaitsEcho = false
+        }
+    }
+
+    // MARK: - Timers
+
+    var nextDeadline: Instant? {
+        var earliest: Instant?
+        for deadline in [retransmitDeadline, delayedAckDeadline, persistDeadline, keepaliveDeadline, timeWaitDeadline] {
+            if let deadline, earliest == nil || deadline < earliest! { earliest = deadline }
+        }
+        return earliest
+    }
+
+    mutating func handleTimers<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
+        if let deadline = timeWaitDeadline, deadline <= now {
+            close(output: &output)
+            return
+        }
+        if let deadline = retransmitDeadline, deadline <= now {
+            retransmitDeadline = nil
+            retransmissionTimeout(now: now, configuration: configuration, output: &output)
+            if state == .closed { return }
+        }
+        if let deadline = persistDeadline, deadline <= now {
+            persistDeadline = nil
+            // A zero-window probe: an old sequence number the peer must answer with its window (as Linux).
+            emitSegment(sequence: sendUnacknowledged - 1, flags: .ack, window: windowField(), options: currentOptions(now: now),
+                        payload: nil, output: &output)
+            persistBackoff += 1
+        }
+        if let deadline = keepaliveDeadline, deadline <= now, let keepalive = configuration.keepalive {
+            if keepaliveProbesSent >= keepalive.probes {
+                fail(.timedOut, output: &output)
+                return
+            }
+            emitSegment(sequence: sendUnacknowledged - 1, flags: .ack, window: windowField(), options: currentOptions(now: now),
+                        payload: nil, output: &output)
+            keepaliveProbesSent += 1
+            keepaliveDeadline = now + keepalive.interval
+        }
+        if let deadline = delayedAckDeadline, deadline <= now {
+            delayedAckDeadline = nil
+            ackNow = true
+        }
+        flush(now: now, configuration: configuration, output: &output)
+    }
+
+    private mutating func retransmissionTimeout<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
+        guard sendUnacknowledged < sendMaximum else { return }
+        if consecutiveTimeouts >= configuration.maximumRetransmissions {
+            fail(state == .synSent ? .connectionRefused : .timedOut, output: &output)
+            return
+        }
+        consecutiveTimeouts += 1
+        rtt.backOff()
+        timedSequence = nil
+        switch state {
+        case .synSent, .synReceived:
+            sendSynchronize(now: now, configuration: configuration, output: &output)
+            armRetransmit(at: now + rtt.timeout)
+            return
+        default:
+            break
+        }
+        // RFC 5681 §3.1 and RFC 6675 §5.1: one segment's window, and send again from the first unacknowledged.
+        congestion.onTimeout(flight: sendMaximum - sendUnacknowledged)
+        inRecovery = false
+        duplicateAcks = 0
+        scoreboard.removeAll()
+        sendNext = sendUnacknowledged
+        highRetransmitted = sendUnacknowledged
+        armRetransmit(at: now + rtt.timeout)
+    }
+
+    private mutating func armRetransmit(at deadline: Instant) {
+        retransmitDeadline = deadline
+        retransmitAwaitsEcho = false
+    }
+
+    private mutating func refreshKeepalive(now: Instant, configuration: TCPConfiguration) {
+        guard let keepalive = configuration.keepalive, state == .established || state == .closeWait else { return }
+        keepaliveDeadline = now + keepalive.idle
+        keepaliveProbesSent = 0
+    }
+
+    private mutating func cancelTimersForTimeWait() {
+        retransmitDeadline = nil
+        persistDeadline = nil
+        keepaliveDeadline = nil
+        delayedAckDeadline = nil
+    }
+
+    private mutating func enterTimeWait<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
+        state = .timeWait
+        cancelTimersForTimeWait()
+        timeWaitDeadline = now + configuration.timeWaitDuration
+        output.emit(.flowClose(handle.flow, reason: 0))
+        events.insert(.closed)
+    }
+
+    // MARK: - Sending
+
+    /// Sends what the windows allow, retransmissions first, then an ACK if one is owed and nothing carried it.
+    mutating func flush<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
+        var sentAcknowledgment = false
+        switch state {
+        case .established, .closeWait, .finWait1, .closing, .lastAck:
+            sentAcknowledgment = transmit(now: now, configuration: configuration, output: &output)
+        default:
+            break
+        }
+        if ackNow && !sentAcknowledgment && state != .closed && state != .synSent {
+            sendAcknowledgment(now: now, output: &output)
+        } else if !ackNow && segmentsSinceAck > 0 && delayedAckDeadline == nil && state.isSynchronized {
+            delayedAckDeadline = now + configuration.delayedAckTimeout
+        }
+        ackNow = false
+    }
+
+    private mutating func sendAcknowledgment<O: CommandOutput>(now: Instant, output: inout O) {
+        emitSegment(sequence: sendNext, flags: .ack, window: windowField(), options: currentOptions(now: now), payload: nil,
+                    output: &output)
+        acknowledgmentSent()
+    }
+
+    private mutating func acknowledgmentSent() {
+        segmentsSinceAck = 0
+        delayedAckDeadline = nil
+        ackNow = false
+    }
+
+    /// Returns whether anything carrying an ACK went out.
+    private mutating func transmit<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) -> Bool {
+        var sent = false
+        if needsFastRetransmit {
+            needsFastRetransmit = false
+            retransmit(from: sendUnacknowledged, limit: segmentSize, now: now, configuration: configuration, output: &output)
+            if sendUnacknowledged + segmentSize > highRetransmitted { highRetransmitted = sendUnacknowledged + segmentSize }
+            sent = true
+        }
+        sending: while true {
+            let window = min(congestion.window, max(sendWindow, 0))
+            let inFlight = pipe
+            if inRecovery && sackEnabled, inFlight + segmentSize <= congestion.window, let (start, length) = nextLostRange() {
+                retransmit(from: start, limit: length, now: now, configuration: configuration, output: &output)
+                highRetransmitted = start + length
+                sent = true
+                continue
+            }
+            let dataEnd = sendQueue.end
+            if sendNext < dataEnd {
+                // Room in the congestion window and in the peer's offered window.
+                let offered = sendUnacknowledged + sendWindow - sendNext
+                let room = min(window - inFlight, offered)
+                guard room > 0 else { break sending }
+                guard let piece = sendQueue.piece(at: sendNext, limit: min(room, configuration.maximumSendBytes)) else { break sending }
+                let isRetransmission = sendNext < sendMaximum
+                switch piece.source {
+                case .file:
+                    if isRetransmission {
+                        retransmit(from: sendNext, limit: min(piece.length, sendMaximum - sendNext), now: now,
+                                   configuration: configuration, output: &output)
+                    } else {
+                        // Atlas: wait for a window worth a disk read, unless the queue is shorter or nothing is in flight.
+                        let remaining = sendQueue.piece(at: sendNext, limit: .max)?.length ?? 0
+                        let minimum = configuration.minimumSendSegments * segmentSize
+                        if piece.length < minimum && piece.length < remaining && inFlight > 0 { break sending }
+                        emitSend(piece, last: piece.sequence + piece.length == dataEnd, now: now, configuration: configuration,
+                                 output: &output)
+                    }
+                case .bytes:
+                    let length = min(piece.length, segmentSize)
+                    let endOfQueue = piece.sequence + length == dataEnd
+                    // Nagle (RFC 9293 §3.7.4) in Minshall's form, as Linux: a short segment waits only while
+                    // an earlier short segment is unacknowledged, so a reply's tail is not held for an ACK.
+                    if configuration.nagle, length < segmentSize, !isRetransmission, !finRequested,
+                       let small = unacknowledgedSmallSegmentEnd, small > sendUnacknowledged { break sending }
+                    emitBytes(SendQueue.Piece(sequence: piece.sequence, length: length, source: piece.source),
+                              push: endOfQueue, now: now, output: &output)
+                    advanceSent(by: length, now: now, timed: true)
+                    if length < segmentSize { unacknowledgedSmallSegmentEnd = sendNext }
+                }
+                sent = true
+                continue
+            }
+            // A FIN after the data, when the windows allow one more sequence number.
+            if finRequested && sendNext == dataEnd && (finSequence == nil || sendNext == finSequence!) {
+                finSequence = dataEnd
+                emitSegment(sequence: dataEnd, flags: [.fin, .ack], window: windowField(), options: currentOptions(now: now),
+                            payload: nil, output: &output)
+                acknowledgmentSent()
+                advanceSent(by: 1, now: now, timed: false)
+                sent = true
+            }
+            break sending
+        }
+        // Zero window with data waiting and nothing in flight: probe until the peer opens (RFC 9293 §3.8.6.1).
+        if sendWindow == 0 && sendNext < sendQueue.end && sendUnacknowledged == sendMaximum && persistDeadline == nil {
+            let backoff = UInt64(1) << UInt64(min(persistBackoff, 6))
+            persistDeadline = now + min(rtt.timeout * backoff, configuration.maximumRetransmissionTimeout)
+        }
+        return sent
+    }
+
+    /// Moves SND.NXT past bytes just sent and starts the timer if nothing armed it.
+    private mutating func advanceSent(by length: Int, now: Instant, timed: Bool) {
+        sendNext += length
+        if sendNext > sendMaximum { sendMaximum = sendNext }
+        if retransmitDeadline == nil { armRetransmit(at: now + rtt.timeout) }
+        if timed, timedSequence == nil, consecutiveTimeouts == 0, !inRecovery {
+            timedSequence = sendNext
+            timedAt = now
+        }
+    }
+
+    private mutating func emitSend<O: CommandOutput>(
+        _ piece: SendQueue.Piece, last: Bool, now: Instant, configuration: TCPConfiguration, output: inout O
+    ) {
+        guard case .file(let file, let offset) = piece.source else { return }
+        output.emit(.send(handle.flow, SendRange(
+            sequence: piece.sequence, length: UInt32(piece.length), file: file, offset: offset,
+            template: template(lastFlags: last ? .psh : [], now: now))))
+        acknowledgmentSent()
+        sendNext += piece.length
+        if sendNext > sendMaximum { sendMaximum = sendNext }
+        if retransmitDeadline == nil {
+            // Not on the wire yet: the ECHO will re-arm this from the moment it is.
+            retransmitDeadline = now + rtt.timeout + configuration.echoAllowance
+            retransmitAwaitsEcho = true
+        }
+    }
+
+    /// Sends again `[from, from + limit)`, clipped to one queue entry: file data by RETRANSMIT from the
+    /// NIC's store, application bytes as packets, a lost FIN as a FIN.
+    private mutating func retransmit<O: CommandOutput>(
+        from start: SequenceNumber, limit: Int, now: Instant, configuration: TCPConfiguration, output: inout O
+    ) {
+        if let finSequence, start == finSequence {
+            emitSegment(sequence: finSequence, flags: [.fin, .ack], window: windowField(), options: currentOptions(now: now),
+                        payload: nil, output: &output)
+            acknowledgmentSent()
+            if sendNext <= finSequence { sendNext = finSequence + 1 }
+            return
+        }
+        guard let piece = sendQueue.piece(at: start, limit: limit) else { return }
+        switch piece.source {
+        case .file:
+            output.emit(.retransmit(handle.flow, sequence: piece.sequence, length: UInt32(piece.length),
+                                    template: template(lastFlags: [], now: now)))
+            acknowledgmentSent()
+            if sendNext < piece.sequence + piece.length && sendNext >= piece.sequence { sendNext = piece.sequence + piece.length }
+        case .bytes:
+            var offset = 0
+            while offset < piece.length {
+                let length = min(piece.length - offset, segmentSize)
+                emitBytes(SendQueue.Piece(sequence: piece.sequence + offset, length: length,
+                                          source: .bytes(streamIndex: streamIndex(piece.source) + UInt64(offset))),
+                          push: false, now: now, output: &output)
+                offset += length
+            }
+            if sendNext < piece.sequence + piece.length && sendNext >= piece.sequence { sendNext = piece.sequence + piece.length }
+        }
+        if sendNext > sendMaximum { sendMaximum = sendNext }
+        if retransmitDeadline == nil { armRetransmit(at: now + rtt.timeout) }
+        // Karn: whatever was being timed may now be acknowledged by the retransmission.
+        timedSequence = nil
+    }
+
+    private func streamIndex(_ source: SendQueue.Source) -> UInt64 {
+        if case .bytes(let index) = source { return index }
+        return 0
+    }
+
+    private mutating func emitBytes<O: CommandOutput>(_ piece: SendQueue.Piece, push: Bool, now: Instant, output: inout O) {
+        let queue = sendQueue
+        emitSegment(sequence: piece.sequence, flags: push ? [.ack, .psh] : .ack, window: windowField(),
+                    options: currentOptions(now: now), payload: (piece.length, { buffer in queue.copy(piece, into: buffer) }),
+                    output: &output)
+        acknowledgmentSent()
+    }
+
+    private func template(lastFlags: TCPFlags, now: Instant) -> SegmentTemplate {
+        SegmentTemplate(
+            acknowledgmentNumber: receiveNext, window: windowFieldValue, lastSegmentFlags: lastFlags,
+            maximumSegmentSize: UInt16(segmentSize),
+            timestamps: timestampsEnabled ? TCPTimestamps(value: timestampClock(now), echoReply: timestampRecent) : nil)
+    }
+
+    private func currentOptions(now: Instant) -> TCPOptions {
+        var options = TCPOptions()
+        if timestampsEnabled { options.timestamps = TCPTimestamps(value: timestampClock(now), echoReply: timestampRecent) }
+        if sackEnabled { options.sackBlocks = receiveBuffer.sackBlocks(limit: timestampsEnabled ? 3 : 4) }
+        return options
+    }
+
+    /// The timestamp clock: milliseconds, offset per connection (RFC 7323 §5.4) so it reveals no uptime.
+    private func timestampClock(_ now: Instant) -> UInt32 {
+        UInt32(truncatingIfNeeded: now.nanoseconds / Nanoseconds.millisecond) &+ timestampOffset
+    }
+
+    /// How far the window could move right now, beyond the edge already advertised.
+    private var advertisableWindowGrowth: Int {
+        (receiveNext + receiveBuffer.free) - receiveWindowEdge
+    }
+
+    /// The window field for the next segment: moves the edge right when it grew enough (receiver-side
+    /// silly window avoidance), never left.
+    private mutating func windowField() -> UInt16 {
+        let growth = advertisableWindowGrowth
+        if growth >= min(receiveBuffer.capacity / 2, segmentSize) || receiveWindowEdge < receiveNext {
+            receiveWindowEdge = receiveNext + receiveBuffer.free
+        }
+        return windowFieldValue
+    }
+
+    private var windowFieldValue: UInt16 {
+        let offered = max(receiveWindowEdge - receiveNext, 0)
+        return UInt16(min(offered >> Int(receiveWindowShift), 65535))
+    }
+
+    /// Builds an IPv4 packet holding one TCP segment and hands it to the NIC as PACKET_OUT.
+    private func emitSegment<O: CommandOutput>(
+        sequence: SequenceNumber, flags: TCPFlags, window: UInt16, options: TCPOptions,
+        payload: (count: Int, fill: (UnsafeMutableRawBufferPointer) -> Void)?, output: inout O
+    ) {
+        let tcp = TCPRepr(
+            sourcePort: localPort, destinationPort: remotePort, sequenceNumber: sequence,
+            acknowledgmentNumber: flags.contains(.ack) ? receiveNext : SequenceNumber(0), flags: flags, window: window,
+            options: options)
+        PacketBuilder.emit(tcp, from: localAddress, to: remoteAddress, flow: handle.flow, payload: payload, output: &output)
+    }
+
+    private func emitReset<O: CommandOutput>(sequence: SequenceNumber, output: inout O) {
+        emitSegment(sequence: sequence, flags: .rst, window: 0, options: TCPOptions(), payload: nil, output: &output)
+    }
+
+    // MARK: - Ending
+
+    private mutating func fail<O: CommandOutput>(_ reason: TCPError, output: inout O) {
+        error = reason
+        close(output: &output)
+    }
+
+    /// To CLOSED: timers off, the NIC told to forget the flow, the application told.
+    private mutating func close<O: CommandOutput>(output: inout O) {
+        if state != .timeWait && state != .closed { output.emit(.flowClose(handle.flow, reason: error == nil ? 0 : 1)) }
+        state = .closed
+        retransmitDeadline = nil
+        delayedAckDeadline = nil
+        persistDeadline = nil
+        keepaliveDeadline = nil
+        timeWaitDeadline = nil
+        events.formUnion([.closed, .readable, .writable])
+    }
+}

@@ -1,0 +1,518 @@
+import IOTCPCommon
+
+/// Counters an operator reads to see what the engine did with what it was given.
+public struct TCPStatistics: Hashable, Sendable {
+    public var segmentsReceived = 0
+    public var malformedPackets = 0
+    public var badChecksums = 0
+    public var resetsSent = 0
+    public var synCookiesSent = 0
+    public var synCookiesAccepted = 0
+    public var synCookiesRejected = 0
+    public var connectionsOpened = 0
+    public var connectionsClosed = 0
+}
+
+/// The host's TCP control plane for one local IPv4 address: every connection and listener, driven by
+/// calls that each take the time and an output for what the NIC must do.
+///
+/// It is the sans-I/O core of IOTCPHost: received packets come in through `handlePacket`, the NIC's
+/// ECHOs through `handleEcho`, the passage of time through `handleTimers`; SEND, RETRANSMIT, ACKD,
+/// FLOW_OPEN, FLOW_CLOSE and PACKET_OUT go to the output. Memory per idle connection is its control
+/// block alone: buffers are allocated with the first byte.
+public struct TCPEngine {
+    public let configuration: TCPConfiguration
+    public let localAddress: IPv4Address
+    public let maximumConnections: Int
+    /// Checked by the host because a NIC that already verified could still be a buggy one.
+    public var verifyChecksums = true
+    public private(set) var statistics = TCPStatistics()
+
+    private let key0: UInt64
+    private let key1: UInt64
+    private var connections: [TCPConnection?] = []
+    private var generations: [UInt32] = []
+    private var freeSlots: [Int32] = []
+    private var byEndpoints: [EndpointKey: Int32] = [:]
+    private var listeners: [UInt16: Listener] = [:]
+    private var wheel: TimerWheel
+    private var readyConnections: [Int32] = []
+    private var isReady: [Bool] = []
+    private var readyListeners: [UInt16] = []
+    private var dueScratch: [Int] = []
+    private var nextEphemeralPort: UInt16 = 32768
+
+    struct EndpointKey: Hashable {
+        var remoteAddress: UInt32
+        var remotePort: UInt16
+        var localPort: UInt16
+    }
+
+    struct Listener {
+        var backlog: Int
+        /// Connections from this listener not yet accepted, handshaking or queued.
+        var pending = 0
+        var acceptQueue: [Int32] = []
+        /// Cookies are only accepted while recently sent (RFC 4987 §3.6: only under pressure).
+        var lastCookieSent: Instant?
+    }
+
+    /// `secret` keys the ISN and SYN-cookie hashes; give each engine fresh random bits.
+    public init(
+        localAddress: IPv4Address, configuration: TCPConfiguration = TCPConfiguration(),
+        secret: (UInt64, UInt64), maximumConnections: Int = 1 << 20, now: Instant
+    ) {
+        self.localAddress = localAddress
+        self.configuration = configuration
+        self.maximumConnections = min(maximumConnections, 1 << 20)
+        key0 = secret.0
+        key1 = secret.1
+        wheel = TimerWheel(start: now)
+    }
+
+    // MARK: - Listening and connecting
+
+    public mutating func listen(port: UInt16, backlog: Int = 128) throws(TCPError) -> TCPListenerID {
+        guard port != 0 else { throw .invalidArgument("port 0") }
+        guard listeners[port] == nil else { throw .portInUse(port) }
+        listeners[port] = Listener(backlog: max(backlog, 1))
+        return TCPListenerID(port: port)
+    }
+
+    /// Stops listening; connections not yet accepted are reset.
+    public mutating func stopListening<O: CommandOutput>(_ listener: TCPListenerID, now: Instant, output: inout O) {
+        guard listeners.removeValue(forKey: listener.port) != nil else { return }
+        for slot in connections.indices where connections[slot]?.listenerPort == listener.port {
+            connections[slot]!.abort(output: &output)
+            connections[slot]!.ownedByApplication = false
+            connections[slot]!.listenerPort = nil
+            afterChange(slot)
+        }
+    }
+
+    /// The next established connection from `listener`, or nil.
+    public mutating func accept(_ listener: TCPListenerID) -> TCPHandle? {
+        while var entry = listeners[listener.port], !entry.acceptQueue.isEmpty {
+            let slot = Int(entry.acceptQueue.removeFirst())
+            entry.pending -= 1
+            listeners[listener.port] = entry
+            guard connections[slot] != nil else { continue }
+            connections[slot]!.listenerPort = nil
+            connections[slot]!.ownedByApplication = true
+            return connections[slot]!.handle
+        }
+        return nil
+    }
+
+    /// Whether `listener` has connections waiting for `accept`.
+    public func hasPendingConnections(_ listener: TCPListenerID) -> Bool {
+        !(listeners[listener.port]?.acceptQueue.isEmpty ?? true)
+    }
+
+    /// Active open to `address:port` from an ephemeral port (or `localPort`).
+    public mutating func connect<O: CommandOutput>(
+        to address: IPv4Address, port: UInt16, localPort: UInt16? = nil, now: Instant, output: inout O
+    ) throws(TCPError) -> TCPHandle {
+        guard port != 0 else { throw .invalidArgument("port 0") }
+        let chosen: UInt16
+        if let localPort { chosen = localPort } else { chosen = try ephemeralPort(for: address, remotePort: port) }
+        let key = EndpointKey(remoteAddress: address.rawValue, remotePort: port, localPort: chosen)
+        guard byEndpoints[key] == nil else { throw .portInUse(chosen) }
+        let slot = try allocateSlot()
+        let handle = TCPHandle(slot: Int32(slot), generation: generations[slot])
+        var connection = TCPConnection(
+            handle: handle, localAddress: localAddress, remoteAddress: address, localPort: chosen, remotePort: port,
+            initialSequence: initialSequence(remote: address, remotePort: port, localPort: chosen, now: now),
+            timestampOffset: timestampOffset(remote: address, remotePort: port, localPort: chosen), state: .synSent,
+            ownedByApplication: true, configuration: configuration)
+        connection.open(now: now, configuration: configuration, output: &output)
+        connections[slot] = connection
+        byEndpoints[key] = Int32(slot)
+        statistics.connectionsOpened += 1
+        afterChange(slot)
+        return handle
+    }
+
+    private mutating func ephemeralPort(for address: IPv4Address, remotePort: UInt16) throws(TCPError) -> UInt16 {
+        for _ in 0..<(65536 - 32768) {
+            let candidate = nextEphemeralPort
+            nextEphemeralPort = nextEphemeralPort == 65535 ? 32768 : nextEphemeralPort + 1
+            let key = EndpointKey(remoteAddress: address.rawValue, remotePort: remotePort, localPort: candidate)
+            if byEndpoints[key] == nil && listeners[candidate] == nil { return candidate }
+        }
+        throw .noFreePort
+    }
+
+    // MARK: - The application's calls
+
+    public mutating func write<O: CommandOutput>(
+        _ handle: TCPHandle, _ bytes: UnsafeRawBufferPointer, now: Instant, output: inout O
+    ) throws(TCPError) -> Int {
+        let slot = try validSlot(handle)
+        defer { afterChange(slot) }
+        return try connections[slot]!.write(bytes, now: now, configuration: configuration, output: &output)
+    }
+
+    /// Queues `length` bytes of an offloaded file from `offset`; returns how many were taken (sendfile's
+    /// partial progress: 0 means the queue is full, wait for `.writable`).
+    public mutating func writeFile<O: CommandOutput>(
+        _ handle: TCPHandle, file: OffloadedFileID, offset: UInt64, length: Int, now: Instant, output: inout O
+    ) throws(TCPError) -> Int {
+        guard length >= 0 else { throw .invalidArgument("negative length") }
+        let slot = try validSlot(handle)
+        defer { afterChange(slot) }
+        return try connections[slot]!.writeFile(file, offset: offset, length: length, now: now, configuration: configuration,
+                                                output: &output)
+    }
+
+    public mutating func read<O: CommandOutput>(
+        _ handle: TCPHandle, into buffer: UnsafeMutableRawBufferPointer, now: Instant, output: inout O
+    ) throws(TCPError) -> Int {
+        let slot = try validSlot(handle)
+        defer { afterChange(slot) }
+        let count = connections[slot]!.read(into: buffer, now: now, configuration: configuration, output: &output)
+        if count == 0, let error = connections[slot]!.error { throw error }
+        return count
+    }
+
+    /// Sends FIN after the queued data; reading goes on until the peer closes.
+    public mutating func shutdownWrite<O: CommandOutput>(_ handle: TCPHandle, now: Instant, output: inout O) throws(TCPError) {
+        let slot = try validSlot(handle)
+        connections[slot]!.shutdownWrite(now: now, configuration: configuration, output: &output)
+        afterChange(slot)
+    }
+
+    /// Closes the connection for the application: FIN after the queued data, and the handle is released
+    /// (the engine finishes the close on its own, TIME-WAIT included).
+    public mutating func close<O: CommandOutput>(_ handle: TCPHandle, now: Instant, output: inout O) throws(TCPError) {
+        let slot = try validSlot(handle)
+        connections[slot]!.ownedByApplication = false
+        connections[slot]!.shutdownWrite(now: now, configuration: configuration, output: &output)
+        afterChange(slot)
+    }
+
+    /// Resets the connection and releases the handle.
+    public mutating func abort<O: CommandOutput>(_ handle: TCPHandle, output: inout O) throws(TCPError) {
+        let slot = try validSlot(handle)
+        connections[slot]!.ownedByApplication = false
+        connections[slot]!.abort(output: &output)
+        afterChange(slot)
+    }
+
+    public func state(of handle: TCPHandle) -> TCPState? {
+        guard let slot = try? validSlot(handle) else { return nil }
+        return connections[slot]!.state
+    }
+
+    public func error(of handle: TCPHandle) -> TCPError? {
+        guard let slot = try? validSlot(handle) else { return nil }
+        return connections[slot]!.error
+    }
+
+    public func readableBytes(_ handle: TCPHandle) -> Int {
+        guard let slot = try? validSlot(handle) else { return 0 }
+        return connections[slot]!.readableBytes
+    }
+
+    /// Calls `body` with each connection that has new events, and each listener with connections to
+    /// accept (as `nil` handle), clearing them.
+    public mutating func drainEvents(_ body: (TCPHandle, TCPEvents) -> Void, listeners listenerBody: (TCPListenerID) -> Void = { _ in }) {
+        for slot in readyConnections {
+            isReady[Int(slot)] = false
+            guard let connection = connections[Int(slot)], !connection.events.isEmpty else { continue }
+            let events = connection.events
+            connections[Int(slot)]!.events = []
+            if connection.ownedByApplication { body(connection.handle, events) }
+        }
+        readyConnections.removeAll(keepingCapacity: true)
+        for port in readyListeners where hasPendingConnections(TCPListenerID(port: port)) { listenerBody(TCPListenerID(port: port)) }
+        readyListeners.removeAll(keepingCapacity: true)
+    }
+
+    public var connectionCount: Int { byEndpoints.count }
+
+    // MARK: - Input from the NIC
+
+    /// A received IPv4 packet (PACKET_IN). `flow` is the NIC's guess of its connection, checked here.
+    public mutating func handlePacket<O: CommandOutput>(
+        _ packet: UnsafeRawBufferPointer, flow: FlowID = .none, now: Instant, output: inout O
+    ) {
+        statistics.segmentsReceived += 1
+        guard let ip = try? IPv4PacketView(packet), ip.protocol == .tcp, ip.destination == localAddress,
+              let view = try? TCPSegmentView(ip.payload), let segment = try? TCPRepr(view)
+        else {
+            statistics.malformedPackets += 1
+            return
+        }
+        if verifyChecksums && !view.checksumVerifies(source: ip.source, destination: ip.destination) {
+            statistics.badChecksums += 1
+            return
+        }
+        let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
+        var slot: Int?
+        if flow != .none, Int(flow.rawValue) - 1 < connections.count, let connection = connections[Int(flow.rawValue) - 1],
+           connection.remoteAddress == ip.source, connection.remotePort == segment.sourcePort,
+           connection.localPort == segment.destinationPort {
+            slot = Int(flow.rawValue) - 1
+        } else if let found = byEndpoints[key] {
+            slot = Int(found)
+        }
+        if let slot {
+            connections[slot]!.handle(segment, payload: view.payload, now: now, configuration: configuration, output: &output)
+            afterChange(slot)
+            return
+        }
+        handleUnmatched(segment, payload: view.payload, from: ip.source, key: key, now: now, output: &output)
+    }
+
+    /// The NIC put a SEND's data on the wire (ECHO).
+    public mutating func handleEcho(flow: FlowID, sequenceEnd: SequenceNumber, nicDelayNanoseconds: UInt64, now: Instant) {
+        let slot = Int(flow.rawValue) - 1
+        guard slot >= 0, slot < connections.count, connections[slot] != nil else { return }
+        connections[slot]!.handleEcho(sequenceEnd: sequenceEnd, now: now)
+        afterChange(slot)
+    }
+
+    /// Runs every timer due by `now`.
+    public mutating func handleTimers<O: CommandOutput>(now: Instant, output: inout O) {
+        dueScratch.removeAll(keepingCapacity: true)
+        wheel.popExpired(now: now, into: &dueScratch)
+        for slot in dueScratch where connections[slot] != nil {
+            connections[slot]!.handleTimers(now: now, configuration: configuration, output: &output)
+            afterChange(slot)
+        }
+    }
+
+    /// The earliest timer deadline, for an event loop's wait.
+    public var nextDeadline: Instant? { wheel.earliestDeadline() }
+
+    // MARK: - SYNs, cookies and strays
+
+    private mutating func handleUnmatched<O: CommandOutput>(
+        _ segment: TCPRepr, payload: UnsafeRawBufferPointer, from remote: IPv4Address, key: EndpointKey, now: Instant,
+        output: inout O
+    ) {
+        let flags = segment.flags
+        if flags.contains(.rst) { return }
+        if var listener = listeners[segment.destinationPort] {
+            if flags.contains(.syn) && !flags.contains(.ack) {
+                if listener.pending < listener.backlog, let slot = try? allocateSlot() {
+                    let handle = TCPHandle(slot: Int32(slot), generation: generations[slot])
+                    var connection = TCPConnection(
+                        handle: handle, localAddress: localAddress, remoteAddress: remote,
+                        localPort: segment.destinationPort, remotePort: segment.sourcePort,
+                        initialSequence: initialSequence(remote: remote, remotePort: segment.sourcePort,
+                                                         localPort: segment.destinationPort, now: now),
+                        timestampOffset: timestampOffset(remote: remote, remotePort: segment.sourcePort,
+                                                         localPort: segment.destinationPort),
+                        state: .synReceived, ownedByApplication: false, configuration: configuration)
+                    connection.listenerPort = segment.destinationPort
+                    connection.acceptSynchronize(segment, now: now, configuration: configuration, output: &output)
+                    connections[slot] = connection
+                    byEndpoints[key] = Int32(slot)
+                    listener.pending += 1
+                    listeners[segment.destinationPort] = listener
+                    statistics.connectionsOpened += 1
+                    afterChange(slot)
+                } else {
+                    // The backlog is full: answer statelessly, with the state folded into the ISN (RFC 4987 §3.6).
+                    sendCookie(for: segment, remote: remote, now: now, output: &output)
+                    listener.lastCookieSent = now
+                    listeners[segment.destinationPort] = listener
+                }
+                return
+            }
+            if flags.contains(.ack) && !flags.contains(.syn), let sent = listener.lastCookieSent,
+               now - sent < 2 * 64 * Nanoseconds.second {
+                if acceptCookie(segment, payload: payload, remote: remote, key: key, now: now, output: &output) { return }
+            }
+        }
+        sendReset(answering: segment, payloadLength: payload.count, to: remote, output: &output)
+    }
+
+    /// MSS values a cookie can name in three bits.
+    private static let cookieSegmentSizes: [UInt16] = [216, 536, 1200, 1220, 1380, 1400, 1440, 1460]
+
+    private func cookieCounter(_ now: Instant) -> UInt32 { UInt32(truncatingIfNeeded: now.nanoseconds / (64 * Nanoseconds.second)) }
+
+    private func cookieHash(remote: IPv4Address, remotePort: UInt16, localPort: UInt16, peerSequence: SequenceNumber, counter: UInt32) -> UInt32 {
+        var hasher = SipHasher24(key0: key0, key1: key1 ^ 0xC00C1E)
+        hasher.combine(remote.rawValue)
+        hasher.combine(localAddress.rawValue)
+        hasher.combine(remotePort)
+        hasher.combine(localPort)
+        hasher.combine(peerSequence.rawValue)
+        hasher.combine(counter)
+        return UInt32(truncatingIfNeeded: hasher.finalize()) & 0x00FF_FFFF
+    }
+
+    private mutating func sendCookie<O: CommandOutput>(for segment: TCPRepr, remote: IPv4Address, now: Instant, output: inout O) {
+        let peerMSS = segment.options.maximumSegmentSize ?? 536
+        let index = Self.cookieSegmentSizes.lastIndex { $0 <= peerMSS } ?? 0
+        let counter = cookieCounter(now)
+        let cookie = (counter & 31) << 27 | UInt32(index) << 24
+            | cookieHash(remote: remote, remotePort: segment.sourcePort, localPort: segment.destinationPort,
+                         peerSequence: segment.sequenceNumber, counter: counter)
+        var options = TCPOptions(maximumSegmentSize: configuration.maximumSegmentSize)
+        if let timestamps = segment.options.timestamps, configuration.timestamps {
+            // Window scale and SACK-permitted ride in the low bits of our timestamp (as Linux does), so
+            // they survive without state: 4 bits of shift (15: none), 1 bit of SACK.
+            let shift: UInt32 = segment.options.windowScale != nil ? UInt32(min(segment.options.windowScale!, 14)) : 15
+            let sack: UInt32 = segment.options.sackPermitted && configuration.selectiveAcknowledgments ? 1 : 0
+            let clock = UInt32(truncatingIfNeeded: now.nanoseconds / Nanoseconds.millisecond)
+            options.timestamps = TCPTimestamps(value: (clock & ~0x1F) | shift << 1 | sack, echoReply: timestamps.value)
+            if shift != 15 { options.windowScale = configuration.receiveWindowShift }
+            options.sackPermitted = sack == 1
+        }
+        let reply = TCPRepr(
+            sourcePort: segment.destinationPort, destinationPort: segment.sourcePort, sequenceNumber: SequenceNumber(cookie),
+            acknowledgmentNumber: segment.sequenceNumber + 1, flags: [.syn, .ack],
+            window: UInt16(min(configuration.receiveBufferBytes, 65535)), options: options)
+        PacketBuilder.emit(reply, from: localAddress, to: remote, flow: .none, output: &output)
+        statistics.synCookiesSent += 1
+    }
+
+    private mutating func acceptCookie<O: CommandOutput>(
+        _ segment: TCPRepr, payload: UnsafeRawBufferPointer, remote: IPv4Address, key: EndpointKey, now: Instant,
+        output: inout O
+    ) -> Bool {
+        let cookie = segment.acknowledgmentNumber.rawValue &- 1
+        let peerSequence = segment.sequenceNumber - 1
+        let now32 = cookieCounter(now)
+        let valid = [now32, now32 &- 1].contains { counter in
+            cookie >> 27 == counter & 31
+                && cookie & 0x00FF_FFFF == cookieHash(remote: remote, remotePort: segment.sourcePort,
+                                                      localPort: segment.destinationPort, peerSequence: peerSequence,
+                                                      counter: counter)
+        }
+        guard valid, var listener = listeners[segment.destinationPort], listener.acceptQueue.count < listener.backlog,
+              let slot = try? allocateSlot()
+        else {
+            statistics.synCookiesRejected += 1
+            return false
+        }
+        let peerMSS = Int(Self.cookieSegmentSizes[Int(cookie >> 24 & 7)])
+        var shift: UInt8?
+        var sack = false
+        if let echoed = segment.options.timestamps?.echoReply {
+            let encodedShift = UInt8(echoed >> 1 & 0xF)
+            shift = encodedShift == 15 ? nil : encodedShift
+            sack = echoed & 1 == 1
+        }
+        let handle = TCPHandle(slot: Int32(slot), generation: generations[slot])
+        var connection = TCPConnection(
+            handle: handle, localAddress: localAddress, remoteAddress: remote, localPort: segment.destinationPort,
+            remotePort: segment.sourcePort, initialSequence: SequenceNumber(cookie),
+            timestampOffset: 0, state: .synReceived, ownedByApplication: false, configuration: configuration)
+        connection.listenerPort = segment.destinationPort
+        connection.establishFromCookie(segment, peerSegmentSize: peerMSS, windowShift: shift, sack: sack, now: now,
+                                       configuration: configuration, output: &output)
+        connections[slot] = connection
+        byEndpoints[key] = Int32(slot)
+        listener.pending += 1
+        listeners[segment.destinationPort] = listener
+        statistics.synCookiesAccepted += 1
+        statistics.connectionsOpened += 1
+        // The ACK may carry data (and a FIN): process it as the first segment of the connection.
+        if !payload.isEmpty || segment.flags.contains(.fin) {
+            connections[slot]!.handle(segment, payload: payload, now: now, configuration: configuration, output: &output)
+        }
+        afterChange(slot)
+        return true
+    }
+
+    /// RFC 9293 §3.10.7.1: a segment for no connection is answered with a RST that the sender will accept.
+    private mutating func sendReset<O: CommandOutput>(
+        answering segment: TCPRepr, payloadLength: Int, to remote: IPv4Address, output: inout O
+    ) {
+        let reset: TCPRepr
+        if segment.flags.contains(.ack) {
+            reset = TCPRepr(sourcePort: segment.destinationPort, destinationPort: segment.sourcePort,
+                            sequenceNumber: segment.acknowledgmentNumber, flags: .rst, window: 0)
+        } else {
+            let length = payloadLength + (segment.flags.contains(.syn) ? 1 : 0) + (segment.flags.contains(.fin) ? 1 : 0)
+            reset = TCPRepr(sourcePort: segment.destinationPort, destinationPort: segment.sourcePort,
+                            sequenceNumber: SequenceNumber(0), acknowledgmentNumber: segment.sequenceNumber + length,
+                            flags: [.rst, .ack], window: 0)
+        }
+        PacketBuilder.emit(reset, from: localAddress, to: remote, flow: .none, output: &output)
+        statistics.resetsSent += 1
+    }
+
+    // MARK: - Slots
+
+    private mutating func allocateSlot() throws(TCPError) -> Int {
+        if let slot = freeSlots.popLast() { return Int(slot) }
+        guard connections.count < maximumConnections else { throw .tooManyConnections }
+        connections.append(nil)
+        generations.append(0)
+        isReady.append(false)
+        wheel.ensureCapacity(slots: connections.count)
+        return connections.count - 1
+    }
+
+    private func validSlot(_ handle: TCPHandle) throws(TCPError) -> Int {
+        let slot = Int(handle.slot)
+        guard slot >= 0, slot < connections.count, generations[slot] == handle.generation, connections[slot] != nil else {
+            throw .invalidHandle
+        }
+        return slot
+    }
+
+    /// After anything touched a connection: its timer, its place in the ready list, the accept queue,
+    /// and freeing it once it is closed and nobody holds it.
+    private mutating func afterChange(_ slot: Int) {
+        guard let connection = connections[slot] else { return }
+        if let port = connection.listenerPort, connection.state != .synReceived, connection.state != .closed,
+           var listener = listeners[port], !listener.acceptQueue.contains(Int32(slot)) {
+            listener.acceptQueue.append(Int32(slot))
+            listeners[port] = listener
+            readyListeners.append(port)
+        }
+        if connection.state == .closed && !connection.ownedByApplication {
+            release(slot)
+            return
+        }
+        wheel.schedule(slot, at: connection.nextDeadline)
+        if !connection.events.isEmpty && !isReady[slot] {
+            isReady[slot] = true
+            readyConnections.append(Int32(slot))
+        }
+    }
+
+    private mutating func release(_ slot: Int) {
+        guard let connection = connections[slot] else { return }
+        if let port = connection.listenerPort, var listener = listeners[port] {
+            listener.pending -= 1
+            listener.acceptQueue.removeAll { $0 == Int32(slot) }
+            listeners[port] = listener
+        }
+        byEndpoints[EndpointKey(remoteAddress: connection.remoteAddress.rawValue, remotePort: connection.remotePort,
+                                localPort: connection.localPort)] = nil
+        wheel.schedule(slot, at: nil)
+        connections[slot] = nil
+        generations[slot] &+= 1
+        freeSlots.append(Int32(slot))
+        statistics.connectionsClosed += 1
+    }
+
+    // MARK: - Keyed numbers
+
+    /// RFC 6528: a 4-microsecond clock plus a keyed hash of the connection's endpoints.
+    private func initialSequence(remote: IPv4Address, remotePort: UInt16, localPort: UInt16, now: Instant) -> SequenceNumber {
+        var hasher = SipHasher24(key0: key0, key1: key1)
+        hasher.combine(localAddress.rawValue)
+        hasher.combine(localPort)
+        hasher.combine(remote.rawValue)
+        hasher.combine(remotePort)
+        return SequenceNumber(UInt32(truncatingIfNeeded: now.nanoseconds / 4000) &+ UInt32(truncatingIfNeeded: hasher.finalize()))
+    }
+
+    private func timestampOffset(remote: IPv4Address, remotePort: UInt16, localPort: UInt16) -> UInt32 {
+        var hasher = SipHasher24(key0: key1, key1: key0 ^ 0x7473)
+        hasher.combine(remote.rawValue)
+        hasher.combine(remotePort)
+        hasher.combine(localPort)
+        return UInt32(truncatingIfNeeded: hasher.finalize())
+    }
+}

@@ -1,0 +1,117 @@
+import IOTCPCommon
+
+/// The connection states of RFC 9293 §3.3.2 (LISTEN belongs to listeners, not connections).
+public enum TCPState: String, Sendable {
+    case synSent, synReceived, established, finWait1, finWait2, closeWait, closing, lastAck, timeWait, closed
+
+    /// States in which the peer's sequence numbers are known.
+    var isSynchronized: Bool { self != .synSent && self != .closed }
+}
+
+/// A connection, as the application holds it: a slot and a generation, so a handle kept after its
+/// connection was freed never reaches the connection that reuses the slot.
+public struct TCPHandle: Hashable, Sendable, CustomStringConvertible {
+    public let slot: Int32
+    public let generation: UInt32
+    /// The flow id the NIC knows the connection by.
+    public var flow: FlowID { FlowID(UInt32(slot) + 1) }
+    public var description: String { "connection \(slot).\(generation)" }
+}
+
+/// A listening port.
+public struct TCPListenerID: Hashable, Sendable {
+    public let port: UInt16
+}
+
+/// What happened to a connection since the application last looked.
+public struct TCPEvents: OptionSet, Hashable, Sendable {
+    public let rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+    /// Bytes are waiting to be read, or the peer closed its side (a read returns 0).
+    public static let readable = TCPEvents(rawValue: 1 << 0)
+    /// The send queue has room again.
+    public static let writable = TCPEvents(rawValue: 1 << 1)
+    /// An active open completed.
+    public static let connected = TCPEvents(rawValue: 1 << 2)
+    /// The peer closed its sending side (FIN received).
+    public static let readClosed = TCPEvents(rawValue: 1 << 3)
+    /// The connection is over, cleanly or not; `TCPEngine.error(of:)` says which.
+    public static let closed = TCPEvents(rawValue: 1 << 4)
+}
+
+/// Why a connection ended other than by an orderly close, or why a call failed.
+public enum TCPError: Error, Hashable, Sendable, CustomStringConvertible {
+    case connectionReset
+    case connectionRefused
+    case timedOut
+    case invalidHandle
+    case notConnected
+    case alreadyClosing
+    case portInUse(UInt16)
+    case noFreePort
+    case tooManyConnections
+    case invalidArgument(String)
+
+    public var description: String {
+        switch self {
+        case .connectionReset: "connection reset by peer"
+        case .connectionRefused: "connection refused"
+        case .timedOut: "connection timed out"
+        case .invalidHandle: "no such connection (closed, or a stale handle)"
+        case .notConnected: "the connection is not established"
+        case .alreadyClosing: "the connection's sending side is already closed"
+        case .portInUse(let port): "port \(port) is already in use"
+        case .noFreePort: "no free local port"
+        case .tooManyConnections: "the connection table is full"
+        case .invalidArgument(let text): "invalid argument: \(text)"
+        }
+    }
+}
+
+/// Everything a connection's behaviour depends on. The defaults follow Linux where RFCs leave a choice.
+public struct TCPConfiguration: Sendable {
+    /// The MSS this side advertises: the largest segment it accepts (1,460 on Ethernet).
+    public var maximumSegmentSize: UInt16 = 1460
+    /// Bytes of receive buffer per connection; the window scale is chosen to advertise all of it.
+    public var receiveBufferBytes = 256 * 1024
+    /// Bytes of application data a connection queues (offloaded file ranges are bounded separately).
+    public var sendBufferBytes = 256 * 1024
+    /// Bytes of offloaded file ranges a connection queues ahead of acknowledgment (sendfile's limit).
+    public var fileQueueBytes = 4 * 1024 * 1024
+    public var timestamps = true
+    public var selectiveAcknowledgments = true
+    public var initialWindowSegments = 10
+    public var congestionControl = CongestionAlgorithm.cubic
+    /// Nagle's algorithm (RFC 9293 §3.7.4) for application bytes.
+    public var nagle = true
+    public var delayedAckTimeout: UInt64 = 40 * Nanoseconds.millisecond
+    public var initialRetransmissionTimeout: UInt64 = Nanoseconds.second
+    /// Linux's 200 ms rather than RFC 6298's conservative 1 s.
+    public var minimumRetransmissionTimeout: UInt64 = 200 * Nanoseconds.millisecond
+    public var maximumRetransmissionTimeout: UInt64 = 60 * Nanoseconds.second
+    /// Retransmissions of one segment before the connection is given up.
+    public var maximumRetransmissions = 15
+    /// How long a connection stays in TIME-WAIT (2 × MSL; Linux uses 60 s).
+    public var timeWaitDuration: UInt64 = 60 * Nanoseconds.second
+    /// Keepalive probes (RFC 9293 §3.8.4), off unless set: idle time, interval, probes before giving up.
+    public var keepalive: (idle: UInt64, interval: UInt64, probes: Int)? = nil
+    /// Send ACKD to the NIC once this many bytes have been acknowledged since the last one.
+    public var acknowledgedBatchBytes = 64 * 1024
+    /// Atlas's rule: a SEND of file data waits until the window allows this many segments, unless what
+    /// is queued is shorter, so the NIC reads the disk in useful sizes.
+    public var minimumSendSegments = 10
+    /// The longest single SEND; the NIC cuts it into segments.
+    public var maximumSendBytes = 256 * 1024
+    /// An offloaded range's retransmission timer starts at its ECHO; until the ECHO comes, this much
+    /// extra time is allowed for the NIC's queueing and disk.
+    public var echoAllowance: UInt64 = Nanoseconds.second
+
+    public init() {}
+
+    /// The shift that lets a 16-bit window field advertise the whole receive buffer (RFC 7323 §2.3).
+    var receiveWindowShift: UInt8 {
+        var shift: UInt8 = 0
+        while shift < 14 && (receiveBufferBytes >> Int(shift)) > 65535 { shift += 1 }
+        return shift
+    }
+}

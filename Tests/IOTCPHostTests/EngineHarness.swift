@@ -1,0 +1,130 @@
+import IOTCPCommon
+@testable import IOTCPHost
+
+/// What the engine emitted, with packets parsed so tests can check every field.
+enum Emitted {
+    case segment(Segment)
+    case send(FlowID, SendRange)
+    case retransmit(FlowID, sequence: SequenceNumber, length: UInt32, template: SegmentTemplate)
+    case acknowledged(FlowID, through: SequenceNumber)
+    case flowOpen(FlowID, FlowEndpoints)
+    case flowClose(FlowID)
+    case other(String)
+}
+
+/// A TCP segment the engine built, parsed back from its IPv4 packet.
+struct Segment {
+    var flow: FlowID
+    var ip: IPv4Repr
+    var tcp: TCPRepr
+    var payload: [UInt8]
+    var bytes: [UInt8]
+    var flags: TCPFlags { tcp.flags }
+    var sequence: SequenceNumber { tcp.sequenceNumber }
+    var acknowledgment: SequenceNumber { tcp.acknowledgmentNumber }
+}
+
+/// Records everything the engine emits, checking every packet is well formed on the way.
+struct RecordingOutput: CommandOutput {
+    var emitted: [Emitted] = []
+
+    mutating func emit(_ command: Command) {
+        switch command {
+        case .send(let flow, let range): emitted.append(.send(flow, range))
+        case .retransmit(let flow, let sequence, let length, let template):
+            emitted.append(.retransmit(flow, sequence: sequence, length: length, template: template))
+        case .acknowledged(let flow, let through): emitted.append(.acknowledged(flow, through: through))
+        case .flowOpen(let flow, let endpoints): emitted.append(.flowOpen(flow, endpoints))
+        case .flowClose(let flow, _): emitted.append(.flowClose(flow))
+        default: emitted.append(.other(String(describing: command.kind)))
+        }
+    }
+
+    mutating func emitPacket(flow: FlowID, length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
+        var bytes = [UInt8](repeating: 0xAA, count: length)
+        bytes.withUnsafeMutableBytes { build($0) }
+        let parsed: Segment? = bytes.withUnsafeBytes { raw in
+            guard let ip = try? IPv4PacketView(raw), let view = try? TCPSegmentView(ip.payload),
+                  view.checksumVerifies(source: ip.source, destination: ip.destination),
+                  let tcp = try? TCPRepr(view), ip.totalLength == length
+            else { return nil }
+            return Segment(flow: flow, ip: IPv4Repr(ip), tcp: tcp, payload: Array(view.payload), bytes: bytes)
+        }
+        if let parsed { emitted.append(.segment(parsed)) } else { emitted.append(.other("malformed packet of \(length) bytes")) }
+    }
+
+    var segments: [Segment] {
+        emitted.compactMap { if case .segment(let segment) = $0 { segment } else { nil } }
+    }
+
+    mutating func takeSegments() -> [Segment] { take().segments }
+
+    mutating func take() -> [Emitted] {
+        defer { emitted.removeAll() }
+        return emitted
+    }
+}
+
+/// One engine and a scripted remote peer at 10.0.0.2 talking to it at 10.0.0.1.
+struct Script {
+    static let local = IPv4Address(10, 0, 0, 1)
+    static let remote = IPv4Address(10, 0, 0, 2)
+
+    var engine: TCPEngine
+    var output = RecordingOutput()
+    var now = Instant.milliseconds(1_000)
+    var remotePort: UInt16 = 40000
+    var localPort: UInt16 = 80
+
+    init(configuration: TCPConfiguration = TCPConfiguration()) {
+        engine = TCPEngine(localAddress: Self.local, configuration: configuration, secret: (1, 2), now: now)
+    }
+
+    /// Builds a segment from the peer and hands it to the engine; returns what the engine emitted.
+    @discardableResult
+    mutating func inject(
+        sequence: UInt32, acknowledgment: UInt32 = 0, flags: TCPFlags, window: UInt16 = 65535,
+        options: TCPOptions = TCPOptions(), payload: [UInt8] = [], from port: UInt16? = nil
+    ) -> [Emitted] {
+        let tcp = TCPRepr(
+            sourcePort: port ?? remotePort, destinationPort: localPort, sequenceNumber: SequenceNumber(sequence),
+            acknowledgmentNumber: SequenceNumber(acknowledgment), flags: flags, window: window, options: options)
+        var packet = [UInt8](repeating: 0, count: 20 + tcp.headerLength + payload.count)
+        packet.withUnsafeMutableBytes { buffer in
+            try! IPv4Repr(source: Self.remote, destination: Self.local, protocol: .tcp,
+                          payloadLength: tcp.headerLength + payload.count).emit(into: buffer)
+            let segment = UnsafeMutableRawBufferPointer(rebasing: buffer[20...])
+            let length = try! tcp.emitHeader(into: segment)
+            for (index, byte) in payload.enumerated() { segment[length + index] = byte }
+            TCPRepr.fillChecksum(segment: segment, source: Self.remote, destination: Self.local)
+        }
+        packet.withUnsafeBytes { engine.handlePacket($0, now: now, output: &output) }
+        return output.take()
+    }
+
+    /// Moves the clock and runs the timers; returns what they emitted.
+    @discardableResult
+    mutating func advance(milliseconds: UInt64) -> [Emitted] {
+        now = now + milliseconds * Nanoseconds.millisecond
+        engine.handleTimers(now: now, output: &output)
+        return output.take()
+    }
+
+    /// Linux's SYN options.
+    static func linuxSynOptions(timestamp: UInt32 = 1000) -> TCPOptions {
+        TCPOptions(maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true,
+                   timestamps: TCPTimestamps(value: timestamp, echoReply: 0))
+    }
+}
+
+extension Array where Element == Emitted {
+    var segments: [Segment] { compactMap { if case .segment(let segment) = $0 { segment } else { nil } } }
+    var sends: [(FlowID, SendRange)] { compactMap { if case .send(let flow, let range) = $0 { (flow, range) } else { nil } } }
+    var retransmits: [(SequenceNumber, UInt32)] {
+        compactMap { if case .retransmit(_, let sequence, let length, _) = $0 { (sequence, length) } else { nil } }
+    }
+    var acknowledgedCommands: [SequenceNumber] {
+        compactMap { if case .acknowledged(_, let through) = $0 { through } else { nil } }
+    }
+    var malformed: [String] { compactMap { if case .other(let text) = $0 { text } else { nil } } }
+}
