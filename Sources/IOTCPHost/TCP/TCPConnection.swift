@@ -233,6 +233,8 @@ struct TCPConnection {
         }
         let flags: TCPFlags = isReply ? [.syn, .ack] : .syn
         let window = UInt16(min(receiveBuffer.free, 65535))
+        // The SYN-ACK's window is an offer like any other: the peer may fill it before our next ACK.
+        if isReply { receiveWindowEdge = receiveNext + Int(window) }
         emitSegment(
             sequence: initialSendSequence, flags: flags, window: window, options: options, payload: nil,
             output: &output)
@@ -454,8 +456,10 @@ struct TCPConnection {
     private mutating func newlyAcknowledged<O: CommandOutput>(
         through ack: SequenceNumber, now: Instant, configuration: TCPConfiguration, output: inout O
     ) {
-        let acknowledgedBytes = ack - sendUnacknowledged
         let dataEnd = sendQueue.end
+        // Only data counts towards the congestion window: not the SYN, not the FIN.
+        let dataStart = sendQueue.acknowledged
+        let acknowledgedBytes = max((ack > dataEnd ? dataEnd : ack) - SequenceNumber.max(sendUnacknowledged, dataStart), 0)
         let queueHadRoom = queueHasRoom(configuration: configuration)
         sendQueue.acknowledge(through: ack > dataEnd ? dataEnd : ack)
         fileBytesQueued = min(fileBytesQueued, sendQueue.count)
@@ -996,9 +1000,9 @@ struct TCPConnection {
         acknowledgmentSent()
     }
 
-    private func template(lastFlags: TCPFlags, now: Instant) -> SegmentTemplate {
+    private mutating func template(lastFlags: TCPFlags, now: Instant) -> SegmentTemplate {
         SegmentTemplate(
-            acknowledgmentNumber: receiveNext, window: windowFieldValue, lastSegmentFlags: lastFlags,
+            acknowledgmentNumber: receiveNext, window: windowField(), lastSegmentFlags: lastFlags,
             maximumSegmentSize: UInt16(segmentSize),
             timestamps: timestampsEnabled ? TCPTimestamps(value: timestampClock(now), echoReply: timestampRecent) : nil)
     }

@@ -1,0 +1,262 @@
+import IOTCPCommon
+import Testing
+@testable import IOTCPHost
+
+extension Script {
+    /// Timestamp options from the peer, echoing `echo`.
+    func peerTimestamps(_ value: UInt32, echo: UInt32 = 0) -> TCPOptions {
+        TCPOptions(timestamps: TCPTimestamps(value: value, echoReply: echo))
+    }
+
+    mutating func writeFile(_ handle: TCPHandle, length: Int, offset: UInt64 = 0) throws -> Int {
+        try engine.writeFile(handle, file: OffloadedFileID(slot: 1, generation: 1), offset: offset, length: length,
+                             now: now, output: &output)
+    }
+}
+
+@Suite("Receiving (RFC 9293 §3.10.7.4, RFC 5681 §4.2, RFC 2018)")
+struct ReceiveTests {
+    @Test("in-order data: every second full segment is acknowledged at once, a lone one after 40 ms")
+    func delayedAcknowledgments() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        let full = [UInt8](repeating: 1, count: 1448)
+        var sequence: UInt32 = 1001
+        let first = script.inject(sequence: sequence, acknowledgment: iss &+ 1, flags: .ack, options: script.peerTimestamps(2000), payload: full)
+        #expect(first.segments.isEmpty, "the first full segment's ACK is delayed")
+        sequence += 1448
+        let second = script.inject(sequence: sequence, acknowledgment: iss &+ 1, flags: .ack, options: script.peerTimestamps(2001), payload: full)
+        let ack = try #require(second.segments.first)
+        #expect(ack.flags == .ack && ack.acknowledgment == SequenceNumber(sequence + 1448))
+        #expect(ack.tcp.options.timestamps?.echoReply == 2001)
+        sequence += 1448
+        #expect(script.inject(sequence: sequence, acknowledgment: iss &+ 1, flags: .ack, options: script.peerTimestamps(2002), payload: [9]).segments.isEmpty)
+        #expect(script.advance(milliseconds: 39).segments.isEmpty)
+        let delayed = try #require(script.advance(milliseconds: 1).segments.first)
+        #expect(delayed.acknowledgment == SequenceNumber(sequence + 1))
+
+        var buffer = [UInt8](repeating: 0, count: 4000)
+        let read = try buffer.withUnsafeMutableBytes { try script.engine.read(handle, into: $0, now: script.now, output: &script.output) }
+        #expect(read == 2897)
+        let intact = Array(buffer[0..<2896]) == full + full && buffer[2896] == 9
+        #expect(intact)
+    }
+
+    @Test("out-of-order data is ACKed at once with a SACK block; the fill is ACKed cumulatively")
+    func outOfOrderWithSACK() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        let a = [UInt8](repeating: 0xA, count: 1000), b = [UInt8](repeating: 0xB, count: 1000), c = [UInt8](repeating: 0xC, count: 1000)
+        let gap = script.inject(sequence: 2001, acknowledgment: iss &+ 1, flags: .ack, options: script.peerTimestamps(3000), payload: b)
+        let dup = try #require(gap.segments.first)
+        #expect(dup.acknowledgment == SequenceNumber(1001))
+        #expect(Array(dup.tcp.options.sackBlocks) == [SACKBlock(left: SequenceNumber(2001), right: SequenceNumber(3001))])
+        let later = script.inject(sequence: 3001, acknowledgment: iss &+ 1, flags: .ack, options: script.peerTimestamps(3001), payload: c)
+        let second = try #require(later.segments.first)
+        #expect(Array(second.tcp.options.sackBlocks) == [SACKBlock(left: SequenceNumber(2001), right: SequenceNumber(4001))],
+                "adjacent ranges merge")
+        #expect(second.tcp.options.timestamps?.echoReply == 1001, "RFC 7323 §4.3: out-of-order segments do not update TS.Recent")
+        let fill = script.inject(sequence: 1001, acknowledgment: iss &+ 1, flags: .ack, options: script.peerTimestamps(3002), payload: a)
+        let cumulative = try #require(fill.segments.first)
+        #expect(cumulative.acknowledgment == SequenceNumber(4001))
+        #expect(cumulative.tcp.options.sackBlocks.isEmpty)
+        var buffer = [UInt8](repeating: 0, count: 3000)
+        _ = try buffer.withUnsafeMutableBytes { try script.engine.read(handle, into: $0, now: script.now, output: &script.output) }
+        let intact = buffer == a + b + c
+        #expect(intact, "the reassembled bytes are the three segments in order")
+    }
+
+    @Test("a segment outside the window is answered with an ACK and dropped (RFC 9293 §3.10.7.4 step 1)")
+    func outsideWindow() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        let old = script.inject(sequence: 500, acknowledgment: iss &+ 1, flags: .ack, options: script.peerTimestamps(4000), payload: [1, 2, 3])
+        #expect(try #require(old.segments.first).acknowledgment == SequenceNumber(1001))
+        let far = script.inject(sequence: 1001 + 10_000_000, acknowledgment: iss &+ 1, flags: .ack, options: script.peerTimestamps(4001), payload: [1])
+        #expect(try #require(far.segments.first).acknowledgment == SequenceNumber(1001))
+        #expect(script.engine.readableBytes(handle) == 0)
+    }
+
+    @Test("PAWS drops a segment with an old timestamp and ACKs (RFC 7323 §5.3)")
+    func paws() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        script.inject(sequence: 1001, acknowledgment: iss &+ 1, flags: .ack, options: script.peerTimestamps(5000), payload: [1])
+        script.advance(milliseconds: 50)
+        let replay = script.inject(sequence: 1002, acknowledgment: iss &+ 1, flags: .ack, options: script.peerTimestamps(4999), payload: [2])
+        #expect(try #require(replay.segments.first).acknowledgment == SequenceNumber(1002))
+        #expect(script.engine.readableBytes(handle) == 1)
+    }
+
+    @Test("a RST that is in the window but not exact gets a challenge ACK; an exact one resets (RFC 5961 §3.2)")
+    func resetRules() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        let challenge = script.inject(sequence: 1500, acknowledgment: iss &+ 1, flags: .rst)
+        let ack = try #require(challenge.segments.first)
+        #expect(ack.flags == .ack && ack.acknowledgment == SequenceNumber(1001))
+        #expect(script.engine.state(of: handle) == .established)
+        script.inject(sequence: 1001, flags: .rst)
+        #expect(script.engine.state(of: handle) == .closed)
+        #expect(script.engine.error(of: handle) == .connectionReset)
+    }
+
+    @Test("a SYN on an established connection gets a challenge ACK (RFC 5961 §4.2)")
+    func synChallenge() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        let answer = script.inject(sequence: 1200, flags: .syn, options: Script.linuxSynOptions(timestamp: 6000))
+        let ack = try #require(answer.segments.first)
+        #expect(ack.flags == .ack && ack.acknowledgment == SequenceNumber(1001) && ack.sequence == SequenceNumber(iss &+ 1))
+        #expect(script.engine.state(of: handle) == .established)
+    }
+}
+
+@Suite("Sending file data as NIC commands (IO-TCP)")
+struct SendCommandTests {
+    @Test("a file range leaves as one SEND with the header template the NIC copies into each segment")
+    func sendCommand() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        let taken = try script.writeFile(handle, length: 10_000, offset: 4096)
+        #expect(taken == 10_000)
+        let emitted = script.output.take()
+        let (flow, range) = try #require(emitted.sends.first)
+        #expect(emitted.sends.count == 1)
+        #expect(flow == handle.flow)
+        #expect(range.sequence == SequenceNumber(iss &+ 1) && range.length == 10_000 && range.offset == 4096)
+        #expect(range.file == OffloadedFileID(slot: 1, generation: 1))
+        #expect(range.template.acknowledgmentNumber == SequenceNumber(1001))
+        #expect(range.template.maximumSegmentSize == 1448, "1,460 less the 12 bytes of timestamps")
+        #expect(range.template.window == UInt16((256 * 1024) >> 3), "the whole buffer, scaled by 3")
+        #expect(range.template.lastSegmentFlags == .psh)
+        #expect(range.template.timestamps?.echoReply == 1001)
+        #expect(emitted.segments.isEmpty, "no byte of the file passes through the host")
+    }
+
+    @Test("the initial window (RFC 6928) and the peer's window bound what is sent")
+    func windowsBoundSending() throws {
+        var script = Script()
+        let (handle, _) = try establishPassive(&script, window: 502)
+        _ = try script.writeFile(handle, length: 1_000_000)
+        let sends = script.output.take().sends
+        #expect(sends.map(\.1.length) == [UInt32(10 * 1448)], "ten segments; the peer offers 502 << 7 = 64,256")
+    }
+
+    @Test("the retransmission timer starts at the ECHO, not at the SEND (NIC delay is not network delay)")
+    func echoArmsTimer() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        _ = try script.writeFile(handle, length: 1448)
+        _ = script.output.take()
+        // The NIC takes 900 ms (a slow disk) to put it on the wire.
+        script.advance(milliseconds: 900)
+        script.engine.handleEcho(flow: handle.flow, sequenceEnd: SequenceNumber(iss &+ 1 &+ 1448), nicDelayNanoseconds: 900_000_000, now: script.now)
+        // The handshake's RTT sample was ~0, so the timeout is its 200 ms floor, counted from the ECHO.
+        #expect(script.advance(milliseconds: 199).retransmits.isEmpty, "no false timeout from the NIC's 900 ms")
+        let fired = script.advance(milliseconds: 1)
+        #expect(fired.retransmits.map(\.0) == [SequenceNumber(iss &+ 1)])
+        #expect(fired.retransmits.map(\.1) == [1448])
+    }
+
+    @Test("without an ECHO the timer still fires, after the allowance for the NIC")
+    func missingEcho() throws {
+        var script = Script()
+        let (handle, _) = try establishPassive(&script)
+        _ = try script.writeFile(handle, length: 1448)
+        _ = script.output.take()
+        #expect(script.advance(milliseconds: 1199).retransmits.isEmpty)
+        #expect(script.advance(milliseconds: 1).retransmits.count == 1)
+    }
+
+    @Test("ACKD goes to the NIC every 64 KiB acknowledged and when everything queued is acknowledged")
+    func acknowledgedBatching() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script, window: 65535)
+        _ = try script.writeFile(handle, length: 200_000)
+        var reported: [SequenceNumber] = []
+        var acked = iss &+ 1
+        var sentEnd = acked
+        let end = iss &+ 1 &+ 200_000
+        var rounds = 0
+        var emitted = script.output.take()
+        while acked != end && rounds < 1000 {
+            rounds += 1
+            for (_, range) in emitted.sends {
+                script.engine.handleEcho(flow: handle.flow, sequenceEnd: range.sequence + Int(range.length), nicDelayNanoseconds: 0, now: script.now)
+                sentEnd = (range.sequence + Int(range.length)).rawValue
+            }
+            reported += emitted.acknowledgedCommands
+            // The peer acknowledges every second segment of what was sent.
+            acked = SequenceNumber(sentEnd) - SequenceNumber(acked) > 2896 ? acked &+ 2896 : sentEnd
+            emitted = script.advance(milliseconds: 1)
+            emitted += script.inject(sequence: 1001, acknowledgment: acked, flags: .ack, window: 65535, options: script.peerTimestamps(7000 + UInt32(rounds)))
+        }
+        reported += emitted.acknowledgedCommands
+        #expect(acked == end)
+        #expect(reported.last == SequenceNumber(end))
+        #expect(reported.count == 4, "three at 64 KiB steps and one at the end: \(reported.map { $0 - SequenceNumber(iss &+ 1) })")
+        for (a, b) in zip(reported, reported.dropFirst()) { #expect(b - a >= 64 * 1024 || b == SequenceNumber(end)) }
+    }
+
+    @Test("three duplicate ACKs trigger a fast retransmit of the first unacknowledged segment (RFC 5681 §3.2)")
+    func fastRetransmit() throws {
+        var configuration = TCPConfiguration()
+        configuration.selectiveAcknowledgments = false
+        var script = Script(configuration: configuration)
+        let (handle, iss) = try establishPassive(&script, options: TCPOptions(maximumSegmentSize: 1460, windowScale: 7, timestamps: TCPTimestamps(value: 1000, echoReply: 0)))
+        _ = try script.writeFile(handle, length: 14_480)
+        let send = try #require(script.output.take().sends.first)
+        script.engine.handleEcho(flow: handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length), nicDelayNanoseconds: 0, now: script.now)
+        let una = iss &+ 1 &+ 1448
+        script.inject(sequence: 1001, acknowledgment: una, flags: .ack, window: 502, options: script.peerTimestamps(8000))
+        _ = script.output.take()
+        var retransmitted: [(SequenceNumber, UInt32)] = []
+        for n in 1...3 {
+            retransmitted += script.inject(sequence: 1001, acknowledgment: una, flags: .ack, window: 502, options: script.peerTimestamps(8000 + UInt32(n))).retransmits
+            if n < 3 { #expect(retransmitted.isEmpty) }
+        }
+        #expect(retransmitted.map(\.0) == [SequenceNumber(una)])
+        #expect(retransmitted.map(\.1) == [1448])
+    }
+
+    @Test("with SACK, the holes the scoreboard calls lost are retransmitted (RFC 6675)")
+    func sackRecovery() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        _ = try script.writeFile(handle, length: 14_480)
+        let send = try #require(script.output.take().sends.first)
+        script.engine.handleEcho(flow: handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length), nicDelayNanoseconds: 0, now: script.now)
+        let base = iss &+ 1
+        // Segments 0 and 2 are lost; the peer SACKs 1 and 3...9.
+        func sack(_ blocks: [(Int, Int)]) -> TCPOptions {
+            var options = script.peerTimestamps(9000)
+            options.sackBlocks = SACKBlockList(blocks.map { SACKBlock(left: SequenceNumber(base &+ UInt32($0.0 * 1448)), right: SequenceNumber(base &+ UInt32($0.1 * 1448))) })
+            return options
+        }
+        var retransmitted: [SequenceNumber] = []
+        retransmitted += script.inject(sequence: 1001, acknowledgment: base, flags: .ack, window: 502, options: sack([(1, 2)])).retransmits.map(\.0)
+        retransmitted += script.inject(sequence: 1001, acknowledgment: base, flags: .ack, window: 502, options: sack([(3, 5), (1, 2)])).retransmits.map(\.0)
+        retransmitted += script.inject(sequence: 1001, acknowledgment: base, flags: .ack, window: 502, options: sack([(3, 10), (1, 2)])).retransmits.map(\.0)
+        #expect(retransmitted.contains(SequenceNumber(base)), "segment 0 is lost")
+        #expect(retransmitted.contains(SequenceNumber(base &+ 2 * 1448)), "segment 2 is lost: three segments SACKed above it")
+        #expect(!retransmitted.contains(SequenceNumber(base &+ 1448)), "SACKed data is not sent again")
+    }
+
+    @Test("a zero window is probed with backoff and sending resumes when it opens (RFC 9293 §3.8.6.1)")
+    func zeroWindow() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script, window: 0)
+        _ = try script.writeFile(handle, length: 5000)
+        #expect(script.output.take().sends.isEmpty)
+        var probes: [Segment] = []
+        for _ in 0..<30 { probes += script.advance(milliseconds: 100).segments }
+        #expect(probes.count >= 2)
+        for probe in probes {
+            #expect(probe.sequence == SequenceNumber(iss), "a probe carries an old sequence number the peer must answer")
+            #expect(probe.payload.isEmpty)
+        }
+        let opened = script.inject(sequence: 1001, acknowledgment: iss &+ 1, flags: .ack, window: 502, options: script.peerTimestamps(9500))
+        #expect(opened.sends.map(\.1.length) == [5000])
+    }
+}
