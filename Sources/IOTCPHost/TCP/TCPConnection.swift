@@ -363,6 +363,7 @@ struct TCPConnection {
         } else if let pending = pendingFinSequence, pending == receiveNext {
             receiveFin(now: now, configuration: configuration)
         }
+        closeFlowOnNIC(output: &output)
         flush(now: now, configuration: configuration, output: &output)
     }
 
@@ -519,6 +520,8 @@ struct TCPConnection {
     }
 
     private var needsFastRetransmit = false
+    /// FLOW_OPEN was sent and FLOW_CLOSE not yet.
+    private var flowOpenOnNIC = true
     /// The end of the last sub-MSS segment of application bytes sent (Minshall's Nagle).
     private var unacknowledgedSmallSegmentEnd: SequenceNumber?
 
@@ -815,7 +818,15 @@ struct TCPConnection {
         state = .timeWait
         cancelTimersForTimeWait()
         timeWaitDeadline = now + configuration.timeWaitDuration
-        output.emit(.flowClose(handle.flow, reason: 0))
+        closeFlowOnNIC(output: &output)
+    }
+
+    /// The NIC needs a flow only while data may still leave as SEND or RETRANSMIT: in TIME-WAIT and
+    /// CLOSED only host-built ACKs remain. Tells it once, whichever way the connection got there.
+    private mutating func closeFlowOnNIC<O: CommandOutput>(output: inout O) {
+        guard flowOpenOnNIC, state == .timeWait || state == .closed else { return }
+        flowOpenOnNIC = false
+        output.emit(.flowClose(handle.flow, reason: error == nil ? 0 : 1))
         events.insert(.closed)
     }
 
@@ -1064,8 +1075,8 @@ struct TCPConnection {
 
     /// To CLOSED: timers off, the NIC told to forget the flow, the application told.
     private mutating func close<O: CommandOutput>(output: inout O) {
-        if state != .timeWait && state != .closed { output.emit(.flowClose(handle.flow, reason: error == nil ? 0 : 1)) }
         state = .closed
+        closeFlowOnNIC(output: &output)
         retransmitDeadline = nil
         delayedAckDeadline = nil
         persistDeadline = nil

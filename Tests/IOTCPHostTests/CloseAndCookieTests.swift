@@ -1,0 +1,149 @@
+import IOTCPCommon
+import Testing
+@testable import IOTCPHost
+
+@Suite("Closing (RFC 9293 §3.6) and TIME-WAIT")
+struct CloseTests {
+    @Test("active close: FIN-WAIT-1, FIN-WAIT-2, TIME-WAIT for its full duration, then the slot is freed")
+    func activeClose() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        try script.engine.close(handle, now: script.now, output: &script.output)
+        let emitted = script.output.take()
+        let fin = try #require(emitted.segments.first)
+        #expect(fin.flags == [.fin, .ack] && fin.sequence == SequenceNumber(iss &+ 1))
+        #expect(script.engine.state(of: handle) == .finWait1)
+        script.inject(sequence: 1001, acknowledgment: iss &+ 2, flags: .ack, options: script.peerTimestamps(2000))
+        #expect(script.engine.state(of: handle) == .finWait2)
+        let last = script.inject(sequence: 1001, acknowledgment: iss &+ 2, flags: [.fin, .ack], options: script.peerTimestamps(2001))
+        let ack = try #require(last.segments.first)
+        #expect(ack.flags == .ack && ack.acknowledgment == SequenceNumber(1002))
+        #expect(script.engine.state(of: handle) == .timeWait)
+        #expect(last.contains { if case .flowClose = $0 { true } else { false } }, "the NIC forgets the flow at TIME-WAIT")
+        // A retransmitted FIN in TIME-WAIT is ACKed again.
+        let again = script.inject(sequence: 1001, acknowledgment: iss &+ 2, flags: [.fin, .ack], options: script.peerTimestamps(2002))
+        #expect(try #require(again.segments.first).acknowledgment == SequenceNumber(1002))
+        script.advance(milliseconds: 59_999)
+        #expect(script.engine.state(of: handle) == .timeWait)
+        script.advance(milliseconds: 1)
+        #expect(script.engine.state(of: handle) == nil, "closed by the application and out of TIME-WAIT: freed")
+        #expect(script.engine.connectionCount == 0)
+    }
+
+    @Test("passive close: CLOSE-WAIT, then LAST-ACK, then closed")
+    func passiveClose() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        let finAck = script.inject(sequence: 1001, acknowledgment: iss &+ 1, flags: [.fin, .ack], options: script.peerTimestamps(2000))
+        #expect(try #require(finAck.segments.first).acknowledgment == SequenceNumber(1002))
+        #expect(script.engine.state(of: handle) == .closeWait)
+        var buffer = [UInt8](repeating: 0, count: 16)
+        let read = try buffer.withUnsafeMutableBytes { try script.engine.read(handle, into: $0, now: script.now, output: &script.output) }
+        #expect(read == 0, "end of stream")
+        try script.engine.close(handle, now: script.now, output: &script.output)
+        let fin = try #require(script.output.take().segments.first)
+        #expect(fin.flags == [.fin, .ack])
+        #expect(script.engine.state(of: handle) == .lastAck)
+        script.inject(sequence: 1002, acknowledgment: iss &+ 2, flags: .ack, options: script.peerTimestamps(2001))
+        #expect(script.engine.state(of: handle) == nil)
+    }
+
+    @Test("simultaneous close goes through CLOSING to TIME-WAIT")
+    func simultaneousClose() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        try script.engine.shutdownWrite(handle, now: script.now, output: &script.output)
+        _ = script.output.take()
+        script.inject(sequence: 1001, acknowledgment: iss &+ 1, flags: [.fin, .ack], options: script.peerTimestamps(2000))
+        #expect(script.engine.state(of: handle) == .closing)
+        script.inject(sequence: 1002, acknowledgment: iss &+ 2, flags: .ack, options: script.peerTimestamps(2001))
+        #expect(script.engine.state(of: handle) == .timeWait)
+    }
+
+    @Test("the FIN follows queued data, and a lost FIN is retransmitted")
+    func finAfterData() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        _ = try script.writeFile(handle, length: 3000)
+        try script.engine.shutdownWrite(handle, now: script.now, output: &script.output)
+        let emitted = script.output.take()
+        #expect(emitted.sends.map(\.1.length) == [3000])
+        let fin = try #require(emitted.segments.first { $0.flags.contains(.fin) })
+        #expect(fin.sequence == SequenceNumber(iss &+ 1 &+ 3000))
+        script.engine.handleEcho(flow: handle.flow, sequenceEnd: SequenceNumber(iss &+ 1 &+ 3000), nicDelayNanoseconds: 0, now: script.now)
+        script.inject(sequence: 1001, acknowledgment: iss &+ 1 &+ 3000, flags: .ack, options: script.peerTimestamps(2000))
+        let retry = script.advance(milliseconds: 1000).segments
+        #expect(retry.contains { $0.flags.contains(.fin) && $0.sequence == SequenceNumber(iss &+ 1 &+ 3000) })
+    }
+
+    @Test("writing after shutdown, or on a stale handle, fails with a clear error")
+    func misuse() throws {
+        var script = Script()
+        let (handle, _) = try establishPassive(&script)
+        try script.engine.shutdownWrite(handle, now: script.now, output: &script.output)
+        #expect(script.output.take().segments.first?.flags == [.fin, .ack])
+        #expect(throws: TCPError.alreadyClosing) { try script.writeFile(handle, length: 1) }
+        try script.engine.abort(handle, output: &script.output)
+        #expect(script.output.take().segments.first?.flags == [.rst, .ack])
+        #expect(throws: TCPError.invalidHandle) { try script.writeFile(handle, length: 1) }
+    }
+
+    @Test("keepalive probes an idle peer and gives up after the configured count")
+    func keepalive() throws {
+        var configuration = TCPConfiguration()
+        configuration.keepalive = (idle: 10 * Nanoseconds.second, interval: Nanoseconds.second, probes: 3)
+        var script = Script(configuration: configuration)
+        let (handle, iss) = try establishPassive(&script)
+        var probes: [Segment] = []
+        for _ in 0..<140 { probes += script.advance(milliseconds: 100).segments }
+        #expect(probes.count == 3)
+        #expect(probes.allSatisfy { $0.sequence == SequenceNumber(iss) && $0.payload.isEmpty })
+        #expect(script.engine.error(of: handle) == .timedOut)
+    }
+}
+
+@Suite("SYN cookies (RFC 4987)")
+struct SynCookieTests {
+    @Test("past the backlog, SYNs get stateless cookies and a valid ACK still makes a connection")
+    func cookies() throws {
+        var script = Script()
+        _ = try script.engine.listen(port: 80, backlog: 1)
+        script.inject(sequence: 100, flags: .syn, options: Script.linuxSynOptions(), from: 1111)
+        let before = script.engine.connectionCount
+        script.remotePort = 2222
+        let emitted = script.inject(sequence: 5000, flags: .syn, options: Script.linuxSynOptions(timestamp: 500))
+        let synAck = try #require(emitted.segments.first)
+        #expect(script.engine.connectionCount == before, "a cookie costs no connection state")
+        #expect(script.engine.statistics.synCookiesSent == 1)
+        #expect(synAck.flags == [.syn, .ack] && synAck.acknowledgment == SequenceNumber(5001))
+        #expect(synAck.tcp.options.windowScale == 3 && synAck.tcp.options.sackPermitted)
+
+        // A forged ACK is refused (and answered with a RST); the real one is accepted.
+        let forged = script.inject(sequence: 5001, acknowledgment: synAck.sequence.rawValue &+ 2, flags: .ack,
+                                   options: script.peerTimestamps(501, echo: synAck.tcp.options.timestamps!.value))
+        #expect(forged.segments.first?.flags == .rst)
+        #expect(script.engine.statistics.synCookiesRejected == 1)
+        script.inject(sequence: 5001, acknowledgment: synAck.sequence.rawValue &+ 1, flags: .ack,
+                      options: script.peerTimestamps(502, echo: synAck.tcp.options.timestamps!.value))
+        #expect(script.engine.statistics.synCookiesAccepted == 1)
+        var accepted: [TCPHandle] = []
+        while let handle = script.engine.accept(TCPListenerID(port: 80)) { accepted.append(handle) }
+        let cookieHandle = try #require(accepted.last)
+        #expect(script.engine.state(of: cookieHandle) == .established)
+
+        // The connection works: window scale and SACK came back from the timestamp.
+        _ = try script.writeFile(cookieHandle, length: 3000)
+        let send = try #require(script.output.take().sends.first)
+        #expect(send.1.sequence == synAck.sequence + 1)
+        #expect(send.1.template.maximumSegmentSize == 1448)
+    }
+
+    @Test("a cookie from an ACK nobody asked for is not accepted")
+    func unsolicitedAck() throws {
+        var script = Script()
+        _ = try script.engine.listen(port: 80, backlog: 1)
+        let reply = script.inject(sequence: 5001, acknowledgment: 12345, flags: .ack)
+        #expect(reply.segments.first?.flags == .rst)
+        #expect(script.engine.statistics.synCookiesAccepted == 0)
+    }
+}
