@@ -220,6 +220,28 @@ struct SendCommandTests {
         #expect(retransmitted.map(\.1) == [1448])
     }
 
+    @Test("a fast retransmit never asks for more than was sent (less than an MSS outstanding)")
+    func retransmitOnlyWhatWasSent() throws {
+        var configuration = TCPConfiguration()
+        configuration.selectiveAcknowledgments = false
+        var script = Script(configuration: configuration)
+        let (handle, iss) = try establishPassive(&script, options: TCPOptions(maximumSegmentSize: 1460, windowScale: 7, timestamps: TCPTimestamps(value: 1000, echoReply: 0)))
+        _ = try script.writeFile(handle, length: 3 * 1448 + 182)
+        let send = try #require(script.output.take().sends.first)
+        #expect(send.1.length == 3 * 1448 + 182)
+        script.engine.handleEcho(flow: handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length), nicDelayNanoseconds: 0, now: script.now)
+        // Everything but the last 182 bytes is acknowledged, then three duplicate ACKs.
+        let una = iss &+ 1 &+ 3 * 1448
+        script.inject(sequence: 1001, acknowledgment: una, flags: .ack, window: 502, options: script.peerTimestamps(8000))
+        var retransmitted: [(SequenceNumber, UInt32)] = []
+        for n in 1...3 {
+            retransmitted += script.inject(sequence: 1001, acknowledgment: una, flags: .ack, window: 502, options: script.peerTimestamps(8000 + UInt32(n))).retransmits
+        }
+        #expect(retransmitted.map(\.0) == [SequenceNumber(una)])
+        #expect(retransmitted.map(\.1) == [182])
+        #expect(script.engine.info(of: handle)?.sendMaximum == SequenceNumber(una &+ 182))
+    }
+
     @Test("with SACK, the holes the scoreboard calls lost are retransmitted (RFC 6675)")
     func sackRecovery() throws {
         var script = Script()

@@ -421,9 +421,19 @@ struct TCPConnection {
             duplicateAcks += 1
             if inRecovery {
                 if !sackEnabled { congestion.inflate(by: segmentSize) }
-            } else if duplicateAcks == Self.duplicateThreshold || (sackEnabled && isLost(sendUnacknowledged)) {
+            } else if duplicateAcks >= Self.duplicateThreshold || (sackEnabled && isLost(sendUnacknowledged))
+                        || earlyRetransmitDue {
                 enterRecovery(now: now)
+            } else {
+                // RFC 3042 Limited Transmit: each of the first two duplicate ACKs lets one new segment out, so
+                // the ACKs a fast retransmit needs keep coming when the window is small.
+                limitedTransmitAllowance = duplicateAcks * segmentSize
             }
+        }
+        if !inRecovery && sackEnabled && sendUnacknowledged != sendMaximum && isLost(sendUnacknowledged) {
+            // SACK information alone can show the first segment lost (RFC 6675 §5 step 4's IsLost), even
+            // when the ACKs carrying it changed the window and so did not count as duplicates.
+            enterRecovery(now: now)
         }
 
         // Window update (RFC 9293 §3.10.7.4): only from a segment newer than the last that updated it.
@@ -490,6 +500,7 @@ struct TCPConnection {
             congestion.onAcknowledged(bytes: acknowledgedBytes, now: now, smoothedRTT: rtt.smoothed)
         }
         duplicateAcks = 0
+        limitedTransmitAllowance = 0
 
         // RFC 6298 §5.2 and 5.3.
         if sendUnacknowledged == sendMaximum {
@@ -509,7 +520,16 @@ struct TCPConnection {
         if !queueHadRoom && queueHasRoom(configuration: configuration) { events.insert(.writable) }
     }
 
+    /// RFC 5827 Early Retransmit: with fewer than four segments outstanding and nothing new to send, fewer
+    /// duplicate ACKs than three are all that can ever arrive; one less than the segments outstanding will do.
+    private var earlyRetransmitDue: Bool {
+        let outstanding = (sendMaximum - sendUnacknowledged + segmentSize - 1) / segmentSize
+        return outstanding < 4 && sendNext == sendQueue.end && duplicateAcks >= max(outstanding - 1, 1)
+    }
+
     private mutating func enterRecovery(now: Instant) {
+        fastRecoveries += 1
+        limitedTransmitAllowance = 0
         inRecovery = true
         recoveryPoint = sendMaximum
         highRetransmitted = sendUnacknowledged
@@ -520,6 +540,10 @@ struct TCPConnection {
     }
 
     private var needsFastRetransmit = false
+    private var fastRecoveries = 0
+    /// Bytes Limited Transmit lets past the congestion window until the next new ACK.
+    private var limitedTransmitAllowance = 0
+    private var timeouts = 0
     /// FLOW_OPEN was sent and FLOW_CLOSE not yet.
     private var flowOpenOnNIC = true
     /// The end of the last sub-MSS segment of application bytes sent (Minshall's Nagle).
@@ -725,6 +749,15 @@ struct TCPConnection {
         }
     }
 
+    var info: TCPConnectionInfo {
+        TCPConnectionInfo(
+            state: state, sendUnacknowledged: sendUnacknowledged, sendNext: sendNext, sendMaximum: sendMaximum,
+            sendWindow: sendWindow, receiveNext: receiveNext, congestionWindow: congestion.window,
+            slowStartThreshold: congestion.slowStartThreshold, smoothedRTT: rtt.smoothed, retransmissionTimeout: rtt.timeout,
+            consecutiveTimeouts: consecutiveTimeouts, inRecovery: inRecovery, queuedBytes: sendQueue.count, segmentSize: segmentSize,
+            fastRecoveries: fastRecoveries, timeouts: timeouts)
+    }
+
     // MARK: - Timers
 
     var nextDeadline: Instant? {
@@ -776,6 +809,7 @@ struct TCPConnection {
             return
         }
         consecutiveTimeouts += 1
+        timeouts += 1
         rtt.backOff()
         timedSequence = nil
         switch state {
@@ -871,7 +905,7 @@ struct TCPConnection {
             sent = true
         }
         sending: while true {
-            let window = min(congestion.window, max(sendWindow, 0))
+            let window = min(congestion.window + limitedTransmitAllowance, max(sendWindow, 0))
             let inFlight = pipe
             if inRecovery && sackEnabled, inFlight + segmentSize <= congestion.window, let (start, length) = nextLostRange() {
                 retransmit(from: start, limit: length, now: now, configuration: configuration, output: &output)
@@ -893,9 +927,12 @@ struct TCPConnection {
                         retransmit(from: sendNext, limit: min(piece.length, sendMaximum - sendNext), now: now,
                                    configuration: configuration, output: &output)
                     } else {
-                        // Atlas: wait for a window worth a disk read, unless the queue is shorter or nothing is in flight.
+                        // Atlas: wait for a window worth a disk read, unless the queue is shorter or nothing is in
+                        // flight. Never more than half the congestion window, or a small window would go out in
+                        // bursts with gaps, and a loss near a burst's end would find too few segments behind it
+                        // for duplicate ACKs.
                         let remaining = sendQueue.piece(at: sendNext, limit: .max)?.length ?? 0
-                        let minimum = configuration.minimumSendSegments * segmentSize
+                        let minimum = min(configuration.minimumSendSegments * segmentSize, congestion.window / 2)
                         if piece.length < minimum && piece.length < remaining && inFlight > 0 { break sending }
                         emitSend(piece, last: piece.sequence + piece.length == dataEnd, now: now, configuration: configuration,
                                  output: &output)
@@ -974,7 +1011,10 @@ struct TCPConnection {
             if sendNext <= finSequence { sendNext = finSequence + 1 }
             return
         }
-        guard let piece = sendQueue.piece(at: start, limit: limit) else { return }
+        // Only what was sent can be sent again: the NIC holds nothing beyond SND.MAX, and counting unsent
+        // bytes as sent would leave a hole no RETRANSMIT could fill.
+        let sentLimit = min(limit, SequenceNumber.min(sendMaximum, sendQueue.end) - start)
+        guard sentLimit > 0, let piece = sendQueue.piece(at: start, limit: sentLimit) else { return }
         switch piece.source {
         case .file:
             output.emit(.retransmit(handle.flow, sequence: piece.sequence, length: UInt32(piece.length),

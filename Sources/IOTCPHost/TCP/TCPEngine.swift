@@ -209,6 +209,21 @@ public struct TCPEngine {
         return connections[slot]!.error
     }
 
+    /// A snapshot of a connection's control block.
+    public func info(of handle: TCPHandle) -> TCPConnectionInfo? {
+        guard let slot = try? validSlot(handle) else { return nil }
+        return connections[slot]!.info
+    }
+
+    /// Every connection's handle, for diagnostics.
+    public var handles: [TCPHandle] { connections.compactMap { $0?.handle } }
+
+    /// The addresses and ports of a connection.
+    public func endpoints(of handle: TCPHandle) -> FlowEndpoints? {
+        guard let slot = try? validSlot(handle) else { return nil }
+        return connections[slot]!.endpoints
+    }
+
     public func readableBytes(_ handle: TCPHandle) -> Int {
         guard let slot = try? validSlot(handle) else { return 0 }
         return connections[slot]!.readableBytes

@@ -115,3 +115,31 @@ public struct TCPConfiguration: Sendable {
         return shift
     }
 }
+
+/// A snapshot of one connection's control block, for diagnostics and metrics (what `ss -i` shows).
+public struct TCPConnectionInfo: Hashable, Sendable, CustomStringConvertible {
+    public var state: TCPState
+    public var sendUnacknowledged: SequenceNumber
+    public var sendNext: SequenceNumber
+    public var sendMaximum: SequenceNumber
+    public var sendWindow: Int
+    public var receiveNext: SequenceNumber
+    public var congestionWindow: Int
+    public var slowStartThreshold: Int
+    public var smoothedRTT: UInt64
+    public var retransmissionTimeout: UInt64
+    public var consecutiveTimeouts: Int
+    public var inRecovery: Bool
+    public var queuedBytes: Int
+    public var segmentSize: Int
+    /// Loss recoveries entered from duplicate ACKs or SACK, and retransmission timeouts, over the connection's life.
+    public var fastRecoveries: Int
+    public var timeouts: Int
+
+    public var description: String {
+        "\(state) una \(sendUnacknowledged) nxt \(sendNext) max \(sendMaximum) wnd \(sendWindow) rcv.nxt \(receiveNext) "
+            + "cwnd \(congestionWindow) ssthresh \(slowStartThreshold == .max ? -1 : slowStartThreshold) srtt \(smoothedRTT / 1000) µs "
+            + "rto \(retransmissionTimeout / 1_000_000) ms timeouts \(consecutiveTimeouts) recovery \(inRecovery) queued \(queuedBytes) "
+            + "fast recoveries \(fastRecoveries) timeouts total \(timeouts)"
+    }
+}

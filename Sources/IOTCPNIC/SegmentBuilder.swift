@@ -1,0 +1,58 @@
+@_exported import IOTCPCommon
+
+/// Turns a SEND or RETRANSMIT into segments: the host's template supplies every header field, the NIC
+/// supplies the payload (read from disk straight into the packet) and the checksums.
+///
+/// IO-TCP's timestamp rule: the NIC adds the time the data waited on it to TSval, so the peer echoes the
+/// time the segment really left, and the host's RTT never includes the NIC's queueing or disk time.
+public enum SegmentBuilder {
+    /// Bytes of one segment's IPv4 packet carrying `payloadLength` bytes under `template`.
+    @inlinable
+    public static func packetLength(payloadLength: Int, template: SegmentTemplate) -> Int {
+        IPv4Repr.headerLength + TCPSegmentView.minimumHeaderLength + (template.timestamps == nil ? 0 : 12) + payloadLength
+    }
+
+    /// Calls `body` with the sequence number, length and last-ness of each segment of `[sequence,
+    /// sequence + length)` cut at the template's MSS.
+    @inlinable
+    public static func forEachSegment(
+        sequence: SequenceNumber, length: Int, template: SegmentTemplate,
+        _ body: (_ sequence: SequenceNumber, _ offset: Int, _ length: Int, _ isLast: Bool) -> Void
+    ) {
+        let size = max(Int(template.maximumSegmentSize), 1)
+        var offset = 0
+        while offset < length {
+            let chunk = min(size, length - offset)
+            body(sequence + offset, offset, chunk, offset + chunk == length)
+            offset += chunk
+        }
+    }
+
+    /// Writes one segment's IPv4 packet into `buffer` and returns its length. `fillPayload` writes the
+    /// payload where it belongs; the checksums are computed after it.
+    @inlinable
+    public static func build(
+        into buffer: UnsafeMutableRawBufferPointer, flow: FlowEndpoints, sequence: SequenceNumber, payloadLength: Int,
+        isLast: Bool, template: SegmentTemplate, nicDelayMilliseconds: UInt32,
+        fillPayload: (UnsafeMutableRawBufferPointer) -> Void
+    ) throws(WireError) -> Int {
+        var options = TCPOptions()
+        if let timestamps = template.timestamps {
+            options.timestamps = TCPTimestamps(value: timestamps.value &+ nicDelayMilliseconds, echoReply: timestamps.echoReply)
+        }
+        let tcp = TCPRepr(
+            sourcePort: flow.localPort, destinationPort: flow.remotePort, sequenceNumber: sequence,
+            acknowledgmentNumber: template.acknowledgmentNumber,
+            flags: isLast ? template.lastSegmentFlags.union(.ack) : .ack, window: template.window, options: options)
+        let tcpLength = tcp.headerLength + payloadLength
+        let total = IPv4Repr.headerLength + tcpLength
+        guard buffer.count >= total else { throw .bufferTooSmall(needed: total, available: buffer.count) }
+        try IPv4Repr(source: flow.localAddress, destination: flow.remoteAddress, protocol: .tcp, payloadLength: tcpLength)
+            .emit(into: buffer)
+        let segment = UnsafeMutableRawBufferPointer(rebasing: buffer[IPv4Repr.headerLength..<total])
+        let headerLength = try tcp.emitHeader(into: segment)
+        fillPayload(UnsafeMutableRawBufferPointer(rebasing: segment[headerLength...]))
+        TCPRepr.fillChecksum(segment: segment, source: flow.localAddress, destination: flow.remoteAddress)
+        return total
+    }
+}

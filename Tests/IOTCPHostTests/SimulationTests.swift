@@ -1,0 +1,66 @@
+import IOTCPCommon
+import Testing
+@testable import IOTCPHost
+
+@Suite("Deterministic simulation: engine to engine through a NIC, over a lossy wire")
+struct SimulationTests {
+    @Test("one clean transfer is delivered byte-exact and both ends close")
+    func cleanTransfer() {
+        var simulation = Simulation(seed: 1, conditions: WireConditions(oneWayDelay: 5 * Nanoseconds.millisecond), sizes: [300_000])
+        let finished = simulation.run()
+        #expect(finished)
+        #expect(simulation.transfers[0].received == 300_000 && !simulation.transfers[0].corrupt)
+        #expect(simulation.nic.heldBytes == 0 && simulation.nic.heldAtClose == 0, "ACKD freed everything the NIC held")
+        #expect(simulation.packetsDropped == 0)
+    }
+
+    /// Many transfers of random sizes under random conditions; each simulation replays from its seed.
+    @Test("1,200 transfers of random sizes, with loss, duplication, reordering and corruption, arrive byte-exact")
+    func randomTransfers() {
+        var total = 0, bytes = 0
+        for seed in UInt64(1)...300 {
+            var random = SeededGenerator(seed: seed &* 7919)
+            let sizes = (0..<4).map { _ -> Int in
+                switch Int.random(in: 0..<10, using: &random) {
+                case 0: 0
+                case 1...5: Int.random(in: 1...20_000, using: &random)
+                case 6...8: Int.random(in: 20_000...200_000, using: &random)
+                default: Int.random(in: 200_000...1_000_000, using: &random)
+                }
+            }
+            let conditions = WireConditions(
+                oneWayDelay: [50_000, 1_000_000, 20_000_000].randomElement(using: &random)!,
+                jitter: 100_000, loss: [0, 0.01, 0.05].randomElement(using: &random)!, duplication: 0.01,
+                reordering: 0.02, corruption: 0.005)
+            var simulation = Simulation(seed: seed, conditions: conditions, sizes: sizes)
+            let finished = simulation.run()
+            #expect(finished, "seed \(seed), \(conditions), sizes \(sizes): not finished by the limit")
+            for transfer in simulation.transfers {
+                #expect(transfer.received == transfer.size && !transfer.corrupt, "seed \(seed): \(transfer.received)/\(transfer.size) corrupt \(transfer.corrupt)")
+            }
+            #expect(simulation.nic.heldAtClose == 0 && simulation.nic.retransmitsNotFound == 0, "seed \(seed)")
+            total += sizes.count
+            bytes += sizes.reduce(0, +)
+        }
+        #expect(total == 1200)
+        print("simulation: \(total) transfers, \(bytes) bytes")
+    }
+
+    @Test("a grid of loss (0, 1, 5, 20 %) by RTT (0.1, 10, 100 ms) always completes", arguments: [0.0, 0.01, 0.05, 0.20])
+    func lossAndDelayGrid(loss: Double) {
+        let size = 1_000_000
+        for rtt in [100_000, 10_000_000, 100_000_000] as [UInt64] {
+            let conditions = WireConditions(oneWayDelay: rtt / 2, loss: loss)
+            var simulation = Simulation(seed: UInt64(rtt) ^ UInt64(loss * 1000), conditions: conditions, sizes: [size])
+            let start = simulation.now
+            let finished = simulation.run()
+            let seconds = Double((simulation.transfers[0].completedAt ?? simulation.now) - start) / 1e9
+            #expect(finished, "\(conditions)")
+            #expect(simulation.transfers[0].received == size && !simulation.transfers[0].corrupt)
+            let goodput: Double = Double(size * 8) / seconds / 1e6
+            let rttMilliseconds: Double = Double(rtt) / 1e6
+            let lossPercent: Double = loss * 100
+            print("simulation grid: loss \(lossPercent)%, RTT \(rttMilliseconds) ms: 1 MB in \(seconds) s, goodput \(goodput) Mbit/s")
+        }
+    }
+}
