@@ -56,7 +56,7 @@ let package = Package(
         .executableTarget(
             name: "IOTCPBench",
             dependencies: [
-                "IOTCPCommon", "IOTCPChannels",
+                "IOTCPCommon", "IOTCPChannels", "IOTCPHost",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/IOTCPBench"),

@@ -19,6 +19,17 @@ struct IOTCPBench: ParsableCommand {
     @Option(help: "Commands for the cross-process exchange.")
     var crossProcessCommands = 10_000_000
 
+    @Option(help: "ACKs for the engine's per-ACK figure.")
+    var acks = 2_000_000
+
+    @Option(help: "Run only these groups (comma-separated): checksum, codec, channel, engine, cross-process.")
+    var only: String?
+
+    func selected(_ group: String) -> Bool {
+        guard let only else { return true }
+        return only.split(separator: ",").contains { $0 == group }
+    }
+
     mutating func run() throws {
         var figures: [Figure] = []
         func report(_ figure: Figure) {
@@ -26,10 +37,11 @@ struct IOTCPBench: ParsableCommand {
             figures.append(figure)
         }
         print("iotcp-bench: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(seconds) s per figure, best of 5 rounds")
-        for figure in checksumFigures() { report(figure) }
-        for figure in codecFigures() { report(figure) }
-        for figure in try channelFigures() { report(figure) }
-        if let figure = try crossProcessFigure() { report(figure) }
+        if selected("checksum") { for figure in checksumFigures() { report(figure) } }
+        if selected("codec") { for figure in codecFigures() { report(figure) } }
+        if selected("channel") { for figure in try channelFigures() { report(figure) } }
+        if selected("engine") { for figure in engineFigures() { report(figure) } }
+        if selected("cross-process"), let figure = try crossProcessFigure() { report(figure) }
         if let json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -154,6 +166,19 @@ struct IOTCPBench: ParsableCommand {
         return [
             Figure(name: "in-process channel, one thread (ACKD, \(perMessage)/message)", value: oneThread / 1e6, unit: "M cmd/s", target: 10),
             Figure(name: "in-process channel, two threads, encode+decode", value: twoThreads / 1e6, unit: "M cmd/s", target: 10),
+        ]
+    }
+
+    func engineFigures() -> [Figure] {
+        let (perAck, commands) = acknowledgmentCost(acks: acks)
+        let (perConnection, controlBlock) = memoryPerConnection(count: 10_000)
+        return [
+            Figure(name: "host engine: ACK processed, with the commands it emits", value: perAck, unit: "ns/ACK", target: nil,
+                   ceiling: 250),
+            Figure(name: "host engine: commands emitted per ACK", value: commands, unit: "cmd/ACK", target: nil),
+            Figure(name: "host engine: memory per idle connection (10,000 open)", value: perConnection, unit: "bytes",
+                   target: nil, ceiling: 1024),
+            Figure(name: "host engine: control block size", value: Double(controlBlock), unit: "bytes", target: nil),
         ]
     }
 

@@ -5,11 +5,14 @@ struct Figure: Codable {
     let name: String
     let value: Double
     let unit: String
-    /// The target this figure is held to, if any, in the same unit (higher is better for every figure here).
+    /// A floor this figure is held to, if any, in the same unit (higher is better).
     let target: Double?
+    /// A ceiling this figure is held to, if any (lower is better: time or memory per unit).
+    var ceiling: Double? = nil
 
     var line: String {
-        let targetText = target.map { String(format: "  (target ≥ %g: %@)", $0, value >= $0 ? "met" : "MISSED") } ?? ""
+        var targetText = target.map { String(format: "  (target ≥ %g: %@)", $0, value >= $0 ? "met" : "MISSED") } ?? ""
+        if let ceiling { targetText = String(format: "  (target ≤ %g: %@)", ceiling, value <= ceiling ? "met" : "MISSED") }
         let padded = name.count < 60 ? name + String(repeating: " ", count: 60 - name.count) : name
         return padded + String(format: " %10.2f ", value) + unit + targetText
     }

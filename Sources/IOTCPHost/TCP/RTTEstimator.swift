@@ -6,34 +6,30 @@
 struct RTTEstimator {
     private(set) var smoothed: UInt64 = 0
     private(set) var variation: UInt64 = 0
-    private(set) var hasSample = false
     private(set) var timeout: UInt64
-    private let minimum: UInt64
-    private let maximum: UInt64
+    var hasSample: Bool { smoothed != 0 || variation != 0 }
     /// Clock granularity G of RFC 6298 §2.
-    private let granularity: UInt64 = Nanoseconds.millisecond
+    private static let granularity: UInt64 = Nanoseconds.millisecond
 
-    init(initial: UInt64, minimum: UInt64, maximum: UInt64) {
-        timeout = initial
-        self.minimum = minimum
-        self.maximum = maximum
-    }
+    init(initial: UInt64) { timeout = initial }
 
-    mutating func addSample(_ rtt: UInt64) {
+    /// The bounds come from the configuration, not from each connection's memory.
+    mutating func addSample(_ rtt: UInt64, configuration: TCPConfiguration) {
+        let sample = max(rtt, 1)
         if !hasSample {
-            smoothed = rtt
-            variation = rtt / 2
-            hasSample = true
+            smoothed = sample
+            variation = sample / 2
         } else {
-            let difference = smoothed > rtt ? smoothed - rtt : rtt - smoothed
+            let difference = smoothed > sample ? smoothed - sample : sample - smoothed
             variation = (3 * variation + difference) / 4
-            smoothed = (7 * smoothed + rtt) / 8
+            smoothed = (7 * smoothed + sample) / 8
         }
-        timeout = min(max(smoothed + max(granularity, 4 * variation), minimum), maximum)
+        timeout = min(max(smoothed + max(Self.granularity, 4 * variation), configuration.minimumRetransmissionTimeout),
+                      configuration.maximumRetransmissionTimeout)
     }
 
     /// RFC 6298 §5.5: after a timeout, the next one waits twice as long.
-    mutating func backOff() {
-        timeout = min(timeout * 2, maximum)
+    mutating func backOff(configuration: TCPConfiguration) {
+        timeout = min(timeout * 2, configuration.maximumRetransmissionTimeout)
     }
 }

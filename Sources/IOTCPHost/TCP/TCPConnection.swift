@@ -14,6 +14,8 @@ struct TCPConnection {
     let remotePort: UInt16
     /// The listener a passive connection came from, until it is accepted.
     var listenerPort: UInt16?
+    /// Established and in its listener's accept queue.
+    var awaitingAccept = false
     /// The application holds a handle (it connected, or accepted); when false the slot is freed at CLOSED.
     var ownedByApplication: Bool
 
@@ -55,14 +57,40 @@ struct TCPConnection {
     private var finRequested = false
     private var finSequence: SequenceNumber?
 
-    // Timers.
-    private var retransmitDeadline: Instant?
+    // Timers, as nanoseconds with `noDeadline` for none: an `Instant?` would take 16 bytes, and every
+    // byte here is paid once per connection.
+    private var retransmitAt = noDeadline
+    private var delayedAckAt = noDeadline
+    private var persistAt = noDeadline
+    private var keepaliveAt = noDeadline
+    private var timeWaitAt = noDeadline
     /// The timer was armed at a SEND's issue, with the ECHO allowance: the ECHO re-arms it precisely.
     private var retransmitAwaitsEcho = false
-    private var delayedAckDeadline: Instant?
-    private var persistDeadline: Instant?
-    private var keepaliveDeadline: Instant?
-    private var timeWaitDeadline: Instant?
+    private static var noDeadline: UInt64 { .max }
+
+    private var retransmitDeadline: Instant? {
+        get { Self.deadline(retransmitAt) }
+        set { retransmitAt = newValue?.nanoseconds ?? Self.noDeadline }
+    }
+    private var delayedAckDeadline: Instant? {
+        get { Self.deadline(delayedAckAt) }
+        set { delayedAckAt = newValue?.nanoseconds ?? Self.noDeadline }
+    }
+    private var persistDeadline: Instant? {
+        get { Self.deadline(persistAt) }
+        set { persistAt = newValue?.nanoseconds ?? Self.noDeadline }
+    }
+    private var keepaliveDeadline: Instant? {
+        get { Self.deadline(keepaliveAt) }
+        set { keepaliveAt = newValue?.nanoseconds ?? Self.noDeadline }
+    }
+    private var timeWaitDeadline: Instant? {
+        get { Self.deadline(timeWaitAt) }
+        set { timeWaitAt = newValue?.nanoseconds ?? Self.noDeadline }
+    }
+    private static func deadline(_ nanoseconds: UInt64) -> Instant? {
+        nanoseconds == noDeadline ? nil : Instant(nanoseconds: nanoseconds)
+    }
     private var consecutiveTimeouts = 0
     private var keepaliveProbesSent = 0
     private var persistBackoff = 0
@@ -89,7 +117,17 @@ struct TCPConnection {
 
     // What the application should hear.
     var events: TCPEvents = []
-    private(set) var error: TCPError?
+    /// Why the connection failed, as a one-byte code (a `TCPError?` would take 24 bytes).
+    private var failure = Failure.none
+    private enum Failure: UInt8 { case none, reset, refused, timedOut }
+    var error: TCPError? {
+        switch failure {
+        case .none: nil
+        case .reset: .connectionReset
+        case .refused: .connectionRefused
+        case .timedOut: .timedOut
+        }
+    }
     /// The peer closed its side: reads return 0 once the buffer is drained.
     private(set) var readClosed = false
 
@@ -116,9 +154,7 @@ struct TCPConnection {
         receiveBuffer = ReceiveBuffer(capacity: configuration.receiveBufferBytes)
         // The queue starts after the SYN's sequence number.
         sendQueue = SendQueue(start: initialSequence + 1, byteCapacity: configuration.sendBufferBytes)
-        rtt = RTTEstimator(
-            initial: configuration.initialRetransmissionTimeout, minimum: configuration.minimumRetransmissionTimeout,
-            maximum: configuration.maximumRetransmissionTimeout)
+        rtt = RTTEstimator(initial: configuration.initialRetransmissionTimeout)
         congestion = CongestionController(
             algorithm: configuration.congestionControl, segmentSize: Int(configuration.maximumSegmentSize),
             initialWindowSegments: configuration.initialWindowSegments)
@@ -327,7 +363,7 @@ struct TCPConnection {
             }
             state = .established
             events.insert(.writable)
-            if consecutiveTimeouts == 0 { rtt.addSample(now - timedAt) }
+            if consecutiveTimeouts == 0 { rtt.addSample(now - timedAt, configuration: configuration) }
             consecutiveTimeouts = 0
             sendWindow = Int(segment.window) << Int(sendWindowShift)
             sendWindowUpdateSequence = sequence
@@ -388,7 +424,7 @@ struct TCPConnection {
             state = .established
             events.formUnion([.connected, .writable])
             retransmitDeadline = nil
-            if consecutiveTimeouts == 0 { rtt.addSample(now - timedAt) }
+            if consecutiveTimeouts == 0 { rtt.addSample(now - timedAt, configuration: configuration) }
             consecutiveTimeouts = 0
             sendWindow = Int(segment.window) << Int(sendWindowShift)
             ackNow = true
@@ -482,7 +518,7 @@ struct TCPConnection {
 
         // RTT sample (RFC 6298 §3, Karn): the timed data reached the wire at `timedAt`.
         if let timed = timedSequence, ack >= timed {
-            rtt.addSample(now - timedAt)
+            rtt.addSample(now - timedAt, configuration: configuration)
             timedSequence = nil
         }
         consecutiveTimeouts = 0
@@ -761,11 +797,7 @@ struct TCPConnection {
     // MARK: - Timers
 
     var nextDeadline: Instant? {
-        var earliest: Instant?
-        for deadline in [retransmitDeadline, delayedAckDeadline, persistDeadline, keepaliveDeadline, timeWaitDeadline] {
-            if let deadline, earliest == nil || deadline < earliest! { earliest = deadline }
-        }
-        return earliest
+        Self.deadline(min(retransmitAt, delayedAckAt, persistAt, keepaliveAt, timeWaitAt))
     }
 
     mutating func handleTimers<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
@@ -810,7 +842,7 @@ struct TCPConnection {
         }
         consecutiveTimeouts += 1
         timeouts += 1
-        rtt.backOff()
+        rtt.backOff(configuration: configuration)
         timedSequence = nil
         switch state {
         case .synSent, .synReceived:
@@ -1109,7 +1141,11 @@ struct TCPConnection {
     // MARK: - Ending
 
     private mutating func fail<O: CommandOutput>(_ reason: TCPError, output: inout O) {
-        error = reason
+        switch reason {
+        case .connectionRefused: failure = .refused
+        case .timedOut: failure = .timedOut
+        default: failure = .reset
+        }
         close(output: &output)
     }
 

@@ -20,7 +20,7 @@ public struct TCPStatistics: Hashable, Sendable {
 /// ECHOs through `handleEcho`, the passage of time through `handleTimers`; SEND, RETRANSMIT, ACKD,
 /// FLOW_OPEN, FLOW_CLOSE and PACKET_OUT go to the output. Memory per idle connection is its control
 /// block alone: buffers are allocated with the first byte.
-public struct TCPEngine {
+public final class TCPEngine {
     public let configuration: TCPConfiguration
     public let localAddress: IPv4Address
     public let maximumConnections: Int
@@ -30,7 +30,7 @@ public struct TCPEngine {
 
     private let key0: UInt64
     private let key1: UInt64
-    private var connections: [TCPConnection?] = []
+    private let pool: ConnectionPool
     private var generations: [UInt32] = []
     private var freeSlots: [Int32] = []
     private var byEndpoints: [EndpointKey: Int32] = [:]
@@ -52,19 +52,29 @@ public struct TCPEngine {
         var backlog: Int
         /// Connections from this listener not yet accepted, handshaking or queued.
         var pending = 0
-        var acceptQueue: [Int32] = []
+        /// Established connections in arrival order, from `acceptHead` on. Handles, not slots, so an entry
+        /// whose connection died and whose slot was reused is recognised and skipped.
+        var acceptQueue: [TCPHandle] = []
+        var acceptHead = 0
         /// Cookies are only accepted while recently sent (RFC 4987 §3.6: only under pressure).
         var lastCookieSent: Instant?
+
+        var waiting: Int { acceptQueue.count - acceptHead }
     }
 
     /// `secret` keys the ISN and SYN-cookie hashes; give each engine fresh random bits.
     public init(
         localAddress: IPv4Address, configuration: TCPConfiguration = TCPConfiguration(),
-        secret: (UInt64, UInt64), maximumConnections: Int = 1 << 20, now: Instant
+        secret: (UInt64, UInt64), maximumConnections: Int = 1 << 18, now: Instant
     ) {
         self.localAddress = localAddress
         self.configuration = configuration
-        self.maximumConnections = min(maximumConnections, 1 << 20)
+        self.maximumConnections = min(max(maximumConnections, 1), 1 << 20)
+        // The table is reserved whole, as a preallocated pool: it never moves, never doubles, and pages
+        // no connection has touched are never made resident.
+        pool = ConnectionPool(capacity: self.maximumConnections)
+        generations.reserveCapacity(self.maximumConnections)
+        isReady.reserveCapacity(self.maximumConnections)
         key0 = secret.0
         key1 = secret.1
         wheel = TimerWheel(start: now)
@@ -72,7 +82,7 @@ public struct TCPEngine {
 
     // MARK: - Listening and connecting
 
-    public mutating func listen(port: UInt16, backlog: Int = 128) throws(TCPError) -> TCPListenerID {
+    public func listen(port: UInt16, backlog: Int = 128) throws(TCPError) -> TCPListenerID {
         guard port != 0 else { throw .invalidArgument("port 0") }
         guard listeners[port] == nil else { throw .portInUse(port) }
         listeners[port] = Listener(backlog: max(backlog, 1))
@@ -80,37 +90,43 @@ public struct TCPEngine {
     }
 
     /// Stops listening; connections not yet accepted are reset.
-    public mutating func stopListening<O: CommandOutput>(_ listener: TCPListenerID, now: Instant, output: inout O) {
+    public func stopListening<O: CommandOutput>(_ listener: TCPListenerID, now: Instant, output: inout O) {
         guard listeners.removeValue(forKey: listener.port) != nil else { return }
-        for slot in connections.indices where connections[slot]?.listenerPort == listener.port {
-            connections[slot]!.abort(output: &output)
-            connections[slot]!.ownedByApplication = false
-            connections[slot]!.listenerPort = nil
+        for slot in 0..<pool.slotCount where pool.isLive(slot) && pool[slot].listenerPort == listener.port {
+            pool[slot].abort(output: &output)
+            pool[slot].ownedByApplication = false
+            pool[slot].listenerPort = nil
             afterChange(slot)
         }
     }
 
     /// The next established connection from `listener`, or nil.
-    public mutating func accept(_ listener: TCPListenerID) -> TCPHandle? {
-        while var entry = listeners[listener.port], !entry.acceptQueue.isEmpty {
-            let slot = Int(entry.acceptQueue.removeFirst())
-            entry.pending -= 1
-            listeners[listener.port] = entry
-            guard connections[slot] != nil else { continue }
-            connections[slot]!.listenerPort = nil
-            connections[slot]!.ownedByApplication = true
-            return connections[slot]!.handle
+    public func accept(_ listener: TCPListenerID) -> TCPHandle? {
+        guard listeners[listener.port] != nil else { return nil }
+        while listeners[listener.port]!.acceptHead < listeners[listener.port]!.acceptQueue.count {
+            let handle = listeners[listener.port]!.acceptQueue[listeners[listener.port]!.acceptHead]
+            listeners[listener.port]!.acceptHead += 1
+            if listeners[listener.port]!.acceptHead == listeners[listener.port]!.acceptQueue.count {
+                listeners[listener.port]!.acceptQueue.removeAll(keepingCapacity: true)
+                listeners[listener.port]!.acceptHead = 0
+            }
+            guard let slot = try? validSlot(handle), pool[slot].awaitingAccept else { continue }
+            listeners[listener.port]!.pending -= 1
+            pool[slot].awaitingAccept = false
+            pool[slot].listenerPort = nil
+            pool[slot].ownedByApplication = true
+            return handle
         }
         return nil
     }
 
     /// Whether `listener` has connections waiting for `accept`.
     public func hasPendingConnections(_ listener: TCPListenerID) -> Bool {
-        !(listeners[listener.port]?.acceptQueue.isEmpty ?? true)
+        (listeners[listener.port]?.waiting ?? 0) > 0
     }
 
     /// Active open to `address:port` from an ephemeral port (or `localPort`).
-    public mutating func connect<O: CommandOutput>(
+    public func connect<O: CommandOutput>(
         to address: IPv4Address, port: UInt16, localPort: UInt16? = nil, now: Instant, output: inout O
     ) throws(TCPError) -> TCPHandle {
         guard port != 0 else { throw .invalidArgument("port 0") }
@@ -126,14 +142,14 @@ public struct TCPEngine {
             timestampOffset: timestampOffset(remote: address, remotePort: port, localPort: chosen), state: .synSent,
             ownedByApplication: true, configuration: configuration)
         connection.open(now: now, configuration: configuration, output: &output)
-        connections[slot] = connection
+        pool.insert(connection, at: slot)
         byEndpoints[key] = Int32(slot)
         statistics.connectionsOpened += 1
         afterChange(slot)
         return handle
     }
 
-    private mutating func ephemeralPort(for address: IPv4Address, remotePort: UInt16) throws(TCPError) -> UInt16 {
+    private func ephemeralPort(for address: IPv4Address, remotePort: UInt16) throws(TCPError) -> UInt16 {
         for _ in 0..<(65536 - 32768) {
             let candidate = nextEphemeralPort
             nextEphemeralPort = nextEphemeralPort == 65535 ? 32768 : nextEphemeralPort + 1
@@ -145,99 +161,99 @@ public struct TCPEngine {
 
     // MARK: - The application's calls
 
-    public mutating func write<O: CommandOutput>(
+    public func write<O: CommandOutput>(
         _ handle: TCPHandle, _ bytes: UnsafeRawBufferPointer, now: Instant, output: inout O
     ) throws(TCPError) -> Int {
         let slot = try validSlot(handle)
         defer { afterChange(slot) }
-        return try connections[slot]!.write(bytes, now: now, configuration: configuration, output: &output)
+        return try pool[slot].write(bytes, now: now, configuration: configuration, output: &output)
     }
 
     /// Queues `length` bytes of an offloaded file from `offset`; returns how many were taken (sendfile's
     /// partial progress: 0 means the queue is full, wait for `.writable`).
-    public mutating func writeFile<O: CommandOutput>(
+    public func writeFile<O: CommandOutput>(
         _ handle: TCPHandle, file: OffloadedFileID, offset: UInt64, length: Int, now: Instant, output: inout O
     ) throws(TCPError) -> Int {
         guard length >= 0 else { throw .invalidArgument("negative length") }
         let slot = try validSlot(handle)
         defer { afterChange(slot) }
-        return try connections[slot]!.writeFile(file, offset: offset, length: length, now: now, configuration: configuration,
+        return try pool[slot].writeFile(file, offset: offset, length: length, now: now, configuration: configuration,
                                                 output: &output)
     }
 
-    public mutating func read<O: CommandOutput>(
+    public func read<O: CommandOutput>(
         _ handle: TCPHandle, into buffer: UnsafeMutableRawBufferPointer, now: Instant, output: inout O
     ) throws(TCPError) -> Int {
         let slot = try validSlot(handle)
         defer { afterChange(slot) }
-        let count = connections[slot]!.read(into: buffer, now: now, configuration: configuration, output: &output)
-        if count == 0, let error = connections[slot]!.error { throw error }
+        let count = pool[slot].read(into: buffer, now: now, configuration: configuration, output: &output)
+        if count == 0, let error = pool[slot].error { throw error }
         return count
     }
 
     /// Sends FIN after the queued data; reading goes on until the peer closes.
-    public mutating func shutdownWrite<O: CommandOutput>(_ handle: TCPHandle, now: Instant, output: inout O) throws(TCPError) {
+    public func shutdownWrite<O: CommandOutput>(_ handle: TCPHandle, now: Instant, output: inout O) throws(TCPError) {
         let slot = try validSlot(handle)
-        connections[slot]!.shutdownWrite(now: now, configuration: configuration, output: &output)
+        pool[slot].shutdownWrite(now: now, configuration: configuration, output: &output)
         afterChange(slot)
     }
 
     /// Closes the connection for the application: FIN after the queued data, and the handle is released
     /// (the engine finishes the close on its own, TIME-WAIT included).
-    public mutating func close<O: CommandOutput>(_ handle: TCPHandle, now: Instant, output: inout O) throws(TCPError) {
+    public func close<O: CommandOutput>(_ handle: TCPHandle, now: Instant, output: inout O) throws(TCPError) {
         let slot = try validSlot(handle)
-        connections[slot]!.ownedByApplication = false
-        connections[slot]!.shutdownWrite(now: now, configuration: configuration, output: &output)
+        pool[slot].ownedByApplication = false
+        pool[slot].shutdownWrite(now: now, configuration: configuration, output: &output)
         afterChange(slot)
     }
 
     /// Resets the connection and releases the handle.
-    public mutating func abort<O: CommandOutput>(_ handle: TCPHandle, output: inout O) throws(TCPError) {
+    public func abort<O: CommandOutput>(_ handle: TCPHandle, output: inout O) throws(TCPError) {
         let slot = try validSlot(handle)
-        connections[slot]!.ownedByApplication = false
-        connections[slot]!.abort(output: &output)
+        pool[slot].ownedByApplication = false
+        pool[slot].abort(output: &output)
         afterChange(slot)
     }
 
     public func state(of handle: TCPHandle) -> TCPState? {
         guard let slot = try? validSlot(handle) else { return nil }
-        return connections[slot]!.state
+        return pool[slot].state
     }
 
     public func error(of handle: TCPHandle) -> TCPError? {
         guard let slot = try? validSlot(handle) else { return nil }
-        return connections[slot]!.error
+        return pool[slot].error
     }
 
     /// A snapshot of a connection's control block.
     public func info(of handle: TCPHandle) -> TCPConnectionInfo? {
         guard let slot = try? validSlot(handle) else { return nil }
-        return connections[slot]!.info
+        return pool[slot].info
     }
 
     /// Every connection's handle, for diagnostics.
-    public var handles: [TCPHandle] { connections.compactMap { $0?.handle } }
+    public var handles: [TCPHandle] { (0..<pool.slotCount).filter { pool.isLive($0) }.map { pool[$0].handle } }
 
     /// The addresses and ports of a connection.
     public func endpoints(of handle: TCPHandle) -> FlowEndpoints? {
         guard let slot = try? validSlot(handle) else { return nil }
-        return connections[slot]!.endpoints
+        return pool[slot].endpoints
     }
 
     public func readableBytes(_ handle: TCPHandle) -> Int {
         guard let slot = try? validSlot(handle) else { return 0 }
-        return connections[slot]!.readableBytes
+        return pool[slot].readableBytes
     }
 
     /// Calls `body` with each connection that has new events, and each listener with connections to
     /// accept (as `nil` handle), clearing them.
-    public mutating func drainEvents(_ body: (TCPHandle, TCPEvents) -> Void, listeners listenerBody: (TCPListenerID) -> Void = { _ in }) {
-        for slot in readyConnections {
-            isReady[Int(slot)] = false
-            guard let connection = connections[Int(slot)], !connection.events.isEmpty else { continue }
-            let events = connection.events
-            connections[Int(slot)]!.events = []
-            if connection.ownedByApplication { body(connection.handle, events) }
+    public func drainEvents(_ body: (TCPHandle, TCPEvents) -> Void, listeners listenerBody: (TCPListenerID) -> Void = { _ in }) {
+        for slot in readyConnections.map(Int.init) {
+            isReady[slot] = false
+            guard pool.isLive(slot), !pool[slot].events.isEmpty else { continue }
+            let events = pool[slot].events
+            pool[slot].events = []
+            if pool[slot].ownedByApplication { body(pool[slot].handle, events) }
         }
         readyConnections.removeAll(keepingCapacity: true)
         for port in readyListeners where hasPendingConnections(TCPListenerID(port: port)) { listenerBody(TCPListenerID(port: port)) }
@@ -246,10 +262,13 @@ public struct TCPEngine {
 
     public var connectionCount: Int { byEndpoints.count }
 
+    /// Bytes of one connection's control block in the table, before any buffer is allocated.
+    public static var controlBlockBytes: Int { MemoryLayout<TCPConnection?>.stride }
+
     // MARK: - Input from the NIC
 
     /// A received IPv4 packet (PACKET_IN). `flow` is the NIC's guess of its connection, checked here.
-    public mutating func handlePacket<O: CommandOutput>(
+    public func handlePacket<O: CommandOutput>(
         _ packet: UnsafeRawBufferPointer, flow: FlowID = .none, now: Instant, output: inout O
     ) {
         statistics.segmentsReceived += 1
@@ -265,15 +284,15 @@ public struct TCPEngine {
         }
         let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
         var slot: Int?
-        if flow != .none, Int(flow.rawValue) - 1 < connections.count, let connection = connections[Int(flow.rawValue) - 1],
-           connection.remoteAddress == ip.source, connection.remotePort == segment.sourcePort,
-           connection.localPort == segment.destinationPort {
-            slot = Int(flow.rawValue) - 1
+        let hinted = Int(flow.rawValue) - 1
+        if flow != .none, pool.isLive(hinted), pool[hinted].remoteAddress == ip.source,
+           pool[hinted].remotePort == segment.sourcePort, pool[hinted].localPort == segment.destinationPort {
+            slot = hinted
         } else if let found = byEndpoints[key] {
             slot = Int(found)
         }
         if let slot {
-            connections[slot]!.handle(segment, payload: view.payload, now: now, configuration: configuration, output: &output)
+            pool[slot].handle(segment, payload: view.payload, now: now, configuration: configuration, output: &output)
             afterChange(slot)
             return
         }
@@ -281,19 +300,19 @@ public struct TCPEngine {
     }
 
     /// The NIC put a SEND's data on the wire (ECHO).
-    public mutating func handleEcho(flow: FlowID, sequenceEnd: SequenceNumber, nicDelayNanoseconds: UInt64, now: Instant) {
+    public func handleEcho(flow: FlowID, sequenceEnd: SequenceNumber, nicDelayNanoseconds: UInt64, now: Instant) {
         let slot = Int(flow.rawValue) - 1
-        guard slot >= 0, slot < connections.count, connections[slot] != nil else { return }
-        connections[slot]!.handleEcho(sequenceEnd: sequenceEnd, now: now)
+        guard pool.isLive(slot) else { return }
+        pool[slot].handleEcho(sequenceEnd: sequenceEnd, now: now)
         afterChange(slot)
     }
 
     /// Runs every timer due by `now`.
-    public mutating func handleTimers<O: CommandOutput>(now: Instant, output: inout O) {
+    public func handleTimers<O: CommandOutput>(now: Instant, output: inout O) {
         dueScratch.removeAll(keepingCapacity: true)
         wheel.popExpired(now: now, into: &dueScratch)
-        for slot in dueScratch where connections[slot] != nil {
-            connections[slot]!.handleTimers(now: now, configuration: configuration, output: &output)
+        for slot in dueScratch where pool.isLive(slot) {
+            pool[slot].handleTimers(now: now, configuration: configuration, output: &output)
             afterChange(slot)
         }
     }
@@ -303,13 +322,13 @@ public struct TCPEngine {
 
     // MARK: - SYNs, cookies and strays
 
-    private mutating func handleUnmatched<O: CommandOutput>(
+    private func handleUnmatched<O: CommandOutput>(
         _ segment: TCPRepr, payload: UnsafeRawBufferPointer, from remote: IPv4Address, key: EndpointKey, now: Instant,
         output: inout O
     ) {
         let flags = segment.flags
         if flags.contains(.rst) { return }
-        if var listener = listeners[segment.destinationPort] {
+        if let listener = listeners[segment.destinationPort] {
             if flags.contains(.syn) && !flags.contains(.ack) {
                 if listener.pending < listener.backlog, let slot = try? allocateSlot() {
                     let handle = TCPHandle(slot: Int32(slot), generation: generations[slot])
@@ -323,17 +342,15 @@ public struct TCPEngine {
                         state: .synReceived, ownedByApplication: false, configuration: configuration)
                     connection.listenerPort = segment.destinationPort
                     connection.acceptSynchronize(segment, now: now, configuration: configuration, output: &output)
-                    connections[slot] = connection
+                    pool.insert(connection, at: slot)
                     byEndpoints[key] = Int32(slot)
-                    listener.pending += 1
-                    listeners[segment.destinationPort] = listener
+                    listeners[segment.destinationPort]!.pending += 1
                     statistics.connectionsOpened += 1
                     afterChange(slot)
                 } else {
                     // The backlog is full: answer statelessly, with the state folded into the ISN (RFC 4987 §3.6).
                     sendCookie(for: segment, remote: remote, now: now, output: &output)
-                    listener.lastCookieSent = now
-                    listeners[segment.destinationPort] = listener
+                    listeners[segment.destinationPort]!.lastCookieSent = now
                 }
                 return
             }
@@ -361,7 +378,7 @@ public struct TCPEngine {
         return UInt32(truncatingIfNeeded: hasher.finalize()) & 0x00FF_FFFF
     }
 
-    private mutating func sendCookie<O: CommandOutput>(for segment: TCPRepr, remote: IPv4Address, now: Instant, output: inout O) {
+    private func sendCookie<O: CommandOutput>(for segment: TCPRepr, remote: IPv4Address, now: Instant, output: inout O) {
         let peerMSS = segment.options.maximumSegmentSize ?? 536
         let index = Self.cookieSegmentSizes.lastIndex { $0 <= peerMSS } ?? 0
         let counter = cookieCounter(now)
@@ -387,7 +404,7 @@ public struct TCPEngine {
         statistics.synCookiesSent += 1
     }
 
-    private mutating func acceptCookie<O: CommandOutput>(
+    private func acceptCookie<O: CommandOutput>(
         _ segment: TCPRepr, payload: UnsafeRawBufferPointer, remote: IPv4Address, key: EndpointKey, now: Instant,
         output: inout O
     ) -> Bool {
@@ -400,7 +417,7 @@ public struct TCPEngine {
                                                       localPort: segment.destinationPort, peerSequence: peerSequence,
                                                       counter: counter)
         }
-        guard valid, var listener = listeners[segment.destinationPort], listener.acceptQueue.count < listener.backlog,
+        guard valid, let listener = listeners[segment.destinationPort], listener.waiting < listener.backlog,
               let slot = try? allocateSlot()
         else {
             statistics.synCookiesRejected += 1
@@ -422,22 +439,21 @@ public struct TCPEngine {
         connection.listenerPort = segment.destinationPort
         connection.establishFromCookie(segment, peerSegmentSize: peerMSS, windowShift: shift, sack: sack, now: now,
                                        configuration: configuration, output: &output)
-        connections[slot] = connection
+        pool.insert(connection, at: slot)
         byEndpoints[key] = Int32(slot)
-        listener.pending += 1
-        listeners[segment.destinationPort] = listener
+        listeners[segment.destinationPort]!.pending += 1
         statistics.synCookiesAccepted += 1
         statistics.connectionsOpened += 1
         // The ACK may carry data (and a FIN): process it as the first segment of the connection.
         if !payload.isEmpty || segment.flags.contains(.fin) {
-            connections[slot]!.handle(segment, payload: payload, now: now, configuration: configuration, output: &output)
+            pool[slot].handle(segment, payload: payload, now: now, configuration: configuration, output: &output)
         }
         afterChange(slot)
         return true
     }
 
     /// RFC 9293 §3.10.7.1: a segment for no connection is answered with a RST that the sender will accept.
-    private mutating func sendReset<O: CommandOutput>(
+    private func sendReset<O: CommandOutput>(
         answering segment: TCPRepr, payloadLength: Int, to remote: IPv4Address, output: inout O
     ) {
         let reset: TCPRepr
@@ -456,19 +472,18 @@ public struct TCPEngine {
 
     // MARK: - Slots
 
-    private mutating func allocateSlot() throws(TCPError) -> Int {
+    private func allocateSlot() throws(TCPError) -> Int {
         if let slot = freeSlots.popLast() { return Int(slot) }
-        guard connections.count < maximumConnections else { throw .tooManyConnections }
-        connections.append(nil)
+        guard let slot = pool.grow() else { throw .tooManyConnections }
         generations.append(0)
         isReady.append(false)
-        wheel.ensureCapacity(slots: connections.count)
-        return connections.count - 1
+        wheel.ensureCapacity(slots: slot + 1)
+        return slot
     }
 
     private func validSlot(_ handle: TCPHandle) throws(TCPError) -> Int {
         let slot = Int(handle.slot)
-        guard slot >= 0, slot < connections.count, generations[slot] == handle.generation, connections[slot] != nil else {
+        guard pool.isLive(slot), generations[slot] == handle.generation else {
             throw .invalidHandle
         }
         return slot
@@ -476,36 +491,33 @@ public struct TCPEngine {
 
     /// After anything touched a connection: its timer, its place in the ready list, the accept queue,
     /// and freeing it once it is closed and nobody holds it.
-    private mutating func afterChange(_ slot: Int) {
-        guard let connection = connections[slot] else { return }
-        if let port = connection.listenerPort, connection.state != .synReceived, connection.state != .closed,
-           var listener = listeners[port], !listener.acceptQueue.contains(Int32(slot)) {
-            listener.acceptQueue.append(Int32(slot))
-            listeners[port] = listener
+    private func afterChange(_ slot: Int) {
+        guard pool.isLive(slot) else { return }
+        if let port = pool[slot].listenerPort, !pool[slot].awaitingAccept, pool[slot].state != .synReceived,
+           pool[slot].state != .closed, listeners[port] != nil {
+            pool[slot].awaitingAccept = true
+            listeners[port]!.acceptQueue.append(pool[slot].handle)
             readyListeners.append(port)
         }
-        if connection.state == .closed && !connection.ownedByApplication {
+        if pool[slot].state == .closed && !pool[slot].ownedByApplication {
             release(slot)
             return
         }
-        wheel.schedule(slot, at: connection.nextDeadline)
-        if !connection.events.isEmpty && !isReady[slot] {
+        wheel.schedule(slot, at: pool[slot].nextDeadline)
+        if !pool[slot].events.isEmpty && !isReady[slot] {
             isReady[slot] = true
             readyConnections.append(Int32(slot))
         }
     }
 
-    private mutating func release(_ slot: Int) {
-        guard let connection = connections[slot] else { return }
-        if let port = connection.listenerPort, var listener = listeners[port] {
-            listener.pending -= 1
-            listener.acceptQueue.removeAll { $0 == Int32(slot) }
-            listeners[port] = listener
-        }
-        byEndpoints[EndpointKey(remoteAddress: connection.remoteAddress.rawValue, remotePort: connection.remotePort,
-                                localPort: connection.localPort)] = nil
+    private func release(_ slot: Int) {
+        guard pool.isLive(slot) else { return }
+        // A stale accept-queue entry is skipped by `accept` (its handle no longer validates).
+        if let port = pool[slot].listenerPort, listeners[port] != nil { listeners[port]!.pending -= 1 }
+        byEndpoints[EndpointKey(remoteAddress: pool[slot].remoteAddress.rawValue, remotePort: pool[slot].remotePort,
+                                localPort: pool[slot].localPort)] = nil
         wheel.schedule(slot, at: nil)
-        connections[slot] = nil
+        pool.remove(slot)
         generations[slot] &+= 1
         freeSlots.append(Int32(slot))
         statistics.connectionsClosed += 1

@@ -21,6 +21,7 @@ public struct TCPHandle: Hashable, Sendable, CustomStringConvertible {
 /// A listening port.
 public struct TCPListenerID: Hashable, Sendable {
     public let port: UInt16
+    public init(port: UInt16) { self.port = port }
 }
 
 /// What happened to a connection since the application last looked.
