@@ -170,7 +170,12 @@ struct IOTCPBench: ParsableCommand {
     }
 
     func engineFigures() -> [Figure] {
-        let (perAck, commands) = acknowledgmentCost(acks: acks)
+        // Best of five rounds, like the other figures: the least disturbed by the rest of a shared machine.
+        var perAck = Double.infinity, commands = 0.0
+        for _ in 0..<5 {
+            let round = acknowledgmentCost(acks: max(acks / 5, 65_536))
+            if round.nanosecondsPerAck < perAck { (perAck, commands) = round }
+        }
         let (perConnection, controlBlock) = memoryPerConnection(count: 10_000)
         return [
             Figure(name: "host engine: ACK processed, with the commands it emits", value: perAck, unit: "ns/ACK", target: nil,
