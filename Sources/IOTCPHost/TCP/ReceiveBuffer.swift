@@ -55,24 +55,7 @@ struct ReceiveBuffer {
     }
 
     private mutating func insertOutOfOrder(_ block: SACKBlock) {
-        var merged = block
-        var kept: [SACKBlock] = []
-        kept.reserveCapacity(outOfOrder.count + 1)
-        var inserted = false
-        for existing in outOfOrder {
-            if existing.right < merged.left {
-                kept.append(existing)
-            } else if existing.left > merged.right {
-                if !inserted { kept.append(merged); inserted = true }
-                kept.append(existing)
-            } else {
-                merged = SACKBlock(left: SequenceNumber.min(existing.left, merged.left),
-                                   right: SequenceNumber.max(existing.right, merged.right))
-            }
-        }
-        if !inserted { kept.append(merged) }
-        outOfOrder = kept
-        mostRecent = merged.left
+        mostRecent = outOfOrder.insertMerging(block).left
     }
 
     /// Up to `limit` SACK blocks: the one holding the latest arrival first, then the rest from the highest.

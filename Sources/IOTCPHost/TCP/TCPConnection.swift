@@ -591,22 +591,7 @@ struct TCPConnection {
         for block in blocks {
             // Ignore blocks that are stale or claim what was never sent (RFC 2883's D-SACK included).
             guard block.left < block.right, block.right <= sendMaximum, block.right > sendUnacknowledged else { continue }
-            var merged = SACKBlock(left: SequenceNumber.max(block.left, sendUnacknowledged), right: block.right)
-            var kept: [SACKBlock] = []
-            var inserted = false
-            for existing in scoreboard {
-                if existing.right < merged.left {
-                    kept.append(existing)
-                } else if existing.left > merged.right {
-                    if !inserted { kept.append(merged); inserted = true }
-                    kept.append(existing)
-                } else {
-                    merged = SACKBlock(left: SequenceNumber.min(existing.left, merged.left),
-                                       right: SequenceNumber.max(existing.right, merged.right))
-                }
-            }
-            if !inserted { kept.append(merged) }
-            scoreboard = kept
+            scoreboard.insertMerging(SACKBlock(left: SequenceNumber.max(block.left, sendUnacknowledged), right: block.right))
         }
     }
 
