@@ -44,7 +44,9 @@ let package = Package(
             ]),
 
         .target(name: "IOTCPHost", dependencies: ["IOTCPCommon"]),
-        .target(name: "IOTCPNIC", dependencies: ["IOTCPCommon"]),
+        .target(
+            name: "IOTCPNIC",
+            dependencies: ["IOTCPCommon", "CIOTCPSystem", .product(name: "SystemPackage", package: "swift-system")]),
 
         .executableTarget(
             name: "ChannelDemo",
@@ -65,6 +67,7 @@ let package = Package(
                     exclude: ["Fixtures"]),
         .testTarget(name: "IOTCPChannelsTests", dependencies: ["IOTCPCommon", "IOTCPChannels"]),
         .testTarget(name: "IOTCPHostTests", dependencies: ["IOTCPCommon", "IOTCPHost", "IOTCPNIC"]),
+        .testTarget(name: "IOTCPNICTests", dependencies: ["IOTCPCommon", "IOTCPNIC"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -10,6 +10,9 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 int iotcp_memfd_create(const char *name) {
@@ -115,4 +118,16 @@ long iotcp_receive_with_fds(int socket, void *data, size_t length, int *fds, int
         }
     }
     return received;
+}
+
+int iotcp_open_beneath(int directory, const char *path) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    long fd;
+    do {
+        fd = syscall(SYS_openat2, directory, path, &how, sizeof how);
+    } while (fd < 0 && (errno == EINTR || errno == EAGAIN));
+    return (int)fd;
 }

@@ -33,4 +33,8 @@ long iotcp_send_with_fds(int socket, const void *data, size_t length, const int 
 /// `*received_fds`. Returns bytes received (0 at end of stream) or -1.
 long iotcp_receive_with_fds(int socket, void *data, size_t length, int *fds, int max_fds, int *received_fds);
 
+/// openat2(2) confined to `directory`: RESOLVE_BENEATH (no `..` above it, no absolute paths, no symlink
+/// leading out of it) and RESOLVE_NO_MAGICLINKS, read-only, close-on-exec. Returns a descriptor or -1.
+int iotcp_open_beneath(int directory, const char *path);
+
 #endif

@@ -1,0 +1,99 @@
+import Foundation
+import IOTCPCommon
+import IOTCPNIC
+import Testing
+
+/// An export root with files, a subdirectory, and symlinks pointing inside and outside it.
+final class ExportRoot {
+    let path: String
+    let outside: String
+    let content: [UInt8]
+
+    init() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("iotcp-files-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        path = base.appendingPathComponent("root").path
+        outside = base.appendingPathComponent("secret.txt").path
+        try FileManager.default.createDirectory(atPath: path + "/sub", withIntermediateDirectories: true)
+        var random = SeededGenerator(seed: 5)
+        content = (0..<100_000).map { _ in UInt8.random(in: 0...255, using: &random) }
+        try Data(content).write(to: URL(fileURLWithPath: path + "/sub/data.bin"))
+        try Data("secret".utf8).write(to: URL(fileURLWithPath: outside))
+        try Data("%2e".utf8).write(to: URL(fileURLWithPath: path + "/%2e%2e"))
+        try FileManager.default.createSymbolicLink(atPath: path + "/escape", withDestinationPath: outside)
+        try FileManager.default.createSymbolicLink(atPath: path + "/escape-relative", withDestinationPath: "../secret.txt")
+        try FileManager.default.createSymbolicLink(atPath: path + "/inside", withDestinationPath: "sub/data.bin")
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: (path as NSString).deletingLastPathComponent) }
+}
+
+@Suite("Offloaded file table")
+struct FileTableTests {
+    @Test("paths that leave the root are refused by path resolution itself")
+    func confinement() throws {
+        let root = try ExportRoot()
+        let table = try FileTable(root: root.path)
+        let outsideName = (root.outside as NSString).lastPathComponent
+        for path in ["../\(outsideName)", "sub/../../\(outsideName)", "escape", "escape-relative", "sub/../escape"] {
+            #expect(throws: FileTable.Failure.outsideRoot(path)) { try table.open(path: path) }
+        }
+        // A leading slash means the export root, as in a URL path: never the machine's root.
+        #expect(throws: FileTable.Failure.notFound("/etc/passwd")) { try table.open(path: "/etc/passwd") }
+        // Percent-encoding is the HTTP layer's business: here "%2e%2e" is just a file name.
+        let (_, status) = try table.open(path: "%2e%2e")
+        #expect(status.size == 3)
+        #expect(throws: FileTable.Failure.notARegularFile("sub")) { try table.open(path: "sub") }
+        #expect(throws: FileTable.Failure.invalidPath("/")) { try table.open(path: "/") }
+        #expect(throws: FileTable.Failure.invalidPath("a\u{0}b")) { try table.open(path: "a\u{0}b") }
+        #expect(throws: FileTable.Failure.notFound("missing")) { try table.open(path: "missing") }
+        #expect(table.openCount == 1)
+    }
+
+    @Test("a symlink that stays inside the root is followed, and reads return the file's bytes exactly")
+    func readsThroughInsideLink() throws {
+        let root = try ExportRoot()
+        let table = try FileTable(root: root.path)
+        let (id, status) = try table.open(path: "/inside")
+        #expect(status.size == 100_000)
+        var buffer = [UInt8](repeating: 0, count: 1448)
+        for offset in stride(from: 0, to: 100_000 - 1448, by: 9999) {
+            try buffer.withUnsafeMutableBytes { try table.read(id, offset: UInt64(offset), into: $0) }
+            let same = buffer == Array(root.content[offset..<(offset + 1448)])
+            #expect(same, "bytes at \(offset)")
+        }
+    }
+
+    @Test("a closed id is refused, and a reused slot does not answer to the old id")
+    func staleIdentifiers() throws {
+        let root = try ExportRoot()
+        let table = try FileTable(root: root.path)
+        let (first, _) = try table.open(path: "sub/data.bin")
+        try table.close(first)
+        #expect(throws: FileTable.Failure.unknownFile(first)) { try table.status(first) }
+        let (second, _) = try table.open(path: "sub/data.bin")
+        #expect(second.slot == first.slot && second.generation != first.generation)
+        #expect(throws: FileTable.Failure.unknownFile(first)) { try table.close(first) }
+        #expect(try table.status(second).size == 100_000)
+    }
+
+    @Test("a file that shrinks under a read is reported, not padded")
+    func shrinkingFile() throws {
+        let root = try ExportRoot()
+        let table = try FileTable(root: root.path)
+        let (id, _) = try table.open(path: "sub/data.bin")
+        truncate(root.path + "/sub/data.bin", 50_000)
+        var buffer = [UInt8](repeating: 0, count: 1000)
+        #expect(throws: FileTable.Failure.shrank(id, expected: 1000, got: 0)) {
+            try buffer.withUnsafeMutableBytes { try table.read(id, offset: 60_000, into: $0) }
+        }
+        #expect(throws: FileTable.Failure.shrank(id, expected: 1000, got: 400)) {
+            try buffer.withUnsafeMutableBytes { try table.read(id, offset: 49_600, into: $0) }
+        }
+        #expect(try table.status(id).size == 50_000)
+    }
+
+    @Test("a missing export root is a clear error")
+    func missingRoot() {
+        #expect(throws: FileTable.Failure.notFound("/nonexistent/iotcp-root")) { try FileTable(root: "/nonexistent/iotcp-root") }
+    }
+}
