@@ -67,7 +67,7 @@ let package = Package(
                     exclude: ["Fixtures"]),
         .testTarget(name: "IOTCPChannelsTests", dependencies: ["IOTCPCommon", "IOTCPChannels"]),
         .testTarget(name: "IOTCPHostTests", dependencies: ["IOTCPCommon", "IOTCPHost", "IOTCPNIC"]),
-        .testTarget(name: "IOTCPNICTests", dependencies: ["IOTCPCommon", "IOTCPNIC"]),
+        .testTarget(name: "IOTCPNICTests", dependencies: ["IOTCPCommon", "IOTCPNIC", "IOTCPHost"]),
     ],
     swiftLanguageModes: [.v6]
 )

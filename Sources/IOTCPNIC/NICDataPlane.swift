@@ -1,0 +1,174 @@
+import IOTCPCommon
+
+/// Where the data plane's work goes: packets to the wire, and answers to the host.
+public protocol NICOutput {
+    /// An IPv4 packet of `length` bytes for the wire, built in place by `build`.
+    mutating func transmit(length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void)
+    /// A command for the host: OPENED, STAT, ECHO, ERROR, PACKET_IN.
+    mutating func reply(_ command: Command)
+}
+
+/// The NIC half's command executor, without I/O of its own beyond reading files: it keeps no TCP state,
+/// only what the commands name (flows' addresses, open files, sent data until ACKD).
+///
+/// - SEND: each segment is built from the host's template with the file bytes read straight into the
+///   packet, then ECHO tells the host the range is on the wire and how long it waited here.
+/// - RETRANSMIT: the bytes come from the store (buffered) or from the file again (bufferless).
+/// - Errors (unknown flow or file, a missing or unreadable file, a file that shrank, a full store) are
+///   answered with ERROR; nothing a command says makes it trap.
+public final class NICDataPlane {
+    public let files: FileTable
+    public private(set) var store: RetransmitStore
+    private var flows: [FlowID: FlowEndpoints] = [:]
+    private var scratch = [UInt8](repeating: 0, count: 65536)
+    public private(set) var counters = Counters()
+
+    public struct Counters: Hashable, Sendable {
+        public var packetsOut = 0
+        public var bytesOut = 0
+        public var commands = 0
+        public var errors = 0
+    }
+
+    public init(files: FileTable, retransmitMode: RetransmitStore.Mode = .buffered, storeLimitBytes: Int = 256 << 20) {
+        self.files = files
+        store = RetransmitStore(mode: retransmitMode, limitBytes: storeLimitBytes)
+    }
+
+    /// Executes one command from the host. `received` is when it arrived: the ECHO's delay counts from it.
+    public func handle<O: NICOutput>(_ command: Command, received: Instant, now: Instant, output: inout O) {
+        counters.commands += 1
+        switch command {
+        case .hello, .keepalive, .error, .opened, .stat, .echo, .packetIn:
+            break  // not for the NIC to act on
+        case .open(let requestID, _, let path):
+            let text = String(decoding: path, as: UTF8.self)
+            do throws(FileTable.Failure) {
+                let (file, status) = try files.open(path: text)
+                output.reply(.opened(requestID: requestID, file: file, size: status.size))
+            } catch {
+                fail(error.code, kind: .open, flow: .none, reference: UInt64(requestID), error.description, output: &output)
+            }
+        case .fstat(let requestID, let file):
+            do throws(FileTable.Failure) {
+                output.reply(.stat(requestID: requestID, file: file, status: try files.status(file)))
+            } catch {
+                fail(error.code, kind: .fstat, flow: .none, reference: UInt64(requestID), error.description, output: &output)
+            }
+        case .closeFile(let file):
+            do throws(FileTable.Failure) { try files.close(file) } catch {
+                fail(error.code, kind: .closeFile, flow: .none, reference: file.rawValue, error.description, output: &output)
+            }
+        case .flowOpen(let flow, let endpoints):
+            flows[flow] = endpoints
+        case .flowClose(let flow, _):
+            flows[flow] = nil
+            store.removeFlow(flow)
+        case .acknowledged(let flow, let through):
+            store.acknowledge(flow: flow, through: through)
+        case .packetOut(_, let packet):
+            output.transmit(length: packet.count) { $0.copyMemory(from: packet) }
+            counters.packetsOut += 1
+            counters.bytesOut += packet.count
+        case .send(let flow, let range):
+            send(flow: flow, range, received: received, now: now, output: &output)
+        case .retransmit(let flow, let sequence, let length, let template):
+            retransmit(flow: flow, sequence: sequence, length: Int(length), template: template, output: &output)
+        }
+    }
+
+    private func send<O: NICOutput>(flow: FlowID, _ range: SendRange, received: Instant, now: Instant, output: inout O) {
+        guard let endpoints = flows[flow] else {
+            fail(.unknownFlow, kind: .send, flow: flow, reference: UInt64(range.sequence.rawValue), "SEND for unknown \(flow)", output: &output)
+            return
+        }
+        let length = Int(range.length)
+        guard store.hasRoom(for: length) else {
+            fail(.storeFull, kind: .send, flow: flow, reference: UInt64(range.sequence.rawValue),
+                 "retransmit store full (\(store.heldBytes) of \(store.limitBytes) bytes)", output: &output)
+            return
+        }
+        // Read the whole range once (one disk read per SEND, Atlas's point), keep it if buffered.
+        var bytes = [UInt8](repeating: 0, count: length)
+        do throws(FileTable.Failure) {
+            try read(range.file, offset: range.offset, into: &bytes)
+        } catch {
+            fail(error.code, kind: .send, flow: flow, reference: UInt64(range.sequence.rawValue), error.description, output: &output)
+            return
+        }
+        let delay = now - received
+        transmit(endpoints, sequence: range.sequence, bytes: bytes, template: range.template,
+                 delayMilliseconds: UInt32(min(delay / 1_000_000, UInt64(UInt32.max))), output: &output)
+        store.record(flow: flow, RetransmitStore.Range(
+            sequence: range.sequence, length: length, file: range.file, offset: range.offset,
+            bytes: store.mode == .buffered ? bytes : nil))
+        output.reply(.echo(flow, sequenceEnd: range.sequence + length, nicDelayNanoseconds: delay))
+    }
+
+    private func retransmit<O: NICOutput>(
+        flow: FlowID, sequence: SequenceNumber, length: Int, template: SegmentTemplate, output: inout O
+    ) {
+        guard let endpoints = flows[flow] else {
+            fail(.unknownFlow, kind: .retransmit, flow: flow, reference: UInt64(sequence.rawValue), "RETRANSMIT for unknown \(flow)", output: &output)
+            return
+        }
+        guard let pieces = store.pieces(flow: flow, sequence: sequence, length: length) else {
+            fail(.malformedCommand, kind: .retransmit, flow: flow, reference: UInt64(sequence.rawValue),
+                 "RETRANSMIT of data never sent or already acknowledged", output: &output)
+            return
+        }
+        for (range, skip, take) in pieces {
+            var bytes: [UInt8]
+            if let stored = range.bytes {
+                bytes = Array(stored[skip..<(skip + take)])
+            } else {
+                bytes = [UInt8](repeating: 0, count: take)
+                do throws(FileTable.Failure) {
+                    try read(range.file, offset: range.offset + UInt64(skip), into: &bytes)
+                } catch {
+                    fail(error.code, kind: .retransmit, flow: flow, reference: UInt64(sequence.rawValue), error.description, output: &output)
+                    return
+                }
+            }
+            transmit(endpoints, sequence: range.sequence + skip, bytes: bytes, template: template, delayMilliseconds: 0, output: &output)
+        }
+    }
+
+    private func read(_ file: OffloadedFileID, offset: UInt64, into bytes: inout [UInt8]) throws(FileTable.Failure) {
+        var failure: FileTable.Failure?
+        bytes.withUnsafeMutableBytes { buffer in
+            do throws(FileTable.Failure) { try files.read(file, offset: offset, into: buffer) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    private func transmit<O: NICOutput>(
+        _ endpoints: FlowEndpoints, sequence: SequenceNumber, bytes: [UInt8], template: SegmentTemplate,
+        delayMilliseconds: UInt32, output: inout O
+    ) {
+        bytes.withUnsafeBytes { source in
+            SegmentBuilder.forEachSegment(sequence: sequence, length: bytes.count, template: template) { seq, offset, chunk, isLast in
+                let length = SegmentBuilder.packetLength(payloadLength: chunk, template: template)
+                output.transmit(length: length) { buffer in
+                    _ = try? SegmentBuilder.build(
+                        into: buffer, flow: endpoints, sequence: seq, payloadLength: chunk, isLast: isLast, template: template,
+                        nicDelayMilliseconds: delayMilliseconds
+                    ) { payload in payload.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<(offset + chunk)])) }
+                }
+                counters.packetsOut += 1
+                counters.bytesOut += length
+            }
+        }
+    }
+
+    private func fail<O: NICOutput>(
+        _ code: CommandErrorCode, kind: CommandKind, flow: FlowID, reference: UInt64, _ text: String, output: inout O
+    ) {
+        counters.errors += 1
+        var message = text
+        message.withUTF8 { bytes in
+            let cut = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(bytes)[0..<min(bytes.count, CommandProtocol.maxErrorTextLength)])
+            output.reply(.error(flow, ErrorReport(code: code, failedKind: kind.rawValue, reference: reference, text: cut)))
+        }
+    }
+}

@@ -1,0 +1,95 @@
+import IOTCPCommon
+
+/// Sent data the peer has not acknowledged, per flow, kept until the host's ACKD frees it, so a
+/// RETRANSMIT can be served.
+///
+/// Two modes: `.buffered` keeps the bytes (under a byte limit; a SEND that would pass it is refused, which
+/// the host hears as an ERROR and treats as back-pressure), `.bufferless` keeps only which file range
+/// each sequence range came from and reads it again (Atlas's choice: no buffer, one more disk read on loss).
+public struct RetransmitStore {
+    public enum Mode: String, Sendable, CaseIterable {
+        case buffered, bufferless
+    }
+
+    public struct Range {
+        public var sequence: SequenceNumber
+        public var length: Int
+        public var file: OffloadedFileID
+        public var offset: UInt64
+        /// The bytes, in buffered mode.
+        public var bytes: [UInt8]?
+        public var end: SequenceNumber { sequence + length }
+    }
+
+    public let mode: Mode
+    public let limitBytes: Int
+    /// Bytes of file data held (buffered mode) or described (bufferless), over every flow.
+    public private(set) var heldBytes = 0
+    private var flows: [FlowID: [Range]] = [:]
+
+    public init(mode: Mode, limitBytes: Int = 256 << 20) {
+        self.mode = mode
+        self.limitBytes = limitBytes
+    }
+
+    /// Whether `length` more bytes may be held now.
+    public func hasRoom(for length: Int) -> Bool { mode == .bufferless || heldBytes + length <= limitBytes }
+
+    public mutating func record(flow: FlowID, _ range: Range) {
+        flows[flow, default: []].append(range)
+        heldBytes += range.length
+    }
+
+    /// ACKD: everything before `sequence` is acknowledged.
+    public mutating func acknowledge(flow: FlowID, through sequence: SequenceNumber) {
+        guard var ranges = flows[flow] else { return }
+        var freed = 0
+        var kept = 0
+        for index in ranges.indices {
+            var range = ranges[index]
+            if range.end <= sequence {
+                freed += range.length
+                continue
+            }
+            if range.sequence < sequence {
+                let cut = sequence - range.sequence
+                freed += cut
+                range.sequence = sequence
+                range.length -= cut
+                range.offset += UInt64(cut)
+                if let bytes = range.bytes { range.bytes = Array(bytes[cut...]) }
+            }
+            ranges[kept] = range
+            kept += 1
+        }
+        ranges.removeLast(ranges.count - kept)
+        flows[flow] = ranges
+        heldBytes -= freed
+    }
+
+    /// The stored pieces covering `[sequence, sequence + length)`, in order; nil if any part is missing.
+    public func pieces(flow: FlowID, sequence: SequenceNumber, length: Int) -> [(range: Range, skip: Int, length: Int)]? {
+        guard let ranges = flows[flow] else { return nil }
+        var result: [(Range, Int, Int)] = []
+        var cursor = sequence
+        let end = sequence + length
+        while cursor < end {
+            guard let range = ranges.first(where: { cursor >= $0.sequence && cursor < $0.end }) else { return nil }
+            let skip = cursor - range.sequence
+            let take = min(range.length - skip, end - cursor)
+            result.append((range, skip, take))
+            cursor += take
+        }
+        return result
+    }
+
+    /// FLOW_CLOSE: the flow's data is released whatever its state. Returns the bytes freed that way.
+    @discardableResult
+    public mutating func removeFlow(_ flow: FlowID) -> Int {
+        let freed = flows.removeValue(forKey: flow)?.reduce(0) { $0 + $1.length } ?? 0
+        heldBytes -= freed
+        return freed
+    }
+
+    public func heldBytes(flow: FlowID) -> Int { flows[flow]?.reduce(0) { $0 + $1.length } ?? 0 }
+}

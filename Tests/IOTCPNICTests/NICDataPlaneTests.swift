@@ -1,0 +1,187 @@
+import Foundation
+import IOTCPCommon
+import IOTCPHost
+import IOTCPNIC
+import Testing
+
+/// Collects what the data plane does, parsing packets back.
+struct CollectingNICOutput: NICOutput {
+    var packets: [[UInt8]] = []
+    var replies: [String] = []
+    var echoes: [(FlowID, SequenceNumber, UInt64)] = []
+    var errors: [(CommandErrorCode, UInt8, UInt64, String)] = []
+    var opened: [(UInt32, OffloadedFileID, UInt64)] = []
+
+    mutating func transmit(length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
+        var bytes = [UInt8](repeating: 0, count: length)
+        bytes.withUnsafeMutableBytes { build($0) }
+        packets.append(bytes)
+    }
+
+    mutating func reply(_ command: Command) {
+        switch command {
+        case .echo(let flow, let end, let delay): echoes.append((flow, end, delay))
+        case .error(_, let report): errors.append((report.code, report.failedKind, report.reference, report.textString))
+        case .opened(let request, let file, let size): opened.append((request, file, size))
+        default: replies.append(String(describing: command.kind))
+        }
+    }
+}
+
+func parseSegment(_ packet: [UInt8]) -> (TCPRepr, [UInt8], Bool)? {
+    packet.withUnsafeBytes { raw in
+        guard let ip = try? IPv4PacketView(raw), let view = try? TCPSegmentView(ip.payload), let tcp = try? TCPRepr(view) else { return nil }
+        return (tcp, Array(view.payload), view.checksumVerifies(source: ip.source, destination: ip.destination))
+    }
+}
+
+let flowEndpoints = FlowEndpoints(localAddress: IPv4Address(10, 77, 0, 2), remoteAddress: IPv4Address(10, 77, 0, 1),
+                                  localPort: 80, remotePort: 40000, remoteHardwareAddress: .zero, maximumSegmentSize: 1448)
+
+func openFile(_ nic: NICDataPlane, _ path: String, request: UInt32 = 1) -> (CollectingNICOutput, OffloadedFileID?) {
+    var output = CollectingNICOutput()
+    Array(path.utf8).withUnsafeBytes { nic.handle(.open(requestID: request, flags: 0, path: $0), received: .zero, now: .zero, output: &output) }
+    return (output, output.opened.first?.1)
+}
+
+@Suite("NIC data plane")
+struct NICDataPlaneTests {
+    @Test("SEND becomes segments built from the template, with the file's bytes, then an ECHO with the NIC's delay")
+    func sendBuildsSegments() throws {
+        let root = try ExportRoot()
+        let nic = NICDataPlane(files: try FileTable(root: root.path))
+        let (opening, fileID) = openFile(nic, "sub/data.bin", request: 7)
+        let file = try #require(fileID)
+        #expect(opening.opened.first?.0 == 7 && opening.opened.first?.2 == 100_000)
+        var output = CollectingNICOutput()
+        nic.handle(.flowOpen(FlowID(3), flowEndpoints), received: .zero, now: .zero, output: &output)
+        let template = SegmentTemplate(acknowledgmentNumber: SequenceNumber(5555), window: 1234, lastSegmentFlags: .psh,
+                                       maximumSegmentSize: 1448, timestamps: TCPTimestamps(value: 1000, echoReply: 77))
+        nic.handle(.send(FlowID(3), SendRange(sequence: SequenceNumber(1_000_000), length: 5000, file: file, offset: 2000, template: template)),
+                   received: Instant.milliseconds(10), now: Instant.milliseconds(13), output: &output)
+        #expect(output.packets.count == 4)
+        var offset = 2000
+        for (index, packet) in output.packets.enumerated() {
+            let (tcp, payload, checksumOK) = try #require(parseSegment(packet))
+            #expect(checksumOK)
+            #expect(tcp.sequenceNumber == SequenceNumber(1_000_000) + (offset - 2000))
+            #expect(tcp.acknowledgmentNumber == SequenceNumber(5555) && tcp.window == 1234)
+            #expect(tcp.sourcePort == 80 && tcp.destinationPort == 40000)
+            #expect(tcp.flags == (index == 3 ? [.ack, .psh] : .ack))
+            #expect(tcp.options.timestamps == TCPTimestamps(value: 1003, echoReply: 77), "TSval plus the 3 ms the SEND waited")
+            let same = payload == Array(root.content[offset..<(offset + payload.count)])
+            #expect(same)
+            offset += payload.count
+        }
+        #expect(offset == 7000)
+        #expect(output.echoes.count == 1)
+        #expect(output.echoes.first?.1 == SequenceNumber(1_005_000) && output.echoes.first?.2 == 3_000_000)
+        #expect(nic.store.heldBytes == 5000)
+    }
+
+    @Test("errors are answered with ERROR naming the command, never a trap", arguments: RetransmitStore.Mode.allCases)
+    func errors(mode: RetransmitStore.Mode) throws {
+        let root = try ExportRoot()
+        let nic = NICDataPlane(files: try FileTable(root: root.path), retransmitMode: mode, storeLimitBytes: 10_000)
+        let (missing, _) = openFile(nic, "nope.txt", request: 11)
+        #expect(missing.errors.first?.0 == .fileNotFound && missing.errors.first?.1 == CommandKind.open.rawValue && missing.errors.first?.2 == 11)
+        let (escape, _) = openFile(nic, "../secret.txt", request: 12)
+        #expect(escape.errors.first?.0 == .pathOutsideRoot)
+        let (_, fileID) = openFile(nic, "sub/data.bin")
+        let file = try #require(fileID)
+        let template = SegmentTemplate(acknowledgmentNumber: SequenceNumber(1), window: 100, maximumSegmentSize: 1448)
+        var output = CollectingNICOutput()
+        nic.handle(.send(FlowID(9), SendRange(sequence: SequenceNumber(0), length: 10, file: file, offset: 0, template: template)),
+                   received: .zero, now: .zero, output: &output)
+        nic.handle(.flowOpen(FlowID(9), flowEndpoints), received: .zero, now: .zero, output: &output)
+        nic.handle(.send(FlowID(9), SendRange(sequence: SequenceNumber(0), length: 10, file: OffloadedFileID(slot: 40, generation: 1), offset: 0, template: template)),
+                   received: .zero, now: .zero, output: &output)
+        nic.handle(.send(FlowID(9), SendRange(sequence: SequenceNumber(0), length: 1000, file: file, offset: 99_500, template: template)),
+                   received: .zero, now: .zero, output: &output)
+        nic.handle(.retransmit(FlowID(9), sequence: SequenceNumber(500), length: 10, template: template), received: .zero, now: .zero, output: &output)
+        if mode == .buffered {
+            nic.handle(.send(FlowID(9), SendRange(sequence: SequenceNumber(0), length: 20_000, file: file, offset: 0, template: template)),
+                       received: .zero, now: .zero, output: &output)
+        }
+        let codes = output.errors.map(\.0)
+        var expected: [CommandErrorCode] = [.unknownFlow, .unknownFile, .fileShrank, .malformedCommand]
+        if mode == .buffered { expected.append(.storeFull) }
+        #expect(codes == expected)
+        #expect(output.packets.isEmpty, "nothing half-sent")
+        #expect(nic.store.heldBytes == 0)
+    }
+
+    @Test("buffered and bufferless retransmissions send identical bytes")
+    func retransmitModesAgree() throws {
+        let root = try ExportRoot()
+        var results: [[[UInt8]]] = []
+        for mode in RetransmitStore.Mode.allCases {
+            let nic = NICDataPlane(files: try FileTable(root: root.path), retransmitMode: mode)
+            let (_, fileID) = openFile(nic, "sub/data.bin")
+            var output = CollectingNICOutput()
+            nic.handle(.flowOpen(FlowID(2), flowEndpoints), received: .zero, now: .zero, output: &output)
+            let template = SegmentTemplate(acknowledgmentNumber: SequenceNumber(9), window: 512, maximumSegmentSize: 1000)
+            for (index, start) in [0, 3000, 7000].enumerated() {
+                nic.handle(.send(FlowID(2), SendRange(sequence: SequenceNumber(UInt32(start)), length: UInt32([3000, 4000, 2500][index]),
+                                                      file: fileID!, offset: UInt64(10 * start), template: template)),
+                           received: .zero, now: .zero, output: &output)
+            }
+            output.packets.removeAll()
+            nic.handle(.acknowledged(FlowID(2), through: SequenceNumber(1500)), received: .zero, now: .zero, output: &output)
+            nic.handle(.retransmit(FlowID(2), sequence: SequenceNumber(1500), length: 8000, template: template), received: .zero, now: .zero, output: &output)
+            #expect(output.errors.isEmpty)
+            results.append(output.packets)
+        }
+        #expect(results[0].count == 9)
+        let same = results[0] == results[1]
+        #expect(same)
+    }
+
+    /// Random SEND, ACKD, RETRANSMIT and FLOW_CLOSE sequences: the store never holds what was acknowledged,
+    /// and holds nothing at the end.
+    @Test("random command sequences end with zero bytes held", arguments: RetransmitStore.Mode.allCases)
+    func randomSequences(mode: RetransmitStore.Mode) throws {
+        let root = try ExportRoot()
+        let nic = NICDataPlane(files: try FileTable(root: root.path), retransmitMode: mode)
+        let (_, fileID) = openFile(nic, "sub/data.bin")
+        let file = try #require(fileID)
+        var random = SeededGenerator(seed: 77)
+        let template = SegmentTemplate(acknowledgmentNumber: SequenceNumber(1), window: 512, maximumSegmentSize: 1448)
+        var output = CollectingNICOutput()
+        for round in 0..<200 {
+            let flow = FlowID(UInt32(round % 7) + 1)
+            nic.handle(.flowOpen(flow, flowEndpoints), received: .zero, now: .zero, output: &output)
+            var next = UInt32.random(in: 0...UInt32.max, using: &random)
+            let base = next
+            var acked = next
+            for _ in 0..<Int.random(in: 1...20, using: &random) {
+                switch Int.random(in: 0..<4, using: &random) {
+                case 0, 1:
+                    let length = UInt32.random(in: 1...20_000, using: &random)
+                    nic.handle(.send(flow, SendRange(sequence: SequenceNumber(next), length: length, file: file,
+                                                     offset: UInt64(next &- base) % 50_000, template: template)),
+                               received: .zero, now: .zero, output: &output)
+                    next &+= length
+                case 2 where next != acked:
+                    acked = acked &+ UInt32.random(in: 1...(next &- acked), using: &random)
+                    nic.handle(.acknowledged(flow, through: SequenceNumber(acked)), received: .zero, now: .zero, output: &output)
+                    #expect(nic.store.heldBytes(flow: flow) == Int(next &- acked))
+                case 3 where next != acked:
+                    let start = acked &+ UInt32.random(in: 0..<(next &- acked), using: &random)
+                    nic.handle(.retransmit(flow, sequence: SequenceNumber(start), length: min(next &- start, 5000), template: template),
+                               received: .zero, now: .zero, output: &output)
+                default:
+                    break
+                }
+                output.packets.removeAll(keepingCapacity: true)
+            }
+            if Bool.random(using: &random) {
+                nic.handle(.acknowledged(flow, through: SequenceNumber(next)), received: .zero, now: .zero, output: &output)
+                #expect(nic.store.heldBytes(flow: flow) == 0)
+            }
+            nic.handle(.flowClose(flow, reason: 0), received: .zero, now: .zero, output: &output)
+        }
+        #expect(output.errors.isEmpty, "\(output.errors.prefix(3))")
+        #expect(nic.store.heldBytes == 0)
+    }
+}
