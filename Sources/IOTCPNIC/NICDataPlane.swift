@@ -20,12 +20,22 @@ public final class NICDataPlane {
     public let files: FileTable
     public private(set) var store: RetransmitStore
     private var flows: [FlowID: FlowEndpoints] = [:]
+    /// The flow a received segment belongs to, by its remote address and ports.
+    private var flowsByEndpoints: [EndpointKey: FlowID] = [:]
+
+    struct EndpointKey: Hashable {
+        var remoteAddress: UInt32
+        var remotePort: UInt16
+        var localPort: UInt16
+    }
     private var scratch = [UInt8](repeating: 0, count: 65536)
     public private(set) var counters = Counters()
 
     public struct Counters: Hashable, Sendable {
         public var packetsOut = 0
         public var bytesOut = 0
+        public var packetsIn = 0
+        public var malformedIn = 0
         public var commands = 0
         public var errors = 0
     }
@@ -61,8 +71,13 @@ public final class NICDataPlane {
             }
         case .flowOpen(let flow, let endpoints):
             flows[flow] = endpoints
+            flowsByEndpoints[EndpointKey(remoteAddress: endpoints.remoteAddress.rawValue, remotePort: endpoints.remotePort,
+                                         localPort: endpoints.localPort)] = flow
         case .flowClose(let flow, _):
-            flows[flow] = nil
+            if let endpoints = flows.removeValue(forKey: flow) {
+                flowsByEndpoints[EndpointKey(remoteAddress: endpoints.remoteAddress.rawValue, remotePort: endpoints.remotePort,
+                                             localPort: endpoints.localPort)] = nil
+            }
             store.removeFlow(flow)
         case .acknowledged(let flow, let through):
             store.acknowledge(flow: flow, through: through)
@@ -75,6 +90,21 @@ public final class NICDataPlane {
         case .retransmit(let flow, let sequence, let length, let template):
             retransmit(flow: flow, sequence: sequence, length: Int(length), template: template, output: &output)
         }
+    }
+
+    /// A packet from the wire: a TCP segment goes to the host as PACKET_IN, tagged with its flow when the
+    /// NIC knows it (a SYN for a listener, or a stray, goes untagged and the host decides). Anything that is
+    /// not well-formed IPv4/TCP is dropped and counted here, never handed on.
+    public func receive<O: NICOutput>(packet: UnsafeRawBufferPointer, output: inout O) {
+        guard packet.count <= Int(UInt16.max), let ip = try? IPv4PacketView(packet), ip.protocol == .tcp,
+              let segment = try? TCPSegmentView(ip.payload)
+        else {
+            counters.malformedIn += 1
+            return
+        }
+        let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
+        counters.packetsIn += 1
+        output.reply(.packetIn(flowsByEndpoints[key] ?? .none, packet: ip.bytes))
     }
 
     private func send<O: NICOutput>(flow: FlowID, _ range: SendRange, received: Instant, now: Instant, output: inout O) {
