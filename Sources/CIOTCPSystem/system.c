@@ -12,6 +12,9 @@
 #include <sys/un.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -130,4 +133,21 @@ int iotcp_open_beneath(int directory, const char *path) {
         fd = syscall(SYS_openat2, directory, path, &how, sizeof how);
     } while (fd < 0 && (errno == EINTR || errno == EAGAIN));
     return (int)fd;
+}
+
+int iotcp_tap_open(char *name) {
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return -1;
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    request.ifr_flags = IFF_TAP | IFF_NO_PI;
+    strncpy(request.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(fd, TUNSETIFF, &request) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    strncpy(name, request.ifr_name, IFNAMSIZ);
+    return fd;
 }

@@ -1,0 +1,91 @@
+import IOTCPCommon
+
+/// The link layer the NIC answers for itself: Ethernet framing, ARP (answer for our address, learn the
+/// peers'), and ICMP echo. IPv4 TCP packets go up; IPv4 packets from the stack go out in frames addressed
+/// from the ARP cache (an unknown neighbour is asked for, and the packet dropped: TCP retransmits).
+public struct EthernetLink {
+    public let hardwareAddress: MACAddress
+    public let address: IPv4Address
+    private var neighbours: [IPv4Address: MACAddress] = [:]
+    public private(set) var arpRepliesSent = 0
+    public private(set) var echoRepliesSent = 0
+    public private(set) var framesDropped = 0
+
+    public init(hardwareAddress: MACAddress, address: IPv4Address) {
+        self.hardwareAddress = hardwareAddress
+        self.address = address
+    }
+
+    /// Handles a received frame: returns the IPv4 TCP packet inside it for the stack, or nil after
+    /// answering (ARP, ping) or dropping it. Frames to send in reply go to `transmit`.
+    public mutating func receive(
+        frame: UnsafeRawBufferPointer, transmit: (UnsafeRawBufferPointer) -> Void
+    ) -> UnsafeRawBufferPointer? {
+        guard let ethernet = try? EthernetFrameView(frame) else { framesDropped += 1; return nil }
+        let destination = ethernet.destination
+        guard destination == hardwareAddress || destination.isBroadcast || destination.isMulticast else { return nil }
+        switch ethernet.etherType {
+        case .arp:
+            guard let arp = try? ARPRepr(parsing: ethernet.payload) else { framesDropped += 1; return nil }
+            neighbours[arp.senderProtocolAddress] = arp.senderHardwareAddress
+            if arp.operation == .request && arp.targetProtocolAddress == address {
+                let reply = ARPRepr(operation: .reply, senderHardwareAddress: hardwareAddress, senderProtocolAddress: address,
+                                    targetHardwareAddress: arp.senderHardwareAddress, targetProtocolAddress: arp.senderProtocolAddress)
+                var bytes = [UInt8](repeating: 0, count: 14 + ARPRepr.length)
+                bytes.withUnsafeMutableBytes { buffer in
+                    try? EthernetRepr(destination: arp.senderHardwareAddress, source: hardwareAddress, etherType: .arp).emit(into: buffer)
+                    try? reply.emit(into: UnsafeMutableRawBufferPointer(rebasing: buffer[14...]))
+                    transmit(UnsafeRawBufferPointer(buffer))
+                }
+                arpRepliesSent += 1
+            }
+            return nil
+        case .ipv4:
+            guard let ip = try? IPv4PacketView(ethernet.payload), ip.destination == address else { return nil }
+            neighbours[ip.source] = ethernet.source
+            if ip.protocol == .tcp { return ip.bytes }
+            if ip.protocol == .icmp, let (icmp, data) = try? ICMPv4Repr.parse(ip.payload),
+               case .echoRequest(let identifier, let sequence) = icmp.message {
+                let reply = ICMPv4Repr(message: .echoReply(identifier: identifier, sequence: sequence))
+                var packet = [UInt8](repeating: 0, count: 20 + 8 + data.count)
+                packet.withUnsafeMutableBytes { buffer in
+                    try? IPv4Repr(source: address, destination: ip.source, protocol: .icmp, payloadLength: 8 + data.count).emit(into: buffer)
+                    _ = try? reply.emit(into: UnsafeMutableRawBufferPointer(rebasing: buffer[20...]), data: data)
+                }
+                packet.withUnsafeBytes { send(packet: $0, transmit: transmit) }
+                echoRepliesSent += 1
+            }
+            return nil
+        default:
+            return nil
+        }
+    }
+
+    /// Frames an IPv4 packet for its destination and transmits it.
+    public mutating func send(packet: UnsafeRawBufferPointer, transmit: (UnsafeRawBufferPointer) -> Void) {
+        guard packet.count >= 20 else { return }
+        let destination = IPv4Address(rawValue: packet.bigEndianUInt32(at: 16))
+        guard let neighbour = neighbours[destination] else {
+            framesDropped += 1
+            askFor(destination, transmit: transmit)
+            return
+        }
+        var frame = [UInt8](repeating: 0, count: 14 + packet.count)
+        frame.withUnsafeMutableBytes { buffer in
+            try? EthernetRepr(destination: neighbour, source: hardwareAddress, etherType: .ipv4).emit(into: buffer)
+            UnsafeMutableRawBufferPointer(rebasing: buffer[14...]).copyMemory(from: packet)
+            transmit(UnsafeRawBufferPointer(buffer))
+        }
+    }
+
+    private func askFor(_ target: IPv4Address, transmit: (UnsafeRawBufferPointer) -> Void) {
+        let request = ARPRepr(operation: .request, senderHardwareAddress: hardwareAddress, senderProtocolAddress: address,
+                              targetHardwareAddress: .zero, targetProtocolAddress: target)
+        var bytes = [UInt8](repeating: 0, count: 14 + ARPRepr.length)
+        bytes.withUnsafeMutableBytes { buffer in
+            try? EthernetRepr(destination: .broadcast, source: hardwareAddress, etherType: .arp).emit(into: buffer)
+            try? request.emit(into: UnsafeMutableRawBufferPointer(rebasing: buffer[14...]))
+            transmit(UnsafeRawBufferPointer(buffer))
+        }
+    }
+}
