@@ -12,6 +12,8 @@ let package = Package(
         .library(name: "IOTCPNIC", targets: ["IOTCPNIC"]),
         .executable(name: "iotcp-channel-demo", targets: ["ChannelDemo"]),
         .executable(name: "iotcp-bench", targets: ["IOTCPBench"]),
+        .executable(name: "iotcp-fileserver", targets: ["FileServer"]),
+        .library(name: "IOTCPEmbedded", targets: ["IOTCPEmbedded"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
@@ -48,6 +50,15 @@ let package = Package(
             name: "IOTCPNIC",
             dependencies: ["IOTCPCommon", "CIOTCPSystem", .product(name: "SystemPackage", package: "swift-system")]),
 
+        // Both halves in one process over a TAP device: the embedded arrangement.
+        .target(name: "IOTCPEmbedded", dependencies: ["IOTCPHost", "IOTCPNIC"]),
+        .executableTarget(
+            name: "FileServer",
+            dependencies: [
+                "IOTCPEmbedded",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Examples/FileServer"),
         .executableTarget(
             name: "ChannelDemo",
             dependencies: [
@@ -67,7 +78,7 @@ let package = Package(
                     exclude: ["Fixtures"]),
         .testTarget(name: "IOTCPChannelsTests", dependencies: ["IOTCPCommon", "IOTCPChannels"]),
         .testTarget(name: "IOTCPHostTests", dependencies: ["IOTCPCommon", "IOTCPHost", "IOTCPNIC"]),
-        .testTarget(name: "IOTCPNICTests", dependencies: ["IOTCPCommon", "IOTCPNIC", "IOTCPHost"]),
+        .testTarget(name: "IOTCPNICTests", dependencies: ["IOTCPCommon", "IOTCPNIC", "IOTCPHost", "IOTCPEmbedded"]),
     ],
     swiftLanguageModes: [.v6]
 )

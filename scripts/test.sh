@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: unit and property tests, the two-process channel tests, a fresh capture of real Linux
-# frames checked byte for byte (when root), and the libFuzzer targets for a bounded time.
+# Runs every test: unit, property and simulation tests, the two-process channel tests, a real Linux peer
+# over a TAP, a fresh capture of real Linux frames checked byte for byte, the end-to-end curl checks
+# against iotcp-fileserver (those three need root, as CI has), and the libFuzzer targets for a bounded time.
 #
 # Usage: scripts/test.sh            FUZZ_SECONDS=30 by default
 set -euo pipefail
@@ -28,7 +29,15 @@ if [ "$(id -u)" -eq 0 ]; then
   live=$(grep -oE "Test run with [0-9]+ tests" "$log" | grep -oE "[0-9]+" | tail -1)
 fi
 
+e2e=0
+if [ "$(id -u)" -eq 0 ]; then
+  echo "== end to end: iotcp-fileserver over a TAP, curl in a network namespace"
+  scripts/e2e.sh .build/debug/iotcp-fileserver | tee "$log" | tail -3
+  grep -qE "^e2e: [0-9]+ passed, 0 failed" "$log" || { echo "end-to-end checks failed" >&2; exit 1; }
+  e2e=$(grep -oE "^e2e: [0-9]+" "$log" | grep -oE "[0-9]+")
+fi
+
 echo "== fuzz (${fuzz_seconds}s per target)"
 scripts/fuzz.sh "$fuzz_seconds"
 
-echo "iotcp: $((unit + live + 2)) passed, 0 failed"
+echo "iotcp: $((unit + live + e2e + 2)) passed, 0 failed"

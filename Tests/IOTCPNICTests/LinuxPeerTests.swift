@@ -1,82 +1,9 @@
 import Foundation
 import IOTCPCommon
 import IOTCPHost
+import IOTCPEmbedded
 import IOTCPNIC
 import Testing
-
-/// Host engine, NIC data plane and link in one loop, over a TAP: the embedded arrangement, wired by hand.
-final class EmbeddedStack {
-    let tap: TapDevice
-    var link: EthernetLink
-    let nic: NICDataPlane
-    let engine: TCPEngine
-    var echoes: [(FlowID, SequenceNumber, UInt64)] = []
-    var packetsIn: [(FlowID, [UInt8])] = []
-    var errors: [String] = []
-
-    init(tap: TapDevice, address: IPv4Address, files: FileTable, now: Instant) {
-        self.tap = tap
-        link = EthernetLink(hardwareAddress: MACAddress(0x02, 0, 0, 0x77, 0, 2), address: address)
-        nic = NICDataPlane(files: files)
-        engine = TCPEngine(localAddress: address, secret: (11, 13), now: now)
-    }
-
-    struct NICSide: NICOutput {
-        unowned let stack: EmbeddedStack
-        mutating func transmit(length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
-            var packet = [UInt8](repeating: 0, count: length)
-            packet.withUnsafeMutableBytes { build($0) }
-            let tap = stack.tap
-            packet.withUnsafeBytes { bytes in stack.link.send(packet: bytes) { frame in try? tap.write(frame) } }
-        }
-        mutating func reply(_ command: Command) {
-            switch command {
-            case .echo(let flow, let end, let delay): stack.echoes.append((flow, end, delay))
-            case .packetIn(let flow, let packet): stack.packetsIn.append((flow, Array(packet)))
-            case .error(_, let report): stack.errors.append(report.textString)
-            default: break
-            }
-        }
-    }
-
-    struct HostSide: CommandOutput {
-        unowned let stack: EmbeddedStack
-        var now: Instant
-        mutating func emit(_ command: Command) {
-            var side = NICSide(stack: stack)
-            stack.nic.handle(command, received: now, now: now, output: &side)
-        }
-        mutating func emitPacket(flow: FlowID, length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
-            var packet = [UInt8](repeating: 0, count: length)
-            packet.withUnsafeMutableBytes { build($0) }
-            packet.withUnsafeBytes { emit(.packetOut(flow, packet: $0)) }
-        }
-    }
-
-    /// One turn of the loop: frames in, PACKET_IN and ECHO to the engine, timers.
-    func poll(now: Instant) {
-        var host = HostSide(stack: self, now: now)
-        var nicSide = NICSide(stack: self)
-        var frame = [UInt8](repeating: 0, count: 2048)
-        while let count = (try? frame.withUnsafeMutableBytes { try tap.read(into: $0) }) ?? nil {
-            let tap = self.tap
-            frame.withUnsafeBytes { raw in
-                if let packet = link.receive(frame: UnsafeRawBufferPointer(rebasing: raw[0..<count]), transmit: { try? tap.write($0) }) {
-                    nic.receive(packet: packet, output: &nicSide)
-                }
-            }
-        }
-        while !packetsIn.isEmpty || !echoes.isEmpty {
-            let packets = packetsIn
-            packetsIn.removeAll()
-            for (flow, packet) in packets { packet.withUnsafeBytes { engine.handlePacket($0, flow: flow, now: now, output: &host) } }
-            let done = echoes
-            echoes.removeAll()
-            for (flow, end, delay) in done { engine.handleEcho(flow: flow, sequenceEnd: end, nicDelayNanoseconds: delay, now: now) }
-        }
-        engine.handleTimers(now: now, output: &host)
-    }
-}
 
 @discardableResult
 func shell(_ command: String) -> (status: Int32, output: String) {
@@ -114,7 +41,7 @@ struct LinuxPeerTests {
         }
         let start = DispatchTime.now().uptimeNanoseconds
         func clock() -> Instant { Instant(nanoseconds: 1_000_000_000 + DispatchTime.now().uptimeNanoseconds - start) }
-        let stack = EmbeddedStack(tap: tap, address: IPv4Address(10, 79, 0, 2), files: try FileTable(root: root.path), now: clock())
+        let stack = EmbeddedStack(tap: tap, address: IPv4Address(10, 79, 0, 2), files: try FileTable(root: root.path), secret: (11, 13), now: clock())
         let listener = try stack.engine.listen(port: 8080)
         var host = EmbeddedStack.HostSide(stack: stack, now: clock())
         let (file, status) = try stack.nic.files.open(path: "/sub/data.bin")

@@ -1,0 +1,112 @@
+import Foundation
+
+/// One HTTP/1.1 request head, parsed from the bytes a connection received.
+struct HTTPRequest: Equatable {
+    var method: String
+    var target: String
+    var version: String
+    var headers: [(name: String, value: String)]
+
+    static func == (lhs: HTTPRequest, rhs: HTTPRequest) -> Bool {
+        lhs.method == rhs.method && lhs.target == rhs.target && lhs.version == rhs.version
+            && lhs.headers.map(\.name) == rhs.headers.map(\.name) && lhs.headers.map(\.value) == rhs.headers.map(\.value)
+    }
+
+    func header(_ name: String) -> String? {
+        headers.first { $0.name.lowercased() == name.lowercased() }?.value
+    }
+
+    /// HTTP/1.1 keeps the connection unless asked not to; HTTP/1.0 closes unless asked to keep it.
+    var keepAlive: Bool {
+        let connection = header("Connection")?.lowercased()
+        return version == "HTTP/1.1" ? connection != "close" : connection == "keep-alive"
+    }
+
+    enum ParseResult: Equatable {
+        /// A request and the bytes its head took.
+        case request(HTTPRequest, consumed: Int)
+        /// The head is not complete yet.
+        case incomplete
+        /// A request the server must refuse, with the status to answer.
+        case failure(status: Int)
+    }
+
+    static let maximumRequestLine = 8192
+    static let maximumHead = 16384
+
+    /// Parses the first request head in `bytes`, if it is all there.
+    static func parse(_ bytes: ArraySlice<UInt8>) -> ParseResult {
+        guard let end = headEnd(bytes) else {
+            if firstLineLength(bytes) > maximumRequestLine { return .failure(status: 414) }
+            return bytes.count > maximumHead ? .failure(status: 431) : .incomplete
+        }
+        if end - bytes.startIndex > maximumHead { return .failure(status: 431) }
+        guard let text = String(bytes: bytes[bytes.startIndex..<end], encoding: .utf8) else { return .failure(status: 400) }
+        var lines = text.components(separatedBy: "\r\n")
+        let requestLine = lines.removeFirst()
+        if requestLine.utf8.count > maximumRequestLine { return .failure(status: 414) }
+        let parts = requestLine.split(separator: " ", omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[0].isEmpty, parts[1].first == "/", parts[2].hasPrefix("HTTP/1.") else {
+            return .failure(status: 400)
+        }
+        var headers: [(String, String)] = []
+        for line in lines where !line.isEmpty {
+            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex,
+                  !line[line.startIndex..<colon].contains(" ") else { return .failure(status: 400) }
+            headers.append((String(line[line.startIndex..<colon]),
+                            line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+        }
+        let request = HTTPRequest(method: String(parts[0]), target: String(parts[1]), version: String(parts[2]), headers: headers)
+        return .request(request, consumed: end + 4 - bytes.startIndex)
+    }
+
+    private static func headEnd(_ bytes: ArraySlice<UInt8>) -> Int? {
+        var index = bytes.startIndex
+        while index + 3 < bytes.endIndex {
+            if bytes[index] == 13 && bytes[index + 1] == 10 && bytes[index + 2] == 13 && bytes[index + 3] == 10 { return index }
+            index += 1
+        }
+        return nil
+    }
+
+    private static func firstLineLength(_ bytes: ArraySlice<UInt8>) -> Int {
+        (bytes.firstIndex(of: 13) ?? bytes.endIndex) - bytes.startIndex
+    }
+
+    /// The path of the target, percent-decoded; nil when the encoding is invalid or decodes to a NUL.
+    static func decodedPath(_ target: String) -> String? {
+        let path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? target
+        var bytes: [UInt8] = []
+        var iterator = Array(path.utf8).makeIterator()
+        while let byte = iterator.next() {
+            if byte == UInt8(ascii: "%") {
+                guard let high = iterator.next(), let low = iterator.next(),
+                      let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16), value != 0 else { return nil }
+                bytes.append(value)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(bytes: bytes, encoding: .utf8)
+    }
+}
+
+/// Content-Type by extension, for the files a static server usually holds.
+func contentType(for path: String) -> String {
+    let name = path.split(separator: "/").last ?? ""
+    guard let dot = name.lastIndex(of: ".") else { return "application/octet-stream" }
+    switch name[name.index(after: dot)...].lowercased() {
+    case "html", "htm": return "text/html; charset=utf-8"
+    case "txt": return "text/plain; charset=utf-8"
+    case "css": return "text/css"
+    case "js": return "text/javascript"
+    case "json": return "application/json"
+    case "png": return "image/png"
+    case "jpg", "jpeg": return "image/jpeg"
+    case "gif": return "image/gif"
+    case "svg": return "image/svg+xml"
+    case "pdf": return "application/pdf"
+    case "mp4": return "video/mp4"
+    default: return "application/octet-stream"
+    }
+}

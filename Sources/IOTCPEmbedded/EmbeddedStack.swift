@@ -1,0 +1,96 @@
+@_exported import IOTCPCommon
+@_exported import IOTCPHost
+@_exported import IOTCPNIC
+
+/// Both halves of the stack in one process, over a TAP device: the host engine's commands go straight
+/// to the NIC data plane, the NIC's answers straight back. No channel in between (the in-process and
+/// shared-memory channels carry the same commands when the halves are apart).
+///
+/// Drive it from an event loop: `poll(now:)` moves frames in and out and runs timers; the application uses
+/// `engine` with `hostOutput(now:)` as the output of every call.
+public final class EmbeddedStack {
+    public let tap: TapDevice
+    public var link: EthernetLink
+    public let nic: NICDataPlane
+    public let engine: TCPEngine
+    var echoes: [(FlowID, SequenceNumber, UInt64)] = []
+    var packetsIn: [(FlowID, [UInt8])] = []
+    /// ERROR answers from the NIC, as text, for the operator.
+    public private(set) var errors: [String] = []
+    private var frame = [UInt8](repeating: 0, count: 65536)
+
+    public init(
+        tap: TapDevice, address: IPv4Address, hardwareAddress: MACAddress = MACAddress(0x02, 0, 0, 0x77, 0, 2),
+        files: FileTable, configuration: TCPConfiguration = TCPConfiguration(), secret: (UInt64, UInt64), now: Instant
+    ) {
+        self.tap = tap
+        link = EthernetLink(hardwareAddress: hardwareAddress, address: address)
+        nic = NICDataPlane(files: files)
+        engine = TCPEngine(localAddress: address, configuration: configuration, secret: secret, now: now)
+    }
+
+    /// The NIC's side: frames to the TAP, answers queued for the host.
+    public struct NICSide: NICOutput {
+        unowned let stack: EmbeddedStack
+        public mutating func transmit(length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
+            var packet = [UInt8](repeating: 0, count: length)
+            packet.withUnsafeMutableBytes { build($0) }
+            let tap = stack.tap
+            packet.withUnsafeBytes { bytes in stack.link.send(packet: bytes) { frame in try? tap.write(frame) } }
+        }
+        public mutating func reply(_ command: Command) {
+            switch command {
+            case .echo(let flow, let end, let delay): stack.echoes.append((flow, end, delay))
+            case .packetIn(let flow, let packet): stack.packetsIn.append((flow, Array(packet)))
+            case .error(_, let report): stack.errors.append(report.textString)
+            default: break
+            }
+        }
+    }
+
+    /// The host's side: every command goes to the NIC data plane at once.
+    public struct HostSide: CommandOutput {
+        unowned let stack: EmbeddedStack
+        public var now: Instant
+        public mutating func emit(_ command: Command) {
+            var side = NICSide(stack: stack)
+            stack.nic.handle(command, received: now, now: now, output: &side)
+        }
+        public mutating func emitPacket(flow: FlowID, length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
+            var packet = [UInt8](repeating: 0, count: length)
+            packet.withUnsafeMutableBytes { build($0) }
+            packet.withUnsafeBytes { emit(.packetOut(flow, packet: $0)) }
+        }
+    }
+
+    public func hostOutput(now: Instant) -> HostSide { HostSide(stack: self, now: now) }
+
+    /// The ERROR texts since the last call.
+    public func takeErrors() -> [String] {
+        defer { errors.removeAll() }
+        return errors
+    }
+
+    /// One turn of the loop: frames in, PACKET_IN and ECHO to the engine, timers.
+    public func poll(now: Instant) {
+        var host = hostOutput(now: now)
+        var nicSide = NICSide(stack: self)
+        let tap = self.tap
+        while let count = (try? frame.withUnsafeMutableBytes { try tap.read(into: $0) }) ?? nil {
+            frame.withUnsafeBytes { raw in
+                if let packet = link.receive(frame: UnsafeRawBufferPointer(rebasing: raw[0..<count]), transmit: { try? tap.write($0) }) {
+                    nic.receive(packet: packet, output: &nicSide)
+                }
+            }
+        }
+        while !packetsIn.isEmpty || !echoes.isEmpty {
+            let packets = packetsIn
+            packetsIn.removeAll()
+            for (flow, packet) in packets { packet.withUnsafeBytes { engine.handlePacket($0, flow: flow, now: now, output: &host) } }
+            let done = echoes
+            echoes.removeAll()
+            for (flow, end, delay) in done { engine.handleEcho(flow: flow, sequenceEnd: end, nicDelayNanoseconds: delay, now: now) }
+        }
+        engine.handleTimers(now: now, output: &host)
+    }
+}
