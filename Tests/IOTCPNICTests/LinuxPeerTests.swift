@@ -43,7 +43,7 @@ struct LinuxPeerTests {
         func clock() -> Instant { Instant(nanoseconds: 1_000_000_000 + DispatchTime.now().uptimeNanoseconds - start) }
         let stack = EmbeddedStack(tap: tap, address: IPv4Address(10, 79, 0, 2), files: try FileTable(root: root.path), secret: (11, 13), now: clock())
         let listener = try stack.engine.listen(port: 8080)
-        var host = EmbeddedStack.HostSide(stack: stack, now: clock())
+        var host = stack.hostOutput(now: clock())
         let (file, status) = try stack.nic.files.open(path: "/sub/data.bin")
         let output = URL(fileURLWithPath: root.path).deletingLastPathComponent().appendingPathComponent("downloaded.bin").path
 
