@@ -34,7 +34,7 @@ if [ "$(id -u)" -eq 0 ]; then
   echo "== end to end: iotcp-fileserver over a TAP, curl in a network namespace"
   scripts/e2e.sh .build/debug/iotcp-fileserver | tee "$log" | tail -3
   grep -qE "^e2e: [0-9]+ passed, 0 failed" "$log" || { echo "end-to-end checks failed" >&2; exit 1; }
-  e2e=$(grep -oE "^e2e: [0-9]+" "$log" | grep -oE "[0-9]+")
+  e2e=$(sed -nE "s/^e2e: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
 fi
 
 echo "== fuzz (${fuzz_seconds}s per target)"
