@@ -45,6 +45,27 @@ struct FileServer: ParsableCommand {
     @Option(help: "Stop after this many seconds (default: run until SIGINT or SIGTERM).")
     var duration: Double?
 
+    @Option(help: "Write every frame on the wire to this pcap file (opens in tshark).")
+    var pcap: String?
+
+    @Option(help: "Fault injection, both directions: probability a frame is lost.")
+    var loss = 0.0
+
+    @Option(help: "Fault injection: probability a frame is duplicated.")
+    var duplicate = 0.0
+
+    @Option(help: "Fault injection: probability a frame is held back 0.1 to 2 ms (reordering).")
+    var reorder = 0.0
+
+    @Option(help: "Fault injection: probability one byte of a frame is flipped.")
+    var corrupt = 0.0
+
+    @Option(help: "Fault injection: extra one-way delay in milliseconds.")
+    var delayMs = 0.0
+
+    @Option(help: "Seed of the fault injection, so a run can be replayed.")
+    var seed: UInt64 = 1
+
     func run() throws {
         let parts = address.split(separator: "/")
         guard parts.count == 2, let ours = IPv4Address(parts[0]), let prefix = Int(parts[1]), (8...30).contains(prefix) else {
@@ -72,6 +93,15 @@ struct FileServer: ParsableCommand {
         func clock() -> Instant { Instant(nanoseconds: Nanoseconds.second + DispatchTime.now().uptimeNanoseconds - start) }
         let stack = EmbeddedStack(tap: tap, address: ours, files: files,
                                   secret: (UInt64.random(in: 0...UInt64.max), UInt64.random(in: 0...UInt64.max)), now: clock())
+        let faults = FaultSettings(loss: loss, duplication: duplicate, reordering: reorder, corruption: corrupt,
+                                   delayNanoseconds: UInt64(max(delayMs, 0) * 1e6))
+        if let failure = faults.validationFailure { throw ValidationError(failure) }
+        stack.inbound = FaultyWire(settings: faults, seed: seed)
+        stack.outbound = FaultyWire(settings: faults, seed: seed &+ 1)
+        if let pcap {
+            do { stack.capture = try PcapWriter(path: pcap) } catch { throw ValidationError("--pcap \(pcap): \(error)") }
+        }
+        if !faults.isNone { say("iotcp-fileserver: injecting faults: \(faults), seed \(seed)", to: 2) }
         let listener = try stack.engine.listen(port: port, backlog: 1024)
         say("serving http://\(ours):\(port)/ in network namespace \(netns)")
         var server = Server(stack: stack)

@@ -18,6 +18,11 @@ public final class EmbeddedStack {
     /// ERROR answers from the NIC, as text, for the operator.
     public private(set) var errors: [String] = []
     private var frame = [UInt8](repeating: 0, count: 65536)
+    /// Every frame that crosses the TAP, when set.
+    public var capture: PcapWriter?
+    /// Faults injected between the NIC and the TAP, per direction.
+    public var inbound = FaultyWire(settings: FaultSettings(), seed: 1)
+    public var outbound = FaultyWire(settings: FaultSettings(), seed: 2)
 
     public init(
         tap: TapDevice, address: IPv4Address, hardwareAddress: MACAddress = MACAddress(0x02, 0, 0, 0x77, 0, 2),
@@ -29,14 +34,24 @@ public final class EmbeddedStack {
         engine = TCPEngine(localAddress: address, configuration: configuration, secret: secret, now: now)
     }
 
+    /// A frame for the TAP, through the outbound faults and the capture.
+    func transmitFrame(_ frame: UnsafeRawBufferPointer, now: Instant) {
+        let tap = self.tap, capture = self.capture
+        outbound.send(frame, now: now) { bytes in
+            capture?.write(bytes)
+            try? tap.write(bytes)
+        }
+    }
+
     /// The NIC's side: frames to the TAP, answers queued for the host.
     public struct NICSide: NICOutput {
         unowned let stack: EmbeddedStack
+        var now: Instant
         public mutating func transmit(length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
             var packet = [UInt8](repeating: 0, count: length)
             packet.withUnsafeMutableBytes { build($0) }
-            let tap = stack.tap
-            packet.withUnsafeBytes { bytes in stack.link.send(packet: bytes) { frame in try? tap.write(frame) } }
+            let stack = self.stack, now = self.now
+            packet.withUnsafeBytes { bytes in stack.link.send(packet: bytes) { frame in stack.transmitFrame(frame, now: now) } }
         }
         public mutating func reply(_ command: Command) {
             switch command {
@@ -53,7 +68,7 @@ public final class EmbeddedStack {
         unowned let stack: EmbeddedStack
         public var now: Instant
         public mutating func emit(_ command: Command) {
-            var side = NICSide(stack: stack)
+            var side = NICSide(stack: stack, now: now)
             stack.nic.handle(command, received: now, now: now, output: &side)
         }
         public mutating func emitPacket(flow: FlowID, length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
@@ -74,11 +89,24 @@ public final class EmbeddedStack {
     /// One turn of the loop: frames in, PACKET_IN and ECHO to the engine, timers.
     public func poll(now: Instant) {
         var host = hostOutput(now: now)
-        var nicSide = NICSide(stack: self)
+        var nicSide = NICSide(stack: self, now: now)
         let tap = self.tap
+        var arrived: [[UInt8]] = []
         while let count = (try? frame.withUnsafeMutableBytes { try tap.read(into: $0) }) ?? nil {
             frame.withUnsafeBytes { raw in
-                if let packet = link.receive(frame: UnsafeRawBufferPointer(rebasing: raw[0..<count]), transmit: { try? tap.write($0) }) {
+                let bytes = UnsafeRawBufferPointer(rebasing: raw[0..<count])
+                capture?.write(bytes)
+                inbound.send(bytes, now: now) { arrived.append(Array($0)) }
+            }
+        }
+        inbound.releaseDue(now: now) { arrived.append(Array($0)) }
+        outbound.releaseDue(now: now) { bytes in
+            capture?.write(bytes)
+            try? tap.write(bytes)
+        }
+        for frame in arrived {
+            frame.withUnsafeBytes { bytes in
+                if let packet = link.receive(frame: bytes, transmit: { transmitFrame($0, now: now) }) {
                     nic.receive(packet: packet, output: &nicSide)
                 }
             }
