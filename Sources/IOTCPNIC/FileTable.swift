@@ -95,15 +95,10 @@ public final class FileTable {
             default: throw .invalidPath(path)
             }
         }
-        var information = stat()
-        guard fstat(descriptor, &information) == 0, information.st_mode & S_IFMT == S_IFREG else {
+        guard let status = Self.status(of: descriptor), status.mode & S_IFMT == S_IFREG else {
             Glibc.close(descriptor)
             throw .notARegularFile(path)
         }
-        let status = OffloadedFileStatus(
-            size: UInt64(information.st_size), modificationSeconds: Int64(information.st_mtim.tv_sec),
-            modificationNanoseconds: UInt32(information.st_mtim.tv_nsec), mode: information.st_mode,
-            inode: UInt64(information.st_ino), device: UInt64(information.st_dev))
         let slot: Int
         if let reused = freeSlots.popLast() {
             slot = reused
@@ -126,8 +121,13 @@ public final class FileTable {
     /// Refreshes the status from the file as it is now (it may have changed since it was opened).
     public func status(_ id: OffloadedFileID) throws(FileTable.Failure) -> OffloadedFileStatus {
         let open = try file(id)
+        return Self.status(of: open.descriptor) ?? open.status
+    }
+
+    /// What `fstat` says of a descriptor, as the protocol's STAT carries it.
+    private static func status(of descriptor: Int32) -> OffloadedFileStatus? {
         var information = stat()
-        guard fstat(open.descriptor, &information) == 0 else { return open.status }
+        guard fstat(descriptor, &information) == 0 else { return nil }
         return OffloadedFileStatus(
             size: UInt64(information.st_size), modificationSeconds: Int64(information.st_mtim.tv_sec),
             modificationNanoseconds: UInt32(information.st_mtim.tv_nsec), mode: information.st_mode,

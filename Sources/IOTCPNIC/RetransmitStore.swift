@@ -19,6 +19,14 @@ public struct RetransmitStore {
         /// The bytes, in buffered mode.
         public var bytes: [UInt8]?
         public var end: SequenceNumber { sequence + length }
+
+        public init(sequence: SequenceNumber, length: Int, file: OffloadedFileID, offset: UInt64, bytes: [UInt8]?) {
+            self.sequence = sequence
+            self.length = length
+            self.file = file
+            self.offset = offset
+            self.bytes = bytes
+        }
     }
 
     public let mode: Mode

@@ -64,18 +64,12 @@ struct QueueOutput: CommandOutput {
 }
 
 /// The NIC half as the simulation runs it: SEND and RETRANSMIT become segments built by the real
-/// `SegmentBuilder` from file bytes; sent ranges stay in a store until ACKD frees them.
+/// `SegmentBuilder` from file bytes; sent ranges stay in the real `RetransmitStore` (bufferless: the bytes
+/// are a pattern, computed again on retransmission) until ACKD frees them.
 struct SimulatedNIC {
-    struct StoredRange {
-        var sequence: SequenceNumber
-        var length: Int
-        var file: OffloadedFileID
-        var offset: UInt64
-    }
-
     var flows: [FlowID: FlowEndpoints] = [:]
-    var store: [FlowID: [StoredRange]] = [:]
-    var heldBytes = 0
+    var store = RetransmitStore(mode: .bufferless)
+    var heldBytes: Int { store.heldBytes }
     /// Bytes still held when their flow closed: data the host never told the NIC it could free.
     var heldAtClose = 0
     var retransmitsNotFound = 0
@@ -87,54 +81,33 @@ struct SimulatedNIC {
         switch command {
         case .flowOpen(let flow, let endpoints):
             flows[flow] = endpoints
-            store[flow] = []
             return ([], nil)
         case .flowClose(let flow):
-            heldAtClose += store[flow]?.reduce(0) { $0 + $1.length } ?? 0
-            heldBytes -= store[flow]?.reduce(0) { $0 + $1.length } ?? 0
-            store[flow] = nil
+            heldAtClose += store.removeFlow(flow)
             flows[flow] = nil
             return ([], nil)
         case .send(let flow, let range):
             guard let endpoints = flows[flow] else { return ([], nil) }
-            store[flow, default: []].append(StoredRange(sequence: range.sequence, length: Int(range.length), file: range.file, offset: range.offset))
-            heldBytes += Int(range.length)
+            store.record(flow: flow, RetransmitStore.Range(sequence: range.sequence, length: Int(range.length), file: range.file,
+                                                           offset: range.offset, bytes: nil))
             let packets = build(endpoints, sequence: range.sequence, length: Int(range.length), template: range.template,
                                 delay: nicDelayMilliseconds) { offset in fileByte(range.file, range.offset + UInt64(offset)) }
             return (packets, (flow, range.sequence + Int(range.length)))
         case .retransmit(let flow, let sequence, let length, let template):
-            guard let endpoints = flows[flow], let ranges = store[flow] else { return ([], nil) }
-            // The bytes come from the store's record of what was sent where (Atlas's re-read, in effect).
+            guard let endpoints = flows[flow] else { return ([], nil) }
+            guard let pieces = store.pieces(flow: flow, sequence: sequence, length: length) else {
+                retransmitsNotFound += 1
+                return ([], nil)
+            }
             var packets: [[UInt8]] = []
-            var cursor = sequence
-            let end = sequence + length
-            while cursor < end {
-                guard let stored = ranges.first(where: { cursor >= $0.sequence && cursor < $0.sequence + $0.length }) else {
-                    retransmitsNotFound += 1
-                    break
-                }
-                let skip = cursor - stored.sequence
-                let take = min(stored.length - skip, end - cursor)
-                packets += build(endpoints, sequence: cursor, length: take, template: template, delay: 0) { offset in
+            for (stored, skip, take) in pieces {
+                packets += build(endpoints, sequence: stored.sequence + skip, length: take, template: template, delay: 0) { offset in
                     fileByte(stored.file, stored.offset + UInt64(skip + offset))
                 }
-                cursor += take
             }
             return (packets, nil)
         case .acknowledged(let flow, let through):
-            guard var ranges = store[flow] else { return ([], nil) }
-            var freed = 0
-            ranges = ranges.compactMap { range in
-                if range.sequence + range.length <= through { freed += range.length; return nil }
-                if range.sequence < through {
-                    let cut = through - range.sequence
-                    freed += cut
-                    return StoredRange(sequence: through, length: range.length - cut, file: range.file, offset: range.offset + UInt64(cut))
-                }
-                return range
-            }
-            heldBytes -= freed
-            store[flow] = ranges
+            store.acknowledge(flow: flow, through: through)
             return ([], nil)
         }
     }

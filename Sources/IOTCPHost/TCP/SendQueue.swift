@@ -90,10 +90,6 @@ struct SendQueue {
         }
     }
 
-    /// Bytes from `sequence` to the end of the queue that are application bytes, counting only the
-    /// unbroken run starting there (what Nagle's rule looks at).
-    func contiguousLength(from sequence: SequenceNumber) -> Int { end - sequence }
-
     /// Copies the application bytes of a piece into `buffer`.
     func copy(_ piece: Piece, into buffer: UnsafeMutableRawBufferPointer) {
         guard case .bytes(let streamIndex) = piece.source else { return }
@@ -152,8 +148,6 @@ struct ByteRing {
     mutating func reserve(_ capacity: Int) {
         if storage.isEmpty && capacity > 0 { storage = [UInt8](repeating: 0, count: capacity) }
     }
-
-    var capacity: Int { storage.count }
 
     /// Appends bytes; the caller has checked they fit.
     mutating func write(_ bytes: UnsafeRawBufferPointer) {

@@ -381,7 +381,7 @@ struct TCPConnection {
         if !payload.isEmpty {
             switch state {
             case .established, .finWait1, .finWait2:
-                receiveData(payload, at: sequence, configuration: configuration)
+                receiveData(payload, at: sequence)
             default:
                 break  // the peer already sent FIN: data after it is ignored
             }
@@ -638,7 +638,7 @@ struct TCPConnection {
 
     // MARK: - Receiving
 
-    private mutating func receiveData(_ payload: UnsafeRawBufferPointer, at sequence: SequenceNumber, configuration: TCPConfiguration) {
+    private mutating func receiveData(_ payload: UnsafeRawBufferPointer, at sequence: SequenceNumber) {
         let wasInOrder = sequence == receiveNext
         let hadGap = !receiveBuffer.outOfOrder.isEmpty
         let advanced = receiveBuffer.store(payload, at: sequence, next: receiveNext)
