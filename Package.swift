@@ -51,11 +51,17 @@ let package = Package(
             dependencies: ["IOTCPCommon", "CIOTCPSystem", .product(name: "SystemPackage", package: "swift-system")]),
 
         // Both halves in one process over a TAP device: the embedded arrangement.
-        .target(name: "IOTCPEmbedded", dependencies: ["IOTCPHost", "IOTCPNIC"]),
+        .target(
+            name: "IOTCPEmbedded",
+            dependencies: ["IOTCPHost", "IOTCPNIC", "IOTCPChannels", .product(name: "Atomics", package: "swift-atomics")]),
+        // Command-line options shared by iotcp-nic and the embedded file server.
+        .target(
+            name: "IOTCPCommandLine",
+            dependencies: ["IOTCPEmbedded", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "FileServer",
             dependencies: [
-                "IOTCPEmbedded",
+                "IOTCPEmbedded", "IOTCPCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Examples/FileServer"),

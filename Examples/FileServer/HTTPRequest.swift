@@ -110,3 +110,34 @@ func contentType(for path: String) -> String {
     default: return "application/octet-stream"
     }
 }
+
+/// A single byte range from a `Range` header, resolved against the file's size (RFC 9110 §14.1.2).
+enum ByteRangeRequest: Equatable {
+    /// No usable Range header (absent, not bytes, several ranges, or malformed): serve the whole file.
+    case whole
+    /// Serve bytes `first...last`.
+    case partial(first: UInt64, last: UInt64)
+    /// No byte of the range lies in the file: 416.
+    case unsatisfiable
+
+    init(header: String?, size: UInt64) {
+        guard let header, header.hasPrefix("bytes=") else { self = .whole; return }
+        let spec = header.dropFirst(6).trimmingCharacters(in: .whitespaces)
+        guard !spec.contains(","), let dash = spec.firstIndex(of: "-") else { self = .whole; return }
+        let start = spec[spec.startIndex..<dash], end = spec[spec.index(after: dash)...]
+        if start.isEmpty {
+            // A suffix: the last N bytes.
+            guard let count = UInt64(end) else { self = .whole; return }
+            guard count > 0, size > 0 else { self = .unsatisfiable; return }
+            self = .partial(first: size - min(count, size), last: size - 1)
+            return
+        }
+        guard let first = UInt64(start) else { self = .whole; return }
+        var last = size == 0 ? 0 : size - 1
+        if !end.isEmpty {
+            guard let value = UInt64(end), value >= first else { self = .whole; return }
+            last = min(value, last)
+        }
+        self = first < size ? .partial(first: first, last: last) : .unsatisfiable
+    }
+}

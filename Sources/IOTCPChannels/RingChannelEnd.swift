@@ -136,6 +136,26 @@ public final class RingChannelEnd: CommandChannel, @unchecked Sendable {
         }
     }
 
+    public var wakeDescriptor: Int32 { waiting == .doorbell ? ownDoorbell : -1 }
+    public var peerDescriptor: Int32 { peerSocket }
+
+    public func prepareToSleep() -> Bool {
+        guard waiting == .doorbell else { return false }
+        incoming.control.consumerWaiting.store(1, ordering: .relaxed)
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if incoming.available() > 0 || incoming.control.producerClosed.load(ordering: .acquiring) != 0 {
+            incoming.control.consumerWaiting.store(0, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    public func finishSleeping() {
+        incoming.control.consumerWaiting.store(0, ordering: .relaxed)
+        var counter: UInt64 = 0
+        _ = withUnsafeMutableBytes(of: &counter) { Glibc.read(ownDoorbell, $0.baseAddress, 8) }
+    }
+
     public func close() {
         guard !isClosed else { return }
         isClosed = true

@@ -78,6 +78,23 @@ public struct EthernetLink {
         }
     }
 
+    /// Writes the Ethernet header in front of the IPv4 packet that already fills `frame` from byte 14, so
+    /// a packet built in the frame buffer goes out without a copy. Returns false (having asked for the
+    /// neighbour by ARP through `transmit`) when the destination's hardware address is not known yet.
+    public mutating func addressFrame(
+        _ frame: UnsafeMutableRawBufferPointer, transmit: (UnsafeRawBufferPointer) -> Void
+    ) -> Bool {
+        guard frame.count >= 14 + 20 else { return false }
+        let destination = IPv4Address(rawValue: UnsafeRawBufferPointer(frame).bigEndianUInt32(at: 14 + 16))
+        guard let neighbour = neighbours[destination] else {
+            framesDropped += 1
+            askFor(destination, transmit: transmit)
+            return false
+        }
+        try? EthernetRepr(destination: neighbour, source: hardwareAddress, etherType: .ipv4).emit(into: frame)
+        return true
+    }
+
     private func askFor(_ target: IPv4Address, transmit: (UnsafeRawBufferPointer) -> Void) {
         let request = ARPRepr(operation: .request, senderHardwareAddress: hardwareAddress, senderProtocolAddress: address,
                               targetHardwareAddress: .zero, targetProtocolAddress: target)

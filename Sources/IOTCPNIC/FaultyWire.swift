@@ -79,6 +79,9 @@ public struct FaultyWire {
         }
     }
 
+    /// When the next held frame is due, for a loop deciding how long it may sleep.
+    public var nextRelease: Instant? { held.lazy.map(\.release).min().map { Instant(nanoseconds: $0) } }
+
     /// Delivers the held frames whose time has come, in order of release.
     public mutating func releaseDue(now: Instant, deliver: (UnsafeRawBufferPointer) -> Void) {
         guard !held.isEmpty else { return }

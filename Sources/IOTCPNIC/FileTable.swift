@@ -145,6 +145,19 @@ public final class FileTable {
         openCount -= 1
     }
 
+    /// Closes every open file (the host that opened them is gone); ids given out before stay invalid.
+    public func closeAll() {
+        for slot in slots.indices {
+            guard let open = slots[slot] else { continue }
+            Glibc.close(open.descriptor)
+            slots[slot] = nil
+            generations[slot] &+= 1
+            if generations[slot] == 0 { generations[slot] = 1 }
+            freeSlots.append(slot)
+        }
+        openCount = 0
+    }
+
     /// Reads exactly `buffer.count` bytes at `offset` with pread; a short read means the file shrank.
     public func read(_ id: OffloadedFileID, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(FileTable.Failure) {
         let open = try file(id)

@@ -55,7 +55,9 @@ public final class NICDataPlane {
             let text = String(decoding: path, as: UTF8.self)
             do throws(FileTable.Failure) {
                 let (file, status) = try files.open(path: text)
+                // STAT follows at once, so the host has the whole status without another round trip.
                 output.reply(.opened(requestID: requestID, file: file, size: status.size))
+                output.reply(.stat(requestID: requestID, file: file, status: status))
             } catch {
                 fail(error.code, kind: .open, flow: .none, reference: UInt64(requestID), error.description, output: &output)
             }
@@ -91,6 +93,16 @@ public final class NICDataPlane {
             retransmit(flow: flow, sequence: sequence, length: Int(length), template: template, output: &output)
         }
     }
+
+    /// Forgets every flow, frees every held byte and closes every file: the host that named them is gone.
+    public func reset() {
+        flows.removeAll()
+        flowsByEndpoints.removeAll()
+        store = RetransmitStore(mode: store.mode, limitBytes: store.limitBytes)
+        files.closeAll()
+    }
+
+    public var flowCount: Int { flows.count }
 
     /// A packet from the wire: a TCP segment goes to the host as PACKET_IN, tagged with its flow when the
     /// NIC knows it (a SYN for a listener, or a stray, goes untagged and the host decides). Anything that is

@@ -37,6 +37,21 @@ public protocol CommandChannel: AnyObject {
     /// Returns whether a message waits.
     func waitForIncoming(timeoutNanoseconds: Int64?) throws(ChannelError) -> Bool
 
+    /// For a loop that sleeps on several things at once (a wire and the channel): a descriptor that turns
+    /// readable when the peer sends while this end said it sleeps, or -1 when the channel busy-polls (then
+    /// do not sleep on it).
+    var wakeDescriptor: Int32 { get }
+
+    /// A descriptor that turns readable (hang-up) when the peer's process is gone, or -1.
+    var peerDescriptor: Int32 { get }
+
+    /// Says this end is about to sleep on `wakeDescriptor`; returns false, without saying so, when a
+    /// message is already waiting (then do not sleep). Pair every true with `finishSleeping()`.
+    func prepareToSleep() -> Bool
+
+    /// Says the sleep is over, and clears the descriptor's count.
+    func finishSleeping()
+
     /// Tells the peer this end is done; later reserves fail with `.closed`.
     func close()
 }

@@ -61,6 +61,27 @@ public struct CommandWriter: ~Copyable {
         return UnsafeMutableRawBufferPointer(rebasing: buffer[(at + CommandProtocol.commandHeaderLength)..<(at + size)])
     }
 
+    /// Appends commands already encoded elsewhere (by another writer, without its message header), so a
+    /// sender that had to hold commands back while the channel was full can move them into a slot later.
+    /// Returns false, writing nothing, when they do not fit.
+    @inlinable
+    @discardableResult
+    public mutating func appendEncoded(_ commands: UnsafeRawBufferPointer, count: Int) -> Bool {
+        guard commands.count <= freeBytes, commandCount + count <= Int(UInt16.max) else { return false }
+        if let source = commands.baseAddress, commands.count > 0 {
+            (buffer.baseAddress! + length).copyMemory(from: source, byteCount: commands.count)
+        }
+        writtenBytes += commands.count
+        writtenCommands += count
+        return true
+    }
+
+    /// The commands written so far, without the message header.
+    @inlinable
+    public var encodedCommands: UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: buffer[CommandProtocol.messageHeaderLength..<length])
+    }
+
     /// Writes the message header and returns the finished message's bytes.
     @inlinable
     public mutating func finish(sequence: UInt32) -> UnsafeRawBufferPointer {

@@ -119,13 +119,14 @@ struct TCPConnection {
     var events: TCPEvents = []
     /// Why the connection failed, as a one-byte code (a `TCPError?` would take 24 bytes).
     private var failure = Failure.none
-    private enum Failure: UInt8 { case none, reset, refused, timedOut }
+    private enum Failure: UInt8 { case none, reset, refused, timedOut, nicFailed }
     var error: TCPError? {
         switch failure {
         case .none: nil
         case .reset: .connectionReset
         case .refused: .connectionRefused
         case .timedOut: .timedOut
+        case .nicFailed: .nicFailed
         }
     }
     /// The peer closed its side: reads return 0 once the buffer is drained.
@@ -747,6 +748,17 @@ struct TCPConnection {
     }
 
     /// Abort (RFC 9293 §3.10.5): a RST to the peer and the connection is gone.
+    /// The NIC could not carry out this connection's work (a file it cannot read, a full store): the
+    /// stream cannot continue intact, so the peer gets a RST and the application the error.
+    mutating func failOnNIC<O: CommandOutput>(output: inout O) {
+        guard state != .closed else { return }
+        failure = .nicFailed
+        abort(output: &output)
+    }
+
+    /// Whether a write would take at least one byte now.
+    func isWritable(configuration: TCPConfiguration) -> Bool { canSend && queueHasRoom(configuration: configuration) }
+
     mutating func abort<O: CommandOutput>(output: inout O) {
         if state.isSynchronized && state != .timeWait {
             emitSegment(sequence: sendNext, flags: [.rst, .ack], window: 0, options: TCPOptions(), payload: nil, output: &output)

@@ -120,6 +120,8 @@ public final class TCPEngine {
         return nil
     }
 
+    public func isListening(_ listener: TCPListenerID) -> Bool { listeners[listener.port] != nil }
+
     /// Whether `listener` has connections waiting for `accept`.
     public func hasPendingConnections(_ listener: TCPListenerID) -> Bool {
         (listeners[listener.port]?.waiting ?? 0) > 0
@@ -213,6 +215,33 @@ public final class TCPEngine {
         pool[slot].ownedByApplication = false
         pool[slot].abort(output: &output)
         afterChange(slot)
+    }
+
+    /// Resets a connection whose data the NIC could not send (ERROR for its SEND or RETRANSMIT); the
+    /// application keeps its handle and reads `TCPError.nicFailed`.
+    public func failOnNIC<O: CommandOutput>(_ handle: TCPHandle, output: inout O) {
+        guard let slot = try? validSlot(handle) else { return }
+        pool[slot].failOnNIC(output: &output)
+        afterChange(slot)
+    }
+
+    /// The handle of the connection the NIC knows as `flow`, if it is live.
+    public func handle(for flow: FlowID) -> TCPHandle? {
+        let slot = Int(flow.rawValue) - 1
+        guard flow != .none, pool.isLive(slot) else { return nil }
+        return pool[slot].handle
+    }
+
+    /// Whether a write or an offloaded write would take at least one byte now.
+    public func isWritable(_ handle: TCPHandle) -> Bool {
+        guard let slot = try? validSlot(handle) else { return false }
+        return pool[slot].isWritable(configuration: configuration)
+    }
+
+    /// Whether the peer has closed its sending side (reads return 0 once the buffer is drained).
+    public func isReadClosed(_ handle: TCPHandle) -> Bool {
+        guard let slot = try? validSlot(handle) else { return true }
+        return pool[slot].readClosed
     }
 
     public func state(of handle: TCPHandle) -> TCPState? {

@@ -45,6 +45,9 @@ public enum TCPError: Error, Hashable, Sendable, CustomStringConvertible {
     case connectionReset
     case connectionRefused
     case timedOut
+    /// The NIC could not send this connection's data (a file it cannot read, a full store); the
+    /// connection was reset.
+    case nicFailed
     case invalidHandle
     case notConnected
     case alreadyClosing
@@ -58,6 +61,7 @@ public enum TCPError: Error, Hashable, Sendable, CustomStringConvertible {
         case .connectionReset: "connection reset by peer"
         case .connectionRefused: "connection refused"
         case .timedOut: "connection timed out"
+        case .nicFailed: "the NIC could not send this connection's data; the connection was reset"
         case .invalidHandle: "no such connection (closed, or a stale handle)"
         case .notConnected: "the connection is not established"
         case .alreadyClosing: "the connection's sending side is already closed"

@@ -1,0 +1,261 @@
+import Foundation
+import IOTCPHost
+
+/// A static file server written against the IOTCPHost API, the way a lighttpd-style event loop is:
+/// one `wait` per turn, sessions found by their registration token, response heads sent with `write`
+/// and bodies with `offloadWrite` (the host never touches a byte of them).
+final class HTTPServer {
+    let stack: IOTCPStack
+    let listener: Socket
+    private(set) var requests = 0
+    private var sessions: [UInt64: Session] = [:]
+    private var nextToken: UInt64 = 1
+    private var events: [StackEvent] = []
+    private var buffer = [UInt8](repeating: 0, count: 65536)
+    private static let listenerToken: UInt64 = 0
+
+    final class Session {
+        let socket: Socket
+        let token: UInt64
+        var input: [UInt8] = []
+        /// The request whose file is being opened on the NIC.
+        var opening: HTTPRequest?
+        var head: [UInt8] = []
+        var headSent = 0
+        var body: (file: OffloadedFileID, offset: UInt64, remaining: UInt64)?
+        var closeAfterResponse = false
+        var closing = false
+        var wantsWritable = false
+
+        init(socket: Socket, token: UInt64) {
+            self.socket = socket
+            self.token = token
+        }
+        var responding: Bool { opening != nil || headSent < head.count || body != nil }
+    }
+
+    init(stack: IOTCPStack, port: UInt16) throws(IOTCPError) {
+        self.stack = stack
+        listener = try stack.listen(port: port, backlog: 4096)
+        try stack.register(listener, interests: .acceptable, token: Self.listenerToken)
+    }
+
+    /// One turn of the loop.
+    func turn(timeoutNanoseconds: Int64) throws(IOTCPError) {
+        try stack.wait(into: &events, timeoutNanoseconds: timeoutNanoseconds)
+        for event in events {
+            switch event {
+            case .socket(_, _, let token) where token == Self.listenerToken:
+                acceptAll()
+            case .socket(_, let kinds, let token):
+                guard let session = sessions[token] else { continue }
+                if kinds.contains(.error) || kinds.contains(.hangUp) { finish(session, token: token); continue }
+                progress(session, token: token)
+            case .offloadOpened(_, let result, let token):
+                guard let session = sessions[token], let request = session.opening else {
+                    if case .success(let file) = result { try? stack.offloadClose(file.id) }
+                    continue
+                }
+                session.opening = nil
+                opened(result, for: request, session: session)
+                progress(session, token: token)
+            }
+        }
+        for message in stack.takeNICMessages() { log("NIC: \(message)") }
+    }
+
+    private func acceptAll() {
+        while let socket = try? stack.accept(listener) {
+            let token = nextToken
+            nextToken += 1
+            sessions[token] = Session(socket: socket, token: token)
+            try? stack.register(socket, interests: [.readable, .readClosed], token: token)
+        }
+    }
+
+    /// Reads what came, answers complete requests in order, pushes the response as far as it goes.
+    private func progress(_ session: Session, token: UInt64) {
+        var peerClosed = false
+        while true {
+            do throws(IOTCPError) {
+                let count = try buffer.withUnsafeMutableBytes { raw in
+                    Result { () throws(IOTCPError) in try stack.read(session.socket, into: raw) }
+                }.get()
+                if count == 0 { peerClosed = true; break }
+                session.input += buffer[0..<count]
+            } catch .wouldBlock {
+                break
+            } catch {
+                finish(session, token: token)
+                return
+            }
+        }
+        while !session.closing {
+            if !session.responding {
+                switch HTTPRequest.parse(session.input[...]) {
+                case .incomplete:
+                    if peerClosed { session.closeAfterResponse = true }
+                case .failure(let status):
+                    session.input.removeAll()
+                    respond(status: status, session: session, keepAlive: false, request: nil)
+                case .request(let request, let consumed):
+                    session.input.removeFirst(consumed)
+                    start(request, session: session)
+                }
+            }
+            guard push(session) else { break }  // the queue is full: wait for writable
+            if session.responding || session.input.isEmpty || session.closeAfterResponse { break }
+        }
+        if !session.responding && session.closeAfterResponse && !session.closing {
+            session.closing = true
+            try? stack.close(session.socket)
+            sessions[token] = nil
+            return
+        }
+        let wantsWritable = session.headSent < session.head.count || session.body != nil
+        if wantsWritable != session.wantsWritable {
+            session.wantsWritable = wantsWritable
+            try? stack.register(session.socket, interests: wantsWritable ? [.readable, .readClosed, .writable] : [.readable, .readClosed], token: token)
+        }
+    }
+
+    /// Sends the head, then the body, as far as the send queue takes them. False when it is full.
+    private func push(_ session: Session) -> Bool {
+        if session.headSent < session.head.count {
+            do throws(IOTCPError) {
+                session.headSent += try session.head.withUnsafeBytes { raw in
+                    Result { () throws(IOTCPError) in
+                        try stack.write(session.socket, UnsafeRawBufferPointer(rebasing: raw[session.headSent...]))
+                    }
+                }.get()
+            } catch { return false }
+            if session.headSent < session.head.count { return false }
+        }
+        guard let body = session.body else { return true }
+        do throws(IOTCPError) {
+            let taken = try stack.offloadWrite(session.socket, file: body.file, offset: body.offset, length: Int(min(body.remaining, 1 << 30)))
+            session.body = (body.file, body.offset + UInt64(taken), body.remaining - UInt64(taken))
+        } catch { return false }
+        if session.body!.remaining == 0 {
+            try? stack.offloadClose(body.file)
+            session.body = nil
+            return true
+        }
+        return false
+    }
+
+    private func start(_ request: HTTPRequest, session: Session) {
+        requests += 1
+        session.closeAfterResponse = !request.keepAlive
+        guard request.method == "GET" || request.method == "HEAD" else {
+            respond(status: 405, session: session, keepAlive: request.keepAlive, request: request, extra: "Allow: GET, HEAD\r\n")
+            return
+        }
+        guard var path = HTTPRequest.decodedPath(request.target) else {
+            respond(status: 400, session: session, keepAlive: request.keepAlive, request: request)
+            return
+        }
+        if path.hasSuffix("/") { path += "index.html" }
+        guard path.utf8.count <= 4096 else {
+            respond(status: 414, session: session, keepAlive: request.keepAlive, request: request)
+            return
+        }
+        do throws(IOTCPError) {
+            _ = try stack.offloadOpen(path, token: session.token)
+            session.opening = request
+        } catch {
+            respond(status: 400, session: session, keepAlive: request.keepAlive, request: request)
+        }
+    }
+
+    private func opened(_ result: Result<OffloadedFile, IOTCPError>, for request: HTTPRequest, session: Session) {
+        let keepAlive = request.keepAlive
+        let file: OffloadedFile
+        switch result {
+        case .success(let value): file = value
+        case .failure(.nic(let code, _)):
+            let status = code == .fileNotFound ? 404 : code == .permissionDenied || code == .pathOutsideRoot ? 403
+                : code == .tooManyFiles ? 503 : 500
+            respond(status: status, session: session, keepAlive: keepAlive, request: request)
+            return
+        case .failure:
+            respond(status: 500, session: session, keepAlive: keepAlive, request: request)
+            return
+        }
+        let size = file.size
+        let modified = file.status.modificationSeconds
+        var common = "Content-Type: \(contentType(for: file.path))\r\nLast-Modified: \(httpDate(seconds: modified))\r\n"
+            + "Accept-Ranges: bytes\r\nServer: iotcp\r\nConnection: \(keepAlive ? "keep-alive" : "close")\r\n"
+        if let since = request.header("If-Modified-Since").flatMap(parseHTTPDate), modified <= since {
+            try? stack.offloadClose(file.id)
+            session.head = Array("HTTP/1.1 304 Not Modified\r\n\(common)\r\n".utf8)
+            session.headSent = 0
+            log(request, status: 304, bytes: 0, session: session)
+            return
+        }
+        var status = 200, first: UInt64 = 0, length = size
+        switch ByteRangeRequest(header: request.header("Range"), size: size) {
+        case .whole: break
+        case .partial(let from, let last):
+            status = 206
+            first = from
+            length = last - from + 1
+            common += "Content-Range: bytes \(from)-\(last)/\(size)\r\n"
+        case .unsatisfiable:
+            try? stack.offloadClose(file.id)
+            respond(status: 416, session: session, keepAlive: keepAlive, request: request, extra: "Content-Range: bytes */\(size)\r\n")
+            return
+        }
+        session.head = Array("HTTP/1.1 \(status) \(status == 206 ? "Partial Content" : "OK")\r\nContent-Length: \(length)\r\n\(common)\r\n".utf8)
+        session.headSent = 0
+        if request.method == "GET" && length > 0 {
+            session.body = (file.id, first, length)
+        } else {
+            try? stack.offloadClose(file.id)
+        }
+        log(request, status: status, bytes: Int(length), session: session)
+    }
+
+    private func respond(status: Int, session: Session, keepAlive: Bool, request: HTTPRequest?, extra: String = "") {
+        let reason = [400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 414: "URI Too Long",
+                      416: "Range Not Satisfiable", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+                      503: "Service Unavailable"][status] ?? "Error"
+        let body = "\(status) \(reason)\n"
+        session.head = Array(("HTTP/1.1 \(status) \(reason)\r\nContent-Length: \(body.utf8.count)\r\nContent-Type: text/plain\r\n\(extra)"
+            + "Server: iotcp\r\nConnection: \(keepAlive ? "keep-alive" : "close")\r\n\r\n" + (request?.method == "HEAD" ? "" : body)).utf8)
+        session.headSent = 0
+        session.closeAfterResponse = !keepAlive || session.closeAfterResponse
+        if let request { log(request, status: status, bytes: body.utf8.count, session: session) } else { log("- \"-\" \(status) 0") }
+    }
+
+    private func finish(_ session: Session, token: UInt64) {
+        if let body = session.body { try? stack.offloadClose(body.file) }
+        session.body = nil
+        if !session.closing { try? stack.abort(session.socket) }
+        session.closing = true
+        sessions[token] = nil
+    }
+
+    private func log(_ request: HTTPRequest, status: Int, bytes: Int, session: Session) {
+        let peer = stack.endpoints(of: session.socket).map { "\($0.remoteAddress):\($0.remotePort)" } ?? "-"
+        log("\(peer) \"\(request.method) \(request.target) \(request.version)\" \(status) \(bytes)")
+    }
+
+    var accessLog = true
+    private func log(_ line: String) { if accessLog { say(line, to: 2) } }
+}
+
+private let httpDateFormatter: DateFormatter = {
+    let formatter = DateFormatter()
+    formatter.locale = Locale(identifier: "en_US_POSIX")
+    formatter.timeZone = TimeZone(identifier: "GMT")
+    formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+    return formatter
+}()
+
+func httpDate(seconds: Int64) -> String { httpDateFormatter.string(from: Date(timeIntervalSince1970: TimeInterval(seconds))) }
+
+/// Seconds since 1970 of an IMF-fixdate (the form HTTP/1.1 senders must use), nil if it is not one.
+func parseHTTPDate(_ text: String) -> Int64? {
+    httpDateFormatter.date(from: text.trimmingCharacters(in: .whitespaces)).map { Int64($0.timeIntervalSince1970) }
+}

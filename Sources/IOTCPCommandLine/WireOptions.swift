@@ -1,0 +1,111 @@
+import ArgumentParser
+import Glibc
+import IOTCPEmbedded
+
+/// The NIC stack's command-line options, shared by `iotcp-nic` and the embedded file server: the export
+/// root's files, the wire's faults and capture, the retransmit store.
+public struct WireOptions: ParsableArguments {
+    @Option(help: "Write every frame on the wire to this pcap file (opens in tshark).")
+    public var pcap: String?
+
+    @Option(help: "Fault injection, both directions: probability a frame is lost.")
+    public var loss = 0.0
+
+    @Option(help: "Fault injection, both directions: probability a frame is duplicated.")
+    public var duplicate = 0.0
+
+    @Option(help: "Fault injection, both directions: probability a frame is held back 0.1 to 2 ms (reordering).")
+    public var reorder = 0.0
+
+    @Option(help: "Fault injection, both directions: probability one byte of a frame is flipped.")
+    public var corrupt = 0.0
+
+    @Option(help: "Fault injection, both directions: extra one-way delay in milliseconds.")
+    public var delayMs = 0.0
+
+    @Option(help: "Faults for frames from the wire only, e.g. loss=0.02,reorder=0.01,delay-ms=5 (overrides the above).")
+    public var inboundFaults: String?
+
+    @Option(help: "Faults for frames to the wire only, same form as --inbound-faults.")
+    public var outboundFaults: String?
+
+    @Option(help: "Seed of the fault injection, so a run can be replayed.")
+    public var seed: UInt64 = 1
+
+    @Option(help: "Retransmissions from bytes kept on the NIC (buffered) or by re-reading the file (bufferless).")
+    public var retransmit: RetransmitStore.Mode = .buffered
+
+    @Option(help: "Bytes the retransmit store may hold (buffered mode).")
+    public var storeLimit = 256 << 20
+
+    public init() {}
+
+    public func faults() throws -> (inbound: FaultSettings, outbound: FaultSettings) {
+        let both = FaultSettings(loss: loss, duplication: duplicate, reordering: reorder, corruption: corrupt,
+                                 delayNanoseconds: UInt64(max(delayMs, 0) * 1e6))
+        let inbound = try inboundFaults.map { try Self.parse($0, option: "--inbound-faults") } ?? both
+        let outbound = try outboundFaults.map { try Self.parse($0, option: "--outbound-faults") } ?? both
+        for settings in [inbound, outbound] {
+            if let failure = settings.validationFailure { throw ValidationError(failure) }
+        }
+        return (inbound, outbound)
+    }
+
+    static func parse(_ spec: String, option: String) throws -> FaultSettings {
+        var settings = FaultSettings()
+        for item in spec.split(separator: ",") {
+            let pair = item.split(separator: "=", maxSplits: 1)
+            guard pair.count == 2, let value = Double(pair[1]) else { throw ValidationError("\(option): '\(item)' is not NAME=NUMBER") }
+            switch pair[0] {
+            case "loss": settings.loss = value
+            case "duplicate": settings.duplication = value
+            case "reorder": settings.reordering = value
+            case "corrupt": settings.corruption = value
+            case "delay-ms": settings.delayNanoseconds = UInt64(max(value, 0) * 1e6)
+            default: throw ValidationError("\(option): unknown fault '\(pair[0])' (loss, duplicate, reorder, corrupt, delay-ms)")
+            }
+        }
+        return settings
+    }
+
+    /// Opens the export root and a TAP, creates the client namespace around the TAP, and builds the NIC
+    /// runtime on `channel` (or, when nil, an embedded NIC with an in-process channel). On failure,
+    /// nothing it created is left behind.
+    public func makeRuntime(
+        root: String, namespace: NetworkNamespace, channel: (any CommandChannel)?
+    ) throws -> (runtime: NICRuntime, embedded: EmbeddedNIC?) {
+        let (inbound, outbound) = try faults()
+        let files: FileTable
+        do { files = try FileTable(root: root) } catch { throw ValidationError("export root \(root): \(error)") }
+        let capture: PcapWriter?
+        do { capture = try pcap.map { try PcapWriter(path: $0) } } catch { throw ValidationError("--pcap \(pcap!): \(error)") }
+        let tap: TapDevice
+        do { tap = try TapDevice(name: "iotcp\(getpid() % 10_000)") } catch { throw ValidationError("\(error)") }
+        do { try namespace.create(with: tap) } catch { throw ValidationError("\(error)") }
+        let link = EthernetLink(hardwareAddress: MACAddress(0x02, 0, 0, 0x77, 0, 2), address: namespace.stackAddress)
+        let dataPlane = NICDataPlane(files: files, retransmitMode: retransmit, storeLimitBytes: storeLimit)
+        let runtime: NICRuntime
+        var embedded: EmbeddedNIC?
+        if let channel {
+            runtime = NICRuntime(wire: tap, link: link, dataPlane: dataPlane, channel: channel)
+        } else {
+            let pair: (host: RingChannelEnd, nic: RingChannelEnd)
+            do { pair = try InProcessChannel.makePair() } catch {
+                namespace.remove()
+                throw ValidationError("\(error)")
+            }
+            runtime = NICRuntime(wire: tap, link: link, dataPlane: dataPlane, channel: pair.nic)
+            embedded = EmbeddedNIC(runtime: runtime, hostChannel: pair.host)
+        }
+        runtime.inbound = FaultyWire(settings: inbound, seed: seed)
+        runtime.outbound = FaultyWire(settings: outbound, seed: seed &+ 1)
+        runtime.capture = capture
+        if !inbound.isNone || !outbound.isNone {
+            let line = "iotcp: injecting faults: inbound \(inbound), outbound \(outbound), seed \(seed)\n"
+            _ = line.withCString { write(2, $0, strlen($0)) }
+        }
+        return (runtime, embedded)
+    }
+}
+
+extension RetransmitStore.Mode: ExpressibleByArgument {}

@@ -1,0 +1,146 @@
+/// Batches commands into channel messages: many commands per message, built in place in the channel's
+/// slot, committed when the message is full or at `flush()`.
+///
+/// When every slot is still unread by the peer, commands are not dropped and the caller is not blocked
+/// (a blocked NIC could never read the host's next message, and the other way round): they are encoded
+/// into private memory and held, in order, until slots free up. Holding allocates; it is the exception
+/// (a peer that has fallen behind), not the path a command normally takes.
+public final class ChannelSender {
+    public let channel: any CommandChannel
+    /// A message being filled in the channel's memory.
+    private var current: CommandWriter?
+    /// A message being filled in private memory, because earlier ones are held.
+    private var staged: CommandWriter?
+    private let stagingMemory: UnsafeMutableRawBufferPointer
+    /// Messages waiting for a free slot: encoded commands (no header) and their count, oldest first.
+    private var held: [(bytes: [UInt8], count: Int)] = []
+    private var heldHead = 0
+    /// Set once the channel fails; every later command is dropped (the channel cannot carry it).
+    public private(set) var failure: ChannelError?
+    public private(set) var statistics = Statistics()
+
+    public struct Statistics: Hashable, Sendable {
+        public var messages = 0
+        public var commands = 0
+        /// Messages that had to wait in private memory for a slot.
+        public var heldMessages = 0
+    }
+
+    public init(channel: any CommandChannel) {
+        self.channel = channel
+        stagingMemory = .allocate(byteCount: channel.maxMessageBytes, alignment: 64)
+    }
+
+    deinit { stagingMemory.deallocate() }
+
+    /// The largest single command a message can carry.
+    public var maxCommandBytes: Int { channel.maxMessageBytes - CommandProtocol.messageHeaderLength }
+
+    /// Messages held back for lack of a slot.
+    public var heldCount: Int { held.count - heldHead + (staged == nil ? 0 : 1) }
+
+    /// Queues one command. It must be valid and fit a message (`encodedLength <= maxCommandBytes`).
+    public func append(_ command: Command) {
+        guard failure == nil else { return }
+        precondition(command.encodedLength <= maxCommandBytes, "a \(command.kind) command larger than a channel message")
+        statistics.commands += 1
+        if heldCount == 0 {
+            if var writer = current.take() {
+                if writer.append(command) { current = consume writer; return }
+                commit(writer)
+            }
+            if var writer = reserve() {
+                let fitted = writer.append(command)
+                assert(fitted, "a command that fits a message fits an empty one")
+                current = consume writer
+                return
+            }
+            if failure != nil { return }
+        }
+        var writer = staged.take() ?? CommandWriter(buffer: stagingMemory)
+        if !writer.append(command) {
+            hold(writer)
+            writer = CommandWriter(buffer: stagingMemory)
+            writer.append(command)
+        }
+        staged = consume writer
+    }
+
+    /// Queues a PACKET_IN or PACKET_OUT whose packet `build` writes in place (in the channel's slot when
+    /// one is free: the packet is built where the peer will read it).
+    public func appendPacket(_ kind: CommandKind, flow: FlowID, length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
+        guard failure == nil else { return }
+        precondition(length > 0 && length <= Int(UInt16.max) && length + CommandProtocol.commandHeaderLength <= maxCommandBytes,
+                     "a packet of \(length) bytes does not fit a channel message")
+        statistics.commands += 1
+        if heldCount == 0 {
+            if var writer = current.take() {
+                if let space = writer.appendPacket(kind, flow: flow, packetLength: length) {
+                    build(space)
+                    current = consume writer
+                    return
+                }
+                commit(writer)
+            }
+            if var writer = reserve() {
+                build(writer.appendPacket(kind, flow: flow, packetLength: length)!)
+                current = consume writer
+                return
+            }
+            if failure != nil { return }
+        }
+        var writer = staged.take() ?? CommandWriter(buffer: stagingMemory)
+        if let space = writer.appendPacket(kind, flow: flow, packetLength: length) {
+            build(space)
+        } else {
+            hold(writer)
+            writer = CommandWriter(buffer: stagingMemory)
+            build(writer.appendPacket(kind, flow: flow, packetLength: length)!)
+        }
+        staged = consume writer
+    }
+
+    /// Hands everything queued to the channel, as far as free slots allow; what does not fit stays held
+    /// for the next flush. Call it once per turn of the event loop.
+    public func flush() {
+        if let writer = current.take() { commit(writer) }
+        if let writer = staged.take() { hold(writer) }
+        while heldHead < held.count, failure == nil {
+            guard var writer = reserve() else { return }
+            let fitted = held[heldHead].bytes.withUnsafeBytes { writer.appendEncoded($0, count: held[heldHead].count) }
+            assert(fitted, "a held message fits a slot")
+            held[heldHead] = ([], 0)
+            heldHead += 1
+            commit(writer)
+        }
+        if heldHead == held.count {
+            held.removeAll(keepingCapacity: true)
+            heldHead = 0
+        }
+    }
+
+    private func reserve() -> CommandWriter? {
+        do throws(ChannelError) {
+            return try channel.reserveMessage()
+        } catch {
+            failure = error
+            current = nil
+            staged = nil
+            held.removeAll()
+            heldHead = 0
+            return nil
+        }
+    }
+
+    private func commit(_ writer: consuming CommandWriter) {
+        guard !writer.isEmpty else { return }
+        statistics.messages += 1
+        channel.commit(writer)
+    }
+
+    private func hold(_ writer: consuming CommandWriter) {
+        guard !writer.isEmpty else { return }
+        statistics.heldMessages += 1
+        held.append((Array(writer.encodedCommands), writer.commandCount))
+    }
+}

@@ -1,0 +1,492 @@
+import Glibc
+import IOTCPCommon
+
+extension ChannelSender: CommandOutput {
+    public func emit(_ command: Command) { append(command) }
+    public func emitPacket(flow: FlowID, length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
+        appendPacket(.packetOut, flow: flow, length: length, build)
+    }
+}
+
+/// The host half of iotcp as an application uses it: sockets, the offload calls, and an epoll-style
+/// event queue, over a command channel to the NIC half (in-process, shared memory, or RDMA).
+///
+/// It is single-threaded, like an event loop: every call and `wait` on the thread that owns it. Commands
+/// the calls produce are batched and reach the NIC at the next `wait` (or `flush`). `wait` is where the
+/// stack does its work: it takes the NIC's messages (received packets, ECHOs, open completions, errors),
+/// runs the TCP timers, and returns what became ready.
+///
+/// ```swift
+/// let listener = try stack.listen(port: 8080)
+/// try stack.register(listener, interests: .acceptable, token: 0)
+/// var events: [StackEvent] = []
+/// while true {
+///     try stack.wait(into: &events, timeoutNanoseconds: 10_000_000)
+///     for event in events { ... accept, read, write, offloadWrite ... }
+/// }
+/// ```
+public final class IOTCPStack {
+    public let engine: TCPEngine
+    public let channel: any CommandChannel
+    private let sender: ChannelSender
+    private let clock: () -> Instant
+
+    struct Registration {
+        var interests: EventKinds
+        var token: UInt64
+        var mode: TriggerMode
+    }
+    private var registrations: [Socket: Registration] = [:]
+    /// Sockets that may be ready: new events from the engine, and level-triggered sockets reported last
+    /// time (they stay until they stop being ready).
+    private var candidates: Set<Socket> = []
+
+    struct PendingOpen {
+        var path: String
+        var token: UInt64
+        var file: OffloadedFileID?
+    }
+    private var nextRequest: UInt32 = 1
+    private var pendingOpens: [UInt32: PendingOpen] = [:]
+    private var completions: [StackEvent] = []
+
+    struct FileRecord {
+        var file: OffloadedFile
+        /// Connections that queued ranges of this file; the NIC must keep it open until they are acknowledged.
+        var users: [TCPHandle] = []
+        var closeRequested = false
+    }
+    private var files: [OffloadedFileID: FileRecord] = [:]
+    private var closingFiles: [OffloadedFileID] = []
+    /// The NIC's explanation for connections it failed.
+    private var nicFailures: [TCPHandle: IOTCPError] = [:]
+    private var nicMessages: [String] = []
+
+    /// The NIC's HELLO, once it came.
+    public private(set) var nic: Hello?
+    /// Set when the channel to the NIC failed; every later call reports it.
+    public private(set) var channelFailure: ChannelError?
+    public private(set) var statistics = Statistics()
+
+    public struct Statistics: Hashable, Sendable {
+        public var messagesIn = 0
+        public var commandsIn = 0
+        public var malformedCommands = 0
+        public var nicErrors = 0
+    }
+
+    /// `secret` keys the ISN and SYN-cookie hashes (fresh random bits when nil); `clock` is monotonic
+    /// time (tests pass a virtual one).
+    public init(
+        channel: any CommandChannel, address: IPv4Address, configuration: TCPConfiguration = TCPConfiguration(),
+        secret: (UInt64, UInt64)? = nil, clock: @escaping () -> Instant = IOTCPStack.monotonicNow
+    ) {
+        var random = SystemRandomNumberGenerator()
+        let keys = secret ?? (random.next(), random.next())
+        self.channel = channel
+        self.clock = clock
+        sender = ChannelSender(channel: channel)
+        engine = TCPEngine(localAddress: address, configuration: configuration, secret: keys, now: clock())
+        sender.append(.hello(Hello(role: .host, maxMessageBytes: UInt32(channel.maxMessageBytes),
+                                   maxFlows: UInt32(engine.maximumConnections), maxOpenFiles: 1 << 16)))
+        sender.flush()
+    }
+
+    /// CLOCK_MONOTONIC, offset so it never reads zero.
+    public static func monotonicNow() -> Instant {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Instant(nanoseconds: UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec) + Nanoseconds.second)
+    }
+
+    public var now: Instant { clock() }
+
+    // MARK: - Sockets
+
+    public func listen(port: UInt16, backlog: Int = 1024) throws(IOTCPError) -> Socket {
+        try checkChannel()
+        do throws(TCPError) {
+            return Socket(listener: try engine.listen(port: port, backlog: backlog).port)
+        } catch { throw .tcp(error) }
+    }
+
+    /// The next established connection, or nil when none is waiting.
+    public func accept(_ listener: Socket) throws(IOTCPError) -> Socket? {
+        guard case .listener(let port) = listener.kind else { throw .badSocket("\(listener) is not a listener") }
+        return engine.accept(TCPListenerID(port: port)).map(Socket.init(connection:))
+    }
+
+    /// An active open; the socket turns writable once connected (or reports an error).
+    public func connect(to address: IPv4Address, port: UInt16) throws(IOTCPError) -> Socket {
+        try checkChannel()
+        var output = sender
+        do throws(TCPError) {
+            return Socket(connection: try engine.connect(to: address, port: port, now: clock(), output: &output))
+        } catch { throw .tcp(error) }
+    }
+
+    /// Copies received bytes into `buffer`: the count, 0 at end of stream; `.wouldBlock` when nothing is
+    /// there yet.
+    public func read(_ socket: Socket, into buffer: UnsafeMutableRawBufferPointer) throws(IOTCPError) -> Int {
+        let handle = try connection(socket)
+        var output = sender
+        let count: Int
+        do throws(TCPError) { count = try engine.read(handle, into: buffer, now: clock(), output: &output) } catch {
+            throw .tcp(error)
+        }
+        if count == 0 && buffer.count > 0 && !engine.isReadClosed(handle) && engine.state(of: handle) != .closed {
+            throw .wouldBlock
+        }
+        return count
+    }
+
+    /// Queues bytes from application memory; returns how many were taken (`.wouldBlock` when none).
+    public func write(_ socket: Socket, _ bytes: UnsafeRawBufferPointer) throws(IOTCPError) -> Int {
+        let handle = try connection(socket)
+        try checkChannel()
+        var output = sender
+        let count: Int
+        do throws(TCPError) { count = try engine.write(handle, bytes, now: clock(), output: &output) } catch {
+            throw .tcp(error)
+        }
+        if count == 0 && !bytes.isEmpty { throw .wouldBlock }
+        return count
+    }
+
+    /// Sends FIN once everything queued is sent; reading goes on.
+    public func shutdown(_ socket: Socket) throws(IOTCPError) {
+        let handle = try connection(socket)
+        var output = sender
+        do throws(TCPError) { try engine.shutdownWrite(handle, now: clock(), output: &output) } catch { throw .tcp(error) }
+    }
+
+    /// Closes a socket: a listener stops listening; a connection sends FIN after its queued data (the
+    /// stack finishes the close by itself). The socket is deregistered and must not be used again.
+    public func close(_ socket: Socket) throws(IOTCPError) {
+        var output = sender
+        registrations[socket] = nil
+        candidates.remove(socket)
+        switch socket.kind {
+        case .listener(let port):
+            engine.stopListening(TCPListenerID(port: port), now: clock(), output: &output)
+        case .connection(let handle):
+            nicFailures[handle] = nil
+            do throws(TCPError) { try engine.close(handle, now: clock(), output: &output) } catch { throw .tcp(error) }
+        }
+    }
+
+    /// Resets a connection (RST) and releases the socket.
+    public func abort(_ socket: Socket) throws(IOTCPError) {
+        let handle = try connection(socket)
+        var output = sender
+        registrations[socket] = nil
+        candidates.remove(socket)
+        nicFailures[handle] = nil
+        do throws(TCPError) { try engine.abort(handle, output: &output) } catch { throw .tcp(error) }
+    }
+
+    /// Why a connection failed, with the NIC's explanation when it was the NIC's doing; nil if it has not.
+    public func error(of socket: Socket) -> IOTCPError? {
+        guard let handle = socket.connection else { return nil }
+        if let failure = nicFailures[handle] { return failure }
+        return engine.error(of: handle).map(IOTCPError.tcp)
+    }
+
+    public func endpoints(of socket: Socket) -> FlowEndpoints? { socket.connection.flatMap(engine.endpoints(of:)) }
+    public func info(of socket: Socket) -> TCPConnectionInfo? { socket.connection.flatMap(engine.info(of:)) }
+
+    private func connection(_ socket: Socket) throws(IOTCPError) -> TCPHandle {
+        guard case .connection(let handle) = socket.kind else { throw .badSocket("\(socket) is a listener") }
+        guard engine.state(of: handle) != nil else { throw .badSocket("\(socket) is closed or stale") }
+        return handle
+    }
+
+    private func checkChannel() throws(IOTCPError) {
+        if let channelFailure { throw .channel(channelFailure) }
+    }
+
+    // MARK: - Offload
+
+    /// Asks the NIC to open `path` under its export root. Completes with an `.offloadOpened` event
+    /// carrying `token`: the file (and its status), or why not.
+    public func offloadOpen(_ path: String, token: UInt64 = 0) throws(IOTCPError) -> OffloadRequest {
+        try checkChannel()
+        let length = path.utf8.count
+        guard length > 0, length <= CommandProtocol.maxPathLength else {
+            throw .invalidPath("a path must have 1 to \(CommandProtocol.maxPathLength) bytes, this has \(length)")
+        }
+        guard !path.utf8.contains(0) else { throw .invalidPath("a path must not contain a NUL byte") }
+        let request = nextRequest
+        nextRequest = nextRequest == UInt32.max ? 1 : nextRequest + 1
+        pendingOpens[request] = PendingOpen(path: path, token: token)
+        var path = path
+        path.withUTF8 { bytes in sender.append(.open(requestID: request, flags: 0, path: UnsafeRawBufferPointer(bytes))) }
+        return OffloadRequest(rawValue: request)
+    }
+
+    /// The status of an offloaded file, as the NIC reported it at open.
+    public func offloadFstat(_ file: OffloadedFileID) throws(IOTCPError) -> OffloadedFileStatus {
+        guard let record = files[file], !record.closeRequested else { throw .badFile(file) }
+        return record.file.status
+    }
+
+    /// sendfile for offloaded files: queues `length` bytes of `file` from `offset` on the connection, in
+    /// stream order with its ordinary writes. Returns how many bytes were taken (fewer when the queue is
+    /// nearly full, 0 at or past the end of the file); `.wouldBlock` when none could be.
+    public func offloadWrite(_ socket: Socket, file: OffloadedFileID, offset: UInt64, length: Int) throws(IOTCPError) -> Int {
+        let handle = try connection(socket)
+        try checkChannel()
+        guard let record = files[file], !record.closeRequested else { throw .badFile(file) }
+        guard length >= 0 else { throw .tcp(.invalidArgument("negative length")) }
+        guard offset < record.file.size else { return 0 }
+        let wanted = Int(min(UInt64(length), record.file.size - offset))
+        var output = sender
+        let taken: Int
+        do throws(TCPError) {
+            taken = try engine.writeFile(handle, file: file, offset: offset, length: wanted, now: clock(), output: &output)
+        } catch { throw .tcp(error) }
+        if taken == 0 && wanted > 0 { throw .wouldBlock }
+        if taken > 0 && files[file]!.users.last != handle && !files[file]!.users.contains(handle) {
+            files[file]!.users.append(handle)
+        }
+        return taken
+    }
+
+    /// Gives up an offloaded file. Ranges already queued from it are still sent: the NIC closes it once
+    /// the connections that queued them have had everything acknowledged (or are gone).
+    public func offloadClose(_ file: OffloadedFileID) throws(IOTCPError) {
+        guard let record = files[file], !record.closeRequested else { throw .badFile(file) }
+        files[file]!.closeRequested = true
+        closingFiles.append(file)
+        _ = record
+        closeFilesNoLongerNeeded()
+    }
+
+    /// Offloaded files open on the NIC (closing ones included).
+    public var openFileCount: Int { files.count }
+
+    private func closeFilesNoLongerNeeded() {
+        guard !closingFiles.isEmpty else { return }
+        closingFiles.removeAll { file in
+            guard var record = files[file] else { return true }
+            record.users.removeAll { user in
+                guard let info = engine.info(of: user) else { return true }
+                return info.queuedBytes == 0 || info.state == .closed
+            }
+            if record.users.isEmpty {
+                files[file] = nil
+                sender.append(.closeFile(file))
+                return true
+            }
+            files[file] = record
+            return false
+        }
+    }
+
+    // MARK: - The event queue
+
+    /// Registers (or changes) a socket's interests; `token` comes back with its events. `.hangUp` and
+    /// `.error` are always reported. A socket already ready is reported by the next `wait`.
+    public func register(_ socket: Socket, interests: EventKinds, token: UInt64 = 0, mode: TriggerMode = .level) throws(IOTCPError) {
+        switch socket.kind {
+        case .listener(let port):
+            guard engine.isListening(TCPListenerID(port: port)) else { throw .badSocket("\(socket) is not listening") }
+        case .connection(let handle):
+            guard engine.state(of: handle) != nil else { throw .badSocket("\(socket) is closed or stale") }
+        }
+        registrations[socket] = Registration(interests: interests, token: token, mode: mode)
+        candidates.insert(socket)
+    }
+
+    public func deregister(_ socket: Socket) {
+        registrations[socket] = nil
+        candidates.remove(socket)
+    }
+
+    /// What `socket` is ready for now.
+    public func readiness(of socket: Socket) -> EventKinds {
+        switch socket.kind {
+        case .listener(let port):
+            return engine.hasPendingConnections(TCPListenerID(port: port)) ? .acceptable : []
+        case .connection(let handle):
+            guard let state = engine.state(of: handle) else { return [.hangUp, .error] }
+            var ready: EventKinds = []
+            let failed = engine.error(of: handle) != nil || nicFailures[handle] != nil
+            if engine.readableBytes(handle) > 0 || engine.isReadClosed(handle) || failed { ready.insert(.readable) }
+            if engine.isReadClosed(handle) { ready.insert(.readClosed) }
+            if engine.isWritable(handle) { ready.insert(.writable) }
+            if state == .closed { ready.insert(.hangUp) }
+            if failed { ready.insert(.error) }
+            return ready
+        }
+    }
+
+    /// The event loop's one blocking call: takes what the NIC sent, runs timers, and fills `events` (it is
+    /// emptied first) with up to `maxEvents` ready registrations and finished opens. Waits up to
+    /// `timeoutNanoseconds` (nil: until something happens; 0: never) when nothing is ready. Returns the
+    /// number of events. Throws once the channel to the NIC has failed and its last events were returned.
+    @discardableResult
+    public func wait(into events: inout [StackEvent], maxEvents: Int = 1024, timeoutNanoseconds: Int64? = nil) throws(IOTCPError) -> Int {
+        events.removeAll(keepingCapacity: true)
+        if let channelFailure, candidates.isEmpty, completions.isEmpty { throw .channel(channelFailure) }
+        let start = clock()
+        let deadline = timeoutNanoseconds.map { start + UInt64(max($0, 0)) }
+        while true {
+            let now = clock()
+            pump(now: now)
+            collect(into: &events, maxEvents: max(maxEvents, 1))
+            if !events.isEmpty || channelFailure != nil { return events.count }
+            let later = clock()
+            var sleep = Int64(deadline.map { $0 - later } ?? Nanoseconds.second)
+            if let due = engine.nextDeadline { sleep = min(sleep, Int64(due - later)) }
+            if sleep <= 0 {
+                if let deadline, deadline <= clock() { return 0 }
+                continue
+            }
+            if sender.heldCount > 0 { sleep = min(sleep, 50_000) }
+            do throws(ChannelError) { _ = try channel.waitForIncoming(timeoutNanoseconds: sleep) } catch {
+                failChannel(error)
+            }
+        }
+    }
+
+    /// Hands queued commands to the channel now (`wait` does it too).
+    public func flush() { sender.flush() }
+
+    /// Explanations the NIC sent with ERRORs since the last call (for the operator's log).
+    public func takeNICMessages() -> [String] {
+        defer { nicMessages.removeAll() }
+        return nicMessages
+    }
+
+    /// One pass of the stack's work, without waiting.
+    private func pump(now: Instant) {
+        var output = sender
+        if channelFailure == nil {
+            do throws(ChannelError) {
+                var more = true
+                while more {
+                    let count = try channel.receive(limit: 32) { message in handle(message: message, now: now) }
+                    more = count == 32
+                }
+            } catch {
+                failChannel(error)
+            }
+        }
+        engine.handleTimers(now: now, output: &output)
+        closeFilesNoLongerNeeded()
+        sender.flush()
+        if channelFailure == nil, let failure = sender.failure { failChannel(failure) }
+    }
+
+    private func handle(message: UnsafeRawBufferPointer, now: Instant) {
+        statistics.messagesIn += 1
+        var output = sender
+        var reader: CommandReader
+        do throws(CommandDecodeError) {
+            reader = try CommandReader(message: message, maxMessageBytes: channel.maxMessageBytes)
+        } catch {
+            statistics.malformedCommands += 1
+            nicMessages.append("dropped a malformed message from the NIC: \(error)")
+            return
+        }
+        while true {
+            let command: Command
+            do throws(CommandDecodeError) {
+                guard let next = try reader.next() else { return }
+                command = next
+            } catch {
+                statistics.malformedCommands += 1
+                nicMessages.append("dropped a malformed command from the NIC: \(error)")
+                if error.isRecoverable { continue }
+                return
+            }
+            statistics.commandsIn += 1
+            switch command {
+            case .packetIn(let flow, let packet):
+                engine.handlePacket(packet, flow: flow, now: now, output: &output)
+            case .echo(let flow, let end, let delay):
+                engine.handleEcho(flow: flow, sequenceEnd: end, nicDelayNanoseconds: delay, now: now)
+            case .opened(let request, let file, _):
+                pendingOpens[request]?.file = file
+            case .stat(let request, let file, let status):
+                guard let pending = pendingOpens[request], pending.file == file else { continue }
+                pendingOpens[request] = nil
+                let opened = OffloadedFile(id: file, path: pending.path, status: status)
+                files[file] = FileRecord(file: opened)
+                completions.append(.offloadOpened(OffloadRequest(rawValue: request), .success(opened), token: pending.token))
+            case .error(let flow, let report):
+                handleError(flow: flow, report, output: &output)
+            case .hello(let hello):
+                nic = hello
+            case .keepalive:
+                break
+            case .open, .fstat, .closeFile, .flowOpen, .flowClose, .send, .retransmit, .acknowledged, .packetOut:
+                statistics.malformedCommands += 1
+                nicMessages.append("the NIC sent \(command.kind), a command only the host sends; ignored")
+            }
+        }
+    }
+
+    private func handleError(flow: FlowID, _ report: ErrorReport, output: inout ChannelSender) {
+        statistics.nicErrors += 1
+        let text = report.textString
+        let kind = CommandKind(rawValue: report.failedKind)
+        switch kind {
+        case .open?, .fstat?:
+            let request = UInt32(truncatingIfNeeded: report.reference)
+            if let pending = pendingOpens.removeValue(forKey: request) {
+                completions.append(.offloadOpened(OffloadRequest(rawValue: request),
+                                                  .failure(.nic(code: report.code, message: text)), token: pending.token))
+                return
+            }
+        case .send?, .retransmit?:
+            if let handle = engine.handle(for: flow) {
+                nicFailures[handle] = .nic(code: report.code, message: text)
+                engine.failOnNIC(handle, output: &output)
+                candidates.insert(Socket(connection: handle))
+            }
+        default:
+            break
+        }
+        nicMessages.append("\(report.code): \(text)")
+    }
+
+    private func failChannel(_ error: ChannelError) {
+        guard channelFailure == nil else { return }
+        channelFailure = error
+        nicMessages.append("the channel to the NIC failed: \(error)")
+        // Nothing more can reach the wire: every connection and every open fails, so no caller waits forever.
+        var output = sender
+        for handle in engine.handles {
+            nicFailures[handle] = .channel(error)
+            engine.failOnNIC(handle, output: &output)
+            candidates.insert(Socket(connection: handle))
+        }
+        for (request, pending) in pendingOpens {
+            completions.append(.offloadOpened(OffloadRequest(rawValue: request), .failure(.channel(error)), token: pending.token))
+        }
+        pendingOpens.removeAll()
+        files.removeAll()
+        closingFiles.removeAll()
+    }
+
+    private func collect(into events: inout [StackEvent], maxEvents: Int) {
+        engine.drainEvents({ handle, _ in candidates.insert(Socket(connection: handle)) },
+                           listeners: { candidates.insert(Socket(listener: $0.port)) })
+        while !completions.isEmpty && events.count < maxEvents { events.append(completions.removeFirst()) }
+        guard events.count < maxEvents else { return }
+        for socket in candidates {
+            guard let registration = registrations[socket] else {
+                candidates.remove(socket)
+                continue
+            }
+            let ready = readiness(of: socket).intersection(registration.interests.union(.always))
+            if ready.isEmpty || registration.mode == .edge { candidates.remove(socket) }
+            if !ready.isEmpty {
+                events.append(.socket(socket, ready, token: registration.token))
+                if events.count == maxEvents { return }
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+import CIOTCPSystem
+import Glibc
+import IOTCPCommon
+
+/// The NIC stack as one run-to-completion loop: wire → link → data plane → channel, and channel → data
+/// plane → wire. It owns the wire and the disk and keeps no TCP state; the host at the other end of the
+/// channel decides everything.
+///
+/// Frames are built in one reused buffer (a packet from the data plane is built 14 bytes in, and the
+/// Ethernet header written in front of it), so sending allocates nothing per packet.
+public final class NICRuntime {
+    public let wire: TapDevice
+    public var link: EthernetLink
+    public let dataPlane: NICDataPlane
+    public private(set) var channel: any CommandChannel
+    private var sender: ChannelSender
+    /// Faults injected between the wire and the NIC, per direction.
+    public var inbound = FaultyWire(settings: FaultSettings(), seed: 1)
+    public var outbound = FaultyWire(settings: FaultSettings(), seed: 2)
+    /// Every frame that crosses the wire, when set.
+    public var capture: PcapWriter?
+    /// The host's HELLO, once it came.
+    public private(set) var host: Hello?
+    public private(set) var counters = Counters()
+
+    private var frame: UnsafeMutableRawBufferPointer
+    private var transmitFrame: UnsafeMutableRawBufferPointer
+    private var now = Instant(nanoseconds: 0)
+
+    public struct Counters: Hashable, Sendable {
+        public var framesIn = 0
+        public var framesOut = 0
+        public var bytesIn = 0
+        public var bytesOut = 0
+        public var messagesIn = 0
+        public var commandsIn = 0
+        public var malformedCommands = 0
+    }
+
+    /// What a turn of the loop found.
+    public enum Progress: Equatable {
+        case idle
+        case worked
+        /// The host's end of the channel is gone (closed or its process died); every flow, file and held
+        /// byte has been released, and the runtime waits for `attach`.
+        case hostGone(ChannelError)
+    }
+
+    public init(wire: TapDevice, link: EthernetLink, dataPlane: NICDataPlane, channel: any CommandChannel) {
+        self.wire = wire
+        self.link = link
+        self.dataPlane = dataPlane
+        self.channel = channel
+        sender = ChannelSender(channel: channel)
+        frame = .allocate(byteCount: 65536 + 64, alignment: 64)
+        transmitFrame = .allocate(byteCount: 65536 + 64, alignment: 64)
+        sayHello()
+    }
+
+    deinit {
+        frame.deallocate()
+        transmitFrame.deallocate()
+    }
+
+    /// Serves a new host (after the previous one went away).
+    public func attach(_ channel: any CommandChannel) {
+        self.channel = channel
+        sender = ChannelSender(channel: channel)
+        host = nil
+        sayHello()
+    }
+
+    private func sayHello() {
+        sender.append(.hello(Hello(role: .nic, maxMessageBytes: UInt32(channel.maxMessageBytes), maxFlows: 1 << 20,
+                                   maxOpenFiles: UInt32(dataPlane.files.limit))))
+        sender.flush()
+    }
+
+    public var channelStatistics: ChannelSender.Statistics { sender.statistics }
+
+    /// One turn: frames from the wire, commands from the host, held frames whose time came; then every
+    /// answer to the host in as few messages as fit.
+    public func runOnce(now: Instant) -> Progress {
+        self.now = now
+        var worked = false
+        var output = Output(runtime: self)
+        // The wire: a bounded batch per turn, so commands are not starved by a flood.
+        for _ in 0..<64 {
+            guard let count = (try? wire.read(into: frame)) ?? nil else { break }
+            worked = true
+            counters.framesIn += 1
+            counters.bytesIn += count
+            let bytes = UnsafeRawBufferPointer(rebasing: frame[0..<count])
+            capture?.write(bytes)
+            inbound.send(bytes, now: now) { deliver(frame: $0, output: &output) }
+        }
+        inbound.releaseDue(now: now) { deliver(frame: $0, output: &output) }
+        outbound.releaseDue(now: now) { putOnWire($0) }
+
+        // The host's commands.
+        do throws(ChannelError) {
+            let messages = try channel.receive(limit: 16) { message in
+                counters.messagesIn += 1
+                execute(message: message, output: &output)
+            }
+            if messages > 0 { worked = true }
+        } catch {
+            sender.flush()
+            dataPlane.reset()
+            return .hostGone(error)
+        }
+        sender.flush()
+        if let failure = sender.failure {
+            dataPlane.reset()
+            return .hostGone(failure)
+        }
+        return worked ? .worked : .idle
+    }
+
+    /// Sleeps until a frame arrives, the host sends, a held frame is due, or `timeoutNanoseconds` pass.
+    public func sleep(timeoutNanoseconds: Int64) {
+        var timeout = timeoutNanoseconds
+        for due in [inbound.nextRelease, outbound.nextRelease] {
+            if let due { timeout = min(timeout, Int64(clamping: due.nanoseconds) - Int64(clamping: now.nanoseconds)) }
+        }
+        if timeout <= 0 || sender.heldCount > 0 { return }
+        let sleeping = channel.prepareToSleep()
+        if channel.wakeDescriptor >= 0 && !sleeping { return }
+        var descriptors = [
+            pollfd(fd: wire.descriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: channel.wakeDescriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: channel.peerDescriptor, events: Int16(POLLIN), revents: 0),
+        ]
+        if channel.wakeDescriptor < 0 { timeout = min(timeout, 50_000) }  // a busy-polled channel: nap, do not sleep
+        _ = iotcp_poll_nanoseconds(&descriptors, 3, timeout)
+        if sleeping { channel.finishSleeping() }
+    }
+
+    private func deliver(frame bytes: UnsafeRawBufferPointer, output: inout Output) {
+        if let packet = link.receive(frame: bytes, transmit: { putOnWire($0) }) {
+            dataPlane.receive(packet: packet, output: &output)
+        }
+    }
+
+    private func putOnWire(_ bytes: UnsafeRawBufferPointer) {
+        let capture = self.capture, wire = self.wire
+        outbound.send(bytes, now: now) { bytes in
+            capture?.write(bytes)
+            try? wire.write(bytes)
+        }
+        counters.framesOut += 1
+        counters.bytesOut += bytes.count
+    }
+
+    private func execute(message: UnsafeRawBufferPointer, output: inout Output) {
+        var reader: CommandReader
+        do throws(CommandDecodeError) {
+            reader = try CommandReader(message: message, maxMessageBytes: channel.maxMessageBytes)
+        } catch {
+            report(error)
+            return
+        }
+        while true {
+            do throws(CommandDecodeError) {
+                guard let command = try reader.next() else { return }
+                counters.commandsIn += 1
+                if case .hello(let hello) = command {
+                    host = hello
+                    continue
+                }
+                dataPlane.handle(command, received: now, now: now, output: &output)
+            } catch {
+                report(error)
+                if !error.isRecoverable { return }
+            }
+        }
+    }
+
+    /// A command that could not be decoded is answered with ERROR and dropped.
+    private func report(_ error: CommandDecodeError) {
+        counters.malformedCommands += 1
+        let fields = error.errorReportFields
+        var text = error.description
+        text.withUTF8 { bytes in
+            let cut = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(bytes)[0..<min(bytes.count, CommandProtocol.maxErrorTextLength)])
+            sender.append(.error(fields.flow, ErrorReport(code: fields.code, failedKind: fields.failedKind, reference: 0, text: cut)))
+        }
+    }
+
+    /// The data plane's side: packets into the frame buffer and onto the wire, answers into the channel.
+    struct Output: NICOutput {
+        unowned let runtime: NICRuntime
+
+        mutating func transmit(length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
+            let runtime = self.runtime
+            guard length + 14 <= runtime.transmitFrame.count else { return }
+            let frame = UnsafeMutableRawBufferPointer(rebasing: runtime.transmitFrame[0..<(14 + length)])
+            build(UnsafeMutableRawBufferPointer(rebasing: frame[14...]))
+            if runtime.link.addressFrame(frame, transmit: { runtime.putOnWire($0) }) {
+                runtime.putOnWire(UnsafeRawBufferPointer(frame))
+            }
+        }
+
+        mutating func reply(_ command: Command) {
+            runtime.sender.append(command)
+        }
+    }
+}
