@@ -13,12 +13,14 @@ let package = Package(
         .executable(name: "iotcp-channel-demo", targets: ["ChannelDemo"]),
         .executable(name: "iotcp-bench", targets: ["IOTCPBench"]),
         .executable(name: "iotcp-fileserver", targets: ["FileServer"]),
+        .executable(name: "iotcp-nic", targets: ["NICServer"]),
         .library(name: "IOTCPEmbedded", targets: ["IOTCPEmbedded"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
     ],
     targets: [
         // Wire formats, checksums, sequence arithmetic, the command protocol and the channel protocol.
@@ -65,6 +67,13 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Examples/FileServer"),
+        .executableTarget(
+            name: "NICServer",
+            dependencies: [
+                "IOTCPEmbedded", "IOTCPCommandLine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "ChannelDemo",
             dependencies: [

@@ -59,10 +59,15 @@ struct FileServer: ParsableCommand {
             }
         } else {
             guard let root else { throw ValidationError("--root is required unless --nic names an iotcp-nic process") }
-            let runtime = try wire.makeRuntime(root: root, namespace: namespace, channel: nil)
-            embedded = runtime.embedded
-            channel = runtime.embedded!.hostChannel
-            embedded!.start()
+            let runtime = try wire.makeRuntime(root: root, namespace: namespace)
+            let nic: EmbeddedNIC
+            do { nic = try EmbeddedNIC(runtime: runtime) } catch {
+                namespace.remove()
+                throw ValidationError("\(error)")
+            }
+            embedded = nic
+            channel = nic.hostChannel
+            nic.start()
         }
         defer {
             embedded?.stop()

@@ -69,11 +69,8 @@ public struct WireOptions: ParsableArguments {
     }
 
     /// Opens the export root and a TAP, creates the client namespace around the TAP, and builds the NIC
-    /// runtime on `channel` (or, when nil, an embedded NIC with an in-process channel). On failure,
-    /// nothing it created is left behind.
-    public func makeRuntime(
-        root: String, namespace: NetworkNamespace, channel: (any CommandChannel)?
-    ) throws -> (runtime: NICRuntime, embedded: EmbeddedNIC?) {
+    /// runtime, with no host attached yet. On failure, nothing it created is left behind.
+    public func makeRuntime(root: String, namespace: NetworkNamespace) throws -> NICRuntime {
         let (inbound, outbound) = try faults()
         let files: FileTable
         do { files = try FileTable(root: root) } catch { throw ValidationError("export root \(root): \(error)") }
@@ -84,19 +81,7 @@ public struct WireOptions: ParsableArguments {
         do { try namespace.create(with: tap) } catch { throw ValidationError("\(error)") }
         let link = EthernetLink(hardwareAddress: MACAddress(0x02, 0, 0, 0x77, 0, 2), address: namespace.stackAddress)
         let dataPlane = NICDataPlane(files: files, retransmitMode: retransmit, storeLimitBytes: storeLimit)
-        let runtime: NICRuntime
-        var embedded: EmbeddedNIC?
-        if let channel {
-            runtime = NICRuntime(wire: tap, link: link, dataPlane: dataPlane, channel: channel)
-        } else {
-            let pair: (host: RingChannelEnd, nic: RingChannelEnd)
-            do { pair = try InProcessChannel.makePair() } catch {
-                namespace.remove()
-                throw ValidationError("\(error)")
-            }
-            runtime = NICRuntime(wire: tap, link: link, dataPlane: dataPlane, channel: pair.nic)
-            embedded = EmbeddedNIC(runtime: runtime, hostChannel: pair.host)
-        }
+        let runtime = NICRuntime(wire: tap, link: link, dataPlane: dataPlane)
         runtime.inbound = FaultyWire(settings: inbound, seed: seed)
         runtime.outbound = FaultyWire(settings: outbound, seed: seed &+ 1)
         runtime.capture = capture
@@ -104,7 +89,7 @@ public struct WireOptions: ParsableArguments {
             let line = "iotcp: injecting faults: inbound \(inbound), outbound \(outbound), seed \(seed)\n"
             _ = line.withCString { write(2, $0, strlen($0)) }
         }
-        return (runtime, embedded)
+        return runtime
     }
 }
 

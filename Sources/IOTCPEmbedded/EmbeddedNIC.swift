@@ -42,6 +42,13 @@ public final class EmbeddedNIC: @unchecked Sendable {
         self.hostChannel = hostChannel
     }
 
+    /// Attaches `runtime` to a new in-process channel; the host end is `hostChannel`.
+    public convenience init(runtime: NICRuntime, channel configuration: ChannelConfiguration = ChannelConfiguration()) throws(ChannelError) {
+        let (host, nic) = try InProcessChannel.makePair(configuration: configuration)
+        runtime.attach(nic)
+        self.init(runtime: runtime, hostChannel: host)
+    }
+
     /// Starts the NIC thread.
     public func start() {
         guard thread == nil else { return }

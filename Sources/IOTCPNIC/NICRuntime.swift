@@ -12,8 +12,10 @@ public final class NICRuntime {
     public let wire: TapDevice
     public var link: EthernetLink
     public let dataPlane: NICDataPlane
-    public private(set) var channel: any CommandChannel
-    private var sender: ChannelSender
+    /// The host's channel; nil until a host attaches (the wire is served meanwhile: ARP and ping are
+    /// answered, TCP segments dropped).
+    public private(set) var channel: (any CommandChannel)?
+    private var sender: ChannelSender?
     /// Faults injected between the wire and the NIC, per direction.
     public var inbound = FaultyWire(settings: FaultSettings(), seed: 1)
     public var outbound = FaultyWire(settings: FaultSettings(), seed: 2)
@@ -46,15 +48,13 @@ public final class NICRuntime {
         case hostGone(ChannelError)
     }
 
-    public init(wire: TapDevice, link: EthernetLink, dataPlane: NICDataPlane, channel: any CommandChannel) {
+    public init(wire: TapDevice, link: EthernetLink, dataPlane: NICDataPlane, channel: (any CommandChannel)? = nil) {
         self.wire = wire
         self.link = link
         self.dataPlane = dataPlane
-        self.channel = channel
-        sender = ChannelSender(channel: channel)
         frame = .allocate(byteCount: 65536 + 64, alignment: 64)
         transmitFrame = .allocate(byteCount: 65536 + 64, alignment: 64)
-        sayHello()
+        if let channel { attach(channel) }
     }
 
     deinit {
@@ -64,19 +64,29 @@ public final class NICRuntime {
 
     /// Serves a new host (after the previous one went away).
     public func attach(_ channel: any CommandChannel) {
+        dataPlane.reset()
         self.channel = channel
-        sender = ChannelSender(channel: channel)
+        let sender = ChannelSender(channel: channel)
+        self.sender = sender
         host = nil
-        sayHello()
-    }
-
-    private func sayHello() {
         sender.append(.hello(Hello(role: .nic, maxMessageBytes: UInt32(channel.maxMessageBytes), maxFlows: 1 << 20,
                                    maxOpenFiles: UInt32(dataPlane.files.limit))))
         sender.flush()
     }
 
-    public var channelStatistics: ChannelSender.Statistics { sender.statistics }
+    /// Lets go of the host's channel (after it went away): flows, files and held bytes are released.
+    public func detach() {
+        if let sender { earlierChannels = earlierChannels.adding(sender.statistics) }
+        channel?.close()
+        channel = nil
+        sender = nil
+        host = nil
+        dataPlane.reset()
+    }
+
+    /// Messages and commands sent to hosts, over every host this runtime served.
+    public var channelStatistics: ChannelSender.Statistics { earlierChannels.adding(sender?.statistics ?? ChannelSender.Statistics()) }
+    private var earlierChannels = ChannelSender.Statistics()
 
     /// One turn: frames from the wire, commands from the host, held frames whose time came; then every
     /// answer to the host in as few messages as fit.
@@ -98,6 +108,7 @@ public final class NICRuntime {
         outbound.releaseDue(now: now) { putOnWire($0) }
 
         // The host's commands.
+        guard let channel, let sender else { return worked ? .worked : .idle }
         do throws(ChannelError) {
             let messages = try channel.receive(limit: 16) { message in
                 counters.messagesIn += 1
@@ -105,13 +116,12 @@ public final class NICRuntime {
             }
             if messages > 0 { worked = true }
         } catch {
-            sender.flush()
-            dataPlane.reset()
+            detach()
             return .hostGone(error)
         }
         sender.flush()
         if let failure = sender.failure {
-            dataPlane.reset()
+            detach()
             return .hostGone(failure)
         }
         return worked ? .worked : .idle
@@ -123,17 +133,18 @@ public final class NICRuntime {
         for due in [inbound.nextRelease, outbound.nextRelease] {
             if let due { timeout = min(timeout, Int64(clamping: due.nanoseconds) - Int64(clamping: now.nanoseconds)) }
         }
-        if timeout <= 0 || sender.heldCount > 0 { return }
-        let sleeping = channel.prepareToSleep()
-        if channel.wakeDescriptor >= 0 && !sleeping { return }
+        if timeout <= 0 || (sender?.heldCount ?? 0) > 0 { return }
+        let sleeping = channel?.prepareToSleep() ?? false
+        let wake = channel?.wakeDescriptor ?? -1
+        if wake >= 0 && !sleeping { return }
         var descriptors = [
             pollfd(fd: wire.descriptor, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: channel.wakeDescriptor, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: channel.peerDescriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: wake, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: channel?.peerDescriptor ?? -1, events: Int16(POLLIN), revents: 0),
         ]
-        if channel.wakeDescriptor < 0 { timeout = min(timeout, 50_000) }  // a busy-polled channel: nap, do not sleep
+        if channel != nil && wake < 0 { timeout = min(timeout, 50_000) }  // a busy-polled channel: nap, do not sleep
         _ = iotcp_poll_nanoseconds(&descriptors, 3, timeout)
-        if sleeping { channel.finishSleeping() }
+        if sleeping { channel?.finishSleeping() }
     }
 
     private func deliver(frame bytes: UnsafeRawBufferPointer, output: inout Output) {
@@ -155,7 +166,7 @@ public final class NICRuntime {
     private func execute(message: UnsafeRawBufferPointer, output: inout Output) {
         var reader: CommandReader
         do throws(CommandDecodeError) {
-            reader = try CommandReader(message: message, maxMessageBytes: channel.maxMessageBytes)
+            reader = try CommandReader(message: message, maxMessageBytes: channel?.maxMessageBytes ?? 0)
         } catch {
             report(error)
             return
@@ -183,7 +194,7 @@ public final class NICRuntime {
         var text = error.description
         text.withUTF8 { bytes in
             let cut = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(bytes)[0..<min(bytes.count, CommandProtocol.maxErrorTextLength)])
-            sender.append(.error(fields.flow, ErrorReport(code: fields.code, failedKind: fields.failedKind, reference: 0, text: cut)))
+            sender?.append(.error(fields.flow, ErrorReport(code: fields.code, failedKind: fields.failedKind, reference: 0, text: cut)))
         }
     }
 
@@ -202,7 +213,7 @@ public final class NICRuntime {
         }
 
         mutating func reply(_ command: Command) {
-            runtime.sender.append(command)
+            runtime.sender?.append(command)
         }
     }
 }

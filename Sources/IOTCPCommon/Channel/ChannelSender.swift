@@ -24,6 +24,15 @@ public final class ChannelSender {
         public var commands = 0
         /// Messages that had to wait in private memory for a slot.
         public var heldMessages = 0
+        public init() {}
+
+        public func adding(_ other: Statistics) -> Statistics {
+            var sum = self
+            sum.messages += other.messages
+            sum.commands += other.commands
+            sum.heldMessages += other.heldMessages
+            return sum
+        }
     }
 
     public init(channel: any CommandChannel) {

@@ -1,0 +1,117 @@
+import ArgumentParser
+import Glibc
+import IOTCPCommandLine
+import IOTCPEmbedded
+import Logging
+
+nonisolated(unsafe) var stopRequested: sig_atomic_t = 0
+nonisolated(unsafe) var countersRequested: sig_atomic_t = 0
+
+/// The NIC half of iotcp as a process of its own: it owns the wire (a TAP in a client namespace) and the
+/// export root's files, and serves one host at a time over a shared-memory channel. When the host goes
+/// away, everything it held is released and the next host may attach.
+@main
+struct NICServer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "iotcp-nic",
+        abstract: "Run iotcp's NIC stack: the wire, the offloaded files, segment building and retransmission.",
+        discussion: "Send SIGUSR1 for the counters. Stops on SIGINT or SIGTERM, removing the namespace it created.")
+
+    @Option(help: "Only files beneath this directory may be opened by the host.")
+    var exportRoot: String
+
+    @Option(help: "The channel to serve the host on: shm:PATH (a Unix socket path).")
+    var channel: String
+
+    @Option(help: "The network namespace to create for clients (removed on exit).")
+    var netns = "iotcp"
+
+    @Option(help: "The stack's address and prefix; the namespace side takes the first other host address.")
+    var address = "10.77.0.2/24"
+
+    @Option(help: "Log the counters every this many seconds (0: only on SIGUSR1 and at exit).")
+    var statsInterval = 0.0
+
+    @Flag(help: "Exit when the first host leaves instead of waiting for another.")
+    var once = false
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    @OptionGroup(title: "Wire options")
+    var wire: WireOptions
+
+    func run() throws {
+        var logger = Logger(label: "iotcp-nic")
+        logger.logLevel = logLevel
+        guard channel.hasPrefix("shm:"), channel.count > 4 else { throw ValidationError("--channel must be shm:PATH, not \(channel)") }
+        let path = String(channel.dropFirst(4))
+        let namespace: NetworkNamespace
+        do { namespace = try NetworkNamespace(name: netns, address: address) } catch { throw ValidationError("\(error)") }
+        signal(SIGINT) { _ in stopRequested = 1 }
+        signal(SIGTERM) { _ in stopRequested = 1 }
+        signal(SIGUSR1) { _ in countersRequested = 1 }
+        signal(SIGPIPE, SIG_IGN)
+
+        let listener: SharedMemoryListener
+        do { listener = try SharedMemoryChannel.listen(path: path) } catch { throw ValidationError("--channel \(channel): \(error)") }
+        let runtime = try wire.makeRuntime(root: exportRoot, namespace: namespace)
+        defer { namespace.remove() }
+        logger.notice("ready", metadata: [
+            "channel": "\(channel)", "namespace": "\(netns)", "address": "\(namespace.stackAddress)",
+            "export-root": "\(exportRoot)", "retransmit": "\(wire.retransmit.rawValue)",
+        ])
+        // One line on standard output for scripts that wait for it.
+        let line = "iotcp-nic: serving \(channel) for \(namespace.stackAddress) in network namespace \(netns)\n"
+        _ = line.withCString { write(1, $0, strlen($0)) }
+
+        var lastStats = IOTCPStack.monotonicNow()
+        var hosts = 0
+        while stopRequested == 0 {
+            let now = IOTCPStack.monotonicNow()
+            if runtime.channel == nil {
+                // No host: serve the wire (ARP, ping) and look for one.
+                _ = runtime.runOnce(now: now)
+                do {
+                    let host = try listener.accept(timeoutNanoseconds: 10_000_000)
+                    runtime.attach(host)
+                    hosts += 1
+                    logger.notice("host attached", metadata: ["hosts": "\(hosts)"])
+                } catch .timedOut {
+                } catch {
+                    logger.error("accepting a host failed: \(error)")
+                }
+                continue
+            }
+            switch runtime.runOnce(now: now) {
+            case .worked: break
+            case .idle: runtime.sleep(timeoutNanoseconds: 10_000_000)
+            case .hostGone(let error):
+                logger.notice("host left; its flows, files and stored bytes are released", metadata: ["reason": "\(error)"])
+                if once { stopRequested = 1 }
+            }
+            if countersRequested != 0 || (statsInterval > 0 && now - lastStats >= UInt64(statsInterval * 1e9)) {
+                countersRequested = 0
+                lastStats = now
+                report(runtime, logger: logger)
+            }
+        }
+        report(runtime, logger: logger)
+        runtime.detach()
+    }
+
+    func report(_ runtime: NICRuntime, logger: Logger) {
+        let wire = runtime.counters, plane = runtime.dataPlane.counters, channel = runtime.channelStatistics
+        logger.notice("counters", metadata: [
+            "frames-in": "\(wire.framesIn)", "frames-out": "\(wire.framesOut)", "bytes-in": "\(wire.bytesIn)",
+            "bytes-out": "\(wire.bytesOut)", "drops": "\(runtime.link.framesDropped + runtime.inbound.dropped + runtime.outbound.dropped)",
+            "commands-in": "\(wire.commandsIn)", "malformed-commands": "\(wire.malformedCommands)",
+            "messages-out": "\(channel.messages)", "commands-out": "\(channel.commands)", "held-messages": "\(channel.heldMessages)",
+            "segments-out": "\(plane.packetsOut)", "errors": "\(plane.errors)",
+            "store-bytes": "\(runtime.dataPlane.store.heldBytes)", "open-files": "\(runtime.dataPlane.files.openCount)",
+            "flows": "\(runtime.dataPlane.flowCount)",
+        ])
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
