@@ -93,7 +93,7 @@ let package = Package(
                     exclude: ["Fixtures"]),
         .testTarget(name: "IOTCPChannelsTests", dependencies: ["IOTCPCommon", "IOTCPChannels"]),
         .testTarget(name: "IOTCPHostTests", dependencies: ["IOTCPCommon", "IOTCPHost", "IOTCPNIC"]),
-        .testTarget(name: "IOTCPNICTests", dependencies: ["IOTCPCommon", "IOTCPNIC", "IOTCPHost", "IOTCPEmbedded"]),
+        .testTarget(name: "IOTCPNICTests", dependencies: ["IOTCPCommon", "IOTCPNIC", "IOTCPHost", "IOTCPChannels", "IOTCPEmbedded"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,6 +1,7 @@
 import Foundation
 import IOTCPCommon
 import IOTCPHost
+import IOTCPChannels
 import IOTCPEmbedded
 import IOTCPNIC
 import Testing
@@ -39,12 +40,12 @@ struct LinuxPeerTests {
             let result = shell(step)
             try #require(result.status == 0, "\(step): \(result.output)")
         }
-        let start = DispatchTime.now().uptimeNanoseconds
-        func clock() -> Instant { Instant(nanoseconds: 1_000_000_000 + DispatchTime.now().uptimeNanoseconds - start) }
-        let stack = EmbeddedStack(tap: tap, address: IPv4Address(10, 79, 0, 2), files: try FileTable(root: root.path), secret: (11, 13), now: clock())
-        let listener = try stack.engine.listen(port: 8080)
-        var host = stack.hostOutput(now: clock())
-        let (file, status) = try stack.nic.files.open(path: "/sub/data.bin")
+        let nic = try EmbeddedNIC(tap: tap, address: IPv4Address(10, 79, 0, 2), files: try FileTable(root: root.path))
+        nic.start()
+        let stack = IOTCPStack(channel: nic.hostChannel, address: IPv4Address(10, 79, 0, 2))
+        let listener = try stack.listen(port: 8080)
+        try stack.register(listener, interests: .acceptable, token: 0)
+        let request = try stack.offloadOpen("/sub/data.bin")
         let output = URL(fileURLWithPath: root.path).deletingLastPathComponent().appendingPathComponent("downloaded.bin").path
 
         let client = Process()
@@ -52,30 +53,35 @@ struct LinuxPeerTests {
         client.arguments = ["-c", "ip netns exec \(namespace) ping -c 1 -W 5 10.79.0.2 >/dev/null && " +
                             "ip netns exec \(namespace) timeout 20 bash -c 'exec 3<>/dev/tcp/10.79.0.2/8080; cat <&3 > \(output)'"]
         try client.run()
-        var served: [TCPHandle: Int] = [:]
+        var file: OffloadedFile?
+        var served: [Socket: UInt64] = [:]
+        var events: [StackEvent] = []
+        let start = DispatchTime.now().uptimeNanoseconds
         while client.isRunning && DispatchTime.now().uptimeNanoseconds - start < 30_000_000_000 {
-            tap.waitReadable(milliseconds: 2)
-            let now = clock()
-            host.now = now
-            stack.poll(now: now)
-            while let handle = stack.engine.accept(listener) { served[handle] = 0 }
-            for (handle, queued) in served where queued < Int(status.size) {
-                let taken = (try? stack.engine.writeFile(handle, file: file, offset: UInt64(queued), length: Int(status.size) - queued,
-                                                         now: now, output: &host)) ?? 0
-                served[handle] = queued + taken
-                if queued + taken == Int(status.size) { try? stack.engine.close(handle, now: now, output: &host) }
+            try stack.wait(into: &events, timeoutNanoseconds: 2_000_000)
+            for event in events {
+                switch event {
+                case .offloadOpened(request, let result, _): file = try result.get()
+                case .socket(listener, _, _): while let socket = try stack.accept(listener) { served[socket] = 0 }
+                default: break
+                }
+            }
+            guard let file else { continue }
+            for (socket, queued) in served where queued < file.size {
+                let taken = (try? stack.offloadWrite(socket, file: file.id, offset: queued, length: Int(file.size - queued))) ?? 0
+                served[socket] = queued + UInt64(taken)
+                if queued + UInt64(taken) == file.size { try stack.close(socket) }
             }
         }
         // Let the closing handshake finish.
-        for _ in 0..<50 {
-            tap.waitReadable(milliseconds: 2)
-            stack.poll(now: clock())
-        }
+        for _ in 0..<50 { try stack.wait(into: &events, timeoutNanoseconds: 2_000_000) }
+        nic.stop()
         client.waitUntilExit()
         #expect(client.terminationStatus == 0, "ping and download in the namespace")
-        #expect(stack.link.echoRepliesSent >= 1, "the NIC answered the ping")
-        #expect(stack.link.arpRepliesSent >= 1, "the NIC answered ARP")
-        #expect(stack.errors.isEmpty, "\(stack.errors)")
+        #expect(nic.runtime.link.echoRepliesSent >= 1, "the NIC answered the ping")
+        #expect(nic.runtime.link.arpRepliesSent >= 1, "the NIC answered ARP")
+        #expect(nic.runtime.dataPlane.counters.errors == 0)
+        #expect(stack.takeNICMessages().isEmpty)
         let downloaded = (try? Data(contentsOf: URL(fileURLWithPath: output))).map { [UInt8]($0) } ?? []
         let intact = downloaded == root.content
         #expect(downloaded.count == root.content.count && intact, "Linux received exactly the file's \(root.content.count) bytes (got \(downloaded.count))")

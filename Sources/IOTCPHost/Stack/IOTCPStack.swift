@@ -37,9 +37,10 @@ public final class IOTCPStack {
         var mode: TriggerMode
     }
     private var registrations: [Socket: Registration] = [:]
-    /// Sockets that may be ready: new events from the engine, and level-triggered sockets reported last
-    /// time (they stay until they stop being ready).
-    private var candidates: Set<Socket> = []
+    /// Sockets that may be ready, with what newly happened to them since they were last reported (the
+    /// edges): new events from the engine, and level-triggered sockets reported last time (they stay
+    /// until they stop being ready).
+    private var candidates: [Socket: EventKinds] = [:]
 
     struct PendingOpen {
         var path: String
@@ -66,6 +67,8 @@ public final class IOTCPStack {
     public private(set) var nic: Hello?
     /// Set when the channel to the NIC failed; every later call reports it.
     public private(set) var channelFailure: ChannelError?
+    /// The events of the failure were returned by a `wait`; later waits throw.
+    private var channelFailureReported = false
     public private(set) var statistics = Statistics()
 
     public struct Statistics: Hashable, Sendable {
@@ -165,7 +168,7 @@ public final class IOTCPStack {
     public func close(_ socket: Socket) throws(IOTCPError) {
         var output = sender
         registrations[socket] = nil
-        candidates.remove(socket)
+        candidates[socket] = nil
         switch socket.kind {
         case .listener(let port):
             engine.stopListening(TCPListenerID(port: port), now: clock(), output: &output)
@@ -180,7 +183,7 @@ public final class IOTCPStack {
         let handle = try connection(socket)
         var output = sender
         registrations[socket] = nil
-        candidates.remove(socket)
+        candidates[socket] = nil
         nicFailures[handle] = nil
         do throws(TCPError) { try engine.abort(handle, output: &output) } catch { throw .tcp(error) }
     }
@@ -295,12 +298,13 @@ public final class IOTCPStack {
             guard engine.state(of: handle) != nil else { throw .badSocket("\(socket) is closed or stale") }
         }
         registrations[socket] = Registration(interests: interests, token: token, mode: mode)
-        candidates.insert(socket)
+        // As epoll does on registration: a condition that already holds counts as new.
+        candidates[socket, default: []].formUnion(readiness(of: socket))
     }
 
     public func deregister(_ socket: Socket) {
         registrations[socket] = nil
-        candidates.remove(socket)
+        candidates[socket] = nil
     }
 
     /// What `socket` is ready for now.
@@ -328,13 +332,14 @@ public final class IOTCPStack {
     @discardableResult
     public func wait(into events: inout [StackEvent], maxEvents: Int = 1024, timeoutNanoseconds: Int64? = nil) throws(IOTCPError) -> Int {
         events.removeAll(keepingCapacity: true)
-        if let channelFailure, candidates.isEmpty, completions.isEmpty { throw .channel(channelFailure) }
+        if let channelFailure, channelFailureReported { throw .channel(channelFailure) }
         let start = clock()
         let deadline = timeoutNanoseconds.map { start + UInt64(max($0, 0)) }
         while true {
             let now = clock()
             pump(now: now)
             collect(into: &events, maxEvents: max(maxEvents, 1))
+            if channelFailure != nil { channelFailureReported = true }
             if !events.isEmpty || channelFailure != nil { return events.count }
             let later = clock()
             var sleep = Int64(deadline.map { $0 - later } ?? Nanoseconds.second)
@@ -444,7 +449,7 @@ public final class IOTCPStack {
             if let handle = engine.handle(for: flow) {
                 nicFailures[handle] = .nic(code: report.code, message: text)
                 engine.failOnNIC(handle, output: &output)
-                candidates.insert(Socket(connection: handle))
+                candidates[Socket(connection: handle), default: []].formUnion([.error, .hangUp, .readable])
             }
         default:
             break
@@ -461,7 +466,7 @@ public final class IOTCPStack {
         for handle in engine.handles {
             nicFailures[handle] = .channel(error)
             engine.failOnNIC(handle, output: &output)
-            candidates.insert(Socket(connection: handle))
+            candidates[Socket(connection: handle), default: []].formUnion([.error, .hangUp, .readable])
         }
         for (request, pending) in pendingOpens {
             completions.append(.offloadOpened(OffloadRequest(rawValue: request), .failure(.channel(error)), token: pending.token))
@@ -471,18 +476,30 @@ public final class IOTCPStack {
         closingFiles.removeAll()
     }
 
+    /// What the engine's events newly make true.
+    private static func edges(_ happened: TCPEvents) -> EventKinds {
+        var edges: EventKinds = []
+        if happened.contains(.readable) { edges.insert(.readable) }
+        if happened.contains(.writable) || happened.contains(.connected) { edges.insert(.writable) }
+        if happened.contains(.readClosed) { edges.formUnion([.readable, .readClosed]) }
+        if happened.contains(.closed) { edges.formUnion([.readable, .hangUp, .error]) }
+        return edges
+    }
+
     private func collect(into events: inout [StackEvent], maxEvents: Int) {
-        engine.drainEvents({ handle, _ in candidates.insert(Socket(connection: handle)) },
-                           listeners: { candidates.insert(Socket(listener: $0.port)) })
+        engine.drainEvents({ handle, happened in
+            candidates[Socket(connection: handle), default: []].formUnion(Self.edges(happened))
+        }, listeners: { candidates[Socket(listener: $0.port), default: []].insert(.acceptable) })
         while !completions.isEmpty && events.count < maxEvents { events.append(completions.removeFirst()) }
         guard events.count < maxEvents else { return }
-        for socket in candidates {
+        for (socket, edges) in candidates {
             guard let registration = registrations[socket] else {
-                candidates.remove(socket)
+                candidates[socket] = nil
                 continue
             }
-            let ready = readiness(of: socket).intersection(registration.interests.union(.always))
-            if ready.isEmpty || registration.mode == .edge { candidates.remove(socket) }
+            var ready = readiness(of: socket).intersection(registration.interests.union(.always))
+            if registration.mode == .edge { ready.formIntersection(edges) }
+            if ready.isEmpty || registration.mode == .edge { candidates[socket] = nil } else { candidates[socket] = [] }
             if !ready.isEmpty {
                 events.append(.socket(socket, ready, token: registration.token))
                 if events.count == maxEvents { return }

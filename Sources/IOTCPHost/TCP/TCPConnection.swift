@@ -293,7 +293,14 @@ struct TCPConnection {
             flush(now: now, configuration: configuration, output: &output)
             return
         }
-        guard state != .closed else { return }
+        guard state != .closed else {
+            // RFC 9293 §3.10.7.1, as for no connection: a reset the sender accepts (its challenge ACK after
+            // our reset with a sequence it had not reached, say, gets one with exactly what it expects).
+            if segment.flags.contains(.ack) && !segment.flags.contains(.rst) {
+                emitSegment(sequence: segment.acknowledgmentNumber, flags: .rst, window: 0, options: TCPOptions(), payload: nil, output: &output)
+            }
+            return
+        }
         let flags = segment.flags
         let sequence = segment.sequenceNumber
 

@@ -1,0 +1,278 @@
+import Foundation
+import IOTCPChannels
+import IOTCPCommon
+import IOTCPHost
+import IOTCPNIC
+import Testing
+
+@Suite("IOTCPStack: sockets, offload calls and the event queue over a channel")
+struct StackTests {
+    /// Accepts the client's connection through the event queue (acceptable event, then accept).
+    func acceptThroughEvents(_ harness: StackHarness, listener: Socket) throws -> Socket {
+        var accepted: Socket?
+        try harness.run {
+            for case .socket(let socket, let kinds, 7) in harness.events where socket == listener && kinds.contains(.acceptable) {
+                accepted = try? harness.stack.accept(listener)
+            }
+            return accepted != nil
+        }
+        return try #require(accepted)
+    }
+
+    func openFile(_ harness: StackHarness, _ path: String, token: UInt64 = 99) throws -> Result<OffloadedFile, IOTCPError> {
+        let request = try harness.stack.offloadOpen(path, token: token)
+        var result: Result<OffloadedFile, IOTCPError>?
+        try harness.run {
+            for case .offloadOpened(let done, let outcome, let got) in harness.events where done == request {
+                #expect(got == token)
+                result = outcome
+            }
+            return result != nil
+        }
+        return try #require(result)
+    }
+
+    @Test("a head by write and a file by offloadWrite arrive byte-exact, in order; the file closes once acknowledged")
+    func offloadedDownload() throws {
+        let root = try ExportRoot()
+        let harness = try StackHarness(root: root.path)
+        let listener = try harness.stack.listen(port: 80)
+        try harness.stack.register(listener, interests: .acceptable, token: 7)
+        let client = try harness.connectClient(port: 80)
+        let socket = try acceptThroughEvents(harness, listener: listener)
+
+        let file = try openFile(harness, "/sub/data.bin").get()
+        #expect(file.size == UInt64(root.content.count))
+        #expect(try harness.stack.offloadFstat(file.id).size == UInt64(root.content.count))
+        #expect(harness.nic.files.openCount == 1)
+
+        let head = Array("HEAD\r\n".utf8)
+        #expect(try head.withUnsafeBytes { try harness.stack.write(socket, $0) } == head.count)
+        var offset: UInt64 = 0
+        var received: [UInt8] = []
+        try harness.stack.register(socket, interests: .writable, token: 8)
+        // sendfile semantics: partial progress, would-block when full, resumed on writable.
+        try harness.run {
+            if offset < file.size {
+                do throws(IOTCPError) {
+                    offset += UInt64(try harness.stack.offloadWrite(socket, file: file.id, offset: offset, length: Int(file.size - offset)))
+                } catch {
+                    if error != .wouldBlock { Issue.record("offloadWrite: \(error)") }
+                }
+            }
+            received += harness.clientRead(client)
+            return received.count == head.count + root.content.count
+        }
+        #expect(received == head + root.content)
+        // Past the end, sendfile gives 0.
+        #expect(try harness.stack.offloadWrite(socket, file: file.id, offset: file.size, length: 10) == 0)
+
+        try harness.stack.offloadClose(file.id)
+        #expect(throws: IOTCPError.badFile(file.id)) { try harness.stack.offloadFstat(file.id) }
+        try harness.run { harness.nic.files.openCount == 0 }
+        #expect(harness.nic.files.openCount == 0, "CLOSE_FILE reached the NIC once everything was acknowledged")
+        #expect(harness.nic.store.heldBytes == 0, "ACKD freed the store")
+        #expect(harness.nicErrors.isEmpty, "\(harness.nicErrors)")
+    }
+
+    @Test("offloadOpen failures come back as events with the NIC's reason; bad paths are refused at once")
+    func openFailures() throws {
+        let root = try ExportRoot()
+        let harness = try StackHarness(root: root.path)
+        guard case .failure(.nic(let missing, _)) = try openFile(harness, "/no/such/file") else {
+            Issue.record("a missing file opened")
+            return
+        }
+        #expect(missing == .fileNotFound)
+        guard case .failure(.nic(let escape, _)) = try openFile(harness, "/../secret.txt") else {
+            Issue.record("a path above the root opened")
+            return
+        }
+        #expect(escape == .pathOutsideRoot)
+        guard case .failure(.nic(let symlink, _)) = try openFile(harness, "/escape") else {
+            Issue.record("a symlink out of the root opened")
+            return
+        }
+        #expect(symlink == .pathOutsideRoot)
+        #expect(throws: IOTCPError.self) { try harness.stack.offloadOpen("") }
+        #expect(throws: IOTCPError.self) { try harness.stack.offloadOpen("a\0b") }
+        #expect(throws: IOTCPError.self) { try harness.stack.offloadOpen(String(repeating: "a", count: 5000)) }
+        #expect(throws: IOTCPError.badFile(OffloadedFileID(slot: 3, generation: 9))) {
+            try harness.stack.offloadClose(OffloadedFileID(slot: 3, generation: 9))
+        }
+    }
+
+    @Test("level-triggered readiness repeats until drained; edge-triggered is reported once; read would-block")
+    func triggerModes() throws {
+        let root = try ExportRoot()
+        let harness = try StackHarness(root: root.path)
+        let listener = try harness.stack.listen(port: 80)
+        try harness.stack.register(listener, interests: .acceptable, token: 7)
+        let client = try harness.connectClient(port: 80)
+        let socket = try acceptThroughEvents(harness, listener: listener)
+        var buffer = [UInt8](repeating: 0, count: 64)
+        #expect(throws: IOTCPError.wouldBlock) { try buffer.withUnsafeMutableBytes { try harness.stack.read(socket, into: $0) } }
+
+        func readableReports(_ steps: Int) throws -> Int {
+            var count = 0
+            for _ in 0..<steps {
+                try harness.step()
+                count += harness.events.filter {
+                    if case .socket(socket, let kinds, 1) = $0 { return kinds.contains(.readable) }
+                    return false
+                }.count
+            }
+            return count
+        }
+        try harness.stack.register(socket, interests: .readable, token: 1, mode: .level)
+        try harness.clientWrite(client, "ping")
+        #expect(try readableReports(10) >= 5, "level-triggered: every wait while unread")
+        #expect(try buffer.withUnsafeMutableBytes { try harness.stack.read(socket, into: $0) } == 4)
+        #expect(Array(buffer[0..<4]) == Array("ping".utf8))
+        #expect(try readableReports(10) == 0, "drained: no longer readable")
+
+        try harness.stack.register(socket, interests: .readable, token: 1, mode: .edge)
+        try harness.clientWrite(client, "pong")
+        let edgeCount = try readableReports(20)
+        #expect(edgeCount == 1, "edge-triggered: once per arrival")
+        try harness.clientWrite(client, "more")
+        #expect(try readableReports(100) == 1, "and again for new data (Nagle holds it for our delayed ACK)")
+    }
+
+    @Test("the peer's FIN is readClosed then end of stream; its RST is an error and a hang-up")
+    func closeAndReset() throws {
+        let root = try ExportRoot()
+        let harness = try StackHarness(root: root.path)
+        let listener = try harness.stack.listen(port: 80)
+        try harness.stack.register(listener, interests: .acceptable, token: 7)
+        let first = try harness.connectClient(port: 80)
+        let socket = try acceptThroughEvents(harness, listener: listener)
+        try harness.stack.register(socket, interests: [.readable, .readClosed], token: 1)
+        var output = harness.clientOutput
+        try harness.client.shutdownWrite(first, now: harness.time, output: &output)
+        var kinds: EventKinds = []
+        try harness.run {
+            for case .socket(socket, let got, 1) in harness.events { kinds = got }
+            return kinds.contains(.readClosed)
+        }
+        #expect(kinds.contains(.readable))
+        var buffer = [UInt8](repeating: 0, count: 16)
+        #expect(try buffer.withUnsafeMutableBytes { try harness.stack.read(socket, into: $0) } == 0, "end of stream")
+        try harness.stack.close(socket)
+
+        let second = try harness.connectClient(port: 80)
+        let other = try acceptThroughEvents(harness, listener: listener)
+        try harness.stack.register(other, interests: [], token: 2)  // error and hang-up need no interest
+        try harness.client.abort(second, output: &output)
+        var got: EventKinds = []
+        try harness.run {
+            for case .socket(other, let kinds, 2) in harness.events { got = kinds }
+            return !got.isEmpty
+        }
+        #expect(got.contains(.error) && got.contains(.hangUp))
+        #expect(harness.stack.error(of: other) == .tcp(.connectionReset))
+    }
+
+    @Test("a file that shrinks under an offloaded write fails that connection with the NIC's reason, and only it")
+    func nicFailureResetsTheConnection() throws {
+        let root = try ExportRoot()
+        let harness = try StackHarness(root: root.path)
+        let listener = try harness.stack.listen(port: 80)
+        try harness.stack.register(listener, interests: .acceptable, token: 7)
+        let client = try harness.connectClient(port: 80)
+        let socket = try acceptThroughEvents(harness, listener: listener)
+        try harness.stack.register(socket, interests: [], token: 1)
+        let file = try openFile(harness, "/sub/data.bin").get()
+        truncate(root.path + "/sub/data.bin", 1000)
+        _ = try harness.stack.offloadWrite(socket, file: file.id, offset: 0, length: Int(file.size))
+        var got: EventKinds = []
+        try harness.run {
+            for case .socket(socket, let kinds, 1) in harness.events { got = kinds }
+            return got.contains(.error)
+        }
+        guard case .nic(let code, let message)? = harness.stack.error(of: socket) else {
+            Issue.record("no NIC error on the socket")
+            return
+        }
+        #expect(code == .fileShrank)
+        #expect(message.contains("shrank"))
+        try harness.run { harness.client.state(of: client) == .closed }
+        #expect(harness.client.error(of: client) == .connectionReset, "the client was told by a RST")
+    }
+
+    @Test("when the channel to the NIC fails, every connection and pending open fails and wait then throws")
+    func channelFailure() throws {
+        let root = try ExportRoot()
+        let harness = try StackHarness(root: root.path)
+        let listener = try harness.stack.listen(port: 80)
+        try harness.stack.register(listener, interests: .acceptable, token: 7)
+        _ = try harness.connectClient(port: 80)
+        let socket = try acceptThroughEvents(harness, listener: listener)
+        try harness.stack.register(socket, interests: .readable, token: 1)
+        let request = try harness.stack.offloadOpen("/sub/data.bin", token: 5)
+        harness.nicEnd.close()
+        var sawSocket = false, sawOpen = false
+        do {
+            try harness.stack.wait(into: &harness.events, timeoutNanoseconds: 0)
+            for event in harness.events {
+                switch event {
+                case .socket(socket, let kinds, 1): sawSocket = kinds.contains(.error)
+                case .offloadOpened(request, .failure(.channel(.peerClosed)), 5): sawOpen = true
+                default: break
+                }
+            }
+        }
+        #expect(sawSocket && sawOpen)
+        #expect(throws: IOTCPError.channel(.peerClosed)) { try harness.stack.wait(into: &harness.events, timeoutNanoseconds: 0) }
+        #expect(throws: IOTCPError.channel(.peerClosed)) { try harness.stack.offloadOpen("/x") }
+    }
+}
+
+@Suite("ChannelSender")
+struct ChannelSenderTests {
+    @Test("commands never fit in free slots are held, then delivered in order, none lost")
+    func holdsUnderBackPressure() throws {
+        let (host, nic) = try InProcessChannel.makePair(configuration: ChannelConfiguration(slotCount: 2, slotBytes: 256))
+        let sender = ChannelSender(channel: host)
+        for n in 0..<500 { sender.append(.acknowledged(FlowID(UInt32(n + 1)), through: SequenceNumber(UInt32(n + 1) &* 7))) }
+        sender.flush()
+        #expect(sender.heldCount > 0, "two 256-byte slots cannot take 500 commands")
+        var received: [UInt32] = []
+        while received.count < 500 {
+            let count = try nic.receive(limit: 8) { message in
+                guard var reader = try? CommandReader(message: message) else { return }
+                while let command = try? reader.next() {
+                    if case .acknowledged(let flow, let through) = command {
+                        #expect(through == SequenceNumber(flow.rawValue &* 7))
+                        received.append(flow.rawValue - 1)
+                    }
+                }
+            }
+            sender.flush()
+            if count == 0 && sender.heldCount == 0 && received.count < 500 { break }
+        }
+        #expect(received == Array(0..<500))
+        #expect(sender.heldCount == 0)
+        #expect(sender.statistics.heldMessages > 0)
+    }
+
+    @Test("a packet is built in place and arrives intact; a closed peer stops the sender with its reason")
+    func packetsAndFailure() throws {
+        let (host, nic) = try InProcessChannel.makePair()
+        let sender = ChannelSender(channel: host)
+        sender.appendPacket(.packetOut, flow: FlowID(3), length: 100) { space in
+            for index in space.indices { space[index] = UInt8(index) }
+        }
+        sender.flush()
+        var packet: [UInt8] = []
+        _ = try nic.receive(limit: 1) { message in
+            var reader = try! CommandReader(message: message)
+            if case .packetOut(FlowID(3), let bytes)? = try? reader.next() { packet = Array(bytes) }
+        }
+        #expect(packet == (0..<100).map(UInt8.init))
+        nic.close()
+        sender.append(.keepalive(nonce: 1))
+        sender.flush()
+        #expect(sender.failure == .peerClosed)
+    }
+}
