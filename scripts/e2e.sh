@@ -4,16 +4,22 @@
 # curl from inside the namespace and checks every byte by sha256, plus the error statuses; then reads a
 # capture of a run with tshark, and downloads 50 MiB through the fault-injecting wire at 1% and 5% loss.
 #
-# Usage (root): scripts/e2e.sh [BINARY]    (default: .build/debug/iotcp-fileserver)
+# Then the same in split mode: iotcp-nic as its own process owning the wire and the files, the file server
+# reaching it over shared memory; and wrk with 1,600 connections.
+#
+# Usage (root): scripts/e2e.sh [BINARY]    (default: .build/debug/iotcp-fileserver; iotcp-nic beside it)
 # Prints "e2e: N passed, M failed" and exits non-zero on any failure. Removes everything it made.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 binary=${1:-.build/debug/iotcp-fileserver}
+nic_binary=$(dirname "$binary")/iotcp-nic
 namespace=iotcp-e2e-$$
 work=$(mktemp -d)
 server_pid=
+nic_pid=
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  [ -n "$nic_pid" ] && kill "$nic_pid" 2>/dev/null && wait "$nic_pid" 2>/dev/null
   ip netns del "$namespace" 2>/dev/null
   rm -rf "$work"
 }
@@ -51,11 +57,33 @@ check "403 for /../" 403 "$(client -o /dev/null -w '%{http_code}' --path-as-is h
 check "403 for %2e%2e" 403 "$(client -o /dev/null -w '%{http_code}' --path-as-is 'http://10.88.0.2:8080/%2e%2e/%2e%2e/etc/passwd')"
 check "405 for POST" 405 "$(client -o /dev/null -w '%{http_code}' -X POST http://10.88.0.2:8080/index.html)"
 check "keep-alive reuses the connection" "200 200 1 0" "$(client -o /dev/null -o /dev/null -w '%{http_code} ' http://10.88.0.2:8080/index.html http://10.88.0.2:8080/index.html | tr -s ' ')$(client -o /dev/null -o /dev/null -w '%{num_connects} ' http://10.88.0.2:8080/index.html http://10.88.0.2:8080/index.html | sed 's/ $//')"
+size=10485760
+check "Range: bytes=1000-1999 is 206 with those bytes" "206 $(tail -c +1001 "$work/www/file-$size.bin" | head -c 1000 | sha256sum)" \
+  "$(client -o "$work/part" -w '%{http_code}' -H 'Range: bytes=1000-1999' http://10.88.0.2:8080/file-$size.bin) $(sha256sum < "$work/part")"
+check "Range: bytes=-500 is the last 500 bytes" "206 $(tail -c 500 "$work/www/file-$size.bin" | sha256sum)" \
+  "$(client -o "$work/part" -w '%{http_code}' -H 'Range: bytes=-500' http://10.88.0.2:8080/file-$size.bin) $(sha256sum < "$work/part")"
+check "Content-Range of a partial response" "bytes 1000-1999/$size" \
+  "$(client -o /dev/null -D - -H 'Range: bytes=1000-1999' http://10.88.0.2:8080/file-$size.bin | tr -d '\r' | awk '/^Content-Range/ {print $2, $3}')"
+check "416 for a range past the end" "416 bytes */$size" \
+  "$(client -o /dev/null -D "$work/headers" -w '%{http_code}' -H "Range: bytes=$size-" http://10.88.0.2:8080/file-$size.bin) $(tr -d '\r' < "$work/headers" | awk '/^Content-Range/ {print $2, $3}')"
+modified=$(client -sI http://10.88.0.2:8080/file-1449.bin | tr -d '\r' | sed -n 's/^Last-Modified: //p')
+check "304 for If-Modified-Since equal to Last-Modified" 304 "$(client -o /dev/null -w '%{http_code}' -H "If-Modified-Since: $modified" http://10.88.0.2:8080/file-1449.bin)"
+check "200 for If-Modified-Since before Last-Modified" 200 "$(client -o /dev/null -w '%{http_code}' -H 'If-Modified-Since: Thu, 01 Jan 1998 00:00:00 GMT' http://10.88.0.2:8080/file-1449.bin)"
+check "414 for a request target over 8 KiB" 414 "$(client -o /dev/null -w '%{http_code}' "http://10.88.0.2:8080/$(head -c 9000 /dev/zero | tr '\0' a)")"
+check "431 for header fields over 16 KiB" 431 "$(client -o /dev/null -w '%{http_code}' -H "X-Big: $(head -c 17000 /dev/zero | tr '\0' b)" http://10.88.0.2:8080/index.html)"
+# Pipelining: three requests in one write, answered in order on the one connection.
+pipelined=$(ip netns exec "$namespace" timeout 10 bash -c 'exec 3<>/dev/tcp/10.88.0.2/8080
+  printf "GET /file-1.bin HTTP/1.1\r\nHost: x\r\n\r\nGET /missing HTTP/1.1\r\nHost: x\r\n\r\nGET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" >&3
+  cat <&3' | grep -ao 'HTTP/1.1 [0-9][0-9][0-9]' | awk '{print $2}' | tr '\n' ' ')
+slow=$(ip netns exec "$namespace" timeout 10 bash -c 'exec 3<>/dev/tcp/10.88.0.2/8080
+  printf "GET /index.html HTTP/1.1\r\nHo" >&3; sleep 0.3; printf "st: x\r\nConnection: close\r\n\r\n" >&3; cat <&3' | tr -d '\r' | head -1)
+check "a request arriving in two pieces is answered" "HTTP/1.1 200 OK" "$slow"
+check "pipelined requests answered in order" "200 404 200 " "$pipelined"
 check "ping answered by the NIC" 0 "$(ip netns exec "$namespace" ping -c 1 -W 2 10.88.0.2 >/dev/null; echo $?)"
 
 kill -TERM "$server_pid"; wait "$server_pid" 2>/dev/null; server_pid=
 check "the namespace is removed on SIGTERM" "" "$(ip netns list | grep -w "$namespace")"
-if grep -q "NIC error" "$work/server.log"; then failed=$((failed + 1)); echo "e2e: FAIL NIC errors:"; grep "NIC error" "$work/server.log" | head; fi
+if grep -q "NIC: " "$work/server.log"; then failed=$((failed + 1)); echo "e2e: FAIL NIC errors:"; grep "NIC: " "$work/server.log" | head; fi
 
 # start_server NAME EXTRA-ARGUMENTS...: a server on the same files, for the runs below.
 start_server() {
@@ -86,5 +114,52 @@ for loss in 0.01 0.05; do
   check "50 MiB at $loss loss with reordering and duplication: status" 200 "$status"
   check "50 MiB at $loss loss with reordering and duplication: sha256" "$(sha256sum < "$work/www/fifty.bin")" "$(sha256sum < "$work/got")"
 done
+# wrk with 1,600 connections for 10 s: every response a 2xx, no socket error.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null  # wrk holds a descriptor per connection
+start_server wrk --quiet
+wrk_out=$(ip netns exec "$namespace" wrk -t 2 -c 1600 -d 10s --timeout 10s http://10.88.0.2:8080/file-1449.bin 2>&1)
+stop_server
+echo "$wrk_out" | sed -n 's/^/e2e: wrk: /p' | grep -E "Requests/sec|Transfer/sec|requests in|Socket errors|Non-2xx"
+check "wrk: requests completed" yes "$(echo "$wrk_out" | awk '/requests in/ {print ($1 > 1000 ? "yes" : "only " $1)}')"
+check "wrk: no socket errors" "" "$(echo "$wrk_out" | grep 'Socket errors')"
+check "wrk: no non-2xx responses" "" "$(echo "$wrk_out" | grep 'Non-2xx')"
+
+# Split mode: iotcp-nic owns the TAP, the namespace and the files; the file server is the host half only,
+# over shared memory.
+start_split() {  # start_split NAME NIC-ARGUMENTS...
+  local label=$1; shift
+  "$nic_binary" --export-root "$work/www" --channel "shm:$work/nic.sock" --netns "$namespace" --address 10.88.0.2/24 --once "$@" \
+    >"$work/$label-nic.out" 2>"$work/$label-nic.log" &
+  nic_pid=$!
+  for _ in $(seq 100); do grep -q "^iotcp-nic: serving" "$work/$label-nic.out" 2>/dev/null && break; sleep 0.1; done
+  "$binary" --nic "shm:$work/nic.sock" --netns "$namespace" --address 10.88.0.2/24 >"$work/$label.out" 2>"$work/$label.log" &
+  server_pid=$!
+  for _ in $(seq 100); do grep -q "^serving http://" "$work/$label.out" 2>/dev/null && break; sleep 0.1; done
+}
+stop_split() {
+  stop_server
+  for _ in $(seq 50); do kill -0 "$nic_pid" 2>/dev/null || break; sleep 0.1; done  # --once: it leaves with its host
+  kill -TERM "$nic_pid" 2>/dev/null; wait "$nic_pid" 2>/dev/null; nic_pid=
+}
+start_split split
+check "split: the server reached iotcp-nic" yes "$(grep -q "^serving http://10.88.0.2:8080/" "$work/split.out" && echo yes || echo no)"
+for size in "${sizes[@]}"; do
+  status=$(client -o "$work/got" -w '%{http_code}' "http://10.88.0.2:8080/file-$size.bin")
+  check "split: GET $size bytes" "200 $(sha256sum < "$work/www/file-$size.bin")" "$status $(sha256sum < "$work/got")"
+done
+check "split: 404" 404 "$(client -o /dev/null -w '%{http_code}' http://10.88.0.2:8080/missing)"
+check "split: 403 for a symlink out of the root" 403 "$(client -o /dev/null -w '%{http_code}' http://10.88.0.2:8080/escape)"
+stop_split
+check "split: iotcp-nic released every file and byte when its host left" "open-files=0 store-bytes=0" \
+  "$(grep counters "$work/split-nic.log" | tail -1 | grep -o 'open-files=[0-9]*\|store-bytes=[0-9]*' | tr '\n' ' ' | sed 's/ $//')"
+check "split: the namespace is removed" "" "$(ip netns list | grep -w "$namespace")"
+
+for loss in 0.01 0.05; do  # the second with pread instead of io_uring, so both readers serve end to end
+  start_split "split-faults-$loss" --loss "$loss" --reorder 0.01 --duplicate 0.01 --seed 9 $([ "$loss" = 0.05 ] && echo --disk pread)
+  status=$(client --max-time 600 -o "$work/got" -w '%{http_code}' http://10.88.0.2:8080/fifty.bin)
+  stop_split
+  check "split: 50 MiB at $loss loss with reordering and duplication" "200 $(sha256sum < "$work/www/fifty.bin")" "$status $(sha256sum < "$work/got")"
+done
+
 echo "e2e: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

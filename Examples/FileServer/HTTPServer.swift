@@ -90,11 +90,12 @@ final class HTTPServer {
                 return
             }
         }
-        while !session.closing {
+        parsing: while !session.closing {
             if !session.responding {
                 switch HTTPRequest.parse(session.input[...]) {
                 case .incomplete:
                     if peerClosed { session.closeAfterResponse = true }
+                    break parsing  // the rest has not come yet: a head over several segments, a slow client
                 case .failure(let status):
                     session.input.removeAll()
                     respond(status: status, session: session, keepAlive: false, request: nil)
