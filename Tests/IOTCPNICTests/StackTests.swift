@@ -275,4 +275,28 @@ struct ChannelSenderTests {
         sender.flush()
         #expect(sender.failure == .peerClosed)
     }
+
+    @Test("async calls: a cancelled accept or open throws CancellationError; stop fails what still waits")
+    func asyncCancellationAndStop() async throws {
+        let (host, nic) = try InProcessChannel.makePair()
+        _ = nic  // a NIC that never answers: opens stay pending, no connection ever arrives
+        let stack = AsyncIOTCPStack(stack: IOTCPStack(channel: host, address: IPv4Address(10, 0, 0, 2)))
+        let pump = Task { try await stack.run() }
+        let listener = try await stack.listen(port: 80)
+
+        let accepting = Task { try await stack.accept(listener) }
+        let opening = Task { try await stack.offloadOpen("/never-answered") }
+        try await Task.sleep(nanoseconds: 20_000_000)
+        accepting.cancel()
+        opening.cancel()
+        await #expect(throws: CancellationError.self) { try await accepting.value }
+        await #expect(throws: CancellationError.self) { try await opening.value }
+
+        let stranded = Task { try await stack.accept(listener) }
+        try await Task.sleep(nanoseconds: 20_000_000)
+        await stack.stop()
+        try await pump.value
+        await #expect(throws: IOTCPError.self) { try await stranded.value }
+        await #expect(throws: IOTCPError.self) { try await stack.read(listener) }
+    }
 }
