@@ -36,7 +36,6 @@ let package = Package(
         .systemLibrary(name: "CRDMA", path: "Sources/CRDMA",
                        providers: [.apt(["libibverbs-dev", "librdmacm-dev"])]),
         .systemLibrary(name: "CNVMe", path: "Sources/CNVMe", providers: [.apt(["libnvme-dev"])]),
-        .systemLibrary(name: "CURing", path: "Sources/CURing", providers: [.apt(["liburing-dev"])]),
 
         // Channel implementations: in-process and shared memory (slot rings, eventfd doorbells).
         .target(
@@ -50,7 +49,11 @@ let package = Package(
         .target(name: "IOTCPHost", dependencies: ["IOTCPCommon"]),
         .target(
             name: "IOTCPNIC",
-            dependencies: ["IOTCPCommon", "CIOTCPSystem", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["IOTCPCommon", "CIOTCPSystem", "CIOTCPURing", .product(name: "SystemPackage", package: "swift-system")]),
+
+        // io_uring reads (liburing, Debian's liburing-dev) behind an opaque C handle: liburing's headers and
+        // swift-system's both define the kernel's io_uring structures, which no one Swift module may see twice.
+        .target(name: "CIOTCPURing", linkerSettings: [.linkedLibrary("uring")]),
 
         // Both halves in one process over a TAP device: the embedded arrangement.
         .target(
@@ -59,7 +62,10 @@ let package = Package(
         // Command-line options shared by iotcp-nic and the embedded file server.
         .target(
             name: "IOTCPCommandLine",
-            dependencies: ["IOTCPEmbedded", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: [
+                "IOTCPEmbedded",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
         .executableTarget(
             name: "FileServer",
             dependencies: [

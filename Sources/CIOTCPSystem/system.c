@@ -135,14 +135,15 @@ int iotcp_open_beneath(int directory, const char *path) {
     return (int)fd;
 }
 
-int iotcp_tap_open(char *name) {
+int iotcp_tap_open(char *name, int vnet_header) {
     int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return -1;
     struct ifreq request;
     memset(&request, 0, sizeof request);
-    request.ifr_flags = IFF_TAP | IFF_NO_PI;
+    request.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet_header ? IFF_VNET_HDR : 0);
     strncpy(request.ifr_name, name, IFNAMSIZ - 1);
-    if (ioctl(fd, TUNSETIFF, &request) < 0) {
+    int header_size = 10;  // struct virtio_net_hdr, without num_buffers
+    if (ioctl(fd, TUNSETIFF, &request) < 0 || (vnet_header && ioctl(fd, TUNSETVNETHDRSZ, &header_size) < 0)) {
         int saved = errno;
         close(fd);
         errno = saved;

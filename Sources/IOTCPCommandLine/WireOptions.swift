@@ -38,7 +38,30 @@ public struct WireOptions: ParsableArguments {
     @Option(help: "Bytes the retransmit store may hold (buffered mode).")
     public var storeLimit = 256 << 20
 
+    @Option(help: "How the NIC reads files: io_uring (falls back to pread where the kernel refuses it) or pread.")
+    public var disk: DiskReaderKind = .ioUring
+
+    @Flag(inversion: .prefixedNo, help: "Hand the kernel TCP super-segments of up to 64 KiB to cut (a TAP with a vnet header); off with faults or --pcap, which see real segments.")
+    public var gso = true
+
     public init() {}
+
+    public enum DiskReaderKind: String, ExpressibleByArgument, Sendable {
+        case ioUring = "io_uring"
+        case pread
+    }
+
+    /// The reader `--disk` asks for, or pread with a word on stderr when io_uring cannot be set up.
+    public func makeReader() -> any FileReader {
+        guard disk == .ioUring else { return PreadReader() }
+        do throws(FileReadError) {
+            return try URingReader()
+        } catch {
+            let line = "iotcp: io_uring unavailable (\(String(cString: strerror(error.errno)))); reading files with pread\n"
+            _ = line.withCString { write(2, $0, strlen($0)) }
+            return PreadReader()
+        }
+    }
 
     public func faults() throws -> (inbound: FaultSettings, outbound: FaultSettings) {
         let both = FaultSettings(loss: loss, duplication: duplicate, reordering: reorder, corruption: corrupt,
@@ -74,10 +97,11 @@ public struct WireOptions: ParsableArguments {
         let (inbound, outbound) = try faults()
         let files: FileTable
         do { files = try FileTable(root: root) } catch { throw ValidationError("export root \(root): \(error)") }
+        files.reader = makeReader()
         let capture: PcapWriter?
         do { capture = try pcap.map { try PcapWriter(path: $0) } } catch { throw ValidationError("--pcap \(pcap!): \(error)") }
         let tap: TapDevice
-        do { tap = try TapDevice(name: "iotcp\(getpid() % 10_000)") } catch { throw ValidationError("\(error)") }
+        do { tap = try TapDevice(name: "iotcp\(getpid() % 10_000)", vnetHeader: true) } catch { throw ValidationError("\(error)") }
         do { try namespace.create(with: tap) } catch { throw ValidationError("\(error)") }
         let link = EthernetLink(hardwareAddress: MACAddress(0x02, 0, 0, 0x77, 0, 2), address: namespace.stackAddress)
         let dataPlane = NICDataPlane(files: files, retransmitMode: retransmit, storeLimitBytes: storeLimit)
@@ -85,6 +109,7 @@ public struct WireOptions: ParsableArguments {
         runtime.inbound = FaultyWire(settings: inbound, seed: seed)
         runtime.outbound = FaultyWire(settings: outbound, seed: seed &+ 1)
         runtime.capture = capture
+        runtime.segmentationOffload = gso
         if !inbound.isNone || !outbound.isNone {
             let line = "iotcp: injecting faults: inbound \(inbound), outbound \(outbound), seed \(seed)\n"
             _ = line.withCString { write(2, $0, strlen($0)) }
@@ -94,3 +119,4 @@ public struct WireOptions: ParsableArguments {
 }
 
 extension RetransmitStore.Mode: ExpressibleByArgument {}
+

@@ -158,15 +158,21 @@ public final class FileTable {
         openCount = 0
     }
 
-    /// Reads exactly `buffer.count` bytes at `offset` with pread; a short read means the file shrank.
+    /// How file bytes are read: pread unless the owner installs another reader (io_uring).
+    public var reader: any FileReader = PreadReader()
+
+    /// Reads exactly `buffer.count` bytes at `offset`; a read that ends early means the file shrank.
     public func read(_ id: OffloadedFileID, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(FileTable.Failure) {
         let open = try file(id)
         var done = 0
         while done < buffer.count {
-            let count = pread(open.descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw .readFailed(id, errno: errno)
+            let count: Int
+            do throws(FileReadError) {
+                count = try reader.read(descriptor: open.descriptor, offset: offset + UInt64(done),
+                                        into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+            } catch {
+                if error.errno == EINTR { continue }
+                throw .readFailed(id, errno: error.errno)
             }
             if count == 0 { throw .shrank(id, expected: buffer.count, got: done) }
             done += count

@@ -2,10 +2,20 @@ import IOTCPCommon
 
 /// Where the data plane's work goes: packets to the wire, and answers to the host.
 public protocol NICOutput {
-    /// An IPv4 packet of `length` bytes for the wire, built in place by `build`.
-    mutating func transmit(length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void)
+    /// An IPv4 packet of `length` bytes for the wire, built in place by `build`. With `segmentSize` > 0
+    /// it is a TCP super-segment (only sent when `NICDataPlane.superSegmentLimit` allows them): the wire cuts
+    /// it into segments of that many payload bytes and finishes the TCP checksum.
+    mutating func transmit(length: Int, segmentSize: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void)
     /// A command for the host: OPENED, STAT, ECHO, ERROR, PACKET_IN.
     mutating func reply(_ command: Command)
+}
+
+extension NICOutput {
+    /// An ordinary packet.
+    @inlinable
+    public mutating func transmit(length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
+        transmit(length: length, segmentSize: 0, build)
+    }
 }
 
 /// The NIC half's command executor, without I/O of its own beyond reading files: it keeps no TCP state,
@@ -29,6 +39,11 @@ public final class NICDataPlane {
         var localPort: UInt16
     }
     private var scratch = [UInt8](repeating: 0, count: 65536)
+    /// The largest IPv4 packet a SEND may leave in, when the wire can cut TCP super-segments itself
+    /// (a TAP with a vnet header): up to 65,535 bytes, 45 segments at MSS 1448 in one write. 0 (the
+    /// default) cuts every segment here. The runtime sets it for a clean wire only: fault injection and
+    /// capture see real segments.
+    public var superSegmentLimit = 0
     public private(set) var counters = Counters()
 
     public struct Counters: Hashable, Sendable {
@@ -188,6 +203,12 @@ public final class NICDataPlane {
         _ endpoints: FlowEndpoints, sequence: SequenceNumber, bytes: [UInt8], template: SegmentTemplate,
         delayMilliseconds: UInt32, output: inout O
     ) {
+        let superPayload = superSegmentLimit > 0 ? SegmentBuilder.superSegmentPayload(packetLimit: superSegmentLimit, template: template) : 0
+        if superPayload > 0 && bytes.count > Int(template.maximumSegmentSize) {
+            transmitSuperSegments(endpoints, sequence: sequence, bytes: bytes, template: template, payloadLimit: superPayload,
+                                  delayMilliseconds: delayMilliseconds, output: &output)
+            return
+        }
         bytes.withUnsafeBytes { source in
             SegmentBuilder.forEachSegment(sequence: sequence, length: bytes.count, template: template) { seq, offset, chunk, isLast in
                 let length = SegmentBuilder.packetLength(payloadLength: chunk, template: template)
@@ -199,6 +220,33 @@ public final class NICDataPlane {
                 }
                 counters.packetsOut += 1
                 counters.bytesOut += length
+            }
+        }
+    }
+
+    /// The range in super-segments of up to `payloadLimit` bytes, each cut by the wire at the MSS.
+    private func transmitSuperSegments<O: NICOutput>(
+        _ endpoints: FlowEndpoints, sequence: SequenceNumber, bytes: [UInt8], template: SegmentTemplate, payloadLimit: Int,
+        delayMilliseconds: UInt32, output: inout O
+    ) {
+        let mss = max(Int(template.maximumSegmentSize), 1)
+        let headers = SegmentBuilder.packetLength(payloadLength: 0, template: template)
+        bytes.withUnsafeBytes { source in
+            var offset = 0
+            while offset < bytes.count {
+                let chunk = min(payloadLimit, bytes.count - offset)
+                let isLast = offset + chunk == bytes.count
+                let segmentSize = chunk > mss ? mss : 0
+                output.transmit(length: headers + chunk, segmentSize: segmentSize) { buffer in
+                    _ = try? SegmentBuilder.build(
+                        into: buffer, flow: endpoints, sequence: sequence + offset, payloadLength: chunk, isLast: isLast,
+                        template: template, nicDelayMilliseconds: delayMilliseconds, checksumOffload: segmentSize > 0
+                    ) { payload in payload.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<(offset + chunk)])) }
+                }
+                let segments = (chunk + mss - 1) / mss
+                counters.packetsOut += segments
+                counters.bytesOut += chunk + segments * headers
+                offset += chunk
             }
         }
     }

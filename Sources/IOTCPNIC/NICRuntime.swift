@@ -21,6 +21,8 @@ public final class NICRuntime {
     public var outbound = FaultyWire(settings: FaultSettings(), seed: 2)
     /// Every frame that crosses the wire, when set.
     public var capture: PcapWriter?
+    /// Lets SENDs leave as TCP super-segments when the wire can cut them (see `superSegmentsAllowed`).
+    public var segmentationOffload = true
     /// The host's HELLO, once it came.
     public private(set) var host: Hello?
     public private(set) var counters = Counters()
@@ -37,6 +39,8 @@ public final class NICRuntime {
         public var messagesIn = 0
         public var commandsIn = 0
         public var malformedCommands = 0
+        /// Frames that were TCP super-segments, cut into MSS-sized segments by the wire.
+        public var superSegmentsOut = 0
     }
 
     /// What a turn of the loop found.
@@ -105,10 +109,13 @@ public final class NICRuntime {
             inbound.send(bytes, now: now) { deliver(frame: $0, output: &output) }
         }
         inbound.releaseDue(now: now) { deliver(frame: $0, output: &output) }
-        outbound.releaseDue(now: now) { putOnWire($0) }
+        // Held outbound frames go straight to the wire: they passed the faults when they were sent, and
+        // handing them to `putOnWire` would re-enter `outbound` while it releases.
+        outbound.releaseDue(now: now) { transmit($0) }
 
         // The host's commands.
         guard let channel, let sender else { return worked ? .worked : .idle }
+        dataPlane.superSegmentLimit = superSegmentsAllowed ? Int(UInt16.max) : 0
         do throws(ChannelError) {
             let messages = try channel.receive(limit: 16) { message in
                 counters.messagesIn += 1
@@ -153,14 +160,29 @@ public final class NICRuntime {
         }
     }
 
-    private func putOnWire(_ bytes: UnsafeRawBufferPointer) {
-        let capture = self.capture, wire = self.wire
-        outbound.send(bytes, now: now) { bytes in
-            capture?.write(bytes)
-            try? wire.write(bytes)
-        }
+    /// A frame leaving the NIC: through the outbound faults, then onto the wire (now or when its delay ends).
+    /// A super-segment goes straight to the wire: they are only built when there are no faults to apply
+    /// and no capture to write (`superSegmentsAllowed`).
+    private func putOnWire(_ bytes: UnsafeRawBufferPointer, offload: TapDevice.SegmentationOffload? = nil) {
         counters.framesOut += 1
         counters.bytesOut += bytes.count
+        if let offload {
+            counters.superSegmentsOut += 1
+            try? wire.write(bytes, offload: offload)
+            return
+        }
+        outbound.send(bytes, now: now) { transmit($0) }
+    }
+
+    /// Whether SENDs may leave as super-segments: the wire cuts them (a TAP with a vnet header), the
+    /// owner did not turn them off, and nothing between NIC and wire needs to see real segments.
+    public var superSegmentsAllowed: Bool {
+        segmentationOffload && wire.vnetHeader && capture == nil && outbound.settings.isNone
+    }
+
+    private func transmit(_ bytes: UnsafeRawBufferPointer) {
+        capture?.write(bytes)
+        try? wire.write(bytes)
     }
 
     private func execute(message: UnsafeRawBufferPointer, output: inout Output) {
@@ -202,12 +224,19 @@ public final class NICRuntime {
     struct Output: NICOutput {
         unowned let runtime: NICRuntime
 
-        mutating func transmit(length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
+        mutating func transmit(length: Int, segmentSize: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
             let runtime = self.runtime
             guard length + 14 <= runtime.transmitFrame.count else { return }
             let frame = UnsafeMutableRawBufferPointer(rebasing: runtime.transmitFrame[0..<(14 + length)])
             build(UnsafeMutableRawBufferPointer(rebasing: frame[14...]))
-            if runtime.link.addressFrame(frame, transmit: { runtime.putOnWire($0) }) {
+            guard runtime.link.addressFrame(frame, transmit: { runtime.putOnWire($0) }) else { return }
+            if segmentSize > 0 {
+                // Ethernet 14, IPv4 (its IHL), TCP (its data offset): the headers the kernel repeats per segment.
+                let ipLength = Int(frame[14] & 0x0F) * 4
+                let tcpLength = Int(frame[14 + ipLength + 12] >> 4) * 4
+                runtime.putOnWire(UnsafeRawBufferPointer(frame), offload: TapDevice.SegmentationOffload(
+                    segmentSize: UInt16(segmentSize), headerLength: UInt16(14 + ipLength + tcpLength), checksumStart: UInt16(14 + ipLength)))
+            } else {
                 runtime.putOnWire(UnsafeRawBufferPointer(frame))
             }
         }

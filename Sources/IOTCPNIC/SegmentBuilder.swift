@@ -28,12 +28,25 @@ public enum SegmentBuilder {
         }
     }
 
+    /// Payload bytes of the largest super-segment that fits an IPv4 packet of `packetLimit` bytes: a
+    /// whole number of MSS-sized segments (so the wire's cuts fall where this builder's would), or 0 when
+    /// not even two fit.
+    @inlinable
+    public static func superSegmentPayload(packetLimit: Int, template: SegmentTemplate) -> Int {
+        let size = max(Int(template.maximumSegmentSize), 1)
+        let segments = (min(packetLimit, Int(UInt16.max)) - packetLength(payloadLength: 0, template: template)) / size
+        return segments >= 2 ? segments * size : 0
+    }
+
     /// Writes one segment's IPv4 packet into `buffer` and returns its length. `fillPayload` writes the
-    /// payload where it belongs; the checksums are computed after it.
+    /// payload where it belongs; the checksums are computed after it. With `checksumOffload` the TCP
+    /// checksum field gets only the pseudo-header sum, for the device to finish (a super-segment: one
+    /// header for many MSS-sized segments, cut by the device, which also clears FIN and PSH on all but the
+    /// last piece, as the template asks).
     @inlinable
     public static func build(
         into buffer: UnsafeMutableRawBufferPointer, flow: FlowEndpoints, sequence: SequenceNumber, payloadLength: Int,
-        isLast: Bool, template: SegmentTemplate, nicDelayMilliseconds: UInt32,
+        isLast: Bool, template: SegmentTemplate, nicDelayMilliseconds: UInt32, checksumOffload: Bool = false,
         fillPayload: (UnsafeMutableRawBufferPointer) -> Void
     ) throws(WireError) -> Int {
         var options = TCPOptions()
@@ -52,7 +65,11 @@ public enum SegmentBuilder {
         let segment = UnsafeMutableRawBufferPointer(rebasing: buffer[IPv4Repr.headerLength..<total])
         let headerLength = try tcp.emitHeader(into: segment)
         fillPayload(UnsafeMutableRawBufferPointer(rebasing: segment[headerLength...]))
-        TCPRepr.fillChecksum(segment: segment, source: flow.localAddress, destination: flow.remoteAddress)
+        if checksumOffload {
+            TCPRepr.fillPseudoHeaderChecksum(segment: segment, source: flow.localAddress, destination: flow.remoteAddress)
+        } else {
+            TCPRepr.fillChecksum(segment: segment, source: flow.localAddress, destination: flow.remoteAddress)
+        }
         return total
     }
 }

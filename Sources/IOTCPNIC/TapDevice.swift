@@ -5,32 +5,81 @@ import SystemPackage
 
 /// A TAP interface: Ethernet frames to and from the kernel through a file descriptor. The interface can
 /// be moved into a network namespace after it is opened; the descriptor stays with this process.
+///
+/// With `vnetHeader`, each frame crosses with a virtio_net_hdr in front, which lets the NIC hand the
+/// kernel one TCP super-segment of up to 64 KiB with its checksum left to finish (`SegmentationOffload`):
+/// the kernel splits it, or, for its own sockets, takes it whole as it would a GRO-merged packet.
 public final class TapDevice {
     public let name: String
     public let descriptor: Int32
+    public let vnetHeader: Bool
+    /// The header read in front of each frame, and the one written in front of each frame sent.
+    private let headerIn = UnsafeMutableRawBufferPointer.allocate(byteCount: TapDevice.vnetHeaderLength, alignment: 8)
+    private let headerOut = UnsafeMutableRawBufferPointer.allocate(byteCount: TapDevice.vnetHeaderLength, alignment: 8)
+    /// The two-piece gather list (header, frame) for readv/writev, reused so no frame allocates.
+    private let vectors = UnsafeMutablePointer<iovec>.allocate(capacity: 2)
+
+    /// Bytes of `struct virtio_net_hdr` (no `num_buffers`): flags, gso_type, hdr_len, gso_size,
+    /// csum_start, csum_offset, in the host's byte order (legacy virtio on a little-endian machine).
+    public static let vnetHeaderLength = 10
+
+    /// A TCP/IPv4 super-segment for the kernel to cut at `segmentSize` payload bytes, its TCP checksum
+    /// field holding the pseudo-header sum for the kernel to finish.
+    public struct SegmentationOffload: Hashable, Sendable {
+        /// Payload bytes per segment on the wire (the MSS).
+        public var segmentSize: UInt16
+        /// Ethernet + IPv4 + TCP header bytes at the front of the frame.
+        public var headerLength: UInt16
+        /// Where the TCP header starts in the frame (the checksum covers from here to the end).
+        public var checksumStart: UInt16
+
+        public init(segmentSize: UInt16, headerLength: UInt16, checksumStart: UInt16) {
+            self.segmentSize = segmentSize
+            self.headerLength = headerLength
+            self.checksumStart = checksumStart
+        }
+    }
 
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
     }
 
-    public init(name: String) throws(TapDevice.Failure) {
+    public init(name: String, vnetHeader: Bool = false) throws(TapDevice.Failure) {
         var buffer = [CChar](repeating: 0, count: 32)
         for (index, byte) in name.utf8.prefix(15).enumerated() { buffer[index] = CChar(bitPattern: byte) }
-        let descriptor = iotcp_tap_open(&buffer)
+        let descriptor = iotcp_tap_open(&buffer, vnetHeader ? 1 : 0)
         guard descriptor >= 0 else {
+            headerIn.deallocate()
+            headerOut.deallocate()
+            vectors.deallocate()
             throw Failure(description: "cannot open TAP \(name): \(Errno(rawValue: errno)) (needs /dev/net/tun and CAP_NET_ADMIN)")
         }
         self.descriptor = descriptor
+        self.vnetHeader = vnetHeader
         self.name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    deinit { close(descriptor) }
+    deinit {
+        close(descriptor)
+        headerIn.deallocate()
+        headerOut.deallocate()
+        vectors.deallocate()
+    }
 
-    /// Reads one frame into `buffer`; nil when none is waiting.
+    /// Reads one frame into `buffer`; nil when none is waiting. (The kernel is not offered checksum or
+    /// segmentation offload for what it sends, so a frame read is complete and checksummed.)
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(TapDevice.Failure) -> Int? {
         while true {
-            let count = Glibc.read(descriptor, buffer.baseAddress, buffer.count)
-            if count >= 0 { return count }
+            let count: Int
+            if vnetHeader {
+                vectors[0] = iovec(iov_base: headerIn.baseAddress, iov_len: headerIn.count)
+                vectors[1] = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+                count = readv(descriptor, vectors, 2)
+                if count >= 0 { return max(count - headerIn.count, 0) }
+            } else {
+                count = Glibc.read(descriptor, buffer.baseAddress, buffer.count)
+                if count >= 0 { return count }
+            }
             switch errno {
             case EINTR: continue
             case EAGAIN: return nil
@@ -39,10 +88,30 @@ public final class TapDevice {
         }
     }
 
-    /// Writes one frame. A full queue drops the frame (as a wire would); TCP recovers.
-    public func write(_ frame: UnsafeRawBufferPointer) throws(TapDevice.Failure) {
+    /// Writes one frame, or with `offload` one TCP super-segment (needs `vnetHeader`). A full queue drops
+    /// the frame (as a wire would); TCP recovers.
+    public func write(_ frame: UnsafeRawBufferPointer, offload: SegmentationOffload? = nil) throws(TapDevice.Failure) {
+        if offload != nil && !vnetHeader { throw Failure(description: "writing \(name): segmentation offload needs a vnet header") }
+        if vnetHeader {
+            headerOut.initializeMemory(as: UInt8.self, repeating: 0)
+            if let offload {
+                headerOut[0] = 1  // VIRTIO_NET_HDR_F_NEEDS_CSUM
+                headerOut[1] = 1  // VIRTIO_NET_HDR_GSO_TCPV4
+                headerOut.storeBytes(of: offload.headerLength, toByteOffset: 2, as: UInt16.self)
+                headerOut.storeBytes(of: offload.segmentSize, toByteOffset: 4, as: UInt16.self)
+                headerOut.storeBytes(of: offload.checksumStart, toByteOffset: 6, as: UInt16.self)
+                headerOut.storeBytes(of: UInt16(16), toByteOffset: 8, as: UInt16.self)  // TCP's checksum field
+            }
+        }
         while true {
-            let count = Glibc.write(descriptor, frame.baseAddress, frame.count)
+            let count: Int
+            if vnetHeader {
+                vectors[0] = iovec(iov_base: headerOut.baseAddress, iov_len: headerOut.count)
+                vectors[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: frame.baseAddress), iov_len: frame.count)
+                count = writev(descriptor, vectors, 2)
+            } else {
+                count = Glibc.write(descriptor, frame.baseAddress, frame.count)
+            }
             if count >= 0 { return }
             switch errno {
             case EINTR: continue

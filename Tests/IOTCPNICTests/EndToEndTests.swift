@@ -30,7 +30,8 @@ struct MessageOutput: CommandOutput, NICOutput {
         }
     }
 
-    mutating func transmit(length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
+    mutating func transmit(length: Int, segmentSize: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
+        #expect(segmentSize == 0, "super-segments are off unless a wire asks for them")
         var packet = [UInt8](repeating: 0, count: length)
         packet.withUnsafeMutableBytes { build($0) }
         wire.append(packet)

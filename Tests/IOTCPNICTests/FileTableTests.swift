@@ -76,10 +76,18 @@ struct FileTableTests {
         #expect(try table.status(second).size == 100_000)
     }
 
-    @Test("a file that shrinks under a read is reported, not padded")
-    func shrinkingFile() throws {
+    /// The file table's two ways of reading, for tests run once with each.
+    enum Reader: String, Sendable, CaseIterable, CustomStringConvertible {
+        case pread, ioUring
+        func make() throws -> any FileReader { self == .pread ? PreadReader() : try URingReader() }
+        var description: String { rawValue }
+    }
+
+    @Test("a file that shrinks under a read is reported, not padded", arguments: Reader.allCases)
+    func shrinkingFile(reader: Reader) throws {
         let root = try ExportRoot()
         let table = try FileTable(root: root.path)
+        table.reader = try reader.make()
         let (id, _) = try table.open(path: "sub/data.bin")
         truncate(root.path + "/sub/data.bin", 50_000)
         var buffer = [UInt8](repeating: 0, count: 1000)
@@ -90,6 +98,38 @@ struct FileTableTests {
             try buffer.withUnsafeMutableBytes { try table.read(id, offset: 49_600, into: $0) }
         }
         #expect(try table.status(id).size == 50_000)
+    }
+
+    @Test("io_uring and pread give identical bytes over random ranges, and the same errors")
+    func readersAgree() throws {
+        let root = try ExportRoot()
+        let viaPread = try FileTable(root: root.path)
+        let viaURing = try FileTable(root: root.path)
+        viaURing.reader = try URingReader()
+        #expect(viaURing.reader.name == "io_uring" && viaPread.reader.name == "pread")
+        let (first, _) = try viaPread.open(path: "sub/data.bin")
+        let (second, _) = try viaURing.open(path: "sub/data.bin")
+        var random = SeededGenerator(seed: 5)
+        for _ in 0..<500 {
+            let offset = Int.random(in: 0..<root.content.count, using: &random)
+            let length = Int.random(in: 1...min(70_000, root.content.count - offset), using: &random)
+            var a = [UInt8](repeating: 0, count: length), b = [UInt8](repeating: 1, count: length)
+            try a.withUnsafeMutableBytes { try viaPread.read(first, offset: UInt64(offset), into: $0) }
+            try b.withUnsafeMutableBytes { try viaURing.read(second, offset: UInt64(offset), into: $0) }
+            let expected = Array(root.content[offset..<(offset + length)])
+            #expect(a == expected && b == expected, "\(length) bytes at \(offset)")
+        }
+        // A bad descriptor: the same errno from both.
+        var byte: UInt8 = 0
+        let errors = try [PreadReader(), URingReader()].map { (reader: any FileReader) -> Int32? in
+            do throws(FileReadError) {
+                _ = try withUnsafeMutableBytes(of: &byte) { raw in
+                    Result { () throws(FileReadError) in try reader.read(descriptor: -1, offset: 0, into: raw) }
+                }.get()
+            } catch { return error.errno }
+            return nil
+        }
+        #expect(errors == [EBADF, EBADF])
     }
 
     @Test("a missing export root is a clear error")

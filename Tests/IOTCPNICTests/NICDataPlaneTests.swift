@@ -11,11 +11,14 @@ struct CollectingNICOutput: NICOutput {
     var echoes: [(FlowID, SequenceNumber, UInt64)] = []
     var errors: [(CommandErrorCode, UInt8, UInt64, String)] = []
     var opened: [(UInt32, OffloadedFileID, UInt64)] = []
+    /// Per packet: the segment size the wire is to cut it at (0: an ordinary packet).
+    var segmentSizes: [Int] = []
 
-    mutating func transmit(length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
+    mutating func transmit(length: Int, segmentSize: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
         var bytes = [UInt8](repeating: 0, count: length)
         bytes.withUnsafeMutableBytes { build($0) }
         packets.append(bytes)
+        segmentSizes.append(segmentSize)
     }
 
     mutating func reply(_ command: Command) {
@@ -77,6 +80,64 @@ struct NICDataPlaneTests {
         #expect(output.echoes.count == 1)
         #expect(output.echoes.first?.1 == SequenceNumber(1_005_000) && output.echoes.first?.2 == 3_000_000)
         #expect(nic.store.heldBytes == 5000)
+    }
+
+    @Test("with a wire that cuts super-segments, a SEND leaves in packets of 45 segments that cut into exactly the ordinary ones")
+    func sendBuildsSuperSegments() throws {
+        let root = try ExportRoot()
+        let template = SegmentTemplate(acknowledgmentNumber: SequenceNumber(5555), window: 1234, lastSegmentFlags: [.psh, .fin],
+                                       maximumSegmentSize: 1448, timestamps: TCPTimestamps(value: 1000, echoReply: 77))
+        func run(superSegmentLimit: Int) throws -> CollectingNICOutput {
+            let nic = NICDataPlane(files: try FileTable(root: root.path))
+            nic.superSegmentLimit = superSegmentLimit
+            let (_, fileID) = openFile(nic, "sub/data.bin")
+            var output = CollectingNICOutput()
+            nic.handle(.flowOpen(FlowID(3), flowEndpoints), received: .zero, now: .zero, output: &output)
+            nic.handle(.send(FlowID(3), SendRange(sequence: SequenceNumber(1_000_000), length: 100_000, file: try #require(fileID),
+                                                  offset: 0, template: template)), received: .zero, now: .zero, output: &output)
+            #expect(output.errors.isEmpty && output.echoes.count == 1)
+            return output
+        }
+        let plain = try run(superSegmentLimit: 0)
+        let offloaded = try run(superSegmentLimit: 65535)
+        #expect(plain.packets.count == 70 && plain.segmentSizes.allSatisfy { $0 == 0 })
+        // 52 header bytes (IPv4 20, TCP 20, timestamps 12): 45 segments of 1448 fit in 65,535.
+        #expect(offloaded.packets.map(\.count) == [52 + 65160, 52 + 34840])
+        #expect(offloaded.segmentSizes == [1448, 1448])
+
+        var cut: [[UInt8]] = []
+        for (index, packet) in offloaded.packets.enumerated() {
+            #expect(packet.withUnsafeBytes { Int($0.bigEndianUInt16(at: 2)) } == packet.count, "IPv4 total length")
+            let tcp = try #require(parseSegment(packet)).0
+            #expect(tcp.sequenceNumber == SequenceNumber(1_000_000) + index * 65160)
+            #expect(tcp.flags == (index == 1 ? [.ack, .psh, .fin] : .ack), "FIN and PSH on the last super-segment only")
+            // The checksum field holds the pseudo-header sum over the whole TCP length, for the wire to finish.
+            var pseudo = InternetChecksum()
+            pseudo.addPseudoHeader(source: flowEndpoints.localAddress, destination: flowEndpoints.remoteAddress,
+                                   protocol: .tcp, length: packet.count - 20)
+            #expect(packet.withUnsafeBytes { $0.bigEndianUInt16(at: 20 + 16) } == pseudo.foldedSum)
+            // Cut it as the kernel does: the same headers, sequence advanced, FIN/PSH kept on the last piece
+            // only, lengths and checksums recomputed.
+            let payload = packet[52...]
+            for start in stride(from: 0, to: payload.count, by: 1448) {
+                let piece = Array(payload.dropFirst(start).prefix(1448))
+                var segment = Array(packet[0..<52]) + piece
+                let last = start + piece.count == payload.count
+                segment.withUnsafeMutableBytes { raw in
+                    raw.storeBigEndian(UInt16(raw.count), at: 2)
+                    raw.storeBigEndian(UInt16(0), at: 10)
+                    raw.storeBigEndian(InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<20])), at: 10)
+                    raw.storeBigEndian(tcp.sequenceNumber.rawValue &+ UInt32(start), at: 20 + 4)
+                    if !last { raw[20 + 13] &= ~UInt8(0x09) }
+                    TCPRepr.fillChecksum(segment: UnsafeMutableRawBufferPointer(rebasing: raw[20...]),
+                                         source: flowEndpoints.localAddress, destination: flowEndpoints.remoteAddress)
+                }
+                cut.append(segment)
+            }
+        }
+        #expect(cut.count == plain.packets.count)
+        let identical = cut == plain.packets
+        #expect(identical, "the wire's cuts are byte for byte the segments built without offload")
     }
 
     @Test("errors are answered with ERROR naming the command, never a trap", arguments: RetransmitStore.Mode.allCases)

@@ -3,6 +3,7 @@ import IOTCPChannels
 import IOTCPCommon
 import IOTCPHost
 import IOTCPNIC
+import Testing
 
 /// An `IOTCPStack` on an in-process channel, the real NIC data plane on the other end, and a second TCP
 /// engine as the remote client, all on one thread and one virtual clock. Packets the NIC puts on the
@@ -41,7 +42,8 @@ final class StackHarness {
 
     struct NICSide: NICOutput {
         unowned let harness: StackHarness
-        mutating func transmit(length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
+        mutating func transmit(length: Int, segmentSize: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
+            #expect(segmentSize == 0, "super-segments are off unless a wire asks for them")
             var packet = [UInt8](repeating: 0, count: length)
             packet.withUnsafeMutableBytes { build($0) }
             harness.toClient.append(packet)

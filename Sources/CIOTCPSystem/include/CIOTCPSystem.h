@@ -37,8 +37,9 @@ long iotcp_receive_with_fds(int socket, void *data, size_t length, int *fds, int
 /// leading out of it) and RESOLVE_NO_MAGICLINKS, read-only, close-on-exec. Returns a descriptor or -1.
 int iotcp_open_beneath(int directory, const char *path);
 
-/// Opens /dev/net/tun and attaches a TAP interface named `name` (IFF_TAP | IFF_NO_PI), non-blocking.
-/// Writes the kernel's chosen name back into `name` (at least 16 bytes). Returns a descriptor or -1.
-int iotcp_tap_open(char *name);
+/// Opens /dev/net/tun and attaches a TAP interface named `name` (IFF_TAP | IFF_NO_PI), non-blocking; with
+/// `vnet_header`, also IFF_VNET_HDR: every frame is preceded by a 10-byte virtio_net_hdr (checksum offload
+/// and GSO). Writes the kernel's chosen name back into `name` (at least 16 bytes). Returns a descriptor or -1.
+int iotcp_tap_open(char *name, int vnet_header);
 
 #endif
