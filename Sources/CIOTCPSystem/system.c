@@ -15,6 +15,7 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -151,4 +152,8 @@ int iotcp_tap_open(char *name, int vnet_header) {
     }
     strncpy(name, request.ifr_name, IFNAMSIZ);
     return fd;
+}
+
+void iotcp_name_thread(const char *name) {
+    prctl(PR_SET_NAME, name, 0, 0, 0);
 }

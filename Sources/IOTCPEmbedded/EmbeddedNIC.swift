@@ -72,8 +72,7 @@ public final class EmbeddedNIC: @unchecked Sendable {
     }
 
     private func loop() {
-        // Named so a profile or /proc/PID/task/TID/comm tells the NIC stack's CPU from the host's.
-        _ = pthread_setname_np(pthread_self(), "iotcp-nic")
+        NICRuntime.nameCurrentThread("iotcp-nic")
         while !stopRequested.load(ordering: .acquiring) {
             switch runtime.runOnce(now: IOTCPStack.monotonicNow()) {
             case .worked: continue

@@ -134,6 +134,12 @@ public final class NICRuntime {
         return worked ? .worked : .idle
     }
 
+    /// Names the calling thread, so a profile or `/proc/PID/task/TID/comm` tells the NIC stack's CPU from
+    /// the host's when both run in one process.
+    public static func nameCurrentThread(_ name: String) {
+        iotcp_name_thread(name)
+    }
+
     /// Sleeps until a frame arrives, the host sends, a held frame is due, or `timeoutNanoseconds` pass.
     public func sleep(timeoutNanoseconds: Int64) {
         var timeout = timeoutNanoseconds

@@ -42,4 +42,7 @@ int iotcp_open_beneath(int directory, const char *path);
 /// and GSO). Writes the kernel's chosen name back into `name` (at least 16 bytes). Returns a descriptor or -1.
 int iotcp_tap_open(char *name, int vnet_header);
 
+/// Names the calling thread (at most 15 bytes are kept), as top, perf and /proc/PID/task/TID/comm show it.
+void iotcp_name_thread(const char *name);
+
 #endif
