@@ -44,6 +44,7 @@ struct FileServer: ParsableCommand {
     var wire: WireOptions
 
     func run() throws {
+        NICRuntime.keepFreedMemoryForReuse()
         let namespace: NetworkNamespace
         do { namespace = try NetworkNamespace(name: netns, address: address) } catch { throw ValidationError("\(error)") }
         signal(SIGINT) { _ in stopRequested = 1 }

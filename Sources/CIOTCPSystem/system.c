@@ -16,6 +16,7 @@
 #include <linux/if_tun.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <malloc.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -156,4 +157,9 @@ int iotcp_tap_open(char *name, int vnet_header) {
 
 void iotcp_name_thread(const char *name) {
     prctl(PR_SET_NAME, name, 0, 0, 0);
+}
+
+void iotcp_keep_freed_memory(void) {
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
 }

@@ -120,3 +120,4 @@ public struct WireOptions: ParsableArguments {
 
 extension RetransmitStore.Mode: ExpressibleByArgument {}
 
+

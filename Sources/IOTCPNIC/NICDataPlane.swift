@@ -146,9 +146,9 @@ public final class NICDataPlane {
             return
         }
         // Read the whole range once (one disk read per SEND, Atlas's point), keep it if buffered.
-        var bytes = [UInt8](repeating: 0, count: length)
+        let bytes: [UInt8]
         do throws(FileTable.Failure) {
-            try read(range.file, offset: range.offset, into: &bytes)
+            bytes = try read(range.file, offset: range.offset, length: length)
         } catch {
             fail(error.code, kind: .send, flow: flow, reference: UInt64(range.sequence.rawValue), error.description, output: &output)
             return
@@ -175,13 +175,12 @@ public final class NICDataPlane {
             return
         }
         for (range, skip, take) in pieces {
-            var bytes: [UInt8]
+            let bytes: [UInt8]
             if let stored = range.bytes {
                 bytes = Array(stored[skip..<(skip + take)])
             } else {
-                bytes = [UInt8](repeating: 0, count: take)
                 do throws(FileTable.Failure) {
-                    try read(range.file, offset: range.offset + UInt64(skip), into: &bytes)
+                    bytes = try read(range.file, offset: range.offset + UInt64(skip), length: take)
                 } catch {
                     fail(error.code, kind: .retransmit, flow: flow, reference: UInt64(sequence.rawValue), error.description, output: &output)
                     return
@@ -191,12 +190,21 @@ public final class NICDataPlane {
         }
     }
 
-    private func read(_ file: OffloadedFileID, offset: UInt64, into bytes: inout [UInt8]) throws(FileTable.Failure) {
+    /// `length` bytes of the file, read straight into a new array's uninitialised storage (no zeroing
+    /// first: the read fills every byte, or it fails and the array is empty).
+    private func read(_ file: OffloadedFileID, offset: UInt64, length: Int) throws(FileTable.Failure) -> [UInt8] {
         var failure: FileTable.Failure?
-        bytes.withUnsafeMutableBytes { buffer in
-            do throws(FileTable.Failure) { try files.read(file, offset: offset, into: buffer) } catch { failure = error }
+        let bytes = [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
+            do throws(FileTable.Failure) {
+                try files.read(file, offset: offset, into: UnsafeMutableRawBufferPointer(buffer))
+                count = length
+            } catch {
+                failure = error
+                count = 0
+            }
         }
         if let failure { throw failure }
+        return bytes
     }
 
     private func transmit<O: NICOutput>(

@@ -42,6 +42,7 @@ struct NICServer: ParsableCommand {
     var wire: WireOptions
 
     func run() throws {
+        NICRuntime.keepFreedMemoryForReuse()
         var logger = Logger(label: "iotcp-nic")
         logger.logLevel = logLevel
         guard channel.hasPrefix("shm:"), channel.count > 4 else { throw ValidationError("--channel must be shm:PATH, not \(channel)") }

@@ -75,6 +75,36 @@ struct StackTests {
         #expect(harness.nicErrors.isEmpty, "\(harness.nicErrors)")
     }
 
+    @Test("offloadClose right after queuing: the NIC keeps the file until every connection that used it is acknowledged")
+    func closeWhileInFlight() throws {
+        let root = try ExportRoot()
+        let harness = try StackHarness(root: root.path)
+        let listener = try harness.stack.listen(port: 80)
+        try harness.stack.register(listener, interests: .acceptable, token: 7)
+        let clients = try (0..<2).map { _ in try harness.connectClient(port: 80) }
+        let sockets = try clients.map { _ in try acceptThroughEvents(harness, listener: listener) }
+        let file = try openFile(harness, "/sub/data.bin").get()
+        // Each connection queues 20,000 bytes from a different offset; the file is closed at once.
+        for (index, socket) in sockets.enumerated() {
+            #expect(try harness.stack.offloadWrite(socket, file: file.id, offset: UInt64(index * 50_000), length: 20_000) == 20_000)
+        }
+        try harness.stack.offloadClose(file.id)
+        #expect(throws: IOTCPError.badFile(file.id)) { try harness.stack.offloadWrite(sockets[0], file: file.id, offset: 0, length: 1) }
+        var received: [[UInt8]] = [[], []]
+        try harness.run {
+            #expect(harness.nic.files.openCount == (received.allSatisfy { $0.count == 20_000 } ? harness.nic.files.openCount : 1),
+                    "open on the NIC while bytes are still in flight")
+            for index in 0..<2 { received[index] += harness.clientRead(clients[index]) }
+            return harness.nic.files.openCount == 0
+        }
+        #expect(harness.nic.files.openCount == 0 && harness.stack.openFileCount == 0, "closed once both were acknowledged")
+        for index in 0..<2 {
+            let expected = Array(root.content[(index * 50_000)..<(index * 50_000 + 20_000)])
+            #expect(received[index] == expected, "connection \(index) got its range byte-exact")
+        }
+        #expect(harness.nic.store.heldBytes == 0 && harness.nicErrors.isEmpty)
+    }
+
     @Test("offloadOpen failures come back as events with the NIC's reason; bad paths are refused at once")
     func openFailures() throws {
         let root = try ExportRoot()

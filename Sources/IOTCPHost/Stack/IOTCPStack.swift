@@ -58,7 +58,10 @@ public final class IOTCPStack {
         var closeRequested = false
     }
     private var files: [OffloadedFileID: FileRecord] = [:]
-    private var closingFiles: [OffloadedFileID] = []
+    /// Connections that hold up the close of offloaded files, with those files: looked at only when the
+    /// engine says such a connection had everything acknowledged or closed, so a server with thousands of
+    /// responses in flight pays nothing per turn for them.
+    private var closingUsers: [TCPHandle: [OffloadedFileID]] = [:]
     /// The NIC's explanation for connections it failed.
     private var nicFailures: [TCPHandle: IOTCPError] = [:]
     private var nicMessages: [String] = []
@@ -259,30 +262,32 @@ public final class IOTCPStack {
     /// the connections that queued them have had everything acknowledged (or are gone).
     public func offloadClose(_ file: OffloadedFileID) throws(IOTCPError) {
         guard let record = files[file], !record.closeRequested else { throw .badFile(file) }
+        let waiting = record.users.filter { user in
+            guard let info = engine.info(of: user) else { return false }
+            return info.queuedBytes > 0 && info.state != .closed
+        }
+        guard !waiting.isEmpty else {
+            files[file] = nil
+            sender.append(.closeFile(file))
+            return
+        }
         files[file]!.closeRequested = true
-        closingFiles.append(file)
-        _ = record
-        closeFilesNoLongerNeeded()
+        files[file]!.users = waiting
+        for user in waiting { closingUsers[user, default: []].append(file) }
     }
 
     /// Offloaded files open on the NIC (closing ones included).
     public var openFileCount: Int { files.count }
 
-    private func closeFilesNoLongerNeeded() {
-        guard !closingFiles.isEmpty else { return }
-        closingFiles.removeAll { file in
-            guard var record = files[file] else { return true }
-            record.users.removeAll { user in
-                guard let info = engine.info(of: user) else { return true }
-                return info.queuedBytes == 0 || info.state == .closed
-            }
-            if record.users.isEmpty {
+    /// `user` had everything acknowledged, or closed: the closing files it held up may go.
+    private func release(user: TCPHandle) {
+        guard let held = closingUsers.removeValue(forKey: user) else { return }
+        for file in held where files[file] != nil {
+            files[file]!.users.removeAll { $0 == user }
+            if files[file]!.users.isEmpty {
                 files[file] = nil
                 sender.append(.closeFile(file))
-                return true
             }
-            files[file] = record
-            return false
         }
     }
 
@@ -379,7 +384,6 @@ public final class IOTCPStack {
             }
         }
         engine.handleTimers(now: now, output: &output)
-        closeFilesNoLongerNeeded()
         sender.flush()
         if channelFailure == nil, let failure = sender.failure { failChannel(failure) }
     }
@@ -473,7 +477,7 @@ public final class IOTCPStack {
         }
         pendingOpens.removeAll()
         files.removeAll()
-        closingFiles.removeAll()
+        closingUsers.removeAll()
     }
 
     /// What the engine's events newly make true.
@@ -488,9 +492,15 @@ public final class IOTCPStack {
 
     private func collect(into events: inout [StackEvent], maxEvents: Int) {
         engine.drainEvents({ handle, happened in
-            candidates[Socket(connection: handle), default: []].formUnion(Self.edges(happened))
+            if !happened.isDisjoint(with: [.allAcknowledged, .closed]) && closingUsers[handle] != nil { release(user: handle) }
+            let edges = Self.edges(happened)
+            if !edges.isEmpty { candidates[Socket(connection: handle), default: []].formUnion(edges) }
         }, listeners: { candidates[Socket(listener: $0.port), default: []].insert(.acceptable) })
-        while !completions.isEmpty && events.count < maxEvents { events.append(completions.removeFirst()) }
+        if !completions.isEmpty {
+            let taken = min(completions.count, maxEvents - events.count)
+            events.append(contentsOf: completions.prefix(taken))
+            completions.removeFirst(taken)
+        }
         guard events.count < maxEvents else { return }
         for (socket, edges) in candidates {
             guard let registration = registrations[socket] else {

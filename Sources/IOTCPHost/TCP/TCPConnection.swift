@@ -559,6 +559,7 @@ struct TCPConnection {
         if reportable - acknowledgedReported >= configuration.acknowledgedBatchBytes
             || (reportable == dataEnd && reportable > acknowledgedReported) {
             output.emit(.acknowledged(handle.flow, through: reportable))
+            if reportable == dataEnd { events.insert(.allAcknowledged) }
             acknowledgedReported = reportable
         }
         if !queueHadRoom && queueHasRoom(configuration: configuration) { events.insert(.writable) }

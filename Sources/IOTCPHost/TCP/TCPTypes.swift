@@ -38,6 +38,8 @@ public struct TCPEvents: OptionSet, Hashable, Sendable {
     public static let readClosed = TCPEvents(rawValue: 1 << 3)
     /// The connection is over, cleanly or not; `TCPEngine.error(of:)` says which.
     public static let closed = TCPEvents(rawValue: 1 << 4)
+    /// An ACK just covered everything queued so far (data and offloaded ranges alike).
+    public static let allAcknowledged = TCPEvents(rawValue: 1 << 5)
 }
 
 /// Why a connection ended other than by an orderly close, or why a call failed.
