@@ -19,6 +19,14 @@ struct StackTests {
         return try #require(accepted)
     }
 
+    /// A listener on port 80 registered for accepts (token 7), and `count` client connections accepted.
+    func acceptedConnections(_ harness: StackHarness, count: Int) throws -> [(client: TCPHandle, socket: Socket)] {
+        let listener = try harness.stack.listen(port: 80)
+        try harness.stack.register(listener, interests: .acceptable, token: 7)
+        let clients = try (0..<count).map { _ in try harness.connectClient(port: 80) }
+        return try clients.map { ($0, try acceptThroughEvents(harness, listener: listener)) }
+    }
+
     func openFile(_ harness: StackHarness, _ path: String, token: UInt64 = 99) throws -> Result<OffloadedFile, IOTCPError> {
         let request = try harness.stack.offloadOpen(path, token: token)
         var result: Result<OffloadedFile, IOTCPError>?
@@ -36,10 +44,7 @@ struct StackTests {
     func offloadedDownload() throws {
         let root = try ExportRoot()
         let harness = try StackHarness(root: root.path)
-        let listener = try harness.stack.listen(port: 80)
-        try harness.stack.register(listener, interests: .acceptable, token: 7)
-        let client = try harness.connectClient(port: 80)
-        let socket = try acceptThroughEvents(harness, listener: listener)
+        let (client, socket) = try acceptedConnections(harness, count: 1)[0]
 
         let file = try openFile(harness, "/sub/data.bin").get()
         #expect(file.size == UInt64(root.content.count))
@@ -79,10 +84,8 @@ struct StackTests {
     func closeWhileInFlight() throws {
         let root = try ExportRoot()
         let harness = try StackHarness(root: root.path)
-        let listener = try harness.stack.listen(port: 80)
-        try harness.stack.register(listener, interests: .acceptable, token: 7)
-        let clients = try (0..<2).map { _ in try harness.connectClient(port: 80) }
-        let sockets = try clients.map { _ in try acceptThroughEvents(harness, listener: listener) }
+        let connections = try acceptedConnections(harness, count: 2)
+        let clients = connections.map(\.client), sockets = connections.map(\.socket)
         let file = try openFile(harness, "/sub/data.bin").get()
         // Each connection queues 20,000 bytes from a different offset; the file is closed at once.
         for (index, socket) in sockets.enumerated() {
@@ -136,10 +139,7 @@ struct StackTests {
     func triggerModes() throws {
         let root = try ExportRoot()
         let harness = try StackHarness(root: root.path)
-        let listener = try harness.stack.listen(port: 80)
-        try harness.stack.register(listener, interests: .acceptable, token: 7)
-        let client = try harness.connectClient(port: 80)
-        let socket = try acceptThroughEvents(harness, listener: listener)
+        let (client, socket) = try acceptedConnections(harness, count: 1)[0]
         var buffer = [UInt8](repeating: 0, count: 64)
         #expect(throws: IOTCPError.wouldBlock) { try buffer.withUnsafeMutableBytes { try harness.stack.read(socket, into: $0) } }
 
@@ -207,10 +207,7 @@ struct StackTests {
     func nicFailureResetsTheConnection() throws {
         let root = try ExportRoot()
         let harness = try StackHarness(root: root.path)
-        let listener = try harness.stack.listen(port: 80)
-        try harness.stack.register(listener, interests: .acceptable, token: 7)
-        let client = try harness.connectClient(port: 80)
-        let socket = try acceptThroughEvents(harness, listener: listener)
+        let (client, socket) = try acceptedConnections(harness, count: 1)[0]
         try harness.stack.register(socket, interests: [], token: 1)
         let file = try openFile(harness, "/sub/data.bin").get()
         truncate(root.path + "/sub/data.bin", 1000)
@@ -234,10 +231,7 @@ struct StackTests {
     func channelFailure() throws {
         let root = try ExportRoot()
         let harness = try StackHarness(root: root.path)
-        let listener = try harness.stack.listen(port: 80)
-        try harness.stack.register(listener, interests: .acceptable, token: 7)
-        _ = try harness.connectClient(port: 80)
-        let socket = try acceptThroughEvents(harness, listener: listener)
+        let socket = try acceptedConnections(harness, count: 1)[0].socket
         try harness.stack.register(socket, interests: .readable, token: 1)
         let request = try harness.stack.offloadOpen("/sub/data.bin", token: 5)
         harness.nicEnd.close()
