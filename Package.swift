@@ -90,7 +90,7 @@ let package = Package(
         .executableTarget(
             name: "IOTCPBench",
             dependencies: [
-                "IOTCPCommon", "IOTCPChannels", "IOTCPHost",
+                "IOTCPCommon", "IOTCPChannels", "IOTCPHost", "IOTCPNIC", "IOTCPEmbedded",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/IOTCPBench"),

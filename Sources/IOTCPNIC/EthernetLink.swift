@@ -61,6 +61,11 @@ public struct EthernetLink {
         }
     }
 
+    /// A neighbour known without asking (a static ARP entry): benchmarks, and links whose peers never ARP.
+    public mutating func learn(neighbour address: IPv4Address, at hardwareAddress: MACAddress) {
+        neighbours[address] = hardwareAddress
+    }
+
     /// Frames an IPv4 packet for its destination and transmits it.
     public mutating func send(packet: UnsafeRawBufferPointer, transmit: (UnsafeRawBufferPointer) -> Void) {
         guard packet.count >= 20 else { return }
