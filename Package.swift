@@ -35,7 +35,6 @@ let package = Package(
         // these clang modules in one Swift module collide over glibc types they both include (`fd_set`).
         .systemLibrary(name: "CRDMA", path: "Sources/CRDMA",
                        providers: [.apt(["libibverbs-dev", "librdmacm-dev"])]),
-        .systemLibrary(name: "CNVMe", path: "Sources/CNVMe", providers: [.apt(["libnvme-dev"])]),
 
         // Channel implementations: in-process and shared memory (slot rings, eventfd doorbells).
         .target(
@@ -49,11 +48,14 @@ let package = Package(
         .target(name: "IOTCPHost", dependencies: ["IOTCPCommon"]),
         .target(
             name: "IOTCPNIC",
-            dependencies: ["IOTCPCommon", "CIOTCPSystem", "CIOTCPURing", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["IOTCPCommon", "CIOTCPSystem", "CIOTCPURing", "CIOTCPNVMe", .product(name: "SystemPackage", package: "swift-system")]),
 
         // io_uring reads (liburing, Debian's liburing-dev) behind an opaque C handle: liburing's headers and
         // swift-system's both define the kernel's io_uring structures, which no one Swift module may see twice.
         .target(name: "CIOTCPURing", linkerSettings: [.linkedLibrary("uring")]),
+        // The NVMe namespace under an opened file (libnvme, Debian's libnvme-dev), behind a plain C interface
+        // for the same reason.
+        .target(name: "CIOTCPNVMe", linkerSettings: [.linkedLibrary("nvme")]),
 
         // Both halves in one process over a TAP device: the embedded arrangement.
         .target(

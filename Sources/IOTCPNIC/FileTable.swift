@@ -158,6 +158,20 @@ public final class FileTable {
         openCount = 0
     }
 
+    /// Names the storage device under a device number (`st_dev`); NVMe through libnvme by default. Tests
+    /// install their own.
+    public var deviceProbe: (UInt64) -> StorageDevice? = { StorageDeviceProbe.nvmeNamespace(device: $0) }
+    private var devices: [UInt64: StorageDevice?] = [:]
+
+    /// The storage device under an open file, if the probe can name it (asked once per device number).
+    public func device(of id: OffloadedFileID) throws(FileTable.Failure) -> StorageDevice? {
+        let number = try status(id).device
+        if let known = devices[number] { return known }
+        let found = deviceProbe(number)
+        devices[number] = .some(found)
+        return found
+    }
+
     /// How file bytes are read: pread unless the owner installs another reader (io_uring).
     public var reader: any FileReader = PreadReader()
 

@@ -64,7 +64,7 @@ public final class NICDataPlane {
     public func handle<O: NICOutput>(_ command: Command, received: Instant, now: Instant, output: inout O) {
         counters.commands += 1
         switch command {
-        case .hello, .keepalive, .error, .opened, .stat, .echo, .packetIn:
+        case .hello, .keepalive, .error, .opened, .stat, .echo, .packetIn, .device:
             break  // not for the NIC to act on
         case .open(let requestID, _, let path):
             let text = String(decoding: path, as: UTF8.self)
@@ -72,6 +72,7 @@ public final class NICDataPlane {
                 let (file, status) = try files.open(path: text)
                 // STAT follows at once, so the host has the whole status without another round trip.
                 output.reply(.opened(requestID: requestID, file: file, size: status.size))
+                if let device = try files.device(of: file) { reply(device, requestID: requestID, file: file, output: &output) }
                 output.reply(.stat(requestID: requestID, file: file, status: status))
             } catch {
                 fail(error.code, kind: .open, flow: .none, reference: UInt64(requestID), error.description, output: &output)
@@ -255,6 +256,17 @@ public final class NICDataPlane {
                 counters.packetsOut += segments
                 counters.bytesOut += chunk + segments * headers
                 offset += chunk
+            }
+        }
+    }
+
+    /// DEVICE, between OPENED and STAT.
+    private func reply<O: NICOutput>(_ device: StorageDevice, requestID: UInt32, file: OffloadedFileID, output: inout O) {
+        var model = device.model, serial = device.serial
+        model.withUTF8 { model in
+            serial.withUTF8 { serial in
+                output.reply(.device(requestID: requestID, file: file, DeviceReport(
+                    namespace: device.namespace, model: UnsafeRawBufferPointer(model), serial: UnsafeRawBufferPointer(serial))))
             }
         }
     }

@@ -8,6 +8,7 @@ enum OwnedCommand: Equatable {
     case open(requestID: UInt32, flags: UInt32, path: [UInt8])
     case packetIn(FlowID, [UInt8])
     case packetOut(FlowID, [UInt8])
+    case device(requestID: UInt32, file: OffloadedFileID, namespace: UInt32, model: [UInt8], serial: [UInt8])
 
     init(_ command: Command) {
         switch command {
@@ -16,6 +17,8 @@ enum OwnedCommand: Equatable {
         case .open(let requestID, let flags, let path): self = .open(requestID: requestID, flags: flags, path: Array(path))
         case .packetIn(let flow, let packet): self = .packetIn(flow, Array(packet))
         case .packetOut(let flow, let packet): self = .packetOut(flow, Array(packet))
+        case .device(let requestID, let file, let report):
+            self = .device(requestID: requestID, file: file, namespace: report.namespace, model: Array(report.model), serial: Array(report.serial))
         default: self = .plain(String(describing: command))
         }
     }
@@ -29,6 +32,12 @@ enum OwnedCommand: Equatable {
             return path.withUnsafeBytes { body(.open(requestID: requestID, flags: flags, path: $0)) }
         case .packetIn(let flow, let packet): return packet.withUnsafeBytes { body(.packetIn(flow, packet: $0)) }
         case .packetOut(let flow, let packet): return packet.withUnsafeBytes { body(.packetOut(flow, packet: $0)) }
+        case .device(let requestID, let file, let namespace, let model, let serial):
+            return model.withUnsafeBytes { model in
+                serial.withUnsafeBytes { serial in
+                    body(.device(requestID: requestID, file: file, DeviceReport(namespace: namespace, model: model, serial: serial)))
+                }
+            }
         }
     }
 }
@@ -90,6 +99,13 @@ extension SeededGenerator {
             return owned.withCommand { body($0, owned) }
         case .packetOut:
             owned = .packetOut(flow, bytes(1...1600))
+            return owned.withCommand { body($0, owned) }
+        case .device:
+            // Full-width fields, so what is decoded is exactly what was given (shorter ones come back padded).
+            var model: [UInt8] = [], serial: [UInt8] = []
+            for _ in 0..<40 { model.append(UInt8.random(in: 0x21...0x7E, using: &self)) }
+            for _ in 0..<20 { serial.append(UInt8.random(in: 0x21...0x7E, using: &self)) }
+            owned = .device(requestID: next32(), file: file, namespace: next32(), model: model, serial: serial)
             return owned.withCommand { body($0, owned) }
         }
         return body(command, OwnedCommand(command))
@@ -180,6 +196,35 @@ struct CommandCodecTests {
         #expect(Array(bytes[36..<44]) == [3, 0, 0, 0, 2, 0, 0, 0])
         #expect(Array(bytes[44..<52]) == [0, 0x10, 0, 0, 0, 0, 0, 0])
         #expect(Array(bytes[52..<72]) == [0x0D, 0x0C, 0x0B, 0x0A, 0x34, 0x12, 0x08, 0x01, 0xA8, 0x05, 0, 0, 7, 0, 0, 0, 9, 0, 0, 0])
+    }
+
+    @Test("a DEVICE is laid out as the protocol document says: short names padded with spaces, read back trimmed")
+    func deviceLayout() throws {
+        var buffer = [UInt8](repeating: 0, count: 128)
+        let bytes: [UInt8] = buffer.withUnsafeMutableBytes { raw in
+            var writer = CommandWriter(buffer: raw)
+            _ = Array("QEMU NVMe Ctrl".utf8).withUnsafeBytes { model in
+                Array("deadbeef".utf8).withUnsafeBytes { serial in
+                    writer.append(.device(requestID: 9, file: OffloadedFileID(slot: 3, generation: 2),
+                                          DeviceReport(namespace: 1, model: model, serial: serial)))
+                }
+            }
+            return Array(writer.finish(sequence: 1))
+        }
+        #expect(bytes.count == 16 + 12 + 76)
+        #expect(Array(bytes[16..<28]) == [17, 0, 0, 0, 88, 0, 0, 0, 0, 0, 0, 0])
+        #expect(Array(bytes[28..<44]) == [9, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0])
+        #expect(Array(bytes[44..<84]) == Array("QEMU NVMe Ctrl".utf8) + [UInt8](repeating: 0x20, count: 26))
+        #expect(Array(bytes[84..<104]) == Array("deadbeef".utf8) + [UInt8](repeating: 0x20, count: 12))
+        try bytes.withUnsafeBytes { raw in
+            var reader = try CommandReader(message: raw)
+            guard case .device(let request, let file, let report)? = try reader.next() else {
+                Issue.record("not decoded as DEVICE")
+                return
+            }
+            #expect(request == 9 && file == OffloadedFileID(slot: 3, generation: 2) && report.namespace == 1)
+            #expect(report.modelString == "QEMU NVMe Ctrl" && report.serialString == "deadbeef")
+        }
     }
 
     /// A message holding an ACKD, then `middle`, then another ACKD, to see what the reader makes of `middle`.

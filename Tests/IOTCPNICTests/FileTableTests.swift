@@ -132,6 +132,27 @@ struct FileTableTests {
         #expect(errors == [EBADF, EBADF])
     }
 
+    @Test("the block device under a device number, from sysfs: a partition's namespace, a whole disk, none")
+    func blockDeviceNames() throws {
+        let sysfs = FileManager.default.temporaryDirectory.appendingPathComponent("iotcp-sysfs-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: sysfs) }
+        let namespace = sysfs + "/devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1"
+        try FileManager.default.createDirectory(atPath: namespace + "/nvme0n1p2", withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: namespace + "/nvme0n1p2/partition", contents: Data("2\n".utf8)))
+        try FileManager.default.createDirectory(atPath: sysfs + "/dev/block", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: sysfs + "/dev/block/259:2", withDestinationPath: namespace + "/nvme0n1p2")
+        try FileManager.default.createSymbolicLink(atPath: sysfs + "/dev/block/259:0", withDestinationPath: namespace)
+        // glibc's makedev(259, 2) and makedev(259, 0).
+        let partition: UInt64 = (259 << 8) | 2, whole: UInt64 = 259 << 8
+        #expect(StorageDeviceProbe.blockDeviceName(device: partition, sysfs: sysfs) == "nvme0n1")
+        #expect(StorageDeviceProbe.blockDeviceName(device: whole, sysfs: sysfs) == "nvme0n1")
+        #expect(StorageDeviceProbe.blockDeviceName(device: (8 << 8) | 1, sysfs: sysfs) == nil)
+        // This machine's files are on no NVMe namespace (overlay or virtual disks): libnvme finds none.
+        var status = stat()
+        #expect(stat(sysfs, &status) == 0)
+        #expect(StorageDeviceProbe.nvmeNamespace(device: UInt64(status.st_dev)) == nil)
+    }
+
     @Test("a missing export root is a clear error")
     func missingRoot() {
         #expect(throws: FileTable.Failure.notFound("/nonexistent/iotcp-root")) { try FileTable(root: "/nonexistent/iotcp-root") }

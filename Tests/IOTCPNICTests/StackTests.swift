@@ -108,6 +108,26 @@ struct StackTests {
         #expect(harness.nic.store.heldBytes == 0 && harness.nicErrors.isEmpty)
     }
 
+    @Test("a file on a device the NIC can name comes back with it: DEVICE between OPENED and STAT")
+    func openReportsDevice() throws {
+        let root = try ExportRoot()
+        let harness = try StackHarness(root: root.path)
+        let disk = StorageDevice(model: "QEMU NVMe Ctrl", serial: "iotcp-0001", namespace: 1)
+        var probed: [UInt64] = []
+        harness.nic.files.deviceProbe = { number in
+            probed.append(number)
+            return disk
+        }
+        let first = try openFile(harness, "/sub/data.bin").get()
+        let second = try openFile(harness, "/inside").get()
+        #expect(first.device == disk && second.device == disk)
+        #expect(probed == [first.status.device], "asked once per device number")
+        harness.nic.files.deviceProbe = { _ in nil }
+        let other = try StackHarness(root: root.path)
+        other.nic.files.deviceProbe = { _ in nil }
+        #expect(try openFile(other, "/sub/data.bin").get().device == nil)
+    }
+
     @Test("offloadOpen failures come back as events with the NIC's reason; bad paths are refused at once")
     func openFailures() throws {
         let root = try ExportRoot()

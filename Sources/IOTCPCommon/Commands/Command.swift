@@ -35,6 +35,33 @@ public struct ErrorReport {
     public var textString: String { String(decoding: text, as: UTF8.self) }
 }
 
+/// `DEVICE`: the storage device under an opened file, when the NIC can name it (an NVMe namespace, through
+/// libnvme). `model` and `serial` are ASCII as the controller reports them (at most 40 and 20 bytes, padded
+/// with spaces on the wire); like an error's text they point into the message or the caller's memory.
+public struct DeviceReport {
+    public var namespace: UInt32
+    public var model: UnsafeRawBufferPointer
+    public var serial: UnsafeRawBufferPointer
+
+    public static let modelLength = 40
+    public static let serialLength = 20
+
+    public init(namespace: UInt32, model: UnsafeRawBufferPointer, serial: UnsafeRawBufferPointer) {
+        self.namespace = namespace
+        self.model = model
+        self.serial = serial
+    }
+
+    public var modelString: String { Self.trimmed(model) }
+    public var serialString: String { Self.trimmed(serial) }
+
+    static func trimmed(_ bytes: UnsafeRawBufferPointer) -> String {
+        var end = bytes.count
+        while end > 0 && (bytes[end - 1] == 0x20 || bytes[end - 1] == 0) { end -= 1 }
+        return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[0..<end]), as: UTF8.self)
+    }
+}
+
 /// One command, as decoded from a message or about to be encoded into one.
 ///
 /// Cases with byte payloads (`open`'s path, packets, error text) point into the message they were read
@@ -62,6 +89,8 @@ public enum Command {
     case packetIn(FlowID, packet: UnsafeRawBufferPointer)
     /// An IPv4 packet the host built, for the NIC to frame and transmit.
     case packetOut(FlowID, packet: UnsafeRawBufferPointer)
+    /// Sent between OPENED and STAT when the opened file's device is known.
+    case device(requestID: UInt32, file: OffloadedFileID, DeviceReport)
 
     @inlinable
     public var kind: CommandKind {
@@ -82,6 +111,7 @@ public enum Command {
         case .echo: .echo
         case .packetIn: .packetIn
         case .packetOut: .packetOut
+        case .device: .device
         }
     }
 

@@ -22,6 +22,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     case echo = 14
     case packetIn = 15
     case packetOut = 16
+    case device = 17
 
     /// Body bytes after the command header that every command of this kind has.
     @inlinable
@@ -43,6 +44,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .echo: 16
         case .packetIn: 0
         case .packetOut: 0
+        case .device: 76
         }
     }
 
@@ -73,6 +75,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .echo: "ECHO"
         case .packetIn: "PACKET_IN"
         case .packetOut: "PACKET_OUT"
+        case .device: "DEVICE"
         }
     }
 }

@@ -130,6 +130,10 @@ public struct CommandReader {
             return .packetIn(flow, packet: rest(0))
         case .packetOut:
             return .packetOut(flow, packet: rest(0))
+        case .device:
+            return .device(requestID: u32(0), file: OffloadedFileID(rawValue: u64(4)), DeviceReport(
+                namespace: u32(12), model: UnsafeRawBufferPointer(rebasing: body[16..<56]),
+                serial: UnsafeRawBufferPointer(rebasing: body[56..<76])))
         }
     }
 }

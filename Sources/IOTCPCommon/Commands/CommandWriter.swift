@@ -117,6 +117,14 @@ public struct CommandWriter: ~Copyable {
         (body.baseAddress! + offset).copyMemory(from: source, byteCount: count)
     }
 
+    /// A fixed-width ASCII field: the bytes, cut at `length`, then spaces (as NVMe pads its strings).
+    @inlinable
+    static func padded(_ bytes: UnsafeRawBufferPointer, length: Int, into body: UnsafeMutableRawBufferPointer, at offset: Int) {
+        let count = Swift.min(bytes.count, length)
+        copy(bytes, count: count, into: body, at: offset)
+        for index in count..<length { body[offset + index] = 0x20 }
+    }
+
     @inlinable
     static func writeBody(of command: Command, into body: UnsafeMutableRawBufferPointer) {
         switch command {
@@ -144,6 +152,12 @@ public struct CommandWriter: ~Copyable {
             body.storeLittleEndian(requestID, at: 0)
             body.storeLittleEndian(file.rawValue, at: 4)
             body.storeLittleEndian(size, at: 12)
+        case .device(let requestID, let file, let report):
+            body.storeLittleEndian(requestID, at: 0)
+            body.storeLittleEndian(file.rawValue, at: 4)
+            body.storeLittleEndian(report.namespace, at: 12)
+            padded(report.model, length: DeviceReport.modelLength, into: body, at: 16)
+            padded(report.serial, length: DeviceReport.serialLength, into: body, at: 56)
         case .fstat(let requestID, let file):
             body.storeLittleEndian(requestID, at: 0)
             body.storeLittleEndian(file.rawValue, at: 4)

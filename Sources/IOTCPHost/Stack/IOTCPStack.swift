@@ -46,6 +46,7 @@ public final class IOTCPStack {
         var path: String
         var token: UInt64
         var file: OffloadedFileID?
+        var device: StorageDevice?
     }
     private var nextRequest: UInt32 = 1
     private var pendingOpens: [UInt32: PendingOpen] = [:]
@@ -418,10 +419,14 @@ public final class IOTCPStack {
                 engine.handleEcho(flow: flow, sequenceEnd: end, nicDelayNanoseconds: delay, now: now)
             case .opened(let request, let file, _):
                 pendingOpens[request]?.file = file
+            case .device(let request, let file, let report):
+                guard pendingOpens[request]?.file == file else { continue }
+                pendingOpens[request]?.device = StorageDevice(
+                    model: report.modelString, serial: report.serialString, namespace: report.namespace)
             case .stat(let request, let file, let status):
                 guard let pending = pendingOpens[request], pending.file == file else { continue }
                 pendingOpens[request] = nil
-                let opened = OffloadedFile(id: file, path: pending.path, status: status)
+                let opened = OffloadedFile(id: file, path: pending.path, status: status, device: pending.device)
                 files[file] = FileRecord(file: opened)
                 completions.append(.offloadOpened(OffloadRequest(rawValue: request), .success(opened), token: pending.token))
             case .error(let flow, let report):

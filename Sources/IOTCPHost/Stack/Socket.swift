@@ -39,6 +39,15 @@ public struct OffloadedFile: Hashable, Sendable, CustomStringConvertible {
     public let id: OffloadedFileID
     public let path: String
     public let status: OffloadedFileStatus
+    /// The storage device under the file, when the NIC could name it (an NVMe namespace).
+    public let device: StorageDevice?
+
+    public init(id: OffloadedFileID, path: String, status: OffloadedFileStatus, device: StorageDevice? = nil) {
+        self.id = id
+        self.path = path
+        self.status = status
+        self.device = device
+    }
 
     public var size: UInt64 { status.size }
     public var description: String { "\(path) (\(id), \(status.size) bytes)" }
