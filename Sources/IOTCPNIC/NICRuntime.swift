@@ -9,7 +9,7 @@ import IOTCPCommon
 /// Frames are built in one reused buffer (a packet from the data plane is built 14 bytes in, and the
 /// Ethernet header written in front of it), so sending allocates nothing per packet.
 public final class NICRuntime {
-    public let wire: TapDevice
+    public let wire: any WireBackend
     public var link: EthernetLink
     public let dataPlane: NICDataPlane
     /// The host's channel; nil until a host attaches (the wire is served meanwhile: ARP and ping are
@@ -52,7 +52,7 @@ public final class NICRuntime {
         case hostGone(ChannelError)
     }
 
-    public init(wire: TapDevice, link: EthernetLink, dataPlane: NICDataPlane, channel: (any CommandChannel)? = nil) {
+    public init(wire: any WireBackend, link: EthernetLink, dataPlane: NICDataPlane, channel: (any CommandChannel)? = nil) {
         self.wire = wire
         self.link = link
         self.dataPlane = dataPlane
@@ -178,7 +178,7 @@ public final class NICRuntime {
     /// A frame leaving the NIC: through the outbound faults, then onto the wire (now or when its delay ends).
     /// A super-segment goes straight to the wire: they are only built when there are no faults to apply
     /// and no capture to write (`superSegmentsAllowed`).
-    private func putOnWire(_ bytes: UnsafeRawBufferPointer, offload: TapDevice.SegmentationOffload? = nil) {
+    private func putOnWire(_ bytes: UnsafeRawBufferPointer, offload: SegmentationOffload? = nil) {
         counters.framesOut += 1
         counters.bytesOut += bytes.count
         if let offload {
@@ -192,7 +192,7 @@ public final class NICRuntime {
     /// Whether SENDs may leave as super-segments: the wire cuts them (a TAP with a vnet header), the
     /// owner did not turn them off, and nothing between NIC and wire needs to see real segments.
     public var superSegmentsAllowed: Bool {
-        segmentationOffload && wire.vnetHeader && capture == nil && outbound.settings.isNone
+        segmentationOffload && wire.takesSuperSegments && capture == nil && outbound.settings.isNone
     }
 
     private func transmit(_ bytes: UnsafeRawBufferPointer) {
@@ -249,7 +249,7 @@ public final class NICRuntime {
                 // Ethernet 14, IPv4 (its IHL), TCP (its data offset): the headers the kernel repeats per segment.
                 let ipLength = Int(frame[14] & 0x0F) * 4
                 let tcpLength = Int(frame[14 + ipLength + 12] >> 4) * 4
-                runtime.putOnWire(UnsafeRawBufferPointer(frame), offload: TapDevice.SegmentationOffload(
+                runtime.putOnWire(UnsafeRawBufferPointer(frame), offload: SegmentationOffload(
                     segmentSize: UInt16(segmentSize), headerLength: UInt16(14 + ipLength + tcpLength), checksumStart: UInt16(14 + ipLength)))
             } else {
                 runtime.putOnWire(UnsafeRawBufferPointer(frame))

@@ -9,10 +9,13 @@ import SystemPackage
 /// With `vnetHeader`, each frame crosses with a virtio_net_hdr in front, which lets the NIC hand the
 /// kernel one TCP super-segment of up to 64 KiB with its checksum left to finish (`SegmentationOffload`):
 /// the kernel splits it, or, for its own sockets, takes it whole as it would a GRO-merged packet.
-public final class TapDevice {
+public final class TapDevice: WireBackend {
     public let name: String
     public let descriptor: Int32
     public let vnetHeader: Bool
+    public var takesSuperSegments: Bool { vnetHeader }
+    public typealias Failure = WireFailure
+    public typealias SegmentationOffload = IOTCPNIC.SegmentationOffload
     /// The header read in front of each frame, and the one written in front of each frame sent.
     private let headerIn = UnsafeMutableRawBufferPointer.allocate(byteCount: TapDevice.vnetHeaderLength, alignment: 8)
     private let headerOut = UnsafeMutableRawBufferPointer.allocate(byteCount: TapDevice.vnetHeaderLength, alignment: 8)
@@ -22,27 +25,6 @@ public final class TapDevice {
     /// Bytes of `struct virtio_net_hdr` (no `num_buffers`): flags, gso_type, hdr_len, gso_size,
     /// csum_start, csum_offset, in the host's byte order (legacy virtio on a little-endian machine).
     public static let vnetHeaderLength = 10
-
-    /// A TCP/IPv4 super-segment for the kernel to cut at `segmentSize` payload bytes, its TCP checksum
-    /// field holding the pseudo-header sum for the kernel to finish.
-    public struct SegmentationOffload: Hashable, Sendable {
-        /// Payload bytes per segment on the wire (the MSS).
-        public var segmentSize: UInt16
-        /// Ethernet + IPv4 + TCP header bytes at the front of the frame.
-        public var headerLength: UInt16
-        /// Where the TCP header starts in the frame (the checksum covers from here to the end).
-        public var checksumStart: UInt16
-
-        public init(segmentSize: UInt16, headerLength: UInt16, checksumStart: UInt16) {
-            self.segmentSize = segmentSize
-            self.headerLength = headerLength
-            self.checksumStart = checksumStart
-        }
-    }
-
-    public struct Failure: Error, CustomStringConvertible {
-        public let description: String
-    }
 
     public init(name: String, vnetHeader: Bool = false) throws(TapDevice.Failure) {
         var buffer = [CChar](repeating: 0, count: 32)
@@ -90,7 +72,7 @@ public final class TapDevice {
 
     /// Writes one frame, or with `offload` one TCP super-segment (needs `vnetHeader`). A full queue drops
     /// the frame (as a wire would); TCP recovers.
-    public func write(_ frame: UnsafeRawBufferPointer, offload: SegmentationOffload? = nil) throws(TapDevice.Failure) {
+    public func write(_ frame: UnsafeRawBufferPointer, offload: SegmentationOffload?) throws(TapDevice.Failure) {
         if offload != nil && !vnetHeader { throw Failure(description: "writing \(name): segmentation offload needs a vnet header") }
         if vnetHeader {
             headerOut.initializeMemory(as: UInt8.self, repeating: 0)

@@ -1,0 +1,71 @@
+/// Where the NIC stack's Ethernet frames come from and go to: a TAP today (`TapDevice`), an AF_XDP socket or
+/// a SmartNIC's rings tomorrow, memory in tests (`MemoryWire`). The runtime reads in bursts and sleeps on
+/// `descriptor` between them.
+public protocol WireBackend: AnyObject {
+    /// A descriptor that polls readable while a frame waits, or -1 when there is none to sleep on (the
+    /// runtime then naps instead).
+    var descriptor: Int32 { get }
+    /// Whether `write(_:offload:)` takes TCP super-segments to cut at the MSS.
+    var takesSuperSegments: Bool { get }
+    /// One frame into `buffer`: its length, or nil when none is waiting.
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws(WireFailure) -> Int?
+    /// One frame, or with `offload` one TCP super-segment. A full queue drops the frame, as a wire would.
+    func write(_ frame: UnsafeRawBufferPointer, offload: SegmentationOffload?) throws(WireFailure)
+}
+
+extension WireBackend {
+    /// An ordinary frame.
+    public func write(_ frame: UnsafeRawBufferPointer) throws(WireFailure) { try write(frame, offload: nil) }
+}
+
+/// A wire that failed, in words for a log.
+public struct WireFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(description: String) { self.description = description }
+}
+
+/// A TCP/IPv4 super-segment for the wire to cut at `segmentSize` payload bytes, its TCP checksum field
+/// holding the pseudo-header sum for the wire to finish.
+public struct SegmentationOffload: Hashable, Sendable {
+    /// Payload bytes per segment on the wire (the MSS).
+    public var segmentSize: UInt16
+    /// Ethernet + IPv4 + TCP header bytes at the front of the frame.
+    public var headerLength: UInt16
+    /// Where the TCP header starts in the frame (the checksum covers from here to the end).
+    public var checksumStart: UInt16
+
+    public init(segmentSize: UInt16, headerLength: UInt16, checksumStart: UInt16) {
+        self.segmentSize = segmentSize
+        self.headerLength = headerLength
+        self.checksumStart = checksumStart
+    }
+}
+
+/// A wire in memory: frames written are kept in `sent`, frames in `incoming` are read. For tests of the
+/// runtime without root, and for replaying captures.
+public final class MemoryWire: WireBackend {
+    public var sent: [[UInt8]] = []
+    public var sentOffloads: [SegmentationOffload?] = []
+    public var incoming: [[UInt8]] = []
+    public let takesSuperSegments: Bool
+
+    public init(takesSuperSegments: Bool = false) {
+        self.takesSuperSegments = takesSuperSegments
+    }
+
+    public var descriptor: Int32 { -1 }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws(WireFailure) -> Int? {
+        guard !incoming.isEmpty else { return nil }
+        let frame = incoming.removeFirst()
+        let count = min(frame.count, buffer.count)
+        frame.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+        return count
+    }
+
+    public func write(_ frame: UnsafeRawBufferPointer, offload: SegmentationOffload?) throws(WireFailure) {
+        if offload != nil && !takesSuperSegments { throw WireFailure(description: "this memory wire takes no super-segments") }
+        sent.append(Array(frame))
+        sentOffloads.append(offload)
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+import IOTCPChannels
+import IOTCPCommon
+import IOTCPNIC
+import Testing
+
+/// The NIC runtime on a wire in memory, driven turn by turn on a virtual clock: no root, no TAP.
+@Suite("NIC runtime on a memory wire")
+struct RuntimeTests {
+    static let peer = IPv4Address(10, 77, 0, 1)
+    static let peerHardware = MACAddress(0x02, 0, 0, 0, 0, 0x01)
+
+    /// Opens the file and a flow, SENDs 100,000 bytes, runs the runtime 200 virtual milliseconds, and
+    /// returns the frames on the wire, with how many ECHOs came back.
+    func run(wire: MemoryWire, outbound: FaultSettings, root: ExportRoot) throws -> (runtime: NICRuntime, echoes: Int) {
+        var link = EthernetLink(hardwareAddress: MACAddress(0x02, 0, 0, 0x77, 0, 2), address: IPv4Address(10, 77, 0, 2))
+        link.learn(neighbour: Self.peer, at: Self.peerHardware)
+        let runtime = NICRuntime(wire: wire, link: link, dataPlane: NICDataPlane(files: try FileTable(root: root.path)))
+        runtime.outbound = FaultyWire(settings: outbound, seed: 21)
+        let (host, nic) = try InProcessChannel.makePair()
+        runtime.attach(nic)
+        let sender = ChannelSender(channel: host)
+        var file: OffloadedFileID?, echoes = 0
+        func turn(_ millisecond: UInt64) throws {
+            _ = runtime.runOnce(now: Instant.milliseconds(1000 + millisecond))
+            _ = try host.receive(limit: 64) { message in
+                guard var reader = try? CommandReader(message: message) else { return }
+                while let command = try? reader.next() {
+                    if case .opened(_, let id, _) = command { file = id }
+                    if case .echo = command { echoes += 1 }
+                }
+            }
+        }
+        "sub/data.bin".withCString { path in
+            sender.append(.open(requestID: 1, flags: 0, path: UnsafeRawBufferPointer(start: path, count: strlen(path))))
+        }
+        sender.append(.flowOpen(FlowID(4), FlowEndpoints(localAddress: IPv4Address(10, 77, 0, 2), remoteAddress: Self.peer,
+                                                         localPort: 80, remotePort: 40000, remoteHardwareAddress: Self.peerHardware,
+                                                         maximumSegmentSize: 1448)))
+        sender.flush()
+        try turn(0)
+        let opened = try #require(file)
+        sender.append(.send(FlowID(4), SendRange(sequence: SequenceNumber(1000), length: 100_000, file: opened, offset: 0,
+                                                 template: SegmentTemplate(acknowledgmentNumber: SequenceNumber(1), window: 65535,
+                                                                           maximumSegmentSize: 1448))))
+        sender.flush()
+        for millisecond in 1...200 { try turn(UInt64(millisecond)) }
+        return (runtime, echoes)
+    }
+
+    /// The payload bytes the frames carry, by sequence number (duplicates must agree).
+    func reassemble(_ frames: [[UInt8]]) throws -> [UInt8] {
+        var pieces: [UInt32: [UInt8]] = [:]
+        for frame in frames {
+            try frame.withUnsafeBytes { raw in
+                let ethernet = try EthernetFrameView(raw)
+                #expect(ethernet.destination == Self.peerHardware)
+                let ip = try IPv4PacketView(ethernet.payload)
+                let segment = try TCPSegmentView(ip.payload)
+                let payload = Array(segment.payload)
+                let sequence = try TCPRepr(segment).sequenceNumber.rawValue
+                if let earlier = pieces[sequence] { #expect(earlier == payload, "a duplicate carries the same bytes") }
+                pieces[sequence] = payload
+            }
+        }
+        return pieces.keys.sorted().flatMap { pieces[$0]! }
+    }
+
+    @Test("frames held back for reordering are released by later turns, and every byte reaches the wire once ECHOed")
+    func reorderingOnTheWire() throws {
+        let root = try ExportRoot()
+        let wire = MemoryWire()
+        let (runtime, echoes) = try run(wire: wire, outbound: FaultSettings(duplication: 0.1, reordering: 0.3), root: root)
+        #expect(echoes == 1)
+        #expect(runtime.outbound.reordered > 5 && runtime.outbound.duplicated > 0)
+        #expect(wire.sent.count == 70 + runtime.outbound.duplicated, "70 segments, and the duplicates")
+        let arrivedOutOfOrder = try wire.sent.map { frame in
+            try frame.withUnsafeBytes { try TCPRepr(TCPSegmentView(IPv4PacketView(EthernetFrameView($0).payload).payload)).sequenceNumber.rawValue }
+        }
+        #expect(arrivedOutOfOrder != arrivedOutOfOrder.sorted(), "the wire saw them out of order")
+        let bytes = try reassemble(wire.sent)
+        #expect(bytes == root.content)
+    }
+
+    @Test("a wire that takes super-segments gets two for 100,000 bytes; one that does not gets 70 segments")
+    func superSegmentsOnlyWhereTaken() throws {
+        let root = try ExportRoot()
+        let cutting = MemoryWire(takesSuperSegments: true)
+        _ = try run(wire: cutting, outbound: FaultSettings(), root: root)
+        #expect(cutting.sent.count == 2)
+        #expect(cutting.sentOffloads.map { $0?.segmentSize } == [1448, 1448])
+        #expect(cutting.sentOffloads.first??.checksumStart == 34 && cutting.sentOffloads.first??.headerLength == 54)
+        let plain = MemoryWire(takesSuperSegments: false)
+        _ = try run(wire: plain, outbound: FaultSettings(), root: root)
+        #expect(plain.sent.count == 70 && plain.sentOffloads.allSatisfy { $0 == nil })
+        #expect(try reassemble(plain.sent) == root.content)
+    }
+}
