@@ -43,6 +43,7 @@ More (while a server runs, e.g. KEEP=1 scripts/demo.sh, or .build/release/iotcp-
   ip netns exec iotcp curl -O http://10.77.0.2:8080/movie.bin
   ip netns exec iotcp curl -I http://10.77.0.2:8080/index.html
   scripts/e2e.sh          end-to-end checks with curl (sizes 0 B to 200 MiB, error statuses)
-  scripts/bench.sh        checksum, codec, channel and engine benchmarks
+  scripts/bench.sh        checksum, codec, channel, engine and NIC-stack benchmarks
+  scripts/compare.sh      iotcp beside lighttpd and nginx under wrk (Docs/benchmarks.md)
 MORE
 if [ "${KEEP:-0}" = 1 ]; then echo "serving until Ctrl-C"; wait "$server_pid"; fi

@@ -22,7 +22,7 @@ struct IOTCPBench: ParsableCommand {
     @Option(help: "ACKs for the engine's per-ACK figure.")
     var acks = 2_000_000
 
-    @Option(help: "Run only these groups (comma-separated): checksum, codec, channel, engine, cross-process, wire.")
+    @Option(help: "Run only these groups (comma-separated): checksum, codec, channel, engine, segments, cross-process, wire.")
     var only: String?
 
     func selected(_ group: String) -> Bool {
@@ -41,6 +41,7 @@ struct IOTCPBench: ParsableCommand {
         if selected("codec") { for figure in codecFigures() { report(figure) } }
         if selected("channel") { for figure in try channelFigures() { report(figure) } }
         if selected("engine") { for figure in engineFigures() { report(figure) } }
+        if selected("segments") { for figure in segmentFigures() { report(figure) } }
         if selected("cross-process"), let figure = try crossProcessFigure() { report(figure) }
         if selected("wire") { for figure in try WireBenchmark(seconds: max(seconds * 3, 2)).figures() { report(figure) } }
         if let json {
