@@ -185,7 +185,7 @@ final class HTTPServer {
         }
         let size = file.size
         let modified = file.status.modificationSeconds
-        var common = "Content-Type: \(contentType(for: file.path))\r\nLast-Modified: \(httpDate(seconds: modified))\r\n"
+        var common = "Content-Type: \(contentType(for: file.path))\r\nLast-Modified: \(lastModified(modified))\r\n"
             + "Accept-Ranges: bytes\r\nServer: iotcp\r\nConnection: \(keepAlive ? "keep-alive" : "close")\r\n"
         if let since = request.header("If-Modified-Since").flatMap(parseHTTPDate), modified <= since {
             try? stack.offloadClose(file.id)
@@ -215,6 +215,17 @@ final class HTTPServer {
             try? stack.offloadClose(file.id)
         }
         log(request, status: status, bytes: Int(length), session: session)
+    }
+
+    /// HTTP dates of files' modification times, formatted once each (DateFormatter is slow, and a busy
+    /// server sends the same few files' dates over and over).
+    private var formattedDates: [Int64: String] = [:]
+    private func lastModified(_ seconds: Int64) -> String {
+        if let known = formattedDates[seconds] { return known }
+        if formattedDates.count >= 4096 { formattedDates.removeAll(keepingCapacity: true) }
+        let text = httpDate(seconds: seconds)
+        formattedDates[seconds] = text
+        return text
     }
 
     private func respond(status: Int, session: Session, keepAlive: Bool, request: HTTPRequest?, extra: String = "") {
