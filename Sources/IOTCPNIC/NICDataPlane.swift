@@ -24,7 +24,7 @@ extension NICOutput {
 /// - SEND: each segment is built from the host's template with the file bytes read straight into the
 ///   packet, then ECHO tells the host the range is on the wire and how long it waited here.
 /// - RETRANSMIT: the bytes come from the store (buffered) or from the file again (bufferless).
-/// - Errors (unknown flow or file, a missing or unreadable file, a file that shrank, a full store) are
+/// - Errors (unknown flow or file, a missing or unreadable file, a file that shrank) are
 ///   answered with ERROR; nothing a command says makes it trap.
 public final class NICDataPlane {
     public let files: FileTable
@@ -53,6 +53,8 @@ public final class NICDataPlane {
         public var malformedIn = 0
         public var commands = 0
         public var errors = 0
+        /// SENDs recorded without their bytes because the buffered store was at its limit.
+        public var storeSpills = 0
     }
 
     public init(files: FileTable, retransmitMode: RetransmitStore.Mode = .buffered, storeLimitBytes: Int = 256 << 20) {
@@ -141,11 +143,10 @@ public final class NICDataPlane {
             return
         }
         let length = Int(range.length)
-        guard store.hasRoom(for: length) else {
-            fail(.storeFull, kind: .send, flow: flow, reference: UInt64(range.sequence.rawValue),
-                 "retransmit store full (\(store.heldBytes) of \(store.limitBytes) bytes)", output: &output)
-            return
-        }
+        // Buffered, the bytes are kept while the store has room; past its limit the range is kept as its
+        // file range, to be read again if it is ever retransmitted: memory stays bounded, nothing fails.
+        let keepBytes = store.hasRoom(for: length)
+        if store.mode == .buffered && !keepBytes { counters.storeSpills += 1 }
         // Read the whole range once (one disk read per SEND, Atlas's point), keep it if buffered.
         let bytes: [UInt8]
         do throws(FileTable.Failure) {
@@ -159,7 +160,7 @@ public final class NICDataPlane {
                  delayMilliseconds: UInt32(min(delay / 1_000_000, UInt64(UInt32.max))), output: &output)
         store.record(flow: flow, RetransmitStore.Range(
             sequence: range.sequence, length: length, file: range.file, offset: range.offset,
-            bytes: store.mode == .buffered ? bytes : nil))
+            bytes: keepBytes ? bytes : nil))
         output.reply(.echo(flow, sequenceEnd: range.sequence + length, nicDelayNanoseconds: delay))
     }
 

@@ -109,7 +109,8 @@ struct NICServer: ParsableCommand {
             "commands-in": "\(wire.commandsIn)", "malformed-commands": "\(wire.malformedCommands)",
             "messages-out": "\(channel.messages)", "commands-out": "\(channel.commands)", "held-messages": "\(channel.heldMessages)",
             "segments-out": "\(plane.packetsOut)", "errors": "\(plane.errors)",
-            "store-bytes": "\(runtime.dataPlane.store.heldBytes)", "open-files": "\(runtime.dataPlane.files.openCount)",
+            "store-bytes": "\(runtime.dataPlane.store.heldBytes)", "store-buffered-bytes": "\(runtime.dataPlane.store.bufferedBytes)",
+            "store-spills": "\(runtime.dataPlane.counters.storeSpills)", "open-files": "\(runtime.dataPlane.files.openCount)",
             "flows": "\(runtime.dataPlane.flowCount)",
         ])
     }

@@ -160,16 +160,39 @@ struct NICDataPlaneTests {
         nic.handle(.send(FlowID(9), SendRange(sequence: SequenceNumber(0), length: 1000, file: file, offset: 99_500, template: template)),
                    received: .zero, now: .zero, output: &output)
         nic.handle(.retransmit(FlowID(9), sequence: SequenceNumber(500), length: 10, template: template), received: .zero, now: .zero, output: &output)
-        if mode == .buffered {
-            nic.handle(.send(FlowID(9), SendRange(sequence: SequenceNumber(0), length: 20_000, file: file, offset: 0, template: template)),
-                       received: .zero, now: .zero, output: &output)
-        }
         let codes = output.errors.map(\.0)
-        var expected: [CommandErrorCode] = [.unknownFlow, .unknownFile, .fileShrank, .malformedCommand]
-        if mode == .buffered { expected.append(.storeFull) }
-        #expect(codes == expected)
+        #expect(codes == [.unknownFlow, .unknownFile, .fileShrank, .malformedCommand])
         #expect(output.packets.isEmpty, "nothing half-sent")
         #expect(nic.store.heldBytes == 0)
+    }
+
+    @Test("past the buffered store's limit a SEND still goes out, kept as its file range; its retransmission re-reads the file")
+    func storeLimitSpillsToFileRanges() throws {
+        let root = try ExportRoot()
+        let nic = NICDataPlane(files: try FileTable(root: root.path), retransmitMode: .buffered, storeLimitBytes: 10_000)
+        let (_, fileID) = openFile(nic, "sub/data.bin")
+        let file = try #require(fileID)
+        let template = SegmentTemplate(acknowledgmentNumber: SequenceNumber(1), window: 100, maximumSegmentSize: 1448)
+        var output = CollectingNICOutput()
+        nic.handle(.flowOpen(FlowID(9), flowEndpoints), received: .zero, now: .zero, output: &output)
+        // 8,000 bytes fit and are kept; the next 20,000 do not and are kept as a file range.
+        nic.handle(.send(FlowID(9), SendRange(sequence: SequenceNumber(0), length: 8_000, file: file, offset: 0, template: template)),
+                   received: .zero, now: .zero, output: &output)
+        nic.handle(.send(FlowID(9), SendRange(sequence: SequenceNumber(8_000), length: 20_000, file: file, offset: 8_000, template: template)),
+                   received: .zero, now: .zero, output: &output)
+        #expect(output.errors.isEmpty && output.echoes.count == 2, "both went out, no ERROR")
+        #expect(nic.store.heldBytes == 28_000 && nic.store.bufferedBytes == 8_000 && nic.counters.storeSpills == 1)
+        let sent = output.packets.count
+        // A retransmission across both: the kept bytes and the re-read ones, identical to the file.
+        nic.handle(.retransmit(FlowID(9), sequence: SequenceNumber(7_000), length: 3_000, template: template),
+                   received: .zero, now: .zero, output: &output)
+        #expect(output.errors.isEmpty)
+        let resent = try output.packets[sent...].map { try #require(parseSegment($0)) }
+        #expect(resent.allSatisfy { $0.2 }, "checksums verify")
+        let bytes = resent.flatMap { $0.1 }
+        #expect(bytes == Array(root.content[7_000..<10_000]))
+        nic.handle(.acknowledged(FlowID(9), through: SequenceNumber(28_000)), received: .zero, now: .zero, output: &output)
+        #expect(nic.store.heldBytes == 0 && nic.store.bufferedBytes == 0)
     }
 
     @Test("buffered and bufferless retransmissions send identical bytes")
@@ -243,6 +266,6 @@ struct NICDataPlaneTests {
             nic.handle(.flowClose(flow, reason: 0), received: .zero, now: .zero, output: &output)
         }
         #expect(output.errors.isEmpty, "\(output.errors.prefix(3))")
-        #expect(nic.store.heldBytes == 0)
+        #expect(nic.store.heldBytes == 0 && nic.store.bufferedBytes == 0)
     }
 }
