@@ -66,7 +66,7 @@ struct HTTPRequest: Equatable {
         if requestLine.count > maximumRequestLine { return .failure(status: 414) }
         let parts = requestLine.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
         guard parts.count == 3, !parts[0].isEmpty, parts[1].first == UInt8(ascii: "/"),
-              parts[2].starts(with: Array("HTTP/1.".utf8)) else {
+              parts[2].starts(with: "HTTP/1.".utf8) else {
             return .failure(status: 400)
         }
         var headers: [(String, String)] = []

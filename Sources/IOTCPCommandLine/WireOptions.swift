@@ -119,5 +119,3 @@ public struct WireOptions: ParsableArguments {
 }
 
 extension RetransmitStore.Mode: ExpressibleByArgument {}
-
-

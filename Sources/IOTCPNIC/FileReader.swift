@@ -2,8 +2,9 @@ internal import CIOTCPURing
 import Glibc
 
 /// How the file table gets file bytes off the disk. `PreadReader` is the portable default; `URingReader`
-/// (target IOTCPURing) submits the same reads to io_uring. Either way a call reads one range of one
-/// file; the table loops over short reads and calls a read of zero bytes before the end a shrunken file.
+/// submits the same reads to io_uring (liburing, wrapped in the C target CIOTCPURing). Either way a call
+/// reads one range of one file; the table loops over short reads and calls a read of zero bytes before
+/// the end a shrunken file.
 public protocol FileReader: AnyObject {
     /// For logs and counters: "pread", "io_uring".
     var name: String { get }

@@ -209,54 +209,30 @@ public final class NICDataPlane {
         return bytes
     }
 
+    /// The range as segments, or, when the wire cuts super-segments and the range is longer than one MSS,
+    /// as pieces of whole MSS multiples that the wire cuts and finishes the checksums of.
     private func transmit<O: NICOutput>(
         _ endpoints: FlowEndpoints, sequence: SequenceNumber, bytes: [UInt8], template: SegmentTemplate,
         delayMilliseconds: UInt32, output: inout O
     ) {
-        let superPayload = superSegmentLimit > 0 ? SegmentBuilder.superSegmentPayload(packetLimit: superSegmentLimit, template: template) : 0
-        if superPayload > 0 && bytes.count > Int(template.maximumSegmentSize) {
-            transmitSuperSegments(endpoints, sequence: sequence, bytes: bytes, template: template, payloadLimit: superPayload,
-                                  delayMilliseconds: delayMilliseconds, output: &output)
-            return
-        }
-        bytes.withUnsafeBytes { source in
-            SegmentBuilder.forEachSegment(sequence: sequence, length: bytes.count, template: template) { seq, offset, chunk, isLast in
-                let length = SegmentBuilder.packetLength(payloadLength: chunk, template: template)
-                output.transmit(length: length) { buffer in
-                    _ = try? SegmentBuilder.build(
-                        into: buffer, flow: endpoints, sequence: seq, payloadLength: chunk, isLast: isLast, template: template,
-                        nicDelayMilliseconds: delayMilliseconds
-                    ) { payload in payload.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<(offset + chunk)])) }
-                }
-                counters.packetsOut += 1
-                counters.bytesOut += length
-            }
-        }
-    }
-
-    /// The range in super-segments of up to `payloadLimit` bytes, each cut by the wire at the MSS.
-    private func transmitSuperSegments<O: NICOutput>(
-        _ endpoints: FlowEndpoints, sequence: SequenceNumber, bytes: [UInt8], template: SegmentTemplate, payloadLimit: Int,
-        delayMilliseconds: UInt32, output: inout O
-    ) {
         let mss = max(Int(template.maximumSegmentSize), 1)
         let headers = SegmentBuilder.packetLength(payloadLength: 0, template: template)
+        let superPayload = superSegmentLimit > 0 ? SegmentBuilder.superSegmentPayload(packetLimit: superSegmentLimit, template: template) : 0
+        let piece = superPayload > 0 && bytes.count > mss ? superPayload : mss
         bytes.withUnsafeBytes { source in
-            var offset = 0
-            while offset < bytes.count {
-                let chunk = min(payloadLimit, bytes.count - offset)
-                let isLast = offset + chunk == bytes.count
+            SegmentBuilder.forEachSegment(sequence: sequence, length: bytes.count, template: template, pieceLength: piece) { seq, offset, chunk, isLast in
+                let length = headers + chunk
                 let segmentSize = chunk > mss ? mss : 0
-                output.transmit(length: headers + chunk, segmentSize: segmentSize) { buffer in
+                output.transmit(length: length, segmentSize: segmentSize) { buffer in
                     _ = try? SegmentBuilder.build(
-                        into: buffer, flow: endpoints, sequence: sequence + offset, payloadLength: chunk, isLast: isLast,
-                        template: template, nicDelayMilliseconds: delayMilliseconds, checksumOffload: segmentSize > 0
+                        into: buffer, flow: endpoints, sequence: seq, payloadLength: chunk, isLast: isLast, template: template,
+                        nicDelayMilliseconds: delayMilliseconds, checksumOffload: segmentSize > 0
                     ) { payload in payload.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<(offset + chunk)])) }
                 }
+                // Counted as the segments the wire carries.
                 let segments = (chunk + mss - 1) / mss
                 counters.packetsOut += segments
-                counters.bytesOut += chunk + segments * headers
-                offset += chunk
+                counters.bytesOut += length + (segments - 1) * headers
             }
         }
     }

@@ -13,13 +13,14 @@ public enum SegmentBuilder {
     }
 
     /// Calls `body` with the sequence number, length and last-ness of each segment of `[sequence,
-    /// sequence + length)` cut at the template's MSS.
+    /// sequence + length)` cut at the template's MSS, or of each piece of `pieceLength` bytes (super-segments,
+    /// a whole number of MSS each, for a wire that cuts them).
     @inlinable
     public static func forEachSegment(
-        sequence: SequenceNumber, length: Int, template: SegmentTemplate,
+        sequence: SequenceNumber, length: Int, template: SegmentTemplate, pieceLength: Int? = nil,
         _ body: (_ sequence: SequenceNumber, _ offset: Int, _ length: Int, _ isLast: Bool) -> Void
     ) {
-        let size = max(Int(template.maximumSegmentSize), 1)
+        let size = max(pieceLength ?? Int(template.maximumSegmentSize), 1)
         var offset = 0
         while offset < length {
             let chunk = min(size, length - offset)

@@ -497,7 +497,7 @@ public final class IOTCPStack {
 
     private func collect(into events: inout [StackEvent], maxEvents: Int) {
         engine.drainEvents({ handle, happened in
-            if !happened.isDisjoint(with: [.allAcknowledged, .closed]) && closingUsers[handle] != nil { release(user: handle) }
+            if !happened.isDisjoint(with: [.allAcknowledged, .closed]) { release(user: handle) }
             let edges = Self.edges(happened)
             if !edges.isEmpty { candidates[Socket(connection: handle), default: []].formUnion(edges) }
         }, listeners: { candidates[Socket(listener: $0.port), default: []].insert(.acceptable) })
