@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "IOTCPChannels", targets: ["IOTCPChannels"]),
         .library(name: "IOTCPHost", targets: ["IOTCPHost"]),
         .library(name: "IOTCPNIC", targets: ["IOTCPNIC"]),
+        .library(name: "IOTCPRDMA", targets: ["IOTCPRDMA"]),
         .executable(name: "iotcp-channel-demo", targets: ["ChannelDemo"]),
         .executable(name: "iotcp-bench", targets: ["IOTCPBench"]),
         .executable(name: "iotcp-fileserver", targets: ["FileServer"]),
@@ -45,6 +46,10 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]),
 
+        // The channel over RDMA verbs (libibverbs, librdmacm): reliable-connected queue pairs set up with
+        // rdma_cm. The channel logic it runs (credits, batching, closing) lives in IOTCPChannels.
+        .target(name: "IOTCPRDMA", dependencies: ["CRDMA", "IOTCPChannels", "IOTCPCommon"]),
+
         .target(name: "IOTCPHost", dependencies: ["IOTCPCommon"]),
         .target(
             name: "IOTCPNIC",
@@ -71,21 +76,21 @@ let package = Package(
         .executableTarget(
             name: "FileServer",
             dependencies: [
-                "IOTCPEmbedded", "IOTCPCommandLine",
+                "IOTCPEmbedded", "IOTCPCommandLine", "IOTCPRDMA",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Examples/FileServer"),
         .executableTarget(
             name: "NICServer",
             dependencies: [
-                "IOTCPEmbedded", "IOTCPCommandLine",
+                "IOTCPEmbedded", "IOTCPCommandLine", "IOTCPRDMA",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(
             name: "ChannelDemo",
             dependencies: [
-                "IOTCPCommon", "IOTCPChannels",
+                "IOTCPCommon", "IOTCPChannels", "IOTCPRDMA",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Examples/ChannelDemo"),

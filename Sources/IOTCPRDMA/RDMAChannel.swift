@@ -1,0 +1,376 @@
+internal import CRDMA
+import Glibc
+import IOTCPChannels
+import IOTCPCommon
+
+/// The command channel over RDMA verbs: host and NIC on two machines (or a host and its SmartNIC), each
+/// direction a reliable-connected queue pair's SENDs, set up with rdma_cm.
+///
+/// The NIC side listens (`listen(on:)`, then `accept`); the host connects (`connect(to:)`), proposing the
+/// queue depth and message size, which the NIC accepts or rejects with a reason. Queue pairs are set up
+/// with no receiver-not-ready retries: the credit window guarantees a posted receive for every SEND, and
+/// a bug that broke that would surface as an error rather than as stalls.
+public typealias RDMAChannelEnd = QueuePairChannelEnd<VerbsQueuePair>
+
+public enum RDMAChannel {
+    /// The host side: connects to the NIC stack at `endpoint`, from the local address `source` (nil: the
+    /// route decides), retrying while the NIC may still be starting, until `timeoutNanoseconds` pass.
+    public static func connect(
+        to endpoint: RDMAEndpoint, from source: String? = nil,
+        configuration: ChannelConfiguration = ChannelConfiguration(slotCount: 64, slotBytes: 64 * 1024),
+        timeoutNanoseconds: Int64 = 10_000_000_000
+    ) throws(ChannelError) -> RDMAChannelEnd {
+        if let failure = configuration.validationFailure { throw .setup(failure) }
+        guard configuration.slotCount > CreditWindow.controlReserve + 1 else {
+            throw .setup("an RDMA channel needs more than \(CreditWindow.controlReserve + 1) buffers")
+        }
+        var sourceAddress: sockaddr_in?
+        if let source {
+            guard let bits = RDMAEndpoint.parseIPv4(Substring(source)) else {
+                throw .setup("the RDMA source \(source) is not an IPv4 address")
+            }
+            sourceAddress = socketAddress(bits: bits, port: 0)
+        }
+        let deadline = monotonicNanoseconds() + timeoutNanoseconds
+        var lastReason = "no attempt finished"
+        while true {
+            let remaining = deadline - monotonicNanoseconds()
+            if remaining <= 0 { throw .timedOut("connecting to the NIC stack at \(endpoint): \(lastReason)") }
+            switch try attempt(endpoint, source: sourceAddress, configuration: configuration, within: remaining) {
+            case .connected(let channel):
+                return channel
+            case .retry(let reason):
+                lastReason = reason
+                usleep(100_000)
+            case .fail(let reason):
+                throw .setup("connecting to the NIC stack at \(endpoint): \(reason)")
+            }
+        }
+    }
+
+    private enum AttemptResult {
+        case connected(RDMAChannelEnd)
+        case retry(String)
+        case fail(String)
+    }
+
+    private static func attempt(
+        _ endpoint: RDMAEndpoint, source: sockaddr_in?, configuration: ChannelConfiguration, within nanoseconds: Int64
+    ) throws(ChannelError) -> AttemptResult {
+        let stepLimit = min(nanoseconds, 5_000_000_000)
+        guard let events = rdma_create_event_channel() else { throw systemError("rdma_create_event_channel") }
+        var created: UnsafeMutablePointer<rdma_cm_id>?
+        guard rdma_create_id(events, &created, nil, RDMA_PS_TCP) == 0, let id = created else {
+            let error = systemError("rdma_create_id")
+            rdma_destroy_event_channel(events)
+            throw error
+        }
+        setNonBlocking(events.pointee.fd)
+        // Until the queue pair exists the identifier and channel are ours to free; then it owns them.
+        func abandon() {
+            drain(events)
+            rdma_destroy_id(id)
+            rdma_destroy_event_channel(events)
+        }
+        var destination = socketAddress(bits: endpoint.addressBits, port: endpoint.port)
+        var local = source ?? sockaddr_in()
+        let resolved = withUnsafeMutablePointer(to: &destination) { destination in
+            withUnsafeMutablePointer(to: &local) { local in
+                destination.withMemoryRebound(to: sockaddr.self, capacity: 1) { destination in
+                    local.withMemoryRebound(to: sockaddr.self, capacity: 1) { local in
+                        rdma_resolve_addr(id, source == nil ? nil : local, destination, 2000)
+                    }
+                }
+            }
+        }
+        if resolved != 0 {
+            let code = errno
+            abandon()
+            return decision(.unreachable("rdma_resolve_addr: \(String(cString: strerror(code)))"), configuration)
+        }
+        switch wait(events, for: RDMA_CM_EVENT_ADDR_RESOLVED, nanoseconds: stepLimit) {
+        case .arrived: break
+        case .other(let name, _), .failed(let name):
+            abandon()
+            return decision(.unreachable("address resolution: \(name)"), configuration)
+        case .timedOut:
+            abandon()
+            return decision(.timedOut, configuration)
+        }
+        guard rdma_resolve_route(id, 2000) == 0 else {
+            let code = errno
+            abandon()
+            return decision(.unreachable("rdma_resolve_route: \(String(cString: strerror(code)))"), configuration)
+        }
+        switch wait(events, for: RDMA_CM_EVENT_ROUTE_RESOLVED, nanoseconds: stepLimit) {
+        case .arrived: break
+        case .other(let name, _), .failed(let name):
+            abandon()
+            return decision(.unreachable("route resolution: \(name)"), configuration)
+        case .timedOut:
+            abandon()
+            return decision(.timedOut, configuration)
+        }
+        let transport = try VerbsQueuePair(id: id, events: events, depth: configuration.slotCount, bufferBytes: configuration.slotBytes)
+        // Every receive is posted (by the channel end) before the NIC side can send.
+        let channel = try RDMAChannelEnd(transport: transport, waiting: configuration.waiting)
+        var proposal = QueuePairHandshake(configuration: configuration).encode()
+        let connected = proposal.withUnsafeMutableBytes { bytes in
+            var parameters = connectionParameters(privateData: bytes)
+            return rdma_connect(id, &parameters)
+        }
+        guard connected == 0 else {
+            let code = errno
+            return decision(.unreachable("rdma_connect: \(String(cString: strerror(code)))"), configuration)
+        }
+        switch wait(events, for: RDMA_CM_EVENT_ESTABLISHED, nanoseconds: stepLimit) {
+        case .arrived(let data):
+            let outcome = decision(.accepted(QueuePairHandshake.decode(data)), configuration)
+            if case .retry = outcome { return outcome }
+            if case .fail = outcome { return outcome }
+            return .connected(channel)
+        case .other(let name, let data):
+            if name == "RDMA_CM_EVENT_REJECTED" {
+                return decision(.rejected(QueuePairHandshake.decode(data)), configuration)
+            }
+            return decision(.unreachable("connecting: \(name)"), configuration)
+        case .failed(let name):
+            return decision(.unreachable("connecting: \(name)"), configuration)
+        case .timedOut:
+            return decision(.timedOut, configuration)
+        }
+    }
+
+    private static func decision(_ outcome: QueuePairConnectPolicy.Outcome, _ configuration: ChannelConfiguration) -> AttemptResult {
+        switch QueuePairConnectPolicy.decide(outcome, proposed: configuration) {
+        case .connected: return .fail("internal: a connection decided without a channel")
+        case .retry(let reason): return .retry(reason)
+        case .fail(let reason): return .fail(reason)
+        }
+    }
+
+    /// The NIC side: listens for hosts at `endpoint` (its address must belong to an RDMA device).
+    public static func listen(on endpoint: RDMAEndpoint, maximumBufferBytes: Int = 256 << 20) throws(ChannelError) -> RDMAListener {
+        guard let events = rdma_create_event_channel() else { throw systemError("rdma_create_event_channel") }
+        var created: UnsafeMutablePointer<rdma_cm_id>?
+        guard rdma_create_id(events, &created, nil, RDMA_PS_TCP) == 0, let id = created else {
+            let error = systemError("rdma_create_id")
+            rdma_destroy_event_channel(events)
+            throw error
+        }
+        setNonBlocking(events.pointee.fd)
+        var address = socketAddress(bits: endpoint.addressBits, port: endpoint.port)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { rdma_bind_addr(id, $0) }
+        }
+        guard bound == 0 else {
+            let code = errno
+            rdma_destroy_id(id)
+            rdma_destroy_event_channel(events)
+            let hint = code == EADDRNOTAVAIL || code == ENODEV
+                ? " (no RDMA device has that address: is an rxe link added over its interface?)" : ""
+            throw .system(operation: "binding the RDMA listener to \(endpoint)\(hint)", errno: code, message: String(cString: strerror(code)))
+        }
+        guard rdma_listen(id, 4) == 0 else {
+            let error = systemError("rdma_listen on \(endpoint)")
+            rdma_destroy_id(id)
+            rdma_destroy_event_channel(events)
+            throw error
+        }
+        return RDMAListener(id: id, events: events, endpoint: endpoint, maximumBufferBytes: maximumBufferBytes)
+    }
+
+    // MARK: - Helpers
+
+    static func connectionParameters(privateData: UnsafeMutableRawBufferPointer) -> rdma_conn_param {
+        var parameters = rdma_conn_param()
+        parameters.private_data = UnsafeRawPointer(privateData.baseAddress)
+        parameters.private_data_len = UInt8(privateData.count)
+        parameters.responder_resources = 0
+        parameters.initiator_depth = 0
+        parameters.retry_count = 7
+        // No receiver-not-ready retries: credits guarantee a posted receive for every SEND.
+        parameters.rnr_retry_count = 0
+        return parameters
+    }
+
+    static func socketAddress(bits: UInt32, port: UInt16) -> sockaddr_in {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = bits.bigEndian
+        return address
+    }
+
+    static func setNonBlocking(_ descriptor: Int32) {
+        let flags = fcntl(descriptor, F_GETFL)
+        _ = fcntl(descriptor, F_SETFL, flags | O_NONBLOCK)
+    }
+
+    static func systemError(_ operation: String) -> ChannelError {
+        let code = errno
+        return .system(operation: operation, errno: code, message: String(cString: strerror(code)))
+    }
+
+    enum WaitResult {
+        /// The awaited event, with its private data (copied: acknowledging the event frees it).
+        case arrived([UInt8])
+        case other(String, [UInt8])
+        case failed(String)
+        case timedOut
+    }
+
+    /// Waits for one connection event on a non-blocking channel.
+    static func wait(_ events: UnsafeMutablePointer<rdma_event_channel>, for wanted: rdma_cm_event_type, nanoseconds: Int64) -> WaitResult {
+        let deadline = monotonicNanoseconds() + nanoseconds
+        while true {
+            var event: UnsafeMutablePointer<rdma_cm_event>?
+            if rdma_get_cm_event(events, &event) == 0, let taken = event {
+                let type = taken.pointee.event
+                let data = privateData(of: taken)
+                rdma_ack_cm_event(taken)
+                return type == wanted ? .arrived(data) : .other(String(cString: rdma_event_str(type)), data)
+            }
+            guard errno == EAGAIN || errno == EINTR else { return .failed("rdma_get_cm_event: \(String(cString: strerror(errno)))") }
+            let remaining = deadline - monotonicNanoseconds()
+            if remaining <= 0 { return .timedOut }
+            var descriptor = pollfd(fd: events.pointee.fd, events: Int16(POLLIN), revents: 0)
+            _ = poll(&descriptor, 1, Int32(clamping: (remaining + 999_999) / 1_000_000))
+        }
+    }
+
+    static func privateData(of event: UnsafeMutablePointer<rdma_cm_event>) -> [UInt8] {
+        let connection = event.pointee.param.conn
+        guard let data = connection.private_data, connection.private_data_len > 0 else { return [] }
+        return Array(UnsafeRawBufferPointer(start: data, count: Int(connection.private_data_len)))
+    }
+
+    static func drain(_ events: UnsafeMutablePointer<rdma_event_channel>) {
+        var event: UnsafeMutablePointer<rdma_cm_event>?
+        while rdma_get_cm_event(events, &event) == 0, let taken = event {
+            rdma_ack_cm_event(taken)
+            event = nil
+        }
+    }
+}
+
+/// An NIC stack's RDMA listener: accepts one host at a time, and turns away others while one is attached.
+public final class RDMAListener: @unchecked Sendable {
+    public let endpoint: RDMAEndpoint
+    private let id: UnsafeMutablePointer<rdma_cm_id>
+    private let events: UnsafeMutablePointer<rdma_event_channel>
+    private let maximumBufferBytes: Int
+
+    init(id: UnsafeMutablePointer<rdma_cm_id>, events: UnsafeMutablePointer<rdma_event_channel>, endpoint: RDMAEndpoint, maximumBufferBytes: Int) {
+        self.id = id
+        self.events = events
+        self.endpoint = endpoint
+        self.maximumBufferBytes = maximumBufferBytes
+    }
+
+    deinit {
+        RDMAChannel.drain(events)
+        rdma_destroy_id(id)
+        rdma_destroy_event_channel(events)
+    }
+
+    /// A descriptor that turns readable when a host asks to connect.
+    public var descriptor: Int32 { events.pointee.fd }
+
+    /// Waits up to `timeoutNanoseconds` (nil: no limit) for a host, agrees on the terms it proposes (or
+    /// rejects them, saying why) and returns the NIC's end once the connection is established.
+    public func accept(timeoutNanoseconds: Int64? = nil) throws(ChannelError) -> RDMAChannelEnd {
+        let deadline = timeoutNanoseconds.map { monotonicNanoseconds() + $0 }
+        while true {
+            guard let request = try nextRequest(until: deadline) else { throw .timedOut("waiting for a host at \(endpoint)") }
+            if let channel = try answer(request.id, proposal: request.proposal) { return channel }
+        }
+    }
+
+    /// Turns away every host waiting to connect: the NIC stack already serves one.
+    public func rejectWaiting() {
+        while let request = try? nextRequest(until: 0) {
+            var reply = QueuePairHandshake(configuration: ChannelConfiguration(), rejection: .busy).encode()
+            _ = reply.withUnsafeMutableBytes { rdma_reject(request.id, $0.baseAddress, UInt8($0.count)) }
+            rdma_destroy_id(request.id)
+        }
+    }
+
+    private struct Request {
+        let id: UnsafeMutablePointer<rdma_cm_id>
+        let proposal: QueuePairHandshake.Decoded
+    }
+
+    /// The next connection request (other events on the listener are acknowledged and skipped).
+    private func nextRequest(until deadline: Int64?) throws(ChannelError) -> Request? {
+        while true {
+            var event: UnsafeMutablePointer<rdma_cm_event>?
+            if rdma_get_cm_event(events, &event) == 0, let taken = event {
+                let type = taken.pointee.event
+                let data = RDMAChannel.privateData(of: taken)
+                let requester = taken.pointee.id
+                rdma_ack_cm_event(taken)
+                if type == RDMA_CM_EVENT_CONNECT_REQUEST, let requester {
+                    return Request(id: requester, proposal: QueuePairHandshake.decode(data))
+                }
+                continue
+            }
+            guard errno == EAGAIN || errno == EINTR else { throw RDMAChannel.systemError("rdma_get_cm_event") }
+            var milliseconds: Int32 = -1
+            if let deadline {
+                let remaining = deadline - monotonicNanoseconds()
+                if remaining <= 0 { return nil }
+                milliseconds = Int32(clamping: (remaining + 999_999) / 1_000_000)
+            }
+            var descriptor = pollfd(fd: events.pointee.fd, events: Int16(POLLIN), revents: 0)
+            _ = poll(&descriptor, 1, milliseconds)
+        }
+    }
+
+    private func answer(_ requester: UnsafeMutablePointer<rdma_cm_id>, proposal: QueuePairHandshake.Decoded) throws(ChannelError) -> RDMAChannelEnd? {
+        if let rejection = QueuePairConnectPolicy.answer(proposal, busy: false, maximumBytes: maximumBufferBytes) {
+            var reply = QueuePairHandshake(configuration: ChannelConfiguration(), rejection: rejection).encode()
+            _ = reply.withUnsafeMutableBytes { rdma_reject(requester, $0.baseAddress, UInt8($0.count)) }
+            rdma_destroy_id(requester)
+            return nil
+        }
+        guard case .handshake(let offer) = proposal else { return nil }
+        // The connection gets an event channel of its own: its disconnect must reach its channel end,
+        // not the listener.
+        guard let connectionEvents = rdma_create_event_channel() else {
+            rdma_destroy_id(requester)
+            throw RDMAChannel.systemError("rdma_create_event_channel")
+        }
+        RDMAChannel.setNonBlocking(connectionEvents.pointee.fd)
+        guard rdma_migrate_id(requester, connectionEvents) == 0 else {
+            let error = RDMAChannel.systemError("rdma_migrate_id")
+            rdma_destroy_id(requester)
+            rdma_destroy_event_channel(connectionEvents)
+            throw error
+        }
+        let configuration = offer.configuration
+        let transport = try VerbsQueuePair(
+            id: requester, events: connectionEvents, depth: configuration.slotCount, bufferBytes: configuration.slotBytes)
+        let channel = try RDMAChannelEnd(transport: transport, waiting: configuration.waiting)
+        var reply = QueuePairHandshake(configuration: configuration).encode()
+        let accepted = reply.withUnsafeMutableBytes { bytes in
+            var parameters = RDMAChannel.connectionParameters(privateData: bytes)
+            return rdma_accept(requester, &parameters)
+        }
+        guard accepted == 0 else { throw RDMAChannel.systemError("rdma_accept") }
+        switch RDMAChannel.wait(connectionEvents, for: RDMA_CM_EVENT_ESTABLISHED, nanoseconds: 5_000_000_000) {
+        case .arrived: return channel
+        case .other(let name, _), .failed(let name):
+            throw .setup("a host's connection did not complete: \(name)")
+        case .timedOut:
+            throw .timedOut("a host's connection did not complete within 5 s")
+        }
+    }
+}
+
+/// Nanoseconds on the monotonic clock, for deadlines.
+func monotonicNanoseconds() -> Int64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+}
