@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit, property and simulation tests, the two-process channel tests, a real Linux peer
 # over a TAP, a fresh capture of real Linux frames checked byte for byte, the end-to-end curl checks
-# against iotcp-fileserver (those three need root, as CI has), and the libFuzzer targets for a bounded time.
+# against iotcp-fileserver, the RDMA testbed VM (scripts/rdma-vm.sh) (those four need root, as CI has),
+# and the libFuzzer targets for a bounded time.
 #
 # Usage: scripts/test.sh            FUZZ_SECONDS=30 by default
 set -euo pipefail
@@ -37,7 +38,15 @@ if [ "$(id -u)" -eq 0 ]; then
   e2e=$(sed -nE "s/^e2e: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
 fi
 
+vm=0
+if [ "$(id -u)" -eq 0 ]; then
+  echo "== RDMA testbed: a VM with Soft-RoCE and an NVMe disk, iotcp split across RDMA"
+  scripts/rdma-vm.sh .build/debug | tee "$log" | grep -vE "^vm: (PASS|figures)" || true
+  grep -qE "^vm: [0-9]+ passed, 0 failed" "$log" || { echo "RDMA testbed checks failed" >&2; exit 1; }
+  vm=$(sed -nE "s/^vm: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
+fi
+
 echo "== fuzz (${fuzz_seconds}s per target)"
 scripts/fuzz.sh "$fuzz_seconds"
 
-echo "iotcp: $((unit + live + e2e + 2)) passed, 0 failed"
+echo "iotcp: $((unit + live + e2e + vm + 2)) passed, 0 failed"

@@ -2,9 +2,11 @@ import ArgumentParser
 import Foundation
 import IOTCPChannels
 import IOTCPCommon
+import IOTCPRDMA
 
-/// Two processes, host and NIC, exchanging commands over the shared-memory channel: the host sends
-/// SEND commands, the NIC checks each one field by field and answers with an ECHO, which the host checks.
+/// Two processes, host and NIC, exchanging commands over the shared-memory channel (or, with `serve
+/// --rdma` and `exchange --rdma`, over RDMA verbs): the host sends SEND commands, the NIC checks each
+/// one field by field and answers with an ECHO, which the host checks.
 @main
 struct ChannelDemo: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -67,8 +69,11 @@ extension ChannelDemo {
     struct Serve: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Be the NIC side: listen at a path and answer a host.")
 
-        @Option(help: "Unix socket path to listen at.")
-        var path: String
+        @Option(help: "Unix socket path to listen at (shared memory).")
+        var path: String?
+
+        @Option(help: "Listen for the host over RDMA at rdma://IP:PORT instead.")
+        var rdma: String?
 
         @OptionGroup var options: ChannelOptions
 
@@ -76,8 +81,16 @@ extension ChannelDemo {
         var acceptTimeout = 30.0
 
         func run() throws {
-            let listener = try SharedMemoryChannel.listen(path: path, configuration: options.configuration)
-            let channel = try listener.accept(timeoutNanoseconds: Int64(acceptTimeout * 1e9))
+            let channel: any CommandChannel
+            if let rdma {
+                let listener = try RDMAChannel.listen(on: try RDMAEndpoint(parsing: rdma))
+                channel = try listener.accept(timeoutNanoseconds: Int64(acceptTimeout * 1e9))
+            } else if let path {
+                let listener = try SharedMemoryChannel.listen(path: path, configuration: options.configuration)
+                channel = try listener.accept(timeoutNanoseconds: Int64(acceptTimeout * 1e9))
+            } else {
+                throw ValidationError("give --path or --rdma")
+            }
             var expected = 0
             var failure: String?
             var pendingEchoes: [Int] = []
@@ -116,10 +129,12 @@ extension ChannelDemo {
         }
 
         /// Encodes the ECHOs owed, as many per message as fit, waiting for the host to free slots.
-        func sendEchoes(_ pending: inout [Int], on channel: RingChannelEnd) throws {
+        func sendEchoes(_ pending: inout [Int], on channel: any CommandChannel) throws {
             var next = 0
             while next < pending.count {
                 guard var writer = try channel.reserveMessage() else {
+                    // Receiving is what frees room (and, over RDMA, brings the host's credit report).
+                    _ = try channel.receive(limit: 0) { _ in }
                     sched_yield()
                     continue
                 }
@@ -134,18 +149,39 @@ extension ChannelDemo {
     struct Exchange: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Be the host side: connect to a NIC at a path.")
 
-        @Option(help: "Unix socket path the NIC listens at.")
-        var path: String
+        @Option(help: "Unix socket path the NIC listens at (shared memory).")
+        var path: String?
+
+        @Option(help: "Reach the NIC over RDMA at rdma://IP:PORT instead.")
+        var rdma: String?
+
+        @Option(help: "With --rdma: the local address to connect from.")
+        var source: String?
 
         @Option(help: "Commands to send (each is answered).")
         var count = 1_000_000
 
+        @OptionGroup var options: ChannelOptions
+
         func run() throws {
-            try Self.exchange(path: path, count: count)
+            if let rdma {
+                let channel = try RDMAChannel.connect(
+                    to: try RDMAEndpoint(parsing: rdma), from: source, configuration: options.configuration)
+                try Self.exchange(channel: channel, count: count)
+                let figures = channel.statistics
+                print("host: RDMA: \(figures.messagesSent) SENDs of commands (\(figures.inlineSends) inline, up to \(channel.transport.inlineLimit) bytes), \(figures.creditReports) credit reports, \(figures.creditStalls) credit stalls, \(figures.messagesReceived) messages received")
+            } else if let path {
+                try Self.exchange(channel: try SharedMemoryChannel.connect(path: path), count: count)
+            } else {
+                throw ValidationError("give --path or --rdma")
+            }
         }
 
         static func exchange(path: String, count: Int) throws {
-            let channel = try SharedMemoryChannel.connect(path: path)
+            try exchange(channel: try SharedMemoryChannel.connect(path: path), count: count)
+        }
+
+        static func exchange(channel: any CommandChannel, count: Int) throws {
             var sent = 0, answered = 0, messages = 0
             var failure: String?
             let start = DispatchTime.now().uptimeNanoseconds
@@ -184,8 +220,8 @@ extension ChannelDemo {
             }
             let perMessage = messages > 0 ? sent / messages : 0
             print("host: sent \(sent) SEND commands in \(messages) messages (\(perMessage) per message), received and checked \(answered) ECHO commands")
-            print(String(format: "host: %.3f s, %.2f M commands/s each way, %.2f M commands/s in all", seconds,
-                         Double(count) / seconds / 1e6, 2 * Double(count) / seconds / 1e6))
+            print(String(format: "host: %.3f s, %.2f M commands/s each way, %.2f M commands/s in all, %.0f messages/s sent", seconds,
+                         Double(count) / seconds / 1e6, 2 * Double(count) / seconds / 1e6, Double(messages) / seconds))
         }
     }
 }

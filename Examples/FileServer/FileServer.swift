@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import IOTCPCommandLine
 import IOTCPEmbedded
+import IOTCPRDMA
 
 nonisolated(unsafe) var stopRequested: sig_atomic_t = 0
 
@@ -12,8 +13,9 @@ func say(_ text: String, to descriptor: Int32 = 1) {
 }
 
 /// A static file server on iotcp. Embedded (the default): the NIC stack runs on a thread of this process
-/// with a TAP device in a network namespace as its wire. Split (`--nic shm:PATH`): an `iotcp-nic` process
-/// owns the wire and the files, and this process is the host half only.
+/// with a TAP device in a network namespace as its wire. Split (`--nic shm:PATH` or `--nic rdma://IP:PORT`):
+/// an `iotcp-nic` process, on this machine or across RDMA, owns the wire and the files, and this process
+/// is the host half only.
 @main
 struct FileServer: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,8 +33,11 @@ struct FileServer: ParsableCommand {
     @Option(help: "This server's address and prefix; the namespace side takes the first other host address.")
     var address = "10.77.0.2/24"
 
-    @Option(help: "Split mode: reach an iotcp-nic process at shm:PATH instead of running the NIC stack here.")
+    @Option(help: "Split mode: reach an iotcp-nic process at shm:PATH or rdma://IP:PORT instead of running the NIC stack here.")
     var nic: String?
+
+    @Option(help: "With --nic rdma://: the local address to connect from (default: the route's).")
+    var rdmaSource: String?
 
     @Option(help: "Stop after this many seconds (default: run until SIGINT or SIGTERM).")
     var duration: Double?
@@ -54,8 +59,17 @@ struct FileServer: ParsableCommand {
         var embedded: EmbeddedNIC?
         let channel: any CommandChannel
         if let nic {
-            guard nic.hasPrefix("shm:"), nic.count > 4 else { throw ValidationError("--nic must be shm:PATH, not \(nic)") }
-            do { channel = try SharedMemoryChannel.connect(path: String(nic.dropFirst(4))) } catch {
+            do {
+                if nic.hasPrefix(RDMAEndpoint.scheme) {
+                    channel = try RDMAChannel.connect(to: try RDMAEndpoint(parsing: nic), from: rdmaSource)
+                } else if nic.hasPrefix("shm:"), nic.count > 4 {
+                    channel = try SharedMemoryChannel.connect(path: String(nic.dropFirst(4)))
+                } else {
+                    throw ValidationError("--nic must be shm:PATH or rdma://IP:PORT, not \(nic)")
+                }
+            } catch let error as ValidationError {
+                throw error
+            } catch {
                 throw ValidationError("--nic \(nic): \(error) (is iotcp-nic running with --channel \(nic)?)")
             }
         } else {

@@ -214,7 +214,7 @@ final class HTTPServer {
         } else {
             try? stack.offloadClose(file.id)
         }
-        log(request, status: status, bytes: Int(length), session: session)
+        log(request, status: status, bytes: Int(length), session: session, device: file.device)
     }
 
     /// HTTP dates of files' modification times, formatted once each (DateFormatter is slow, and a busy
@@ -248,9 +248,12 @@ final class HTTPServer {
         sessions[token] = nil
     }
 
-    private func log(_ request: HTTPRequest, status: Int, bytes: Int, session: Session) {
+    /// One access-log line; for a file the NIC could place on a device, the device too (an NVMe namespace).
+    private func log(_ request: HTTPRequest, status: Int, bytes: Int, session: Session, device: StorageDevice? = nil) {
+        guard accessLog else { return }
         let peer = stack.endpoints(of: session.socket).map { "\($0.remoteAddress):\($0.remotePort)" } ?? "-"
-        log("\(peer) \"\(request.method) \(request.target) \(request.version)\" \(status) \(bytes)")
+        let storage = device.map { " [\($0)]" } ?? ""
+        log("\(peer) \"\(request.method) \(request.target) \(request.version)\" \(status) \(bytes)\(storage)")
     }
 
     var accessLog = true

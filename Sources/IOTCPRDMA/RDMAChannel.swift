@@ -125,10 +125,11 @@ public enum RDMAChannel {
         }
         switch wait(events, for: RDMA_CM_EVENT_ESTABLISHED, nanoseconds: stepLimit) {
         case .arrived(let data):
-            let outcome = decision(.accepted(QueuePairHandshake.decode(data)), configuration)
-            if case .retry = outcome { return outcome }
-            if case .fail = outcome { return outcome }
-            return .connected(channel)
+            switch QueuePairConnectPolicy.decide(.accepted(QueuePairHandshake.decode(data)), proposed: configuration) {
+            case .connected: return .connected(channel)
+            case .retry(let reason): return .retry(reason)
+            case .fail(let reason): return .fail(reason)
+            }
         case .other(let name, let data):
             if name == "RDMA_CM_EVENT_REJECTED" {
                 return decision(.rejected(QueuePairHandshake.decode(data)), configuration)
@@ -141,9 +142,10 @@ public enum RDMAChannel {
         }
     }
 
+    /// What to do after an attempt that did not connect.
     private static func decision(_ outcome: QueuePairConnectPolicy.Outcome, _ configuration: ChannelConfiguration) -> AttemptResult {
         switch QueuePairConnectPolicy.decide(outcome, proposed: configuration) {
-        case .connected: return .fail("internal: a connection decided without a channel")
+        case .connected: return .fail("the connection manager reported a connection that was not established")
         case .retry(let reason): return .retry(reason)
         case .fail(let reason): return .fail(reason)
         }

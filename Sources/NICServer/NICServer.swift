@@ -2,14 +2,16 @@ import ArgumentParser
 import Glibc
 import IOTCPCommandLine
 import IOTCPEmbedded
+import IOTCPRDMA
 import Logging
 
 nonisolated(unsafe) var stopRequested: sig_atomic_t = 0
 nonisolated(unsafe) var countersRequested: sig_atomic_t = 0
 
 /// The NIC half of iotcp as a process of its own: it owns the wire (a TAP in a client namespace) and the
-/// export root's files, and serves one host at a time over a shared-memory channel. When the host goes
-/// away, everything it held is released and the next host may attach.
+/// export root's files, and serves one host at a time over a shared-memory or RDMA channel. When the host
+/// goes away, everything it held is released and the next host may attach; while one is attached, others
+/// are turned away with a reason.
 @main
 struct NICServer: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,7 +22,7 @@ struct NICServer: ParsableCommand {
     @Option(help: "Only files beneath this directory may be opened by the host.")
     var exportRoot: String
 
-    @Option(help: "The channel to serve the host on: shm:PATH (a Unix socket path).")
+    @Option(help: "The channel to serve the host on: shm:PATH (a Unix socket path) or rdma://IP:PORT (an address of an RDMA device).")
     var channel: String
 
     @Option(help: "The network namespace to create for clients (removed on exit).")
@@ -45,8 +47,8 @@ struct NICServer: ParsableCommand {
         NICRuntime.keepFreedMemoryForReuse()
         var logger = Logger(label: "iotcp-nic")
         logger.logLevel = logLevel
-        guard channel.hasPrefix("shm:"), channel.count > 4 else { throw ValidationError("--channel must be shm:PATH, not \(channel)") }
-        let path = String(channel.dropFirst(4))
+        let listener: HostListener
+        do { listener = try HostListener(channel) } catch { throw ValidationError("--channel \(channel): \(error)") }
         let namespace: NetworkNamespace
         do { namespace = try NetworkNamespace(name: netns, address: address) } catch { throw ValidationError("\(error)") }
         signal(SIGINT) { _ in stopRequested = 1 }
@@ -54,8 +56,6 @@ struct NICServer: ParsableCommand {
         signal(SIGUSR1) { _ in countersRequested = 1 }
         signal(SIGPIPE, SIG_IGN)
 
-        let listener: SharedMemoryListener
-        do { listener = try SharedMemoryChannel.listen(path: path) } catch { throw ValidationError("--channel \(channel): \(error)") }
         let runtime = try wire.makeRuntime(root: exportRoot, namespace: namespace)
         defer { namespace.remove() }
         logger.notice("ready", metadata: [
@@ -84,6 +84,7 @@ struct NICServer: ParsableCommand {
                 }
                 continue
             }
+            listener.turnAwayOthers()
             switch runtime.runOnce(now: now) {
             case .worked: break
             case .idle: runtime.sleep(timeoutNanoseconds: 10_000_000)
@@ -117,3 +118,31 @@ struct NICServer: ParsableCommand {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// Where hosts attach: a Unix socket path for shared memory, or an rdma_cm address.
+enum HostListener {
+    case sharedMemory(SharedMemoryListener)
+    case rdma(RDMAListener)
+
+    init(_ text: String) throws {
+        if text.hasPrefix(RDMAEndpoint.scheme) {
+            self = .rdma(try RDMAChannel.listen(on: try RDMAEndpoint(parsing: text)))
+        } else if text.hasPrefix("shm:"), text.count > 4 {
+            self = .sharedMemory(try SharedMemoryChannel.listen(path: String(text.dropFirst(4))))
+        } else {
+            throw ValidationError("must be shm:PATH or rdma://IP:PORT")
+        }
+    }
+
+    func accept(timeoutNanoseconds: Int64) throws(ChannelError) -> any CommandChannel {
+        switch self {
+        case .sharedMemory(let listener): try listener.accept(timeoutNanoseconds: timeoutNanoseconds)
+        case .rdma(let listener): try listener.accept(timeoutNanoseconds: timeoutNanoseconds)
+        }
+    }
+
+    /// While a host is attached, others are told so at once rather than left waiting.
+    func turnAwayOthers() {
+        if case .rdma(let listener) = self { listener.rejectWaiting() }
+    }
+}
