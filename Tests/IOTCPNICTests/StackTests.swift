@@ -108,6 +108,27 @@ struct StackTests {
         #expect(harness.nic.store.heldBytes == 0 && harness.nicErrors.isEmpty)
     }
 
+    @Test("a socket closed right after its offloaded write (Connection: close) still lets the file close once acknowledged")
+    func socketClosedWhileInFlight() throws {
+        let root = try ExportRoot()
+        let harness = try StackHarness(root: root.path)
+        let (client, socket) = try acceptedConnections(harness, count: 1)[0]
+        let file = try openFile(harness, "/sub/data.bin").get()
+        #expect(try harness.stack.offloadWrite(socket, file: file.id, offset: 0, length: 30_000) == 30_000)
+        try harness.stack.offloadClose(file.id)
+        // The application lets go of the socket before a single byte is acknowledged: the events that
+        // say "all acknowledged" and "closed" now belong to nobody, yet the file must still be closed.
+        try harness.stack.close(socket)
+        var received: [UInt8] = []
+        try harness.run {
+            received += harness.clientRead(client)
+            return harness.nic.files.openCount == 0 && harness.stack.openFileCount == 0
+        }
+        #expect(received == Array(root.content[0..<30_000]))
+        #expect(harness.nic.files.openCount == 0 && harness.stack.openFileCount == 0)
+        #expect(harness.nic.store.heldBytes == 0 && harness.nicErrors.isEmpty)
+    }
+
     @Test("a file on a device the NIC can name comes back with it: DEVICE between OPENED and STAT")
     func openReportsDevice() throws {
         let root = try ExportRoot()

@@ -500,7 +500,8 @@ public final class IOTCPStack {
             if !happened.isDisjoint(with: [.allAcknowledged, .closed]) { release(user: handle) }
             let edges = Self.edges(happened)
             if !edges.isEmpty { candidates[Socket(connection: handle), default: []].formUnion(edges) }
-        }, listeners: { candidates[Socket(listener: $0.port), default: []].insert(.acceptable) })
+        }, listeners: { candidates[Socket(listener: $0.port), default: []].insert(.acceptable) },
+        settled: { release(user: $0) })
         if !completions.isEmpty {
             let taken = min(completions.count, maxEvents - events.count)
             events.append(contentsOf: completions.prefix(taken))

@@ -39,6 +39,9 @@ public final class TCPEngine {
     private var readyConnections: [Int32] = []
     private var isReady: [Bool] = []
     private var readyListeners: [UInt16] = []
+    /// Connections the application let go of that have since had everything acknowledged, or closed:
+    /// nobody reads their events, but whoever holds resources for their data (offloaded files) must hear.
+    private var settledOrphans: [TCPHandle] = []
     private var dueScratch: [Int] = []
     private var nextEphemeralPort: UInt16 = 32768
 
@@ -276,7 +279,17 @@ public final class TCPEngine {
 
     /// Calls `body` with each connection that has new events, and each listener with connections to
     /// accept (as `nil` handle), clearing them.
-    public func drainEvents(_ body: (TCPHandle, TCPEvents) -> Void, listeners listenerBody: (TCPListenerID) -> Void = { _ in }) {
+    /// Hands each connection's new events to `body` (connections the application holds), listeners with
+    /// connections to accept to `listeners`, and to `settled` each connection the application closed that
+    /// has since had all its data acknowledged or ended (so offloaded files held for it can be closed).
+    public func drainEvents(
+        _ body: (TCPHandle, TCPEvents) -> Void, listeners listenerBody: (TCPListenerID) -> Void = { _ in },
+        settled: (TCPHandle) -> Void = { _ in }
+    ) {
+        if !settledOrphans.isEmpty {
+            for handle in settledOrphans { settled(handle) }
+            settledOrphans.removeAll(keepingCapacity: true)
+        }
         for slot in readyConnections.map(Int.init) {
             isReady[slot] = false
             guard pool.isLive(slot), !pool[slot].events.isEmpty else { continue }
@@ -527,6 +540,11 @@ public final class TCPEngine {
             pool[slot].awaitingAccept = true
             listeners[port]!.acceptQueue.append(pool[slot].handle)
             readyListeners.append(port)
+        }
+        if !pool[slot].ownedByApplication,
+           pool[slot].state == .closed || !pool[slot].events.isDisjoint(with: [.allAcknowledged, .closed]) {
+            settledOrphans.append(pool[slot].handle)
+            pool[slot].events.subtract([.allAcknowledged, .closed])
         }
         if pool[slot].state == .closed && !pool[slot].ownedByApplication {
             release(slot)
