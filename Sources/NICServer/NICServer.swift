@@ -104,7 +104,15 @@ struct NICServer: ParsableCommand {
 
     func report(_ runtime: NICRuntime, logger: Logger) {
         let wire = runtime.counters, plane = runtime.dataPlane.counters, channel = runtime.channelStatistics
-        logger.notice("counters", metadata: [
+        var rdma: Logger.Metadata = [:]
+        if let queuePair = runtime.channel as? RDMAChannelEnd {
+            let figures = queuePair.statistics
+            rdma = [
+                "rdma-sends": "\(figures.messagesSent)", "rdma-inline-sends": "\(figures.inlineSends)",
+                "rdma-credit-reports": "\(figures.creditReports)", "rdma-credit-stalls": "\(figures.creditStalls)",
+            ]
+        }
+        logger.notice("counters", metadata: rdma.merging([
             "frames-in": "\(wire.framesIn)", "frames-out": "\(wire.framesOut)", "bytes-in": "\(wire.bytesIn)",
             "bytes-out": "\(wire.bytesOut)", "drops": "\(runtime.link.framesDropped + runtime.inbound.dropped + runtime.outbound.dropped)",
             "commands-in": "\(wire.commandsIn)", "malformed-commands": "\(wire.malformedCommands)",
@@ -113,7 +121,7 @@ struct NICServer: ParsableCommand {
             "store-bytes": "\(runtime.dataPlane.store.heldBytes)", "store-buffered-bytes": "\(runtime.dataPlane.store.bufferedBytes)",
             "store-spills": "\(runtime.dataPlane.counters.storeSpills)", "open-files": "\(runtime.dataPlane.files.openCount)",
             "flows": "\(runtime.dataPlane.flowCount)",
-        ])
+        ]) { first, _ in first })
     }
 }
 
