@@ -110,6 +110,39 @@ struct ComponentTests {
         #expect(fast.timeout == configuration.minimumRetransmissionTimeout)
     }
 
+    @Test("the timer wheel's earliest deadline stays exact through moves, cancels, expiries and far deadlines")
+    func timerWheelEarliest() {
+        var wheel = TimerWheel(tick: Nanoseconds.millisecond, bucketCount: 64, start: .zero)
+        var random = SeededGenerator(seed: 7)
+        var deadlines: [Int: UInt64] = [:]
+        var now: UInt64 = 0
+        var due: [Int] = []
+        for _ in 0..<20_000 {
+            let slot = Int.random(in: 0..<200, using: &random)
+            switch Int.random(in: 0..<10, using: &random) {
+            case 0..<6:
+                // Mostly near (within a revolution of 64 ms), sometimes many revolutions away, sometimes past.
+                let span: UInt64 = Bool.random(using: &random) ? 60 : 2_000
+                let at = now - min(now, 5 * Nanoseconds.millisecond) + UInt64.random(in: 0...(span * Nanoseconds.millisecond), using: &random)
+                deadlines[slot] = at
+                wheel.schedule(slot, at: Instant(nanoseconds: at))
+            case 6, 7:
+                deadlines[slot] = nil
+                wheel.schedule(slot, at: nil)
+            default:
+                now += UInt64.random(in: 0...(20 * Nanoseconds.millisecond), using: &random)
+                due.removeAll()
+                wheel.popExpired(now: Instant(nanoseconds: now), into: &due)
+                for fired in due {
+                    #expect(deadlines[fired].map { $0 <= now } == true)
+                    deadlines[fired] = nil
+                }
+                #expect(deadlines.values.allSatisfy { $0 > now }, "everything due was fired")
+            }
+            #expect(wheel.earliestDeadline()?.nanoseconds == deadlines.values.min())
+        }
+    }
+
     @Test("the timer wheel fires each deadline once, at or after its time, including ones a revolution away")
     func timerWheel() {
         var wheel = TimerWheel(tick: Nanoseconds.millisecond, bucketCount: 64, start: .zero)

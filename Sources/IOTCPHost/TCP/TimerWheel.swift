@@ -15,6 +15,9 @@ struct TimerWheel {
     /// The wheel has been processed up to (not including) this tick.
     private var currentTick: UInt64
     private(set) var scheduledCount = 0
+    /// The earliest deadline while known (nil: look again). A new deadline can only lower it; removing
+    /// the earliest one forgets it.
+    private var knownEarliest: UInt64?
 
     init(tick: UInt64 = Nanoseconds.millisecond, bucketCount: Int = 4096, start: Instant) {
         precondition(bucketCount > 0 && bucketCount & (bucketCount - 1) == 0)
@@ -46,6 +49,7 @@ struct TimerWheel {
         }
         guard let time else { return }
         deadline[slot] = time.nanoseconds
+        if let known = knownEarliest, time.nanoseconds < known { knownEarliest = time.nanoseconds }
         // A deadline already past goes in the current bucket, so the next advance fires it.
         let bucket = Int(truncatingIfNeeded: max(time.nanoseconds / tick, currentTick)) & bucketMask
         bucketOf[slot] = Int32(bucket)
@@ -57,6 +61,7 @@ struct TimerWheel {
     }
 
     private mutating func unlink(_ slot: Int) {
+        if deadline[slot] == knownEarliest { knownEarliest = nil }
         if previous[slot] >= 0 { next[Int(previous[slot])] = next[slot] }
         else { buckets[Int(bucketOf[slot])] = next[slot] }
         if next[slot] >= 0 { previous[Int(next[slot])] = previous[slot] }
@@ -90,21 +95,36 @@ struct TimerWheel {
         for index in firstNew..<due.count { unlink(due[index]) }
     }
 
-    /// The earliest deadline scheduled, found by one pass over the buckets of the coming revolution.
-    func earliestDeadline() -> Instant? {
+    /// The earliest deadline scheduled. Buckets are looked at in time order from the current tick, and
+    /// the first holding a deadline of its own tick (not of a later revolution) has the earliest: the
+    /// search stops there instead of visiting every connection, which a wait for 1,600 connections did on
+    /// every call. Only when nothing falls within a revolution are all deadlines compared.
+    mutating func earliestDeadline() -> Instant? {
         guard scheduledCount > 0 else { return nil }
-        var best = UInt64.max
-        let horizon = (currentTick + UInt64(bucketMask) + 1) * tick
-        var fallback = UInt64.max
-        for bucket in buckets where bucket >= 0 {
-            var slot = bucket
+        if let knownEarliest { return Instant(nanoseconds: knownEarliest) }
+        var earliest = UInt64.max
+        var tickIndex = currentTick
+        while tickIndex <= currentTick + UInt64(bucketMask) {
+            let end = (tickIndex + 1) * tick
+            var slot = buckets[Int(truncatingIfNeeded: tickIndex) & bucketMask]
             while slot >= 0 {
                 let time = deadline[Int(slot)]
-                if time < horizon { best = min(best, time) } else { fallback = min(fallback, time) }
+                if time < end { earliest = min(earliest, time) }
                 slot = next[Int(slot)]
             }
+            if earliest != .max { break }
+            tickIndex += 1
         }
-        let earliest = best != .max ? best : fallback
-        return earliest == .max ? nil : Instant(nanoseconds: earliest)
+        if earliest == .max {
+            for bucket in buckets where bucket >= 0 {
+                var slot = bucket
+                while slot >= 0 {
+                    earliest = min(earliest, deadline[Int(slot)])
+                    slot = next[Int(slot)]
+                }
+            }
+        }
+        knownEarliest = earliest
+        return Instant(nanoseconds: earliest)
     }
 }
