@@ -765,6 +765,7 @@ struct TCPConnection {
     }
 
     /// Whether a write would take at least one byte now.
+    @inline(__always)
     func isWritable(configuration: TCPConfiguration) -> Bool { canSend && queueHasRoom(configuration: configuration) }
 
     mutating func abort<O: CommandOutput>(output: inout O) {
@@ -818,7 +819,8 @@ struct TCPConnection {
         if let deadline = persistDeadline, deadline <= now {
             persistDeadline = nil
             // A zero-window probe: an old sequence number the peer must answer with its window (as Linux).
-            emitSegment(sequence: sendUnacknowledged - 1, flags: .ack, window: windowField(), options: currentOptions(now: now),
+            let advertised = windowField()
+            emitSegment(sequence: sendUnacknowledged - 1, flags: .ack, window: advertised, options: currentOptions(now: now),
                         payload: nil, output: &output)
             persistBackoff += 1
         }
@@ -827,7 +829,8 @@ struct TCPConnection {
                 fail(.timedOut, output: &output)
                 return
             }
-            emitSegment(sequence: sendUnacknowledged - 1, flags: .ack, window: windowField(), options: currentOptions(now: now),
+            let advertised = windowField()
+            emitSegment(sequence: sendUnacknowledged - 1, flags: .ack, window: advertised, options: currentOptions(now: now),
                         payload: nil, output: &output)
             keepaliveProbesSent += 1
             keepaliveDeadline = now + keepalive.interval
@@ -921,7 +924,8 @@ struct TCPConnection {
     }
 
     private mutating func sendAcknowledgment<O: CommandOutput>(now: Instant, output: inout O) {
-        emitSegment(sequence: sendNext, flags: .ack, window: windowField(), options: currentOptions(now: now), payload: nil,
+        let advertised = windowField()
+        emitSegment(sequence: sendNext, flags: .ack, window: advertised, options: currentOptions(now: now), payload: nil,
                     output: &output)
         acknowledgmentSent()
     }
@@ -992,7 +996,8 @@ struct TCPConnection {
             // A FIN after the data, when the windows allow one more sequence number.
             if finRequested && sendNext == dataEnd && (finSequence == nil || sendNext == finSequence!) {
                 finSequence = dataEnd
-                emitSegment(sequence: dataEnd, flags: [.fin, .ack], window: windowField(), options: currentOptions(now: now),
+                let advertised = windowField()
+                emitSegment(sequence: dataEnd, flags: [.fin, .ack], window: advertised, options: currentOptions(now: now),
                             payload: nil, output: &output)
                 acknowledgmentSent()
                 advanceSent(by: 1, now: now, timed: false)
@@ -1042,7 +1047,8 @@ struct TCPConnection {
         from start: SequenceNumber, limit: Int, now: Instant, configuration: TCPConfiguration, output: inout O
     ) {
         if let finSequence, start == finSequence {
-            emitSegment(sequence: finSequence, flags: [.fin, .ack], window: windowField(), options: currentOptions(now: now),
+            let advertised = windowField()
+            emitSegment(sequence: finSequence, flags: [.fin, .ack], window: advertised, options: currentOptions(now: now),
                         payload: nil, output: &output)
             acknowledgmentSent()
             if sendNext <= finSequence { sendNext = finSequence + 1 }
@@ -1082,7 +1088,8 @@ struct TCPConnection {
 
     private mutating func emitBytes<O: CommandOutput>(_ piece: SendQueue.Piece, push: Bool, now: Instant, output: inout O) {
         let queue = sendQueue
-        emitSegment(sequence: piece.sequence, flags: push ? [.ack, .psh] : .ack, window: windowField(),
+        let advertised = windowField()
+        emitSegment(sequence: piece.sequence, flags: push ? [.ack, .psh] : .ack, window: advertised,
                     options: currentOptions(now: now), payload: (piece.length, { buffer in queue.copy(piece, into: buffer) }),
                     output: &output)
         acknowledgmentSent()
@@ -1095,6 +1102,7 @@ struct TCPConnection {
             timestamps: timestampsEnabled ? TCPTimestamps(value: timestampClock(now), echoReply: timestampRecent) : nil)
     }
 
+    @inline(__always)
     private func currentOptions(now: Instant) -> TCPOptions {
         var options = TCPOptions()
         if timestampsEnabled { options.timestamps = TCPTimestamps(value: timestampClock(now), echoReply: timestampRecent) }
@@ -1128,6 +1136,10 @@ struct TCPConnection {
     }
 
     /// Builds an IPv4 packet holding one TCP segment and hands it to the NIC as PACKET_OUT.
+    /// Callers compute `windowField()` (which mutates) before the call, never among its arguments: a
+    /// mutation inside the arguments of a call on `self` makes Swift copy the whole control block (its
+    /// buffers retained and released) for every segment.
+    @inline(__always)
     private func emitSegment<O: CommandOutput>(
         sequence: SequenceNumber, flags: TCPFlags, window: UInt16, options: TCPOptions,
         payload: (count: Int, fill: (UnsafeMutableRawBufferPointer) -> Void)?, output: inout O
