@@ -83,34 +83,23 @@ public enum RDMAChannel {
                 }
             }
         }
-        if resolved != 0 {
-            let code = errno
+        /// A resolution step: nil when it completed, else what the attempt comes to (resources freed).
+        func step(_ started: Int32, _ name: String, awaiting event: rdma_cm_event_type) -> AttemptResult? {
+            let outcome: QueuePairConnectPolicy.Outcome
+            if started != 0 {
+                outcome = .unreachable("rdma_\(name): \(String(cString: strerror(errno)))")
+            } else {
+                switch wait(events, for: event, nanoseconds: stepLimit) {
+                case .arrived: return nil
+                case .other(let what, _), .failed(let what): outcome = .unreachable("\(name): \(what)")
+                case .timedOut: outcome = .timedOut
+                }
+            }
             abandon()
-            return decision(.unreachable("rdma_resolve_addr: \(String(cString: strerror(code)))"), configuration)
+            return decision(outcome, configuration)
         }
-        switch wait(events, for: RDMA_CM_EVENT_ADDR_RESOLVED, nanoseconds: stepLimit) {
-        case .arrived: break
-        case .other(let name, _), .failed(let name):
-            abandon()
-            return decision(.unreachable("address resolution: \(name)"), configuration)
-        case .timedOut:
-            abandon()
-            return decision(.timedOut, configuration)
-        }
-        guard rdma_resolve_route(id, 2000) == 0 else {
-            let code = errno
-            abandon()
-            return decision(.unreachable("rdma_resolve_route: \(String(cString: strerror(code)))"), configuration)
-        }
-        switch wait(events, for: RDMA_CM_EVENT_ROUTE_RESOLVED, nanoseconds: stepLimit) {
-        case .arrived: break
-        case .other(let name, _), .failed(let name):
-            abandon()
-            return decision(.unreachable("route resolution: \(name)"), configuration)
-        case .timedOut:
-            abandon()
-            return decision(.timedOut, configuration)
-        }
+        if let failed = step(resolved, "resolve_addr", awaiting: RDMA_CM_EVENT_ADDR_RESOLVED) { return failed }
+        if let failed = step(rdma_resolve_route(id, 2000), "resolve_route", awaiting: RDMA_CM_EVENT_ROUTE_RESOLVED) { return failed }
         let transport = try VerbsQueuePair(id: id, events: events, depth: configuration.slotCount, bufferBytes: configuration.slotBytes)
         // Every receive is posted (by the channel end) before the NIC side can send.
         let channel = try RDMAChannelEnd(transport: transport, waiting: configuration.waiting)
