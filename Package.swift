@@ -66,11 +66,11 @@ let package = Package(
         .target(
             name: "IOTCPEmbedded",
             dependencies: ["IOTCPHost", "IOTCPNIC", "IOTCPChannels", .product(name: "Atomics", package: "swift-atomics")]),
-        // Command-line options shared by iotcp-nic and the embedded file server.
+        // Command-line options shared by iotcp-nic and the file server: the wire, and channel addresses.
         .target(
             name: "IOTCPCommandLine",
             dependencies: [
-                "IOTCPEmbedded",
+                "IOTCPEmbedded", "IOTCPRDMA",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(

@@ -59,16 +59,13 @@ struct FileServer: ParsableCommand {
         var embedded: EmbeddedNIC?
         let channel: any CommandChannel
         if let nic {
+            let address: ChannelAddress
+            do { address = try ChannelAddress(parsing: nic) } catch { throw ValidationError("--nic \(error)") }
             do {
-                if nic.hasPrefix(RDMAEndpoint.scheme) {
-                    channel = try RDMAChannel.connect(to: try RDMAEndpoint(parsing: nic), from: rdmaSource)
-                } else if nic.hasPrefix("shm:"), nic.count > 4 {
-                    channel = try SharedMemoryChannel.connect(path: String(nic.dropFirst(4)))
-                } else {
-                    throw ValidationError("--nic must be shm:PATH or rdma://IP:PORT, not \(nic)")
+                switch address {
+                case .rdma(let endpoint): channel = try RDMAChannel.connect(to: endpoint, from: rdmaSource)
+                case .sharedMemory(let path): channel = try SharedMemoryChannel.connect(path: path)
                 }
-            } catch let error as ValidationError {
-                throw error
             } catch {
                 throw ValidationError("--nic \(nic): \(error) (is iotcp-nic running with --channel \(nic)?)")
             }

@@ -132,6 +132,7 @@ public final class QueuePairChannelEnd<Transport: QueuePairTransport>: CommandCh
         do {
             try transport.postSend(buffer: nil, length: 0, immediate: immediate, inline: true)
             sendsOutstanding += 1
+            if !closing { statistics.creditReports += 1 }
         } catch {
             failure = error
         }
@@ -185,10 +186,7 @@ public final class QueuePairChannelEnd<Transport: QueuePairTransport>: CommandCh
             }
             window.recordConsumed()
         }
-        if window.shouldReportCredits {
-            sendControl(closing: false)
-            statistics.creditReports += 1
-        }
+        if window.shouldReportCredits { sendControl(closing: false) }
         if let corrupt { throw corrupt }
         return delivered
     }
@@ -289,13 +287,13 @@ public final class QueuePairChannelEnd<Transport: QueuePairTransport>: CommandCh
                 spins += 1
                 if spins & 0xFFF == 0 { sched_yield() }
             case .doorbell:
-                var descriptors = [
-                    pollfd(fd: transport.completionDescriptor, events: Int16(POLLIN), revents: 0),
-                    pollfd(fd: transport.connectionDescriptor, events: Int16(POLLIN), revents: 0),
-                ]
                 var milliseconds: Int32 = -1
                 if remaining >= 0 { milliseconds = Int32(clamping: (remaining + 999_999) / 1_000_000) }
-                _ = try systemCall("poll on the queue pair's completions") { poll(&descriptors, 2, milliseconds) }
+                try withUnsafeTemporaryAllocation(of: pollfd.self, capacity: 2) { descriptors throws(ChannelError) in
+                    descriptors[0] = pollfd(fd: transport.completionDescriptor, events: Int16(POLLIN), revents: 0)
+                    descriptors[1] = pollfd(fd: transport.connectionDescriptor, events: Int16(POLLIN), revents: 0)
+                    _ = try systemCall("poll on the queue pair's completions") { poll(descriptors.baseAddress, 2, milliseconds) }
+                }
                 transport.acknowledgeNotification()
             }
         }

@@ -1,11 +1,7 @@
 /// Where an RDMA channel's NIC side listens: `rdma://IPv4:PORT`, an address of an RDMA-capable interface
 /// (RoCE: an IP address of the Ethernet device under it) and an rdma_cm port.
 public struct RDMAEndpoint: Hashable, Sendable, CustomStringConvertible {
-    /// The four address bytes, most significant first.
-    public var address: (UInt8, UInt8, UInt8, UInt8) {
-        (UInt8(truncatingIfNeeded: addressBits >> 24), UInt8(truncatingIfNeeded: addressBits >> 16),
-         UInt8(truncatingIfNeeded: addressBits >> 8), UInt8(truncatingIfNeeded: addressBits))
-    }
+    /// The IPv4 address, most significant byte first.
     public let addressBits: UInt32
     public let port: UInt16
 
@@ -42,17 +38,10 @@ public struct RDMAEndpoint: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var addressText: String {
-        let (a, b, c, d) = address
-        return "\(a).\(b).\(c).\(d)"
+        [24, 16, 8, 0].map { String(UInt8(truncatingIfNeeded: addressBits >> $0)) }.joined(separator: ".")
     }
 
     public var description: String { "\(Self.scheme)\(addressText):\(port)" }
-
-    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.addressBits == rhs.addressBits && lhs.port == rhs.port }
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(addressBits)
-        hasher.combine(port)
-    }
 }
 
 public struct RDMAEndpointError: Error, Hashable, Sendable, CustomStringConvertible {

@@ -15,9 +15,9 @@ func systemCall<Result: FixedWidthInteger>(_ operation: @autoclosure () -> Strin
     }
 }
 
-/// Nanoseconds on the monotonic clock.
+/// Nanoseconds on the monotonic clock (channel deadlines; IOTCPRDMA's too).
 @inline(__always)
-func monotonicNanoseconds() -> Int64 {
+public func monotonicNanoseconds() -> Int64 {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
     return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)

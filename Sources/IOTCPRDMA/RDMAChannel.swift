@@ -58,14 +58,7 @@ public enum RDMAChannel {
         _ endpoint: RDMAEndpoint, source: sockaddr_in?, configuration: ChannelConfiguration, within nanoseconds: Int64
     ) throws(ChannelError) -> AttemptResult {
         let stepLimit = min(nanoseconds, 5_000_000_000)
-        guard let events = rdma_create_event_channel() else { throw systemError("rdma_create_event_channel") }
-        var created: UnsafeMutablePointer<rdma_cm_id>?
-        guard rdma_create_id(events, &created, nil, RDMA_PS_TCP) == 0, let id = created else {
-            let error = systemError("rdma_create_id")
-            rdma_destroy_event_channel(events)
-            throw error
-        }
-        setNonBlocking(events.pointee.fd)
+        let (events, id) = try makeIdentifier()
         // Until the queue pair exists the identifier and channel are ours to free; then it owns them.
         func abandon() {
             drain(events)
@@ -91,7 +84,8 @@ public enum RDMAChannel {
             } else {
                 switch wait(events, for: event, nanoseconds: stepLimit) {
                 case .arrived: return nil
-                case .other(let what, _), .failed(let what): outcome = .unreachable("\(name): \(what)")
+                case .other(let event): outcome = .unreachable("\(name): \(event.name)")
+                case .failed(let why): outcome = .unreachable("\(name): \(why)")
                 case .timedOut: outcome = .timedOut
                 }
             }
@@ -114,27 +108,25 @@ public enum RDMAChannel {
         }
         switch wait(events, for: RDMA_CM_EVENT_ESTABLISHED, nanoseconds: stepLimit) {
         case .arrived(let data):
-            switch QueuePairConnectPolicy.decide(.accepted(QueuePairHandshake.decode(data)), proposed: configuration) {
-            case .connected: return .connected(channel)
-            case .retry(let reason): return .retry(reason)
-            case .fail(let reason): return .fail(reason)
-            }
-        case .other(let name, let data):
-            if name == "RDMA_CM_EVENT_REJECTED" {
-                return decision(.rejected(QueuePairHandshake.decode(data)), configuration)
-            }
-            return decision(.unreachable("connecting: \(name)"), configuration)
-        case .failed(let name):
-            return decision(.unreachable("connecting: \(name)"), configuration)
+            return decision(.accepted(QueuePairHandshake.decode(data)), configuration, channel: channel)
+        case .other(let event) where event.type == RDMA_CM_EVENT_REJECTED:
+            return decision(.rejected(QueuePairHandshake.decode(event.data)), configuration)
+        case .other(let event):
+            return decision(.unreachable("connecting: \(event.name)"), configuration)
+        case .failed(let why):
+            return decision(.unreachable("connecting: \(why)"), configuration)
         case .timedOut:
             return decision(.timedOut, configuration)
         }
     }
 
-    /// What to do after an attempt that did not connect.
-    private static func decision(_ outcome: QueuePairConnectPolicy.Outcome, _ configuration: ChannelConfiguration) -> AttemptResult {
+    /// What the policy makes of an attempt's outcome; `channel` is the end to hand back if it connected.
+    private static func decision(
+        _ outcome: QueuePairConnectPolicy.Outcome, _ configuration: ChannelConfiguration, channel: RDMAChannelEnd? = nil
+    ) -> AttemptResult {
         switch QueuePairConnectPolicy.decide(outcome, proposed: configuration) {
-        case .connected: return .fail("the connection manager reported a connection that was not established")
+        case .connected:
+            return channel.map { .connected($0) } ?? .fail("the connection manager reported a connection that was not established")
         case .retry(let reason): return .retry(reason)
         case .fail(let reason): return .fail(reason)
         }
@@ -142,14 +134,7 @@ public enum RDMAChannel {
 
     /// The NIC side: listens for hosts at `endpoint` (its address must belong to an RDMA device).
     public static func listen(on endpoint: RDMAEndpoint, maximumBufferBytes: Int = 256 << 20) throws(ChannelError) -> RDMAListener {
-        guard let events = rdma_create_event_channel() else { throw systemError("rdma_create_event_channel") }
-        var created: UnsafeMutablePointer<rdma_cm_id>?
-        guard rdma_create_id(events, &created, nil, RDMA_PS_TCP) == 0, let id = created else {
-            let error = systemError("rdma_create_id")
-            rdma_destroy_event_channel(events)
-            throw error
-        }
-        setNonBlocking(events.pointee.fd)
+        let (events, id) = try makeIdentifier()
         var address = socketAddress(bits: endpoint.addressBits, port: endpoint.port)
         let bound = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { rdma_bind_addr(id, $0) }
@@ -203,45 +188,83 @@ public enum RDMAChannel {
         return .system(operation: operation, errno: code, message: String(cString: strerror(code)))
     }
 
+    /// A new rdma_cm identifier on an event channel of its own, which never blocks.
+    static func makeIdentifier() throws(ChannelError) -> (UnsafeMutablePointer<rdma_event_channel>, UnsafeMutablePointer<rdma_cm_id>) {
+        guard let events = rdma_create_event_channel() else { throw systemError("rdma_create_event_channel") }
+        var created: UnsafeMutablePointer<rdma_cm_id>?
+        guard rdma_create_id(events, &created, nil, RDMA_PS_TCP) == 0, let id = created else {
+            let error = systemError("rdma_create_id")
+            rdma_destroy_event_channel(events)
+            throw error
+        }
+        setNonBlocking(events.pointee.fd)
+        return (events, id)
+    }
+
+    /// A connection event, taken and acknowledged (its private data copied first: acknowledging frees it).
+    struct ConnectionEvent {
+        let type: rdma_cm_event_type
+        let data: [UInt8]
+        /// The identifier the event is for (a connection request's new one).
+        let id: UnsafeMutablePointer<rdma_cm_id>?
+        var name: String { String(cString: rdma_event_str(type)) }
+    }
+
+    /// The next event on a non-blocking event channel, waiting until `deadline` (nil: no limit; a past
+    /// deadline: only what already waits). Nil when none came in time.
+    static func nextEvent(_ events: UnsafeMutablePointer<rdma_event_channel>, until deadline: Int64?) throws(ChannelError) -> ConnectionEvent? {
+        while true {
+            var event: UnsafeMutablePointer<rdma_cm_event>?
+            if rdma_get_cm_event(events, &event) == 0, let taken = event {
+                let connection = taken.pointee.param.conn
+                var data: [UInt8] = []
+                if let bytes = connection.private_data, connection.private_data_len > 0 {
+                    data = Array(UnsafeRawBufferPointer(start: bytes, count: Int(connection.private_data_len)))
+                }
+                let result = ConnectionEvent(type: taken.pointee.event, data: data, id: taken.pointee.id)
+                rdma_ack_cm_event(taken)
+                return result
+            }
+            guard errno == EAGAIN || errno == EINTR else { throw systemError("rdma_get_cm_event") }
+            var milliseconds: Int32 = -1
+            if let deadline {
+                let remaining = deadline - monotonicNanoseconds()
+                if remaining <= 0 { return nil }
+                milliseconds = Int32(clamping: (remaining + 999_999) / 1_000_000)
+            }
+            var descriptor = pollfd(fd: events.pointee.fd, events: Int16(POLLIN), revents: 0)
+            _ = poll(&descriptor, 1, milliseconds)
+        }
+    }
+
     enum WaitResult {
-        /// The awaited event, with its private data (copied: acknowledging the event frees it).
+        /// The awaited event, with its private data.
         case arrived([UInt8])
-        case other(String, [UInt8])
+        case other(ConnectionEvent)
         case failed(String)
         case timedOut
     }
 
-    /// Waits for one connection event on a non-blocking channel.
+    /// Waits up to `nanoseconds` for one connection event and says whether it is `wanted`.
     static func wait(_ events: UnsafeMutablePointer<rdma_event_channel>, for wanted: rdma_cm_event_type, nanoseconds: Int64) -> WaitResult {
-        let deadline = monotonicNanoseconds() + nanoseconds
-        while true {
-            var event: UnsafeMutablePointer<rdma_cm_event>?
-            if rdma_get_cm_event(events, &event) == 0, let taken = event {
-                let type = taken.pointee.event
-                let data = privateData(of: taken)
-                rdma_ack_cm_event(taken)
-                return type == wanted ? .arrived(data) : .other(String(cString: rdma_event_str(type)), data)
-            }
-            guard errno == EAGAIN || errno == EINTR else { return .failed("rdma_get_cm_event: \(String(cString: strerror(errno)))") }
-            let remaining = deadline - monotonicNanoseconds()
-            if remaining <= 0 { return .timedOut }
-            var descriptor = pollfd(fd: events.pointee.fd, events: Int16(POLLIN), revents: 0)
-            _ = poll(&descriptor, 1, Int32(clamping: (remaining + 999_999) / 1_000_000))
+        do {
+            guard let event = try nextEvent(events, until: monotonicNanoseconds() + nanoseconds) else { return .timedOut }
+            return event.type == wanted ? .arrived(event.data) : .other(event)
+        } catch {
+            return .failed("\(error)")
         }
     }
 
-    static func privateData(of event: UnsafeMutablePointer<rdma_cm_event>) -> [UInt8] {
-        let connection = event.pointee.param.conn
-        guard let data = connection.private_data, connection.private_data_len > 0 else { return [] }
-        return Array(UnsafeRawBufferPointer(start: data, count: Int(connection.private_data_len)))
-    }
-
+    /// Takes and acknowledges every event waiting (an identifier is destroyed only once its events are).
     static func drain(_ events: UnsafeMutablePointer<rdma_event_channel>) {
-        var event: UnsafeMutablePointer<rdma_cm_event>?
-        while rdma_get_cm_event(events, &event) == 0, let taken = event {
-            rdma_ack_cm_event(taken)
-            event = nil
-        }
+        while (try? nextEvent(events, until: 0)) != nil {}
+    }
+
+    /// Turns a connection request away with `reason` in the reply's private data, and frees its identifier.
+    static func reject(_ requester: UnsafeMutablePointer<rdma_cm_id>, _ reason: QueuePairHandshake.Rejection) {
+        var reply = QueuePairHandshake(configuration: ChannelConfiguration(), rejection: reason).encode()
+        _ = reply.withUnsafeMutableBytes { rdma_reject(requester, $0.baseAddress, UInt8($0.count)) }
+        rdma_destroy_id(requester)
     }
 }
 
@@ -281,9 +304,7 @@ public final class RDMAListener: @unchecked Sendable {
     /// Turns away every host waiting to connect: the NIC stack already serves one.
     public func rejectWaiting() {
         while let request = try? nextRequest(until: 0) {
-            var reply = QueuePairHandshake(configuration: ChannelConfiguration(), rejection: .busy).encode()
-            _ = reply.withUnsafeMutableBytes { rdma_reject(request.id, $0.baseAddress, UInt8($0.count)) }
-            rdma_destroy_id(request.id)
+            RDMAChannel.reject(request.id, QueuePairConnectPolicy.answer(request.proposal, busy: true, maximumBytes: maximumBufferBytes) ?? .busy)
         }
     }
 
@@ -294,35 +315,17 @@ public final class RDMAListener: @unchecked Sendable {
 
     /// The next connection request (other events on the listener are acknowledged and skipped).
     private func nextRequest(until deadline: Int64?) throws(ChannelError) -> Request? {
-        while true {
-            var event: UnsafeMutablePointer<rdma_cm_event>?
-            if rdma_get_cm_event(events, &event) == 0, let taken = event {
-                let type = taken.pointee.event
-                let data = RDMAChannel.privateData(of: taken)
-                let requester = taken.pointee.id
-                rdma_ack_cm_event(taken)
-                if type == RDMA_CM_EVENT_CONNECT_REQUEST, let requester {
-                    return Request(id: requester, proposal: QueuePairHandshake.decode(data))
-                }
-                continue
+        while let event = try RDMAChannel.nextEvent(events, until: deadline) {
+            if event.type == RDMA_CM_EVENT_CONNECT_REQUEST, let requester = event.id {
+                return Request(id: requester, proposal: QueuePairHandshake.decode(event.data))
             }
-            guard errno == EAGAIN || errno == EINTR else { throw RDMAChannel.systemError("rdma_get_cm_event") }
-            var milliseconds: Int32 = -1
-            if let deadline {
-                let remaining = deadline - monotonicNanoseconds()
-                if remaining <= 0 { return nil }
-                milliseconds = Int32(clamping: (remaining + 999_999) / 1_000_000)
-            }
-            var descriptor = pollfd(fd: events.pointee.fd, events: Int16(POLLIN), revents: 0)
-            _ = poll(&descriptor, 1, milliseconds)
         }
+        return nil
     }
 
     private func answer(_ requester: UnsafeMutablePointer<rdma_cm_id>, proposal: QueuePairHandshake.Decoded) throws(ChannelError) -> RDMAChannelEnd? {
         if let rejection = QueuePairConnectPolicy.answer(proposal, busy: false, maximumBytes: maximumBufferBytes) {
-            var reply = QueuePairHandshake(configuration: ChannelConfiguration(), rejection: rejection).encode()
-            _ = reply.withUnsafeMutableBytes { rdma_reject(requester, $0.baseAddress, UInt8($0.count)) }
-            rdma_destroy_id(requester)
+            RDMAChannel.reject(requester, rejection)
             return nil
         }
         guard case .handshake(let offer) = proposal else { return nil }
@@ -351,17 +354,11 @@ public final class RDMAListener: @unchecked Sendable {
         guard accepted == 0 else { throw RDMAChannel.systemError("rdma_accept") }
         switch RDMAChannel.wait(connectionEvents, for: RDMA_CM_EVENT_ESTABLISHED, nanoseconds: 5_000_000_000) {
         case .arrived: return channel
-        case .other(let name, _), .failed(let name):
-            throw .setup("a host's connection did not complete: \(name)")
+        case .other(let event): throw .setup("a host's connection did not complete: \(event.name)")
+        case .failed(let why): throw .setup("a host's connection did not complete: \(why)")
         case .timedOut:
             throw .timedOut("a host's connection did not complete within 5 s")
         }
     }
 }
 
-/// Nanoseconds on the monotonic clock, for deadlines.
-func monotonicNanoseconds() -> Int64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
-}

@@ -35,8 +35,8 @@ public final class VerbsQueuePair: QueuePairTransport, @unchecked Sendable {
     static let pollBatch = 32
 
     /// Creates the queue pair's resources on `id`'s device (its address must be resolved, or it must come
-    /// from a connection request); `events` is the identifier's event channel. Takes ownership of both:
-    /// on failure they are destroyed.
+    /// from a connection request); `events` is the identifier's event channel, already non-blocking.
+    /// Takes ownership of both: on failure they are destroyed.
     init(id: UnsafeMutablePointer<rdma_cm_id>, events: UnsafeMutablePointer<rdma_event_channel>, depth: Int, bufferBytes: Int) throws(ChannelError) {
         self.id = id
         self.events = events
@@ -64,10 +64,7 @@ public final class VerbsQueuePair: QueuePairTransport, @unchecked Sendable {
             throw .system(operation: "ibv_create_comp_channel", errno: code, message: String(cString: strerror(code)))
         }
         cleanup.insert({ ibv_destroy_comp_channel(completionChannel) }, at: 0)
-        let flags = fcntl(completionChannel.pointee.fd, F_GETFL)
-        _ = fcntl(completionChannel.pointee.fd, F_SETFL, flags | O_NONBLOCK)
-        let eventFlags = fcntl(events.pointee.fd, F_GETFL)
-        _ = fcntl(events.pointee.fd, F_SETFL, eventFlags | O_NONBLOCK)
+        RDMAChannel.setNonBlocking(completionChannel.pointee.fd)
         // Room for every receive and every send that may be outstanding (twice the depth) at once.
         guard let queue = ibv_create_cq(context, Int32(3 * depth + 8), nil, completionChannel, 0) else {
             let code = errno
@@ -232,17 +229,14 @@ public final class VerbsQueuePair: QueuePairTransport, @unchecked Sendable {
 
     /// Takes every waiting connection event (the descriptor never blocks) and notes an ending one.
     private func drainConnectionEvents() {
-        var event: UnsafeMutablePointer<rdma_cm_event>?
-        while rdma_get_cm_event(events, &event) == 0, let taken = event {
-            switch taken.pointee.event {
+        while let event = try? RDMAChannel.nextEvent(events, until: 0) {
+            switch event.type {
             case RDMA_CM_EVENT_DISCONNECTED, RDMA_CM_EVENT_DEVICE_REMOVAL, RDMA_CM_EVENT_TIMEWAIT_EXIT,
                  RDMA_CM_EVENT_CONNECT_ERROR, RDMA_CM_EVENT_UNREACHABLE, RDMA_CM_EVENT_REJECTED:
                 ended = true
             default:
                 break
             }
-            rdma_ack_cm_event(taken)
-            event = nil
         }
     }
 
@@ -250,11 +244,5 @@ public final class VerbsQueuePair: QueuePairTransport, @unchecked Sendable {
         guard !disconnected else { return }
         disconnected = true
         _ = rdma_disconnect(id)
-    }
-
-    /// The device this queue pair lives on, for messages.
-    var deviceName: String {
-        guard let context = id.pointee.verbs, let device = context.pointee.device else { return "?" }
-        return String(cString: ibv_get_device_name(device))
     }
 }

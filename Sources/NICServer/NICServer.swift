@@ -133,12 +133,9 @@ enum HostListener {
     case rdma(RDMAListener)
 
     init(_ text: String) throws {
-        if text.hasPrefix(RDMAEndpoint.scheme) {
-            self = .rdma(try RDMAChannel.listen(on: try RDMAEndpoint(parsing: text)))
-        } else if text.hasPrefix("shm:"), text.count > 4 {
-            self = .sharedMemory(try SharedMemoryChannel.listen(path: String(text.dropFirst(4))))
-        } else {
-            throw ValidationError("must be shm:PATH or rdma://IP:PORT")
+        switch try ChannelAddress(parsing: text) {
+        case .rdma(let endpoint): self = .rdma(try RDMAChannel.listen(on: endpoint))
+        case .sharedMemory(let path): self = .sharedMemory(try SharedMemoryChannel.listen(path: path))
         }
     }
 
