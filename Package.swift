@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "IOTCPCommon", targets: ["IOTCPCommon"]),
         .library(name: "IOTCPChannels", targets: ["IOTCPChannels"]),
         .library(name: "IOTCPHost", targets: ["IOTCPHost"]),
+        .library(name: "IOTCPNICCore", targets: ["IOTCPNICCore"]),
         .library(name: "IOTCPNIC", targets: ["IOTCPNIC"]),
         .library(name: "IOTCPRDMA", targets: ["IOTCPRDMA"]),
         .executable(name: "iotcp-channel-demo", targets: ["ChannelDemo"]),
@@ -22,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
     ],
     targets: [
         // Wire formats, checksums, sequence arithmetic, the command protocol and the channel protocol.
@@ -51,9 +53,21 @@ let package = Package(
         .target(name: "IOTCPRDMA", dependencies: ["CRDMA", "IOTCPChannels", "IOTCPCommon"]),
 
         .target(name: "IOTCPHost", dependencies: ["IOTCPCommon"]),
+        // The NIC half's logic without I/O: the command executor and I/O engine (`NICDataPlane`), the
+        // retransmit store, segment building, the buffer pool, ARP/ICMP, fault injection, and the protocols
+        // its platform implements (files, disk, wire), with in-memory versions for tests and simulations.
+        .target(
+            name: "IOTCPNICCore",
+            dependencies: ["IOTCPCommon", .product(name: "DequeModule", package: "swift-collections")]),
+        // The NIC half's platform: the TAP, io_uring and pread disks, the export root's file table, libnvme,
+        // network namespaces, and the runtime loop that ties them to the core.
         .target(
             name: "IOTCPNIC",
-            dependencies: ["IOTCPCommon", "CIOTCPSystem", "CIOTCPURing", "CIOTCPNVMe", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: [
+                "IOTCPCommon", "IOTCPNICCore", "CIOTCPSystem", "CIOTCPURing", "CIOTCPNVMe",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]),
 
         // io_uring reads (liburing, Debian's liburing-dev) behind an opaque C handle: liburing's headers and
         // swift-system's both define the kernel's io_uring structures, which no one Swift module may see twice.
@@ -105,8 +119,8 @@ let package = Package(
         .testTarget(name: "IOTCPCommonTests", dependencies: ["IOTCPCommon"],
                     exclude: ["Fixtures"]),
         .testTarget(name: "IOTCPChannelsTests", dependencies: ["IOTCPCommon", "IOTCPChannels"]),
-        .testTarget(name: "IOTCPHostTests", dependencies: ["IOTCPCommon", "IOTCPHost", "IOTCPNIC"]),
-        .testTarget(name: "IOTCPNICTests", dependencies: ["IOTCPCommon", "IOTCPNIC", "IOTCPHost", "IOTCPChannels", "IOTCPEmbedded"]),
+        .testTarget(name: "IOTCPHostTests", dependencies: ["IOTCPCommon", "IOTCPHost", "IOTCPNICCore"]),
+        .testTarget(name: "IOTCPNICTests", dependencies: ["IOTCPCommon", "IOTCPNICCore", "IOTCPNIC", "IOTCPHost", "IOTCPChannels", "IOTCPEmbedded"]),
     ],
     swiftLanguageModes: [.v6]
 )

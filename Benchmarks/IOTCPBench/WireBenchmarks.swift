@@ -4,8 +4,8 @@ import IOTCPCommon
 import IOTCPEmbedded
 import IOTCPNIC
 
-/// The NIC stack's CPU per GB sent, beside a bare loop doing the same wire I/O: read the file, build the
-/// same frames, write them to the same TAP. The NIC stack runs as it does in the file server (its own
+/// The NIC stack's CPU per GB sent, beside a bare loop doing the same wire I/O the simple way: pread the
+/// file into a buffer, copy each segment's bytes into a frame, write it to the same TAP. The NIC stack runs as it does in the file server (its own
 /// thread, commands from a host over an in-process channel); this thread plays the host, sending 64 KiB
 /// SENDs and freeing them with ACKD as their ECHOs come back. The TAP sits in a namespace of its own and
 /// the frames are addressed to a hardware address that is not its, so the kernel drops them on arrival:
@@ -68,9 +68,8 @@ struct WireBenchmark {
         defer { done() }
         var link = EthernetLink(hardwareAddress: MACAddress(0x02, 0, 0, 0x77, 0, 2), address: Self.nicAddress)
         link.learn(neighbour: Self.peerAddress, at: Self.peerHardware)
-        let runtime = NICRuntime(wire: tap, link: link, dataPlane: NICDataPlane(files: try FileTable(root: folder)))
+        let runtime = NICRuntime(wire: tap, link: link, dataPlane: .standard(files: try FileTable(root: folder)))
         runtime.segmentationOffload = superSegments
-        runtime.dataPlane.files.reader = PreadReader()
         let nic = try EmbeddedNIC(runtime: runtime)
         nic.start()
         defer { nic.stop() }
@@ -158,7 +157,7 @@ struct WireBenchmark {
                 }
                 try ethernet.emit(into: frame)
                 let bytesOut = UnsafeRawBufferPointer(rebasing: frame[0..<(14 + headers + length)])
-                try tap.write(bytesOut, offload: offload ? TapDevice.SegmentationOffload(
+                _ = try tap.write(header: bytesOut, payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: offload ? SegmentationOffload(
                     segmentSize: 1448, headerLength: UInt16(14 + headers), checksumStart: 34) : nil)
                 done += length
             }

@@ -125,16 +125,24 @@ long iotcp_receive_with_fds(int socket, void *data, size_t length, int *fds, int
     return received;
 }
 
-int iotcp_open_beneath(int directory, const char *path) {
+int iotcp_open_beneath(int directory, const char *path, int direct) {
     struct open_how how;
     memset(&how, 0, sizeof how);
-    how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY;
+    // O_NONBLOCK so a FIFO or device under the root cannot block the open; the caller refuses anything
+    // that is not a regular file and clears the flag again (io_uring honours it on regular files too).
+    how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (direct ? O_DIRECT : 0);
     how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
     long fd;
     do {
         fd = syscall(SYS_openat2, directory, path, &how, sizeof how);
     } while (fd < 0 && (errno == EINTR || errno == EAGAIN));
     return (int)fd;
+}
+
+int iotcp_clear_nonblocking(int fd) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -1;
+    return fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
 }
 
 int iotcp_tap_open(char *name, int vnet_header) {

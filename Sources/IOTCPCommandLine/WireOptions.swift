@@ -32,16 +32,31 @@ public struct WireOptions: ParsableArguments {
     @Option(help: "Seed of the fault injection, so a run can be replayed.")
     public var seed: UInt64 = 1
 
-    @Option(help: "Retransmissions from bytes kept on the NIC (buffered) or by re-reading the file (bufferless).")
+    @Option(help: "Retransmissions from the buffers the data left from (buffered) or by re-reading the file (bufferless).")
     public var retransmit: RetransmitStore.Mode = .buffered
 
-    @Option(help: "Bytes the retransmit store may hold (buffered mode).")
-    public var storeLimit = 256 << 20
+    @Option(help: "Bytes of buffers the retransmit store may keep (buffered mode); past it, ranges are re-read if lost.")
+    public var storeLimit = 192 << 20
 
-    @Option(help: "How the NIC reads files: io_uring (falls back to pread where the kernel refuses it) or pread.")
+    @Option(help: "Bytes of buffers for reads in flight and data waiting for the wire, beyond the store's.")
+    public var readMemory = 64 << 20
+
+    @Option(help: "How the NIC reads files: io_uring (asynchronous; falls back to pread threads where the kernel refuses it) or pread (worker threads).")
     public var disk: DiskReaderKind = .ioUring
 
-    @Flag(inversion: .prefixedNo, help: "Hand the kernel TCP super-segments of up to 64 KiB to cut (a TAP with a vnet header); off with faults or --pcap, which see real segments.")
+    @Option(help: "Worker threads for --disk pread.")
+    public var diskThreads = 4
+
+    @Option(help: "Reads in flight at once, at most.")
+    public var diskQueueDepth = 256
+
+    @Flag(help: "Open files with O_DIRECT: reads bypass the page cache (aligned reads into aligned buffers).")
+    public var directIo = false
+
+    @Option(help: "Make every disk read take this many milliseconds longer (a slow or cold disk, for tests).")
+    public var diskDelayMs = 0.0
+
+    @Flag(inversion: .prefixedNo, help: "Hand the kernel TCP super-segments of up to 64 KiB to cut and checksums to finish (a TAP with a vnet header); off with faults or --pcap, which see real segments.")
     public var gso = true
 
     public init() {}
@@ -51,16 +66,44 @@ public struct WireOptions: ParsableArguments {
         case pread
     }
 
-    /// The reader `--disk` asks for, or pread with a word on stderr when io_uring cannot be set up.
-    public func makeReader() -> any FileReader {
-        guard disk == .ioUring else { return PreadReader() }
-        do throws(FileReadError) {
-            return try URingReader()
-        } catch {
-            let line = "iotcp: io_uring unavailable (\(String(cString: strerror(error.errno)))); reading files with pread\n"
-            _ = line.withCString { write(2, $0, strlen($0)) }
-            return PreadReader()
+    /// The disk `--disk` asks for (pread threads with a word on stderr when io_uring cannot be set up),
+    /// slowed by `--disk-delay-ms` if given.
+    public func makeDisk() throws -> any DiskIO {
+        guard diskThreads > 0, diskQueueDepth > 0, diskDelayMs >= 0 else {
+            throw ValidationError("--disk-threads and --disk-queue-depth must be positive, --disk-delay-ms not negative")
         }
+        var disk: any DiskIO
+        if self.disk == .ioUring {
+            do throws(DiskFailure) {
+                disk = try URingDisk(entries: UInt32(min(diskQueueDepth, 4096)))
+            } catch {
+                let line = "iotcp: io_uring unavailable (\(error)); reading files with pread on \(diskThreads) threads\n"
+                _ = line.withCString { write(2, $0, strlen($0)) }
+                disk = try preadDisk()
+            }
+        } else {
+            disk = try preadDisk()
+        }
+        if diskDelayMs > 0 { disk = DelayedDisk(base: disk, delayNanoseconds: UInt64(diskDelayMs * 1e6)) }
+        return disk
+    }
+
+    private func preadDisk() throws -> any DiskIO {
+        do throws(DiskFailure) { return try ThreadPoolDisk(threads: diskThreads, capacity: diskQueueDepth) } catch {
+            throw ValidationError("cannot start the disk threads: \(error)")
+        }
+    }
+
+    /// The export root's file table as these options ask for it.
+    public func makeFileTable(root: String) throws -> FileTable {
+        do { return try FileTable(root: root, directIO: directIo) } catch { throw ValidationError("export root \(root): \(error)") }
+    }
+
+    /// The data plane over `files`, with the disk, store and memory these options ask for.
+    public func makeDataPlane(files: any FileService) throws -> NICDataPlane {
+        guard storeLimit >= 0, readMemory > 0 else { throw ValidationError("--store-limit must not be negative, --read-memory positive") }
+        return NICDataPlane(files: files, disk: try makeDisk(), pool: BufferPool(capacityBytes: storeLimit + readMemory),
+                            retransmitMode: retransmit, storeLimitBytes: storeLimit)
     }
 
     public func faults() throws -> (inbound: FaultSettings, outbound: FaultSettings) {
@@ -95,16 +138,13 @@ public struct WireOptions: ParsableArguments {
     /// runtime, with no host attached yet. On failure, nothing it created is left behind.
     public func makeRuntime(root: String, namespace: NetworkNamespace) throws -> NICRuntime {
         let (inbound, outbound) = try faults()
-        let files: FileTable
-        do { files = try FileTable(root: root) } catch { throw ValidationError("export root \(root): \(error)") }
-        files.reader = makeReader()
+        let dataPlane = try makeDataPlane(files: try makeFileTable(root: root))
         let capture: PcapWriter?
         do { capture = try pcap.map { try PcapWriter(path: $0) } } catch { throw ValidationError("--pcap \(pcap!): \(error)") }
         let tap: TapDevice
         do { tap = try TapDevice(name: "iotcp\(getpid() % 10_000)", vnetHeader: true) } catch { throw ValidationError("\(error)") }
         do { try namespace.create(with: tap) } catch { throw ValidationError("\(error)") }
         let link = EthernetLink(hardwareAddress: MACAddress(0x02, 0, 0, 0x77, 0, 2), address: namespace.stackAddress)
-        let dataPlane = NICDataPlane(files: files, retransmitMode: retransmit, storeLimitBytes: storeLimit)
         let runtime = NICRuntime(wire: tap, link: link, dataPlane: dataPlane)
         runtime.inbound = FaultyWire(settings: inbound, seed: seed)
         runtime.outbound = FaultyWire(settings: outbound, seed: seed &+ 1)

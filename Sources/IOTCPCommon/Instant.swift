@@ -1,6 +1,6 @@
 /// A point in time in nanoseconds, on whatever monotonic clock the caller drives the engine with: a
 /// virtual clock in simulations, `CLOCK_MONOTONIC` in production. The engine never reads a clock.
-public struct Instant: Hashable, Sendable, CustomStringConvertible {
+public struct Instant: Hashable, Comparable, Sendable, CustomStringConvertible {
     public var nanoseconds: UInt64
 
     @inlinable public init(nanoseconds: UInt64) { self.nanoseconds = nanoseconds }

@@ -1,125 +1,120 @@
 import CIOTCPSystem
 import Glibc
 import IOTCPCommon
-import SystemPackage
+import IOTCPNICCore
 
 /// The files the NIC has opened for the host, under one export root.
 ///
 /// Confinement is the kernel's: every open is `openat2` relative to the root's descriptor with
 /// `RESOLVE_BENEATH`, so `..` above the root, absolute paths and symlinks that lead out of it all fail in
 /// path resolution itself, with no string checks to get wrong (and no race between a check and the open).
+/// Opens never block (a FIFO under the root is refused, not waited on), and only regular files are kept.
 /// Ids carry a generation, so an id kept after its file was closed never names the file that reuses the
-/// slot.
-public final class FileTable {
+/// slot; a descriptor lent to a read in flight stays open until the read is done (`FileService`).
+///
+/// With `directIO`, files are opened with `O_DIRECT` (Atlas's choice: the page cache is bypassed and a
+/// library larger than memory does not evict everything else); reads must then be aligned to
+/// `directAlignment`, which the data plane does. A file system that refuses `O_DIRECT` gets a buffered open,
+/// counted in `directFallbacks`.
+public final class FileTable: FileService {
+    public typealias Failure = FileFailure
+
     public struct OpenFile {
         public let descriptor: Int32
         public let status: OffloadedFileStatus
-    }
-
-    public enum Failure: Error, Hashable, Sendable, CustomStringConvertible {
-        case notFound(String)
-        case permissionDenied(String)
-        case outsideRoot(String)
-        case notARegularFile(String)
-        case invalidPath(String)
-        case tooManyFiles(Int)
-        case unknownFile(OffloadedFileID)
-        case readFailed(OffloadedFileID, errno: Int32)
-        case shrank(OffloadedFileID, expected: Int, got: Int)
-
-        /// The protocol's code for an ERROR answering this.
-        public var code: CommandErrorCode {
-            switch self {
-            case .notFound, .invalidPath: .fileNotFound
-            case .permissionDenied: .permissionDenied
-            case .outsideRoot: .pathOutsideRoot
-            case .notARegularFile: .permissionDenied
-            case .tooManyFiles: .tooManyFiles
-            case .unknownFile: .unknownFile
-            case .readFailed: .readFailed
-            case .shrank: .fileShrank
-            }
-        }
-
-        public var description: String {
-            switch self {
-            case .notFound(let path): "no such file: \(path)"
-            case .permissionDenied(let path): "permission denied: \(path)"
-            case .outsideRoot(let path): "path leads outside the export root: \(path)"
-            case .notARegularFile(let path): "not a regular file: \(path)"
-            case .invalidPath(let path): "invalid path: \(path)"
-            case .tooManyFiles(let limit): "too many open files (limit \(limit))"
-            case .unknownFile(let file): "unknown \(file) (never opened, or closed)"
-            case .readFailed(let file, let code): "read of \(file) failed: \(Errno(rawValue: code))"
-            case .shrank(let file, let expected, let got): "\(file) shrank under a read: wanted \(expected) bytes, got \(got)"
-            }
-        }
+        public let direct: Bool
     }
 
     public let root: String
     public let limit: Int
+    public let directIO: Bool
+    /// Offset, length and memory alignment for direct reads: the largest logical block size in common use.
+    public static let directAlignment: Int32 = 4096
     private let rootDescriptor: Int32
-    private var slots: [OpenFile?] = []
-    private var generations: [UInt32] = []
+    private var slots: [Slot] = []
     private var freeSlots: [Int] = []
     public private(set) var openCount = 0
+    /// Opens that asked for `O_DIRECT` and had to do without it.
+    public private(set) var directFallbacks = 0
+    /// Files closed by the host while a read was still in flight (their descriptors closed after it).
+    public private(set) var deferredCloses = 0
+
+    private struct Slot {
+        var file: OpenFile?
+        var generation: UInt32 = 1
+        /// Reads in flight on this slot's descriptor (which may belong to a file already closed by id).
+        var leases = 0
+        /// The descriptor whose close waits for `leases` to reach 0, if any.
+        var retiredDescriptor: Int32 = -1
+    }
 
     /// Opens the export root; every later open is confined beneath it.
-    public init(root: String, limit: Int = 65536) throws(FileTable.Failure) {
+    public init(root: String, limit: Int = 65536, directIO: Bool = false) throws(FileFailure) {
         let descriptor = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard descriptor >= 0 else {
             throw errno == ENOENT ? .notFound(root) : errno == EACCES ? .permissionDenied(root) : .invalidPath(root)
         }
         self.root = root
         self.limit = limit
+        self.directIO = directIO
         rootDescriptor = descriptor
     }
 
     deinit {
-        for file in slots { if let file { Glibc.close(file.descriptor) } }
+        for slot in slots {
+            if let file = slot.file { Glibc.close(file.descriptor) }
+            if slot.retiredDescriptor >= 0 { Glibc.close(slot.retiredDescriptor) }
+        }
         Glibc.close(rootDescriptor)
     }
 
     /// Opens `path`, relative to the root (a leading `/` means the root itself, as in a URL path).
-    public func open(path: String) throws(FileTable.Failure) -> (OffloadedFileID, OffloadedFileStatus) {
+    public func open(path: String) throws(FileFailure) -> (OffloadedFileID, OffloadedFileStatus) {
         var relative = Substring(path)
         while relative.first == "/" { relative = relative.dropFirst() }
         guard !relative.isEmpty, !relative.utf8.contains(0) else { throw .invalidPath(path) }
         guard openCount < limit else { throw .tooManyFiles(limit) }
-        let descriptor = String(relative).withCString { iotcp_open_beneath(rootDescriptor, $0) }
+        var direct = directIO
+        var descriptor = String(relative).withCString { iotcp_open_beneath(rootDescriptor, $0, direct ? 1 : 0) }
+        if descriptor < 0 && direct && errno == EINVAL {
+            direct = false
+            directFallbacks += 1
+            descriptor = String(relative).withCString { iotcp_open_beneath(rootDescriptor, $0, 0) }
+        }
         guard descriptor >= 0 else {
             switch errno {
             case ENOENT, ENOTDIR: throw .notFound(path)
             case EACCES, EPERM: throw .permissionDenied(path)
             case EXDEV, ELOOP: throw .outsideRoot(path)
+            case EMFILE, ENFILE, ENOMEM: throw .outOfDescriptors(path)
+            case ENXIO, EWOULDBLOCK: throw .notARegularFile(path)
             default: throw .invalidPath(path)
             }
         }
-        guard let status = Self.status(of: descriptor), status.mode & S_IFMT == S_IFREG else {
+        guard let status = Self.status(of: descriptor), status.mode & S_IFMT == S_IFREG, iotcp_clear_nonblocking(descriptor) == 0 else {
             Glibc.close(descriptor)
             throw .notARegularFile(path)
         }
-        let slot: Int
+        let index: Int
         if let reused = freeSlots.popLast() {
-            slot = reused
+            index = reused
         } else {
-            slot = slots.count
-            slots.append(nil)
-            generations.append(1)
+            index = slots.count
+            slots.append(Slot())
         }
-        slots[slot] = OpenFile(descriptor: descriptor, status: status)
+        slots[index].file = OpenFile(descriptor: descriptor, status: status, direct: direct)
         openCount += 1
-        return (OffloadedFileID(slot: UInt32(slot), generation: generations[slot]), status)
+        return (OffloadedFileID(slot: UInt32(index), generation: slots[index].generation), status)
     }
 
-    public func file(_ id: OffloadedFileID) throws(FileTable.Failure) -> OpenFile {
-        let slot = Int(id.slot)
-        guard slot < slots.count, generations[slot] == id.generation, let file = slots[slot] else { throw .unknownFile(id) }
+    public func file(_ id: OffloadedFileID) throws(FileFailure) -> OpenFile {
+        let index = Int(id.slot)
+        guard index < slots.count, slots[index].generation == id.generation, let file = slots[index].file else { throw .unknownFile(id) }
         return file
     }
 
     /// Refreshes the status from the file as it is now (it may have changed since it was opened).
-    public func status(_ id: OffloadedFileID) throws(FileTable.Failure) -> OffloadedFileStatus {
+    public func status(_ id: OffloadedFileID) throws(FileFailure) -> OffloadedFileStatus {
         let open = try file(id)
         return Self.status(of: open.descriptor) ?? open.status
     }
@@ -134,29 +129,51 @@ public final class FileTable {
             inode: UInt64(information.st_ino), device: UInt64(information.st_dev))
     }
 
-    public func close(_ id: OffloadedFileID) throws(FileTable.Failure) {
-        let open = try file(id)
-        Glibc.close(open.descriptor)
-        let slot = Int(id.slot)
-        slots[slot] = nil
-        generations[slot] &+= 1
-        if generations[slot] == 0 { generations[slot] = 1 }
-        freeSlots.append(slot)
-        openCount -= 1
+    public func close(_ id: OffloadedFileID) throws(FileFailure) {
+        _ = try file(id)
+        retire(Int(id.slot))
     }
 
     /// Closes every open file (the host that opened them is gone); ids given out before stay invalid.
     public func closeAll() {
-        for slot in slots.indices {
-            guard let open = slots[slot] else { continue }
-            Glibc.close(open.descriptor)
-            slots[slot] = nil
-            generations[slot] &+= 1
-            if generations[slot] == 0 { generations[slot] = 1 }
-            freeSlots.append(slot)
-        }
-        openCount = 0
+        for index in slots.indices where slots[index].file != nil { retire(index) }
     }
+
+    /// The id stops naming the file at once; the descriptor closes now, or after the last read in flight.
+    private func retire(_ index: Int) {
+        guard let open = slots[index].file else { return }
+        slots[index].file = nil
+        slots[index].generation &+= 1
+        if slots[index].generation == 0 { slots[index].generation = 1 }
+        openCount -= 1
+        if slots[index].leases > 0 {
+            slots[index].retiredDescriptor = open.descriptor
+            deferredCloses += 1
+        } else {
+            Glibc.close(open.descriptor)
+            freeSlots.append(index)
+        }
+    }
+
+    public func lease(_ id: OffloadedFileID) throws(FileFailure) -> FileLease {
+        let open = try file(id)
+        slots[Int(id.slot)].leases += 1
+        return FileLease(slot: id.slot, descriptor: open.descriptor, alignment: open.direct ? Self.directAlignment : 1)
+    }
+
+    public func release(_ lease: FileLease) {
+        let index = Int(lease.slot)
+        guard index < slots.count, slots[index].leases > 0 else { return }
+        slots[index].leases -= 1
+        if slots[index].leases == 0 && slots[index].retiredDescriptor >= 0 {
+            Glibc.close(slots[index].retiredDescriptor)
+            slots[index].retiredDescriptor = -1
+            freeSlots.append(index)
+        }
+    }
+
+    /// Reads in flight over every file (0 when the data plane is idle).
+    public var leasesOut: Int { slots.reduce(0) { $0 + $1.leases } }
 
     /// Names the storage device under a device number (`st_dev`); NVMe through libnvme by default. Tests
     /// install their own.
@@ -164,7 +181,7 @@ public final class FileTable {
     private var devices: [UInt64: StorageDevice?] = [:]
 
     /// The storage device under an open file, if the probe can name it (asked once per device number).
-    public func device(of id: OffloadedFileID) throws(FileTable.Failure) -> StorageDevice? {
+    public func device(of id: OffloadedFileID) throws(FileFailure) -> StorageDevice? {
         let number = try status(id).device
         if let known = devices[number] { return known }
         let found = deviceProbe(number)
@@ -172,21 +189,16 @@ public final class FileTable {
         return found
     }
 
-    /// How file bytes are read: pread unless the owner installs another reader (io_uring).
-    public var reader: any FileReader = PreadReader()
-
-    /// Reads exactly `buffer.count` bytes at `offset`; a read that ends early means the file shrank.
-    public func read(_ id: OffloadedFileID, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(FileTable.Failure) {
+    /// Reads exactly `buffer.count` bytes at `offset` with `pread`, for tools and tests (the data plane
+    /// reads through its `DiskIO`); a read that ends early means the file shrank.
+    public func read(_ id: OffloadedFileID, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(FileFailure) {
         let open = try file(id)
         var done = 0
         while done < buffer.count {
-            let count: Int
-            do throws(FileReadError) {
-                count = try reader.read(descriptor: open.descriptor, offset: offset + UInt64(done),
-                                        into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
-            } catch {
-                if error.errno == EINTR { continue }
-                throw .readFailed(id, errno: error.errno)
+            let count = pread(open.descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw .readFailed(id, errno: errno)
             }
             if count == 0 { throw .shrank(id, expected: buffer.count, got: done) }
             done += count

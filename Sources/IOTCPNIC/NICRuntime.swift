@@ -1,13 +1,15 @@
 import CIOTCPSystem
 import Glibc
 import IOTCPCommon
+import IOTCPNICCore
 
 /// The NIC stack as one run-to-completion loop: wire → link → data plane → channel, and channel → data
 /// plane → wire. It owns the wire and the disk and keeps no TCP state; the host at the other end of the
 /// channel decides everything.
 ///
-/// Frames are built in one reused buffer (a packet from the data plane is built 14 bytes in, and the
-/// Ethernet header written in front of it), so sending allocates nothing per packet.
+/// A data packet leaves as a gather write: the Ethernet header and the data plane's IPv4/TCP headers in one
+/// small reused buffer, the payload where the disk read left it. Nothing is allocated or copied per packet,
+/// except on the diagnostic path (fault injection or capture), which needs each frame whole.
 public final class NICRuntime {
     public let wire: any WireBackend
     public var link: EthernetLink
@@ -28,8 +30,14 @@ public final class NICRuntime {
     public private(set) var counters = Counters()
 
     private var frame: UnsafeMutableRawBufferPointer
+    /// Whole frames for the diagnostic path (faults, capture), and the Ethernet + IPv4 + TCP headers of a
+    /// gathered one.
     private var transmitFrame: UnsafeMutableRawBufferPointer
+    private var headerFrame: UnsafeMutableRawBufferPointer
     private var now = Instant(nanoseconds: 0)
+    /// Wire refusals seen at the end of the last turn, to notice new ones.
+    private var refusalsSeen = 0
+    private var wireRefusedThisTurn = false
 
     public struct Counters: Hashable, Sendable {
         public var framesIn = 0
@@ -41,6 +49,8 @@ public final class NICRuntime {
         public var malformedCommands = 0
         /// Frames that were TCP super-segments, cut into MSS-sized segments by the wire.
         public var superSegmentsOut = 0
+        /// Frames the wire failed to take for reasons other than a full queue (logged, dropped).
+        public var wireErrors = 0
     }
 
     /// What a turn of the loop found.
@@ -58,12 +68,16 @@ public final class NICRuntime {
         self.dataPlane = dataPlane
         frame = .allocate(byteCount: 65536 + 64, alignment: 64)
         transmitFrame = .allocate(byteCount: 65536 + 64, alignment: 64)
+        headerFrame = .allocate(byteCount: 14 + 256, alignment: 64)
         if let channel { attach(channel) }
     }
 
     deinit {
+        // The data plane's reads in flight land in its pool: let them finish first.
+        dataPlane.drain()
         frame.deallocate()
         transmitFrame.deallocate()
+        headerFrame.deallocate()
     }
 
     /// Serves a new host (after the previous one went away).
@@ -73,8 +87,8 @@ public final class NICRuntime {
         let sender = ChannelSender(channel: channel)
         self.sender = sender
         host = nil
-        sender.append(.hello(Hello(role: .nic, maxMessageBytes: UInt32(channel.maxMessageBytes), maxFlows: 1 << 20,
-                                   maxOpenFiles: UInt32(dataPlane.files.limit))))
+        sender.append(.hello(Hello(role: .nic, maxMessageBytes: UInt32(channel.maxMessageBytes),
+                                   maxFlows: UInt32(dataPlane.limits.maximumFlows - 1), maxOpenFiles: UInt32(dataPlane.files.limit))))
         sender.flush()
     }
 
@@ -92,15 +106,21 @@ public final class NICRuntime {
     public var channelStatistics: ChannelSender.Statistics { earlierChannels.adding(sender?.statistics ?? ChannelSender.Statistics()) }
     private var earlierChannels = ChannelSender.Statistics()
 
-    /// One turn: frames from the wire, commands from the host, held frames whose time came; then every
-    /// answer to the host in as few messages as fit.
+    /// One turn: frames from the wire, commands from the host, held frames whose time came, then the disk
+    /// and the transmit queues (`NICDataPlane.poll`); then every answer to the host in as few messages as fit.
     public func runOnce(now: Instant) -> Progress {
         self.now = now
         var worked = false
         var output = Output(runtime: self)
+        dataPlane.offloads = superSegmentsAllowed ? .all : .none
         // The wire: a bounded batch per turn, so commands are not starved by a flood.
         for _ in 0..<64 {
-            guard let count = (try? wire.read(into: frame)) ?? nil else { break }
+            let count: Int?
+            do throws(WireFailure) { count = try wire.read(into: frame) } catch {
+                counters.wireErrors += 1
+                break
+            }
+            guard let count else { break }
             worked = true
             counters.framesIn += 1
             counters.bytesIn += count
@@ -114,23 +134,34 @@ public final class NICRuntime {
         outbound.releaseDue(now: now) { transmit($0) }
 
         // The host's commands.
-        guard let channel, let sender else { return worked ? .worked : .idle }
-        dataPlane.superSegmentLimit = superSegmentsAllowed ? Int(UInt16.max) : 0
-        do throws(ChannelError) {
-            let messages = try channel.receive(limit: 16) { message in
-                counters.messagesIn += 1
-                execute(message: message, output: &output)
+        var hostGone: ChannelError?
+        if let channel, sender != nil {
+            do throws(ChannelError) {
+                let messages = try channel.receive(limit: 16) { message in
+                    counters.messagesIn += 1
+                    execute(message: message, output: &output)
+                }
+                if messages > 0 { worked = true }
+            } catch {
+                hostGone = error
             }
-            if messages > 0 { worked = true }
-        } catch {
-            detach()
-            return .hostGone(error)
         }
+        // The disk and the transmit queues; also with no host, so abandoned reads are taken back.
+        if dataPlane.poll(now: now, output: &output) { worked = true }
+        wireRefusedThisTurn = dataPlane.counters.wireRefusals != refusalsSeen
+        refusalsSeen = dataPlane.counters.wireRefusals
+        if let hostGone {
+            detach()
+            return .hostGone(hostGone)
+        }
+        guard let sender else { return worked ? .worked : .idle }
         sender.flush()
         if let failure = sender.failure {
             detach()
             return .hostGone(failure)
         }
+        // Chunks ready to leave (the turn's budget ran out) need another turn now; a full wire gets a rest.
+        if dataPlane.hasReadyWork && !wireRefusedThisTurn { return .worked }
         return worked ? .worked : .idle
     }
 
@@ -149,12 +180,15 @@ public final class NICRuntime {
         iotcp_keep_freed_memory()
     }
 
-    /// Sleeps until a frame arrives, the host sends, a held frame is due, or `timeoutNanoseconds` pass.
+    /// Sleeps until a frame arrives, the host sends, a read completes, a held frame or a delayed read is
+    /// due, or `timeoutNanoseconds` pass.
     public func sleep(timeoutNanoseconds: Int64) {
         var timeout = timeoutNanoseconds
-        for due in [inbound.nextRelease, outbound.nextRelease] {
+        for due in [inbound.nextRelease, outbound.nextRelease, dataPlane.disk.nextDue] {
             if let due { timeout = min(timeout, Int64(clamping: due.nanoseconds) - Int64(clamping: now.nanoseconds)) }
         }
+        // A wire that refused frames is given a moment before the next try.
+        if wireRefusedThisTurn { timeout = min(timeout, 200_000) }
         if timeout <= 0 || (sender?.heldCount ?? 0) > 0 { return }
         let sleeping = channel?.prepareToSleep() ?? false
         let wake = channel?.wakeDescriptor ?? -1
@@ -163,10 +197,13 @@ public final class NICRuntime {
             pollfd(fd: wire.descriptor, events: Int16(POLLIN), revents: 0),
             pollfd(fd: wake, events: Int16(POLLIN), revents: 0),
             pollfd(fd: channel?.peerDescriptor ?? -1, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: dataPlane.disk.inFlight > 0 ? dataPlane.disk.wakeDescriptor : -1, events: Int16(POLLIN), revents: 0),
         ]
         if channel != nil && wake < 0 { timeout = min(timeout, 50_000) }  // a busy-polled channel: nap, do not sleep
-        _ = iotcp_poll_nanoseconds(&descriptors, 3, timeout)
+        _ = iotcp_poll_nanoseconds(&descriptors, 4, timeout)
         if sleeping { channel?.finishSleeping() }
+        // The disk's eventfd stays readable until read: reset it, or the next sleep would return at once.
+        if descriptors[3].revents != 0 { dataPlane.disk.clearWake() }
     }
 
     private func deliver(frame bytes: UnsafeRawBufferPointer, output: inout Output) {
@@ -175,29 +212,24 @@ public final class NICRuntime {
         }
     }
 
-    /// A frame leaving the NIC: through the outbound faults, then onto the wire (now or when its delay ends).
-    /// A super-segment goes straight to the wire: they are only built when there are no faults to apply
-    /// and no capture to write (`superSegmentsAllowed`).
-    private func putOnWire(_ bytes: UnsafeRawBufferPointer, offload: SegmentationOffload? = nil) {
+    /// A whole frame leaving the NIC (ARP, ICMP, or any frame on the diagnostic path): through the outbound
+    /// faults, then onto the wire (now or when its delay ends).
+    private func putOnWire(_ bytes: UnsafeRawBufferPointer) {
         counters.framesOut += 1
         counters.bytesOut += bytes.count
-        if let offload {
-            counters.superSegmentsOut += 1
-            try? wire.write(bytes, offload: offload)
-            return
-        }
         outbound.send(bytes, now: now) { transmit($0) }
     }
 
-    /// Whether SENDs may leave as super-segments: the wire cuts them (a TAP with a vnet header), the
-    /// owner did not turn them off, and nothing between NIC and wire needs to see real segments.
+    /// Whether packets may leave with checksum and segmentation offload: the wire does them (a TAP with a
+    /// vnet header), the owner did not turn them off, and nothing between NIC and wire needs to see real,
+    /// checksummed segments (faults, capture).
     public var superSegmentsAllowed: Bool {
         segmentationOffload && wire.takesSuperSegments && capture == nil && outbound.settings.isNone
     }
 
     private func transmit(_ bytes: UnsafeRawBufferPointer) {
         capture?.write(bytes)
-        try? wire.write(bytes)
+        do throws(WireFailure) { _ = try wire.write(bytes) } catch { counters.wireErrors += 1 }
     }
 
     private func execute(message: UnsafeRawBufferPointer, output: inout Output) {
@@ -235,29 +267,57 @@ public final class NICRuntime {
         }
     }
 
-    /// The data plane's side: packets into the frame buffer and onto the wire, answers into the channel.
+    /// The data plane's side: packets onto the wire (gathered: Ethernet and IPv4/TCP headers from one small
+    /// buffer, the payload from where it lies), answers into the channel.
     struct Output: NICOutput {
         unowned let runtime: NICRuntime
 
-        mutating func transmit(length: Int, segmentSize: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
+        mutating func transmit(headers: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: PacketOffload?) -> Bool {
             let runtime = self.runtime
-            guard length + 14 <= runtime.transmitFrame.count else { return }
-            let frame = UnsafeMutableRawBufferPointer(rebasing: runtime.transmitFrame[0..<(14 + length)])
-            build(UnsafeMutableRawBufferPointer(rebasing: frame[14...]))
-            guard runtime.link.addressFrame(frame, transmit: { runtime.putOnWire($0) }) else { return }
-            if segmentSize > 0 {
-                // Ethernet 14, IPv4 (its IHL), TCP (its data offset): the headers the kernel repeats per segment.
-                let ipLength = Int(frame[14] & 0x0F) * 4
-                let tcpLength = Int(frame[14 + ipLength + 12] >> 4) * 4
-                runtime.putOnWire(UnsafeRawBufferPointer(frame), offload: SegmentationOffload(
-                    segmentSize: UInt16(segmentSize), headerLength: UInt16(14 + ipLength + tcpLength), checksumStart: UInt16(14 + ipLength)))
-            } else {
+            guard headers.count + 14 <= runtime.headerFrame.count, headers.count + payload.count + 14 <= runtime.transmitFrame.count
+            else { return true }  // cannot be framed: dropped, as a wire drops an oversized frame
+            let header = UnsafeMutableRawBufferPointer(rebasing: runtime.headerFrame[0..<(14 + headers.count)])
+            UnsafeMutableRawBufferPointer(rebasing: header[14...]).copyMemory(from: headers)
+            // An unknown neighbour is asked for by ARP and the packet dropped, as a lost frame: TCP recovers.
+            guard runtime.link.addressFrame(header, transmit: { runtime.putOnWire($0) }) else { return true }
+            guard let offload else {
+                if payload.isEmpty || (runtime.capture == nil && runtime.outbound.settings.isNone) {
+                    if payload.isEmpty {
+                        runtime.putOnWire(UnsafeRawBufferPointer(header))
+                        return true
+                    }
+                    return runtime.gather(header: UnsafeRawBufferPointer(header), payload: payload, offload: nil)
+                }
+                // The diagnostic path (faults, capture) needs each frame whole.
+                let frame = UnsafeMutableRawBufferPointer(rebasing: runtime.transmitFrame[0..<(header.count + payload.count)])
+                frame.copyMemory(from: UnsafeRawBufferPointer(header))
+                UnsafeMutableRawBufferPointer(rebasing: frame[header.count...]).copyMemory(from: payload)
                 runtime.putOnWire(UnsafeRawBufferPointer(frame))
+                return true
             }
+            return runtime.gather(header: UnsafeRawBufferPointer(header), payload: payload, offload: SegmentationOffload(
+                segmentSize: offload.segmentSize, headerLength: 14 + offload.headerLength, checksumStart: 14 + offload.transportStart))
         }
 
         mutating func reply(_ command: Command) {
             runtime.sender?.append(command)
         }
+    }
+
+    /// A data frame straight to the wire from its two pieces. False when the wire's queue is full.
+    fileprivate func gather(header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: SegmentationOffload?) -> Bool {
+        let accepted: Bool
+        do throws(WireFailure) {
+            accepted = try wire.write(header: header, payload: payload, offload: offload)
+        } catch {
+            // Not a full queue but a broken write: the frame is lost, as on a wire.
+            counters.wireErrors += 1
+            return true
+        }
+        guard accepted else { return false }
+        counters.framesOut += 1
+        counters.bytesOut += header.count + payload.count
+        if let offload, offload.segmentSize > 0 { counters.superSegmentsOut += 1 }
+        return true
     }
 }

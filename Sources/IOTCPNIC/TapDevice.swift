@@ -1,6 +1,7 @@
 import CIOTCPSystem
 import Glibc
 import IOTCPCommon
+import IOTCPNICCore
 import SystemPackage
 
 /// A TAP interface: Ethernet frames to and from the kernel through a file descriptor. The interface can
@@ -15,18 +16,17 @@ public final class TapDevice: WireBackend {
     public let vnetHeader: Bool
     public var takesSuperSegments: Bool { vnetHeader }
     public typealias Failure = WireFailure
-    public typealias SegmentationOffload = IOTCPNIC.SegmentationOffload
     /// The header read in front of each frame, and the one written in front of each frame sent.
     private let headerIn = UnsafeMutableRawBufferPointer.allocate(byteCount: TapDevice.vnetHeaderLength, alignment: 8)
     private let headerOut = UnsafeMutableRawBufferPointer.allocate(byteCount: TapDevice.vnetHeaderLength, alignment: 8)
-    /// The two-piece gather list (header, frame) for readv/writev, reused so no frame allocates.
-    private let vectors = UnsafeMutablePointer<iovec>.allocate(capacity: 2)
+    /// The gather list (vnet header, frame header, payload) for readv/writev, reused so no frame allocates.
+    private let vectors = UnsafeMutablePointer<iovec>.allocate(capacity: 3)
 
     /// Bytes of `struct virtio_net_hdr` (no `num_buffers`): flags, gso_type, hdr_len, gso_size,
     /// csum_start, csum_offset, in the host's byte order (legacy virtio on a little-endian machine).
     public static let vnetHeaderLength = 10
 
-    public init(name: String, vnetHeader: Bool = false) throws(TapDevice.Failure) {
+    public init(name: String, vnetHeader: Bool = true) throws(TapDevice.Failure) {
         var buffer = [CChar](repeating: 0, count: 32)
         for (index, byte) in name.utf8.prefix(15).enumerated() { buffer[index] = CChar(bitPattern: byte) }
         let descriptor = iotcp_tap_open(&buffer, vnetHeader ? 1 : 0)
@@ -70,35 +70,39 @@ public final class TapDevice: WireBackend {
         }
     }
 
-    /// Writes one frame, or with `offload` one TCP super-segment (needs `vnetHeader`). A full queue drops
-    /// the frame (as a wire would); TCP recovers.
-    public func write(_ frame: UnsafeRawBufferPointer, offload: SegmentationOffload?) throws(TapDevice.Failure) {
-        if offload != nil && !vnetHeader { throw Failure(description: "writing \(name): segmentation offload needs a vnet header") }
+    /// Writes one frame, `header` then `payload` gathered by the kernel (no copy here), or with `offload` one
+    /// frame whose TCP checksum the kernel finishes, cut at the MSS when it is a super-segment (needs
+    /// `vnetHeader`). Returns false when the kernel did not take it (a full queue, an interface down): the
+    /// caller decides whether to try again.
+    public func write(header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: SegmentationOffload?) throws(TapDevice.Failure) -> Bool {
+        if offload != nil && !vnetHeader { throw Failure(description: "writing \(name): checksum and segmentation offload need a vnet header") }
+        var count = 0
         if vnetHeader {
             headerOut.initializeMemory(as: UInt8.self, repeating: 0)
             if let offload {
                 headerOut[0] = 1  // VIRTIO_NET_HDR_F_NEEDS_CSUM
-                headerOut[1] = 1  // VIRTIO_NET_HDR_GSO_TCPV4
+                headerOut[1] = offload.segmentSize > 0 ? 1 : 0  // VIRTIO_NET_HDR_GSO_TCPV4, or none
                 headerOut.storeBytes(of: offload.headerLength, toByteOffset: 2, as: UInt16.self)
                 headerOut.storeBytes(of: offload.segmentSize, toByteOffset: 4, as: UInt16.self)
                 headerOut.storeBytes(of: offload.checksumStart, toByteOffset: 6, as: UInt16.self)
                 headerOut.storeBytes(of: UInt16(16), toByteOffset: 8, as: UInt16.self)  // TCP's checksum field
             }
+            vectors[count] = iovec(iov_base: headerOut.baseAddress, iov_len: headerOut.count)
+            count += 1
+        }
+        vectors[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: header.baseAddress), iov_len: header.count)
+        count += 1
+        if !payload.isEmpty {
+            vectors[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
+            count += 1
         }
         while true {
-            let count: Int
-            if vnetHeader {
-                vectors[0] = iovec(iov_base: headerOut.baseAddress, iov_len: headerOut.count)
-                vectors[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: frame.baseAddress), iov_len: frame.count)
-                count = writev(descriptor, vectors, 2)
-            } else {
-                count = Glibc.write(descriptor, frame.baseAddress, frame.count)
-            }
-            if count >= 0 { return }
+            if writev(descriptor, vectors, Int32(count)) >= 0 { return true }
             switch errno {
             case EINTR: continue
-            case EAGAIN, ENOBUFS: return
-            case EIO: return  // the interface is down or not yet up: the frame has nowhere to go
+            case EAGAIN, ENOBUFS: return false
+            case EIO: return false  // the interface is down or not yet up: the frame has nowhere to go
+            case EFAULT: throw Failure(description: "writing \(name): payload memory unreadable (EFAULT)")
             default: throw Failure(description: "writing \(name): \(Errno(rawValue: errno))")
             }
         }

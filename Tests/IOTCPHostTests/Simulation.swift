@@ -1,13 +1,13 @@
 import IOTCPCommon
-import IOTCPNIC
+import IOTCPNICCore
 @testable import IOTCPHost
 
-/// Byte `offset` of offloaded file `file`: a pattern every side can recompute, so a transfer is checked
+/// Byte `offset` of the file with `key`: a pattern every side can recompute, so a transfer is checked
 /// byte for byte without storing it.
 @inline(__always)
-func fileByte(_ file: OffloadedFileID, _ offset: UInt64) -> UInt8 {
+func fileByte(_ key: UInt64, _ offset: UInt64) -> UInt8 {
     let mixedOffset = (offset &+ 1) &* 0x9E37_79B9_7F4A_7C15
-    let mixedFile = file.rawValue &* 0xBF58_476D_1CE4_E5B9
+    let mixedFile = key &* 0xBF58_476D_1CE4_E5B9
     var x = mixedOffset ^ mixedFile
     x ^= x >> 31
     return UInt8(truncatingIfNeeded: x)
@@ -63,71 +63,75 @@ struct QueueOutput: CommandOutput {
     }
 }
 
-/// The NIC half as the simulation runs it: SEND and RETRANSMIT become segments built by the real
-/// `SegmentBuilder` from file bytes; sent ranges stay in the real `RetransmitStore` (bufferless: the bytes
-/// are a pattern, computed again on retransmission) until ACKD frees them.
-struct SimulatedNIC {
-    var flows: [FlowID: FlowEndpoints] = [:]
-    var store = RetransmitStore(mode: .bufferless)
-    var heldBytes: Int { store.heldBytes }
+/// The NIC half as the simulation runs it: the real `NICDataPlane` (the same I/O engine iotcp-nic runs),
+/// over files in memory whose bytes are a pattern, read by a disk that takes `diskDelay` per read. Its
+/// segments and ECHOs come out when the reads are done, with the delay the NIC really saw.
+final class SimulatedNIC {
+    let files = MemoryFiles()
+    let disk: MemoryDisk
+    let plane: NICDataPlane
+    var output = Collector()
+    var heldBytes: Int { plane.store.heldBytes }
     /// Bytes still held when their flow closed: data the host never told the NIC it could free.
     var heldAtClose = 0
     var retransmitsNotFound = 0
     var commands = 0
 
-    /// Returns the packets to transmit and the ECHO to send back (if any).
-    mutating func handle(_ command: QueueOutput.NICCommand, nicDelayMilliseconds: UInt32) -> (packets: [[UInt8]], echo: (FlowID, SequenceNumber)?) {
-        commands += 1
-        switch command {
-        case .flowOpen(let flow, let endpoints):
-            flows[flow] = endpoints
-            return ([], nil)
-        case .flowClose(let flow):
-            heldAtClose += store.removeFlow(flow)
-            flows[flow] = nil
-            return ([], nil)
-        case .send(let flow, let range):
-            guard let endpoints = flows[flow] else { return ([], nil) }
-            store.record(flow: flow, RetransmitStore.Range(sequence: range.sequence, length: Int(range.length), file: range.file,
-                                                           offset: range.offset, bytes: nil))
-            let packets = build(endpoints, sequence: range.sequence, length: Int(range.length), template: range.template,
-                                delay: nicDelayMilliseconds) { offset in fileByte(range.file, range.offset + UInt64(offset)) }
-            return (packets, (flow, range.sequence + Int(range.length)))
-        case .retransmit(let flow, let sequence, let length, let template):
-            guard let endpoints = flows[flow] else { return ([], nil) }
-            guard let pieces = store.pieces(flow: flow, sequence: sequence, length: length) else {
-                retransmitsNotFound += 1
-                return ([], nil)
+    struct Collector: NICOutput {
+        var packets: [[UInt8]] = []
+        var echoes: [(FlowID, SequenceNumber, UInt64)] = []
+        var errors: [(kind: UInt8, text: String)] = []
+
+        mutating func transmit(headers: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: PacketOffload?) -> Bool {
+            packets.append(Array(headers) + Array(payload))
+            return true
+        }
+
+        mutating func reply(_ command: Command) {
+            switch command {
+            case .echo(let flow, let end, let delay): echoes.append((flow, end, delay))
+            case .error(_, let report): errors.append((report.failedKind, report.textString))
+            default: break
             }
-            var packets: [[UInt8]] = []
-            for (stored, skip, take) in pieces {
-                packets += build(endpoints, sequence: stored.sequence + skip, length: take, template: template, delay: 0) { offset in
-                    fileByte(stored.file, stored.offset + UInt64(skip + offset))
-                }
-            }
-            return (packets, nil)
-        case .acknowledged(let flow, let through):
-            store.acknowledge(flow: flow, through: through)
-            return ([], nil)
         }
     }
 
-    private func build(
-        _ endpoints: FlowEndpoints, sequence: SequenceNumber, length: Int, template: SegmentTemplate, delay: UInt32,
-        byte: (Int) -> UInt8
-    ) -> [[UInt8]] {
-        var packets: [[UInt8]] = []
-        SegmentBuilder.forEachSegment(sequence: sequence, length: length, template: template) { seq, offset, chunk, isLast in
-            var packet = [UInt8](repeating: 0, count: SegmentBuilder.packetLength(payloadLength: chunk, template: template))
-            packet.withUnsafeMutableBytes { buffer in
-                _ = try? SegmentBuilder.build(into: buffer, flow: endpoints, sequence: seq, payloadLength: chunk, isLast: isLast,
-                                              template: template, nicDelayMilliseconds: delay) { payload in
-                    for index in 0..<chunk { payload[index] = byte(offset + index) }
-                }
-            }
-            packets.append(packet)
+    init(diskDelay: UInt64) {
+        disk = MemoryDisk(files: files)
+        disk.delayNanoseconds = diskDelay
+        plane = NICDataPlane(files: files, disk: disk, pool: BufferPool(capacityBytes: 64 << 20), retransmitMode: .buffered,
+                             storeLimitBytes: 32 << 20)
+    }
+
+    /// A file of `size` pattern bytes, opened: its id for the host.
+    func addFile(key: UInt64, size: Int) -> OffloadedFileID {
+        files.add("\(key)", size: size) { fileByte(key, $0) }
+        return try! files.open(path: "\(key)").0
+    }
+
+    func handle(_ command: QueueOutput.NICCommand, now: Instant) {
+        commands += 1
+        switch command {
+        case .flowOpen(let flow, let endpoints):
+            plane.handle(.flowOpen(flow, endpoints), received: now, now: now, output: &output)
+        case .flowClose(let flow):
+            heldAtClose += plane.heldBytes(flow: flow)
+            plane.handle(.flowClose(flow, reason: 0), received: now, now: now, output: &output)
+        case .send(let flow, let range):
+            plane.handle(.send(flow, range), received: now, now: now, output: &output)
+        case .retransmit(let flow, let sequence, let length, let template):
+            plane.handle(.retransmit(flow, sequence: sequence, length: UInt32(length), template: template), received: now, now: now, output: &output)
+        case .acknowledged(let flow, let through):
+            plane.handle(.acknowledged(flow, through: through), received: now, now: now, output: &output)
         }
-        return packets
+    }
+
+    /// Moves the disk and the transmit queues along; returns what left and what the host hears.
+    func poll(now: Instant) -> Collector {
+        plane.poll(now: now, output: &output)
+        retransmitsNotFound += output.errors.filter { $0.kind == CommandKind.retransmit.rawValue }.count
+        defer { output = Collector() }
+        return output
     }
 }
 
@@ -149,6 +153,8 @@ struct Simulation {
         var clientPort: UInt16
         var size: Int
         var file: OffloadedFileID
+        /// What the file's bytes are made from (`fileByte`).
+        var key: UInt64
         var received = 0
         var finished = false
         var corrupt = false
@@ -162,10 +168,10 @@ struct Simulation {
     var client: TCPEngine
     var serverOutput = QueueOutput()
     var clientOutput = QueueOutput()
-    var nic = SimulatedNIC()
-    var nicDelay: UInt64 = 50_000
+    let nic: SimulatedNIC
+    /// What each disk read takes on the NIC.
+    let nicDelay: UInt64 = 50_000
     var wire: [InFlight] = []
-    var echoes: [(UInt64, FlowID, SequenceNumber)] = []
     var conditions: WireConditions
     var random: SeededGenerator
     var order: UInt64 = 0
@@ -184,9 +190,11 @@ struct Simulation {
         server = TCPEngine(localAddress: Self.serverAddress, configuration: configuration, secret: (seed, ~seed), now: now)
         client = TCPEngine(localAddress: Self.clientAddress, configuration: configuration, secret: (~seed, seed), now: now)
         listener = try! server.listen(port: Self.port, backlog: 1024)
+        let nic = SimulatedNIC(diskDelay: nicDelay)
+        self.nic = nic
         for (index, size) in sizes.enumerated() {
-            transfers.append(Transfer(clientPort: UInt16(20000 + index), size: size,
-                                      file: OffloadedFileID(slot: UInt32(index + 1), generation: UInt32(truncatingIfNeeded: seed))))
+            let key = seed &* 1_000_003 &+ UInt64(index)
+            transfers.append(Transfer(clientPort: UInt16(20000 + index), size: size, file: nic.addFile(key: key, size: size), key: key))
         }
         for index in transfers.indices {
             transfers[index].handle = try! client.connect(to: Self.serverAddress, port: Self.port,
@@ -210,7 +218,7 @@ struct Simulation {
     private func nextEventTime() -> UInt64? {
         var times: [UInt64] = []
         if let first = wire.first { times.append(first.deliverAt) }
-        if let echo = echoes.map(\.0).min() { times.append(echo) }
+        if let due = nic.disk.nextDue { times.append(due.nanoseconds) }
         if let deadline = server.nextDeadline { times.append(deadline.nanoseconds) }
         if let deadline = client.nextDeadline { times.append(deadline.nanoseconds) }
         return times.min()
@@ -226,13 +234,8 @@ struct Simulation {
                 else { server.handlePacket(raw, now: now, output: &serverOutput) }
             }
         }
-        // ECHOs due reach the host.
-        var due: [(FlowID, SequenceNumber)] = []
-        echoes.removeAll { echo in
-            if echo.0 <= now.nanoseconds { due.append((echo.1, echo.2)); return true }
-            return false
-        }
-        for (flow, end) in due { server.handleEcho(flow: flow, sequenceEnd: end, nicDelayNanoseconds: nicDelay, now: now) }
+        // Reads done on the NIC: their segments leave, their ECHOs reach the host.
+        deliverFromNIC()
         server.handleTimers(now: now, output: &serverOutput)
         client.handleTimers(now: now, output: &clientOutput)
         runApplications()
@@ -265,8 +268,8 @@ struct Simulation {
                 let count = readAvailable(handle)
                 if count > 0 {
                     let start = transfers[index].received
-                    let file = transfers[index].file
-                    for offset in 0..<count where buffer[offset] != fileByte(file, UInt64(start + offset)) {
+                    let key = transfers[index].key
+                    for offset in 0..<count where buffer[offset] != fileByte(key, UInt64(start + offset)) {
                         transfers[index].corrupt = true
                         break
                     }
@@ -301,14 +304,21 @@ struct Simulation {
             switch item {
             case .packet(let bytes): transmit(bytes, toClient: true, after: 0)
             case .command(let command):
-                let (packets, echo) = nic.handle(command, nicDelayMilliseconds: UInt32(nicDelay / Nanoseconds.millisecond))
-                for packet in packets { transmit(packet, toClient: true, after: nicDelay) }
-                if let (flow, end) = echo { echoes.append((now.nanoseconds + nicDelay, flow, end)) }
+                nic.handle(command, now: now)
             }
         }
+        deliverFromNIC()
         let clientItems = clientOutput.items
         clientOutput.items.removeAll()
         for case .packet(let bytes) in clientItems { transmit(bytes, toClient: false, after: 0) }
+    }
+
+    /// What the NIC sends once its reads are done: segments onto the wire, ECHOs (with the delay the NIC
+    /// measured) to the host.
+    private mutating func deliverFromNIC() {
+        let out = nic.poll(now: now)
+        for packet in out.packets { transmit(packet, toClient: true, after: 0) }
+        for (flow, end, delay) in out.echoes { server.handleEcho(flow: flow, sequenceEnd: end, nicDelayNanoseconds: delay, now: now) }
     }
 
     private mutating func transmit(_ bytes: [UInt8], toClient: Bool, after extra: UInt64) {

@@ -9,8 +9,8 @@ final class ExportRoot {
     let outside: String
     let content: [UInt8]
 
-    init() throws {
-        let base = FileManager.default.temporaryDirectory.appendingPathComponent("iotcp-files-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+    init(under folder: URL = FileManager.default.temporaryDirectory) throws {
+        let base = folder.standardizedFileURL.appendingPathComponent("iotcp-files-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         path = base.appendingPathComponent("root").path
         outside = base.appendingPathComponent("secret.txt").path
         try FileManager.default.createDirectory(atPath: path + "/sub", withIntermediateDirectories: true)
@@ -76,60 +76,124 @@ struct FileTableTests {
         #expect(try table.status(second).size == 100_000)
     }
 
-    /// The file table's two ways of reading, for tests run once with each.
-    enum Reader: String, Sendable, CaseIterable, CustomStringConvertible {
-        case pread, ioUring
-        func make() throws -> any FileReader { self == .pread ? PreadReader() : try URingReader() }
-        var description: String { rawValue }
+    @Test("a file that shrinks under a read is reported, not padded", arguments: DiskKind.allCases)
+    func shrinkingFile(disk: DiskKind) throws {
+        let root = try ExportRoot()
+        let nic = try makePlane(root, disk: disk)
+        let (_, fileID) = openFile(nic, "sub/data.bin")
+        let file = try #require(fileID)
+        truncate(root.path + "/sub/data.bin", 50_000)
+        var output = CollectingNICOutput()
+        nic.handle(.flowOpen(FlowID(1), flowEndpoints), received: .zero, now: .zero, output: &output)
+        nic.handle(.send(FlowID(1), SendRange(sequence: SequenceNumber(0), length: 1000, file: file, offset: 49_600,
+                                              template: NICDataPlaneTests.template)), received: .zero, now: .zero, output: &output)
+        settle(nic, output: &output)
+        #expect(output.errors.map(\.0) == [.fileShrank] && output.errors.first?.3.contains("got 400") == true, "\(output.errors)")
+        #expect(output.packets.isEmpty && output.echoes.isEmpty)
+        #expect(try nic.files.status(file).size == 50_000)
     }
 
-    @Test("a file that shrinks under a read is reported, not padded", arguments: Reader.allCases)
-    func shrinkingFile(reader: Reader) throws {
+    @Test("io_uring and the pread threads: hundreds of reads in flight at once, every one byte-exact, bad descriptors the same error")
+    func disksAgree() throws {
         let root = try ExportRoot()
         let table = try FileTable(root: root.path)
-        table.reader = try reader.make()
         let (id, _) = try table.open(path: "sub/data.bin")
-        truncate(root.path + "/sub/data.bin", 50_000)
-        var buffer = [UInt8](repeating: 0, count: 1000)
-        #expect(throws: FileTable.Failure.shrank(id, expected: 1000, got: 0)) {
-            try buffer.withUnsafeMutableBytes { try table.read(id, offset: 60_000, into: $0) }
+        let lease = try table.lease(id)
+        defer { table.release(lease) }
+        for disk in [try URingDisk(entries: 256) as any DiskIO, try ThreadPoolDisk(threads: 4, capacity: 256)] {
+            let pool = BufferPool(capacityBytes: 256 * BufferPool.defaultBufferSize)
+            var registered: [Bool] = []
+            pool.slabAdded = { slab, memory in registered.append(disk.register(slab: slab, memory: memory)) }
+            var random = SeededGenerator(seed: 5)
+            var reads: [(buffer: UInt32, offset: Int, length: Int)] = []
+            for tag in 0..<256 {
+                let buffer = try #require(pool.take())
+                let offset = Int.random(in: 0..<root.content.count, using: &random)
+                let length = Int.random(in: 1...min(65_536, root.content.count - offset), using: &random)
+                reads.append((buffer, offset, length))
+                let slab = pool.slab(of: buffer)
+                #expect(disk.submit(DiskRead(descriptor: lease.descriptor, offset: UInt64(offset), length: length,
+                                             destination: pool.address(buffer), registeredSlab: registered[slab] ? Int32(slab) : -1,
+                                             tag: UInt64(tag)), now: .zero))
+            }
+            #expect(!disk.submit(DiskRead(descriptor: lease.descriptor, offset: 0, length: 1, destination: pool.address(reads[0].buffer), tag: 999),
+                                 now: .zero), "past its capacity a disk refuses")
+            disk.flush()
+            var results = [Int?](repeating: nil, count: 256)
+            let deadline = Date().addingTimeInterval(10)
+            while results.contains(nil) && Date() < deadline {
+                _ = disk.reap(now: .zero, limit: 64) { tag, result in results[Int(tag)] = result }
+            }
+            for (tag, read) in reads.enumerated() {
+                #expect(results[tag] == read.length, "\(disk.name): read \(tag)")
+                let bytes = Array(UnsafeRawBufferPointer(start: pool.address(read.buffer), count: read.length))
+                #expect(bytes == Array(root.content[read.offset..<(read.offset + read.length)]), "\(disk.name): read \(tag)'s bytes")
+                pool.give(read.buffer)
+            }
+            #expect(disk.inFlight == 0)
+            // A bad descriptor fails the read with EBADF, whichever disk.
+            #expect(disk.submit(DiskRead(descriptor: 9999, offset: 0, length: 10, destination: pool.address(reads[0].buffer), tag: 7), now: .zero))
+            disk.flush()
+            var failure: Int?
+            while failure == nil && Date() < deadline { _ = disk.reap(now: .zero, limit: 1) { _, result in failure = result } }
+            #expect(failure == -Int(EBADF), "\(disk.name)")
         }
-        #expect(throws: FileTable.Failure.shrank(id, expected: 1000, got: 400)) {
-            try buffer.withUnsafeMutableBytes { try table.read(id, offset: 49_600, into: $0) }
-        }
-        #expect(try table.status(id).size == 50_000)
+        if getuid() == 0 { #expect(try URingDisk().name.contains("io_uring")) }
     }
 
-    @Test("io_uring and pread give identical bytes over random ranges, and the same errors")
-    func readersAgree() throws {
+    @Test("io_uring reads land in registered buffers when the kernel allows it (root may lock the memory)")
+    func registeredBuffers() throws {
         let root = try ExportRoot()
-        let viaPread = try FileTable(root: root.path)
-        let viaURing = try FileTable(root: root.path)
-        viaURing.reader = try URingReader()
-        #expect(viaURing.reader.name == "io_uring" && viaPread.reader.name == "pread")
-        let (first, _) = try viaPread.open(path: "sub/data.bin")
-        let (second, _) = try viaURing.open(path: "sub/data.bin")
-        var random = SeededGenerator(seed: 5)
-        for _ in 0..<500 {
-            let offset = Int.random(in: 0..<root.content.count, using: &random)
-            let length = Int.random(in: 1...min(70_000, root.content.count - offset), using: &random)
-            var a = [UInt8](repeating: 0, count: length), b = [UInt8](repeating: 1, count: length)
-            try a.withUnsafeMutableBytes { try viaPread.read(first, offset: UInt64(offset), into: $0) }
-            try b.withUnsafeMutableBytes { try viaURing.read(second, offset: UInt64(offset), into: $0) }
-            let expected = Array(root.content[offset..<(offset + length)])
-            #expect(a == expected && b == expected, "\(length) bytes at \(offset)")
+        let disk = try URingDisk()
+        let nic = NICDataPlane(files: try FileTable(root: root.path), disk: disk)
+        let (_, fileID) = openFile(nic, "sub/data.bin")
+        var output = CollectingNICOutput()
+        nic.handle(.flowOpen(FlowID(1), flowEndpoints), received: .zero, now: .zero, output: &output)
+        nic.handle(.send(FlowID(1), SendRange(sequence: SequenceNumber(0), length: 100_000, file: try #require(fileID), offset: 0,
+                                              template: NICDataPlaneTests.template)), received: .zero, now: .zero, output: &output)
+        settle(nic, output: &output)
+        #expect(output.packets.compactMap { parseSegment($0)?.1 }.flatMap { $0 } == root.content)
+        if getuid() == 0 {
+            #expect(disk.registeredSlabs == 1 && disk.registrationFailures == 0, "as root the pool's slab is registered")
+        } else {
+            #expect(disk.registeredSlabs + disk.registrationFailures == 1)
         }
-        // A bad descriptor: the same errno from both.
-        var byte: UInt8 = 0
-        let errors = try [PreadReader(), URingReader()].map { (reader: any FileReader) -> Int32? in
-            do throws(FileReadError) {
-                _ = try withUnsafeMutableBytes(of: &byte) { raw in
-                    Result { () throws(FileReadError) in try reader.read(descriptor: -1, offset: 0, into: raw) }
-                }.get()
-            } catch { return error.errno }
-            return nil
+    }
+
+    @Test("O_DIRECT: aligned reads into aligned buffers serve any unaligned range byte-exact, retransmissions too",
+          arguments: DiskKind.allCases)
+    func directIO(disk: DiskKind) throws {
+        // On the build folder's file system (the temporary one may be tmpfs, which refuses O_DIRECT).
+        let root = try ExportRoot(under: URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build"))
+        let table = try FileTable(root: root.path, directIO: true)
+        let nic = NICDataPlane(files: table, disk: try disk.make(), retransmitMode: .bufferless)
+        let (_, fileID) = openFile(nic, "sub/data.bin")
+        let file = try #require(fileID)
+        #expect(table.directFallbacks == 0, "the build folder's file system takes O_DIRECT")
+        #expect(try table.lease(file).alignment == 4096)
+        table.release(try table.lease(file))
+        table.release(try table.lease(file))
+        var output = CollectingNICOutput()
+        nic.handle(.flowOpen(FlowID(1), flowEndpoints), received: .zero, now: .zero, output: &output)
+        // Unaligned start and end, a range crossing many blocks, and the file's last bytes.
+        var sequence = 0
+        for (offset, length) in [(1, 1), (4095, 2), (12_345, 70_001), (99_000, 1_000)] {
+            nic.handle(.send(FlowID(1), SendRange(sequence: SequenceNumber(UInt32(sequence)), length: UInt32(length), file: file,
+                                                  offset: UInt64(offset), template: NICDataPlaneTests.template)),
+                       received: .zero, now: .zero, output: &output)
+            sequence += length
         }
-        #expect(errors == [EBADF, EBADF])
+        settle(nic, output: &output)
+        #expect(output.errors.isEmpty, "\(output.errors)")
+        let bytes = output.packets.compactMap { parseSegment($0)?.1 }.flatMap { $0 }
+        let expected = [(1, 1), (4095, 2), (12_345, 70_001), (99_000, 1_000)].flatMap { root.content[$0.0..<($0.0 + $0.1)] }
+        #expect(bytes == expected)
+        // Bufferless: a retransmission re-reads, aligned again.
+        output.packets.removeAll()
+        nic.handle(.retransmit(FlowID(1), sequence: SequenceNumber(3), length: 5000, template: NICDataPlaneTests.template),
+                   received: .zero, now: .zero, output: &output)
+        settle(nic, output: &output)
+        #expect(output.packets.compactMap { parseSegment($0)?.1 }.flatMap { $0 } == Array(root.content[12_345..<(12_345 + 5000)]))
     }
 
     @Test("the block device under a device number, from sysfs: a partition's namespace, a whole disk, none")
@@ -147,10 +211,11 @@ struct FileTableTests {
         #expect(StorageDeviceProbe.blockDeviceName(device: partition, sysfs: sysfs) == "nvme0n1")
         #expect(StorageDeviceProbe.blockDeviceName(device: whole, sysfs: sysfs) == "nvme0n1")
         #expect(StorageDeviceProbe.blockDeviceName(device: (8 << 8) | 1, sysfs: sysfs) == nil)
-        // This machine's files are on no NVMe namespace (overlay or virtual disks): libnvme finds none.
+        // This machine's own files: libnvme names a namespace exactly when sysfs says the disk is NVMe.
         var status = stat()
         #expect(stat(sysfs, &status) == 0)
-        #expect(StorageDeviceProbe.nvmeNamespace(device: UInt64(status.st_dev)) == nil)
+        let onNVMe = StorageDeviceProbe.blockDeviceName(device: UInt64(status.st_dev))?.hasPrefix("nvme") == true
+        #expect((StorageDeviceProbe.nvmeNamespace(device: UInt64(status.st_dev)) != nil) == onNVMe)
     }
 
     @Test("a missing export root is a clear error")

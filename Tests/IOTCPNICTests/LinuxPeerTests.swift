@@ -80,7 +80,7 @@ struct LinuxPeerTests {
         let client = Process()
         client.executableURL = URL(fileURLWithPath: "/bin/bash")
         client.arguments = ["-c", "ip netns exec \(namespace) ping -c 1 -W 5 10.79.0.2 >/dev/null && " +
-                            "ip netns exec \(namespace) timeout 20 bash -c 'exec 3<>/dev/tcp/10.79.0.2/8080; cat <&3 > \(output)'"]
+                            "ip netns exec \(namespace) timeout -s KILL 20 bash -c 'exec 3<>/dev/tcp/10.79.0.2/8080; cat <&3 > \(output)'"]
         try client.run()
         var file: OffloadedFile?
         var served: [Socket: UInt64] = [:]
@@ -146,7 +146,7 @@ struct LinuxPeerTests {
         let folder = URL(fileURLWithPath: root.path).deletingLastPathComponent().path
         let client = Process()
         client.executableURL = URL(fileURLWithPath: "/bin/bash")
-        client.arguments = ["-c", "for i in 1 2 3; do ip netns exec \(namespace) timeout 20 bash -c " +
+        client.arguments = ["-c", "for i in 1 2 3; do ip netns exec \(namespace) timeout -s KILL 20 bash -c " +
                             "\"exec 3<>/dev/tcp/10.79.0.2/8081; echo 'GET $i' >&3; cat <&3 > \(folder)/async-$i.bin\" & done; wait"]
         try client.run()
         let server = Task {

@@ -12,16 +12,17 @@ struct RuntimeTests {
 
     /// Opens the file and a flow, SENDs 100,000 bytes, runs the runtime 200 virtual milliseconds, and
     /// returns the frames on the wire, with how many ECHOs came back.
-    func run(wire: MemoryWire, outbound: FaultSettings, root: ExportRoot) throws -> (runtime: NICRuntime, echoes: Int) {
+    func run(wire: MemoryWire, outbound: FaultSettings, root: ExportRoot, refuseUntil: UInt64 = 0) throws -> (runtime: NICRuntime, echoes: Int) {
         var link = EthernetLink(hardwareAddress: MACAddress(0x02, 0, 0, 0x77, 0, 2), address: IPv4Address(10, 77, 0, 2))
         link.learn(neighbour: Self.peer, at: Self.peerHardware)
-        let runtime = NICRuntime(wire: wire, link: link, dataPlane: NICDataPlane(files: try FileTable(root: root.path)))
+        let runtime = NICRuntime(wire: wire, link: link, dataPlane: memoryPlane(root))
         runtime.outbound = FaultyWire(settings: outbound, seed: 21)
         let (host, nic) = try InProcessChannel.makePair()
         runtime.attach(nic)
         let sender = ChannelSender(channel: host)
         var file: OffloadedFileID?, echoes = 0
         func turn(_ millisecond: UInt64) throws {
+            wire.refuseWrites = millisecond < refuseUntil
             _ = runtime.runOnce(now: Instant.milliseconds(1000 + millisecond))
             _ = try host.receive(limit: 64) { message in
                 guard var reader = try? CommandReader(message: message) else { return }
@@ -44,7 +45,10 @@ struct RuntimeTests {
                                                  template: SegmentTemplate(acknowledgmentNumber: SequenceNumber(1), window: 65535,
                                                                            maximumSegmentSize: 1448))))
         sender.flush()
-        for millisecond in 1...200 { try turn(UInt64(millisecond)) }
+        for millisecond in 1...200 {
+            try turn(UInt64(millisecond))
+            if millisecond < refuseUntil { #expect(echoes == 0, "nothing is echoed while the wire refuses it") }
+        }
         return (runtime, echoes)
     }
 
@@ -94,5 +98,30 @@ struct RuntimeTests {
         _ = try run(wire: plain, outbound: FaultSettings(), root: root)
         #expect(plain.sent.count == 70 && plain.sentOffloads.allSatisfy { $0 == nil })
         #expect(try reassemble(plain.sent) == root.content)
+    }
+
+    @Test("a wire that refuses frames for 50 ms: the data waits, leaves whole once taken, and its ECHO says how long it waited")
+    func refusingWire() throws {
+        let root = try ExportRoot()
+        let wire = MemoryWire(takesSuperSegments: true)
+        let (runtime, echoes) = try run(wire: wire, outbound: FaultSettings(), root: root, refuseUntil: 50)
+        #expect(echoes == 1 && wire.refused > 0)
+        #expect(runtime.dataPlane.counters.echoDelayMaximum >= 48_000_000, "\(runtime.dataPlane.counters.echoDelayMaximum) ns")
+        let bytes = try reassemble(wire.sent.enumerated().map { index, frame in
+            // Cut the super-segments as the kernel would, to read them back.
+            guard let offload = wire.sentOffloads[index], offload.segmentSize > 0 else { return [frame] }
+            let header = Int(offload.headerLength)
+            return stride(from: header, to: frame.count, by: Int(offload.segmentSize)).map { start in
+                var piece = Array(frame[0..<header]) + Array(frame[start..<min(start + Int(offload.segmentSize), frame.count)])
+                piece.withUnsafeMutableBytes { raw in
+                    raw.storeBigEndian(UInt16(raw.count - 14), at: 14 + 2)
+                    raw.storeBigEndian(UInt16(0), at: 14 + 10)
+                    raw.storeBigEndian(InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: raw[14..<34])), at: 14 + 10)
+                    raw.storeBigEndian(UnsafeRawBufferPointer(raw).bigEndianUInt32(at: 14 + 20 + 4) &+ UInt32(start - header), at: 14 + 20 + 4)
+                }
+                return piece
+            }
+        }.flatMap { $0 })
+        #expect(bytes == root.content)
     }
 }

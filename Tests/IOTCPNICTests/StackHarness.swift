@@ -28,7 +28,7 @@ final class StackHarness {
         let (host, nicEnd) = try InProcessChannel.makePair(configuration: ChannelConfiguration(slotCount: slots))
         self.nicEnd = nicEnd
         nicSender = ChannelSender(channel: nicEnd)
-        nic = NICDataPlane(files: try FileTable(root: root))
+        nic = NICDataPlane(files: try FileTable(root: root), disk: PreadDisk())
         client = TCPEngine(localAddress: Self.clientAddress, configuration: configuration, secret: (3, 4), now: time)
         let timeSource = TimeSource()
         timeSource.now = time
@@ -42,11 +42,10 @@ final class StackHarness {
 
     struct NICSide: NICOutput {
         unowned let harness: StackHarness
-        mutating func transmit(length: Int, segmentSize: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
-            #expect(segmentSize == 0, "super-segments are off unless a wire asks for them")
-            var packet = [UInt8](repeating: 0, count: length)
-            packet.withUnsafeMutableBytes { build($0) }
-            harness.toClient.append(packet)
+        mutating func transmit(headers: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: PacketOffload?) -> Bool {
+            #expect(offload == nil, "offloads are off unless a wire asks for them")
+            harness.toClient.append(Array(headers) + Array(payload))
+            return true
         }
         mutating func reply(_ command: Command) {
             if case .error(_, let report) = command { harness.nicErrors.append(report.textString) }
@@ -79,6 +78,7 @@ final class StackHarness {
         }
         for packet in toNIC { packet.withUnsafeBytes { nic.receive(packet: $0, output: &side) } }
         toNIC.removeAll()
+        nic.poll(now: time, output: &side)
         nicSender.flush()
         var output = clientOutput
         let frames = toClient

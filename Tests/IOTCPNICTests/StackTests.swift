@@ -135,7 +135,7 @@ struct StackTests {
         let harness = try StackHarness(root: root.path)
         let disk = StorageDevice(model: "QEMU NVMe Ctrl", serial: "iotcp-0001", namespace: 1)
         var probed: [UInt64] = []
-        harness.nic.files.deviceProbe = { number in
+        (harness.nic.files as! FileTable).deviceProbe = { number in
             probed.append(number)
             return disk
         }
@@ -143,9 +143,9 @@ struct StackTests {
         let second = try openFile(harness, "/inside").get()
         #expect(first.device == disk && second.device == disk)
         #expect(probed == [first.status.device], "asked once per device number")
-        harness.nic.files.deviceProbe = { _ in nil }
+        (harness.nic.files as! FileTable).deviceProbe = { _ in nil }
         let other = try StackHarness(root: root.path)
-        other.nic.files.deviceProbe = { _ in nil }
+        (other.nic.files as! FileTable).deviceProbe = { _ in nil }
         #expect(try openFile(other, "/sub/data.bin").get().device == nil)
     }
 

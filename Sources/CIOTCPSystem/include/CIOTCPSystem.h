@@ -34,8 +34,12 @@ long iotcp_send_with_fds(int socket, const void *data, size_t length, const int 
 long iotcp_receive_with_fds(int socket, void *data, size_t length, int *fds, int max_fds, int *received_fds);
 
 /// openat2(2) confined to `directory`: RESOLVE_BENEATH (no `..` above it, no absolute paths, no symlink
-/// leading out of it) and RESOLVE_NO_MAGICLINKS, read-only, close-on-exec. Returns a descriptor or -1.
-int iotcp_open_beneath(int directory, const char *path);
+/// leading out of it) and RESOLVE_NO_MAGICLINKS, read-only, close-on-exec, non-blocking (a FIFO cannot
+/// block the open), with O_DIRECT when `direct`. Returns a descriptor or -1.
+int iotcp_open_beneath(int directory, const char *path, int direct);
+
+/// Clears O_NONBLOCK on a descriptor; 0 or -1.
+int iotcp_clear_nonblocking(int fd);
 
 /// Opens /dev/net/tun and attaches a TAP interface named `name` (IFF_TAP | IFF_NO_PI), non-blocking; with
 /// `vnet_header`, also IFF_VNET_HDR: every frame is preceded by a 10-byte virtio_net_hdr (checksum offload

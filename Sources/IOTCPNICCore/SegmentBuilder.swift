@@ -73,4 +73,51 @@ public enum SegmentBuilder {
         }
         return total
     }
+
+    /// How a segment's TCP checksum is finished.
+    public enum Checksum: Sendable {
+        /// Computed here, over the headers and the payload where it lies.
+        case full
+        /// Only the pseudo-header sum, for the wire to finish (checksum offload, super-segments).
+        case offloaded
+    }
+
+    /// Writes the IPv4 and TCP headers of one segment (or super-segment) into `headers`, for a payload
+    /// that stays where it is (the wire gathers headers and payload): the NIC never copies file bytes into a
+    /// frame. Returns the headers' length. The payload is read only for a `.full` checksum.
+    @inlinable
+    public static func buildHeaders(
+        into headers: UnsafeMutableRawBufferPointer, flow: FlowEndpoints, sequence: SequenceNumber,
+        payload: UnsafeRawBufferPointer, isLast: Bool, template: SegmentTemplate, nicDelayMilliseconds: UInt32,
+        checksum: Checksum
+    ) throws(WireError) -> Int {
+        var options = TCPOptions()
+        if let timestamps = template.timestamps {
+            options.timestamps = TCPTimestamps(value: timestamps.value &+ nicDelayMilliseconds, echoReply: timestamps.echoReply)
+        }
+        let tcp = TCPRepr(
+            sourcePort: flow.localPort, destinationPort: flow.remotePort, sequenceNumber: sequence,
+            acknowledgmentNumber: template.acknowledgmentNumber,
+            flags: isLast ? template.lastSegmentFlags.union(.ack) : .ack, window: template.window, options: options)
+        let headerLength = IPv4Repr.headerLength + tcp.headerLength
+        guard headers.count >= headerLength else { throw .bufferTooSmall(needed: headerLength, available: headers.count) }
+        let tcpLength = tcp.headerLength + payload.count
+        try IPv4Repr(source: flow.localAddress, destination: flow.remoteAddress, protocol: .tcp, payloadLength: tcpLength)
+            .emit(into: headers)
+        let segment = UnsafeMutableRawBufferPointer(rebasing: headers[IPv4Repr.headerLength..<headerLength])
+        _ = try tcp.emitHeader(into: segment)
+        segment.storeBigEndian(UInt16(0), at: 16)
+        var sum = InternetChecksum()
+        sum.addPseudoHeader(source: flow.localAddress, destination: flow.remoteAddress, protocol: .tcp, length: tcpLength)
+        switch checksum {
+        case .full:
+            // The header is a whole number of 32-bit words, so the payload's sum simply follows it.
+            sum.add(bytes: UnsafeRawBufferPointer(segment))
+            sum.add(bytes: payload)
+            segment.storeBigEndian(sum.checksum, at: 16)
+        case .offloaded:
+            segment.storeBigEndian(sum.foldedSum, at: 16)
+        }
+        return headerLength
+    }
 }

@@ -5,17 +5,22 @@ public protocol WireBackend: AnyObject {
     /// A descriptor that polls readable while a frame waits, or -1 when there is none to sleep on (the
     /// runtime then naps instead).
     var descriptor: Int32 { get }
-    /// Whether `write(_:offload:)` takes TCP super-segments to cut at the MSS.
+    /// Whether `write` takes checksum offload and TCP super-segments to cut at the MSS.
     var takesSuperSegments: Bool { get }
     /// One frame into `buffer`: its length, or nil when none is waiting.
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(WireFailure) -> Int?
-    /// One frame, or with `offload` one TCP super-segment. A full queue drops the frame, as a wire would.
-    func write(_ frame: UnsafeRawBufferPointer, offload: SegmentationOffload?) throws(WireFailure)
+    /// One frame made of `header` followed by `payload` (gathered, not copied together here); with
+    /// `offload`, a frame whose TCP checksum the wire finishes, cut at the MSS if it is a super-segment.
+    /// Returns false when the wire's queue is full and the frame was not taken.
+    func write(header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: SegmentationOffload?) throws(WireFailure) -> Bool
 }
 
 extension WireBackend {
-    /// An ordinary frame.
-    public func write(_ frame: UnsafeRawBufferPointer) throws(WireFailure) { try write(frame, offload: nil) }
+    /// An ordinary frame, in one piece.
+    @discardableResult
+    public func write(_ frame: UnsafeRawBufferPointer) throws(WireFailure) -> Bool {
+        try write(header: frame, payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil)
+    }
 }
 
 /// A wire that failed, in words for a log.
@@ -24,10 +29,10 @@ public struct WireFailure: Error, CustomStringConvertible {
     public init(description: String) { self.description = description }
 }
 
-/// A TCP/IPv4 super-segment for the wire to cut at `segmentSize` payload bytes, its TCP checksum field
-/// holding the pseudo-header sum for the wire to finish.
+/// A TCP/IPv4 frame whose TCP checksum the wire finishes (its field holds the pseudo-header sum), and, with
+/// `segmentSize` > 0, a super-segment for the wire to cut into segments of that many payload bytes.
 public struct SegmentationOffload: Hashable, Sendable {
-    /// Payload bytes per segment on the wire (the MSS).
+    /// Payload bytes per segment on the wire (the MSS), or 0 for a frame that is one segment.
     public var segmentSize: UInt16
     /// Ethernet + IPv4 + TCP header bytes at the front of the frame.
     public var headerLength: UInt16
@@ -42,12 +47,15 @@ public struct SegmentationOffload: Hashable, Sendable {
 }
 
 /// A wire in memory: frames written are kept in `sent`, frames in `incoming` are read. For tests of the
-/// runtime without root, and for replaying captures.
+/// runtime without root, and for replaying captures. `refuseWrites` makes it a full queue.
 public final class MemoryWire: WireBackend {
     public var sent: [[UInt8]] = []
     public var sentOffloads: [SegmentationOffload?] = []
     public var incoming: [[UInt8]] = []
     public let takesSuperSegments: Bool
+    /// While set, every write is refused as by a full queue.
+    public var refuseWrites = false
+    public private(set) var refused = 0
 
     public init(takesSuperSegments: Bool = false) {
         self.takesSuperSegments = takesSuperSegments
@@ -63,9 +71,14 @@ public final class MemoryWire: WireBackend {
         return count
     }
 
-    public func write(_ frame: UnsafeRawBufferPointer, offload: SegmentationOffload?) throws(WireFailure) {
-        if offload != nil && !takesSuperSegments { throw WireFailure(description: "this memory wire takes no super-segments") }
-        sent.append(Array(frame))
+    public func write(header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: SegmentationOffload?) throws(WireFailure) -> Bool {
+        if offload != nil && !takesSuperSegments { throw WireFailure(description: "this memory wire takes no offloads") }
+        if refuseWrites {
+            refused += 1
+            return false
+        }
+        sent.append(Array(header) + Array(payload))
         sentOffloads.append(offload)
+        return true
     }
 }

@@ -1,0 +1,99 @@
+import Foundation
+import IOTCPCommon
+import IOTCPHost
+import IOTCPNIC
+import Testing
+
+/// Collects what the data plane does, packets whole (headers and gathered payload put together).
+struct CollectingNICOutput: NICOutput {
+    var packets: [[UInt8]] = []
+    var replies: [String] = []
+    var echoes: [(FlowID, SequenceNumber, UInt64)] = []
+    var errors: [(CommandErrorCode, UInt8, UInt64, String)] = []
+    var opened: [(UInt32, OffloadedFileID, UInt64)] = []
+    /// Per packet: the segment size the wire is to cut it at (0: an ordinary packet), and whether its
+    /// checksum was left to the wire.
+    var segmentSizes: [Int] = []
+    var checksumOffloaded: [Bool] = []
+    /// While set, every packet is refused as by a full wire.
+    var refuse = false
+    var refusals = 0
+
+    mutating func transmit(headers: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: PacketOffload?) -> Bool {
+        if refuse {
+            refusals += 1
+            return false
+        }
+        packets.append(Array(headers) + Array(payload))
+        segmentSizes.append(Int(offload?.segmentSize ?? 0))
+        checksumOffloaded.append(offload != nil)
+        return true
+    }
+
+    mutating func reply(_ command: Command) {
+        switch command {
+        case .echo(let flow, let end, let delay): echoes.append((flow, end, delay))
+        case .error(_, let report): errors.append((report.code, report.failedKind, report.reference, report.textString))
+        case .opened(let request, let file, let size): opened.append((request, file, size))
+        default: replies.append(String(describing: command.kind))
+        }
+    }
+}
+
+func parseSegment(_ packet: [UInt8]) -> (TCPRepr, [UInt8], Bool)? {
+    packet.withUnsafeBytes { raw in
+        guard let ip = try? IPv4PacketView(raw), let view = try? TCPSegmentView(ip.payload), let tcp = try? TCPRepr(view) else { return nil }
+        return (tcp, Array(view.payload), view.checksumVerifies(source: ip.source, destination: ip.destination))
+    }
+}
+
+let flowEndpoints = FlowEndpoints(localAddress: IPv4Address(10, 77, 0, 2), remoteAddress: IPv4Address(10, 77, 0, 1),
+                                  localPort: 80, remotePort: 40000, remoteHardwareAddress: .zero, maximumSegmentSize: 1448)
+
+/// The disks a data plane can read real files through, for tests run once with each.
+enum DiskKind: String, Sendable, CaseIterable, CustomStringConvertible {
+    case ioUring, preadThreads
+    var description: String { rawValue }
+
+    func make() throws -> any DiskIO {
+        switch self {
+        case .ioUring: try URingDisk()
+        case .preadThreads: try ThreadPoolDisk(threads: 3)
+        }
+    }
+}
+
+/// A data plane over the export root's files, reading through `disk`.
+func makePlane(_ root: ExportRoot, disk: DiskKind = .ioUring, mode: RetransmitStore.Mode = .buffered,
+               storeLimitBytes: Int = 192 << 20, directIO: Bool = false) throws -> NICDataPlane {
+    NICDataPlane(files: try FileTable(root: root.path, directIO: directIO), disk: try disk.make(), retransmitMode: mode,
+                 storeLimitBytes: storeLimitBytes)
+}
+
+func openFile(_ nic: NICDataPlane, _ path: String, request: UInt32 = 1) -> (CollectingNICOutput, OffloadedFileID?) {
+    var output = CollectingNICOutput()
+    Array(path.utf8).withUnsafeBytes { nic.handle(.open(requestID: request, flags: 0, path: $0), received: .zero, now: .zero, output: &output) }
+    return (output, output.opened.first?.1)
+}
+
+/// Polls until every read is done and nothing more can leave (reads on a real disk finish in their own
+/// time: at most `seconds` of waiting).
+func settle(_ nic: NICDataPlane, now: Instant = .zero, output: inout CollectingNICOutput, seconds: Double = 10) {
+    let deadline = Date().addingTimeInterval(seconds)
+    while true {
+        nic.poll(now: now, output: &output)
+        if nic.disk.inFlight == 0 && (!nic.hasReadyWork || output.refuse) { return }
+        if Date() > deadline { return }
+        if nic.disk.inFlight > 0 { usleep(100) }
+    }
+}
+
+/// A data plane over an in-memory copy of the export root's data file (`sub/data.bin`), reading through a
+/// `MemoryDisk`: deterministic, for tests about something other than the disk.
+func memoryPlane(_ root: ExportRoot, delayNanoseconds: UInt64 = 0) -> NICDataPlane {
+    let files = MemoryFiles()
+    files.add("sub/data.bin", root.content)
+    let disk = MemoryDisk(files: files)
+    disk.delayNanoseconds = delayNanoseconds
+    return NICDataPlane(files: files, disk: disk)
+}
