@@ -99,6 +99,12 @@ struct FileServer: ParsableCommand {
                 throw ExitCode(1)
             }
         }
-        say("iotcp-fileserver: stopping; \(server.requests) requests served", to: 2)
+        let recovery = stack.engine.lossRecovery
+        say("iotcp-fileserver: stopping; \(server.requests) requests served; host: retransmission-timeouts=\(recovery.timeouts) "
+            + "fast-recoveries=\(recovery.fastRecoveries)", to: 2)
+        if let embedded {
+            embedded.stop()
+            say("iotcp-fileserver: NIC counters: \(NICReport.line(embedded.runtime))", to: 2)
+        }
     }
 }

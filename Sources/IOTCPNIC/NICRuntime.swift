@@ -274,29 +274,35 @@ public final class NICRuntime {
 
         mutating func transmit(headers: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: PacketOffload?) -> Bool {
             let runtime = self.runtime
-            guard headers.count + 14 <= runtime.headerFrame.count, headers.count + payload.count + 14 <= runtime.transmitFrame.count
-            else { return true }  // cannot be framed: dropped, as a wire drops an oversized frame
-            let header = UnsafeMutableRawBufferPointer(rebasing: runtime.headerFrame[0..<(14 + headers.count)])
-            UnsafeMutableRawBufferPointer(rebasing: header[14...]).copyMemory(from: headers)
+            let length = 14 + headers.count + payload.count
+            guard headers.count >= 20, length <= runtime.transmitFrame.count else {
+                return true  // cannot be framed: dropped, as a wire drops an oversized frame
+            }
+            let destination = IPv4Address(rawValue: headers.bigEndianUInt32(at: 16))
+            let ethernet = UnsafeMutableRawBufferPointer(rebasing: runtime.headerFrame[0..<14])
             // An unknown neighbour is asked for by ARP and the packet dropped, as a lost frame: TCP recovers.
-            guard runtime.link.addressFrame(header, transmit: { runtime.putOnWire($0) }) else { return true }
-            guard let offload else {
-                if payload.isEmpty || (runtime.capture == nil && runtime.outbound.settings.isNone) {
-                    if payload.isEmpty {
-                        runtime.putOnWire(UnsafeRawBufferPointer(header))
-                        return true
-                    }
-                    return runtime.gather(header: UnsafeRawBufferPointer(header), payload: payload, offload: nil)
-                }
+            guard runtime.link.writeHeader(into: ethernet, destination: destination, transmit: { runtime.putOnWire($0) }) else { return true }
+            if runtime.capture != nil || !runtime.outbound.settings.isNone {
                 // The diagnostic path (faults, capture) needs each frame whole.
-                let frame = UnsafeMutableRawBufferPointer(rebasing: runtime.transmitFrame[0..<(header.count + payload.count)])
-                frame.copyMemory(from: UnsafeRawBufferPointer(header))
-                UnsafeMutableRawBufferPointer(rebasing: frame[header.count...]).copyMemory(from: payload)
+                let frame = UnsafeMutableRawBufferPointer(rebasing: runtime.transmitFrame[0..<length])
+                frame.copyMemory(from: UnsafeRawBufferPointer(ethernet))
+                UnsafeMutableRawBufferPointer(rebasing: frame[14..<(14 + headers.count)]).copyMemory(from: headers)
+                if !payload.isEmpty { UnsafeMutableRawBufferPointer(rebasing: frame[(14 + headers.count)...]).copyMemory(from: payload) }
                 runtime.putOnWire(UnsafeRawBufferPointer(frame))
                 return true
             }
-            return runtime.gather(header: UnsafeRawBufferPointer(header), payload: payload, offload: SegmentationOffload(
-                segmentSize: offload.segmentSize, headerLength: 14 + offload.headerLength, checksumStart: 14 + offload.transportStart))
+            let wireOffload = offload.map {
+                SegmentationOffload(segmentSize: $0.segmentSize, headerLength: 14 + $0.headerLength, checksumStart: 14 + $0.transportStart)
+            }
+            if payload.isEmpty {
+                // A whole packet (the host's, or ARP/ICMP): the Ethernet header, then the packet where it lies.
+                return runtime.gather(header: UnsafeRawBufferPointer(ethernet), payload: headers, offload: wireOffload)
+            }
+            // Data: Ethernet and the data plane's IPv4/TCP headers together, then the payload from its buffer.
+            guard 14 + headers.count <= runtime.headerFrame.count else { return true }
+            UnsafeMutableRawBufferPointer(rebasing: runtime.headerFrame[14..<(14 + headers.count)]).copyMemory(from: headers)
+            return runtime.gather(header: UnsafeRawBufferPointer(rebasing: runtime.headerFrame[0..<(14 + headers.count)]),
+                                  payload: payload, offload: wireOffload)
         }
 
         mutating func reply(_ command: Command) {

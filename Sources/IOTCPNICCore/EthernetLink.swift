@@ -100,6 +100,21 @@ public struct EthernetLink {
         return true
     }
 
+    /// Writes the Ethernet header for an IPv4 packet to `destination` into `header` (14 bytes), for a
+    /// frame whose packet follows from elsewhere (a gathered write). False, having asked by ARP, when the
+    /// neighbour is not known yet.
+    public mutating func writeHeader(
+        into header: UnsafeMutableRawBufferPointer, destination: IPv4Address, transmit: (UnsafeRawBufferPointer) -> Void
+    ) -> Bool {
+        guard header.count >= 14, let neighbour = neighbours[destination] else {
+            framesDropped += 1
+            askFor(destination, transmit: transmit)
+            return false
+        }
+        try? EthernetRepr(destination: neighbour, source: hardwareAddress, etherType: .ipv4).emit(into: header)
+        return true
+    }
+
     private func askFor(_ target: IPv4Address, transmit: (UnsafeRawBufferPointer) -> Void) {
         let request = ARPRepr(operation: .request, senderHardwareAddress: hardwareAddress, senderProtocolAddress: address,
                               targetHardwareAddress: .zero, targetProtocolAddress: target)

@@ -103,25 +103,16 @@ struct NICServer: ParsableCommand {
     }
 
     func report(_ runtime: NICRuntime, logger: Logger) {
-        let wire = runtime.counters, plane = runtime.dataPlane.counters, channel = runtime.channelStatistics
-        var rdma: Logger.Metadata = [:]
+        var metadata: Logger.Metadata = [:]
+        for (name, value) in NICReport.fields(runtime) { metadata[name] = "\(value)" }
         if let queuePair = runtime.channel as? RDMAChannelEnd {
             let figures = queuePair.statistics
-            rdma = [
-                "rdma-sends": "\(figures.messagesSent)", "rdma-inline-sends": "\(figures.inlineSends)",
-                "rdma-credit-reports": "\(figures.creditReports)", "rdma-credit-stalls": "\(figures.creditStalls)",
-            ]
+            metadata["rdma-sends"] = "\(figures.messagesSent)"
+            metadata["rdma-inline-sends"] = "\(figures.inlineSends)"
+            metadata["rdma-credit-reports"] = "\(figures.creditReports)"
+            metadata["rdma-credit-stalls"] = "\(figures.creditStalls)"
         }
-        logger.notice("counters", metadata: rdma.merging([
-            "frames-in": "\(wire.framesIn)", "frames-out": "\(wire.framesOut)", "bytes-in": "\(wire.bytesIn)",
-            "bytes-out": "\(wire.bytesOut)", "drops": "\(runtime.link.framesDropped + runtime.inbound.dropped + runtime.outbound.dropped)",
-            "commands-in": "\(wire.commandsIn)", "malformed-commands": "\(wire.malformedCommands)",
-            "messages-out": "\(channel.messages)", "commands-out": "\(channel.commands)", "held-messages": "\(channel.heldMessages)",
-            "segments-out": "\(plane.packetsOut)", "errors": "\(plane.errors)",
-            "store-bytes": "\(runtime.dataPlane.store.heldBytes)", "store-buffered-bytes": "\(runtime.dataPlane.store.bufferedBytes)",
-            "store-spills": "\(runtime.dataPlane.counters.storeSpills)", "open-files": "\(runtime.dataPlane.files.openCount)",
-            "flows": "\(runtime.dataPlane.flowCount)",
-        ]) { first, _ in first })
+        logger.notice("counters", metadata: metadata)
     }
 }
 

@@ -124,4 +124,35 @@ struct RuntimeTests {
         }.flatMap { $0 })
         #expect(bytes == root.content)
     }
+
+    @Test("a host packet of a full segment (1,500 bytes) leaves whole, gathered behind its Ethernet header")
+    func fullSizeHostPacket() throws {
+        let root = try ExportRoot()
+        var link = EthernetLink(hardwareAddress: MACAddress(0x02, 0, 0, 0x77, 0, 2), address: IPv4Address(10, 77, 0, 2))
+        link.learn(neighbour: Self.peer, at: Self.peerHardware)
+        for takesOffloads in [false, true] {
+            let wire = MemoryWire(takesSuperSegments: takesOffloads)
+            let runtime = NICRuntime(wire: wire, link: link, dataPlane: memoryPlane(root))
+            let (host, nic) = try InProcessChannel.makePair()
+            runtime.attach(nic)
+            let sender = ChannelSender(channel: host)
+            let payload = (0..<1448).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            let tcp = TCPRepr(sourcePort: 80, destinationPort: 40000, sequenceNumber: SequenceNumber(1), acknowledgmentNumber: SequenceNumber(2),
+                              flags: [.ack, .psh], window: 100, options: TCPOptions())
+            var packet = [UInt8](repeating: 0, count: 20 + 20 + payload.count)
+            try packet.withUnsafeMutableBytes { raw in
+                try IPv4Repr(source: IPv4Address(10, 77, 0, 2), destination: Self.peer, protocol: .tcp, payloadLength: 20 + payload.count).emit(into: raw)
+                let segment = UnsafeMutableRawBufferPointer(rebasing: raw[20...])
+                _ = try tcp.emitHeader(into: segment)
+                UnsafeMutableRawBufferPointer(rebasing: segment[20...]).copyBytes(from: payload)
+                TCPRepr.fillChecksum(segment: segment, source: IPv4Address(10, 77, 0, 2), destination: Self.peer)
+            }
+            packet.withUnsafeBytes { sender.append(.packetOut(FlowID(0), packet: $0)) }
+            sender.flush()
+            _ = runtime.runOnce(now: Instant.milliseconds(1))
+            #expect(wire.sent.count == 1)
+            #expect(wire.sent.first.map { Array($0[14...]) } == packet, "the packet behind its Ethernet header, byte for byte")
+            #expect(wire.sent.first.map { Array($0[0..<6]) } == [0x02, 0, 0, 0, 0, 0x01])
+        }
+    }
 }

@@ -24,11 +24,11 @@ final class StackHarness {
     var events: [StackEvent] = []
     var nicErrors: [String] = []
 
-    init(root: String, configuration: TCPConfiguration = TCPConfiguration(), slots: Int = 64) throws {
+    init(root: String, configuration: TCPConfiguration = TCPConfiguration(), slots: Int = 64, disk: any DiskIO = PreadDisk()) throws {
         let (host, nicEnd) = try InProcessChannel.makePair(configuration: ChannelConfiguration(slotCount: slots))
         self.nicEnd = nicEnd
         nicSender = ChannelSender(channel: nicEnd)
-        nic = NICDataPlane(files: try FileTable(root: root), disk: PreadDisk())
+        nic = NICDataPlane(files: try FileTable(root: root), disk: disk)
         client = TCPEngine(localAddress: Self.clientAddress, configuration: configuration, secret: (3, 4), now: time)
         let timeSource = TimeSource()
         timeSource.now = time

@@ -80,6 +80,35 @@ struct StackTests {
         #expect(harness.nicErrors.isEmpty, "\(harness.nicErrors)")
     }
 
+    /// IO-TCP's point about the NIC's delay: a disk that takes 40 ms a read must not look like a 40 ms network.
+    /// The wire here delivers within a step (1 ms); the host's smoothed RTT must stay near that, with no
+    /// retransmission timeout or fast retransmit, while the NIC reports the 40 ms in every ECHO. (Ignore the
+    /// ECHO's delay and the RTT estimate comes out at 40 ms and more.)
+    @Test("a slow disk (40 ms a read) is not taken for a slow network: RTT stays the wire's, nothing is retransmitted")
+    func slowDiskIsNotNetworkDelay() throws {
+        let root = try ExportRoot()
+        let harness = try StackHarness(root: root.path, disk: DelayedDisk(base: PreadDisk(), delayNanoseconds: 40_000_000))
+        let (client, socket) = try acceptedConnections(harness, count: 1)[0]
+        let file = try openFile(harness, "/sub/data.bin").get()
+        var offset: UInt64 = 0
+        var received: [UInt8] = []
+        try harness.run {
+            if offset < file.size {
+                offset += UInt64((try? harness.stack.offloadWrite(socket, file: file.id, offset: offset, length: Int(file.size - offset))) ?? 0)
+            }
+            received += harness.clientRead(client)
+            return received.count == root.content.count
+        }
+        #expect(received == root.content)
+        let info = try #require(harness.stack.info(of: socket))
+        #expect(info.timeouts == 0 && info.fastRecoveries == 0, "no retransmission for a slow disk")
+        let smoothed = info.smoothedRTT
+        #expect(smoothed < 5_000_000, "smoothed RTT \(Double(smoothed) / 1e6) ms: the wire's, not the disk's")
+        let delays = harness.nic.counters
+        #expect(delays.echoes >= 2 && delays.echoDelayTotal / UInt64(delays.echoes) >= 40_000_000,
+                "the NIC reported its 40 ms in every ECHO (mean \(delays.echoDelayTotal / UInt64(max(delays.echoes, 1)) / 1_000_000) ms)")
+    }
+
     @Test("offloadClose right after queuing: the NIC keeps the file until every connection that used it is acknowledged")
     func closeWhileInFlight() throws {
         let root = try ExportRoot()

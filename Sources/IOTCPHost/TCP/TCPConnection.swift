@@ -95,10 +95,13 @@ struct TCPConnection {
     private var keepaliveProbesSent = 0
     private var persistBackoff = 0
 
-    // RTT measurement: one timed sequence number at a time, from when it reached the wire.
+    // RTT measurement: one timed sequence number at a time, from when it reached the wire. File data is
+    // timed from its SEND and moved on by the delay the NIC's ECHO reports, so disk and queueing time on the
+    // NIC never counts as network time; until that ECHO comes, no sample is taken from it.
     private var rtt: RTTEstimator
     private var timedSequence: SequenceNumber?
     private var timedAt = Instant.zero
+    private var timedAwaitsEcho = false
 
     // Congestion and loss recovery.
     private var congestion: CongestionController
@@ -526,8 +529,9 @@ struct TCPConnection {
 
         // RTT sample (RFC 6298 §3, Karn): the timed data reached the wire at `timedAt`.
         if let timed = timedSequence, ack >= timed {
-            rtt.addSample(now - timedAt, configuration: configuration)
+            if !timedAwaitsEcho { rtt.addSample(now - timedAt, configuration: configuration) }
             timedSequence = nil
+            timedAwaitsEcho = false
         }
         consecutiveTimeouts = 0
 
@@ -777,12 +781,15 @@ struct TCPConnection {
 
     // MARK: - The NIC's ECHO
 
-    /// A SEND's data up to `sequenceEnd` is on the wire, after `nicDelay` nanoseconds on the NIC.
-    mutating func handleEcho(sequenceEnd: SequenceNumber, now: Instant) {
-        // Time this range if nothing is being timed and it was not retransmitted (Karn).
-        if timedSequence == nil, sequenceEnd > sendUnacknowledged, consecutiveTimeouts == 0, !inRecovery {
-            timedSequence = sequenceEnd
-            timedAt = now
+    /// A SEND's data up to `sequenceEnd` is on the wire, after `nicDelayNanoseconds` on the NIC (reading the
+    /// disk, waiting for its turn and for the wire).
+    mutating func handleEcho(sequenceEnd: SequenceNumber, nicDelayNanoseconds: UInt64, now: Instant) {
+        // The timed SEND left the NIC its delay after it was issued: time it from then (IO-TCP's rule). A delay
+        // longer than the time since the SEND (clocks of two machines) is clamped to the ECHO's arrival.
+        if timedAwaitsEcho, let timed = timedSequence, sequenceEnd >= timed {
+            let departed = timedAt + nicDelayNanoseconds
+            timedAt = departed < now ? departed : now
+            timedAwaitsEcho = false
         }
         // RFC 6298 §5.1, IO-TCP's way: the timer runs from when the data is on the wire.
         if retransmitAwaitsEcho, sendUnacknowledged < sendMaximum {
@@ -852,6 +859,7 @@ struct TCPConnection {
         timeouts += 1
         rtt.backOff(configuration: configuration)
         timedSequence = nil
+        timedAwaitsEcho = false
         switch state {
         case .synSent, .synReceived:
             sendSynchronize(now: now, configuration: configuration, output: &output)
@@ -1021,6 +1029,7 @@ struct TCPConnection {
         if timed, timedSequence == nil, consecutiveTimeouts == 0, !inRecovery {
             timedSequence = sendNext
             timedAt = now
+            timedAwaitsEcho = false
         }
     }
 
@@ -1032,6 +1041,11 @@ struct TCPConnection {
             sequence: piece.sequence, length: UInt32(piece.length), file: file, offset: offset,
             template: template(lastFlags: last ? .psh : [], now: now))))
         acknowledgmentSent()
+        if timedSequence == nil, consecutiveTimeouts == 0, !inRecovery {
+            timedSequence = piece.sequence + piece.length
+            timedAt = now
+            timedAwaitsEcho = true
+        }
         sendNext += piece.length
         if sendNext > sendMaximum { sendMaximum = sendNext }
         if retransmitDeadline == nil {
@@ -1079,6 +1093,7 @@ struct TCPConnection {
         if retransmitDeadline == nil { armRetransmit(at: now + rtt.timeout) }
         // Karn: whatever was being timed may now be acknowledged by the retransmission.
         timedSequence = nil
+        timedAwaitsEcho = false
     }
 
     private func streamIndex(_ source: SendQueue.Source) -> UInt64 {

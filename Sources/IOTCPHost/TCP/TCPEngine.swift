@@ -11,6 +11,10 @@ public struct TCPStatistics: Hashable, Sendable {
     public var synCookiesRejected = 0
     public var connectionsOpened = 0
     public var connectionsClosed = 0
+    /// Retransmission timeouts and fast recoveries, over connections already closed (`TCPEngine.lossRecovery`
+    /// adds the open ones).
+    public var retransmissionTimeouts = 0
+    public var fastRecoveries = 0
 }
 
 /// The host's TCP control plane for one local IPv4 address: every connection and listener, driven by
@@ -345,7 +349,7 @@ public final class TCPEngine {
     public func handleEcho(flow: FlowID, sequenceEnd: SequenceNumber, nicDelayNanoseconds: UInt64, now: Instant) {
         let slot = Int(flow.rawValue) - 1
         guard pool.isLive(slot) else { return }
-        pool[slot].handleEcho(sequenceEnd: sequenceEnd, now: now)
+        pool[slot].handleEcho(sequenceEnd: sequenceEnd, nicDelayNanoseconds: nicDelayNanoseconds, now: now)
         afterChange(slot)
     }
 
@@ -564,10 +568,24 @@ public final class TCPEngine {
         byEndpoints[EndpointKey(remoteAddress: pool[slot].remoteAddress.rawValue, remotePort: pool[slot].remotePort,
                                 localPort: pool[slot].localPort)] = nil
         wheel.schedule(slot, at: nil)
+        let info = pool[slot].info
+        statistics.retransmissionTimeouts += info.timeouts
+        statistics.fastRecoveries += info.fastRecoveries
         pool.remove(slot)
         generations[slot] &+= 1
         freeSlots.append(Int32(slot))
         statistics.connectionsClosed += 1
+    }
+
+    /// Retransmission timeouts and fast recoveries over every connection, closed and open.
+    public var lossRecovery: (timeouts: Int, fastRecoveries: Int) {
+        var timeouts = statistics.retransmissionTimeouts, fast = statistics.fastRecoveries
+        for slot in 0..<pool.slotCount where pool.isLive(slot) {
+            let info = pool[slot].info
+            timeouts += info.timeouts
+            fast += info.fastRecoveries
+        }
+        return (timeouts, fast)
     }
 
     // MARK: - Keyed numbers
