@@ -113,7 +113,7 @@ func acknowledgmentCost(acks total: Int) -> (nanosecondsPerAck: Double, commands
                                             options: TCPOptions(timestamps: TCPTimestamps(value: tsValue, echoReply: 1)), into: packet)
             now = now + 1000
             engine.handlePacket(UnsafeRawBufferPointer(rebasing: packet[0..<length]), flow: handle.flow, now: now, output: &output)
-            if output.commands & 63 == 0 { engine.handleEcho(flow: handle.flow, sequenceEnd: output.lastSendEnd, nicDelayNanoseconds: 0, now: now) }
+            if output.commands & 63 == 0 { engine.handleEcho(flow: handle.flow, sequenceEnd: output.lastSendEnd, nicDelayNanoseconds: 0, now: now, output: &output) }
             // Keep the file queue from running dry (an application's sendfile loop would do the same).
             if tsValue & 4095 == 0 { refill() }
         }

@@ -70,7 +70,7 @@ struct CloseTests {
         #expect(emitted.sends.map(\.1.length) == [3000])
         let fin = try #require(emitted.segments.first { $0.flags.contains(.fin) })
         #expect(fin.sequence == SequenceNumber(iss &+ 1 &+ 3000))
-        script.engine.handleEcho(flow: handle.flow, sequenceEnd: SequenceNumber(iss &+ 1 &+ 3000), nicDelayNanoseconds: 0, now: script.now)
+        script.engine.handleEcho(flow: handle.flow, sequenceEnd: SequenceNumber(iss &+ 1 &+ 3000), nicDelayNanoseconds: 0, now: script.now, output: &script.output)
         script.inject(sequence: 1001, acknowledgment: iss &+ 1 &+ 3000, flags: .ack, options: script.peerTimestamps(2000))
         let retry = script.advance(milliseconds: 1000).segments
         #expect(retry.contains { $0.flags.contains(.fin) && $0.sequence == SequenceNumber(iss &+ 1 &+ 3000) })

@@ -151,7 +151,7 @@ struct SendCommandTests {
         _ = script.output.take()
         // The NIC takes 900 ms (a slow disk) to put it on the wire.
         script.advance(milliseconds: 900)
-        script.engine.handleEcho(flow: handle.flow, sequenceEnd: SequenceNumber(iss &+ 1 &+ 1448), nicDelayNanoseconds: 900_000_000, now: script.now)
+        script.engine.handleEcho(flow: handle.flow, sequenceEnd: SequenceNumber(iss &+ 1 &+ 1448), nicDelayNanoseconds: 900_000_000, now: script.now, output: &script.output)
         // The handshake's RTT sample was ~0, so the timeout is its 200 ms floor, counted from the ECHO.
         #expect(script.advance(milliseconds: 199).retransmits.isEmpty, "no false timeout from the NIC's 900 ms")
         let fired = script.advance(milliseconds: 1)
@@ -169,6 +169,25 @@ struct SendCommandTests {
         #expect(script.advance(milliseconds: 1).retransmits.count == 1)
     }
 
+    @Test("file data handed to the NIC stops at the un-ECHOed limit (TCP small queues) and resumes with each ECHO")
+    func smallQueuesOnTheNIC() throws {
+        var configuration = TCPConfiguration()
+        configuration.maximumUnechoedBytes = 100_000
+        configuration.initialWindowSegments = 1000  // the congestion window is not what limits here
+        var script = Script(configuration: configuration)
+        let (handle, _) = try establishPassive(&script, window: 65535)
+        _ = try script.writeFile(handle, length: 1_000_000)
+        let first = script.output.take().sends
+        #expect(first.reduce(0) { $0 + Int($1.1.length) } == 100_000, "\(first.map(\.1.length))")
+        #expect(script.advance(milliseconds: 10).sends.isEmpty, "nothing more until the NIC says it is on the wire")
+        let range = try #require(first.first?.1)
+        script.engine.handleEcho(flow: handle.flow, sequenceEnd: range.sequence + Int(range.length), nicDelayNanoseconds: 0,
+                                 now: script.now, output: &script.output)
+        let next = script.output.take().sends
+        #expect(next.reduce(0) { $0 + Int($1.1.length) } == Int(range.length), "the ECHOed bytes' worth follows at once")
+        #expect(next.first?.1.sequence == range.sequence + Int(range.length))
+    }
+
     @Test("ACKD goes to the NIC every 64 KiB acknowledged and when everything queued is acknowledged")
     func acknowledgedBatching() throws {
         var script = Script()
@@ -183,7 +202,7 @@ struct SendCommandTests {
         while acked != end && rounds < 1000 {
             rounds += 1
             for (_, range) in emitted.sends {
-                script.engine.handleEcho(flow: handle.flow, sequenceEnd: range.sequence + Int(range.length), nicDelayNanoseconds: 0, now: script.now)
+                script.engine.handleEcho(flow: handle.flow, sequenceEnd: range.sequence + Int(range.length), nicDelayNanoseconds: 0, now: script.now, output: &script.output)
                 sentEnd = (range.sequence + Int(range.length)).rawValue
             }
             reported += emitted.acknowledgedCommands
@@ -207,7 +226,7 @@ struct SendCommandTests {
         let (handle, iss) = try establishPassive(&script, options: TCPOptions(maximumSegmentSize: 1460, windowScale: 7, timestamps: TCPTimestamps(value: 1000, echoReply: 0)))
         _ = try script.writeFile(handle, length: 14_480)
         let send = try #require(script.output.take().sends.first)
-        script.engine.handleEcho(flow: handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length), nicDelayNanoseconds: 0, now: script.now)
+        script.engine.handleEcho(flow: handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length), nicDelayNanoseconds: 0, now: script.now, output: &script.output)
         let una = iss &+ 1 &+ 1448
         script.inject(sequence: 1001, acknowledgment: una, flags: .ack, window: 502, options: script.peerTimestamps(8000))
         _ = script.output.take()
@@ -229,7 +248,7 @@ struct SendCommandTests {
         _ = try script.writeFile(handle, length: 3 * 1448 + 182)
         let send = try #require(script.output.take().sends.first)
         #expect(send.1.length == 3 * 1448 + 182)
-        script.engine.handleEcho(flow: handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length), nicDelayNanoseconds: 0, now: script.now)
+        script.engine.handleEcho(flow: handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length), nicDelayNanoseconds: 0, now: script.now, output: &script.output)
         // Everything but the last 182 bytes is acknowledged, then three duplicate ACKs.
         let una = iss &+ 1 &+ 3 * 1448
         script.inject(sequence: 1001, acknowledgment: una, flags: .ack, window: 502, options: script.peerTimestamps(8000))
@@ -248,7 +267,7 @@ struct SendCommandTests {
         let (handle, iss) = try establishPassive(&script)
         _ = try script.writeFile(handle, length: 14_480)
         let send = try #require(script.output.take().sends.first)
-        script.engine.handleEcho(flow: handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length), nicDelayNanoseconds: 0, now: script.now)
+        script.engine.handleEcho(flow: handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length), nicDelayNanoseconds: 0, now: script.now, output: &script.output)
         let base = iss &+ 1
         // Segments 0 and 2 are lost; the peer SACKs 1 and 3...9.
         func sack(_ blocks: [(Int, Int)]) -> TCPOptions {

@@ -82,9 +82,9 @@ final class SimulatedNIC {
         var echoes: [(FlowID, SequenceNumber, UInt64)] = []
         var errors: [(kind: UInt8, text: String)] = []
 
-        mutating func transmit(headers: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: PacketOffload?) -> Bool {
+        mutating func transmit(headers: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: PacketOffload?) -> TransmitResult {
             packets.append(Array(headers) + Array(payload))
-            return true
+            return .sent
         }
 
         mutating func reply(_ command: Command) {
@@ -298,16 +298,19 @@ struct Simulation {
     }
 
     private mutating func route() {
-        let serverItems = serverOutput.items
-        serverOutput.items.removeAll()
-        for item in serverItems {
-            switch item {
-            case .packet(let bytes): transmit(bytes, toClient: true, after: 0)
-            case .command(let command):
-                nic.handle(command, now: now)
+        // Until the host has nothing more to say: an ECHO can free room for the next SEND at once.
+        while !serverOutput.items.isEmpty {
+            let serverItems = serverOutput.items
+            serverOutput.items.removeAll()
+            for item in serverItems {
+                switch item {
+                case .packet(let bytes): transmit(bytes, toClient: true, after: 0)
+                case .command(let command):
+                    nic.handle(command, now: now)
+                }
             }
+            deliverFromNIC()
         }
-        deliverFromNIC()
         let clientItems = clientOutput.items
         clientOutput.items.removeAll()
         for case .packet(let bytes) in clientItems { transmit(bytes, toClient: false, after: 0) }
@@ -318,7 +321,7 @@ struct Simulation {
     private mutating func deliverFromNIC() {
         let out = nic.poll(now: now)
         for packet in out.packets { transmit(packet, toClient: true, after: 0) }
-        for (flow, end, delay) in out.echoes { server.handleEcho(flow: flow, sequenceEnd: end, nicDelayNanoseconds: delay, now: now) }
+        for (flow, end, delay) in out.echoes { server.handleEcho(flow: flow, sequenceEnd: end, nicDelayNanoseconds: delay, now: now, output: &serverOutput) }
     }
 
     private mutating func transmit(_ bytes: [UInt8], toClient: Bool, after extra: UInt64) {

@@ -30,10 +30,10 @@ struct MessageOutput: CommandOutput, NICOutput {
         }
     }
 
-    mutating func transmit(headers: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: PacketOffload?) -> Bool {
+    mutating func transmit(headers: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: PacketOffload?) -> TransmitResult {
         #expect(offload == nil, "offloads are off unless a wire asks for them")
         wire.append(Array(headers) + Array(payload))
-        return true
+        return .sent
     }
 }
 
@@ -109,7 +109,7 @@ struct EndToEndTests {
             forEachCommand(in: toHost) { command in
                 switch command {
                 case .opened(42, let id, let bytes): file = id; size = bytes
-                case .echo(let flow, let end, let delay): server.handleEcho(flow: flow, sequenceEnd: end, nicDelayNanoseconds: delay, now: now)
+                case .echo(let flow, let end, let delay): server.handleEcho(flow: flow, sequenceEnd: end, nicDelayNanoseconds: delay, now: now, output: &hostToNIC)
                 case .packetIn(let flow, let packet): server.handlePacket(packet, flow: flow, now: now, output: &hostToNIC)
                 case .error(_, let report): errors.append(report.textString)
                 default: break

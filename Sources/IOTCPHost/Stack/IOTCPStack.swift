@@ -416,7 +416,7 @@ public final class IOTCPStack {
             case .packetIn(let flow, let packet):
                 engine.handlePacket(packet, flow: flow, now: now, output: &output)
             case .echo(let flow, let end, let delay):
-                engine.handleEcho(flow: flow, sequenceEnd: end, nicDelayNanoseconds: delay, now: now)
+                engine.handleEcho(flow: flow, sequenceEnd: end, nicDelayNanoseconds: delay, now: now, output: &output)
             case .opened(let request, let file, _):
                 pendingOpens[request]?.file = file
             case .device(let request, let file, let report):

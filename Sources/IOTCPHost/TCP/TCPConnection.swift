@@ -115,6 +115,10 @@ struct TCPConnection {
 
     // The NIC.
     private var acknowledgedReported: SequenceNumber
+    /// The end of the last SEND, and of the data the NIC has ECHOed as on the wire: file data between them
+    /// waits on the NIC.
+    private var sendIssuedEnd: SequenceNumber
+    private var echoedEnd: SequenceNumber
     private var segmentsSinceAck = 0
     private var ackNow = false
 
@@ -163,6 +167,8 @@ struct TCPConnection {
             algorithm: configuration.congestionControl, segmentSize: Int(configuration.maximumSegmentSize),
             initialWindowSegments: configuration.initialWindowSegments)
         acknowledgedReported = initialSequence + 1
+        sendIssuedEnd = initialSequence + 1
+        echoedEnd = initialSequence + 1
     }
 
     // MARK: - Opening
@@ -783,7 +789,11 @@ struct TCPConnection {
 
     /// A SEND's data up to `sequenceEnd` is on the wire, after `nicDelayNanoseconds` on the NIC (reading the
     /// disk, waiting for its turn and for the wire).
-    mutating func handleEcho(sequenceEnd: SequenceNumber, nicDelayNanoseconds: UInt64, now: Instant) {
+    mutating func handleEcho<O: CommandOutput>(
+        sequenceEnd: SequenceNumber, nicDelayNanoseconds: UInt64, now: Instant, configuration: TCPConfiguration, output: inout O
+    ) {
+        let wasHeldByNIC = unechoedBytes >= configuration.maximumUnechoedBytes && configuration.maximumUnechoedBytes > 0
+        if sequenceEnd > echoedEnd { echoedEnd = sequenceEnd }
         // The timed SEND left the NIC its delay after it was issued: time it from then (IO-TCP's rule). A delay
         // longer than the time since the SEND (clocks of two machines) is clamped to the ECHO's arrival.
         if timedAwaitsEcho, let timed = timedSequence, sequenceEnd >= timed {
@@ -796,7 +806,12 @@ struct TCPConnection {
             retransmitDeadline = now + rtt.timeout
             retransmitAwaitsEcho = false
         }
+        // Room on the NIC again: what waited for it may go.
+        if wasHeldByNIC { flush(now: now, configuration: configuration, output: &output) }
     }
+
+    /// File data handed to the NIC and not yet reported on the wire.
+    private var unechoedBytes: Int { sendIssuedEnd > echoedEnd ? sendIssuedEnd - echoedEnd : 0 }
 
     var info: TCPConnectionInfo {
         TCPConnectionInfo(
@@ -968,10 +983,15 @@ struct TCPConnection {
                 let offered = sendUnacknowledged + sendWindow - sendNext
                 let room = min(window - inFlight, offered)
                 guard room > 0 else { break sending }
-                guard let piece = sendQueue.piece(at: sendNext, limit: min(room, configuration.maximumSendBytes)) else { break sending }
+                // New file data also stops where the NIC's share of it (TCP small queues) runs out.
+                let nicRoom = configuration.maximumUnechoedBytes > 0 && sendNext >= sendMaximum
+                    ? max(configuration.maximumUnechoedBytes - unechoedBytes, 1) : Int.max
+                guard let piece = sendQueue.piece(at: sendNext, limit: min(room, configuration.maximumSendBytes, nicRoom)) else { break sending }
                 let isRetransmission = sendNext < sendMaximum
                 switch piece.source {
                 case .file:
+                    if !isRetransmission, configuration.maximumUnechoedBytes > 0,
+                       unechoedBytes >= configuration.maximumUnechoedBytes { break sending }
                     if isRetransmission {
                         retransmit(from: sendNext, limit: min(piece.length, sendMaximum - sendNext), now: now,
                                    configuration: configuration, output: &output)
@@ -1041,6 +1061,7 @@ struct TCPConnection {
             sequence: piece.sequence, length: UInt32(piece.length), file: file, offset: offset,
             template: template(lastFlags: last ? .psh : [], now: now))))
         acknowledgmentSent()
+        if piece.sequence + piece.length > sendIssuedEnd { sendIssuedEnd = piece.sequence + piece.length }
         if timedSequence == nil, consecutiveTimeouts == 0, !inRecovery {
             timedSequence = piece.sequence + piece.length
             timedAt = now

@@ -346,10 +346,13 @@ public final class TCPEngine {
     }
 
     /// The NIC put a SEND's data on the wire (ECHO).
-    public func handleEcho(flow: FlowID, sequenceEnd: SequenceNumber, nicDelayNanoseconds: UInt64, now: Instant) {
+    public func handleEcho<O: CommandOutput>(
+        flow: FlowID, sequenceEnd: SequenceNumber, nicDelayNanoseconds: UInt64, now: Instant, output: inout O
+    ) {
         let slot = Int(flow.rawValue) - 1
         guard pool.isLive(slot) else { return }
-        pool[slot].handleEcho(sequenceEnd: sequenceEnd, nicDelayNanoseconds: nicDelayNanoseconds, now: now)
+        pool[slot].handleEcho(sequenceEnd: sequenceEnd, nicDelayNanoseconds: nicDelayNanoseconds, now: now,
+                              configuration: configuration, output: &output)
         afterChange(slot)
     }
 

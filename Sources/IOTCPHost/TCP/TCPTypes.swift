@@ -112,6 +112,11 @@ public struct TCPConfiguration: Sendable {
     /// An offloaded range's retransmission timer starts at its ECHO; until the ECHO comes, this much
     /// extra time is allowed for the NIC's queueing and disk.
     public var echoAllowance: UInt64 = Nanoseconds.second
+    /// File data a connection hands the NIC ahead of its ECHOs (sent as SEND, not yet on the wire), like
+    /// Linux's TCP small queues: past it, new SENDs wait for ECHOs. It keeps the NIC's queues, and so its
+    /// delay, short, and lets it interleave flows finely instead of holding each one's whole window. 0: no
+    /// limit.
+    public var maximumUnechoedBytes = 256 * 1024
 
     public init() {}
 
