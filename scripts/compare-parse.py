@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Helper of scripts/compare.sh.
 
-compare-parse.py SERVER SIZE CONNECTIONS SECONDS CLK_TCK HOST_TICKS NIC_TICKS IDLE_RSS_KIB LOAD_RSS_KIB < wrk output
-    prints one JSON result line.
+compare-parse.py SERVER SIZE CONNECTIONS SECONDS CLK_TCK HOST_TICKS NIC_TICKS CORE_TICKS CLIENT_CORE_TICKS \
+                 IDLE_RSS_KIB LOAD_RSS_KIB COPIED_BYTES READ_BYTES SENT_BYTES SCENARIO < wrk output
+    prints one JSON result line (COPIED/READ/SENT: the NIC's counters over the run, -1 when unknown).
 compare-parse.py --report RESULTS.jsonl PREFIX
-    writes PREFIX.json (all results), PREFIX.md (tables) and PREFIX.gnuplot (the chart's script, for PREFIX.png).
+    writes PREFIX.json (all results), PREFIX.md (tables, ratios to nginx) and PREFIX.gnuplot (the chart).
 """
 import json
 import re
@@ -25,83 +26,60 @@ def milliseconds(text):
 
 
 def parse(args, wrk):
-    server, size, connections, seconds, tick, host_ticks, nic_ticks, idle_rss, load_rss = args
+    (server, size, connections, seconds, tick, host_ticks, nic_ticks, core_ticks, client_ticks, idle_rss, load_rss,
+     copied, read, sent, scenario) = args
     size, connections, seconds, tick = int(size), int(connections), float(seconds), float(tick)
-    requests, elapsed, read = 0, seconds, 0.0
+    requests, elapsed, received = 0, seconds, 0.0
     match = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m), ([\d.]+[KMGT]?B) read", wrk)
     if match:
         requests = int(match.group(1))
         elapsed = milliseconds(match.group(2) + match.group(3)) / 1000
-        read = size_bytes(match.group(4))
+        received = size_bytes(match.group(4))
     latency = {}
     for percentile in ("50", "99"):
         found = re.search(r"^\s+%s%%\s+([\d.]+(?:us|ms|s|m))" % percentile, wrk, re.M)
-        latency[percentile] = milliseconds(found.group(1)) if found else None
-    errors = 0
+        latency[percentile] = milliseconds(found.group(1)) if found else -1
+    found = re.search(r"^\s+Latency\s+\S+\s+\S+\s+([\d.]+(?:us|ms|s|m))", wrk, re.M)
+    latency["max"] = milliseconds(found.group(1)) if found else -1
+    errors = {"connect": 0, "read": 0, "write": 0, "timeout": 0}
     found = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", wrk)
     if found:
-        errors = sum(int(value) for value in found.groups())
+        errors = dict(zip(errors, map(int, found.groups())))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", wrk)
-    gigabytes = read / 1e9
-    host_seconds, nic_seconds = int(host_ticks) / tick, int(nic_ticks) / tick
+    gigabytes = received / 1e9
+    host, nic, core, client = (int(t) / tick for t in (host_ticks, nic_ticks, core_ticks, client_ticks))
+    copied, read, sent = int(copied), int(read), int(sent)
+
+    def per_gb(value):
+        return value / gigabytes if gigabytes else -1
+
     return {
+        "scenario": scenario,
         "server": server,
         "size": size,
         "connections": connections,
         "seconds": elapsed,
         "requests": requests,
         "requests_per_second": requests / elapsed if elapsed else 0,
-        "gbps": read * 8 / elapsed / 1e9 if elapsed else 0,
-        "latency_p50_ms": latency["50"] if latency["50"] is not None else -1,
-        "latency_p99_ms": latency["99"] if latency["99"] is not None else -1,
-        "host_cpu_seconds": host_seconds,
-        "nic_cpu_seconds": nic_seconds,
-        "host_cpu_seconds_per_gb": host_seconds / gigabytes if gigabytes else -1,
-        "nic_cpu_seconds_per_gb": nic_seconds / gigabytes if gigabytes else 0,
+        "gbps": received * 8 / elapsed / 1e9 if elapsed else 0,
+        "latency_p50_ms": latency["50"],
+        "latency_p99_ms": latency["99"],
+        "latency_max_ms": latency["max"],
+        "host_cpu_seconds": host,
+        "nic_cpu_seconds": nic,
+        "core_cpu_seconds": core,
+        "client_core_cpu_seconds": client,
+        "host_cpu_seconds_per_gb": per_gb(host),
+        "nic_cpu_seconds_per_gb": per_gb(nic) if nic else 0,
+        "core_cpu_seconds_per_gb": per_gb(core),
+        "core_busy_fraction": core / elapsed if elapsed else 0,
+        "user_copies_per_byte": copied / sent if sent > 0 and copied >= 0 else None,
+        "disk_reads_per_byte": read / sent if sent > 0 and read >= 0 else None,
         "memory_kib_per_connection": max(int(load_rss) - int(idle_rss), 0) / connections,
-        "socket_errors": errors,
+        "socket_errors": sum(errors.values()),
+        "timeouts": errors["timeout"],
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
     }
-
-
-def report(results_path, prefix):
-    results = [json.loads(line) for line in open(results_path) if line.strip()]
-    with open(prefix + ".json", "w") as out:
-        json.dump(results, out, indent=1)
-    servers = list(dict.fromkeys(r["server"] for r in results))
-    sizes = sorted({r["size"] for r in results})
-    conns = sorted({r["connections"] for r in results})
-    lines = ["| server | file | conns | Gbps | req/s | p50 ms | p99 ms | host CPU s/GB | NIC CPU s/GB | KiB/conn | errors |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for size in sizes:
-        for connections in conns:
-            for r in results:
-                if r["size"] == size and r["connections"] == connections:
-                    lines.append("| %s | %s | %d | %.2f | %.0f | %.2f | %.2f | %.2f | %s | %.1f | %d |" % (
-                        r["server"], label(size), connections, r["gbps"], r["requests_per_second"], r["latency_p50_ms"],
-                        r["latency_p99_ms"], r["host_cpu_seconds_per_gb"],
-                        "%.2f" % r["nic_cpu_seconds_per_gb"] if r["server"].startswith("iotcp") else "-",
-                        r["memory_kib_per_connection"], r["socket_errors"] + r["non_2xx"]))
-    with open(prefix + ".md", "w") as out:
-        out.write("\n".join(lines) + "\n")
-    # The chart: host-side CPU seconds per GB at the most connections, per file size and server (log scale).
-    most = conns[-1]
-    data = prefix + ".dat"
-    with open(data, "w") as out:
-        out.write("size " + " ".join(servers) + "\n")
-        for size in sizes:
-            row = []
-            for server in servers:
-                match = [r for r in results if r["server"] == server and r["size"] == size and r["connections"] == most]
-                row.append("%.4f" % match[0]["host_cpu_seconds_per_gb"] if match and match[0]["host_cpu_seconds_per_gb"] > 0 else "?")
-            out.write(label(size) + " " + " ".join(row) + "\n")
-    with open(prefix + ".gnuplot", "w") as out:
-        out.write('set terminal pngcairo size 900,500 noenhanced\nset output "%s.png"\n' % prefix)
-        out.write('set title "Host-side CPU seconds per GB served, %d connections (lower is better)"\n' % most)
-        out.write("set style data histogram\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n")
-        out.write('set logscale y\nset ylabel "CPU s / GB"\nset key top left\nset datafile missing "?"\nset grid ytics\n')
-        out.write('plot ' + ", ".join('"%s" using %d:xtic(1) title columnheader(%d)' % (data, i + 2, i + 2)
-                                      for i in range(len(servers))) + "\n")
 
 
 def label(size):
@@ -111,6 +89,77 @@ def label(size):
     if size >= 1000 and size % 1000 == 0:
         return "%dKB" % (size // 1000)
     return "%dB" % size
+
+
+def report(results_path, prefix):
+    results = [json.loads(line) for line in open(results_path) if line.strip()]
+    with open(prefix + ".json", "w") as out:
+        json.dump(results, out, indent=1)
+    servers = list(dict.fromkeys(r["server"] for r in results))
+    sizes = sorted({r["size"] for r in results})
+    conns = sorted({r["connections"] for r in results})
+    lines = ["| server | file | conns | Gbps | req/s | p50 ms | p99 ms | max ms | host s/GB | NIC s/GB | core s/GB | core busy | KiB/conn | errors (timeouts) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    ratios = ["", "Ratios to nginx (same file, same connections): Gbps, p99, whole-core CPU per GB, host CPU per GB.", "",
+              "| server | file | conns | Gbps | p99 | core s/GB | host s/GB |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for size in sizes:
+        for connections in conns:
+            row = [r for r in results if r["size"] == size and r["connections"] == connections]
+            nginx = next((r for r in row if r["server"] == "nginx"), None)
+            for r in row:
+                lines.append("| %s | %s | %d | %.2f | %.0f | %.2f | %.1f | %.0f | %.3f | %s | %.3f | %.0f%% | %.1f | %d (%d) |" % (
+                    r["server"], label(size), connections, r["gbps"], r["requests_per_second"], r["latency_p50_ms"],
+                    r["latency_p99_ms"], r["latency_max_ms"], r["host_cpu_seconds_per_gb"],
+                    "%.3f" % r["nic_cpu_seconds_per_gb"] if r["server"].startswith("iotcp") else "-",
+                    r["core_cpu_seconds_per_gb"], 100 * r["core_busy_fraction"], r["memory_kib_per_connection"],
+                    r["socket_errors"] + r["non_2xx"], r["timeouts"]))
+                if nginx and r is not nginx and nginx["gbps"] > 0 and nginx["core_cpu_seconds_per_gb"] > 0:
+                    ratios.append("| %s | %s | %d | %.2fx | %.2fx | %.2fx | %s |" % (
+                        r["server"], label(size), connections, r["gbps"] / nginx["gbps"],
+                        r["latency_p99_ms"] / nginx["latency_p99_ms"] if nginx["latency_p99_ms"] > 0 else float("nan"),
+                        r["core_cpu_seconds_per_gb"] / nginx["core_cpu_seconds_per_gb"],
+                        "1/%.1f" % (nginx["host_cpu_seconds_per_gb"] / r["host_cpu_seconds_per_gb"])
+                        if r["host_cpu_seconds_per_gb"] > 0 else "-"))
+    copies = [r for r in results if r.get("user_copies_per_byte") is not None]
+    if copies:
+        ratios += ["", "iotcp-nic's own counters over each run: payload bytes copied in user space, and bytes read from",
+                   "disk, per byte sent.", "", "| server | file | conns | user copies per byte | disk reads per byte |",
+                   "|---|---:|---:|---:|---:|"]
+        for r in copies:
+            ratios.append("| %s | %s | %d | %.4f | %.3f |" % (r["server"], label(r["size"]), r["connections"],
+                                                             r["user_copies_per_byte"], r["disk_reads_per_byte"]))
+    with open(prefix + ".md", "w") as out:
+        out.write("\n".join(lines + ratios) + "\n")
+
+    # The chart: the whole server core's CPU per GB at the most connections, stacked as the host side's
+    # process, the NIC stack, and the rest of the core (the kernel's work for the connections), one panel
+    # per file size.
+    most = conns[-1]
+    data = prefix + ".dat"
+    with open(data, "w") as out:
+        for index, size in enumerate(sizes):
+            out.write("# %s\nserver host nic kernel\n" % label(size))
+            for server in servers:
+                match = [r for r in results if r["server"] == server and r["size"] == size and r["connections"] == most]
+                if not match:
+                    continue
+                r = match[0]
+                host, nic, core = r["host_cpu_seconds_per_gb"], r["nic_cpu_seconds_per_gb"], r["core_cpu_seconds_per_gb"]
+                out.write("%s %.4f %.4f %.4f\n" % (server, host, nic, max(core - host - nic, 0)))
+            out.write("\n\n")
+    with open(prefix + ".gnuplot", "w") as out:
+        out.write('set terminal pngcairo size %d,520 noenhanced\nset output "%s.png"\n' % (380 * len(sizes) + 100, prefix))
+        out.write('set multiplot layout 1,%d title "Server core CPU seconds per GB served, %d connections (lower is better)"\n'
+                  % (len(sizes), most))
+        out.write("set style data histogram\nset style histogram rowstacked\nset style fill solid 0.85 border -1\n")
+        out.write('set boxwidth 0.7\nset ylabel "CPU s / GB"\nset grid ytics\nset xtics rotate by -30\nset key top left\n')
+        for index, size in enumerate(sizes):
+            out.write('set title "%s"\n' % label(size))
+            out.write('plot "%s" index %d using 2:xtic(1) title "host process", "" index %d using 3 title "NIC stack", '
+                      '"" index %d using 4 title "kernel, rest of the core"\n' % (data, index, index, index))
+            if index == 0:
+                out.write("unset key\n")
+        out.write("unset multiplot\n")
 
 
 if __name__ == "__main__":

@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
-# iotcp beside lighttpd and nginx on the same machine, files and load: iotcp-fileserver embedded (NIC stack on
-# a thread) and split (iotcp-nic as a process over shared memory), lighttpd and nginx with sendfile on Linux
-# TCP. wrk runs in a client namespace (over the TAP to iotcp, over a veth to the Linux servers). Servers are
-# pinned to CPU 0, wrk to CPU 1.
+# iotcp beside lighttpd and nginx on the same machine, files and load. wrk runs in a client namespace (over
+# the TAP to iotcp, over a veth to the Linux servers); servers are pinned to CPU 0, wrk to CPU 1.
 #
-# Per configuration: Gbps, requests/s, latency p50/p99, CPU seconds per GB (iotcp: host side and NIC stack
-# apart; lighttpd/nginx: all their processes, user + system), and resident memory per connection.
-# Writes Docs/benchmarks/compare.json, compare.md and compare.png.
+# Two scenarios:
+#   warm  the page cache holds every file (4 KiB, 64 KiB, 500 KiB, 10 MiB), each size requested alone:
+#         iotcp embedded and split, lighttpd and nginx with sendfile.
+#   cold  a library of 500 KiB files four times larger than the page cache the servers may use (each server
+#         runs in a memory cgroup with the same limit, caches dropped before each), requests spread over it
+#         by a Zipf law: iotcp split (buffered reads through io_uring, and O_DIRECT), nginx with sendfile,
+#         nginx with `aio threads`, lighttpd.
+#
+# Per run: Gbps, requests/s, latency p50/p99/max, wrk's errors, and CPU seconds per GB three ways: the host
+# side (the server's process, for iotcp the application and host stack), the NIC stack (iotcp's NIC thread
+# or iotcp-nic), and the whole server core (CPU 0's busy time from /proc/stat: user, system, irq, softirq,
+# steal), which also holds the kernel's work for the connections (TAP and veth delivery, TCP). Memory per
+# connection, and for iotcp split the NIC's user-space copies and disk reads per byte sent.
+# Writes Docs/benchmarks/compare.json, compare.md and compare.png (or compare-cold.*).
 #
 # Usage (root): scripts/compare.sh [SECONDS]     SECONDS per run, default 10
-#   SIZES="4096 65536 512000 10485760" CONNECTIONS="100 1600" SERVERS="iotcp-embedded iotcp-split lighttpd nginx"
+#   SCENARIO=warm|cold|both (default warm)  SIZES="4096 65536 512000 10485760"  CONNECTIONS="100 1600"
+#   SERVERS="..." (default per scenario)  COLD_CACHE_MIB=256  COLD_FACTOR=4  ZIPF=0.9
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
 duration=${1:-10}
-sizes=(${SIZES:-4096 65536 512000 10485760})
+scenario=${SCENARIO:-warm}
 connections=(${CONNECTIONS:-100 1600})
-servers=(${SERVERS:-iotcp-embedded iotcp-split lighttpd nginx})
 missing=()
 for tool in lighttpd nginx gnuplot python3; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -28,12 +37,16 @@ swift build -c release --product iotcp-fileserver >/dev/null 2>&1 || swift build
 swift build -c release --product iotcp-nic >/dev/null 2>&1 || swift build -c release --product iotcp-nic
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-work=$(mktemp -d)
+mkdir -p .build
+work=$(mktemp -d -p "$PWD/.build" compare.XXXXXX)  # the build folder's file system takes O_DIRECT
+chmod 755 "$work"  # nginx's and lighttpd's workers may run as another user
 pids=()
+cgroups=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   sleep 0.5
   for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  for group in "${cgroups[@]}"; do rmdir "$group" 2>/dev/null || true; done
   ip netns del cmp-server 2>/dev/null || true
   ip netns del cmp-client 2>/dev/null || true
   ip netns del cmp-iotcp 2>/dev/null || true
@@ -41,8 +54,6 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$work/www" Docs/benchmarks
-chmod 755 "$work"  # nginx's and lighttpd's workers may run as another user
-for size in "${sizes[@]}"; do head -c "$size" /dev/urandom > "$work/www/file-$size.bin"; done
 
 # The Linux servers' wire: a veth between a server namespace and the client namespace.
 ip netns add cmp-server
@@ -67,19 +78,24 @@ server.network-backend = "sendfile"
 server.errorlog = "$work/lighttpd.log"
 server.pid-file = "$work/lighttpd.pid"
 EOF
-cat > "$work/nginx.conf" <<EOF
+nginx_conf() {  # nginx_conf FILE EXTRA-HTTP-DIRECTIVES
+  cat > "$1" <<EOF
 worker_processes 1;
 daemon off;
 pid $work/nginx.pid;
 error_log $work/nginx.log;
 events { worker_connections 8192; use epoll; }
+$( [ -n "$2" ] && echo "thread_pool default threads=4 max_queue=65536;" )
 http {
-  sendfile on; tcp_nopush on; access_log off; keepalive_requests 1000000;
+  sendfile on; tcp_nopush on; access_log off; keepalive_requests 1000000; $2
   client_body_temp_path $work/nginx-body; proxy_temp_path $work/nginx-proxy; fastcgi_temp_path $work/nginx-fastcgi;
   uwsgi_temp_path $work/nginx-uwsgi; scgi_temp_path $work/nginx-scgi;
   server { listen 10.98.0.2:8080; root $work/www; }
 }
 EOF
+}
+nginx_conf "$work/nginx.conf" ""
+nginx_conf "$work/nginx-aio.conf" "aio threads;"
 
 # cpu_ticks PID...: user + system clock ticks of every thread of these processes; with NAME=..., only
 # threads named NAME; with EXCEPT=..., all but those.
@@ -95,79 +111,185 @@ cpu_ticks() {
   done
   echo "$total"
 }
+# core_ticks CPU: busy clock ticks of one CPU since boot (user nice system irq softirq steal; not idle, iowait).
+core_ticks() { awk -v cpu="cpu$1" '$1 == cpu {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 rss_kib() { local total=0 pid; for pid in "$@"; do total=$((total + $(awk '/^VmRSS/ {print $2}' /proc/"$pid"/status 2>/dev/null || echo 0))); done; echo "$total"; }
 
-# start SERVER: starts it pinned to CPU 0; sets server_pids (whose CPU is the host side), nic_pids (the
-# NIC stack's, for split), nic_thread (the NIC thread's name, embedded), client_ns and url_base.
+# in_cgroup NAME COMMAND...: runs COMMAND inside memory cgroup NAME (made by `make_cgroup`), when set.
+make_cgroup() {  # make_cgroup NAME BYTES: a memory cgroup with that limit, page cache included; prints its path
+  local group=/sys/fs/cgroup/memory/iotcp-cmp-$1
+  [ -d /sys/fs/cgroup/memory ] || { echo "compare: no memory cgroup controller (cgroup v1 memory) here" >&2; return 1; }
+  mkdir -p "$group"
+  echo "$2" > "$group/memory.limit_in_bytes"
+  cgroups+=("$group")
+  echo "$group"
+}
+run_in() {  # run_in CGROUP-PATH-OR-EMPTY COMMAND...: (in a subshell) joins the cgroup, then becomes the command
+  local group=$1; shift
+  [ -n "$group" ] && echo "$BASHPID" > "$group/cgroup.procs"
+  exec "$@"
+}
+
+# start SERVER [CGROUP]: starts it pinned to CPU 0; sets server_pids (the host side's CPU), nic_pids (the NIC
+# stack's, split), nic_thread (the NIC thread's name, embedded), nic_log, client_ns and url_base.
 start() {
-  server_pids=() nic_pids=() nic_thread=
+  local group=${2:-}
+  server_pids=() nic_pids=() nic_thread= nic_log=
+  local iotcp_cold=()
+  [ "$scenario_now" = cold ] && iotcp_cold=(--store-limit 0 --retransmit bufferless --read-memory $((32 << 20)))
   case $1 in
     iotcp-embedded)
-      taskset -c 0 .build/release/iotcp-fileserver --root "$work/www" --netns cmp-iotcp --address 10.97.0.2/24 --quiet \
-        >"$work/iotcp.out" 2>"$work/iotcp.log" &
+      (run_in "$group" taskset -c 0 .build/release/iotcp-fileserver --root "$work/www" --netns cmp-iotcp --address 10.97.0.2/24 --quiet \
+        "${iotcp_cold[@]}" >"$work/iotcp.out" 2>"$work/iotcp.log") &
       server_pids=($!) nic_thread=iotcp-nic client_ns=cmp-iotcp url_base=http://10.97.0.2:8080 ;;
-    iotcp-split)
-      taskset -c 0 .build/release/iotcp-nic --export-root "$work/www" --channel "shm:$work/nic.sock" --netns cmp-iotcp \
-        --address 10.97.0.2/24 --once >"$work/nic.out" 2>"$work/nic.log" &
-      nic_pids=($!)
+    iotcp-split|iotcp-split-direct)
+      local direct=()
+      [ "$1" = iotcp-split-direct ] && direct=(--direct-io)
+      (run_in "$group" taskset -c 0 .build/release/iotcp-nic --export-root "$work/www" --channel "shm:$work/nic.sock" --netns cmp-iotcp \
+        --address 10.97.0.2/24 --once "${iotcp_cold[@]}" "${direct[@]}" >"$work/nic.out" 2>"$work/nic.log") &
+      nic_pids=($!) nic_log=$work/nic.log
       for _ in $(seq 100); do grep -q "^iotcp-nic: serving" "$work/nic.out" 2>/dev/null && break; sleep 0.1; done
-      taskset -c 0 .build/release/iotcp-fileserver --nic "shm:$work/nic.sock" --netns cmp-iotcp --address 10.97.0.2/24 --quiet \
-        >"$work/iotcp.out" 2>"$work/iotcp.log" &
+      (run_in "$group" taskset -c 0 .build/release/iotcp-fileserver --nic "shm:$work/nic.sock" --netns cmp-iotcp --address 10.97.0.2/24 \
+        --quiet >"$work/iotcp.out" 2>"$work/iotcp.log") &
       server_pids=($!) client_ns=cmp-iotcp url_base=http://10.97.0.2:8080 ;;
     lighttpd)
-      ip netns exec cmp-server taskset -c 0 lighttpd -D -f "$work/lighttpd.conf" &
+      (run_in "$group" ip netns exec cmp-server taskset -c 0 lighttpd -D -f "$work/lighttpd.conf") &
       server_pids=($!) client_ns=cmp-client url_base=http://10.98.0.2:8080 ;;
-    nginx)
-      ip netns exec cmp-server taskset -c 0 nginx -c "$work/nginx.conf" &
+    nginx|nginx-aio)
+      local conf=$work/nginx.conf
+      [ "$1" = nginx-aio ] && conf=$work/nginx-aio.conf
+      (run_in "$group" ip netns exec cmp-server taskset -c 0 nginx -c "$conf") &
       sleep 0.5
-      master=$(pgrep -f "nginx -c $work/nginx.conf" | head -1)
+      master=$(pgrep -f "nginx -c $conf" | head -1)
       server_pids=($master $(pgrep -P "$master" | tr '\n' ' ')) client_ns=cmp-client url_base=http://10.98.0.2:8080 ;;
   esac
   pids+=("${server_pids[@]}" "${nic_pids[@]}")
   for _ in $(seq 100); do
-    ip netns exec "$client_ns" curl -sf -o /dev/null --max-time 1 "$url_base/file-${sizes[0]}.bin" 2>/dev/null && return 0
+    ip netns exec "$client_ns" curl -sf -o /dev/null --max-time 1 "$url_base/$probe" 2>/dev/null && return 0
     sleep 0.1
   done
   echo "compare: $1 did not start" >&2
+  cat "$work/iotcp.log" "$work/nic.log" 2>/dev/null | tail -5 >&2
   return 1
 }
 stop() {
   for pid in "${server_pids[@]}" "${nic_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${server_pids[@]}" "${nic_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pkill -f "nginx -c $work/nginx.conf" 2>/dev/null || true
+  pkill -f "nginx -c $work/nginx" 2>/dev/null || true
   sleep 0.5
 }
+# nic_counter NAME: the latest value iotcp-nic logged for a counter (after SIGUSR1).
+nic_counter() { grep counters "$nic_log" | tail -1 | grep -o "$1=[0-9]*" | cut -d= -f2; }
 
-results="$work/results.jsonl"
-: > "$results"
-for server in "${servers[@]}"; do
-  echo "== $server"
-  start "$server"
-  for size in "${sizes[@]}"; do
+# measure SERVER SIZE CONNECTIONS URL [WRK-ARGUMENTS...]: one wrk run; appends its JSON line to $results.
+measure() {
+  local server=$1 size=$2 conns=$3 url=$4; shift 4
+  local idle_rss host_before nic_before core_before client_before
+  idle_rss=$(rss_kib "${server_pids[@]}" "${nic_pids[@]}")
+  if [ -n "$nic_thread" ]; then
+    host_before=$(EXCEPT=$nic_thread cpu_ticks "${server_pids[@]}") nic_before=$(NAME=$nic_thread cpu_ticks "${server_pids[@]}")
+  else
+    host_before=$(cpu_ticks "${server_pids[@]}") nic_before=$(cpu_ticks "${nic_pids[@]}")
+  fi
+  core_before=$(core_ticks 0) client_before=$(core_ticks 1)
+  local copies_before=0 read_before=0 out_before=0
+  if [ -n "$nic_log" ]; then
+    kill -USR1 "${nic_pids[0]}"; sleep 0.3
+    copies_before=$(nic_counter payload-bytes-copied) read_before=$(nic_counter read-bytes) out_before=$(nic_counter bytes-out)
+  fi
+  ip netns exec "$client_ns" taskset -c 1 wrk -t 1 -c "$conns" -d "${duration}s" --timeout 10s --latency "$@" "$url" >"$work/wrk.out" 2>&1 &
+  local wrk_pid=$!
+  sleep $((duration / 2))
+  local load_rss
+  load_rss=$(rss_kib "${server_pids[@]}" "${nic_pids[@]}")
+  wait "$wrk_pid" || true
+  local core_after client_after host_after nic_after
+  core_after=$(core_ticks 0) client_after=$(core_ticks 1)
+  if [ -n "$nic_thread" ]; then
+    host_after=$(EXCEPT=$nic_thread cpu_ticks "${server_pids[@]}") nic_after=$(NAME=$nic_thread cpu_ticks "${server_pids[@]}")
+  else
+    host_after=$(cpu_ticks "${server_pids[@]}") nic_after=$(cpu_ticks "${nic_pids[@]}")
+  fi
+  local copies=-1 reads=-1 sent=0
+  if [ -n "$nic_log" ]; then
+    kill -USR1 "${nic_pids[0]}"; sleep 0.3
+    copies=$(( $(nic_counter payload-bytes-copied) - copies_before )) reads=$(( $(nic_counter read-bytes) - read_before ))
+    sent=$(( $(nic_counter bytes-out) - out_before ))
+  fi
+  python3 scripts/compare-parse.py "$server" "$size" "$conns" "$duration" "$(getconf CLK_TCK)" \
+    "$((host_after - host_before))" "$((nic_after - nic_before))" "$((core_after - core_before))" "$((client_after - client_before))" \
+    "$idle_rss" "$load_rss" "$copies" "$reads" "$sent" "$scenario_now" <"$work/wrk.out" | tee -a "$results" |
+    python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print("  %(size)9d B  %(connections)5d conns  %(gbps)6.2f Gbps  %(requests_per_second)8.0f req/s  p50 %(latency_p50_ms)7.2f ms  p99 %(latency_p99_ms)8.2f ms  host %(host_cpu_seconds_per_gb)6.3f  nic %(nic_cpu_seconds_per_gb)6.3f  core %(core_cpu_seconds_per_gb)6.3f s/GB  errors %(socket_errors)d" % r)'
+}
+
+warm() {
+  scenario_now=warm
+  local sizes=(${SIZES:-4096 65536 512000 10485760})
+  local servers=(${SERVERS:-iotcp-embedded iotcp-split lighttpd nginx})
+  for size in "${sizes[@]}"; do head -c "$size" /dev/urandom > "$work/www/file-$size.bin"; done
+  probe=file-${sizes[0]}.bin
+  results="$work/results-warm.jsonl"
+  : > "$results"
+  for server in "${servers[@]}"; do
+    echo "== warm: $server"
+    start "$server"
+    for size in "${sizes[@]}"; do
+      for conns in "${connections[@]}"; do measure "$server" "$size" "$conns" "$url_base/file-$size.bin"; done
+    done
+    stop
+  done
+  python3 scripts/compare-parse.py --report "$results" Docs/benchmarks/compare
+  gnuplot Docs/benchmarks/compare.gnuplot && echo "compare: wrote Docs/benchmarks/compare.{json,md,png}"
+}
+
+cold() {
+  scenario_now=cold
+  local cache=$(( ${COLD_CACHE_MIB:-256} << 20 ))
+  local count=$(( cache * ${COLD_FACTOR:-4} / 512000 ))
+  local servers=(${SERVERS:-iotcp-split iotcp-split-direct nginx nginx-aio lighttpd})
+  echo "== cold: $count files of 500 KiB ($(( count * 512000 >> 20 )) MiB) for a page cache of $(( cache >> 20 )) MiB"
+  mkdir -p "$work/www/lib"
+  head -c 512000 /dev/urandom > "$work/block"
+  for index in $(seq 1 "$count"); do cp "$work/block" "$work/www/lib/f$index.bin"; done
+  sync
+  probe=lib/f1.bin
+  # Requests spread by a Zipf law over the library: file i with weight 1/i^s.
+  cat > "$work/zipf.lua" <<EOF
+local n, s = $count, ${ZIPF:-0.9}
+local cdf, total = {}, 0
+for i = 1, n do total = total + 1 / (i ^ s); cdf[i] = total end
+for i = 1, n do cdf[i] = cdf[i] / total end
+math.randomseed(os.time())
+request = function()
+  local u, lo, hi = math.random(), 1, n
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if cdf[mid] < u then lo = mid + 1 else hi = mid end
+  end
+  return wrk.format("GET", "/lib/f" .. lo .. ".bin")
+end
+EOF
+  results="$work/results-cold.jsonl"
+  : > "$results"
+  for server in "${servers[@]}"; do
     for conns in "${connections[@]}"; do
-      idle_rss=$(rss_kib "${server_pids[@]}" "${nic_pids[@]}")
-      if [ -n "$nic_thread" ]; then
-        host_before=$(EXCEPT=$nic_thread cpu_ticks "${server_pids[@]}") nic_before=$(NAME=$nic_thread cpu_ticks "${server_pids[@]}")
-      else
-        host_before=$(cpu_ticks "${server_pids[@]}") nic_before=$(cpu_ticks "${nic_pids[@]}")
-      fi
-      ip netns exec "$client_ns" taskset -c 1 wrk -t 1 -c "$conns" -d "${duration}s" --timeout 10s --latency \
-        "$url_base/file-$size.bin" >"$work/wrk.out" 2>&1 &
-      wrk_pid=$!
-      sleep $((duration / 2))
-      load_rss=$(rss_kib "${server_pids[@]}" "${nic_pids[@]}")
-      wait "$wrk_pid" || true
-      if [ -n "$nic_thread" ]; then
-        host_after=$(EXCEPT=$nic_thread cpu_ticks "${server_pids[@]}") nic_after=$(NAME=$nic_thread cpu_ticks "${server_pids[@]}")
-      else
-        host_after=$(cpu_ticks "${server_pids[@]}") nic_after=$(cpu_ticks "${nic_pids[@]}")
-      fi
-      python3 scripts/compare-parse.py "$server" "$size" "$conns" "$duration" "$(getconf CLK_TCK)" \
-        "$((host_after - host_before))" "$((nic_after - nic_before))" "$idle_rss" "$load_rss" <"$work/wrk.out" | tee -a "$results" |
-        python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print("  %(size)9d B  %(connections)5d conns  %(gbps)6.2f Gbps  %(requests_per_second)9.0f req/s  p50 %(latency_p50_ms)7.2f ms  p99 %(latency_p99_ms)7.2f ms  host %(host_cpu_seconds_per_gb)6.2f s/GB  nic %(nic_cpu_seconds_per_gb)6.2f s/GB  errors %(socket_errors)d" % r)'
+      echo "== cold: $server, $conns connections"
+      sync; echo 3 > /proc/sys/vm/drop_caches
+      local group
+      group=$(make_cgroup "$server" "$cache")
+      start "$server" "$group"
+      measure "$server" 512000 "$conns" "$url_base/" -s "$work/zipf.lua"
+      stop
+      rmdir "$group" 2>/dev/null || true
     done
   done
-  stop
-done
-python3 scripts/compare-parse.py --report "$results" Docs/benchmarks/compare
-gnuplot "Docs/benchmarks/compare.gnuplot" && echo "compare: wrote Docs/benchmarks/compare.{json,md,png}"
+  python3 scripts/compare-parse.py --report "$results" Docs/benchmarks/compare-cold
+  gnuplot Docs/benchmarks/compare-cold.gnuplot && echo "compare: wrote Docs/benchmarks/compare-cold.{json,md,png}"
+}
+
+case $scenario in
+  warm) warm ;;
+  cold) cold ;;
+  both) warm; cold ;;
+  *) echo "compare: SCENARIO is warm, cold or both" >&2; exit 2 ;;
+esac

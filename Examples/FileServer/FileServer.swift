@@ -5,6 +5,7 @@ import IOTCPEmbedded
 import IOTCPRDMA
 
 nonisolated(unsafe) var stopRequested: sig_atomic_t = 0
+nonisolated(unsafe) var describeRequested: sig_atomic_t = 0
 
 /// Writes a line to a descriptor at once (Swift 6 forbids the C `stdout` global; pipes buffer `print`).
 func say(_ text: String, to descriptor: Int32 = 1) {
@@ -55,6 +56,7 @@ struct FileServer: ParsableCommand {
         signal(SIGINT) { _ in stopRequested = 1 }
         signal(SIGTERM) { _ in stopRequested = 1 }
         signal(SIGPIPE, SIG_IGN)
+        signal(SIGUSR1) { _ in describeRequested = 1 }
 
         var embedded: EmbeddedNIC?
         let channel: any CommandChannel
@@ -94,6 +96,11 @@ struct FileServer: ParsableCommand {
         let deadline = duration.map { DispatchTime.now().uptimeNanoseconds + UInt64($0 * 1e9) }
         while stopRequested == 0 {
             if let deadline, DispatchTime.now().uptimeNanoseconds >= deadline { break }
+            if describeRequested != 0 {
+                describeRequested = 0
+                say("iotcp-fileserver: \(server.describe())", to: 2)
+                if let embedded { say("iotcp-fileserver: NIC counters (racy while running): \(NICReport.line(embedded.runtime))", to: 2) }
+            }
             do { try server.turn(timeoutNanoseconds: 20_000_000) } catch {
                 say("iotcp-fileserver: \(error)", to: 2)
                 throw ExitCode(1)

@@ -40,6 +40,28 @@ final class HTTPServer {
         try stack.register(listener, interests: .acceptable, token: Self.listenerToken)
     }
 
+    /// Sessions by what they wait for, and the connections' TCP states and send queues: what an operator
+    /// asks of a server that seems stuck (SIGUSR1).
+    func describe() -> String {
+        var waiting: [String: Int] = [:]
+        for session in sessions.values {
+            let what = session.opening != nil ? "opening" : session.headSent < session.head.count ? "head"
+                : session.body != nil ? "body" : session.closing ? "closing" : "request"
+            waiting[what, default: 0] += 1
+        }
+        var states: [String: Int] = [:]
+        var queued = 0, unacknowledged = 0, blocked = 0
+        for session in sessions.values {
+            guard let info = stack.info(of: session.socket) else { continue }
+            states["\(info.state)", default: 0] += 1
+            queued += info.queuedBytes
+            unacknowledged += info.sendMaximum - info.sendUnacknowledged
+            if info.queuedBytes > 0 && info.sendNext == info.sendMaximum && info.sendMaximum == info.sendUnacknowledged { blocked += 1 }
+        }
+        return "sessions \(sessions.count) waiting for \(waiting.sorted { $0.key < $1.key }); TCP states \(states.sorted { $0.key < $1.key }); "
+            + "queued \(queued) bytes, unacknowledged \(unacknowledged), idle with data queued \(blocked)"
+    }
+
     /// One turn of the loop.
     func turn(timeoutNanoseconds: Int64) throws(IOTCPError) {
         try stack.wait(into: &events, timeoutNanoseconds: timeoutNanoseconds)

@@ -26,7 +26,9 @@ public enum NICReport {
             ("retransmitted-bytes", "\(plane.retransmittedBytes)"),
             ("store-bytes", "\(dataPlane.store.heldBytes)"), ("store-buffered-bytes", "\(dataPlane.store.bufferedBytes)"),
             ("store-spills", "\(plane.storeSpills)"), ("open-files", "\(dataPlane.files.openCount)"),
-            ("flows", "\(dataPlane.flowCount)"),
+            ("flows", "\(dataPlane.flowCount)"), ("queued-bytes", "\(dataPlane.queuedByteCount)"),
+            ("chunks", "\(dataPlane.chunksInUse)"), ("buffers-in-use", "\(dataPlane.pool.inUse)"),
+            ("mapped-chunks", "\(plane.mappedChunks)"), ("mapped-bytes", "\(plane.mappedBytes)"),
         ]
         if let table = dataPlane.files as? FileTable, table.directIO {
             fields.append(("direct-fallbacks", "\(table.directFallbacks)"))

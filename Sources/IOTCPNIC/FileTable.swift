@@ -12,6 +12,11 @@ import IOTCPNICCore
 /// Ids carry a generation, so an id kept after its file was closed never names the file that reuses the
 /// slot; a descriptor lent to a read in flight stays open until the read is done (`FileService`).
 ///
+/// Files are also mapped (`mmap`, read-only) on first use, so data the page cache holds can be sent from
+/// there with no read at all: the wire's gathered write is then the only copy of those bytes. The data plane
+/// checks residency first (`mincore`) and reads anything else through its disk, so the loop never waits on
+/// a page fault. `mapFiles: false` turns this off.
+///
 /// With `directIO`, files are opened with `O_DIRECT` (Atlas's choice: the page cache is bypassed and a
 /// library larger than memory does not evict everything else); reads must then be aligned to
 /// `directAlignment`, which the data plane does. A file system that refuses `O_DIRECT` gets a buffered open,
@@ -28,6 +33,12 @@ public final class FileTable: FileService {
     public let root: String
     public let limit: Int
     public let directIO: Bool
+    public let mapFiles: Bool
+    /// Files mapped so far, and mappings the kernel refused.
+    public private(set) var mappings = 0
+    public private(set) var mappingFailures = 0
+    private let residency = UnsafeMutablePointer<UInt8>.allocate(capacity: 64)
+    private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
     /// Offset, length and memory alignment for direct reads: the largest logical block size in common use.
     public static let directAlignment: Int32 = 4096
     private let rootDescriptor: Int32
@@ -46,10 +57,14 @@ public final class FileTable: FileService {
         var leases = 0
         /// The descriptor whose close waits for `leases` to reach 0, if any.
         var retiredDescriptor: Int32 = -1
+        /// The descriptor's file mapped read-only (made on first use, undone when the descriptor closes).
+        var mapping: UnsafeMutableRawPointer?
+        var mappedLength = 0
+        var mappingTried = false
     }
 
     /// Opens the export root; every later open is confined beneath it.
-    public init(root: String, limit: Int = 65536, directIO: Bool = false) throws(FileFailure) {
+    public init(root: String, limit: Int = 65536, directIO: Bool = false, mapFiles: Bool = true) throws(FileFailure) {
         let descriptor = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard descriptor >= 0 else {
             throw errno == ENOENT ? .notFound(root) : errno == EACCES ? .permissionDenied(root) : .invalidPath(root)
@@ -57,15 +72,25 @@ public final class FileTable: FileService {
         self.root = root
         self.limit = limit
         self.directIO = directIO
+        self.mapFiles = mapFiles && !directIO
         rootDescriptor = descriptor
     }
 
     deinit {
-        for slot in slots {
-            if let file = slot.file { Glibc.close(file.descriptor) }
-            if slot.retiredDescriptor >= 0 { Glibc.close(slot.retiredDescriptor) }
+        for index in slots.indices {
+            unmap(index)
+            if let file = slots[index].file { Glibc.close(file.descriptor) }
+            if slots[index].retiredDescriptor >= 0 { Glibc.close(slots[index].retiredDescriptor) }
         }
         Glibc.close(rootDescriptor)
+        residency.deallocate()
+    }
+
+    private func unmap(_ index: Int) {
+        if let mapping = slots[index].mapping { munmap(mapping, slots[index].mappedLength) }
+        slots[index].mapping = nil
+        slots[index].mappedLength = 0
+        slots[index].mappingTried = false
     }
 
     /// Opens `path`, relative to the root (a leading `/` means the root itself, as in a URL path).
@@ -150,6 +175,7 @@ public final class FileTable: FileService {
             slots[index].retiredDescriptor = open.descriptor
             deferredCloses += 1
         } else {
+            unmap(index)
             Glibc.close(open.descriptor)
             freeSlots.append(index)
         }
@@ -166,10 +192,49 @@ public final class FileTable: FileService {
         guard index < slots.count, slots[index].leases > 0 else { return }
         slots[index].leases -= 1
         if slots[index].leases == 0 && slots[index].retiredDescriptor >= 0 {
+            unmap(index)
             Glibc.close(slots[index].retiredDescriptor)
             slots[index].retiredDescriptor = -1
             freeSlots.append(index)
         }
+    }
+
+    public func mapping(_ lease: FileLease) -> UnsafeRawBufferPointer? {
+        let index = Int(lease.slot)
+        guard mapFiles, index < slots.count, slots[index].leases > 0 else { return nil }
+        if let mapping = slots[index].mapping { return UnsafeRawBufferPointer(start: mapping, count: slots[index].mappedLength) }
+        guard !slots[index].mappingTried else { return nil }
+        slots[index].mappingTried = true
+        var information = stat()
+        guard fstat(lease.descriptor, &information) == 0, information.st_size > 0 else { return nil }
+        let length = Int(information.st_size)
+        let address = mmap(nil, length, PROT_READ, MAP_SHARED, lease.descriptor, 0)
+        guard let address, address != MAP_FAILED else {
+            mappingFailures += 1
+            return nil
+        }
+        mappings += 1
+        slots[index].mapping = address
+        slots[index].mappedLength = length
+        return UnsafeRawBufferPointer(start: address, count: length)
+    }
+
+    public func isResident(_ lease: FileLease, offset: UInt64, length: Int) -> Bool {
+        let index = Int(lease.slot)
+        guard index < slots.count, let mapping = slots[index].mapping, length > 0,
+              offset + UInt64(length) <= UInt64(slots[index].mappedLength) else { return false }
+        let page = Self.pageSize
+        let first = Int(offset) / page * page
+        let end = (Int(offset) + length + page - 1) / page * page
+        var start = first
+        while start < end {
+            // At most 64 pages a call (the vector's size).
+            let span = min(end - start, 64 * page)
+            guard mincore(mapping + start, span, residency) == 0 else { return false }
+            for page in 0..<(span / Self.pageSize) where residency[page] & 1 == 0 { return false }
+            start += span
+        }
+        return true
     }
 
     /// Reads in flight over every file (0 when the data plane is idle).

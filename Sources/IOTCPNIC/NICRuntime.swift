@@ -53,6 +53,11 @@ public final class NICRuntime {
         public var wireErrors = 0
     }
 
+    /// Frames read from the wire per turn at most, so a flood cannot starve the host's commands. Generous:
+    /// the frames a content server receives are mostly ACKs, cheap to forward, and an ACK left waiting in the
+    /// wire's queue delays its connection's clock (and, past the RTO, makes the host retransmit).
+    public static let framesPerTurn = 256
+
     /// What a turn of the loop found.
     public enum Progress: Equatable {
         case idle
@@ -114,7 +119,7 @@ public final class NICRuntime {
         var output = Output(runtime: self)
         dataPlane.offloads = superSegmentsAllowed ? .all : .none
         // The wire: a bounded batch per turn, so commands are not starved by a flood.
-        for _ in 0..<64 {
+        for _ in 0..<Self.framesPerTurn {
             let count: Int?
             do throws(WireFailure) { count = try wire.read(into: frame) } catch {
                 counters.wireErrors += 1
@@ -272,16 +277,16 @@ public final class NICRuntime {
     struct Output: NICOutput {
         unowned let runtime: NICRuntime
 
-        mutating func transmit(headers: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: PacketOffload?) -> Bool {
+        mutating func transmit(headers: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: PacketOffload?) -> TransmitResult {
             let runtime = self.runtime
             let length = 14 + headers.count + payload.count
             guard headers.count >= 20, length <= runtime.transmitFrame.count else {
-                return true  // cannot be framed: dropped, as a wire drops an oversized frame
+                return .sent  // cannot be framed: dropped, as a wire drops an oversized frame
             }
             let destination = IPv4Address(rawValue: headers.bigEndianUInt32(at: 16))
             let ethernet = UnsafeMutableRawBufferPointer(rebasing: runtime.headerFrame[0..<14])
             // An unknown neighbour is asked for by ARP and the packet dropped, as a lost frame: TCP recovers.
-            guard runtime.link.writeHeader(into: ethernet, destination: destination, transmit: { runtime.putOnWire($0) }) else { return true }
+            guard runtime.link.writeHeader(into: ethernet, destination: destination, transmit: { runtime.putOnWire($0) }) else { return .sent }
             if runtime.capture != nil || !runtime.outbound.settings.isNone {
                 // The diagnostic path (faults, capture) needs each frame whole.
                 let frame = UnsafeMutableRawBufferPointer(rebasing: runtime.transmitFrame[0..<length])
@@ -289,7 +294,7 @@ public final class NICRuntime {
                 UnsafeMutableRawBufferPointer(rebasing: frame[14..<(14 + headers.count)]).copyMemory(from: headers)
                 if !payload.isEmpty { UnsafeMutableRawBufferPointer(rebasing: frame[(14 + headers.count)...]).copyMemory(from: payload) }
                 runtime.putOnWire(UnsafeRawBufferPointer(frame))
-                return true
+                return .sent
             }
             let wireOffload = offload.map {
                 SegmentationOffload(segmentSize: $0.segmentSize, headerLength: 14 + $0.headerLength, checksumStart: 14 + $0.transportStart)
@@ -299,7 +304,7 @@ public final class NICRuntime {
                 return runtime.gather(header: UnsafeRawBufferPointer(ethernet), payload: headers, offload: wireOffload)
             }
             // Data: Ethernet and the data plane's IPv4/TCP headers together, then the payload from its buffer.
-            guard 14 + headers.count <= runtime.headerFrame.count else { return true }
+            guard 14 + headers.count <= runtime.headerFrame.count else { return .sent }
             UnsafeMutableRawBufferPointer(rebasing: runtime.headerFrame[14..<(14 + headers.count)]).copyMemory(from: headers)
             return runtime.gather(header: UnsafeRawBufferPointer(rebasing: runtime.headerFrame[0..<(14 + headers.count)]),
                                   payload: payload, offload: wireOffload)
@@ -310,20 +315,20 @@ public final class NICRuntime {
         }
     }
 
-    /// A data frame straight to the wire from its two pieces. False when the wire's queue is full.
-    fileprivate func gather(header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: SegmentationOffload?) -> Bool {
-        let accepted: Bool
+    /// A data frame straight to the wire from its two pieces.
+    fileprivate func gather(header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: SegmentationOffload?) -> TransmitResult {
+        let result: TransmitResult
         do throws(WireFailure) {
-            accepted = try wire.write(header: header, payload: payload, offload: offload)
+            result = try wire.write(header: header, payload: payload, offload: offload)
         } catch {
             // Not a full queue but a broken write: the frame is lost, as on a wire.
             counters.wireErrors += 1
-            return true
+            return .sent
         }
-        guard accepted else { return false }
+        guard result == .sent else { return result }
         counters.framesOut += 1
         counters.bytesOut += header.count + payload.count
         if let offload, offload.segmentSize > 0 { counters.superSegmentsOut += 1 }
-        return true
+        return .sent
     }
 }

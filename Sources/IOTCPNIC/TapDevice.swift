@@ -74,7 +74,7 @@ public final class TapDevice: WireBackend {
     /// frame whose TCP checksum the kernel finishes, cut at the MSS when it is a super-segment (needs
     /// `vnetHeader`). Returns false when the kernel did not take it (a full queue, an interface down): the
     /// caller decides whether to try again.
-    public func write(header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: SegmentationOffload?) throws(TapDevice.Failure) -> Bool {
+    public func write(header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: SegmentationOffload?) throws(TapDevice.Failure) -> TransmitResult {
         if offload != nil && !vnetHeader { throw Failure(description: "writing \(name): checksum and segmentation offload need a vnet header") }
         var count = 0
         if vnetHeader {
@@ -97,12 +97,12 @@ public final class TapDevice: WireBackend {
             count += 1
         }
         while true {
-            if writev(descriptor, vectors, Int32(count)) >= 0 { return true }
+            if writev(descriptor, vectors, Int32(count)) >= 0 { return .sent }
             switch errno {
             case EINTR: continue
-            case EAGAIN, ENOBUFS: return false
-            case EIO: return false  // the interface is down or not yet up: the frame has nowhere to go
-            case EFAULT: throw Failure(description: "writing \(name): payload memory unreadable (EFAULT)")
+            case EAGAIN, ENOBUFS: return .refused
+            case EIO: return .refused  // the interface is down or not yet up: the frame has nowhere to go
+            case EFAULT: return .unreadablePayload
             default: throw Failure(description: "writing \(name): \(Errno(rawValue: errno))")
             }
         }

@@ -22,6 +22,19 @@ public protocol FileService: AnyObject {
     /// A descriptor to read `file` through, valid until `release`.
     func lease(_ file: OffloadedFileID) throws(FileFailure) -> FileLease
     func release(_ lease: FileLease)
+    /// The file's bytes as the page cache holds them, mapped read-only, valid while `lease` is out; nil where
+    /// the service does not map files. Only the kernel may read this memory, in a gathered write: a file
+    /// truncated under a mapping faults on access, which a system call reports as EFAULT but user code would
+    /// take as SIGBUS.
+    func mapping(_ lease: FileLease) -> UnsafeRawBufferPointer?
+    /// Whether `[offset, offset + length)` of the file is in the page cache now, so that sending it from
+    /// the mapping never waits on the disk.
+    func isResident(_ lease: FileLease, offset: UInt64, length: Int) -> Bool
+}
+
+extension FileService {
+    public func mapping(_ lease: FileLease) -> UnsafeRawBufferPointer? { nil }
+    public func isResident(_ lease: FileLease, offset: UInt64, length: Int) -> Bool { false }
 }
 
 /// A file's descriptor lent for reads. `alignment` > 1 means the file was opened for direct I/O: every

@@ -36,10 +36,14 @@ public final class NICDataPlane {
         public var maximumSendBytes = 16 << 20
         /// File bytes queued to send and not yet on the wire, over every flow; a SEND past it is refused.
         public var maximumQueuedBytes = 1 << 30
-        /// Chunks of one flow read ahead of the wire (each up to 64 KiB).
-        public var readAheadChunks = 16
+        /// Chunks of one flow read (or being read) ahead of the wire, each up to 64 KiB.
+        public var readAheadChunks = 4
+        /// Chunks read or being read ahead of the wire over every flow. Data read long before it leaves has
+        /// left the CPU's caches by then and is read again from memory by the wire's copy: reads are started
+        /// just ahead of the wire, many at once only where the disk is slow.
+        public var maximumReadAheadChunks = 256
         /// Bytes transmitted per `poll`, so the wire and the host's commands are served between bursts.
-        public var transmitBudgetBytes = 2 << 20
+        public var transmitBudgetBytes = 4 << 20
         /// Bytes of host packets held behind queued data, over every flow; past it they are dropped.
         public var maximumDeferredBytes = 8 << 20
 
@@ -73,6 +77,9 @@ public final class NICDataPlane {
         public var deferredDrops = 0
         /// Payload bytes this code copied (host packets held behind data): file bytes never are.
         public var payloadBytesCopied = 0
+        /// Chunks sent straight from the page cache (a mapped file, resident: no read at all), and their bytes.
+        public var mappedChunks = 0
+        public var mappedBytes = 0
         /// RETRANSMITs (or parts) of data still queued here, which will leave anyway.
         public var retransmitsOfQueuedData = 0
         public var retransmittedBytes = 0
@@ -93,6 +100,8 @@ public final class NICDataPlane {
     /// Flows with chunks waiting for a read to start, in turn order.
     private var readingFlows = Deque<FlowTicket>()
     private var queuedBytes = 0
+    /// Chunks read or being read and not yet sent, over every flow.
+    private var readAheadTotal = 0
     private let headers = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 16)
     private var pieceScratch: [(index: Int, skip: Int, length: Int)] = []
     private var registeredSlabs: [Bool] = []
@@ -123,6 +132,9 @@ public final class NICDataPlane {
         var urgent = Deque<UInt32>()
         /// Chunks waiting for their read to start, in order (retransmissions first).
         var toRead = Deque<UInt32>()
+        /// Of those, the retransmissions at its front (kept in the order they were asked for: the urgent
+        /// queue sends them in that order, and must not wait on a later one for its turn).
+        var rereads = 0
         /// Chunks read or being read and not yet sent.
         var readAhead = 0
         var isReady = false
@@ -153,6 +165,8 @@ public final class NICDataPlane {
         var lease = FileLease(slot: 0, descriptor: -1)
         var holdsLease = false
         var buffer = StoredRange.noBuffer
+        /// The payload in the file's mapping, when the page cache held it (no buffer, no read).
+        var mapped: UnsafeRawPointer?
         /// Where the read began in the file (aligned down for direct I/O), how much of it is needed, and
         /// how much has arrived.
         var readStart: UInt64 = 0
@@ -170,6 +184,8 @@ public final class NICDataPlane {
     struct DeferredPacket {
         var bytes: [UInt8] = []
         var arrival = Instant.zero
+        /// Its TSval was moved on already (a refused write is tried again unchanged).
+        var timestampMoved = false
     }
 
     // MARK: - Setup
@@ -220,6 +236,27 @@ public final class NICDataPlane {
     /// Bytes queued to send and not yet on the wire.
     public var queuedByteCount: Int { queuedBytes }
     public var chunksInUse: Int { chunks.count - freeChunks.count }
+
+    /// The I/O engine's queues, for an operator wondering why nothing moves: chunks by state, flows waiting
+    /// to transmit and to read, and the read-ahead in use.
+    public var queueSummary: String {
+        var states = [0, 0, 0, 0, 0]
+        for chunk in chunks { states[Int(chunk.state.rawValue)] += 1 }
+        var heads: [String: Int] = [:]
+        for flow in flows where flow.open {
+            let head: String
+            switch flow.queue.first {
+            case .none: head = "empty"
+            case .packet: head = "packet"
+            case .echo: head = "echo"
+            case .chunk(let chunk): head = "\(chunks[Int(chunk)].state)"
+            }
+            heads["\(head)\(flow.isReady ? "+ready" : "")\(flow.isReading ? "+reading" : "") ra\(flow.readAhead) tr\(flow.toRead.count > 0 ? 1 : 0)", default: 0] += 1
+        }
+        return "heads \(heads.sorted { $0.value > $1.value }.prefix(6)); chunks waiting \(states[0]) reading \(states[1]) ready \(states[2]) failed \(states[3]); "
+            + "flows ready \(readyFlows.count) reading \(readingFlows.count); read-ahead \(readAheadTotal)/\(limits.maximumReadAheadChunks); "
+            + "disk in flight \(disk.inFlight)"
+    }
 
     // MARK: - Commands
 
@@ -324,6 +361,8 @@ public final class NICDataPlane {
         }
         while let chunk = flows[slot].urgent.popFirst() { abandon(chunk) }
         flows[slot].toRead.removeAll(keepingCapacity: true)
+        flows[slot].rereads = 0
+        readAheadTotal -= flows[slot].readAhead
         flows[slot].readAhead = 0
     }
 
@@ -463,21 +502,43 @@ public final class NICDataPlane {
                 readingFlows.removeFirst()
                 continue
             }
-            guard disk.inFlight < disk.capacity else { return }
-            guard let buffer = pool.take() else {
-                counters.bufferWaits += 1
-                return
+            guard readAheadTotal < limits.maximumReadAheadChunks else { return }
+            if !sendFromPageCache(chunk) {
+                guard disk.inFlight < disk.capacity else { return }
+                guard let buffer = pool.take() else {
+                    counters.bufferWaits += 1
+                    return
+                }
+                startRead(chunk, buffer: buffer, now: now)
             }
             readingFlows.removeFirst()
             flows[slot].toRead.removeFirst()
+            if chunks[Int(chunk)].isRetransmission { flows[slot].rereads -= 1 }
             flows[slot].readAhead += 1
-            startRead(chunk, buffer: buffer, now: now)
+            readAheadTotal += 1
             if flows[slot].toRead.isEmpty {
                 flows[slot].isReading = false
             } else {
                 readingFlows.append(ticket)
             }
         }
+    }
+
+    /// Where the wire finishes checksums (so no code here reads the payload) and the page cache holds the
+    /// chunk's bytes, the chunk is ready at once: it will be sent from the file's mapping, with no read and
+    /// no buffer. The chunk keeps its lease until it has left, which keeps the mapping.
+    private func sendFromPageCache(_ chunk: UInt32) -> Bool {
+        let slot = Int(chunk)
+        guard offloads.checksum, chunks[slot].holdsLease, let mapping = files.mapping(chunks[slot].lease) else { return false }
+        let offset = chunks[slot].fileOffset, length = chunks[slot].length
+        guard offset + UInt64(length) <= UInt64(mapping.count),
+              files.isResident(chunks[slot].lease, offset: offset, length: length) else { return false }
+        chunks[slot].mapped = UnsafeRawPointer(mapping.baseAddress! + Int(offset))
+        chunks[slot].state = .ready
+        counters.mappedChunks += 1
+        counters.mappedBytes += length
+        considerReady(chunks[slot].flow)
+        return true
     }
 
     private func startRead(_ chunk: UInt32, buffer: UInt32, now: Instant) {
@@ -617,12 +678,14 @@ public final class NICDataPlane {
     private func serve<O: NICOutput>(_ slot: Int, now: Instant, budget: inout Int, output: inout O) -> Bool {
         if let chunk = flows[slot].urgent.first, chunks[Int(chunk)].state == .ready || chunks[Int(chunk)].state == .failed {
             if chunks[Int(chunk)].state == .ready {
-                guard transmit(chunk, now: now, budget: &budget, output: &output) else { return false }
-                counters.retransmittedBytes += chunks[Int(chunk)].length
+                let result = transmit(chunk, now: now, budget: &budget, output: &output)
+                if result == .refused { return false }
+                if result == .sent { counters.retransmittedBytes += chunks[Int(chunk)].length }
             }
             // A failed re-read is left to the host's timer: it sends the RETRANSMIT again or gives up.
             flows[slot].urgent.removeFirst()
             flows[slot].readAhead -= 1
+            readAheadTotal -= 1
             freeChunk(chunk)
             return true
         }
@@ -642,8 +705,18 @@ public final class NICDataPlane {
                 if sentChunk { return true }
                 switch chunks[Int(chunk)].state {
                 case .ready:
-                    guard transmit(chunk, now: now, budget: &budget, output: &output) else { return false }
+                    let result = transmit(chunk, now: now, budget: &budget, output: &output)
+                    if result == .refused { return false }
+                    if result == .unreadablePayload {
+                        // The file was cut short under its mapping: as a read that came back short.
+                        chunks[Int(chunk)].state = .failed
+                        chunks[Int(chunk)].failure = 0
+                        chunks[Int(chunk)].readDone = chunks[Int(chunk)].sent
+                        readFailed(chunk, slot: slot, output: &output)
+                        return true
+                    }
                     flows[slot].readAhead -= 1
+                    readAheadTotal -= 1
                     queuedBytes -= chunks[Int(chunk)].length
                     keepSent(chunk, slot: slot)
                     sentChunk = true
@@ -659,9 +732,10 @@ public final class NICDataPlane {
         return true
     }
 
-    /// Puts a chunk on the wire from its buffer, as one super-segment when the wire cuts them, else segment
-    /// by segment. Returns false if the wire refused (what went before stays sent; the rest goes next time).
-    private func transmit<O: NICOutput>(_ chunk: UInt32, now: Instant, budget: inout Int, output: inout O) -> Bool {
+    /// Puts a chunk on the wire from its buffer (or the page cache's mapping), as one super-segment when the
+    /// wire cuts them, else segment by segment. `.refused`: what went before stays sent, the rest goes next
+    /// time.
+    private func transmit<O: NICOutput>(_ chunk: UInt32, now: Instant, budget: inout Int, output: inout O) -> TransmitResult {
         let slot = Int(chunk)
         let flow = Int(chunks[slot].flow)
         let endpoints = flows[flow].endpoints
@@ -669,14 +743,18 @@ public final class NICDataPlane {
         let segment = Int(template.maximumSegmentSize)
         let delay = (now - chunks[slot].arrival) / 1_000_000
         let delayMilliseconds = UInt32(min(delay, UInt64(UInt32.max)))
-        let memory = UnsafeRawBufferPointer(pool.memory(chunks[slot].buffer))
+        let source: UnsafeRawPointer
+        if let mapped = chunks[slot].mapped {
+            source = mapped
+        } else {
+            source = UnsafeRawPointer(pool.address(chunks[slot].buffer) + chunks[slot].payloadStart)
+        }
         let superSegments = offloads.superSegmentLimit > 0
             && SegmentBuilder.superSegmentPayload(packetLimit: offloads.superSegmentLimit, template: template) >= chunks[slot].length
         while chunks[slot].sent < chunks[slot].length {
             let remaining = chunks[slot].length - chunks[slot].sent
             let piece = superSegments ? remaining : min(segment, remaining)
-            let start = chunks[slot].payloadStart + chunks[slot].sent
-            let payload = UnsafeRawBufferPointer(rebasing: memory[start..<(start + piece)])
+            let payload = UnsafeRawBufferPointer(start: source + chunks[slot].sent, count: piece)
             let isLast = chunks[slot].isLast && piece == remaining
             let offloaded = offloads.checksum || piece > segment
             let headerLength: Int
@@ -688,14 +766,15 @@ public final class NICDataPlane {
                 // A template no segment can be built from (options too long): nothing leaves, nothing stale.
                 counters.errors += 1
                 chunks[slot].sent = chunks[slot].length
-                return true
+                return .sent
             }
             let offload = offloaded ? PacketOffload(
                 segmentSize: piece > segment ? UInt16(segment) : 0, headerLength: UInt16(headerLength),
                 transportStart: UInt16(IPv4Repr.headerLength)) : nil
-            guard output.transmit(headers: UnsafeRawBufferPointer(rebasing: headers[0..<headerLength]), payload: payload, offload: offload) else {
-                counters.wireRefusals += 1
-                return false
+            let result = output.transmit(headers: UnsafeRawBufferPointer(rebasing: headers[0..<headerLength]), payload: payload, offload: offload)
+            guard result == .sent else {
+                if result == .refused { counters.wireRefusals += 1 }
+                return result
             }
             let segments = (piece + segment - 1) / segment
             counters.packetsOut += segments
@@ -703,7 +782,7 @@ public final class NICDataPlane {
             chunks[slot].sent += piece
             budget -= piece
         }
-        return true
+        return .sent
     }
 
     /// After a chunk left: its buffer goes to the store (or back to the pool, keeping only the file range).
@@ -711,7 +790,9 @@ public final class NICDataPlane {
         let index = Int(chunk)
         var range = StoredRange(sequence: chunks[index].sequence, length: chunks[index].length, file: chunks[index].file,
                                 offset: chunks[index].fileOffset)
-        if store.hasRoom(bufferSize: pool.bufferSize) {
+        if chunks[index].mapped != nil {
+            // Sent from the page cache: a retransmission finds it there again (or reads it).
+        } else if store.hasRoom(bufferSize: pool.bufferSize) {
             range.buffer = chunks[index].buffer
             range.bufferOffset = chunks[index].payloadStart
             chunks[index].buffer = StoredRange.noBuffer
@@ -793,7 +874,8 @@ public final class NICDataPlane {
                 chunks[Int(chunk)].template = template
                 chunks[Int(chunk)].arrival = now
                 flows[slot].urgent.append(chunk)
-                flows[slot].toRead.prepend(chunk)
+                flows[slot].toRead.insert(chunk, at: flows[slot].toRead.startIndex + flows[slot].rereads)
+                flows[slot].rereads += 1
                 wantReads(index)
             }
         }
@@ -829,7 +911,7 @@ public final class NICDataPlane {
                 segmentSize: piece > segment ? UInt16(segment) : 0, headerLength: UInt16(headerLength),
                 transportStart: UInt16(IPv4Repr.headerLength)) : nil
             // A refused retransmission is lost as on a wire: the host's timer sends it again.
-            if output.transmit(headers: UnsafeRawBufferPointer(rebasing: headers[0..<headerLength]), payload: payload, offload: offload) {
+            if output.transmit(headers: UnsafeRawBufferPointer(rebasing: headers[0..<headerLength]), payload: payload, offload: offload) == .sent {
                 let segments = (piece + segment - 1) / segment
                 counters.packetsOut += segments
                 counters.bytesOut += piece + segments * headerLength
@@ -853,6 +935,7 @@ public final class NICDataPlane {
             let held = newDeferredPacket()
             deferred[Int(held)].bytes.append(contentsOf: packet)
             deferred[Int(held)].arrival = now
+            deferred[Int(held)].timestampMoved = false
             deferredBytes += packet.count
             counters.deferredPackets += 1
             counters.payloadBytesCopied += packet.count
@@ -860,7 +943,7 @@ public final class NICDataPlane {
             considerReady(index)
             return
         }
-        if output.transmit(headers: packet, payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil) {
+        if output.transmit(headers: packet, payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil) == .sent {
             counters.packetsOut += 1
             counters.bytesOut += packet.count
         } else {
@@ -894,9 +977,11 @@ public final class NICDataPlane {
     /// peer's timestamps stay in order and its RTT samples stay the wire's).
     private func transmitDeferred<O: NICOutput>(_ index: UInt32, now: Instant, output: inout O) -> Bool {
         let waited = (now - deferred[Int(index)].arrival) / 1_000_000
+        let move = !deferred[Int(index)].timestampMoved && waited > 0
+        deferred[Int(index)].timestampMoved = true
         return deferred[Int(index)].bytes.withUnsafeMutableBytes { packet in
-            if waited > 0 { Self.addToTimestamp(packet, milliseconds: UInt32(min(waited, UInt64(UInt32.max)))) }
-            guard output.transmit(headers: UnsafeRawBufferPointer(packet), payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil) else {
+            if move { Self.addToTimestamp(packet, milliseconds: UInt32(min(waited, UInt64(UInt32.max)))) }
+            guard output.transmit(headers: UnsafeRawBufferPointer(packet), payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil) == .sent else {
                 counters.wireRefusals += 1
                 return false
             }
@@ -906,8 +991,7 @@ public final class NICDataPlane {
         }
     }
 
-    /// Adds `milliseconds` to a TCP segment's TSval, keeping its checksum right (RFC 1624). Undone on retry:
-    /// the bytes are changed once only, by the caller's single call per held packet.
+    /// Adds `milliseconds` to a TCP segment's TSval, keeping its checksum right (RFC 1624).
     static func addToTimestamp(_ packet: UnsafeMutableRawBufferPointer, milliseconds: UInt32) {
         guard packet.count >= 40 else { return }
         let ip = Int(packet[0] & 0x0F) * 4

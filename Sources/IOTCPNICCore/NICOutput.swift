@@ -5,11 +5,21 @@ public protocol NICOutput {
     /// With `offload`, the TCP checksum holds only the pseudo-header sum for the wire to finish, and a packet
     /// longer than one segment is a super-segment the wire cuts at `offload.segmentSize`.
     ///
-    /// Returns false when the wire refused the packet (its queue is full): nothing of it left, and the data
-    /// plane tries again on a later turn. A packet the wire accepted and then lost counts as sent.
-    mutating func transmit(headers: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: PacketOffload?) -> Bool
+    /// `.refused` when the wire's queue is full (nothing of it left; the data plane tries again on a later
+    /// turn); `.unreadablePayload` when the payload's memory could not be read (a mapped file truncated under
+    /// it). A packet the wire accepted and then lost counts as sent.
+    mutating func transmit(headers: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: PacketOffload?) -> TransmitResult
     /// A command for the host: OPENED, DEVICE, STAT, ECHO, ERROR, PACKET_IN.
     mutating func reply(_ command: Command)
+}
+
+/// What became of a packet handed to the wire.
+public enum TransmitResult: Hashable, Sendable {
+    case sent
+    /// The wire's queue is full: nothing left.
+    case refused
+    /// The payload's memory could not be read (EFAULT: a file mapping past the file's end).
+    case unreadablePayload
 }
 
 /// What the wire finishes for a packet the NIC hands it.

@@ -11,14 +11,15 @@ public protocol WireBackend: AnyObject {
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(WireFailure) -> Int?
     /// One frame made of `header` followed by `payload` (gathered, not copied together here); with
     /// `offload`, a frame whose TCP checksum the wire finishes, cut at the MSS if it is a super-segment.
-    /// Returns false when the wire's queue is full and the frame was not taken.
-    func write(header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: SegmentationOffload?) throws(WireFailure) -> Bool
+    /// `.refused` when the wire's queue is full and the frame was not taken; `.unreadablePayload` when the
+    /// payload's memory faulted (a mapped file truncated under it).
+    func write(header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: SegmentationOffload?) throws(WireFailure) -> TransmitResult
 }
 
 extension WireBackend {
     /// An ordinary frame, in one piece.
     @discardableResult
-    public func write(_ frame: UnsafeRawBufferPointer) throws(WireFailure) -> Bool {
+    public func write(_ frame: UnsafeRawBufferPointer) throws(WireFailure) -> TransmitResult {
         try write(header: frame, payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil)
     }
 }
@@ -71,14 +72,14 @@ public final class MemoryWire: WireBackend {
         return count
     }
 
-    public func write(header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: SegmentationOffload?) throws(WireFailure) -> Bool {
+    public func write(header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: SegmentationOffload?) throws(WireFailure) -> TransmitResult {
         if offload != nil && !takesSuperSegments { throw WireFailure(description: "this memory wire takes no offloads") }
         if refuseWrites {
             refused += 1
-            return false
+            return .refused
         }
         sent.append(Array(header) + Array(payload))
         sentOffloads.append(offload)
-        return true
+        return .sent
     }
 }

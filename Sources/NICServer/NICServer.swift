@@ -113,6 +113,7 @@ struct NICServer: ParsableCommand {
             metadata["rdma-credit-stalls"] = "\(figures.creditStalls)"
         }
         logger.notice("counters", metadata: metadata)
+        logger.notice("queues: \(runtime.dataPlane.queueSummary)")
     }
 }
 

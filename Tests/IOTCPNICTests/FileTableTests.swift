@@ -127,7 +127,8 @@ struct FileTableTests {
             for (tag, read) in reads.enumerated() {
                 #expect(results[tag] == read.length, "\(disk.name): read \(tag)")
                 let bytes = Array(UnsafeRawBufferPointer(start: pool.address(read.buffer), count: read.length))
-                #expect(bytes == Array(root.content[read.offset..<(read.offset + read.length)]), "\(disk.name): read \(tag)'s bytes")
+                let intact = bytes == Array(root.content[read.offset..<(read.offset + read.length)])
+                #expect(intact, "\(disk.name): read \(tag)'s bytes")
                 pool.give(read.buffer)
             }
             #expect(disk.inFlight == 0)
@@ -152,7 +153,8 @@ struct FileTableTests {
         nic.handle(.send(FlowID(1), SendRange(sequence: SequenceNumber(0), length: 100_000, file: try #require(fileID), offset: 0,
                                               template: NICDataPlaneTests.template)), received: .zero, now: .zero, output: &output)
         settle(nic, output: &output)
-        #expect(output.packets.compactMap { parseSegment($0)?.1 }.flatMap { $0 } == root.content)
+        let intact = output.packets.compactMap { parseSegment($0)?.1 }.flatMap { $0 } == root.content
+        #expect(intact)
         if getuid() == 0 {
             #expect(disk.registeredSlabs == 1 && disk.registrationFailures == 0, "as root the pool's slab is registered")
         } else {
@@ -187,13 +189,15 @@ struct FileTableTests {
         #expect(output.errors.isEmpty, "\(output.errors)")
         let bytes = output.packets.compactMap { parseSegment($0)?.1 }.flatMap { $0 }
         let expected = [(1, 1), (4095, 2), (12_345, 70_001), (99_000, 1_000)].flatMap { root.content[$0.0..<($0.0 + $0.1)] }
-        #expect(bytes == expected)
+        let intact = bytes == expected
+        #expect(intact)
         // Bufferless: a retransmission re-reads, aligned again.
         output.packets.removeAll()
         nic.handle(.retransmit(FlowID(1), sequence: SequenceNumber(3), length: 5000, template: NICDataPlaneTests.template),
                    received: .zero, now: .zero, output: &output)
         settle(nic, output: &output)
-        #expect(output.packets.compactMap { parseSegment($0)?.1 }.flatMap { $0 } == Array(root.content[12_345..<(12_345 + 5000)]))
+        let resentIntact = output.packets.compactMap { parseSegment($0)?.1 }.flatMap { $0 } == Array(root.content[12_345..<(12_345 + 5000)])
+        #expect(resentIntact)
     }
 
     @Test("the block device under a device number, from sysfs: a partition's namespace, a whole disk, none")

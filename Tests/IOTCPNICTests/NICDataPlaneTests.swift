@@ -184,7 +184,8 @@ struct NICDataPlaneTests {
         let resent = try output.packets[sent...].map { try #require(parseSegment($0)) }
         #expect(resent.allSatisfy { $0.2 }, "checksums verify")
         let bytes = resent.sorted { $0.0.sequenceNumber < $1.0.sequenceNumber }.flatMap { $0.1 }
-        #expect(bytes == Array(root.content[7_000..<10_000]))
+        let intact = bytes == Array(root.content[7_000..<10_000])
+        #expect(intact)
         nic.handle(.acknowledged(FlowID(9), through: SequenceNumber(28_000)), received: .zero, now: .zero, output: &output)
         #expect(nic.store.heldBytes == 0 && nic.store.bufferedBytes == 0 && nic.pool.inUse == 0)
     }
@@ -377,7 +378,8 @@ struct NICDataPlaneTests {
         settle(nic, now: .milliseconds(4), output: &output)
         #expect(output.packets.count == 7 && output.echoes.count == 1 && output.echoes.first?.2 == 4_000_000)
         let bytes = output.packets.compactMap { parseSegment($0)?.1 }.flatMap { $0 }
-        #expect(bytes == Array(root.content[0..<10_000]))
+        let intact = bytes == Array(root.content[0..<10_000])
+        #expect(intact)
     }
 
     @Test("a file closed by the host while its read is in flight: the read finishes on the old descriptor")
@@ -454,5 +456,96 @@ struct NICDataPlaneTests {
         settle(nic, output: &output)
         #expect(output.errors.isEmpty, "\(output.errors.prefix(3))")
         #expect(nic.store.heldBytes == 0 && nic.store.bufferedBytes == 0 && nic.pool.inUse == 0 && nic.chunksInUse == 0)
+    }
+}
+
+@Suite("NIC data plane: sending from the page cache")
+struct PageCacheTests {
+    @Test("with checksums left to the wire, cached file bytes go out from the file's mapping: no read, no buffer, byte-exact")
+    func sendsFromTheMapping() throws {
+        let root = try ExportRoot()
+        let nic = try makePlane(root)
+        nic.offloads = .all
+        let (_, fileID) = openFile(nic, "sub/data.bin")
+        // Make sure the file's pages are cached (they were just written; read them once more to be sure).
+        _ = try Data(contentsOf: URL(fileURLWithPath: root.path + "/sub/data.bin"))
+        var output = CollectingNICOutput()
+        nic.handle(.flowOpen(FlowID(1), flowEndpoints), received: .zero, now: .zero, output: &output)
+        nic.handle(.send(FlowID(1), SendRange(sequence: SequenceNumber(0), length: 100_000, file: try #require(fileID), offset: 0,
+                                              template: NICDataPlaneTests.template)), received: .zero, now: .zero, output: &output)
+        settle(nic, output: &output)
+        #expect(nic.counters.mappedChunks == 2 && nic.counters.reads == 0 && nic.pool.allocatedBytes == 0,
+                "\(nic.counters.mappedChunks) chunks mapped, \(nic.counters.reads) reads")
+        var payload: [UInt8] = []
+        for (index, packet) in output.packets.enumerated() {
+            let size = output.segmentSizes[index]
+            payload += Array(packet[52...])
+            #expect(size == 1448 && output.checksumOffloaded[index])
+        }
+        let intact = payload == root.content
+        #expect(intact)
+        // Kept as a file range; a retransmission comes from the mapping again.
+        #expect(nic.store.heldBytes == 100_000 && nic.store.bufferedBytes == 0)
+        output.packets.removeAll()
+        nic.handle(.retransmit(FlowID(1), sequence: SequenceNumber(5000), length: 3000, template: NICDataPlaneTests.template),
+                   received: .zero, now: .zero, output: &output)
+        settle(nic, output: &output)
+        let resentIntact = output.packets.map { Array($0[52...]) }.flatMap { $0 } == Array(root.content[5000..<8000])
+        #expect(resentIntact)
+        #expect(nic.counters.reads == 0 && nic.counters.mappedChunks == 3)
+        nic.handle(.acknowledged(FlowID(1), through: SequenceNumber(100_000)), received: .zero, now: .zero, output: &output)
+        #expect((nic.files as! FileTable).leasesOut == 0 && nic.chunksInUse == 0)
+    }
+
+    @Test("without checksum offload (faults or capture on the path), bytes are read into buffers as before")
+    func mappingNeedsChecksumOffload() throws {
+        let root = try ExportRoot()
+        let nic = try makePlane(root)
+        let (_, fileID) = openFile(nic, "sub/data.bin")
+        var output = CollectingNICOutput()
+        nic.handle(.flowOpen(FlowID(1), flowEndpoints), received: .zero, now: .zero, output: &output)
+        nic.handle(.send(FlowID(1), SendRange(sequence: SequenceNumber(0), length: 100_000, file: try #require(fileID), offset: 0,
+                                              template: NICDataPlaneTests.template)), received: .zero, now: .zero, output: &output)
+        settle(nic, output: &output)
+        #expect(nic.counters.mappedChunks == 0 && nic.counters.reads == 2)
+        let intact = output.packets.compactMap { parseSegment($0)?.1 }.flatMap { $0 } == root.content
+        #expect(intact)
+    }
+}
+
+@Suite("NIC data plane: read-ahead and retransmissions")
+struct ReadAheadTests {
+    /// A RETRANSMIT over several bufferless ranges makes one re-read each, sent in order from the urgent
+    /// queue. With the read-ahead nearly used up, the first of them must still be read first: were the later
+    /// ones to take the last slots, the first (which the others wait behind) could never start.
+    @Test("a multi-range bufferless RETRANSMIT under a small read-ahead completes, in order")
+    func rereadsKeepTheirOrder() throws {
+        let files = MemoryFiles()
+        let content = (0..<400_000).map { UInt8(truncatingIfNeeded: $0 &* 13) }
+        files.add("f", content)
+        var limits = NICDataPlane.Limits()
+        limits.maximumReadAheadChunks = 2
+        let nic = NICDataPlane(files: files, disk: MemoryDisk(files: files), retransmitMode: .bufferless, limits: limits)
+        let (_, fileID) = openFile(nic, "f")
+        let file = try #require(fileID)
+        var output = CollectingNICOutput()
+        nic.handle(.flowOpen(FlowID(1), flowEndpoints), received: .zero, now: .zero, output: &output)
+        // Four SENDs of 60,000 bytes: four stored ranges.
+        for index in 0..<4 {
+            nic.handle(.send(FlowID(1), SendRange(sequence: SequenceNumber(UInt32(index * 60_000)), length: 60_000, file: file,
+                                                  offset: UInt64(index * 60_000), template: NICDataPlaneTests.template)),
+                       received: .zero, now: .zero, output: &output)
+        }
+        for _ in 0..<20 { nic.poll(now: .zero, output: &output) }
+        #expect(output.echoes.count == 4)
+        output.packets.removeAll()
+        nic.handle(.retransmit(FlowID(1), sequence: SequenceNumber(10_000), length: 200_000, template: NICDataPlaneTests.template),
+                   received: .zero, now: .zero, output: &output)
+        for _ in 0..<20 { nic.poll(now: .zero, output: &output) }
+        let resent = output.packets.compactMap { parseSegment($0) }
+        #expect(resent.map(\.0.sequenceNumber.rawValue) == resent.map(\.0.sequenceNumber.rawValue).sorted(), "in order")
+        let intact = resent.flatMap(\.1) == Array(content[10_000..<210_000])
+        #expect(intact, "every byte, once")
+        #expect(nic.chunksInUse == 0 && output.errors.isEmpty)
     }
 }

@@ -19,15 +19,15 @@ struct CollectingNICOutput: NICOutput {
     var refuse = false
     var refusals = 0
 
-    mutating func transmit(headers: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: PacketOffload?) -> Bool {
+    mutating func transmit(headers: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: PacketOffload?) -> TransmitResult {
         if refuse {
             refusals += 1
-            return false
+            return .refused
         }
         packets.append(Array(headers) + Array(payload))
         segmentSizes.append(Int(offload?.segmentSize ?? 0))
         checksumOffloaded.append(offload != nil)
-        return true
+        return .sent
     }
 
     mutating func reply(_ command: Command) {

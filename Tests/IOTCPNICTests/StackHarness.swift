@@ -42,10 +42,10 @@ final class StackHarness {
 
     struct NICSide: NICOutput {
         unowned let harness: StackHarness
-        mutating func transmit(headers: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: PacketOffload?) -> Bool {
+        mutating func transmit(headers: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: PacketOffload?) -> TransmitResult {
             #expect(offload == nil, "offloads are off unless a wire asks for them")
             harness.toClient.append(Array(headers) + Array(payload))
-            return true
+            return .sent
         }
         mutating func reply(_ command: Command) {
             if case .error(_, let report) = command { harness.nicErrors.append(report.textString) }
