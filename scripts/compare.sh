@@ -142,9 +142,10 @@ start() {
       (run_in "$group" taskset -c 0 .build/release/iotcp-fileserver --root "$work/www" --netns cmp-iotcp --address 10.97.0.2/24 --quiet \
         "${iotcp_cold[@]}" >"$work/iotcp.out" 2>"$work/iotcp.log") &
       server_pids=($!) nic_thread=iotcp-nic client_ns=cmp-iotcp url_base=http://10.97.0.2:8080 ;;
-    iotcp-split|iotcp-split-direct)
+    iotcp-split|iotcp-split-direct|iotcp-split-nomap)
       local direct=()
       [ "$1" = iotcp-split-direct ] && direct=(--direct-io)
+      [ "$1" = iotcp-split-nomap ] && direct=(--no-map-files)
       (run_in "$group" taskset -c 0 .build/release/iotcp-nic --export-root "$work/www" --channel "shm:$work/nic.sock" --netns cmp-iotcp \
         --address 10.97.0.2/24 --once "${iotcp_cold[@]}" "${direct[@]}" >"$work/nic.out" 2>"$work/nic.log") &
       nic_pids=($!) nic_log=$work/nic.log

@@ -54,7 +54,7 @@ int iotcp_uring_register_eventfd(struct iotcp_uring *handle, int descriptor) {
 }
 
 int iotcp_uring_queue_read(struct iotcp_uring *handle, int descriptor, void *buffer, unsigned length, uint64_t offset,
-                           int registered_index, uint64_t tag) {
+                           int registered_index, int in_background, uint64_t tag) {
     struct io_uring_sqe *entry = io_uring_get_sqe(&handle->ring);
     if (entry == NULL) return -EBUSY;
     if (registered_index >= 0) {
@@ -62,6 +62,7 @@ int iotcp_uring_queue_read(struct iotcp_uring *handle, int descriptor, void *buf
     } else {
         io_uring_prep_read(entry, descriptor, buffer, length, offset);
     }
+    if (in_background) entry->flags |= IOSQE_ASYNC;
     io_uring_sqe_set_data64(entry, tag);
     return 0;
 }

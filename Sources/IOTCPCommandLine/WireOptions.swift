@@ -53,6 +53,9 @@ public struct WireOptions: ParsableArguments {
     @Flag(help: "Open files with O_DIRECT: reads bypass the page cache (aligned reads into aligned buffers).")
     public var directIo = false
 
+    @Flag(inversion: .prefixedNo, help: "Send what the page cache holds straight from the file's mapping (no read, no copy) where the wire finishes checksums.")
+    public var mapFiles = true
+
     @Option(help: "Make every disk read take this many milliseconds longer (a slow or cold disk, for tests).")
     public var diskDelayMs = 0.0
 
@@ -96,7 +99,7 @@ public struct WireOptions: ParsableArguments {
 
     /// The export root's file table as these options ask for it.
     public func makeFileTable(root: String) throws -> FileTable {
-        do { return try FileTable(root: root, directIO: directIo) } catch { throw ValidationError("export root \(root): \(error)") }
+        do { return try FileTable(root: root, directIO: directIo, mapFiles: mapFiles) } catch { throw ValidationError("export root \(root): \(error)") }
     }
 
     /// The data plane over `files`, with the disk, store and memory these options ask for.

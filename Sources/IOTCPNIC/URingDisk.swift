@@ -74,12 +74,12 @@ public final class URingDisk: DiskIO {
     public func submit(_ read: DiskRead, now: Instant) -> Bool {
         guard inFlight < capacity, read.length > 0 else { return false }
         var result = iotcp_uring_queue_read(ring, read.descriptor, read.destination, UInt32(read.length), read.offset,
-                                            read.registeredSlab, read.tag)
+                                            read.registeredSlab, read.missesCache ? 1 : 0, read.tag)
         if result == -EBUSY {
             // Every submission slot holds an unsubmitted read: hand them over and take the slot.
             flush()
             result = iotcp_uring_queue_read(ring, read.descriptor, read.destination, UInt32(read.length), read.offset,
-                                            read.registeredSlab, read.tag)
+                                            read.registeredSlab, read.missesCache ? 1 : 0, read.tag)
         }
         guard result == 0 else { return false }
         inFlight += 1

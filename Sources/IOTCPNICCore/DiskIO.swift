@@ -44,14 +44,20 @@ public struct DiskRead: Hashable, @unchecked Sendable {
     public var length: Int
     public var destination: UnsafeMutableRawPointer
     public var registeredSlab: Int32
+    /// The caller knows the bytes are not in the page cache: a disk with worker threads should hand the read
+    /// to them at once rather than try it inline (where the page cache's allocation, and under a memory
+    /// limit its reclaim, would stall the loop).
+    public var missesCache: Bool
     public var tag: UInt64
 
-    public init(descriptor: Int32, offset: UInt64, length: Int, destination: UnsafeMutableRawPointer, registeredSlab: Int32 = -1, tag: UInt64) {
+    public init(descriptor: Int32, offset: UInt64, length: Int, destination: UnsafeMutableRawPointer, registeredSlab: Int32 = -1,
+                missesCache: Bool = false, tag: UInt64) {
         self.descriptor = descriptor
         self.offset = offset
         self.length = length
         self.destination = destination
         self.registeredSlab = registeredSlab
+        self.missesCache = missesCache
         self.tag = tag
     }
 }

@@ -167,6 +167,8 @@ public final class NICDataPlane {
         var buffer = StoredRange.noBuffer
         /// The payload in the file's mapping, when the page cache held it (no buffer, no read).
         var mapped: UnsafeRawPointer?
+        /// The page cache was found not to hold the bytes (the read goes to the disk's workers).
+        var missesCache = false
         /// Where the read began in the file (aligned down for direct I/O), how much of it is needed, and
         /// how much has arrived.
         var readStart: UInt64 = 0
@@ -531,8 +533,11 @@ public final class NICDataPlane {
         let slot = Int(chunk)
         guard offloads.checksum, chunks[slot].holdsLease, let mapping = files.mapping(chunks[slot].lease) else { return false }
         let offset = chunks[slot].fileOffset, length = chunks[slot].length
-        guard offset + UInt64(length) <= UInt64(mapping.count),
-              files.isResident(chunks[slot].lease, offset: offset, length: length) else { return false }
+        guard offset + UInt64(length) <= UInt64(mapping.count) else { return false }
+        guard files.isResident(chunks[slot].lease, offset: offset, length: length) else {
+            chunks[slot].missesCache = true
+            return false
+        }
         chunks[slot].mapped = UnsafeRawPointer(mapping.baseAddress! + Int(offset))
         chunks[slot].state = .ready
         counters.mappedChunks += 1
@@ -564,7 +569,8 @@ public final class NICDataPlane {
         let read = DiskRead(
             descriptor: chunks[slot].lease.descriptor, offset: chunks[slot].readStart + UInt64(done),
             length: chunks[slot].readLength - done, destination: pool.address(buffer) + done,
-            registeredSlab: slab < registeredSlabs.count && registeredSlabs[slab] ? Int32(slab) : -1, tag: UInt64(chunk))
+            registeredSlab: slab < registeredSlabs.count && registeredSlabs[slab] ? Int32(slab) : -1,
+            missesCache: chunks[slot].missesCache, tag: UInt64(chunk))
         if disk.submit(read, now: now) {
             counters.reads += 1
             counters.maximumReadsInFlight = max(counters.maximumReadsInFlight, disk.inFlight)

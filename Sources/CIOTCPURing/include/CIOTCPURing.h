@@ -23,10 +23,12 @@ int iotcp_uring_register_buffer(struct iotcp_uring *ring, unsigned index, void *
 int iotcp_uring_register_eventfd(struct iotcp_uring *ring, int descriptor);
 
 // Queues a read of `length` bytes of `descriptor` at `offset` into `buffer`, tagged `tag`; with
-// `registered_index` >= 0, `buffer` lies inside that registered buffer. Nothing reaches the kernel until
-// iotcp_uring_submit. 0, or -EBUSY when every submission slot is taken.
+// `registered_index` >= 0, `buffer` lies inside that registered buffer. With `in_background`, the kernel
+// runs it on its own worker threads from the start (IOSQE_ASYNC) instead of trying it inline first: for
+// reads known to miss the page cache, whose page allocation and reclaim would otherwise stall the caller.
+// Nothing reaches the kernel until iotcp_uring_submit. 0, or -EBUSY when every submission slot is taken.
 int iotcp_uring_queue_read(struct iotcp_uring *ring, int descriptor, void *buffer, unsigned length, uint64_t offset,
-                           int registered_index, uint64_t tag);
+                           int registered_index, int in_background, uint64_t tag);
 
 // Hands every queued read to the kernel in one system call: how many, or a negative errno value.
 int iotcp_uring_submit(struct iotcp_uring *ring);
