@@ -116,6 +116,7 @@ let package = Package(
             ],
             path: "Benchmarks/IOTCPBench"),
 
+        .testTarget(name: "FileServerTests", dependencies: ["FileServer"]),
         .testTarget(name: "IOTCPCommonTests", dependencies: ["IOTCPCommon"],
                     exclude: ["Fixtures"]),
         .testTarget(name: "IOTCPChannelsTests", dependencies: ["IOTCPCommon", "IOTCPChannels"]),

@@ -127,9 +127,73 @@ gso_expert=$(tshark -r "$work/gso.pcap" -q -z expert 2>&1; echo "exit=$?")
 check "tshark reads the super-segment capture" "exit=0" "$(echo "$gso_expert" | tail -1)"
 check "no malformed frame among super-segments" "" "$(echo "$gso_expert" | grep -A20 '^Errors' | grep -E 'Malformed' | head -3)"
 
+# Hostile and careless clients, with short timeouts so the run stays short.
+mkfifo "$work/www/pipe"
+echo private > "$work/www/private" && chmod 000 "$work/www/private"
+start_server hardening --header-timeout 2 --idle-timeout 3 --send-timeout 4
+elapsed_ms() {  # elapsed_ms SCRIPT: runs SCRIPT (bash, fd 3 open to the server) in the namespace; ms until the server closed
+  ip netns exec "$namespace" timeout 15 bash -c 'exec 3<>/dev/tcp/10.88.0.2/8080; '"$1"'; start=$(date +%s%N); cat <&3 >/dev/null; echo $(( ($(date +%s%N) - start) / 1000000 ))'
+}
+slowloris=$(elapsed_ms 'printf "GET /index.html HTTP/1.1\r\nHo" >&3')
+check "a request head still incomplete after --header-timeout (2 s) is closed" yes \
+  "$([ "${slowloris:-0}" -ge 1800 ] && [ "$slowloris" -lt 4500 ] && echo yes || echo "closed after ${slowloris:-no} ms")"
+idle=$(elapsed_ms 'printf "GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n" >&3')
+check "an idle keep-alive connection is closed after --idle-timeout (3 s)" yes \
+  "$([ "${idle:-0}" -ge 2800 ] && [ "$idle" -lt 6000 ] && echo yes || echo "closed after ${idle:-no} ms")"
+raw() {  # raw TEXT: sends TEXT on one connection and prints the response status codes
+  ip netns exec "$namespace" timeout 10 bash -c 'exec 3<>/dev/tcp/10.88.0.2/8080; printf "$1" >&3; cat <&3' _ "$1" |
+    grep -ao 'HTTP/1.1 [0-9][0-9][0-9]' | awk '{print $2}' | tr '\n' ' '
+}
+check "Content-Length beside Transfer-Encoding is refused, and the connection closed" "400 " \
+  "$(raw 'GET /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /index.html HTTP/1.1\r\nHost: x\r\n\r\n')"
+check "two different Content-Lengths are refused" "400 " "$(raw 'GET /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab')"
+body='GET /missing HTTP/1.1\r\nHost: x\r\n\r\n'
+check "a GET's body is read and thrown away, not taken for a request" "200 200 " \
+  "$(raw "GET /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: $(printf "$body" | wc -c)\r\n\r\n${body}GET /file-1.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")"
+check "an HTTP/1.1 request without Host is refused" "400 " "$(raw 'GET /index.html HTTP/1.1\r\n\r\n')"
+check "an absolute-form target is served" "200 " "$(raw 'GET http://10.88.0.2:8080/index.html HTTP/1.1\r\nHost: 10.88.0.2\r\nConnection: close\r\n\r\n')"
+start=$(date +%s%N)
+check "a FIFO under the root is refused (403), at once" 403 "$(client -o /dev/null -w '%{http_code}' --max-time 5 http://10.88.0.2:8080/pipe)"
+check "... and the NIC goes on serving" 200 "$(client -o /dev/null -w '%{http_code}' --max-time 5 http://10.88.0.2:8080/index.html)"
+check "... all within 2 s" yes "$([ $(( ($(date +%s%N) - start) / 1000000 )) -lt 2000 ] && echo yes || echo no)"
+check "a file its owner may not read (mode 000) is refused, though the NIC runs as root" 403 \
+  "$(client -o /dev/null -w '%{http_code}' http://10.88.0.2:8080/private)"
+rss_before=$(awk '/^VmRSS/ {print $2}' /proc/"$server_pid"/status)
+# A client that asks for 200 MiB, reads none of it and pushes junk: the server holds a bounded amount of
+# it (the rest waits in TCP's window), and gives the stalled response up after --send-timeout (4 s).
+ip netns exec "$namespace" timeout 8 bash -c 'exec 3<>/dev/tcp/10.88.0.2/8080
+  printf "GET /file-209715200.bin HTTP/1.1\r\nHost: x\r\n\r\n" >&3; head -c 209715200 /dev/zero >&3' 2>/dev/null
+rss_after=$(awk '/^VmRSS/ {print $2}' /proc/"$server_pid"/status)
+check "junk sent by a client that reads nothing grows the server by less than 16 MiB" yes \
+  "$([ $((rss_after - rss_before)) -lt 16384 ] && echo yes || echo "grew $(( (rss_after - rss_before) / 1024 )) MiB")"
+stop_server
+check "the stalled response was given up after --send-timeout" yes \
+  "$(grep -oE 'send-timeouts=[1-9][0-9]*' "$work/hardening.log" >/dev/null && echo yes || grep -o 'send-timeouts=[0-9]*' "$work/hardening.log")"
+check "timeouts were counted (header, idle)" yes \
+  "$(grep -qE 'header-timeouts=[1-9].*idle-timeouts=[1-9]' "$work/hardening.log" && echo yes || grep -o 'header-timeouts=[0-9]* idle-timeouts=[0-9]*' "$work/hardening.log")"
+rm -f "$work/www/pipe" "$work/www/private"
+
+# Out of descriptors: the server may hold few files; slow downloads take them all. The others must hear
+# 503 (resource exhaustion), never 404 (as if the file were missing).
+(ulimit -n 48; exec "$binary" --root "$work/www" --netns "$namespace" --address 10.88.0.2/24 >"$work/emfile.out" 2>"$work/emfile.log") &
+server_pid=$!
+for _ in $(seq 100); do grep -q "^serving http://" "$work/emfile.out" 2>/dev/null && break; sleep 0.1; done
+for index in $(seq 40); do
+  client -o /dev/null -w '%{http_code}\n' --limit-rate 200k --max-time 4 "http://10.88.0.2:8080/file-10485760.bin" >>"$work/emfile-codes" 2>/dev/null &
+done
+sleep 1.5
+extra=$(client -o /dev/null -w '%{http_code}' http://10.88.0.2:8080/file-512000.bin)
+wait_for_curls() { for _ in $(seq 60); do [ -z "$(jobs -p | grep -v "^$server_pid$")" ] && break; sleep 0.2; done; }
+wait_for_curls
+codes=$(sort "$work/emfile-codes" | uniq -c | awk '{print $2}' | tr '\n' ' ')
+check "out of descriptors: 503 Service Unavailable, never 404" yes \
+  "$( (echo " $codes $extra " | grep -q ' 503 ') && ! (echo " $codes $extra " | grep -q ' 404 ') && echo yes || echo "codes: $codes, then $extra")"
+stop_server
+check "... the server was not taken down by it" "" "$(grep -iE 'fatal|crash' "$work/emfile.log" | head -2)"
+
 # A slow disk (30 ms a read): downloads arrive whole, the NIC reports its delay in every ECHO, and the host
 # retransmits nothing (it takes the NIC's delay out of its RTT).
-start_server slowdisk --disk-delay-ms 30
+start_server slowdisk --disk-delay-ms 30 --no-map-files  # every byte read through the (slow) disk
 for size in 512000 10485760; do
   status=$(client -o "$work/got" -w '%{http_code}' "http://10.88.0.2:8080/file-$size.bin")
   check "slow disk: GET $size bytes" "200 $(sha256sum < "$work/www/file-$size.bin")" "$status $(sha256sum < "$work/got")"

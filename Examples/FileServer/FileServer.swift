@@ -46,10 +46,30 @@ struct FileServer: ParsableCommand {
     @Flag(help: "Do not log each request.")
     var quiet = false
 
+    @Option(help: "Seconds a request head may take to arrive whole (slowloris defence).")
+    var headerTimeout = 20.0
+
+    @Option(help: "Seconds an idle keep-alive connection is kept.")
+    var idleTimeout = 60.0
+
+    @Option(help: "Seconds a response may go without the client acknowledging anything before it is abandoned.")
+    var sendTimeout = 60.0
+
+    @Option(help: "Bytes of unparsed input (pipelined requests) kept per connection; past it, reading waits.")
+    var maxPendingInput = 65536
+
+    @Option(help: "Offloaded files a connection may hold on the NIC (responses not yet acknowledged) before its next request waits.")
+    var maxHeldFiles = 8
+
     @OptionGroup(title: "Embedded NIC options")
     var wire: WireOptions
 
     func run() throws {
+        guard headerTimeout > 0, idleTimeout > 0, sendTimeout > 0, maxPendingInput >= HTTPRequest.maximumHead + 4, maxHeldFiles > 0 else {
+            throw ValidationError("timeouts must be positive, --max-pending-input at least \(HTTPRequest.maximumHead + 4), --max-held-files at least 1")
+        }
+        let limits = HTTPServer.Limits(headerTimeout: headerTimeout, idleTimeout: idleTimeout, sendTimeout: sendTimeout,
+                                       maximumPendingInput: maxPendingInput, maximumHeldFiles: maxHeldFiles)
         NICRuntime.keepFreedMemoryForReuse()
         let namespace: NetworkNamespace
         do { namespace = try NetworkNamespace(name: netns, address: address) } catch { throw ValidationError("\(error)") }
@@ -90,7 +110,7 @@ struct FileServer: ParsableCommand {
 
         let stack = IOTCPStack(channel: channel, address: namespace.stackAddress)
         let server: HTTPServer
-        do { server = try HTTPServer(stack: stack, port: port) } catch { throw ValidationError("listening on port \(port): \(error)") }
+        do { server = try HTTPServer(stack: stack, port: port, limits: limits) } catch { throw ValidationError("listening on port \(port): \(error)") }
         server.accessLog = !quiet
         say("serving http://\(namespace.stackAddress):\(port)/ in network namespace \(netns)")
         let deadline = duration.map { DispatchTime.now().uptimeNanoseconds + UInt64($0 * 1e9) }
@@ -107,8 +127,10 @@ struct FileServer: ParsableCommand {
             }
         }
         let recovery = stack.engine.lossRecovery
+        let http = server.counters
         say("iotcp-fileserver: stopping; \(server.requests) requests served; host: retransmission-timeouts=\(recovery.timeouts) "
-            + "fast-recoveries=\(recovery.fastRecoveries)", to: 2)
+            + "fast-recoveries=\(recovery.fastRecoveries); http: header-timeouts=\(http.headerTimeouts) idle-timeouts=\(http.idleTimeouts) "
+            + "send-timeouts=\(http.sendTimeouts) refused=\(http.refused) read-pauses=\(http.readPauses)", to: 2)
         if let embedded {
             embedded.stop()
             say("iotcp-fileserver: NIC counters: \(NICReport.line(embedded.runtime))", to: 2)

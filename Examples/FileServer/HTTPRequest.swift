@@ -20,10 +20,52 @@ struct HTTPRequest: Equatable {
         }?.value
     }
 
+    /// Every header called `name` (case-insensitive), in order.
+    func headers(_ name: String) -> [String] {
+        headers.compactMap { header in
+            header.name.utf8.count == name.utf8.count && zip(header.name.utf8, name.utf8).allSatisfy { $0 | 0x20 == $1 | 0x20 }
+                ? header.value : nil
+        }
+    }
+
+    /// The largest request body this server reads (and throws away: it serves GET and HEAD only).
+    static let maximumBody = 65536
+
+    /// What follows the head (RFC 9112 §6): the bytes of a body to skip, or the status that refuses the
+    /// request. Any disagreement about where the request ends is refused and the connection closed, so a
+    /// proxy in front and this server can never split the stream differently (request smuggling).
+    func bodyLength() -> Result<Int, RequestRefusal> {
+        let encodings = headers("Transfer-Encoding"), lengths = headers("Content-Length")
+        if !encodings.isEmpty {
+            // A body length two ways (§6.3 item 3), or a coding this server does not take.
+            return .failure(RequestRefusal(status: lengths.isEmpty ? 501 : 400))
+        }
+        guard !lengths.isEmpty else { return .success(0) }
+        // Repeated fields, or one field listing the same value twice, must agree (§6.3 item 5).
+        var value: Int?
+        for field in lengths {
+            for item in field.split(separator: ",", omittingEmptySubsequences: false) {
+                let digits = item.trimmingCharacters(in: .whitespaces)
+                guard !digits.isEmpty, digits.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), digits.utf8.count <= 18,
+                      let length = Int(digits), value == nil || value == length
+                else { return .failure(RequestRefusal(status: 400)) }
+                value = length
+            }
+        }
+        guard let value else { return .failure(RequestRefusal(status: 400)) }
+        return value > Self.maximumBody ? .failure(RequestRefusal(status: 413)) : .success(value)
+    }
+
+    /// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host field; HTTP/1.0 may have none.
+    var hostIsValid: Bool {
+        let hosts = headers("Host")
+        return version == "HTTP/1.0" ? hosts.count <= 1 : hosts.count == 1
+    }
+
     /// HTTP/1.1 keeps the connection unless asked not to; HTTP/1.0 closes unless asked to keep it.
     var keepAlive: Bool {
-        let connection = header("Connection")?.lowercased()
-        return version == "HTTP/1.1" ? connection != "close" : connection == "keep-alive"
+        let options = headers("Connection").flatMap { $0.lowercased().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        return version == "HTTP/1.0" ? options.contains("keep-alive") : !options.contains("close")
     }
 
     enum ParseResult: Equatable {
@@ -65,8 +107,9 @@ struct HTTPRequest: Equatable {
         let requestLine = lines[0]
         if requestLine.count > maximumRequestLine { return .failure(status: 414) }
         let parts = requestLine.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
-        guard parts.count == 3, !parts[0].isEmpty, parts[1].first == UInt8(ascii: "/"),
-              parts[2].starts(with: "HTTP/1.".utf8) else {
+        // HTTP/1.x with one digit of minor version (RFC 9112 §2.3); above 1.1 it is served as 1.1.
+        guard parts.count == 3, !parts[0].isEmpty, parts[2].count == 8, parts[2].starts(with: "HTTP/1.".utf8),
+              let minor = parts[2].last, minor >= 48 && minor <= 57, let target = originForm(parts[1]) else {
             return .failure(status: 400)
         }
         var headers: [(String, String)] = []
@@ -79,9 +122,25 @@ struct HTTPRequest: Equatable {
             headers.append((String(decoding: line[line.startIndex..<colon], as: UTF8.self),
                             String(decoding: line[valueStart..<valueEnd], as: UTF8.self)))
         }
-        let request = HTTPRequest(method: String(decoding: parts[0], as: UTF8.self), target: String(decoding: parts[1], as: UTF8.self),
+        let request = HTTPRequest(method: String(decoding: parts[0], as: UTF8.self), target: String(decoding: target, as: UTF8.self),
                                   version: String(decoding: parts[2], as: UTF8.self), headers: headers)
         return .request(request, consumed: end + 4 - bytes.startIndex)
+    }
+
+    /// The request target as a path (RFC 9112 §3.2): origin-form as it is, absolute-form (`http://host/path`,
+    /// what a client talking to a proxy sends) reduced to its path. Anything else (`*`, authority-form) is
+    /// not for a file server.
+    private static func originForm(_ target: ArraySlice<UInt8>) -> ArraySlice<UInt8>? {
+        if target.first == UInt8(ascii: "/") { return target }
+        for scheme in ["http://", "https://"] where target.count > scheme.utf8.count {
+            let prefix = target.prefix(scheme.utf8.count)
+            guard zip(prefix, scheme.utf8).allSatisfy({ $0 | 0x20 == $1 }) else { continue }
+            let rest = target.dropFirst(scheme.utf8.count)
+            guard let slash = rest.firstIndex(of: UInt8(ascii: "/")) else { return Array("/".utf8)[...] }
+            guard slash != rest.startIndex else { return nil }  // no authority
+            return rest[slash...]
+        }
+        return nil
     }
 
     private static func headEnd(_ bytes: ArraySlice<UInt8>) -> Int? {
@@ -113,6 +172,11 @@ struct HTTPRequest: Equatable {
         }
         return String(bytes: bytes, encoding: .utf8)
     }
+}
+
+/// Why a request is refused before anything is served: the status, and the connection closes after it.
+struct RequestRefusal: Error, Equatable {
+    let status: Int
 }
 
 /// Content-Type by extension, for the files a static server usually holds.

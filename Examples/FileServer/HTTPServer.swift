@@ -7,7 +7,35 @@ import IOTCPHost
 final class HTTPServer {
     let stack: IOTCPStack
     let listener: Socket
+    let limits: Limits
     private(set) var requests = 0
+    private(set) var counters = Counters()
+
+    /// What one client may make this server hold, and for how long. Each is a defence against a client
+    /// that is slow, idle or hostile on purpose; `Docs/limits.md` lists them with what a client sees.
+    struct Limits {
+        /// A request head must arrive whole within this many seconds of its first byte (slowloris).
+        var headerTimeout: Double = 20
+        /// A connection with no request under way is closed after this many idle seconds.
+        var idleTimeout: Double = 60
+        /// A response whose bytes the client stops acknowledging (a zero window, a vanished client) is
+        /// abandoned after this many seconds without progress.
+        var sendTimeout: Double = 60
+        /// Received bytes kept unparsed per connection (pipelined requests): past it, reading stops and TCP's
+        /// window tells the client to wait.
+        var maximumPendingInput = 65536
+        /// Offloaded files a connection may hold open on the NIC (responses sent, not yet acknowledged)
+        /// before its next request waits.
+        var maximumHeldFiles = 8
+    }
+
+    struct Counters {
+        var headerTimeouts = 0
+        var idleTimeouts = 0
+        var sendTimeouts = 0
+        var refused = 0
+        var readPauses = 0
+    }
     private var sessions: [UInt64: Session] = [:]
     private var nextToken: UInt64 = 1
     private var events: [StackEvent] = []
@@ -18,6 +46,17 @@ final class HTTPServer {
         let socket: Socket
         let token: UInt64
         var input: [UInt8] = []
+        /// Body bytes of the current request still to throw away before the next head.
+        var discard = 0
+        /// When something last happened: a request, a response's progress.
+        var lastActivity: UInt64
+        /// When the first byte of the request head now arriving came (0: none arriving).
+        var headStarted: UInt64 = 0
+        /// The last acknowledged sequence number seen while responding, to tell progress from a stall.
+        var acknowledgedMark: UInt32 = 0
+        /// Reading stopped: too much input waits, or the next request waits for held files.
+        var readPaused = false
+        var waitsForFiles = false
         /// The request whose file is being opened on the NIC.
         var opening: HTTPRequest?
         var head: [UInt8] = []
@@ -27,15 +66,17 @@ final class HTTPServer {
         var closing = false
         var wantsWritable = false
 
-        init(socket: Socket, token: UInt64) {
+        init(socket: Socket, token: UInt64, now: UInt64) {
             self.socket = socket
             self.token = token
+            lastActivity = now
         }
         var responding: Bool { opening != nil || headSent < head.count || body != nil }
     }
 
-    init(stack: IOTCPStack, port: UInt16) throws(IOTCPError) {
+    init(stack: IOTCPStack, port: UInt16, limits: Limits = Limits()) throws(IOTCPError) {
         self.stack = stack
+        self.limits = limits
         listener = try stack.listen(port: port, backlog: 4096)
         try stack.register(listener, interests: .acceptable, token: Self.listenerToken)
     }
@@ -84,13 +125,65 @@ final class HTTPServer {
             }
         }
         for message in stack.takeNICMessages() { log("NIC: \(message)") }
+        let now = stack.now.nanoseconds
+        // Sessions whose next request waited for held files: see whether they may go on.
+        for token in waitingForFiles {
+            guard let session = sessions[token] else { waitingForFiles.remove(token); continue }
+            if stack.heldFileCount(of: session.socket) < limits.maximumHeldFiles {
+                waitingForFiles.remove(token)
+                session.waitsForFiles = false
+                progress(session, token: token)
+            }
+        }
+        if now >= lastSweep + 250_000_000 {
+            lastSweep = now
+            sweepTimeouts(now: now)
+        }
+    }
+
+    private var waitingForFiles: Set<UInt64> = []
+    private var lastSweep: UInt64 = 0
+
+    /// Closes what has waited too long: a request head that never completes, an idle keep-alive
+    /// connection, a response the client stopped taking. Four times a second over every session: a few
+    /// microseconds per thousand connections.
+    private func sweepTimeouts(now: UInt64) {
+        for (token, session) in sessions where !session.closing {
+            if session.responding {
+                let acknowledged = stack.info(of: session.socket)?.sendUnacknowledged.rawValue ?? 0
+                if acknowledged != session.acknowledgedMark {
+                    session.acknowledgedMark = acknowledged
+                    session.lastActivity = now
+                } else if Double(now - session.lastActivity) / 1e9 > limits.sendTimeout {
+                    counters.sendTimeouts += 1
+                    log("- \"-\" send timeout: no progress for \(limits.sendTimeout) s; connection aborted")
+                    finish(session, token: token)
+                }
+            } else if session.headStarted > 0 {
+                if Double(now - session.headStarted) / 1e9 > limits.headerTimeout {
+                    counters.headerTimeouts += 1
+                    closeQuietly(session, token: token)
+                }
+            } else if !session.waitsForFiles, Double(now - session.lastActivity) / 1e9 > limits.idleTimeout {
+                counters.idleTimeouts += 1
+                closeQuietly(session, token: token)
+            }
+        }
+    }
+
+    /// Closes a connection without a response (its timer ran out): a FIN, and TCP's own closing handshake.
+    private func closeQuietly(_ session: Session, token: UInt64) {
+        session.closing = true
+        try? stack.close(session.socket)
+        sessions[token] = nil
+        waitingForFiles.remove(token)
     }
 
     private func acceptAll() {
         while let socket = try? stack.accept(listener) {
             let token = nextToken
             nextToken += 1
-            sessions[token] = Session(socket: socket, token: token)
+            sessions[token] = Session(socket: socket, token: token, now: stack.now.nanoseconds)
             try? stack.register(socket, interests: [.readable, .readClosed], token: token)
         }
     }
@@ -98,13 +191,18 @@ final class HTTPServer {
     /// Reads what came, answers complete requests in order, pushes the response as far as it goes.
     private func progress(_ session: Session, token: UInt64) {
         var peerClosed = false
-        while true {
+        let now = stack.now.nanoseconds
+        // Read while there is room: what a client sends beyond it waits in TCP's window, not in memory.
+        while session.input.count < limits.maximumPendingInput {
             do throws(IOTCPError) {
+                let room = min(buffer.count, limits.maximumPendingInput - session.input.count)
                 let count = try buffer.withUnsafeMutableBytes { raw in
-                    Result { () throws(IOTCPError) in try stack.read(session.socket, into: raw) }
+                    Result { () throws(IOTCPError) in try stack.read(session.socket, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<room])) }
                 }.get()
                 if count == 0 { peerClosed = true; break }
                 session.input += buffer[0..<count]
+                dropDiscarded(session)
+                if session.headStarted == 0 && !session.input.isEmpty && !session.responding { session.headStarted = now }
             } catch .wouldBlock {
                 break
             } catch {
@@ -114,16 +212,40 @@ final class HTTPServer {
         }
         parsing: while !session.closing {
             if !session.responding {
+                dropDiscarded(session)
+                if session.discard > 0 { break parsing }  // the rest of a body has not come yet
+                if stack.heldFileCount(of: session.socket) >= limits.maximumHeldFiles && !session.input.isEmpty {
+                    // Pipelined requests, each holding a file on the NIC until its response is acknowledged: the
+                    // next one waits, so one client cannot take every descriptor.
+                    session.waitsForFiles = true
+                    waitingForFiles.insert(token)
+                    break parsing
+                }
                 switch HTTPRequest.parse(session.input[...]) {
                 case .incomplete:
                     if peerClosed { session.closeAfterResponse = true }
+                    if session.input.isEmpty { session.headStarted = 0 }
                     break parsing  // the rest has not come yet: a head over several segments, a slow client
                 case .failure(let status):
                     session.input.removeAll()
-                    respond(status: status, session: session, keepAlive: false, request: nil)
+                    refuse(status: status, session: session, request: nil)
                 case .request(let request, let consumed):
                     session.input.removeFirst(consumed)
-                    start(request, session: session)
+                    session.headStarted = session.input.isEmpty ? 0 : now
+                    session.lastActivity = now
+                    switch request.bodyLength() {
+                    case .failure(let refusal):
+                        session.input.removeAll()
+                        refuse(status: refusal.status, session: session, request: request)
+                    case .success(let length):
+                        session.discard = length
+                        dropDiscarded(session)
+                        if !request.hostIsValid {
+                            refuse(status: 400, session: session, request: request)
+                        } else {
+                            start(request, session: session)
+                        }
+                    }
                 }
             }
             guard push(session) else { break }  // the queue is full: wait for writable
@@ -133,13 +255,39 @@ final class HTTPServer {
             session.closing = true
             try? stack.close(session.socket)
             sessions[token] = nil
+            waitingForFiles.remove(token)
             return
         }
+        if !session.responding { session.lastActivity = now }
+        // Stop reading while the input is full or the next request waits for files (a level-triggered
+        // readable event would otherwise come back at once, every turn).
+        let pauseReading = session.input.count >= limits.maximumPendingInput || session.waitsForFiles
+        if pauseReading && !session.readPaused { counters.readPauses += 1 }
         let wantsWritable = session.headSent < session.head.count || session.body != nil
-        if wantsWritable != session.wantsWritable {
+        if wantsWritable != session.wantsWritable || pauseReading != session.readPaused {
             session.wantsWritable = wantsWritable
-            try? stack.register(session.socket, interests: wantsWritable ? [.readable, .readClosed, .writable] : [.readable, .readClosed], token: token)
+            session.readPaused = pauseReading
+            var interests: EventKinds = pauseReading ? [] : [.readable, .readClosed]
+            if wantsWritable { interests.insert(.writable) }
+            try? stack.register(session.socket, interests: interests, token: token)
         }
+    }
+
+    /// Throws away the body bytes of the current request that have arrived.
+    private func dropDiscarded(_ session: Session) {
+        guard session.discard > 0, !session.input.isEmpty else { return }
+        let count = min(session.discard, session.input.count)
+        session.input.removeFirst(count)
+        session.discard -= count
+    }
+
+    /// Refuses a request the server cannot frame or serve safely: the status, then the connection closes
+    /// (after a framing error nobody can say where the next request would start).
+    private func refuse(status: Int, session: Session, request: HTTPRequest?) {
+        counters.refused += 1
+        session.discard = 0
+        session.input.removeAll()
+        respond(status: status, session: session, keepAlive: false, request: request)
     }
 
     /// Sends the head, then the body, as far as the send queue takes them. False when it is full.
@@ -251,9 +399,9 @@ final class HTTPServer {
     }
 
     private func respond(status: Int, session: Session, keepAlive: Bool, request: HTTPRequest?, extra: String = "") {
-        let reason = [400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 414: "URI Too Long",
-                      416: "Range Not Satisfiable", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-                      503: "Service Unavailable"][status] ?? "Error"
+        let reason = [400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large",
+                      414: "URI Too Long", 416: "Range Not Satisfiable", 431: "Request Header Fields Too Large",
+                      500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"][status] ?? "Error"
         let body = "\(status) \(reason)\n"
         session.head = Array(("HTTP/1.1 \(status) \(reason)\r\nContent-Length: \(body.utf8.count)\r\nContent-Type: text/plain\r\n\(extra)"
             + "Server: iotcp\r\nConnection: \(keepAlive ? "keep-alive" : "close")\r\n\r\n" + (request?.method == "HEAD" ? "" : body)).utf8)
@@ -268,6 +416,7 @@ final class HTTPServer {
         if !session.closing { try? stack.abort(session.socket) }
         session.closing = true
         sessions[token] = nil
+        waitingForFiles.remove(token)
     }
 
     /// One access-log line; for a file the NIC could place on a device, the device too (an NVMe namespace).

@@ -56,7 +56,7 @@ public struct WireOptions: ParsableArguments {
     @Flag(inversion: .prefixedNo, help: "Send what the page cache holds straight from the file's mapping (no read, no copy) where the wire finishes checksums.")
     public var mapFiles = true
 
-    @Option(help: "Make every disk read take this many milliseconds longer (a slow or cold disk, for tests).")
+    @Option(help: "Make every disk read take this many milliseconds longer (a slow or cold disk, for tests; with --no-map-files every byte is read).")
     public var diskDelayMs = 0.0
 
     @Flag(inversion: .prefixedNo, help: "Hand the kernel TCP super-segments of up to 64 KiB to cut and checksums to finish (a TAP with a vnet header); off with faults or --pcap, which see real segments.")

@@ -33,6 +33,12 @@ public final class FileTable: FileService {
     public let root: String
     public let limit: Int
     public let directIO: Bool
+    /// Whose read permission a file must grant to be served: the export root's owner unless given. The
+    /// NIC usually runs as root (it makes the TAP and the namespace), and root may read anything; serving
+    /// only what the root's owner could read keeps a file its owner made private (mode 000, or another
+    /// user's 0600) private.
+    public let servingUser: uid_t
+    public let servingGroup: gid_t
     public let mapFiles: Bool
     /// Files mapped so far, and mappings the kernel refused.
     public private(set) var mappings = 0
@@ -64,11 +70,20 @@ public final class FileTable: FileService {
     }
 
     /// Opens the export root; every later open is confined beneath it.
-    public init(root: String, limit: Int = 65536, directIO: Bool = false, mapFiles: Bool = true) throws(FileFailure) {
+    public init(
+        root: String, limit: Int = 65536, directIO: Bool = false, mapFiles: Bool = true, servingAs identity: (user: uid_t, group: gid_t)? = nil
+    ) throws(FileFailure) {
         let descriptor = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard descriptor >= 0 else {
             throw errno == ENOENT ? .notFound(root) : errno == EACCES ? .permissionDenied(root) : .invalidPath(root)
         }
+        var information = stat()
+        guard fstat(descriptor, &information) == 0 else {
+            Glibc.close(descriptor)
+            throw .invalidPath(root)
+        }
+        servingUser = identity?.user ?? information.st_uid
+        servingGroup = identity?.group ?? information.st_gid
         self.root = root
         self.limit = limit
         self.directIO = directIO
@@ -116,10 +131,16 @@ public final class FileTable: FileService {
             default: throw .invalidPath(path)
             }
         }
-        guard let status = Self.status(of: descriptor), status.mode & S_IFMT == S_IFREG, iotcp_clear_nonblocking(descriptor) == 0 else {
+        var information = stat()
+        guard fstat(descriptor, &information) == 0, information.st_mode & S_IFMT == S_IFREG, iotcp_clear_nonblocking(descriptor) == 0 else {
             Glibc.close(descriptor)
             throw .notARegularFile(path)
         }
+        guard grantsRead(information) else {
+            Glibc.close(descriptor)
+            throw .permissionDenied(path)
+        }
+        let status = Self.status(information)
         let index: Int
         if let reused = freeSlots.popLast() {
             index = reused
@@ -144,11 +165,24 @@ public final class FileTable: FileService {
         return Self.status(of: open.descriptor) ?? open.status
     }
 
+    /// Whether the file's mode lets the serving user read it, as `access(2)` would decide for that user
+    /// (owner, then group, then others; supplementary groups aside), whatever this process may read.
+    private func grantsRead(_ information: stat) -> Bool {
+        let mode = information.st_mode
+        if information.st_uid == servingUser { return mode & S_IRUSR != 0 }
+        if information.st_gid == servingGroup { return mode & S_IRGRP != 0 }
+        return mode & S_IROTH != 0
+    }
+
     /// What `fstat` says of a descriptor, as the protocol's STAT carries it.
     private static func status(of descriptor: Int32) -> OffloadedFileStatus? {
         var information = stat()
         guard fstat(descriptor, &information) == 0 else { return nil }
-        return OffloadedFileStatus(
+        return status(information)
+    }
+
+    private static func status(_ information: stat) -> OffloadedFileStatus {
+        OffloadedFileStatus(
             size: UInt64(information.st_size), modificationSeconds: Int64(information.st_mtim.tv_sec),
             modificationNanoseconds: UInt32(information.st_mtim.tv_nsec), mode: information.st_mode,
             inode: UInt64(information.st_ino), device: UInt64(information.st_dev))

@@ -222,6 +222,36 @@ struct FileTableTests {
         #expect((StorageDeviceProbe.nvmeNamespace(device: UInt64(status.st_dev)) != nil) == onNVMe)
     }
 
+    @Test("a FIFO (or any special file) is refused at once, never waited on; the table keeps serving")
+    func specialFilesAreRefusedWithoutBlocking() throws {
+        let root = try ExportRoot()
+        #expect(mkfifo(root.path + "/pipe", 0o644) == 0)
+        let table = try FileTable(root: root.path)
+        let start = Date()
+        #expect(throws: FileTable.Failure.notARegularFile("pipe")) { try table.open(path: "pipe") }
+        #expect(Date().timeIntervalSince(start) < 1, "no writer was needed to get an answer")
+        #expect(throws: FileTable.Failure.notARegularFile("sub")) { try table.open(path: "sub") }
+        #expect(try table.open(path: "sub/data.bin").1.size == 100_000)
+        #expect(table.openCount == 1, "nothing leaked from the refused opens")
+    }
+
+    @Test("a file its owner may not read is refused with 'permission denied', whoever the NIC runs as")
+    func unreadableFilesAreRefused() throws {
+        let root = try ExportRoot()
+        #expect(FileManager.default.createFile(atPath: root.path + "/private", contents: Data("secret".utf8)))
+        #expect(chmod(root.path + "/private", 0) == 0)
+        #expect(FileManager.default.createFile(atPath: root.path + "/others-only", contents: Data("x".utf8)))
+        let table = try FileTable(root: root.path)
+        #expect(throws: FileTable.Failure.permissionDenied("private")) { try table.open(path: "private") }
+        // Served as another user (not the owner, not the group): only the "others" bits count.
+        #expect(chmod(root.path + "/others-only", 0o604) == 0)
+        #expect(chmod(root.path + "/private", 0o640) == 0)
+        let stranger = try FileTable(root: root.path, servingAs: (user: 54321, group: 54321))
+        #expect(throws: FileTable.Failure.permissionDenied("private")) { try stranger.open(path: "private") }
+        #expect(try stranger.open(path: "others-only").1.size == 1)
+        #expect(table.openCount == 0 && stranger.openCount == 1)
+    }
+
     @Test("a missing export root is a clear error")
     func missingRoot() {
         #expect(throws: FileTable.Failure.notFound("/nonexistent/iotcp-root")) { try FileTable(root: "/nonexistent/iotcp-root") }

@@ -55,7 +55,9 @@ public final class IOTCPStack {
     struct FileRecord {
         var file: OffloadedFile
         /// Connections that queued ranges of this file; the NIC must keep it open until they are acknowledged.
-        var users: [TCPHandle] = []
+        var users: Set<TCPHandle> = []
+        /// The set's size when closed connections were last dropped from it.
+        var usersAfterPrune = 0
         var closeRequested = false
     }
     private var files: [OffloadedFileID: FileRecord] = [:]
@@ -253,8 +255,14 @@ public final class IOTCPStack {
             taken = try engine.writeFile(handle, file: file, offset: offset, length: wanted, now: clock(), output: &output)
         } catch { throw .tcp(error) }
         if taken == 0 && wanted > 0 { throw .wouldBlock }
-        if taken > 0 && files[file]!.users.last != handle && !files[file]!.users.contains(handle) {
-            files[file]!.users.append(handle)
+        if taken > 0 && !files[file]!.users.contains(handle) {
+            files[file]!.users.insert(handle)
+            // A long-lived file collects the connections that ever used it: drop the closed ones now and
+            // then (amortized over the inserts) so the set stays the size of the live ones.
+            if files[file]!.users.count >= 2 * files[file]!.usersAfterPrune + 64 {
+                files[file]!.users = files[file]!.users.filter { engine.state(of: $0) != nil }
+                files[file]!.usersAfterPrune = files[file]!.users.count
+            }
         }
         return taken
     }
@@ -273,18 +281,26 @@ public final class IOTCPStack {
             return
         }
         files[file]!.closeRequested = true
-        files[file]!.users = waiting
+        files[file]!.users = Set(waiting)
         for user in waiting { closingUsers[user, default: []].append(file) }
     }
 
     /// Offloaded files open on the NIC (closing ones included).
     public var openFileCount: Int { files.count }
 
+    /// Offloaded files the application closed that stay open on the NIC for `socket` until its queued data
+    /// is acknowledged. A server answering pipelined requests can bound it per connection (each is a
+    /// descriptor on the NIC).
+    public func heldFileCount(of socket: Socket) -> Int {
+        guard case .connection(let handle) = socket.kind else { return 0 }
+        return closingUsers[handle]?.count ?? 0
+    }
+
     /// `user` had everything acknowledged, or closed: the closing files it held up may go.
     private func release(user: TCPHandle) {
         guard let held = closingUsers.removeValue(forKey: user) else { return }
         for file in held where files[file] != nil {
-            files[file]!.users.removeAll { $0 == user }
+            files[file]!.users.remove(user)
             if files[file]!.users.isEmpty {
                 files[file] = nil
                 sender.append(.closeFile(file))

@@ -1,0 +1,92 @@
+@testable import FileServer
+import Testing
+
+/// The file server's reading of request heads: where a request ends (RFC 9112 §6), which targets and
+/// versions it takes (§2.3, §3.2), and the Host rule, the places where a proxy in front and this server
+/// could disagree about the stream.
+@Suite("HTTP request framing")
+struct HTTPRequestTests {
+    func request(_ text: String) throws -> HTTPRequest {
+        guard case .request(let request, _) = HTTPRequest.parse(Array(text.utf8)[...]) else {
+            Issue.record("not parsed: \(text)")
+            throw RequestRefusal(status: 0)
+        }
+        return request
+    }
+
+    func status(_ text: String) -> Int? {
+        if case .failure(let status) = HTTPRequest.parse(Array(text.utf8)[...]) { return status }
+        return nil
+    }
+
+    @Test("Content-Length: one value, repeated values that agree, and everything else refused")
+    func contentLength() throws {
+        let base = "GET / HTTP/1.1\r\nHost: x\r\n"
+        #expect(try request(base + "\r\n").bodyLength() == .success(0))
+        #expect(try request(base + "Content-Length: 5\r\n\r\n").bodyLength() == .success(5))
+        #expect(try request(base + "Content-Length: 5\r\nContent-Length: 5\r\n\r\n").bodyLength() == .success(5))
+        #expect(try request(base + "Content-Length: 5, 5\r\n\r\n").bodyLength() == .success(5))
+        #expect(try request(base + "Content-Length: 5\r\nContent-Length: 6\r\n\r\n").bodyLength() == .failure(RequestRefusal(status: 400)))
+        #expect(try request(base + "Content-Length: 5, 6\r\n\r\n").bodyLength() == .failure(RequestRefusal(status: 400)))
+        #expect(try request(base + "Content-Length: +5\r\n\r\n").bodyLength() == .failure(RequestRefusal(status: 400)))
+        #expect(try request(base + "Content-Length: 0x10\r\n\r\n").bodyLength() == .failure(RequestRefusal(status: 400)))
+        #expect(try request(base + "Content-Length: \r\n\r\n").bodyLength() == .failure(RequestRefusal(status: 400)))
+        #expect(try request(base + "Content-Length: 99999999999999999999\r\n\r\n").bodyLength() == .failure(RequestRefusal(status: 400)))
+        #expect(try request(base + "Content-Length: 65537\r\n\r\n").bodyLength() == .failure(RequestRefusal(status: 413)))
+    }
+
+    @Test("Transfer-Encoding is refused: 501 alone, 400 beside a Content-Length (a request smuggling shape)")
+    func transferEncoding() throws {
+        let base = "POST / HTTP/1.1\r\nHost: x\r\n"
+        #expect(try request(base + "Transfer-Encoding: chunked\r\n\r\n").bodyLength() == .failure(RequestRefusal(status: 501)))
+        #expect(try request(base + "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n").bodyLength() == .failure(RequestRefusal(status: 400)))
+        #expect(try request(base + "transfer-encoding: gzip, chunked\r\n\r\n").bodyLength() == .failure(RequestRefusal(status: 501)))
+    }
+
+    @Test("Host: exactly one in HTTP/1.1, at most one in HTTP/1.0")
+    func host() throws {
+        #expect(try request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").hostIsValid)
+        #expect(try !request("GET / HTTP/1.1\r\n\r\n").hostIsValid)
+        #expect(try !request("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").hostIsValid)
+        #expect(try request("GET / HTTP/1.0\r\n\r\n").hostIsValid)
+        #expect(try !request("GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n").hostIsValid)
+    }
+
+    @Test("targets: origin-form as is, absolute-form reduced to its path, the rest refused")
+    func targets() throws {
+        #expect(try request("GET /a/b?c HTTP/1.1\r\nHost: x\r\n\r\n").target == "/a/b?c")
+        #expect(try request("GET http://example.com/a/b?c HTTP/1.1\r\nHost: example.com\r\n\r\n").target == "/a/b?c")
+        #expect(try request("GET HTTP://example.com:8080/f HTTP/1.1\r\nHost: example.com\r\n\r\n").target == "/f")
+        #expect(try request("GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n").target == "/")
+        #expect(status("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n") == 400)
+        #expect(status("CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n") == 400)
+        #expect(status("GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n") == 400)
+    }
+
+    @Test("versions: HTTP/1.x with one digit (above 1.1 served as 1.1); others refused")
+    func versions() throws {
+        #expect(try request("GET / HTTP/1.2\r\nHost: x\r\n\r\n").keepAlive)
+        #expect(try !request("GET / HTTP/1.0\r\n\r\n").keepAlive)
+        #expect(status("GET / HTTP/2.0\r\nHost: x\r\n\r\n") == 400)
+        #expect(status("GET / HTTP/1.10\r\nHost: x\r\n\r\n") == 400)
+        #expect(status("GET / http/1.1\r\nHost: x\r\n\r\n") == 400)
+    }
+
+    @Test("Connection options are a list: close anywhere in it closes; keep-alive keeps an HTTP/1.0 connection")
+    func connectionOptions() throws {
+        #expect(try !request("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\n\r\n").keepAlive)
+        #expect(try request("GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n\r\n").keepAlive)
+        #expect(try request("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keepAlive)
+    }
+
+    @Test("pipelined requests parse one at a time; a body's bytes are not a request")
+    func pipelining() throws {
+        let text = "GET /a HTTP/1.1\r\nHost: x\r\nContent-Length: 18\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n"
+        var bytes = Array(text.utf8)[...]
+        guard case .request(let first, let consumed) = HTTPRequest.parse(bytes) else { Issue.record("first"); return }
+        #expect(first.target == "/a" && first.bodyLength() == .success(18))
+        bytes = bytes.dropFirst(consumed + 18)  // the body, thrown away as the server does
+        guard case .request(let next, _) = HTTPRequest.parse(bytes) else { Issue.record("next"); return }
+        #expect(next.target == "/c", "the body (which looks like a request for /b) was skipped, not served")
+    }
+}
