@@ -126,7 +126,7 @@ struct HandshakeTests {
     @Test("an unanswered SYN is retransmitted with backoff, then the connect fails")
     func synRetransmission() throws {
         var configuration = TCPConfiguration()
-        configuration.maximumRetransmissions = 3
+        configuration.maximumSynRetransmissions = 3
         var script = Script(configuration: configuration)
         let handle = try script.engine.connect(to: Script.remote, port: 80, now: script.now, output: &script.output)
         let firstSegments = script.output.takeSegments()

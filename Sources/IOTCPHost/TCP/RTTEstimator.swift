@@ -28,6 +28,13 @@ struct RTTEstimator {
                       configuration.maximumRetransmissionTimeout)
     }
 
+    /// RFC 6298 §5.7: a connection whose SYN (or SYN-ACK) had to be sent again starts its data with an RTO
+    /// of 3 s when no RTT was measured, not with the handshake's backed-off value.
+    mutating func restartAfterSynTimeout() {
+        guard !hasSample else { return }
+        timeout = 3 * Nanoseconds.second
+    }
+
     /// RFC 6298 §5.5: after a timeout, the next one waits twice as long.
     mutating func backOff(configuration: TCPConfiguration) {
         timeout = min(timeout * 2, configuration.maximumRetransmissionTimeout)

@@ -18,6 +18,9 @@ struct TCPConnection {
     var awaitingAccept = false
     /// The application holds a handle (it connected, or accepted); when false the slot is freed at CLOSED.
     var ownedByApplication: Bool
+    /// The application closed it (not merely: never accepted it yet). Data arriving after that can never be
+    /// read, and is answered with a RST (RFC 9293 §3.6).
+    var closedByApplication = false
 
     private(set) var state: TCPState
 
@@ -94,6 +97,12 @@ struct TCPConnection {
     private var consecutiveTimeouts = 0
     private var keepaliveProbesSent = 0
     private var persistBackoff = 0
+    /// Zero-window probes sent since the peer last answered anything: past `maximumRetransmissions` the
+    /// peer is taken for gone (a window may stay closed forever, but only while the peer answers).
+    private var unansweredProbes: UInt8 = 0
+    private var challengeSecond: UInt32 = 0
+    private var challengesThisSecond: UInt8 = 0
+    private(set) var challengesSuppressed: UInt16 = 0
 
     // RTT measurement: one timed sequence number at a time, from when it reached the wire. File data is
     // timed from its SEND and moved on by the delay the NIC's ECHO reports, so disk and queueing time on the
@@ -199,7 +208,10 @@ struct TCPConnection {
     ) {
         initialReceiveSequence = segment.sequenceNumber - 1
         receiveNext = segment.sequenceNumber
-        receiveWindowEdge = receiveNext
+        // The cookie's SYN-ACK offered an unscaled window: honour that offer (RFC 9293 §3.8.6: never shrink
+        // it), or the client's first request would fall outside a zero window and wait for its RTO, just
+        // when the server is under a flood.
+        receiveWindowEdge = receiveNext + min(receiveBuffer.free, 65535)
         sendUnacknowledged = segment.acknowledgmentNumber
         sendNext = sendUnacknowledged
         sendMaximum = sendUnacknowledged
@@ -352,7 +364,7 @@ struct TCPConnection {
             if sequence == receiveNext {
                 fail(state == .synReceived && listenerPort == nil ? .connectionRefused : .connectionReset, output: &output)
             } else {
-                ackNow = true
+                challenge(now: now, configuration: configuration)
                 flush(now: now, configuration: configuration, output: &output)
             }
             return
@@ -364,7 +376,7 @@ struct TCPConnection {
             if state == .synReceived && sequence == initialReceiveSequence {
                 sendSynchronize(now: now, configuration: configuration, output: &output)
             } else {
-                ackNow = true
+                challenge(now: now, configuration: configuration)
                 flush(now: now, configuration: configuration, output: &output)
             }
             return
@@ -380,7 +392,7 @@ struct TCPConnection {
             }
             state = .established
             events.insert(.writable)
-            if consecutiveTimeouts == 0 { rtt.addSample(now - timedAt, configuration: configuration) }
+            if consecutiveTimeouts == 0 { rtt.addSample(now - timedAt, configuration: configuration) } else { rtt.restartAfterSynTimeout() }
             consecutiveTimeouts = 0
             sendWindow = Int(segment.window) << Int(sendWindowShift)
             sendWindowUpdateSequence = sequence
@@ -395,6 +407,12 @@ struct TCPConnection {
         refreshKeepalive(now: now, configuration: configuration)
 
         // 7. Data.
+        if !payload.isEmpty && closedByApplication && (state == .finWait1 || state == .finWait2)
+            && sequence + payload.count > receiveNext {
+            // New data the application closed its side for: it can never be read (RFC 9293 §3.6, as Linux).
+            abort(output: &output)
+            return
+        }
         if !payload.isEmpty {
             switch state {
             case .established, .finWait1, .finWait2:
@@ -441,7 +459,7 @@ struct TCPConnection {
             state = .established
             events.formUnion([.connected, .writable])
             retransmitDeadline = nil
-            if consecutiveTimeouts == 0 { rtt.addSample(now - timedAt, configuration: configuration) }
+            if consecutiveTimeouts == 0 { rtt.addSample(now - timedAt, configuration: configuration) } else { rtt.restartAfterSynTimeout() }
             consecutiveTimeouts = 0
             sendWindow = Int(segment.window) << Int(sendWindowShift)
             ackNow = true
@@ -464,6 +482,7 @@ struct TCPConnection {
             return false
         }
         let window = Int(segment.window) << Int(sendWindowShift)
+        unansweredProbes = 0
         if sackEnabled && !segment.options.sackBlocks.isEmpty { updateScoreboard(segment.options.sackBlocks) }
 
         if ack > sendUnacknowledged {
@@ -501,6 +520,7 @@ struct TCPConnection {
         switch state {
         case .finWait1 where finAcknowledged:
             state = .finWait2
+            if closedByApplication { timeWaitDeadline = now + configuration.finWait2Timeout }
         case .closing where finAcknowledged:
             enterTimeWait(now: now, configuration: configuration, output: &output)
         case .lastAck where finAcknowledged:
@@ -765,6 +785,12 @@ struct TCPConnection {
         flush(now: now, configuration: configuration, output: &output)
     }
 
+    /// The application closed its handle: from now on new data is refused, and FIN-WAIT-2 is timed.
+    mutating func markClosedByApplication(now: Instant, configuration: TCPConfiguration) {
+        closedByApplication = true
+        if state == .finWait2 { timeWaitDeadline = now + configuration.finWait2Timeout }
+    }
+
     /// Abort (RFC 9293 §3.10.5): a RST to the peer and the connection is gone.
     /// The NIC could not carry out this connection's work (a file it cannot read, a full store): the
     /// stream cannot continue intact, so the peer gets a RST and the application the error.
@@ -840,11 +866,11 @@ struct TCPConnection {
         }
         if let deadline = persistDeadline, deadline <= now {
             persistDeadline = nil
-            // A zero-window probe: an old sequence number the peer must answer with its window (as Linux).
-            let advertised = windowField()
-            emitSegment(sequence: sendUnacknowledged - 1, flags: .ack, window: advertised, options: currentOptions(now: now),
-                        payload: nil, output: &output)
-            persistBackoff += 1
+            if Int(unansweredProbes) >= configuration.maximumRetransmissions {
+                fail(.timedOut, output: &output)
+                return
+            }
+            sendWindowProbe(now: now, configuration: configuration, output: &output)
         }
         if let deadline = keepaliveDeadline, deadline <= now, let keepalive = configuration.keepalive {
             if keepaliveProbesSent >= keepalive.probes {
@@ -864,10 +890,35 @@ struct TCPConnection {
         flush(now: now, configuration: configuration, output: &output)
     }
 
+    /// A zero-window probe: an old sequence number the peer must answer with its window (as Linux), then the
+    /// next one after the persist timer's backoff.
+    private mutating func sendWindowProbe<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
+        let advertised = windowField()
+        emitSegment(sequence: sendUnacknowledged - 1, flags: .ack, window: advertised, options: currentOptions(now: now),
+                    payload: nil, output: &output)
+        if unansweredProbes < .max { unansweredProbes += 1 }
+        persistBackoff += 1
+        let backoff = UInt64(1) << UInt64(min(persistBackoff, 6))
+        persistDeadline = now + min(rtt.timeout * backoff, configuration.maximumRetransmissionTimeout)
+    }
+
     private mutating func retransmissionTimeout<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
         guard sendUnacknowledged < sendMaximum else { return }
-        if consecutiveTimeouts >= configuration.maximumRetransmissions {
+        let limit = state == .synSent || state == .synReceived ? configuration.maximumSynRetransmissions : configuration.maximumRetransmissions
+        if consecutiveTimeouts >= limit {
             fail(state == .synSent ? .connectionRefused : .timedOut, output: &output)
+            return
+        }
+        if sendWindow == 0 && state.isSynchronized && state != .timeWait {
+            // The peer closed its window with data still in flight (RFC 9293 §3.8.6.1, MUST-36/37): nothing can
+            // be sent into it, so probe it until it opens (or the peer stops answering), instead of waiting
+            // out timeouts that send nothing. What was in flight goes again once it opens.
+            sendNext = sendUnacknowledged
+            retransmitDeadline = nil
+            retransmitAwaitsEcho = false
+            timedSequence = nil
+            timedAwaitsEcho = false
+            sendWindowProbe(now: now, configuration: configuration, output: &output)
             return
         }
         consecutiveTimeouts += 1
@@ -1033,8 +1084,10 @@ struct TCPConnection {
             }
             break sending
         }
-        // Zero window with data waiting and nothing in flight: probe until the peer opens (RFC 9293 §3.8.6.1).
-        if sendWindow == 0 && sendNext < sendQueue.end && sendUnacknowledged == sendMaximum && persistDeadline == nil {
+        // Zero window with data waiting and nothing being timed for retransmission: probe until the peer opens
+        // (RFC 9293 §3.8.6.1).
+        if sendWindow == 0 && sendNext < sendQueue.end && retransmitDeadline == nil && persistDeadline == nil
+            && (sendUnacknowledged == sendMaximum || sendNext == sendUnacknowledged) {
             let backoff = UInt64(1) << UInt64(min(persistBackoff, 6))
             persistDeadline = now + min(rtt.timeout * backoff, configuration.maximumRetransmissionTimeout)
         }
@@ -1185,6 +1238,22 @@ struct TCPConnection {
             acknowledgmentNumber: flags.contains(.ack) ? receiveNext : SequenceNumber(0), flags: flags, window: window,
             options: options)
         PacketBuilder.emit(tcp, from: localAddress, to: remoteAddress, flow: handle.flow, payload: payload, output: &output)
+    }
+
+    /// A challenge ACK (RFC 5961 §3.2, §4.2), at most `challengeAcksPerSecond` a second on this connection
+    /// (§7): a flood of forged RSTs or SYNs must not turn into a flood of ACKs.
+    private mutating func challenge(now: Instant, configuration: TCPConfiguration) {
+        let second = UInt32(truncatingIfNeeded: now.nanoseconds / Nanoseconds.second)
+        if second != challengeSecond {
+            challengeSecond = second
+            challengesThisSecond = 0
+        }
+        guard Int(challengesThisSecond) < configuration.challengeAcksPerSecond else {
+            challengesSuppressed += 1
+            return
+        }
+        challengesThisSecond += 1
+        ackNow = true
     }
 
     private func emitReset<O: CommandOutput>(sequence: SequenceNumber, output: inout O) {

@@ -15,6 +15,8 @@ public struct TCPStatistics: Hashable, Sendable {
     /// adds the open ones).
     public var retransmissionTimeouts = 0
     public var fastRecoveries = 0
+    /// Segments with neither SYN nor ACK sent to a listening port, dropped unanswered.
+    public var droppedAtListener = 0
 }
 
 /// The host's TCP control plane for one local IPv4 address: every connection and listener, driven by
@@ -213,6 +215,7 @@ public final class TCPEngine {
         let slot = try validSlot(handle)
         pool[slot].ownedByApplication = false
         pool[slot].shutdownWrite(now: now, configuration: configuration, output: &output)
+        pool[slot].markClosedByApplication(now: now, configuration: configuration)
         afterChange(slot)
     }
 
@@ -406,6 +409,11 @@ public final class TCPEngine {
             if flags.contains(.ack) && !flags.contains(.syn), let sent = listener.lastCookieSent,
                now - sent < 2 * 64 * Nanoseconds.second {
                 if acceptCookie(segment, payload: payload, remote: remote, key: key, now: now, output: &output) { return }
+            }
+            // RFC 9293 §3.10.7.2, LISTEN, fourth: neither SYN nor ACK (nor RST): drop it, answer nothing.
+            if !flags.contains(.syn) && !flags.contains(.ack) {
+                statistics.droppedAtListener += 1
+                return
             }
         }
         sendReset(answering: segment, payloadLength: payload.count, to: remote, output: &output)

@@ -96,8 +96,17 @@ public struct TCPConfiguration: Sendable {
     /// Linux's 200 ms rather than RFC 6298's conservative 1 s.
     public var minimumRetransmissionTimeout: UInt64 = 200 * Nanoseconds.millisecond
     public var maximumRetransmissionTimeout: UInt64 = 60 * Nanoseconds.second
-    /// Retransmissions of one segment before the connection is given up.
+    /// Retransmissions of one segment before the connection is given up; also the zero-window probes a
+    /// peer may leave unanswered.
     public var maximumRetransmissions = 15
+    /// SYN-ACKs (and SYNs) sent again before a half-open connection is dropped (Linux: 5 SYN-ACKs, about
+    /// 63 s with its backoff): a flood of spoofed SYNs must not keep the backlog full for minutes.
+    public var maximumSynRetransmissions = 5
+    /// Challenge ACKs (RFC 5961) one connection sends in a second at most (§7's rate limit).
+    public var challengeAcksPerSecond = 10
+    /// How long a connection the application closed may wait in FIN-WAIT-2 for the peer's FIN (Linux's
+    /// tcp_fin_timeout): a peer that acknowledges our FIN and never closes cannot hold it forever.
+    public var finWait2Timeout: UInt64 = 60 * Nanoseconds.second
     /// How long a connection stays in TIME-WAIT (2 × MSL; Linux uses 60 s).
     public var timeWaitDuration: UInt64 = 60 * Nanoseconds.second
     /// Keepalive probes (RFC 9293 §3.8.4), off unless set: idle time, interval, probes before giving up.

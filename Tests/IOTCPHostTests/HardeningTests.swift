@@ -1,0 +1,159 @@
+import IOTCPCommon
+import Testing
+@testable import IOTCPHost
+
+/// RFC corners and bounded state, each seen wrong on the wire once and each checked here against what
+/// the RFC (and Linux, on the same probe) does.
+@Suite("TCP corners and bounded state (RFC 9293, 6298, 5961)")
+struct TCPHardeningTests {
+    @Test("a segment with neither SYN nor ACK to a listening port is dropped unanswered (§3.10.7.2, LISTEN, fourth)")
+    func listenStepFour() throws {
+        var script = Script()
+        _ = try script.engine.listen(port: 80)
+        let plain = script.inject(sequence: 500, flags: [], payload: Array("hello".utf8))
+        let push = script.inject(sequence: 500, flags: .psh)
+        #expect(plain.segments.isEmpty && push.segments.isEmpty)
+        #expect(script.engine.statistics.droppedAtListener == 2)
+        // An ACK to a listener still gets its RST (§3.10.7.2, second).
+        #expect(script.inject(sequence: 500, acknowledgment: 77, flags: .ack).segments.first?.flags == .rst)
+    }
+
+    @Test("a SYN-ACK is sent again at most maximumSynRetransmissions times, then the half-open entry is dropped")
+    func synAckRetries() throws {
+        var script = Script()
+        _ = try script.engine.listen(port: 80)
+        let synAck = try #require(script.inject(sequence: 1000, flags: .syn, options: Script.linuxSynOptions()).segments.first)
+        var resent = 0
+        for _ in 0..<300 {
+            resent += script.advance(milliseconds: 1000).segments.filter { $0.flags == [.syn, .ack] && $0.sequence == synAck.sequence }.count
+        }
+        #expect(resent == 5, "Linux sends 5 more; \(resent) here")
+        #expect(script.engine.connectionCount == 0, "and the backlog slot is free again")
+    }
+
+    @Test("after a SYN-ACK had to be sent again, data starts with a 3 s RTO (RFC 6298 §5.7), not the backed-off one")
+    func threeSecondRTOAfterSynTimeout() throws {
+        var script = Script()
+        _ = try script.engine.listen(port: 80)
+        let synAck = try #require(script.inject(sequence: 1000, flags: .syn, options: Script.linuxSynOptions()).segments.first)
+        script.advance(milliseconds: 1000)  // the SYN-ACK again (RTO 1 s, now backed off to 2 s)
+        let iss = synAck.sequence.rawValue
+        script.inject(sequence: 1001, acknowledgment: iss &+ 1, flags: .ack, window: 502, options: script.peerTimestamps(1001, echo: synAck.tcp.options.timestamps!.value))
+        let handle = try #require(script.engine.accept(TCPListenerID(port: 80)))
+        #expect(script.engine.info(of: handle)?.retransmissionTimeout == 3 * Nanoseconds.second)
+    }
+
+    @Test("a connection made from a SYN cookie takes the client's first request: its window is what the SYN-ACK offered")
+    func cookieConnectionWindow() throws {
+        var script = Script()
+        _ = try script.engine.listen(port: 80, backlog: 1)
+        script.inject(sequence: 100, flags: .syn, options: Script.linuxSynOptions(), from: 1111)
+        script.remotePort = 2222
+        let synAck = try #require(script.inject(sequence: 5000, flags: .syn, options: Script.linuxSynOptions(timestamp: 500)).segments.first)
+        #expect(synAck.tcp.window == 65535)
+        let echo = synAck.tcp.options.timestamps!.value
+        script.inject(sequence: 5001, acknowledgment: synAck.sequence.rawValue &+ 1, flags: .ack, options: script.peerTimestamps(501, echo: echo))
+        let request = Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        let answer = script.inject(sequence: 5001, acknowledgment: synAck.sequence.rawValue &+ 1, flags: [.ack, .psh],
+                                   options: script.peerTimestamps(502, echo: echo), payload: request)
+        var accepted: TCPHandle?
+        while let handle = script.engine.accept(TCPListenerID(port: 80)) { accepted = handle }
+        let handle = try #require(accepted)
+        #expect(script.engine.readableBytes(handle) == request.count, "the request was taken, not dropped outside a zero window")
+        #expect(!answer.segments.contains { $0.acknowledgment == SequenceNumber(5001) }, "no duplicate ACK asking for it again")
+    }
+
+    @Test("data arriving after the application closed is answered with a RST (§3.6), not silently dropped")
+    func dataAfterClose() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        try script.engine.close(handle, now: script.now, output: &script.output)
+        _ = script.output.take()
+        let reply = script.inject(sequence: 1001, acknowledgment: iss &+ 1, flags: [.ack, .psh], options: script.peerTimestamps(2000),
+                                  payload: Array("more".utf8))
+        #expect(reply.segments.contains { $0.flags.contains(.rst) })
+        #expect(script.engine.state(of: handle) == nil)
+    }
+
+    @Test("an orphaned FIN-WAIT-2 (the peer ACKed our FIN and never closes) ends after finWait2Timeout")
+    func orphanedFinWait2() throws {
+        var configuration = TCPConfiguration()
+        configuration.finWait2Timeout = 5 * Nanoseconds.second
+        var script = Script(configuration: configuration)
+        let (handle, iss) = try establishPassive(&script)
+        try script.engine.close(handle, now: script.now, output: &script.output)
+        script.inject(sequence: 1001, acknowledgment: iss &+ 2, flags: .ack, options: script.peerTimestamps(2000))
+        #expect(script.engine.state(of: handle) == .finWait2)
+        script.advance(milliseconds: 4_900)
+        #expect(script.engine.state(of: handle) == .finWait2)
+        script.advance(milliseconds: 200)
+        #expect(script.engine.state(of: handle) == nil && script.engine.connectionCount == 0)
+        // A half-closed connection the application still holds may stay in FIN-WAIT-2 (it can still read).
+        let (open, openIss) = try establishPassive(&script)
+        try script.engine.shutdownWrite(open, now: script.now, output: &script.output)
+        script.inject(sequence: 1001, acknowledgment: openIss &+ 2, flags: .ack, options: script.peerTimestamps(3000))
+        script.advance(milliseconds: 10_000)
+        #expect(script.engine.state(of: open) == .finWait2)
+    }
+
+    @Test("the window closes with data in flight: probes after the RTO, the data again once it opens (MUST-36/37)")
+    func zeroWindowWithDataInFlight() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script, window: 65535)
+        _ = try script.writeFile(handle, length: 100_000)
+        let sends = script.output.take().sends
+        let sent = sends.reduce(0) { $0 + Int($1.1.length) }
+        for (_, range) in sends {
+            script.engine.handleEcho(flow: handle.flow, sequenceEnd: range.sequence + Int(range.length), nicDelayNanoseconds: 0,
+                                     now: script.now, output: &script.output)
+        }
+        // Part of the flight acknowledged, with a zero window: the rest is beyond it.
+        script.inject(sequence: 1001, acknowledgment: iss &+ 1 &+ 4000, flags: .ack, window: 0, options: script.peerTimestamps(2000))
+        var probes = 0
+        for _ in 0..<20 {
+            probes += script.advance(milliseconds: 100).segments.filter { $0.sequence == SequenceNumber(iss &+ 4000) && $0.payload.isEmpty }.count
+        }
+        #expect(probes >= 1, "a zero-window probe went out within 2 s")
+        #expect(sent > 4000)
+        let opened = script.inject(sequence: 1001, acknowledgment: iss &+ 1 &+ 4000, flags: .ack, window: 502, options: script.peerTimestamps(2001))
+        let again = opened.retransmits + script.output.take().retransmits
+        #expect(again.first?.0 == SequenceNumber(iss &+ 1 &+ 4000), "what was in flight is sent again once the window opens")
+    }
+
+    @Test("a peer that closes its window and then vanishes is given up after maximumRetransmissions unanswered probes")
+    func vanishedZeroWindowPeer() throws {
+        var configuration = TCPConfiguration()
+        configuration.maximumRetransmissions = 4
+        var script = Script(configuration: configuration)
+        let (handle, iss) = try establishPassive(&script, window: 65535)
+        _ = try script.writeFile(handle, length: 1000)
+        let sends = script.output.take().sends
+        for (_, range) in sends {
+            script.engine.handleEcho(flow: handle.flow, sequenceEnd: range.sequence + Int(range.length), nicDelayNanoseconds: 0,
+                                     now: script.now, output: &script.output)
+        }
+        script.inject(sequence: 1001, acknowledgment: iss &+ 1 &+ 1000, flags: .ack, window: 0, options: script.peerTimestamps(2000))
+        _ = try script.writeFile(handle, length: 5000)
+        var elapsed = 0
+        while script.engine.state(of: handle) == .established && elapsed < 600_000 {
+            script.advance(milliseconds: 1000)
+            elapsed += 1000
+        }
+        #expect(script.engine.error(of: handle) == .timedOut, "given up after \(elapsed / 1000) s")
+    }
+
+    @Test("challenge ACKs are limited to challengeAcksPerSecond a connection (RFC 5961 §7)")
+    func challengeAckRateLimit() throws {
+        var script = Script()
+        let (handle, _) = try establishPassive(&script)
+        var challenges = 0
+        for index in 0..<50 {
+            // In the window but not exact: each asks for a challenge ACK.
+            challenges += script.inject(sequence: 1001 &+ UInt32(100 + index), flags: .rst).segments.count
+        }
+        #expect(challenges == 10)
+        #expect(script.engine.state(of: handle) == .established)
+        script.advance(milliseconds: 1000)
+        #expect(script.inject(sequence: 1001 &+ 99, flags: .rst).segments.count == 1, "a new second, a new allowance")
+    }
+}
