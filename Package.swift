@@ -119,7 +119,7 @@ let package = Package(
         .testTarget(name: "FileServerTests", dependencies: ["FileServer"]),
         .testTarget(name: "IOTCPCommonTests", dependencies: ["IOTCPCommon"],
                     exclude: ["Fixtures"]),
-        .testTarget(name: "IOTCPChannelsTests", dependencies: ["IOTCPCommon", "IOTCPChannels"]),
+        .testTarget(name: "IOTCPChannelsTests", dependencies: ["IOTCPCommon", "IOTCPChannels", "CIOTCPSystem"]),
         .testTarget(name: "IOTCPHostTests", dependencies: ["IOTCPCommon", "IOTCPHost", "IOTCPNICCore"]),
         .testTarget(name: "IOTCPNICTests", dependencies: ["IOTCPCommon", "IOTCPNICCore", "IOTCPNIC", "IOTCPHost", "IOTCPChannels", "IOTCPEmbedded"]),
     ],

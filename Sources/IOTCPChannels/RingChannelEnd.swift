@@ -28,6 +28,8 @@ public final class RingChannelEnd: CommandChannel, @unchecked Sendable {
     /// Once the peer is known to be gone or the channel broken, every call reports it.
     private var failure: ChannelError?
     private var idlePolls = 0
+    /// Times bytes arrived on the peer socket after setup (and were dropped).
+    public private(set) var strayBytesDropped = 0
     /// Idle receives between two liveness checks of the peer's process (each costs a system call).
     private static let livenessCheckInterval = 1024
 
@@ -183,7 +185,9 @@ public final class RingChannelEnd: CommandChannel, @unchecked Sendable {
     private func sleepOnDoorbell(nanoseconds: Int64) throws(ChannelError) {
         var descriptors = [
             pollfd(fd: ownDoorbell, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: peerSocket, events: Int16(POLLIN) | Int16(IOTCP_POLLRDHUP), revents: 0),
+            // Only the peer's hang-up: nothing is sent on this socket after setup, and watching for input
+            // would turn stray bytes in it into a sleep that returns at once, forever.
+            pollfd(fd: peerSocket, events: Int16(IOTCP_POLLRDHUP), revents: 0),
         ]
         let count = UInt(peerSocket >= 0 ? 2 : 1)
         let ready = try systemCall("ppoll on the channel doorbell") {
@@ -218,6 +222,12 @@ public final class RingChannelEnd: CommandChannel, @unchecked Sendable {
         let ready = poll(&descriptor, 1, 0)
         guard ready > 0 else { return }
         let gone = Int16(POLLHUP) | Int16(IOTCP_POLLRDHUP) | Int16(POLLERR)
+        if descriptor.revents & Int16(POLLIN) != 0 && descriptor.revents & gone == 0 {
+            // Bytes nobody should have sent: read and drop them, so the socket stops polling readable.
+            var scratch = [UInt8](repeating: 0, count: 4096)
+            _ = scratch.withUnsafeMutableBytes { recv(peerSocket, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            strayBytesDropped += 1
+        }
         if descriptor.revents & gone != 0 {
             // Messages the peer sent before dying are still delivered first.
             if incoming.available() > 0 { return }

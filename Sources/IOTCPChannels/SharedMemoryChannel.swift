@@ -87,6 +87,18 @@ public enum SharedMemoryChannel {
         }
         let memory = passed[0]
         defer { Glibc.close(memory) }
+        do {
+            try checkPeer(socket, what: "the NIC stack listening at \(path)")
+        } catch {
+            Glibc.close(passed[1])
+            Glibc.close(passed[2])
+            throw error
+        }
+        guard iotcp_size_is_sealed(memory) == 1 else {
+            Glibc.close(passed[1])
+            Glibc.close(passed[2])
+            throw .setup("the shared region from \(path) is not sealed against resizing; refusing it (a resize would crash this process)")
+        }
         let regionBytes = regionHeaderBytes + 2 * configuration.ringBytes
         var status = stat()
         guard fstat(memory, &status) == 0, Int(status.st_size) >= regionBytes else {
@@ -111,6 +123,18 @@ public enum SharedMemoryChannel {
         return RingChannelEnd(
             outgoing: hostToNIC, incoming: nicToHost, waiting: configuration.waiting,
             peerDoorbell: nicDoorbell, ownDoorbell: hostDoorbell, peerSocket: socket, region: region)
+    }
+
+    /// Only a peer running as this process's user, or as root, may be the other half: a socket path in a
+    /// shared directory can be squatted by anyone, and the other half can crash or starve this one.
+    static func checkPeer(_ socket: Int32, what: String) throws(ChannelError) {
+        var uid: UInt32 = 0
+        _ = try systemCall("reading the credentials of \(what)") { iotcp_peer_uid(socket, &uid) }
+        let own = geteuid()
+        guard uid == own || uid == 0 else {
+            throw .setup("\(what) runs as user \(uid), neither this process's user (\(own)) nor root; refused "
+                         + "(put the socket in a directory only they can write, e.g. /run/iotcp)")
+        }
     }
 
     static func map(_ descriptor: Int32, byteCount: Int) throws(ChannelError) -> UnsafeMutableRawPointer {
@@ -163,11 +187,14 @@ public final class SharedMemoryListener: @unchecked Sendable {
         var owned: [Int32] = [connection]
         func release() { for descriptor in owned { Glibc.close(descriptor) } }
         do {
+            try SharedMemoryChannel.checkPeer(connection, what: "the host connecting at \(path)")
             let ringBytes = configuration.ringBytes
             let regionBytes = SharedMemoryChannel.regionHeaderBytes + 2 * ringBytes
             let memory = try systemCall("memfd_create") { iotcp_memfd_create("iotcp-channel") }
             defer { Glibc.close(memory) }
             _ = try systemCall("sizing the shared region") { ftruncate(memory, off_t(regionBytes)) }
+            // Neither side may change its size now: a shrink would kill the other with SIGBUS.
+            _ = try systemCall("sealing the shared region") { iotcp_seal_size(memory) }
             let hostDoorbell = try systemCall("eventfd") { iotcp_eventfd() }
             owned.append(hostDoorbell)
             let nicDoorbell = try systemCall("eventfd") { iotcp_eventfd() }

@@ -147,7 +147,8 @@ public struct WireOptions: ParsableArguments {
         let tap: TapDevice
         do { tap = try TapDevice(name: "iotcp\(getpid() % 10_000)", vnetHeader: true) } catch { throw ValidationError("\(error)") }
         do { try namespace.create(with: tap) } catch { throw ValidationError("\(error)") }
-        let link = EthernetLink(hardwareAddress: MACAddress(0x02, 0, 0, 0x77, 0, 2), address: namespace.stackAddress)
+        let link = EthernetLink(hardwareAddress: MACAddress(0x02, 0, 0, 0x77, 0, 2), address: namespace.stackAddress,
+                                prefixLength: namespace.prefixLength)
         let runtime = NICRuntime(wire: tap, link: link, dataPlane: dataPlane)
         runtime.inbound = FaultyWire(settings: inbound, seed: seed)
         runtime.outbound = FaultyWire(settings: outbound, seed: seed &+ 1)

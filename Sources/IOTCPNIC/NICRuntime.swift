@@ -192,16 +192,20 @@ public final class NICRuntime {
         for due in [inbound.nextRelease, outbound.nextRelease, dataPlane.disk.nextDue] {
             if let due { timeout = min(timeout, Int64(clamping: due.nanoseconds) - Int64(clamping: now.nanoseconds)) }
         }
-        // A wire that refused frames is given a moment before the next try.
+        // A wire that refused frames is given a moment before the next try; so is a host that stopped reading
+        // (messages held for it): looked at again every millisecond, not in a loop that takes a whole core.
         if wireRefusedThisTurn { timeout = min(timeout, 200_000) }
-        if timeout <= 0 || (sender?.heldCount ?? 0) > 0 { return }
+        if (sender?.heldCount ?? 0) > 0 { timeout = min(timeout, 1_000_000) }
+        if timeout <= 0 { return }
         let sleeping = channel?.prepareToSleep() ?? false
         let wake = channel?.wakeDescriptor ?? -1
         if wake >= 0 && !sleeping { return }
         var descriptors = [
             pollfd(fd: wire.descriptor, events: Int16(POLLIN), revents: 0),
             pollfd(fd: wake, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: channel?.peerDescriptor ?? -1, events: Int16(POLLIN), revents: 0),
+            // The peer's socket carries nothing after setup: only its hang-up matters. Watching for input would
+            // turn bytes someone wrote into it into a loop that never sleeps.
+            pollfd(fd: channel?.peerDescriptor ?? -1, events: Int16(IOTCP_POLLRDHUP), revents: 0),
             pollfd(fd: dataPlane.disk.inFlight > 0 ? dataPlane.disk.wakeDescriptor : -1, events: Int16(POLLIN), revents: 0),
         ]
         if channel != nil && wake < 0 { timeout = min(timeout, 50_000) }  // a busy-polled channel: nap, do not sleep
@@ -212,7 +216,7 @@ public final class NICRuntime {
     }
 
     private func deliver(frame bytes: UnsafeRawBufferPointer, output: inout Output) {
-        if let packet = link.receive(frame: bytes, transmit: { putOnWire($0) }) {
+        if let packet = link.receive(frame: bytes, now: now, transmit: { putOnWire($0) }) {
             dataPlane.receive(packet: packet, output: &output)
         }
     }

@@ -2,33 +2,69 @@ import IOTCPCommon
 
 /// The link layer the NIC answers for itself: Ethernet framing, ARP (answer for our address, learn the
 /// peers'), and ICMP echo. IPv4 TCP packets go up; IPv4 packets from the stack go out in frames addressed
-/// from the ARP cache (an unknown neighbour is asked for, and the packet dropped: TCP retransmits).
+/// from the neighbour table (an unknown neighbour is asked for, and the packet dropped: TCP retransmits).
+///
+/// The neighbour table is bounded and forgets: it learns only on-link addresses (inside `network`), from
+/// ARP that concerns us and from IPv4 packets sent to us; an entry not heard from in
+/// `neighbourLifetime` is gone; at `maximumNeighbours`, the longest silent one makes room. A flood of
+/// spoofed sources costs a fixed amount of memory, and nothing once it stops.
 public struct EthernetLink {
     public let hardwareAddress: MACAddress
     public let address: IPv4Address
-    private var neighbours: [IPv4Address: MACAddress] = [:]
+    /// Bits of `address` that name its network: only addresses inside it are learned as neighbours.
+    public let prefixLength: Int
+    public let maximumNeighbours: Int
+    public let neighbourLifetime: UInt64
+    private var neighbours: [IPv4Address: Neighbour] = [:]
+    private var clock = Instant.zero
     public private(set) var arpRepliesSent = 0
     public private(set) var echoRepliesSent = 0
     public private(set) var framesDropped = 0
+    /// Neighbours forgotten to make room, and sources not learned because they are not on the link.
+    public private(set) var neighboursEvicted = 0
+    public private(set) var offLinkSources = 0
 
-    public init(hardwareAddress: MACAddress, address: IPv4Address) {
-        self.hardwareAddress = hardwareAddress
-        self.address = address
+    struct Neighbour {
+        var hardwareAddress: MACAddress
+        var lastSeen: Instant
+        /// Learned by `learn` (configured, not heard): never ages out.
+        var isStatic: Bool
     }
 
-    /// Handles a received frame: returns the IPv4 TCP packet inside it for the stack, or nil after
+    public init(
+        hardwareAddress: MACAddress, address: IPv4Address, prefixLength: Int = 24, maximumNeighbours: Int = 4096,
+        neighbourLifetime: UInt64 = 600 * Nanoseconds.second
+    ) {
+        self.hardwareAddress = hardwareAddress
+        self.address = address
+        self.prefixLength = max(0, min(prefixLength, 32))
+        self.maximumNeighbours = max(maximumNeighbours, 1)
+        self.neighbourLifetime = neighbourLifetime
+    }
+
+    public var neighbourCount: Int { neighbours.count }
+
+    private func isOnLink(_ other: IPv4Address) -> Bool {
+        let mask: UInt32 = prefixLength == 0 ? 0 : ~UInt32(0) << UInt32(32 - prefixLength)
+        return other != address && other.rawValue & mask == address.rawValue & mask && other.rawValue != 0
+    }
+
+    /// Handles a received frame at `now`: returns the IPv4 TCP packet inside it for the stack, or nil after
     /// answering (ARP, ping) or dropping it. Frames to send in reply go to `transmit`.
     public mutating func receive(
-        frame: UnsafeRawBufferPointer, transmit: (UnsafeRawBufferPointer) -> Void
+        frame: UnsafeRawBufferPointer, now: Instant, transmit: (UnsafeRawBufferPointer) -> Void
     ) -> UnsafeRawBufferPointer? {
+        clock = now
         guard let ethernet = try? EthernetFrameView(frame) else { framesDropped += 1; return nil }
         let destination = ethernet.destination
         guard destination == hardwareAddress || destination.isBroadcast || destination.isMulticast else { return nil }
         switch ethernet.etherType {
         case .arp:
             guard let arp = try? ARPRepr(parsing: ethernet.payload) else { framesDropped += 1; return nil }
-            neighbours[arp.senderProtocolAddress] = arp.senderHardwareAddress
-            if arp.operation == .request && arp.targetProtocolAddress == address {
+            // Only ARP that concerns us teaches us anything: a request for our address, or a reply to us.
+            guard arp.targetProtocolAddress == address else { return nil }
+            heard(arp.senderProtocolAddress, at: arp.senderHardwareAddress)
+            if arp.operation == .request {
                 let reply = ARPRepr(operation: .reply, senderHardwareAddress: hardwareAddress, senderProtocolAddress: address,
                                     targetHardwareAddress: arp.senderHardwareAddress, targetProtocolAddress: arp.senderProtocolAddress)
                 var bytes = [UInt8](repeating: 0, count: 14 + ARPRepr.length)
@@ -42,7 +78,7 @@ public struct EthernetLink {
             return nil
         case .ipv4:
             guard let ip = try? IPv4PacketView(ethernet.payload), ip.destination == address else { return nil }
-            neighbours[ip.source] = ethernet.source
+            heard(ip.source, at: ethernet.source)
             if ip.protocol == .tcp { return ip.bytes }
             if ip.protocol == .icmp, let (icmp, data) = try? ICMPv4Repr.parse(ip.payload),
                case .echoRequest(let identifier, let sequence) = icmp.message {
@@ -61,16 +97,58 @@ public struct EthernetLink {
         }
     }
 
+    /// Records that `source` is at `hardware`, if it is on the link; refreshes it if known.
+    private mutating func heard(_ source: IPv4Address, at hardware: MACAddress) {
+        if var known = neighbours[source] {
+            if !known.isStatic {
+                known.hardwareAddress = hardware
+                known.lastSeen = clock
+                neighbours[source] = known
+            }
+            return
+        }
+        guard isOnLink(source) else {
+            offLinkSources += 1
+            return
+        }
+        if neighbours.count >= maximumNeighbours { makeRoom() }
+        neighbours[source] = Neighbour(hardwareAddress: hardware, lastSeen: clock, isStatic: false)
+    }
+
+    /// Forgets what aged out; if nothing did, the neighbour silent for longest.
+    private mutating func makeRoom() {
+        let before = neighbours.count
+        neighbours = neighbours.filter { $0.value.isStatic || clock - $0.value.lastSeen < neighbourLifetime }
+        if neighbours.count < maximumNeighbours {
+            neighboursEvicted += before - neighbours.count
+            return
+        }
+        if let oldest = neighbours.filter({ !$0.value.isStatic }).min(by: { $0.value.lastSeen < $1.value.lastSeen })?.key {
+            neighbours[oldest] = nil
+            neighboursEvicted += 1
+        }
+    }
+
+    /// The neighbour's hardware address, if known and not aged out.
+    private mutating func lookUp(_ destination: IPv4Address) -> MACAddress? {
+        guard let neighbour = neighbours[destination] else { return nil }
+        if !neighbour.isStatic && clock - neighbour.lastSeen >= neighbourLifetime {
+            neighbours[destination] = nil
+            return nil
+        }
+        return neighbour.hardwareAddress
+    }
+
     /// A neighbour known without asking (a static ARP entry): benchmarks, and links whose peers never ARP.
     public mutating func learn(neighbour address: IPv4Address, at hardwareAddress: MACAddress) {
-        neighbours[address] = hardwareAddress
+        neighbours[address] = Neighbour(hardwareAddress: hardwareAddress, lastSeen: clock, isStatic: true)
     }
 
     /// Frames an IPv4 packet for its destination and transmits it.
     public mutating func send(packet: UnsafeRawBufferPointer, transmit: (UnsafeRawBufferPointer) -> Void) {
         guard packet.count >= 20 else { return }
         let destination = IPv4Address(rawValue: packet.bigEndianUInt32(at: 16))
-        guard let neighbour = neighbours[destination] else {
+        guard let neighbour = lookUp(destination) else {
             framesDropped += 1
             askFor(destination, transmit: transmit)
             return
@@ -83,30 +161,13 @@ public struct EthernetLink {
         }
     }
 
-    /// Writes the Ethernet header in front of the IPv4 packet that already fills `frame` from byte 14, so
-    /// a packet built in the frame buffer goes out without a copy. Returns false (having asked for the
-    /// neighbour by ARP through `transmit`) when the destination's hardware address is not known yet.
-    public mutating func addressFrame(
-        _ frame: UnsafeMutableRawBufferPointer, transmit: (UnsafeRawBufferPointer) -> Void
-    ) -> Bool {
-        guard frame.count >= 14 + 20 else { return false }
-        let destination = IPv4Address(rawValue: UnsafeRawBufferPointer(frame).bigEndianUInt32(at: 14 + 16))
-        guard let neighbour = neighbours[destination] else {
-            framesDropped += 1
-            askFor(destination, transmit: transmit)
-            return false
-        }
-        try? EthernetRepr(destination: neighbour, source: hardwareAddress, etherType: .ipv4).emit(into: frame)
-        return true
-    }
-
     /// Writes the Ethernet header for an IPv4 packet to `destination` into `header` (14 bytes), for a
     /// frame whose packet follows from elsewhere (a gathered write). False, having asked by ARP, when the
     /// neighbour is not known yet.
     public mutating func writeHeader(
         into header: UnsafeMutableRawBufferPointer, destination: IPv4Address, transmit: (UnsafeRawBufferPointer) -> Void
     ) -> Bool {
-        guard header.count >= 14, let neighbour = neighbours[destination] else {
+        guard header.count >= 14, let neighbour = lookUp(destination) else {
             framesDropped += 1
             askFor(destination, transmit: transmit)
             return false

@@ -350,6 +350,35 @@ struct ChannelSenderTests {
         #expect(sender.statistics.heldMessages > 0)
     }
 
+    @Test("a peer that stops reading: packets past maximumHeldBytes are dropped and counted, other commands kept in order")
+    func heldPacketsAreBounded() throws {
+        let (nic, host) = try InProcessChannel.makePair(configuration: ChannelConfiguration(slotCount: 2, slotBytes: 4096))
+        let sender = ChannelSender(channel: nic)
+        sender.maximumHeldBytes = 32 * 1024
+        let packet = [UInt8](repeating: 0x45, count: 1000)
+        // The host is stalled: nothing is read while 2,000 PACKET_INs (2 MB) and ECHOs pile up.
+        for index in 0..<2000 {
+            packet.withUnsafeBytes { sender.append(.packetIn(FlowID(1), packet: $0)) }
+            if index % 100 == 0 { sender.append(.echo(FlowID(1), sequenceEnd: SequenceNumber(UInt32(index)), nicDelayNanoseconds: 0)) }
+            sender.flush()
+        }
+        #expect(sender.statistics.droppedPackets > 1900, "\(sender.statistics.droppedPackets) dropped")
+        var echoes: [UInt32] = [], packets = 0
+        while true {
+            let count = try host.receive(limit: 8) { message in
+                guard var reader = try? CommandReader(message: message) else { return }
+                while let command = try? reader.next() {
+                    if case .echo(_, let end, _) = command { echoes.append(end.rawValue) }
+                    if case .packetIn = command { packets += 1 }
+                }
+            }
+            sender.flush()
+            if count == 0 && sender.heldCount == 0 { break }
+        }
+        #expect(echoes == Array(stride(from: 0, to: 2000, by: 100)), "every ECHO kept, in order")
+        #expect(packets + sender.statistics.droppedPackets == 2000 && packets < 100)
+    }
+
     @Test("a packet is built in place and arrives intact; a closed peer stops the sender with its reason")
     func packetsAndFailure() throws {
         let (host, nic) = try InProcessChannel.makePair()

@@ -17,8 +17,18 @@ int iotcp_accept(int fd);
 /// ppoll(2) with a timeout in nanoseconds; a negative timeout waits without limit.
 int iotcp_poll_nanoseconds(struct pollfd *fds, unsigned long count, int64_t nanoseconds);
 
-/// memfd_create(2) with MFD_CLOEXEC; returns a descriptor or -1 with errno set.
+/// memfd_create(2) with MFD_CLOEXEC and MFD_ALLOW_SEALING; returns a descriptor or -1 with errno set.
 int iotcp_memfd_create(const char *name);
+
+/// Seals a memfd's size (F_SEAL_SHRINK, F_SEAL_GROW, and no more seals): no process holding it can make
+/// another's mapping of it fault with SIGBUS. 0 or -1.
+int iotcp_seal_size(int fd);
+
+/// 1 when a memfd's size is sealed against shrinking and growing, else 0.
+int iotcp_size_is_sealed(int fd);
+
+/// The user id of the process at the other end of a Unix socket (SO_PEERCRED). 0 or -1.
+int iotcp_peer_uid(int socket, unsigned *uid);
 
 /// Binds a stream socket to a filesystem path (unlinking a stale socket first) and listens.
 int iotcp_unix_listen(int fd, const char *path, int backlog);

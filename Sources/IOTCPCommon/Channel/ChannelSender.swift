@@ -4,7 +4,9 @@
 /// When every slot is still unread by the peer, commands are not dropped and the caller is not blocked
 /// (a blocked NIC could never read the host's next message, and the other way round): they are encoded
 /// into private memory and held, in order, until slots free up. Holding allocates; it is the exception
-/// (a peer that has fallen behind), not the path a command normally takes.
+/// (a peer that has fallen behind), not the path a command normally takes. What is held is bounded: past
+/// `maximumHeldBytes`, packets (PACKET_IN, PACKET_OUT) are dropped and counted, as a full wire drops them
+/// and TCP recovers; other commands are always kept (they are few, and losing one would lose state).
 public final class ChannelSender {
     public let channel: any CommandChannel
     /// A message being filled in the channel's memory.
@@ -17,6 +19,9 @@ public final class ChannelSender {
     private var heldHead = 0
     /// Set once the channel fails; every later command is dropped (the channel cannot carry it).
     public private(set) var failure: ChannelError?
+    /// Bytes of held messages past which packets are dropped rather than held.
+    public var maximumHeldBytes = 16 << 20
+    private var heldBytes = 0
     public private(set) var statistics = Statistics()
 
     public struct Statistics: Hashable, Sendable {
@@ -24,6 +29,8 @@ public final class ChannelSender {
         public var commands = 0
         /// Messages that had to wait in private memory for a slot.
         public var heldMessages = 0
+        /// Packets dropped because the held messages were at `maximumHeldBytes` (the peer stopped reading).
+        public var droppedPackets = 0
         public init() {}
 
         public func adding(_ other: Statistics) -> Statistics {
@@ -31,6 +38,7 @@ public final class ChannelSender {
             sum.messages += other.messages
             sum.commands += other.commands
             sum.heldMessages += other.heldMessages
+            sum.droppedPackets += other.droppedPackets
             return sum
         }
     }
@@ -51,6 +59,10 @@ public final class ChannelSender {
     /// Queues one command. It must be valid and fit a message (`encodedLength <= maxCommandBytes`).
     public func append(_ command: Command) {
         guard failure == nil else { return }
+        if heldCount > 0 && heldBytes >= maximumHeldBytes && (command.kind == .packetIn || command.kind == .packetOut) {
+            statistics.droppedPackets += 1
+            return
+        }
         precondition(command.encodedLength <= maxCommandBytes, "a \(command.kind) command larger than a channel message")
         statistics.commands += 1
         if heldCount == 0 {
@@ -81,6 +93,10 @@ public final class ChannelSender {
         guard failure == nil else { return }
         precondition(length > 0 && length <= Int(UInt16.max) && length + CommandProtocol.commandHeaderLength <= maxCommandBytes,
                      "a packet of \(length) bytes does not fit a channel message")
+        if heldCount > 0 && heldBytes >= maximumHeldBytes {
+            statistics.droppedPackets += 1
+            return
+        }
         statistics.commands += 1
         if heldCount == 0 {
             if var writer = current.take() {
@@ -118,6 +134,7 @@ public final class ChannelSender {
             guard var writer = reserve() else { return }
             let fitted = held[heldHead].bytes.withUnsafeBytes { writer.appendEncoded($0, count: held[heldHead].count) }
             assert(fitted, "a held message fits a slot")
+            heldBytes -= held[heldHead].bytes.count
             held[heldHead] = ([], 0)
             heldHead += 1
             commit(writer)
@@ -137,6 +154,7 @@ public final class ChannelSender {
             staged = nil
             held.removeAll()
             heldHead = 0
+            heldBytes = 0
             return nil
         }
     }
@@ -150,6 +168,8 @@ public final class ChannelSender {
     private func hold(_ writer: consuming CommandWriter) {
         guard !writer.isEmpty else { return }
         statistics.heldMessages += 1
-        held.append((Array(writer.encodedCommands), writer.commandCount))
+        let bytes = Array(writer.encodedCommands)
+        heldBytes += bytes.count
+        held.append((bytes, writer.commandCount))
     }
 }

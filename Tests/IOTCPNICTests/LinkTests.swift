@@ -1,0 +1,79 @@
+import IOTCPCommon
+import IOTCPNIC
+import Testing
+
+/// The NIC's own link layer under a flood: what the neighbour table learns, how much it keeps, and for
+/// how long.
+@Suite("Ethernet link: a bounded neighbour table")
+struct LinkTests {
+    static let ours = IPv4Address(10, 77, 0, 2)
+    static let mac = MACAddress(0x02, 0, 0, 0x77, 0, 2)
+
+    /// An IPv4/TCP frame from `source` (at `hardware`) to our address.
+    func frame(from source: IPv4Address, hardware: MACAddress) -> [UInt8] {
+        let tcp = TCPRepr(sourcePort: 1234, destinationPort: 80, sequenceNumber: SequenceNumber(1), acknowledgmentNumber: SequenceNumber(0),
+                          flags: .syn, window: 100, options: TCPOptions())
+        var bytes = [UInt8](repeating: 0, count: 14 + 20 + tcp.headerLength)
+        bytes.withUnsafeMutableBytes { raw in
+            try! EthernetRepr(destination: Self.mac, source: hardware, etherType: .ipv4).emit(into: raw)
+            try! IPv4Repr(source: source, destination: Self.ours, protocol: .tcp, payloadLength: tcp.headerLength)
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]))
+            _ = try! tcp.emitHeader(into: UnsafeMutableRawBufferPointer(rebasing: raw[34...]))
+        }
+        return bytes
+    }
+
+    func arp(_ operation: ARPRepr.Operation, from source: IPv4Address, hardware: MACAddress, asking target: IPv4Address) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: 14 + ARPRepr.length)
+        bytes.withUnsafeMutableBytes { raw in
+            try! EthernetRepr(destination: .broadcast, source: hardware, etherType: .arp).emit(into: raw)
+            try! ARPRepr(operation: operation, senderHardwareAddress: hardware, senderProtocolAddress: source,
+                         targetHardwareAddress: .zero, targetProtocolAddress: target).emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]))
+        }
+        return bytes
+    }
+
+    @Test("a flood of spoofed sources: only on-link ones are learned, and never more than the table holds")
+    func spoofedFlood() {
+        var link = EthernetLink(hardwareAddress: Self.mac, address: Self.ours, prefixLength: 16, maximumNeighbours: 64)
+        var frames = 0
+        for index in 0..<10_000 {
+            let onLink = IPv4Address(10, 77, UInt8(index >> 8 & 0xFF), UInt8(index & 0xFF))
+            let offLink = IPv4Address(192, 0, UInt8(index >> 8 & 0xFF), UInt8(index & 0xFF))
+            for source in [onLink, offLink] {
+                let bytes = frame(from: source, hardware: MACAddress(0x02, 1, 0, 0, UInt8(index >> 8 & 0xFF), UInt8(index & 0xFF)))
+                if bytes.withUnsafeBytes({ link.receive(frame: $0, now: .milliseconds(UInt64(index)), transmit: { _ in }) }) != nil { frames += 1 }
+            }
+        }
+        #expect(frames == 20_000, "every segment still goes up to the host")
+        #expect(link.neighbourCount == 64)
+        #expect(link.offLinkSources == 10_001, "every off-link source, and one claiming our own address")
+        #expect(link.neighboursEvicted > 9_000)
+    }
+
+    @Test("ARP teaches only what concerns us; a neighbour not heard from ages out and is asked for again")
+    func learningAndAging() throws {
+        var link = EthernetLink(hardwareAddress: Self.mac, address: Self.ours, neighbourLifetime: 10 * Nanoseconds.second)
+        let peer = IPv4Address(10, 77, 0, 1), peerMAC = MACAddress(0x02, 9, 9, 9, 9, 9)
+        // Someone asking for another host: not learned.
+        _ = arp(.request, from: peer, hardware: peerMAC, asking: IPv4Address(10, 77, 0, 3)).withUnsafeBytes {
+            link.receive(frame: $0, now: .zero, transmit: { _ in })
+        }
+        #expect(link.neighbourCount == 0)
+        var replies: [[UInt8]] = []
+        _ = arp(.request, from: peer, hardware: peerMAC, asking: Self.ours).withUnsafeBytes {
+            link.receive(frame: $0, now: .zero, transmit: { replies.append(Array($0)) })
+        }
+        #expect(link.neighbourCount == 1 && replies.count == 1)
+        var header = [UInt8](repeating: 0, count: 14)
+        var asked = 0
+        let known = header.withUnsafeMutableBytes { link.writeHeader(into: $0, destination: peer, transmit: { _ in asked += 1 }) }
+        #expect(known && asked == 0 && Array(header[0..<6]) == [0x02, 9, 9, 9, 9, 9])
+        // Eleven seconds of silence (time moves with the next frame received).
+        _ = frame(from: IPv4Address(10, 77, 0, 9), hardware: MACAddress(0x02, 7, 7, 7, 7, 7)).withUnsafeBytes {
+            link.receive(frame: $0, now: .milliseconds(11_000), transmit: { _ in })
+        }
+        let stale = header.withUnsafeMutableBytes { link.writeHeader(into: $0, destination: peer, transmit: { _ in asked += 1 }) }
+        #expect(!stale && asked == 1, "aged out: the packet waits for an ARP answer")
+    }
+}
