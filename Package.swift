@@ -56,9 +56,7 @@ let package = Package(
         // The NIC half's logic without I/O: the command executor and I/O engine (`NICDataPlane`), the
         // retransmit store, segment building, the buffer pool, ARP/ICMP, fault injection, and the protocols
         // its platform implements (files, disk, wire), with in-memory versions for tests and simulations.
-        .target(
-            name: "IOTCPNICCore",
-            dependencies: ["IOTCPCommon", .product(name: "DequeModule", package: "swift-collections")]),
+        .target(name: "IOTCPNICCore", dependencies: ["IOTCPCommon"]),
         // The NIC half's platform: the TAP, io_uring and pread disks, the export root's file table, libnvme,
         // network namespaces, and the runtime loop that ties them to the core.
         .target(

@@ -130,12 +130,20 @@ echo "rdma-vm: kernel $version, initramfs $(du -h "$work/initrd.gz" | cut -f1), 
 acceleration=(-accel "${IOTCP_VM_ACCEL:-tcg}")
 limit=600
 log=$work/console.log
-status=0
+set +e
 timeout --foreground -k 10 "$limit" qemu-system-x86_64 "${acceleration[@]}" -m 2048 -smp 2 -nographic -no-reboot \
   -kernel "$kernel/boot/vmlinuz-$version" -initrd "$work/initrd.gz" \
   -append "console=ttyS0 quiet panic=-1 loglevel=3" -nic none \
   -drive file="$work/disk.img",if=none,id=nvm,format=raw -device nvme,serial=iotcp0001,drive=nvm \
-  < /dev/null 2>&1 | tr -d '\r' | tee "$log" | grep --line-buffered -E "^vm:" || status=$?
+  < /dev/null 2>&1 | tr -d '\r' | tee "$log" | grep --line-buffered -E "^vm:"
+qemu_status=${PIPESTATUS[0]}
+set -e
+# qemu powers off cleanly (status 0) when /init finishes; 124/137 is the watchdog, anything else a crash.
+if [ "$qemu_status" -ne 0 ]; then
+  echo "rdma-vm: qemu exited with status $qemu_status$([ "$qemu_status" -ge 124 ] && echo " (the ${limit} s watchdog)") (console: $log)" >&2
+  tail -20 "$log" >&2
+  exit 1
+fi
 if ! grep -qE "^vm: [0-9]+ passed, 0 failed" "$log"; then
   echo "rdma-vm: FAILED (console: $log)" >&2
   grep -E "^vm: FAIL" "$log" >&2 || tail -40 "$log" >&2

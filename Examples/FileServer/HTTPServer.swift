@@ -100,7 +100,9 @@ final class HTTPServer {
             if info.queuedBytes > 0 && info.sendNext == info.sendMaximum && info.sendMaximum == info.sendUnacknowledged { blocked += 1 }
         }
         return "sessions \(sessions.count) waiting for \(waiting.sorted { $0.key < $1.key }); TCP states \(states.sorted { $0.key < $1.key }); "
-            + "queued \(queued) bytes, unacknowledged \(unacknowledged), idle with data queued \(blocked)"
+            + "queued \(queued) bytes, unacknowledged \(unacknowledged), idle with data queued \(blocked); "
+            + "header-timeouts=\(counters.headerTimeouts) idle-timeouts=\(counters.idleTimeouts) send-timeouts=\(counters.sendTimeouts) "
+            + "refused=\(counters.refused)"
     }
 
     /// One turn of the loop.

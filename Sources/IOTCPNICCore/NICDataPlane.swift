@@ -1,5 +1,3 @@
-import DequeModule
-
 /// The NIC half's command executor and I/O engine. It keeps no TCP state, only what the commands name:
 /// flows' addresses, open files, data queued to send and data sent until ACKD. It makes no system call:
 /// files come through a `FileService`, reads through a `DiskIO`, packets leave through a `NICOutput`.
@@ -96,9 +94,9 @@ public final class NICDataPlane {
     private var freeDeferred: [UInt32] = []
     private var deferredBytes = 0
     /// Flows whose queue head can go now, in turn order.
-    private var readyFlows = Deque<FlowTicket>()
+    private var readyFlows = FIFO<FlowTicket>()
     /// Flows with chunks waiting for a read to start, in turn order.
-    private var readingFlows = Deque<FlowTicket>()
+    private var readingFlows = FIFO<FlowTicket>()
     private var queuedBytes = 0
     /// Chunks read or being read and not yet sent, over every flow.
     private var readAheadTotal = 0
@@ -125,13 +123,13 @@ public final class NICDataPlane {
         var endpoints = FlowEndpoints(localAddress: IPv4Address(rawValue: 0), remoteAddress: IPv4Address(rawValue: 0), localPort: 0, remotePort: 0,
                                       remoteHardwareAddress: .zero, maximumSegmentSize: 0)
         /// Sent and not yet acknowledged (the retransmit store's ranges for this flow).
-        var sent = Deque<StoredRange>()
+        var sent = FIFO<StoredRange>()
         /// In stream order: chunks of SENDs, host packets held behind them, ECHO marks.
-        var queue = Deque<WorkItem>()
+        var queue = FIFO<WorkItem>()
         /// Chunks of RETRANSMITs that needed a read; they go before the queue.
-        var urgent = Deque<UInt32>()
+        var urgent = FIFO<UInt32>()
         /// Chunks waiting for their read to start, in order (retransmissions first).
-        var toRead = Deque<UInt32>()
+        var toRead = FIFO<UInt32>()
         /// Of those, the retransmissions at its front (kept in the order they were asked for: the urgent
         /// queue sends them in that order, and must not wait on a later one for its turn).
         var rereads = 0

@@ -1,5 +1,3 @@
-import DequeModule
-
 /// Sent file data the peer has not acknowledged, kept until the host's ACKD frees it so a RETRANSMIT can
 /// be served. The ranges live with their flow (`StoredRange`s in sequence order); this type keeps the rules
 /// and the totals over every flow.
@@ -33,7 +31,7 @@ public struct RetransmitStore: Sendable {
         mode == .buffered && (buffersHeld + 1) * bufferSize <= limitBytes
     }
 
-    public mutating func record(_ range: StoredRange, in ranges: inout Deque<StoredRange>) {
+    public mutating func record(_ range: StoredRange, in ranges: inout FIFO<StoredRange>) {
         ranges.append(range)
         heldBytes += range.length
         if range.hasBuffer {
@@ -43,7 +41,7 @@ public struct RetransmitStore: Sendable {
     }
 
     /// ACKD: everything before `sequence` is acknowledged; each buffer wholly acknowledged goes to `release`.
-    public mutating func acknowledge(through sequence: SequenceNumber, in ranges: inout Deque<StoredRange>, release: (UInt32) -> Void) {
+    public mutating func acknowledge(through sequence: SequenceNumber, in ranges: inout FIFO<StoredRange>, release: (UInt32) -> Void) {
         while var range = ranges.first, range.sequence < sequence {
             if range.end <= sequence {
                 ranges.removeFirst()
@@ -61,7 +59,7 @@ public struct RetransmitStore: Sendable {
 
     /// FLOW_CLOSE: the flow's data is released whatever its state. Returns the bytes freed that way.
     @discardableResult
-    public mutating func removeAll(in ranges: inout Deque<StoredRange>, release: (UInt32) -> Void) -> Int {
+    public mutating func removeAll(in ranges: inout FIFO<StoredRange>, release: (UInt32) -> Void) -> Int {
         var freed = 0
         for range in ranges {
             freed += range.length
@@ -85,7 +83,7 @@ public struct RetransmitStore: Sendable {
     /// will go out anyway) left off. Nil if a part before `unsentFrom` is not stored (never sent, or
     /// already acknowledged).
     public static func pieces(
-        of ranges: Deque<StoredRange>, sequence: SequenceNumber, length: Int, unsentFrom: SequenceNumber?,
+        of ranges: FIFO<StoredRange>, sequence: SequenceNumber, length: Int, unsentFrom: SequenceNumber?,
         into pieces: inout [(index: Int, skip: Int, length: Int)]
     ) -> Bool {
         pieces.removeAll(keepingCapacity: true)
@@ -108,7 +106,7 @@ public struct RetransmitStore: Sendable {
     }
 
     /// Bytes held for one flow.
-    public static func heldBytes(_ ranges: Deque<StoredRange>) -> Int { ranges.reduce(0) { $0 + $1.length } }
+    public static func heldBytes(_ ranges: FIFO<StoredRange>) -> Int { ranges.reduce(0) { $0 + $1.length } }
 }
 
 /// One sent range of file data: where it sits in the sequence space, which file bytes it carries, and

@@ -77,3 +77,35 @@ struct LinkTests {
         #expect(!stale && asked == 1, "aged out: the packet waits for an ARP answer")
     }
 }
+
+@Suite("FIFO")
+struct FIFOTests {
+    @Test("it behaves as an array with a moving front, through compactions, against a model")
+    func againstAModel() {
+        var fifo = FIFO<Int>()
+        var model: [Int] = []
+        var random = SeededGenerator(seed: 12)
+        for step in 0..<20_000 {
+            switch Int.random(in: 0..<10, using: &random) {
+            case 0...3:
+                fifo.append(step); model.append(step)
+            case 4...6:
+                #expect(fifo.popFirst() == (model.isEmpty ? nil : model.removeFirst()))
+            case 7:
+                fifo.prepend(-step); model.insert(-step, at: 0)
+            case 8 where !model.isEmpty:
+                let position = Int.random(in: 0...model.count, using: &random)
+                fifo.insert(step, at: position); model.insert(step, at: position)
+            default:
+                if !model.isEmpty {
+                    let position = Int.random(in: 0..<model.count, using: &random)
+                    fifo[position] = step * 3; model[position] = step * 3
+                }
+            }
+            if step % 997 == 0 { #expect(Array(fifo) == model) }
+        }
+        #expect(Array(fifo) == model && fifo.count == model.count && fifo.first == model.first)
+        fifo.removeAll(keepingCapacity: true)
+        #expect(fifo.isEmpty && fifo.popFirst() == nil)
+    }
+}

@@ -731,6 +731,7 @@ struct TCPConnection {
     }
 
     var readableBytes: Int { receiveBuffer.readable }
+    var advertisedWindowEdge: SequenceNumber { receiveWindowEdge }
 
     private var canSend: Bool {
         (state == .established || state == .closeWait || state == .synReceived || state == .synSent) && !finRequested
@@ -904,7 +905,8 @@ struct TCPConnection {
 
     private mutating func retransmissionTimeout<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
         guard sendUnacknowledged < sendMaximum else { return }
-        let limit = state == .synSent || state == .synReceived ? configuration.maximumSynRetransmissions : configuration.maximumRetransmissions
+        var limit = state == .synSent || state == .synReceived ? configuration.maximumSynRetransmissions : configuration.maximumRetransmissions
+        if closedByApplication { limit = min(limit, configuration.maximumOrphanRetransmissions) }
         if consecutiveTimeouts >= limit {
             fail(state == .synSent ? .connectionRefused : .timedOut, output: &output)
             return

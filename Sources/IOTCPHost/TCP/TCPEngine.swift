@@ -265,6 +265,13 @@ public final class TCPEngine {
     }
 
     /// A snapshot of a connection's control block.
+    /// The right edge of the receive window last advertised (tests and the fuzz target check it never
+    /// moves left).
+    func receiveWindowEdge(of handle: TCPHandle) -> SequenceNumber? {
+        guard let slot = try? validSlot(handle) else { return nil }
+        return pool[slot].advertisedWindowEdge
+    }
+
     public func info(of handle: TCPHandle) -> TCPConnectionInfo? {
         guard let slot = try? validSlot(handle) else { return nil }
         return pool[slot].info

@@ -99,6 +99,10 @@ public struct TCPConfiguration: Sendable {
     /// Retransmissions of one segment before the connection is given up; also the zero-window probes a
     /// peer may leave unanswered.
     public var maximumRetransmissions = 15
+    /// Retransmissions before a connection the application already closed is given up (Linux's
+    /// tcp_orphan_retries: 8): nobody waits on it, and a vanished peer should not hold it for a quarter of
+    /// an hour.
+    public var maximumOrphanRetransmissions = 8
     /// SYN-ACKs (and SYNs) sent again before a half-open connection is dropped (Linux: 5 SYN-ACKs, about
     /// 63 s with its backoff): a flood of spoofed SYNs must not keep the backlog full for minutes.
     public var maximumSynRetransmissions = 5

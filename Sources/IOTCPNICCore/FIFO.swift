@@ -1,0 +1,65 @@
+/// A queue that pops from the front and pushes at the back in O(1) (amortized), indexed from 0 at its
+/// front: the data plane's per-flow queues and turn orders. An array and a head index, compacted once
+/// half of it is spent, so a steady queue reuses its storage and allocates nothing.
+///
+/// The NIC core keeps to the standard library (like IOTCPCommon) so it compiles on its own: the fuzz
+/// targets build it with plain swiftc.
+public struct FIFO<Element>: RandomAccessCollection, MutableCollection {
+    private var storage: [Element] = []
+    private var head = 0
+
+    public init() {}
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { storage.count - head }
+
+    public subscript(position: Int) -> Element {
+        get { storage[head + position] }
+        set { storage[head + position] = newValue }
+    }
+
+    public mutating func append(_ element: Element) { storage.append(element) }
+
+    public mutating func append<S: Sequence>(contentsOf elements: S) where S.Element == Element { storage.append(contentsOf: elements) }
+
+    /// Puts `element` at the front.
+    public mutating func prepend(_ element: Element) {
+        if head > 0 {
+            head -= 1
+            storage[head] = element
+        } else {
+            storage.insert(element, at: 0)
+        }
+    }
+
+    /// Inserts `element` at `position` from the front (O(n)).
+    public mutating func insert(_ element: Element, at position: Int) {
+        precondition(position >= 0 && position <= count, "FIFO insert at \(position) of \(count)")
+        if position == 0 { prepend(element) } else { storage.insert(element, at: head + position) }
+    }
+
+    public mutating func popFirst() -> Element? {
+        guard head < storage.count else { return nil }
+        let element = storage[head]
+        head += 1
+        if head == storage.count {
+            storage.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 64 && head * 2 >= storage.count {
+            storage.removeFirst(head)
+            head = 0
+        }
+        return element
+    }
+
+    @discardableResult
+    public mutating func removeFirst() -> Element {
+        guard let element = popFirst() else { preconditionFailure("removeFirst on an empty FIFO") }
+        return element
+    }
+
+    public mutating func removeAll(keepingCapacity: Bool = false) {
+        storage.removeAll(keepingCapacity: keepingCapacity)
+        head = 0
+    }
+}
