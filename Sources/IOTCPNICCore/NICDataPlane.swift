@@ -53,6 +53,9 @@ public final class NICDataPlane {
         public var bytesOut = 0
         public var packetsIn = 0
         public var malformedIn = 0
+        /// IPv4 fragments received and dropped: nothing here reassembles (a TCP peer that does path MTU
+        /// discovery, as every current one does, sets DF and never fragments; see Docs/limits.md).
+        public var fragmentsIn = 0
         public var commands = 0
         public var errors = 0
         /// SENDs recorded without their bytes because the buffered store was at its limit.
@@ -1029,9 +1032,15 @@ public final class NICDataPlane {
     /// NIC knows it (a SYN for a listener, or a stray, goes untagged and the host decides). Anything that is
     /// not well-formed IPv4/TCP is dropped and counted here, never handed on.
     public func receive<O: NICOutput>(packet: UnsafeRawBufferPointer, output: inout O) {
-        guard packet.count <= Int(UInt16.max), let ip = try? IPv4PacketView(packet), ip.protocol == .tcp,
-              let segment = try? TCPSegmentView(ip.payload)
-        else {
+        let ip: IPv4PacketView
+        do throws(WireError) {
+            guard packet.count <= Int(UInt16.max) else { throw .bufferTooSmall(needed: packet.count, available: Int(UInt16.max)) }
+            ip = try IPv4PacketView(packet)
+        } catch {
+            if error == .fragmented { counters.fragmentsIn += 1 } else { counters.malformedIn += 1 }
+            return
+        }
+        guard ip.protocol == .tcp, let segment = try? TCPSegmentView(ip.payload) else {
             counters.malformedIn += 1
             return
         }

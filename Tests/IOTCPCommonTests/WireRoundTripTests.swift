@@ -209,3 +209,23 @@ struct WireRoundTripTests {
         #expect(accepted > 1000, "mutated real frames mostly still parse, so the deep layers were exercised")
     }
 }
+
+@Suite("TCP options as a receiver reads them")
+struct LenientOptionTests {
+    func lenient(_ bytes: [UInt8]) -> TCPOptions { bytes.withUnsafeBytes { TCPOptions(leniently: $0) } }
+
+    @Test("a malformed option is skipped or ends the list; what was understood is kept (as Linux)")
+    func lenientParsing() {
+        // An MSS of the wrong length skipped by its length; the timestamps after it still read.
+        let wrongLength = lenient([2, 3, 5, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9, 1, 1])
+        #expect(wrongLength.maximumSegmentSize == nil && wrongLength.timestamps == TCPTimestamps(value: 7, echoReply: 9))
+        // An impossible length ends the list: the MSS before it is kept.
+        let impossible = lenient([2, 4, 5, 180, 99, 0, 8, 10])
+        #expect(impossible.maximumSegmentSize == 1460 && impossible.timestamps == nil)
+        // Running past the end, and a kind with no length byte: nothing more, nothing thrown.
+        #expect(lenient([3, 3, 7, 8, 10, 0, 0]).windowScale == 7)
+        #expect(lenient([1, 1, 99]) == TCPOptions())
+        // The strict parser still names the problem (for tests of what the NIC emits and fuzzing).
+        #expect(throws: WireError.malformedOption(kind: 2)) { try [2, 3, 5, 0].withUnsafeBytes { try TCPOptions(parsing: $0) } }
+    }
+}

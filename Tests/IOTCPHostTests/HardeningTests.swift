@@ -157,3 +157,43 @@ struct TCPHardeningTests {
         #expect(script.inject(sequence: 1001 &+ 99, flags: .rst).segments.count == 1, "a new second, a new allowance")
     }
 }
+
+@Suite("Bounded reassembly and SACK state")
+struct BoundedRangesTests {
+    @Test("insertMerging agrees with a byte model over random inserts, and refuses a new range past its limit")
+    func insertMergingModel() {
+        var random = SeededGenerator(seed: 99)
+        for _ in 0..<200 {
+            var ranges: [SACKBlock] = []
+            var model = Set<UInt32>()
+            for _ in 0..<30 {
+                let left = UInt32.random(in: 0..<400, using: &random), length = UInt32.random(in: 1...20, using: &random)
+                let limit = 8
+                let wouldMerge = (left..<(left + length)).contains { model.contains($0) } || model.contains(left &- 1) || model.contains(left + length)
+                let result = ranges.insertMerging(SACKBlock(left: SequenceNumber(left), right: SequenceNumber(left + length)), limit: limit)
+                if result != nil { for value in left..<(left + length) { model.insert(value) } }
+                #expect(result != nil || (!wouldMerge && ranges.count >= limit))
+                // Sorted, disjoint, not touching, and covering exactly the model.
+                for (a, b) in zip(ranges, ranges.dropFirst()) { #expect(a.right < b.left) }
+                let covered = Set(ranges.flatMap { $0.left.rawValue..<$0.right.rawValue })
+                #expect(covered == model)
+                #expect(ranges.count <= limit)
+            }
+        }
+    }
+
+    @Test("a peer sending one byte in every other place fills at most 64 out-of-order ranges; the rest is refused")
+    func outOfOrderRangesAreBounded() {
+        var buffer = ReceiveBuffer(capacity: 65536)
+        let next = SequenceNumber(1000)
+        let byte: [UInt8] = [42]
+        for index in 0..<500 {
+            _ = byte.withUnsafeBytes { buffer.store($0, at: next + (2 + 2 * index), next: next) }
+        }
+        #expect(buffer.outOfOrder.count == ReceiveBuffer.maximumRanges)
+        #expect(buffer.rangesRefused == 500 - ReceiveBuffer.maximumRanges)
+        // Bytes that join an existing range are still taken.
+        #expect(byte.withUnsafeBytes { buffer.store($0, at: next + 3, next: next) } == 0)
+        #expect(buffer.outOfOrder.count == ReceiveBuffer.maximumRanges - 1, "two ranges joined by the byte between them")
+    }
+}

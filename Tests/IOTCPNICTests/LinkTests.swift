@@ -109,3 +109,30 @@ struct FIFOTests {
         #expect(fifo.isEmpty && fifo.popFirst() == nil)
     }
 }
+
+@Suite("NIC data plane: what it does not forward")
+struct ReceiveFilterTests {
+    @Test("an IPv4 fragment is dropped and counted as one, not forwarded; a whole segment goes to the host")
+    func fragmentsAreCountedAndDropped() throws {
+        let files = MemoryFiles()
+        let nic = NICDataPlane(files: files, disk: MemoryDisk(files: files))
+        var output = CollectingNICOutput()
+        let tcp = TCPRepr(sourcePort: 1, destinationPort: 80, sequenceNumber: SequenceNumber(1), acknowledgmentNumber: SequenceNumber(0),
+                          flags: .syn, window: 1, options: TCPOptions())
+        var packet = [UInt8](repeating: 0, count: 40)
+        try packet.withUnsafeMutableBytes { raw in
+            try IPv4Repr(source: IPv4Address(10, 0, 0, 1), destination: IPv4Address(10, 0, 0, 2), protocol: .tcp, payloadLength: 20).emit(into: raw)
+            _ = try tcp.emitHeader(into: UnsafeMutableRawBufferPointer(rebasing: raw[20...]))
+        }
+        packet.withUnsafeBytes { nic.receive(packet: $0, output: &output) }
+        #expect(output.replies == ["PACKET_IN"])
+        // More fragments follow: set MF, fix the header checksum.
+        packet[6] = 0x20
+        packet[10] = 0; packet[11] = 0
+        let checksum = packet.withUnsafeBytes { InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<20])) }
+        packet[10] = UInt8(checksum >> 8); packet[11] = UInt8(checksum & 0xFF)
+        packet.withUnsafeBytes { nic.receive(packet: $0, output: &output) }
+        #expect(output.replies == ["PACKET_IN"], "nothing more forwarded")
+        #expect(nic.counters.fragmentsIn == 1 && nic.counters.malformedIn == 0)
+    }
+}

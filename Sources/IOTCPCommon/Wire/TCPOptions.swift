@@ -99,12 +99,24 @@ public struct TCPOptions: Hashable, Sendable {
         static let sackPermitted: UInt8 = 4, sack: UInt8 = 5, timestamps: UInt8 = 8
     }
 
-    /// Parses the option bytes between the fixed header and the data offset.
+    /// Parses the option bytes between the fixed header and the data offset, strictly.
     ///
     /// A known option with the wrong length, or any option running past the end, is malformed
     /// (RFC 9293 §3.1 asks a receiver to be ready for impossible lengths); an end-of-list option stops
     /// parsing; anything unknown is skipped by its length.
     public init(parsing bytes: UnsafeRawBufferPointer) throws(WireError) {
+        try self.init(parsing: bytes, lenient: false)
+    }
+
+    /// Parses the options as a receiving TCP should (and as Linux does): a known option with the wrong
+    /// length is skipped by its length, and an impossible length (under 2, or past the end) ends the
+    /// options there. What was understood is kept and the segment is not thrown away for the rest.
+    public init(leniently bytes: UnsafeRawBufferPointer) {
+        // The lenient parse never throws.
+        self = (try? TCPOptions(parsing: bytes, lenient: true)) ?? TCPOptions()
+    }
+
+    private init(parsing bytes: UnsafeRawBufferPointer, lenient: Bool) throws(WireError) {
         self.init()
         var offset = 0
         while offset < bytes.count {
@@ -114,23 +126,28 @@ public struct TCPOptions: Hashable, Sendable {
                 offset += 1
                 continue
             }
-            guard offset + 1 < bytes.count else { throw .malformedOption(kind: kind) }
+            guard offset + 1 < bytes.count else {
+                if lenient { return }
+                throw .malformedOption(kind: kind)
+            }
             let length = Int(bytes[offset + 1])
-            guard length >= 2, offset + length <= bytes.count else { throw .malformedOption(kind: kind) }
+            guard length >= 2, offset + length <= bytes.count else {
+                if lenient { return }
+                throw .malformedOption(kind: kind)
+            }
+            var wellFormed = true
             switch kind {
             case Kind.maximumSegmentSize:
-                guard length == 4 else { throw .malformedOption(kind: kind) }
-                maximumSegmentSize = bytes.bigEndianUInt16(at: offset + 2)
+                if length == 4 { maximumSegmentSize = bytes.bigEndianUInt16(at: offset + 2) } else { wellFormed = false }
             case Kind.windowScale:
-                guard length == 3 else { throw .malformedOption(kind: kind) }
-                windowScale = bytes[offset + 2]
+                if length == 3 { windowScale = bytes[offset + 2] } else { wellFormed = false }
             case Kind.sackPermitted:
-                guard length == 2 else { throw .malformedOption(kind: kind) }
-                sackPermitted = true
+                if length == 2 { sackPermitted = true } else { wellFormed = false }
             case Kind.sack:
                 let blockBytes = length - 2
                 guard blockBytes > 0, blockBytes % 8 == 0, blockBytes / 8 <= SACKBlockList.capacity else {
-                    throw .malformedOption(kind: kind)
+                    wellFormed = false
+                    break
                 }
                 var blocks = SACKBlockList()
                 var at = offset + 2
@@ -142,12 +159,16 @@ public struct TCPOptions: Hashable, Sendable {
                 }
                 sackBlocks = blocks
             case Kind.timestamps:
-                guard length == 10 else { throw .malformedOption(kind: kind) }
-                timestamps = TCPTimestamps(
-                    value: bytes.bigEndianUInt32(at: offset + 2), echoReply: bytes.bigEndianUInt32(at: offset + 6))
+                if length == 10 {
+                    timestamps = TCPTimestamps(
+                        value: bytes.bigEndianUInt32(at: offset + 2), echoReply: bytes.bigEndianUInt32(at: offset + 6))
+                } else {
+                    wellFormed = false
+                }
             default:
                 break
             }
+            if !wellFormed && !lenient { throw .malformedOption(kind: kind) }
             offset += length
         }
     }

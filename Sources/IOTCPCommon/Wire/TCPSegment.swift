@@ -106,7 +106,7 @@ public struct TCPRepr: Hashable, Sendable {
             sourcePort: segment.sourcePort, destinationPort: segment.destinationPort,
             sequenceNumber: segment.sequenceNumber, acknowledgmentNumber: segment.acknowledgmentNumber,
             flags: segment.flags, window: segment.window, urgentPointer: segment.urgentPointer,
-            options: try TCPOptions(parsing: segment.optionBytes))
+            options: TCPOptions(leniently: segment.optionBytes))
     }
 
     public var headerLength: Int { TCPSegmentView.minimumHeaderLength + options.encodedLength }

@@ -6,8 +6,12 @@ import IOTCPCommon
 struct ReceiveBuffer {
     private var ring = ByteRing()
     let capacity: Int
-    /// Out-of-order ranges held, sorted, disjoint, all beyond `next`.
+    /// Out-of-order ranges held, sorted, disjoint, all beyond `next`; at most `maximumRanges` (a segment
+    /// that would add one more is dropped, unacknowledged: the sender sends it again).
     private(set) var outOfOrder: [SACKBlock] = []
+    static let maximumRanges = 64
+    /// Segments dropped because they would have made one range too many.
+    private(set) var rangesRefused = 0
     /// The range that the most recent out-of-order segment landed in (RFC 2018: reported first).
     private var mostRecent: SequenceNumber?
 
@@ -33,12 +37,18 @@ struct ReceiveBuffer {
         let room = free - offset
         guard room > 0, !data.isEmpty else { return 0 }
         if data.count > room { data = UnsafeRawBufferPointer(rebasing: data[0..<room]) }
-        ring.reserve(capacity)
-        ring.write(data, at: ring.count + offset)
         if offset > 0 {
-            insertOutOfOrder(SACKBlock(left: start, right: start + data.count))
+            guard let range = outOfOrder.insertMerging(SACKBlock(left: start, right: start + data.count), limit: Self.maximumRanges) else {
+                rangesRefused += 1
+                return 0
+            }
+            mostRecent = range.left
+            ring.reserve(capacity)
+            ring.write(data, at: ring.count + offset)
             return 0
         }
+        ring.reserve(capacity)
+        ring.write(data, at: ring.count + offset)
         var advanced = data.count
         // The gap is filled up to here: absorb out-of-order ranges that now touch the in-order data.
         var frontier = next + advanced
@@ -52,10 +62,6 @@ struct ReceiveBuffer {
         ring.commit(advanced)
         if let recent = mostRecent, recent < frontier { mostRecent = nil }
         return advanced
-    }
-
-    private mutating func insertOutOfOrder(_ block: SACKBlock) {
-        mostRecent = outOfOrder.insertMerging(block).left
     }
 
     /// Up to `limit` SACK blocks: the one holding the latest arrival first, then the rest from the highest.

@@ -630,7 +630,8 @@ struct TCPConnection {
         for block in blocks {
             // Ignore blocks that are stale or claim what was never sent (RFC 2883's D-SACK included).
             guard block.left < block.right, block.right <= sendMaximum, block.right > sendUnacknowledged else { continue }
-            scoreboard.insertMerging(SACKBlock(left: SequenceNumber.max(block.left, sendUnacknowledged), right: block.right))
+            // Bounded: SACK is advice, and a peer reporting thousands of tiny holes gets the first 64 taken.
+            scoreboard.insertMerging(SACKBlock(left: SequenceNumber.max(block.left, sendUnacknowledged), right: block.right), limit: 64)
         }
     }
 
