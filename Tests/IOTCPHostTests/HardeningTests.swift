@@ -142,6 +142,39 @@ struct TCPHardeningTests {
         #expect(script.engine.error(of: handle) == .timedOut, "given up after \(elapsed / 1000) s")
     }
 
+    @Test("a SYN with a newer timestamp ends TIME-WAIT and opens a new connection; an older one is only ACKed (RFC 6191)")
+    func timeWaitReopen() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        try script.engine.close(handle, now: script.now, output: &script.output)
+        script.inject(sequence: 1001, acknowledgment: iss &+ 2, flags: .ack, options: script.peerTimestamps(2000))
+        script.inject(sequence: 1001, acknowledgment: iss &+ 2, flags: [.fin, .ack], options: script.peerTimestamps(2001))
+        #expect(script.engine.state(of: handle) == .timeWait)
+
+        // The client reuses its port, but its clock says this SYN is older than the old connection's last
+        // segment: it may be a duplicate from the old connection, so TIME-WAIT stands and only ACKs it.
+        let stale = script.inject(sequence: 90_000, flags: .syn, options: Script.linuxSynOptions(timestamp: 1500))
+        #expect(stale.segments.count == 1)
+        #expect(stale.segments.first?.flags == .ack)
+        #expect(stale.segments.first?.acknowledgment == SequenceNumber(1002))
+        #expect(script.engine.state(of: handle) == .timeWait)
+        #expect(script.engine.statistics.timeWaitReopened == 0)
+
+        // A newer clock: the new incarnation starts at once.
+        let fresh = script.inject(sequence: 90_000, flags: .syn, options: Script.linuxSynOptions(timestamp: 2500))
+        let synAck = try #require(fresh.segments.first)
+        #expect(synAck.flags == [.syn, .ack])
+        #expect(synAck.acknowledgment == SequenceNumber(90_001))
+        #expect(script.engine.statistics.timeWaitReopened == 1)
+        #expect(script.engine.state(of: handle) == nil, "the old handle is gone")
+        let echo = try #require(synAck.tcp.options.timestamps?.value)
+        script.inject(sequence: 90_001, acknowledgment: synAck.sequence.rawValue &+ 1, flags: .ack,
+                      options: script.peerTimestamps(2501, echo: echo))
+        let reopened = try #require(script.engine.accept(TCPListenerID(port: 80)))
+        #expect(script.engine.state(of: reopened) == .established)
+        #expect(script.engine.connectionCount == 1)
+    }
+
     @Test("challenge ACKs are limited to challengeAcksPerSecond a connection (RFC 5961 §7)")
     func challengeAckRateLimit() throws {
         var script = Script()

@@ -793,6 +793,27 @@ struct TCPConnection {
         if state == .finWait2 { timeWaitDeadline = now + configuration.finWait2Timeout }
     }
 
+    /// In TIME-WAIT, whether a SYN starts a new incarnation (RFC 6191): with timestamps, its TSval is newer
+    /// than the last one seen; without, its sequence number is past the old connection's.
+    func acceptsNewConnection(_ segment: TCPRepr) -> Bool {
+        guard state == .timeWait, segment.flags.contains(.syn), !segment.flags.contains(.ack), !segment.flags.contains(.rst) else { return false }
+        if timestampsEnabled, let timestamps = segment.options.timestamps {
+            return Int32(bitPattern: timestamps.value &- timestampRecent) > 0
+        }
+        return !timestampsEnabled && segment.sequenceNumber > receiveNext
+    }
+
+    /// Ends a TIME-WAIT connection without a word to the peer; the NIC hears of it if it has not yet.
+    mutating func closeQuietly<O: CommandOutput>(output: inout O) {
+        closeFlowOnNIC(output: &output)
+        state = .closed
+        retransmitDeadline = nil
+        delayedAckDeadline = nil
+        persistDeadline = nil
+        keepaliveDeadline = nil
+        timeWaitDeadline = nil
+    }
+
     /// Abort (RFC 9293 §3.10.5): a RST to the peer and the connection is gone.
     /// The NIC could not carry out this connection's work (a file it cannot read, a full store): the
     /// stream cannot continue intact, so the peer gets a RST and the application the error.

@@ -17,6 +17,8 @@ public struct TCPStatistics: Hashable, Sendable {
     public var fastRecoveries = 0
     /// Segments with neither SYN nor ACK sent to a listening port, dropped unanswered.
     public var droppedAtListener = 0
+    /// TIME-WAIT connections ended early by a new SYN for the same endpoints (RFC 6191).
+    public var timeWaitReopened = 0
 }
 
 /// The host's TCP control plane for one local IPv4 address: every connection and listener, driven by
@@ -346,6 +348,16 @@ public final class TCPEngine {
             slot = hinted
         } else if let found = byEndpoints[key] {
             slot = Int(found)
+        }
+        if let slot, pool[slot].state == .timeWait, listeners[segment.destinationPort] != nil,
+           pool[slot].acceptsNewConnection(segment) {
+            // RFC 6191 (and RFC 1122 §4.2.2.13): a SYN that is certainly newer than the old connection ends
+            // its TIME-WAIT and opens a new one, as a client reusing its port expects.
+            statistics.timeWaitReopened += 1
+            pool[slot].closeQuietly(output: &output)
+            release(slot)
+            handleUnmatched(segment, payload: view.payload, from: ip.source, key: key, now: now, output: &output)
+            return
         }
         if let slot {
             pool[slot].handle(segment, payload: view.payload, now: now, configuration: configuration, output: &output)
