@@ -82,6 +82,7 @@ client nft add chain inet soak in '{ type filter hook input priority 0; }'
     client nft add rule inet soak out tcp sport "$port" drop
     client nft add rule inet soak in tcp dport "$port" drop
     kill -9 "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null  # reaped here, so the shell does not report it killed
     sleep 1
   done ) &
 children+=($!)

@@ -146,10 +146,11 @@ extension NICDataPlane {
                      retransmitMode: retransmitMode, storeLimitBytes: storeLimitBytes)
     }
 
-    /// io_uring, or pread on four threads where io_uring is refused (or, failing even that, on the caller's).
+    /// io_uring, or pread on four threads where io_uring is refused, or, where not even a thread can be
+    /// started, pread on the NIC's own thread (slow on a cold disk, but serving).
     public static func standardDisk() -> any DiskIO {
         if let ring = try? URingDisk() { return ring }
         if let threads = try? ThreadPoolDisk() { return threads }
-        return try! ThreadPoolDisk(threads: 1)
+        return PreadDisk()
     }
 }

@@ -142,6 +142,57 @@ struct TCPHardeningTests {
         #expect(script.engine.error(of: handle) == .timedOut, "given up after \(elapsed / 1000) s")
     }
 
+    @Test("a usable window under a segment and under half the largest offered is not used at once (MUST-38)")
+    func senderSillyWindowAvoidance() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)  // window 502 << 7 = 64,256 bytes
+        _ = try script.writeFile(handle, length: 2_000_000)
+        let first = script.output.take().sends
+        let sent = first.reduce(0) { $0 + Int($1.1.length) }
+        #expect(sent > 0)
+        for (_, range) in first {
+            script.engine.handleEcho(flow: handle.flow, sequenceEnd: range.sequence + Int(range.length), nicDelayNanoseconds: 0,
+                                     now: script.now, output: &script.output)
+        }
+        _ = script.output.take()
+        // Everything acknowledged, but the window is now 256 bytes (2 << 7): a 256-byte SEND would be silly.
+        let small = script.inject(sequence: 1001, acknowledgment: iss &+ 1 &+ UInt32(sent), flags: .ack, window: 2,
+                                  options: script.peerTimestamps(2000))
+        #expect(small.sends.isEmpty, "no segment for a 256-byte window with 2 MB queued")
+        // Nothing in flight, so no ACK will come by itself: the persist timer sends what fits.
+        var late: [(FlowID, SendRange)] = []
+        for _ in 0..<30 where late.isEmpty { late += script.advance(milliseconds: 100).sends }
+        #expect(late.map(\.1.length) == [256], "the override timeout sends what fits")
+        #expect(late.first?.1.sequence == SequenceNumber(iss &+ 1 &+ UInt32(sent)))
+        // A window that opens to half the largest is used at once, as far as the congestion window allows.
+        let end = iss &+ 1 &+ UInt32(sent) &+ 256
+        let opened = script.inject(sequence: 1001, acknowledgment: end, flags: .ack, window: 251,
+                                   options: script.peerTimestamps(2001))
+        #expect(opened.sends.reduce(0) { $0 + Int($1.1.length) } >= 10 * 1460)
+    }
+
+    @Test("a connection waiting out TIME-WAIT holds no send or receive buffer")
+    func timeWaitHoldsNoBuffers() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        let request = Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        script.inject(sequence: 1001, acknowledgment: iss &+ 1, flags: [.ack, .psh], options: script.peerTimestamps(1500),
+                      payload: request)
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let read = try buffer.withUnsafeMutableBytes { try script.engine.read(handle, into: $0, now: script.now, output: &script.output) }
+        #expect(read == request.count)
+        let reply = Array("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".utf8)
+        let written = try reply.withUnsafeBytes { try script.engine.write(handle, $0, now: script.now, output: &script.output) }
+        #expect(written == reply.count)
+        let fin = UInt32(1001 + request.count)
+        script.inject(sequence: fin, acknowledgment: iss &+ 1 &+ UInt32(reply.count), flags: .ack, options: script.peerTimestamps(1600))
+        #expect(script.engine.bufferBytes(of: handle) ?? 0 > 0, "both rings were in use")
+        try script.engine.close(handle, now: script.now, output: &script.output)
+        script.inject(sequence: fin, acknowledgment: iss &+ 2 &+ UInt32(reply.count), flags: [.fin, .ack], options: script.peerTimestamps(1700))
+        #expect(script.engine.state(of: handle) == .timeWait)
+        #expect(script.engine.bufferBytes(of: handle) == 0)
+    }
+
     @Test("a SYN with a newer timestamp ends TIME-WAIT and opens a new connection; an older one is only ACKed (RFC 6191)")
     func timeWaitReopen() throws {
         var script = Script()

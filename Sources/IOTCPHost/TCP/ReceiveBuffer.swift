@@ -17,6 +17,16 @@ struct ReceiveBuffer {
 
     init(capacity: Int) { self.capacity = capacity }
 
+    var allocatedBytes: Int { ring.allocatedBytes }
+
+    /// Frees the ring if the application has read everything, and forgets out-of-order ranges: nothing
+    /// more will be accepted (TIME-WAIT).
+    mutating func releaseStorage() {
+        outOfOrder = []
+        mostRecent = nil
+        ring.releaseIfEmpty()
+    }
+
     /// In-order bytes the application can read.
     var readable: Int { ring.count }
     /// Free space: what the window may offer.

@@ -43,6 +43,17 @@ struct SendQueue {
 
     /// Bytes queued and not yet acknowledged.
     var count: Int { end - acknowledged }
+
+    var allocatedBytes: Int { ring.allocatedBytes }
+
+    /// Frees the ring and the entry list once everything was acknowledged (TIME-WAIT).
+    mutating func releaseStorage() {
+        ring.releaseIfEmpty()
+        if isEmpty {
+            entries = []
+            firstEntry = 0
+        }
+    }
     var isEmpty: Bool { firstEntry == entries.count }
 
     /// Copies in as many application bytes as the ring has room for; returns how many.
@@ -150,6 +161,8 @@ struct ByteRing {
     private(set) var count = 0
 
     private var capacity: Int { storage?.capacity ?? 0 }
+    /// Bytes of storage allocated.
+    var allocatedBytes: Int { capacity }
 
     mutating func reserve(_ capacity: Int) {
         if storage == nil && capacity > 0 { storage = ByteRingStorage(capacity: capacity) }
@@ -190,6 +203,14 @@ struct ByteRing {
             written += chunk
             position = 0
         }
+    }
+
+    /// Lets the storage go if nothing is held, so a connection that is only waiting out TIME-WAIT keeps
+    /// no buffer (a server closing first holds one such connection per recent client for 60 s).
+    mutating func releaseIfEmpty() {
+        guard count == 0 else { return }
+        storage = nil
+        head = 0
     }
 
     mutating func discard(_ n: Int) {

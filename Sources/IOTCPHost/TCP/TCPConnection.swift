@@ -31,7 +31,14 @@ struct TCPConnection {
     /// The highest sequence number sent (SND.NXT before a timeout rewound it).
     private(set) var sendMaximum: SequenceNumber
     /// The peer's window in bytes, scaled.
-    private(set) var sendWindow = 0
+    private(set) var sendWindow = 0 {
+        didSet { if sendWindow > largestSendWindow { largestSendWindow = sendWindow } }
+    }
+    /// The largest window the peer has offered (Max(SND.WND), for sender silly-window avoidance).
+    private var largestSendWindow = 0
+    /// The persist timer found a usable window too small to be worth a segment and nothing in flight: the
+    /// next transmission sends what fits anyway (RFC 9293 §3.8.6.2.1's override timeout).
+    private var sillyWindowOverride = false
     private var sendWindowUpdateSequence = SequenceNumber(0)
     private var sendWindowUpdateAcknowledgment = SequenceNumber(0)
     private var sendWindowShift: UInt8 = 0
@@ -893,7 +900,13 @@ struct TCPConnection {
                 fail(.timedOut, output: &output)
                 return
             }
-            sendWindowProbe(now: now, configuration: configuration, output: &output)
+            if sendWindow > 0 && sendNext == sendMaximum && sendNext < sendQueue.end
+                && sendUnacknowledged + sendWindow > sendNext {
+                // A small window, not a closed one: send what fits rather than probe (the override timeout).
+                sillyWindowOverride = true
+            } else {
+                sendWindowProbe(now: now, configuration: configuration, output: &output)
+            }
         }
         if let deadline = keepaliveDeadline, deadline <= now, let keepalive = configuration.keepalive {
             if keepaliveProbesSent >= keepalive.probes {
@@ -979,11 +992,18 @@ struct TCPConnection {
         keepaliveProbesSent = 0
     }
 
+    /// Bytes of buffers held: the send ring and the receive ring.
+    var bufferBytes: Int { sendQueue.allocatedBytes + receiveBuffer.allocatedBytes }
+
     private mutating func cancelTimersForTimeWait() {
         retransmitDeadline = nil
         persistDeadline = nil
         keepaliveDeadline = nil
         delayedAckDeadline = nil
+        // Only ACKs are sent from here on, and nothing more is received: the buffers can go.
+        sendQueue.releaseStorage()
+        receiveBuffer.releaseStorage()
+        scoreboard = []
     }
 
     private mutating func enterTimeWait<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
@@ -1037,6 +1057,8 @@ struct TCPConnection {
     /// Returns whether anything carrying an ACK went out.
     private mutating func transmit<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) -> Bool {
         var sent = false
+        var heldBySillyWindow = false
+        defer { sillyWindowOverride = false }
         if needsFastRetransmit {
             needsFastRetransmit = false
             retransmit(from: sendUnacknowledged, limit: segmentSize, now: now, configuration: configuration, output: &output)
@@ -1058,6 +1080,14 @@ struct TCPConnection {
                 let offered = sendUnacknowledged + sendWindow - sendNext
                 let room = min(window - inFlight, offered)
                 guard room > 0 else { break sending }
+                // Sender silly-window avoidance (RFC 9293 §3.8.6.2.1, MUST-38): new data waits while the peer's
+                // usable window is less than a segment, less than what is queued, and less than half the largest
+                // window it has offered; an ACK that opens the window, or the persist timer, sends it.
+                if sendNext >= sendMaximum, offered < segmentSize, offered < dataEnd - sendNext,
+                   offered < largestSendWindow / 2, !sillyWindowOverride {
+                    heldBySillyWindow = true
+                    break sending
+                }
                 // New file data also stops where the NIC's share of it (TCP small queues) runs out.
                 let nicRoom = configuration.maximumUnechoedBytes > 0 && sendNext >= sendMaximum
                     ? max(configuration.maximumUnechoedBytes - unechoedBytes, 1) : Int.max
@@ -1110,8 +1140,9 @@ struct TCPConnection {
         }
         // Zero window with data waiting and nothing being timed for retransmission: probe until the peer opens
         // (RFC 9293 §3.8.6.1).
-        if sendWindow == 0 && sendNext < sendQueue.end && retransmitDeadline == nil && persistDeadline == nil
-            && (sendUnacknowledged == sendMaximum || sendNext == sendUnacknowledged) {
+        // The same when a window too small to use holds data back and nothing in flight will bring an ACK.
+        if (sendWindow == 0 || heldBySillyWindow) && sendNext < sendQueue.end && retransmitDeadline == nil
+            && persistDeadline == nil && (sendUnacknowledged == sendMaximum || sendNext == sendUnacknowledged) {
             let backoff = UInt64(1) << UInt64(min(persistBackoff, 6))
             persistDeadline = now + min(rtt.timeout * backoff, configuration.maximumRetransmissionTimeout)
         }

@@ -274,6 +274,12 @@ public final class TCPEngine {
         return pool[slot].advertisedWindowEdge
     }
 
+    /// Bytes of send and receive buffers a connection holds (allocated, not necessarily used).
+    func bufferBytes(of handle: TCPHandle) -> Int? {
+        guard let slot = try? validSlot(handle) else { return nil }
+        return pool[slot].bufferBytes
+    }
+
     public func info(of handle: TCPHandle) -> TCPConnectionInfo? {
         guard let slot = try? validSlot(handle) else { return nil }
         return pool[slot].info
