@@ -256,4 +256,71 @@ struct FileTableTests {
     func missingRoot() {
         #expect(throws: FileTable.Failure.notFound("/nonexistent/iotcp-root")) { try FileTable(root: "/nonexistent/iotcp-root") }
     }
+
+    /// Opens `path`, maps it through a lease, copies what the mapping shows, and closes it again.
+    private func mappedBytes(_ table: FileTable, _ path: String) throws -> [UInt8]? {
+        let (id, _) = try table.open(path: path)
+        let lease = try table.lease(id)
+        defer {
+            table.release(lease)
+            try? table.close(id)
+        }
+        return table.mapping(lease).map { Array($0) }
+    }
+
+    @Test("a file opened again reuses its kept mapping; a changed length maps anew; small files are read, not mapped")
+    func keptMappings() throws {
+        let root = try ExportRoot()
+        let table = try FileTable(root: root.path, idleMappingLimit: 2)
+        #expect(try mappedBytes(table, "sub/data.bin") == root.content)
+        #expect(try mappedBytes(table, "inside") == root.content)
+        #expect(table.mappings == 1 && table.mappingReuses == 1 && table.idleMappings == 1)
+
+        // Rewritten in place with the same length: the shared mapping shows the new bytes.
+        var changed = root.content
+        changed[0] ^= 0xFF
+        changed[99_999] ^= 0xFF
+        let handle = try #require(FileHandle(forWritingAtPath: root.path + "/sub/data.bin"))
+        try handle.write(contentsOf: Data(changed))
+        #expect(try mappedBytes(table, "sub/data.bin") == changed)
+        #expect(table.mappings == 1 && table.mappingReuses == 2)
+        // Grown: a new mapping of the new length; the old one is unmapped, not kept beside it.
+        try handle.write(contentsOf: Data(changed[0..<20_000]))
+        try handle.close()
+        #expect(try mappedBytes(table, "sub/data.bin") == changed + changed[0..<20_000])
+        #expect(table.mappings == 2 && table.idleMappings == 1)
+
+        // Idle mappings are bounded: a third file pushes out the oldest.
+        for name in ["a.bin", "b.bin", "c.bin"] {
+            try Data(repeating: UInt8(name.utf8.first!), count: 20_000).write(to: URL(fileURLWithPath: root.path + "/" + name))
+            #expect(try mappedBytes(table, name) == [UInt8](repeating: UInt8(name.utf8.first!), count: 20_000))
+        }
+        #expect(table.idleMappings == 2 && table.mappings == 5)
+        #expect(try mappedBytes(table, "c.bin") != nil && table.mappings == 5)
+        #expect(try mappedBytes(table, "sub/data.bin") != nil && table.mappings == 6)
+        table.dropIdleMappings()
+        #expect(table.idleMappings == 0)
+
+        // Below `minimumMappedSize` (16 KiB by default) a file is read: nil here, and no mapping made.
+        try Data(repeating: 7, count: 4096).write(to: URL(fileURLWithPath: root.path + "/small.bin"))
+        #expect(try mappedBytes(table, "small.bin") == nil && table.mappings == 6)
+    }
+
+    @Test("two opens of one file share a mapping while both are open; it outlives neither's close")
+    func sharedWhileOpen() throws {
+        let root = try ExportRoot()
+        let table = try FileTable(root: root.path)
+        let (first, _) = try table.open(path: "sub/data.bin")
+        let (second, _) = try table.open(path: "inside")
+        let firstLease = try table.lease(first), secondLease = try table.lease(second)
+        let a = try #require(table.mapping(firstLease)), b = try #require(table.mapping(secondLease))
+        #expect(a.baseAddress == b.baseAddress && table.mappings == 1)
+        table.release(firstLease)
+        try table.close(first)
+        #expect(Array(b) == root.content && table.idleMappings == 0)
+        table.release(secondLease)
+        try table.close(second)
+        #expect(table.idleMappings == 1)
+    }
+
 }
