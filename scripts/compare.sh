@@ -20,6 +20,8 @@
 # Usage (root): scripts/compare.sh [SECONDS]     SECONDS per run, default 10
 #   SCENARIO=warm|cold|both (default warm)  SIZES="4096 65536 512000 10485760"  CONNECTIONS="100 1600"
 #   SERVERS="..." (default per scenario)  COLD_CACHE_MIB=256  COLD_FACTOR=4  ZIPF=0.9
+#   PROFILE=DIR  records CPU 0 with `perf record -g` during each run into DIR (perf's cost then skews the
+#                figures: profile and measure in separate runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
@@ -200,6 +202,10 @@ measure() {
   fi
   ip netns exec "$client_ns" taskset -c 1 wrk -t 1 -c "$conns" -d "${duration}s" --timeout 10s --latency "$@" "$url" >"$work/wrk.out" 2>&1 &
   local wrk_pid=$!
+  if [ -n "${PROFILE:-}" ]; then
+    mkdir -p "$PROFILE"
+    perf record -q -C 0 -g -o "$PROFILE/$scenario_now-$server-$size-$conns.perf" -- sleep $((duration * 2 / 3)) >/dev/null 2>&1 &
+  fi
   sleep $((duration / 2))
   local load_rss
   load_rss=$(rss_kib "${server_pids[@]}" "${nic_pids[@]}")
