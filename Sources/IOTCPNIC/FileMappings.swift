@@ -43,6 +43,9 @@ struct FileMappings: ~Copyable {
         var idleSince: UInt64
         var older: Int
         var newer: Int
+        /// When the whole file was last checked for residency, and whether every page was cached then.
+        var residencyCheckedAt: UInt64
+        var allResident: Bool
     }
 
     private var entries: [Entry] = []
@@ -84,7 +87,8 @@ struct FileMappings: ~Copyable {
             return nil
         }
         mapped += 1
-        let entry = Entry(identity: identity, address: address, length: length, users: 1, indexed: true, idleSince: 0, older: -1, newer: -1)
+        let entry = Entry(identity: identity, address: address, length: length, users: 1, indexed: true, idleSince: 0, older: -1, newer: -1,
+                          residencyCheckedAt: 0, allResident: false)
         let slot: Int
         if let free = freeEntries.popLast() {
             slot = free
@@ -112,6 +116,20 @@ struct FileMappings: ~Copyable {
         linkIdle(entry)
         while idleCount > maximumIdle || idleBytes > maximumIdleBytes { dropOldestIdle() }
         expire(now: now)
+    }
+
+    /// Whether the whole file was found cached within `window` nanoseconds (true), found partly uncached
+    /// then (false), or not checked since (nil).
+    func recentResidency(_ entry: Int, now: UInt64, window: UInt64) -> Bool? {
+        guard entry >= 0, entry < entries.count, entries[entry].residencyCheckedAt != 0,
+              now &- entries[entry].residencyCheckedAt < window else { return nil }
+        return entries[entry].allResident
+    }
+
+    mutating func noteResidency(_ entry: Int, allResident: Bool, now: UInt64) {
+        guard entry >= 0, entry < entries.count else { return }
+        entries[entry].residencyCheckedAt = max(now, 1)
+        entries[entry].allResident = allResident
     }
 
     /// Drops idle mappings older than `idleLifetime`.

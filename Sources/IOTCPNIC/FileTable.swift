@@ -53,7 +53,9 @@ public final class FileTable: FileService {
     /// Mappings kept with no open file using them.
     public var idleMappings: Int { fileMappings.idleCount }
     private var fileMappings: FileMappings
-    private let residency = UnsafeMutablePointer<UInt8>.allocate(capacity: 64)
+    private let residency = UnsafeMutablePointer<UInt8>.allocate(capacity: FileTable.residencyPages)
+    /// Pages a `mincore` call looks at, at most (2 MiB).
+    private static let residencyPages = 512
     private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
     /// Offset, length and memory alignment for direct reads: the largest logical block size in common use.
     public static let directAlignment: Int32 = 4096
@@ -283,18 +285,40 @@ public final class FileTable: FileService {
         let index = Int(lease.slot)
         guard index < slots.count, let mapping = slots[index].mapping, length > 0,
               offset + UInt64(length) <= UInt64(slots[index].mappedLength) else { return false }
+        let start = Int(offset), end = Int(offset) + length
+        // A hot file is sent chunk by chunk, request after request: one check of the whole file stands for
+        // `residencyWindow`, instead of a `mincore` a chunk (6% of the core at 500 KiB files). A page
+        // reclaimed within the window costs a page fault inside the wire's write, not wrong bytes.
+        let entry = slots[index].mappingEntry
+        let now = Self.coarseNow()
+        switch fileMappings.recentResidency(entry, now: now, window: Self.residencyWindow) {
+        case true?: return true
+        case false?: return firstUncachedPage(mapping, from: start, to: end) == nil
+        case nil:
+            let missing = firstUncachedPage(mapping, from: 0, to: slots[index].mappedLength)
+            fileMappings.noteResidency(entry, allResident: missing == nil, now: now)
+            guard let missing else { return true }
+            if missing >= end { return true }
+            if missing >= start { return false }
+            return firstUncachedPage(mapping, from: start, to: end) == nil
+        }
+    }
+
+    /// How long a whole-file residency check is trusted: 100 ms.
+    static let residencyWindow: UInt64 = 100_000_000
+
+    /// The offset of the first page in `[from, to)` of a mapping that the page cache does not hold, or nil.
+    private func firstUncachedPage(_ mapping: UnsafeRawPointer, from: Int, to: Int) -> Int? {
         let page = Self.pageSize
-        let first = Int(offset) / page * page
-        let end = (Int(offset) + length + page - 1) / page * page
-        var start = first
+        var start = from / page * page
+        let end = (to + page - 1) / page * page
         while start < end {
-            // At most 64 pages a call (the vector's size).
-            let span = min(end - start, 64 * page)
-            guard mincore(UnsafeMutableRawPointer(mutating: mapping + start), span, residency) == 0 else { return false }
-            for page in 0..<(span / Self.pageSize) where residency[page] & 1 == 0 { return false }
+            let span = min(end - start, Self.residencyPages * page)
+            guard mincore(UnsafeMutableRawPointer(mutating: mapping + start), span, residency) == 0 else { return start }
+            for index in 0..<(span / page) where residency[index] & 1 == 0 { return start + index * page }
             start += span
         }
-        return true
+        return nil
     }
 
     /// Reads in flight over every file (0 when the data plane is idle).

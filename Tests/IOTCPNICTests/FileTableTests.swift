@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import IOTCPCommon
 import IOTCPNIC
 import Testing
@@ -321,6 +322,33 @@ struct FileTableTests {
         table.release(secondLease)
         try table.close(second)
         #expect(table.idleMappings == 1)
+    }
+
+
+    @Test("residency: an uncached file is not sent from its mapping; pages read since are, the rest are not")
+    func residencyFollowsThePageCache() throws {
+        // On the build folder's file system: tmpfs pages cannot be dropped from the cache.
+        let root = try ExportRoot(under: URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build"))
+        let path = root.path + "/sub/data.bin"
+        let evict = Glibc.open(path, O_RDONLY)
+        #expect(fdatasync(evict) == 0 && posix_fadvise(evict, 0, 0, POSIX_FADV_DONTNEED) == 0)
+        Glibc.close(evict)
+        let table = try FileTable(root: root.path)
+        let (id, _) = try table.open(path: "sub/data.bin")
+        let lease = try table.lease(id)
+        defer { table.release(lease) }
+        // No read-ahead on this descriptor, so exactly the pages read below become cached.
+        #expect(posix_fadvise(lease.descriptor, 0, 0, POSIX_FADV_RANDOM) == 0)
+        #expect(table.mapping(lease) != nil)
+        #expect(!table.isResident(lease, offset: 0, length: 4096))
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        try buffer.withUnsafeMutableBytes { try table.read(id, offset: 0, into: $0) }
+        #expect(table.isResident(lease, offset: 0, length: 8192))
+        #expect(!table.isResident(lease, offset: 50_000, length: 1000))
+        var whole = [UInt8](repeating: 0, count: 100_000)
+        try whole.withUnsafeMutableBytes { try table.read(id, offset: 0, into: $0) }
+        #expect(table.isResident(lease, offset: 50_000, length: 1000) && table.isResident(lease, offset: 0, length: 100_000))
+        #expect(!table.isResident(lease, offset: 99_000, length: 2000), "past the end of the file is never resident")
     }
 
 }
