@@ -41,6 +41,10 @@ def parse(args, wrk):
         latency[percentile] = milliseconds(found.group(1)) if found else -1
     found = re.search(r"^\s+Latency\s+\S+\s+\S+\s+([\d.]+(?:us|ms|s|m))", wrk, re.M)
     latency["max"] = milliseconds(found.group(1)) if found else -1
+    if requests == 0:
+        # No request finished within the run (10 MiB to 1,600 connections needs longer): wrk's latency
+        # lines then say 0, which is no latency at all.
+        latency = {key: -1 for key in latency}
     errors = {"connect": 0, "read": 0, "write": 0, "timeout": 0}
     found = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", wrk)
     if found:
@@ -91,6 +95,10 @@ def label(size):
     return "%dB" % size
 
 
+def milliseconds_cell(value, digits):
+    return "%.*f" % (digits, value) if value >= 0 else "-"
+
+
 def report(results_path, prefix):
     results = [json.loads(line) for line in open(results_path) if line.strip()]
     with open(prefix + ".json", "w") as out:
@@ -107,16 +115,18 @@ def report(results_path, prefix):
             row = [r for r in results if r["size"] == size and r["connections"] == connections]
             nginx = next((r for r in row if r["server"] == "nginx"), None)
             for r in row:
-                lines.append("| %s | %s | %d | %.2f | %.0f | %.2f | %.1f | %.0f | %.3f | %s | %.3f | %.0f%% | %.1f | %d (%d) |" % (
-                    r["server"], label(size), connections, r["gbps"], r["requests_per_second"], r["latency_p50_ms"],
-                    r["latency_p99_ms"], r["latency_max_ms"], r["host_cpu_seconds_per_gb"],
+                lines.append("| %s | %s | %d | %.2f | %.0f | %s | %s | %s | %.3f | %s | %.3f | %.0f%% | %.1f | %d (%d) |" % (
+                    r["server"], label(size), connections, r["gbps"], r["requests_per_second"],
+                    milliseconds_cell(r["latency_p50_ms"], 2), milliseconds_cell(r["latency_p99_ms"], 1),
+                    milliseconds_cell(r["latency_max_ms"], 0), r["host_cpu_seconds_per_gb"],
                     "%.3f" % r["nic_cpu_seconds_per_gb"] if r["server"].startswith("iotcp") else "-",
                     r["core_cpu_seconds_per_gb"], 100 * r["core_busy_fraction"], r["memory_kib_per_connection"],
                     r["socket_errors"] + r["non_2xx"], r["timeouts"]))
                 if nginx and r is not nginx and nginx["gbps"] > 0 and nginx["core_cpu_seconds_per_gb"] > 0:
-                    ratios.append("| %s | %s | %d | %.2fx | %.2fx | %.2fx | %s |" % (
+                    ratios.append("| %s | %s | %d | %.2fx | %s | %.2fx | %s |" % (
                         r["server"], label(size), connections, r["gbps"] / nginx["gbps"],
-                        r["latency_p99_ms"] / nginx["latency_p99_ms"] if nginx["latency_p99_ms"] > 0 else float("nan"),
+                        "%.2fx" % (r["latency_p99_ms"] / nginx["latency_p99_ms"])
+                        if nginx["latency_p99_ms"] > 0 and r["latency_p99_ms"] > 0 else "-",
                         r["core_cpu_seconds_per_gb"] / nginx["core_cpu_seconds_per_gb"],
                         "1/%.1f" % (nginx["host_cpu_seconds_per_gb"] / r["host_cpu_seconds_per_gb"])
                         if r["host_cpu_seconds_per_gb"] > 0 else "-"))
@@ -136,9 +146,10 @@ def report(results_path, prefix):
     # per file size.
     most = conns[-1]
     data = prefix + ".dat"
+    tallest = {}
     with open(data, "w") as out:
         for index, size in enumerate(sizes):
-            out.write("# %s\nserver host nic kernel\n" % label(size))
+            out.write("# %s: server host nic kernel\n" % label(size))
             for server in servers:
                 match = [r for r in results if r["server"] == server and r["size"] == size and r["connections"] == most]
                 if not match:
@@ -146,15 +157,18 @@ def report(results_path, prefix):
                 r = match[0]
                 host, nic, core = r["host_cpu_seconds_per_gb"], r["nic_cpu_seconds_per_gb"], r["core_cpu_seconds_per_gb"]
                 out.write("%s %.4f %.4f %.4f\n" % (server, host, nic, max(core - host - nic, 0)))
+                tallest[size] = max(tallest.get(size, 0), core, host + nic)
             out.write("\n\n")
     with open(prefix + ".gnuplot", "w") as out:
-        out.write('set terminal pngcairo size %d,520 noenhanced\nset output "%s.png"\n' % (380 * len(sizes) + 100, prefix))
+        out.write('set terminal pngcairo size %d,520 noenhanced\nset output "%s.png"\n' % (max(380 * len(sizes) + 100, 760), prefix))
         out.write('set multiplot layout 1,%d title "Server core CPU seconds per GB served, %d connections (lower is better)"\n'
                   % (len(sizes), most))
         out.write("set style data histogram\nset style histogram rowstacked\nset style fill solid 0.85 border -1\n")
         out.write('set boxwidth 0.7\nset ylabel "CPU s / GB"\nset grid ytics\nset xtics rotate by -30\nset key top left\n')
         for index, size in enumerate(sizes):
             out.write('set title "%s"\n' % label(size))
+            # Headroom above the tallest bar, so the key never covers one.
+            out.write("set yrange [0:%.4f]\n" % (tallest.get(size, 1) * 1.45 or 1))
             out.write('plot "%s" index %d using 2:xtic(1) title "host process", "" index %d using 3 title "NIC stack", '
                       '"" index %d using 4 title "kernel, rest of the core"\n' % (data, index, index, index))
             if index == 0:

@@ -1,12 +1,25 @@
-set terminal pngcairo size 900,500 noenhanced
+set terminal pngcairo size 1620,520 noenhanced
 set output "Docs/benchmarks/compare.png"
-set title "Host-side CPU seconds per GB served, 1600 connections (lower is better)"
+set multiplot layout 1,4 title "Server core CPU seconds per GB served, 1600 connections (lower is better)"
 set style data histogram
-set style histogram clustered gap 1
-set style fill solid 0.8 border -1
-set logscale y
+set style histogram rowstacked
+set style fill solid 0.85 border -1
+set boxwidth 0.7
 set ylabel "CPU s / GB"
-set key top left
-set datafile missing "?"
 set grid ytics
-plot "Docs/benchmarks/compare.dat" using 2:xtic(1) title columnheader(2), "Docs/benchmarks/compare.dat" using 3:xtic(1) title columnheader(3), "Docs/benchmarks/compare.dat" using 4:xtic(1) title columnheader(4), "Docs/benchmarks/compare.dat" using 5:xtic(1) title columnheader(5)
+set xtics rotate by -30
+set key top left
+set title "4KiB"
+set yrange [0:21.7964]
+plot "Docs/benchmarks/compare.dat" index 0 using 2:xtic(1) title "host process", "" index 0 using 3 title "NIC stack", "" index 0 using 4 title "kernel, rest of the core"
+unset key
+set title "64KiB"
+set yrange [0:2.0347]
+plot "Docs/benchmarks/compare.dat" index 1 using 2:xtic(1) title "host process", "" index 1 using 3 title "NIC stack", "" index 1 using 4 title "kernel, rest of the core"
+set title "500KiB"
+set yrange [0:0.7580]
+plot "Docs/benchmarks/compare.dat" index 2 using 2:xtic(1) title "host process", "" index 2 using 3 title "NIC stack", "" index 2 using 4 title "kernel, rest of the core"
+set title "10MiB"
+set yrange [0:1.3741]
+plot "Docs/benchmarks/compare.dat" index 3 using 2:xtic(1) title "host process", "" index 3 using 3 title "NIC stack", "" index 3 using 4 title "kernel, rest of the core"
+unset multiplot
