@@ -122,6 +122,9 @@ public final class NICDataPlane {
 
     struct FlowState {
         var open = false
+        /// The id the host opened the flow with (index and the host's generation), given back in every
+        /// answer about it.
+        var id = FlowID.none
         var generation: UInt32 = 0
         var endpoints = FlowEndpoints(localAddress: IPv4Address(rawValue: 0), remoteAddress: IPv4Address(rawValue: 0), localPort: 0, remotePort: 0,
                                       remoteHardwareAddress: .zero, maximumSegmentSize: 0)
@@ -312,16 +315,16 @@ public final class NICDataPlane {
     }
 
     private func openIndex(_ flow: FlowID) -> UInt32? {
-        let index = Int(flow.rawValue)
-        guard index > 0, index < flows.count, flows[index].open else { return nil }
+        let index = Int(flow.index)
+        guard index > 0, index < flows.count, flows[index].open, flows[index].id == flow else { return nil }
         return UInt32(index)
     }
 
     private func openFlow<O: NICOutput>(_ flow: FlowID, _ endpoints: FlowEndpoints, output: inout O) {
-        let index = Int(flow.rawValue)
-        guard index > 0, index < limits.maximumFlows else {
+        let index = Int(flow.index)
+        guard index > 0, index < min(limits.maximumFlows, Int(FlowID.maximumIndex) + 1) else {
             fail(.tooManyFlows, kind: .flowOpen, flow: flow, reference: UInt64(flow.rawValue),
-                 "flow id \(flow.rawValue) outside 1..<\(limits.maximumFlows)", output: &output)
+                 "flow index \(flow.index) outside 1..<\(limits.maximumFlows)", output: &output)
             return
         }
         while flows.count <= index { flows.append(FlowState()) }
@@ -329,6 +332,7 @@ public final class NICDataPlane {
         let key = EndpointKey(remoteAddress: endpoints.remoteAddress.rawValue, remotePort: endpoints.remotePort, localPort: endpoints.localPort)
         if let previous = flowsByEndpoints[key], previous != UInt32(index) { closeFlow(previous) }
         flows[index].open = true
+        flows[index].id = flow
         flows[index].endpoints = endpoints
         flows[index].failed = false
         flowsByEndpoints[key] = UInt32(index)
@@ -701,7 +705,7 @@ public final class NICDataPlane {
             switch item {
             case .echo(let end, let arrival):
                 let delay = now - arrival
-                output.reply(.echo(FlowID(UInt32(slot)), sequenceEnd: end, nicDelayNanoseconds: delay))
+                output.reply(.echo(flows[slot].id, sequenceEnd: end, nicDelayNanoseconds: delay))
                 counters.echoes += 1
                 counters.echoDelayTotal &+= delay
                 counters.echoDelayMaximum = max(counters.echoDelayMaximum, delay)
@@ -818,7 +822,7 @@ public final class NICDataPlane {
         let failure: FileFailure = code == 0
             ? .shrank(chunks[index].file, expected: chunks[index].payloadStart + chunks[index].length, got: chunks[index].readDone)
             : .readFailed(chunks[index].file, errno: code)
-        fail(failure.code, kind: .send, flow: FlowID(UInt32(slot)), reference: UInt64(chunks[index].sequence.rawValue),
+        fail(failure.code, kind: .send, flow: flows[Int(slot)].id, reference: UInt64(chunks[index].sequence.rawValue),
              failure.description, output: &output)
         flows[slot].failed = true
         dropQueued(slot)
@@ -1046,7 +1050,7 @@ public final class NICDataPlane {
         }
         let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
         counters.packetsIn += 1
-        let flow = flowsByEndpoints[key].map { FlowID($0) } ?? .none
+        let flow = flowsByEndpoints[key].map { flows[Int($0)].id } ?? .none
         output.reply(.packetIn(flow, packet: ip.bytes))
     }
 

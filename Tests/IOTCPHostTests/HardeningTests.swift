@@ -226,6 +226,34 @@ struct TCPHardeningTests {
         #expect(script.engine.connectionCount == 1)
     }
 
+    @Test("a reused slot gets a new flow generation: a late ECHO or ERROR about the old connection is not the new one's")
+    func flowGenerations() throws {
+        var script = Script()
+        let (old, iss) = try establishPassive(&script)
+        try script.engine.close(old, now: script.now, output: &script.output)
+        script.inject(sequence: 1001, acknowledgment: iss &+ 2, flags: .ack, options: script.peerTimestamps(2000))
+        script.inject(sequence: 1001, acknowledgment: iss &+ 2, flags: [.fin, .ack], options: script.peerTimestamps(2001))
+        let reopening = script.inject(sequence: 90_000, flags: .syn, options: Script.linuxSynOptions(timestamp: 2500))
+        let synAck = try #require(reopening.segments.first)
+        let echo = try #require(synAck.tcp.options.timestamps?.value)
+        let established = script.inject(sequence: 90_001, acknowledgment: synAck.sequence.rawValue &+ 1, flags: .ack,
+                                        options: script.peerTimestamps(2501, echo: echo))
+        let new = try #require(script.engine.accept(TCPListenerID(port: 80)))
+        let opened = (reopening + established).compactMap { if case .flowOpen(let flow, _) = $0 { flow } else { nil } }
+        #expect(opened == [new.flow], "FLOW_OPEN names the new generation")
+
+        #expect(new.slot == old.slot && new.flow.index == old.flow.index, "the slot is reused")
+        #expect(new.flow != old.flow && new.flow.generation != old.flow.generation)
+        #expect(script.engine.handle(for: old.flow) == nil, "an ERROR naming the old flow finds no connection")
+        #expect(script.engine.handle(for: new.flow) == new)
+        // The NIC's late ECHO for the old connection's data: ignored, counted, the new connection untouched.
+        _ = script.output.take()
+        script.engine.handleEcho(flow: old.flow, sequenceEnd: SequenceNumber(iss &+ 1), nicDelayNanoseconds: 5_000_000, now: script.now,
+                                 output: &script.output)
+        #expect(script.engine.statistics.staleEchoes == 1 && script.output.take().isEmpty)
+        #expect(script.engine.state(of: new) == .established)
+    }
+
     @Test("challenge ACKs are limited to challengeAcksPerSecond a connection (RFC 5961 §7)")
     func challengeAckRateLimit() throws {
         var script = Script()

@@ -361,6 +361,41 @@ struct NICDataPlaneTests {
         #expect(nic.pool.inUse == 0 && nic.store.heldBytes == 0 && files.leasesOut == 0 && nic.chunksInUse == 0 && nic.queuedByteCount == 0)
     }
 
+    @Test("answers name the flow with the generation it was opened with; the previous generation's commands are refused")
+    func flowGenerations() throws {
+        let files = MemoryFiles()
+        let content = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        files.add("a", content)
+        let nic = NICDataPlane(files: files, disk: MemoryDisk(files: files, shuffleSeed: 1))
+        let (_, file) = openFile(nic, "a", request: 1)
+        var output = CollectingNICOutput()
+        let old = FlowID(index: 1, generation: 1), new = FlowID(index: 1, generation: 2)
+        #expect(old.index == new.index && old != new && new.description == "flow 1.2")
+        nic.handle(.flowOpen(old, flowEndpoints), received: .zero, now: .zero, output: &output)
+        nic.handle(.send(old, SendRange(sequence: SequenceNumber(0), length: 100_000, file: try #require(file), offset: 0, template: Self.template)),
+                   received: .zero, now: .zero, output: &output)
+        for _ in 0..<10 { nic.poll(now: .zero, output: &output) }
+        #expect(output.echoes.map(\.0) == [old])
+
+        nic.handle(.flowClose(old, reason: 0), received: .zero, now: .zero, output: &output)
+        nic.handle(.flowOpen(new, flowEndpoints), received: .zero, now: .zero, output: &output)
+        output = CollectingNICOutput()
+        // A command still naming the old generation is about a connection that is gone.
+        nic.handle(.send(old, SendRange(sequence: SequenceNumber(100_000), length: 1000, file: file!, offset: 0, template: Self.template)),
+                   received: .zero, now: .zero, output: &output)
+        for _ in 0..<5 { nic.poll(now: .zero, output: &output) }
+        #expect(output.errors.map(\.0) == [.unknownFlow] && output.packets.isEmpty)
+        nic.handle(.send(new, SendRange(sequence: SequenceNumber(0), length: 5000, file: file!, offset: 0, template: Self.template)),
+                   received: .zero, now: .zero, output: &output)
+        for _ in 0..<10 { nic.poll(now: .zero, output: &output) }
+        #expect(output.echoes.map(\.0) == [new])
+        let sent = output.packets.compactMap { parseSegment($0)?.1 }.flatMap { $0 }
+        #expect(sent == Array(content[0..<5000]))
+        // An index past what a flow id can carry is refused, not wrapped into another flow.
+        nic.handle(.flowOpen(FlowID(rawValue: 0xFFF0_0000), flowEndpoints), received: .zero, now: .zero, output: &output)
+        #expect(output.errors.last?.0 == .tooManyFlows)
+    }
+
     @Test("a full wire: nothing is echoed until the data left, and it leaves once the wire takes it")
     func refusedWrites() throws {
         let root = try ExportRoot()

@@ -1,12 +1,27 @@
-/// A connection as both halves name it in commands: a small integer the host assigns with `FLOW_OPEN`,
-/// so the NIC indexes a table instead of hashing a 4-tuple per command.
+/// A connection as both halves name it in commands, assigned by the host with `FLOW_OPEN`: a table index
+/// (the low 20 bits, 1 to 1,048,575), so the NIC indexes a table instead of hashing a 4-tuple per command,
+/// and a generation (the high 12 bits) that changes each time the host reuses the index. The NIC answers
+/// with the id it was given, so an ECHO or ERROR still in flight when the host closed a connection names
+/// the old generation and is not taken for the next connection in that slot.
 public struct FlowID: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt32
     @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
     @inlinable public init(_ rawValue: UInt32) { self.rawValue = rawValue }
+    /// An index and a generation (only its low 12 bits are kept).
+    @inlinable public init(index: UInt32, generation: UInt32) {
+        precondition(index <= Self.maximumIndex, "flow index \(index) over \(Self.maximumIndex)")
+        rawValue = (generation & Self.generationMask) << Self.indexBits | index
+    }
+    public static let indexBits: UInt32 = 20
+    /// The largest index: the most flows either half can name at once.
+    public static let maximumIndex: UInt32 = (1 << indexBits) - 1
+    public static let generationMask: UInt32 = (1 << (32 - indexBits)) - 1
+    /// The table index (0 is no flow).
+    @inlinable public var index: UInt32 { rawValue & Self.maximumIndex }
+    @inlinable public var generation: UInt32 { rawValue >> Self.indexBits }
     /// Commands that concern no flow (HELLO, OPEN, ...) carry this.
     public static let none = FlowID(0)
-    public var description: String { "flow \(rawValue)" }
+    public var description: String { generation == 0 ? "flow \(index)" : "flow \(index).\(generation)" }
 }
 
 /// A file the NIC has opened for the host: a table slot and a generation, so a handle kept after its

@@ -82,6 +82,9 @@ public final class IOTCPStack {
         public var commandsIn = 0
         public var malformedCommands = 0
         public var nicErrors = 0
+        /// NIC errors about a connection that had already left its slot (its id's generation is past): not
+        /// taken for the slot's next connection.
+        public var staleNICErrors = 0
     }
 
     /// `secret` keys the ISN and SYN-cookie hashes (fresh random bits when nil); `clock` is monotonic
@@ -475,6 +478,8 @@ public final class IOTCPStack {
                 nicFailures[handle] = .nic(code: report.code, message: text)
                 engine.failOnNIC(handle, output: &output)
                 candidates[Socket(connection: handle), default: []].formUnion([.error, .hangUp, .readable])
+            } else {
+                statistics.staleNICErrors += 1
             }
         default:
             break

@@ -19,6 +19,8 @@ public struct TCPStatistics: Hashable, Sendable {
     public var droppedAtListener = 0
     /// TIME-WAIT connections ended early by a new SYN for the same endpoints (RFC 6191).
     public var timeWaitReopened = 0
+    /// ECHOs about a connection no longer in its slot (closed while the ECHO was on its way), ignored.
+    public var staleEchoes = 0
 }
 
 /// The host's TCP control plane for one local IPv4 address: every connection and listener, driven by
@@ -80,7 +82,7 @@ public final class TCPEngine {
     ) {
         self.localAddress = localAddress
         self.configuration = configuration
-        self.maximumConnections = min(max(maximumConnections, 1), 1 << 20)
+        self.maximumConnections = min(max(maximumConnections, 1), Int(FlowID.maximumIndex))
         // The table is reserved whole, as a preallocated pool: it never moves, never doubles, and pages
         // no connection has touched are never made resident.
         pool = ConnectionPool(capacity: self.maximumConnections)
@@ -237,11 +239,18 @@ public final class TCPEngine {
         afterChange(slot)
     }
 
-    /// The handle of the connection the NIC knows as `flow`, if it is live.
+    /// The handle of the connection the NIC knows as `flow`, if it is live (and `flow` is not about an
+    /// earlier connection in the same slot).
     public func handle(for flow: FlowID) -> TCPHandle? {
-        let slot = Int(flow.rawValue) - 1
-        guard flow != .none, pool.isLive(slot) else { return nil }
+        guard let slot = liveSlot(flow) else { return nil }
         return pool[slot].handle
+    }
+
+    /// The slot of the live connection `flow` names, generation included.
+    private func liveSlot(_ flow: FlowID) -> Int? {
+        let slot = Int(flow.index) - 1
+        guard flow != .none, pool.isLive(slot), generations[slot] & FlowID.generationMask == flow.generation else { return nil }
+        return slot
     }
 
     /// Whether a write or an offloaded write would take at least one byte now.
@@ -348,8 +357,7 @@ public final class TCPEngine {
         }
         let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
         var slot: Int?
-        let hinted = Int(flow.rawValue) - 1
-        if flow != .none, pool.isLive(hinted), pool[hinted].remoteAddress == ip.source,
+        if let hinted = liveSlot(flow), pool[hinted].remoteAddress == ip.source,
            pool[hinted].remotePort == segment.sourcePort, pool[hinted].localPort == segment.destinationPort {
             slot = hinted
         } else if let found = byEndpoints[key] {
@@ -377,8 +385,10 @@ public final class TCPEngine {
     public func handleEcho<O: CommandOutput>(
         flow: FlowID, sequenceEnd: SequenceNumber, nicDelayNanoseconds: UInt64, now: Instant, output: inout O
     ) {
-        let slot = Int(flow.rawValue) - 1
-        guard pool.isLive(slot) else { return }
+        guard let slot = liveSlot(flow) else {
+            statistics.staleEchoes += 1
+            return
+        }
         pool[slot].handleEcho(sequenceEnd: sequenceEnd, nicDelayNanoseconds: nicDelayNanoseconds, now: now,
                               configuration: configuration, output: &output)
         afterChange(slot)

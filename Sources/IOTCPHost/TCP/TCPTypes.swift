@@ -13,8 +13,9 @@ public enum TCPState: String, Sendable {
 public struct TCPHandle: Hashable, Sendable, CustomStringConvertible {
     public let slot: Int32
     public let generation: UInt32
-    /// The flow id the NIC knows the connection by.
-    public var flow: FlowID { FlowID(UInt32(slot) + 1) }
+    /// The flow id the NIC knows the connection by: its slot, and its generation so a late answer about the
+    /// slot's previous connection is not taken for this one.
+    public var flow: FlowID { FlowID(index: UInt32(slot) + 1, generation: generation) }
     public var description: String { "connection \(slot).\(generation)" }
 }
 
