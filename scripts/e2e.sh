@@ -248,6 +248,16 @@ for size in "${sizes[@]}"; do
 done
 check "split: 404" 404 "$(client -o /dev/null -w '%{http_code}' http://10.88.0.2:8080/missing)"
 check "split: 403 for a symlink out of the root" 403 "$(client -o /dev/null -w '%{http_code}' http://10.88.0.2:8080/escape)"
+# A second server started on the same namespace must not take it from the first (nor remove it on exit).
+second=$("$nic_binary" --export-root "$work/www" --channel "shm:$work/second.sock" --netns "$namespace" --address 10.88.0.2/24 --once 2>&1; echo "exit=$?")
+check "a second iotcp-nic on a namespace in use is refused with what is in it, exit 1" yes \
+  "$(echo "$second" | grep -q "network namespace $namespace is in use (interface" && echo "$second" | grep -qx 'exit=1' && echo yes || echo "$second" | tail -2)"
+check "... and the first goes on serving" 200 "$(client -o /dev/null -w '%{http_code}' http://10.88.0.2:8080/index.html)"
+start=$(date +%s%N)
+absent=$("$binary" --nic "shm:$work/absent.sock" --netns "$namespace-absent" --address 10.90.0.2/24 2>&1; echo "exit=$?")
+check "--nic naming no socket is said at once, exit 1, no usage text" yes \
+  "$(echo "$absent" | grep -q 'does not exist' && echo "$absent" | grep -qx 'exit=1' && ! echo "$absent" | grep -q USAGE \
+     && [ $(( ($(date +%s%N) - start) / 1000000 )) -lt 2000 ] && echo yes || echo "$absent" | tail -2)"
 stop_split
 check "split: iotcp-nic released every file and byte when its host left" "open-files=0 store-bytes=0" \
   "$(grep counters "$work/split-nic.log" | tail -1 | grep -o 'open-files=[0-9]*\|store-bytes=[0-9]*' | tr '\n' ' ' | sed 's/ $//')"

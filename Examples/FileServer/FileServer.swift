@@ -83,13 +83,17 @@ struct FileServer: ParsableCommand {
         if let nic {
             let address: ChannelAddress
             do { address = try ChannelAddress(parsing: nic) } catch { throw ValidationError("--nic \(error)") }
+            // Said at once: waiting out the connect timeout for a socket that is not there helps nobody.
+            if case .sharedMemory(let path) = address, access(path, F_OK) != 0 {
+                throw RuntimeFailure("--nic \(nic): no NIC stack is listening there (\(path) does not exist); start iotcp-nic --channel \(nic) first")
+            }
             do {
                 switch address {
                 case .rdma(let endpoint): channel = try RDMAChannel.connect(to: endpoint, from: rdmaSource)
                 case .sharedMemory(let path): channel = try SharedMemoryChannel.connect(path: path)
                 }
             } catch {
-                throw ValidationError("--nic \(nic): \(error) (is iotcp-nic running with --channel \(nic)?)")
+                throw RuntimeFailure("--nic \(nic): \(error) (is iotcp-nic running with --channel \(nic)?)")
             }
         } else {
             guard let root else { throw ValidationError("--root is required unless --nic names an iotcp-nic process") }
@@ -97,7 +101,7 @@ struct FileServer: ParsableCommand {
             let nic: EmbeddedNIC
             do { nic = try EmbeddedNIC(runtime: runtime) } catch {
                 namespace.remove()
-                throw ValidationError("\(error)")
+                throw RuntimeFailure("\(error)")
             }
             embedded = nic
             channel = nic.hostChannel
@@ -110,7 +114,7 @@ struct FileServer: ParsableCommand {
 
         let stack = IOTCPStack(channel: channel, address: namespace.stackAddress)
         let server: HTTPServer
-        do { server = try HTTPServer(stack: stack, port: port, limits: limits) } catch { throw ValidationError("listening on port \(port): \(error)") }
+        do { server = try HTTPServer(stack: stack, port: port, limits: limits) } catch { throw RuntimeFailure("listening on port \(port): \(error)") }
         server.accessLog = !quiet
         say("serving http://\(namespace.stackAddress):\(port)/ in network namespace \(netns)")
         let deadline = duration.map { DispatchTime.now().uptimeNanoseconds + UInt64($0 * 1e9) }

@@ -62,6 +62,9 @@ public struct WireOptions: ParsableArguments {
     @Flag(inversion: .prefixedNo, help: "Hand the kernel TCP super-segments of up to 64 KiB to cut and checksums to finish (a TAP with a vnet header); off with faults or --pcap, which see real segments.")
     public var gso = true
 
+    @Flag(help: "Take over the client namespace even if another server's interfaces or processes are in it (an empty one left by a server that died is always replaced).")
+    public var replaceNetns = false
+
     public init() {}
 
     public enum DiskReaderKind: String, ExpressibleByArgument, Sendable {
@@ -93,13 +96,13 @@ public struct WireOptions: ParsableArguments {
 
     private func preadDisk() throws -> any DiskIO {
         do throws(DiskFailure) { return try ThreadPoolDisk(threads: diskThreads, capacity: diskQueueDepth) } catch {
-            throw ValidationError("cannot start the disk threads: \(error)")
+            throw RuntimeFailure("cannot start the disk threads: \(error)")
         }
     }
 
     /// The export root's file table as these options ask for it.
     public func makeFileTable(root: String) throws -> FileTable {
-        do { return try FileTable(root: root, directIO: directIo, mapFiles: mapFiles) } catch { throw ValidationError("export root \(root): \(error)") }
+        do { return try FileTable(root: root, directIO: directIo, mapFiles: mapFiles) } catch { throw RuntimeFailure("export root \(root): \(error)") }
     }
 
     /// The data plane over `files`, with the disk, store and memory these options ask for.
@@ -143,10 +146,10 @@ public struct WireOptions: ParsableArguments {
         let (inbound, outbound) = try faults()
         let dataPlane = try makeDataPlane(files: try makeFileTable(root: root))
         let capture: PcapWriter?
-        do { capture = try pcap.map { try PcapWriter(path: $0) } } catch { throw ValidationError("--pcap \(pcap!): \(error)") }
+        do { capture = try pcap.map { try PcapWriter(path: $0) } } catch { throw RuntimeFailure("--pcap \(pcap!): \(error)") }
         let tap: TapDevice
-        do { tap = try TapDevice(name: "iotcp\(getpid() % 10_000)", vnetHeader: true) } catch { throw ValidationError("\(error)") }
-        do { try namespace.create(with: tap) } catch { throw ValidationError("\(error)") }
+        do { tap = try TapDevice(name: "iotcp\(getpid() % 10_000)", vnetHeader: true) } catch { throw RuntimeFailure("\(error)") }
+        do { try namespace.create(with: tap, replacing: replaceNetns) } catch { throw RuntimeFailure("\(error)") }
         let link = EthernetLink(hardwareAddress: MACAddress(0x02, 0, 0, 0x77, 0, 2), address: namespace.stackAddress,
                                 prefixLength: namespace.prefixLength)
         let runtime = NICRuntime(wire: tap, link: link, dataPlane: dataPlane)

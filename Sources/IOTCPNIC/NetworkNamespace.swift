@@ -3,7 +3,11 @@ import IOTCPCommon
 
 /// A network namespace for clients, with a TAP device moved into it: the kernel's TCP on one side, the
 /// NIC stack on the other. Created with iproute2 (`ip`), removed by `remove()` (call it on every exit
-/// path). The TAP's descriptor stays with this process.
+/// path once `create` succeeded). The TAP's descriptor stays with this process.
+///
+/// A namespace of the same name that is still in use (an interface besides loopback, or a process, in it:
+/// another server) is never taken over unless asked (`replacing: true`, `--replace-netns`); one left
+/// empty by a server that died is replaced.
 public struct NetworkNamespace: Sendable {
     public let name: String
     /// The NIC stack's address (the one clients connect to) and the namespace side's address.
@@ -38,10 +42,17 @@ public struct NetworkNamespace: Sendable {
     /// dropped, SYNs and requests among them, and each drop cost the client a retransmission timeout.
     public static let transmitQueueLength = 10_000
 
-    /// Creates the namespace (replacing a stale one of the same name) and moves `tap` into it, addressed
-    /// and up.
-    public func create(with tap: TapDevice) throws(NetworkNamespace.Failure) {
-        _ = Self.run(["ip", "netns", "del", name])
+    /// Creates the namespace and moves `tap` into it, addressed and up. A namespace of that name left empty
+    /// (only loopback, no process) is replaced; one in use is replaced only when `replacing`, and
+    /// otherwise refused with what is in it.
+    public func create(with tap: TapDevice, replacing: Bool = false) throws(NetworkNamespace.Failure) {
+        if exists {
+            if !replacing, let occupants = occupants(), !occupants.isEmpty {
+                throw Failure(description: "network namespace \(name) is in use (\(occupants.joined(separator: ", "))): another server "
+                    + "may be serving there; choose another name, or replace it (--replace-netns)")
+            }
+            _ = Self.run(["ip", "netns", "del", name])
+        }
         for step in [["ip", "netns", "add", name], ["ip", "link", "set", tap.name, "netns", name],
                      ["ip", "-n", name, "link", "set", tap.name, "txqueuelen", "\(Self.transmitQueueLength)"],
                      ["ip", "-n", name, "addr", "add", "\(clientAddress)/\(prefixLength)", "dev", tap.name],
@@ -54,6 +65,56 @@ public struct NetworkNamespace: Sendable {
     }
 
     public func remove() { _ = Self.run(["ip", "netns", "del", name]) }
+
+    /// Whether a namespace of this name exists (iproute2 keeps them under /run/netns).
+    public var exists: Bool { access("/run/netns/\(name)", F_OK) == 0 }
+
+    /// What keeps an existing namespace in use: its interfaces besides loopback and its processes, as
+    /// "interface tap0" and "3 processes"; empty when it is stale, nil when `ip` cannot tell.
+    public func occupants() -> [String]? {
+        guard let links = Self.capture(["ip", "-n", name, "-o", "link", "show"]),
+              let pids = Self.capture(["ip", "netns", "pids", name]) else { return nil }
+        var found: [String] = []
+        for line in links.split(separator: "\n") {
+            // "2: tap0@if5: <BROADCAST,...> ..."
+            let fields = line.split(separator: ":", maxSplits: 2)
+            guard fields.count >= 2 else { continue }
+            let interface = fields[1].drop(while: { $0 == " " }).split(separator: "@").first.map(String.init) ?? ""
+            if !interface.isEmpty && interface != "lo" { found.append("interface \(interface)") }
+        }
+        let processes = pids.split(separator: "\n").filter { !$0.isEmpty }.count
+        if processes > 0 { found.append(processes == 1 ? "1 process" : "\(processes) processes") }
+        return found
+    }
+
+    /// Runs a tool from PATH and returns what it wrote to standard output, or nil when it failed.
+    static func capture(_ arguments: [String]) -> String? {
+        var pipe: [Int32] = [0, 0]
+        guard Glibc.pipe(&pipe) == 0 else { return nil }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, pipe[1], 1)
+        posix_spawn_file_actions_addclose(&actions, pipe[0])
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawnp(&pid, arguments[0], &actions, nil, &argv, environ) == 0
+        Glibc.close(pipe[1])
+        defer { Glibc.close(pipe[0]) }
+        guard spawned else { return nil }
+        var output: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { Glibc.read(pipe[0], $0.baseAddress, $0.count) }
+            if count > 0 { output += chunk[0..<count] } else if count < 0 && errno == EINTR { continue } else { break }
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        guard (status & 0x7f) == 0, (status >> 8) & 0xff == 0 else { return nil }
+        return String(decoding: output, as: UTF8.self)
+    }
 
     /// Runs a tool from PATH with its output discarded; its exit status, or -1 if it could not start.
     public static func run(_ arguments: [String]) -> Int32 {

@@ -48,7 +48,7 @@ struct NICServer: ParsableCommand {
         var logger = Logger(label: "iotcp-nic")
         logger.logLevel = logLevel
         let listener: HostListener
-        do { listener = try HostListener(channel) } catch { throw ValidationError("--channel \(channel): \(error)") }
+        do { listener = try HostListener(channel) } catch { throw RuntimeFailure("--channel \(channel): \(error)") }
         let namespace: NetworkNamespace
         do { namespace = try NetworkNamespace(name: netns, address: address) } catch { throw ValidationError("\(error)") }
         signal(SIGINT) { _ in stopRequested = 1 }

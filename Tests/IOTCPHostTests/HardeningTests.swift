@@ -193,13 +193,20 @@ struct TCPHardeningTests {
         #expect(script.engine.bufferBytes(of: handle) == 0)
     }
 
-    @Test("a SYN with a newer timestamp ends TIME-WAIT and opens a new connection; an older one is only ACKed (RFC 6191)")
-    func timeWaitReopen() throws {
-        var script = Script()
+    /// An established connection the server closes first; the peer ACKs the FIN and sends its own (its
+    /// timestamps at 2000 and 2001), leaving the server in TIME-WAIT.
+    private func closeIntoTimeWait(_ script: inout Script) throws -> (handle: TCPHandle, iss: UInt32) {
         let (handle, iss) = try establishPassive(&script)
         try script.engine.close(handle, now: script.now, output: &script.output)
         script.inject(sequence: 1001, acknowledgment: iss &+ 2, flags: .ack, options: script.peerTimestamps(2000))
         script.inject(sequence: 1001, acknowledgment: iss &+ 2, flags: [.fin, .ack], options: script.peerTimestamps(2001))
+        return (handle, iss)
+    }
+
+    @Test("a SYN with a newer timestamp ends TIME-WAIT and opens a new connection; an older one is only ACKed (RFC 6191)")
+    func timeWaitReopen() throws {
+        var script = Script()
+        let handle = try closeIntoTimeWait(&script).handle
         #expect(script.engine.state(of: handle) == .timeWait)
 
         // The client reuses its port, but its clock says this SYN is older than the old connection's last
@@ -229,10 +236,7 @@ struct TCPHardeningTests {
     @Test("a reused slot gets a new flow generation: a late ECHO or ERROR about the old connection is not the new one's")
     func flowGenerations() throws {
         var script = Script()
-        let (old, iss) = try establishPassive(&script)
-        try script.engine.close(old, now: script.now, output: &script.output)
-        script.inject(sequence: 1001, acknowledgment: iss &+ 2, flags: .ack, options: script.peerTimestamps(2000))
-        script.inject(sequence: 1001, acknowledgment: iss &+ 2, flags: [.fin, .ack], options: script.peerTimestamps(2001))
+        let (old, iss) = try closeIntoTimeWait(&script)
         let reopening = script.inject(sequence: 90_000, flags: .syn, options: Script.linuxSynOptions(timestamp: 2500))
         let synAck = try #require(reopening.segments.first)
         let echo = try #require(synAck.tcp.options.timestamps?.value)

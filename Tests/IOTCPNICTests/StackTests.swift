@@ -422,4 +422,34 @@ struct ChannelSenderTests {
         await #expect(throws: IOTCPError.self) { try await stranded.value }
         await #expect(throws: IOTCPError.self) { try await stack.read(listener) }
     }
+
+    @Test("cancelling the task of run() ends it at once (no spinning), and calls still waiting fail")
+    func asyncRunHonoursCancellation() async throws {
+        let (host, nic) = try InProcessChannel.makePair()
+        _ = nic
+        let stack = AsyncIOTCPStack(stack: IOTCPStack(channel: host, address: IPv4Address(10, 0, 0, 2)))
+        let pump = Task { try await stack.run() }
+        let listener = try await stack.listen(port: 80)
+        let stranded = Task { try await stack.accept(listener) }
+        try await Task.sleep(nanoseconds: 20_000_000)
+        pump.cancel()
+        // run() must return well within a second; a pump that ignored cancellation would never return.
+        let ended = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                _ = try? await pump.value
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(nanoseconds: 2_000_000_000)
+                return false
+            }
+            let first = await group.next() ?? false
+            if !first { await stack.stop() }  // a pump that ignored cancellation must still end, or the group waits
+            group.cancelAll()
+            return first
+        }
+        #expect(ended, "run() returned after its task was cancelled")
+        await #expect(throws: IOTCPError.self) { try await stranded.value }
+    }
+
 }

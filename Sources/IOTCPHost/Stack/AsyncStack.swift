@@ -33,14 +33,15 @@ public actor AsyncIOTCPStack {
 
     // MARK: - The pump
 
-    /// Pumps the stack until `stop()` or a channel failure (which it throws after failing every suspended
-    /// call). Call it once, from its own task.
+    /// Pumps the stack until `stop()`, the cancellation of its task (both return normally), or a channel
+    /// failure (which it throws); calls still suspended then fail. Call it once, from its own task.
     public func run() async throws(IOTCPError) {
         guard !running else { throw .tcp(.invalidArgument("AsyncIOTCPStack.run() is already running")) }
         running = true
         defer { running = false }
         var nap: UInt64 = 0
-        while !stopping {
+        // A cancelled task's naps return at once: without the check, a cancelled pump would spin a core.
+        while !stopping && !Task.isCancelled {
             let count: Int
             do throws(IOTCPError) {
                 count = try stack.wait(into: &events, timeoutNanoseconds: 0)
