@@ -119,5 +119,5 @@ nic.start()
 defer { nic.stop() }
 let server = try HelloServer(stack: IOTCPStack(channel: nic.hostChannel, address: namespace.stackAddress), port: 8080)
 print("serving \(root) at http://\(namespace.stackAddress):8080/ in network namespace \(namespace.name)")
-fflush(stdout)
+fflush(nil)  // standard output may be a file or a pipe: scripts wait for this line
 try server.run()
