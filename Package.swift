@@ -4,7 +4,8 @@ import PackageDescription
 
 let package = Package(
     name: "iotcp",
-    platforms: [.macOS(.v15)],
+    // Linux only: TAP devices, network namespaces, io_uring, openat2 and glibc are used throughout (every
+    // module but IOTCPCommon imports Glibc), so no other platform is claimed.
     products: [
         .library(name: "IOTCPCommon", targets: ["IOTCPCommon"]),
         .library(name: "IOTCPChannels", targets: ["IOTCPChannels"]),
