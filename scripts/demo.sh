@@ -12,8 +12,8 @@ swift build -c release --product iotcp-fileserver >/dev/null 2>&1 || swift build
 work=$(mktemp -d)
 server_pid=
 cleanup() {
+  # The server removes its namespace when it stops (and never takes over one another server is using).
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  ip netns del iotcp 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -25,6 +25,12 @@ echo "== starting the file server"
 .build/release/iotcp-fileserver --root "$work/www" --netns iotcp --address 10.77.0.2/24 2>"$work/access.log" &
 server_pid=$!
 for _ in $(seq 100); do ip netns list | grep -qw iotcp && ip netns exec iotcp ping -c1 -W1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
+if ! kill -0 "$server_pid" 2>/dev/null; then
+  server_pid=
+  echo "the file server did not start:" >&2
+  cat "$work/access.log" >&2
+  exit 1
+fi
 
 echo "== curl in namespace iotcp fetches a 50 MB file"
 ip netns exec iotcp curl -sS -o "$work/movie.got" -w 'HTTP %{http_code}, %{size_download} bytes in %{time_total} s\n' http://10.77.0.2:8080/movie.bin
