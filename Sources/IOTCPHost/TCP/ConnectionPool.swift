@@ -4,7 +4,8 @@
 final class ConnectionPool {
     private let base: UnsafeMutablePointer<TCPConnection>
     let capacity: Int
-    private var live: [Bool] = []
+    /// Unchecked for the same reason as the engine's state (`TCPEngine`): one thread, consulted per packet.
+    @exclusivity(unchecked) private var live: [Bool] = []
 
     init(capacity: Int) {
         self.capacity = capacity

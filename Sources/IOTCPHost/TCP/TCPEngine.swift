@@ -34,26 +34,31 @@ public final class TCPEngine {
     public let configuration: TCPConfiguration
     public let localAddress: IPv4Address
     public let maximumConnections: Int
+    // The engine's state is `@exclusivity(unchecked)`: it is only ever touched by the one thread driving the
+    // engine, through methods that never hold an access to one property across a call that takes another,
+    // and the runtime's dynamic exclusivity bookkeeping for it was a third of the cost of an ACK
+    // (`iotcp-bench --only engine`: best of five runs 156 ns/ACK checked, 108 ns unchecked). The compiler
+    // still checks every access it can see statically.
     /// Checked by the host because a NIC that already verified could still be a buggy one.
-    public var verifyChecksums = true
-    public private(set) var statistics = TCPStatistics()
+    @exclusivity(unchecked) public var verifyChecksums = true
+    @exclusivity(unchecked) public private(set) var statistics = TCPStatistics()
 
     private let key0: UInt64
     private let key1: UInt64
     private let pool: ConnectionPool
-    private var generations: [UInt32] = []
-    private var freeSlots: [Int32] = []
-    private var byEndpoints: [EndpointKey: Int32] = [:]
-    private var listeners: [UInt16: Listener] = [:]
-    private var wheel: TimerWheel
-    private var readyConnections: [Int32] = []
-    private var isReady: [Bool] = []
-    private var readyListeners: [UInt16] = []
+    @exclusivity(unchecked) private var generations: [UInt32] = []
+    @exclusivity(unchecked) private var freeSlots: [Int32] = []
+    @exclusivity(unchecked) private var byEndpoints: [EndpointKey: Int32] = [:]
+    @exclusivity(unchecked) private var listeners: [UInt16: Listener] = [:]
+    @exclusivity(unchecked) private var wheel: TimerWheel
+    @exclusivity(unchecked) private var readyConnections: [Int32] = []
+    @exclusivity(unchecked) private var isReady: [Bool] = []
+    @exclusivity(unchecked) private var readyListeners: [UInt16] = []
     /// Connections the application let go of that have since had everything acknowledged, or closed:
     /// nobody reads their events, but whoever holds resources for their data (offloaded files) must hear.
-    private var settledOrphans: [TCPHandle] = []
-    private var dueScratch: [Int] = []
-    private var nextEphemeralPort: UInt16 = 32768
+    @exclusivity(unchecked) private var settledOrphans: [TCPHandle] = []
+    @exclusivity(unchecked) private var dueScratch: [Int] = []
+    @exclusivity(unchecked) private var nextEphemeralPort: UInt16 = 32768
 
     struct EndpointKey: Hashable {
         var remoteAddress: UInt32
