@@ -47,17 +47,18 @@ mkdir -p "$work/www"
 head -c 60000 /dev/urandom > "$work/www/file.bin"
 (cd "$work/www" && exec ip netns exec "$server" python3 -m http.server 8080 --bind 10.78.0.1 >/dev/null 2>&1) &
 http_pid=$!
+# The server must be up before the capture starts: the capture holds exactly one connection (the tests
+# count its SYNs), not this probe's.
+for _ in $(seq 50); do
+  ip netns exec "$client" bash -c 'exec 3<>/dev/tcp/10.78.0.1/8080' 2>/dev/null && break
+  sleep 0.1
+done
 ip netns exec "$client" tshark -q -i cap-cli -F pcap -w "$work/capture.pcap" >/dev/null 2>"$work/tshark.err" &
 tshark_pid=$!
 # tshark can take seconds to start (more on a loaded machine): traffic sent before it captures is lost, so
 # wait for it to say it is capturing rather than for a fixed time.
 for _ in $(seq 300); do grep -q "Capture started" "$work/tshark.err" 2>/dev/null && break; sleep 0.1; done
 grep -q "Capture started" "$work/tshark.err" || { echo "capture-fixtures: tshark did not start capturing: $(cat "$work/tshark.err")" >&2; exit 1; }
-for _ in $(seq 50); do
-  ip netns exec "$client" bash -c 'exec 3<>/dev/tcp/10.78.0.1/8080' 2>/dev/null && break
-  sleep 0.1
-done
-sleep 1
 # Forget the neighbour so the capture holds a real ARP request and reply.
 ip -n "$client" neigh flush dev cap-cli
 ip -n "$server" neigh flush dev cap-srv
