@@ -93,23 +93,6 @@ public func fuzzEngine(_ start: UnsafePointer<UInt8>?, _ count: Int) -> Int32 {
     return 0
 }
 
-/// Reads the fuzzer's bytes as a script.
-struct FuzzInput {
-    let bytes: UnsafeRawBufferPointer
-    var position = 0
-    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
-    mutating func byte() -> UInt8? {
-        guard position < bytes.count else { return nil }
-        defer { position += 1 }
-        return bytes[position]
-    }
-    mutating func word() -> UInt32 {
-        var value: UInt32 = 0
-        for _ in 0..<4 { value = value << 8 | UInt32(byte() ?? 0) }
-        return value
-    }
-}
-
 struct DiscardingOutput: CommandOutput {
     var scratch = [UInt8](repeating: 0, count: 70_000)
     mutating func emit(_ command: Command) {

@@ -50,8 +50,8 @@ for target in Wire Command Engine NIC; do
   binary="$build/fuzz-$target"
   case $target in
     Wire|Command) sources="$common" imports=() library=() ;;
-    Engine) sources=$(find Sources/IOTCPHost -name '*.swift' | sort) imports=(-I "$build/modules") library=("$build/libIOTCPCommon.a") ;;
-    NIC) sources=$(find Sources/IOTCPNICCore -name '*.swift' | sort) imports=(-I "$build/modules") library=("$build/libIOTCPCommon.a") ;;
+    Engine) sources="$(find Sources/IOTCPHost -name '*.swift' | sort) Fuzz/FuzzInput.swift" imports=(-I "$build/modules") library=("$build/libIOTCPCommon.a") ;;
+    NIC) sources="$(find Sources/IOTCPNICCore -name '*.swift' | sort) Fuzz/FuzzInput.swift" imports=(-I "$build/modules") library=("$build/libIOTCPCommon.a") ;;
   esac
   if stale "$binary" $sources "Fuzz/${target}Fuzz.swift" "$build/libIOTCPCommon.a"; then
     echo "fuzz: building $target target"

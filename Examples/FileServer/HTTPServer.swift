@@ -237,7 +237,6 @@ final class HTTPServer {
                     session.lastActivity = now
                     switch request.bodyLength() {
                     case .failure(let refusal):
-                        session.input.removeAll()
                         refuse(status: refusal.status, session: session, request: request)
                     case .success(let length):
                         session.discard = length

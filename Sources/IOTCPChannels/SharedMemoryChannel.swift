@@ -14,6 +14,26 @@ public enum SharedMemoryChannel {
     static let regionHeaderBytes = 4096
     static let handshakeBytes = 32
 
+    /// The region's identity at offsets 0-15 (magic, version, slot count, slot size): the region header
+    /// and the handshake both begin with it.
+    static func storeIdentity(_ configuration: ChannelConfiguration, into bytes: UnsafeMutableRawBufferPointer) {
+        bytes.storeLittleEndian(regionMagic, at: 0)
+        bytes.storeLittleEndian(regionVersion, at: 4)
+        bytes.storeLittleEndian(UInt32(configuration.slotCount), at: 8)
+        bytes.storeLittleEndian(UInt32(configuration.slotBytes), at: 12)
+    }
+
+    /// What the NIC stack sends with the region's descriptors: its identity, the waiting mode, its size.
+    static func handshake(_ configuration: ChannelConfiguration, regionBytes: Int) -> [UInt8] {
+        var handshake = [UInt8](repeating: 0, count: handshakeBytes)
+        handshake.withUnsafeMutableBytes { bytes in
+            storeIdentity(configuration, into: bytes)
+            bytes.storeLittleEndian(UInt32(configuration.waiting == .busyPoll ? 1 : 0), at: 16)
+            bytes.storeLittleEndian(UInt64(regionBytes), at: 24)
+        }
+        return handshake
+    }
+
     /// The NIC side: listens at `path` for the host to connect.
     public static func listen(
         path: String, configuration: ChannelConfiguration = ChannelConfiguration()
@@ -202,22 +222,11 @@ public final class SharedMemoryListener: @unchecked Sendable {
             let base = try SharedMemoryChannel.map(memory, byteCount: regionBytes)
             // A fresh memfd reads as zeros, so every ring index and flag already starts at 0.
             let header = UnsafeMutableRawBufferPointer(start: base, count: SharedMemoryChannel.regionHeaderBytes)
-            header.storeLittleEndian(SharedMemoryChannel.regionMagic, at: 0)
-            header.storeLittleEndian(SharedMemoryChannel.regionVersion, at: 4)
-            header.storeLittleEndian(UInt32(configuration.slotCount), at: 8)
-            header.storeLittleEndian(UInt32(configuration.slotBytes), at: 12)
+            SharedMemoryChannel.storeIdentity(configuration, into: header)
             let region = ChannelRegion(
                 base: base, byteCount: regionBytes, storage: .mapped, descriptors: [hostDoorbell, nicDoorbell, connection])
             owned = []  // the region owns them now
-            var handshake = [UInt8](repeating: 0, count: SharedMemoryChannel.handshakeBytes)
-            handshake.withUnsafeMutableBytes { bytes in
-                bytes.storeLittleEndian(SharedMemoryChannel.regionMagic, at: 0)
-                bytes.storeLittleEndian(SharedMemoryChannel.regionVersion, at: 4)
-                bytes.storeLittleEndian(UInt32(configuration.slotCount), at: 8)
-                bytes.storeLittleEndian(UInt32(configuration.slotBytes), at: 12)
-                bytes.storeLittleEndian(UInt32(configuration.waiting == .busyPoll ? 1 : 0), at: 16)
-                bytes.storeLittleEndian(UInt64(regionBytes), at: 24)
-            }
+            let handshake = SharedMemoryChannel.handshake(configuration, regionBytes: regionBytes)
             let passed: [Int32] = [memory, hostDoorbell, nicDoorbell]
             _ = try systemCall("sending the channel handshake") {
                 handshake.withUnsafeBytes { bytes in

@@ -37,8 +37,6 @@ struct FileMappings: ~Copyable {
         var address: UnsafeMutableRawPointer?
         var length: Int
         var users: Int
-        /// Whether `index` finds this entry (an entry whose file changed length is taken out).
-        var indexed: Bool
         /// When it last became idle, and its neighbours in the idle list (oldest first), as entry indices.
         var idleSince: UInt64
         var older: Int
@@ -64,20 +62,20 @@ struct FileMappings: ~Copyable {
         for entry in entries { if let address = entry.address { munmap(address, entry.length) } }
     }
 
-    /// A mapping of `length` bytes of the file open as `descriptor`, shared with earlier opens of the same
-    /// file when they mapped the same length; nil when the kernel refuses. Give it back with `release`.
-    mutating func acquire(_ identity: Identity, length: Int, descriptor: Int32, now: UInt64) -> (entry: Int, address: UnsafeRawPointer)? {
+    /// A mapping of `length` bytes of the file open as `descriptor` (its entry: see `mapping`), shared with
+    /// earlier opens of the same file when they mapped the same length; nil when the kernel refuses. Give it
+    /// back with `release`.
+    mutating func acquire(_ identity: Identity, length: Int, descriptor: Int32, now: UInt64) -> Int? {
         expire(now: now)
         if let found = index[identity] {
-            if entries[found].length == length, let address = entries[found].address {
+            if entries[found].length == length, entries[found].address != nil {
                 if entries[found].users == 0 { unlinkIdle(found) }
                 entries[found].users += 1
                 reused += 1
-                return (found, UnsafeRawPointer(address))
+                return found
             }
             // The file changed length: later opens get a new mapping; this one goes when its users do.
             index[identity] = nil
-            entries[found].indexed = false
             if entries[found].users == 0 { unlinkIdle(found); discard(found) }
         }
         guard length > 0 else { return nil }
@@ -87,7 +85,7 @@ struct FileMappings: ~Copyable {
             return nil
         }
         mapped += 1
-        let entry = Entry(identity: identity, address: address, length: length, users: 1, indexed: true, idleSince: 0, older: -1, newer: -1,
+        let entry = Entry(identity: identity, address: address, length: length, users: 1, idleSince: 0, older: -1, newer: -1,
                           residencyCheckedAt: 0, allResident: false)
         let slot: Int
         if let free = freeEntries.popLast() {
@@ -98,7 +96,7 @@ struct FileMappings: ~Copyable {
             entries.append(entry)
         }
         index[identity] = slot
-        return (slot, UnsafeRawPointer(address))
+        return slot
     }
 
     /// One user of the mapping is done; an unused mapping is kept idle (or dropped when it is stale or over
@@ -107,8 +105,9 @@ struct FileMappings: ~Copyable {
         guard entry >= 0, entry < entries.count, entries[entry].users > 0 else { return }
         entries[entry].users -= 1
         guard entries[entry].users == 0 else { return }
-        guard entries[entry].indexed, maximumIdle > 0, entries[entry].length <= maximumIdleBytes else {
-            if entries[entry].indexed { index[entries[entry].identity] = nil }
+        let indexed = index[entries[entry].identity] == entry
+        guard indexed, maximumIdle > 0, entries[entry].length <= maximumIdleBytes else {
+            if indexed { index[entries[entry].identity] = nil }
             discard(entry)
             return
         }
@@ -116,6 +115,11 @@ struct FileMappings: ~Copyable {
         linkIdle(entry)
         while idleCount > maximumIdle || idleBytes > maximumIdleBytes { dropOldestIdle() }
         expire(now: now)
+    }
+
+    /// The mapping an entry holds (while it has users).
+    func mapping(_ entry: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: entries[entry].address, count: entries[entry].length)
     }
 
     /// Whether the whole file was found cached within `window` nanoseconds (true), found partly uncached
@@ -152,7 +156,6 @@ struct FileMappings: ~Copyable {
     private mutating func discard(_ entry: Int) {
         if let address = entries[entry].address { munmap(address, entries[entry].length) }
         entries[entry].address = nil
-        entries[entry].indexed = false
         freeEntries.append(entry)
     }
 

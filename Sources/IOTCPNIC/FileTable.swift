@@ -75,10 +75,8 @@ public final class FileTable: FileService {
         var leases = 0
         /// The descriptor whose close waits for `leases` to reach 0, if any.
         var retiredDescriptor: Int32 = -1
-        /// The descriptor's file mapped read-only (found or made on first use, given back when the
-        /// descriptor closes), and its entry in `fileMappings`.
-        var mapping: UnsafeRawPointer?
-        var mappedLength = 0
+        /// The entry in `fileMappings` of the descriptor's file mapped read-only (found or made on first use,
+        /// given back when the descriptor closes), or -1.
         var mappingEntry = -1
         var mappingTried = false
     }
@@ -122,8 +120,6 @@ public final class FileTable: FileService {
     private func unmap(_ index: Int) {
         if slots[index].mappingEntry >= 0 { fileMappings.release(slots[index].mappingEntry, now: Self.coarseNow()) }
         slots[index].mappingEntry = -1
-        slots[index].mapping = nil
-        slots[index].mappedLength = 0
         slots[index].mappingTried = false
     }
 
@@ -255,19 +251,22 @@ public final class FileTable: FileService {
     public func mapping(_ lease: FileLease) -> UnsafeRawBufferPointer? {
         let index = Int(lease.slot)
         guard mapFiles, index < slots.count, slots[index].leases > 0 else { return nil }
-        if let mapping = slots[index].mapping { return UnsafeRawBufferPointer(start: mapping, count: slots[index].mappedLength) }
+        if let mapping = mapped(index) { return mapping }
         guard !slots[index].mappingTried, let status = slots[index].file?.status,
               status.size > 0, status.size >= minimumMappedSize else { return nil }
         slots[index].mappingTried = true
         // The length is the one seen at open: a file that grew since is read past it, one that shrank fails
         // the wire's write (the kernel reads the mapping, not this process).
         let identity = FileMappings.Identity(device: status.device, inode: status.inode)
-        guard let (entry, address) = fileMappings.acquire(identity, length: Int(status.size), descriptor: lease.descriptor, now: Self.coarseNow())
+        guard let entry = fileMappings.acquire(identity, length: Int(status.size), descriptor: lease.descriptor, now: Self.coarseNow())
         else { return nil }
         slots[index].mappingEntry = entry
-        slots[index].mapping = address
-        slots[index].mappedLength = Int(status.size)
-        return UnsafeRawBufferPointer(start: address, count: Int(status.size))
+        return fileMappings.mapping(entry)
+    }
+
+    /// The slot's file as mapped, if it is.
+    private func mapped(_ index: Int) -> UnsafeRawBufferPointer? {
+        slots[index].mappingEntry >= 0 ? fileMappings.mapping(slots[index].mappingEntry) : nil
     }
 
     /// Unmaps every kept mapping no open file uses, so deleted files' space comes back at once (they also
@@ -283,8 +282,8 @@ public final class FileTable: FileService {
 
     public func isResident(_ lease: FileLease, offset: UInt64, length: Int) -> Bool {
         let index = Int(lease.slot)
-        guard index < slots.count, let mapping = slots[index].mapping, length > 0,
-              offset + UInt64(length) <= UInt64(slots[index].mappedLength) else { return false }
+        guard index < slots.count, let mapped = mapped(index), let mapping = mapped.baseAddress, length > 0,
+              offset + UInt64(length) <= UInt64(mapped.count) else { return false }
         let start = Int(offset), end = Int(offset) + length
         // A hot file is sent chunk by chunk, request after request: one check of the whole file stands for
         // `residencyWindow`, instead of a `mincore` a chunk (6% of the core at 500 KiB files). A page
@@ -295,7 +294,7 @@ public final class FileTable: FileService {
         case true?: return true
         case false?: return firstUncachedPage(mapping, from: start, to: end) == nil
         case nil:
-            let missing = firstUncachedPage(mapping, from: 0, to: slots[index].mappedLength)
+            let missing = firstUncachedPage(mapping, from: 0, to: mapped.count)
             fileMappings.noteResidency(entry, allResident: missing == nil, now: now)
             guard let missing else { return true }
             if missing >= end { return true }

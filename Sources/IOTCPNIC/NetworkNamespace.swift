@@ -91,42 +91,44 @@ public struct NetworkNamespace: Sendable {
     static func capture(_ arguments: [String]) -> String? {
         var pipe: [Int32] = [0, 0]
         guard Glibc.pipe(&pipe) == 0 else { return nil }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, pipe[1], 1)
-        posix_spawn_file_actions_addclose(&actions, pipe[0])
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawnp(&pid, arguments[0], &actions, nil, &argv, environ) == 0
+        let pid = start(arguments, output: pipe[1], closing: pipe[0])
         Glibc.close(pipe[1])
         defer { Glibc.close(pipe[0]) }
-        guard spawned else { return nil }
+        guard let pid else { return nil }
         var output: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
             let count = chunk.withUnsafeMutableBytes { Glibc.read(pipe[0], $0.baseAddress, $0.count) }
             if count > 0 { output += chunk[0..<count] } else if count < 0 && errno == EINTR { continue } else { break }
         }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        guard (status & 0x7f) == 0, (status >> 8) & 0xff == 0 else { return nil }
+        guard exitStatus(of: pid) == 0 else { return nil }
         return String(decoding: output, as: UTF8.self)
     }
 
     /// Runs a tool from PATH with its output discarded; its exit status, or -1 if it could not start.
     public static func run(_ arguments: [String]) -> Int32 {
+        guard let pid = start(arguments, output: nil, closing: nil) else { return -1 }
+        return exitStatus(of: pid)
+    }
+
+    /// Starts a tool from PATH with standard error discarded and standard output to `output` (or
+    /// discarded), `closing` closed in the child; its process id, or nil if it could not start.
+    private static func start(_ arguments: [String], output: Int32?, closing: Int32?) -> pid_t? {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        if let output { posix_spawn_file_actions_adddup2(&actions, output, 1) } else { posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0) }
+        if let closing { posix_spawn_file_actions_addclose(&actions, closing) }
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         var pid: pid_t = 0
-        guard posix_spawnp(&pid, arguments[0], &actions, nil, &argv, environ) == 0 else { return -1 }
+        guard posix_spawnp(&pid, arguments[0], &actions, nil, &argv, environ) == 0 else { return nil }
+        return pid
+    }
+
+    /// Waits for a child; its exit status, or -1 if a signal ended it.
+    private static func exitStatus(of pid: pid_t) -> Int32 {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         return (status & 0x7f) == 0 ? (status >> 8) & 0xff : -1

@@ -99,11 +99,11 @@ public struct EthernetLink {
 
     /// Records that `source` is at `hardware`, if it is on the link; refreshes it if known.
     private mutating func heard(_ source: IPv4Address, at hardware: MACAddress) {
-        if var known = neighbours[source] {
-            if !known.isStatic {
-                known.hardwareAddress = hardware
-                known.lastSeen = clock
-                neighbours[source] = known
+        // One hash lookup for the common case (a known neighbour, every packet it sends): refreshed in place.
+        if let known = neighbours.index(forKey: source) {
+            if !neighbours.values[known].isStatic {
+                neighbours.values[known].hardwareAddress = hardware
+                neighbours.values[known].lastSeen = clock
             }
             return
         }

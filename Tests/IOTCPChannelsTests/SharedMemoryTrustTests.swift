@@ -21,14 +21,7 @@ struct SharedMemoryTrustTests {
             _ = ftruncate(memory, off_t(regionBytes))
             if seal { _ = iotcp_seal_size(memory) }
             let doorbells = [iotcp_eventfd(), iotcp_eventfd()]
-            var handshake = [UInt8](repeating: 0, count: SharedMemoryChannel.handshakeBytes)
-            handshake.withUnsafeMutableBytes { bytes in
-                bytes.storeLittleEndian(SharedMemoryChannel.regionMagic, at: 0)
-                bytes.storeLittleEndian(SharedMemoryChannel.regionVersion, at: 4)
-                bytes.storeLittleEndian(UInt32(configuration.slotCount), at: 8)
-                bytes.storeLittleEndian(UInt32(configuration.slotBytes), at: 12)
-                bytes.storeLittleEndian(UInt64(regionBytes), at: 24)
-            }
+            let handshake = SharedMemoryChannel.handshake(configuration, regionBytes: regionBytes)
             let passed = [memory] + doorbells
             _ = handshake.withUnsafeBytes { iotcp_send_with_fds(connection, $0.baseAddress, $0.count, passed, 3) }
             // A squatter would now shrink the region under the host's mapping.

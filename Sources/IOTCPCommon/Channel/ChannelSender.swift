@@ -59,10 +59,7 @@ public final class ChannelSender {
     /// Queues one command. It must be valid and fit a message (`encodedLength <= maxCommandBytes`).
     public func append(_ command: Command) {
         guard failure == nil else { return }
-        if heldCount > 0 && heldBytes >= maximumHeldBytes && (command.kind == .packetIn || command.kind == .packetOut) {
-            statistics.droppedPackets += 1
-            return
-        }
+        if (command.kind == .packetIn || command.kind == .packetOut) && dropsPacket() { return }
         precondition(command.encodedLength <= maxCommandBytes, "a \(command.kind) command larger than a channel message")
         statistics.commands += 1
         if heldCount == 0 {
@@ -87,16 +84,21 @@ public final class ChannelSender {
         staged = consume writer
     }
 
+    /// Whether a packet is to be dropped (and counted): the peer stopped reading and what is held for it
+    /// reached `maximumHeldBytes`.
+    private func dropsPacket() -> Bool {
+        guard heldCount > 0 && heldBytes >= maximumHeldBytes else { return false }
+        statistics.droppedPackets += 1
+        return true
+    }
+
     /// Queues a PACKET_IN or PACKET_OUT whose packet `build` writes in place (in the channel's slot when
     /// one is free: the packet is built where the peer will read it).
     public func appendPacket(_ kind: CommandKind, flow: FlowID, length: Int, _ build: (UnsafeMutableRawBufferPointer) -> Void) {
         guard failure == nil else { return }
         precondition(length > 0 && length <= Int(UInt16.max) && length + CommandProtocol.commandHeaderLength <= maxCommandBytes,
                      "a packet of \(length) bytes does not fit a channel message")
-        if heldCount > 0 && heldBytes >= maximumHeldBytes {
-            statistics.droppedPackets += 1
-            return
-        }
+        if dropsPacket() { return }
         statistics.commands += 1
         if heldCount == 0 {
             if var writer = current.take() {

@@ -810,15 +810,10 @@ struct TCPConnection {
         return !timestampsEnabled && segment.sequenceNumber > receiveNext
     }
 
-    /// Ends a TIME-WAIT connection without a word to the peer; the NIC hears of it if it has not yet.
+    /// Ends a TIME-WAIT connection without a word to the peer or the application (its slot is released at
+    /// once); the NIC hears of it if it has not yet.
     mutating func closeQuietly<O: CommandOutput>(output: inout O) {
-        closeFlowOnNIC(output: &output)
-        state = .closed
-        retransmitDeadline = nil
-        delayedAckDeadline = nil
-        persistDeadline = nil
-        keepaliveDeadline = nil
-        timeWaitDeadline = nil
+        enterClosed(output: &output)
     }
 
     /// Abort (RFC 9293 §3.10.5): a RST to the peer and the connection is gone.
@@ -934,6 +929,12 @@ struct TCPConnection {
                     payload: nil, output: &output)
         if unansweredProbes < .max { unansweredProbes += 1 }
         persistBackoff += 1
+        armPersist(now: now, configuration: configuration)
+    }
+
+    /// The persist timer, backed off by the probes sent so far (RTO doubling, at most 64 times, at most the
+    /// largest RTO).
+    private mutating func armPersist(now: Instant, configuration: TCPConfiguration) {
         let backoff = UInt64(1) << UInt64(min(persistBackoff, 6))
         persistDeadline = now + min(rtt.timeout * backoff, configuration.maximumRetransmissionTimeout)
     }
@@ -1143,8 +1144,7 @@ struct TCPConnection {
         // The same when a window too small to use holds data back and nothing in flight will bring an ACK.
         if (sendWindow == 0 || heldBySillyWindow) && sendNext < sendQueue.end && retransmitDeadline == nil
             && persistDeadline == nil && (sendUnacknowledged == sendMaximum || sendNext == sendUnacknowledged) {
-            let backoff = UInt64(1) << UInt64(min(persistBackoff, 6))
-            persistDeadline = now + min(rtt.timeout * backoff, configuration.maximumRetransmissionTimeout)
+            armPersist(now: now, configuration: configuration)
         }
         return sent
     }
@@ -1328,6 +1328,11 @@ struct TCPConnection {
 
     /// To CLOSED: timers off, the NIC told to forget the flow, the application told.
     private mutating func close<O: CommandOutput>(output: inout O) {
+        enterClosed(output: &output)
+        events.formUnion([.closed, .readable, .writable])
+    }
+
+    private mutating func enterClosed<O: CommandOutput>(output: inout O) {
         state = .closed
         closeFlowOnNIC(output: &output)
         retransmitDeadline = nil
@@ -1335,6 +1340,5 @@ struct TCPConnection {
         persistDeadline = nil
         keepaliveDeadline = nil
         timeWaitDeadline = nil
-        events.formUnion([.closed, .readable, .writable])
     }
 }
