@@ -188,6 +188,22 @@ struct SendCommandTests {
         #expect(next.first?.1.sequence == range.sequence + Int(range.length))
     }
 
+    @Test("bytes written after file data that filled the NIC's share go out whole, not a byte at a time")
+    func bytesAfterAFullSmallQueue() throws {
+        var configuration = TCPConfiguration()
+        configuration.maximumUnechoedBytes = 100_000
+        configuration.initialWindowSegments = 1000
+        var script = Script(configuration: configuration)
+        let (handle, _) = try establishPassive(&script, window: 65535)
+        _ = try script.writeFile(handle, length: 100_000)
+        #expect(script.output.take().sends.reduce(0) { $0 + Int($1.1.length) } == 100_000)
+        // The next response's head, while all of the file is still waiting for its ECHO.
+        let head = [UInt8](repeating: 0x48, count: 500)
+        _ = try head.withUnsafeBytes { try script.engine.write(handle, $0, now: script.now, output: &script.output) }
+        let segments = script.output.take().segments.filter { !$0.payload.isEmpty }
+        #expect(segments.map(\.payload.count) == [500], "\(segments.map(\.payload.count))")
+    }
+
     @Test("ACKD goes to the NIC every 64 KiB acknowledged and when everything queued is acknowledged")
     func acknowledgedBatching() throws {
         var script = Script()

@@ -1089,15 +1089,17 @@ struct TCPConnection {
                     heldBySillyWindow = true
                     break sending
                 }
-                // New file data also stops where the NIC's share of it (TCP small queues) runs out.
-                let nicRoom = configuration.maximumUnechoedBytes > 0 && sendNext >= sendMaximum
-                    ? max(configuration.maximumUnechoedBytes - unechoedBytes, 1) : Int.max
-                guard let piece = sendQueue.piece(at: sendNext, limit: min(room, configuration.maximumSendBytes, nicRoom)) else { break sending }
+                guard var piece = sendQueue.piece(at: sendNext, limit: min(room, configuration.maximumSendBytes)) else { break sending }
                 let isRetransmission = sendNext < sendMaximum
                 switch piece.source {
                 case .file:
-                    if !isRetransmission, configuration.maximumUnechoedBytes > 0,
-                       unechoedBytes >= configuration.maximumUnechoedBytes { break sending }
+                    // New file data stops where the NIC's share of it (TCP small queues) runs out; bytes from
+                    // memory never wait on it.
+                    if !isRetransmission && configuration.maximumUnechoedBytes > 0 {
+                        let nicRoom = configuration.maximumUnechoedBytes - unechoedBytes
+                        guard nicRoom > 0 else { break sending }
+                        piece.length = min(piece.length, nicRoom)
+                    }
                     if isRetransmission {
                         retransmit(from: sendNext, limit: min(piece.length, sendMaximum - sendNext), now: now,
                                    configuration: configuration, output: &output)
