@@ -126,7 +126,6 @@ final class HTTPServer {
                 progress(session, token: token)
             }
         }
-        for message in stack.takeNICMessages() { log("NIC: \(message)") }
         let now = stack.now.nanoseconds
         // Sessions whose next request waited for held files: see whether they may go on.
         for token in waitingForFiles {

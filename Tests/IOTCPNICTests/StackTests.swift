@@ -399,7 +399,7 @@ struct ChannelSenderTests {
         #expect(sender.failure == .peerClosed)
     }
 
-    @Test("async calls: a cancelled accept or open throws CancellationError; stop fails what still waits")
+    @Test("async calls: a cancelled accept or open throws IOTCPError.cancelled; stop fails what still waits")
     func asyncCancellationAndStop() async throws {
         let (host, nic) = try InProcessChannel.makePair()
         _ = nic  // a NIC that never answers: opens stay pending, no connection ever arrives
@@ -412,8 +412,8 @@ struct ChannelSenderTests {
         try await Task.sleep(nanoseconds: 20_000_000)
         accepting.cancel()
         opening.cancel()
-        await #expect(throws: CancellationError.self) { try await accepting.value }
-        await #expect(throws: CancellationError.self) { try await opening.value }
+        await #expect(throws: IOTCPError.cancelled) { try await accepting.value }
+        await #expect(throws: IOTCPError.cancelled) { try await opening.value }
 
         let stranded = Task { try await stack.accept(listener) }
         try await Task.sleep(nanoseconds: 20_000_000)
@@ -423,11 +423,13 @@ struct ChannelSenderTests {
         await #expect(throws: IOTCPError.self) { try await stack.read(listener) }
     }
 
-    @Test("cancelling the task of run() ends it at once (no spinning), and calls still waiting fail")
+    @Test("cancelling the task of run() ends it at once, even in a long sleep, and calls still waiting fail")
     func asyncRunHonoursCancellation() async throws {
         let (host, nic) = try InProcessChannel.makePair()
         _ = nic
-        let stack = AsyncIOTCPStack(stack: IOTCPStack(channel: host, address: IPv4Address(10, 0, 0, 2)))
+        // Sleeps of up to a minute: only the cancellation handler ringing the doorbell can end one in time.
+        let stack = AsyncIOTCPStack(stack: IOTCPStack(channel: host, address: IPv4Address(10, 0, 0, 2)),
+                                    longestSleepNanoseconds: 60_000_000_000)
         let pump = Task { try await stack.run() }
         let listener = try await stack.listen(port: 80)
         let stranded = Task { try await stack.accept(listener) }
@@ -452,4 +454,63 @@ struct ChannelSenderTests {
         await #expect(throws: IOTCPError.self) { try await stranded.value }
     }
 
+    @Test("an idle run() sleeps on the channel's doorbell: a handful of turns in half a second, woken at once by the NIC")
+    func asyncRunSleepsOnTheDoorbell() async throws {
+        let (host, nic) = try InProcessChannel.makePair()
+        let stack = AsyncIOTCPStack(stack: IOTCPStack(channel: host, address: IPv4Address(10, 0, 0, 2)),
+                                    longestSleepNanoseconds: 60_000_000_000)
+        let pump = Task { try await stack.run() }
+        // Other tests may hold the cooperative threads for a while: wait for the pump's first sleep, then count.
+        for _ in 0..<500 where await stack.pumpSleeps == 0 { try await Task.sleep(nanoseconds: 10_000_000) }
+        let before = await stack.pumpTurns
+        try await Task.sleep(nanoseconds: 500_000_000)
+        let idleTurns = await stack.pumpTurns - before
+        // Napping (the old pump) took hundreds of turns here; sleeping on the doorbell takes none or a few.
+        #expect(await stack.pumpSleeps >= 1 && idleTurns <= 5, "\(idleTurns) turns in half a second while idle")
+
+        // A NIC that answers an open 200 ms after it arrives: the pump sleeps meanwhile (for up to a minute)
+        // and must be woken by the answer itself.
+        let nicEnd = nic
+        let answered = LockedInstant()
+        let answering = Thread {
+            var request: UInt32?
+            let giveUp = IOTCPStack.monotonicNow() + 5_000_000_000
+            while request == nil && IOTCPStack.monotonicNow() < giveUp {
+                _ = try? nicEnd.receive(limit: 8) { message in
+                    guard var reader = try? CommandReader(message: message) else { return }
+                    while let command = try? reader.next() {
+                        if case .open(let id, _, _) = command { request = id }
+                    }
+                }
+                usleep(1000)
+            }
+            guard let request else { return }
+            usleep(200_000)
+            let sender = ChannelSender(channel: nicEnd)
+            let file = OffloadedFileID(rawValue: 7)
+            sender.append(.opened(requestID: request, file: file, size: 5))
+            sender.append(.stat(requestID: request, file: file, status: OffloadedFileStatus(
+                size: 5, modificationSeconds: 0, modificationNanoseconds: 0, mode: 0o100644, inode: 1, device: 1)))
+            answered.set(IOTCPStack.monotonicNow().nanoseconds)
+            sender.flush()
+        }
+        answering.start()
+        let file = try await stack.offloadOpen("/five-bytes")
+        let returned = IOTCPStack.monotonicNow().nanoseconds
+        let latency = returned - answered.get()
+        #expect(file.status.size == 5)
+        // Not woken, the pump would sleep on for up to a minute; woken, it takes microseconds (a second allows
+        // for a loaded machine).
+        #expect(latency < 1_000_000_000, "the open completed \(latency / 1000) µs after the NIC answered")
+        pump.cancel()
+        try await pump.value
+    }
+}
+
+/// A time written by one thread and read by another.
+final class LockedInstant: @unchecked Sendable {
+    private let lock = NSLock()
+    private var nanoseconds: UInt64 = 0
+    func set(_ value: UInt64) { lock.withLock { nanoseconds = value } }
+    func get() -> UInt64 { lock.withLock { nanoseconds } }
 }

@@ -1,5 +1,6 @@
 import Glibc
 import IOTCPCommon
+import Logging
 
 extension ChannelSender: CommandOutput {
     public func emit(_ command: Command) { append(command) }
@@ -67,7 +68,10 @@ public final class IOTCPStack {
     private var closingUsers: [TCPHandle: [OffloadedFileID]] = [:]
     /// The NIC's explanation for connections it failed.
     private var nicFailures: [TCPHandle: IOTCPError] = [:]
-    private var nicMessages: [String] = []
+    /// Where the stack says what went wrong beyond one call's error: the NIC's explanations for the
+    /// connections it failed and malformed commands from the NIC (warning), the channel's
+    /// failure (error). Nothing is logged per packet.
+    public var logger: Logger
 
     /// The NIC's HELLO, once it came.
     public private(set) var nic: Hello?
@@ -76,6 +80,8 @@ public final class IOTCPStack {
     /// The events of the failure were returned by a `wait`; later waits throw.
     private var channelFailureReported = false
     public private(set) var statistics = Statistics()
+    /// Messages and commands sent to the NIC, and the messages that waited because the channel was full.
+    public var channelStatistics: ChannelSender.Statistics { sender.statistics }
 
     public struct Statistics: Hashable, Sendable {
         public var messagesIn = 0
@@ -91,11 +97,13 @@ public final class IOTCPStack {
     /// time (tests pass a virtual one).
     public init(
         channel: any CommandChannel, address: IPv4Address, configuration: TCPConfiguration = TCPConfiguration(),
-        secret: (UInt64, UInt64)? = nil, clock: @escaping () -> Instant = IOTCPStack.monotonicNow
+        secret: (UInt64, UInt64)? = nil, clock: @escaping () -> Instant = IOTCPStack.monotonicNow,
+        logger: Logger = Logger(label: "iotcp.host")
     ) {
         var random = SystemRandomNumberGenerator()
         let keys = secret ?? (random.next(), random.next())
         self.channel = channel
+        self.logger = logger
         self.clock = clock
         sender = ChannelSender(channel: channel)
         engine = TCPEngine(localAddress: address, configuration: configuration, secret: keys, now: clock())
@@ -381,13 +389,44 @@ public final class IOTCPStack {
     }
 
     /// Hands queued commands to the channel now (`wait` does it too).
-    public func flush() { sender.flush() }
+    // MARK: - Waiting in another event loop
 
-    /// Explanations the NIC sent with ERRORs since the last call (for the operator's log).
-    public func takeNICMessages() -> [String] {
-        defer { nicMessages.removeAll() }
-        return nicMessages
+    /// For a loop that waits on iotcp and its own descriptors together (poll, epoll, an async runtime): a
+    /// descriptor that turns readable when the NIC sends while `prepareToPoll` said the loop sleeps, or -1
+    /// when the channel busy-polls (then `prepareToPoll` allows naps of 50 µs at most).
+    public var pollDescriptor: Int32 { channel.wakeDescriptor }
+
+    /// Says the loop is about to sleep on `pollDescriptor` (and its own descriptors): returns how long it may
+    /// sleep (at most `limit`, less when a TCP timer is due sooner), or nil when it must not sleep because
+    /// work is already waiting; then call `wait(into:timeoutNanoseconds: 0)` again. Pair every non-nil
+    /// answer with `finishPolling()` after the sleep, whatever woke it.
+    ///
+    /// ```swift
+    /// while running {
+    ///     try stack.wait(into: &events, timeoutNanoseconds: 0)
+    ///     handle(events)
+    ///     guard events.isEmpty, let timeout = stack.prepareToPoll(upTo: 1_000_000_000) else { continue }
+    ///     poll([stack.pollDescriptor, myDescriptors...], timeout)
+    ///     stack.finishPolling()
+    /// }
+    /// ```
+    public func prepareToPoll(upTo limit: Int64) -> Int64? {
+        guard channelFailure == nil, completions.isEmpty, candidates.isEmpty else { return nil }
+        sender.flush()
+        var sleep = limit
+        if let due = engine.nextDeadline { sleep = min(sleep, Int64(clamping: due.nanoseconds) - Int64(clamping: clock().nanoseconds)) }
+        // Messages held for a full channel go out when the NIC makes room; looked at again soon.
+        if sender.heldCount > 0 { sleep = min(sleep, 50_000) }
+        guard sleep > 0 else { return nil }
+        // A busy-polled channel rings no doorbell: the loop naps 50 µs and looks again.
+        if channel.wakeDescriptor < 0 { return min(sleep, 50_000) }
+        return channel.prepareToSleep() ? sleep : nil
     }
+
+    /// Ends a sleep that `prepareToPoll` allowed.
+    public func finishPolling() { channel.finishSleeping() }
+
+    public func flush() { sender.flush() }
 
     /// One pass of the stack's work, without waiting.
     private func pump(now: Instant) {
@@ -416,7 +455,7 @@ public final class IOTCPStack {
             reader = try CommandReader(message: message, maxMessageBytes: channel.maxMessageBytes)
         } catch {
             statistics.malformedCommands += 1
-            nicMessages.append("dropped a malformed message from the NIC: \(error)")
+            logger.warning("dropped a malformed message from the NIC: \(error)")
             return
         }
         while true {
@@ -426,7 +465,7 @@ public final class IOTCPStack {
                 command = next
             } catch {
                 statistics.malformedCommands += 1
-                nicMessages.append("dropped a malformed command from the NIC: \(error)")
+                logger.warning("dropped a malformed command from the NIC: \(error)")
                 if error.isRecoverable { continue }
                 return
             }
@@ -456,7 +495,7 @@ public final class IOTCPStack {
                 break
             case .open, .fstat, .closeFile, .flowOpen, .flowClose, .send, .retransmit, .acknowledged, .packetOut:
                 statistics.malformedCommands += 1
-                nicMessages.append("the NIC sent \(command.kind), a command only the host sends; ignored")
+                logger.warning("the NIC sent \(command.kind), a command only the host sends; ignored")
             }
         }
     }
@@ -484,13 +523,13 @@ public final class IOTCPStack {
         default:
             break
         }
-        nicMessages.append("\(report.code): \(text)")
+        logger.warning("the NIC failed \(kind.map { "\($0)" } ?? "a command") for \(flow): \(report.code): \(text)")
     }
 
     private func failChannel(_ error: ChannelError) {
         guard channelFailure == nil else { return }
         channelFailure = error
-        nicMessages.append("the channel to the NIC failed: \(error)")
+        logger.error("the channel to the NIC failed; every connection and open fails with it: \(error)")
         // Nothing more can reach the wire: every connection and every open fails, so no caller waits forever.
         var output = sender
         for handle in engine.handles {

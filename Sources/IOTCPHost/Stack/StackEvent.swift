@@ -61,6 +61,8 @@ public enum IOTCPError: Error, Hashable, Sendable, CustomStringConvertible {
     case nic(code: CommandErrorCode, message: String)
     /// The channel to the NIC failed; the stack cannot continue.
     case channel(ChannelError)
+    /// The task was cancelled while the call waited (`AsyncIOTCPStack`); nothing it was waiting for happened.
+    case cancelled
 
     public var description: String {
         switch self {
@@ -71,6 +73,7 @@ public enum IOTCPError: Error, Hashable, Sendable, CustomStringConvertible {
         case .invalidPath(let text): "invalid path: \(text)"
         case .nic(let code, let message): "the NIC failed (\(code)): \(message)"
         case .channel(let error): "the channel to the NIC failed: \(error)"
+        case .cancelled: "the task was cancelled while waiting"
         }
     }
 }

@@ -1,7 +1,7 @@
 import IOTCPCommon
 
 /// The connection states of RFC 9293 §3.3.2 (LISTEN belongs to listeners, not connections).
-public enum TCPState: String, Sendable {
+public enum TCPState: String, Sendable, CaseIterable {
     case synSent, synReceived, established, finWait1, finWait2, closeWait, closing, lastAck, timeWait, closed
 
     /// States in which the peer's sequence numbers are known.
