@@ -18,6 +18,8 @@ let package = Package(
         .executable(name: "iotcp-fileserver", targets: ["FileServer"]),
         .executable(name: "iotcp-nic", targets: ["NICServer"]),
         .library(name: "IOTCPEmbedded", targets: ["IOTCPEmbedded"]),
+        .library(name: "IOTCPMetrics", targets: ["IOTCPMetrics"]),
+        .library(name: "IOTCPLifecycle", targets: ["IOTCPLifecycle"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
@@ -25,6 +27,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
     ],
     targets: [
         // Wire formats, checksums, sequence arithmetic, the command protocol and the channel protocol.
@@ -53,7 +58,7 @@ let package = Package(
         // rdma_cm. The channel logic it runs (credits, batching, closing) lives in IOTCPChannels.
         .target(name: "IOTCPRDMA", dependencies: ["CRDMA", "IOTCPChannels", "IOTCPCommon"]),
 
-        .target(name: "IOTCPHost", dependencies: ["IOTCPCommon"]),
+        .target(name: "IOTCPHost", dependencies: ["IOTCPCommon", "CIOTCPSystem", .product(name: "Logging", package: "swift-log")]),
         // The NIC half's logic without I/O: the command executor and I/O engine (`NICDataPlane`), the
         // retransmit store, segment building, the buffer pool, ARP/ICMP, fault injection, and the protocols
         // its platform implements (files, disk, wire), with in-memory versions for tests and simulations.
@@ -65,6 +70,7 @@ let package = Package(
             dependencies: [
                 "IOTCPCommon", "IOTCPNICCore", "CIOTCPSystem", "CIOTCPURing", "CIOTCPNVMe",
                 .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ]),
 
@@ -79,24 +85,37 @@ let package = Package(
         .target(
             name: "IOTCPEmbedded",
             dependencies: ["IOTCPHost", "IOTCPNIC", "IOTCPChannels", .product(name: "Atomics", package: "swift-atomics")]),
-        // Command-line options shared by iotcp-nic and the file server: the wire, and channel addresses.
+        // The host stack's and the NIC runtime's counters through swift-metrics, for any metrics backend.
+        .target(
+            name: "IOTCPMetrics",
+            dependencies: ["IOTCPHost", "IOTCPNIC", .product(name: "Metrics", package: "swift-metrics")]),
+        // swift-service-lifecycle services: the async stack's pump and the embedded NIC thread.
+        .target(
+            name: "IOTCPLifecycle",
+            dependencies: ["IOTCPEmbedded", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
+        // Command-line options shared by iotcp-nic and the file server: the wire, channel addresses, and the
+        // Prometheus endpoint.
         .target(
             name: "IOTCPCommandLine",
             dependencies: [
-                "IOTCPEmbedded", "IOTCPRDMA",
+                "IOTCPEmbedded", "IOTCPRDMA", "IOTCPMetrics", "CIOTCPSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         .executableTarget(
             name: "FileServer",
             dependencies: [
-                "IOTCPEmbedded", "IOTCPCommandLine", "IOTCPRDMA",
+                "IOTCPEmbedded", "IOTCPCommandLine", "IOTCPRDMA", "IOTCPMetrics",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Examples/FileServer"),
         .executableTarget(
             name: "NICServer",
             dependencies: [
-                "IOTCPEmbedded", "IOTCPCommandLine", "IOTCPRDMA",
+                "IOTCPEmbedded", "IOTCPCommandLine", "IOTCPRDMA", "IOTCPMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -120,7 +139,7 @@ let package = Package(
                     exclude: ["Fixtures"]),
         .testTarget(name: "IOTCPChannelsTests", dependencies: ["IOTCPCommon", "IOTCPChannels", "CIOTCPSystem"]),
         .testTarget(name: "IOTCPHostTests", dependencies: ["IOTCPCommon", "IOTCPHost", "IOTCPNICCore"]),
-        .testTarget(name: "IOTCPNICTests", dependencies: ["IOTCPCommon", "IOTCPNICCore", "IOTCPNIC", "IOTCPHost", "IOTCPChannels", "IOTCPEmbedded"]),
+        .testTarget(name: "IOTCPNICTests", dependencies: ["IOTCPCommon", "IOTCPNICCore", "IOTCPNIC", "IOTCPHost", "IOTCPChannels", "IOTCPEmbedded", "IOTCPMetrics", "IOTCPLifecycle"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -33,7 +33,7 @@ for size in "${sizes[@]}"; do head -c "$size" /dev/urandom > "$work/www/file-$si
 echo '<h1>iotcp</h1>' > "$work/www/index.html"
 ln -s /etc/passwd "$work/www/escape"
 
-"$binary" --root "$work/www" --netns "$namespace" --address 10.88.0.2/24 >"$work/server.out" 2>"$work/server.log" &
+"$binary" --root "$work/www" --netns "$namespace" --address 10.88.0.2/24 --metrics 127.0.0.1:0 >"$work/server.out" 2>"$work/server.log" &
 server_pid=$!
 for _ in $(seq 100); do grep -q "^serving http://" "$work/server.out" 2>/dev/null && break; sleep 0.1; done
 if ! grep -q "^serving http://10.88.0.2:8080/ in network namespace $namespace" "$work/server.out"; then
@@ -83,9 +83,34 @@ check "a request arriving in two pieces is answered" "HTTP/1.1 200 OK" "$slow"
 check "pipelined requests answered in order" "200 404 200 " "$pipelined"
 check "ping answered by the NIC" 0 "$(ip netns exec "$namespace" ping -c 1 -W 2 10.88.0.2 >/dev/null; echo $?)"
 
+# The connection listing on SIGUSR1 (ss-style), with a connection held open from the namespace.
+ip netns exec "$namespace" timeout 5 bash -c 'exec 3<>/dev/tcp/10.88.0.2/8080; sleep 3' &
+holder=$!
+sleep 1
+kill -USR1 "$server_pid"
+sleep 0.5
+check "SIGUSR1 lists the held connection as established, ss-style" yes \
+  "$(grep -A50 '^State  *Recv-Q  *Send-Q' "$work/server.log" | grep -qE '^established +0 +0 +10\.88\.0\.2:8080 +10\.88\.0\.1:[0-9]+' && echo yes || echo "no: $(grep -A3 '^State' "$work/server.log" | head -4)")"
+wait "$holder" 2>/dev/null
+
+# The Prometheus endpoint (--metrics 127.0.0.1:0 above): scraped with curl after the runs above (the
+# counters are recorded once a second).
+metrics_url=$(sed -n 's|^metrics at \(http://[0-9.:]*/metrics\)$|\1|p' "$work/server.out")
+sleep 1.2
+curl -sS --max-time 5 "$metrics_url" >"$work/metrics.txt" 2>&1
+metric() { awk -v name="$1" '$1 == name { print int($2) }' "$work/metrics.txt"; }
+check "metrics: the endpoint answers in Prometheus text format" yes \
+  "$(grep -q '^# TYPE iotcp_host_connections_opened_total counter' "$work/metrics.txt" && echo yes || echo "no: $(head -c 300 "$work/metrics.txt")")"
+check "metrics: connections opened counted (at least the ${#sizes[@]} downloads)" yes \
+  "$([ "$(metric iotcp_host_connections_opened_total)" -ge "${#sizes[@]}" ] 2>/dev/null && echo yes || echo "$(metric iotcp_host_connections_opened_total)")"
+check "metrics: the NIC's SENDs and bytes out counted" yes \
+  "$([ "$(metric iotcp_nic_sends_total)" -gt 0 ] 2>/dev/null && [ "$(metric iotcp_nic_bytes_out_total)" -gt 209715200 ] 2>/dev/null && echo yes || echo "sends $(metric iotcp_nic_sends_total) bytes $(metric iotcp_nic_bytes_out_total)")"
+check "metrics: connections by state, each state once" 10 "$(grep -c '^iotcp_host_connections{state=' "$work/metrics.txt")"
+check "metrics: anything but /metrics is 404" 404 "$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 "${metrics_url%/metrics}/other")"
+
 kill -TERM "$server_pid"; wait "$server_pid" 2>/dev/null; server_pid=
 check "the namespace is removed on SIGTERM" "" "$(ip netns list | grep -w "$namespace")"
-if grep -q "NIC: " "$work/server.log"; then failed=$((failed + 1)); echo "e2e: FAIL NIC errors:"; grep "NIC: " "$work/server.log" | head; fi
+if grep -q "the NIC failed\|dropped a malformed" "$work/server.log"; then failed=$((failed + 1)); echo "e2e: FAIL NIC errors:"; grep "the NIC failed\|dropped a malformed" "$work/server.log" | head; fi
 
 # start_server NAME EXTRA-ARGUMENTS...: a server on the same files, for the runs below.
 start_server() {
@@ -240,7 +265,7 @@ stop_split() {
   for _ in $(seq 50); do kill -0 "$nic_pid" 2>/dev/null || break; sleep 0.1; done  # --once: it leaves with its host
   kill -TERM "$nic_pid" 2>/dev/null; wait "$nic_pid" 2>/dev/null; nic_pid=
 }
-start_split split
+start_split split --metrics 127.0.0.1:0
 check "split: the server reached iotcp-nic" yes "$(grep -q "^serving http://10.88.0.2:8080/" "$work/split.out" && echo yes || echo no)"
 for size in "${sizes[@]}"; do
   status=$(client -o "$work/got" -w '%{http_code}' "http://10.88.0.2:8080/file-$size.bin")
@@ -248,6 +273,18 @@ for size in "${sizes[@]}"; do
 done
 check "split: 404" 404 "$(client -o /dev/null -w '%{http_code}' http://10.88.0.2:8080/missing)"
 check "split: 403 for a symlink out of the root" 403 "$(client -o /dev/null -w '%{http_code}' http://10.88.0.2:8080/escape)"
+# iotcp-nic's flow listing on SIGUSR1, with a connection held open, and its Prometheus endpoint.
+ip netns exec "$namespace" timeout 5 bash -c 'exec 3<>/dev/tcp/10.88.0.2/8080; sleep 3' &
+holder=$!
+sleep 1
+kill -USR1 "$nic_pid"
+sleep 0.5
+check "split: SIGUSR1 makes iotcp-nic list its flows, the held connection among them" yes \
+  "$(grep -A50 '^Flow  *Local Address:Port' "$work/split-nic.log" | grep -qE '^[0-9]+\.[0-9]+ +10\.88\.0\.2:8080 +10\.88\.0\.1:[0-9]+' && echo yes || echo "no: $(grep -A3 '^Flow' "$work/split-nic.log" | head -4)")"
+wait "$holder" 2>/dev/null
+nic_metrics=$(grep -o 'metrics at http://127\.0\.0\.1:[0-9]*/metrics' "$work/split-nic.log" | head -1 | sed 's/^metrics at //')
+check "split: iotcp-nic serves its counters to Prometheus" yes \
+  "$(curl -sS --max-time 5 "$nic_metrics" | awk '$1 == "iotcp_nic_sends_total" && $2 > 0 { found = 1 } END { print found ? "yes" : "no" }')"
 # A second server started on the same namespace must not take it from the first (nor remove it on exit).
 second=$("$nic_binary" --export-root "$work/www" --channel "shm:$work/second.sock" --netns "$namespace" --address 10.88.0.2/24 --once 2>&1; echo "exit=$?")
 check "a second iotcp-nic on a namespace in use is refused with what is in it, exit 1" yes \

@@ -2,7 +2,9 @@ import ArgumentParser
 import Foundation
 import IOTCPCommandLine
 import IOTCPEmbedded
+import IOTCPMetrics
 import IOTCPRDMA
+import Logging
 
 nonisolated(unsafe) var stopRequested: sig_atomic_t = 0
 nonisolated(unsafe) var describeRequested: sig_atomic_t = 0
@@ -61,6 +63,12 @@ struct FileServer: ParsableCommand {
     @Option(help: "Offloaded files a connection may hold on the NIC (responses not yet acknowledged) before its next request waits.")
     var maxHeldFiles = 8
 
+    @Option(help: "Serve Prometheus metrics (iotcp_host_*, and iotcp_nic_* when embedded) at http://ADDRESS:PORT/metrics on this machine's own network.")
+    var metrics: String?
+
+    @Option(help: "Log level of the stack and the NIC: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .notice
+
     @OptionGroup(title: "Embedded NIC options")
     var wire: WireOptions
 
@@ -77,6 +85,11 @@ struct FileServer: ParsableCommand {
         signal(SIGTERM) { _ in stopRequested = 1 }
         signal(SIGPIPE, SIG_IGN)
         signal(SIGUSR1) { _ in describeRequested = 1 }
+
+        var logger = Logger(label: "iotcp-fileserver")
+        logger.logLevel = logLevel
+        let endpoint = try metrics.map { text throws(RuntimeFailure) in try MetricsEndpoint(listeningOn: text) }
+        defer { endpoint?.close() }
 
         var embedded: EmbeddedNIC?
         let channel: any CommandChannel
@@ -98,6 +111,7 @@ struct FileServer: ParsableCommand {
         } else {
             guard let root else { throw ValidationError("--root is required unless --nic names an iotcp-nic process") }
             let runtime = try wire.makeRuntime(root: root, namespace: namespace)
+            runtime.logger = logger
             let nic: EmbeddedNIC
             do { nic = try EmbeddedNIC(runtime: runtime) } catch {
                 namespace.remove()
@@ -105,6 +119,11 @@ struct FileServer: ParsableCommand {
             }
             embedded = nic
             channel = nic.hostChannel
+            if endpoint != nil {
+                // Recorded on the NIC's own thread: the runtime is not to be read from this one while it runs.
+                let nicMetrics = NICMetrics()
+                nic.periodically(everyNanoseconds: Nanoseconds.second) { nicMetrics.record($0) }
+            }
             nic.start()
         }
         defer {
@@ -112,17 +131,25 @@ struct FileServer: ParsableCommand {
             if embedded != nil { namespace.remove() }
         }
 
-        let stack = IOTCPStack(channel: channel, address: namespace.stackAddress)
+        let stack = IOTCPStack(channel: channel, address: namespace.stackAddress, logger: logger)
+        let hostMetrics = endpoint.map { _ in HostMetrics() }
         let server: HTTPServer
         do { server = try HTTPServer(stack: stack, port: port, limits: limits) } catch { throw RuntimeFailure("listening on port \(port): \(error)") }
         server.accessLog = !quiet
         say("serving http://\(namespace.stackAddress):\(port)/ in network namespace \(netns)")
+        if let endpoint { say("metrics at http://\(endpoint.address)/metrics") }
+        var lastRecord = DispatchTime.now().uptimeNanoseconds
         let deadline = duration.map { DispatchTime.now().uptimeNanoseconds + UInt64($0 * 1e9) }
         while stopRequested == 0 {
             if let deadline, DispatchTime.now().uptimeNanoseconds >= deadline { break }
+            if let hostMetrics, DispatchTime.now().uptimeNanoseconds - lastRecord >= 1_000_000_000 {
+                lastRecord = DispatchTime.now().uptimeNanoseconds
+                hostMetrics.record(stack)
+            }
             if describeRequested != 0 {
                 describeRequested = 0
                 say("iotcp-fileserver: \(server.describe())", to: 2)
+                say(stack.engine.connectionListing, to: 2)
                 if let embedded { say("iotcp-fileserver: NIC counters (racy while running): \(NICReport.line(embedded.runtime))", to: 2) }
             }
             do { try server.turn(timeoutNanoseconds: 20_000_000) } catch {

@@ -24,6 +24,15 @@ public final class EmbeddedNIC: @unchecked Sendable {
     private var thread: pthread_t?
     /// Why the NIC loop ended on its own (the host's channel end went away), if it did.
     public private(set) var endedBecause: ChannelError?
+    private var periodicWork: (interval: UInt64, body: (NICRuntime) -> Void)?
+
+    /// Runs `body` on the NIC thread about every `intervalNanoseconds` (and once as the thread stops), with
+    /// the runtime it owns: the way to read its counters while it runs (metrics, listings) without racing it.
+    /// Set it before `start()`.
+    public func periodically(everyNanoseconds intervalNanoseconds: UInt64, _ body: @escaping (NICRuntime) -> Void) {
+        precondition(thread == nil, "EmbeddedNIC.periodically must be set before start()")
+        periodicWork = (intervalNanoseconds, body)
+    }
 
     public convenience init(
         tap: TapDevice, address: IPv4Address, hardwareAddress: MACAddress = MACAddress(0x02, 0, 0, 0x77, 0, 2),
@@ -73,8 +82,15 @@ public final class EmbeddedNIC: @unchecked Sendable {
 
     private func loop() {
         NICRuntime.nameCurrentThread("iotcp-nic")
+        var lastPeriodic = IOTCPStack.monotonicNow()
+        defer { periodicWork?.body(runtime) }
         while !stopRequested.load(ordering: .acquiring) {
-            switch runtime.runOnce(now: IOTCPStack.monotonicNow()) {
+            let now = IOTCPStack.monotonicNow()
+            if let periodicWork, now - lastPeriodic >= periodicWork.interval {
+                lastPeriodic = now
+                periodicWork.body(runtime)
+            }
+            switch runtime.runOnce(now: now) {
             case .worked: continue
             case .idle: runtime.sleep(timeoutNanoseconds: 5_000_000)
             case .hostGone(let error):

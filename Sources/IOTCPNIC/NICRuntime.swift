@@ -2,6 +2,7 @@ import CIOTCPSystem
 import Glibc
 import IOTCPCommon
 import IOTCPNICCore
+import Logging
 
 /// The NIC stack as one run-to-completion loop: wire → link → data plane → channel, and channel → data
 /// plane → wire. It owns the wire and the disk and keeps no TCP state; the host at the other end of the
@@ -67,7 +68,14 @@ public final class NICRuntime {
         case hostGone(ChannelError)
     }
 
-    public init(wire: any WireBackend, link: EthernetLink, dataPlane: NICDataPlane, channel: (any CommandChannel)? = nil) {
+    /// Where the runtime says what the counters alone would hide: hosts attaching and leaving (debug),
+    /// malformed commands (warning), wire writes and reads that fail (error: the first, then every 1,024th,
+    /// with the count). Nothing per packet.
+    public var logger: Logger
+
+    public init(wire: any WireBackend, link: EthernetLink, dataPlane: NICDataPlane, channel: (any CommandChannel)? = nil,
+                logger: Logger = Logger(label: "iotcp.nic")) {
+        self.logger = logger
         self.wire = wire
         self.link = link
         self.dataPlane = dataPlane
@@ -87,6 +95,7 @@ public final class NICRuntime {
 
     /// Serves a new host (after the previous one went away).
     public func attach(_ channel: any CommandChannel) {
+        logger.debug("a host attached")
         dataPlane.reset()
         self.channel = channel
         let sender = ChannelSender(channel: channel)
@@ -99,6 +108,7 @@ public final class NICRuntime {
 
     /// Lets go of the host's channel (after it went away): flows, files and held bytes are released.
     public func detach() {
+        if channel != nil { logger.debug("the host's channel is closed; its flows, files and stored bytes are released") }
         if let sender { earlierChannels = earlierChannels.adding(sender.statistics) }
         channel?.close()
         channel = nil
@@ -122,7 +132,7 @@ public final class NICRuntime {
         for _ in 0..<Self.framesPerTurn {
             let count: Int?
             do throws(WireFailure) { count = try wire.read(into: frame) } catch {
-                counters.wireErrors += 1
+                countWireError(error)
                 break
             }
             guard let count else { break }
@@ -238,7 +248,16 @@ public final class NICRuntime {
 
     private func transmit(_ bytes: UnsafeRawBufferPointer) {
         capture?.write(bytes)
-        do throws(WireFailure) { _ = try wire.write(bytes) } catch { counters.wireErrors += 1 }
+        do throws(WireFailure) { _ = try wire.write(bytes) } catch { countWireError(error) }
+    }
+
+    /// A wire failure is counted, and logged the first time and every 1,024th after (a broken TAP fails
+    /// every frame; the log must not become the bottleneck).
+    private func countWireError(_ error: WireFailure) {
+        counters.wireErrors += 1
+        if counters.wireErrors & 1023 == 1 {
+            logger.error("the wire failed a frame: \(error)", metadata: ["wire-errors": "\(counters.wireErrors)"])
+        }
     }
 
     private func execute(message: UnsafeRawBufferPointer, output: inout Output) {
@@ -268,6 +287,7 @@ public final class NICRuntime {
     /// A command that could not be decoded is answered with ERROR and dropped.
     private func report(_ error: CommandDecodeError) {
         counters.malformedCommands += 1
+        logger.warning("dropped a malformed command from the host: \(error)")
         let fields = error.errorReportFields
         var text = error.description
         text.withUTF8 { bytes in
@@ -326,7 +346,7 @@ public final class NICRuntime {
             result = try wire.write(header: header, payload: payload, offload: offload)
         } catch {
             // Not a full queue but a broken write: the frame is lost, as on a wire.
-            counters.wireErrors += 1
+            countWireError(error)
             return .sent
         }
         guard result == .sent else { return result }

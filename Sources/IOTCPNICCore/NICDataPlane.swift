@@ -58,6 +58,8 @@ public final class NICDataPlane {
         public var fragmentsIn = 0
         public var commands = 0
         public var errors = 0
+        /// SEND commands executed (each a file range or bytes for one flow).
+        public var sends = 0
         /// SENDs recorded without their bytes because the buffered store was at its limit.
         public var storeSpills = 0
         /// Disk reads started, their bytes, the failed ones, and the most in flight at once.
@@ -264,6 +266,23 @@ public final class NICDataPlane {
             + "disk in flight \(disk.inFlight)"
     }
 
+    /// Every open flow as an operator lists it (`ss -tn` style): the id the host gave it, its endpoints,
+    /// the bytes sent and held for retransmission, the work queued, and what it waits for. Diagnostics only.
+    public var flowListing: String {
+        var lines = ["Flow        Local Address:Port    Peer Address:Port       Unacked  Queued  Reading  State"]
+        for flow in flows where flow.open {
+            let endpoints = flow.endpoints
+            let local = "\(endpoints.localAddress):\(endpoints.localPort)"
+            let peer = "\(endpoints.remoteAddress):\(endpoints.remotePort)"
+            let unacknowledged = flow.sent.reduce(0) { $0 + $1.length }
+            let state = flow.failed ? "failed" : flow.isReady ? "ready" : flow.isReading ? "reading" : flow.queue.isEmpty ? "idle" : "waiting"
+            func pad(_ text: String, _ width: Int) -> String { text + String(repeating: " ", count: max(0, width - text.count)) }
+            lines.append(pad("\(flow.id.index).\(flow.id.generation)", 12) + pad(local, 22) + pad(peer, 22)
+                         + pad("\(unacknowledged)", 9) + pad("\(flow.queue.count)", 8) + pad("\(flow.readAhead)", 9) + state)
+        }
+        return lines.joined(separator: "\n")
+    }
+
     // MARK: - Commands
 
     /// Executes one command from the host. `received` is when it arrived: the ECHO's delay counts from it.
@@ -296,6 +315,7 @@ public final class NICDataPlane {
         case .packetOut(let flow, let packet):
             packetOut(flow: flow, packet, now: now, output: &output)
         case .send(let flow, let range):
+            counters.sends += 1
             send(flow: flow, range, received: received, output: &output)
         case .retransmit(let flow, let sequence, let length, let template):
             retransmit(flow: flow, sequence: sequence, length: Int(length), template: template, now: now, output: &output)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import IOTCPCommandLine
 import IOTCPEmbedded
+import IOTCPMetrics
 import IOTCPRDMA
 import Logging
 
@@ -17,7 +18,7 @@ struct NICServer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "iotcp-nic",
         abstract: "Run iotcp's NIC stack: the wire, the offloaded files, segment building and retransmission.",
-        discussion: "Send SIGUSR1 for the counters. Stops on SIGINT or SIGTERM, removing the namespace it created.")
+        discussion: "Send SIGUSR1 for the counters and a listing of the flows. Stops on SIGINT or SIGTERM, removing the namespace it created.")
 
     @Option(help: "Only files beneath this directory may be opened by the host.")
     var exportRoot: String
@@ -40,6 +41,9 @@ struct NICServer: ParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
+    @Option(help: "Serve Prometheus metrics (iotcp_nic_*) at http://ADDRESS:PORT/metrics on this machine's own network.")
+    var metrics: String?
+
     @OptionGroup(title: "Wire options")
     var wire: WireOptions
 
@@ -56,8 +60,12 @@ struct NICServer: ParsableCommand {
         signal(SIGUSR1) { _ in countersRequested = 1 }
         signal(SIGPIPE, SIG_IGN)
 
+        let endpoint = try metrics.map { text throws(RuntimeFailure) in try MetricsEndpoint(listeningOn: text) }
+        defer { endpoint?.close() }
         let runtime = try wire.makeRuntime(root: exportRoot, namespace: namespace)
+        runtime.logger = logger
         defer { namespace.remove() }
+        let nicMetrics = endpoint.map { _ in NICMetrics() }
         logger.notice("ready", metadata: [
             "channel": "\(channel)", "namespace": "\(netns)", "address": "\(namespace.stackAddress)",
             "export-root": "\(exportRoot)", "retransmit": "\(wire.retransmit.rawValue)",
@@ -65,8 +73,10 @@ struct NICServer: ParsableCommand {
         // One line on standard output for scripts that wait for it.
         let line = "iotcp-nic: serving \(channel) for \(namespace.stackAddress) in network namespace \(netns)\n"
         _ = line.withCString { write(1, $0, strlen($0)) }
+        if let endpoint { logger.notice("metrics at http://\(endpoint.address)/metrics") }
 
         var lastStats = IOTCPStack.monotonicNow()
+        var lastRecord = lastStats
         var hosts = 0
         while stopRequested == 0 {
             let now = IOTCPStack.monotonicNow()
@@ -91,6 +101,15 @@ struct NICServer: ParsableCommand {
             case .hostGone(let error):
                 logger.notice("host left; its flows, files and stored bytes are released", metadata: ["reason": "\(error)"])
                 if once { stopRequested = 1 }
+            }
+            if let nicMetrics, now - lastRecord >= Nanoseconds.second {
+                lastRecord = now
+                nicMetrics.record(runtime)
+            }
+            if countersRequested != 0 {
+                // The flows, as `ss` lists connections (stderr: the listing is for a person, not the log).
+                let listing = runtime.dataPlane.flowListing + "\n"
+                _ = listing.withCString { write(2, $0, strlen($0)) }
             }
             if countersRequested != 0 || (statsInterval > 0 && now - lastStats >= UInt64(statsInterval * 1e9)) {
                 countersRequested = 0
@@ -117,7 +136,6 @@ struct NICServer: ParsableCommand {
     }
 }
 
-extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 /// Where hosts attach: a Unix socket path for shared memory, or an rdma_cm address.
 enum HostListener {
