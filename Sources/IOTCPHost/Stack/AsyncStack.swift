@@ -26,12 +26,16 @@ public actor AsyncIOTCPStack {
     private var nextWaiter: UInt64 = 1
     private var stopping = false
     private var running = false
+    /// A `run()` ran and returned: calls that would wait fail at once instead of waiting for a pump that
+    /// is gone. (Before the first `run()` they wait: the pump's task may simply not have started yet.)
+    private var pumpEnded = false
     /// Rung (an eventfd) to end the pump's sleep early: a call gave the stack work, `stop()`, cancellation.
     private nonisolated let doorbell: Int32
     /// Whether the pump sleeps now, so calls ring the doorbell only then (one write, not one per call).
     private var asleep = false
-    /// Where the pump's sleeps block: a thread of their own, never the actor's executor.
-    private static let sleeper = DispatchQueue(label: "iotcp.async-stack.sleep")
+    /// Where the pump's sleeps block: a thread of this stack's own (a queue shared by several stacks would
+    /// hold one's sleep behind another's), never the actor's executor.
+    private nonisolated let sleeper = DispatchQueue(label: "iotcp.async-stack.sleep")
 
     /// The longest the pump sleeps without looking when nothing is due (a channel's peer vanishing is
     /// noticed by then).
@@ -57,7 +61,11 @@ public actor AsyncIOTCPStack {
     public func run() async throws(IOTCPError) {
         guard !running else { throw .tcp(.invalidArgument("AsyncIOTCPStack.run() is already running")) }
         running = true
-        defer { running = false }
+        pumpEnded = false
+        defer {
+            running = false
+            pumpEnded = true
+        }
         var nap: UInt64 = 0
         while !stopping && !Task.isCancelled {
             pumpTurns += 1
@@ -109,10 +117,10 @@ public actor AsyncIOTCPStack {
     private func sleep(on descriptor: Int32, nanoseconds: Int64) async {
         asleep = true
         defer { asleep = false }
-        let doorbell = self.doorbell
+        let doorbell = self.doorbell, sleeper = self.sleeper
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                Self.sleeper.async {
+                sleeper.async {
                     var descriptors = [pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0),
                                        pollfd(fd: doorbell, events: Int16(POLLIN), revents: 0)]
                     _ = iotcp_poll_nanoseconds(&descriptors, 2, nanoseconds)
@@ -228,6 +236,7 @@ public actor AsyncIOTCPStack {
     /// Opens `path` on the NIC, under its export root.
     public func offloadOpen(_ path: String) async throws(IOTCPError) -> OffloadedFile {
         if Task.isCancelled { throw .cancelled }
+        if pumpEnded && !running { throw .badSocket("offloadOpen(\(path)): the stack's run() has returned") }
         let request = try stack.offloadOpen(path)
         wakePump()
         let result = await withTaskCancellationHandler {
@@ -271,6 +280,7 @@ public actor AsyncIOTCPStack {
     /// Suspends until the next event on `socket` (or cancellation, or the pump stopping).
     private func readiness(of socket: Socket) async throws(IOTCPError) {
         if Task.isCancelled { throw .cancelled }
+        if pumpEnded && !running { throw .badSocket("\(socket): the stack's run() has returned") }
         let id = nextWaiter
         nextWaiter += 1
         // The pump may sleep with this call's commands unsent: it must look again before the wait.
