@@ -1,0 +1,74 @@
+import IOTCPCommon
+
+/// RFC 6675's scoreboard: the ranges above SND.UNA the peer said it holds (SACK), sorted and disjoint, and
+/// the questions loss recovery asks of them (IsLost, NextSeg, SetPipe). No state of the connection but the
+/// blocks: the sequence numbers it needs come in as arguments.
+struct SACKScoreboard {
+    private(set) var blocks: [SACKBlock] = []
+    /// A peer reporting thousands of tiny holes gets the first this many kept: SACK is advice.
+    static let maximumBlocks = 64
+
+    var isEmpty: Bool { blocks.isEmpty }
+
+    /// Takes the blocks of one ACK, ignoring those that are stale or claim what was never sent (RFC 2883's
+    /// D-SACK included).
+    mutating func record(_ reported: SACKBlockList, unacknowledged: SequenceNumber, sendMaximum: SequenceNumber) {
+        for block in reported {
+            guard block.left < block.right, block.right <= sendMaximum, block.right > unacknowledged else { continue }
+            blocks.insertMerging(SACKBlock(left: SequenceNumber.max(block.left, unacknowledged), right: block.right),
+                                 limit: Self.maximumBlocks)
+        }
+    }
+
+    /// Drops what a cumulative ACK through `acknowledged` made history.
+    mutating func acknowledge(through acknowledged: SequenceNumber) {
+        blocks.removeAll { $0.right <= acknowledged }
+        if let first = blocks.first, first.left < acknowledged { blocks[0].left = acknowledged }
+    }
+
+    /// Forgets every block (a retransmission timeout: RFC 6675 §5.1); `releasingStorage` also gives back the
+    /// array's memory (a connection entering TIME-WAIT keeps nothing it no longer needs).
+    mutating func clear(releasingStorage: Bool = false) {
+        if releasingStorage { blocks = [] } else { blocks.removeAll(keepingCapacity: true) }
+    }
+
+    var sackedBytes: Int { blocks.reduce(0) { $0 + ($1.right - $1.left) } }
+
+    /// RFC 6675 IsLost: at least `threshold` bytes (DupThresh segments) SACKed above `sequence`.
+    func isLost(_ sequence: SequenceNumber, threshold: Int) -> Bool {
+        var above = 0
+        for block in blocks where block.right > sequence {
+            above += block.right - SequenceNumber.max(block.left, sequence + 1)
+        }
+        return above >= threshold
+    }
+
+    /// RFC 6675 NextSeg rule 1: the first range from `start` that is unSACKed and lost, at most a segment.
+    func nextLostRange(from start: SequenceNumber, segmentSize: Int, threshold: Int) -> (SequenceNumber, Int)? {
+        var cursor = start
+        for block in blocks {
+            if block.right <= cursor { continue }
+            if cursor < block.left {
+                if isLost(cursor, threshold: threshold) { return (cursor, min(block.left - cursor, segmentSize)) }
+                return nil
+            }
+            cursor = block.right
+        }
+        return nil
+    }
+
+    /// RFC 6675 SetPipe, by ranges: of the `outstanding` bytes from `unacknowledged`, those neither SACKed nor
+    /// lost, plus the lost ones already retransmitted (below `highRetransmitted`).
+    func pipe(outstanding: Int, unacknowledged: SequenceNumber, highRetransmitted: SequenceNumber, threshold: Int) -> Int {
+        var lostNotRetransmitted = 0
+        var cursor = unacknowledged
+        for block in blocks {
+            if cursor < block.left, isLost(cursor, threshold: threshold) {
+                let holeStart = SequenceNumber.max(cursor, highRetransmitted)
+                if holeStart < block.left { lostNotRetransmitted += block.left - holeStart }
+            }
+            cursor = SequenceNumber.max(cursor, block.right)
+        }
+        return max(outstanding - sackedBytes - lostNotRetransmitted, 0)
+    }
+}

@@ -1,0 +1,155 @@
+import IOTCPCommon
+
+/// The application's calls (read, write, writeFile, shutdown, close, abort), the NIC's ECHO, and what the
+/// connection reports about itself.
+extension TCPConnection {
+    // MARK: - The application
+
+    /// Copies queued bytes to the application; returns how many (0 with `readClosed` means end of stream).
+    mutating func read<O: CommandOutput>(
+        into buffer: UnsafeMutableRawBufferPointer, now: Instant, configuration: TCPConfiguration, output: inout O
+    ) -> Int {
+        let count = receiveBuffer.read(into: buffer)
+        // Reading opened the window: announce it if it grew enough to matter (RFC 9293 §3.8.6.2.2).
+        if count > 0, state.isSynchronized, advertisableWindowGrowth >= min(receiveBuffer.capacity / 2, segmentSize) {
+            ackNow = true
+            flush(now: now, configuration: configuration, output: &output)
+        }
+        return count
+    }
+
+    var readableBytes: Int { receiveBuffer.readable }
+    var advertisedWindowEdge: SequenceNumber { receiveWindowEdge }
+
+    var canSend: Bool {
+        (state == .established || state == .closeWait || state == .synReceived || state == .synSent) && !finRequested
+    }
+
+    /// Queues application bytes; returns how many fit (0: would block).
+    mutating func write<O: CommandOutput>(
+        _ bytes: UnsafeRawBufferPointer, now: Instant, configuration: TCPConfiguration, output: inout O
+    ) throws(TCPError) -> Int {
+        guard canSend else { throw finRequested ? .alreadyClosing : (error ?? .notConnected) }
+        let accepted = sendQueue.append(bytes: bytes)
+        if accepted < bytes.count { events.remove(.writable) }
+        flush(now: now, configuration: configuration, output: &output)
+        return accepted
+    }
+
+    /// Queues a range of an offloaded file; returns how many bytes fit (0: would block).
+    mutating func writeFile<O: CommandOutput>(
+        _ file: OffloadedFileID, offset: UInt64, length: Int, now: Instant, configuration: TCPConfiguration,
+        output: inout O
+    ) throws(TCPError) -> Int {
+        guard canSend else { throw finRequested ? .alreadyClosing : (error ?? .notConnected) }
+        let accepted = min(length, max(configuration.fileQueueBytes - fileBytesQueued, 0))
+        if accepted > 0 {
+            sendQueue.append(file: file, offset: offset, length: accepted)
+            fileBytesQueued += accepted
+        }
+        if accepted < length { events.remove(.writable) }
+        flush(now: now, configuration: configuration, output: &output)
+        return accepted
+    }
+
+    func queueHasRoom(configuration: TCPConfiguration) -> Bool {
+        sendQueue.freeByteCapacity > 0 && fileBytesQueued < configuration.fileQueueBytes
+    }
+
+    /// Closes the sending side: a FIN follows the queued data.
+    mutating func shutdownWrite<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
+        guard !finRequested else { return }
+        switch state {
+        case .synSent:
+            close(output: &output)
+            return
+        case .synReceived, .established:
+            state = .finWait1
+        case .closeWait:
+            state = .lastAck
+        default:
+            return
+        }
+        finRequested = true
+        flush(now: now, configuration: configuration, output: &output)
+    }
+
+    /// The application closed its handle: from now on new data is refused, and FIN-WAIT-2 is timed.
+    mutating func markClosedByApplication(now: Instant, configuration: TCPConfiguration) {
+        closedByApplication = true
+        if state == .finWait2 { timers[.timeWait] = now + configuration.finWait2Timeout }
+    }
+
+    /// In TIME-WAIT, whether a SYN starts a new incarnation (RFC 6191): with timestamps, its TSval is newer
+    /// than the last one seen; without, its sequence number is past the old connection's.
+    func acceptsNewConnection(_ segment: TCPRepr) -> Bool {
+        guard state == .timeWait, segment.flags.contains(.syn), !segment.flags.contains(.ack), !segment.flags.contains(.rst) else { return false }
+        if timestampsEnabled, let timestamps = segment.options.timestamps {
+            return Int32(bitPattern: timestamps.value &- timestampRecent) > 0
+        }
+        return !timestampsEnabled && segment.sequenceNumber > receiveNext
+    }
+
+    /// Ends a TIME-WAIT connection without a word to the peer or the application (its slot is released at
+    /// once); the NIC hears of it if it has not yet.
+    mutating func closeQuietly<O: CommandOutput>(output: inout O) {
+        enterClosed(output: &output)
+    }
+
+    /// Abort (RFC 9293 §3.10.5): a RST to the peer and the connection is gone.
+    /// The NIC could not carry out this connection's work (a file it cannot read, a full store): the
+    /// stream cannot continue intact, so the peer gets a RST and the application the error.
+    mutating func failOnNIC<O: CommandOutput>(output: inout O) {
+        guard state != .closed else { return }
+        failure = .nicFailed
+        abort(output: &output)
+    }
+
+    /// Whether a write would take at least one byte now.
+    @inline(__always)
+    func isWritable(configuration: TCPConfiguration) -> Bool { canSend && queueHasRoom(configuration: configuration) }
+
+    mutating func abort<O: CommandOutput>(output: inout O) {
+        if state.isSynchronized && state != .timeWait {
+            emitSegment(sequence: sendNext, flags: [.rst, .ack], window: 0, options: TCPOptions(), payload: nil, output: &output)
+        }
+        close(output: &output)
+    }
+
+    // MARK: - The NIC's ECHO
+
+    /// A SEND's data up to `sequenceEnd` is on the wire, after `nicDelayNanoseconds` on the NIC (reading the
+    /// disk, waiting for its turn and for the wire).
+    mutating func handleEcho<O: CommandOutput>(
+        sequenceEnd: SequenceNumber, nicDelayNanoseconds: UInt64, now: Instant, configuration: TCPConfiguration, output: inout O
+    ) {
+        let wasHeldByNIC = unechoedBytes >= configuration.maximumUnechoedBytes && configuration.maximumUnechoedBytes > 0
+        if sequenceEnd > echoedEnd { echoedEnd = sequenceEnd }
+        // The timed SEND left the NIC its delay after it was issued: time it from then (IO-TCP's rule). A delay
+        // longer than the time since the SEND (clocks of two machines) is clamped to the ECHO's arrival.
+        if timedAwaitsEcho, let timed = timedSequence, sequenceEnd >= timed {
+            let departed = timedAt + nicDelayNanoseconds
+            timedAt = departed < now ? departed : now
+            timedAwaitsEcho = false
+        }
+        // RFC 6298 §5.1, IO-TCP's way: the timer runs from when the data is on the wire.
+        if retransmitAwaitsEcho, sendUnacknowledged < sendMaximum {
+            timers[.retransmit] = now + rtt.timeout
+            retransmitAwaitsEcho = false
+        }
+        // Room on the NIC again: what waited for it may go.
+        if wasHeldByNIC { flush(now: now, configuration: configuration, output: &output) }
+    }
+
+    /// File data handed to the NIC and not yet reported on the wire.
+    var unechoedBytes: Int { sendIssuedEnd > echoedEnd ? sendIssuedEnd - echoedEnd : 0 }
+
+    var info: TCPConnectionInfo {
+        TCPConnectionInfo(
+            state: state, sendUnacknowledged: sendUnacknowledged, sendNext: sendNext, sendMaximum: sendMaximum,
+            sendWindow: sendWindow, receiveNext: receiveNext, congestionWindow: congestion.window,
+            slowStartThreshold: congestion.slowStartThreshold, smoothedRTT: rtt.smoothed, retransmissionTimeout: rtt.timeout,
+            consecutiveTimeouts: consecutiveTimeouts, inRecovery: inRecovery, queuedBytes: sendQueue.count, segmentSize: segmentSize,
+            fastRecoveries: fastRecoveries, timeouts: timeouts)
+    }
+}

@@ -1,0 +1,299 @@
+import IOTCPCommon
+
+/// The send side: what may go now (window, congestion, Nagle, SWS avoidance, TCP small queues), SENDs
+/// and RETRANSMITs for the NIC, ACKs and host-built segments, and the header fields they carry.
+extension TCPConnection {
+    // MARK: - Sending
+
+    /// Sends what the windows allow, retransmissions first, then an ACK if one is owed and nothing carried it.
+    mutating func flush<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
+        var sentAcknowledgment = false
+        switch state {
+        case .established, .closeWait, .finWait1, .closing, .lastAck:
+            sentAcknowledgment = transmit(now: now, configuration: configuration, output: &output)
+        default:
+            break
+        }
+        if ackNow && !sentAcknowledgment && state != .closed && state != .synSent {
+            sendAcknowledgment(now: now, output: &output)
+        } else if !ackNow && segmentsSinceAck > 0 && timers[.delayedAck] == nil && state.isSynchronized {
+            timers[.delayedAck] = now + configuration.delayedAckTimeout
+        }
+        ackNow = false
+    }
+
+    mutating func sendAcknowledgment<O: CommandOutput>(now: Instant, output: inout O) {
+        let advertised = windowField()
+        emitSegment(sequence: sendNext, flags: .ack, window: advertised, options: currentOptions(now: now), payload: nil,
+                    output: &output)
+        acknowledgmentSent()
+    }
+
+    mutating func acknowledgmentSent() {
+        segmentsSinceAck = 0
+        timers[.delayedAck] = nil
+        ackNow = false
+    }
+
+    /// Returns whether anything carrying an ACK went out.
+    mutating func transmit<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) -> Bool {
+        var sent = false
+        var heldBySillyWindow = false
+        defer { sillyWindowOverride = false }
+        if needsFastRetransmit {
+            needsFastRetransmit = false
+            retransmit(from: sendUnacknowledged, limit: segmentSize, now: now, configuration: configuration, output: &output)
+            if sendUnacknowledged + segmentSize > highRetransmitted { highRetransmitted = sendUnacknowledged + segmentSize }
+            sent = true
+        }
+        sending: while true {
+            let window = min(congestion.window + limitedTransmitAllowance, max(sendWindow, 0))
+            let inFlight = pipe
+            if inRecovery && sackEnabled, inFlight + segmentSize <= congestion.window, let (start, length) = nextLostRange() {
+                retransmit(from: start, limit: length, now: now, configuration: configuration, output: &output)
+                highRetransmitted = start + length
+                sent = true
+                continue
+            }
+            let dataEnd = sendQueue.end
+            if sendNext < dataEnd {
+                // Room in the congestion window and in the peer's offered window.
+                let offered = sendUnacknowledged + sendWindow - sendNext
+                let room = min(window - inFlight, offered)
+                guard room > 0 else { break sending }
+                // Sender silly-window avoidance (RFC 9293 §3.8.6.2.1, MUST-38): new data waits while the peer's
+                // usable window is less than a segment, less than what is queued, and less than half the largest
+                // window it has offered; an ACK that opens the window, or the persist timer, sends it.
+                if sendNext >= sendMaximum, offered < segmentSize, offered < dataEnd - sendNext,
+                   offered < largestSendWindow / 2, !sillyWindowOverride {
+                    heldBySillyWindow = true
+                    break sending
+                }
+                guard var piece = sendQueue.piece(at: sendNext, limit: min(room, configuration.maximumSendBytes)) else { break sending }
+                let isRetransmission = sendNext < sendMaximum
+                switch piece.source {
+                case .file:
+                    // New file data stops where the NIC's share of it (TCP small queues) runs out; bytes from
+                    // memory never wait on it.
+                    if !isRetransmission && configuration.maximumUnechoedBytes > 0 {
+                        let nicRoom = configuration.maximumUnechoedBytes - unechoedBytes
+                        guard nicRoom > 0 else { break sending }
+                        piece.length = min(piece.length, nicRoom)
+                    }
+                    if isRetransmission {
+                        retransmit(from: sendNext, limit: min(piece.length, sendMaximum - sendNext), now: now,
+                                   configuration: configuration, output: &output)
+                    } else {
+                        // Atlas: wait for a window worth a disk read, unless the queue is shorter or nothing is in
+                        // flight. Never more than half the congestion window, or a small window would go out in
+                        // bursts with gaps, and a loss near a burst's end would find too few segments behind it
+                        // for duplicate ACKs.
+                        let remaining = sendQueue.piece(at: sendNext, limit: .max)?.length ?? 0
+                        let minimum = min(configuration.minimumSendSegments * segmentSize, congestion.window / 2)
+                        if piece.length < minimum && piece.length < remaining && inFlight > 0 { break sending }
+                        emitSend(piece, last: piece.sequence + piece.length == dataEnd, now: now, configuration: configuration,
+                                 output: &output)
+                    }
+                case .bytes:
+                    let length = min(piece.length, segmentSize)
+                    let endOfQueue = piece.sequence + length == dataEnd
+                    // Nagle (RFC 9293 §3.7.4) in Minshall's form, as Linux: a short segment waits only while
+                    // an earlier short segment is unacknowledged, so a reply's tail is not held for an ACK.
+                    if configuration.nagle, length < segmentSize, !isRetransmission, !finRequested,
+                       let small = unacknowledgedSmallSegmentEnd, small > sendUnacknowledged { break sending }
+                    emitBytes(SendQueue.Piece(sequence: piece.sequence, length: length, source: piece.source),
+                              push: endOfQueue, now: now, output: &output)
+                    advanceSent(by: length, now: now, timed: true)
+                    if length < segmentSize { unacknowledgedSmallSegmentEnd = sendNext }
+                }
+                sent = true
+                continue
+            }
+            // A FIN after the data, when the windows allow one more sequence number.
+            if finRequested && sendNext == dataEnd && (finSequence == nil || sendNext == finSequence!) {
+                finSequence = dataEnd
+                let advertised = windowField()
+                emitSegment(sequence: dataEnd, flags: [.fin, .ack], window: advertised, options: currentOptions(now: now),
+                            payload: nil, output: &output)
+                acknowledgmentSent()
+                advanceSent(by: 1, now: now, timed: false)
+                sent = true
+            }
+            break sending
+        }
+        // Zero window with data waiting and nothing being timed for retransmission: probe until the peer opens
+        // (RFC 9293 §3.8.6.1).
+        // The same when a window too small to use holds data back and nothing in flight will bring an ACK.
+        if (sendWindow == 0 || heldBySillyWindow) && sendNext < sendQueue.end && timers[.retransmit] == nil
+            && timers[.persist] == nil && (sendUnacknowledged == sendMaximum || sendNext == sendUnacknowledged) {
+            armPersist(now: now, configuration: configuration)
+        }
+        return sent
+    }
+
+    /// Moves SND.NXT past bytes just sent and starts the timer if nothing armed it.
+    mutating func advanceSent(by length: Int, now: Instant, timed: Bool) {
+        sendNext += length
+        if sendNext > sendMaximum { sendMaximum = sendNext }
+        if timers[.retransmit] == nil { armRetransmit(at: now + rtt.timeout) }
+        if timed, timedSequence == nil, consecutiveTimeouts == 0, !inRecovery {
+            timedSequence = sendNext
+            timedAt = now
+            timedAwaitsEcho = false
+        }
+    }
+
+    mutating func emitSend<O: CommandOutput>(
+        _ piece: SendQueue.Piece, last: Bool, now: Instant, configuration: TCPConfiguration, output: inout O
+    ) {
+        guard case .file(let file, let offset) = piece.source else { return }
+        output.emit(.send(handle.flow, SendRange(
+            sequence: piece.sequence, length: UInt32(piece.length), file: file, offset: offset,
+            template: template(lastFlags: last ? .psh : [], now: now))))
+        acknowledgmentSent()
+        if piece.sequence + piece.length > sendIssuedEnd { sendIssuedEnd = piece.sequence + piece.length }
+        if timedSequence == nil, consecutiveTimeouts == 0, !inRecovery {
+            timedSequence = piece.sequence + piece.length
+            timedAt = now
+            timedAwaitsEcho = true
+        }
+        sendNext += piece.length
+        if sendNext > sendMaximum { sendMaximum = sendNext }
+        if timers[.retransmit] == nil {
+            // Not on the wire yet: the ECHO will re-arm this from the moment it is.
+            timers[.retransmit] = now + rtt.timeout + configuration.echoAllowance
+            retransmitAwaitsEcho = true
+        }
+    }
+
+    /// Sends again `[from, from + limit)`, clipped to one queue entry: file data by RETRANSMIT from the
+    /// NIC's store, application bytes as packets, a lost FIN as a FIN.
+    mutating func retransmit<O: CommandOutput>(
+        from start: SequenceNumber, limit: Int, now: Instant, configuration: TCPConfiguration, output: inout O
+    ) {
+        if let finSequence, start == finSequence {
+            let advertised = windowField()
+            emitSegment(sequence: finSequence, flags: [.fin, .ack], window: advertised, options: currentOptions(now: now),
+                        payload: nil, output: &output)
+            acknowledgmentSent()
+            if sendNext <= finSequence { sendNext = finSequence + 1 }
+            return
+        }
+        // Only what was sent can be sent again: the NIC holds nothing beyond SND.MAX, and counting unsent
+        // bytes as sent would leave a hole no RETRANSMIT could fill.
+        let sentLimit = min(limit, SequenceNumber.min(sendMaximum, sendQueue.end) - start)
+        guard sentLimit > 0, let piece = sendQueue.piece(at: start, limit: sentLimit) else { return }
+        switch piece.source {
+        case .file:
+            output.emit(.retransmit(handle.flow, sequence: piece.sequence, length: UInt32(piece.length),
+                                    template: template(lastFlags: [], now: now)))
+            acknowledgmentSent()
+            if sendNext < piece.sequence + piece.length && sendNext >= piece.sequence { sendNext = piece.sequence + piece.length }
+        case .bytes:
+            var offset = 0
+            while offset < piece.length {
+                let length = min(piece.length - offset, segmentSize)
+                emitBytes(SendQueue.Piece(sequence: piece.sequence + offset, length: length,
+                                          source: .bytes(streamIndex: streamIndex(piece.source) + UInt64(offset))),
+                          push: false, now: now, output: &output)
+                offset += length
+            }
+            if sendNext < piece.sequence + piece.length && sendNext >= piece.sequence { sendNext = piece.sequence + piece.length }
+        }
+        if sendNext > sendMaximum { sendMaximum = sendNext }
+        if timers[.retransmit] == nil { armRetransmit(at: now + rtt.timeout) }
+        // Karn: whatever was being timed may now be acknowledged by the retransmission.
+        timedSequence = nil
+        timedAwaitsEcho = false
+    }
+
+    func streamIndex(_ source: SendQueue.Source) -> UInt64 {
+        if case .bytes(let index) = source { return index }
+        return 0
+    }
+
+    mutating func emitBytes<O: CommandOutput>(_ piece: SendQueue.Piece, push: Bool, now: Instant, output: inout O) {
+        let queue = sendQueue
+        let advertised = windowField()
+        emitSegment(sequence: piece.sequence, flags: push ? [.ack, .psh] : .ack, window: advertised,
+                    options: currentOptions(now: now), payload: (piece.length, { buffer in queue.copy(piece, into: buffer) }),
+                    output: &output)
+        acknowledgmentSent()
+    }
+
+    mutating func template(lastFlags: TCPFlags, now: Instant) -> SegmentTemplate {
+        SegmentTemplate(
+            acknowledgmentNumber: receiveNext, window: windowField(), lastSegmentFlags: lastFlags,
+            maximumSegmentSize: UInt16(segmentSize),
+            timestamps: timestampsEnabled ? TCPTimestamps(value: timestampClock(now), echoReply: timestampRecent) : nil)
+    }
+
+    @inline(__always)
+    func currentOptions(now: Instant) -> TCPOptions {
+        var options = TCPOptions()
+        if timestampsEnabled { options.timestamps = TCPTimestamps(value: timestampClock(now), echoReply: timestampRecent) }
+        if sackEnabled { options.sackBlocks = receiveBuffer.sackBlocks(limit: timestampsEnabled ? 3 : 4) }
+        return options
+    }
+
+    /// The timestamp clock: milliseconds, offset per connection (RFC 7323 §5.4) so it reveals no uptime.
+    func timestampClock(_ now: Instant) -> UInt32 {
+        UInt32(truncatingIfNeeded: now.nanoseconds / Nanoseconds.millisecond) &+ timestampOffset
+    }
+
+    /// How far the window could move right now, beyond the edge already advertised.
+    var advertisableWindowGrowth: Int {
+        (receiveNext + receiveBuffer.free) - receiveWindowEdge
+    }
+
+    /// The window field for the next segment: moves the edge right when it grew enough (receiver-side
+    /// silly window avoidance), never left.
+    mutating func windowField() -> UInt16 {
+        let growth = advertisableWindowGrowth
+        if growth >= min(receiveBuffer.capacity / 2, segmentSize) || receiveWindowEdge < receiveNext {
+            receiveWindowEdge = receiveNext + receiveBuffer.free
+        }
+        return windowFieldValue
+    }
+
+    var windowFieldValue: UInt16 {
+        let offered = max(receiveWindowEdge - receiveNext, 0)
+        return UInt16(min(offered >> Int(receiveWindowShift), 65535))
+    }
+
+    /// Builds an IPv4 packet holding one TCP segment and hands it to the NIC as PACKET_OUT.
+    /// Callers compute `windowField()` (which mutates) before the call, never among its arguments: a
+    /// mutation inside the arguments of a call on `self` makes Swift copy the whole control block (its
+    /// buffers retained and released) for every segment.
+    @inline(__always)
+    func emitSegment<O: CommandOutput>(
+        sequence: SequenceNumber, flags: TCPFlags, window: UInt16, options: TCPOptions,
+        payload: (count: Int, fill: (UnsafeMutableRawBufferPointer) -> Void)?, output: inout O
+    ) {
+        let tcp = TCPRepr(
+            sourcePort: localPort, destinationPort: remotePort, sequenceNumber: sequence,
+            acknowledgmentNumber: flags.contains(.ack) ? receiveNext : SequenceNumber(0), flags: flags, window: window,
+            options: options)
+        PacketBuilder.emit(tcp, from: localAddress, to: remoteAddress, flow: handle.flow, payload: payload, output: &output)
+    }
+
+    /// A challenge ACK (RFC 5961 §3.2, §4.2), at most `challengeAcksPerSecond` a second on this connection
+    /// (§7): a flood of forged RSTs or SYNs must not turn into a flood of ACKs.
+    mutating func challenge(now: Instant, configuration: TCPConfiguration) {
+        let second = UInt32(truncatingIfNeeded: now.nanoseconds / Nanoseconds.second)
+        if second != challengeSecond {
+            challengeSecond = second
+            challengesThisSecond = 0
+        }
+        guard Int(challengesThisSecond) < configuration.challengeAcksPerSecond else {
+            challengesSuppressed += 1
+            return
+        }
+        challengesThisSecond += 1
+        ackNow = true
+    }
+
+    func emitReset<O: CommandOutput>(sequence: SequenceNumber, output: inout O) {
+        emitSegment(sequence: sequence, flags: .rst, window: 0, options: TCPOptions(), payload: nil, output: &output)
+    }
+}

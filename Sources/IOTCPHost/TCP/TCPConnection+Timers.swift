@@ -1,0 +1,149 @@
+import IOTCPCommon
+
+/// The timers: retransmission (RFC 6298), delayed ACK, persist (zero-window probes), keepalive, TIME-WAIT.
+extension TCPConnection {
+    // MARK: - Timers
+
+    var nextDeadline: Instant? { timers.earliest }
+
+    mutating func handleTimers<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
+        if let deadline = timers[.timeWait], deadline <= now {
+            close(output: &output)
+            return
+        }
+        if let deadline = timers[.retransmit], deadline <= now {
+            timers[.retransmit] = nil
+            retransmissionTimeout(now: now, configuration: configuration, output: &output)
+            if state == .closed { return }
+        }
+        if let deadline = timers[.persist], deadline <= now {
+            timers[.persist] = nil
+            if Int(unansweredProbes) >= configuration.maximumRetransmissions {
+                fail(.timedOut, output: &output)
+                return
+            }
+            if sendWindow > 0 && sendNext == sendMaximum && sendNext < sendQueue.end
+                && sendUnacknowledged + sendWindow > sendNext {
+                // A small window, not a closed one: send what fits rather than probe (the override timeout).
+                sillyWindowOverride = true
+            } else {
+                sendWindowProbe(now: now, configuration: configuration, output: &output)
+            }
+        }
+        if let deadline = timers[.keepalive], deadline <= now, let keepalive = configuration.keepalive {
+            if keepaliveProbesSent >= keepalive.probes {
+                fail(.timedOut, output: &output)
+                return
+            }
+            let advertised = windowField()
+            emitSegment(sequence: sendUnacknowledged - 1, flags: .ack, window: advertised, options: currentOptions(now: now),
+                        payload: nil, output: &output)
+            keepaliveProbesSent += 1
+            timers[.keepalive] = now + keepalive.interval
+        }
+        if let deadline = timers[.delayedAck], deadline <= now {
+            timers[.delayedAck] = nil
+            ackNow = true
+        }
+        flush(now: now, configuration: configuration, output: &output)
+    }
+
+    /// A zero-window probe: an old sequence number the peer must answer with its window (as Linux), then the
+    /// next one after the persist timer's backoff.
+    mutating func sendWindowProbe<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
+        let advertised = windowField()
+        emitSegment(sequence: sendUnacknowledged - 1, flags: .ack, window: advertised, options: currentOptions(now: now),
+                    payload: nil, output: &output)
+        if unansweredProbes < .max { unansweredProbes += 1 }
+        persistBackoff += 1
+        armPersist(now: now, configuration: configuration)
+    }
+
+    /// The persist timer, backed off by the probes sent so far (RTO doubling, at most 64 times, at most the
+    /// largest RTO).
+    mutating func armPersist(now: Instant, configuration: TCPConfiguration) {
+        let backoff = UInt64(1) << UInt64(min(persistBackoff, 6))
+        timers[.persist] = now + min(rtt.timeout * backoff, configuration.maximumRetransmissionTimeout)
+    }
+
+    mutating func retransmissionTimeout<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
+        guard sendUnacknowledged < sendMaximum else { return }
+        var limit = state == .synSent || state == .synReceived ? configuration.maximumSynRetransmissions : configuration.maximumRetransmissions
+        if closedByApplication { limit = min(limit, configuration.maximumOrphanRetransmissions) }
+        if consecutiveTimeouts >= limit {
+            fail(state == .synSent ? .connectionRefused : .timedOut, output: &output)
+            return
+        }
+        if sendWindow == 0 && state.isSynchronized && state != .timeWait {
+            // The peer closed its window with data still in flight (RFC 9293 §3.8.6.1, MUST-36/37): nothing can
+            // be sent into it, so probe it until it opens (or the peer stops answering), instead of waiting
+            // out timeouts that send nothing. What was in flight goes again once it opens.
+            sendNext = sendUnacknowledged
+            timers[.retransmit] = nil
+            retransmitAwaitsEcho = false
+            timedSequence = nil
+            timedAwaitsEcho = false
+            sendWindowProbe(now: now, configuration: configuration, output: &output)
+            return
+        }
+        consecutiveTimeouts += 1
+        timeouts += 1
+        rtt.backOff(configuration: configuration)
+        timedSequence = nil
+        timedAwaitsEcho = false
+        switch state {
+        case .synSent, .synReceived:
+            sendSynchronize(now: now, configuration: configuration, output: &output)
+            armRetransmit(at: now + rtt.timeout)
+            return
+        default:
+            break
+        }
+        // RFC 5681 §3.1 and RFC 6675 §5.1: one segment's window, and send again from the first unacknowledged.
+        congestion.onTimeout(flight: sendMaximum - sendUnacknowledged)
+        inRecovery = false
+        duplicateAcks = 0
+        scoreboard.clear()
+        sendNext = sendUnacknowledged
+        highRetransmitted = sendUnacknowledged
+        armRetransmit(at: now + rtt.timeout)
+    }
+
+    mutating func armRetransmit(at deadline: Instant) {
+        timers[.retransmit] = deadline
+        retransmitAwaitsEcho = false
+    }
+
+    mutating func refreshKeepalive(now: Instant, configuration: TCPConfiguration) {
+        guard let keepalive = configuration.keepalive, state == .established || state == .closeWait else { return }
+        timers[.keepalive] = now + keepalive.idle
+        keepaliveProbesSent = 0
+    }
+
+    /// Bytes of buffers held: the send ring and the receive ring.
+    var bufferBytes: Int { sendQueue.allocatedBytes + receiveBuffer.allocatedBytes }
+
+    mutating func cancelTimersForTimeWait() {
+        timers.cancelAllButTimeWait()
+        // Only ACKs are sent from here on, and nothing more is received: the buffers can go.
+        sendQueue.releaseStorage()
+        receiveBuffer.releaseStorage()
+        scoreboard.clear(releasingStorage: true)
+    }
+
+    mutating func enterTimeWait<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
+        state = .timeWait
+        cancelTimersForTimeWait()
+        timers[.timeWait] = now + configuration.timeWaitDuration
+        closeFlowOnNIC(output: &output)
+    }
+
+    /// The NIC needs a flow only while data may still leave as SEND or RETRANSMIT: in TIME-WAIT and
+    /// CLOSED only host-built ACKs remain. Tells it once, whichever way the connection got there.
+    mutating func closeFlowOnNIC<O: CommandOutput>(output: inout O) {
+        guard flowOpenOnNIC, state == .timeWait || state == .closed else { return }
+        flowOpenOnNIC = false
+        output.emit(.flowClose(handle.flow, reason: error == nil ? 0 : 1))
+        events.insert(.closed)
+    }
+}
