@@ -1,16 +1,21 @@
-/// Connection control blocks in one reservation made up front: a slot never moves, nothing is copied
-/// in or out to work on one (`pool[slot].method()` mutates in place through its address), and the pages
-/// no connection has touched are never made resident.
+/// The connection table: control blocks in one reservation made up front, and each slot's generation.
+/// A slot never moves, nothing is copied in or out to work on one (`pool[slot].method()` mutates in place
+/// through its address), and the pages no connection has touched are never made resident. A freed slot's
+/// generation advances, so a handle (or a flow id the NIC answers with) kept past its connection never
+/// reaches the next one in that slot.
 final class ConnectionPool {
     private let base: UnsafeMutablePointer<TCPConnection>
     let capacity: Int
     /// Unchecked for the same reason as the engine's state (`TCPEngine`): one thread, consulted per packet.
     @exclusivity(unchecked) private var live: [Bool] = []
+    @exclusivity(unchecked) private var generations: [UInt32] = []
+    @exclusivity(unchecked) private var freeSlots: [Int32] = []
 
     init(capacity: Int) {
         self.capacity = capacity
         base = .allocate(capacity: capacity)
         live.reserveCapacity(capacity)
+        generations.reserveCapacity(capacity)
     }
 
     deinit {
@@ -30,11 +35,33 @@ final class ConnectionPool {
         @inline(__always) unsafeMutableAddress { base + slot }
     }
 
-    /// A new slot at the end; nil when the reservation is used up.
-    func grow() -> Int? {
+    /// A slot for a new connection: a freed one if there is one, else a new one at the end (`slotCount`
+    /// grows); nil when the reservation is used up.
+    func allocate() -> Int? {
+        if let slot = freeSlots.popLast() { return Int(slot) }
         guard live.count < capacity else { return nil }
         live.append(false)
+        generations.append(0)
         return live.count - 1
+    }
+
+    /// The handle of the connection that is (or will be) in `slot`.
+    @inline(__always)
+    func handle(of slot: Int) -> TCPHandle { TCPHandle(slot: Int32(slot), generation: generations[slot]) }
+
+    /// Whether `handle` names the live connection in its slot (not an earlier one).
+    @inline(__always)
+    func isCurrent(_ handle: TCPHandle) -> Bool {
+        let slot = Int(handle.slot)
+        return isLive(slot) && generations[slot] == handle.generation
+    }
+
+    /// The live slot a NIC flow id names, if its generation is the slot's current one.
+    @inline(__always)
+    func slot(of flow: FlowID) -> Int? {
+        let slot = Int(flow.index) - 1
+        guard isLive(slot), generations[slot] & FlowID.generationMask == flow.generation else { return nil }
+        return slot
     }
 
     func insert(_ connection: TCPConnection, at slot: Int) {
@@ -43,9 +70,12 @@ final class ConnectionPool {
         live[slot] = true
     }
 
+    /// Frees `slot`: its generation advances and it is handed out again.
     func remove(_ slot: Int) {
         guard live[slot] else { return }
         (base + slot).deinitialize(count: 1)
         live[slot] = false
+        generations[slot] &+= 1
+        freeSlots.append(Int32(slot))
     }
 }

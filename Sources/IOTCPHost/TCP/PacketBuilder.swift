@@ -19,3 +19,18 @@ enum PacketBuilder {
         }
     }
 }
+
+extension TCPRepr {
+    /// RFC 9293 §3.10.7.1: the RST answering a segment that belongs to no connection, one its sender will
+    /// accept: at its acknowledgment number if it had one, else acknowledging everything it carried.
+    static func reset(answering segment: TCPRepr, payloadLength: Int) -> TCPRepr {
+        if segment.flags.contains(.ack) {
+            return TCPRepr(sourcePort: segment.destinationPort, destinationPort: segment.sourcePort,
+                           sequenceNumber: segment.acknowledgmentNumber, flags: .rst, window: 0)
+        }
+        let length = payloadLength + (segment.flags.contains(.syn) ? 1 : 0) + (segment.flags.contains(.fin) ? 1 : 0)
+        return TCPRepr(sourcePort: segment.destinationPort, destinationPort: segment.sourcePort,
+                       sequenceNumber: SequenceNumber(0), acknowledgmentNumber: segment.sequenceNumber + length,
+                       flags: [.rst, .ack], window: 0)
+    }
+}

@@ -43,13 +43,10 @@ public final class TCPEngine {
     @exclusivity(unchecked) public var verifyChecksums = true
     @exclusivity(unchecked) public private(set) var statistics = TCPStatistics()
 
-    private let key0: UInt64
-    private let key1: UInt64
+    private let secrets: ConnectionSecrets
     private let pool: ConnectionPool
-    @exclusivity(unchecked) private var generations: [UInt32] = []
-    @exclusivity(unchecked) private var freeSlots: [Int32] = []
     @exclusivity(unchecked) private var byEndpoints: [EndpointKey: Int32] = [:]
-    @exclusivity(unchecked) private var listeners: [UInt16: Listener] = [:]
+    @exclusivity(unchecked) private var listeners: [UInt16: ListenerState] = [:]
     @exclusivity(unchecked) private var wheel: TimerWheel
     @exclusivity(unchecked) private var readyConnections: [Int32] = []
     @exclusivity(unchecked) private var isReady: [Bool] = []
@@ -66,20 +63,6 @@ public final class TCPEngine {
         var localPort: UInt16
     }
 
-    struct Listener {
-        var backlog: Int
-        /// Connections from this listener not yet accepted, handshaking or queued.
-        var pending = 0
-        /// Established connections in arrival order, from `acceptHead` on. Handles, not slots, so an entry
-        /// whose connection died and whose slot was reused is recognised and skipped.
-        var acceptQueue: [TCPHandle] = []
-        var acceptHead = 0
-        /// Cookies are only accepted while recently sent (RFC 4987 §3.6: only under pressure).
-        var lastCookieSent: Instant?
-
-        var waiting: Int { acceptQueue.count - acceptHead }
-    }
-
     /// `secret` keys the ISN and SYN-cookie hashes; give each engine fresh random bits.
     public init(
         localAddress: IPv4Address, configuration: TCPConfiguration = TCPConfiguration(),
@@ -91,10 +74,8 @@ public final class TCPEngine {
         // The table is reserved whole, as a preallocated pool: it never moves, never doubles, and pages
         // no connection has touched are never made resident.
         pool = ConnectionPool(capacity: self.maximumConnections)
-        generations.reserveCapacity(self.maximumConnections)
         isReady.reserveCapacity(self.maximumConnections)
-        key0 = secret.0
-        key1 = secret.1
+        secrets = ConnectionSecrets(key0: secret.0, key1: secret.1, localAddress: localAddress)
         wheel = TimerWheel(start: now)
     }
 
@@ -103,7 +84,7 @@ public final class TCPEngine {
     public func listen(port: UInt16, backlog: Int = 128) throws(TCPError) -> TCPListenerID {
         guard port != 0 else { throw .invalidArgument("port 0") }
         guard listeners[port] == nil else { throw .portInUse(port) }
-        listeners[port] = Listener(backlog: max(backlog, 1))
+        listeners[port] = ListenerState(backlog: max(backlog, 1))
         return TCPListenerID(port: port)
     }
 
@@ -121,13 +102,7 @@ public final class TCPEngine {
     /// The next established connection from `listener`, or nil.
     public func accept(_ listener: TCPListenerID) -> TCPHandle? {
         guard listeners[listener.port] != nil else { return nil }
-        while listeners[listener.port]!.acceptHead < listeners[listener.port]!.acceptQueue.count {
-            let handle = listeners[listener.port]!.acceptQueue[listeners[listener.port]!.acceptHead]
-            listeners[listener.port]!.acceptHead += 1
-            if listeners[listener.port]!.acceptHead == listeners[listener.port]!.acceptQueue.count {
-                listeners[listener.port]!.acceptQueue.removeAll(keepingCapacity: true)
-                listeners[listener.port]!.acceptHead = 0
-            }
+        while let handle = listeners[listener.port]!.takeQueued() {
             guard let slot = try? validSlot(handle), pool[slot].awaitingAccept else { continue }
             listeners[listener.port]!.pending -= 1
             pool[slot].awaitingAccept = false
@@ -155,18 +130,11 @@ public final class TCPEngine {
         let key = EndpointKey(remoteAddress: address.rawValue, remotePort: port, localPort: chosen)
         guard byEndpoints[key] == nil else { throw .portInUse(chosen) }
         let slot = try allocateSlot()
-        let handle = TCPHandle(slot: Int32(slot), generation: generations[slot])
-        var connection = TCPConnection(
-            handle: handle, localAddress: localAddress, remoteAddress: address, localPort: chosen, remotePort: port,
-            initialSequence: initialSequence(remote: address, remotePort: port, localPort: chosen, now: now),
-            timestampOffset: timestampOffset(remote: address, remotePort: port, localPort: chosen), state: .synSent,
-            ownedByApplication: true, configuration: configuration)
+        var connection = newConnection(in: slot, remote: address, localPort: chosen, remotePort: port, state: .synSent, now: now)
         connection.open(now: now, configuration: configuration, output: &output)
-        pool.insert(connection, at: slot)
-        byEndpoints[key] = Int32(slot)
-        statistics.connectionsOpened += 1
+        install(connection, at: slot, key: key)
         afterChange(slot)
-        return handle
+        return connection.handle
     }
 
     private func ephemeralPort(for address: IPv4Address, remotePort: UInt16) throws(TCPError) -> UInt16 {
@@ -253,9 +221,7 @@ public final class TCPEngine {
 
     /// The slot of the live connection `flow` names, generation included.
     private func liveSlot(_ flow: FlowID) -> Int? {
-        let slot = Int(flow.index) - 1
-        guard flow != .none, pool.isLive(slot), generations[slot] & FlowID.generationMask == flow.generation else { return nil }
-        return slot
+        flow == .none ? nil : pool.slot(of: flow)
     }
 
     /// Whether a write or an offloaded write would take at least one byte now.
@@ -423,21 +389,11 @@ public final class TCPEngine {
         if let listener = listeners[segment.destinationPort] {
             if flags.contains(.syn) && !flags.contains(.ack) {
                 if listener.pending < listener.backlog, let slot = try? allocateSlot() {
-                    let handle = TCPHandle(slot: Int32(slot), generation: generations[slot])
-                    var connection = TCPConnection(
-                        handle: handle, localAddress: localAddress, remoteAddress: remote,
-                        localPort: segment.destinationPort, remotePort: segment.sourcePort,
-                        initialSequence: initialSequence(remote: remote, remotePort: segment.sourcePort,
-                                                         localPort: segment.destinationPort, now: now),
-                        timestampOffset: timestampOffset(remote: remote, remotePort: segment.sourcePort,
-                                                         localPort: segment.destinationPort),
-                        state: .synReceived, ownedByApplication: false, configuration: configuration)
-                    connection.listenerPort = segment.destinationPort
+                    var connection = newConnection(in: slot, remote: remote, localPort: segment.destinationPort,
+                                                   remotePort: segment.sourcePort, state: .synReceived, now: now,
+                                                   listenerPort: segment.destinationPort)
                     connection.acceptSynchronize(segment, now: now, configuration: configuration, output: &output)
-                    pool.insert(connection, at: slot)
-                    byEndpoints[key] = Int32(slot)
-                    listeners[segment.destinationPort]!.pending += 1
-                    statistics.connectionsOpened += 1
+                    install(connection, at: slot, key: key)
                     afterChange(slot)
                 } else {
                     // The backlog is full: answer statelessly, with the state folded into the ISN (RFC 4987 §3.6).
@@ -459,44 +415,9 @@ public final class TCPEngine {
         sendReset(answering: segment, payloadLength: payload.count, to: remote, output: &output)
     }
 
-    /// MSS values a cookie can name in three bits.
-    private static let cookieSegmentSizes: [UInt16] = [216, 536, 1200, 1220, 1380, 1400, 1440, 1460]
-
-    private func cookieCounter(_ now: Instant) -> UInt32 { UInt32(truncatingIfNeeded: now.nanoseconds / (64 * Nanoseconds.second)) }
-
-    private func cookieHash(remote: IPv4Address, remotePort: UInt16, localPort: UInt16, peerSequence: SequenceNumber, counter: UInt32) -> UInt32 {
-        var hasher = SipHasher24(key0: key0, key1: key1 ^ 0xC00C1E)
-        hasher.combine(remote.rawValue)
-        hasher.combine(localAddress.rawValue)
-        hasher.combine(remotePort)
-        hasher.combine(localPort)
-        hasher.combine(peerSequence.rawValue)
-        hasher.combine(counter)
-        return UInt32(truncatingIfNeeded: hasher.finalize()) & 0x00FF_FFFF
-    }
-
+    /// Answers a SYN with a cookie instead of a control block.
     private func sendCookie<O: CommandOutput>(for segment: TCPRepr, remote: IPv4Address, now: Instant, output: inout O) {
-        let peerMSS = segment.options.maximumSegmentSize ?? 536
-        let index = Self.cookieSegmentSizes.lastIndex { $0 <= peerMSS } ?? 0
-        let counter = cookieCounter(now)
-        let cookie = (counter & 31) << 27 | UInt32(index) << 24
-            | cookieHash(remote: remote, remotePort: segment.sourcePort, localPort: segment.destinationPort,
-                         peerSequence: segment.sequenceNumber, counter: counter)
-        var options = TCPOptions(maximumSegmentSize: configuration.maximumSegmentSize)
-        if let timestamps = segment.options.timestamps, configuration.timestamps {
-            // Window scale and SACK-permitted ride in the low bits of our timestamp (as Linux does), so
-            // they survive without state: 4 bits of shift (15: none), 1 bit of SACK.
-            let shift: UInt32 = segment.options.windowScale != nil ? UInt32(min(segment.options.windowScale!, 14)) : 15
-            let sack: UInt32 = segment.options.sackPermitted && configuration.selectiveAcknowledgments ? 1 : 0
-            let clock = UInt32(truncatingIfNeeded: now.nanoseconds / Nanoseconds.millisecond)
-            options.timestamps = TCPTimestamps(value: (clock & ~0x1F) | shift << 1 | sack, echoReply: timestamps.value)
-            if shift != 15 { options.windowScale = configuration.receiveWindowShift }
-            options.sackPermitted = sack == 1
-        }
-        let reply = TCPRepr(
-            sourcePort: segment.destinationPort, destinationPort: segment.sourcePort, sequenceNumber: SequenceNumber(cookie),
-            acknowledgmentNumber: segment.sequenceNumber + 1, flags: [.syn, .ack],
-            window: UInt16(min(configuration.receiveBufferBytes, 65535)), options: options)
+        let reply = secrets.cookieReply(to: segment, remote: remote, now: now, configuration: configuration)
         PacketBuilder.emit(reply, from: localAddress, to: remote, flow: .none, output: &output)
         statistics.synCookiesSent += 1
     }
@@ -505,42 +426,20 @@ public final class TCPEngine {
         _ segment: TCPRepr, payload: UnsafeRawBufferPointer, remote: IPv4Address, key: EndpointKey, now: Instant,
         output: inout O
     ) -> Bool {
-        let cookie = segment.acknowledgmentNumber.rawValue &- 1
-        let peerSequence = segment.sequenceNumber - 1
-        let now32 = cookieCounter(now)
-        let valid = [now32, now32 &- 1].contains { counter in
-            cookie >> 27 == counter & 31
-                && cookie & 0x00FF_FFFF == cookieHash(remote: remote, remotePort: segment.sourcePort,
-                                                      localPort: segment.destinationPort, peerSequence: peerSequence,
-                                                      counter: counter)
-        }
-        guard valid, let listener = listeners[segment.destinationPort], listener.waiting < listener.backlog,
+        guard let cookie = secrets.verifyCookie(in: segment, remote: remote, now: now),
+              let listener = listeners[segment.destinationPort], listener.waiting < listener.backlog,
               let slot = try? allocateSlot()
         else {
             statistics.synCookiesRejected += 1
             return false
         }
-        let peerMSS = Int(Self.cookieSegmentSizes[Int(cookie >> 24 & 7)])
-        var shift: UInt8?
-        var sack = false
-        if let echoed = segment.options.timestamps?.echoReply {
-            let encodedShift = UInt8(echoed >> 1 & 0xF)
-            shift = encodedShift == 15 ? nil : encodedShift
-            sack = echoed & 1 == 1
-        }
-        let handle = TCPHandle(slot: Int32(slot), generation: generations[slot])
-        var connection = TCPConnection(
-            handle: handle, localAddress: localAddress, remoteAddress: remote, localPort: segment.destinationPort,
-            remotePort: segment.sourcePort, initialSequence: SequenceNumber(cookie),
-            timestampOffset: 0, state: .synReceived, ownedByApplication: false, configuration: configuration)
-        connection.listenerPort = segment.destinationPort
-        connection.establishFromCookie(segment, peerSegmentSize: peerMSS, windowShift: shift, sack: sack, now: now,
-                                       configuration: configuration, output: &output)
-        pool.insert(connection, at: slot)
-        byEndpoints[key] = Int32(slot)
-        listeners[segment.destinationPort]!.pending += 1
+        var connection = newConnection(in: slot, remote: remote, localPort: segment.destinationPort, remotePort: segment.sourcePort,
+                                       state: .synReceived, now: now, initialSequence: cookie.initialSequence,
+                                       listenerPort: segment.destinationPort)
+        connection.establishFromCookie(segment, peerSegmentSize: cookie.peerSegmentSize, windowShift: cookie.windowShift,
+                                       sack: cookie.selectiveAcknowledgments, now: now, configuration: configuration, output: &output)
+        install(connection, at: slot, key: key)
         statistics.synCookiesAccepted += 1
-        statistics.connectionsOpened += 1
         // The ACK may carry data (and a FIN): process it as the first segment of the connection.
         if !payload.isEmpty || segment.flags.contains(.fin) {
             pool[slot].handle(segment, payload: payload, now: now, configuration: configuration, output: &output)
@@ -553,16 +452,7 @@ public final class TCPEngine {
     private func sendReset<O: CommandOutput>(
         answering segment: TCPRepr, payloadLength: Int, to remote: IPv4Address, output: inout O
     ) {
-        let reset: TCPRepr
-        if segment.flags.contains(.ack) {
-            reset = TCPRepr(sourcePort: segment.destinationPort, destinationPort: segment.sourcePort,
-                            sequenceNumber: segment.acknowledgmentNumber, flags: .rst, window: 0)
-        } else {
-            let length = payloadLength + (segment.flags.contains(.syn) ? 1 : 0) + (segment.flags.contains(.fin) ? 1 : 0)
-            reset = TCPRepr(sourcePort: segment.destinationPort, destinationPort: segment.sourcePort,
-                            sequenceNumber: SequenceNumber(0), acknowledgmentNumber: segment.sequenceNumber + length,
-                            flags: [.rst, .ack], window: 0)
-        }
+        let reset = TCPRepr.reset(answering: segment, payloadLength: payloadLength)
         PacketBuilder.emit(reset, from: localAddress, to: remote, flow: .none, output: &output)
         statistics.resetsSent += 1
     }
@@ -570,20 +460,41 @@ public final class TCPEngine {
     // MARK: - Slots
 
     private func allocateSlot() throws(TCPError) -> Int {
-        if let slot = freeSlots.popLast() { return Int(slot) }
-        guard let slot = pool.grow() else { throw .tooManyConnections }
-        generations.append(0)
-        isReady.append(false)
-        wheel.ensureCapacity(slots: slot + 1)
+        guard let slot = pool.allocate() else { throw .tooManyConnections }
+        if slot >= isReady.count {
+            isReady.append(false)
+            wheel.ensureCapacity(slots: slot + 1)
+        }
         return slot
     }
 
+    /// A new connection's control block for `slot`, its ISN and timestamp offset keyed from the secret
+    /// unless given (a SYN cookie fixes the ISN and carries no offset).
+    private func newConnection(
+        in slot: Int, remote: IPv4Address, localPort: UInt16, remotePort: UInt16, state: TCPState, now: Instant,
+        initialSequence: SequenceNumber? = nil, listenerPort: UInt16? = nil
+    ) -> TCPConnection {
+        var connection = TCPConnection(
+            handle: pool.handle(of: slot), localAddress: localAddress, remoteAddress: remote, localPort: localPort,
+            remotePort: remotePort,
+            initialSequence: initialSequence ?? secrets.initialSequence(remote: remote, remotePort: remotePort, localPort: localPort, now: now),
+            timestampOffset: initialSequence != nil ? 0 : secrets.timestampOffset(remote: remote, remotePort: remotePort, localPort: localPort),
+            state: state, ownedByApplication: listenerPort == nil, configuration: configuration)
+        connection.listenerPort = listenerPort
+        return connection
+    }
+
+    /// Puts a new connection in its slot and the endpoint index; counts it, and its listener's pending.
+    private func install(_ connection: TCPConnection, at slot: Int, key: EndpointKey) {
+        pool.insert(connection, at: slot)
+        byEndpoints[key] = Int32(slot)
+        if let port = connection.listenerPort { listeners[port]!.pending += 1 }
+        statistics.connectionsOpened += 1
+    }
+
     private func validSlot(_ handle: TCPHandle) throws(TCPError) -> Int {
-        let slot = Int(handle.slot)
-        guard pool.isLive(slot), generations[slot] == handle.generation else {
-            throw .invalidHandle
-        }
-        return slot
+        guard pool.isCurrent(handle) else { throw .invalidHandle }
+        return Int(handle.slot)
     }
 
     /// After anything touched a connection: its timer, its place in the ready list, the accept queue,
@@ -623,8 +534,6 @@ public final class TCPEngine {
         statistics.retransmissionTimeouts += info.timeouts
         statistics.fastRecoveries += info.fastRecoveries
         pool.remove(slot)
-        generations[slot] &+= 1
-        freeSlots.append(Int32(slot))
         statistics.connectionsClosed += 1
     }
 
@@ -637,25 +546,5 @@ public final class TCPEngine {
             fast += info.fastRecoveries
         }
         return (timeouts, fast)
-    }
-
-    // MARK: - Keyed numbers
-
-    /// RFC 6528: a 4-microsecond clock plus a keyed hash of the connection's endpoints.
-    private func initialSequence(remote: IPv4Address, remotePort: UInt16, localPort: UInt16, now: Instant) -> SequenceNumber {
-        var hasher = SipHasher24(key0: key0, key1: key1)
-        hasher.combine(localAddress.rawValue)
-        hasher.combine(localPort)
-        hasher.combine(remote.rawValue)
-        hasher.combine(remotePort)
-        return SequenceNumber(UInt32(truncatingIfNeeded: now.nanoseconds / 4000) &+ UInt32(truncatingIfNeeded: hasher.finalize()))
-    }
-
-    private func timestampOffset(remote: IPv4Address, remotePort: UInt16, localPort: UInt16) -> UInt32 {
-        var hasher = SipHasher24(key0: key1, key1: key0 ^ 0x7473)
-        hasher.combine(remote.rawValue)
-        hasher.combine(remotePort)
-        hasher.combine(localPort)
-        return UInt32(truncatingIfNeeded: hasher.finalize())
     }
 }
