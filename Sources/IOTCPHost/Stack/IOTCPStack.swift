@@ -32,40 +32,12 @@ public final class IOTCPStack {
     private let sender: ChannelSender
     private let clock: () -> Instant
 
-    struct Registration {
-        var interests: EventKinds
-        var token: UInt64
-        var mode: TriggerMode
-    }
-    private var registrations: [Socket: Registration] = [:]
-    /// Sockets that may be ready, with what newly happened to them since they were last reported (the
-    /// edges): new events from the engine, and level-triggered sockets reported last time (they stay
-    /// until they stop being ready).
-    private var candidates: [Socket: EventKinds] = [:]
-
-    struct PendingOpen {
-        var path: String
-        var token: UInt64
-        var file: OffloadedFileID?
-        var device: StorageDevice?
-    }
-    private var nextRequest: UInt32 = 1
-    private var pendingOpens: [UInt32: PendingOpen] = [:]
+    /// Registrations and the sockets that may be ready (the epoll half).
+    private var interest = EventRegistrations()
+    /// Offloaded files: opens in flight, open files and who holds them up.
+    private var files = OffloadedFileTable()
+    /// Finished opens not yet returned by `wait`.
     private var completions: [StackEvent] = []
-
-    struct FileRecord {
-        var file: OffloadedFile
-        /// Connections that queued ranges of this file; the NIC must keep it open until they are acknowledged.
-        var users: Set<TCPHandle> = []
-        /// The set's size when closed connections were last dropped from it.
-        var usersAfterPrune = 0
-        var closeRequested = false
-    }
-    private var files: [OffloadedFileID: FileRecord] = [:]
-    /// Connections that hold up the close of offloaded files, with those files: looked at only when the
-    /// engine says such a connection had everything acknowledged or closed, so a server with thousands of
-    /// responses in flight pays nothing per turn for them.
-    private var closingUsers: [TCPHandle: [OffloadedFileID]] = [:]
     /// The NIC's explanation for connections it failed.
     private var nicFailures: [TCPHandle: IOTCPError] = [:]
     /// Where the stack says what went wrong beyond one call's error: the NIC's explanations for the
@@ -184,8 +156,7 @@ public final class IOTCPStack {
     /// stack finishes the close by itself). The socket is deregistered and must not be used again.
     public func close(_ socket: Socket) throws(IOTCPError) {
         var output = sender
-        registrations[socket] = nil
-        candidates[socket] = nil
+        interest.deregister(socket)
         switch socket.kind {
         case .listener(let port):
             engine.stopListening(TCPListenerID(port: port), now: clock(), output: &output)
@@ -199,8 +170,7 @@ public final class IOTCPStack {
     public func abort(_ socket: Socket) throws(IOTCPError) {
         let handle = try connection(socket)
         var output = sender
-        registrations[socket] = nil
-        candidates[socket] = nil
+        interest.deregister(socket)
         nicFailures[handle] = nil
         do throws(TCPError) { try engine.abort(handle, output: &output) } catch { throw .tcp(error) }
     }
@@ -236,9 +206,7 @@ public final class IOTCPStack {
             throw .invalidPath("a path must have 1 to \(CommandProtocol.maxPathLength) bytes, this has \(length)")
         }
         guard !path.utf8.contains(0) else { throw .invalidPath("a path must not contain a NUL byte") }
-        let request = nextRequest
-        nextRequest = nextRequest == UInt32.max ? 1 : nextRequest + 1
-        pendingOpens[request] = PendingOpen(path: path, token: token)
+        let request = files.beginOpen(path: path, token: token)
         var path = path
         path.withUTF8 { bytes in sender.append(.open(requestID: request, flags: 0, path: UnsafeRawBufferPointer(bytes))) }
         return OffloadRequest(rawValue: request)
@@ -246,8 +214,8 @@ public final class IOTCPStack {
 
     /// The status of an offloaded file, as the NIC reported it at open.
     public func offloadFstat(_ file: OffloadedFileID) throws(IOTCPError) -> OffloadedFileStatus {
-        guard let record = files[file], !record.closeRequested else { throw .badFile(file) }
-        return record.file.status
+        guard let opened = files.file(file) else { throw .badFile(file) }
+        return opened.status
     }
 
     /// sendfile for offloaded files: queues `length` bytes of `file` from `offset` on the connection, in
@@ -256,67 +224,45 @@ public final class IOTCPStack {
     public func offloadWrite(_ socket: Socket, file: OffloadedFileID, offset: UInt64, length: Int) throws(IOTCPError) -> Int {
         let handle = try connection(socket)
         try checkChannel()
-        guard let record = files[file], !record.closeRequested else { throw .badFile(file) }
+        guard let opened = files.file(file) else { throw .badFile(file) }
         guard length >= 0 else { throw .tcp(.invalidArgument("negative length")) }
-        guard offset < record.file.size else { return 0 }
-        let wanted = Int(min(UInt64(length), record.file.size - offset))
+        guard offset < opened.size else { return 0 }
+        let wanted = Int(min(UInt64(length), opened.size - offset))
         var output = sender
         let taken: Int
         do throws(TCPError) {
             taken = try engine.writeFile(handle, file: file, offset: offset, length: wanted, now: clock(), output: &output)
         } catch { throw .tcp(error) }
         if taken == 0 && wanted > 0 { throw .wouldBlock }
-        if taken > 0 && !files[file]!.users.contains(handle) {
-            files[file]!.users.insert(handle)
-            // A long-lived file collects the connections that ever used it: drop the closed ones now and
-            // then (amortized over the inserts) so the set stays the size of the live ones.
-            if files[file]!.users.count >= 2 * files[file]!.usersAfterPrune + 64 {
-                files[file]!.users = files[file]!.users.filter { engine.state(of: $0) != nil }
-                files[file]!.usersAfterPrune = files[file]!.users.count
-            }
-        }
+        if taken > 0 { files.noteUser(handle, of: file) { engine.state(of: $0) != nil } }
         return taken
     }
 
     /// Gives up an offloaded file. Ranges already queued from it are still sent: the NIC closes it once
     /// the connections that queued them have had everything acknowledged (or are gone).
     public func offloadClose(_ file: OffloadedFileID) throws(IOTCPError) {
-        guard let record = files[file], !record.closeRequested else { throw .badFile(file) }
-        let waiting = record.users.filter { user in
+        guard files.file(file) != nil else { throw .badFile(file) }
+        let closeNow = files.close(file) { user in
             guard let info = engine.info(of: user) else { return false }
             return info.queuedBytes > 0 && info.state != .closed
         }
-        guard !waiting.isEmpty else {
-            files[file] = nil
-            sender.append(.closeFile(file))
-            return
-        }
-        files[file]!.closeRequested = true
-        files[file]!.users = Set(waiting)
-        for user in waiting { closingUsers[user, default: []].append(file) }
+        if closeNow { sender.append(.closeFile(file)) }
     }
 
     /// Offloaded files open on the NIC (closing ones included).
-    public var openFileCount: Int { files.count }
+    public var openFileCount: Int { files.openCount }
 
     /// Offloaded files the application closed that stay open on the NIC for `socket` until its queued data
     /// is acknowledged. A server answering pipelined requests can bound it per connection (each is a
     /// descriptor on the NIC).
     public func heldFileCount(of socket: Socket) -> Int {
         guard case .connection(let handle) = socket.kind else { return 0 }
-        return closingUsers[handle]?.count ?? 0
+        return files.heldCount(of: handle)
     }
 
     /// `user` had everything acknowledged, or closed: the closing files it held up may go.
     private func release(user: TCPHandle) {
-        guard let held = closingUsers.removeValue(forKey: user) else { return }
-        for file in held where files[file] != nil {
-            files[file]!.users.remove(user)
-            if files[file]!.users.isEmpty {
-                files[file] = nil
-                sender.append(.closeFile(file))
-            }
-        }
+        for file in files.release(user: user) { sender.append(.closeFile(file)) }
     }
 
     // MARK: - The event queue
@@ -330,14 +276,11 @@ public final class IOTCPStack {
         case .connection(let handle):
             guard engine.state(of: handle) != nil else { throw .badSocket("\(socket) is closed or stale") }
         }
-        registrations[socket] = Registration(interests: interests, token: token, mode: mode)
-        // As epoll does on registration: a condition that already holds counts as new.
-        candidates[socket, default: []].formUnion(readiness(of: socket))
+        interest.register(socket, .init(interests: interests, token: token, mode: mode), readyNow: readiness(of: socket))
     }
 
     public func deregister(_ socket: Socket) {
-        registrations[socket] = nil
-        candidates[socket] = nil
+        interest.deregister(socket)
     }
 
     /// What `socket` is ready for now.
@@ -411,7 +354,7 @@ public final class IOTCPStack {
     /// }
     /// ```
     public func prepareToPoll(upTo limit: Int64) -> Int64? {
-        guard channelFailure == nil, completions.isEmpty, candidates.isEmpty else { return nil }
+        guard channelFailure == nil, completions.isEmpty, interest.nothingPending else { return nil }
         sender.flush()
         var sleep = limit
         if let due = engine.nextDeadline { sleep = min(sleep, Int64(clamping: due.nanoseconds) - Int64(clamping: clock().nanoseconds)) }
@@ -476,17 +419,12 @@ public final class IOTCPStack {
             case .echo(let flow, let end, let delay):
                 engine.handleEcho(flow: flow, sequenceEnd: end, nicDelayNanoseconds: delay, now: now, output: &output)
             case .opened(let request, let file, _):
-                pendingOpens[request]?.file = file
+                files.opened(request: request, file: file)
             case .device(let request, let file, let report):
-                guard pendingOpens[request]?.file == file else { continue }
-                pendingOpens[request]?.device = StorageDevice(
-                    model: report.modelString, serial: report.serialString, namespace: report.namespace)
+                files.device(request: request, file: file,
+                             StorageDevice(model: report.modelString, serial: report.serialString, namespace: report.namespace))
             case .stat(let request, let file, let status):
-                guard let pending = pendingOpens[request], pending.file == file else { continue }
-                pendingOpens[request] = nil
-                let opened = OffloadedFile(id: file, path: pending.path, status: status, device: pending.device)
-                files[file] = FileRecord(file: opened)
-                completions.append(.offloadOpened(OffloadRequest(rawValue: request), .success(opened), token: pending.token))
+                if let event = files.completeOpen(request: request, file: file, status: status) { completions.append(event) }
             case .error(let flow, let report):
                 handleError(flow: flow, report, output: &output)
             case .hello(let hello):
@@ -507,16 +445,15 @@ public final class IOTCPStack {
         switch kind {
         case .open?, .fstat?:
             let request = UInt32(truncatingIfNeeded: report.reference)
-            if let pending = pendingOpens.removeValue(forKey: request) {
-                completions.append(.offloadOpened(OffloadRequest(rawValue: request),
-                                                  .failure(.nic(code: report.code, message: text)), token: pending.token))
+            if let event = files.failOpen(request: request, .nic(code: report.code, message: text)) {
+                completions.append(event)
                 return
             }
         case .send?, .retransmit?:
             if let handle = engine.handle(for: flow) {
                 nicFailures[handle] = .nic(code: report.code, message: text)
                 engine.failOnNIC(handle, output: &output)
-                candidates[Socket(connection: handle), default: []].formUnion([.error, .hangUp, .readable])
+                interest.mark(Socket(connection: handle), [.error, .hangUp, .readable])
             } else {
                 statistics.staleNICErrors += 1
             }
@@ -535,14 +472,9 @@ public final class IOTCPStack {
         for handle in engine.handles {
             nicFailures[handle] = .channel(error)
             engine.failOnNIC(handle, output: &output)
-            candidates[Socket(connection: handle), default: []].formUnion([.error, .hangUp, .readable])
+            interest.mark(Socket(connection: handle), [.error, .hangUp, .readable])
         }
-        for (request, pending) in pendingOpens {
-            completions.append(.offloadOpened(OffloadRequest(rawValue: request), .failure(.channel(error)), token: pending.token))
-        }
-        pendingOpens.removeAll()
-        files.removeAll()
-        closingUsers.removeAll()
+        completions += files.failAll(.channel(error))
     }
 
     /// What the engine's events newly make true.
@@ -558,9 +490,8 @@ public final class IOTCPStack {
     private func collect(into events: inout [StackEvent], maxEvents: Int) {
         engine.drainEvents({ handle, happened in
             if !happened.isDisjoint(with: [.allAcknowledged, .closed]) { release(user: handle) }
-            let edges = Self.edges(happened)
-            if !edges.isEmpty { candidates[Socket(connection: handle), default: []].formUnion(edges) }
-        }, listeners: { candidates[Socket(listener: $0.port), default: []].insert(.acceptable) },
+            interest.mark(Socket(connection: handle), Self.edges(happened))
+        }, listeners: { interest.mark(Socket(listener: $0.port), .acceptable) },
         settled: { release(user: $0) })
         if !completions.isEmpty {
             let taken = min(completions.count, maxEvents - events.count)
@@ -568,18 +499,6 @@ public final class IOTCPStack {
             completions.removeFirst(taken)
         }
         guard events.count < maxEvents else { return }
-        for (socket, edges) in candidates {
-            guard let registration = registrations[socket] else {
-                candidates[socket] = nil
-                continue
-            }
-            var ready = readiness(of: socket).intersection(registration.interests.union(.always))
-            if registration.mode == .edge { ready.formIntersection(edges) }
-            if ready.isEmpty || registration.mode == .edge { candidates[socket] = nil } else { candidates[socket] = [] }
-            if !ready.isEmpty {
-                events.append(.socket(socket, ready, token: registration.token))
-                if events.count == maxEvents { return }
-            }
-        }
+        interest.collect(into: &events, maxEvents: maxEvents, readiness: readiness(of:))
     }
 }
