@@ -1,0 +1,423 @@
+import IOTCPCommon
+
+/// The host's commands: flows opened and closed, SENDs cut into chunks, ACKD, RETRANSMIT (from the store or
+/// re-read) and PACKET_OUT (held behind queued data when it must keep its place).
+extension NICDataPlane {
+    // MARK: - Commands
+
+    /// Executes one command from the host. `received` is when it arrived: the ECHO's delay counts from it.
+    public func handle<O: NICOutput>(_ command: Command, received: Instant, now: Instant, output: inout O) {
+        counters.commands += 1
+        clock = now
+        switch command {
+        case .hello, .keepalive, .error, .opened, .stat, .echo, .packetIn, .device:
+            break  // not for the NIC to act on
+        case .open(let requestID, _, let path):
+            open(requestID: requestID, path: String(decoding: path, as: UTF8.self), output: &output)
+        case .fstat(let requestID, let file):
+            do throws(FileFailure) {
+                output.reply(.stat(requestID: requestID, file: file, status: try files.status(file)))
+            } catch {
+                fail(error.code, kind: .fstat, flow: .none, reference: UInt64(requestID), error.description, output: &output)
+            }
+        case .closeFile(let file):
+            do throws(FileFailure) { try files.close(file) } catch {
+                fail(error.code, kind: .closeFile, flow: .none, reference: file.rawValue, error.description, output: &output)
+            }
+        case .flowOpen(let flow, let endpoints):
+            openFlow(flow, endpoints, output: &output)
+        case .flowClose(let flow, _):
+            if let index = openIndex(flow) { closeFlow(index) }
+        case .acknowledged(let flow, let through):
+            guard let index = openIndex(flow) else { return }
+            let pool = self.pool
+            store.acknowledge(through: through, in: &flows[Int(index)].sent) { pool.give($0) }
+        case .packetOut(let flow, let packet):
+            packetOut(flow: flow, packet, now: now, output: &output)
+        case .send(let flow, let range):
+            counters.sends += 1
+            send(flow: flow, range, received: received, output: &output)
+        case .retransmit(let flow, let sequence, let length, let template):
+            retransmit(flow: flow, sequence: sequence, length: Int(length), template: template, now: now, output: &output)
+        }
+    }
+
+    func open<O: NICOutput>(requestID: UInt32, path: String, output: inout O) {
+        do throws(FileFailure) {
+            let (file, status) = try files.open(path: path)
+            // STAT follows at once, so the host has the whole status without another round trip.
+            output.reply(.opened(requestID: requestID, file: file, size: status.size))
+            if let device = try files.device(of: file) { reply(device, requestID: requestID, file: file, output: &output) }
+            output.reply(.stat(requestID: requestID, file: file, status: status))
+        } catch {
+            fail(error.code, kind: .open, flow: .none, reference: UInt64(requestID), error.description, output: &output)
+        }
+    }
+
+    func openIndex(_ flow: FlowID) -> UInt32? {
+        let index = Int(flow.index)
+        guard index > 0, index < flows.count, flows[index].open, flows[index].id == flow else { return nil }
+        return UInt32(index)
+    }
+
+    func openFlow<O: NICOutput>(_ flow: FlowID, _ endpoints: FlowEndpoints, output: inout O) {
+        let index = Int(flow.index)
+        guard index > 0, index < min(limits.maximumFlows, Int(FlowID.maximumIndex) + 1) else {
+            fail(.tooManyFlows, kind: .flowOpen, flow: flow, reference: UInt64(flow.rawValue),
+                 "flow index \(flow.index) outside 1..<\(limits.maximumFlows)", output: &output)
+            return
+        }
+        while flows.count <= index { flows.append(FlowState()) }
+        if flows[index].open { closeFlow(UInt32(index)) }  // the host reused an id without FLOW_CLOSE
+        let key = EndpointKey(remoteAddress: endpoints.remoteAddress.rawValue, remotePort: endpoints.remotePort, localPort: endpoints.localPort)
+        if let previous = flowsByEndpoints[key], previous != UInt32(index) { closeFlow(previous) }
+        flows[index].open = true
+        flows[index].id = flow
+        flows[index].endpoints = endpoints
+        flows[index].failed = false
+        flowsByEndpoints[key] = UInt32(index)
+        openFlows += 1
+    }
+
+    /// Forgets a flow: its stored bytes, queued chunks (reads in flight are abandoned and their buffers
+    /// come back when they complete) and held packets.
+    func closeFlow(_ index: UInt32) {
+        let slot = Int(index)
+        guard flows[slot].open else { return }
+        dropQueued(slot)
+        let pool = self.pool
+        store.removeAll(in: &flows[slot].sent) { pool.give($0) }
+        let endpoints = flows[slot].endpoints
+        let key = EndpointKey(remoteAddress: endpoints.remoteAddress.rawValue, remotePort: endpoints.remotePort, localPort: endpoints.localPort)
+        if flowsByEndpoints[key] == index { flowsByEndpoints[key] = nil }
+        flows[slot].open = false
+        flows[slot].generation &+= 1
+        flows[slot].isReady = false
+        flows[slot].isReading = false
+        openFlows -= 1
+    }
+
+    /// Drops everything a flow has queued (not what it has sent).
+    func dropQueued(_ slot: Int) {
+        while let item = flows[slot].queue.popFirst() {
+            switch item {
+            case .chunk(let chunk): abandon(chunk)
+            case .packet(let packet): freeDeferredPacket(packet)
+            case .echo: break
+            }
+        }
+        while let chunk = flows[slot].urgent.popFirst() { abandon(chunk) }
+        flows[slot].toRead.removeAll(keepingCapacity: true)
+        flows[slot].rereads = 0
+        readAheadTotal -= flows[slot].readAhead
+        flows[slot].readAhead = 0
+    }
+
+    /// Forgets every flow, frees every held byte and closes every file: the host that named them is gone.
+    /// Reads still in flight finish into buffers nobody will send; `poll` takes them back.
+    public func reset() {
+        for index in flows.indices where flows[index].open { closeFlow(UInt32(index)) }
+        files.closeAll()
+    }
+
+    // MARK: - SEND
+
+    func send<O: NICOutput>(flow: FlowID, _ range: SendRange, received: Instant, output: inout O) {
+        guard let index = openIndex(flow) else {
+            fail(.unknownFlow, kind: .send, flow: flow, reference: UInt64(range.sequence.rawValue), "SEND for unknown \(flow)", output: &output)
+            return
+        }
+        let slot = Int(index)
+        if flows[slot].failed { return }
+        let length = Int(range.length)
+        guard length <= limits.maximumSendBytes, range.template.maximumSegmentSize > 0 else {
+            fail(.malformedCommand, kind: .send, flow: flow, reference: UInt64(range.sequence.rawValue),
+                 "SEND of \(length) bytes with MSS \(range.template.maximumSegmentSize) (at most \(limits.maximumSendBytes) bytes, MSS > 0)",
+                 output: &output)
+            return
+        }
+        guard queuedBytes + length <= limits.maximumQueuedBytes else {
+            fail(.storeFull, kind: .send, flow: flow, reference: UInt64(range.sequence.rawValue),
+                 "the NIC has \(queuedBytes) bytes queued to send (limit \(limits.maximumQueuedBytes))", output: &output)
+            return
+        }
+        let chunkLength = chunkPayload(template: range.template)
+        var offset = 0
+        while offset < length {
+            let take = min(chunkLength, length - offset)
+            let lease: FileLease
+            do throws(FileFailure) {
+                lease = try files.lease(range.file)
+            } catch {
+                // Only the first lease can fail (the file is the same); nothing was queued for this SEND then.
+                fail(error.code, kind: .send, flow: flow, reference: UInt64(range.sequence.rawValue), error.description, output: &output)
+                return
+            }
+            let chunk = newChunk()
+            chunks[Int(chunk)].flow = index
+            chunks[Int(chunk)].flowGeneration = flows[slot].generation
+            chunks[Int(chunk)].sequence = range.sequence + offset
+            chunks[Int(chunk)].length = take
+            chunks[Int(chunk)].file = range.file
+            chunks[Int(chunk)].fileOffset = range.offset + UInt64(offset)
+            chunks[Int(chunk)].lease = lease
+            chunks[Int(chunk)].holdsLease = true
+            chunks[Int(chunk)].template = range.template
+            chunks[Int(chunk)].isLast = offset + take == length
+            chunks[Int(chunk)].arrival = received
+            flows[slot].queue.append(.chunk(chunk))
+            flows[slot].toRead.append(chunk)
+            queuedBytes += take
+            offset += take
+        }
+        flows[slot].queue.append(.echo(sequenceEnd: range.sequence + length, arrival: received))
+        wantReads(index)
+        considerReady(index)
+    }
+
+    /// Payload bytes of one chunk: a super-segment's worth (a whole number of segments, so the wire's cuts
+    /// and ours agree) that also fits a buffer with room to align a direct read.
+    func chunkPayload(template: SegmentTemplate) -> Int {
+        let segment = Int(template.maximumSegmentSize)
+        let room = pool.bufferSize - 2 * pool.alignment
+        let superSegment = SegmentBuilder.superSegmentPayload(packetLimit: Int(UInt16.max), template: template)
+        let size = superSegment > 0 ? superSegment : segment
+        return max(min(size, room / segment * segment), min(segment, room))
+    }
+
+    func newChunk() -> UInt32 {
+        let index: UInt32
+        if let reused = freeChunks.popLast() {
+            index = reused
+        } else {
+            index = UInt32(chunks.count)
+            chunks.append(Chunk())
+        }
+        chunks[Int(index)] = Chunk()
+        chunks[Int(index)].state = .waiting
+        return index
+    }
+
+    /// Lets a chunk go: its buffer and lease come back now, or, if its read is in flight, when it completes.
+    func abandon(_ chunk: UInt32) {
+        let slot = Int(chunk)
+        if !chunks[slot].isRetransmission && chunks[slot].sent < chunks[slot].length {
+            queuedBytes -= chunks[slot].length - chunks[slot].sent
+        }
+        if chunks[slot].state == .reading {
+            chunks[slot].cancelled = true
+        } else {
+            freeChunk(chunk)
+        }
+    }
+
+    func freeChunk(_ chunk: UInt32) {
+        let slot = Int(chunk)
+        if chunks[slot].buffer != StoredRange.noBuffer { pool.give(chunks[slot].buffer) }
+        if chunks[slot].holdsLease { files.release(chunks[slot].lease) }
+        chunks[slot] = Chunk()
+        freeChunks.append(chunk)
+    }
+
+    // MARK: - RETRANSMIT
+
+    func retransmit<O: NICOutput>(
+        flow: FlowID, sequence: SequenceNumber, length: Int, template: SegmentTemplate, now: Instant, output: inout O
+    ) {
+        guard let index = openIndex(flow) else {
+            fail(.unknownFlow, kind: .retransmit, flow: flow, reference: UInt64(sequence.rawValue), "RETRANSMIT for unknown \(flow)", output: &output)
+            return
+        }
+        let slot = Int(index)
+        guard length <= limits.maximumSendBytes, template.maximumSegmentSize > 0 else {
+            fail(.malformedCommand, kind: .retransmit, flow: flow, reference: UInt64(sequence.rawValue),
+                 "RETRANSMIT of \(length) bytes with MSS \(template.maximumSegmentSize)", output: &output)
+            return
+        }
+        if flows[slot].failed { return }
+        let unsent = firstUnsent(slot)
+        guard RetransmitStore.pieces(of: flows[slot].sent, sequence: sequence, length: length, unsentFrom: unsent, into: &pieceScratch) else {
+            fail(.malformedCommand, kind: .retransmit, flow: flow, reference: UInt64(sequence.rawValue),
+                 "RETRANSMIT of data never sent or already acknowledged", output: &output)
+            return
+        }
+        if let unsent, sequence + length > unsent { counters.retransmitsOfQueuedData += 1 }
+        let endpoints = flows[slot].endpoints
+        var stale = false
+        for (rangeIndex, skip, take) in pieceScratch {
+            let range = flows[slot].sent[flows[slot].sent.startIndex + rangeIndex]
+            if range.hasBuffer {
+                // From the very buffer the data first left from: no read, no copy.
+                let memory = UnsafeRawBufferPointer(pool.memory(range.buffer))
+                let start = range.bufferOffset + skip
+                sendStored(UnsafeRawBufferPointer(rebasing: memory[start..<(start + take)]), endpoints: endpoints,
+                           sequence: range.sequence + skip, template: template, output: &output)
+                counters.retransmittedBytes += take
+            } else {
+                // Bufferless: read the file range again, and send it when the read is done.
+                let lease: FileLease
+                do throws(FileFailure) { lease = try files.lease(range.file) } catch {
+                    if !stale {
+                        fail(error.code, kind: .retransmit, flow: flow, reference: UInt64(sequence.rawValue), error.description, output: &output)
+                    }
+                    stale = true
+                    continue
+                }
+                let chunk = newChunk()
+                chunks[Int(chunk)].isRetransmission = true
+                chunks[Int(chunk)].flow = index
+                chunks[Int(chunk)].flowGeneration = flows[slot].generation
+                chunks[Int(chunk)].sequence = range.sequence + skip
+                chunks[Int(chunk)].length = take
+                chunks[Int(chunk)].file = range.file
+                chunks[Int(chunk)].fileOffset = range.offset + UInt64(skip)
+                chunks[Int(chunk)].lease = lease
+                chunks[Int(chunk)].holdsLease = true
+                chunks[Int(chunk)].template = template
+                chunks[Int(chunk)].arrival = now
+                flows[slot].urgent.append(chunk)
+                flows[slot].toRead.insert(chunk, at: flows[slot].toRead.startIndex + flows[slot].rereads)
+                flows[slot].rereads += 1
+                wantReads(index)
+            }
+        }
+    }
+
+    /// The first sequence number of the flow's file data still queued here, if any.
+    func firstUnsent(_ slot: Int) -> SequenceNumber? {
+        // A chunk the wire refused midway counts as unsent as a whole: it is stored only once it all left.
+        for item in flows[slot].queue {
+            if case .chunk(let chunk) = item { return chunks[Int(chunk)].sequence }
+        }
+        return nil
+    }
+
+    /// A stored range sent again, cut at the template's MSS (or as super-segments), from where it lies.
+    func sendStored<O: NICOutput>(
+        _ bytes: UnsafeRawBufferPointer, endpoints: FlowEndpoints, sequence: SequenceNumber, template: SegmentTemplate, output: inout O
+    ) {
+        let segment = Int(template.maximumSegmentSize)
+        let superPayload = offloads.superSegmentLimit > 0
+            ? SegmentBuilder.superSegmentPayload(packetLimit: offloads.superSegmentLimit, template: template) : 0
+        let pieceLength = superPayload > 0 && bytes.count > segment ? superPayload : segment
+        var offset = 0
+        while offset < bytes.count {
+            let piece = min(pieceLength, bytes.count - offset)
+            let payload = UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + piece)])
+            let offloaded = offloads.checksum || piece > segment
+            guard let headerLength = try? SegmentBuilder.buildHeaders(
+                into: headers, flow: endpoints, sequence: sequence + offset, payload: payload, isLast: false, template: template,
+                nicDelayMilliseconds: 0, checksum: offloaded ? .offloaded : .full)
+            else { return }
+            let offload = offloaded ? PacketOffload(
+                segmentSize: piece > segment ? UInt16(segment) : 0, headerLength: UInt16(headerLength),
+                transportStart: UInt16(IPv4Repr.headerLength)) : nil
+            // A refused retransmission is lost as on a wire: the host's timer sends it again.
+            if output.transmit(headers: UnsafeRawBufferPointer(rebasing: headers[0..<headerLength]), payload: payload, offload: offload) == .sent {
+                let segments = (piece + segment - 1) / segment
+                counters.packetsOut += segments
+                counters.bytesOut += piece + segments * headerLength
+            } else {
+                counters.wireRefusals += 1
+            }
+            offset += piece
+        }
+    }
+
+    // MARK: - PACKET_OUT
+
+    func packetOut<O: NICOutput>(flow: FlowID, _ packet: UnsafeRawBufferPointer, now: Instant, output: inout O) {
+        if let index = openIndex(flow), !flows[Int(index)].queue.isEmpty, Self.occupiesSequenceSpace(packet) {
+            // Data or a FIN after file data still queued here must not overtake it: the peer would see a
+            // hole, answer with duplicate ACKs, and the host would retransmit what was never lost.
+            guard deferredBytes + packet.count <= limits.maximumDeferredBytes else {
+                counters.deferredDrops += 1
+                return
+            }
+            let held = newDeferredPacket()
+            deferred[Int(held)].bytes.append(contentsOf: packet)
+            deferred[Int(held)].arrival = now
+            deferred[Int(held)].timestampMoved = false
+            deferredBytes += packet.count
+            counters.deferredPackets += 1
+            counters.payloadBytesCopied += packet.count
+            flows[Int(index)].queue.append(.packet(held))
+            considerReady(index)
+            return
+        }
+        if output.transmit(headers: packet, payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil) == .sent {
+            counters.packetsOut += 1
+            counters.bytesOut += packet.count
+        } else {
+            counters.wireRefusals += 1
+        }
+    }
+
+    /// Whether a host-built IPv4/TCP packet carries data, SYN or FIN (anything the peer must take in order).
+    static func occupiesSequenceSpace(_ packet: UnsafeRawBufferPointer) -> Bool {
+        guard packet.count >= 20 else { return false }
+        let ipHeader = Int(packet[0] & 0x0F) * 4
+        guard ipHeader >= 20, packet.count >= ipHeader + 20 else { return false }
+        let tcpHeader = Int(packet[ipHeader + 12] >> 4) * 4
+        let flags = packet[ipHeader + 13]
+        return packet.count > ipHeader + tcpHeader || flags & 0x03 != 0
+    }
+
+    func newDeferredPacket() -> UInt32 {
+        if let reused = freeDeferred.popLast() { return reused }
+        deferred.append(DeferredPacket())
+        return UInt32(deferred.count - 1)
+    }
+
+    func freeDeferredPacket(_ index: UInt32) {
+        deferredBytes -= deferred[Int(index)].bytes.count
+        deferred[Int(index)].bytes.removeAll(keepingCapacity: true)
+        freeDeferred.append(index)
+    }
+
+    /// A held host packet leaves, its TSval moved on by the time it waited here (as for file data, so the
+    /// peer's timestamps stay in order and its RTT samples stay the wire's).
+    func transmitDeferred<O: NICOutput>(_ index: UInt32, now: Instant, output: inout O) -> Bool {
+        let waited = (now - deferred[Int(index)].arrival) / 1_000_000
+        let move = !deferred[Int(index)].timestampMoved && waited > 0
+        deferred[Int(index)].timestampMoved = true
+        return deferred[Int(index)].bytes.withUnsafeMutableBytes { packet in
+            if move { Self.addToTimestamp(packet, milliseconds: UInt32(min(waited, UInt64(UInt32.max)))) }
+            guard output.transmit(headers: UnsafeRawBufferPointer(packet), payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil) == .sent else {
+                counters.wireRefusals += 1
+                return false
+            }
+            counters.packetsOut += 1
+            counters.bytesOut += packet.count
+            return true
+        }
+    }
+
+    /// Adds `milliseconds` to a TCP segment's TSval, keeping its checksum right (RFC 1624).
+    static func addToTimestamp(_ packet: UnsafeMutableRawBufferPointer, milliseconds: UInt32) {
+        guard packet.count >= 40 else { return }
+        let ip = Int(packet[0] & 0x0F) * 4
+        guard packet.count >= ip + 20 else { return }
+        let tcpHeader = Int(packet[ip + 12] >> 4) * 4
+        guard tcpHeader > 20, packet.count >= ip + tcpHeader else { return }
+        var offset = ip + 20
+        let end = ip + tcpHeader
+        while offset < end {
+            let kind = packet[offset]
+            if kind == 0 { return }
+            if kind == 1 { offset += 1; continue }
+            guard offset + 1 < end else { return }
+            let length = Int(packet[offset + 1])
+            guard length >= 2, offset + length <= end else { return }
+            if kind == 8 && length == 10 {
+                let old = UnsafeRawBufferPointer(packet).bigEndianUInt32(at: offset + 2)
+                let new = old &+ milliseconds
+                packet.storeBigEndian(new, at: offset + 2)
+                let checksum = UnsafeRawBufferPointer(packet).bigEndianUInt16(at: ip + 16)
+                packet.storeBigEndian(InternetChecksum.update(checksum: checksum, old: old, new: new), at: ip + 16)
+                return
+            }
+            offset += length
+        }
+    }
+}

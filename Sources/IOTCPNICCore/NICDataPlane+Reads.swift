@@ -1,0 +1,140 @@
+import IOTCPCommon
+
+/// Disk reads: which chunks are read next (retransmissions first, read-ahead bounded per flow and overall),
+/// their submission to the `DiskIO`, and their completions.
+extension NICDataPlane {
+    // MARK: - Reads
+
+    func wantReads(_ index: UInt32) {
+        let slot = Int(index)
+        guard !flows[slot].isReading, !flows[slot].toRead.isEmpty else { return }
+        flows[slot].isReading = true
+        readingFlows.append(FlowTicket(index: index, generation: flows[slot].generation))
+    }
+
+    /// Starts reads, one chunk per flow in turn, while the disk takes them and buffers last.
+    func startReads(now: Instant) {
+        var visits = readingFlows.count
+        while visits > 0, let ticket = readingFlows.first {
+            visits -= 1
+            let slot = Int(ticket.index)
+            guard flows[slot].open, flows[slot].generation == ticket.generation, flows[slot].isReading else {
+                readingFlows.removeFirst()
+                continue
+            }
+            guard let chunk = flows[slot].toRead.first else {
+                flows[slot].isReading = false
+                readingFlows.removeFirst()
+                continue
+            }
+            if flows[slot].readAhead >= limits.readAheadChunks && !chunks[Int(chunk)].isRetransmission {
+                // This flow has enough read ahead of the wire; it is visited again once some leaves.
+                flows[slot].isReading = false
+                readingFlows.removeFirst()
+                continue
+            }
+            guard readAheadTotal < limits.maximumReadAheadChunks else { return }
+            if !sendFromPageCache(chunk) {
+                guard disk.inFlight < disk.capacity else { return }
+                guard let buffer = pool.take() else {
+                    counters.bufferWaits += 1
+                    return
+                }
+                startRead(chunk, buffer: buffer, now: now)
+            }
+            readingFlows.removeFirst()
+            flows[slot].toRead.removeFirst()
+            if chunks[Int(chunk)].isRetransmission { flows[slot].rereads -= 1 }
+            flows[slot].readAhead += 1
+            readAheadTotal += 1
+            if flows[slot].toRead.isEmpty {
+                flows[slot].isReading = false
+            } else {
+                readingFlows.append(ticket)
+            }
+        }
+    }
+
+    /// Where the wire finishes checksums (so no code here reads the payload) and the page cache holds the
+    /// chunk's bytes, the chunk is ready at once: it will be sent from the file's mapping, with no read and
+    /// no buffer. The chunk keeps its lease until it has left, which keeps the mapping.
+    func sendFromPageCache(_ chunk: UInt32) -> Bool {
+        let slot = Int(chunk)
+        guard offloads.checksum, chunks[slot].holdsLease, let mapping = files.mapping(chunks[slot].lease) else { return false }
+        let offset = chunks[slot].fileOffset, length = chunks[slot].length
+        guard offset + UInt64(length) <= UInt64(mapping.count) else { return false }
+        guard files.isResident(chunks[slot].lease, offset: offset, length: length) else {
+            chunks[slot].missesCache = true
+            return false
+        }
+        chunks[slot].mapped = UnsafeRawPointer(mapping.baseAddress! + Int(offset))
+        chunks[slot].state = .ready
+        counters.mappedChunks += 1
+        counters.mappedBytes += length
+        considerReady(chunks[slot].flow)
+        return true
+    }
+
+    func startRead(_ chunk: UInt32, buffer: UInt32, now: Instant) {
+        let slot = Int(chunk)
+        let alignment = UInt64(max(chunks[slot].lease.alignment, 1))
+        let start = chunks[slot].fileOffset / alignment * alignment
+        let payloadStart = Int(chunks[slot].fileOffset - start)
+        let needed = payloadStart + chunks[slot].length
+        chunks[slot].buffer = buffer
+        chunks[slot].readStart = start
+        chunks[slot].payloadStart = payloadStart
+        chunks[slot].readLength = (needed + Int(alignment) - 1) / Int(alignment) * Int(alignment)
+        chunks[slot].readDone = 0
+        chunks[slot].state = .reading
+        submitRead(chunk, now: now)
+    }
+
+    func submitRead(_ chunk: UInt32, now: Instant) {
+        let slot = Int(chunk)
+        let done = chunks[slot].readDone
+        let buffer = chunks[slot].buffer
+        let slab = pool.slab(of: buffer)
+        let read = DiskRead(
+            descriptor: chunks[slot].lease.descriptor, offset: chunks[slot].readStart + UInt64(done),
+            length: chunks[slot].readLength - done, destination: pool.address(buffer) + done,
+            registeredSlab: slab < registeredSlabs.count && registeredSlabs[slab] ? Int32(slab) : -1,
+            missesCache: chunks[slot].missesCache, tag: UInt64(chunk))
+        if disk.submit(read, now: now) {
+            counters.reads += 1
+            counters.maximumReadsInFlight = max(counters.maximumReadsInFlight, disk.inFlight)
+        } else {
+            // Only a disk that lied about its room refuses here; fail the chunk rather than lose it.
+            complete(chunk, result: -11)
+        }
+    }
+
+    func complete(_ chunk: UInt32, result: Int) {
+        let slot = Int(chunk)
+        guard chunks[slot].state == .reading else { return }
+        if chunks[slot].cancelled {
+            freeChunk(chunk)
+            return
+        }
+        let needed = chunks[slot].payloadStart + chunks[slot].length
+        if result > 0 {
+            counters.readBytes += result
+            chunks[slot].readDone += result
+            if chunks[slot].readDone < needed {
+                // A short read: ask for the rest (0 next time means the file ended early).
+                submitRead(chunk, now: clock)
+                return
+            }
+            chunks[slot].state = .ready
+        } else {
+            counters.readFailures += 1
+            chunks[slot].state = .failed
+            chunks[slot].failure = result == 0 ? 0 : Int32(truncatingIfNeeded: -result)
+        }
+        if chunks[slot].holdsLease {
+            files.release(chunks[slot].lease)
+            chunks[slot].holdsLease = false
+        }
+        considerReady(chunks[slot].flow)
+    }
+}
