@@ -83,15 +83,20 @@ check "a request arriving in two pieces is answered" "HTTP/1.1 200 OK" "$slow"
 check "pipelined requests answered in order" "200 404 200 " "$pipelined"
 check "ping answered by the NIC" 0 "$(ip netns exec "$namespace" ping -c 1 -W 2 10.88.0.2 >/dev/null; echo $?)"
 
-# The connection listing on SIGUSR1 (ss-style), with a connection held open from the namespace.
-ip netns exec "$namespace" timeout 5 bash -c 'exec 3<>/dev/tcp/10.88.0.2/8080; sleep 3' &
-holder=$!
-sleep 1
-kill -USR1 "$server_pid"
-sleep 0.5
-check "SIGUSR1 lists the held connection as established, ss-style" yes \
-  "$(grep -A50 '^State  *Recv-Q  *Send-Q' "$work/server.log" | grep -qE '^established +0 +0 +10\.88\.0\.2:8080 +10\.88\.0\.1:[0-9]+' && echo yes || echo "no: $(grep -A3 '^State' "$work/server.log" | head -4)")"
-wait "$holder" 2>/dev/null
+# listing_shows NAME PID LOG HEADER LINE: with a connection held open from the namespace, SIGUSR1 to PID
+# must print under a line matching HEADER (in LOG) a line matching LINE.
+listing_shows() {
+  ip netns exec "$namespace" timeout 5 bash -c 'exec 3<>/dev/tcp/10.88.0.2/8080; sleep 3' &
+  local holder=$!
+  sleep 1
+  kill -USR1 "$2"
+  sleep 0.5
+  check "$1" yes "$(grep -A50 "$4" "$3" | grep -qE "$5" && echo yes || echo "no: $(grep -A3 "$4" "$3" | head -4)")"
+  wait "$holder" 2>/dev/null
+}
+# The connection listing on SIGUSR1 (ss-style).
+listing_shows "SIGUSR1 lists the held connection as established, ss-style" "$server_pid" "$work/server.log" \
+  '^State  *Recv-Q  *Send-Q' '^established +0 +0 +10\.88\.0\.2:8080 +10\.88\.0\.1:[0-9]+'
 
 # The Prometheus endpoint (--metrics 127.0.0.1:0 above): scraped with curl after the runs above (the
 # counters are recorded once a second).
@@ -273,15 +278,9 @@ for size in "${sizes[@]}"; do
 done
 check "split: 404" 404 "$(client -o /dev/null -w '%{http_code}' http://10.88.0.2:8080/missing)"
 check "split: 403 for a symlink out of the root" 403 "$(client -o /dev/null -w '%{http_code}' http://10.88.0.2:8080/escape)"
-# iotcp-nic's flow listing on SIGUSR1, with a connection held open, and its Prometheus endpoint.
-ip netns exec "$namespace" timeout 5 bash -c 'exec 3<>/dev/tcp/10.88.0.2/8080; sleep 3' &
-holder=$!
-sleep 1
-kill -USR1 "$nic_pid"
-sleep 0.5
-check "split: SIGUSR1 makes iotcp-nic list its flows, the held connection among them" yes \
-  "$(grep -A50 '^Flow  *Local Address:Port' "$work/split-nic.log" | grep -qE '^[0-9]+\.[0-9]+ +10\.88\.0\.2:8080 +10\.88\.0\.1:[0-9]+' && echo yes || echo "no: $(grep -A3 '^Flow' "$work/split-nic.log" | head -4)")"
-wait "$holder" 2>/dev/null
+# iotcp-nic's flow listing on SIGUSR1, and its Prometheus endpoint.
+listing_shows "split: SIGUSR1 makes iotcp-nic list its flows, the held connection among them" "$nic_pid" "$work/split-nic.log" \
+  '^Flow  *Local Address:Port' '^[0-9]+\.[0-9]+ +10\.88\.0\.2:8080 +10\.88\.0\.1:[0-9]+'
 nic_metrics=$(grep -o 'metrics at http://127\.0\.0\.1:[0-9]*/metrics' "$work/split-nic.log" | head -1 | sed 's/^metrics at //')
 check "split: iotcp-nic serves its counters to Prometheus" yes \
   "$(curl -sS --max-time 5 "$nic_metrics" | awk '$1 == "iotcp_nic_sends_total" && $2 > 0 { found = 1 } END { print found ? "yes" : "no" }')"

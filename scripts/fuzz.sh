@@ -4,7 +4,7 @@
 #   Command  the command decoder (re-encoding is stable)
 #   Engine   the host's TCP engine past the parsers: scripts of segments, time and application calls
 #   NIC      the NIC's command executor and I/O engine: an untrusted host's command streams
-# IOTCPCommon is built once as a module of its own; each target compiles its sources (IOTCPHost's,
+# IOTCPCommon is built once as a module of its own; each target compiles its sources (IOTCPHost/TCP's,
 # IOTCPNICCore's) with it: none of them depends on anything else, so no package build is needed.
 # Corpora live in Fuzz/corpus/TARGET (a copy is fuzzed, so runs never change the repository).
 #
@@ -50,7 +50,7 @@ for target in Wire Command Engine NIC; do
   binary="$build/fuzz-$target"
   case $target in
     Wire|Command) sources="$common" imports=() library=() ;;
-    Engine) sources="$(find Sources/IOTCPHost -name '*.swift' | sort) Fuzz/FuzzInput.swift" imports=(-I "$build/modules") library=("$build/libIOTCPCommon.a") ;;
+    Engine) sources="$(find Sources/IOTCPHost/TCP -name '*.swift' | sort) Fuzz/FuzzInput.swift" imports=(-I "$build/modules") library=("$build/libIOTCPCommon.a") ;;
     NIC) sources="$(find Sources/IOTCPNICCore -name '*.swift' | sort) Fuzz/FuzzInput.swift" imports=(-I "$build/modules") library=("$build/libIOTCPCommon.a") ;;
   esac
   if stale "$binary" $sources "Fuzz/${target}Fuzz.swift" "$build/libIOTCPCommon.a"; then

@@ -138,12 +138,12 @@ struct FileServer: ParsableCommand {
         server.accessLog = !quiet
         say("serving http://\(namespace.stackAddress):\(port)/ in network namespace \(netns)")
         if let endpoint { say("metrics at http://\(endpoint.address)/metrics") }
-        var lastRecord = DispatchTime.now().uptimeNanoseconds
-        let deadline = duration.map { DispatchTime.now().uptimeNanoseconds + UInt64($0 * 1e9) }
+        var lastRecord = IOTCPStack.monotonicNow().nanoseconds
+        let deadline = duration.map { IOTCPStack.monotonicNow().nanoseconds + UInt64($0 * 1e9) }
         while stopRequested == 0 {
-            if let deadline, DispatchTime.now().uptimeNanoseconds >= deadline { break }
-            if let hostMetrics, DispatchTime.now().uptimeNanoseconds - lastRecord >= 1_000_000_000 {
-                lastRecord = DispatchTime.now().uptimeNanoseconds
+            if let deadline, IOTCPStack.monotonicNow().nanoseconds >= deadline { break }
+            if let hostMetrics, IOTCPStack.monotonicNow().nanoseconds - lastRecord >= 1_000_000_000 {
+                lastRecord = IOTCPStack.monotonicNow().nanoseconds
                 hostMetrics.record(stack)
             }
             if describeRequested != 0 {

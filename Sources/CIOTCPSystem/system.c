@@ -4,6 +4,7 @@
 #include "CIOTCPSystem.h"
 
 #include <errno.h>
+#include <time.h>
 #include <string.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -179,6 +180,12 @@ int iotcp_tap_open(char *name, int vnet_header) {
     }
     strncpy(name, request.ifr_name, IFNAMSIZ);
     return fd;
+}
+
+int64_t iotcp_monotonic_nanoseconds(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 }
 
 void iotcp_name_thread(const char *name) {

@@ -1,3 +1,4 @@
+import CIOTCPSystem
 import Glibc
 import IOTCPCommon
 import SystemPackage
@@ -15,10 +16,6 @@ func systemCall<Result: FixedWidthInteger>(_ operation: @autoclosure () -> Strin
     }
 }
 
-/// Nanoseconds on the monotonic clock (channel deadlines; IOTCPRDMA's too).
+/// Nanoseconds on iotcp's one monotonic clock (channel deadlines; IOTCPRDMA's too).
 @inline(__always)
-public func monotonicNanoseconds() -> Int64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
-}
+public func monotonicNanoseconds() -> Int64 { iotcp_monotonic_nanoseconds() }

@@ -1,3 +1,5 @@
+import IOTCPCommon
+
 /// The NIC's payload memory: fixed-size, page-aligned buffers that disk reads land in and frames are sent
 /// from, allocated in slabs as load asks for them, up to a limit, and never given back to the allocator.
 ///

@@ -1,3 +1,5 @@
+import IOTCPCommon
+
 /// Asynchronous file reads, as the data plane issues them: many reads in flight across flows, handed to the
 /// kernel together, their completions taken in batches and in whatever order they finish. `URingDisk`
 /// (io_uring) and `ThreadPoolDisk` (pread on worker threads, where io_uring is refused) are the real ones in

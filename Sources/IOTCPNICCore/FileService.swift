@@ -1,3 +1,5 @@
+import IOTCPCommon
+
 /// The files the NIC has opened for the host, as the data plane needs them: open, status, close, and a
 /// descriptor to read from. `FileTable` (IOTCPNIC) is the real one, confined beneath an export root;
 /// `MemoryFiles` holds files in memory for simulations, fuzzing and tests.

@@ -1,3 +1,5 @@
+import IOTCPCommon
+
 /// Files held in memory, served like an export root: for simulations, fuzzing and tests that run the real
 /// data plane without a disk. Paths are names in a dictionary; a leading `/` is ignored, as in a URL path.
 /// Its "descriptors" are indices `MemoryDisk` reads from.

@@ -1,3 +1,5 @@
+import IOTCPCommon
+
 /// The NIC half's command executor and I/O engine. It keeps no TCP state, only what the commands name:
 /// flows' addresses, open files, data queued to send and data sent until ACKD. It makes no system call:
 /// files come through a `FileService`, reads through a `DiskIO`, packets leave through a `NICOutput`.

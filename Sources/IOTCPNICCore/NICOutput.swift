@@ -1,3 +1,5 @@
+import IOTCPCommon
+
 /// Where the data plane's work goes: packets to the wire, and answers to the host.
 public protocol NICOutput {
     /// One IPv4 packet: `headers` (IPv4 and TCP, built by the NIC) followed by `payload`, which stays where it

@@ -1,3 +1,5 @@
+import IOTCPCommon
+
 /// Sent file data the peer has not acknowledged, kept until the host's ACKD frees it so a RETRANSMIT can
 /// be served. The ranges live with their flow (`StoredRange`s in sequence order); this type keeps the rules
 /// and the totals over every flow.

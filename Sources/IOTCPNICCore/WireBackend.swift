@@ -1,3 +1,5 @@
+import IOTCPCommon
+
 /// Where the NIC stack's Ethernet frames come from and go to: a TAP today (`TapDevice`), an AF_XDP socket or
 /// a SmartNIC's rings tomorrow, memory in tests (`MemoryWire`). The runtime reads in bursts and sleeps on
 /// `descriptor` between them.

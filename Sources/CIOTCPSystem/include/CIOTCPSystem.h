@@ -59,6 +59,9 @@ int iotcp_tap_open(char *name, int vnet_header);
 /// Names the calling thread (at most 15 bytes are kept), as top, perf and /proc/PID/task/TID/comm show it.
 void iotcp_name_thread(const char *name);
 
+/// The one clock of iotcp: CLOCK_MONOTONIC in nanoseconds (host stack, channels, NIC loop, CLIs).
+int64_t iotcp_monotonic_nanoseconds(void);
+
 /// Raises glibc's trim and mmap thresholds so freed buffers are kept for reuse, not returned to the kernel.
 void iotcp_keep_freed_memory(void);
 

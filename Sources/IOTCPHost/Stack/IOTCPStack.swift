@@ -1,3 +1,4 @@
+internal import CIOTCPSystem
 import Glibc
 import IOTCPCommon
 import Logging
@@ -84,11 +85,9 @@ public final class IOTCPStack {
         sender.flush()
     }
 
-    /// CLOCK_MONOTONIC, offset so it never reads zero.
+    /// iotcp's one monotonic clock (CLOCK_MONOTONIC, as the channels' deadlines), offset so it never reads zero.
     public static func monotonicNow() -> Instant {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return Instant(nanoseconds: UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec) + Nanoseconds.second)
+        Instant(nanoseconds: UInt64(iotcp_monotonic_nanoseconds()) + Nanoseconds.second)
     }
 
     public var now: Instant { clock() }

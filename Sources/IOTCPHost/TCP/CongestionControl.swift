@@ -1,3 +1,4 @@
+import IOTCPCommon
 import Glibc  // cbrt
 
 /// Which congestion controller a connection uses.

@@ -1,3 +1,5 @@
+import IOTCPCommon
+
 /// The connection table: control blocks in one reservation made up front, and each slot's generation.
 /// A slot never moves, nothing is copied in or out to work on one (`pool[slot].method()` mutates in place
 /// through its address), and the pages no connection has touched are never made resident. A freed slot's

@@ -1,3 +1,5 @@
+import IOTCPCommon
+
 /// Round-trip time and retransmission timeout per RFC 6298, in nanoseconds.
 ///
 /// Samples come from the time a byte reached the wire (the NIC's ECHO, or the host's own transmission

@@ -102,7 +102,7 @@ public final class TCPEngine {
     /// The next established connection from `listener`, or nil.
     public func accept(_ listener: TCPListenerID) -> TCPHandle? {
         guard listeners[listener.port] != nil else { return nil }
-        while let handle = listeners[listener.port]!.takeQueued() {
+        while let handle = listeners[listener.port]!.acceptQueue.popFirst() {
             guard let slot = try? validSlot(handle), pool[slot].awaitingAccept else { continue }
             listeners[listener.port]!.pending -= 1
             pool[slot].awaitingAccept = false

@@ -1,3 +1,5 @@
+import IOTCPCommon
+
 /// A hashed timing wheel over connection slots: each slot has at most one deadline (the earliest of its
 /// timers), and inserting, moving and cancelling it are O(1) with no allocation, through intrusive links
 /// kept in arrays indexed by slot.

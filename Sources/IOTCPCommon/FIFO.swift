@@ -1,9 +1,9 @@
 /// A queue that pops from the front and pushes at the back in O(1) (amortized), indexed from 0 at its
-/// front: the data plane's per-flow queues and turn orders. An array and a head index, compacted once
-/// half of it is spent, so a steady queue reuses its storage and allocates nothing.
+/// front: the data plane's per-flow queues and turn orders, the host's accept queues. An array and a head
+/// index, compacted once half of it is spent, so a steady queue reuses its storage and allocates nothing.
 ///
-/// The NIC core keeps to the standard library (like IOTCPCommon) so it compiles on its own: the fuzz
-/// targets build it with plain swiftc.
+/// Here rather than from swift-collections' Deque so that the protocol cores keep to the standard library
+/// and compile on their own: the fuzz targets build them with plain swiftc.
 public struct FIFO<Element>: RandomAccessCollection, MutableCollection {
     private var storage: [Element] = []
     private var head = 0
