@@ -38,6 +38,11 @@ let package = Package(
 
         // The small pieces of C that Swift cannot express: memfd and passing descriptors over a Unix socket.
         .target(name: "CIOTCPSystem"),
+        // iotcp's one system-call style (retry on EINTR, the call's name with swift-system's Errno) and its
+        // one monotonic clock, for every module that makes system calls.
+        .target(
+            name: "IOTCPSystem",
+            dependencies: ["CIOTCPSystem", .product(name: "SystemPackage", package: "swift-system")]),
 
         // C libraries from Debian, each in a system-library target of its own so the protocol cores never
         // need them to build. Each is imported (with `internal import`) by exactly one Swift target: two of
@@ -49,14 +54,14 @@ let package = Package(
         .target(
             name: "IOTCPChannels",
             dependencies: [
-                "IOTCPCommon", "CIOTCPSystem",
+                "IOTCPCommon", "CIOTCPSystem", "IOTCPSystem",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]),
 
         // The channel over RDMA verbs (libibverbs, librdmacm): reliable-connected queue pairs set up with
         // rdma_cm. The channel logic it runs (credits, batching, closing) lives in IOTCPChannels.
-        .target(name: "IOTCPRDMA", dependencies: ["CRDMA", "IOTCPChannels", "IOTCPCommon"]),
+        .target(name: "IOTCPRDMA", dependencies: ["CRDMA", "IOTCPChannels", "IOTCPCommon", "IOTCPSystem"]),
 
         .target(name: "IOTCPHost", dependencies: ["IOTCPCommon", "CIOTCPSystem", .product(name: "Logging", package: "swift-log")]),
         // The NIC half's logic without I/O: the command executor and I/O engine (`NICDataPlane`), the
@@ -68,7 +73,7 @@ let package = Package(
         .target(
             name: "IOTCPNIC",
             dependencies: [
-                "IOTCPCommon", "IOTCPNICCore", "CIOTCPSystem", "CIOTCPURing", "CIOTCPNVMe",
+                "IOTCPCommon", "IOTCPNICCore", "CIOTCPSystem", "IOTCPSystem", "CIOTCPURing", "CIOTCPNVMe",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -98,7 +103,7 @@ let package = Package(
         .target(
             name: "IOTCPCommandLine",
             dependencies: [
-                "IOTCPEmbedded", "IOTCPRDMA", "IOTCPMetrics", "CIOTCPSystem",
+                "IOTCPEmbedded", "IOTCPRDMA", "IOTCPMetrics", "CIOTCPSystem", "IOTCPSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

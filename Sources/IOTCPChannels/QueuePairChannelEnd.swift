@@ -1,5 +1,6 @@
 import Glibc
 import IOTCPCommon
+import IOTCPSystem
 
 /// One end of a command channel over a reliable-connected queue pair (RDMA verbs, or a test's
 /// in-memory pair): each message is one SEND, built in place in a registered send buffer and read where

@@ -2,6 +2,7 @@ import Atomics
 import CIOTCPSystem
 import Glibc
 import IOTCPCommon
+import IOTCPSystem
 
 /// One end of a channel built from two slot rings: it produces into one and consumes from the other.
 /// In-process and shared-memory channels are both this, over private or shared memory.

@@ -1,6 +1,7 @@
 import CIOTCPSystem
 import Glibc
 import IOTCPCommon
+import IOTCPSystem
 
 /// Host and NIC as two processes on one machine: the two slot rings live in a memfd mapping that the
 /// NIC creates and hands to the host, with both doorbell eventfds, over a Unix socket at a path both
@@ -60,7 +61,7 @@ public enum SharedMemoryChannel {
             let code = errno
             Glibc.close(socket)
             guard code == ENOENT || code == ECONNREFUSED || code == EINTR else {
-                throw .system(operation: "connecting to \(path)", errno: code, message: String(cString: strerror(code)))
+                throw ChannelError(SystemCallError("connecting to \(path)", errno: Errno(rawValue: code)))
             }
             if monotonicNanoseconds() >= deadline { throw .timedOut("no NIC stack is listening at \(path)") }
             usleep(10_000)
@@ -161,7 +162,7 @@ public enum SharedMemoryChannel {
         let address = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0)
         guard let address, address != MAP_FAILED else {
             let code = errno
-            throw .system(operation: "mmap of the shared region", errno: code, message: String(cString: strerror(code)))
+            throw ChannelError(SystemCallError("mmap of the shared region", errno: Errno(rawValue: code)))
         }
         return address
     }

@@ -1,21 +1,20 @@
-import CIOTCPSystem
-import Glibc
 import IOTCPCommon
-import SystemPackage
+import IOTCPSystem
 
-/// Runs a system call that reports failure as -1 with `errno`, retrying on EINTR, and turns a failure
-/// into a `ChannelError` naming the operation and the error in words.
+/// The channels' form of `IOTCPSystem.systemCall`: the same retry on EINTR, the failure as a `ChannelError`
+/// naming the call and the error in words.
 @inline(__always)
 func systemCall<Result: FixedWidthInteger>(_ operation: @autoclosure () -> String, _ body: () -> Result) throws(ChannelError) -> Result {
-    while true {
-        let result = body()
-        if result != -1 { return result }
-        let code = errno
-        if code == EINTR { continue }
-        throw ChannelError.system(operation: operation(), errno: code, message: Errno(rawValue: code).description)
+    do throws(SystemCallError) {
+        return try IOTCPSystem.systemCall(operation(), body)
+    } catch {
+        throw ChannelError(error)
     }
 }
 
-/// Nanoseconds on iotcp's one monotonic clock (channel deadlines; IOTCPRDMA's too).
-@inline(__always)
-public func monotonicNanoseconds() -> Int64 { iotcp_monotonic_nanoseconds() }
+extension ChannelError {
+    /// A failed system call, as a channel error.
+    public init(_ failure: SystemCallError) {
+        self = .system(operation: failure.operation, errno: failure.errno.rawValue, message: failure.errno.description)
+    }
+}

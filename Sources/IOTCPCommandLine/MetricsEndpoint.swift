@@ -1,6 +1,7 @@
 internal import CIOTCPSystem
 import Dispatch
 import Glibc
+import IOTCPSystem
 import Metrics
 import Prometheus
 
@@ -29,17 +30,21 @@ public final class MetricsEndpoint: Sendable {
         guard inet_pton(AF_INET, String(text[..<colon]), &socketAddress.sin_addr) == 1 else {
             throw RuntimeFailure("--metrics \(text): \(text[..<colon]) is not an IPv4 address")
         }
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard descriptor >= 0 else { throw RuntimeFailure("--metrics: socket failed: \(String(cString: strerror(errno)))") }
+        let descriptor: Int32
+        do throws(SystemCallError) {
+            descriptor = try systemCall("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        } catch {
+            throw RuntimeFailure("--metrics \(text): \(error)")
+        }
         var one: Int32 = 1
         setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         let bound = withUnsafePointer(to: &socketAddress) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard bound == 0, Glibc.listen(descriptor, 16) == 0 else {
-            let reason = String(cString: strerror(errno))
+            let failure = SystemCallError(bound == 0 ? "listen" : "bind")
             Glibc.close(descriptor)
-            throw RuntimeFailure("--metrics \(text): cannot listen there: \(reason)")
+            throw RuntimeFailure("--metrics \(text): cannot listen there: \(failure)")
         }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &socketAddress) {
@@ -60,9 +65,9 @@ public final class MetricsEndpoint: Sendable {
 
     private func serve() {
         while true {
-            let connection = iotcp_accept(listener)
+            let connection = retryingOnInterrupt { iotcp_accept(listener) }
             if connection < 0 {
-                if errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE { continue }
+                if errno == ECONNABORTED || errno == EMFILE || errno == ENFILE { continue }
                 return
             }
             answer(connection)
@@ -77,8 +82,7 @@ public final class MetricsEndpoint: Sendable {
         var head = [UInt8]()
         var chunk = [UInt8](repeating: 0, count: 2048)
         while head.count < 8192 {
-            let count = chunk.withUnsafeMutableBytes { Glibc.read(connection, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
+            let count = chunk.withUnsafeMutableBytes { bytes in retryingOnInterrupt { Glibc.read(connection, bytes.baseAddress, bytes.count) } }
             guard count > 0 else { return }
             head += chunk[0..<count]
             if head.firstRange(of: [13, 10, 13, 10]) != nil { break }
@@ -96,8 +100,7 @@ public final class MetricsEndpoint: Sendable {
         }
         var bytes = Array(response.utf8)[...]
         while !bytes.isEmpty {
-            let sent = bytes.withUnsafeBytes { send(connection, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if sent < 0 && errno == EINTR { continue }
+            let sent = bytes.withUnsafeBytes { raw in retryingOnInterrupt { send(connection, raw.baseAddress, raw.count, Int32(MSG_NOSIGNAL)) } }
             guard sent > 0 else { return }
             bytes = bytes.dropFirst(sent)
         }

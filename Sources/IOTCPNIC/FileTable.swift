@@ -1,5 +1,6 @@
 import CIOTCPSystem
 import Glibc
+import IOTCPSystem
 import IOTCPCommon
 import IOTCPNICCore
 
@@ -130,11 +131,11 @@ public final class FileTable: FileService {
         guard !relative.isEmpty, !relative.utf8.contains(0) else { throw .invalidPath(path) }
         guard openCount < limit else { throw .tooManyFiles(limit) }
         var direct = directIO
-        var descriptor = String(relative).withCString { iotcp_open_beneath(rootDescriptor, $0, direct ? 1 : 0) }
+        var descriptor = String(relative).withCString { path in retryingOnInterrupt { iotcp_open_beneath(rootDescriptor, path, direct ? 1 : 0) } }
         if descriptor < 0 && direct && errno == EINVAL {
             direct = false
             directFallbacks += 1
-            descriptor = String(relative).withCString { iotcp_open_beneath(rootDescriptor, $0, 0) }
+            descriptor = String(relative).withCString { path in retryingOnInterrupt { iotcp_open_beneath(rootDescriptor, path, 0) } }
         }
         guard descriptor >= 0 else {
             switch errno {
@@ -343,11 +344,8 @@ public final class FileTable: FileService {
         let open = try file(id)
         var done = 0
         while done < buffer.count {
-            let count = pread(open.descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw .readFailed(id, errno: errno)
-            }
+            let count = retryingOnInterrupt { pread(open.descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done)) }
+            if count < 0 { throw .readFailed(id, errno: errno) }
             if count == 0 { throw .shrank(id, expected: buffer.count, got: done) }
             done += count
         }

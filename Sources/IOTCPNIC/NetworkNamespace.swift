@@ -1,4 +1,5 @@
 import Glibc
+import IOTCPSystem
 import IOTCPCommon
 
 /// A network namespace for clients, with a TAP device moved into it: the kernel's TCP on one side, the
@@ -98,8 +99,9 @@ public struct NetworkNamespace: Sendable {
         var output: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
-            let count = chunk.withUnsafeMutableBytes { Glibc.read(pipe[0], $0.baseAddress, $0.count) }
-            if count > 0 { output += chunk[0..<count] } else if count < 0 && errno == EINTR { continue } else { break }
+            let count = chunk.withUnsafeMutableBytes { bytes in retryingOnInterrupt { Glibc.read(pipe[0], bytes.baseAddress, bytes.count) } }
+            guard count > 0 else { break }
+            output += chunk[0..<count]
         }
         guard exitStatus(of: pid) == 0 else { return nil }
         return String(decoding: output, as: UTF8.self)
@@ -130,7 +132,7 @@ public struct NetworkNamespace: Sendable {
     /// Waits for a child; its exit status, or -1 if a signal ended it.
     private static func exitStatus(of pid: pid_t) -> Int32 {
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        _ = retryingOnInterrupt { waitpid(pid, &status, 0) }
         return (status & 0x7f) == 0 ? (status >> 8) & 0xff : -1
     }
 }

@@ -1,5 +1,6 @@
 import CIOTCPSystem
 import Glibc
+import IOTCPSystem
 import IOTCPCommon
 import IOTCPNICCore
 import SystemPackage
@@ -34,7 +35,7 @@ public final class TapDevice: WireBackend {
             headerIn.deallocate()
             headerOut.deallocate()
             vectors.deallocate()
-            throw Failure(description: "cannot open TAP \(name): \(Errno(rawValue: errno)) (needs /dev/net/tun and CAP_NET_ADMIN)")
+            throw Failure(description: "\(SystemCallError("cannot open TAP \(name)")) (needs /dev/net/tun and CAP_NET_ADMIN)")
         }
         self.descriptor = descriptor
         self.vnetHeader = vnetHeader
@@ -51,23 +52,17 @@ public final class TapDevice: WireBackend {
     /// Reads one frame into `buffer`; nil when none is waiting. (The kernel is not offered checksum or
     /// segmentation offload for what it sends, so a frame read is complete and checksummed.)
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(TapDevice.Failure) -> Int? {
-        while true {
-            let count: Int
-            if vnetHeader {
-                vectors[0] = iovec(iov_base: headerIn.baseAddress, iov_len: headerIn.count)
-                vectors[1] = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
-                count = readv(descriptor, vectors, 2)
-                if count >= 0 { return max(count - headerIn.count, 0) }
-            } else {
-                count = Glibc.read(descriptor, buffer.baseAddress, buffer.count)
-                if count >= 0 { return count }
-            }
-            switch errno {
-            case EINTR: continue
-            case EAGAIN: return nil
-            default: throw Failure(description: "reading \(name): \(Errno(rawValue: errno))")
-            }
+        if vnetHeader {
+            vectors[0] = iovec(iov_base: headerIn.baseAddress, iov_len: headerIn.count)
+            vectors[1] = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+            let count = retryingOnInterrupt { readv(descriptor, vectors, 2) }
+            if count >= 0 { return max(count - headerIn.count, 0) }
+        } else {
+            let count = retryingOnInterrupt { Glibc.read(descriptor, buffer.baseAddress, buffer.count) }
+            if count >= 0 { return count }
         }
+        if errno == EAGAIN { return nil }
+        throw Failure(description: SystemCallError("reading \(name)").description)
     }
 
     /// Writes one frame, `header` then `payload` gathered by the kernel (no copy here), or with `offload` one
@@ -96,15 +91,12 @@ public final class TapDevice: WireBackend {
             vectors[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
             count += 1
         }
-        while true {
-            if writev(descriptor, vectors, Int32(count)) >= 0 { return .sent }
-            switch errno {
-            case EINTR: continue
-            case EAGAIN, ENOBUFS: return .refused
-            case EIO: return .refused  // the interface is down or not yet up: the frame has nowhere to go
-            case EFAULT: return .unreadablePayload
-            default: throw Failure(description: "writing \(name): \(Errno(rawValue: errno))")
-            }
+        if retryingOnInterrupt({ writev(descriptor, vectors, Int32(count)) }) >= 0 { return .sent }
+        switch errno {
+        case EAGAIN, ENOBUFS: return .refused
+        case EIO: return .refused  // the interface is down or not yet up: the frame has nowhere to go
+        case EFAULT: return .unreadablePayload
+        default: throw Failure(description: SystemCallError("writing \(name)").description)
         }
     }
 

@@ -1,6 +1,7 @@
 import CIOTCPSystem
 import DequeModule
 import Glibc
+import IOTCPSystem
 import IOTCPNICCore
 
 /// Asynchronous reads where io_uring is refused: `pread` on a few worker threads. Reads queued in a turn are
@@ -51,10 +52,7 @@ public final class ThreadPoolDisk: DiskIO {
                     return
                 }
                 pthread_mutex_unlock(lock)
-                var result: Int
-                repeat {
-                    result = pread(read.descriptor, read.destination, read.length, off_t(read.offset))
-                } while result < 0 && errno == EINTR
+                var result = retryingOnInterrupt { pread(read.descriptor, read.destination, read.length, off_t(read.offset)) }
                 if result < 0 { result = -Int(errno) }
                 pthread_mutex_lock(lock)
                 let wasEmpty = completions.isEmpty
@@ -72,7 +70,7 @@ public final class ThreadPoolDisk: DiskIO {
         self.threads = max(threads, 1)
         self.capacity = capacity
         let wake = iotcp_eventfd()
-        guard wake >= 0 else { throw DiskFailure(operation: "eventfd", errno: errno) }
+        guard wake >= 0 else { throw DiskFailure("eventfd") }
         shared = Shared(wake: wake)
         for _ in 0..<self.threads {
             var thread = pthread_t()
@@ -89,7 +87,7 @@ public final class ThreadPoolDisk: DiskIO {
                 Unmanaged<Shared>.fromOpaque(context).release()
             }
         }
-        guard !workers.isEmpty else { throw DiskFailure(operation: "pthread_create", errno: EAGAIN) }
+        guard !workers.isEmpty else { throw DiskFailure("pthread_create", errno: .resourceTemporarilyUnavailable) }
     }
 
     deinit {
@@ -177,10 +175,7 @@ public final class PreadDisk: DiskIO {
         let reads = queued.prefix(count)
         queued.removeFirst(count)
         for read in reads {
-            var result: Int
-            repeat {
-                result = pread(read.descriptor, read.destination, read.length, off_t(read.offset))
-            } while result < 0 && errno == EINTR
+            let result = retryingOnInterrupt { pread(read.descriptor, read.destination, read.length, off_t(read.offset)) }
             body(read.tag, result < 0 ? -Int(errno) : result)
         }
         return count

@@ -1,6 +1,7 @@
 internal import CIOTCPURing
 import CIOTCPSystem
 import Glibc
+import IOTCPSystem
 import IOTCPNICCore
 
 /// Asynchronous reads through io_uring (liburing, in the C target CIOTCPURing): reads are queued as they
@@ -32,7 +33,7 @@ public final class URingDisk: DiskIO {
     public init(entries: UInt32 = 256, slabs: Int = 128) throws(DiskFailure) {
         var error: Int32 = 0
         guard let ring = iotcp_uring_create(entries, &error) else {
-            throw DiskFailure(operation: "io_uring_setup", errno: error)
+            throw DiskFailure("io_uring_setup", errno: Errno(rawValue: error))
         }
         self.ring = ring
         capacity = Int(entries)
@@ -124,16 +125,8 @@ public final class URingDisk: DiskIO {
     }
 }
 
-/// A disk that could not be set up: the call and its errno value.
-public struct DiskFailure: Error, Hashable, Sendable, CustomStringConvertible {
-    public let operation: String
-    public let errno: Int32
-    public init(operation: String, errno: Int32) {
-        self.operation = operation
-        self.errno = errno
-    }
-    public var description: String { "\(operation): \(String(cString: strerror(errno)))" }
-}
+/// A disk that could not be set up: the call that failed and its error.
+public typealias DiskFailure = SystemCallError
 
 extension NICDataPlane {
     /// The data plane as a NIC program wants it by default: files from `files`, read through io_uring (or

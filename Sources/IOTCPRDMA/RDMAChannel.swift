@@ -2,6 +2,7 @@ internal import CRDMA
 import Glibc
 import IOTCPChannels
 import IOTCPCommon
+import IOTCPSystem
 
 /// The command channel over RDMA verbs: host and NIC on two machines (or a host and its SmartNIC), each
 /// direction a reliable-connected queue pair's SENDs, set up with rdma_cm.
@@ -80,7 +81,7 @@ public enum RDMAChannel {
         func step(_ started: Int32, _ name: String, awaiting event: rdma_cm_event_type) -> AttemptResult? {
             let outcome: QueuePairConnectPolicy.Outcome
             if started != 0 {
-                outcome = .unreachable("rdma_\(name): \(String(cString: strerror(errno)))")
+                outcome = .unreachable("rdma_\(name): \(Errno(rawValue: errno).description)")
             } else {
                 switch wait(events, for: event, nanoseconds: stepLimit) {
                 case .arrived: return nil
@@ -104,7 +105,7 @@ public enum RDMAChannel {
         }
         guard connected == 0 else {
             let code = errno
-            return decision(.unreachable("rdma_connect: \(String(cString: strerror(code)))"), configuration)
+            return decision(.unreachable("rdma_connect: \(Errno(rawValue: code).description)"), configuration)
         }
         switch wait(events, for: RDMA_CM_EVENT_ESTABLISHED, nanoseconds: stepLimit) {
         case .arrived(let data):
@@ -145,7 +146,7 @@ public enum RDMAChannel {
             rdma_destroy_event_channel(events)
             let hint = code == EADDRNOTAVAIL || code == ENODEV
                 ? " (no RDMA device has that address: is an rxe link added over its interface?)" : ""
-            throw .system(operation: "binding the RDMA listener to \(endpoint)\(hint)", errno: code, message: String(cString: strerror(code)))
+            throw ChannelError(SystemCallError("binding the RDMA listener to \(endpoint)\(hint)", errno: Errno(rawValue: code)))
         }
         guard rdma_listen(id, 4) == 0 else {
             let error = systemError("rdma_listen on \(endpoint)")
@@ -185,7 +186,7 @@ public enum RDMAChannel {
 
     static func systemError(_ operation: String) -> ChannelError {
         let code = errno
-        return .system(operation: operation, errno: code, message: String(cString: strerror(code)))
+        return ChannelError(SystemCallError(operation, errno: Errno(rawValue: code)))
     }
 
     /// A new rdma_cm identifier on an event channel of its own, which never blocks.

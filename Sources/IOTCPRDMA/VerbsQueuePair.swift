@@ -2,6 +2,7 @@ internal import CRDMA
 import Glibc
 import IOTCPChannels
 import IOTCPCommon
+import IOTCPSystem
 
 /// A reliable-connected queue pair on an RDMA device (libibverbs), with everything it owns: protection
 /// domain, one completion queue for sends and receives with a completion channel to sleep on, and one
@@ -55,13 +56,13 @@ public final class VerbsQueuePair: QueuePairTransport, @unchecked Sendable {
         guard let domain = ibv_alloc_pd(context) else {
             let code = errno
             unwind()
-            throw .system(operation: "ibv_alloc_pd", errno: code, message: String(cString: strerror(code)))
+            throw ChannelError(SystemCallError("ibv_alloc_pd", errno: Errno(rawValue: code)))
         }
         cleanup.insert({ ibv_dealloc_pd(domain) }, at: 0)
         guard let completionChannel = ibv_create_comp_channel(context) else {
             let code = errno
             unwind()
-            throw .system(operation: "ibv_create_comp_channel", errno: code, message: String(cString: strerror(code)))
+            throw ChannelError(SystemCallError("ibv_create_comp_channel", errno: Errno(rawValue: code)))
         }
         cleanup.insert({ ibv_destroy_comp_channel(completionChannel) }, at: 0)
         RDMAChannel.setNonBlocking(completionChannel.pointee.fd)
@@ -69,7 +70,7 @@ public final class VerbsQueuePair: QueuePairTransport, @unchecked Sendable {
         guard let queue = ibv_create_cq(context, Int32(3 * depth + 8), nil, completionChannel, 0) else {
             let code = errno
             unwind()
-            throw .system(operation: "ibv_create_cq", errno: code, message: String(cString: strerror(code)))
+            throw ChannelError(SystemCallError("ibv_create_cq", errno: Errno(rawValue: code)))
         }
         cleanup.insert({ ibv_destroy_cq(queue) }, at: 0)
         let memoryBytes = 2 * depth * bufferBytes
@@ -81,7 +82,7 @@ public final class VerbsQueuePair: QueuePairTransport, @unchecked Sendable {
         guard let memoryRegion = ibv_reg_mr(domain, memory, memoryBytes, Int32(IBV_ACCESS_LOCAL_WRITE.rawValue)) else {
             let code = errno
             unwind()
-            throw .system(operation: "ibv_reg_mr of \(memoryBytes) bytes", errno: code, message: String(cString: strerror(code)))
+            throw ChannelError(SystemCallError("ibv_reg_mr of \(memoryBytes) bytes", errno: Errno(rawValue: code)))
         }
         cleanup.insert({ ibv_dereg_mr(memoryRegion) }, at: 0)
 
@@ -101,7 +102,7 @@ public final class VerbsQueuePair: QueuePairTransport, @unchecked Sendable {
             if rdma_create_qp(id, domain, &attributes) != 0 {
                 let code = errno
                 unwind()
-                throw .system(operation: "rdma_create_qp (depth \(depth))", errno: code, message: String(cString: strerror(code)))
+                throw ChannelError(SystemCallError("rdma_create_qp (depth \(depth))", errno: Errno(rawValue: code)))
             }
         }
         self.inlineLimit = Int(attributes.cap.max_inline_data)
@@ -154,7 +155,7 @@ public final class VerbsQueuePair: QueuePairTransport, @unchecked Sendable {
             return ibv_post_send(id.pointee.qp, &request, &failed)
         }
         guard result == 0 else {
-            throw .system(operation: "ibv_post_send", errno: result, message: String(cString: strerror(result)))
+            throw ChannelError(SystemCallError("ibv_post_send", errno: Errno(rawValue: result)))
         }
     }
 
@@ -171,7 +172,7 @@ public final class VerbsQueuePair: QueuePairTransport, @unchecked Sendable {
             return ibv_post_recv(id.pointee.qp, &request, &failed)
         }
         guard result == 0 else {
-            throw .system(operation: "ibv_post_recv", errno: result, message: String(cString: strerror(result)))
+            throw ChannelError(SystemCallError("ibv_post_recv", errno: Errno(rawValue: result)))
         }
     }
 
@@ -204,7 +205,7 @@ public final class VerbsQueuePair: QueuePairTransport, @unchecked Sendable {
     public func armNotification() throws(ChannelError) {
         let result = ibv_req_notify_cq(queue, 0)
         guard result == 0 else {
-            throw .system(operation: "ibv_req_notify_cq", errno: result, message: String(cString: strerror(result)))
+            throw ChannelError(SystemCallError("ibv_req_notify_cq", errno: Errno(rawValue: result)))
         }
     }
 

@@ -30,6 +30,11 @@ public struct TCPStatistics: Hashable, Sendable {
 /// ECHOs through `handleEcho`, the passage of time through `handleTimers`; SEND, RETRANSMIT, ACKD,
 /// FLOW_OPEN, FLOW_CLOSE and PACKET_OUT go to the output. Memory per idle connection is its control
 /// block alone: buffers are allocated with the first byte.
+///
+/// Its parts with a life of their own are types of their own: the connection table (`ConnectionPool`, with
+/// slot generations), listeners (`ListenerState`), keyed numbers and SYN cookies (`ConnectionSecrets`), the
+/// timer wheel; what is left here (about 550 lines) is the demultiplexing and bookkeeping that ties them
+/// to the connections.
 public final class TCPEngine {
     public let configuration: TCPConfiguration
     public let localAddress: IPv4Address
