@@ -153,18 +153,10 @@ extension NICDataPlane {
                 fail(error.code, kind: .send, flow: flow, reference: UInt64(range.sequence.rawValue), error.description, output: &output)
                 return
             }
-            let chunk = newChunk()
-            chunks[Int(chunk)].flow = index
-            chunks[Int(chunk)].flowGeneration = flows[slot].generation
-            chunks[Int(chunk)].sequence = range.sequence + offset
-            chunks[Int(chunk)].length = take
-            chunks[Int(chunk)].file = range.file
-            chunks[Int(chunk)].fileOffset = range.offset + UInt64(offset)
-            chunks[Int(chunk)].lease = lease
-            chunks[Int(chunk)].holdsLease = true
-            chunks[Int(chunk)].template = range.template
+            let chunk = newChunk(flow: index, generation: flows[slot].generation, sequence: range.sequence + offset, length: take,
+                                 file: range.file, fileOffset: range.offset + UInt64(offset), lease: lease,
+                                 template: range.template, arrival: received)
             chunks[Int(chunk)].isLast = offset + take == length
-            chunks[Int(chunk)].arrival = received
             flows[slot].queue.append(.chunk(chunk))
             flows[slot].toRead.append(chunk)
             queuedBytes += take
@@ -185,7 +177,12 @@ extension NICDataPlane {
         return max(min(size, room / segment * segment), min(segment, room))
     }
 
-    func newChunk() -> UInt32 {
+    /// A chunk waiting for its read: `length` bytes of `file` from `fileOffset`, for the flow at `flow`
+    /// (of `generation`), stream position `sequence`; it holds `lease` until it is let go.
+    func newChunk(
+        flow: UInt32, generation: UInt32, sequence: SequenceNumber, length: Int, file: OffloadedFileID, fileOffset: UInt64,
+        lease: FileLease, template: SegmentTemplate, arrival: Instant
+    ) -> UInt32 {
         let index: UInt32
         if let reused = freeChunks.popLast() {
             index = reused
@@ -193,8 +190,19 @@ extension NICDataPlane {
             index = UInt32(chunks.count)
             chunks.append(Chunk())
         }
-        chunks[Int(index)] = Chunk()
-        chunks[Int(index)].state = .waiting
+        var chunk = Chunk()
+        chunk.state = .waiting
+        chunk.flow = flow
+        chunk.flowGeneration = generation
+        chunk.sequence = sequence
+        chunk.length = length
+        chunk.file = file
+        chunk.fileOffset = fileOffset
+        chunk.lease = lease
+        chunk.holdsLease = true
+        chunk.template = template
+        chunk.arrival = arrival
+        chunks[Int(index)] = chunk
         return index
     }
 
@@ -263,18 +271,10 @@ extension NICDataPlane {
                     stale = true
                     continue
                 }
-                let chunk = newChunk()
+                let chunk = newChunk(flow: index, generation: flows[slot].generation, sequence: range.sequence + skip, length: take,
+                                     file: range.file, fileOffset: range.offset + UInt64(skip), lease: lease,
+                                     template: template, arrival: now)
                 chunks[Int(chunk)].isRetransmission = true
-                chunks[Int(chunk)].flow = index
-                chunks[Int(chunk)].flowGeneration = flows[slot].generation
-                chunks[Int(chunk)].sequence = range.sequence + skip
-                chunks[Int(chunk)].length = take
-                chunks[Int(chunk)].file = range.file
-                chunks[Int(chunk)].fileOffset = range.offset + UInt64(skip)
-                chunks[Int(chunk)].lease = lease
-                chunks[Int(chunk)].holdsLease = true
-                chunks[Int(chunk)].template = template
-                chunks[Int(chunk)].arrival = now
                 flows[slot].urgent.append(chunk)
                 flows[slot].toRead.insert(chunk, at: flows[slot].toRead.startIndex + flows[slot].rereads)
                 flows[slot].rereads += 1

@@ -4,38 +4,23 @@ import IOTCPCommon
 /// probes), keepalive and TIME-WAIT. Each is kept as nanoseconds with `UInt64.max` for none, because an
 /// `Instant?` takes 16 bytes and every byte here is paid once per connection (40 bytes for all five).
 struct ConnectionTimers {
-    enum Timer: CaseIterable {
+    enum Timer: Int, CaseIterable {
         case retransmit, delayedAck, persist, keepalive, timeWait
     }
 
-    private var retransmitAt = UInt64.max
-    private var delayedAckAt = UInt64.max
-    private var persistAt = UInt64.max
-    private var keepaliveAt = UInt64.max
-    private var timeWaitAt = UInt64.max
+    private static let none = UInt64.max
+    /// In `Timer` order; a tuple, so the five live inline in the control block with no array behind them.
+    private var deadlines: (UInt64, UInt64, UInt64, UInt64, UInt64) = (none, none, none, none, none)
 
     /// When `timer` is due, or nil when it is not armed. Setting nil cancels it.
     subscript(timer: Timer) -> Instant? {
         get {
-            let nanoseconds: UInt64
-            switch timer {
-            case .retransmit: nanoseconds = retransmitAt
-            case .delayedAck: nanoseconds = delayedAckAt
-            case .persist: nanoseconds = persistAt
-            case .keepalive: nanoseconds = keepaliveAt
-            case .timeWait: nanoseconds = timeWaitAt
-            }
-            return nanoseconds == .max ? nil : Instant(nanoseconds: nanoseconds)
+            let nanoseconds = withUnsafeBytes(of: deadlines) { $0.load(fromByteOffset: timer.rawValue * 8, as: UInt64.self) }
+            return nanoseconds == Self.none ? nil : Instant(nanoseconds: nanoseconds)
         }
         set {
-            let nanoseconds = newValue?.nanoseconds ?? .max
-            switch timer {
-            case .retransmit: retransmitAt = nanoseconds
-            case .delayedAck: delayedAckAt = nanoseconds
-            case .persist: persistAt = nanoseconds
-            case .keepalive: keepaliveAt = nanoseconds
-            case .timeWait: timeWaitAt = nanoseconds
-            }
+            let nanoseconds = newValue?.nanoseconds ?? Self.none
+            withUnsafeMutableBytes(of: &deadlines) { $0.storeBytes(of: nanoseconds, toByteOffset: timer.rawValue * 8, as: UInt64.self) }
         }
     }
 
@@ -47,15 +32,12 @@ struct ConnectionTimers {
 
     /// The first deadline of all, or nil when none is armed.
     var earliest: Instant? {
-        let first = min(retransmitAt, delayedAckAt, persistAt, keepaliveAt, timeWaitAt)
-        return first == .max ? nil : Instant(nanoseconds: first)
+        let first = min(deadlines.0, deadlines.1, deadlines.2, deadlines.3, deadlines.4)
+        return first == Self.none ? nil : Instant(nanoseconds: first)
     }
 
     /// Cancels every timer but TIME-WAIT's (entering TIME-WAIT: only that one matters from then on).
     mutating func cancelAllButTimeWait() {
-        retransmitAt = .max
-        delayedAckAt = .max
-        persistAt = .max
-        keepaliveAt = .max
+        deadlines = (Self.none, Self.none, Self.none, Self.none, deadlines.4)
     }
 }
