@@ -8,9 +8,7 @@ import Metrics
 ///
 /// Like `HostMetrics`: call `record(_:)` from the thread that runs the runtime, once an interval.
 public final class NICMetrics {
-    private var framesIn, framesOut, bytesIn, bytesOut, wireErrors, wireRefusals: CumulativeCounter
-    private var commandsIn, malformedCommands, sends, segmentsOut, retransmittedBytes, errors: CumulativeCounter
-    private var reads, readBytes, readFailures, bufferWaits, echoes, channelStalls, droppedPackets: CumulativeCounter
+    private var counters: CumulativeCounters<NICRuntime>
     private let echoDelay: Gauge, echoDelayMaximum: Gauge
     private let storeBytes: Gauge, storeBufferedBytes: Gauge, flows: Gauge, openFiles: Gauge, bufferMemory: Gauge
     private var lastEchoes = 0
@@ -18,27 +16,28 @@ public final class NICMetrics {
 
     /// `dimensions` are added to every metric.
     public init(dimensions: [(String, String)] = []) {
-        func counter(_ name: String) -> CumulativeCounter { CumulativeCounter("iotcp_nic_\(name)_total", dimensions: dimensions) }
         func gauge(_ name: String) -> Gauge { Gauge(label: "iotcp_nic_\(name)", dimensions: dimensions) }
-        framesIn = counter("frames_in")
-        framesOut = counter("frames_out")
-        bytesIn = counter("bytes_in")
-        bytesOut = counter("bytes_out")
-        wireErrors = counter("wire_errors")
-        wireRefusals = counter("wire_refusals")
-        commandsIn = counter("commands_in")
-        malformedCommands = counter("malformed_commands")
-        sends = counter("sends")
-        segmentsOut = counter("segments_out")
-        retransmittedBytes = counter("retransmitted_bytes")
-        errors = counter("errors_sent")
-        reads = counter("disk_reads")
-        readBytes = counter("disk_read_bytes")
-        readFailures = counter("disk_read_failures")
-        bufferWaits = counter("buffer_waits")
-        echoes = counter("echoes")
-        channelStalls = counter("channel_stalls")
-        droppedPackets = counter("channel_dropped_packets")
+        counters = CumulativeCounters(prefix: "iotcp_nic_", dimensions: dimensions, [
+            "frames_in": { $0.counters.framesIn },
+            "frames_out": { $0.counters.framesOut },
+            "bytes_in": { $0.counters.bytesIn },
+            "bytes_out": { $0.counters.bytesOut },
+            "wire_errors": { $0.counters.wireErrors },
+            "wire_refusals": { $0.dataPlane.counters.wireRefusals },
+            "commands_in": { $0.counters.commandsIn },
+            "malformed_commands": { $0.counters.malformedCommands },
+            "sends": { $0.dataPlane.counters.sends },
+            "segments_out": { $0.dataPlane.counters.packetsOut },
+            "retransmitted_bytes": { $0.dataPlane.counters.retransmittedBytes },
+            "errors_sent": { $0.dataPlane.counters.errors },
+            "disk_reads": { $0.dataPlane.counters.reads },
+            "disk_read_bytes": { $0.dataPlane.counters.readBytes },
+            "disk_read_failures": { $0.dataPlane.counters.readFailures },
+            "buffer_waits": { $0.dataPlane.counters.bufferWaits },
+            "echoes": { $0.dataPlane.counters.echoes },
+            "channel_stalls": { $0.channelStatistics.heldMessages },
+            "channel_dropped_packets": { $0.channelStatistics.droppedPackets },
+        ])
         echoDelay = gauge("echo_delay_seconds")
         echoDelayMaximum = gauge("echo_delay_max_seconds")
         storeBytes = gauge("store_bytes")
@@ -51,26 +50,8 @@ public final class NICMetrics {
     /// Reads the runtime's counters into the metrics. `echo_delay_seconds` is the mean NIC delay of the
     /// ECHOs since the previous call (unchanged when there were none).
     public func record(_ runtime: NICRuntime) {
-        let wire = runtime.counters, plane = runtime.dataPlane.counters, channel = runtime.channelStatistics
-        framesIn.update(wire.framesIn)
-        framesOut.update(wire.framesOut)
-        bytesIn.update(wire.bytesIn)
-        bytesOut.update(wire.bytesOut)
-        wireErrors.update(wire.wireErrors)
-        wireRefusals.update(plane.wireRefusals)
-        commandsIn.update(wire.commandsIn)
-        malformedCommands.update(wire.malformedCommands)
-        sends.update(plane.sends)
-        segmentsOut.update(plane.packetsOut)
-        retransmittedBytes.update(plane.retransmittedBytes)
-        errors.update(plane.errors)
-        reads.update(plane.reads)
-        readBytes.update(plane.readBytes)
-        readFailures.update(plane.readFailures)
-        bufferWaits.update(plane.bufferWaits)
-        echoes.update(plane.echoes)
-        channelStalls.update(channel.heldMessages)
-        droppedPackets.update(channel.droppedPackets)
+        counters.update(from: runtime)
+        let plane = runtime.dataPlane.counters
         if plane.echoes > lastEchoes && plane.echoDelayTotal >= lastEchoDelayTotal {
             let mean = Double(plane.echoDelayTotal - lastEchoDelayTotal) / Double(plane.echoes - lastEchoes)
             echoDelay.record(mean / 1e9)
