@@ -102,18 +102,7 @@ public final class DelayedDisk: DiskIO {
             let start = submitted.removeValue(forKey: tag) ?? now
             held.append((start + delayNanoseconds, tag, result))
         }
-        var count = 0
-        var index = 0
-        while index < held.count && count < limit {
-            if held[index].due <= now {
-                let (_, tag, result) = held.remove(at: index)
-                body(tag, result)
-                count += 1
-            } else {
-                index += 1
-            }
-        }
-        return count
+        return deliverDue(&held, now: now, limit: limit, body)
     }
 
     public func register(slab: Int, memory: UnsafeMutableRawBufferPointer) -> Bool {
@@ -121,4 +110,23 @@ public final class DelayedDisk: DiskIO {
     }
 
     public func clearWake() { base.clearWake() }
+}
+
+/// Hands `body` the completions in `waiting` that are due by `now`, in order, at most `limit`, and removes
+/// them; the ones not yet due stay. For the disks that hold completions back (delay, shuffling).
+func deliverDue(
+    _ waiting: inout [(due: Instant, tag: UInt64, result: Int)], now: Instant, limit: Int, _ body: (UInt64, Int) -> Void
+) -> Int {
+    var count = 0
+    var index = 0
+    while index < waiting.count && count < limit {
+        if waiting[index].due <= now {
+            let (_, tag, result) = waiting.remove(at: index)
+            body(tag, result)
+            count += 1
+        } else {
+            index += 1
+        }
+    }
+    return count
 }

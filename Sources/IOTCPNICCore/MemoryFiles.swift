@@ -210,18 +210,7 @@ public final class MemoryDisk: DiskIO {
             pending.shuffle(using: &generator)
             random = generator
         }
-        var count = 0
-        var index = 0
-        while index < pending.count && count < limit {
-            if pending[index].due <= now {
-                let (_, tag, result) = pending.remove(at: index)
-                body(tag, result)
-                count += 1
-            } else {
-                index += 1
-            }
-        }
-        return count
+        return deliverDue(&pending, now: now, limit: limit, body)
     }
 
     public func register(slab: Int, memory: UnsafeMutableRawBufferPointer) -> Bool { false }

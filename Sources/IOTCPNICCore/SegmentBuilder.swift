@@ -39,6 +39,22 @@ public enum SegmentBuilder {
         return segments >= 2 ? segments * size : 0
     }
 
+    /// A data segment's TCP header from the host's template: the flags it asks for on the last piece (ACK
+    /// always), and its TSval moved on by the time the data spent on the NIC (IO-TCP's rule).
+    @inlinable
+    static func header(
+        flow: FlowEndpoints, sequence: SequenceNumber, isLast: Bool, template: SegmentTemplate, nicDelayMilliseconds: UInt32
+    ) -> TCPRepr {
+        var options = TCPOptions()
+        if let timestamps = template.timestamps {
+            options.timestamps = TCPTimestamps(value: timestamps.value &+ nicDelayMilliseconds, echoReply: timestamps.echoReply)
+        }
+        return TCPRepr(
+            sourcePort: flow.localPort, destinationPort: flow.remotePort, sequenceNumber: sequence,
+            acknowledgmentNumber: template.acknowledgmentNumber,
+            flags: isLast ? template.lastSegmentFlags.union(.ack) : .ack, window: template.window, options: options)
+    }
+
     /// Writes one segment's IPv4 packet into `buffer` and returns its length. `fillPayload` writes the
     /// payload where it belongs; the checksums are computed after it. With `checksumOffload` the TCP
     /// checksum field gets only the pseudo-header sum, for the device to finish (a super-segment: one
@@ -50,14 +66,7 @@ public enum SegmentBuilder {
         isLast: Bool, template: SegmentTemplate, nicDelayMilliseconds: UInt32, checksumOffload: Bool = false,
         fillPayload: (UnsafeMutableRawBufferPointer) -> Void
     ) throws(WireError) -> Int {
-        var options = TCPOptions()
-        if let timestamps = template.timestamps {
-            options.timestamps = TCPTimestamps(value: timestamps.value &+ nicDelayMilliseconds, echoReply: timestamps.echoReply)
-        }
-        let tcp = TCPRepr(
-            sourcePort: flow.localPort, destinationPort: flow.remotePort, sequenceNumber: sequence,
-            acknowledgmentNumber: template.acknowledgmentNumber,
-            flags: isLast ? template.lastSegmentFlags.union(.ack) : .ack, window: template.window, options: options)
+        let tcp = header(flow: flow, sequence: sequence, isLast: isLast, template: template, nicDelayMilliseconds: nicDelayMilliseconds)
         let tcpLength = tcp.headerLength + payloadLength
         let total = IPv4Repr.headerLength + tcpLength
         guard buffer.count >= total else { throw .bufferTooSmall(needed: total, available: buffer.count) }
@@ -91,14 +100,7 @@ public enum SegmentBuilder {
         payload: UnsafeRawBufferPointer, isLast: Bool, template: SegmentTemplate, nicDelayMilliseconds: UInt32,
         checksum: Checksum
     ) throws(WireError) -> Int {
-        var options = TCPOptions()
-        if let timestamps = template.timestamps {
-            options.timestamps = TCPTimestamps(value: timestamps.value &+ nicDelayMilliseconds, echoReply: timestamps.echoReply)
-        }
-        let tcp = TCPRepr(
-            sourcePort: flow.localPort, destinationPort: flow.remotePort, sequenceNumber: sequence,
-            acknowledgmentNumber: template.acknowledgmentNumber,
-            flags: isLast ? template.lastSegmentFlags.union(.ack) : .ack, window: template.window, options: options)
+        let tcp = header(flow: flow, sequence: sequence, isLast: isLast, template: template, nicDelayMilliseconds: nicDelayMilliseconds)
         let headerLength = IPv4Repr.headerLength + tcp.headerLength
         guard headers.count >= headerLength else { throw .bufferTooSmall(needed: headerLength, available: headers.count) }
         let tcpLength = tcp.headerLength + payload.count
