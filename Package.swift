@@ -20,6 +20,8 @@ let package = Package(
         .library(name: "IOTCPEmbedded", targets: ["IOTCPEmbedded"]),
         .library(name: "IOTCPMetrics", targets: ["IOTCPMetrics"]),
         .library(name: "IOTCPLifecycle", targets: ["IOTCPLifecycle"]),
+        // libiotcp: the host half for C programs (iotcp.h; scripts/install.sh installs it with a pkg-config file).
+        .library(name: "iotcp", type: .dynamic, targets: ["IOTCPC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
@@ -94,6 +96,10 @@ let package = Package(
         .target(
             name: "IOTCPMetrics",
             dependencies: ["IOTCPHost", "IOTCPNIC", .product(name: "Metrics", package: "swift-metrics")]),
+        // The C interface: iotcp.h (a C target, so Swift sees the same declarations C does) and its
+        // implementation in Swift, exported with @_cdecl.
+        .target(name: "CIOTCPABI"),
+        .target(name: "IOTCPC", dependencies: ["CIOTCPABI", "IOTCPEmbedded", "IOTCPRDMA"]),
         // swift-service-lifecycle services: the async stack's pump and the embedded NIC thread.
         .target(
             name: "IOTCPLifecycle",

@@ -204,7 +204,7 @@ public final class SharedMemoryListener: @unchecked Sendable {
     public func accept(timeoutNanoseconds: Int64? = nil) throws(ChannelError) -> RingChannelEnd {
         let deadline = timeoutNanoseconds.map { monotonicNanoseconds() + $0 }
         try SharedMemoryChannel.waitReadable(socket, until: deadline, what: "a host to connect at \(path)")
-        let connection = try systemCall("accept on \(path)") { iotcp_accept(socket) }
+        let connection = try systemCall("accept on \(path)") { iotcp_accept_cloexec(socket) }
         var owned: [Int32] = [connection]
         func release() { for descriptor in owned { Glibc.close(descriptor) } }
         do {

@@ -65,7 +65,7 @@ public final class MetricsEndpoint: Sendable {
 
     private func serve() {
         while true {
-            let connection = retryingOnInterrupt { iotcp_accept(listener) }
+            let connection = retryingOnInterrupt { iotcp_accept_cloexec(listener) }
             if connection < 0 {
                 if errno == ECONNABORTED || errno == EMFILE || errno == ENFILE { continue }
                 return

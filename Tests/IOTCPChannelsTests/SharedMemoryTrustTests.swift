@@ -14,7 +14,7 @@ struct SharedMemoryTrustTests {
         let listening = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         #expect(listening >= 0 && iotcp_unix_listen(listening, path, 1) == 0)
         let thread = Thread {
-            let connection = iotcp_accept(listening)
+            let connection = iotcp_accept_cloexec(listening)
             let configuration = ChannelConfiguration()
             let regionBytes = SharedMemoryChannel.regionHeaderBytes + 2 * configuration.ringBytes
             let memory = iotcp_memfd_create("fake")

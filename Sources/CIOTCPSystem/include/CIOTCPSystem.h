@@ -12,7 +12,7 @@
 int iotcp_eventfd(void);
 
 /// accept4(2) with SOCK_CLOEXEC.
-int iotcp_accept(int fd);
+int iotcp_accept_cloexec(int fd);
 
 /// ppoll(2) with a timeout in nanoseconds; a negative timeout waits without limit.
 int iotcp_poll_nanoseconds(struct pollfd *fds, unsigned long count, int64_t nanoseconds);

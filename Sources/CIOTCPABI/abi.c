@@ -1,0 +1,1 @@
+/* The C interface is implemented in Swift (Sources/IOTCPC); this target carries its header. */
