@@ -116,6 +116,11 @@ done
 if [ "$settled" != yes ]; then
   grep -o 'sessions .*' "$work/server.log" | tail -1 | sed 's/^/soak: server: /'
   grep 'queues:' "$work/nic.log" | tail -1 | sed 's/^/soak: NIC: /'
+  # What is left, side by side: the host's connections (orphans included) and the NIC's flows.
+  awk '/^State +Recv-Q/ { block = "" } /^State +Recv-Q/, /^iotcp-fileserver/ { block = block $0 "\n" } END { printf "%s", block }' \
+    "$work/server.log" | head -20 | sed 's/^/soak: host: /'
+  awk '/^Flow +Local/ { block = "" } /^Flow +Local/, /^$|counters/ { block = block $0 "\n" } END { printf "%s", block }' \
+    "$work/nic.log" | head -20 | sed 's/^/soak: NIC flow: /'
 fi
 check "NIC descriptors back to idle ($idle_fds_nic)" "$idle_fds_nic" "$(descriptors "$nic_pid")"
 check "file server descriptors back to idle ($idle_fds_server)" "$idle_fds_server" "$(descriptors "$server_pid")"
