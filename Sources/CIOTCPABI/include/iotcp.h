@@ -63,7 +63,8 @@ ssize_t iotcp_read(iotcp_stack *stack, int socket, void *buffer, size_t length);
 /* Bytes queued (maybe fewer than asked); -1/EAGAIN when none could be. */
 ssize_t iotcp_write(iotcp_stack *stack, int socket, const void *buffer, size_t length);
 ssize_t iotcp_writev(iotcp_stack *stack, int socket, const struct iovec *vectors, int count);
-/* SHUT_WR (or SHUT_RDWR): a FIN after what is queued. SHUT_RD alone does nothing, as on Linux. */
+/* SHUT_WR (or SHUT_RDWR): a FIN after what is queued. SHUT_RD alone changes nothing here: reads still
+   return what arrives. */
 int iotcp_shutdown(iotcp_stack *stack, int socket, int how);
 /* A listener stops listening; a connection sends FIN after its queued data and finishes closing by itself. */
 int iotcp_close(iotcp_stack *stack, int socket);
