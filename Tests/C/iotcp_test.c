@@ -86,7 +86,7 @@ static void error_paths(iotcp_stack *stack, int epoll, uint16_t port) {
     errno = 0;
     check("a bad shutdown how is EBADF or EINVAL", iotcp_shutdown(stack, 999, 7) == -1 && (errno == EINVAL || errno == EBADF), NULL);
     errno = 0;
-    check("accept on a listener with nobody waiting is EAGAIN", iotcp_accept_cloexec(stack, 0, &address) == -1 && errno == EAGAIN, NULL);
+    check("accept on a listener with nobody waiting is EAGAIN", iotcp_accept(stack, 0, &address) == -1 && errno == EAGAIN, NULL);
     check("getsockname of the listener names its port", iotcp_getsockname(stack, 0, &address) == 0 && ntohs(address.sin_port) == port, NULL);
     errno = 0;
     check("destroying a NULL stack is EBADF", iotcp_stack_destroy(NULL) == -1 && errno == EBADF, NULL);
@@ -156,7 +156,7 @@ int main(int argc, char **argv) {
             if (event->data == (uint64_t)-1) {
                 struct sockaddr_in peer;
                 int socket;
-                while ((socket = iotcp_accept_cloexec(stack, listener, &peer)) >= 0) {
+                while ((socket = iotcp_accept(stack, listener, &peer)) >= 0) {
                     if (socket >= MAX_CONNECTIONS) { iotcp_close(stack, socket); continue; }
                     memset(&sessions[socket], 0, sizeof sessions[socket]);
                     sessions[socket].open = 1;
@@ -215,7 +215,7 @@ int main(int argc, char **argv) {
     if (file >= 0) check("a closed file is EBADF", iotcp_offload_fstat(stack, file, &status) == -1 && errno == EBADF, NULL);
     check("close the listener", iotcp_close(stack, listener) == 0, NULL);
     errno = 0;
-    check("a closed socket is EBADF", iotcp_accept_cloexec(stack, listener, NULL) == -1 && errno == EBADF, NULL);
+    check("a closed socket is EBADF", iotcp_accept(stack, listener, NULL) == -1 && errno == EBADF, NULL);
     check("destroy", iotcp_stack_destroy(stack) == 0, NULL);
     errno = 0;
     check("a destroyed stack is EBADF", iotcp_listen(stack, 81, 1) == -1 && errno == EBADF, NULL);
