@@ -102,7 +102,9 @@ public final class DelayedDisk: DiskIO {
             let start = submitted.removeValue(forKey: tag) ?? now
             held.append((start + delayNanoseconds, tag, result))
         }
-        return deliverDue(&held, now: now, limit: limit, body)
+        let due = takeDue(&held, now: now, limit: limit)
+        for completion in due { body(completion.tag, completion.result) }
+        return due.count
     }
 
     public func register(slab: Int, memory: UnsafeMutableRawBufferPointer) -> Bool {
@@ -112,21 +114,19 @@ public final class DelayedDisk: DiskIO {
     public func clearWake() { base.clearWake() }
 }
 
-/// Hands `body` the completions in `waiting` that are due by `now`, in order, at most `limit`, and removes
-/// them; the ones not yet due stay. For the disks that hold completions back (delay, shuffling).
-func deliverDue(
-    _ waiting: inout [(due: Instant, tag: UInt64, result: Int)], now: Instant, limit: Int, _ body: (UInt64, Int) -> Void
-) -> Int {
-    var count = 0
+/// Takes from `waiting` the completions due by `now`, in order, at most `limit`; the ones not yet due stay.
+/// For the disks that hold completions back (delay, shuffling). The caller hands them on afterwards:
+/// handing them on from inside would keep `waiting` borrowed while the data plane submits the next reads.
+func takeDue(_ waiting: inout [(due: Instant, tag: UInt64, result: Int)], now: Instant, limit: Int) -> [(tag: UInt64, result: Int)] {
+    var due: [(tag: UInt64, result: Int)] = []
     var index = 0
-    while index < waiting.count && count < limit {
+    while index < waiting.count && due.count < limit {
         if waiting[index].due <= now {
             let (_, tag, result) = waiting.remove(at: index)
-            body(tag, result)
-            count += 1
+            due.append((tag, result))
         } else {
             index += 1
         }
     }
-    return count
+    return due
 }

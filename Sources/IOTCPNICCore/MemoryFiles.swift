@@ -210,7 +210,9 @@ public final class MemoryDisk: DiskIO {
             pending.shuffle(using: &generator)
             random = generator
         }
-        return deliverDue(&pending, now: now, limit: limit, body)
+        let due = takeDue(&pending, now: now, limit: limit)
+        for completion in due { body(completion.tag, completion.result) }
+        return due.count
     }
 
     public func register(slab: Int, memory: UnsafeMutableRawBufferPointer) -> Bool { false }

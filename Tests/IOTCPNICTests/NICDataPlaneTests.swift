@@ -218,6 +218,33 @@ struct NICDataPlaneTests {
         #expect(same)
     }
 
+    @Test("a completion's handler may submit the next read at once, on a delayed and on a shuffling disk")
+    func submitFromACompletion() throws {
+        let files = MemoryFiles()
+        files.add("f", [UInt8](repeating: 3, count: 100))
+        let (file, _) = try files.open(path: "f")
+        let lease = try files.lease(file)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+        defer { buffer.deallocate() }
+        let disks: [any DiskIO] = [DelayedDisk(base: MemoryDisk(files: files), delayNanoseconds: 1_000_000),
+                                   MemoryDisk(files: files, shuffleSeed: 7)]
+        for disk in disks {
+            #expect(disk.submit(DiskRead(descriptor: lease.descriptor, offset: 0, length: 10, destination: buffer, tag: 1), now: .zero))
+            var seen: [UInt64] = []
+            let later = Instant(nanoseconds: 5_000_000)
+            // The data plane does this: a completion frees a buffer and the next chunk's read goes at once.
+            _ = disk.reap(now: later, limit: 8) { tag, result in
+                seen.append(tag)
+                #expect(result == 10)
+                if tag == 1 {
+                    #expect(disk.submit(DiskRead(descriptor: lease.descriptor, offset: 10, length: 10, destination: buffer, tag: 2), now: later))
+                }
+            }
+            _ = disk.reap(now: Instant(nanoseconds: 10_000_000), limit: 8) { tag, _ in seen.append(tag) }
+            #expect(seen == [1, 2], "\(disk.name): completions \(seen)")
+        }
+    }
+
     @Test("a host packet with data after queued file data waits behind it, its TSval moved on by its wait; a pure ACK does not wait")
     func packetsKeepStreamOrder() throws {
         let files = MemoryFiles()
