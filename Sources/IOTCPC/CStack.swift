@@ -9,13 +9,8 @@ final class CStack {
     let stack: IOTCPStack
     private let embedded: EmbeddedNIC?
     private let namespace: NetworkNamespace?
-    /// Index: the C socket number; nil for a free number.
-    private var sockets: [Socket?] = []
-    private var socketNumbers: [Socket: Int32] = [:]
-    private var freeSockets: [Int32] = []
-    private var files: [OffloadedFileID?] = []
-    private var fileNumbers: [OffloadedFileID: Int32] = [:]
-    private var freeFiles: [Int32] = []
+    private var sockets = NumberTable<Socket>(noun: "socket")
+    private var files = NumberTable<OffloadedFileID>(noun: "offloaded file")
     var events: [StackEvent] = []
     var epollCreated = false
 
@@ -69,7 +64,7 @@ final class CStack {
 
     /// Stops the NIC half (embedded) and removes the namespace it made.
     func shutDown() {
-        for case let socket? in sockets { try? stack.abort(socket) }
+        for socket in sockets.all { try? stack.abort(socket) }
         stack.flush()
         embedded?.stop()
         namespace?.remove()
@@ -77,60 +72,53 @@ final class CStack {
 
     // MARK: - Numbers for sockets and files
 
-    func number(for socket: Socket) -> Int32 {
-        if let known = socketNumbers[socket] { return known }
+    func number(for socket: Socket) -> Int32 { sockets.number(for: socket) }
+    func socket(_ number: Int32) throws(CFailure) -> Socket { try sockets.value(number) }
+    func forget(socket number: Int32) { sockets.forget(number) }
+    func number(for file: OffloadedFileID) -> Int32 { files.number(for: file) }
+    func file(_ number: Int32) throws(CFailure) -> OffloadedFileID { try files.value(number) }
+    func forget(file number: Int32) { files.forget(number) }
+}
+
+/// Small non-negative integers for values C callers hold, as file descriptors are: the lowest freed number
+/// is not promised, only that a number in use names one value and a forgotten one names none.
+struct NumberTable<Value: Hashable> {
+    let noun: String
+    private var values: [Value?] = []
+    private var numbers: [Value: Int32] = [:]
+    private var free: [Int32] = []
+
+    init(noun: String) { self.noun = noun }
+
+    /// All values still held.
+    var all: [Value] { values.compactMap { $0 } }
+
+    mutating func number(for value: Value) -> Int32 {
+        if let known = numbers[value] { return known }
         let number: Int32
-        if let free = freeSockets.popLast() {
-            number = free
-            sockets[Int(free)] = socket
+        if let reused = free.popLast() {
+            number = reused
+            values[Int(reused)] = value
         } else {
-            number = Int32(sockets.count)
-            sockets.append(socket)
+            number = Int32(values.count)
+            values.append(value)
         }
-        socketNumbers[socket] = number
+        numbers[value] = number
         return number
     }
 
-    func socket(_ number: Int32) throws(CFailure) -> Socket {
-        guard number >= 0, Int(number) < sockets.count, let socket = sockets[Int(number)] else {
-            throw CFailure(EBADF, "no socket \(number) (never opened, or closed)")
+    func value(_ number: Int32) throws(CFailure) -> Value {
+        guard number >= 0, Int(number) < values.count, let value = values[Int(number)] else {
+            throw CFailure(EBADF, "no \(noun) \(number) (never opened, or closed)")
         }
-        return socket
+        return value
     }
 
-    func forget(socket number: Int32) {
-        guard let socket = sockets[Int(number)] else { return }
-        sockets[Int(number)] = nil
-        socketNumbers[socket] = nil
-        freeSockets.append(number)
-    }
-
-    func number(for file: OffloadedFileID) -> Int32 {
-        if let known = fileNumbers[file] { return known }
-        let number: Int32
-        if let free = freeFiles.popLast() {
-            number = free
-            files[Int(free)] = file
-        } else {
-            number = Int32(files.count)
-            files.append(file)
-        }
-        fileNumbers[file] = number
-        return number
-    }
-
-    func file(_ number: Int32) throws(CFailure) -> OffloadedFileID {
-        guard number >= 0, Int(number) < files.count, let file = files[Int(number)] else {
-            throw CFailure(EBADF, "no offloaded file \(number) (never opened, or closed)")
-        }
-        return file
-    }
-
-    func forget(file number: Int32) {
-        guard let file = files[Int(number)] else { return }
-        files[Int(number)] = nil
-        fileNumbers[file] = nil
-        freeFiles.append(number)
+    mutating func forget(_ number: Int32) {
+        guard number >= 0, Int(number) < values.count, let value = values[Int(number)] else { return }
+        values[Int(number)] = nil
+        numbers[value] = nil
+        free.append(number)
     }
 }
 
