@@ -1,0 +1,445 @@
+/*
+ * iotcp_glue.c: lighttpd's sockets on libiotcp (see iotcp_glue.h for what each call replaces).
+ *
+ * Three tables:
+ *   - sockets, indexed by the descriptor number lighttpd holds: the iotcp socket behind it, the events
+ *     lighttpd asked for and the pointer it wants back, and whether the socket waits for a file to open;
+ *   - offloaded files, by path under IOTCP_ROOT: opened on the NIC once (asynchronously: the answer is an
+ *     event of the iotcp queue) and kept while the file lighttpd opened is the same file;
+ *   - the sockets waiting for each file that is still opening.
+ * Single-threaded, as lighttpd's event loop is.
+ */
+#define _GNU_SOURCE
+#include "iotcp_glue.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "iotcp.h"
+
+/* ---- The stack, made on first use from the environment. */
+
+static iotcp_stack *stack;
+static int queue = -1;          /* the stack's event queue */
+static int placeholder = -1;    /* the AF_UNIX socket every iotcp descriptor duplicates */
+static const char *root;        /* IOTCP_ROOT without a trailing '/' */
+static size_t root_length;
+static pid_t owner;             /* the process that made the stack: a fork must not use it */
+
+static void destroy_stack(void) {
+    if (stack && getpid() == owner) iotcp_stack_destroy(stack);
+    stack = NULL;
+}
+
+int iotcp_glue_enabled(void) {
+    const char *nic = getenv("IOTCP_NIC");
+    return nic != NULL && *nic != '\0';
+}
+
+static iotcp_stack *the_stack(void) {
+    if (stack) return stack;
+    const char *nic = getenv("IOTCP_NIC");
+    const char *directory = getenv("IOTCP_ROOT");
+    if (!nic || !*nic) { errno = EINVAL; return NULL; }
+    if (!directory || directory[0] != '/') {
+        fprintf(stderr, "iotcp: IOTCP_ROOT must be the absolute path of the directory the NIC half serves\n");
+        errno = EINVAL;
+        return NULL;
+    }
+    root_length = strlen(directory);
+    while (root_length > 1 && directory[root_length - 1] == '/') root_length--;
+    root = directory;
+    iotcp_options options;
+    memset(&options, 0, sizeof options);
+    options.nic = strcmp(nic, "embedded") == 0 ? NULL : nic;
+    options.root = directory;
+    options.netns = getenv("IOTCP_NETNS");
+    options.address = getenv("IOTCP_ADDRESS");
+    const char *replace = getenv("IOTCP_REPLACE_NETNS");
+    options.replace_netns = replace && strcmp(replace, "1") == 0;
+    placeholder = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (placeholder < 0) return NULL;
+    stack = iotcp_stack_create(&options);
+    if (!stack) {
+        int error = errno;
+        fprintf(stderr, "iotcp: the stack could not start: %s\n", iotcp_last_error());
+        errno = error;
+        return NULL;
+    }
+    queue = iotcp_epoll_create(stack);
+    owner = getpid();
+    atexit(destroy_stack);
+    return stack;
+}
+
+/* ---- Sockets by descriptor number. */
+
+struct glue_socket {
+    int socket;             /* the iotcp socket, -1: this descriptor is not iotcp's */
+    uint32_t generation;    /* bumped at close, so a stale waiter is recognised */
+    uint32_t events;        /* what lighttpd asked for */
+    uint64_t data;          /* what lighttpd wants back with them */
+    int registered;
+    int waiting;            /* OUT held back until a file finishes opening */
+};
+
+static struct glue_socket *sockets;
+static int socket_capacity;
+
+static struct glue_socket *glue_socket(int fd) {
+    if (fd < 0 || fd >= socket_capacity || sockets[fd].socket < 0) return NULL;
+    return &sockets[fd];
+}
+
+int iotcp_glue_is_socket(int fd) { return glue_socket(fd) != NULL; }
+
+/* A descriptor number for iotcp socket `socket`, or -1 (errno set; the socket is then closed). */
+static int adopt(int socket) {
+    int fd = fcntl(placeholder, F_DUPFD_CLOEXEC, 0);
+    if (fd >= socket_capacity) {
+        int capacity = socket_capacity ? socket_capacity : 1024;
+        while (capacity <= fd) capacity *= 2;
+        struct glue_socket *grown = realloc(sockets, (size_t)capacity * sizeof *grown);
+        if (!grown) { close(fd); fd = -1; errno = ENOMEM; }
+        else {
+            for (int i = socket_capacity; i < capacity; i++) grown[i] = (struct glue_socket){ .socket = -1 };
+            sockets = grown;
+            socket_capacity = capacity;
+        }
+    }
+    if (fd < 0) {
+        int error = errno;
+        iotcp_close(stack, socket);
+        errno = error;
+        return -1;
+    }
+    uint32_t generation = sockets[fd].generation + 1;
+    sockets[fd] = (struct glue_socket){ .socket = socket, .generation = generation };
+    return fd;
+}
+
+static int apply_interest(struct glue_socket *s) {
+    uint32_t events = s->events;
+    if (s->waiting) events &= ~(uint32_t)EPOLLOUT;
+    int operation = s->registered ? IOTCP_EPOLL_CTL_MOD : IOTCP_EPOLL_CTL_ADD;
+    if (iotcp_epoll_ctl(stack, queue, operation, s->socket, events, s->data) != 0) return -1;
+    s->registered = 1;
+    return 0;
+}
+
+int iotcp_glue_listen(const struct sockaddr *address, socklen_t length, int backlog) {
+    if (!the_stack()) return -1;
+    if (!address || length < (socklen_t)sizeof(struct sockaddr_in) || address->sa_family != AF_INET) {
+        errno = EAFNOSUPPORT;
+        return -1;
+    }
+    const struct sockaddr_in *in = (const struct sockaddr_in *)address;
+    struct in_addr own;
+    if (iotcp_stack_address(stack, &own) != 0) return -1;
+    if (in->sin_addr.s_addr != htonl(INADDR_ANY) && in->sin_addr.s_addr != own.s_addr) {
+        errno = EADDRNOTAVAIL;
+        return -1;
+    }
+    int socket = iotcp_listen(stack, ntohs(in->sin_port), backlog);
+    if (socket < 0) return -1;
+    return adopt(socket);
+}
+
+int iotcp_glue_accept(int listener, struct sockaddr *peer, size_t *length) {
+    struct glue_socket *s = glue_socket(listener);
+    if (!s) { errno = EBADF; return -1; }
+    struct sockaddr_in from;
+    int socket = iotcp_accept(stack, s->socket, &from);
+    if (socket < 0) return -1;
+    int fd = adopt(socket);
+    if (fd < 0) return -1;
+    if (peer && length) {
+        size_t size = *length < sizeof from ? *length : sizeof from;
+        memcpy(peer, &from, size);
+        *length = sizeof from;
+    }
+    return fd;
+}
+
+ssize_t iotcp_glue_read(int fd, void *buffer, size_t length) {
+    struct glue_socket *s = glue_socket(fd);
+    return s ? iotcp_read(stack, s->socket, buffer, length) : read(fd, buffer, length);
+}
+
+ssize_t iotcp_glue_writev(int fd, const struct iovec *vectors, int count) {
+    struct glue_socket *s = glue_socket(fd);
+    return s ? iotcp_writev(stack, s->socket, vectors, count) : writev(fd, vectors, count);
+}
+
+int iotcp_glue_shutdown(int fd, int how) {
+    struct glue_socket *s = glue_socket(fd);
+    return s ? iotcp_shutdown(stack, s->socket, how) : shutdown(fd, how);
+}
+
+int iotcp_glue_getsockname(int fd, struct sockaddr *address, socklen_t *length) {
+    struct glue_socket *s = glue_socket(fd);
+    if (!s) return getsockname(fd, address, length);
+    if (!address || !length) { errno = EFAULT; return -1; }
+    struct sockaddr_in own;
+    if (iotcp_getsockname(stack, s->socket, &own) != 0) return -1;
+    memcpy(address, &own, *length < sizeof own ? *length : sizeof own);
+    *length = sizeof own;
+    return 0;
+}
+
+int iotcp_glue_close(int fd) {
+    struct glue_socket *s = glue_socket(fd);
+    if (!s) return close(fd);
+    int result = iotcp_close(stack, s->socket);
+    int error = errno;
+    s->socket = -1;
+    s->generation++;
+    s->registered = 0;
+    s->waiting = 0;
+    close(fd);
+    errno = error;
+    return result;
+}
+
+/* ---- Offloaded files by path. */
+
+enum { OPENING = 1, OPEN, FAILED };
+
+struct waiter { int fd; uint32_t generation; };
+
+struct offloaded {
+    char *path;                 /* under the NIC's root; NULL: a free slot */
+    int state;
+    int file;                   /* OPEN: the iotcp file */
+    uint32_t generation;        /* in the open's token: an answer for an evicted entry is recognised */
+    struct stat identity;       /* the file lighttpd opened when this entry was made */
+    struct waiter *waiters;
+    int waiter_count, waiter_capacity;
+};
+
+#define FILE_SLOTS 4096         /* a power of two; evicted wholesale at 3/4 full */
+static struct offloaded files[FILE_SLOTS];
+static int file_count;
+static uint32_t file_generation;
+
+static uint32_t path_hash(const char *path) {
+    uint32_t hash = 2166136261u;
+    for (; *path; path++) hash = (hash ^ (uint8_t)*path) * 16777619u;
+    return hash;
+}
+
+static int same_file(const struct stat *a, const struct stat *b) {
+    return a->st_ino == b->st_ino && a->st_dev == b->st_dev && a->st_size == b->st_size
+        && a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+static void wake_waiters(struct offloaded *entry) {
+    for (int i = 0; i < entry->waiter_count; i++) {
+        struct glue_socket *s = glue_socket(entry->waiters[i].fd);
+        if (!s || s->generation != entry->waiters[i].generation || !s->waiting) continue;
+        s->waiting = 0;
+        if (s->registered) (void)apply_interest(s);
+    }
+    entry->waiter_count = 0;
+}
+
+static void release(struct offloaded *entry) {
+    if (entry->state == OPEN) iotcp_offload_close(stack, entry->file);
+    wake_waiters(entry);    /* they retry and open afresh */
+    free(entry->path);
+    free(entry->waiters);
+    memset(entry, 0, sizeof *entry);
+}
+
+/* Too many files: forget every one (the NIC closes each once its queued ranges are acknowledged). */
+static void evict_all(void) {
+    for (int i = 0; i < FILE_SLOTS; i++) if (files[i].path) release(&files[i]);
+    file_count = 0;
+}
+
+static struct offloaded *find(const char *path, int create) {
+    if (create && file_count >= FILE_SLOTS / 4 * 3) evict_all();
+    for (uint32_t i = path_hash(path), n = 0; n < FILE_SLOTS; i++, n++) {
+        struct offloaded *entry = &files[i & (FILE_SLOTS - 1)];
+        if (!entry->path) {
+            if (!create) return NULL;
+            if (!(entry->path = strdup(path))) return NULL;
+            file_count++;
+            return entry;
+        }
+        if (strcmp(entry->path, path) == 0) return entry;
+    }
+    return NULL;
+}
+
+static int start_open(struct offloaded *entry, const struct stat *identity) {
+    entry->identity = *identity;
+    entry->state = OPENING;
+    entry->generation = ++file_generation;
+    uint64_t token = ((uint64_t)entry->generation << 32) | (uint64_t)(entry - files);
+    if (iotcp_offload_open(stack, entry->path, token) != 0) {
+        entry->state = FAILED;
+        return -1;
+    }
+    return 0;
+}
+
+static void opened(const iotcp_event *event) {
+    uint32_t slot = (uint32_t)(event->data & 0xffffffffu), generation = (uint32_t)(event->data >> 32);
+    struct offloaded *entry = slot < FILE_SLOTS ? &files[slot] : NULL;
+    if (!entry || !entry->path || entry->state != OPENING || entry->generation != generation) {
+        if (event->result >= 0) iotcp_offload_close(stack, event->result);   /* nobody wants it now */
+        return;
+    }
+    iotcp_file_status status;
+    if (event->result < 0) {
+        fprintf(stderr, "iotcp: the NIC could not open %s (%s): lighttpd sends it through the host\n",
+                entry->path, strerror(-event->result));
+        entry->state = FAILED;
+    } else if (iotcp_offload_fstat(stack, event->result, &status) != 0
+               || (off_t)status.size != entry->identity.st_size) {
+        fprintf(stderr, "iotcp: the NIC's %s is not the file lighttpd opened (%llu bytes, not %lld): "
+                "lighttpd sends it through the host\n", entry->path,
+                (unsigned long long)status.size, (long long)entry->identity.st_size);
+        iotcp_offload_close(stack, event->result);
+        entry->state = FAILED;
+    } else {
+        entry->file = event->result;
+        entry->state = OPEN;
+    }
+    wake_waiters(entry);
+}
+
+/* The host sends the bytes itself: files outside the NIC's root (lighttpd's temporary files) and files
+   the NIC could not open. */
+static ssize_t send_through_host(struct glue_socket *s, int file, off_t *offset, size_t count) {
+    static char buffer[65536];
+    if (count > sizeof buffer) count = sizeof buffer;
+    ssize_t got = pread(file, buffer, count, *offset);
+    if (got <= 0) return got;
+    ssize_t sent = iotcp_write(stack, s->socket, buffer, (size_t)got);
+    if (sent > 0) *offset += sent;
+    return sent;
+}
+
+ssize_t iotcp_glue_sendfile(int fd, int file, off_t *offset, size_t count, const char *path) {
+    struct glue_socket *s = glue_socket(fd);
+    if (!s) return sendfile(fd, file, offset, count);
+    if (!path || strncmp(path, root, root_length) != 0 || path[root_length] != '/')
+        return send_through_host(s, file, offset, count);
+    struct stat identity;
+    if (fstat(file, &identity) != 0) return -1;
+    struct offloaded *entry = find(path + root_length, 1);
+    if (!entry) return send_through_host(s, file, offset, count);
+    if (!entry->state || (entry->state != OPENING && !same_file(&entry->identity, &identity))) {
+        if (entry->state == OPEN) iotcp_offload_close(stack, entry->file);
+        if (start_open(entry, &identity) != 0) return send_through_host(s, file, offset, count);
+    }
+    switch (entry->state) {
+    case OPENING:
+        if (entry->waiter_count == entry->waiter_capacity) {
+            int capacity = entry->waiter_capacity ? entry->waiter_capacity * 2 : 8;
+            struct waiter *grown = realloc(entry->waiters, (size_t)capacity * sizeof *grown);
+            if (!grown) { errno = ENOMEM; return -1; }
+            entry->waiters = grown;
+            entry->waiter_capacity = capacity;
+        }
+        entry->waiters[entry->waiter_count++] = (struct waiter){ fd, s->generation };
+        s->waiting = 1;
+        if (s->registered) (void)apply_interest(s);
+        errno = EAGAIN;
+        return -1;
+    case OPEN: {
+        ssize_t sent = iotcp_offload_write(stack, s->socket, entry->file, (uint64_t)*offset, count);
+        if (sent > 0) *offset += sent;
+        return sent;
+    }
+    default:
+        return send_through_host(s, file, offset, count);
+    }
+}
+
+/* ---- One event loop for both. */
+
+static int pollable = -2;       /* -2: not asked yet; -1: the channel has no descriptor */
+static int pollable_queue = -1; /* the kernel epoll it was added to */
+static char pollable_marker;    /* its events carry this address: never a lighttpd pointer */
+static iotcp_event *gathered;
+static int gathered_capacity;
+
+int iotcp_glue_epoll_ctl(int epoll, int operation, int fd, struct epoll_event *event) {
+    struct glue_socket *s = glue_socket(fd);
+    if (!s) return epoll_ctl(epoll, operation, fd, event);
+    if (operation == EPOLL_CTL_DEL) {
+        s->registered = 0;
+        return iotcp_epoll_ctl(stack, queue, IOTCP_EPOLL_CTL_DEL, s->socket, 0, 0);
+    }
+    if (!event) { errno = EFAULT; return -1; }
+    s->events = event->events;
+    s->data = (uint64_t)(uintptr_t)event->data.ptr;
+    return apply_interest(s);
+}
+
+/* Moves what iotcp has ready into `events` (finished opens are the glue's own), up to `room`. */
+static int gather(struct epoll_event *events, int room) {
+    if (room <= 0) return 0;
+    if (room > gathered_capacity) {
+        iotcp_event *grown = realloc(gathered, (size_t)room * sizeof *grown);
+        if (!grown) return 0;
+        gathered = grown;
+        gathered_capacity = room;
+    }
+    int count = iotcp_epoll_wait(stack, queue, gathered, room, 0);
+    int delivered = 0;
+    for (int i = 0; i < count; i++) {
+        if (gathered[i].events & IOTCP_OFFLOAD_OPENED) { opened(&gathered[i]); continue; }
+        events[delivered].events = gathered[i].events;
+        events[delivered].data.u64 = gathered[i].data;
+        delivered++;
+    }
+    return delivered;
+}
+
+/* Drops the iotcp descriptor's own wake-ups from what the kernel reported. */
+static int without_marker(struct epoll_event *events, int count) {
+    int kept = 0;
+    for (int i = 0; i < count; i++)
+        if (events[i].data.ptr != &pollable_marker) events[kept++] = events[i];
+    return kept;
+}
+
+int iotcp_glue_epoll_wait(int epoll, struct epoll_event *events, int max_events, int timeout_ms) {
+    if (!stack) return epoll_wait(epoll, events, max_events, timeout_ms);
+    if (pollable == -2 || pollable_queue != epoll) {
+        pollable = iotcp_pollable_fd(stack);
+        if (pollable >= 0) {
+            struct epoll_event wake = { .events = EPOLLIN, .data.ptr = &pollable_marker };
+            if (epoll_ctl(epoll, EPOLL_CTL_ADD, pollable, &wake) != 0 && errno != EEXIST) pollable = -1;
+        }
+        pollable_queue = epoll;
+    }
+    int ready = gather(events, max_events);
+    if (ready > 0) {
+        int kernel = epoll_wait(epoll, events + ready, max_events - ready, 0);
+        return ready + (kernel > 0 ? without_marker(events + ready, kernel) : 0);
+    }
+    int limit = timeout_ms < 0 ? 1000 : timeout_ms;
+    int sleep_ms = iotcp_before_poll(stack, limit);
+    if (sleep_ms < 0) sleep_ms = limit;                 /* the NIC half failed: lighttpd's timers go on */
+    if (sleep_ms > 0 && pollable < 0) sleep_ms = 1;     /* a busy-polled channel: look again soon */
+    int kernel = epoll_wait(epoll, events, max_events, sleep_ms);
+    int saved = errno;
+    if (sleep_ms > 0) iotcp_after_poll(stack);
+    if (kernel < 0) { errno = saved; return saved == EINTR ? 0 : -1; }
+    kernel = without_marker(events, kernel);
+    return kernel + gather(events + kernel, max_events - kernel);
+}
