@@ -50,5 +50,39 @@ c_failed=$(sed -nE 's/^c: ([0-9]+) passed, ([0-9]+) failed$/\2/p' "$work/test.ou
 check "the C test program finished and exited 0" "0 0" "$status ${c_failed:-missing}"
 passed=$((passed + ${c_passed:-0}))
 check "its namespace is gone" "" "$(ip netns list | grep -w "$namespace")"
+
+# Examples/c-fileserver: the C twin of iotcp-fileserver, built the way its header comment says.
+if cc -std=gnu11 -O2 -Wall -Wextra -Werror -o "$work/c-fileserver" Examples/c-fileserver/c-fileserver.c $(pkg-config --cflags --libs iotcp) 2>"$work/cc.log"; then
+  check "Examples/c-fileserver builds with pkg-config alone" yes yes
+  head -c 20000000 /dev/urandom > "$work/www/big.bin"
+  echo '<h1>c-fileserver</h1>' > "$work/www/index.html"
+  "$work/c-fileserver" "$work/www" --netns "$namespace" --address 10.93.0.2/24 --port 8081 >"$work/server.out" 2>"$work/server.err" &
+  test_pid=$!
+  for _ in $(seq 100); do grep -q "^c-fileserver: serving" "$work/server.out" 2>/dev/null && break; sleep 0.1; done
+  check "c-fileserver started" "c-fileserver: serving $work/www on http://10.93.0.2:8081/" "$(head -1 "$work/server.out")"
+  url=http://10.93.0.2:8081
+  fetch() { ip netns exec "$namespace" curl -sS --max-time 30 "$@"; }
+  for file in file.bin big.bin index.html; do
+    check "c-fileserver: GET /$file by sha256" "200 $(sha256sum < "$work/www/$file")" "$(fetch -o "$work/got" -w '%{http_code}' "$url/$file") $(sha256sum < "$work/got")"
+  done
+  check "c-fileserver: GET / is index.html" "$(cat "$work/www/index.html")" "$(fetch "$url/")"
+  check "c-fileserver: HEAD has the length, no body" "200 20000000 0" \
+    "$(fetch -I -o "$work/head" -w '%{http_code} ' "$url/big.bin")$(tr -d '\r' < "$work/head" | awk '/^Content-Length/ {print $2}') $(fetch -I -o /dev/null -w '%{size_download}' "$url/big.bin")"
+  check "c-fileserver: 404 for a missing file" 404 "$(fetch -o /dev/null -w '%{http_code}' "$url/missing")"
+  check "c-fileserver: 403 for /../" 403 "$(fetch -o /dev/null -w '%{http_code}' --path-as-is "$url/../etc/passwd")"
+  check "c-fileserver: 405 for POST" 405 "$(fetch -o /dev/null -w '%{http_code}' -X POST "$url/index.html")"
+  check "c-fileserver: keep-alive: two downloads on one connection" "200 200 1" \
+    "$(fetch -o /dev/null -o /dev/null -w '%{http_code} ' "$url/file.bin" "$url/index.html" | tr -s ' ')$(fetch -o /dev/null -o /dev/null -w '%{num_connects}+' "$url/index.html" "$url/index.html" | awk -F+ '{print $1 + $2}')"
+  pipelined=$(ip netns exec "$namespace" timeout 10 bash -c 'exec 3<>/dev/tcp/10.93.0.2/8081
+    printf "GET /index.html HTTP/1.1\r\nHost: x\r\n\r\nGET /missing HTTP/1.1\r\nHost: x\r\n\r\nGET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" >&3
+    cat <&3' | grep -ao 'HTTP/1.1 [0-9][0-9][0-9]' | awk '{print $2}' | tr '\n' ' ')
+  check "c-fileserver: pipelining: three requests in one write, answered in order" "200 404 200 " "$pipelined"
+  kill -TERM "$test_pid"; wait "$test_pid"
+  check "c-fileserver: stops on SIGTERM with status 0" 0 "$?"
+  test_pid=
+  check "c-fileserver: its namespace is gone" "" "$(ip netns list | grep -w "$namespace")"
+else
+  cat "$work/cc.log"; check "Examples/c-fileserver builds with pkg-config alone" yes no
+fi
 echo "c-tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

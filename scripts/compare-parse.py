@@ -119,7 +119,7 @@ def report(results_path, prefix):
                     r["server"], label(size), connections, r["gbps"], r["requests_per_second"],
                     milliseconds_cell(r["latency_p50_ms"], 2), milliseconds_cell(r["latency_p99_ms"], 1),
                     milliseconds_cell(r["latency_max_ms"], 0), r["host_cpu_seconds_per_gb"],
-                    "%.3f" % r["nic_cpu_seconds_per_gb"] if r["server"].startswith("iotcp") else "-",
+                    "%.3f" % r["nic_cpu_seconds_per_gb"] if "iotcp" in r["server"] else "-",
                     r["core_cpu_seconds_per_gb"], 100 * r["core_busy_fraction"], r["memory_kib_per_connection"],
                     r["socket_errors"] + r["non_2xx"], r["timeouts"]))
                 if nginx and r is not nginx and nginx["gbps"] > 0 and nginx["core_cpu_seconds_per_gb"] > 0:
@@ -130,6 +130,23 @@ def report(results_path, prefix):
                         r["core_cpu_seconds_per_gb"] / nginx["core_cpu_seconds_per_gb"],
                         "1/%.1f" % (nginx["host_cpu_seconds_per_gb"] / r["host_cpu_seconds_per_gb"])
                         if r["host_cpu_seconds_per_gb"] > 0 else "-"))
+    patched = [r for r in results if r["server"].startswith("lighttpd-iotcp")]
+    if patched and any(r["server"] == "lighttpd" for r in results):
+        ratios += ["", "lighttpd on iotcp against stock lighttpd on Linux (same file, same connections): Gbps, p99,",
+                   "whole-core CPU per GB, host CPU per GB.", "",
+                   "| server | file | conns | Gbps | p99 | core s/GB | host s/GB |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in patched:
+            stock = next((s for s in results if s["server"] == "lighttpd" and s["size"] == r["size"]
+                          and s["connections"] == r["connections"]), None)
+            if not stock or stock["gbps"] <= 0 or stock["core_cpu_seconds_per_gb"] <= 0:
+                continue
+            ratios.append("| %s | %s | %d | %.2fx | %s | %.2fx | %s |" % (
+                r["server"], label(r["size"]), r["connections"], r["gbps"] / stock["gbps"],
+                "%.2fx" % (r["latency_p99_ms"] / stock["latency_p99_ms"])
+                if stock["latency_p99_ms"] > 0 and r["latency_p99_ms"] > 0 else "-",
+                r["core_cpu_seconds_per_gb"] / stock["core_cpu_seconds_per_gb"],
+                "1/%.1f" % (stock["host_cpu_seconds_per_gb"] / r["host_cpu_seconds_per_gb"])
+                if r["host_cpu_seconds_per_gb"] > 0 else "-"))
     copies = [r for r in results if r.get("user_copies_per_byte") is not None]
     if copies:
         ratios += ["", "iotcp-nic's own counters over each run: payload bytes copied in user space, and bytes read from",

@@ -4,7 +4,8 @@
 #
 # Two scenarios:
 #   warm  the page cache holds every file (4 KiB, 64 KiB, 500 KiB, 10 MiB), each size requested alone:
-#         iotcp embedded and split, lighttpd and nginx with sendfile.
+#         iotcp embedded and split, lighttpd on iotcp (Examples/lighttpd: embedded, and split over shared
+#         memory), stock lighttpd and nginx with sendfile.
 #   cold  a library of 500 KiB files four times larger than the page cache the servers may use (each server
 #         runs in a memory cgroup with the same limit, caches dropped before each), requests spread over it
 #         by a Zipf law: iotcp split (buffered reads through io_uring, and O_DIRECT), nginx with sendfile,
@@ -37,6 +38,7 @@ fi
 echo "== building (release)"
 swift build -c release --product iotcp-fileserver >/dev/null 2>&1 || swift build -c release --product iotcp-fileserver
 swift build -c release --product iotcp-nic >/dev/null 2>&1 || swift build -c release --product iotcp-nic
+lighttpd_iotcp=$(CONFIGURATION=release Examples/lighttpd/build.sh 2>/dev/null | tail -1) || lighttpd_iotcp=
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 mkdir -p .build
@@ -80,6 +82,9 @@ server.network-backend = "sendfile"
 server.errorlog = "$work/lighttpd.log"
 server.pid-file = "$work/lighttpd.pid"
 EOF
+# The same settings for lighttpd on iotcp, which listens on the stack's address (it binds no Linux address).
+sed -e 's/^server.bind = .*/server.bind = "0.0.0.0"/' -e "s|lighttpd.pid|lighttpd-iotcp.pid|" \
+  -e "s|lighttpd.log|lighttpd-iotcp.log|" "$work/lighttpd.conf" > "$work/lighttpd-iotcp.conf"
 nginx_conf() {  # nginx_conf FILE EXTRA-HTTP-DIRECTIVES
   cat > "$1" <<EOF
 worker_processes 1;
@@ -155,6 +160,19 @@ start() {
       (run_in "$group" taskset -c 0 .build/release/iotcp-fileserver --nic "shm:$work/nic.sock" --netns cmp-iotcp --address 10.97.0.2/24 \
         --quiet >"$work/iotcp.out" 2>"$work/iotcp.log") &
       server_pids=($!) client_ns=cmp-iotcp url_base=http://10.97.0.2:8080 ;;
+    lighttpd-iotcp|lighttpd-iotcp-split)
+      [ -x "$lighttpd_iotcp" ] || { echo "compare: lighttpd on iotcp did not build (Examples/lighttpd/build.sh)" >&2; return 1; }
+      local nic=embedded
+      if [ "$1" = lighttpd-iotcp-split ]; then
+        (run_in "$group" taskset -c 0 .build/release/iotcp-nic --export-root "$work/www" --channel "shm:$work/nic.sock" --netns cmp-iotcp \
+          --address 10.97.0.2/24 --once "${iotcp_cold[@]}" >"$work/nic.out" 2>"$work/nic.log") &
+        nic_pids=($!) nic_log=$work/nic.log nic="shm:$work/nic.sock"
+        for _ in $(seq 100); do grep -q "^iotcp-nic: serving" "$work/nic.out" 2>/dev/null && break; sleep 0.1; done
+      fi
+      (run_in "$group" env IOTCP_NIC="$nic" IOTCP_ROOT="$work/www" IOTCP_NETNS=cmp-iotcp IOTCP_ADDRESS=10.97.0.2/24 \
+        taskset -c 0 "$lighttpd_iotcp" -D -f "$work/lighttpd-iotcp.conf" >"$work/iotcp.out" 2>"$work/iotcp.log") &
+      server_pids=($!) client_ns=cmp-iotcp url_base=http://10.97.0.2:8080
+      [ "$nic" = embedded ] && nic_thread=iotcp-nic ;;
     lighttpd)
       (run_in "$group" ip netns exec cmp-server taskset -c 0 lighttpd -D -f "$work/lighttpd.conf") &
       server_pids=($!) client_ns=cmp-client url_base=http://10.98.0.2:8080 ;;
@@ -232,7 +250,7 @@ measure() {
 warm() {
   scenario_now=warm
   local sizes=(${SIZES:-4096 65536 512000 10485760})
-  local servers=(${SERVERS:-iotcp-embedded iotcp-split lighttpd nginx})
+  local servers=(${SERVERS:-iotcp-embedded iotcp-split lighttpd-iotcp lighttpd-iotcp-split lighttpd nginx})
   for size in "${sizes[@]}"; do head -c "$size" /dev/urandom > "$work/www/file-$size.bin"; done
   probe=file-${sizes[0]}.bin
   results="$work/results-warm.jsonl"

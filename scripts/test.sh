@@ -2,7 +2,7 @@
 # Runs every test: unit, property and simulation tests, the two-process channel tests, a real Linux peer
 # over a TAP, a fresh capture of real Linux frames checked byte for byte, the end-to-end curl checks
 # against iotcp-fileserver, a package of its own using iotcp as a library (scripts/downstream.sh), a C
-# program on libiotcp (scripts/c-tests.sh), a soak with misbehaving clients (scripts/soak.sh), the RDMA
+# program on libiotcp (scripts/c-tests.sh), Debian's lighttpd patched onto iotcp (scripts/lighttpd-e2e.sh), a soak with misbehaving clients (scripts/soak.sh), the RDMA
 # testbed VM (scripts/rdma-vm.sh) (those seven need root, as CI has), and the libFuzzer targets for a
 # bounded time.
 #
@@ -46,7 +46,7 @@ grep -qE "^✔ Test run with [0-9]+ tests? .*passed" "$log" || { echo "swift tes
 unit=$(grep -oE "Test run with [0-9]+ tests" "$log" | grep -oE "[0-9]+" | tail -1)
 require "swift test" "$unit" 160
 
-live=0 e2e=0 downstream=0 ctests=0 soak=0 vm=0
+live=0 e2e=0 downstream=0 ctests=0 lighttpd=0 soak=0 vm=0
 if [ "$root" = yes ]; then
   echo "== a fresh capture of Linux TCP, checked like the committed one"
   scripts/capture-fixtures.sh .build/live-capture.pcap
@@ -71,7 +71,13 @@ if [ "$root" = yes ]; then
   scripts/c-tests.sh | tee "$log" | grep -E "^c-tests:" || true
   grep -qE "^c-tests: [0-9]+ passed, 0 failed" "$log" || { echo "the C library checks failed" >&2; tail -30 "$log" >&2; exit 1; }
   ctests=$(sed -nE "s/^c-tests: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "the C library" "$ctests" 50
+  require "the C library" "$ctests" 65
+
+  echo "== lighttpd on iotcp: Debian's lighttpd 1.4.69 patched, embedded and split, curl and wrk"
+  scripts/lighttpd-e2e.sh .build/debug/iotcp-nic | tee "$log" | grep -E "^lighttpd: (FAIL|[0-9]+ passed)|wrk: .*(requests in|Socket errors|Non-2xx)" || true
+  grep -qE "^lighttpd: [0-9]+ passed, 0 failed" "$log" || { echo "lighttpd on iotcp failed" >&2; tail -30 "$log" >&2; exit 1; }
+  lighttpd=$(sed -nE "s/^lighttpd: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
+  require "lighttpd on iotcp" "$lighttpd" 68
 
   echo "== soak: minutes of lossy mixed traffic with aborting, stalling and vanishing clients, then nothing left"
   SOAK_SECONDS=${SOAK_SECONDS:-60} scripts/soak.sh .build/debug | tee "$log" | grep -E "^soak:" | grep -vE "^soak: (PASS)" || true
@@ -93,4 +99,4 @@ require "fuzz" "$fuzz" 4
 
 skipped=""
 [ "$root" = no ] && skipped=" (root-only stages NOT run)"
-echo "iotcp: $((unit + live + e2e + downstream + ctests + soak + vm + fuzz)) passed, 0 failed$skipped"
+echo "iotcp: $((unit + live + e2e + downstream + ctests + lighttpd + soak + vm + fuzz)) passed, 0 failed$skipped"

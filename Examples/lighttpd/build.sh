@@ -13,7 +13,7 @@ out=$(mkdir -p "${1:-$repo/.build/lighttpd}" && cd "${1:-$repo/.build/lighttpd}"
 configuration=${CONFIGURATION:-release}
 version=1.4.69
 debian_version=1.4.69-1
-stamp="$out/built-$configuration-$(cat "$here/lighttpd-$version-iotcp.patch" "$here/iotcp_glue.c" "$here/iotcp_glue.h" | sha256sum | cut -c1-16)"
+stamp="$out/built-$(cat "$here/lighttpd-$version-iotcp.patch" "$here/iotcp_glue.c" "$here/iotcp_glue.h" | sha256sum | cut -c1-16)"
 
 # libiotcp first: lighttpd links against it (a changed library is picked up even when lighttpd is built).
 PREFIX="$out/prefix" CONFIGURATION="$configuration" "$repo/scripts/install.sh" >&2

@@ -81,6 +81,15 @@ static iotcp_stack *the_stack(void) {
     return stack;
 }
 
+/* The stack's threads (the embedded NIC half) do not survive fork: a lighttpd that daemonises or starts
+   workers after making its listeners would wait forever on a stack nobody runs. */
+static void refuse_fork(void) {
+    if (!stack || getpid() == owner) return;
+    fprintf(stderr, "iotcp: lighttpd forked after making its iotcp stack: run it in the foreground (-D) "
+                    "and without server.max-worker\n");
+    _exit(1);
+}
+
 /* ---- Sockets by descriptor number. */
 
 struct glue_socket {
@@ -300,7 +309,7 @@ static void opened(const iotcp_event *event) {
         if (event->result >= 0) iotcp_offload_close(stack, event->result);   /* nobody wants it now */
         return;
     }
-    iotcp_file_status status;
+    iotcp_file_status status = { 0 };
     if (event->result < 0) {
         fprintf(stderr, "iotcp: the NIC could not open %s (%s): lighttpd sends it through the host\n",
                 entry->path, strerror(-event->result));
@@ -377,6 +386,7 @@ static iotcp_event *gathered;
 static int gathered_capacity;
 
 int iotcp_glue_epoll_ctl(int epoll, int operation, int fd, struct epoll_event *event) {
+    refuse_fork();
     struct glue_socket *s = glue_socket(fd);
     if (!s) return epoll_ctl(epoll, operation, fd, event);
     if (operation == EPOLL_CTL_DEL) {
@@ -419,6 +429,7 @@ static int without_marker(struct epoll_event *events, int count) {
 
 int iotcp_glue_epoll_wait(int epoll, struct epoll_event *events, int max_events, int timeout_ms) {
     if (!stack) return epoll_wait(epoll, events, max_events, timeout_ms);
+    refuse_fork();
     if (pollable == -2 || pollable_queue != epoll) {
         pollable = iotcp_pollable_fd(stack);
         if (pollable >= 0) {
