@@ -4,7 +4,8 @@
 # Linux client in the namespace what lighttpd promises: every byte of 0 B to 200 MiB by sha256, Range, HEAD,
 # 304, 404, the directory index and its redirect, keep-alive, pipelining, the access log, a file replaced
 # while served, a file the NIC cannot open (sent through the host instead), and wrk with 1,600 connections.
-# Twice: embedded (the NIC half on a thread of lighttpd) and split (iotcp-nic over shared memory).
+# Twice: embedded (the NIC half on a thread of lighttpd) and split (iotcp-nic over shared memory); and
+# lighttpd as a daemon (it forks after making its listeners).
 #
 # Usage (root): scripts/lighttpd-e2e.sh [NIC-BINARY]   (default .build/debug/iotcp-nic)
 #   CONFIGURATION=debug|release   the libiotcp lighttpd links (debug)
@@ -125,6 +126,20 @@ serve_checks embedded
 check "embedded: the NIC refusal is reported once" 1 "$(grep -c 'could not open /linked.bin' "$work/embedded.err")"
 stop_lighttpd embedded
 check "embedded: its namespace is gone" "" "$(ip netns list | grep -w "$namespace")"
+
+# Daemon mode: lighttpd forks after making its listeners; the stack is made in the process that serves.
+env IOTCP_NIC=embedded IOTCP_ROOT="$work/www" IOTCP_NETNS="$namespace" IOTCP_ADDRESS="$address/24" \
+  LIGHTTPD_ROOT="$work/www" LIGHTTPD_PORT=8080 LIGHTTPD_LOGS="$work/logs" "$lighttpd" -f Examples/lighttpd/lighttpd.conf \
+  >"$work/daemon.out" 2>&1
+check "daemon: lighttpd daemonises on iotcp (its parent exits 0)" 0 "$?"
+daemon_pid=$(pgrep -f "^$lighttpd -f Examples/lighttpd/lighttpd.conf\$" | head -1)
+for _ in $(seq 100); do ip netns exec "$namespace" curl -s -o /dev/null --max-time 1 "$url/index.html" 2>/dev/null && break; sleep 0.1; done
+check "daemon: the daemon serves 10 MiB byte-exact" "200 $(sha256sum < "$work/www/file-10485760.bin")" \
+  "$(client -o "$work/got" -w '%{http_code}' "$url/file-10485760.bin") $(sha256sum < "$work/got")"
+[ -n "$daemon_pid" ] && kill -TERM "$daemon_pid"
+for _ in $(seq 100); do [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
+check "daemon: it stops on SIGTERM and removes its namespace" "stopped " \
+  "$( [ -n "$daemon_pid" ] && ! kill -0 "$daemon_pid" 2>/dev/null && echo stopped) $(ip netns list | grep -w "$namespace")"
 
 # Split: iotcp-nic owns the TAP, the namespace and the files; lighttpd is the host half over shared memory.
 head -c 65535 /dev/urandom > "$work/www/file-65535.bin"

@@ -29,15 +29,16 @@ struct connection {
     int socket;                 /* -1: a free slot */
     uint32_t generation;        /* in every event token: events for an earlier occupant are dropped */
     enum phase phase;
-    char request[REQUEST_LIMIT];
     size_t request_length;
     size_t request_end;         /* the bytes of the request being answered */
-    char head[512];
     size_t head_length, head_sent;
     int file;                   /* -1: none */
     uint64_t offset, end;
     int head_only, keep_alive, peer_closed, wants_out;
     uint32_t registered;        /* the events asked of the queue now */
+    /* The buffers last: a new connection clears everything before them. */
+    char request[REQUEST_LIMIT];
+    char head[512];
 };
 
 static struct connection connections[MAX_CONNECTIONS];
@@ -238,7 +239,6 @@ static void accept_all(int listener) {
         c->socket = socket;
         c->generation = generation;
         c->file = -1;
-        c->request_length = c->request_end = 0;
         c->phase = READING;
         c->registered = IOTCP_EPOLLIN | IOTCP_EPOLLRDHUP;
         iotcp_epoll_ctl(stack, queue, IOTCP_EPOLL_CTL_ADD, socket, c->registered, token(index));

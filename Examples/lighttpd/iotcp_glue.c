@@ -14,7 +14,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +28,11 @@
 
 #include "iotcp.h"
 
-/* ---- The stack, made on first use from the environment. */
+/* ---- The stack, made from the environment by the process that serves.
+
+   lighttpd makes its listeners before it daemonises, so the glue only notes them then; the stack (and,
+   embedded, its NIC thread, which a fork would not carry) is made at the first event-loop call, in the
+   process that runs the loop. */
 
 static iotcp_stack *stack;
 static int queue = -1;          /* the stack's event queue */
@@ -66,8 +72,6 @@ static iotcp_stack *the_stack(void) {
     options.address = getenv("IOTCP_ADDRESS");
     const char *replace = getenv("IOTCP_REPLACE_NETNS");
     options.replace_netns = replace && strcmp(replace, "1") == 0;
-    placeholder = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (placeholder < 0) return NULL;
     stack = iotcp_stack_create(&options);
     if (!stack) {
         int error = errno;
@@ -81,8 +85,8 @@ static iotcp_stack *the_stack(void) {
     return stack;
 }
 
-/* The stack's threads (the embedded NIC half) do not survive fork: a lighttpd that daemonises or starts
-   workers after making its listeners would wait forever on a stack nobody runs. */
+/* The stack's threads (the embedded NIC half) do not survive fork: a process forked after the stack was
+   made would wait forever on a stack nobody runs. */
 static void refuse_fork(void) {
     if (!stack || getpid() == owner) return;
     fprintf(stderr, "iotcp: lighttpd forked after making its iotcp stack: run it in the foreground (-D) "
@@ -93,7 +97,10 @@ static void refuse_fork(void) {
 /* ---- Sockets by descriptor number. */
 
 struct glue_socket {
-    int socket;             /* the iotcp socket, -1: this descriptor is not iotcp's */
+    int used;               /* this descriptor is iotcp's */
+    int socket;             /* the iotcp socket; -1 for a listener the stack is not made for yet */
+    uint16_t pending_port;  /* such a listener's port and backlog */
+    int pending_backlog;
     uint32_t generation;    /* bumped at close, so a stale waiter is recognised */
     uint32_t events;        /* what lighttpd asked for */
     uint64_t data;          /* what lighttpd wants back with them */
@@ -105,14 +112,21 @@ static struct glue_socket *sockets;
 static int socket_capacity;
 
 static struct glue_socket *glue_socket(int fd) {
-    if (fd < 0 || fd >= socket_capacity || sockets[fd].socket < 0) return NULL;
+    if (fd < 0 || fd >= socket_capacity || !sockets[fd].used) return NULL;
     return &sockets[fd];
 }
 
 int iotcp_glue_is_socket(int fd) { return glue_socket(fd) != NULL; }
 
-/* A descriptor number for iotcp socket `socket`, or -1 (errno set; the socket is then closed). */
+/* A descriptor number for iotcp socket `socket` (-1: a listener still to make), or -1 (errno set; the
+   socket is then closed). */
+static int make_placeholder(void) {
+    if (placeholder < 0) placeholder = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    return placeholder;
+}
+
 static int adopt(int socket) {
+    if (make_placeholder() < 0) return -1;
     int fd = fcntl(placeholder, F_DUPFD_CLOEXEC, 0);
     if (fd >= socket_capacity) {
         int capacity = socket_capacity ? socket_capacity : 1024;
@@ -127,13 +141,28 @@ static int adopt(int socket) {
     }
     if (fd < 0) {
         int error = errno;
-        iotcp_close(stack, socket);
+        if (socket >= 0) iotcp_close(stack, socket);
         errno = error;
         return -1;
     }
     uint32_t generation = sockets[fd].generation + 1;
-    sockets[fd] = (struct glue_socket){ .socket = socket, .generation = generation };
+    sockets[fd] = (struct glue_socket){ .used = 1, .socket = socket, .generation = generation };
     return fd;
+}
+
+/* Makes the stack, and the listeners noted before it, in the serving process; nothing is served without
+   them, so a failure ends lighttpd with the reason. */
+static void ensure_stack(void) {
+    if (stack) { refuse_fork(); return; }
+    if (!the_stack()) _exit(1);
+    for (int fd = 0; fd < socket_capacity; fd++) {
+        struct glue_socket *s = &sockets[fd];
+        if (!s->used || s->socket >= 0) continue;
+        if ((s->socket = iotcp_listen(stack, s->pending_port, s->pending_backlog)) < 0) {
+            fprintf(stderr, "iotcp: listening on port %u: %s\n", s->pending_port, iotcp_last_error());
+            _exit(1);
+        }
+    }
 }
 
 static int apply_interest(struct glue_socket *s) {
@@ -146,31 +175,55 @@ static int apply_interest(struct glue_socket *s) {
 }
 
 int iotcp_glue_listen(const struct sockaddr *address, socklen_t length, int backlog) {
-    if (!the_stack()) return -1;
     if (!address || length < (socklen_t)sizeof(struct sockaddr_in) || address->sa_family != AF_INET) {
         errno = EAFNOSUPPORT;
         return -1;
     }
-    const struct sockaddr_in *in = (const struct sockaddr_in *)address;
+    const char *directory = getenv("IOTCP_ROOT");
+    if (!directory || directory[0] != '/') {
+        fprintf(stderr, "iotcp: IOTCP_ROOT must be the absolute path of the directory the NIC half serves\n");
+        errno = EINVAL;
+        return -1;
+    }
+    /* The stack's address (iotcp_options.address, 10.77.0.2 unless IOTCP_ADDRESS says otherwise). */
+    char text[INET_ADDRSTRLEN] = "10.77.0.2";
+    const char *configured = getenv("IOTCP_ADDRESS");
+    if (configured && *configured) snprintf(text, sizeof text, "%.*s", (int)strcspn(configured, "/"), configured);
     struct in_addr own;
-    if (iotcp_stack_address(stack, &own) != 0) return -1;
-    if (in->sin_addr.s_addr != htonl(INADDR_ANY) && in->sin_addr.s_addr != own.s_addr) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)address;
+    if (inet_pton(AF_INET, text, &own) != 1
+        || (in->sin_addr.s_addr != htonl(INADDR_ANY) && in->sin_addr.s_addr != own.s_addr)) {
         errno = EADDRNOTAVAIL;
         return -1;
     }
-    int socket = iotcp_listen(stack, ntohs(in->sin_port), backlog);
-    if (socket < 0) return -1;
-    return adopt(socket);
+    if (backlog < 1) backlog = 1024;
+    int fd;
+    if (stack) {
+        int socket = iotcp_listen(stack, ntohs(in->sin_port), backlog);
+        if (socket < 0) return -1;
+        fd = adopt(socket);
+    } else {
+        fd = adopt(-1);
+    }
+    if (fd >= 0 && sockets[fd].socket < 0) {
+        sockets[fd].pending_port = ntohs(in->sin_port);
+        sockets[fd].pending_backlog = backlog;
+    }
+    return fd;
 }
 
 int iotcp_glue_accept(int listener, struct sockaddr *peer, size_t *length) {
     struct glue_socket *s = glue_socket(listener);
     if (!s) { errno = EBADF; return -1; }
+    ensure_stack();
     struct sockaddr_in from;
     int socket = iotcp_accept(stack, s->socket, &from);
     if (socket < 0) return -1;
     int fd = adopt(socket);
     if (fd < 0) return -1;
+    /* What lighttpd does to every TCP connection it accepts (network_accept_tcp_nagle_disable). */
+    static const int on = 1;
+    (void)iotcp_setsockopt(stack, socket, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
     if (peer && length) {
         size_t size = *length < sizeof from ? *length : sizeof from;
         memcpy(peer, &from, size);
@@ -208,8 +261,9 @@ int iotcp_glue_getsockname(int fd, struct sockaddr *address, socklen_t *length) 
 int iotcp_glue_close(int fd) {
     struct glue_socket *s = glue_socket(fd);
     if (!s) return close(fd);
-    int result = iotcp_close(stack, s->socket);
+    int result = s->socket >= 0 ? iotcp_close(stack, s->socket) : 0;
     int error = errno;
+    s->used = 0;
     s->socket = -1;
     s->generation++;
     s->registered = 0;
@@ -386,9 +440,9 @@ static iotcp_event *gathered;
 static int gathered_capacity;
 
 int iotcp_glue_epoll_ctl(int epoll, int operation, int fd, struct epoll_event *event) {
-    refuse_fork();
     struct glue_socket *s = glue_socket(fd);
     if (!s) return epoll_ctl(epoll, operation, fd, event);
+    ensure_stack();
     if (operation == EPOLL_CTL_DEL) {
         s->registered = 0;
         return iotcp_epoll_ctl(stack, queue, IOTCP_EPOLL_CTL_DEL, s->socket, 0, 0);
@@ -428,8 +482,8 @@ static int without_marker(struct epoll_event *events, int count) {
 }
 
 int iotcp_glue_epoll_wait(int epoll, struct epoll_event *events, int max_events, int timeout_ms) {
-    if (!stack) return epoll_wait(epoll, events, max_events, timeout_ms);
-    refuse_fork();
+    if (!stack && placeholder < 0) return epoll_wait(epoll, events, max_events, timeout_ms);  /* stock */
+    ensure_stack();
     if (pollable == -2 || pollable_queue != epoll) {
         pollable = iotcp_pollable_fd(stack);
         if (pollable >= 0) {

@@ -230,6 +230,32 @@ public func iotcp_getpeername(_ stack: OpaquePointer?, _ socket: Int32, _ addres
     }
 }
 
+// Linux's option numbers (<sys/socket.h>, <netinet/in.h>, <netinet/tcp.h>), named here because Glibc's
+// Swift module does not carry <netinet/tcp.h>.
+private let solSocket: Int32 = 1, soKeepalive: Int32 = 9, ipprotoTCP: Int32 = 6, tcpNoDelay: Int32 = 1
+
+@_cdecl("iotcp_setsockopt")
+public func iotcp_setsockopt(
+    _ stack: OpaquePointer?, _ socket: Int32, _ level: Int32, _ name: Int32, _ value: UnsafeRawPointer?, _ length: socklen_t
+) -> Int32 {
+    answer(-1) { () throws(CFailure) -> Int32 in
+        let c = try cStack(stack)
+        let target = try c.socket(socket)
+        let value = try require(value, "value")
+        guard length >= socklen_t(MemoryLayout<Int32>.size) else { throw CFailure(EINVAL, "the option's value is an int") }
+        let enabled = value.loadUnaligned(as: Int32.self) != 0
+        guard target.connection != nil else {
+            throw CFailure(EOPNOTSUPP, "socket \(socket) is a listener: set options on each accepted connection")
+        }
+        switch (level, name) {
+        case (ipprotoTCP, tcpNoDelay): try stackCall { () throws(IOTCPError) in try c.stack.setNoDelay(target, enabled) }
+        case (solSocket, soKeepalive): try stackCall { () throws(IOTCPError) in try c.stack.setKeepalive(target, enabled) }
+        default: throw CFailure(ENOPROTOOPT, "only TCP_NODELAY and SO_KEEPALIVE are options here")
+        }
+        return 0
+    }
+}
+
 // MARK: - Offloaded files
 
 @_cdecl("iotcp_offload_open")

@@ -34,6 +34,7 @@ public final class HostMetrics {
             "syn_cookies_sent": { $0.engine.statistics.synCookiesSent },
             "syn_cookies_accepted": { $0.engine.statistics.synCookiesAccepted },
             "syn_cookies_rejected": { $0.engine.statistics.synCookiesRejected },
+            "accept_queue_overflows": { $0.engine.statistics.acceptQueueOverflows },
             "connections_opened": { $0.engine.statistics.connectionsOpened },
             "connections_closed": { $0.engine.statistics.connectionsClosed },
             "syns_dropped_at_listener": { $0.engine.statistics.droppedAtListener },

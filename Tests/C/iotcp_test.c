@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 #include <sys/socket.h>
+#include <netinet/tcp.h>
 #include "iotcp.h"
 
 static int passed, failed;
@@ -88,6 +89,15 @@ static void error_paths(iotcp_stack *stack, int epoll, uint16_t port) {
     errno = 0;
     check("accept on a listener with nobody waiting is EAGAIN", iotcp_accept(stack, 0, &address) == -1 && errno == EAGAIN, NULL);
     check("getsockname of the listener names its port", iotcp_getsockname(stack, 0, &address) == 0 && ntohs(address.sin_port) == port, NULL);
+    int one = 1;
+    errno = 0;
+    check("setsockopt on a listener is EOPNOTSUPP", iotcp_setsockopt(stack, 0, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == -1 && errno == EOPNOTSUPP, NULL);
+    errno = 0;
+    check("setsockopt on an unknown socket is EBADF", iotcp_setsockopt(stack, 999, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == -1 && errno == EBADF, NULL);
+    errno = 0;
+    check("setsockopt with a NULL value is EINVAL", iotcp_setsockopt(stack, 0, IPPROTO_TCP, TCP_NODELAY, NULL, sizeof one) == -1 && errno == EINVAL, NULL);
+    errno = 0;
+    check("setsockopt with a short value is EINVAL", iotcp_setsockopt(stack, 0, IPPROTO_TCP, TCP_NODELAY, &one, 1) == -1 && errno == EINVAL, NULL);
     errno = 0;
     check("destroying a NULL stack is EBADF", iotcp_stack_destroy(NULL) == -1 && errno == EBADF, NULL);
 }
@@ -160,6 +170,17 @@ int main(int argc, char **argv) {
                     if (socket >= MAX_CONNECTIONS) { iotcp_close(stack, socket); continue; }
                     memset(&sessions[socket], 0, sizeof sessions[socket]);
                     sessions[socket].open = 1;
+                    static int options_checked;
+                    if (!options_checked) {
+                        options_checked = 1;
+                        int one = 1;
+                        check("TCP_NODELAY and SO_KEEPALIVE on a connection",
+                              iotcp_setsockopt(stack, socket, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0
+                              && iotcp_setsockopt(stack, socket, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) == 0, NULL);
+                        errno = 0;
+                        check("another option is ENOPROTOOPT",
+                              iotcp_setsockopt(stack, socket, SOL_SOCKET, SO_RCVBUF, &one, sizeof one) == -1 && errno == ENOPROTOOPT, NULL);
+                    }
                     iotcp_epoll_ctl(stack, epoll, IOTCP_EPOLL_CTL_ADD, socket, IOTCP_EPOLLIN | IOTCP_EPOLLOUT | IOTCP_EPOLLET, (uint64_t)socket);
                 }
                 continue;

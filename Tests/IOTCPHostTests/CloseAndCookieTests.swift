@@ -100,6 +100,39 @@ struct CloseTests {
         #expect(probes.allSatisfy { $0.sequence == SequenceNumber(iss) && $0.payload.isEmpty })
         #expect(script.engine.error(of: handle) == .timedOut)
     }
+
+    @Test("SO_KEEPALIVE on one connection probes it with Linux's timing, though the stack has no keepalive")
+    func keepaliveOnOneConnection() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        try script.engine.setOptions(handle, keepalive: true, now: script.now, output: &script.output)
+        _ = script.output.take()
+        // Quiet for just under two hours, then the first probe; the next 75 s later.
+        #expect(script.advance(milliseconds: 7_199_000).segments.isEmpty)
+        let first = script.advance(milliseconds: 1_000).segments
+        #expect(first.count == 1 && first.first?.sequence == SequenceNumber(iss) && first.first?.payload.isEmpty == true)
+        #expect(script.advance(milliseconds: 74_000).segments.isEmpty)
+        #expect(script.advance(milliseconds: 1_000).segments.count == 1)
+        // Turned off again: no more probes.
+        try script.engine.setOptions(handle, keepalive: false, now: script.now, output: &script.output)
+        #expect(script.advance(milliseconds: 600_000).segments.isEmpty)
+        #expect(script.engine.error(of: handle) == nil)
+    }
+
+    @Test("TCP_NODELAY sends the short write Nagle holds, at once and from then on")
+    func noDelay() throws {
+        var script = Script()
+        let (handle, _) = try establishPassive(&script)
+        func write(_ text: String) throws -> [[UInt8]] {
+            _ = try Array(text.utf8).withUnsafeBytes { try script.engine.write(handle, $0, now: script.now, output: &script.output) }
+            return script.output.take().segments.map(\.payload).filter { !$0.isEmpty }
+        }
+        #expect(try write("head") == [Array("head".utf8)])
+        #expect(try write("tail").isEmpty, "Nagle holds a short segment while one is unacknowledged")
+        try script.engine.setOptions(handle, noDelay: true, now: script.now, output: &script.output)
+        #expect(script.output.take().segments.map(\.payload).filter { !$0.isEmpty } == [Array("tail".utf8)])
+        #expect(try write("more") == [Array("more".utf8)])
+    }
 }
 
 @Suite("SYN cookies (RFC 4987)")
@@ -136,6 +169,30 @@ struct SynCookieTests {
         let send = try #require(script.output.take().sends.first)
         #expect(send.1.sequence == synAck.sequence + 1)
         #expect(send.1.template.maximumSegmentSize == 1448)
+    }
+
+    @Test("a genuine cookie ACK while the accept queue is full is dropped unanswered, and its retransmission gets in")
+    func acceptQueueOverflow() throws {
+        var script = Script()
+        _ = try script.engine.listen(port: 80, backlog: 1)
+        // One connection completes its handshake and waits for accept: the queue is full.
+        let first = try #require(script.inject(sequence: 100, flags: .syn, options: Script.linuxSynOptions(), from: 1111).segments.first)
+        script.inject(sequence: 101, acknowledgment: first.sequence.rawValue &+ 1, flags: .ack,
+                      options: script.peerTimestamps(1001, echo: first.tcp.options.timestamps!.value), from: 1111)
+        script.remotePort = 2222
+        let synAck = try #require(script.inject(sequence: 5000, flags: .syn, options: Script.linuxSynOptions(timestamp: 500)).segments.first)
+        #expect(script.engine.statistics.synCookiesSent == 1)
+        let ack = { (timestamp: UInt32) in
+            script.inject(sequence: 5001, acknowledgment: synAck.sequence.rawValue &+ 1, flags: .ack,
+                          options: script.peerTimestamps(timestamp, echo: synAck.tcp.options.timestamps!.value))
+        }
+        #expect(ack(501).segments.isEmpty, "no reset: Linux drops it too, and the client sends it again")
+        #expect(script.engine.statistics.acceptQueueOverflows == 1 && script.engine.statistics.synCookiesAccepted == 0)
+        #expect(script.engine.accept(TCPListenerID(port: 80)) != nil)
+        _ = ack(502)
+        #expect(script.engine.statistics.synCookiesAccepted == 1)
+        let handle = try #require(script.engine.accept(TCPListenerID(port: 80)))
+        #expect(script.engine.endpoints(of: handle)?.remotePort == 2222 && script.engine.state(of: handle) == .established)
     }
 
     @Test("a cookie from an ACK nobody asked for is not accepted")

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <netinet/in.h>
 
@@ -70,6 +71,10 @@ int iotcp_shutdown(iotcp_stack *stack, int socket, int how);
 int iotcp_close(iotcp_stack *stack, int socket);
 int iotcp_getsockname(iotcp_stack *stack, int socket, struct sockaddr_in *address);
 int iotcp_getpeername(iotcp_stack *stack, int socket, struct sockaddr_in *address);
+/* On a connection: IPPROTO_TCP/TCP_NODELAY (Nagle off; it is on by default, as on Linux) and
+   SOL_SOCKET/SO_KEEPALIVE (probes after 2 h idle, 75 s apart, 9 of them, unless the stack sets its own),
+   with an int value. Other options are ENOPROTOOPT; a listener is EOPNOTSUPP. */
+int iotcp_setsockopt(iotcp_stack *stack, int socket, int level, int name, const void *value, socklen_t length);
 
 /* ---- Offloaded files: the NIC half opens, reads and sends them; the host never touches their bytes. */
 

@@ -151,6 +151,21 @@ public final class IOTCPStack {
         do throws(TCPError) { try engine.shutdownWrite(handle, now: clock(), output: &output) } catch { throw .tcp(error) }
     }
 
+    /// TCP_NODELAY: `true` turns Nagle's algorithm off for this connection (short writes go at once).
+    public func setNoDelay(_ socket: Socket, _ enabled: Bool) throws(IOTCPError) {
+        let handle = try connection(socket)
+        var output = sender
+        do throws(TCPError) { try engine.setOptions(handle, noDelay: enabled, now: clock(), output: &output) } catch { throw .tcp(error) }
+    }
+
+    /// SO_KEEPALIVE: probes an idle connection and fails it with `.timedOut` when the peer is gone (the
+    /// configuration's keepalive timing, or Linux's: 2 h idle, 75 s apart, 9 probes).
+    public func setKeepalive(_ socket: Socket, _ enabled: Bool) throws(IOTCPError) {
+        let handle = try connection(socket)
+        var output = sender
+        do throws(TCPError) { try engine.setOptions(handle, keepalive: enabled, now: clock(), output: &output) } catch { throw .tcp(error) }
+    }
+
     /// Closes a socket: a listener stops listening; a connection sends FIN after its queued data (the
     /// stack finishes the close by itself). The socket is deregistered and must not be used again.
     public func close(_ socket: Socket) throws(IOTCPError) {

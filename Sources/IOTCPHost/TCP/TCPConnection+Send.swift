@@ -99,7 +99,7 @@ extension TCPConnection {
                     let endOfQueue = piece.sequence + length == dataEnd
                     // Nagle (RFC 9293 §3.7.4) in Minshall's form, as Linux: a short segment waits only while
                     // an earlier short segment is unacknowledged, so a reply's tail is not held for an ACK.
-                    if configuration.nagle, length < segmentSize, !isRetransmission, !finRequested,
+                    if configuration.nagle, !noDelay, length < segmentSize, !isRetransmission, !finRequested,
                        let small = unacknowledgedSmallSegmentEnd, small > sendUnacknowledged { break sending }
                     emitBytes(SendQueue.Piece(sequence: piece.sequence, length: length, source: piece.source),
                               push: endOfQueue, now: now, output: &output)

@@ -30,7 +30,7 @@ extension TCPConnection {
                 sendWindowProbe(now: now, configuration: configuration, output: &output)
             }
         }
-        if let deadline = timers[.keepalive], deadline <= now, let keepalive = configuration.keepalive {
+        if let deadline = timers[.keepalive], deadline <= now, let keepalive = keepaliveSettings(configuration) {
             if keepaliveProbesSent >= keepalive.probes {
                 fail(.timedOut, output: &output)
                 return
@@ -114,8 +114,13 @@ extension TCPConnection {
         retransmitAwaitsEcho = false
     }
 
+    /// The stack's keepalive, or Linux's defaults for a connection that asked for one (SO_KEEPALIVE).
+    func keepaliveSettings(_ configuration: TCPConfiguration) -> (idle: UInt64, interval: UInt64, probes: Int)? {
+        configuration.keepalive ?? (keepaliveRequested ? TCPConfiguration.defaultKeepalive : nil)
+    }
+
     mutating func refreshKeepalive(now: Instant, configuration: TCPConfiguration) {
-        guard let keepalive = configuration.keepalive, state == .established || state == .closeWait else { return }
+        guard let keepalive = keepaliveSettings(configuration), state == .established || state == .closeWait else { return }
         timers[.keepalive] = now + keepalive.idle
         keepaliveProbesSent = 0
     }

@@ -73,6 +73,10 @@ struct TCPConnection {
     var sendQueue: SendQueue
     var fileBytesQueued = 0
     var finRequested = false
+    /// TCP_NODELAY: Nagle off for this connection whatever the configuration says.
+    var noDelay = false
+    /// SO_KEEPALIVE: probes for this connection even when the configuration has none (with Linux's defaults).
+    var keepaliveRequested = false
     var finSequence: SequenceNumber?
 
     /// The five timers, as one set of deadlines.

@@ -9,6 +9,9 @@ public struct TCPStatistics: Hashable, Sendable {
     public var synCookiesSent = 0
     public var synCookiesAccepted = 0
     public var synCookiesRejected = 0
+    /// Handshakes completed (a valid cookie's ACK) while the accept queue was full: dropped unanswered, as
+    /// Linux does, so the peer sends again once the application has accepted (a reset would fail it).
+    public var acceptQueueOverflows = 0
     public var connectionsOpened = 0
     public var connectionsClosed = 0
     /// Retransmission timeouts and fast recoveries, over connections already closed (`TCPEngine.lossRecovery`
@@ -189,6 +192,28 @@ public final class TCPEngine {
         let slot = try validSlot(handle)
         pool[slot].shutdownWrite(now: now, configuration: configuration, output: &output)
         afterChange(slot)
+    }
+
+    /// Per-connection options (nil leaves one as it is): `noDelay` is TCP_NODELAY (Nagle off), `keepalive`
+    /// SO_KEEPALIVE (probes after the idle time, the configuration's or Linux's defaults).
+    public func setOptions<O: CommandOutput>(
+        _ handle: TCPHandle, noDelay: Bool? = nil, keepalive: Bool? = nil, now: Instant, output: inout O
+    ) throws(TCPError) {
+        let slot = try validSlot(handle)
+        defer { afterChange(slot) }
+        if let keepalive {
+            pool[slot].keepaliveRequested = keepalive
+            if keepalive {
+                pool[slot].refreshKeepalive(now: now, configuration: configuration)
+            } else if configuration.keepalive == nil {
+                pool[slot].timers[.keepalive] = nil
+            }
+        }
+        if let noDelay {
+            pool[slot].noDelay = noDelay
+            // A short segment Nagle was holding may go now.
+            if noDelay { pool[slot].flush(now: now, configuration: configuration, output: &output) }
+        }
     }
 
     /// Closes the connection for the application: FIN after the queued data, and the handle is released
@@ -431,12 +456,17 @@ public final class TCPEngine {
         _ segment: TCPRepr, payload: UnsafeRawBufferPointer, remote: IPv4Address, key: EndpointKey, now: Instant,
         output: inout O
     ) -> Bool {
-        guard let cookie = secrets.verifyCookie(in: segment, remote: remote, now: now),
-              let listener = listeners[segment.destinationPort], listener.waiting < listener.backlog,
-              let slot = try? allocateSlot()
-        else {
+        guard let cookie = secrets.verifyCookie(in: segment, remote: remote, now: now) else {
             statistics.synCookiesRejected += 1
             return false
+        }
+        guard let listener = listeners[segment.destinationPort], listener.waiting < listener.backlog,
+              let slot = try? allocateSlot()
+        else {
+            // A genuine handshake the application has no room for yet: the peer retransmits this ACK (or
+            // its first data) and the cookie is still good then.
+            statistics.acceptQueueOverflows += 1
+            return true
         }
         var connection = newConnection(in: slot, remote: remote, localPort: segment.destinationPort, remotePort: segment.sourcePort,
                                        state: .synReceived, now: now, initialSequence: cookie.initialSequence,

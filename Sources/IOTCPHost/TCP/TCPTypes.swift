@@ -116,6 +116,8 @@ public struct TCPConfiguration: Sendable {
     public var timeWaitDuration: UInt64 = 60 * Nanoseconds.second
     /// Keepalive probes (RFC 9293 §3.8.4), off unless set: idle time, interval, probes before giving up.
     public var keepalive: (idle: UInt64, interval: UInt64, probes: Int)? = nil
+    /// Linux's keepalive (tcp_keepalive_time, _intvl, _probes): for connections that ask with SO_KEEPALIVE.
+    public static let defaultKeepalive = (idle: 7200 * Nanoseconds.second, interval: 75 * Nanoseconds.second, probes: 9)
     /// Send ACKD to the NIC once this many bytes have been acknowledged since the last one.
     public var acknowledgedBatchBytes = 64 * 1024
     /// Atlas's rule: a SEND of file data waits until the window allows this many segments, unless what
