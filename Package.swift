@@ -22,6 +22,8 @@ let package = Package(
         .library(name: "IOTCPLifecycle", targets: ["IOTCPLifecycle"]),
         // libiotcp: the host half for C programs (iotcp.h; scripts/install.sh installs it with a pkg-config file).
         .library(name: "iotcp", type: .dynamic, targets: ["IOTCPC"]),
+        // The same as a static archive, for C programs that link it in (iotcp-static.pc).
+        .library(name: "iotcp-static", type: .static, targets: ["IOTCPC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
@@ -99,7 +101,10 @@ let package = Package(
         // The C interface: iotcp.h (a C target, so Swift sees the same declarations C does) and its
         // implementation in Swift, exported with @_cdecl.
         .target(name: "CIOTCPABI"),
-        .target(name: "IOTCPC", dependencies: ["CIOTCPABI", "IOTCPEmbedded", "IOTCPRDMA"]),
+        .target(
+            name: "IOTCPC", dependencies: ["CIOTCPABI", "IOTCPEmbedded", "IOTCPRDMA"], exclude: ["libiotcp.map"],
+            // libiotcp.so exports iotcp_* and nothing else (the version script says why).
+            linkerSettings: [.unsafeFlags(["-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/IOTCPC/libiotcp.map"])]),
         // swift-service-lifecycle services: the async stack's pump and the embedded NIC thread.
         .target(
             name: "IOTCPLifecycle",

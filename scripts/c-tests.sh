@@ -51,6 +51,34 @@ check "the C test program finished and exited 0" "0 0" "$status ${c_failed:-miss
 passed=$((passed + ${c_passed:-0}))
 check "its namespace is gone" "" "$(ip netns list | grep -w "$namespace")"
 
+# libiotcp.so exports exactly the functions iotcp.h declares (Sources/IOTCPC/libiotcp.map): no Swift
+# symbol and no internal C helper can clash with a program's own.
+check "libiotcp.so exports exactly the functions of iotcp.h" \
+  "$(grep -oE '\biotcp_[a-z_]+ *\(' Sources/CIOTCPABI/include/iotcp.h | tr -d ' (' | sort -u | tr '\n' ' ')" \
+  "$(nm -D --defined-only "$work/prefix/lib/libiotcp.so" | awk '$2 ~ /[A-Z]/ {print $3}' | sort | tr '\n' ' ')"
+
+# The static library: the same test program linked with iotcp-static.pc carries libiotcp and the Swift
+# runtime in itself.
+if cc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -o "$work/iotcp_test_static" Tests/C/iotcp_test.c $(pkg-config --cflags --libs iotcp-static) 2>"$work/cc.log"; then
+  check "a C program links libiotcp statically with pkg-config alone, and needs no Swift library to run" "" \
+    "$(ldd "$work/iotcp_test_static" | grep -E 'libswift|libiotcp|libdispatch')"
+  "$work/iotcp_test_static" "$work/www" "$namespace" 10.93.0.2/24 8080 6 >"$work/static.out" 2>"$work/static.err" &
+  test_pid=$!
+  for _ in $(seq 100); do grep -q "^ready" "$work/static.out" 2>/dev/null && break; sleep 0.1; done
+  for attempt in 1 2; do
+    status=$(ip netns exec "$namespace" curl -sS --max-time 20 -o "$work/got" -w '%{http_code}' http://10.93.0.2:8080/file.bin)
+    check "static: curl download $attempt: status and sha256" "200 $expected" "$status $(sha256sum < "$work/got")"
+  done
+  wait "$test_pid"
+  status=$?
+  test_pid=
+  grep "^c: FAIL" "$work/static.out" | sed 's/^/c-tests: static: /'
+  check "static: the test program passed every check and exited 0" "0 0" \
+    "$status $(sed -nE 's/^c: ([0-9]+) passed, ([0-9]+) failed$/\2/p' "$work/static.out")"
+else
+  cat "$work/cc.log"; check "a C program links libiotcp statically with pkg-config alone" yes no
+fi
+
 # Examples/c-fileserver: the C twin of iotcp-fileserver, built the way its header comment says.
 if cc -std=gnu11 -O2 -Wall -Wextra -Werror -o "$work/c-fileserver" Examples/c-fileserver/c-fileserver.c $(pkg-config --cflags --libs iotcp) 2>"$work/cc.log"; then
   check "Examples/c-fileserver builds with pkg-config alone" yes yes

@@ -71,7 +71,7 @@ if [ "$root" = yes ]; then
   scripts/c-tests.sh | tee "$log" | grep -E "^c-tests:" || true
   grep -qE "^c-tests: [0-9]+ passed, 0 failed" "$log" || { echo "the C library checks failed" >&2; tail -30 "$log" >&2; exit 1; }
   ctests=$(sed -nE "s/^c-tests: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "the C library" "$ctests" 65
+  require "the C library" "$ctests" 78
 
   echo "== lighttpd on iotcp: Debian's lighttpd 1.4.69 patched, embedded and split, curl and wrk"
   scripts/lighttpd-e2e.sh .build/debug/iotcp-nic | tee "$log" | grep -E "^lighttpd: (FAIL|[0-9]+ passed)|wrk: .*(requests in|Socket errors|Non-2xx)" || true

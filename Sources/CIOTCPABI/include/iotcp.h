@@ -13,6 +13,13 @@
  * (every socket is non-blocking, the only mode), ENOTCONN, ECONNRESET, ETIMEDOUT, ECONNREFUSED for a
  * connection's own failure, EPIPE for a write after shutdown, EIO when the NIC half failed.
  * iotcp_last_error() gives the text of the calling thread's last failure.
+ *
+ * Work happens inside the calls: the stack runs its timers and takes what the NIC half sent only while you
+ * call it, chiefly iotcp_epoll_wait, so call that at least every few tens of milliseconds.
+ *
+ * Linking: libiotcp is Swift inside; `pkg-config --libs iotcp` puts the Swift runtime's directory in your
+ * program's run path. It also needs libibverbs, librdmacm, libnvme and liburing at run time (Debian's
+ * packages of those names).
  */
 #ifndef IOTCP_H
 #define IOTCP_H
@@ -38,15 +45,21 @@ typedef struct iotcp_options {
     const char *root;
     /* Embedded: the network namespace created for clients (NULL: "iotcp"); removed by iotcp_stack_destroy. */
     const char *netns;
-    /* The stack's address and prefix, e.g. "10.77.0.2/24" (NULL: that one); the namespace side takes the
-       first other host address. */
+    /* The stack's address and prefix (NULL: "10.77.0.2/24"); embedded, the namespace's end of the wire takes
+       the first other address of the prefix (10.77.0.1 for the default). */
     const char *address;
     /* Embedded: take over the namespace even if another server's interfaces or processes are in it. */
     int replace_netns;
 } iotcp_options;
 
+/* Returns once the stack can serve (embedded: the namespace, its TAP and the NIC thread are up), or NULL:
+   EINVAL for bad options, EEXIST when the namespace exists and holds another server (see replace_netns),
+   EPERM without the privilege to make it (embedded needs root or CAP_NET_ADMIN), ECONNREFUSED when a split
+   stack's iotcp-nic cannot be reached. */
 iotcp_stack *iotcp_stack_create(const iotcp_options *options);
-/* Closes every socket and file, stops the NIC half (embedded) and removes the namespace it created. */
+/* Resets every connection still open (nothing queued is sent after this: close sockets and let their
+   transfers finish first if they matter), closes every file, stops the NIC half (embedded) and removes the
+   namespace it created. The pointer is invalid afterwards. */
 int iotcp_stack_destroy(iotcp_stack *stack);
 /* The stack's address, in network byte order. */
 int iotcp_stack_address(iotcp_stack *stack, struct in_addr *address);
@@ -54,8 +67,10 @@ int iotcp_stack_address(iotcp_stack *stack, struct in_addr *address);
 /* The text of the calling thread's last failure ("" if none). Valid until the thread's next call. */
 const char *iotcp_last_error(void);
 
-/* ---- Sockets: small non-negative integers, per stack. */
+/* ---- Sockets: small non-negative integers, per stack, reused after iotcp_close (not necessarily the
+   lowest free one). They are not kernel descriptors: never pass them to close(2) or poll(2). */
 
+/* Listens on the stack's own address (it has one address; there is no bind). */
 int iotcp_listen(iotcp_stack *stack, uint16_t port, int backlog);
 /* -1/EAGAIN when no connection waits. `peer` may be NULL. */
 int iotcp_accept(iotcp_stack *stack, int listener, struct sockaddr_in *peer);
@@ -67,7 +82,9 @@ ssize_t iotcp_writev(iotcp_stack *stack, int socket, const struct iovec *vectors
 /* SHUT_WR (or SHUT_RDWR): a FIN after what is queued. SHUT_RD alone changes nothing here: reads still
    return what arrives. */
 int iotcp_shutdown(iotcp_stack *stack, int socket, int how);
-/* A listener stops listening; a connection sends FIN after its queued data and finishes closing by itself. */
+/* A listener stops listening; a connection sends FIN after its queued data, offloaded file ranges included
+   (closing right after the last iotcp_offload_write is safe), and finishes closing by itself. The socket
+   leaves the event queue: no IOTCP_EPOLL_CTL_DEL is needed. */
 int iotcp_close(iotcp_stack *stack, int socket);
 int iotcp_getsockname(iotcp_stack *stack, int socket, struct sockaddr_in *address);
 int iotcp_getpeername(iotcp_stack *stack, int socket, struct sockaddr_in *address);
@@ -87,9 +104,14 @@ typedef struct iotcp_file_status {
     uint64_t device;
 } iotcp_file_status;
 
-/* Asks the NIC to open `path` (under its export root). Returns 0; the answer comes through the event
-   queue as an IOTCP_OFFLOAD_OPENED event carrying `data`: its `result` is the file (>= 0) or -errno. */
+/* Asks the NIC to open `path`, relative to its export root ("/a/b.bin", "a/b.bin" and "./a/b.bin" name the
+   same file; a host path such as "/srv/www/a/b.bin" is not understood). Returns 0, or -1 (EINVAL for an
+   empty path or one over 4,096 bytes). The answer comes from iotcp_epoll_wait as an IOTCP_OFFLOAD_OPENED
+   event carrying `data` (nothing needs registering for it, but iotcp_epoll_create must have been called):
+   its `result` is the file (>= 0) or -errno: -ENOENT, -EACCES for a path out of the root (".." above it,
+   a symlink out of it), -EMFILE... */
 int iotcp_offload_open(iotcp_stack *stack, const char *path, uint64_t data);
+/* Answers at once from what the open brought (no round trip to the NIC). */
 int iotcp_offload_fstat(iotcp_stack *stack, int file, iotcp_file_status *status);
 /* sendfile: queues up to `length` bytes of `file` from `offset` on `socket`, in order with its writes.
    Bytes queued; 0 at or past the end of the file; -1/EAGAIN when none could be. */
@@ -115,14 +137,18 @@ typedef struct iotcp_event {
     uint32_t events;
     /* IOTCP_OFFLOAD_OPENED: the file (>= 0) or -errno. Otherwise the socket. */
     int32_t result;
+    /* The `data` given to iotcp_epoll_ctl for this socket, or to iotcp_offload_open. */
     uint64_t data;
 } iotcp_event;
 
-/* The stack's event queue; a second call returns the same one. */
+/* The stack's event queue, a number of iotcp's (not a kernel descriptor: nothing to close; it lives as
+   long as the stack). A second call returns the same one. */
 int iotcp_epoll_create(iotcp_stack *stack);
+/* Level-triggered unless `events` has IOTCP_EPOLLET, as epoll. */
 int iotcp_epoll_ctl(iotcp_stack *stack, int epoll, int operation, int socket, uint32_t events, uint64_t data);
 /* Waits up to `timeout_ms` (-1: until something happens, 0: never) and does the stack's work. Returns the
-   number of events. */
+   number of events. A signal does not end the wait early: a server that stops on a signal should wait in
+   short slices (or in its own poll on iotcp_pollable_fd, which a signal does interrupt). */
 int iotcp_epoll_wait(iotcp_stack *stack, int epoll, iotcp_event *events, int max_events, int timeout_ms);
 
 /* ---- Waiting in your own event loop (poll, epoll, libev...) together with your own descriptors. */
