@@ -16,10 +16,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-passed=0 failed=0
-check() {  # check NAME EXPECTED ACTUAL
-  if [ "$2" = "$3" ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "c-tests: FAIL $1: expected $2, got $3"; fi
-}
+source scripts/checks.sh c-tests
 
 if ! PREFIX="$work/prefix" CONFIGURATION=debug scripts/install.sh >"$work/install.log" 2>&1; then
   cat "$work/install.log"; echo "c-tests: 0 passed, 1 failed (install)"; exit 1
@@ -112,5 +109,4 @@ if cc -std=gnu11 -O2 -Wall -Wextra -Werror -o "$work/c-fileserver" Examples/c-fi
 else
   cat "$work/cc.log"; check "Examples/c-fileserver builds with pkg-config alone" yes no
 fi
-echo "c-tests: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+checks_summary

@@ -15,10 +15,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0 failed=0
-check() {  # check NAME EXPECTED ACTUAL
-  if [ "$2" = "$3" ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "downstream: FAIL $1: expected $2, got $3"; fi
-}
+source scripts/checks.sh downstream
 
 # A path dependency's package name is its folder's name: the clone is called iotcp, as Docs/using.md says.
 git clone -q . "$work/iotcp"
@@ -47,5 +44,4 @@ wait "$server_pid" 2>/dev/null || true
 server_pid=
 check "SIGTERM: the namespace is removed" "" "$(ip netns list | grep -w hello || true)"
 
-echo "downstream: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+checks_summary

@@ -40,10 +40,7 @@ if ! grep -q "^serving http://10.88.0.2:8080/ in network namespace $namespace" "
   echo "e2e: the server did not start:"; cat "$work/server.out" "$work/server.log"; echo "e2e: 0 passed, 1 failed"; exit 1
 fi
 
-passed=0 failed=0
-check() {  # check NAME EXPECTED ACTUAL
-  if [ "$2" = "$3" ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "e2e: FAIL $1: expected $2, got $3"; fi
-}
+source scripts/checks.sh e2e
 client() { ip netns exec "$namespace" curl -sS --max-time 600 "$@"; }
 
 for size in "${sizes[@]}"; do
@@ -315,5 +312,4 @@ for loss in 0.01 0.05; do  # the second with pread instead of io_uring, so both 
   check "split: 50 MiB at $loss loss with reordering and duplication" "200 $(sha256sum < "$work/www/fifty.bin")" "$status $(sha256sum < "$work/got")"
 done
 
-echo "e2e: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+checks_summary

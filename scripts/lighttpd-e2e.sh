@@ -26,10 +26,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-passed=0 failed=0
-check() {  # check NAME EXPECTED ACTUAL
-  if [ "$2" = "$3" ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "lighttpd: FAIL $1: expected $2, got $3"; fi
-}
+source scripts/checks.sh lighttpd
 
 if ! lighttpd=$(CONFIGURATION=${CONFIGURATION:-debug} Examples/lighttpd/build.sh 2>"$work/build.log" | tail -1) || [ ! -x "$lighttpd" ]; then
   tail -30 "$work/build.log"; echo "lighttpd: 0 passed, 1 failed (build)"; exit 1
@@ -154,5 +151,4 @@ for _ in $(seq 50); do kill -0 "$nic_pid" 2>/dev/null || break; sleep 0.1; done 
 check "split: iotcp-nic leaves with lighttpd" gone "$(kill -0 "$nic_pid" 2>/dev/null && echo running || echo gone)"
 kill -TERM "$nic_pid" 2>/dev/null; wait "$nic_pid" 2>/dev/null; nic_pid=
 
-echo "lighttpd: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+checks_summary

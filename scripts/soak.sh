@@ -26,10 +26,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0 failed=0
-check() {  # check NAME EXPECTED ACTUAL
-  if [ "$2" = "$3" ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "soak: FAIL $1: expected $2, got $3"; fi
-}
+source scripts/checks.sh soak
 
 mkdir -p "$work/www"
 for size in 100 4096 65536 512000 3000000 30000000; do head -c "$size" /dev/urandom > "$work/www/f$size.bin"; done
@@ -135,5 +132,4 @@ check "file server resident memory within 64 MiB of idle" yes \
   "$([ $((now_server - idle_rss_server)) -lt 65536 ] && echo yes || echo "$(( (now_server - idle_rss_server) / 1024 )) MiB over idle")"
 check "the server still serves" 200 "$(client curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://10.89.0.2:8080/f65536.bin)"
 grep -o 'send-timeouts=[0-9]*\|header-timeouts=[0-9]*\|idle-timeouts=[0-9]*' "$work/server.log" | tail -3 | tr '\n' ' ' | sed 's/^/soak: server timeouts: /'; echo
-echo "soak: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+checks_summary
