@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "IOTCPEmbedded", targets: ["IOTCPEmbedded"]),
         .library(name: "IOTCPMetrics", targets: ["IOTCPMetrics"]),
         .library(name: "IOTCPLifecycle", targets: ["IOTCPLifecycle"]),
+        .library(name: "IOTCPTLS", targets: ["IOTCPTLS"]),
         // libiotcp: the host half for C programs (iotcp.h; scripts/install.sh installs it with a pkg-config file).
         .library(name: "iotcp", type: .dynamic, targets: ["IOTCPC"]),
         // The same as a static archive, for C programs that link it in (iotcp-static.pc).
@@ -34,6 +35,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.0"),
     ],
     targets: [
         // Wire formats, checksums, sequence arithmetic, the command protocol and the channel protocol.
@@ -98,6 +100,9 @@ let package = Package(
         .target(
             name: "IOTCPMetrics",
             dependencies: ["IOTCPHost", "IOTCPNIC", .product(name: "Metrics", package: "swift-metrics")]),
+        // TLS record protection (AES-GCM, TLS 1.3 and 1.2), deterministic so the NIC can seal file bytes as it
+        // sends them and seal them again for a retransmission; swift-crypto's AES-GCM underneath.
+        .target(name: "IOTCPTLS", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         // The C interface: iotcp.h (a C target, so Swift sees the same declarations C does) and its
         // implementation in Swift, exported with @_cdecl.
         .target(name: "CIOTCPABI"),
@@ -151,6 +156,7 @@ let package = Package(
             path: "Benchmarks/IOTCPBench"),
 
         .testTarget(name: "FileServerTests", dependencies: ["FileServer"]),
+        .testTarget(name: "IOTCPTLSTests", dependencies: ["IOTCPTLS"]),
         .testTarget(name: "IOTCPCommonTests", dependencies: ["IOTCPCommon"],
                     exclude: ["Fixtures"]),
         .testTarget(name: "IOTCPChannelsTests", dependencies: ["IOTCPCommon", "IOTCPChannels", "CIOTCPSystem"]),
