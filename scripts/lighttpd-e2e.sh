@@ -2,8 +2,9 @@
 # lighttpd on iotcp, end to end: builds Debian's lighttpd 1.4.69 with the iotcp patch
 # (Examples/lighttpd/build.sh), serves generated files with lighttpd's own configuration, and checks from a
 # Linux client in the namespace what lighttpd promises: every byte of 0 B to 200 MiB by sha256, Range, HEAD,
-# 304, 404, the directory index and its redirect, keep-alive, pipelining, the access log, a file replaced
-# while served, a file the NIC cannot open (sent through the host instead), and wrk with 1,600 connections.
+# 304, 404, the directory index and its redirect, keep-alive, pipelining, the access log, files replaced
+# between and during downloads, a file the NIC cannot open (sent through the host instead), and wrk with
+# 1,600 connections.
 # Twice: embedded (the NIC half on a thread of lighttpd) and split (iotcp-nic over shared memory); and
 # lighttpd as a daemon (it forks after making its listeners).
 #
@@ -101,6 +102,20 @@ serve_checks() {  # serve_checks LABEL
   sleep 1.1  # lighttpd's stat cache trusts an entry for the second it was made in
   check "$label: a replaced file is sent as it is now" "200 $(sha256sum < "$work/www/file-65535.bin")" \
     "$(client -o "$work/got" -w '%{http_code}' "$url/file-65535.bin") $(sha256sum < "$work/got")"
+  # Replaced while a slow download of it is under way: that download keeps the bytes it started with
+  # (lighttpd's open file), the next one gets the new file, and neither gets a mix.
+  head -c 6000000 /dev/urandom > "$work/www/moving.bin"
+  cp "$work/www/moving.bin" "$work/moving-old.bin"
+  client -o "$work/slow" --limit-rate 2M "$url/moving.bin" &
+  local slow_pid=$!
+  sleep 1
+  head -c 6000000 /dev/urandom > "$work/moving-new.bin" && cp "$work/moving-new.bin" "$work/moving.tmp" && mv "$work/moving.tmp" "$work/www/moving.bin"
+  sleep 1.1
+  check "$label: replaced mid-download: a new request gets the new file" "$(sha256sum < "$work/moving-new.bin")" \
+    "$(client -o - "$url/moving.bin" | sha256sum)"
+  wait "$slow_pid"
+  check "$label: replaced mid-download: the download under way keeps the old file" "$(sha256sum < "$work/moving-old.bin")" \
+    "$(sha256sum < "$work/slow")"
   check "$label: a file the NIC refuses (a symlink out of its root) is sent through the host" "200 $(sha256sum < "$work/outside.bin")" \
     "$(client -o "$work/got" -w '%{http_code}' "$url/linked.bin") $(sha256sum < "$work/got")"
   check "$label: the access log has the requests" yes \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds lighttpd on iotcp: Debian bookworm's lighttpd 1.4.69 source, fetched with Debian's own tools (a
-# deb-src entry for the archive this machine already uses), with lighttpd-1.4.69-iotcp.patch applied and
-# iotcp_glue.c linked in, against libiotcp installed beside it. Idempotent: a finished build is reused.
+# deb-src entry for the archive this machine already uses), with lighttpd-1.4.69-iotcp.patch applied,
+# linked against iotcp_glue.c (built as libiotcp-glue.so) and libiotcp, installed beside it. Idempotent:
+# a finished build is reused.
 #
 # Usage (root, for the apt steps): Examples/lighttpd/build.sh [OUT]   (default OUT: .build/lighttpd)
 #   CONFIGURATION=release|debug  which libiotcp to build (release)
@@ -13,7 +14,7 @@ out=$(mkdir -p "${1:-$repo/.build/lighttpd}" && cd "${1:-$repo/.build/lighttpd}"
 configuration=${CONFIGURATION:-release}
 version=1.4.69
 debian_version=1.4.69-1
-stamp="$out/built-$(cat "$here/lighttpd-$version-iotcp.patch" "$here/iotcp_glue.c" "$here/iotcp_glue.h" | sha256sum | cut -c1-16)"
+stamp="$out/built-$(cat "$here/lighttpd-$version-iotcp.patch" "$here/iotcp_glue.c" "$here/iotcp_glue.h" "$here/build.sh" | sha256sum | cut -c1-16)"
 
 # libiotcp first: lighttpd links against it (a changed library is picked up even when lighttpd is built).
 PREFIX="$out/prefix" CONFIGURATION="$configuration" "$repo/scripts/install.sh" >&2
@@ -44,14 +45,15 @@ dpkg-source -x "$out/source/lighttpd_${debian_version}.dsc" "$out/src" >&2
 cp "$here/iotcp_glue.h" "$out/src/src/"
 (cd "$out/src" && patch -p1 --quiet --no-backup-if-mismatch < "$here/lighttpd-$version-iotcp.patch")
 
-# The glue as a static archive handed to the link through LIBS: only lighttpd itself calls it, so only
-# lighttpd pulls it in (its loadable modules do not).
-cc -std=gnu11 -O2 -g -fPIC -Wall -Wextra -Werror -c "$here/iotcp_glue.c" -o "$out/src/iotcp_glue.o" $(pkg-config --cflags iotcp)
-ar rcs "$out/src/libiotcp_glue.a" "$out/src/iotcp_glue.o"
+# The glue as a shared library beside libiotcp: lighttpd and the modules that call it (mod_proxy's
+# getsockname) share its one table of sockets, where a static copy in each would not.
+install -d "$out/prefix/lib"
+cc -std=gnu11 -O2 -g -fPIC -shared -Wall -Wextra -Werror -o "$out/prefix/lib/libiotcp-glue.so" "$here/iotcp_glue.c" \
+  $(pkg-config --cflags --libs iotcp)
 
 cd "$out/src"
 ./configure -q --prefix="$out/prefix" --without-pcre2 --without-zlib --without-bzip2 \
-  CFLAGS="-O2 -g" LIBS="$out/src/libiotcp_glue.a $(pkg-config --libs iotcp)" >&2
+  CFLAGS="-O2 -g" LIBS="-L$out/prefix/lib -liotcp-glue -Wl,-rpath,$out/prefix/lib $(pkg-config --libs iotcp)" >&2
 make -s -j"$(nproc)" >&2
 make -s install >&2
 rm -f "$out"/built-*

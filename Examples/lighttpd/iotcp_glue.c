@@ -62,7 +62,7 @@ static iotcp_stack *the_stack(void) {
         return NULL;
     }
     root_length = strlen(directory);
-    while (root_length > 1 && directory[root_length - 1] == '/') root_length--;
+    while (root_length > 0 && directory[root_length - 1] == '/') root_length--;   /* "/" is length 0 */
     root = directory;
     iotcp_options options;
     memset(&options, 0, sizeof options);
@@ -120,8 +120,10 @@ int iotcp_glue_is_socket(int fd) { return glue_socket(fd) != NULL; }
 
 /* A descriptor number for iotcp socket `socket` (-1: a listener still to make), or -1 (errno set; the
    socket is then closed). */
+/* An unbound, unconnected TCP socket: a call the patch missed reads and writes nothing (ENOTCONN, EPIPE),
+   and getsockname on it answers 0.0.0.0:0 rather than bytes of an address it does not have. */
 static int make_placeholder(void) {
-    if (placeholder < 0) placeholder = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (placeholder < 0) placeholder = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     return placeholder;
 }
 
@@ -160,6 +162,7 @@ static void ensure_stack(void) {
         if (!s->used || s->socket >= 0) continue;
         if ((s->socket = iotcp_listen(stack, s->pending_port, s->pending_backlog)) < 0) {
             fprintf(stderr, "iotcp: listening on port %u: %s\n", s->pending_port, iotcp_last_error());
+            destroy_stack();   /* the namespace it made goes too */
             _exit(1);
         }
     }
@@ -235,6 +238,11 @@ int iotcp_glue_accept(int listener, struct sockaddr *peer, size_t *length) {
 ssize_t iotcp_glue_read(int fd, void *buffer, size_t length) {
     struct glue_socket *s = glue_socket(fd);
     return s ? iotcp_read(stack, s->socket, buffer, length) : read(fd, buffer, length);
+}
+
+ssize_t iotcp_glue_write(int fd, const void *buffer, size_t length) {
+    struct glue_socket *s = glue_socket(fd);
+    return s ? iotcp_write(stack, s->socket, buffer, length) : write(fd, buffer, length);
 }
 
 ssize_t iotcp_glue_writev(int fd, const struct iovec *vectors, int count) {
@@ -369,10 +377,15 @@ static void opened(const iotcp_event *event) {
                 entry->path, strerror(-event->result));
         entry->state = FAILED;
     } else if (iotcp_offload_fstat(stack, event->result, &status) != 0
-               || (off_t)status.size != entry->identity.st_size) {
-        fprintf(stderr, "iotcp: the NIC's %s is not the file lighttpd opened (%llu bytes, not %lld): "
-                "lighttpd sends it through the host\n", entry->path,
-                (unsigned long long)status.size, (long long)entry->identity.st_size);
+               || (off_t)status.size != entry->identity.st_size
+               || (time_t)status.modification_seconds != entry->identity.st_mtim.tv_sec
+               || (long)status.modification_nanoseconds != entry->identity.st_mtim.tv_nsec) {
+        /* Size and mtime must agree: the NIC's file is then the one lighttpd stat'ed (the same file, or an
+           exact copy with its times kept). Anything else could send other bytes under lighttpd's headers. */
+        fprintf(stderr, "iotcp: the NIC's %s is not the file lighttpd opened (%llu bytes, mtime %lld, not %lld "
+                "bytes, mtime %lld): lighttpd sends it through the host\n", entry->path,
+                (unsigned long long)status.size, (long long)status.modification_seconds,
+                (long long)entry->identity.st_size, (long long)entry->identity.st_mtim.tv_sec);
         iotcp_offload_close(stack, event->result);
         entry->state = FAILED;
     } else {
@@ -403,9 +416,20 @@ ssize_t iotcp_glue_sendfile(int fd, int file, off_t *offset, size_t count, const
     if (fstat(file, &identity) != 0) return -1;
     struct offloaded *entry = find(path + root_length, 1);
     if (!entry) return send_through_host(s, file, offset, count);
-    if (!entry->state || (entry->state != OPENING && !same_file(&entry->identity, &identity))) {
+    if (entry->state && !same_file(&entry->identity, &identity)) {
+        /* The entry is for another file than the one this response is made of. If the path no longer
+           names this response's file (it was replaced while being sent), the NIC cannot open it again:
+           the host sends the rest. Otherwise the entry is the stale one: open the file anew. */
+        struct stat now;
+        if (stat(path, &now) != 0 || !same_file(&now, &identity)) return send_through_host(s, file, offset, count);
+        if (entry->state == OPENING) return send_through_host(s, file, offset, count);  /* an older open is on its way */
         if (entry->state == OPEN) iotcp_offload_close(stack, entry->file);
-        if (start_open(entry, &identity) != 0) return send_through_host(s, file, offset, count);
+        entry->state = 0;
+    }
+    if (!entry->state && start_open(entry, &identity) != 0) {
+        fprintf(stderr, "iotcp: asking the NIC to open %s: %s: lighttpd sends it through the host\n",
+                entry->path, iotcp_last_error());
+        return send_through_host(s, file, offset, count);
     }
     switch (entry->state) {
     case OPENING:
@@ -434,7 +458,6 @@ ssize_t iotcp_glue_sendfile(int fd, int file, off_t *offset, size_t count, const
 /* ---- One event loop for both. */
 
 static int pollable = -2;       /* -2: not asked yet; -1: the channel has no descriptor */
-static int pollable_queue = -1; /* the kernel epoll it was added to */
 static char pollable_marker;    /* its events carry this address: never a lighttpd pointer */
 static iotcp_event *gathered;
 static int gathered_capacity;
@@ -463,6 +486,12 @@ static int gather(struct epoll_event *events, int room) {
         gathered_capacity = room;
     }
     int count = iotcp_epoll_wait(stack, queue, gathered, room, 0);
+    if (count < 0 && errno != EINTR) {
+        /* The NIC half failed or the channel to it dropped: no connection can go on. Stop (atexit removes
+           what the stack made) so a supervisor can start lighttpd again, rather than spin. */
+        fprintf(stderr, "iotcp: the stack failed (%s): lighttpd stops\n", iotcp_last_error());
+        exit(1);
+    }
     int delivered = 0;
     for (int i = 0; i < count; i++) {
         if (gathered[i].events & IOTCP_OFFLOAD_OPENED) { opened(&gathered[i]); continue; }
@@ -484,14 +513,7 @@ static int without_marker(struct epoll_event *events, int count) {
 int iotcp_glue_epoll_wait(int epoll, struct epoll_event *events, int max_events, int timeout_ms) {
     if (!stack && placeholder < 0) return epoll_wait(epoll, events, max_events, timeout_ms);  /* stock */
     ensure_stack();
-    if (pollable == -2 || pollable_queue != epoll) {
-        pollable = iotcp_pollable_fd(stack);
-        if (pollable >= 0) {
-            struct epoll_event wake = { .events = EPOLLIN, .data.ptr = &pollable_marker };
-            if (epoll_ctl(epoll, EPOLL_CTL_ADD, pollable, &wake) != 0 && errno != EEXIST) pollable = -1;
-        }
-        pollable_queue = epoll;
-    }
+    if (pollable == -2) pollable = iotcp_pollable_fd(stack);
     int ready = gather(events, max_events);
     if (ready > 0) {
         int kernel = epoll_wait(epoll, events + ready, max_events - ready, 0);
@@ -501,6 +523,12 @@ int iotcp_glue_epoll_wait(int epoll, struct epoll_event *events, int max_events,
     int sleep_ms = iotcp_before_poll(stack, limit);
     if (sleep_ms < 0) sleep_ms = limit;                 /* the NIC half failed: lighttpd's timers go on */
     if (sleep_ms > 0 && pollable < 0) sleep_ms = 1;     /* a busy-polled channel: look again soon */
+    if (sleep_ms > 0 && pollable >= 0) {
+        /* Added before every sleep (EEXIST once it is there): lighttpd makes a new epoll descriptor on a
+           graceful restart, often with the old number, and a sleep without it would miss the NIC. */
+        struct epoll_event wake = { .events = EPOLLIN, .data.ptr = &pollable_marker };
+        if (epoll_ctl(epoll, EPOLL_CTL_ADD, pollable, &wake) != 0 && errno != EEXIST) sleep_ms = sleep_ms > 1 ? 1 : sleep_ms;
+    }
     int kernel = epoll_wait(epoll, events, max_events, sleep_ms);
     int saved = errno;
     if (sleep_ms > 0) iotcp_after_poll(stack);

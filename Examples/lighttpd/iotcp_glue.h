@@ -1,9 +1,9 @@
 /*
  * iotcp_glue.h: what lighttpd calls instead of the kernel's socket calls when it runs on iotcp.
  *
- * Every iotcp socket gets a process-unique descriptor number (a duplicate of one unconnected AF_UNIX
- * socket), so lighttpd's tables indexed by descriptor keep working and a call the patch missed fails with
- * ENOTCONN instead of acting on the wrong thing. Each wrapper has the signature of the call it replaces
+ * Every iotcp socket gets a process-unique descriptor number (a duplicate of one unbound, unconnected TCP
+ * socket), so lighttpd's tables indexed by descriptor keep working and a call the patch missed reads or
+ * writes nothing (ENOTCONN, EPIPE) instead of acting on the wrong thing. Each wrapper has the signature of the call it replaces
  * and passes kernel descriptors straight through, so a patched call site changes one name and nothing else.
  *
  * Switched on by the environment (lighttpd's own configuration file stays as it is):
@@ -34,6 +34,7 @@ int iotcp_glue_listen(const struct sockaddr *address, socklen_t length, int back
 int iotcp_glue_accept(int listener, struct sockaddr *peer, size_t *length);
 
 ssize_t iotcp_glue_read(int fd, void *buffer, size_t length);
+ssize_t iotcp_glue_write(int fd, const void *buffer, size_t length);
 ssize_t iotcp_glue_writev(int fd, const struct iovec *vectors, int count);
 /* sendfile(2) plus the file's path: for an iotcp socket the NIC sends the bytes (the file is opened on
    the NIC once and kept); -1/EAGAIN while that open is under way, and the socket turns writable again
