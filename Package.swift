@@ -156,7 +156,7 @@ let package = Package(
             path: "Benchmarks/IOTCPBench"),
 
         .testTarget(name: "FileServerTests", dependencies: ["FileServer"]),
-        .testTarget(name: "IOTCPTLSTests", dependencies: ["IOTCPTLS"]),
+        .testTarget(name: "IOTCPTLSTests", dependencies: ["IOTCPTLS", "IOTCPCommon"]),
         .testTarget(name: "IOTCPCommonTests", dependencies: ["IOTCPCommon"],
                     exclude: ["Fixtures"]),
         .testTarget(name: "IOTCPChannelsTests", dependencies: ["IOTCPCommon", "IOTCPChannels", "CIOTCPSystem"]),

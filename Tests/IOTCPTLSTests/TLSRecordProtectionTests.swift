@@ -65,6 +65,22 @@ struct TLSRecordProtectionTests {
         #expect(throws: TLSRecordError.truncated) { try open(client, Array(Self.clientRecord.dropLast()), sequence: 0) }
     }
 
+    @Test("TLS 1.3: RFC 8448's application traffic secrets give its keys, and their records")
+    func trafficKeysFromSecrets() throws {
+        let serverSecret = hex("a1 1a f9 f0 55 31 f8 56 ad 47 11 6b 45 a9 50 32 82 04 b4 f4 4b fb 6b 3a 4b 4f 1f 3f cb 63 16 43")
+        let clientSecret = hex("9e 40 64 6c e7 9a 7f 9d c0 5a f8 88 9b ce 65 52 87 5a fa 0b 06 df 00 87 f7 92 eb b7 c1 75 04 a5")
+        #expect(TLS13TrafficKeys.expandLabel(serverSecret, "key", length: 16, suite: .aes128GCMSHA256) == Self.serverKey)
+        #expect(TLS13TrafficKeys.expandLabel(serverSecret, "iv", length: 12, suite: .aes128GCMSHA256) == Self.serverIV)
+        let server = try TLS13TrafficKeys.protection(secret: serverSecret, suite: .aes128GCMSHA256)
+        #expect(try seal(server, Self.payload, sequence: 1) == Self.serverRecord)
+        let client = try TLS13TrafficKeys.protection(secret: clientSecret, suite: .aes128GCMSHA256)
+        #expect(try open(client, Self.clientRecord, sequence: 0).1 == Self.payload)
+        #expect(throws: TLSRecordError.badKeyLength(32)) { try TLS13TrafficKeys.protection(secret: serverSecret, suite: .aes256GCMSHA384) }
+        // KeyUpdate's next secret, as another implementation derives it (scripts/tls-vectors.py).
+        #expect(TLS13TrafficKeys.nextSecret(serverSecret, suite: .aes128GCMSHA256)
+                == hex("51921b8aa3001976eb401d0a4319a8516416a6c56001a357e5d162031e84f916"))
+    }
+
     @Test("TLS 1.3: the inner type is sealed too (a handshake message travels as application_data)")
     func innerType() throws {
         let server = try TLSRecordProtection(version: .tls13, key: Self.serverKey, iv: Self.serverIV)
@@ -74,7 +90,7 @@ struct TLSRecordProtectionTests {
         #expect(type == .handshake && plaintext == [1, 2, 3])
     }
 
-    @Test("TLS 1.2 AES-256-GCM: the record another implementation makes from RFC 5246 and RFC 5288 (scripts/tls12-vector.py)")
+    @Test("TLS 1.2 AES-256-GCM: the record another implementation makes from RFC 5246 and RFC 5288 (scripts/tls-vectors.py)")
     func tls12Vector() throws {
         let protection = try TLSRecordProtection(version: .tls12, key: [UInt8](0..<32), iv: [0xa0, 0xa1, 0xa2, 0xa3])
         let plaintext = Array("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".utf8)
