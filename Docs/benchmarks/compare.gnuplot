@@ -10,16 +10,16 @@ set grid ytics
 set xtics rotate by -30
 set key top left
 set title "4KiB"
-set yrange [0:21.6927]
+set yrange [0:20.2157]
 plot "Docs/benchmarks/compare.dat" index 0 using 2:xtic(1) title "host process", "" index 0 using 3 title "NIC stack", "" index 0 using 4 title "kernel, rest of the core"
 unset key
 set title "64KiB"
-set yrange [0:1.8684]
+set yrange [0:1.5511]
 plot "Docs/benchmarks/compare.dat" index 1 using 2:xtic(1) title "host process", "" index 1 using 3 title "NIC stack", "" index 1 using 4 title "kernel, rest of the core"
 set title "500KiB"
-set yrange [0:0.7414]
+set yrange [0:0.6620]
 plot "Docs/benchmarks/compare.dat" index 2 using 2:xtic(1) title "host process", "" index 2 using 3 title "NIC stack", "" index 2 using 4 title "kernel, rest of the core"
 set title "10MiB"
-set yrange [0:0.9960]
+set yrange [0:1.0746]
 plot "Docs/benchmarks/compare.dat" index 3 using 2:xtic(1) title "host process", "" index 3 using 3 title "NIC stack", "" index 3 using 4 title "kernel, rest of the core"
 unset multiplot

@@ -185,6 +185,9 @@ final class HTTPServer {
             let token = nextToken
             nextToken += 1
             sessions[token] = Session(socket: socket, token: token, now: stack.now.nanoseconds)
+            // As nginx and lighttpd do: a response head is a short write, and Nagle would hold the next
+            // response's head until the client acknowledged the last one's.
+            try? stack.setNoDelay(socket, true)
             try? stack.register(socket, interests: [.readable, .readClosed], token: token)
         }
     }

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -240,6 +241,9 @@ static void accept_all(int listener) {
         c->generation = generation;
         c->file = -1;
         c->phase = READING;
+        /* Nagle would hold a response head (a short write) until the last response was acknowledged. */
+        static const int on = 1;
+        iotcp_setsockopt(stack, socket, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
         c->registered = IOTCP_EPOLLIN | IOTCP_EPOLLRDHUP;
         iotcp_epoll_ctl(stack, queue, IOTCP_EPOLL_CTL_ADD, socket, c->registered, token(index));
     }
