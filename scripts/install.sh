@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 prefix=${PREFIX:-/usr/local}
 configuration=${CONFIGURATION:-release}
 source scripts/install-deps.sh >/dev/null
+echo "install: building libiotcp ($configuration; the first build takes minutes)" >&2
 for product in iotcp iotcp-static; do
   swift build -c "$configuration" --product "$product" 2>&1 | grep -E "error|warning:" || true
   swift build -c "$configuration" --product "$product" >/dev/null
