@@ -103,10 +103,8 @@ public struct TLSRecordMap {
             }
             let from = Int(max(range.lowerBound, record.start) - record.start)
             let to = Int(min(range.upperBound, record.end) - record.start)
-            for index in from..<to {
-                output[written] = sealed[index]
-                written += 1
-            }
+            UnsafeMutableRawBufferPointer(rebasing: output[written...]).copyBytes(from: sealed[from..<to])
+            written += to - from
         }
         return written
     }

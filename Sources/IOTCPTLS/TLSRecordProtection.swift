@@ -70,7 +70,8 @@ public struct TLSRecordProtection {
         }
         var offset = 0
         func put<C: Collection<UInt8>>(_ bytes: C) {
-            for byte in bytes { output[offset] = byte; offset += 1 }
+            UnsafeMutableRawBufferPointer(rebasing: output[offset...]).copyBytes(from: bytes)
+            offset += bytes.count
         }
         put(header)
         if version == .tls12 { put(sequence.bigEndianBytes) }
