@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what iotcp needs from Debian, idempotently: the C libraries it binds (RDMA verbs, rdma_cm,
-# libnvme, liburing) and the tools its tests and demos use (iproute2, nftables, ethtool, ping, curl,
+# libnvme, liburing, OpenSSL for TLS) and the tools its tests and demos use (iproute2, nftables, ethtool, ping, curl,
 # tshark, python3, wrk; pkg-config and gcc for libiotcp's C users; make, patch, dpkg-dev and xz-utils to build
 # lighttpd on it). Needs root; does nothing when everything is
 # already there.
 set -euo pipefail
-packages=(libibverbs-dev librdmacm-dev libnvme-dev liburing-dev iproute2 nftables ethtool iputils-ping curl tshark python3 wrk pkg-config gcc make patch dpkg-dev xz-utils)
+packages=(libibverbs-dev librdmacm-dev libnvme-dev liburing-dev libssl-dev openssl iproute2 nftables ethtool iputils-ping curl tshark python3 wrk pkg-config gcc make patch dpkg-dev xz-utils)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

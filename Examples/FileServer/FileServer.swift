@@ -4,6 +4,7 @@ import IOTCPCommandLine
 import IOTCPEmbedded
 import IOTCPMetrics
 import IOTCPRDMA
+import IOTCPTLS
 import Logging
 
 nonisolated(unsafe) var stopRequested: sig_atomic_t = 0
@@ -69,6 +70,12 @@ struct FileServer: ParsableCommand {
     @Option(help: "Log level of the stack and the NIC: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .notice
 
+    @Option(help: "Serve HTTPS with this PEM certificate chain (with --tls-key): the handshake on the host, file records sealed on the NIC.")
+    var tlsCert: String?
+
+    @Option(help: "The PEM private key of --tls-cert.")
+    var tlsKey: String?
+
     @OptionGroup(title: "Embedded NIC options")
     var wire: WireOptions
 
@@ -78,6 +85,14 @@ struct FileServer: ParsableCommand {
         }
         let limits = HTTPServer.Limits(headerTimeout: headerTimeout, idleTimeout: idleTimeout, sendTimeout: sendTimeout,
                                        maximumPendingInput: maxPendingInput, maximumHeldFiles: maxHeldFiles)
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        // Loaded before anything is set up, so a bad certificate or key is reported at once and leaves nothing behind.
+        let tls: TLSServerContext?
+        if let tlsCert, let tlsKey {
+            do { tls = try TLSServerContext(certificatePath: tlsCert, keyPath: tlsKey) } catch { throw ValidationError("TLS: \(error)") }
+        } else {
+            tls = nil
+        }
         NICRuntime.keepFreedMemoryForReuse()
         let namespace: NetworkNamespace
         do { namespace = try NetworkNamespace(name: netns, address: address) } catch { throw ValidationError("\(error)") }
@@ -134,9 +149,9 @@ struct FileServer: ParsableCommand {
         let stack = IOTCPStack(channel: channel, address: namespace.stackAddress, logger: logger)
         let hostMetrics = endpoint.map { _ in HostMetrics() }
         let server: HTTPServer
-        do { server = try HTTPServer(stack: stack, port: port, limits: limits) } catch { throw RuntimeFailure("listening on port \(port): \(error)") }
+        do { server = try HTTPServer(stack: stack, port: port, limits: limits, tls: tls) } catch { throw RuntimeFailure("listening on port \(port): \(error)") }
         server.accessLog = !quiet
-        say("serving http://\(namespace.stackAddress):\(port)/ in network namespace \(netns)")
+        say("serving \(tls == nil ? "http" : "https")://\(namespace.stackAddress):\(port)/ in network namespace \(netns)")
         if let endpoint { say("metrics at http://\(endpoint.address)/metrics") }
         var lastRecord = IOTCPStack.monotonicNow().nanoseconds
         let deadline = duration.map { IOTCPStack.monotonicNow().nanoseconds + UInt64($0 * 1e9) }

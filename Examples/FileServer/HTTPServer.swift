@@ -1,5 +1,7 @@
 import Foundation
 import IOTCPHost
+import IOTCPHostTLS
+import IOTCPTLS
 
 /// A static file server written against the IOTCPHost API, the way a lighttpd-style event loop is:
 /// one `wait` per turn, sessions found by their registration token, response heads sent with `write`
@@ -35,6 +37,8 @@ final class HTTPServer {
         var sendTimeouts = 0
         var refused = 0
         var readPauses = 0
+        /// TLS handshakes that failed and records that did not open (the connection was closed).
+        var tlsFailures = 0
     }
     private var sessions: [UInt64: Session] = [:]
     private var nextToken: UInt64 = 1
@@ -65,6 +69,8 @@ final class HTTPServer {
         var closeAfterResponse = false
         var closing = false
         var wantsWritable = false
+        /// HTTPS: the connection's TLS (reads, heads and bodies go through it).
+        var tls: TLSConnection?
 
         init(socket: Socket, token: UInt64, now: UInt64) {
             self.socket = socket
@@ -74,9 +80,13 @@ final class HTTPServer {
         var responding: Bool { opening != nil || headSent < head.count || body != nil }
     }
 
-    init(stack: IOTCPStack, port: UInt16, limits: Limits = Limits()) throws(IOTCPError) {
+    /// HTTPS: every connection's TLS, its handshake on the host and its file records sealed on the NIC.
+    let tls: TLSServerContext?
+
+    init(stack: IOTCPStack, port: UInt16, limits: Limits = Limits(), tls: TLSServerContext? = nil) throws(IOTCPError) {
         self.stack = stack
         self.limits = limits
+        self.tls = tls
         listener = try stack.listen(port: port, backlog: 4096)
         try stack.register(listener, interests: .acceptable, token: Self.listenerToken)
     }
@@ -184,7 +194,17 @@ final class HTTPServer {
         while let socket = try? stack.accept(listener) {
             let token = nextToken
             nextToken += 1
-            sessions[token] = Session(socket: socket, token: token, now: stack.now.nanoseconds)
+            let session = Session(socket: socket, token: token, now: stack.now.nanoseconds)
+            if let tls {
+                guard let connection = TLSConnection(socket: socket, context: tls) else {
+                    try? stack.abort(socket)
+                    continue
+                }
+                session.tls = connection
+                // The handshake counts against the header timeout, as the head that follows it does.
+                session.headStarted = session.lastActivity
+            }
+            sessions[token] = session
             // As nginx and lighttpd do: a response head is a short write, and Nagle would hold the next
             // response's head until the client acknowledged the last one's.
             try? stack.setNoDelay(socket, true)
@@ -201,7 +221,7 @@ final class HTTPServer {
             do throws(IOTCPError) {
                 let room = min(buffer.count, limits.maximumPendingInput - session.input.count)
                 let count = try buffer.withUnsafeMutableBytes { raw in
-                    Result { () throws(IOTCPError) in try stack.read(session.socket, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<room])) }
+                    Result { () throws(IOTCPError) in try read(session, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<room])) }
                 }.get()
                 if count == 0 { peerClosed = true; break }
                 session.input += buffer[0..<count]
@@ -256,7 +276,7 @@ final class HTTPServer {
         }
         if !session.responding && session.closeAfterResponse && !session.closing {
             session.closing = true
-            try? stack.close(session.socket)
+            if let tls = session.tls { try? tls.close(stack) } else { try? stack.close(session.socket) }
             sessions[token] = nil
             waitingForFiles.remove(token)
             return
@@ -266,13 +286,31 @@ final class HTTPServer {
         // readable event would otherwise come back at once, every turn).
         let pauseReading = session.input.count >= limits.maximumPendingInput || session.waitsForFiles
         if pauseReading && !session.readPaused { counters.readPauses += 1 }
-        let wantsWritable = session.headSent < session.head.count || session.body != nil
+        let wantsWritable = session.headSent < session.head.count || session.body != nil || session.tls?.hasPendingOutput == true
         if wantsWritable != session.wantsWritable || pauseReading != session.readPaused {
             session.wantsWritable = wantsWritable
             session.readPaused = pauseReading
             var interests: EventKinds = pauseReading ? [] : [.readable, .readClosed]
             if wantsWritable { interests.insert(.writable) }
             try? stack.register(session.socket, interests: interests, token: token)
+        }
+    }
+
+    /// A read from the socket, or through its TLS (0 when the peer closed; `.wouldBlock` when nothing came,
+    /// which during the handshake includes the flights it answered). A TLS failure (a bad handshake, a
+    /// record that does not open, an alert) ends the connection.
+    private func read(_ session: Session, into buffer: UnsafeMutableRawBufferPointer) throws(IOTCPError) -> Int {
+        guard let tls = session.tls else { return try stack.read(session.socket, into: buffer) }
+        let result: TLSConnection.ReadResult
+        do { result = try tls.read(from: stack, into: buffer) } catch let error as IOTCPError { throw error } catch {
+            counters.tlsFailures += 1
+            log("tls: \(stack.endpoints(of: session.socket).map { "\($0.remoteAddress):\($0.remotePort)" } ?? "-") \(error)")
+            throw .tcp(.connectionReset)  // ends the session: it is aborted, no half-sent response stays
+        }
+        switch result {
+        case .data(let count): return count
+        case .wouldBlock: throw .wouldBlock
+        case .closed: return 0
         }
     }
 
@@ -295,19 +333,25 @@ final class HTTPServer {
 
     /// Sends the head, then the body, as far as the send queue takes them. False when it is full.
     private func push(_ session: Session) -> Bool {
+        if let tls = session.tls {
+            do { try tls.flush(to: stack) } catch { return false }
+            if tls.hasPendingOutput { return false }
+        }
         if session.headSent < session.head.count {
-            do throws(IOTCPError) {
+            do {
                 session.headSent += try session.head.withUnsafeBytes { raw in
-                    Result { () throws(IOTCPError) in
-                        try stack.write(session.socket, UnsafeRawBufferPointer(rebasing: raw[session.headSent...]))
-                    }
-                }.get()
+                    let rest = UnsafeRawBufferPointer(rebasing: raw[session.headSent...])
+                    if let tls = session.tls { return try tls.write(to: stack, rest) }
+                    return try stack.write(session.socket, rest)
+                }
             } catch { return false }
             if session.headSent < session.head.count { return false }
         }
         guard let body = session.body else { return true }
-        do throws(IOTCPError) {
-            let taken = try stack.offloadWrite(session.socket, file: body.file, offset: body.offset, length: Int(min(body.remaining, 1 << 30)))
+        do {
+            let length = Int(min(body.remaining, 1 << 30))
+            let taken = try session.tls.map { try $0.offloadWrite(to: stack, file: body.file, offset: body.offset, length: length) }
+                ?? stack.offloadWrite(session.socket, file: body.file, offset: body.offset, length: length)
             session.body = (body.file, body.offset + UInt64(taken), body.remaining - UInt64(taken))
         } catch { return false }
         if session.body!.remaining == 0 {

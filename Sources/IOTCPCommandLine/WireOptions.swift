@@ -108,8 +108,10 @@ public struct WireOptions: ParsableArguments {
     /// The data plane over `files`, with the disk, store and memory these options ask for.
     public func makeDataPlane(files: any FileService) throws -> NICDataPlane {
         guard storeLimit >= 0, readMemory > 0 else { throw ValidationError("--store-limit must not be negative, --read-memory positive") }
-        return NICDataPlane(files: files, disk: try makeDisk(), pool: BufferPool(capacityBytes: storeLimit + readMemory),
-                            retransmitMode: retransmit, storeLimitBytes: storeLimit)
+        let plane = NICDataPlane(files: files, disk: try makeDisk(), pool: BufferPool(capacityBytes: storeLimit + readMemory),
+                                 retransmitMode: retransmit, storeLimitBytes: storeLimit)
+        plane.recordSealers = TLSRecordSealers()
+        return plane
     }
 
     public func faults() throws -> (inbound: FaultSettings, outbound: FaultSettings) {

@@ -130,13 +130,15 @@ public typealias DiskFailure = SystemCallError
 
 extension NICDataPlane {
     /// The data plane as a NIC program wants it by default: files from `files`, read through io_uring (or
-    /// pread worker threads where the kernel refuses io_uring), buffered retransmissions.
+    /// pread worker threads where the kernel refuses io_uring), buffered retransmissions, TLS records sealed.
     public static func standard(
         files: any FileService, retransmitMode: RetransmitStore.Mode = .buffered, storeLimitBytes: Int = 192 << 20,
         readMemoryBytes: Int = 64 << 20
     ) -> NICDataPlane {
-        NICDataPlane(files: files, disk: standardDisk(), pool: BufferPool(capacityBytes: storeLimitBytes + readMemoryBytes),
-                     retransmitMode: retransmitMode, storeLimitBytes: storeLimitBytes)
+        let plane = NICDataPlane(files: files, disk: standardDisk(), pool: BufferPool(capacityBytes: storeLimitBytes + readMemoryBytes),
+                                 retransmitMode: retransmitMode, storeLimitBytes: storeLimitBytes)
+        plane.recordSealers = TLSRecordSealers()
+        return plane
     }
 
     /// io_uring, or pread on four threads where io_uring is refused, or, where not even a thread can be

@@ -39,6 +39,11 @@ extension NICDataPlane {
             send(flow: flow, range, received: received, output: &output)
         case .retransmit(let flow, let sequence, let length, let template):
             retransmit(flow: flow, sequence: sequence, length: Int(length), template: template, now: now, output: &output)
+        case .tlsKeys(let flow, let keys):
+            setKeys(flow: flow, keys, output: &output)
+        case .sendRecords(let flow, let range):
+            counters.sends += 1
+            sendRecords(flow: flow, range, received: received, output: &output)
         }
     }
 
@@ -75,6 +80,7 @@ extension NICDataPlane {
         flows[index].id = flow
         flows[index].endpoints = endpoints
         flows[index].failed = false
+        flows[index].sealer = nil
         flowsByEndpoints[key] = UInt32(index)
         openFlows += 1
     }
@@ -91,6 +97,7 @@ extension NICDataPlane {
         let key = EndpointKey(remoteAddress: endpoints.remoteAddress.rawValue, remotePort: endpoints.remotePort, localPort: endpoints.localPort)
         if flowsByEndpoints[key] == index { flowsByEndpoints[key] = nil }
         flows[slot].open = false
+        flows[slot].sealer = nil
         flows[slot].generation &+= 1
         flows[slot].isReady = false
         flows[slot].isReading = false
@@ -166,6 +173,89 @@ extension NICDataPlane {
         wantReads(index)
         considerReady(index)
     }
+
+    // MARK: - TLS records
+
+    func setKeys<O: NICOutput>(flow: FlowID, _ keys: TLSKeys, output: inout O) {
+        guard let index = openIndex(flow) else {
+            fail(.unknownFlow, kind: .tlsKeys, flow: flow, reference: 0, "TLS_KEYS for unknown \(flow)", output: &output)
+            return
+        }
+        guard let factory = recordSealers, let sealer = factory.makeSealer(keys) else {
+            fail(.unsupported, kind: .tlsKeys, flow: flow, reference: 0,
+                 recordSealers == nil ? "this NIC seals no TLS records" : "TLS_KEYS with unusable keys", output: &output)
+            return
+        }
+        flows[Int(index)].sealer = sealer
+        counters.tlsFlows += 1
+    }
+
+    /// SEND_RECORDS: one chunk per record the range touches; each reads its record's plaintext, is sealed
+    /// when the read is done, and sends its part of the record.
+    func sendRecords<O: NICOutput>(flow: FlowID, _ range: RecordSendRange, received: Instant, output: inout O) {
+        guard let index = openIndex(flow) else {
+            fail(.unknownFlow, kind: .sendRecords, flow: flow, reference: UInt64(range.sequence.rawValue),
+                 "SEND_RECORDS for unknown \(flow)", output: &output)
+            return
+        }
+        let slot = Int(index)
+        if flows[slot].failed { return }
+        guard let sealer = flows[slot].sealer else {
+            fail(.malformedCommand, kind: .sendRecords, flow: flow, reference: UInt64(range.sequence.rawValue),
+                 "SEND_RECORDS before TLS_KEYS", output: &output)
+            return
+        }
+        let length = Int(range.length)
+        let run = range.run
+        let overhead = sealer.version.overhead
+        let runEnd = run.start + run.wireLength(overhead: overhead)
+        guard length <= limits.maximumSendBytes, range.template.maximumSegmentSize > 0, range.sequence + length <= runEnd,
+              pool.bufferSize >= Self.recordHeadroom + run.recordPlaintext + 2 * pool.alignment + 32 else {
+            fail(.malformedCommand, kind: .sendRecords, flow: flow, reference: UInt64(range.sequence.rawValue),
+                 "SEND_RECORDS of \(length) bytes outside its run of \(run.wireLength(overhead: overhead)) or with MSS 0", output: &output)
+            return
+        }
+        guard queuedBytes + length <= limits.maximumQueuedBytes else {
+            fail(.storeFull, kind: .sendRecords, flow: flow, reference: UInt64(range.sequence.rawValue),
+                 "the NIC has \(queuedBytes) bytes queued to send (limit \(limits.maximumQueuedBytes))", output: &output)
+            return
+        }
+        var cursor = range.sequence
+        let end = range.sequence + length
+        while cursor < end {
+            let (record, recordStart) = run.record(containing: cursor, overhead: overhead)
+            let plaintext = run.plaintextLength(ofRecord: record)
+            let skip = cursor - recordStart
+            let take = min(plaintext + overhead - skip, end - cursor)
+            let lease: FileLease
+            do throws(FileFailure) { lease = try files.lease(range.file) } catch {
+                fail(error.code, kind: .sendRecords, flow: flow, reference: UInt64(range.sequence.rawValue), error.description, output: &output)
+                if cursor == range.sequence { return }
+                // Chunks already queued stay; the host hears of the failure and ends the connection.
+                flows[slot].failed = true
+                dropQueued(slot)
+                return
+            }
+            let chunk = newChunk(flow: index, generation: flows[slot].generation, sequence: cursor, length: take, file: range.file,
+                                 fileOffset: run.offset + UInt64(record) * UInt64(run.recordPlaintext), lease: lease,
+                                 template: range.template, arrival: received)
+            chunks[Int(chunk)].recordNumber = run.firstRecord + UInt64(record)
+            chunks[Int(chunk)].recordPlaintext = plaintext
+            chunks[Int(chunk)].recordSkip = skip
+            chunks[Int(chunk)].isLast = cursor + take == end
+            flows[slot].queue.append(.chunk(chunk))
+            flows[slot].toRead.append(chunk)
+            queuedBytes += take
+            cursor += take
+        }
+        flows[slot].queue.append(.echo(sequenceEnd: end, arrival: received))
+        wantReads(index)
+        considerReady(index)
+    }
+
+    /// Room kept in front of a record's plaintext in its buffer for the record header (a multiple of any
+    /// direct-I/O alignment up to it, so the read still lands aligned).
+    static let recordHeadroom = 4096
 
     /// Payload bytes of one chunk: a super-segment's worth (a whole number of segments, so the wire's cuts
     /// and ours agree) that also fits a buffer with room to align a direct read.
@@ -271,9 +361,16 @@ extension NICDataPlane {
                     stale = true
                     continue
                 }
+                let isRecord = range.recordPlaintext > 0
                 let chunk = newChunk(flow: index, generation: flows[slot].generation, sequence: range.sequence + skip, length: take,
-                                     file: range.file, fileOffset: range.offset + UInt64(skip), lease: lease,
+                                     file: range.file, fileOffset: isRecord ? range.offset : range.offset + UInt64(skip), lease: lease,
                                      template: template, arrival: now)
+                if isRecord {
+                    // The whole record is read and sealed again; its bytes are the ones first sent.
+                    chunks[Int(chunk)].recordNumber = range.recordNumber
+                    chunks[Int(chunk)].recordPlaintext = range.recordPlaintext
+                    chunks[Int(chunk)].recordSkip = (range.sequence + skip) - range.recordStart
+                }
                 chunks[Int(chunk)].isRetransmission = true
                 flows[slot].urgent.append(chunk)
                 flows[slot].toRead.insert(chunk, at: flows[slot].toRead.startIndex + flows[slot].rereads)

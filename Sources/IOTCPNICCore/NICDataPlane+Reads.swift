@@ -60,7 +60,7 @@ extension NICDataPlane {
     /// no buffer. The chunk keeps its lease until it has left, which keeps the mapping.
     func sendFromPageCache(_ chunk: UInt32) -> Bool {
         let slot = Int(chunk)
-        guard offloads.checksum, chunks[slot].holdsLease, let mapping = files.mapping(chunks[slot].lease) else { return false }
+        guard offloads.checksum, !chunks[slot].isRecord, chunks[slot].holdsLease, let mapping = files.mapping(chunks[slot].lease) else { return false }
         let offset = chunks[slot].fileOffset, length = chunks[slot].length
         guard offset + UInt64(length) <= UInt64(mapping.count) else { return false }
         guard files.isResident(chunks[slot].lease, offset: offset, length: length) else {
@@ -80,10 +80,13 @@ extension NICDataPlane {
         let alignment = UInt64(max(chunks[slot].lease.alignment, 1))
         let start = chunks[slot].fileOffset / alignment * alignment
         let payloadStart = Int(chunks[slot].fileOffset - start)
-        let needed = payloadStart + chunks[slot].length
+        let needed = payloadStart + chunks[slot].fileBytes
+        // A record's plaintext lands after room for its header, so it is sealed where it lies.
+        let readInto = chunks[slot].isRecord ? Self.recordHeadroom : 0
         chunks[slot].buffer = buffer
         chunks[slot].readStart = start
-        chunks[slot].payloadStart = payloadStart
+        chunks[slot].readInto = readInto
+        chunks[slot].payloadStart = readInto + payloadStart
         chunks[slot].readLength = (needed + Int(alignment) - 1) / Int(alignment) * Int(alignment)
         chunks[slot].readDone = 0
         chunks[slot].state = .reading
@@ -97,7 +100,7 @@ extension NICDataPlane {
         let slab = pool.slab(of: buffer)
         let read = DiskRead(
             descriptor: chunks[slot].lease.descriptor, offset: chunks[slot].readStart + UInt64(done),
-            length: chunks[slot].readLength - done, destination: pool.address(buffer) + done,
+            length: chunks[slot].readLength - done, destination: pool.address(buffer) + chunks[slot].readInto + done,
             registeredSlab: slab < registeredSlabs.count && registeredSlabs[slab] ? Int32(slab) : -1,
             missesCache: chunks[slot].missesCache, tag: UInt64(chunk))
         if disk.submit(read, now: now) {
@@ -116,7 +119,7 @@ extension NICDataPlane {
             freeChunk(chunk)
             return
         }
-        let needed = chunks[slot].payloadStart + chunks[slot].length
+        let needed = chunks[slot].payloadStart - chunks[slot].readInto + chunks[slot].fileBytes
         if result > 0 {
             counters.readBytes += result
             chunks[slot].readDone += result
@@ -126,6 +129,7 @@ extension NICDataPlane {
                 return
             }
             chunks[slot].state = .ready
+            if chunks[slot].isRecord { seal(chunk) }
         } else {
             counters.readFailures += 1
             chunks[slot].state = .failed
@@ -136,5 +140,28 @@ extension NICDataPlane {
             chunks[slot].holdsLease = false
         }
         considerReady(chunks[slot].flow)
+    }
+
+    /// Seals a record read into its buffer and points the chunk at its slice of it.
+    func seal(_ chunk: UInt32) {
+        let slot = Int(chunk)
+        guard let sealer = flows[Int(chunks[slot].flow)].sealer else {
+            chunks[slot].state = .failed
+            chunks[slot].failure = 22  // EINVAL: the flow has no keys (cannot happen while its chunks are queued)
+            return
+        }
+        let header = sealer.version.headerLength
+        let recordAt = chunks[slot].payloadStart - header
+        let plaintext = chunks[slot].recordPlaintext
+        guard let sealed = sealer.seal(record: pool.address(chunks[slot].buffer) + recordAt, plaintextLength: plaintext,
+                                       number: chunks[slot].recordNumber, contentType: TLSContentTypeCode.applicationData),
+              sealed == plaintext + sealer.version.overhead, chunks[slot].recordSkip + chunks[slot].length <= sealed else {
+            chunks[slot].state = .failed
+            chunks[slot].failure = 22
+            return
+        }
+        counters.recordsSealed += 1
+        counters.sealedBytes += plaintext
+        chunks[slot].payloadStart = recordAt + chunks[slot].recordSkip
     }
 }

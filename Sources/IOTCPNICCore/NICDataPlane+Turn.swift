@@ -190,6 +190,11 @@ extension NICDataPlane {
         let index = Int(chunk)
         var range = StoredRange(sequence: chunks[index].sequence, length: chunks[index].length, file: chunks[index].file,
                                 offset: chunks[index].fileOffset)
+        if chunks[index].isRecord {
+            range.recordNumber = chunks[index].recordNumber
+            range.recordPlaintext = chunks[index].recordPlaintext
+            range.recordStart = chunks[index].sequence - chunks[index].recordSkip
+        }
         if chunks[index].mapped != nil {
             // Sent from the page cache: a retransmission finds it there again (or reads it).
         } else if store.hasRoom(bufferSize: pool.bufferSize) {

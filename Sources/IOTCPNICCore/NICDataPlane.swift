@@ -32,6 +32,8 @@ public final class NICDataPlane {
     public let limits: Limits
     /// What the wire finishes for us; the runtime sets it from the wire and its settings each turn.
     public var offloads = WireOffloads.none
+    /// Seals TLS records for flows given TLS_KEYS; without it TLS_KEYS and SEND_RECORDS are refused.
+    public var recordSealers: (any RecordSealerFactory)?
     public internal(set) var counters = Counters()
 
     /// Bounds on what the host (or a flood) can make the NIC hold.
@@ -94,6 +96,11 @@ public final class NICDataPlane {
         /// RETRANSMITs (or parts) of data still queued here, which will leave anyway.
         public var retransmitsOfQueuedData = 0
         public var retransmittedBytes = 0
+        /// TLS records sealed here (each retransmission of one counts again), and their plaintext bytes.
+        public var recordsSealed = 0
+        public var sealedBytes = 0
+        /// Flows given TLS keys.
+        public var tlsFlows = 0
     }
 
     // MARK: - State
@@ -155,6 +162,8 @@ public final class NICDataPlane {
         var isReading = false
         /// A read failed: the host was told and is ending the connection; later data is dropped.
         var failed = false
+        /// The flow's TLS record keys (TLS_KEYS), dropped, and so erased, at FLOW_CLOSE.
+        var sealer: (any RecordSealing)?
     }
 
     enum WorkItem {
@@ -188,13 +197,22 @@ public final class NICDataPlane {
         var readStart: UInt64 = 0
         var readLength = 0
         var readDone = 0
-        /// Where the payload starts in the buffer.
+        /// Where the payload starts in the buffer (a record's slice, once sealed), and where the read landed.
         var payloadStart = 0
+        var readInto = 0
         /// Payload bytes already on the wire (a refused write stops mid-chunk).
         var sent = 0
         var failure: Int32 = 0
         var template = SegmentTemplate(acknowledgmentNumber: SequenceNumber(0), window: 0, maximumSegmentSize: 1)
         var arrival = Instant.zero
+        /// A TLS record's slice (`recordPlaintext` > 0): the chunk reads the record's whole plaintext from
+        /// `fileOffset`, seals it as record `recordNumber`, and sends `length` bytes of it from `recordSkip`.
+        var recordNumber: UInt64 = 0
+        var recordPlaintext = 0
+        var recordSkip = 0
+        var isRecord: Bool { recordPlaintext > 0 }
+        /// File bytes the chunk reads: its payload, or its record's plaintext.
+        var fileBytes: Int { isRecord ? recordPlaintext : length }
     }
 
     struct DeferredPacket {

@@ -122,6 +122,12 @@ public struct StoredRange: Hashable, Sendable {
     public var buffer: UInt32
     /// Where the range's first byte sits in `buffer`.
     public var bufferOffset: Int
+    /// A slice of a TLS record (`recordPlaintext` > 0): the record's number, where it starts in the sequence
+    /// space, and its plaintext, which is `recordPlaintext` file bytes from `offset` (the record's, not the
+    /// slice's: a retransmission reads and seals the whole record again).
+    public var recordNumber: UInt64 = 0
+    public var recordStart = SequenceNumber(0)
+    public var recordPlaintext = 0
 
     public static let noBuffer = UInt32.max
 
@@ -140,7 +146,7 @@ public struct StoredRange: Hashable, Sendable {
     mutating func advance(by count: Int) {
         sequence = sequence + count
         length -= count
-        offset += UInt64(count)
+        if recordPlaintext == 0 { offset += UInt64(count) }
         bufferOffset += count
     }
 }

@@ -9,6 +9,7 @@ enum OwnedCommand: Equatable {
     case packetIn(FlowID, [UInt8])
     case packetOut(FlowID, [UInt8])
     case device(requestID: UInt32, file: OffloadedFileID, namespace: UInt32, model: [UInt8], serial: [UInt8])
+    case tlsKeys(FlowID, version: TLSRecordVersion, key: [UInt8], iv: [UInt8])
 
     init(_ command: Command) {
         switch command {
@@ -19,6 +20,7 @@ enum OwnedCommand: Equatable {
         case .packetOut(let flow, let packet): self = .packetOut(flow, Array(packet))
         case .device(let requestID, let file, let report):
             self = .device(requestID: requestID, file: file, namespace: report.namespace, model: Array(report.model), serial: Array(report.serial))
+        case .tlsKeys(let flow, let keys): self = .tlsKeys(flow, version: keys.version, key: Array(keys.key), iv: Array(keys.iv))
         default: self = .plain(String(describing: command))
         }
     }
@@ -32,6 +34,8 @@ enum OwnedCommand: Equatable {
             return path.withUnsafeBytes { body(.open(requestID: requestID, flags: flags, path: $0)) }
         case .packetIn(let flow, let packet): return packet.withUnsafeBytes { body(.packetIn(flow, packet: $0)) }
         case .packetOut(let flow, let packet): return packet.withUnsafeBytes { body(.packetOut(flow, packet: $0)) }
+        case .tlsKeys(let flow, let version, let key, let iv):
+            return key.withUnsafeBytes { key in iv.withUnsafeBytes { iv in body(.tlsKeys(flow, TLSKeys(version: version, key: key, iv: iv))) } }
         case .device(let requestID, let file, let namespace, let model, let serial):
             return model.withUnsafeBytes { model in
                 serial.withUnsafeBytes { serial in
@@ -107,6 +111,22 @@ extension SeededGenerator {
             for _ in 0..<20 { serial.append(UInt8.random(in: 0x21...0x7E, using: &self)) }
             owned = .device(requestID: next32(), file: file, namespace: next32(), model: model, serial: serial)
             return owned.withCommand { body($0, owned) }
+        case .tlsKeys:
+            let version: TLSRecordVersion = Bool.random(using: &self) ? .tls13 : .tls12
+            owned = .tlsKeys(flow, version: version, key: bytes(Bool.random(using: &self) ? 16...16 : 32...32),
+                             iv: bytes(TLSKeys.ivLength(version)...TLSKeys.ivLength(version)))
+            return owned.withCommand { body($0, owned) }
+        case .sendRecords:
+            let recordPlaintext = UInt16.random(in: 1...16_384, using: &self)
+            let runPlaintext = UInt64.random(in: 1...(1 << 24), using: &self)
+            let records = (runPlaintext + UInt64(recordPlaintext) - 1) / UInt64(recordPlaintext)
+            let wire = runPlaintext + records * 22
+            let into = UInt64.random(in: 0..<wire, using: &self)
+            let length = UInt64.random(in: 1...min(wire - into, UInt64(UInt32.max)), using: &self)
+            let runStart = SequenceNumber(next32())
+            command = .sendRecords(flow, RecordSendRange(
+                sequence: runStart + Int(into), length: UInt32(length), runStart: runStart, recordPlaintext: recordPlaintext,
+                file: file, offset: next() >> 2, runPlaintext: runPlaintext, firstRecord: next(), template: template()))
         }
         return body(command, OwnedCommand(command))
     }

@@ -91,6 +91,10 @@ public enum Command {
     case packetOut(FlowID, packet: UnsafeRawBufferPointer)
     /// Sent between OPENED and STAT when the opened file's device is known.
     case device(requestID: UInt32, file: OffloadedFileID, DeviceReport)
+    /// TLS_KEYS: the flow's record keys for the NIC (kept until FLOW_CLOSE; never logged).
+    case tlsKeys(FlowID, TLSKeys)
+    /// SEND_RECORDS: part of a run of TLS records, sealed on the NIC from a file range.
+    case sendRecords(FlowID, RecordSendRange)
 
     @inlinable
     public var kind: CommandKind {
@@ -112,6 +116,8 @@ public enum Command {
         case .packetIn: .packetIn
         case .packetOut: .packetOut
         case .device: .device
+        case .tlsKeys: .tlsKeys
+        case .sendRecords: .sendRecords
         }
     }
 
@@ -120,7 +126,7 @@ public enum Command {
         switch self {
         case .error(let flow, _), .flowOpen(let flow, _), .flowClose(let flow, _), .send(let flow, _),
              .retransmit(let flow, _, _, _), .acknowledged(let flow, _), .echo(let flow, _, _),
-             .packetIn(let flow, _), .packetOut(let flow, _):
+             .packetIn(let flow, _), .packetOut(let flow, _), .tlsKeys(let flow, _), .sendRecords(let flow, _):
             flow
         default:
             .none
@@ -134,6 +140,7 @@ public enum Command {
         case .error(_, let report): Swift.min(report.text.count, CommandProtocol.maxErrorTextLength)
         case .open(_, _, let path): path.count
         case .packetIn(_, let packet), .packetOut(_, let packet): packet.count
+        case .tlsKeys(_, let keys): keys.key.count + keys.iv.count
         default: 0
         }
     }

@@ -23,6 +23,8 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     case packetIn = 15
     case packetOut = 16
     case device = 17
+    case tlsKeys = 18
+    case sendRecords = 19
 
     /// Body bytes after the command header that every command of this kind has.
     @inlinable
@@ -45,6 +47,8 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .packetIn: 0
         case .packetOut: 0
         case .device: 76
+        case .tlsKeys: 4
+        case .sendRecords: 68
         }
     }
 
@@ -52,7 +56,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     @inlinable
     public var hasVariableBody: Bool {
         switch self {
-        case .error, .open, .packetIn, .packetOut: true
+        case .error, .open, .packetIn, .packetOut, .tlsKeys: true
         default: false
         }
     }
@@ -76,6 +80,8 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .packetIn: "PACKET_IN"
         case .packetOut: "PACKET_OUT"
         case .device: "DEVICE"
+        case .tlsKeys: "TLS_KEYS"
+        case .sendRecords: "SEND_RECORDS"
         }
     }
 }

@@ -54,6 +54,12 @@ public struct CommandReader {
         guard kind.hasVariableBody ? body.count >= fixed : body.count == fixed else {
             throw .badLength(kind: kind, flow: flow, length: length, index: commandIndex)
         }
+        if kind == .tlsKeys, TLSRecordVersion(rawValue: body.littleEndian(UInt16.self, at: 0)) == nil {
+            throw .inconsistent(kind: kind, flow: flow, field: "version", index: commandIndex)
+        }
+        if kind == .tlsKeys, Int(body[2]) + Int(body[3]) != body.count - 4 {
+            throw .inconsistent(kind: kind, flow: flow, field: "key and iv lengths", index: commandIndex)
+        }
         if kind == .hello, StackRole(rawValue: body[2]) == nil {
             throw .inconsistent(kind: kind, flow: flow, field: "role", index: commandIndex)
         }
@@ -134,6 +140,19 @@ public struct CommandReader {
             return .device(requestID: u32(0), file: OffloadedFileID(rawValue: u64(4)), DeviceReport(
                 namespace: u32(12), model: UnsafeRawBufferPointer(rebasing: body[16..<56]),
                 serial: UnsafeRawBufferPointer(rebasing: body[56..<76])))
+        case .tlsKeys:
+            // Lengths are checked by `validationFailure`; here they are only kept inside the body.
+            let keyLength = min(Int(body[2]), body.count - 4)
+            let ivLength = min(Int(body[3]), body.count - 4 - keyLength)
+            return .tlsKeys(flow, TLSKeys(
+                version: TLSRecordVersion(rawValue: u16(0)) ?? .tls13,
+                key: UnsafeRawBufferPointer(rebasing: body[4..<(4 + keyLength)]),
+                iv: UnsafeRawBufferPointer(rebasing: body[(4 + keyLength)..<(4 + keyLength + ivLength)])))
+        case .sendRecords:
+            return .sendRecords(flow, RecordSendRange(
+                sequence: SequenceNumber(u32(0)), length: u32(4), runStart: SequenceNumber(u32(8)), recordPlaintext: u16(12),
+                file: OffloadedFileID(rawValue: u64(16)), offset: u64(24), runPlaintext: u64(32), firstRecord: u64(40),
+                template: readTemplate(body, at: 48)))
         }
     }
 }
@@ -168,6 +187,25 @@ extension Command {
             if flow == .none { return "flow id" }
             if length == 0 { return "length" }
             if template.maximumSegmentSize == 0 { return "maximum segment size" }
+            return nil
+        case .tlsKeys(let flow, let keys):
+            if flow == .none { return "flow id" }
+            if keys.key.count != 16 && keys.key.count != 32 { return "key length" }
+            if keys.iv.count != TLSKeys.ivLength(keys.version) { return "iv length" }
+            return nil
+        case .sendRecords(let flow, let range):
+            if flow == .none { return "flow id" }
+            if range.length == 0 { return "length" }
+            if range.recordPlaintext == 0 || Int(range.recordPlaintext) > RecordSendRange.maximumRecordPlaintext { return "record plaintext" }
+            if range.runPlaintext == 0 || range.runPlaintext > UInt64(UInt32.max) { return "run plaintext" }
+            if range.offset > UInt64.max - range.runPlaintext { return "offset" }
+            // The range lies inside the run whatever the version's overhead (at most 29 bytes a record).
+            if range.sequence < range.runStart { return "sequence" }
+            let records = (range.runPlaintext + UInt64(range.recordPlaintext) - 1) / UInt64(range.recordPlaintext)
+            // A run must fit half the sequence space, or sequence arithmetic could not place its records.
+            if range.runPlaintext + records * 29 >= 1 << 31 { return "run plaintext" }
+            if UInt64(range.sequence - range.runStart) + UInt64(range.length) > range.runPlaintext + records * 29 { return "length" }
+            if range.template.maximumSegmentSize == 0 { return "maximum segment size" }
             return nil
         case .acknowledged(let flow, _), .echo(let flow, _, _), .flowClose(let flow, _):
             return flow == .none ? "flow id" : nil

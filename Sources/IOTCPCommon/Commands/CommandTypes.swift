@@ -155,6 +155,8 @@ public struct CommandErrorCode: RawRepresentable, Hashable, Sendable, CustomStri
     public static let storeFull = CommandErrorCode(rawValue: 11)
     public static let tooManyFiles = CommandErrorCode(rawValue: 12)
     public static let tooManyFlows = CommandErrorCode(rawValue: 13)
+    /// The NIC cannot do what the command asks (TLS_KEYS on a NIC without record sealing, or keys it cannot use).
+    public static let unsupported = CommandErrorCode(rawValue: 14)
 
     public var description: String {
         switch self {
@@ -171,6 +173,7 @@ public struct CommandErrorCode: RawRepresentable, Hashable, Sendable, CustomStri
         case .storeFull: "retransmit store full"
         case .tooManyFiles: "too many open files"
         case .tooManyFlows: "too many flows"
+        case .unsupported: "unsupported"
         default: "error \(rawValue)"
         }
     }

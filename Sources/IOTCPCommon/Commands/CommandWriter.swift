@@ -200,6 +200,23 @@ public struct CommandWriter: ~Copyable {
             body.storeLittleEndian(delay, at: 8)
         case .packetIn(_, let packet), .packetOut(_, let packet):
             copy(packet, count: packet.count, into: body, at: 0)
+        case .tlsKeys(_, let keys):
+            body.storeLittleEndian(keys.version.rawValue, at: 0)
+            body[2] = UInt8(truncatingIfNeeded: keys.key.count)
+            body[3] = UInt8(truncatingIfNeeded: keys.iv.count)
+            copy(keys.key, count: keys.key.count, into: body, at: 4)
+            copy(keys.iv, count: keys.iv.count, into: body, at: 4 + keys.key.count)
+        case .sendRecords(_, let range):
+            body.storeLittleEndian(range.sequence.rawValue, at: 0)
+            body.storeLittleEndian(range.length, at: 4)
+            body.storeLittleEndian(range.runStart.rawValue, at: 8)
+            body.storeLittleEndian(range.recordPlaintext, at: 12)
+            body.storeLittleEndian(UInt16(0), at: 14)
+            body.storeLittleEndian(range.file.rawValue, at: 16)
+            body.storeLittleEndian(range.offset, at: 24)
+            body.storeLittleEndian(range.runPlaintext, at: 32)
+            body.storeLittleEndian(range.firstRecord, at: 40)
+            writeTemplate(range.template, into: body, at: 48)
         }
     }
 }

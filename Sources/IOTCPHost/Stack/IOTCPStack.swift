@@ -252,6 +252,39 @@ public final class IOTCPStack {
         return taken
     }
 
+    /// TLS on the NIC: hands the NIC the connection's record keys (after the handshake, which the caller ran
+    /// over ordinary reads and writes). From then on the caller seals its own records and may queue file
+    /// ranges as records the NIC seals with `offloadWriteRecords`. `IOTCPHostTLS.TLSConnection` does all this.
+    public func startRecordOffload(_ socket: Socket, keys: TLSKeys) throws(IOTCPError) {
+        let handle = try connection(socket)
+        try checkChannel()
+        var output = sender
+        do throws(TCPError) { try engine.setRecordKeys(handle, keys, output: &output) } catch { throw .tcp(error) }
+    }
+
+    /// `offloadWrite` as TLS records: `length` bytes of `file` from `offset`, cut into records of
+    /// `recordPlaintext` bytes numbered from `firstRecord`, which the NIC reads, seals and sends. Takes whole
+    /// records only (the last may be short); returns the plaintext bytes taken, `.wouldBlock` when none.
+    public func offloadWriteRecords(
+        _ socket: Socket, file: OffloadedFileID, offset: UInt64, length: Int, recordPlaintext: Int, firstRecord: UInt64
+    ) throws(IOTCPError) -> Int {
+        let handle = try connection(socket)
+        try checkChannel()
+        guard let opened = files.file(file) else { throw .badFile(file) }
+        guard length >= 0 else { throw .tcp(.invalidArgument("negative length")) }
+        guard offset < opened.size else { return 0 }
+        let wanted = Int(min(UInt64(length), opened.size - offset, UInt64(UInt32.max)))
+        var output = sender
+        let taken: Int
+        do throws(TCPError) {
+            taken = try engine.writeRecords(handle, file: file, offset: offset, length: wanted, recordPlaintext: recordPlaintext,
+                                            firstRecord: firstRecord, now: clock(), output: &output)
+        } catch { throw .tcp(error) }
+        if taken == 0 && wanted > 0 { throw .wouldBlock }
+        if taken > 0 { files.noteUser(handle, of: file) { engine.state(of: $0) != nil } }
+        return taken
+    }
+
     /// Gives up an offloaded file. Ranges already queued from it are still sent: the NIC closes it once
     /// the connections that queued them have had everything acknowledged (or are gone).
     public func offloadClose(_ file: OffloadedFileID) throws(IOTCPError) {
@@ -445,7 +478,7 @@ public final class IOTCPStack {
                 nic = hello
             case .keepalive:
                 break
-            case .open, .fstat, .closeFile, .flowOpen, .flowClose, .send, .retransmit, .acknowledged, .packetOut:
+            case .open, .fstat, .closeFile, .flowOpen, .flowClose, .send, .retransmit, .acknowledged, .packetOut, .tlsKeys, .sendRecords:
                 statistics.malformedCommands += 1
                 logger.warning("the NIC sent \(command.kind), a command only the host sends; ignored")
             }
@@ -463,7 +496,7 @@ public final class IOTCPStack {
                 completions.append(event)
                 return
             }
-        case .send?, .retransmit?:
+        case .send?, .retransmit?, .sendRecords?, .tlsKeys?:
             if let handle = engine.handle(for: flow) {
                 nicFailures[handle] = .nic(code: report.code, message: text)
                 engine.failOnNIC(handle, output: &output)

@@ -8,6 +8,9 @@ struct SendQueue {
         /// Application bytes; `streamIndex` counts application bytes queued before this run.
         case bytes(streamIndex: UInt64)
         case file(OffloadedFileID, offset: UInt64)
+        /// TLS records the NIC seals from a file range; the run's geometry is absolute, so a piece of it
+        /// carries the whole run and the NIC finds its records from the piece's sequence number.
+        case records(TLSRecordRun)
     }
 
     struct Entry: Equatable {
@@ -84,6 +87,16 @@ struct SendQueue {
         end += length
     }
 
+    /// Queues a run of TLS records of `wireLength` bytes on the wire, starting where the queue ends (the
+    /// run's `start` is set here).
+    mutating func append(records run: TLSRecordRun, wireLength: Int) {
+        guard wireLength > 0 else { return }
+        var run = run
+        run.start = end
+        entries.append(Entry(start: end, length: wireLength, source: .records(run)))
+        end += wireLength
+    }
+
     /// The longest piece starting at `sequence` within one entry, at most `limit` bytes.
     func piece(at sequence: SequenceNumber, limit: Int) -> Piece? {
         guard sequence >= acknowledged, sequence < end, limit > 0 else { return nil }
@@ -98,6 +111,8 @@ struct SendQueue {
             return Piece(sequence: sequence, length: length, source: .bytes(streamIndex: streamIndex + UInt64(skip)))
         case .file(let file, let offset):
             return Piece(sequence: sequence, length: length, source: .file(file, offset: offset + UInt64(skip)))
+        case .records:
+            return Piece(sequence: sequence, length: length, source: entry.source)
         }
     }
 

@@ -52,6 +52,31 @@ extension TCPConnection {
         return accepted
     }
 
+    /// Queues a file range as TLS records of `recordPlaintext` bytes numbered from `firstRecord`, sealed by
+    /// the NIC; takes whole records only, as many as the queue has room for. Returns the plaintext bytes
+    /// taken (0: would block).
+    mutating func writeRecords<O: CommandOutput>(
+        _ file: OffloadedFileID, offset: UInt64, length: Int, recordPlaintext: Int, firstRecord: UInt64, now: Instant,
+        configuration: TCPConfiguration, output: inout O
+    ) throws(TCPError) -> Int {
+        guard canSend else { throw finRequested ? .alreadyClosing : (error ?? .notConnected) }
+        guard recordOverhead > 0 else { throw .invalidArgument("no TLS keys were given for this connection") }
+        let room = max(configuration.fileQueueBytes - fileBytesQueued, 0)
+        let wholeRecords = room / (recordPlaintext + recordOverhead)
+        // A run stays well inside half the sequence space (SEND_RECORDS requires it).
+        let accepted = min(length, wholeRecords * recordPlaintext, (1 << 30) / recordPlaintext * recordPlaintext)
+        if accepted > 0 {
+            let run = TLSRecordRun(start: sendQueue.end, recordPlaintext: recordPlaintext, plaintext: UInt64(accepted),
+                                   firstRecord: firstRecord, file: file, offset: offset)
+            let wire = run.wireLength(overhead: recordOverhead)
+            sendQueue.append(records: run, wireLength: wire)
+            fileBytesQueued += wire
+        }
+        if accepted < length { events.remove(.writable) }
+        flush(now: now, configuration: configuration, output: &output)
+        return accepted
+    }
+
     func queueHasRoom(configuration: TCPConfiguration) -> Bool {
         sendQueue.freeByteCapacity > 0 && fileBytesQueued < configuration.fileQueueBytes
     }

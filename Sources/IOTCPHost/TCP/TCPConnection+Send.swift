@@ -72,7 +72,7 @@ extension TCPConnection {
                 guard var piece = sendQueue.piece(at: sendNext, limit: min(room, configuration.maximumSendBytes)) else { break sending }
                 let isRetransmission = sendNext < sendMaximum
                 switch piece.source {
-                case .file:
+                case .file, .records:
                     // New file data stops where the NIC's share of it (TCP small queues) runs out; bytes from
                     // memory never wait on it.
                     if !isRetransmission && configuration.maximumUnechoedBytes > 0 {
@@ -91,6 +91,12 @@ extension TCPConnection {
                         let remaining = sendQueue.piece(at: sendNext, limit: .max)?.length ?? 0
                         let minimum = min(configuration.minimumSendSegments * segmentSize, congestion.window / 2)
                         if piece.length < minimum && piece.length < remaining && inFlight > 0 { break sending }
+                        if case .records(let run) = piece.source {
+                            // End on a record boundary when a whole record fits, so no record is sealed twice.
+                            let end = piece.sequence + piece.length
+                            let (_, recordStart) = run.record(containing: end, overhead: recordOverhead)
+                            if recordStart > piece.sequence && recordStart < end { piece.length = recordStart - piece.sequence }
+                        }
                         emitSend(piece, last: piece.sequence + piece.length == dataEnd, now: now, configuration: configuration,
                                  output: &output)
                     }
@@ -146,10 +152,19 @@ extension TCPConnection {
     mutating func emitSend<O: CommandOutput>(
         _ piece: SendQueue.Piece, last: Bool, now: Instant, configuration: TCPConfiguration, output: inout O
     ) {
-        guard case .file(let file, let offset) = piece.source else { return }
-        output.emit(.send(handle.flow, SendRange(
-            sequence: piece.sequence, length: UInt32(piece.length), file: file, offset: offset,
-            template: template(lastFlags: last ? .psh : [], now: now))))
+        switch piece.source {
+        case .file(let file, let offset):
+            output.emit(.send(handle.flow, SendRange(
+                sequence: piece.sequence, length: UInt32(piece.length), file: file, offset: offset,
+                template: template(lastFlags: last ? .psh : [], now: now))))
+        case .records(let run):
+            output.emit(.sendRecords(handle.flow, RecordSendRange(
+                sequence: piece.sequence, length: UInt32(piece.length), runStart: run.start,
+                recordPlaintext: UInt16(run.recordPlaintext), file: run.file, offset: run.offset, runPlaintext: run.plaintext,
+                firstRecord: run.firstRecord, template: template(lastFlags: last ? .psh : [], now: now))))
+        case .bytes:
+            return
+        }
         acknowledgmentSent()
         if piece.sequence + piece.length > sendIssuedEnd { sendIssuedEnd = piece.sequence + piece.length }
         if timedSequence == nil, consecutiveTimeouts == 0, !inRecovery {
@@ -184,7 +199,7 @@ extension TCPConnection {
         let sentLimit = min(limit, SequenceNumber.min(sendMaximum, sendQueue.end) - start)
         guard sentLimit > 0, let piece = sendQueue.piece(at: start, limit: sentLimit) else { return }
         switch piece.source {
-        case .file:
+        case .file, .records:
             output.emit(.retransmit(handle.flow, sequence: piece.sequence, length: UInt32(piece.length),
                                     template: template(lastFlags: [], now: now)))
             acknowledgmentSent()

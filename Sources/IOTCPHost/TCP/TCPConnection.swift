@@ -72,6 +72,8 @@ struct TCPConnection {
     // Send queue and close.
     var sendQueue: SendQueue
     var fileBytesQueued = 0
+    /// What a TLS record adds to its plaintext on the wire, once the NIC has the connection's keys (0 before).
+    var recordOverhead = 0
     var finRequested = false
     /// TCP_NODELAY: Nagle off for this connection whatever the configuration says.
     var noDelay = false

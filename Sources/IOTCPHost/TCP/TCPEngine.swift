@@ -177,6 +177,34 @@ public final class TCPEngine {
                                                 output: &output)
     }
 
+    /// Hands the NIC the connection's TLS record keys (TLS_KEYS); from now on `writeRecords` may queue
+    /// records it seals. The keys are copied into the command and kept nowhere here.
+    public func setRecordKeys<O: CommandOutput>(_ handle: TCPHandle, _ keys: TLSKeys, output: inout O) throws(TCPError) {
+        let slot = try validSlot(handle)
+        guard keys.key.count == 16 || keys.key.count == 32, keys.iv.count == TLSKeys.ivLength(keys.version) else {
+            throw .invalidArgument("TLS keys of \(keys.key.count) and \(keys.iv.count) bytes")
+        }
+        pool[slot].recordOverhead = keys.version.overhead
+        output.emit(.tlsKeys(handle.flow, keys))
+    }
+
+    /// Queues `length` bytes of an offloaded file as TLS records of `recordPlaintext` bytes (at most 16 KiB)
+    /// numbered from `firstRecord`, sealed on the NIC. Whole records only; returns the plaintext bytes taken
+    /// (0: the queue is full, wait for `.writable`).
+    public func writeRecords<O: CommandOutput>(
+        _ handle: TCPHandle, file: OffloadedFileID, offset: UInt64, length: Int, recordPlaintext: Int, firstRecord: UInt64,
+        now: Instant, output: inout O
+    ) throws(TCPError) -> Int {
+        guard length >= 0, recordPlaintext > 0, recordPlaintext <= RecordSendRange.maximumRecordPlaintext,
+              UInt64(length) <= UInt64(UInt32.max) else {
+            throw .invalidArgument("records of \(recordPlaintext) bytes over \(length) bytes")
+        }
+        let slot = try validSlot(handle)
+        defer { afterChange(slot) }
+        return try pool[slot].writeRecords(file, offset: offset, length: length, recordPlaintext: recordPlaintext, firstRecord: firstRecord,
+                                           now: now, configuration: configuration, output: &output)
+    }
+
     public func read<O: CommandOutput>(
         _ handle: TCPHandle, into buffer: UnsafeMutableRawBufferPointer, now: Instant, output: inout O
     ) throws(TCPError) -> Int {

@@ -1,0 +1,68 @@
+import Crypto
+import IOTCPCommon
+
+/// One direction's record keys as the host hands them to the NIC: the version, the AES-GCM key, the IV
+/// (TLS 1.2: the 4-byte salt) and the first record number still free. They exist on the host only between
+/// the handshake and the TLS_KEYS command (and in the connection's own sealer); `erase()` overwrites them.
+public struct TLSWriteKeys: Sendable {
+    public var version: TLSRecordVersion
+    public var key: [UInt8]
+    public var iv: [UInt8]
+    public var firstRecord: UInt64
+
+    public init(version: TLSRecordVersion, key: [UInt8], iv: [UInt8], firstRecord: UInt64) {
+        self.version = version
+        self.key = key
+        self.iv = iv
+        self.firstRecord = firstRecord
+    }
+
+    /// Overwrites the key and IV in place.
+    public mutating func erase() {
+        for index in key.indices { key[index] = 0 }
+        for index in iv.indices { iv[index] = 0 }
+    }
+
+    /// TLS 1.3: the key and IV from the server's application traffic secret (RFC 8446 §7.3).
+    public static func tls13(secret: [UInt8], suite: TLS13TrafficKeys.Suite, firstRecord: UInt64) -> TLSWriteKeys? {
+        guard secret.count == suite.hashLength else { return nil }
+        return TLSWriteKeys(
+            version: .tls13, key: TLS13TrafficKeys.expandLabel(secret, "key", length: suite.keyLength, suite: suite),
+            iv: TLS13TrafficKeys.expandLabel(secret, "iv", length: 12, suite: suite), firstRecord: firstRecord)
+    }
+
+    /// TLS 1.2 AES-GCM: the server's write key and salt from the master secret (RFC 5246 §6.3: key_block =
+    /// PRF(master_secret, "key expansion", server_random + client_random), cut into client key, server key,
+    /// client salt, server salt; AES-GCM suites have no MAC keys). The PRF's hash is the suite's.
+    public static func tls12(
+        masterSecret: [UInt8], clientRandom: [UInt8], serverRandom: [UInt8], suite: TLS13TrafficKeys.Suite, firstRecord: UInt64
+    ) -> TLSWriteKeys? {
+        guard masterSecret.count == 48, clientRandom.count == 32, serverRandom.count == 32 else { return nil }
+        let keyLength = suite.keyLength
+        var block = prf(secret: masterSecret, label: "key expansion", seed: serverRandom + clientRandom,
+                        length: 2 * keyLength + 8, suite: suite)
+        defer { for index in block.indices { block[index] = 0 } }
+        return TLSWriteKeys(
+            version: .tls12, key: Array(block[keyLength..<(2 * keyLength)]),
+            iv: Array(block[(2 * keyLength + 4)..<(2 * keyLength + 8)]), firstRecord: firstRecord)
+    }
+
+    /// TLS 1.2's PRF (RFC 5246 §5): P_hash(secret, label + seed).
+    static func prf(secret: [UInt8], label: String, seed: [UInt8], length: Int, suite: TLS13TrafficKeys.Suite) -> [UInt8] {
+        switch suite {
+        case .aes128GCMSHA256: pHash(SHA256.self, secret: secret, seed: Array(label.utf8) + seed, length: length)
+        case .aes256GCMSHA384: pHash(SHA384.self, secret: secret, seed: Array(label.utf8) + seed, length: length)
+        }
+    }
+
+    static func pHash<H: HashFunction>(_: H.Type, secret: [UInt8], seed: [UInt8], length: Int) -> [UInt8] {
+        let key = SymmetricKey(data: secret)
+        var output: [UInt8] = []
+        var a = Array(HMAC<H>.authenticationCode(for: seed, using: key))  // A(1)
+        while output.count < length {
+            output += Array(HMAC<H>.authenticationCode(for: a + seed, using: key))
+            a = Array(HMAC<H>.authenticationCode(for: a, using: key))
+        }
+        return Array(output[0..<length])
+    }
+}
