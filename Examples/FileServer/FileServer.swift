@@ -89,7 +89,7 @@ struct FileServer: ParsableCommand {
         // Loaded before anything is set up, so a bad certificate or key is reported at once and leaves nothing behind.
         let tls: TLSServerContext?
         if let tlsCert, let tlsKey {
-            do { tls = try TLSServerContext(certificatePath: tlsCert, keyPath: tlsKey) } catch { throw ValidationError("TLS: \(error)") }
+            do { tls = try TLSServerContext(certificatePath: tlsCert, keyPath: tlsKey) } catch { throw RuntimeFailure("TLS: \(error)") }
         } else {
             tls = nil
         }

@@ -4,6 +4,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,12 @@ iotcp_tls_context *iotcp_tls_context_new(const char *certificate_path, const cha
         return NULL;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key_path, SSL_FILETYPE_PEM) != 1) {
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+            snprintf(error, error_capacity, "private key %s does not match certificate %s", key_path, certificate_path);
+            ERR_clear_error();
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
         char reason[200];
         copy_error_queue(reason, sizeof reason, "unreadable");
         snprintf(error, error_capacity, "private key %s: %s", key_path, reason);
