@@ -170,7 +170,7 @@ let package = Package(
                     exclude: ["Fixtures"]),
         .testTarget(name: "IOTCPChannelsTests", dependencies: ["IOTCPCommon", "IOTCPChannels", "CIOTCPSystem"]),
         .testTarget(name: "IOTCPHostTests", dependencies: ["IOTCPCommon", "IOTCPHost", "IOTCPNICCore"]),
-        .testTarget(name: "IOTCPNICTests", dependencies: ["IOTCPCommon", "IOTCPNICCore", "IOTCPNIC", "IOTCPHost", "IOTCPChannels", "IOTCPEmbedded", "IOTCPMetrics", "IOTCPLifecycle"]),
+        .testTarget(name: "IOTCPNICTests", dependencies: ["IOTCPCommon", "IOTCPNICCore", "IOTCPNIC", "IOTCPTLS", "IOTCPHost", "IOTCPChannels", "IOTCPEmbedded", "IOTCPMetrics", "IOTCPLifecycle"]),
     ],
     swiftLanguageModes: [.v6]
 )

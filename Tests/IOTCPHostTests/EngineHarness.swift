@@ -5,6 +5,8 @@ import IOTCPCommon
 enum Emitted {
     case segment(Segment)
     case send(FlowID, SendRange)
+    case sendRecords(FlowID, RecordSendRange)
+    case tlsKeys(FlowID, version: TLSRecordVersion, keyLength: Int)
     case retransmit(FlowID, sequence: SequenceNumber, length: UInt32, template: SegmentTemplate)
     case acknowledged(FlowID, through: SequenceNumber)
     case flowOpen(FlowID, FlowEndpoints)
@@ -31,6 +33,8 @@ struct RecordingOutput: CommandOutput {
     mutating func emit(_ command: Command) {
         switch command {
         case .send(let flow, let range): emitted.append(.send(flow, range))
+        case .sendRecords(let flow, let range): emitted.append(.sendRecords(flow, range))
+        case .tlsKeys(let flow, let keys): emitted.append(.tlsKeys(flow, version: keys.version, keyLength: keys.key.count))
         case .retransmit(let flow, let sequence, let length, let template):
             emitted.append(.retransmit(flow, sequence: sequence, length: length, template: template))
         case .acknowledged(let flow, let through): emitted.append(.acknowledged(flow, through: through))
@@ -120,6 +124,7 @@ struct Script {
 extension Array where Element == Emitted {
     var segments: [Segment] { compactMap { if case .segment(let segment) = $0 { segment } else { nil } } }
     var sends: [(FlowID, SendRange)] { compactMap { if case .send(let flow, let range) = $0 { (flow, range) } else { nil } } }
+    var recordSends: [RecordSendRange] { compactMap { if case .sendRecords(_, let range) = $0 { range } else { nil } } }
     var retransmits: [(SequenceNumber, UInt32)] {
         compactMap { if case .retransmit(_, let sequence, let length, _) = $0 { (sequence, length) } else { nil } }
     }
