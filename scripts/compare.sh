@@ -2,10 +2,13 @@
 # iotcp beside lighttpd and nginx on the same machine, files and load. wrk runs in a client namespace (over
 # the TAP to iotcp, over a veth to the Linux servers); servers are pinned to CPU 0, wrk to CPU 1.
 #
-# Two scenarios:
+# Three scenarios:
 #   warm  the page cache holds every file (4 KiB, 64 KiB, 500 KiB, 10 MiB), each size requested alone:
 #         iotcp embedded and split, lighttpd on iotcp (Examples/lighttpd: embedded, and split over shared
 #         memory), stock lighttpd and nginx with sendfile.
+#   https the warm files over TLS (TLS 1.3, AES-128-GCM for every server): iotcp embedded and split (handshake
+#         on the host, records sealed by the NIC stack), nginx and lighttpd with OpenSSL. This kernel offers no
+#         kTLS (tcp_available_ulp has no "tls"), so nginx and lighttpd encrypt in user space, as they must here.
 #   cold  a library of 500 KiB files four times larger than the page cache the servers may use (each server
 #         runs in a memory cgroup with the same limit, caches dropped before each), requests spread over it
 #         by a Zipf law: iotcp split (buffered reads through io_uring, and O_DIRECT), nginx with sendfile,
@@ -19,7 +22,7 @@
 # Writes Docs/benchmarks/compare.json, compare.md and compare.png (or compare-cold.*).
 #
 # Usage (root): scripts/compare.sh [SECONDS]     SECONDS per run, default 10
-#   SCENARIO=warm|cold|both (default warm)  SIZES="4096 65536 512000 10485760"  CONNECTIONS="100 1600"
+#   SCENARIO=warm|cold|https|both (default warm; both is warm and cold)  SIZES="4096 65536 512000 10485760"  CONNECTIONS="100 1600"
 #   SERVERS="..." (default per scenario)  COLD_CACHE_MIB=256  COLD_FACTOR=4  ZIPF=0.9
 #   PROFILE=DIR  records CPU 0 with `perf record -g` during each run into DIR (perf's cost then skews the
 #                figures: profile and measure in separate runs)
@@ -31,6 +34,7 @@ scenario=${SCENARIO:-warm}
 connections=(${CONNECTIONS:-100 1600})
 missing=()
 for tool in lighttpd nginx gnuplot python3; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+[ -e /usr/lib/lighttpd/mod_openssl.so ] || missing+=(lighttpd-mod-openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   packages=("${missing[@]/gnuplot/gnuplot-nox}")
   apt-get install -y -qq "${packages[@]}" >/dev/null
@@ -38,7 +42,8 @@ fi
 echo "== building (release)"
 swift build -c release --product iotcp-fileserver >/dev/null 2>&1 || swift build -c release --product iotcp-fileserver
 swift build -c release --product iotcp-nic >/dev/null 2>&1 || swift build -c release --product iotcp-nic
-lighttpd_iotcp=$(CONFIGURATION=release Examples/lighttpd/build.sh 2>/dev/null | tail -1) || lighttpd_iotcp=
+lighttpd_iotcp=
+[ "$scenario" = https ] || lighttpd_iotcp=$(CONFIGURATION=release Examples/lighttpd/build.sh 2>/dev/null | tail -1) || lighttpd_iotcp=
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 mkdir -p .build
@@ -85,7 +90,19 @@ EOF
 # The same settings for lighttpd on iotcp, which listens on the stack's address (it binds no Linux address).
 sed -e 's/^server.bind = .*/server.bind = "0.0.0.0"/' -e "s|lighttpd.pid|lighttpd-iotcp.pid|" \
   -e "s|lighttpd.log|lighttpd-iotcp.log|" "$work/lighttpd.conf" > "$work/lighttpd-iotcp.conf"
-nginx_conf() {  # nginx_conf FILE EXTRA-HTTP-DIRECTIVES
+# HTTPS: one certificate for both servers' addresses; TLS 1.2 and 1.3, no tickets, and TLS 1.3's AES-128-GCM
+# first everywhere (iotcp's server preference; OpenSSL's default would pick AES-256 for nginx and lighttpd).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$work/key.pem" -out "$work/cert.pem" -days 2 \
+  -subj "/CN=compare" -addext "subjectAltName=IP:10.97.0.2,IP:10.98.0.2" 2>/dev/null
+chmod 644 "$work/key.pem"
+cat "$work/lighttpd.conf" - > "$work/lighttpd-tls.conf" <<EOF
+server.modules += ("mod_openssl")
+ssl.engine = "enable"
+ssl.pemfile = "$work/cert.pem"
+ssl.privkey = "$work/key.pem"
+ssl.openssl.ssl-conf-cmd = ("MinProtocol" => "TLSv1.2", "Ciphersuites" => "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384", "Options" => "-SessionTicket")
+EOF
+nginx_conf() {  # nginx_conf FILE EXTRA-HTTP-DIRECTIVES [LISTEN-EXTRA]
   cat > "$1" <<EOF
 worker_processes 1;
 daemon off;
@@ -97,12 +114,13 @@ http {
   sendfile on; tcp_nopush on; access_log off; keepalive_requests 1000000; $2
   client_body_temp_path $work/nginx-body; proxy_temp_path $work/nginx-proxy; fastcgi_temp_path $work/nginx-fastcgi;
   uwsgi_temp_path $work/nginx-uwsgi; scgi_temp_path $work/nginx-scgi;
-  server { listen 10.98.0.2:8080; root $work/www; }
+  server { listen 10.98.0.2:8080 ${3:-}; root $work/www; }
 }
 EOF
 }
 nginx_conf "$work/nginx.conf" ""
 nginx_conf "$work/nginx-aio.conf" "aio threads;"
+nginx_conf "$work/nginx-tls.conf" "ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem; ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets off; ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384;" ssl
 
 # cpu_ticks PID...: user + system clock ticks of every thread of these processes; with NAME=..., only
 # threads named NAME; with EXCEPT=..., all but those.
@@ -142,13 +160,14 @@ run_in() {  # run_in CGROUP-PATH-OR-EMPTY COMMAND...: (in a subshell) joins the 
 start() {
   local group=${2:-}
   server_pids=() nic_pids=() nic_thread= nic_log=
-  local iotcp_cold=()
+  local iotcp_cold=() iotcp_tls=() scheme=http
   [ "$scenario_now" = cold ] && iotcp_cold=(--store-limit 0 --retransmit bufferless --read-memory $((32 << 20)))
+  [ "$scenario_now" = https ] && iotcp_tls=(--tls-cert "$work/cert.pem" --tls-key "$work/key.pem") scheme=https
   case $1 in
     iotcp-embedded)
       (run_in "$group" taskset -c 0 .build/release/iotcp-fileserver --root "$work/www" --netns cmp-iotcp --address 10.97.0.2/24 --quiet \
-        "${iotcp_cold[@]}" >"$work/iotcp.out" 2>"$work/iotcp.log") &
-      server_pids=($!) nic_thread=iotcp-nic client_ns=cmp-iotcp url_base=http://10.97.0.2:8080 ;;
+        "${iotcp_cold[@]}" "${iotcp_tls[@]}" >"$work/iotcp.out" 2>"$work/iotcp.log") &
+      server_pids=($!) nic_thread=iotcp-nic client_ns=cmp-iotcp url_base=$scheme://10.97.0.2:8080 ;;
     iotcp-split|iotcp-split-direct|iotcp-split-nomap)
       local direct=()
       [ "$1" = iotcp-split-direct ] && direct=(--direct-io)
@@ -158,8 +177,8 @@ start() {
       nic_pids=($!) nic_log=$work/nic.log
       for _ in $(seq 100); do grep -q "^iotcp-nic: serving" "$work/nic.out" 2>/dev/null && break; sleep 0.1; done
       (run_in "$group" taskset -c 0 .build/release/iotcp-fileserver --nic "shm:$work/nic.sock" --netns cmp-iotcp --address 10.97.0.2/24 \
-        --quiet >"$work/iotcp.out" 2>"$work/iotcp.log") &
-      server_pids=($!) client_ns=cmp-iotcp url_base=http://10.97.0.2:8080 ;;
+        --quiet "${iotcp_tls[@]}" >"$work/iotcp.out" 2>"$work/iotcp.log") &
+      server_pids=($!) client_ns=cmp-iotcp url_base=$scheme://10.97.0.2:8080 ;;
     lighttpd-iotcp|lighttpd-iotcp-split)
       [ -x "$lighttpd_iotcp" ] || { echo "compare: lighttpd on iotcp did not build (Examples/lighttpd/build.sh)" >&2; return 1; }
       local nic=embedded
@@ -174,19 +193,22 @@ start() {
       server_pids=($!) client_ns=cmp-iotcp url_base=http://10.97.0.2:8080
       [ "$nic" = embedded ] && nic_thread=iotcp-nic ;;
     lighttpd)
-      (run_in "$group" ip netns exec cmp-server taskset -c 0 lighttpd -D -f "$work/lighttpd.conf") &
-      server_pids=($!) client_ns=cmp-client url_base=http://10.98.0.2:8080 ;;
+      local conf=$work/lighttpd.conf
+      [ "$scheme" = https ] && conf=$work/lighttpd-tls.conf
+      (run_in "$group" ip netns exec cmp-server taskset -c 0 lighttpd -D -f "$conf") &
+      server_pids=($!) client_ns=cmp-client url_base=$scheme://10.98.0.2:8080 ;;
     nginx|nginx-aio)
       local conf=$work/nginx.conf
       [ "$1" = nginx-aio ] && conf=$work/nginx-aio.conf
+      [ "$scheme" = https ] && conf=$work/nginx-tls.conf
       (run_in "$group" ip netns exec cmp-server taskset -c 0 nginx -c "$conf") &
       sleep 0.5
       master=$(pgrep -f "nginx -c $conf" | head -1)
-      server_pids=($master $(pgrep -P "$master" | tr '\n' ' ')) client_ns=cmp-client url_base=http://10.98.0.2:8080 ;;
+      server_pids=($master $(pgrep -P "$master" | tr '\n' ' ')) client_ns=cmp-client url_base=$scheme://10.98.0.2:8080 ;;
   esac
   pids+=("${server_pids[@]}" "${nic_pids[@]}")
   for _ in $(seq 100); do
-    ip netns exec "$client_ns" curl -sf -o /dev/null --max-time 1 "$url_base/$probe" 2>/dev/null && return 0
+    ip netns exec "$client_ns" curl -sfk -o /dev/null --max-time 1 "$url_base/$probe" 2>/dev/null && return 0
     sleep 0.1
   done
   echo "compare: $1 did not start" >&2
@@ -312,8 +334,30 @@ EOF
   gnuplot Docs/benchmarks/compare-cold.gnuplot && echo "compare: wrote Docs/benchmarks/compare-cold.{json,md,png}"
 }
 
+# The warm files over HTTPS: the sizes the TLS issue asks for, the servers that speak TLS.
+https() {
+  scenario_now=https
+  local sizes=(${SIZES:-65536 512000 10485760})
+  local servers=(${SERVERS:-iotcp-embedded iotcp-split lighttpd nginx})
+  for size in "${sizes[@]}"; do head -c "$size" /dev/urandom > "$work/www/file-$size.bin"; done
+  probe=file-${sizes[0]}.bin
+  results="$work/results-https.jsonl"
+  : > "$results"
+  for server in "${servers[@]}"; do
+    echo "== https: $server"
+    start "$server"
+    for size in "${sizes[@]}"; do
+      for conns in "${connections[@]}"; do measure "$server" "$size" "$conns" "$url_base/file-$size.bin"; done
+    done
+    stop
+  done
+  python3 scripts/compare-parse.py --report "$results" Docs/benchmarks/compare-https
+  gnuplot Docs/benchmarks/compare-https.gnuplot && echo "compare: wrote Docs/benchmarks/compare-https.{json,md,png}"
+}
+
 case $scenario in
   warm) warm ;;
+  https) https ;;
   cold) cold ;;
   both) warm; cold ;;
   *) echo "compare: SCENARIO is warm, cold or both" >&2; exit 2 ;;
