@@ -76,6 +76,9 @@ struct FileServer: ParsableCommand {
     @Option(help: "The PEM private key of --tls-cert.")
     var tlsKey: String?
 
+    @Option(help: "TLS 1.3: send a KeyUpdate after this many records under one key (between responses).")
+    var tlsKeyUpdateRecords: UInt64 = 1 << 23
+
     @OptionGroup(title: "Embedded NIC options")
     var wire: WireOptions
 
@@ -151,6 +154,7 @@ struct FileServer: ParsableCommand {
         let server: HTTPServer
         do { server = try HTTPServer(stack: stack, port: port, limits: limits, tls: tls) } catch { throw RuntimeFailure("listening on port \(port): \(error)") }
         server.accessLog = !quiet
+        server.keyUpdateRecords = max(tlsKeyUpdateRecords, 1)
         say("serving \(tls == nil ? "http" : "https")://\(namespace.stackAddress):\(port)/ in network namespace \(netns)")
         if let endpoint { say("metrics at http://\(endpoint.address)/metrics") }
         var lastRecord = IOTCPStack.monotonicNow().nanoseconds
@@ -176,7 +180,8 @@ struct FileServer: ParsableCommand {
         let http = server.counters
         say("iotcp-fileserver: stopping; \(server.requests) requests served; host: retransmission-timeouts=\(recovery.timeouts) "
             + "fast-recoveries=\(recovery.fastRecoveries); http: header-timeouts=\(http.headerTimeouts) idle-timeouts=\(http.idleTimeouts) "
-            + "send-timeouts=\(http.sendTimeouts) refused=\(http.refused) read-pauses=\(http.readPauses)", to: 2)
+            + "send-timeouts=\(http.sendTimeouts) refused=\(http.refused) read-pauses=\(http.readPauses)"
+            + (server.tls != nil ? " tls-failures=\(http.tlsFailures) key-updates=\(http.keyUpdates)" : ""), to: 2)
         if let embedded {
             embedded.stop()
             say("iotcp-fileserver: NIC counters: \(NICReport.line(embedded.runtime))", to: 2)

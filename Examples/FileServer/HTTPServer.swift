@@ -39,6 +39,8 @@ final class HTTPServer {
         var readPauses = 0
         /// TLS handshakes that failed and records that did not open (the connection was closed).
         var tlsFailures = 0
+        /// TLS 1.3 KeyUpdates sent.
+        var keyUpdates = 0
     }
     private var sessions: [UInt64: Session] = [:]
     private var nextToken: UInt64 = 1
@@ -82,6 +84,9 @@ final class HTTPServer {
 
     /// HTTPS: every connection's TLS, its handshake on the host and its file records sealed on the NIC.
     let tls: TLSServerContext?
+    /// TLS 1.3: a KeyUpdate once a connection has sent this many records under one key (between responses).
+    /// RFC 8446 §5.5 puts AES-GCM's limit near 2^24.5 records a key; the default stays well inside it.
+    var keyUpdateRecords: UInt64 = 1 << 23
 
     init(stack: IOTCPStack, port: UInt16, limits: Limits = Limits(), tls: TLSServerContext? = nil) throws(IOTCPError) {
         self.stack = stack
@@ -233,6 +238,10 @@ final class HTTPServer {
                 finish(session, token: token)
                 return
             }
+        }
+        if let tls = session.tls, tls.isEstablished, !session.responding, tls.recordsUnderCurrentKeys >= keyUpdateRecords {
+            // Between responses, once the last one is acknowledged: see TLSConnection.updateKeys.
+            if (try? tls.updateKeys(on: stack)) == true { counters.keyUpdates += 1 }
         }
         parsing: while !session.closing {
             if !session.responding {

@@ -27,6 +27,8 @@ public final class TLSConnection {
     private let session: TLSServerSession
     private var sealer: TLSRecordSealer?
     private var nextRecord: UInt64 = 0
+    /// TLS 1.3: the current traffic secret, kept for the next KeyUpdate; erased when the connection goes.
+    private var keys: TLSWriteKeys?
     /// Sealed bytes (or handshake flights) the socket's queue did not take yet: sent before anything else.
     private var pending: [UInt8] = []
     private var pendingSent = 0
@@ -96,6 +98,11 @@ public final class TLSConnection {
     private func handOver(_ stack: IOTCPStack) throws {
         var keys = try session.transmitKeys()
         defer { keys.erase() }
+        try install(keys, on: stack)
+    }
+
+    /// Gives the NIC `keys` (TLS_KEYS) and seals this side's records with them from `keys.firstRecord` on.
+    private func install(_ keys: TLSWriteKeys, on stack: IOTCPStack) throws {
         guard let made = TLSRecordSealer(keys) else { throw TLSFailure("the negotiated keys cannot be used for sealing") }
         try keys.key.withUnsafeBytes { key in
             try keys.iv.withUnsafeBytes { iv in
@@ -104,6 +111,40 @@ public final class TLSConnection {
         }
         sealer = made
         nextRecord = keys.firstRecord
+        self.keys?.erase()
+        if keys.version == .tls13 {
+            // Only the secret is needed for the next update; the key and IV now live in the sealers.
+            var kept = keys
+            for index in kept.key.indices { kept.key[index] = 0 }
+            for index in kept.iv.indices { kept.iv[index] = 0 }
+            self.keys = kept
+        }
+    }
+
+    deinit { keys?.erase() }
+
+    /// Records sealed under the current keys: how far the stream has used them (a KeyUpdate starts again
+    /// from 0).
+    public var recordsUnderCurrentKeys: UInt64 { nextRecord }
+
+    /// TLS 1.3 KeyUpdate from the server (RFC 8446 §4.6.3): seals a KeyUpdate message under the current keys,
+    /// then moves this side and the NIC to the next traffic secret, records numbered from 0 again.
+    ///
+    /// Done only when every byte sent so far has been acknowledged: records the NIC sealed under the old keys
+    /// may otherwise have to be sealed again for a retransmission, and the NIC keeps one set of keys a flow.
+    /// Returns false, doing nothing, when that is not so yet (call it again between responses) or the
+    /// connection is TLS 1.2, which has no KeyUpdate.
+    public func updateKeys(on stack: IOTCPStack) throws -> Bool {
+        guard let current = keys, let next = current.updated() else { return false }
+        try flush(to: stack)
+        guard !hasPendingOutput, let info = stack.info(of: socket), info.queuedBytes == 0 else { return false }
+        var updated = next
+        defer { updated.erase() }
+        // handshake type key_update (24), length 1, update_not_requested (0).
+        let message: [UInt8] = [24, 0, 0, 1, 0]
+        _ = try message.withUnsafeBytes { try write(to: stack, $0, contentType: 22) }
+        try install(updated, on: stack)
+        return true
     }
 
     /// Seals `bytes` into records (numbered here) and queues them; returns how many plaintext bytes were

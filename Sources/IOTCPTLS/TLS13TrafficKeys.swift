@@ -9,8 +9,8 @@ public enum TLS13TrafficKeys {
     public enum Suite: Sendable {
         case aes128GCMSHA256, aes256GCMSHA384
 
-        var keyLength: Int { self == .aes128GCMSHA256 ? 16 : 32 }
-        var hashLength: Int { self == .aes128GCMSHA256 ? 32 : 48 }
+        public var keyLength: Int { self == .aes128GCMSHA256 ? 16 : 32 }
+        public var hashLength: Int { self == .aes128GCMSHA256 ? 32 : 48 }
     }
 
     /// The record protection for one direction, from its traffic secret.

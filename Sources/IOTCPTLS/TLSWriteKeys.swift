@@ -9,6 +9,9 @@ public struct TLSWriteKeys: Sendable {
     public var key: [UInt8]
     public var iv: [UInt8]
     public var firstRecord: UInt64
+    /// TLS 1.3: the traffic secret the key and IV come from, for the next KeyUpdate (empty for TLS 1.2).
+    public var trafficSecret: [UInt8] = []
+    public var suite: TLS13TrafficKeys.Suite = .aes128GCMSHA256
 
     public init(version: TLSRecordVersion, key: [UInt8], iv: [UInt8], firstRecord: UInt64) {
         self.version = version
@@ -17,18 +20,31 @@ public struct TLSWriteKeys: Sendable {
         self.firstRecord = firstRecord
     }
 
-    /// Overwrites the key and IV in place.
+    /// Overwrites the key, IV and traffic secret in place.
     public mutating func erase() {
         for index in key.indices { key[index] = 0 }
         for index in iv.indices { iv[index] = 0 }
+        for index in trafficSecret.indices { trafficSecret[index] = 0 }
+    }
+
+    /// TLS 1.3's keys after a KeyUpdate (RFC 8446 §7.2): the next traffic secret and the key and IV from it,
+    /// numbered from 0 again. Nil for TLS 1.2, which has no KeyUpdate.
+    public func updated() -> TLSWriteKeys? {
+        guard version == .tls13, trafficSecret.count == suite.hashLength else { return nil }
+        var next = TLS13TrafficKeys.nextSecret(trafficSecret, suite: suite)
+        defer { for index in next.indices { next[index] = 0 } }
+        return Self.tls13(secret: next, suite: suite, firstRecord: 0)
     }
 
     /// TLS 1.3: the key and IV from the server's application traffic secret (RFC 8446 §7.3).
     public static func tls13(secret: [UInt8], suite: TLS13TrafficKeys.Suite, firstRecord: UInt64) -> TLSWriteKeys? {
         guard secret.count == suite.hashLength else { return nil }
-        return TLSWriteKeys(
+        var keys = TLSWriteKeys(
             version: .tls13, key: TLS13TrafficKeys.expandLabel(secret, "key", length: suite.keyLength, suite: suite),
             iv: TLS13TrafficKeys.expandLabel(secret, "iv", length: 12, suite: suite), firstRecord: firstRecord)
+        keys.trafficSecret = secret
+        keys.suite = suite
+        return keys
     }
 
     /// TLS 1.2 AES-GCM: the server's write key and salt from the master secret (RFC 5246 §6.3: key_block =
@@ -42,9 +58,11 @@ public struct TLSWriteKeys: Sendable {
         var block = prf(secret: masterSecret, label: "key expansion", seed: serverRandom + clientRandom,
                         length: 2 * keyLength + 8, suite: suite)
         defer { for index in block.indices { block[index] = 0 } }
-        return TLSWriteKeys(
+        var keys = TLSWriteKeys(
             version: .tls12, key: Array(block[keyLength..<(2 * keyLength)]),
             iv: Array(block[(2 * keyLength + 4)..<(2 * keyLength + 8)]), firstRecord: firstRecord)
+        keys.suite = suite
+        return keys
     }
 
     /// TLS 1.2's PRF (RFC 5246 §5): P_hash(secret, label + seed).

@@ -104,6 +104,41 @@ struct TLSHandshakeTests {
         #expect(server.takeOutput().isEmpty, "OpenSSL writes nothing once the records are sealed elsewhere")
     }
 
+    @Test("TLS 1.3 KeyUpdate: a KeyUpdate message under the old keys, then records from 0 under the next secret, open at the client")
+    func keyUpdate() throws {
+        let context = try TLSServerContext(certificatePath: fixture("test-cert.pem"), keyPath: fixture("test-key.pem"))
+        let server = try #require(TLSServerSession(context: context))
+        let client = try TLSClientSession(caPath: fixture("test-cert.pem"), serverName: "iotcp.test")
+        try handshake(client, server)
+        var keys = try server.transmitKeys()
+        #expect(keys.trafficSecret.count == 32)
+        var wire: [UInt8] = []
+        var sent: [UInt8] = []
+        var number = keys.firstRecord
+        for round in 0..<3 {
+            let sealer = try #require(TLSRecordSealer(keys))
+            let plaintext = [UInt8](repeating: UInt8(65 + round), count: 5000)
+            sent += plaintext
+            wire += try #require(plaintext.withUnsafeBytes { sealer.sealed($0, number: number, contentType: 23) })
+            let message: [UInt8] = [24, 0, 0, 1, 0]  // KeyUpdate, update_not_requested
+            wire += try #require(message.withUnsafeBytes { sealer.sealed($0, number: number + 1, contentType: 22) })
+            let next = try #require(keys.updated())
+            #expect(next.key != keys.key && next.firstRecord == 0)
+            keys.erase()
+            keys = next
+            number = 0
+        }
+        let last = try #require(TLSRecordSealer(keys))
+        sent += [1, 2, 3]
+        wire += try #require([UInt8]([1, 2, 3]).withUnsafeBytes { last.sealed($0, number: 0, contentType: 23) })
+        wire.withUnsafeBytes { client.feed($0) }
+        #expect(try drain(client) == sent, "the client followed three KeyUpdates")
+        #expect(keys.updated() != nil)
+        var tls12 = TLSWriteKeys(version: .tls12, key: [UInt8](repeating: 1, count: 16), iv: [1, 2, 3, 4], firstRecord: 1)
+        #expect(tls12.updated() == nil, "TLS 1.2 has no KeyUpdate")
+        tls12.erase()
+    }
+
     @Test("A record sealed under a number already used is refused by the client")
     func wrongRecordNumberFails() throws {
         let context = try TLSServerContext(certificatePath: fixture("test-cert.pem"), keyPath: fixture("test-key.pem"))
