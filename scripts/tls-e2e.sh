@@ -179,6 +179,14 @@ check "embedded: the NIC sealed the records (TLS flows, records sealed)" yes \
 check "embedded: no file open and no byte held on the NIC at exit" "open-files=0 store-bytes=0" \
   "open-files=$(counter "$log" open-files) store-bytes=$(counter "$log" store-bytes)"
 
+# Plain HTTP on a second port only when asked: both ports serve the same files.
+start_server plain --http-port 8081
+check "--http-port: plain HTTP beside HTTPS" "200 200 $(sha256sum < "$work/www/file-512000.bin")" \
+  "$(client -o /dev/null -w '%{http_code} ' "$url/file-512000.bin")$(client -o "$work/got" -w '%{http_code}' "http://$address:8081/file-512000.bin") $(sha256sum < "$work/got")"
+check "--http-port: the ready lines say both" "serving $url/ in network namespace $namespace|serving http://$address:8081/ too" \
+  "$(head -2 "$work/plain.out" | paste -sd '|')"
+stop_server
+
 # TLS 1.3 KeyUpdate: with an update every 4 records, each response on a kept-alive connection moves the
 # client and the NIC to the next keys; every byte still opens and checks.
 start_server keyupdate --tls-key-update-records 4

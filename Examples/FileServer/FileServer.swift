@@ -76,6 +76,9 @@ struct FileServer: ParsableCommand {
     @Option(help: "The PEM private key of --tls-cert.")
     var tlsKey: String?
 
+    @Option(help: "With --tls-cert: also serve plain HTTP on this port.")
+    var httpPort: UInt16?
+
     @Option(help: "TLS 1.3: send a KeyUpdate after this many records under one key (between responses).")
     var tlsKeyUpdateRecords: UInt64 = 1 << 23
 
@@ -89,6 +92,9 @@ struct FileServer: ParsableCommand {
         let limits = HTTPServer.Limits(headerTimeout: headerTimeout, idleTimeout: idleTimeout, sendTimeout: sendTimeout,
                                        maximumPendingInput: maxPendingInput, maximumHeldFiles: maxHeldFiles)
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        guard httpPort == nil || (tlsCert != nil && httpPort != port) else {
+            throw ValidationError("--http-port is a second, plain port beside --tls-cert's HTTPS one (and not --port)")
+        }
         // Loaded before anything is set up, so a bad certificate or key is reported at once and leaves nothing behind.
         let tls: TLSServerContext?
         if let tlsCert, let tlsKey {
@@ -152,10 +158,13 @@ struct FileServer: ParsableCommand {
         let stack = IOTCPStack(channel: channel, address: namespace.stackAddress, logger: logger)
         let hostMetrics = endpoint.map { _ in HostMetrics() }
         let server: HTTPServer
-        do { server = try HTTPServer(stack: stack, port: port, limits: limits, tls: tls) } catch { throw RuntimeFailure("listening on port \(port): \(error)") }
+        do { server = try HTTPServer(stack: stack, port: port, limits: limits, tls: tls, plainPort: httpPort) } catch {
+            throw RuntimeFailure("listening on port \(port)\(httpPort.map { " and \($0)" } ?? ""): \(error)")
+        }
         server.accessLog = !quiet
         server.keyUpdateRecords = max(tlsKeyUpdateRecords, 1)
         say("serving \(tls == nil ? "http" : "https")://\(namespace.stackAddress):\(port)/ in network namespace \(netns)")
+        if let httpPort { say("serving http://\(namespace.stackAddress):\(httpPort)/ too") }
         if let endpoint { say("metrics at http://\(endpoint.address)/metrics") }
         var lastRecord = IOTCPStack.monotonicNow().nanoseconds
         let deadline = duration.map { IOTCPStack.monotonicNow().nanoseconds + UInt64($0 * 1e9) }

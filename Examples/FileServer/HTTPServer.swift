@@ -88,12 +88,23 @@ final class HTTPServer {
     /// RFC 8446 §5.5 puts AES-GCM's limit near 2^24.5 records a key; the default stays well inside it.
     var keyUpdateRecords: UInt64 = 1 << 23
 
-    init(stack: IOTCPStack, port: UInt16, limits: Limits = Limits(), tls: TLSServerContext? = nil) throws(IOTCPError) {
+    /// With TLS: a second port serving plain HTTP, when asked for.
+    let plainListener: Socket?
+    private static let plainListenerToken = UInt64.max
+
+    init(stack: IOTCPStack, port: UInt16, limits: Limits = Limits(), tls: TLSServerContext? = nil, plainPort: UInt16? = nil) throws(IOTCPError) {
         self.stack = stack
         self.limits = limits
         self.tls = tls
         listener = try stack.listen(port: port, backlog: 4096)
         try stack.register(listener, interests: .acceptable, token: Self.listenerToken)
+        if let plainPort {
+            let plain = try stack.listen(port: plainPort, backlog: 4096)
+            try stack.register(plain, interests: .acceptable, token: Self.plainListenerToken)
+            plainListener = plain
+        } else {
+            plainListener = nil
+        }
     }
 
     /// Sessions by what they wait for, and the connections' TCP states and send queues: what an operator
@@ -126,7 +137,9 @@ final class HTTPServer {
         for event in events {
             switch event {
             case .socket(_, _, let token) where token == Self.listenerToken:
-                acceptAll()
+                acceptAll(from: listener, tls: tls)
+            case .socket(_, _, let token) where token == Self.plainListenerToken:
+                if let plainListener { acceptAll(from: plainListener, tls: nil) }
             case .socket(_, let kinds, let token):
                 guard let session = sessions[token] else { continue }
                 if kinds.contains(.error) || kinds.contains(.hangUp) { finish(session, token: token); continue }
@@ -195,7 +208,7 @@ final class HTTPServer {
         waitingForFiles.remove(token)
     }
 
-    private func acceptAll() {
+    private func acceptAll(from listener: Socket, tls: TLSServerContext?) {
         while let socket = try? stack.accept(listener) {
             let token = nextToken
             nextToken += 1

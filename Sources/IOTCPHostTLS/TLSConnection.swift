@@ -35,6 +35,8 @@ public final class TLSConnection {
     private var scratch = [UInt8](repeating: 0, count: 16 << 10)
     /// File bytes per record the NIC seals. 16 KiB, TLS's largest, costs the fewest record headers and tags.
     public var recordPlaintext = RecordSendRange.maximumRecordPlaintext
+    /// Bytes were fed to OpenSSL, or it last returned data, since it last said it had nothing to give.
+    private var opensslMayHaveMore = true
 
     public enum ReadResult: Equatable {
         case data(Int)
@@ -63,6 +65,7 @@ public final class TLSConnection {
     /// handshake or record the peer got wrong (the caller closes the connection), `IOTCPError` for the socket.
     public func read(from stack: IOTCPStack, into buffer: UnsafeMutableRawBufferPointer) throws -> ReadResult {
         var peerClosed = false
+        defer { if peerClosed { opensslMayHaveMore = true } }
         while true {
             let count: Int
             do {
@@ -75,9 +78,16 @@ public final class TLSConnection {
                 break
             }
             scratch.withUnsafeBytes { session.feed(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+            opensslMayHaveMore = true
         }
+        // Nothing new came and OpenSSL said it had nothing: asking again would only cost (a server calls this
+        // on every writable event while a response goes out).
+        guard opensslMayHaveMore || peerClosed else { return .wouldBlock }
         while true {
             let progress = try session.advance(into: buffer)
+            opensslMayHaveMore = true
+            if case .idle = progress { opensslMayHaveMore = false }
+            if case .handshaking = progress { opensslMayHaveMore = false }
             try queue(session.takeOutput(), to: stack)
             switch progress {
             case .handshaking:

@@ -81,6 +81,7 @@ extension NICDataPlane {
         flows[index].endpoints = endpoints
         flows[index].failed = false
         flows[index].sealer = nil
+        flows[index].hasSentTimestamp = false
         flowsByEndpoints[key] = UInt32(index)
         openFlows += 1
     }
@@ -210,7 +211,7 @@ extension NICDataPlane {
         let overhead = sealer.version.overhead
         let runEnd = run.start + run.wireLength(overhead: overhead)
         guard length <= limits.maximumSendBytes, range.template.maximumSegmentSize > 0, range.sequence + length <= runEnd,
-              pool.bufferSize >= Self.recordHeadroom + run.recordPlaintext + 2 * pool.alignment + 32 else {
+              recordsPerChunk(run, overhead: overhead, template: range.template) > 0 else {
             fail(.malformedCommand, kind: .sendRecords, flow: flow, reference: UInt64(range.sequence.rawValue),
                  "SEND_RECORDS of \(length) bytes outside its run of \(run.wireLength(overhead: overhead)) or with MSS 0", output: &output)
             return
@@ -220,37 +221,77 @@ extension NICDataPlane {
                  "the NIC has \(queuedBytes) bytes queued to send (limit \(limits.maximumQueuedBytes))", output: &output)
             return
         }
-        var cursor = range.sequence
-        let end = range.sequence + length
-        while cursor < end {
-            let (record, recordStart) = run.record(containing: cursor, overhead: overhead)
-            let plaintext = run.plaintextLength(ofRecord: record)
-            let skip = cursor - recordStart
-            let take = min(plaintext + overhead - skip, end - cursor)
-            let lease: FileLease
-            do throws(FileFailure) { lease = try files.lease(range.file) } catch {
-                fail(error.code, kind: .sendRecords, flow: flow, reference: UInt64(range.sequence.rawValue), error.description, output: &output)
-                if cursor == range.sequence { return }
-                // Chunks already queued stay; the host hears of the failure and ends the connection.
-                flows[slot].failed = true
-                dropQueued(slot)
-                return
-            }
-            let chunk = newChunk(flow: index, generation: flows[slot].generation, sequence: cursor, length: take, file: range.file,
-                                 fileOffset: run.offset + UInt64(record) * UInt64(run.recordPlaintext), lease: lease,
-                                 template: range.template, arrival: received)
-            chunks[Int(chunk)].recordNumber = run.firstRecord + UInt64(record)
-            chunks[Int(chunk)].recordPlaintext = plaintext
-            chunks[Int(chunk)].recordSkip = skip
-            chunks[Int(chunk)].isLast = cursor + take == end
-            flows[slot].queue.append(.chunk(chunk))
-            flows[slot].toRead.append(chunk)
-            queuedBytes += take
-            cursor += take
+        do throws(FileFailure) {
+            try queueRecordChunks(slot: slot, run: run, overhead: overhead, from: range.sequence, length: length,
+                                  template: range.template, arrival: received, retransmission: false)
+        } catch {
+            fail(error.code, kind: .sendRecords, flow: flow, reference: UInt64(range.sequence.rawValue), error.description, output: &output)
+            return
         }
-        flows[slot].queue.append(.echo(sequenceEnd: end, arrival: received))
+        flows[slot].queue.append(.echo(sequenceEnd: range.sequence + length, arrival: received))
         wantReads(index)
         considerReady(index)
+    }
+
+    /// Cuts the wire bytes `[from, from + length)` of a run into chunks of whole records where it can (a
+    /// super-segment's worth, and what a buffer holds with the records laid out), and queues them: for the
+    /// wire in order, or, for a retransmission, ahead of it. Each chunk holds a lease on the file; if the
+    /// first cannot be had nothing is queued, if a later one cannot the flow is failed.
+    func queueRecordChunks(
+        slot: Int, run: TLSRecordRun, overhead: Int, from start: SequenceNumber, length: Int, template: SegmentTemplate,
+        arrival: Instant, retransmission: Bool
+    ) throws(FileFailure) {
+        let perChunk = recordsPerChunk(run, overhead: overhead, template: template)
+        let stride = run.recordPlaintext + overhead
+        var cursor = start
+        let end = start + length
+        while cursor < end {
+            let (first, firstStart) = run.record(containing: cursor, overhead: overhead)
+            let count = min(perChunk, run.recordCount - first)
+            let take = min(end - cursor, (firstStart + count * stride) - cursor)
+            let last = run.record(containing: cursor + (take - 1), overhead: overhead).index
+            let lease: FileLease
+            do throws(FileFailure) { lease = try files.lease(run.file) } catch {
+                if cursor != start {
+                    flows[slot].failed = true
+                    dropQueued(slot)
+                }
+                throw error
+            }
+            let plaintextStart = UInt64(first) * UInt64(run.recordPlaintext)
+            let plaintextEnd = min(UInt64(last + 1) * UInt64(run.recordPlaintext), run.plaintext)
+            let chunk = newChunk(flow: UInt32(slot), generation: flows[slot].generation, sequence: cursor, length: take, file: run.file,
+                                 fileOffset: run.offset + plaintextStart, lease: lease, template: template, arrival: arrival)
+            chunks[Int(chunk)].run = run
+            chunks[Int(chunk)].recordOverhead = overhead
+            chunks[Int(chunk)].firstRecord = first
+            chunks[Int(chunk)].recordCount = last - first + 1
+            chunks[Int(chunk)].recordPlaintext = Int(plaintextEnd - plaintextStart)
+            if retransmission {
+                chunks[Int(chunk)].isRetransmission = true
+                flows[slot].urgent.append(chunk)
+                flows[slot].toRead.insert(chunk, at: flows[slot].toRead.startIndex + flows[slot].rereads)
+                flows[slot].rereads += 1
+            } else {
+                chunks[Int(chunk)].isLast = cursor + take == end
+                flows[slot].queue.append(.chunk(chunk))
+                flows[slot].toRead.append(chunk)
+                queuedBytes += take
+            }
+            cursor += take
+        }
+    }
+
+    /// Whole records one chunk carries: as many as fit a super-segment and, laid out with their headers and
+    /// tags after the read's alignment and headroom, a buffer (0: not even one fits a buffer).
+    func recordsPerChunk(_ run: TLSRecordRun, overhead: Int, template: SegmentTemplate) -> Int {
+        let stride = run.recordPlaintext + overhead
+        let room = pool.bufferSize - Self.recordHeadroom - 2 * pool.alignment
+        let byBuffer = room / stride
+        let superSegment = SegmentBuilder.superSegmentPayload(packetLimit: Int(UInt16.max), template: template)
+        // A chunk that starts inside a record touches one more than it holds whole.
+        let byWire = max(superSegment / stride, 1)
+        return min(byBuffer - 1, byWire)
     }
 
     /// Room kept in front of a record's plaintext in its buffer for the record header (a multiple of any
@@ -348,9 +389,22 @@ extension NICDataPlane {
                 // From the very buffer the data first left from: no read, no copy.
                 let memory = UnsafeRawBufferPointer(pool.memory(range.buffer))
                 let start = range.bufferOffset + skip
-                sendStored(UnsafeRawBufferPointer(rebasing: memory[start..<(start + take)]), endpoints: endpoints,
+                sendStored(UnsafeRawBufferPointer(rebasing: memory[start..<(start + take)]), flow: slot, endpoints: endpoints,
                            sequence: range.sequence + skip, template: template, output: &output)
                 counters.retransmittedBytes += take
+            } else if range.recordOverhead > 0 {
+                // TLS records: read their plaintext again and seal them under the same numbers.
+                do throws(FileFailure) {
+                    try queueRecordChunks(slot: slot, run: range.recordRun, overhead: range.recordOverhead, from: range.sequence + skip,
+                                          length: take, template: template, arrival: now, retransmission: true)
+                } catch {
+                    if !stale {
+                        fail(error.code, kind: .retransmit, flow: flow, reference: UInt64(sequence.rawValue), error.description, output: &output)
+                    }
+                    stale = true
+                    continue
+                }
+                wantReads(index)
             } else {
                 // Bufferless: read the file range again, and send it when the read is done.
                 let lease: FileLease
@@ -361,16 +415,9 @@ extension NICDataPlane {
                     stale = true
                     continue
                 }
-                let isRecord = range.recordPlaintext > 0
                 let chunk = newChunk(flow: index, generation: flows[slot].generation, sequence: range.sequence + skip, length: take,
-                                     file: range.file, fileOffset: isRecord ? range.offset : range.offset + UInt64(skip), lease: lease,
+                                     file: range.file, fileOffset: range.offset + UInt64(skip), lease: lease,
                                      template: template, arrival: now)
-                if isRecord {
-                    // The whole record is read and sealed again; its bytes are the ones first sent.
-                    chunks[Int(chunk)].recordNumber = range.recordNumber
-                    chunks[Int(chunk)].recordPlaintext = range.recordPlaintext
-                    chunks[Int(chunk)].recordSkip = (range.sequence + skip) - range.recordStart
-                }
                 chunks[Int(chunk)].isRetransmission = true
                 flows[slot].urgent.append(chunk)
                 flows[slot].toRead.insert(chunk, at: flows[slot].toRead.startIndex + flows[slot].rereads)
@@ -391,7 +438,8 @@ extension NICDataPlane {
 
     /// A stored range sent again, cut at the template's MSS (or as super-segments), from where it lies.
     func sendStored<O: NICOutput>(
-        _ bytes: UnsafeRawBufferPointer, endpoints: FlowEndpoints, sequence: SequenceNumber, template: SegmentTemplate, output: inout O
+        _ bytes: UnsafeRawBufferPointer, flow: Int, endpoints: FlowEndpoints, sequence: SequenceNumber, template: SegmentTemplate,
+        output: inout O
     ) {
         let segment = Int(template.maximumSegmentSize)
         let superPayload = offloads.superSegmentLimit > 0
@@ -404,7 +452,7 @@ extension NICDataPlane {
             let offloaded = offloads.checksum || piece > segment
             guard let headerLength = try? SegmentBuilder.buildHeaders(
                 into: headers, flow: endpoints, sequence: sequence + offset, payload: payload, isLast: false, template: template,
-                nicDelayMilliseconds: 0, checksum: offloaded ? .offloaded : .full)
+                nicDelayMilliseconds: monotonicDelay(flow: flow, template: template, delay: 0), checksum: offloaded ? .offloaded : .full)
             else { return }
             let offload = offloaded ? PacketOffload(
                 segmentSize: piece > segment ? UInt16(segment) : 0, headerLength: UInt16(headerLength),

@@ -142,26 +142,42 @@ extension NICDataPlane {
         considerReady(chunks[slot].flow)
     }
 
-    /// Seals a record read into its buffer and points the chunk at its slice of it.
+    /// Lays out the records read into the chunk's buffer (their plaintext arrived end to end; each moves up
+    /// to leave room for the headers and tags before it, the last first), seals each in place, and points
+    /// the chunk at its part of them.
     func seal(_ chunk: UInt32) {
         let slot = Int(chunk)
-        guard let sealer = flows[Int(chunks[slot].flow)].sealer else {
+        guard let sealer = flows[Int(chunks[slot].flow)].sealer, sealer.version.overhead == chunks[slot].recordOverhead else {
             chunks[slot].state = .failed
-            chunks[slot].failure = 22  // EINVAL: the flow has no keys (cannot happen while its chunks are queued)
+            chunks[slot].failure = 22  // EINVAL: the flow has no keys, or other ones (cannot happen while its chunks are queued)
             return
         }
+        let run = chunks[slot].run
         let header = sealer.version.headerLength
-        let recordAt = chunks[slot].payloadStart - header
-        let plaintext = chunks[slot].recordPlaintext
-        guard let sealed = sealer.seal(record: pool.address(chunks[slot].buffer) + recordAt, plaintextLength: plaintext,
-                                       number: chunks[slot].recordNumber, contentType: TLSContentTypeCode.applicationData),
-              sealed == plaintext + sealer.version.overhead, chunks[slot].recordSkip + chunks[slot].length <= sealed else {
-            chunks[slot].state = .failed
-            chunks[slot].failure = 22
-            return
+        let stride = run.recordPlaintext + sealer.version.overhead
+        let base = pool.address(chunks[slot].buffer)
+        let firstAt = chunks[slot].payloadStart - header  // where the first record starts
+        var index = chunks[slot].recordCount - 1
+        while index >= 0 {
+            let record = chunks[slot].firstRecord + index
+            let plaintext = run.plaintextLength(ofRecord: record)
+            let recordAt = firstAt + index * stride
+            if index > 0 {
+                let source = base + chunks[slot].payloadStart + index * run.recordPlaintext
+                (base + recordAt + header).copyMemory(from: UnsafeRawPointer(source), byteCount: plaintext)  // moves up; memmove semantics
+            }
+            guard let sealed = sealer.seal(record: base + recordAt, plaintextLength: plaintext, number: run.firstRecord + UInt64(record),
+                                           contentType: TLSContentTypeCode.applicationData),
+                  sealed == plaintext + sealer.version.overhead else {
+                chunks[slot].state = .failed
+                chunks[slot].failure = 22
+                return
+            }
+            counters.recordsSealed += 1
+            counters.sealedBytes += plaintext
+            index -= 1
         }
-        counters.recordsSealed += 1
-        counters.sealedBytes += plaintext
-        chunks[slot].payloadStart = recordAt + chunks[slot].recordSkip
+        let firstStart = run.start + chunks[slot].firstRecord * stride
+        chunks[slot].payloadStart = firstAt + (chunks[slot].sequence - firstStart)
     }
 }

@@ -142,7 +142,7 @@ extension NICDataPlane {
         let template = chunks[slot].template
         let segment = Int(template.maximumSegmentSize)
         let delay = (now - chunks[slot].arrival) / 1_000_000
-        let delayMilliseconds = UInt32(min(delay, UInt64(UInt32.max)))
+        let delayMilliseconds = monotonicDelay(flow: flow, template: template, delay: UInt32(min(delay, UInt64(UInt32.max))))
         let source: UnsafeRawPointer
         if let mapped = chunks[slot].mapped {
             source = mapped
@@ -185,15 +185,32 @@ extension NICDataPlane {
         return .sent
     }
 
+    /// `delay` raised, if need be, so the flow's next TSval (the template's plus the delay) is not older than
+    /// the last one sent; records it as the last.
+    func monotonicDelay(flow: Int, template: SegmentTemplate, delay: UInt32) -> UInt32 {
+        guard let timestamps = template.timestamps else { return delay }
+        var delay = delay
+        let value = timestamps.value &+ delay
+        if flows[flow].hasSentTimestamp {
+            let behind = flows[flow].lastTimestamp &- value
+            if behind != 0 && behind < 1 << 31 {
+                delay &+= behind
+                counters.timestampsHeldBack += 1
+            }
+        }
+        flows[flow].lastTimestamp = timestamps.value &+ delay
+        flows[flow].hasSentTimestamp = true
+        return delay
+    }
+
     /// After a chunk left: its buffer goes to the store (or back to the pool, keeping only the file range).
     func keepSent(_ chunk: UInt32, slot: Int) {
         let index = Int(chunk)
         var range = StoredRange(sequence: chunks[index].sequence, length: chunks[index].length, file: chunks[index].file,
                                 offset: chunks[index].fileOffset)
         if chunks[index].isRecord {
-            range.recordNumber = chunks[index].recordNumber
-            range.recordPlaintext = chunks[index].recordPlaintext
-            range.recordStart = chunks[index].sequence - chunks[index].recordSkip
+            range.recordRun = chunks[index].run
+            range.recordOverhead = chunks[index].recordOverhead
         }
         if chunks[index].mapped != nil {
             // Sent from the page cache: a retransmission finds it there again (or reads it).

@@ -101,6 +101,8 @@ public final class NICDataPlane {
         public var sealedBytes = 0
         /// Flows given TLS keys.
         public var tlsFlows = 0
+        /// Data segments whose TSval was moved up to the flow's latest, so it would not go backwards.
+        public var timestampsHeldBack = 0
     }
 
     // MARK: - State
@@ -164,6 +166,11 @@ public final class NICDataPlane {
         var failed = false
         /// The flow's TLS record keys (TLS_KEYS), dropped, and so erased, at FLOW_CLOSE.
         var sealer: (any RecordSealing)?
+        /// The TSval of the flow's latest data segment from here, so no later one goes out with an older one
+        /// (the peer's PAWS check would drop it, RFC 7323 §5): a chunk's delay is counted in whole
+        /// milliseconds from its own SEND, and two chunks' roundings can disagree by one.
+        var lastTimestamp: UInt32 = 0
+        var hasSentTimestamp = false
     }
 
     enum WorkItem {
@@ -205,13 +212,17 @@ public final class NICDataPlane {
         var failure: Int32 = 0
         var template = SegmentTemplate(acknowledgmentNumber: SequenceNumber(0), window: 0, maximumSegmentSize: 1)
         var arrival = Instant.zero
-        /// A TLS record's slice (`recordPlaintext` > 0): the chunk reads the record's whole plaintext from
-        /// `fileOffset`, seals it as record `recordNumber`, and sends `length` bytes of it from `recordSkip`.
-        var recordNumber: UInt64 = 0
+        /// TLS records (`recordOverhead` > 0): the chunk's wire bytes lie in records `firstRecord ..<
+        /// firstRecord + recordCount` of `run`; it reads their whole plaintext (`recordPlaintext` bytes from
+        /// `fileOffset`), lays the records out and seals them in place, and sends its part of them.
+        var run = TLSRecordRun(start: SequenceNumber(0), recordPlaintext: 0, plaintext: 0, firstRecord: 0,
+                               file: OffloadedFileID(rawValue: 0), offset: 0)
+        var recordOverhead = 0
+        var firstRecord = 0
+        var recordCount = 0
         var recordPlaintext = 0
-        var recordSkip = 0
-        var isRecord: Bool { recordPlaintext > 0 }
-        /// File bytes the chunk reads: its payload, or its record's plaintext.
+        var isRecord: Bool { recordOverhead > 0 }
+        /// File bytes the chunk reads: its payload, or its records' plaintext.
         var fileBytes: Int { isRecord ? recordPlaintext : length }
     }
 

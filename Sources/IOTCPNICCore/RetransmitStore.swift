@@ -122,12 +122,11 @@ public struct StoredRange: Hashable, Sendable {
     public var buffer: UInt32
     /// Where the range's first byte sits in `buffer`.
     public var bufferOffset: Int
-    /// A slice of a TLS record (`recordPlaintext` > 0): the record's number, where it starts in the sequence
-    /// space, and its plaintext, which is `recordPlaintext` file bytes from `offset` (the record's, not the
-    /// slice's: a retransmission reads and seals the whole record again).
-    public var recordNumber: UInt64 = 0
-    public var recordStart = SequenceNumber(0)
-    public var recordPlaintext = 0
+    /// Wire bytes of TLS records (`recordOverhead` > 0): the run they belong to, from which a retransmission
+    /// finds the records a range touches, reads their plaintext and seals them again.
+    public var recordRun = TLSRecordRun(start: SequenceNumber(0), recordPlaintext: 0, plaintext: 0, firstRecord: 0,
+                                        file: OffloadedFileID(rawValue: 0), offset: 0)
+    public var recordOverhead = 0
 
     public static let noBuffer = UInt32.max
 
@@ -146,7 +145,7 @@ public struct StoredRange: Hashable, Sendable {
     mutating func advance(by count: Int) {
         sequence = sequence + count
         length -= count
-        if recordPlaintext == 0 { offset += UInt64(count) }
+        if recordOverhead == 0 { offset += UInt64(count) }
         bufferOffset += count
     }
 }

@@ -25,9 +25,12 @@ struct RecordSendHostTests {
         // A head sealed by the host (any bytes here), then the file as records numbered from 1.
         let head = [UInt8](repeating: 0x17, count: 300)
         _ = try head.withUnsafeBytes { try script.engine.write(handle, $0, now: script.now, output: &script.output) }
-        let taken = try script.engine.writeRecords(handle, file: file, offset: 500, length: 100_000, recordPlaintext: 16384, firstRecord: 1,
+        // Two calls, the second going on where the first's whole records end: one run, as one call would make.
+        let first = try script.engine.writeRecords(handle, file: file, offset: 500, length: 3 * 16384, recordPlaintext: 16384, firstRecord: 1,
                                                    now: script.now, output: &script.output)
-        #expect(taken == 100_000)
+        let second = try script.engine.writeRecords(handle, file: file, offset: 500 + 3 * 16384, length: 100_000 - 3 * 16384,
+                                                    recordPlaintext: 16384, firstRecord: 4, now: script.now, output: &script.output)
+        #expect(first + second == 100_000)
         let runStart = SequenceNumber(iss &+ 1 &+ 300)
         let runLength = 100_000 + 7 * 22  // seven records, each 22 bytes longer than its plaintext
         let stride = 16384 + 22
@@ -55,7 +58,9 @@ struct RecordSendHostTests {
         #expect(!sends.isEmpty)
         var expectedStart = runStart
         for range in sends {
-            #expect(range.runStart == runStart && range.firstRecord == 1 && range.offset == 500 && range.runPlaintext == 100_000)
+            // SENDs made before the second call know the run as it was then; both agree on every record.
+            #expect(range.runStart == runStart && range.firstRecord == 1 && range.offset == 500)
+            #expect(range.runPlaintext == 100_000 || (range.runPlaintext == 3 * 16384 && range.sequence + Int(range.length) <= runStart + 3 * stride))
             #expect(range.recordPlaintext == 16384)
             #expect(range.sequence == expectedStart, "the run goes out once, in order, with no gap")
             let end = range.sequence + Int(range.length)
@@ -68,5 +73,6 @@ struct RecordSendHostTests {
             expectedStart = end
         }
         #expect(expectedStart == runStart + runLength)
+        #expect(sends.last?.runPlaintext == 100_000, "the second call extended the first's run")
     }
 }

@@ -91,6 +91,18 @@ struct SendQueue {
     /// run's `start` is set here).
     mutating func append(records run: TLSRecordRun, wireLength: Int) {
         guard wireLength > 0 else { return }
+        // The next records of the same run (a server feeding one file as the queue drains) extend it, so a
+        // large file stays one entry: pieces are found by walking the entries.
+        if firstEntry < entries.count, case .records(var last) = entries[entries.count - 1].source, last.file == run.file,
+           last.recordPlaintext == run.recordPlaintext, last.plaintext % UInt64(last.recordPlaintext) == 0,
+           last.offset + last.plaintext == run.offset, last.firstRecord + UInt64(last.recordCount) == run.firstRecord,
+           last.plaintext + run.plaintext <= 1 << 30 {
+            last.plaintext += run.plaintext
+            entries[entries.count - 1].source = .records(last)
+            entries[entries.count - 1].length += wireLength
+            end += wireLength
+            return
+        }
         var run = run
         run.start = end
         entries.append(Entry(start: end, length: wireLength, source: .records(run)))

@@ -61,8 +61,11 @@ extension TCPConnection {
     ) throws(TCPError) -> Int {
         guard canSend else { throw finRequested ? .alreadyClosing : (error ?? .notConnected) }
         guard recordOverhead > 0 else { throw .invalidArgument("no TLS keys were given for this connection") }
+        // Whole records while the queue is under its limit, the last one allowed past it: `.writable` says
+        // there is room at all, and a call it wakes should always make progress (at most one record over).
         let room = max(configuration.fileQueueBytes - fileBytesQueued, 0)
-        let wholeRecords = room / (recordPlaintext + recordOverhead)
+        let stride = recordPlaintext + recordOverhead
+        let wholeRecords = room > 0 ? (room + stride - 1) / stride : 0
         // A run stays well inside half the sequence space (SEND_RECORDS requires it).
         let accepted = min(length, wholeRecords * recordPlaintext, (1 << 30) / recordPlaintext * recordPlaintext)
         if accepted > 0 {

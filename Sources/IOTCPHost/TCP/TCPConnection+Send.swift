@@ -92,10 +92,17 @@ extension TCPConnection {
                         let minimum = min(configuration.minimumSendSegments * segmentSize, congestion.window / 2)
                         if piece.length < minimum && piece.length < remaining && inFlight > 0 { break sending }
                         if case .records(let run) = piece.source {
-                            // End on a record boundary when a whole record fits, so no record is sealed twice.
+                            // End on a record boundary, so the NIC reads and seals each record once: cut back to
+                            // the last boundary inside the piece, or, when the piece ends inside the record it
+                            // starts in, wait for more room while something in flight will bring it (the
+                            // record's other part would need the record read and sealed a second time).
                             let end = piece.sequence + piece.length
                             let (_, recordStart) = run.record(containing: end, overhead: recordOverhead)
-                            if recordStart > piece.sequence && recordStart < end { piece.length = recordStart - piece.sequence }
+                            if recordStart > piece.sequence && recordStart < end {
+                                piece.length = recordStart - piece.sequence
+                            } else if recordStart < end && end < piece.sequence + remaining && inFlight > 0 {
+                                break sending
+                            }
                         }
                         emitSend(piece, last: piece.sequence + piece.length == dataEnd, now: now, configuration: configuration,
                                  output: &output)
