@@ -3,7 +3,7 @@ import IOTCPNICCore
 import Metrics
 
 /// The NIC runtime's counters as swift-metrics metrics, named `iotcp_nic_*`: frames and bytes on the wire,
-/// SENDs, segments, retransmitted bytes, disk reads, the ECHO delay it reported, the retransmit store's
+/// SENDs, segments, retransmitted bytes, disk reads, TLS records sealed, the ECHO delay it reported, the retransmit store's
 /// bytes, flows, open files, and stalls (the wire refusing frames, messages waiting for the channel).
 ///
 /// Like `HostMetrics`: call `record(_:)` from the thread that runs the runtime, once an interval.
@@ -35,6 +35,9 @@ public final class NICMetrics {
             "disk_read_failures": { $0.dataPlane.counters.readFailures },
             "buffer_waits": { $0.dataPlane.counters.bufferWaits },
             "echoes": { $0.dataPlane.counters.echoes },
+            "tls_flows": { $0.dataPlane.counters.tlsFlows },
+            "tls_records_sealed": { $0.dataPlane.counters.recordsSealed },
+            "tls_sealed_bytes": { $0.dataPlane.counters.sealedBytes },
             "channel_stalls": { $0.channelStatistics.heldMessages },
             "channel_dropped_packets": { $0.channelStatistics.droppedPackets },
         ])

@@ -96,11 +96,14 @@ extension TCPConnection {
                             // the last boundary inside the piece, or, when the piece ends inside the record it
                             // starts in, wait for more room while something in flight will bring it (the
                             // record's other part would need the record read and sealed a second time).
+                            // Waiting only helps when the windows can hold the rest of the record at all: with a
+                            // congestion window smaller than that (heavy loss), the part goes now.
                             let end = piece.sequence + piece.length
                             let (_, recordStart) = run.record(containing: end, overhead: recordOverhead)
                             if recordStart > piece.sequence && recordStart < end {
                                 piece.length = recordStart - piece.sequence
-                            } else if recordStart < end && end < piece.sequence + remaining && inFlight > 0 {
+                            } else if recordStart < end && end < piece.sequence + remaining && inFlight > 0
+                                        && window >= recordStart + (run.recordPlaintext + recordOverhead) - piece.sequence {
                                 break sending
                             }
                         }
