@@ -269,24 +269,35 @@ measure() {
     python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print("  %(size)9d B  %(connections)5d conns  %(gbps)6.2f Gbps  %(requests_per_second)8.0f req/s  p50 %(latency_p50_ms)7.2f ms  p99 %(latency_p99_ms)8.2f ms  host %(host_cpu_seconds_per_gb)6.3f  nic %(nic_cpu_seconds_per_gb)6.3f  core %(core_cpu_seconds_per_gb)6.3f s/GB  errors %(socket_errors)d" % r)'
 }
 
-warm() {
-  scenario_now=warm
-  local sizes=(${SIZES:-4096 65536 512000 10485760})
-  local servers=(${SERVERS:-iotcp-embedded iotcp-split lighttpd-iotcp lighttpd-iotcp-split lighttpd nginx})
+# files SCENARIO OUTPUT SIZES SERVERS: each size as one file in the page cache, each server started once and
+# measured on every size and connection count; the report goes to Docs/benchmarks/OUTPUT.{json,md,png}.
+files() {
+  scenario_now=$1
+  local output=$2 sizes=($3) servers=($4)
   for size in "${sizes[@]}"; do head -c "$size" /dev/urandom > "$work/www/file-$size.bin"; done
   probe=file-${sizes[0]}.bin
-  results="$work/results-warm.jsonl"
+  results="$work/results-$scenario_now.jsonl"
   : > "$results"
   for server in "${servers[@]}"; do
-    echo "== warm: $server"
+    echo "== $scenario_now: $server"
     start "$server"
     for size in "${sizes[@]}"; do
       for conns in "${connections[@]}"; do measure "$server" "$size" "$conns" "$url_base/file-$size.bin"; done
     done
     stop
   done
-  python3 scripts/compare-parse.py --report "$results" Docs/benchmarks/compare
-  gnuplot Docs/benchmarks/compare.gnuplot && echo "compare: wrote Docs/benchmarks/compare.{json,md,png}"
+  python3 scripts/compare-parse.py --report "$results" "Docs/benchmarks/$output"
+  gnuplot "Docs/benchmarks/$output.gnuplot" && echo "compare: wrote Docs/benchmarks/$output.{json,md,png}"
+}
+
+warm() {
+  files warm compare "${SIZES:-4096 65536 512000 10485760}" \
+    "${SERVERS:-iotcp-embedded iotcp-split lighttpd-iotcp lighttpd-iotcp-split lighttpd nginx}"
+}
+
+# The warm files over HTTPS: the sizes the TLS issue asks for, the servers that speak TLS.
+https() {
+  files https compare-https "${SIZES:-65536 512000 10485760}" "${SERVERS:-iotcp-embedded iotcp-split lighttpd nginx}"
 }
 
 cold() {
@@ -332,27 +343,6 @@ EOF
   done
   python3 scripts/compare-parse.py --report "$results" Docs/benchmarks/compare-cold
   gnuplot Docs/benchmarks/compare-cold.gnuplot && echo "compare: wrote Docs/benchmarks/compare-cold.{json,md,png}"
-}
-
-# The warm files over HTTPS: the sizes the TLS issue asks for, the servers that speak TLS.
-https() {
-  scenario_now=https
-  local sizes=(${SIZES:-65536 512000 10485760})
-  local servers=(${SERVERS:-iotcp-embedded iotcp-split lighttpd nginx})
-  for size in "${sizes[@]}"; do head -c "$size" /dev/urandom > "$work/www/file-$size.bin"; done
-  probe=file-${sizes[0]}.bin
-  results="$work/results-https.jsonl"
-  : > "$results"
-  for server in "${servers[@]}"; do
-    echo "== https: $server"
-    start "$server"
-    for size in "${sizes[@]}"; do
-      for conns in "${connections[@]}"; do measure "$server" "$size" "$conns" "$url_base/file-$size.bin"; done
-    done
-    stop
-  done
-  python3 scripts/compare-parse.py --report "$results" Docs/benchmarks/compare-https
-  gnuplot Docs/benchmarks/compare-https.gnuplot && echo "compare: wrote Docs/benchmarks/compare-https.{json,md,png}"
 }
 
 case $scenario in

@@ -51,6 +51,6 @@ Name: iotcp-static
 Description: libiotcp linked into the program, with the Swift runtime
 Version: 0.1.0
 Cflags: -I\${includedir}
-Libs: \${libdir}/libiotcp.a \${swiftstatic}/x86_64/swiftrt.o -L\${swiftstatic} -lswift_Concurrency -lswiftSynchronization -lswiftGlibc -lswiftDispatch -lswiftSwiftOnoneSupport -lswiftCore -ldispatch -lBlocksRuntime -libverbs -lrdmacm -lnvme -luring -lstdc++ -lm -ldl -lpthread
+Libs: \${libdir}/libiotcp.a \${swiftstatic}/x86_64/swiftrt.o -L\${swiftstatic} -lswift_Concurrency -lswiftSynchronization -lswiftGlibc -lswiftDispatch -lswiftSwiftOnoneSupport -lswiftCore -ldispatch -lBlocksRuntime -libverbs -lrdmacm -lnvme -luring -lssl -lcrypto -lstdc++ -lm -ldl -lpthread
 PC
 echo "install: $prefix/include/iotcp.h, $prefix/lib/libiotcp.{so,a}, $prefix/lib/pkgconfig/iotcp{,-static}.pc"

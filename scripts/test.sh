@@ -65,7 +65,7 @@ if [ "$root" = yes ]; then
   scripts/tls-e2e.sh .build/debug/iotcp-fileserver | tee "$log" | grep -E "^tls: (FAIL|[0-9]+ passed)|^tls: wrk" || true
   grep -qE "^tls: [0-9]+ passed, 0 failed" "$log" || { echo "HTTPS checks failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
   tls=$(sed -nE "s/^tls: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "HTTPS" "$tls" 74
+  require "HTTPS" "$tls" 75
 
   echo "== iotcp as a library: a package of its own depending on it by path, built and serving"
   scripts/downstream.sh | tee "$log" | grep -E "^downstream:" || true

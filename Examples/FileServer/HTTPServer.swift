@@ -79,7 +79,9 @@ final class HTTPServer {
             self.token = token
             lastActivity = now
         }
-        var responding: Bool { opening != nil || headSent < head.count || body != nil }
+        /// A response is under way: its file opening, its head or body not all queued, or TLS records sealed
+        /// and waiting for room (closing now would lose them).
+        var responding: Bool { opening != nil || headSent < head.count || body != nil || tls?.hasPendingOutput == true }
     }
 
     /// HTTPS: every connection's TLS, its handshake on the host and its file records sealed on the NIC.
@@ -254,7 +256,12 @@ final class HTTPServer {
         }
         if let tls = session.tls, tls.isEstablished, !session.responding, tls.recordsUnderCurrentKeys >= keyUpdateRecords {
             // Between responses, once the last one is acknowledged: see TLSConnection.updateKeys.
-            if (try? tls.updateKeys(on: stack)) == true { counters.keyUpdates += 1 }
+            do {
+                if try tls.updateKeys(on: stack) { counters.keyUpdates += 1 }
+            } catch {
+                finish(session, token: token)
+                return
+            }
         }
         parsing: while !session.closing {
             if !session.responding {
@@ -315,6 +322,12 @@ final class HTTPServer {
             var interests: EventKinds = pauseReading ? [] : [.readable, .readClosed]
             if wantsWritable { interests.insert(.writable) }
             try? stack.register(session.socket, interests: interests, token: token)
+        }
+        // TLS: pipelined requests OpenSSL has already decrypted wait for no socket event (the socket may be
+        // empty); with nothing being sent to bring a writable one, take them now.
+        if let tls = session.tls, tls.mayHaveBufferedInput, !pauseReading, !session.responding, !session.closing,
+           sessions[token] === session {
+            progress(session, token: token)
         }
     }
 

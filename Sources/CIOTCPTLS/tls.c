@@ -77,6 +77,18 @@ static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *out_l
     return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
+// The context handed out: the SSL_CTX in a struct of ours, so the header needs no OpenSSL type.
+static iotcp_tls_context *wrap_context(SSL_CTX *ctx, char *error, size_t error_capacity) {
+    iotcp_tls_context *context = calloc(1, sizeof *context);
+    if (context == NULL) {
+        SSL_CTX_free(ctx);
+        snprintf(error, error_capacity, "out of memory");
+        return NULL;
+    }
+    context->ctx = ctx;
+    return context;
+}
+
 iotcp_tls_context *iotcp_tls_context_new(const char *certificate_path, const char *key_path, char *error,
                                          size_t error_capacity) {
     if (session_index < 0) session_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
@@ -127,14 +139,7 @@ iotcp_tls_context *iotcp_tls_context_new(const char *certificate_path, const cha
         SSL_CTX_free(ctx);
         return NULL;
     }
-    iotcp_tls_context *context = calloc(1, sizeof *context);
-    if (context == NULL) {
-        SSL_CTX_free(ctx);
-        snprintf(error, error_capacity, "out of memory");
-        return NULL;
-    }
-    context->ctx = ctx;
-    return context;
+    return wrap_context(ctx, error, error_capacity);
 }
 
 void iotcp_tls_context_free(iotcp_tls_context *context) {
@@ -253,6 +258,12 @@ void iotcp_tls_randoms(iotcp_tls_session *session, uint8_t *client_random, uint8
     SSL_get_server_random(session->ssl, server_random, 32);
 }
 
+size_t iotcp_tls_record_plaintext_limit(iotcp_tls_session *session) {
+    SSL_SESSION *established = SSL_get_session(session->ssl);
+    uint8_t code = established == NULL ? 0 : SSL_SESSION_get_max_fragment_length(established);
+    return code >= 1 && code <= 4 ? (size_t)256 << code : 16384;  // 1: 512, 2: 1024, 3: 2048, 4: 4096
+}
+
 uint64_t iotcp_tls_write_sequence(iotcp_tls_session *session) {
     // TLS 1.3 without tickets: nothing was written under the application keys yet. TLS 1.2: the server's
     // Finished was record 0 under the new keys (tickets are off, so nothing else followed it).
@@ -281,14 +292,7 @@ iotcp_tls_context *iotcp_tls_client_context_new(const char *ca_path, int maximum
     }
     static const unsigned char http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
     SSL_CTX_set_alpn_protos(ctx, http11, sizeof http11);
-    iotcp_tls_context *context = calloc(1, sizeof *context);
-    if (context == NULL) {
-        SSL_CTX_free(ctx);
-        snprintf(error, error_capacity, "out of memory");
-        return NULL;
-    }
-    context->ctx = ctx;
-    return context;
+    return wrap_context(ctx, error, error_capacity);
 }
 
 iotcp_tls_session *iotcp_tls_client_session_new(iotcp_tls_context *context, const char *server_name) {

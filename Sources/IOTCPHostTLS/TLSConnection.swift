@@ -33,8 +33,14 @@ public final class TLSConnection {
     private var pending: [UInt8] = []
     private var pendingSent = 0
     private var scratch = [UInt8](repeating: 0, count: 16 << 10)
-    /// File bytes per record the NIC seals. 16 KiB, TLS's largest, costs the fewest record headers and tags.
+    /// File bytes per record the NIC seals. 16 KiB, TLS's largest, costs the fewest record headers and tags;
+    /// lowered at the handshake's end if the client asked for a smaller max_fragment_length.
     public var recordPlaintext = RecordSendRange.maximumRecordPlaintext
+    /// The most plaintext any record of this connection may carry (the host's own ones too).
+    private var recordLimit = RecordSendRange.maximumRecordPlaintext
+    /// Records sealed under one key before this connection refuses to seal more: AES-GCM's bound (RFC 8446
+    /// §5.5 puts it near 2^24.5 records); a TLS 1.3 server updates its keys long before (`updateKeys`).
+    public static let recordsPerKeyLimit: UInt64 = 1 << 24
     /// Bytes were fed to OpenSSL, or it last returned data, since it last said it had nothing to give.
     private var opensslMayHaveMore = true
 
@@ -59,6 +65,9 @@ public final class TLSConnection {
     public var serverName: String? { session.serverName }
     /// Bytes sealed or written by the handshake that wait for room in the socket's queue.
     public var hasPendingOutput: Bool { pendingSent < pending.count }
+    /// OpenSSL may hold decrypted bytes not yet read (the socket can be empty then: call `read` again rather
+    /// than wait for `.readable`).
+    public var mayHaveBufferedInput: Bool { opensslMayHaveMore }
 
     /// Reads what the socket has, feeds it to TLS, and returns decrypted bytes. During the handshake this
     /// answers the peer's flights and, at its end, hands the keys to the NIC. Throws `TLSFailure` for a
@@ -121,6 +130,8 @@ public final class TLSConnection {
         }
         sealer = made
         nextRecord = keys.firstRecord
+        recordLimit = min(session.recordPlaintextLimit, RecordSendRange.maximumRecordPlaintext)
+        recordPlaintext = min(recordPlaintext, recordLimit)
         self.keys?.erase()
         if keys.version == .tls13 {
             // Only the secret is needed for the next update; the key and IV now live in the sealers.
@@ -138,7 +149,8 @@ public final class TLSConnection {
     public var recordsUnderCurrentKeys: UInt64 { nextRecord }
 
     /// TLS 1.3 KeyUpdate from the server (RFC 8446 §4.6.3): seals a KeyUpdate message under the current keys,
-    /// then moves this side and the NIC to the next traffic secret, records numbered from 0 again.
+    /// then moves this side and the NIC to the next traffic secret, records numbered from 0 again. If it
+    /// throws, end the connection: the peer may already be on the new keys.
     ///
     /// Done only when every byte sent so far has been acknowledged: records the NIC sealed under the old keys
     /// may otherwise have to be sealed again for a retransmission, and the NIC keeps one set of keys a flow.
@@ -153,6 +165,8 @@ public final class TLSConnection {
         // handshake type key_update (24), length 1, update_not_requested (0).
         let message: [UInt8] = [24, 0, 0, 1, 0]
         _ = try message.withUnsafeBytes { try write(to: stack, $0, contentType: 22) }
+        // The client moves to the new keys with this record: if this side cannot follow, the caller must end
+        // the connection (it throws).
         try install(updated, on: stack)
         return true
     }
@@ -163,9 +177,13 @@ public final class TLSConnection {
         guard let sealer else { throw TLSFailure("write before the handshake finished") }
         try flush(to: stack)
         guard !hasPendingOutput else { throw IOTCPError.wouldBlock }
+        let records = UInt64(max((bytes.count + recordLimit - 1) / recordLimit, 1))
+        guard nextRecord + records <= Self.recordsPerKeyLimit else {
+            throw TLSFailure("\(nextRecord) records sealed under one key: no more without a KeyUpdate")
+        }
         var offset = 0
         while offset < bytes.count || (bytes.isEmpty && offset == 0 && contentType != 23) {
-            let take = min(bytes.count - offset, RecordSendRange.maximumRecordPlaintext)
+            let take = min(bytes.count - offset, recordLimit)
             guard let record = sealer.sealed(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + take)]), number: nextRecord,
                                              contentType: contentType) else { throw TLSFailure("cannot seal a record") }
             nextRecord += 1
@@ -182,7 +200,10 @@ public final class TLSConnection {
         guard sealer != nil else { throw TLSFailure("write before the handshake finished") }
         try flush(to: stack)
         guard !hasPendingOutput else { throw IOTCPError.wouldBlock }
-        let taken = try stack.offloadWriteRecords(socket, file: file, offset: offset, length: length, recordPlaintext: recordPlaintext,
+        let recordsLeft = Self.recordsPerKeyLimit - min(nextRecord, Self.recordsPerKeyLimit)
+        guard recordsLeft > 0 else { throw TLSFailure("\(nextRecord) records sealed under one key: no more without a KeyUpdate") }
+        let allowed = Int(min(UInt64(length), recordsLeft * UInt64(recordPlaintext)))
+        let taken = try stack.offloadWriteRecords(socket, file: file, offset: offset, length: allowed, recordPlaintext: recordPlaintext,
                                                   firstRecord: nextRecord)
         nextRecord += UInt64((taken + recordPlaintext - 1) / recordPlaintext)
         return taken

@@ -21,6 +21,7 @@ extension NICDataPlane {
                 fail(error.code, kind: .fstat, flow: .none, reference: UInt64(requestID), error.description, output: &output)
             }
         case .closeFile(let file):
+            openedStatus[file] = nil
             do throws(FileFailure) { try files.close(file) } catch {
                 fail(error.code, kind: .closeFile, flow: .none, reference: file.rawValue, error.description, output: &output)
             }
@@ -32,6 +33,7 @@ extension NICDataPlane {
             guard let index = openIndex(flow) else { return }
             let pool = self.pool
             store.acknowledge(through: through, in: &flows[Int(index)].sent) { pool.give($0) }
+            while let tag = flows[Int(index)].recordTags.first, tag.end <= through { flows[Int(index)].recordTags.removeFirst() }
         case .packetOut(let flow, let packet):
             packetOut(flow: flow, packet, now: now, output: &output)
         case .send(let flow, let range):
@@ -50,6 +52,7 @@ extension NICDataPlane {
     func open<O: NICOutput>(requestID: UInt32, path: String, output: inout O) {
         do throws(FileFailure) {
             let (file, status) = try files.open(path: path)
+            openedStatus[file] = status
             // STAT follows at once, so the host has the whole status without another round trip.
             output.reply(.opened(requestID: requestID, file: file, size: status.size))
             if let device = try files.device(of: file) { reply(device, requestID: requestID, file: file, output: &output) }
@@ -99,6 +102,8 @@ extension NICDataPlane {
         if flowsByEndpoints[key] == index { flowsByEndpoints[key] = nil }
         flows[slot].open = false
         flows[slot].sealer = nil
+        flows[slot].recordTags.removeAll()
+        flows[slot].nextUntaggedRecord = 0
         flows[slot].generation &+= 1
         flows[slot].isReady = false
         flows[slot].isReading = false
@@ -126,6 +131,7 @@ extension NICDataPlane {
     public func reset() {
         for index in flows.indices where flows[index].open { closeFlow(UInt32(index)) }
         files.closeAll()
+        openedStatus.removeAll()
     }
 
     // MARK: - SEND
@@ -187,12 +193,28 @@ extension NICDataPlane {
                  recordSealers == nil ? "this NIC seals no TLS records" : "TLS_KEYS with unusable keys", output: &output)
             return
         }
-        flows[Int(index)].sealer = sealer
-        counters.tlsFlows += 1
+        let slot = Int(index)
+        if flows[slot].sealer == nil {
+            counters.tlsFlows += 1
+        } else {
+            // New keys (a KeyUpdate): the host sends them once everything before is acknowledged, so a
+            // retransmission still waiting for its read here is stale, and must not be sealed under the new
+            // key (its number belongs to the old one). Record numbers start again, and so do the tags.
+            while let chunk = flows[slot].urgent.popFirst() {
+                flows[slot].readAhead -= chunks[Int(chunk)].state == .waiting ? 0 : 1
+                if chunks[Int(chunk)].state != .waiting { readAheadTotal -= 1 }
+                abandon(chunk)
+            }
+            for _ in 0..<flows[slot].rereads { _ = flows[slot].toRead.popFirst() }
+            flows[slot].rereads = 0
+            flows[slot].recordTags.removeAll(keepingCapacity: true)
+            flows[slot].nextUntaggedRecord = 0
+        }
+        flows[slot].sealer = sealer
     }
 
-    /// SEND_RECORDS: one chunk per record the range touches; each reads its record's plaintext, is sealed
-    /// when the read is done, and sends its part of the record.
+    /// SEND_RECORDS: chunks of whole records where the range allows (see `queueRecordChunks`); each reads its
+    /// records' plaintext, seals them when the read is done, and sends its part of them.
     func sendRecords<O: NICOutput>(flow: FlowID, _ range: RecordSendRange, received: Instant, output: inout O) {
         guard let index = openIndex(flow) else {
             fail(.unknownFlow, kind: .sendRecords, flow: flow, reference: UInt64(range.sequence.rawValue),

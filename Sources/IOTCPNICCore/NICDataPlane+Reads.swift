@@ -142,6 +142,13 @@ extension NICDataPlane {
         considerReady(chunks[slot].flow)
     }
 
+    /// Whether `file` has the size and modification time it had when opened.
+    func fileUnchanged(_ file: OffloadedFileID) -> Bool {
+        guard let opened = openedStatus[file], let now = try? files.status(file) else { return false }
+        return now.size == opened.size && now.modificationSeconds == opened.modificationSeconds
+            && now.modificationNanoseconds == opened.modificationNanoseconds && now.inode == opened.inode
+    }
+
     /// Lays out the records read into the chunk's buffer (their plaintext arrived end to end; each moves up
     /// to leave room for the headers and tags before it, the last first), seals each in place, and points
     /// the chunk at its part of them.
@@ -153,6 +160,16 @@ extension NICDataPlane {
             return
         }
         let run = chunks[slot].run
+        let stride0 = run.recordPlaintext + sealer.version.overhead
+        let sealedBefore = chunks[slot].isRetransmission || (chunks[slot].sequence - run.start) % stride0 != 0
+        if sealedBefore, !fileUnchanged(run.file) {
+            // A retransmission, or a record a SEND began inside: its number was sealed before. Sealing it again
+            // over bytes that may differ would reuse the nonce; the flow fails instead (ESTALE).
+            counters.changedFileReseals += 1
+            chunks[slot].state = .failed
+            chunks[slot].failure = Self.changedRecordFailure
+            return
+        }
         let header = sealer.version.headerLength
         let stride = run.recordPlaintext + sealer.version.overhead
         let base = pool.address(chunks[slot].buffer)
@@ -172,6 +189,16 @@ extension NICDataPlane {
                 chunks[slot].state = .failed
                 chunks[slot].failure = 22
                 return
+            }
+            if sealedBefore, let kept = keptTag(run.firstRecord + UInt64(record), flow: Int(chunks[slot].flow)) {
+                let tag = UnsafeRawPointer(base + recordAt + sealed - 16)
+                guard tag.loadUnaligned(as: UInt64.self) == kept.low, (tag + 8).loadUnaligned(as: UInt64.self) == kept.high else {
+                    // Other bytes under the same number: this record must not leave (see `changedFileReseals`).
+                    counters.changedFileReseals += 1
+                    chunks[slot].state = .failed
+                    chunks[slot].failure = Self.changedRecordFailure
+                    return
+                }
             }
             counters.recordsSealed += 1
             counters.sealedBytes += plaintext

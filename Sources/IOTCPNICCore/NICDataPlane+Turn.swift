@@ -77,6 +77,15 @@ extension NICDataPlane {
     /// including one chunk. Returns false if the wire refused a packet.
     func serve<O: NICOutput>(_ slot: Int, now: Instant, budget: inout Int, output: inout O) -> Bool {
         if let chunk = flows[slot].urgent.first, chunks[Int(chunk)].state == .ready || chunks[Int(chunk)].state == .failed {
+            if chunks[Int(chunk)].state == .failed && chunks[Int(chunk)].failure == Self.changedRecordFailure {
+                // The file changed under a record that must be sent again: it cannot be, so the flow ends.
+                fail(.readFailed, kind: .retransmit, flow: flows[slot].id, reference: UInt64(chunks[Int(chunk)].sequence.rawValue),
+                     "\(chunks[Int(chunk)].file) changed since its TLS records were sealed; a record is never sealed again from other bytes",
+                     output: &output)
+                flows[slot].failed = true
+                dropQueued(slot)
+                return true
+            }
             if chunks[Int(chunk)].state == .ready {
                 let result = transmit(chunk, now: now, budget: &budget, output: &output)
                 if result == .refused { return false }
@@ -185,6 +194,38 @@ extension NICDataPlane {
         return .sent
     }
 
+    /// Keeps the tag of each record of a chunk that left, the first time the record left: a later sealing of
+    /// it (a retransmission read anew) is checked against it before anything goes out.
+    func keepTags(of chunk: UInt32, flow: Int) {
+        let slot = Int(chunk)
+        let run = chunks[slot].run
+        let overhead = chunks[slot].recordOverhead
+        let stride = run.recordPlaintext + overhead
+        let firstStart = run.start + chunks[slot].firstRecord * stride
+        let firstAt = chunks[slot].payloadStart - (chunks[slot].sequence - firstStart)
+        let base = UnsafeRawPointer(pool.address(chunks[slot].buffer))
+        for index in 0..<chunks[slot].recordCount {
+            let record = chunks[slot].firstRecord + index
+            let number = run.firstRecord + UInt64(record)
+            guard number >= flows[flow].nextUntaggedRecord else { continue }
+            let length = run.plaintextLength(ofRecord: record) + overhead
+            let tag = base + firstAt + index * stride + length - 16
+            flows[flow].recordTags.append(RecordTag(
+                number: number, end: firstStart + index * stride + length,
+                low: tag.loadUnaligned(as: UInt64.self), high: (tag + 8).loadUnaligned(as: UInt64.self)))
+            flows[flow].nextUntaggedRecord = number + 1
+        }
+    }
+
+    /// The tag a record got when first sealed, if it was kept.
+    func keptTag(_ number: UInt64, flow: Int) -> RecordTag? {
+        for tag in flows[flow].recordTags {
+            if tag.number == number { return tag }
+            if tag.number > number { return nil }
+        }
+        return nil
+    }
+
     /// `delay` raised, if need be, so the flow's next TSval (the template's plus the delay) is not older than
     /// the last one sent; records it as the last.
     func monotonicDelay(flow: Int, template: SegmentTemplate, delay: UInt32) -> UInt32 {
@@ -211,6 +252,7 @@ extension NICDataPlane {
         if chunks[index].isRecord {
             range.recordRun = chunks[index].run
             range.recordOverhead = chunks[index].recordOverhead
+            keepTags(of: chunk, flow: slot)
         }
         if chunks[index].mapped != nil {
             // Sent from the page cache: a retransmission finds it there again (or reads it).

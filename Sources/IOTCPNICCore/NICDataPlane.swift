@@ -103,11 +103,17 @@ public final class NICDataPlane {
         public var tlsFlows = 0
         /// Data segments whose TSval was moved up to the flow's latest, so it would not go backwards.
         public var timestampsHeldBack = 0
+        /// Records that would have been sealed a second time from a file changed since it was opened (the
+        /// flow was failed instead: the same nonce over other bytes would give the key away).
+        public var changedFileReseals = 0
     }
 
     // MARK: - State
 
     var flows: [FlowState] = []
+    /// Each open file's size and modification time when it was opened: a TLS record is sealed a second time
+    /// only from the same bytes (same record number, same nonce), so a file changed since is never re-sealed.
+    var openedStatus: [OffloadedFileID: OffloadedFileStatus] = [:]
     var flowsByEndpoints: [EndpointKey: UInt32] = [:]
     var openFlows = 0
     var chunks: [Chunk] = []
@@ -166,12 +172,27 @@ public final class NICDataPlane {
         var failed = false
         /// The flow's TLS record keys (TLS_KEYS), dropped, and so erased, at FLOW_CLOSE.
         var sealer: (any RecordSealing)?
+        /// The tag each record sent and not yet acknowledged got when first sealed, in record order: a record
+        /// sealed again (a retransmission read anew) must come out the same, or it does not leave.
+        var recordTags = FIFO<RecordTag>()
+        /// Records below this number already have their tag kept (or were acknowledged).
+        var nextUntaggedRecord: UInt64 = 0
         /// The TSval of the flow's latest data segment from here, so no later one goes out with an older one
         /// (the peer's PAWS check would drop it, RFC 7323 §5): a chunk's delay is counted in whole
         /// milliseconds from its own SEND, and two chunks' roundings can disagree by one.
         var lastTimestamp: UInt32 = 0
         var hasSentTimestamp = false
     }
+
+    struct RecordTag {
+        var number: UInt64
+        var end: SequenceNumber
+        var low: UInt64
+        var high: UInt64
+    }
+
+    /// A chunk's failure when sealing a record again would not give the bytes first sent (ESTALE).
+    static let changedRecordFailure: Int32 = 116
 
     enum WorkItem {
         case chunk(UInt32)

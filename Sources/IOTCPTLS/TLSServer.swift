@@ -18,7 +18,7 @@ public final class TLSServerContext: @unchecked Sendable {
     public init(certificatePath: String, keyPath: String) throws(TLSFailure) {
         var error = [CChar](repeating: 0, count: 512)
         guard let made = iotcp_tls_context_new(certificatePath, keyPath, &error, error.count) else {
-            throw TLSFailure(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            throw TLSFailure(cString(error))
         }
         context = made
     }
@@ -34,7 +34,8 @@ public final class TLSServerContext: @unchecked Sendable {
 /// dropped from there on (`takeOutput` returns nothing), since a record OpenSSL sealed would reuse a
 /// record number, and so a nonce, that the caller's stream uses. Received records stay OpenSSL's to open.
 public final class TLSServerSession {
-    private let session: OpaquePointer
+    private let memory: MemoryTLSSession
+    private var session: OpaquePointer { memory.session }
     private let context: TLSServerContext
     /// The keys went to the caller: OpenSSL writes nothing more.
     public private(set) var sealsOwnRecords = false
@@ -55,69 +56,33 @@ public final class TLSServerSession {
     /// `maximumVersion` .tls12 stops at TLS 1.2 (for tests and old clients); nil allows TLS 1.3.
     public init?(context: TLSServerContext, maximumVersion: TLSRecordVersion? = nil) {
         guard let made = iotcp_tls_session_new(context.context, maximumVersion == .tls12 ? 0x0303 : 0) else { return nil }
-        session = made
+        memory = MemoryTLSSession(made)
         self.context = context
     }
 
-    deinit { iotcp_tls_session_free(session) }
-
-    public private(set) var isEstablished = false
+    public var isEstablished: Bool { memory.isEstablished }
 
     /// Hands OpenSSL bytes from the peer.
-    public func feed(_ bytes: UnsafeRawBufferPointer) {
-        guard let base = bytes.baseAddress else { return }
-        var offset = 0
-        while offset < bytes.count {
-            let taken = iotcp_tls_feed(session, base + offset, bytes.count - offset)
-            if taken <= 0 { return }
-            offset += taken
-        }
-    }
+    public func feed(_ bytes: UnsafeRawBufferPointer) { memory.feed(bytes) }
 
     /// Moves the handshake on, then reads decrypted bytes into `buffer`. Throws on a failed handshake, a
     /// record that does not open, or an alert from the peer.
     public func advance(into buffer: UnsafeMutableRawBufferPointer) throws(TLSFailure) -> Progress {
-        if !isEstablished {
-            switch iotcp_tls_handshake(session) {
-            case 1:
-                isEstablished = true
-                return .established
-            case 0:
-                return .handshaking
-            default:
-                throw TLSFailure(lastError)
-            }
-        }
-        guard let base = buffer.baseAddress, !buffer.isEmpty else { return .idle }
-        let read = iotcp_tls_read(session, base, buffer.count)
-        switch read {
-        case 1...: return .data(Int(read))
-        case 0: return .idle
-        case -1: return .closed
-        default: throw TLSFailure(lastError)
-        }
-    }
-
-    private var lastError: String {
-        var text = [CChar](repeating: 0, count: 256)
-        iotcp_tls_error(session, &text, text.count)
-        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        try memory.advance(into: buffer)
     }
 
     /// Bytes OpenSSL wrote for the peer (handshake flights, a fatal alert) since the last call.
     public func takeOutput() -> [UInt8] {
-        let pending = iotcp_tls_pending_output(session)
-        guard pending > 0 else { return [] }
-        var bytes = [UInt8](repeating: 0, count: pending)
-        let taken = bytes.withUnsafeMutableBytes { iotcp_tls_take_output(session, $0.baseAddress!, pending) }
-        if sealsOwnRecords { return [] }  // see the type's comment
-        return Array(bytes[0..<max(0, taken)])
+        let bytes = memory.takeOutput()
+        return sealsOwnRecords ? [] : bytes  // see the type's comment
     }
 
     public var version: TLSRecordVersion? { TLSRecordVersion(rawValue: UInt16(truncatingIfNeeded: iotcp_tls_version(session))) }
     /// The IANA number of the negotiated cipher suite.
     public var cipherSuite: UInt16 { UInt16(truncatingIfNeeded: iotcp_tls_cipher_suite(session)) }
     public var serverName: String? { iotcp_tls_server_name(session).map { String(cString: $0) } }
+    /// The most plaintext a record may carry: 16 KiB, or the client's max_fragment_length (RFC 6066).
+    public var recordPlaintextLimit: Int { Int(iotcp_tls_record_plaintext_limit(session)) }
 
     /// The server's record keys after the handshake; from this call on OpenSSL writes no more records.
     public func transmitKeys() throws(TLSFailure) -> TLSWriteKeys {
@@ -144,8 +109,9 @@ public final class TLSServerSession {
                                       server.baseAddress!.assumingMemoryBound(to: UInt8.self))
                 }
             }
-            keys = TLSWriteKeys.tls12(masterSecret: Array(secret[0..<length]), clientRandom: client, serverRandom: server,
-                                      suite: suite, firstRecord: first)
+            var master = Array(secret[0..<length])
+            defer { for index in master.indices { master[index] = 0 } }
+            keys = TLSWriteKeys.tls12(masterSecret: master, clientRandom: client, serverRandom: server, suite: suite, firstRecord: first)
         }
         guard let keys else { throw TLSFailure("the \(version) secrets were not available") }
         sealsOwnRecords = true
@@ -157,29 +123,64 @@ public final class TLSServerSession {
 /// its name, and opens every record the server (or its NIC) sealed, so a wrong key or record number fails.
 public final class TLSClientSession {
     private let context: OpaquePointer
-    private let session: OpaquePointer
+    private let memory: MemoryTLSSession
 
     public init(caPath: String, serverName: String, maximumVersion: TLSRecordVersion? = nil) throws(TLSFailure) {
         var error = [CChar](repeating: 0, count: 512)
         guard let context = iotcp_tls_client_context_new(caPath, maximumVersion == .tls12 ? 0x0303 : 0, &error, error.count) else {
-            throw TLSFailure(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            throw TLSFailure(cString(error))
         }
         guard let session = iotcp_tls_client_session_new(context, serverName) else {
             iotcp_tls_context_free(context)
             throw TLSFailure("cannot create a client session")
         }
         self.context = context
-        self.session = session
+        memory = MemoryTLSSession(session)
     }
 
     deinit {
-        iotcp_tls_session_free(session)
+        // The session goes first (MemoryTLSSession's deinit), then its context.
+        memory.free()
         iotcp_tls_context_free(context)
     }
 
-    public private(set) var isEstablished = false
+    public var isEstablished: Bool { memory.isEstablished }
+    public func feed(_ bytes: UnsafeRawBufferPointer) { memory.feed(bytes) }
 
-    public func feed(_ bytes: UnsafeRawBufferPointer) {
+    /// As `TLSServerSession.advance`.
+    public func advance(into buffer: UnsafeMutableRawBufferPointer) throws(TLSFailure) -> TLSServerSession.Progress {
+        try memory.advance(into: buffer)
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws(TLSFailure) {
+        guard let base = bytes.baseAddress else { return }
+        if iotcp_tls_write(memory.session, base, bytes.count) < 0 { throw TLSFailure(memory.lastError) }
+    }
+
+    public func takeOutput() -> [UInt8] { memory.takeOutput() }
+
+    public var version: TLSRecordVersion? { memory.version }
+}
+
+/// One OpenSSL session over memory BIOs, the part server and client share: bytes in, handshake, decrypted
+/// bytes out, bytes to send.
+final class MemoryTLSSession {
+    let session: OpaquePointer
+    private(set) var isEstablished = false
+    private var freed = false
+
+    init(_ session: OpaquePointer) { self.session = session }
+
+    deinit { free() }
+
+    /// Frees the session (once) and erases what it captured.
+    func free() {
+        guard !freed else { return }
+        freed = true
+        iotcp_tls_session_free(session)
+    }
+
+    func feed(_ bytes: UnsafeRawBufferPointer) {
         guard let base = bytes.baseAddress else { return }
         var offset = 0
         while offset < bytes.count {
@@ -189,18 +190,20 @@ public final class TLSClientSession {
         }
     }
 
-    /// As `TLSServerSession.advance`.
-    public func advance(into buffer: UnsafeMutableRawBufferPointer) throws(TLSFailure) -> TLSServerSession.Progress {
+    func advance(into buffer: UnsafeMutableRawBufferPointer) throws(TLSFailure) -> TLSServerSession.Progress {
         if !isEstablished {
             switch iotcp_tls_handshake(session) {
             case 1:
                 isEstablished = true
                 return .established
-            case 0: return .handshaking
-            default: throw TLSFailure(lastError)
+            case 0:
+                return .handshaking
+            default:
+                throw TLSFailure(lastError)
             }
         }
-        let read = iotcp_tls_read(session, buffer.baseAddress!, buffer.count)
+        guard let base = buffer.baseAddress, !buffer.isEmpty else { return .idle }
+        let read = iotcp_tls_read(session, base, buffer.count)
         switch read {
         case 1...: return .data(Int(read))
         case 0: return .idle
@@ -209,12 +212,7 @@ public final class TLSClientSession {
         }
     }
 
-    public func write(_ bytes: UnsafeRawBufferPointer) throws(TLSFailure) {
-        guard let base = bytes.baseAddress else { return }
-        if iotcp_tls_write(session, base, bytes.count) < 0 { throw TLSFailure(lastError) }
-    }
-
-    public func takeOutput() -> [UInt8] {
+    func takeOutput() -> [UInt8] {
         let pending = iotcp_tls_pending_output(session)
         guard pending > 0 else { return [] }
         var bytes = [UInt8](repeating: 0, count: pending)
@@ -222,11 +220,16 @@ public final class TLSClientSession {
         return Array(bytes[0..<max(0, taken)])
     }
 
-    public var version: TLSRecordVersion? { TLSRecordVersion(rawValue: UInt16(truncatingIfNeeded: iotcp_tls_version(session))) }
-
-    private var lastError: String {
+    var lastError: String {
         var text = [CChar](repeating: 0, count: 256)
         iotcp_tls_error(session, &text, text.count)
-        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return cString(text)
     }
+
+    var version: TLSRecordVersion? { TLSRecordVersion(rawValue: UInt16(truncatingIfNeeded: iotcp_tls_version(session))) }
+}
+
+/// The text of a NUL-terminated C buffer.
+func cString(_ buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

@@ -2,8 +2,9 @@ import Crypto
 import IOTCPCommon
 
 /// One direction's record keys as the host hands them to the NIC: the version, the AES-GCM key, the IV
-/// (TLS 1.2: the 4-byte salt) and the first record number still free. They exist on the host only between
-/// the handshake and the TLS_KEYS command (and in the connection's own sealer); `erase()` overwrites them.
+/// (TLS 1.2: the 4-byte salt) and the first record number still free. They are meant to live on the host
+/// only between the handshake and the TLS_KEYS command (and in the connection's own sealer); `erase()`
+/// overwrites them, as far as an array can be (a copy made before is not reached).
 public struct TLSWriteKeys: Sendable {
     public var version: TLSRecordVersion
     public var key: [UInt8]
@@ -76,7 +77,12 @@ public struct TLSWriteKeys: Sendable {
     static func pHash<H: HashFunction>(_: H.Type, secret: [UInt8], seed: [UInt8], length: Int) -> [UInt8] {
         let key = SymmetricKey(data: secret)
         var output: [UInt8] = []
+        output.reserveCapacity(length + 64)  // no reallocation leaves a copy of key material behind
         var a = Array(HMAC<H>.authenticationCode(for: seed, using: key))  // A(1)
+        defer {
+            for index in output.indices { output[index] = 0 }
+            for index in a.indices { a[index] = 0 }
+        }
         while output.count < length {
             output += Array(HMAC<H>.authenticationCode(for: a + seed, using: key))
             a = Array(HMAC<H>.authenticationCode(for: a, using: key))

@@ -14,6 +14,7 @@ struct RecordSendTests {
 
     struct Setup {
         var nic: NICDataPlane
+        var files: MemoryFiles
         var file: OffloadedFileID
         var expected: [UInt8]
         var run: RecordSendRange
@@ -50,7 +51,7 @@ struct RecordSendTests {
         }
         let run = RecordSendRange(sequence: start, length: UInt32(expected.count), runStart: start, recordPlaintext: 4000, file: file,
                                   offset: 5000, runPlaintext: 30_000, firstRecord: 7, template: template)
-        return Setup(nic: nic, file: file, expected: expected, run: run)
+        return Setup(nic: nic, files: files, file: file, expected: expected, run: run)
     }
 
     /// Runs the NIC until its queues are empty; returns the payloads by stream offset from the run's start.
@@ -120,6 +121,44 @@ struct RecordSendTests {
         #expect(again == Array(setup.expected[10_000..<13_000]))
         setup.nic.handle(.flowClose(Self.flow, reason: 0), received: .zero, now: .zero, output: &output)
         #expect(setup.nic.store.heldBytes == 0)
+    }
+
+    @Test("a record is never sealed again from a file changed since it was opened: the flow fails instead")
+    func changedFileIsNotResealed() throws {
+        let setup = try Self.setUp(version: .tls13, store: .bufferless, seed: 8)
+        var output = CollectingNICOutput()
+        setup.nic.handle(.sendRecords(Self.flow, setup.run), received: .zero, now: .zero, output: &output)
+        let first = try Self.drain(setup.nic, &output)
+        #expect(first.reduce(0) { $0 + $1.1.count } == setup.expected.count)
+        setup.files.truncate("f.bin", to: 90_000)  // another process rewrites the file
+        setup.nic.handle(.retransmit(Self.flow, sequence: Self.start + 100, length: 1000, template: Self.template),
+                         received: .zero, now: .zero, output: &output)
+        #expect(try Self.drain(setup.nic, &output).isEmpty, "nothing sealed from the changed file goes out")
+        #expect(setup.nic.counters.changedFileReseals == 1)
+        #expect(output.errors.count == 1 && output.errors.first?.1 == CommandKind.retransmit.rawValue)
+        #expect(output.errors.first?.3.contains("changed since its TLS records were sealed") == true)
+    }
+
+    @Test("new keys (a KeyUpdate) drop a retransmission still waiting for its read: it is never sealed under the new key")
+    func newKeysDropStaleRetransmissions() throws {
+        let setup = try Self.setUp(version: .tls13, store: .bufferless, seed: 9)
+        var output = CollectingNICOutput()
+        setup.nic.handle(.sendRecords(Self.flow, setup.run), received: .zero, now: .zero, output: &output)
+        _ = try Self.drain(setup.nic, &output)
+        // A RETRANSMIT whose read has not completed, then the whole stream acknowledged and new keys.
+        setup.nic.handle(.retransmit(Self.flow, sequence: Self.start, length: 2000, template: Self.template),
+                         received: .zero, now: .zero, output: &output)
+        setup.nic.handle(.acknowledged(Self.flow, through: Self.start + setup.expected.count), received: .zero, now: .zero, output: &output)
+        let key = [UInt8](repeating: 3, count: 16), iv = [UInt8](repeating: 4, count: 12)
+        key.withUnsafeBytes { key in
+            iv.withUnsafeBytes { iv in
+                setup.nic.handle(.tlsKeys(Self.flow, TLSKeys(version: .tls13, key: key, iv: iv)), received: .zero, now: .zero, output: &output)
+            }
+        }
+        #expect(try Self.drain(setup.nic, &output).isEmpty, "the stale retransmission did not leave")
+        #expect(output.errors.isEmpty)
+        #expect(setup.nic.counters.tlsFlows == 1, "a KeyUpdate is not a new flow")
+        #expect(setup.nic.store.heldBytes == 0 && setup.nic.chunksInUse == 0)
     }
 
     @Test("SEND_RECORDS without keys, outside its run, or after FLOW_CLOSE is refused; a NIC without sealing refuses keys")

@@ -52,6 +52,9 @@ const char *iotcp_tls_server_name(iotcp_tls_session *session);
 size_t iotcp_tls_server_secret(iotcp_tls_session *session, uint8_t *buffer, size_t capacity);
 /// The hello randoms (32 bytes each), for TLS 1.2's key expansion.
 void iotcp_tls_randoms(iotcp_tls_session *session, uint8_t *client_random, uint8_t *server_random);
+/// The most plaintext a record may carry on this session: 16384, or less when the client asked for a
+/// smaller max_fragment_length (RFC 6066) and OpenSSL agreed.
+size_t iotcp_tls_record_plaintext_limit(iotcp_tls_session *session);
 /// Records OpenSSL wrote under the current write keys: the first record number the caller may use.
 uint64_t iotcp_tls_write_sequence(iotcp_tls_session *session);
 

@@ -204,6 +204,7 @@ extension Command {
             let records = (range.runPlaintext + UInt64(range.recordPlaintext) - 1) / UInt64(range.recordPlaintext)
             // A run must fit half the sequence space, or sequence arithmetic could not place its records.
             if range.runPlaintext + records * 29 >= 1 << 31 { return "run plaintext" }
+            if range.firstRecord > UInt64.max - records { return "first record" }
             if UInt64(range.sequence - range.runStart) + UInt64(range.length) > range.runPlaintext + records * 29 { return "length" }
             if range.template.maximumSegmentSize == 0 { return "maximum segment size" }
             return nil
