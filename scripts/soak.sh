@@ -101,7 +101,7 @@ for _ in $(seq 90); do
   sleep 0.3
   nic_state=$(grep counters "$work/nic.log" | tail -1)
   sessions=$(grep -o 'sessions [0-9]*' "$work/server.log" | tail -1 | awk '{print $2}')
-  flows=$(echo "$nic_state" | grep -o 'flows=[0-9]*' | cut -d= -f2)
+  flows=$(echo "$nic_state" | grep -oE '(^| )flows=[0-9]*' | cut -d= -f2)
   files=$(echo "$nic_state" | grep -o 'open-files=[0-9]*' | cut -d= -f2)
   if [ "${sessions:-1}" = 0 ] && [ "${flows:-1}" = 0 ] && [ "${files:-1}" = 0 ]; then settled=yes; break; fi
 done

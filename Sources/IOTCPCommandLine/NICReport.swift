@@ -32,7 +32,7 @@ public enum NICReport {
             ("flows", "\(dataPlane.flowCount)"), ("queued-bytes", "\(dataPlane.queuedByteCount)"),
             ("chunks", "\(dataPlane.chunksInUse)"), ("buffers-in-use", "\(dataPlane.pool.inUse)"),
             ("mapped-chunks", "\(plane.mappedChunks)"), ("mapped-bytes", "\(plane.mappedBytes)"),
-            ("tls-flows", "\(plane.tlsFlows)"), ("records-sealed", "\(plane.recordsSealed)"), ("sealed-bytes", "\(plane.sealedBytes)"),
+            ("tls-keyed", "\(plane.tlsFlows)"), ("records-sealed", "\(plane.recordsSealed)"), ("sealed-bytes", "\(plane.sealedBytes)"),
             ("timestamps-held-back", "\(plane.timestampsHeldBack)"), ("changed-file-reseals", "\(plane.changedFileReseals)"),
         ]
         if let table = dataPlane.files as? FileTable, table.directIO {
