@@ -34,6 +34,8 @@ public enum NICReport {
             ("mapped-chunks", "\(plane.mappedChunks)"), ("mapped-bytes", "\(plane.mappedBytes)"),
             ("tls-keyed", "\(plane.tlsFlows)"), ("records-sealed", "\(plane.recordsSealed)"), ("sealed-bytes", "\(plane.sealedBytes)"),
             ("timestamps-held-back", "\(plane.timestampsHeldBack)"), ("changed-file-reseals", "\(plane.changedFileReseals)"),
+            ("listening-ports", "\(dataPlane.listenerCount)"), ("syn-cookies-sent", "\(plane.synCookiesSent)"),
+            ("handshakes-completed", "\(plane.handshakesCompleted)"), ("cookies-rejected", "\(plane.cookiesRejected)"),
         ]
         if let table = dataPlane.files as? FileTable, table.directIO {
             fields.append(("direct-fallbacks", "\(table.directFallbacks)"))

@@ -34,6 +34,8 @@ public final class HostMetrics {
             "syn_cookies_sent": { $0.engine.statistics.synCookiesSent },
             "syn_cookies_accepted": { $0.engine.statistics.synCookiesAccepted },
             "syn_cookies_rejected": { $0.engine.statistics.synCookiesRejected },
+            "handshakes_from_nic": { $0.engine.statistics.handshakesFromNIC },
+            "refused_handshakes": { $0.engine.statistics.refusedHandshakes },
             "accept_queue_overflows": { $0.engine.statistics.acceptQueueOverflows },
             "connections_opened": { $0.engine.statistics.connectionsOpened },
             "connections_closed": { $0.engine.statistics.connectionsClosed },

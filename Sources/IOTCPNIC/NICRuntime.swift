@@ -227,7 +227,7 @@ public final class NICRuntime {
 
     private func deliver(frame bytes: UnsafeRawBufferPointer, output: inout Output) {
         if let packet = link.receive(frame: bytes, now: now, transmit: { putOnWire($0) }) {
-            dataPlane.receive(packet: packet, output: &output)
+            dataPlane.receive(packet: packet, now: now, output: &output)
         }
     }
 

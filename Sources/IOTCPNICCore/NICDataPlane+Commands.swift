@@ -10,7 +10,7 @@ extension NICDataPlane {
         counters.commands += 1
         clock = now
         switch command {
-        case .hello, .keepalive, .error, .opened, .stat, .echo, .packetIn, .device:
+        case .hello, .keepalive, .error, .opened, .stat, .echo, .packetIn, .device, .established:
             break  // not for the NIC to act on
         case .open(let requestID, _, let path):
             open(requestID: requestID, path: String(decoding: path, as: UTF8.self), output: &output)
@@ -46,6 +46,8 @@ extension NICDataPlane {
         case .sendRecords(let flow, let range):
             counters.sends += 1
             sendRecords(flow: flow, range, received: received, output: &output)
+        case .listen(let options):
+            listeners[options.port] = options.isListening ? options : nil
         }
     }
 
@@ -132,6 +134,7 @@ extension NICDataPlane {
         for index in flows.indices where flows[index].open { closeFlow(UInt32(index)) }
         files.closeAll()
         openedStatus.removeAll()
+        listeners.removeAll()
     }
 
     // MARK: - SEND

@@ -284,9 +284,12 @@ extension NICDataPlane {
     // MARK: - From the wire
 
     /// A packet from the wire: a TCP segment goes to the host as PACKET_IN, tagged with its flow when the
-    /// NIC knows it (a SYN for a listener, or a stray, goes untagged and the host decides). Anything that is
-    /// not well-formed IPv4/TCP is dropped and counted here, never handed on.
-    public func receive<O: NICOutput>(packet: UnsafeRawBufferPointer, output: inout O) {
+    /// NIC knows it (a stray goes untagged and the host decides). A SYN to a LISTEN port is answered here
+    /// with a cookie, and an ACK bringing a good cookie back goes to the host as ESTABLISHED. Anything that
+    /// is not well-formed IPv4/TCP is dropped and counted here, never handed on. `now` defaults to the time
+    /// of the latest `poll` or command.
+    public func receive<O: NICOutput>(packet: UnsafeRawBufferPointer, now: Instant? = nil, output: inout O) {
+        if let now { clock = now }
         let ip: IPv4PacketView
         do throws(WireError) {
             guard packet.count <= Int(UInt16.max) else { throw .bufferTooSmall(needed: packet.count, available: Int(UInt16.max)) }
@@ -301,8 +304,13 @@ extension NICDataPlane {
         }
         let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
         counters.packetsIn += 1
-        let flow = flowsByEndpoints[key].map { flows[Int($0)].id } ?? .none
-        output.reply(.packetIn(flow, packet: ip.bytes))
+        guard let index = flowsByEndpoints[key] else {
+            if let listener = listeners[segment.destinationPort],
+               answerSetup(ip: ip, segment: segment, listener: listener, output: &output) { return }
+            output.reply(.packetIn(.none, packet: ip.bytes))
+            return
+        }
+        output.reply(.packetIn(flows[Int(index)].id, packet: ip.bytes))
     }
 
     // MARK: - Answers

@@ -106,6 +106,12 @@ public final class NICDataPlane {
         /// Records that would have been sealed a second time from a file changed since it was opened (the
         /// flow was failed instead: the same nonce over other bytes would give the key away).
         public var changedFileReseals = 0
+        /// SYNs to a LISTEN port answered here with a cookie (no state kept), ACKs whose cookie was good
+        /// (the host was sent ESTABLISHED), and ACKs to such a port that matched no cookie (passed to the host,
+        /// which resets them).
+        public var synCookiesSent = 0
+        public var handshakesCompleted = 0
+        public var cookiesRejected = 0
     }
 
     // MARK: - State
@@ -133,6 +139,13 @@ public final class NICDataPlane {
     var registeredSlabs: [Bool] = []
     /// The time of the latest `handle` or `poll`.
     var clock = Instant.zero
+    /// Ports whose SYNs are answered here (LISTEN), with what their SYN-ACKs offer: one entry per port at
+    /// most, so the host cannot make this grow past 65,535 small entries, and a SYN flood never does.
+    var listeners: [UInt16: ListenerOptions] = [:]
+    /// Keys the cookies of SYNs answered here; fresh per data plane (tests set their own).
+    public var cookies = SYNCookies.random()
+    /// Where a cookie SYN-ACK is built (IPv4 and TCP headers with options: at most 60 + 60 bytes).
+    let setupScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 128, alignment: 16)
 
     struct EndpointKey: Hashable {
         var remoteAddress: UInt32
@@ -274,6 +287,7 @@ public final class NICDataPlane {
         // Reads in flight write into the pool's memory: let them finish before it goes.
         drain()
         headers.deallocate()
+        setupScratch.deallocate()
     }
 
     /// Waits for every read in flight (abandoned ones included) and takes their buffers back.
@@ -295,6 +309,8 @@ public final class NICDataPlane {
     }
 
     public var flowCount: Int { openFlows }
+    /// Ports whose SYNs this data plane answers (LISTEN).
+    public var listenerCount: Int { listeners.count }
     /// Reads in flight or waiting for a buffer, chunks waiting for the wire: work the loop must come back for.
     public var hasPendingWork: Bool { !readyFlows.isEmpty || !readingFlows.isEmpty || disk.inFlight > 0 }
     /// Whether a chunk can leave now (the loop should not sleep).

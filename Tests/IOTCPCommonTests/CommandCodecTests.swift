@@ -10,6 +10,7 @@ enum OwnedCommand: Equatable {
     case packetOut(FlowID, [UInt8])
     case device(requestID: UInt32, file: OffloadedFileID, namespace: UInt32, model: [UInt8], serial: [UInt8])
     case tlsKeys(FlowID, version: TLSRecordVersion, key: [UInt8], iv: [UInt8])
+    case established(HandshakeParameters, [UInt8])
 
     init(_ command: Command) {
         switch command {
@@ -21,6 +22,7 @@ enum OwnedCommand: Equatable {
         case .device(let requestID, let file, let report):
             self = .device(requestID: requestID, file: file, namespace: report.namespace, model: Array(report.model), serial: Array(report.serial))
         case .tlsKeys(let flow, let keys): self = .tlsKeys(flow, version: keys.version, key: Array(keys.key), iv: Array(keys.iv))
+        case .established(let parameters, let packet): self = .established(parameters, Array(packet))
         default: self = .plain(String(describing: command))
         }
     }
@@ -36,6 +38,7 @@ enum OwnedCommand: Equatable {
         case .packetOut(let flow, let packet): return packet.withUnsafeBytes { body(.packetOut(flow, packet: $0)) }
         case .tlsKeys(let flow, let version, let key, let iv):
             return key.withUnsafeBytes { key in iv.withUnsafeBytes { iv in body(.tlsKeys(flow, TLSKeys(version: version, key: key, iv: iv))) } }
+        case .established(let parameters, let packet): return packet.withUnsafeBytes { body(.established(parameters, packet: $0)) }
         case .device(let requestID, let file, let namespace, let model, let serial):
             return model.withUnsafeBytes { model in
                 serial.withUnsafeBytes { serial in
@@ -127,6 +130,20 @@ extension SeededGenerator {
             command = .sendRecords(flow, RecordSendRange(
                 sequence: runStart + Int(into), length: UInt32(length), runStart: runStart, recordPlaintext: recordPlaintext,
                 file: file, offset: next() >> 2, runPlaintext: runPlaintext, firstRecord: next(), template: template()))
+        case .listen:
+            let listening = Bool.random(using: &self)
+            command = .listen(ListenerOptions(
+                port: UInt16.random(in: 1...UInt16.max, using: &self), maximumSegmentSize: UInt16.random(in: 1...UInt16.max, using: &self),
+                window: next16(), windowShift: UInt8.random(in: 0...14, using: &self), timestamps: Bool.random(using: &self),
+                selectiveAcknowledgments: Bool.random(using: &self), isListening: listening))
+        case .established:
+            let shift: UInt8? = Bool.random(using: &self) ? UInt8.random(in: 0...14, using: &self) : nil
+            owned = .established(HandshakeParameters(
+                localInitialSequence: SequenceNumber(next32()), peerInitialSequence: SequenceNumber(next32()),
+                peerSegmentSize: UInt16.random(in: 1...UInt16.max, using: &self), peerWindowShift: shift,
+                selectiveAcknowledgments: Bool.random(using: &self), timestamps: Bool.random(using: &self), synAckTimestamp: next32()),
+                bytes(40...1600))
+            return owned.withCommand { body($0, owned) }
         }
         return body(command, OwnedCommand(command))
     }
@@ -216,6 +233,55 @@ struct CommandCodecTests {
         #expect(Array(bytes[36..<44]) == [3, 0, 0, 0, 2, 0, 0, 0])
         #expect(Array(bytes[44..<52]) == [0, 0x10, 0, 0, 0, 0, 0, 0])
         #expect(Array(bytes[52..<72]) == [0x0D, 0x0C, 0x0B, 0x0A, 0x34, 0x12, 0x08, 0x01, 0xA8, 0x05, 0, 0, 7, 0, 0, 0, 9, 0, 0, 0])
+    }
+
+    @Test("LISTEN and ESTABLISHED are laid out as the protocol document says")
+    func setupLayout() {
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let packet: [UInt8] = (0..<40).map { UInt8($0) }
+        let parameters = HandshakeParameters(
+            localInitialSequence: SequenceNumber(0x1122_3344), peerInitialSequence: SequenceNumber(0x5566_7788), peerSegmentSize: 1460,
+            peerWindowShift: 7, selectiveAcknowledgments: true, timestamps: true, synAckTimestamp: 0xA1B2_C3D4)
+        let bytes: [UInt8] = buffer.withUnsafeMutableBytes { raw in
+            var writer = CommandWriter(buffer: raw)
+            writer.append(.listen(ListenerOptions(port: 8080, maximumSegmentSize: 1460, window: 65535, windowShift: 3,
+                                                  timestamps: true, selectiveAcknowledgments: false)))
+            _ = packet.withUnsafeBytes { writer.append(.established(parameters, packet: $0)) }
+            var unscaled = parameters
+            unscaled.peerWindowShift = nil
+            unscaled.timestamps = false
+            _ = packet.withUnsafeBytes { writer.append(.established(unscaled, packet: $0)) }
+            return Array(writer.finish(sequence: 1))
+        }
+        #expect(bytes.count == 16 + (12 + 8) + 2 * (12 + 20 + 40))
+        #expect(Array(bytes[16..<36]) == [20, 0, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0x90, 0x1F, 0xB4, 0x05, 0xFF, 0xFF, 3, 0b011])
+        #expect(Array(bytes[36..<48]) == [21, 0, 0, 0, 72, 0, 0, 0, 0, 0, 0, 0])
+        #expect(Array(bytes[48..<68]) == [0x44, 0x33, 0x22, 0x11, 0x88, 0x77, 0x66, 0x55, 0xB4, 0x05, 7, 0b11,
+                                          0xD4, 0xC3, 0xB2, 0xA1, 0, 0, 0, 0])
+        #expect(Array(bytes[68..<108]) == packet)
+        #expect(Array(bytes[120..<140]) == [0x44, 0x33, 0x22, 0x11, 0x88, 0x77, 0x66, 0x55, 0xB4, 0x05, 0xFF, 0b01,
+                                           0xD4, 0xC3, 0xB2, 0xA1, 0, 0, 0, 0])
+        bytes.withUnsafeBytes { raw in
+            let (commands, errors) = decodeAll(raw)
+            #expect(errors.isEmpty)
+            var unscaled = parameters
+            unscaled.peerWindowShift = nil
+            unscaled.timestamps = false
+            #expect(Array(commands.dropFirst()) == [.established(parameters, packet), .established(unscaled, packet)])
+        }
+        // A stop names only the port; a window shift past 14 or an ESTABLISHED too short for a TCP/IP header is refused.
+        let refused: [([UInt8], CommandDecodeError)] = [
+            ([20, 0, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0, 80, 0, 0xB4, 0x05, 0, 0, 15, 1],
+             .inconsistent(kind: .listen, flow: .none, field: "window shift", index: 1)),
+            ([21, 0, 0, 0, 33, 0, 0, 0, 0, 0, 0, 0] + [UInt8](repeating: 1, count: 21),
+             .inconsistent(kind: .established, flow: .none, field: "packet length", index: 1)),
+        ]
+        for (middle, expected) in refused {
+            message(middle: middle).withUnsafeBytes { raw in
+                let (commands, errors) = decodeAll(raw)
+                #expect(errors == [expected] && commands.count == 2)
+            }
+        }
     }
 
     @Test("a DEVICE is laid out as the protocol document says: short names padded with spaces, read back trimmed")

@@ -110,8 +110,8 @@ struct ConnectionSecretsTests {
                                         configuration: TCPConfiguration())
         #expect(secrets.verifyCookie(in: ack(of: reply, tamper: 1), remote: client, now: now) == nil)
         #expect(secrets.verifyCookie(in: ack(of: reply), remote: IPv4Address(10, 0, 0, 9), now: now) == nil)
-        #expect(secrets.verifyCookie(in: ack(of: reply), remote: client, now: now + ConnectionSecrets.cookiePeriod) != nil)
-        #expect(secrets.verifyCookie(in: ack(of: reply), remote: client, now: now + 2 * ConnectionSecrets.cookiePeriod) == nil)
+        #expect(secrets.verifyCookie(in: ack(of: reply), remote: client, now: now + SYNCookies.period) != nil)
+        #expect(secrets.verifyCookie(in: ack(of: reply), remote: client, now: now + 2 * SYNCookies.period) == nil)
     }
 
     @Test("ISNs differ by endpoints and advance with the clock; timestamp offsets differ by endpoints")

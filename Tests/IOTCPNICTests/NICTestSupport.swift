@@ -11,6 +11,9 @@ struct CollectingNICOutput: NICOutput {
     var echoes: [(FlowID, SequenceNumber, UInt64)] = []
     var errors: [(CommandErrorCode, UInt8, UInt64, String)] = []
     var opened: [(UInt32, OffloadedFileID, UInt64)] = []
+    /// ESTABLISHED commands (parameters and the packet), and PACKET_IN ones (flow and packet).
+    var established: [(HandshakeParameters, [UInt8])] = []
+    var packetsIn: [(FlowID, [UInt8])] = []
     /// Per packet: the segment size the wire is to cut it at (0: an ordinary packet), and whether its
     /// checksum was left to the wire.
     var segmentSizes: [Int] = []
@@ -35,6 +38,12 @@ struct CollectingNICOutput: NICOutput {
         case .echo(let flow, let end, let delay): echoes.append((flow, end, delay))
         case .error(_, let report): errors.append((report.code, report.failedKind, report.reference, report.textString))
         case .opened(let request, let file, let size): opened.append((request, file, size))
+        case .established(let parameters, let packet):
+            established.append((parameters, Array(packet)))
+            replies.append(String(describing: command.kind))
+        case .packetIn(let flow, let packet):
+            packetsIn.append((flow, Array(packet)))
+            replies.append(String(describing: command.kind))
         default: replies.append(String(describing: command.kind))
         }
     }
@@ -96,4 +105,19 @@ func memoryPlane(_ root: ExportRoot, delayNanoseconds: UInt64 = 0) -> NICDataPla
     let disk = MemoryDisk(files: files)
     disk.delayNanoseconds = delayNanoseconds
     return NICDataPlane(files: files, disk: disk)
+}
+
+/// An IPv4 packet holding `tcp` and `payload`, checksums filled (a bad TCP checksum when `corrupt`).
+func tcpPacket(_ tcp: TCPRepr, from source: IPv4Address, to destination: IPv4Address, payload: [UInt8] = [], corrupt: Bool = false) -> [UInt8] {
+    let length = 20 + tcp.headerLength + payload.count
+    var packet = [UInt8](repeating: 0, count: length)
+    packet.withUnsafeMutableBytes { raw in
+        try? IPv4Repr(source: source, destination: destination, protocol: .tcp, payloadLength: length - 20).emit(into: raw)
+        let segment = UnsafeMutableRawBufferPointer(rebasing: raw[20...])
+        let header = (try? tcp.emitHeader(into: segment)) ?? 20
+        for (index, byte) in payload.enumerated() { segment[header + index] = byte }
+        TCPRepr.fillChecksum(segment: segment, source: source, destination: destination)
+        if corrupt { segment[16] ^= 0xFF }
+    }
+    return packet
 }

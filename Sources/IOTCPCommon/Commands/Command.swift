@@ -95,6 +95,10 @@ public enum Command {
     case tlsKeys(FlowID, TLSKeys)
     /// SEND_RECORDS: part of a run of TLS records, sealed on the NIC from a file range.
     case sendRecords(FlowID, RecordSendRange)
+    /// LISTEN: answer SYNs to a port on the NIC, with SYN cookies (or stop).
+    case listen(ListenerOptions)
+    /// ESTABLISHED: a handshake the NIC completed, and the client's ACK that completed it (IPv4 on).
+    case established(HandshakeParameters, packet: UnsafeRawBufferPointer)
 
     @inlinable
     public var kind: CommandKind {
@@ -118,6 +122,8 @@ public enum Command {
         case .device: .device
         case .tlsKeys: .tlsKeys
         case .sendRecords: .sendRecords
+        case .listen: .listen
+        case .established: .established
         }
     }
 
@@ -139,7 +145,7 @@ public enum Command {
         switch self {
         case .error(_, let report): Swift.min(report.text.count, CommandProtocol.maxErrorTextLength)
         case .open(_, _, let path): path.count
-        case .packetIn(_, let packet), .packetOut(_, let packet): packet.count
+        case .packetIn(_, let packet), .packetOut(_, let packet), .established(_, let packet): packet.count
         case .tlsKeys(_, let keys): keys.key.count + keys.iv.count
         default: 0
         }

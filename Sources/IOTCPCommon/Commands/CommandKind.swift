@@ -25,6 +25,8 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     case device = 17
     case tlsKeys = 18
     case sendRecords = 19
+    case listen = 20
+    case established = 21
 
     /// Body bytes after the command header that every command of this kind has.
     @inlinable
@@ -49,6 +51,8 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .device: 76
         case .tlsKeys: 4
         case .sendRecords: 68
+        case .listen: 8
+        case .established: 20
         }
     }
 
@@ -56,7 +60,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     @inlinable
     public var hasVariableBody: Bool {
         switch self {
-        case .error, .open, .packetIn, .packetOut, .tlsKeys: true
+        case .error, .open, .packetIn, .packetOut, .tlsKeys, .established: true
         default: false
         }
     }
@@ -82,6 +86,8 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .device: "DEVICE"
         case .tlsKeys: "TLS_KEYS"
         case .sendRecords: "SEND_RECORDS"
+        case .listen: "LISTEN"
+        case .established: "ESTABLISHED"
         }
     }
 }

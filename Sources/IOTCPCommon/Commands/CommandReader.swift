@@ -153,6 +153,18 @@ public struct CommandReader {
                 sequence: SequenceNumber(u32(0)), length: u32(4), runStart: SequenceNumber(u32(8)), recordPlaintext: u16(12),
                 file: OffloadedFileID(rawValue: u64(16)), offset: u64(24), runPlaintext: u64(32), firstRecord: u64(40),
                 template: readTemplate(body, at: 48)))
+        case .listen:
+            return .listen(ListenerOptions(
+                port: u16(0), maximumSegmentSize: u16(2), window: u16(4), windowShift: body[6],
+                timestamps: body[7] & ListenerOptions.timestampsBit != 0,
+                selectiveAcknowledgments: body[7] & ListenerOptions.selectiveAcknowledgmentsBit != 0,
+                isListening: body[7] & ListenerOptions.listeningBit != 0))
+        case .established:
+            return .established(HandshakeParameters(
+                localInitialSequence: SequenceNumber(u32(0)), peerInitialSequence: SequenceNumber(u32(4)), peerSegmentSize: u16(8),
+                peerWindowShift: body[10] == HandshakeParameters.noWindowShift ? nil : body[10],
+                selectiveAcknowledgments: body[11] & HandshakeParameters.selectiveAcknowledgmentsBit != 0,
+                timestamps: body[11] & HandshakeParameters.timestampsBit != 0, synAckTimestamp: u32(12)), packet: rest(20))
         }
     }
 }
@@ -212,6 +224,16 @@ extension Command {
             return flow == .none ? "flow id" : nil
         case .packetIn(_, let packet), .packetOut(_, let packet):
             if packet.isEmpty || packet.count > Int(UInt16.max) { return "packet length" }
+            return nil
+        case .listen(let options):
+            if options.port == 0 { return "port" }
+            if options.isListening && options.maximumSegmentSize == 0 { return "maximum segment size" }
+            if options.windowShift > 14 { return "window shift" }
+            return nil
+        case .established(let parameters, let packet):
+            if packet.count < 40 || packet.count > Int(UInt16.max) { return "packet length" }
+            if parameters.peerSegmentSize == 0 { return "peer segment size" }
+            if let shift = parameters.peerWindowShift, shift > 14 { return "peer window shift" }
             return nil
         default:
             return nil

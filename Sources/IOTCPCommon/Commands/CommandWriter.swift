@@ -217,6 +217,24 @@ public struct CommandWriter: ~Copyable {
             body.storeLittleEndian(range.runPlaintext, at: 32)
             body.storeLittleEndian(range.firstRecord, at: 40)
             writeTemplate(range.template, into: body, at: 48)
+        case .listen(let options):
+            body.storeLittleEndian(options.port, at: 0)
+            body.storeLittleEndian(options.maximumSegmentSize, at: 2)
+            body.storeLittleEndian(options.window, at: 4)
+            body[6] = options.windowShift
+            body[7] = (options.isListening ? ListenerOptions.listeningBit : 0)
+                | (options.timestamps ? ListenerOptions.timestampsBit : 0)
+                | (options.selectiveAcknowledgments ? ListenerOptions.selectiveAcknowledgmentsBit : 0)
+        case .established(let parameters, let packet):
+            body.storeLittleEndian(parameters.localInitialSequence.rawValue, at: 0)
+            body.storeLittleEndian(parameters.peerInitialSequence.rawValue, at: 4)
+            body.storeLittleEndian(parameters.peerSegmentSize, at: 8)
+            body[10] = parameters.peerWindowShift ?? HandshakeParameters.noWindowShift
+            body[11] = (parameters.selectiveAcknowledgments ? HandshakeParameters.selectiveAcknowledgmentsBit : 0)
+                | (parameters.timestamps ? HandshakeParameters.timestampsBit : 0)
+            body.storeLittleEndian(parameters.synAckTimestamp, at: 12)
+            body.storeLittleEndian(UInt32(0), at: 16)
+            copy(packet, count: packet.count, into: body, at: 20)
         }
     }
 }

@@ -94,11 +94,18 @@ public final class IOTCPStack {
 
     // MARK: - Sockets
 
+    /// Listens on `port`. With `TCPConfiguration.handshakesOnNIC` (the default) the NIC answers the port's
+    /// SYNs itself with SYN cookies and hands over completed handshakes only.
     public func listen(port: UInt16, backlog: Int = 1024) throws(IOTCPError) -> Socket {
         try checkChannel()
+        let listener: TCPListenerID
         do throws(TCPError) {
-            return Socket(listener: try engine.listen(port: port, backlog: backlog).port)
+            listener = try engine.listen(port: port, backlog: backlog)
         } catch { throw .tcp(error) }
+        if engine.configuration.handshakesOnNIC {
+            sender.append(.listen(engine.configuration.listenerOptions(port: port)))
+        }
+        return Socket(listener: listener.port)
     }
 
     /// The next established connection, or nil when none is waiting.
@@ -173,6 +180,9 @@ public final class IOTCPStack {
         interest.deregister(socket)
         switch socket.kind {
         case .listener(let port):
+            if engine.configuration.handshakesOnNIC && engine.isListening(TCPListenerID(port: port)) {
+                output.emit(.listen(engine.configuration.listenerOptions(port: port, isListening: false)))
+            }
             engine.stopListening(TCPListenerID(port: port), now: clock(), output: &output)
         case .connection(let handle):
             nicFailures[handle] = nil
@@ -463,6 +473,8 @@ public final class IOTCPStack {
             switch command {
             case .packetIn(let flow, let packet):
                 engine.handlePacket(packet, flow: flow, now: now, output: &output)
+            case .established(let parameters, let packet):
+                engine.handleEstablished(parameters, packet: packet, now: now, output: &output)
             case .echo(let flow, let end, let delay):
                 engine.handleEcho(flow: flow, sequenceEnd: end, nicDelayNanoseconds: delay, now: now, output: &output)
             case .opened(let request, let file, _):
@@ -478,7 +490,8 @@ public final class IOTCPStack {
                 nic = hello
             case .keepalive:
                 break
-            case .open, .fstat, .closeFile, .flowOpen, .flowClose, .send, .retransmit, .acknowledged, .packetOut, .tlsKeys, .sendRecords:
+            case .open, .fstat, .closeFile, .flowOpen, .flowClose, .send, .retransmit, .acknowledged, .packetOut, .tlsKeys, .sendRecords,
+                 .listen:
                 statistics.malformedCommands += 1
                 logger.warning("the NIC sent \(command.kind), a command only the host sends; ignored")
             }
@@ -496,6 +509,10 @@ public final class IOTCPStack {
                 completions.append(event)
                 return
             }
+        case .listen?:
+            // A NIC without stateless setup: SYNs keep coming as PACKET_IN and the host answers them.
+            logger.notice("the NIC does not answer SYNs itself (\(report.code): \(text)); the host does")
+            return
         case .send?, .retransmit?, .sendRecords?, .tlsKeys?:
             if let handle = engine.handle(for: flow) {
                 nicFailures[handle] = .nic(code: report.code, message: text)

@@ -9,6 +9,10 @@ public struct TCPStatistics: Hashable, Sendable {
     public var synCookiesSent = 0
     public var synCookiesAccepted = 0
     public var synCookiesRejected = 0
+    /// Connections made from handshakes the NIC completed (ESTABLISHED), and ESTABLISHED commands whose
+    /// packet did not match their parameters or came for a port no longer listening.
+    public var handshakesFromNIC = 0
+    public var refusedHandshakes = 0
     /// Handshakes completed (a valid cookie's ACK) while the accept queue was full: dropped unanswered, as
     /// Linux does, so the peer sends again once the application has accepted (a reset would fail it).
     public var acceptQueueOverflows = 0
@@ -423,6 +427,60 @@ public final class TCPEngine {
         afterChange(slot)
     }
 
+    /// A handshake the NIC completed with a SYN cookie (ESTABLISHED): the connection starts established, and
+    /// `packet`, the client's ACK, is taken as its first segment (data in it is the eager receive that reaches
+    /// the application with the accept). An ESTABLISHED for a connection that exists already (the NIC saw the
+    /// client's next segment before the host's FLOW_OPEN) is just that segment.
+    public func handleEstablished<O: CommandOutput>(
+        _ parameters: HandshakeParameters, packet: UnsafeRawBufferPointer, now: Instant, output: inout O
+    ) {
+        statistics.segmentsReceived += 1
+        guard let ip = try? IPv4PacketView(packet), ip.protocol == .tcp, ip.destination == localAddress,
+              let view = try? TCPSegmentView(ip.payload), let segment = try? TCPRepr(view)
+        else {
+            statistics.malformedPackets += 1
+            return
+        }
+        if verifyChecksums && !view.checksumVerifies(source: ip.source, destination: ip.destination) {
+            statistics.badChecksums += 1
+            return
+        }
+        guard segment.flags.contains(.ack), !segment.flags.contains(.syn), !segment.flags.contains(.rst),
+              segment.acknowledgmentNumber == parameters.localInitialSequence + 1,
+              segment.sequenceNumber == parameters.peerInitialSequence + 1
+        else {
+            statistics.refusedHandshakes += 1
+            return
+        }
+        let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
+        if let existing = byEndpoints[key].map(Int.init) {
+            if pool[existing].state != .timeWait {
+                pool[existing].handle(segment, payload: view.payload, now: now, configuration: configuration, output: &output)
+                afterChange(existing)
+                return
+            }
+            // The client reused its port while the old connection waited out TIME-WAIT here, and the NIC took
+            // its new SYN (RFC 6191: a valid handshake with a fresh ISN ends the old one's wait).
+            statistics.timeWaitReopened += 1
+            pool[existing].closeQuietly(output: &output)
+            release(existing)
+        }
+        guard listeners[segment.destinationPort] != nil else {
+            statistics.refusedHandshakes += 1
+            sendReset(answering: segment, payloadLength: view.payload.count, to: ip.source, output: &output)
+            return
+        }
+        let cookie = SYNCookies.Parameters(
+            initialSequence: parameters.localInitialSequence, peerSegmentSize: Int(parameters.peerSegmentSize),
+            windowShift: parameters.peerWindowShift, selectiveAcknowledgments: parameters.selectiveAcknowledgments)
+        // Later TSvals continue from the SYN-ACK's (the NIC's clock), whatever this clock reads.
+        let offset = parameters.synAckTimestamp &- UInt32(truncatingIfNeeded: now.nanoseconds / Nanoseconds.millisecond)
+        if establish(segment, payload: view.payload, remote: ip.source, key: key, cookie: cookie, timestampOffset: offset,
+                     now: now, output: &output) {
+            statistics.handshakesFromNIC += 1
+        }
+    }
+
     /// Runs every timer due by `now`.
     public func handleTimers<O: CommandOutput>(now: Instant, output: inout O) {
         dueScratch.removeAll(keepingCapacity: true)
@@ -488,21 +546,32 @@ public final class TCPEngine {
             statistics.synCookiesRejected += 1
             return false
         }
+        if establish(segment, payload: payload, remote: remote, key: key, cookie: cookie, timestampOffset: 0, now: now, output: &output) {
+            statistics.synCookiesAccepted += 1
+        }
+        return true
+    }
+
+    /// Makes an established connection from a verified cookie (the host's or the NIC's); false when the
+    /// accept queue has no room (the peer sends again, and the cookie is still good then).
+    private func establish<O: CommandOutput>(
+        _ segment: TCPRepr, payload: UnsafeRawBufferPointer, remote: IPv4Address, key: EndpointKey, cookie: SYNCookies.Parameters,
+        timestampOffset: UInt32, now: Instant, output: inout O
+    ) -> Bool {
         guard let listener = listeners[segment.destinationPort], listener.waiting < listener.backlog,
               let slot = try? allocateSlot()
         else {
             // A genuine handshake the application has no room for yet: the peer retransmits this ACK (or
             // its first data) and the cookie is still good then.
             statistics.acceptQueueOverflows += 1
-            return true
+            return false
         }
         var connection = newConnection(in: slot, remote: remote, localPort: segment.destinationPort, remotePort: segment.sourcePort,
                                        state: .synReceived, now: now, initialSequence: cookie.initialSequence,
-                                       listenerPort: segment.destinationPort)
+                                       timestampOffset: timestampOffset, listenerPort: segment.destinationPort)
         connection.establishFromCookie(segment, peerSegmentSize: cookie.peerSegmentSize, windowShift: cookie.windowShift,
                                        sack: cookie.selectiveAcknowledgments, now: now, configuration: configuration, output: &output)
         install(connection, at: slot, key: key)
-        statistics.synCookiesAccepted += 1
         // The ACK may carry data (and a FIN): process it as the first segment of the connection.
         if !payload.isEmpty || segment.flags.contains(.fin) {
             pool[slot].handle(segment, payload: payload, now: now, configuration: configuration, output: &output)
@@ -532,16 +601,16 @@ public final class TCPEngine {
     }
 
     /// A new connection's control block for `slot`, its ISN and timestamp offset keyed from the secret
-    /// unless given (a SYN cookie fixes the ISN and carries no offset).
+    /// unless given (a SYN cookie fixes the ISN, and the TSval its SYN-ACK carried fixes the offset).
     private func newConnection(
         in slot: Int, remote: IPv4Address, localPort: UInt16, remotePort: UInt16, state: TCPState, now: Instant,
-        initialSequence: SequenceNumber? = nil, listenerPort: UInt16? = nil
+        initialSequence: SequenceNumber? = nil, timestampOffset: UInt32? = nil, listenerPort: UInt16? = nil
     ) -> TCPConnection {
         var connection = TCPConnection(
             handle: pool.handle(of: slot), localAddress: localAddress, remoteAddress: remote, localPort: localPort,
             remotePort: remotePort,
             initialSequence: initialSequence ?? secrets.initialSequence(remote: remote, remotePort: remotePort, localPort: localPort, now: now),
-            timestampOffset: initialSequence != nil ? 0 : secrets.timestampOffset(remote: remote, remotePort: remotePort, localPort: localPort),
+            timestampOffset: timestampOffset ?? secrets.timestampOffset(remote: remote, remotePort: remotePort, localPort: localPort),
             state: state, ownedByApplication: listenerPort == nil, configuration: configuration)
         connection.listenerPort = listenerPort
         return connection

@@ -133,8 +133,20 @@ public struct TCPConfiguration: Sendable {
     /// delay, short, and lets it interleave flows finely instead of holding each one's whole window. 0: no
     /// limit.
     public var maximumUnechoedBytes = 256 * 1024
+    /// The NIC answers SYNs to listening ports itself, with SYN cookies, and hands the host only completed
+    /// handshakes (AccelTCP's stateless setup): a SYN flood costs neither the host nor the NIC's memory, and
+    /// a short connection costs the host one command instead of a SYN and a handshake's state. A NIC that
+    /// does not know LISTEN answers ERROR and the host answers SYNs as before.
+    public var handshakesOnNIC = true
 
     public init() {}
+
+    /// What a listener's SYN-ACK offers, for the NIC's LISTEN or the host's own cookies.
+    public func listenerOptions(port: UInt16, isListening: Bool = true) -> ListenerOptions {
+        ListenerOptions(port: port, maximumSegmentSize: maximumSegmentSize, window: UInt16(min(receiveBufferBytes, 65535)),
+                        windowShift: receiveWindowShift, timestamps: timestamps, selectiveAcknowledgments: selectiveAcknowledgments,
+                        isListening: isListening)
+    }
 
     /// The shift that lets a 16-bit window field advertise the whole receive buffer (RFC 7323 §2.3).
     var receiveWindowShift: UInt8 {

@@ -1,13 +1,14 @@
 /// SipHash-2-4 (Aumasson and Bernstein): a keyed hash that an attacker who does not know the key cannot
 /// steer. Used for initial sequence numbers (RFC 6528) and SYN cookies (RFC 4987), where a predictable
-/// function would let an off-path attacker guess sequence numbers or forge cookies.
-struct SipHasher24 {
+/// function would let an off-path attacker guess sequence numbers or forge cookies. Both halves use it: the
+/// host for its ISNs, either half for cookies (the NIC answers SYNs itself when the host asks it to).
+public struct SipHasher24 {
     private var v0: UInt64, v1: UInt64, v2: UInt64, v3: UInt64
     private var tail: UInt64 = 0
     private var tailBytes = 0
     private var length = 0
 
-    init(key0: UInt64, key1: UInt64) {
+    public init(key0: UInt64, key1: UInt64) {
         v0 = key0 ^ 0x736F_6D65_7073_6575
         v1 = key1 ^ 0x646F_7261_6E64_6F6D
         v2 = key0 ^ 0x6C79_6765_6E65_7261
@@ -28,7 +29,7 @@ struct SipHasher24 {
     }
 
     /// Adds the bytes of `value`, least significant first.
-    mutating func combine<T: FixedWidthInteger>(_ value: T) {
+    public mutating func combine<T: FixedWidthInteger>(_ value: T) {
         var remaining = UInt64(truncatingIfNeeded: value)
         for _ in 0..<(T.bitWidth / 8) {
             tail |= (remaining & 0xFF) << UInt64(8 * tailBytes)
@@ -43,7 +44,7 @@ struct SipHasher24 {
         }
     }
 
-    consuming func finalize() -> UInt64 {
+    public consuming func finalize() -> UInt64 {
         compress(tail | UInt64(truncatingIfNeeded: length) << 56)
         v2 ^= 0xFF
         round(); round(); round(); round()
@@ -52,5 +53,5 @@ struct SipHasher24 {
 }
 
 extension UInt64 {
-    @inline(__always) func rotatedLeft(_ count: UInt64) -> UInt64 { (self << count) | (self >> (64 - count)) }
+    @inline(__always) fileprivate func rotatedLeft(_ count: UInt64) -> UInt64 { (self << count) | (self >> (64 - count)) }
 }

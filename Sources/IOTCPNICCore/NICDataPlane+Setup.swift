@@ -1,0 +1,68 @@
+import IOTCPCommon
+
+/// Stateless connection setup (AccelTCP): SYNs to the ports the host named with LISTEN are answered here
+/// with SYN cookies, and only an ACK that brings a good cookie back reaches the host, as one ESTABLISHED
+/// command carrying what the cookie encoded. Nothing is kept between the SYN and the ACK, so a flood of
+/// spoofed SYNs costs a SYN-ACK each and no memory, here or on the host.
+extension NICDataPlane {
+    /// Answers `segment` if it is part of a handshake to a LISTEN port: true when it was consumed (a SYN
+    /// answered or dropped, a good cookie passed on), false when it should go to the host as it is.
+    func answerSetup<O: NICOutput>(
+        ip: IPv4PacketView, segment view: TCPSegmentView, listener: ListenerOptions, output: inout O
+    ) -> Bool {
+        let flags = view.flags
+        if flags.contains(.syn) && !flags.contains(.ack) {
+            // A SYN with RST or FIN set is nonsense (RFC 9293 §3.10.7.2 answers only plain SYNs): dropped.
+            guard !flags.contains(.rst), !flags.contains(.fin),
+                  view.checksumVerifies(source: ip.source, destination: ip.destination),
+                  let syn = try? TCPRepr(view)
+            else {
+                counters.malformedIn += 1
+                return true
+            }
+            sendCookie(answering: syn, from: ip.destination, to: ip.source, listener: listener, output: &output)
+            return true
+        }
+        guard flags.contains(.ack), !flags.contains(.syn), !flags.contains(.rst), let ack = try? TCPRepr(view),
+              let cookie = cookies.verify(ack, remote: ip.source, local: ip.destination, now: clock)
+        else {
+            if flags.contains(.ack) && !flags.contains(.rst) { counters.cookiesRejected += 1 }
+            return false
+        }
+        guard view.checksumVerifies(source: ip.source, destination: ip.destination) else {
+            counters.malformedIn += 1
+            return true
+        }
+        counters.handshakesCompleted += 1
+        let timestamps = listener.timestamps ? ack.options.timestamps : nil
+        output.reply(.established(HandshakeParameters(
+            localInitialSequence: cookie.initialSequence, peerInitialSequence: ack.sequenceNumber - 1,
+            peerSegmentSize: UInt16(cookie.peerSegmentSize), peerWindowShift: cookie.windowShift,
+            selectiveAcknowledgments: cookie.selectiveAcknowledgments, timestamps: timestamps != nil,
+            synAckTimestamp: timestamps?.echoReply ?? 0), packet: ip.bytes))
+        return true
+    }
+
+    private func sendCookie<O: NICOutput>(
+        answering syn: TCPRepr, from local: IPv4Address, to remote: IPv4Address, listener: ListenerOptions, output: inout O
+    ) {
+        let reply = cookies.reply(to: syn, remote: remote, local: local, now: clock, options: listener)
+        let packetLength = IPv4Repr.headerLength + reply.headerLength
+        let packet = UnsafeMutableRawBufferPointer(rebasing: setupScratch[0..<packetLength])
+        do throws(WireError) {
+            try IPv4Repr(source: local, destination: remote, protocol: .tcp, payloadLength: reply.headerLength).emit(into: packet)
+            let segment = UnsafeMutableRawBufferPointer(rebasing: packet[IPv4Repr.headerLength...])
+            _ = try reply.emitHeader(into: segment)
+            TCPRepr.fillChecksum(segment: segment, source: local, destination: remote)
+        } catch {
+            return  // the scratch holds any SYN-ACK; unreachable
+        }
+        if output.transmit(headers: UnsafeRawBufferPointer(packet), payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil) == .sent {
+            counters.synCookiesSent += 1
+            counters.packetsOut += 1
+            counters.bytesOut += packetLength
+        } else {
+            counters.wireRefusals += 1
+        }
+    }
+}

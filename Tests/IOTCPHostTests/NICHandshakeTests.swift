@@ -1,0 +1,88 @@
+import Testing
+@testable import IOTCPCommon
+@testable import IOTCPHost
+
+extension Script {
+    /// Hands the engine an ESTABLISHED from the NIC: `parameters` and the client's ACK built from the rest.
+    @discardableResult
+    mutating func established(
+        _ parameters: HandshakeParameters, acknowledgment: SequenceNumber? = nil, window: UInt16 = 502, timestamps: TCPTimestamps? = nil,
+        payload: [UInt8] = []
+    ) -> [Emitted] {
+        let tcp = TCPRepr(
+            sourcePort: remotePort, destinationPort: localPort, sequenceNumber: parameters.peerInitialSequence + 1,
+            acknowledgmentNumber: acknowledgment ?? parameters.localInitialSequence + 1, flags: payload.isEmpty ? .ack : [.ack, .psh],
+            window: window, options: TCPOptions(timestamps: timestamps))
+        var packet = [UInt8](repeating: 0, count: 20 + tcp.headerLength + payload.count)
+        packet.withUnsafeMutableBytes { buffer in
+            try! IPv4Repr(source: Self.remote, destination: Self.local, protocol: .tcp, payloadLength: tcp.headerLength + payload.count).emit(into: buffer)
+            let segment = UnsafeMutableRawBufferPointer(rebasing: buffer[20...])
+            let length = try! tcp.emitHeader(into: segment)
+            for (index, byte) in payload.enumerated() { segment[length + index] = byte }
+            TCPRepr.fillChecksum(segment: segment, source: Self.remote, destination: Self.local)
+        }
+        packet.withUnsafeBytes { engine.handleEstablished(parameters, packet: $0, now: now, output: &output) }
+        return output.take()
+    }
+}
+
+@Suite("Handshakes completed on the NIC (ESTABLISHED)")
+struct NICHandshakeTests {
+    let parameters = HandshakeParameters(
+        localInitialSequence: SequenceNumber(0x7000_0000), peerInitialSequence: SequenceNumber(90_000), peerSegmentSize: 1400,
+        peerWindowShift: 7, selectiveAcknowledgments: true, timestamps: true, synAckTimestamp: 3_000_000)
+
+    @Test("the connection starts established from the parameters: ISN, MSS, window scale, SACK, and TSvals after the SYN-ACK's")
+    func establishes() throws {
+        var script = Script()
+        _ = try script.engine.listen(port: 80)
+        let request = Array("GET / HTTP/1.1\r\n\r\n".utf8)
+        let emitted = script.established(parameters, window: 100, timestamps: TCPTimestamps(value: 777, echoReply: 3_000_000), payload: request)
+        #expect(emitted.contains { if case .flowOpen = $0 { true } else { false } }, "the NIC is told the flow")
+        let handle = try #require(script.engine.accept(TCPListenerID(port: 80)))
+        #expect(script.engine.state(of: handle) == .established && script.engine.readableBytes(handle) == request.count,
+                "the request is readable at the accept")
+        #expect(script.engine.statistics.handshakesFromNIC == 1 && script.engine.statistics.synCookiesSent == 0)
+        let info = try #require(script.engine.info(of: handle))
+        #expect(info.segmentSize == 1400 - 12, "the cookie's MSS less the timestamp option")
+        // 500 ms later, a reply: its TSval continues from the SYN-ACK's, its sequence from the cookie.
+        script.now = script.now + 500 * Nanoseconds.millisecond
+        let reply = Array("HTTP/1.1 200 OK\r\n\r\n".utf8)
+        _ = try reply.withUnsafeBytes { try script.engine.write(handle, $0, now: script.now, output: &script.output) }
+        let segment = try #require(script.output.take().segments.first { !$0.payload.isEmpty })
+        #expect(segment.sequence == parameters.localInitialSequence + 1)
+        #expect(segment.acknowledgment == parameters.peerInitialSequence + 1 + request.count)
+        #expect(segment.tcp.options.timestamps == TCPTimestamps(value: 3_000_500, echoReply: 777))
+        #expect(segment.tcp.options.sackBlocks.isEmpty)
+        #expect(script.engine.info(of: handle)?.sendWindow == 100 << 7, "the client's window, scaled by its shift")
+    }
+
+    @Test("refused: an ACK that is not the parameters' and a port no longer listening (that one is reset)")
+    func refusals() throws {
+        var script = Script()
+        _ = try script.engine.listen(port: 80)
+        var emitted = script.established(parameters, acknowledgment: parameters.localInitialSequence + 2)
+        #expect(emitted.isEmpty && script.engine.connectionCount == 0 && script.engine.statistics.refusedHandshakes == 1)
+        script.localPort = 81
+        emitted = script.established(parameters)
+        #expect(emitted.segments.first?.flags == .rst && script.engine.connectionCount == 0)
+        #expect(script.engine.statistics.refusedHandshakes == 2)
+    }
+
+    @Test("a second ESTABLISHED for the same connection is its next segment; a full accept queue drops it for the client to resend")
+    func duplicatesAndOverflow() throws {
+        var script = Script()
+        _ = try script.engine.listen(port: 80, backlog: 1)
+        script.established(parameters)
+        script.established(parameters, payload: Array("abc".utf8))
+        #expect(script.engine.connectionCount == 1 && script.engine.statistics.handshakesFromNIC == 1)
+        let handle = try #require(script.engine.accept(TCPListenerID(port: 80)))
+        #expect(script.engine.readableBytes(handle) == 3)
+        // The application has not accepted the next one, and the backlog is 1.
+        script.remotePort = 40001
+        script.established(parameters)
+        script.remotePort = 40002
+        let dropped = script.established(parameters)
+        #expect(dropped.isEmpty && script.engine.statistics.acceptQueueOverflows == 1 && script.engine.connectionCount == 2)
+    }
+}

@@ -1,0 +1,219 @@
+import IOTCPCommon
+import IOTCPHost
+import IOTCPNIC
+import Testing
+
+/// Stateless setup on the NIC: SYNs to a LISTEN port are answered here with cookies, only a good cookie's
+/// ACK reaches the host (ESTABLISHED), and nothing is kept in between.
+@Suite("Connection setup on the NIC (SYN cookies)")
+struct NICSetupTests {
+    static let server = IPv4Address(10, 77, 0, 2)
+    static let client = IPv4Address(10, 77, 0, 1)
+    let listener = ListenerOptions(port: 80, maximumSegmentSize: 1460, window: 65535, windowShift: 3)
+    let start = Instant(nanoseconds: 3_000 * Nanoseconds.second)
+
+    func makePlane() -> NICDataPlane {
+        let files = MemoryFiles()
+        let nic = NICDataPlane(files: files, disk: MemoryDisk(files: files))
+        nic.cookies = SYNCookies(key0: 42, key1: 43)
+        return nic
+    }
+
+    func listen(_ nic: NICDataPlane, _ options: ListenerOptions, output: inout CollectingNICOutput) {
+        nic.handle(.listen(options), received: start, now: start, output: &output)
+    }
+
+    func syn(port: UInt16 = 80, sourcePort: UInt16 = 40000, sequence: UInt32 = 1_000_000, timestamps: Bool = true, shift: UInt8? = 7,
+             mss: UInt16 = 1460) -> TCPRepr {
+        TCPRepr(sourcePort: sourcePort, destinationPort: port, sequenceNumber: SequenceNumber(sequence), flags: .syn, window: 64240,
+                options: TCPOptions(maximumSegmentSize: mss, windowScale: shift, sackPermitted: true,
+                                    timestamps: timestamps ? TCPTimestamps(value: 5000, echoReply: 0) : nil))
+    }
+
+    /// What a Linux client answers to `synAck`: its ACK (with the request, if any).
+    func ack(of synAck: TCPRepr, syn: TCPRepr) -> TCPRepr {
+        TCPRepr(sourcePort: syn.sourcePort, destinationPort: syn.destinationPort, sequenceNumber: syn.sequenceNumber + 1,
+                acknowledgmentNumber: synAck.sequenceNumber + 1, flags: .ack, window: 502,
+                options: TCPOptions(timestamps: synAck.options.timestamps.map { TCPTimestamps(value: 5001, echoReply: $0.value) }))
+    }
+
+    @Test("a SYN to a LISTEN port is answered on the NIC, field by field, and the host hears nothing")
+    func synAnsweredHere() throws {
+        let nic = makePlane()
+        var output = CollectingNICOutput()
+        listen(nic, listener, output: &output)
+        #expect(nic.listenerCount == 1)
+        let request = syn()
+        tcpPacket(request, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        #expect(output.replies.isEmpty, "no PACKET_IN: the host never sees a SYN")
+        #expect(output.packets.count == 1 && nic.counters.synCookiesSent == 1 && nic.flowCount == 0)
+        let packet = try #require(output.packets.first)
+        try packet.withUnsafeBytes { raw in
+            let ip = try IPv4PacketView(raw)
+            #expect(ip.source == Self.server && ip.destination == Self.client && ip.protocol == .tcp)
+        }
+        let (synAck, payload, checksumGood) = try #require(parseSegment(packet))
+        #expect(checksumGood && payload.isEmpty)
+        #expect(synAck.flags == [.syn, .ack] && synAck.sourcePort == 80 && synAck.destinationPort == 40000)
+        #expect(synAck.acknowledgmentNumber == request.sequenceNumber + 1 && synAck.window == 65535)
+        #expect(synAck.options.maximumSegmentSize == 1460 && synAck.options.windowScale == 3 && synAck.options.sackPermitted)
+        let timestamps = try #require(synAck.options.timestamps)
+        #expect(timestamps.echoReply == 5000 && timestamps.value & 0x1F == (7 << 1 | 1))
+        #expect(synAck.sequenceNumber.rawValue >> 24 & 7 == 7, "the cookie names 1460 in the MSS table")
+    }
+
+    @Test("the ACK that brings a good cookie back goes to the host as ESTABLISHED with what the cookie encoded")
+    func goodCookieEstablishes() throws {
+        let nic = makePlane()
+        var output = CollectingNICOutput()
+        listen(nic, listener, output: &output)
+        let request = syn(shift: 9, mss: 1400)
+        tcpPacket(request, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        let (synAck, _, _) = try #require(parseSegment(output.packets[0]))
+        let later = start + 2 * Nanoseconds.second
+        let ackPacket = tcpPacket(ack(of: synAck, syn: request), from: Self.client, to: Self.server, payload: Array("GET / HTTP/1.1\r\n\r\n".utf8))
+        ackPacket.withUnsafeBytes { nic.receive(packet: $0, now: later, output: &output) }
+        #expect(output.replies == ["ESTABLISHED"] && nic.counters.handshakesCompleted == 1)
+        let (parameters, carried) = try #require(output.established.first)
+        #expect(carried == ackPacket, "the client's ACK, with its request, rides along whole")
+        #expect(parameters == HandshakeParameters(
+            localInitialSequence: synAck.sequenceNumber, peerInitialSequence: request.sequenceNumber, peerSegmentSize: 1400,
+            peerWindowShift: 9, selectiveAcknowledgments: true, timestamps: true, synAckTimestamp: synAck.options.timestamps!.value))
+        #expect(nic.flowCount == 0, "the flow is the host's to open")
+    }
+
+    @Test("timestamps off: no window scale or SACK offered, and the ESTABLISHED says so")
+    func withoutTimestamps() throws {
+        let nic = makePlane()
+        var output = CollectingNICOutput()
+        listen(nic, listener, output: &output)
+        let request = syn(timestamps: false, mss: 536)
+        tcpPacket(request, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        let (synAck, _, _) = try #require(parseSegment(output.packets[0]))
+        #expect(synAck.options.timestamps == nil && synAck.options.windowScale == nil && !synAck.options.sackPermitted)
+        tcpPacket(ack(of: synAck, syn: request), from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        let (parameters, _) = try #require(output.established.first)
+        #expect(parameters.peerWindowShift == nil && !parameters.selectiveAcknowledgments && !parameters.timestamps)
+        #expect(parameters.peerSegmentSize == 536)
+    }
+
+    @Test("a forged or stale ACK, a SYN with a bad checksum, SYN+FIN, and ports not listening never make ESTABLISHED")
+    func refusals() throws {
+        let nic = makePlane()
+        var output = CollectingNICOutput()
+        listen(nic, listener, output: &output)
+        let request = syn()
+        tcpPacket(request, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        let (synAck, _, _) = try #require(parseSegment(output.packets[0]))
+        var forged = ack(of: synAck, syn: request)
+        forged.acknowledgmentNumber = forged.acknowledgmentNumber + 1
+        tcpPacket(forged, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        #expect(output.packetsIn.count == 1 && output.packetsIn[0].0 == .none, "a forged ACK goes to the host, which resets it")
+        #expect(nic.counters.cookiesRejected == 1)
+        // Two periods on, the genuine ACK is stale.
+        tcpPacket(ack(of: synAck, syn: request), from: Self.client, to: Self.server)
+            .withUnsafeBytes { nic.receive(packet: $0, now: start + 130 * Nanoseconds.second, output: &output) }
+        #expect(output.established.isEmpty && nic.counters.cookiesRejected == 2 && output.packetsIn.count == 2)
+        let sent = output.packets.count
+        tcpPacket(syn(sourcePort: 40001), from: Self.client, to: Self.server, corrupt: true)
+            .withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        var synFin = syn(sourcePort: 40002)
+        synFin.flags = [.syn, .fin]
+        tcpPacket(synFin, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        #expect(output.packets.count == sent && nic.counters.malformedIn == 2, "neither is answered")
+        tcpPacket(syn(port: 81), from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        #expect(output.packetsIn.count == 3 && output.packets.count == sent, "a port not listening: the host decides")
+        // Stopping hands the port's SYNs back to the host; so does a reset (the host went away).
+        listen(nic, ListenerOptions(port: 80, maximumSegmentSize: 0, window: 0, windowShift: 0, isListening: false), output: &output)
+        tcpPacket(syn(sourcePort: 40003), from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        #expect(output.packetsIn.count == 4 && nic.listenerCount == 0)
+        listen(nic, listener, output: &output)
+        nic.reset()
+        #expect(nic.listenerCount == 0)
+    }
+
+    @Test("a flood of 20,000 SYNs from spoofed sources costs a SYN-ACK each and no state; a real client still gets in")
+    func floodKeepsNoState() throws {
+        let nic = makePlane()
+        var output = CollectingNICOutput()
+        listen(nic, listener, output: &output)
+        var random = SeededGenerator(seed: 15)
+        for _ in 0..<20_000 {
+            let source = IPv4Address(rawValue: 0xC612_0000 | UInt32.random(in: 1...0xFFFE, using: &random))
+            tcpPacket(syn(sourcePort: UInt16.random(in: 1024...65535, using: &random), sequence: UInt32(truncatingIfNeeded: random.next())), from: source, to: Self.server)
+                .withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+            output.packets.removeAll(keepingCapacity: true)
+        }
+        #expect(nic.counters.synCookiesSent == 20_000 && output.replies.isEmpty)
+        #expect(nic.flowCount == 0 && nic.chunksInUse == 0 && nic.listenerCount == 1)
+        let request = syn(sourcePort: 55555)
+        tcpPacket(request, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        let (synAck, _, _) = try #require(parseSegment(output.packets[0]))
+        tcpPacket(ack(of: synAck, syn: request), from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        #expect(output.replies == ["ESTABLISHED"])
+    }
+}
+
+@Suite("Connection setup on the NIC, through the host stack")
+struct NICSetupStackTests {
+    @Test("the host never sees a SYN; the request sent with the handshake's ACK is readable at the accept; data flows both ways")
+    func eagerAcceptAndReceive() throws {
+        let root = try ExportRoot()
+        let harness = try StackHarness(root: root.path)
+        let listener = try harness.stack.listen(port: 80)
+        try harness.stack.register(listener, interests: .acceptable, token: 7)
+        try harness.step()
+        try harness.step()
+        #expect(harness.nic.listenerCount == 1, "listen told the NIC")
+        var output = harness.clientOutput
+        let client = try harness.client.connect(to: StackHarness.serverAddress, port: 80, now: harness.time, output: &output)
+        // The client's request leaves in the same turn as its handshake ACK, before the host opened the flow.
+        var requestSent = false
+        try harness.run {
+            if !requestSent && harness.client.state(of: client) == .established {
+                try? harness.clientWrite(client, "GET /sub/data.bin HTTP/1.1\r\n\r\n")
+                requestSent = true
+            }
+            return harness.events.contains { if case .socket(listener, let kinds, 7) = $0 { kinds.contains(.acceptable) } else { false } }
+        }
+        let socket = try #require(try harness.stack.accept(listener))
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let count = try buffer.withUnsafeMutableBytes { try harness.stack.read(socket, into: $0) }
+        #expect(String(decoding: buffer[0..<count], as: UTF8.self) == "GET /sub/data.bin HTTP/1.1\r\n\r\n",
+                "the request came with the accept (eager receive)")
+        let statistics = harness.stack.engine.statistics
+        #expect(statistics.handshakesFromNIC == 1 && statistics.synCookiesSent == 0 && statistics.refusedHandshakes == 0)
+        #expect(harness.nic.counters.synCookiesSent == 1 && harness.nic.counters.handshakesCompleted >= 1)
+        // Data both ways: the client's TSval check (PAWS) takes every segment the host sends after the NIC's SYN-ACK.
+        let reply = Array(repeating: UInt8(ascii: "x"), count: 20_000)
+        var written = 0
+        var received: [UInt8] = []
+        try harness.run {
+            if written < reply.count {
+                written += (try? reply[written...].withUnsafeBytes { try harness.stack.write(socket, $0) }) ?? 0
+            }
+            received += harness.clientRead(client)
+            return received.count == reply.count
+        }
+        let same = received == reply
+        #expect(same, "\(received.count) of \(reply.count) bytes")
+        #expect(harness.client.info(of: client)?.timeouts == 0)
+        try harness.stack.close(listener)
+        try harness.step()
+        try harness.step()
+        #expect(harness.nic.listenerCount == 0, "closing the listener tells the NIC")
+    }
+
+    @Test("with handshakesOnNIC off the host answers SYNs itself, as before")
+    func hostHandshakes() throws {
+        let root = try ExportRoot()
+        var configuration = TCPConfiguration()
+        configuration.handshakesOnNIC = false
+        let harness = try StackHarness(root: root.path, configuration: configuration)
+        _ = try harness.stack.listen(port: 80)
+        let client = try harness.connectClient(port: 80)
+        #expect(harness.client.state(of: client) == .established)
+        #expect(harness.nic.listenerCount == 0 && harness.nic.counters.synCookiesSent == 0)
+        #expect(harness.stack.engine.statistics.handshakesFromNIC == 0)
+    }
+}
