@@ -14,6 +14,7 @@ public enum NICReport {
             ("drops", "\(runtime.link.framesDropped + runtime.inbound.dropped + runtime.outbound.dropped)"),
             ("malformed-in", "\(plane.malformedIn)"), ("fragments-in", "\(plane.fragmentsIn)"),
             ("neighbours", "\(runtime.link.neighbourCount)"), ("neighbours-evicted", "\(runtime.link.neighboursEvicted)"),
+            ("off-link-drops", "\(runtime.link.offLinkDrops)"), ("arp-requests-limited", "\(runtime.link.arpRequestsLimited)"),
             ("dropped-packets-in", "\(channel.droppedPackets)"),
             ("wire-refusals", "\(plane.wireRefusals)"), ("wire-errors", "\(wire.wireErrors)"),
             ("commands-in", "\(wire.commandsIn)"), ("malformed-commands", "\(wire.malformedCommands)"),

@@ -23,6 +23,16 @@ public struct EthernetLink {
     /// Neighbours forgotten to make room, and sources not learned because they are not on the link.
     public private(set) var neighboursEvicted = 0
     public private(set) var offLinkSources = 0
+    /// ARP requests not sent because the limit was reached, and packets for off-link addresses (no route:
+    /// there is no gateway here) dropped without asking.
+    public private(set) var arpRequestsLimited = 0
+    public private(set) var offLinkDrops = 0
+    /// At most this many ARP requests leave per 100 ms: answering a flood of SYNs from spoofed on-link
+    /// sources must not turn into a broadcast storm on the link (Linux asks at most 3 times a second per
+    /// neighbour, and keeps per-neighbour state for it; a budget keeps nothing per address).
+    public var arpRequestsPerTick = 64
+    private var arpTick = Instant.zero
+    private var arpRequestsThisTick = 0
 
     struct Neighbour {
         var hardwareAddress: MACAddress
@@ -176,7 +186,20 @@ public struct EthernetLink {
         return true
     }
 
-    private func askFor(_ target: IPv4Address, transmit: (UnsafeRawBufferPointer) -> Void) {
+    private mutating func askFor(_ target: IPv4Address, transmit: (UnsafeRawBufferPointer) -> Void) {
+        guard isOnLink(target) else {
+            offLinkDrops += 1
+            return
+        }
+        if clock - arpTick >= 100 * Nanoseconds.millisecond {
+            arpTick = clock
+            arpRequestsThisTick = 0
+        }
+        guard arpRequestsThisTick < arpRequestsPerTick else {
+            arpRequestsLimited += 1
+            return
+        }
+        arpRequestsThisTick += 1
         let request = ARPRepr(operation: .request, senderHardwareAddress: hardwareAddress, senderProtocolAddress: address,
                               targetHardwareAddress: .zero, targetProtocolAddress: target)
         var bytes = [UInt8](repeating: 0, count: 14 + ARPRepr.length)
