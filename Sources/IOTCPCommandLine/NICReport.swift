@@ -37,6 +37,10 @@ public enum NICReport {
             ("timestamps-held-back", "\(plane.timestampsHeldBack)"), ("changed-file-reseals", "\(plane.changedFileReseals)"),
             ("listening-ports", "\(dataPlane.listenerCount)"), ("syn-cookies-sent", "\(plane.synCookiesSent)"),
             ("handshakes-completed", "\(plane.handshakesCompleted)"), ("cookies-rejected", "\(plane.cookiesRejected)"),
+            ("teardowns", "\(plane.teardowns)"), ("closing-now", "\(dataPlane.closingCount)"), ("fins-sent", "\(plane.finsSent)"),
+            ("fin-retransmissions", "\(plane.finRetransmissions)"), ("endings-finished", "\(plane.closingFinished)"),
+            ("endings-abandoned", "\(plane.closingAbandoned)"), ("endings-reset", "\(plane.closingReset)"),
+            ("time-wait-reused", "\(plane.timeWaitReused)"), ("teardown-overflows", "\(plane.teardownOverflows)"),
         ]
         if let table = dataPlane.files as? FileTable, table.directIO {
             fields.append(("direct-fallbacks", "\(table.directFallbacks)"))

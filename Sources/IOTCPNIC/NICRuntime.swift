@@ -102,7 +102,8 @@ public final class NICRuntime {
         self.sender = sender
         host = nil
         sender.append(.hello(Hello(role: .nic, maxMessageBytes: UInt32(channel.maxMessageBytes),
-                                   maxFlows: UInt32(dataPlane.limits.maximumFlows - 1), maxOpenFiles: UInt32(dataPlane.files.limit))))
+                                   maxFlows: UInt32(dataPlane.limits.maximumFlows - 1), maxOpenFiles: UInt32(dataPlane.files.limit),
+                                   features: NICFeatures.connectionSetup | NICFeatures.connectionTeardown)))
         sender.flush()
     }
 

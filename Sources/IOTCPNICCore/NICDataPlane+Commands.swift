@@ -48,6 +48,8 @@ extension NICDataPlane {
             sendRecords(flow: flow, range, received: received, output: &output)
         case .listen(let options):
             listeners[options.port] = options.isListening ? options : nil
+        case .teardown(let flow, let parameters):
+            teardown(flow: flow, parameters, now: now, output: &output)
         }
     }
 
@@ -81,6 +83,8 @@ extension NICDataPlane {
         if flows[index].open { closeFlow(UInt32(index)) }  // the host reused an id without FLOW_CLOSE
         let key = EndpointKey(remoteAddress: endpoints.remoteAddress.rawValue, remotePort: endpoints.remotePort, localPort: endpoints.localPort)
         if let previous = flowsByEndpoints[key], previous != UInt32(index) { closeFlow(previous) }
+        // The host opened these endpoints again (a new connection it accepted itself): the old ending is over.
+        if let ending = closingByEndpoints[key] { forgetClosing(Int(ending)) }
         flows[index].open = true
         flows[index].id = flow
         flows[index].endpoints = endpoints
@@ -135,6 +139,7 @@ extension NICDataPlane {
         files.closeAll()
         openedStatus.removeAll()
         listeners.removeAll()
+        forgetAllClosing()
     }
 
     // MARK: - SEND

@@ -16,6 +16,7 @@ extension NICDataPlane {
         // Reads of cached pages complete inside the submission: send them this turn.
         if reap(now: now) > 0 { worked = true }
         if transmitReady(now: now, output: &output) { worked = true }
+        expireClosing(now: now, output: &output)
         // Buffers the wire let go of can start the next reads now rather than next turn.
         if !readingFlows.isEmpty {
             startReads(now: now)
@@ -305,6 +306,7 @@ extension NICDataPlane {
         let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
         counters.packetsIn += 1
         guard let index = flowsByEndpoints[key] else {
+            if !closingByEndpoints.isEmpty, receiveClosing(ip: ip, segment: segment, key: key, output: &output) { return }
             if let listener = listeners[segment.destinationPort],
                answerSetup(ip: ip, segment: segment, listener: listener, output: &output) { return }
             output.reply(.packetIn(.none, packet: ip.bytes))

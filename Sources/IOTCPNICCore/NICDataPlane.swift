@@ -54,6 +54,8 @@ public final class NICDataPlane {
         public var transmitBudgetBytes = 4 << 20
         /// Bytes of host packets held behind queued data, over every flow; past it they are dropped.
         public var maximumDeferredBytes = 8 << 20
+        /// Connections whose ending the NIC holds at once (TEARDOWN); past it a handed-over one is reset.
+        public var maximumClosingConnections = 1 << 18
 
         public init() {}
     }
@@ -112,6 +114,18 @@ public final class NICDataPlane {
         public var synCookiesSent = 0
         public var handshakesCompleted = 0
         public var cookiesRejected = 0
+        /// Connections handed over with TEARDOWN; FINs sent (retransmissions included) and the
+        /// retransmissions alone; endings completed (last ACK, or TIME-WAIT over), given up (FIN never
+        /// acknowledged, FIN-WAIT-2 over), reset (by the peer, or data after the close); TIME-WAITs ended
+        /// by a new SYN (RFC 6191); hand-overs refused for want of room (reset instead).
+        public var teardowns = 0
+        public var finsSent = 0
+        public var finRetransmissions = 0
+        public var closingFinished = 0
+        public var closingAbandoned = 0
+        public var closingReset = 0
+        public var timeWaitReused = 0
+        public var teardownOverflows = 0
     }
 
     // MARK: - State
@@ -144,8 +158,16 @@ public final class NICDataPlane {
     var listeners: [UInt16: ListenerOptions] = [:]
     /// Keys the cookies of SYNs answered here; fresh per data plane (tests set their own).
     public var cookies = SYNCookies.random()
-    /// Where a cookie SYN-ACK is built (IPv4 and TCP headers with options: at most 60 + 60 bytes).
+    /// Where a cookie SYN-ACK or a closing connection's segment is built (IPv4 and TCP headers with options:
+    /// at most 60 + 60 bytes).
     let setupScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 128, alignment: 16)
+    /// Connections whose ending the host handed over (TEARDOWN), their free entries, their index by
+    /// endpoints, and the wheel of their deadlines (FIN retransmission, FIN-WAIT-2, TIME-WAIT).
+    var closing: [ClosingConnection] = []
+    var freeClosing: [Int32] = []
+    var closingByEndpoints: [EndpointKey: Int32] = [:]
+    var closingWheel = TimerWheel(tick: Nanoseconds.millisecond, bucketCount: 1024, start: .zero)
+    var closingDue: [Int] = []
 
     struct EndpointKey: Hashable {
         var remoteAddress: UInt32

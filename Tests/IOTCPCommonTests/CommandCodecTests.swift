@@ -136,6 +136,12 @@ extension SeededGenerator {
                 port: UInt16.random(in: 1...UInt16.max, using: &self), maximumSegmentSize: UInt16.random(in: 1...UInt16.max, using: &self),
                 window: next16(), windowShift: UInt8.random(in: 0...14, using: &self), timestamps: Bool.random(using: &self),
                 selectiveAcknowledgments: Bool.random(using: &self), isListening: listening))
+        case .teardown:
+            command = .teardown(flow, TeardownParameters(
+                finSequence: SequenceNumber(next32()), receiveNext: SequenceNumber(next32()), window: next16(), peerFinished: Bool.random(using: &self),
+                timestamps: Bool.random(using: &self), timestampValue: next32(), timestampEcho: next32(),
+                retransmissionTimeoutMilliseconds: UInt32.random(in: 1...UInt32.max, using: &self), maximumRetransmissions: next16(),
+                timeWaitMilliseconds: next32(), finWait2Milliseconds: next32()))
         case .established:
             let shift: UInt8? = Bool.random(using: &self) ? UInt8.random(in: 0...14, using: &self) : nil
             owned = .established(HandshakeParameters(

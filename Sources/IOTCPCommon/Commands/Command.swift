@@ -99,6 +99,8 @@ public enum Command {
     case listen(ListenerOptions)
     /// ESTABLISHED: a handshake the NIC completed, and the client's ACK that completed it (IPv4 on).
     case established(HandshakeParameters, packet: UnsafeRawBufferPointer)
+    /// TEARDOWN: the connection's ending is the NIC's from now; the host has forgotten it.
+    case teardown(FlowID, TeardownParameters)
 
     @inlinable
     public var kind: CommandKind {
@@ -124,6 +126,7 @@ public enum Command {
         case .sendRecords: .sendRecords
         case .listen: .listen
         case .established: .established
+        case .teardown: .teardown
         }
     }
 
@@ -132,7 +135,8 @@ public enum Command {
         switch self {
         case .error(let flow, _), .flowOpen(let flow, _), .flowClose(let flow, _), .send(let flow, _),
              .retransmit(let flow, _, _, _), .acknowledged(let flow, _), .echo(let flow, _, _),
-             .packetIn(let flow, _), .packetOut(let flow, _), .tlsKeys(let flow, _), .sendRecords(let flow, _):
+             .packetIn(let flow, _), .packetOut(let flow, _), .tlsKeys(let flow, _), .sendRecords(let flow, _),
+             .teardown(let flow, _):
             flow
         default:
             .none

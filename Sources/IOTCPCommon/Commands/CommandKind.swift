@@ -27,6 +27,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     case sendRecords = 19
     case listen = 20
     case established = 21
+    case teardown = 22
 
     /// Body bytes after the command header that every command of this kind has.
     @inlinable
@@ -53,6 +54,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .sendRecords: 68
         case .listen: 8
         case .established: 20
+        case .teardown: 36
         }
     }
 
@@ -88,6 +90,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .sendRecords: "SEND_RECORDS"
         case .listen: "LISTEN"
         case .established: "ESTABLISHED"
+        case .teardown: "TEARDOWN"
         }
     }
 }

@@ -165,6 +165,12 @@ public struct CommandReader {
                 peerWindowShift: body[10] == HandshakeParameters.noWindowShift ? nil : body[10],
                 selectiveAcknowledgments: body[11] & HandshakeParameters.selectiveAcknowledgmentsBit != 0,
                 timestamps: body[11] & HandshakeParameters.timestampsBit != 0, synAckTimestamp: u32(12)), packet: rest(20))
+        case .teardown:
+            return .teardown(flow, TeardownParameters(
+                finSequence: SequenceNumber(u32(0)), receiveNext: SequenceNumber(u32(4)), window: u16(8),
+                peerFinished: body[10] & TeardownParameters.peerFinishedBit != 0, timestamps: body[10] & TeardownParameters.timestampsBit != 0,
+                timestampValue: u32(12), timestampEcho: u32(16), retransmissionTimeoutMilliseconds: u32(20), maximumRetransmissions: u16(32),
+                timeWaitMilliseconds: u32(24), finWait2Milliseconds: u32(28)))
         }
     }
 }
@@ -229,6 +235,10 @@ extension Command {
             if options.port == 0 { return "port" }
             if options.isListening && options.maximumSegmentSize == 0 { return "maximum segment size" }
             if options.windowShift > 14 { return "window shift" }
+            return nil
+        case .teardown(let flow, let parameters):
+            if flow == .none { return "flow id" }
+            if parameters.retransmissionTimeoutMilliseconds == 0 { return "retransmission timeout" }
             return nil
         case .established(let parameters, let packet):
             if packet.count < 40 || packet.count > Int(UInt16.max) { return "packet length" }

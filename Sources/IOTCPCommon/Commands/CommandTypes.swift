@@ -50,7 +50,7 @@ public struct Hello: Hashable, Sendable {
     public var maxMessageBytes: UInt32
     public var maxFlows: UInt32
     public var maxOpenFiles: UInt32
-    /// Feature bits; none are defined in version 1.
+    /// Feature bits (`NICFeatures`): what a NIC can do beyond version 1's base; a host sets none.
     public var features: UInt64
 
     public init(

@@ -235,6 +235,20 @@ public struct CommandWriter: ~Copyable {
             body.storeLittleEndian(parameters.synAckTimestamp, at: 12)
             body.storeLittleEndian(UInt32(0), at: 16)
             copy(packet, count: packet.count, into: body, at: 20)
+        case .teardown(_, let parameters):
+            body.storeLittleEndian(parameters.finSequence.rawValue, at: 0)
+            body.storeLittleEndian(parameters.receiveNext.rawValue, at: 4)
+            body.storeLittleEndian(parameters.window, at: 8)
+            body[10] = (parameters.peerFinished ? TeardownParameters.peerFinishedBit : 0)
+                | (parameters.timestamps ? TeardownParameters.timestampsBit : 0)
+            body[11] = 0
+            body.storeLittleEndian(parameters.timestampValue, at: 12)
+            body.storeLittleEndian(parameters.timestampEcho, at: 16)
+            body.storeLittleEndian(parameters.retransmissionTimeoutMilliseconds, at: 20)
+            body.storeLittleEndian(parameters.timeWaitMilliseconds, at: 24)
+            body.storeLittleEndian(parameters.finWait2Milliseconds, at: 28)
+            body.storeLittleEndian(parameters.maximumRetransmissions, at: 32)
+            body.storeLittleEndian(UInt16(0), at: 34)
         }
     }
 }

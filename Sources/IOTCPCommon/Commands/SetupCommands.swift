@@ -66,3 +66,58 @@ public struct HandshakeParameters: Hashable, Sendable {
     @usableFromInline static let selectiveAcknowledgmentsBit: UInt8 = 1
     @usableFromInline static let timestampsBit: UInt8 = 2
 }
+
+/// `TEARDOWN`: the host hands a connection's ending to the NIC and frees its control block. Everything the
+/// host sent has been acknowledged; the NIC sends the FIN (at `finSequence`), retransmits it, takes the
+/// peer's FIN and ACK, answers RSTs, and holds TIME-WAIT, all on its own timers, then forgets the connection.
+/// The flow's id is released with it (no FLOW_CLOSE follows).
+public struct TeardownParameters: Hashable, Sendable {
+    /// Our FIN's sequence number (SND.NXT: everything before it is acknowledged).
+    public var finSequence: SequenceNumber
+    /// RCV.NXT: what the FIN and every later ACK acknowledge.
+    public var receiveNext: SequenceNumber
+    /// The window field as it goes on the wire (already scaled).
+    public var window: UInt16
+    /// The peer's FIN was received already (the NIC goes to LAST-ACK, not FIN-WAIT-1).
+    public var peerFinished: Bool
+    /// Timestamps are on: `timestampValue` is the TSval for now (the NIC adds the milliseconds since), and
+    /// `timestampEcho` the TSecr (TS.Recent).
+    public var timestamps: Bool
+    public var timestampValue: UInt32
+    public var timestampEcho: UInt32
+    /// The FIN's first retransmission timeout, doubled each time, at most `maximumRetransmissions` times.
+    public var retransmissionTimeoutMilliseconds: UInt32
+    public var maximumRetransmissions: UInt16
+    /// How long TIME-WAIT and FIN-WAIT-2 last.
+    public var timeWaitMilliseconds: UInt32
+    public var finWait2Milliseconds: UInt32
+
+    public init(
+        finSequence: SequenceNumber, receiveNext: SequenceNumber, window: UInt16, peerFinished: Bool, timestamps: Bool,
+        timestampValue: UInt32, timestampEcho: UInt32, retransmissionTimeoutMilliseconds: UInt32, maximumRetransmissions: UInt16,
+        timeWaitMilliseconds: UInt32, finWait2Milliseconds: UInt32
+    ) {
+        self.finSequence = finSequence
+        self.receiveNext = receiveNext
+        self.window = window
+        self.peerFinished = peerFinished
+        self.timestamps = timestamps
+        self.timestampValue = timestampValue
+        self.timestampEcho = timestampEcho
+        self.retransmissionTimeoutMilliseconds = retransmissionTimeoutMilliseconds
+        self.maximumRetransmissions = maximumRetransmissions
+        self.timeWaitMilliseconds = timeWaitMilliseconds
+        self.finWait2Milliseconds = finWait2Milliseconds
+    }
+
+    @usableFromInline static let peerFinishedBit: UInt8 = 1
+    @usableFromInline static let timestampsBit: UInt8 = 2
+}
+
+/// Feature bits a NIC's HELLO sets for what it can do beyond version 1's base.
+public enum NICFeatures {
+    /// LISTEN and ESTABLISHED: SYN cookies on the NIC.
+    public static let connectionSetup: UInt64 = 1 << 0
+    /// TEARDOWN: connections' endings on the NIC.
+    public static let connectionTeardown: UInt64 = 1 << 1
+}

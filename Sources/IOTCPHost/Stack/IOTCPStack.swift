@@ -488,10 +488,11 @@ public final class IOTCPStack {
                 handleError(flow: flow, report, output: &output)
             case .hello(let hello):
                 nic = hello
+                engine.endingsOnNIC = engine.configuration.teardownOnNIC && hello.features & NICFeatures.connectionTeardown != 0
             case .keepalive:
                 break
             case .open, .fstat, .closeFile, .flowOpen, .flowClose, .send, .retransmit, .acknowledged, .packetOut, .tlsKeys, .sendRecords,
-                 .listen:
+                 .listen, .teardown:
                 statistics.malformedCommands += 1
                 logger.warning("the NIC sent \(command.kind), a command only the host sends; ignored")
             }

@@ -108,6 +108,26 @@ extension TCPConnection {
         if state == .finWait2 { timers[.timeWait] = now + configuration.finWait2Timeout }
     }
 
+    /// Whether the connection can be handed to the NIC for its ending now: the application closed, nothing
+    /// sent is unacknowledged, nothing is queued, and no FIN of ours has gone.
+    var readyForTeardown: Bool {
+        endingOnNIC && (state == .established || state == .closeWait) && sendUnacknowledged == sendMaximum
+            && sendNext == sendMaximum && sendQueue.isEmpty
+    }
+
+    /// What the NIC needs to end the connection by itself (TEARDOWN): our FIN's place, what it acknowledges,
+    /// the window and timestamps of now, and the timers.
+    mutating func teardownParameters(now: Instant, configuration: TCPConfiguration) -> TeardownParameters {
+        let window = windowField()
+        func milliseconds(_ nanoseconds: UInt64) -> UInt32 { UInt32(clamping: nanoseconds / Nanoseconds.millisecond) }
+        return TeardownParameters(
+            finSequence: sendNext, receiveNext: receiveNext, window: window, peerFinished: state == .closeWait,
+            timestamps: timestampsEnabled, timestampValue: timestampClock(now), timestampEcho: timestampRecent,
+            retransmissionTimeoutMilliseconds: max(milliseconds(rtt.timeout), 1),
+            maximumRetransmissions: UInt16(clamping: configuration.maximumOrphanRetransmissions),
+            timeWaitMilliseconds: milliseconds(configuration.timeWaitDuration), finWait2Milliseconds: milliseconds(configuration.finWait2Timeout))
+    }
+
     /// In TIME-WAIT, whether a SYN starts a new incarnation (RFC 6191): with timestamps, its TSval is newer
     /// than the last one seen; without, its sequence number is past the old connection's.
     func acceptsNewConnection(_ segment: TCPRepr) -> Bool {

@@ -13,6 +13,8 @@ public struct TCPStatistics: Hashable, Sendable {
     /// packet did not match their parameters or came for a port no longer listening.
     public var handshakesFromNIC = 0
     public var refusedHandshakes = 0
+    /// Connections whose ending was handed to the NIC (TEARDOWN): their control blocks were freed then.
+    public var endingsHandedOver = 0
     /// Handshakes completed (a valid cookie's ACK) while the accept queue was full: dropped unanswered, as
     /// Linux does, so the peer sends again once the application has accepted (a reset would fail it).
     public var acceptQueueOverflows = 0
@@ -54,6 +56,9 @@ public final class TCPEngine {
     /// Checked by the host because a NIC that already verified could still be a buggy one.
     @exclusivity(unchecked) public var verifyChecksums = true
     @exclusivity(unchecked) public private(set) var statistics = TCPStatistics()
+    /// The NIC takes connections' endings (its HELLO offered TEARDOWN); with `configuration.teardownOnNIC`
+    /// a closed connection is handed over once everything it sent is acknowledged.
+    @exclusivity(unchecked) public var endingsOnNIC = false
 
     private let secrets: ConnectionSecrets
     private let pool: ConnectionPool
@@ -253,6 +258,13 @@ public final class TCPEngine {
     public func close<O: CommandOutput>(_ handle: TCPHandle, now: Instant, output: inout O) throws(TCPError) {
         let slot = try validSlot(handle)
         pool[slot].ownedByApplication = false
+        if endingsOnNIC && configuration.teardownOnNIC && (pool[slot].state == .established || pool[slot].state == .closeWait) {
+            // No FIN here: the NIC sends it once the data is acknowledged (at once if it is already).
+            pool[slot].endingOnNIC = true
+            pool[slot].markClosedByApplication(now: now, configuration: configuration)
+            if !handOverIfDone(slot, now: now, output: &output) { afterChange(slot) }
+            return
+        }
         pool[slot].shutdownWrite(now: now, configuration: configuration, output: &output)
         pool[slot].markClosedByApplication(now: now, configuration: configuration)
         afterChange(slot)
@@ -408,7 +420,7 @@ public final class TCPEngine {
         }
         if let slot {
             pool[slot].handle(segment, payload: view.payload, now: now, configuration: configuration, output: &output)
-            afterChange(slot)
+            if !handOverIfDone(slot, now: now, output: &output) { afterChange(slot) }
             return
         }
         handleUnmatched(segment, payload: view.payload, from: ip.source, key: key, now: now, output: &output)
@@ -587,6 +599,21 @@ public final class TCPEngine {
         let reset = TCPRepr.reset(answering: segment, payloadLength: payloadLength)
         PacketBuilder.emit(reset, from: localAddress, to: remote, flow: .none, output: &output)
         statistics.resetsSent += 1
+    }
+
+    // MARK: - Endings on the NIC
+
+    /// Hands a closed connection whose data is all acknowledged to the NIC (TEARDOWN) and frees its slot;
+    /// false when it is not ready (or not the NIC's to end).
+    private func handOverIfDone<O: CommandOutput>(_ slot: Int, now: Instant, output: inout O) -> Bool {
+        guard pool.isLive(slot), pool[slot].readyForTeardown else { return false }
+        let parameters = pool[slot].teardownParameters(now: now, configuration: configuration)
+        output.emit(.teardown(pool[slot].handle.flow, parameters))
+        statistics.endingsHandedOver += 1
+        // Whoever holds resources for its data (offloaded files) hears it is settled.
+        settledOrphans.append(pool[slot].handle)
+        release(slot)
+        return true
     }
 
     // MARK: - Slots

@@ -138,6 +138,10 @@ public struct TCPConfiguration: Sendable {
     /// a short connection costs the host one command instead of a SYN and a handshake's state. A NIC that
     /// does not know LISTEN answers ERROR and the host answers SYNs as before.
     public var handshakesOnNIC = true
+    /// The NIC ends connections the application closed (AccelTCP's teardown offload): once everything sent
+    /// is acknowledged the host hands the connection over (TEARDOWN) and frees its control block; the NIC
+    /// sends the FIN, retransmits it, and holds TIME-WAIT. Used only with a NIC whose HELLO offers it.
+    public var teardownOnNIC = true
 
     public init() {}
 

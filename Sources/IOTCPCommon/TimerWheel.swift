@@ -1,12 +1,10 @@
-import IOTCPCommon
-
-/// A hashed timing wheel over connection slots: each slot has at most one deadline (the earliest of its
+/// A hashed timing wheel over slots (the host's connections, the NIC's closing connections): each slot has at most one deadline (the earliest of its
 /// timers), and inserting, moving and cancelling it are O(1) with no allocation, through intrusive links
 /// kept in arrays indexed by slot.
 ///
 /// Buckets are `tick` nanoseconds wide; a deadline more than one revolution away sits in its bucket and is
 /// skipped until its time comes round.
-struct TimerWheel {
+public struct TimerWheel {
     private let tick: UInt64
     private let bucketMask: Int
     private var buckets: [Int32]       // first slot in each bucket, -1 if none
@@ -16,12 +14,12 @@ struct TimerWheel {
     private var bucketOf: [Int32] = []  // per slot: the bucket it is linked into
     /// The wheel has been processed up to (not including) this tick.
     private var currentTick: UInt64
-    private(set) var scheduledCount = 0
+    public private(set) var scheduledCount = 0
     /// The earliest deadline while known (nil: look again). A new deadline can only lower it; removing
     /// the earliest one forgets it.
     private var knownEarliest: UInt64?
 
-    init(tick: UInt64 = Nanoseconds.millisecond, bucketCount: Int = 4096, start: Instant) {
+    public init(tick: UInt64 = Nanoseconds.millisecond, bucketCount: Int = 4096, start: Instant) {
         precondition(bucketCount > 0 && bucketCount & (bucketCount - 1) == 0)
         self.tick = tick
         self.bucketMask = bucketCount - 1
@@ -29,7 +27,7 @@ struct TimerWheel {
         currentTick = start.nanoseconds / tick
     }
 
-    mutating func ensureCapacity(slots: Int) {
+    public mutating func ensureCapacity(slots: Int) {
         while next.count < slots {
             next.append(-1)
             previous.append(-1)
@@ -38,12 +36,12 @@ struct TimerWheel {
         }
     }
 
-    func deadline(of slot: Int) -> Instant? {
+    public func deadline(of slot: Int) -> Instant? {
         slot < deadline.count && deadline[slot] != .max ? Instant(nanoseconds: deadline[slot]) : nil
     }
 
     /// Sets (or moves, or with nil cancels) the deadline of `slot`.
-    mutating func schedule(_ slot: Int, at time: Instant?) {
+    public mutating func schedule(_ slot: Int, at time: Instant?) {
         ensureCapacity(slots: slot + 1)
         if deadline[slot] != .max {
             if let time, time.nanoseconds == deadline[slot] { return }
@@ -75,7 +73,7 @@ struct TimerWheel {
 
     /// Appends to `due` every slot whose deadline is at or before `now`, unscheduling each. Visits each
     /// bucket between the last call and `now` once; `due` is the caller's, reused so nothing allocates.
-    mutating func popExpired(now: Instant, into due: inout [Int]) {
+    public mutating func popExpired(now: Instant, into due: inout [Int]) {
         let target = now.nanoseconds / tick
         guard scheduledCount > 0 else {
             currentTick = max(currentTick, target)
@@ -101,7 +99,7 @@ struct TimerWheel {
     /// the first holding a deadline of its own tick (not of a later revolution) has the earliest: the
     /// search stops there instead of visiting every connection, which a wait for 1,600 connections did on
     /// every call. Only when nothing falls within a revolution are all deadlines compared.
-    mutating func earliestDeadline() -> Instant? {
+    public mutating func earliestDeadline() -> Instant? {
         guard scheduledCount > 0 else { return nil }
         if let knownEarliest { return Instant(nanoseconds: knownEarliest) }
         var earliest = UInt64.max

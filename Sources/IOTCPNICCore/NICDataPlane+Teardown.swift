@@ -1,0 +1,262 @@
+import IOTCPCommon
+
+/// Connections' endings on the NIC (AccelTCP's teardown offload): once everything the host sent is
+/// acknowledged and the application has closed, the host hands the connection over with TEARDOWN and
+/// frees its control block. From then the NIC sends the FIN and retransmits it, takes the peer's ACK and
+/// FIN, answers RSTs, holds TIME-WAIT, and forgets the connection, all on a timer wheel of its own.
+///
+/// What is kept per connection is one small entry (`ClosingConnection`, under 80 bytes) in a table bounded
+/// by `Limits.maximumClosingConnections`; at the bound a handed-over connection is reset instead (as Linux
+/// does past tcp_max_orphans).
+extension NICDataPlane {
+    enum ClosingState: UInt8 {
+        case free
+        /// Our FIN sent, not acknowledged; the peer's not received.
+        case finWait1
+        /// Both FINs sent, ours not acknowledged.
+        case closing
+        /// The peer's FIN came first; ours sent, not acknowledged.
+        case lastAck
+        /// Ours acknowledged, the peer's not received.
+        case finWait2
+        case timeWait
+    }
+
+    struct ClosingConnection {
+        var state = ClosingState.free
+        var key = EndpointKey(remoteAddress: 0, remotePort: 0, localPort: 0)
+        var localAddress = IPv4Address(rawValue: 0)
+        var finSequence = SequenceNumber(0)
+        var receiveNext = SequenceNumber(0)
+        var window: UInt16 = 0
+        var timestamps = false
+        var timestampValue: UInt32 = 0
+        var timestampEcho: UInt32 = 0
+        var handedOver = Instant.zero
+        var timeout: UInt64 = 0
+        var retransmissionsLeft = 0
+        var timeWait: UInt64 = 0
+        var finWait2: UInt64 = 0
+        var remoteAddress: IPv4Address { IPv4Address(rawValue: key.remoteAddress) }
+    }
+
+    /// Connections whose ending the NIC holds (TEARDOWN), for diagnostics and the report.
+    public var closingCount: Int { closingByEndpoints.count }
+
+    // MARK: - TEARDOWN
+
+    func teardown<O: NICOutput>(flow: FlowID, _ parameters: TeardownParameters, now: Instant, output: inout O) {
+        guard let index = openIndex(flow) else {
+            fail(.unknownFlow, kind: .teardown, flow: flow, reference: UInt64(flow.rawValue), "TEARDOWN for a flow not open", output: &output)
+            return
+        }
+        let endpoints = flows[Int(index)].endpoints
+        closeFlow(index)
+        counters.teardowns += 1
+        var entry = ClosingConnection()
+        entry.key = EndpointKey(remoteAddress: endpoints.remoteAddress.rawValue, remotePort: endpoints.remotePort, localPort: endpoints.localPort)
+        entry.localAddress = endpoints.localAddress
+        entry.state = parameters.peerFinished ? .lastAck : .finWait1
+        entry.finSequence = parameters.finSequence
+        entry.receiveNext = parameters.receiveNext
+        entry.window = parameters.window
+        entry.timestamps = parameters.timestamps
+        entry.timestampValue = parameters.timestampValue
+        entry.timestampEcho = parameters.timestampEcho
+        entry.handedOver = now
+        entry.timeout = UInt64(max(parameters.retransmissionTimeoutMilliseconds, 1)) * Nanoseconds.millisecond
+        entry.retransmissionsLeft = Int(parameters.maximumRetransmissions)
+        entry.timeWait = UInt64(parameters.timeWaitMilliseconds) * Nanoseconds.millisecond
+        entry.finWait2 = UInt64(parameters.finWait2Milliseconds) * Nanoseconds.millisecond
+        if let existing = closingByEndpoints[entry.key] { forgetClosing(Int(existing)) }
+        guard closingByEndpoints.count < limits.maximumClosingConnections else {
+            // No room to hold the ending: reset it now rather than leave the peer waiting for a FIN.
+            counters.teardownOverflows += 1
+            sendClosingSegment(entry, flags: [.rst, .ack], now: now, output: &output)
+            return
+        }
+        let slot = freeClosing.popLast().map(Int.init) ?? {
+            closing.append(ClosingConnection())
+            return closing.count - 1
+        }()
+        closing[slot] = entry
+        closingByEndpoints[entry.key] = Int32(slot)
+        sendClosingSegment(entry, flags: [.fin, .ack], sequence: entry.finSequence, now: now, output: &output)
+        counters.finsSent += 1
+        closingWheel.schedule(slot, at: now + entry.timeout)
+    }
+
+    // MARK: - Segments for a closing connection
+
+    /// A segment for a connection the NIC is closing: true when it was one (consumed here).
+    func receiveClosing<O: NICOutput>(ip: IPv4PacketView, segment view: TCPSegmentView, key: EndpointKey, output: inout O) -> Bool {
+        guard let found = closingByEndpoints[key] else { return false }
+        let slot = Int(found)
+        let now = clock
+        guard view.checksumVerifies(source: ip.source, destination: ip.destination), let segment = try? TCPRepr(view) else {
+            counters.malformedIn += 1
+            return true
+        }
+        var entry = closing[slot]
+        let flags = segment.flags
+        if flags.contains(.syn) {
+            // RFC 6191: in TIME-WAIT, a SYN that is certainly newer (a later timestamp, or else a higher
+            // sequence number) ends the wait and opens a new connection; anything else gets an ACK.
+            if entry.state == .timeWait, let synTimestamp = segment.options.timestamps?.value, entry.timestamps,
+               Int32(bitPattern: synTimestamp &- entry.timestampEcho) > 0 {
+                counters.timeWaitReused += 1
+                forgetClosing(slot)
+                return false
+            }
+            if entry.state == .timeWait, segment.options.timestamps == nil || !entry.timestamps, segment.sequenceNumber > entry.receiveNext {
+                counters.timeWaitReused += 1
+                forgetClosing(slot)
+                return false
+            }
+            sendClosingSegment(entry, flags: .ack, now: now, output: &output)
+            return true
+        }
+        if flags.contains(.rst) {
+            // RFC 5961 §3.2: only a RST exactly at RCV.NXT ends it; one elsewhere in the window is challenged.
+            if segment.sequenceNumber == entry.receiveNext {
+                counters.closingReset += 1
+                forgetClosing(slot)
+            } else if entry.state != .timeWait {
+                sendClosingSegment(entry, flags: .ack, now: now, output: &output)
+            }
+            return true
+        }
+        if let echoed = segment.options.timestamps, entry.timestamps, segment.sequenceNumber == entry.receiveNext {
+            entry.timestampEcho = echoed.value
+        }
+        let payload = view.payload.count
+        if payload > 0 && segment.sequenceNumber + payload > entry.receiveNext && entry.state != .timeWait {
+            // New data for an application that has closed: nobody will read it (Linux resets here too).
+            counters.closingReset += 1
+            sendClosingSegment(entry, flags: [.rst, .ack], sequence: entry.finSequence + 1, now: now, output: &output)
+            forgetClosing(slot)
+            return true
+        }
+        if flags.contains(.ack) && segment.acknowledgmentNumber == entry.finSequence + 1 {
+            switch entry.state {
+            case .finWait1:
+                entry.state = .finWait2
+                closingWheel.schedule(slot, at: now + entry.finWait2)
+            case .closing:
+                entry.state = .timeWait
+                closingWheel.schedule(slot, at: now + entry.timeWait)
+            case .lastAck:
+                counters.closingFinished += 1
+                forgetClosing(slot)
+                return true
+            default:
+                break
+            }
+        }
+        if flags.contains(.fin) {
+            let finAt = segment.sequenceNumber + payload
+            if finAt == entry.receiveNext {
+                entry.receiveNext = entry.receiveNext + 1
+                switch entry.state {
+                case .finWait1:
+                    entry.state = .closing
+                case .finWait2:
+                    entry.state = .timeWait
+                    closingWheel.schedule(slot, at: now + entry.timeWait)
+                default:
+                    break
+                }
+                sendClosingSegment(entry, flags: .ack, now: now, output: &output)
+            } else if finAt + 1 == entry.receiveNext {
+                // A retransmitted FIN: our ACK was lost. In TIME-WAIT the wait starts again (RFC 9293 §3.10.7.4).
+                sendClosingSegment(entry, flags: .ack, now: now, output: &output)
+                if entry.state == .timeWait { closingWheel.schedule(slot, at: now + entry.timeWait) }
+            }
+        }
+        closing[slot] = entry
+        return true
+    }
+
+    // MARK: - Timers
+
+    /// Retransmits FINs whose time came, and forgets connections whose FIN-WAIT-2 or TIME-WAIT ran out.
+    func expireClosing<O: NICOutput>(now: Instant, output: inout O) {
+        guard closingWheel.scheduledCount > 0 else { return }
+        closingDue.removeAll(keepingCapacity: true)
+        closingWheel.popExpired(now: now, into: &closingDue)
+        for slot in closingDue where closing[slot].state != .free {
+            switch closing[slot].state {
+            case .finWait1, .closing, .lastAck:
+                guard closing[slot].retransmissionsLeft > 0 else {
+                    // The peer never acknowledged: give up quietly, as an orphan's retries do.
+                    counters.closingAbandoned += 1
+                    forgetClosing(slot)
+                    continue
+                }
+                closing[slot].retransmissionsLeft -= 1
+                closing[slot].timeout = min(closing[slot].timeout * 2, 120 * Nanoseconds.second)
+                sendClosingSegment(closing[slot], flags: [.fin, .ack], sequence: closing[slot].finSequence, now: now, output: &output)
+                counters.finsSent += 1
+                counters.finRetransmissions += 1
+                closingWheel.schedule(slot, at: now + closing[slot].timeout)
+            case .finWait2:
+                counters.closingAbandoned += 1
+                forgetClosing(slot)
+            case .timeWait:
+                counters.closingFinished += 1
+                forgetClosing(slot)
+            case .free:
+                break
+            }
+        }
+    }
+
+    func forgetClosing(_ slot: Int) {
+        guard closing[slot].state != .free else { return }
+        if closingByEndpoints[closing[slot].key] == Int32(slot) { closingByEndpoints[closing[slot].key] = nil }
+        closingWheel.schedule(slot, at: nil)
+        closing[slot].state = .free
+        freeClosing.append(Int32(slot))
+    }
+
+    /// Forgets every closing connection (the host that handed them over is gone; their peers time out).
+    func forgetAllClosing() {
+        for slot in closing.indices where closing[slot].state != .free { forgetClosing(slot) }
+    }
+
+    /// A control segment of a closing connection: at `sequence` (SND.NXT by default: after our FIN once it
+    /// was sent), acknowledging RCV.NXT, with the window and the timestamps the host handed over (the TSval
+    /// moved on by the time since).
+    func sendClosingSegment<O: NICOutput>(
+        _ entry: ClosingConnection, flags: TCPFlags, sequence: SequenceNumber? = nil, now: Instant, output: inout O
+    ) {
+        var options = TCPOptions()
+        if entry.timestamps {
+            let elapsed = UInt32(truncatingIfNeeded: (now - entry.handedOver) / Nanoseconds.millisecond)
+            options.timestamps = TCPTimestamps(value: entry.timestampValue &+ elapsed, echoReply: entry.timestampEcho)
+        }
+        let finSent = entry.state != .free
+        let segment = TCPRepr(
+            sourcePort: entry.key.localPort, destinationPort: entry.key.remotePort,
+            sequenceNumber: sequence ?? (finSent ? entry.finSequence + 1 : entry.finSequence),
+            acknowledgmentNumber: flags.contains(.ack) ? entry.receiveNext : SequenceNumber(0), flags: flags,
+            window: flags.contains(.rst) ? 0 : entry.window, options: options)
+        let packetLength = IPv4Repr.headerLength + segment.headerLength
+        let packet = UnsafeMutableRawBufferPointer(rebasing: setupScratch[0..<packetLength])
+        do throws(WireError) {
+            try IPv4Repr(source: entry.localAddress, destination: entry.remoteAddress, protocol: .tcp, payloadLength: segment.headerLength)
+                .emit(into: packet)
+            let tcp = UnsafeMutableRawBufferPointer(rebasing: packet[IPv4Repr.headerLength...])
+            _ = try segment.emitHeader(into: tcp)
+            TCPRepr.fillChecksum(segment: tcp, source: entry.localAddress, destination: entry.remoteAddress)
+        } catch {
+            return
+        }
+        if output.transmit(headers: UnsafeRawBufferPointer(packet), payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil) == .sent {
+            counters.packetsOut += 1
+            counters.bytesOut += packetLength
+        } else {
+            counters.wireRefusals += 1
+        }
+    }
+}

@@ -1,0 +1,211 @@
+import IOTCPCommon
+import IOTCPHost
+import IOTCPNIC
+import Testing
+
+/// Connections' endings on the NIC: every closing path, scripted segment by segment on a virtual clock.
+@Suite("Teardown on the NIC (TEARDOWN): FIN, its retransmission, LAST-ACK, TIME-WAIT, RST")
+struct NICTeardownTests {
+    static let server = flowEndpoints.localAddress
+    static let client = flowEndpoints.remoteAddress
+    let flow = FlowID(index: 3, generation: 1)
+    let start = Instant(nanoseconds: 50 * Nanoseconds.second)
+    let fin = SequenceNumber(700_000)
+    let peerNext = SequenceNumber(9_000)
+
+    func parameters(peerFinished: Bool = false, timestamps: Bool = true) -> TeardownParameters {
+        TeardownParameters(finSequence: fin, receiveNext: peerNext, window: 500, peerFinished: peerFinished, timestamps: timestamps,
+                           timestampValue: 1_000_000, timestampEcho: 4_444, retransmissionTimeoutMilliseconds: 200, maximumRetransmissions: 3,
+                           timeWaitMilliseconds: 60_000, finWait2Milliseconds: 30_000)
+    }
+
+    /// A data plane with the flow open and then handed over; the FIN it sent at once is checked and taken.
+    func handedOver(_ parameters: TeardownParameters, output: inout CollectingNICOutput) throws -> NICDataPlane {
+        let files = MemoryFiles()
+        let nic = NICDataPlane(files: files, disk: MemoryDisk(files: files))
+        nic.handle(.flowOpen(flow, flowEndpoints), received: start, now: start, output: &output)
+        nic.handle(.teardown(flow, parameters), received: start, now: start, output: &output)
+        #expect(nic.flowCount == 0 && nic.closingCount == 1 && nic.counters.teardowns == 1)
+        let segment = try #require(output.packets.count == 1 ? parseSegment(output.packets[0]) : nil)
+        #expect(segment.2, "checksum")
+        #expect(segment.0.flags == [.fin, .ack] && segment.0.sequenceNumber == fin && segment.0.acknowledgmentNumber == parameters.receiveNext)
+        #expect(segment.0.window == 500 && segment.0.sourcePort == 80 && segment.0.destinationPort == 40000)
+        #expect(segment.0.options.timestamps == (parameters.timestamps ? TCPTimestamps(value: 1_000_000, echoReply: 4_444) : nil))
+        output.packets.removeAll()
+        return nic
+    }
+
+    func peer(_ nic: NICDataPlane, flags: TCPFlags, sequence: SequenceNumber? = nil, acknowledgment: SequenceNumber? = nil,
+              payload: [UInt8] = [], timestamp: UInt32? = 5_000, at time: Instant, output: inout CollectingNICOutput) {
+        let segment = TCPRepr(sourcePort: 40000, destinationPort: 80, sequenceNumber: sequence ?? peerNext,
+                              acknowledgmentNumber: acknowledgment ?? fin + 1, flags: flags, window: 1000,
+                              options: TCPOptions(timestamps: timestamp.map { TCPTimestamps(value: $0, echoReply: 1_000_000) }))
+        tcpPacket(segment, from: Self.client, to: Self.server, payload: payload).withUnsafeBytes { nic.receive(packet: $0, now: time, output: &output) }
+    }
+
+    func sent(_ output: inout CollectingNICOutput) -> [TCPRepr] {
+        defer { output.packets.removeAll() }
+        return output.packets.compactMap { parseSegment($0)?.0 }
+    }
+
+    @Test("the peer ACKs our FIN and sends its own: ACKed, TIME-WAIT held exactly its time, then forgotten")
+    func activeClose() throws {
+        var output = CollectingNICOutput()
+        let nic = try handedOver(parameters(), output: &output)
+        peer(nic, flags: .ack, at: start + 5 * Nanoseconds.millisecond, output: &output)
+        #expect(sent(&output).isEmpty, "FIN-WAIT-2: nothing to say")
+        let finTime = start + 10 * Nanoseconds.millisecond
+        peer(nic, flags: [.fin, .ack], timestamp: 5_010, at: finTime, output: &output)
+        let ack = try #require(sent(&output).first)
+        #expect(ack.flags == .ack && ack.sequenceNumber == fin + 1 && ack.acknowledgmentNumber == peerNext + 1)
+        #expect(ack.options.timestamps == TCPTimestamps(value: 1_000_010, echoReply: 5_010), "TSval moved on by the 10 ms since")
+        nic.poll(now: finTime + (60 * Nanoseconds.second - Nanoseconds.millisecond), output: &output)
+        #expect(nic.closingCount == 1, "still in TIME-WAIT 1 ms before its end")
+        // A retransmitted FIN (our ACK was lost) is ACKed again and restarts the wait.
+        let again = finTime + 30 * Nanoseconds.second
+        peer(nic, flags: [.fin, .ack], timestamp: 5_020, at: again, output: &output)
+        #expect(sent(&output).first?.acknowledgmentNumber == peerNext + 1)
+        nic.poll(now: finTime + (60 * Nanoseconds.second + 2 * Nanoseconds.millisecond), output: &output)
+        #expect(nic.closingCount == 1, "the wait started again at the retransmitted FIN")
+        nic.poll(now: again + (60 * Nanoseconds.second + 2 * Nanoseconds.millisecond), output: &output)
+        #expect(nic.closingCount == 0 && nic.counters.closingFinished == 1)
+    }
+
+    @Test("a lost FIN is sent again with backoff; a peer that never answers is given up after the retries")
+    func lostFin() throws {
+        var output = CollectingNICOutput()
+        let nic = try handedOver(parameters(), output: &output)
+        var time = start
+        for (index, wait) in [200, 400, 800].enumerated() {
+            time = time + UInt64(wait) * Nanoseconds.millisecond
+            nic.poll(now: Instant(nanoseconds: time.nanoseconds - Nanoseconds.millisecond), output: &output)
+            #expect(sent(&output).isEmpty, "nothing before the timeout")
+            nic.poll(now: time + Nanoseconds.millisecond, output: &output)
+            let again = try #require(sent(&output).first)
+            #expect(again.flags == [.fin, .ack] && again.sequenceNumber == fin, "retransmission \(index + 1)")
+            time = time + Nanoseconds.millisecond
+        }
+        nic.poll(now: time + 1700 * Nanoseconds.millisecond, output: &output)
+        #expect(sent(&output).isEmpty && nic.closingCount == 0 && nic.counters.closingAbandoned == 1)
+        #expect(nic.counters.finRetransmissions == 3)
+    }
+
+    @Test("the peer closed first: LAST-ACK, and its ACK ends it at once")
+    func passiveClose() throws {
+        var output = CollectingNICOutput()
+        let nic = try handedOver(parameters(peerFinished: true), output: &output)
+        peer(nic, flags: .ack, at: start + Nanoseconds.millisecond, output: &output)
+        #expect(nic.closingCount == 0 && nic.counters.closingFinished == 1 && sent(&output).isEmpty)
+    }
+
+    @Test("both FINs cross: CLOSING, then TIME-WAIT on the ACK; FIN-WAIT-2 that never ends is given up")
+    func simultaneousAndFinWait2() throws {
+        var output = CollectingNICOutput()
+        let nic = try handedOver(parameters(), output: &output)
+        peer(nic, flags: [.fin, .ack], acknowledgment: fin, at: start + Nanoseconds.millisecond, output: &output)
+        #expect(sent(&output).first?.acknowledgmentNumber == peerNext + 1)
+        peer(nic, flags: .ack, sequence: peerNext + 1, at: start + 2 * Nanoseconds.millisecond, output: &output)
+        nic.poll(now: start + 59 * Nanoseconds.second, output: &output)
+        #expect(nic.closingCount == 1)
+        nic.poll(now: start + 61 * Nanoseconds.second, output: &output)
+        #expect(nic.closingCount == 0 && nic.counters.closingFinished == 1)
+
+        var second = CollectingNICOutput()
+        let waiting = try handedOver(parameters(), output: &second)
+        peer(waiting, flags: .ack, at: start + Nanoseconds.millisecond, output: &second)
+        waiting.poll(now: start + 31 * Nanoseconds.second, output: &second)
+        #expect(waiting.closingCount == 0 && waiting.counters.closingAbandoned == 1, "FIN-WAIT-2 over")
+    }
+
+    @Test("RST: at RCV.NXT it ends the connection, elsewhere it is challenged; data after the close is reset")
+    func resets() throws {
+        var output = CollectingNICOutput()
+        let nic = try handedOver(parameters(), output: &output)
+        peer(nic, flags: .rst, sequence: peerNext + 100, at: start, output: &output)
+        #expect(sent(&output).first?.flags == .ack && nic.closingCount == 1, "a challenge ACK (RFC 5961)")
+        peer(nic, flags: .rst, at: start, output: &output)
+        #expect(nic.closingCount == 0 && nic.counters.closingReset == 1)
+
+        var second = CollectingNICOutput()
+        let reading = try handedOver(parameters(), output: &second)
+        peer(reading, flags: [.ack, .psh], payload: Array("more".utf8), at: start, output: &second)
+        let reset = try #require(sent(&second).first)
+        #expect(reset.flags == [.rst, .ack] && reset.sequenceNumber == fin + 1 && reading.closingCount == 0)
+    }
+
+    @Test("TIME-WAIT: a SYN with a newer timestamp opens a new connection (RFC 6191), an older one gets an ACK")
+    func timeWaitReuse() throws {
+        var output = CollectingNICOutput()
+        let nic = try handedOver(parameters(), output: &output)
+        nic.handle(.listen(ListenerOptions(port: 80, maximumSegmentSize: 1460, window: 65535, windowShift: 7)), received: start, now: start, output: &output)
+        peer(nic, flags: .ack, at: start, output: &output)
+        peer(nic, flags: [.fin, .ack], timestamp: 6_000, at: start, output: &output)
+        _ = sent(&output)
+        let syn = TCPRepr(sourcePort: 40000, destinationPort: 80, sequenceNumber: SequenceNumber(1), flags: .syn, window: 1000,
+                          options: TCPOptions(maximumSegmentSize: 1460, timestamps: TCPTimestamps(value: 5_999, echoReply: 0)))
+        tcpPacket(syn, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        #expect(sent(&output).first?.flags == .ack && nic.closingCount == 1, "an old SYN is answered with an ACK")
+        var newer = syn
+        newer.options.timestamps = TCPTimestamps(value: 6_001, echoReply: 0)
+        tcpPacket(newer, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        #expect(sent(&output).first?.flags == [.syn, .ack], "the new SYN got a cookie SYN-ACK")
+        #expect(nic.closingCount == 0 && nic.counters.timeWaitReused == 1)
+    }
+
+    @Test("bounded: past maximumClosingConnections a handed-over connection is reset, not held")
+    func bounded() throws {
+        let files = MemoryFiles()
+        var limits = NICDataPlane.Limits()
+        limits.maximumClosingConnections = 2
+        let nic = NICDataPlane(files: files, disk: MemoryDisk(files: files), limits: limits)
+        var output = CollectingNICOutput()
+        for port: UInt16 in 1...3 {
+            var endpoints = flowEndpoints
+            endpoints.remotePort = 50000 + port
+            let id = FlowID(index: UInt32(port), generation: 0)
+            nic.handle(.flowOpen(id, endpoints), received: start, now: start, output: &output)
+            nic.handle(.teardown(id, parameters()), received: start, now: start, output: &output)
+        }
+        let flags = sent(&output).map(\.flags)
+        #expect(flags == [[.fin, .ack], [.fin, .ack], [.rst, .ack]] && nic.closingCount == 2 && nic.counters.teardownOverflows == 1)
+        nic.reset()
+        #expect(nic.closingCount == 0)
+    }
+}
+
+@Suite("Teardown on the NIC, through the host stack")
+struct NICTeardownStackTests {
+    @Test("the application's close hands the connection over once its data is acknowledged: the host's block is freed, the NIC ends it")
+    func handOver() throws {
+        let root = try ExportRoot()
+        var configuration = TCPConfiguration()
+        configuration.timeWaitDuration = 2 * Nanoseconds.second
+        let harness = try StackHarness(root: root.path, configuration: configuration)
+        harness.stack.engine.endingsOnNIC = true
+        let listener = try harness.stack.listen(port: 80)
+        let client = try harness.connectClient(port: 80)
+        var accepted: Socket?
+        try harness.run { accepted = try? harness.stack.accept(listener); return accepted != nil }
+        let socket = try #require(accepted)
+        let reply = Array(repeating: UInt8(ascii: "y"), count: 30_000)
+        #expect(try reply.withUnsafeBytes { try harness.stack.write(socket, $0) } == reply.count)
+        try harness.stack.close(socket)
+        #expect(harness.stack.engine.connectionCount == 1, "data in flight: the host keeps the connection until it is acknowledged")
+        var received: [UInt8] = []
+        try harness.run {
+            received += harness.clientRead(client)
+            return harness.client.isReadClosed(client)
+        }
+        let same = received == reply
+        #expect(same, "\(received.count) of \(reply.count) bytes before the FIN")
+        #expect(harness.stack.engine.connectionCount == 0 && harness.stack.engine.statistics.endingsHandedOver == 1)
+        #expect(harness.nic.counters.teardowns == 1 && harness.nic.counters.finsSent == 1)
+        // The client closes its side: the NIC takes its FIN into TIME-WAIT, and forgets it 2 s later.
+        var output = harness.clientOutput
+        try harness.client.close(client, now: harness.time, output: &output)
+        try harness.run(limit: 100) { harness.client.state(of: client) == .timeWait || harness.client.state(of: client) == nil }
+        #expect(harness.nic.closingCount == 1)
+        try harness.run(limit: 2500) { harness.nic.closingCount == 0 }
+        #expect(harness.nic.counters.closingFinished == 1 && harness.nic.counters.finRetransmissions == 0)
+    }
+}
