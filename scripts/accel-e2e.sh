@@ -2,7 +2,8 @@
 # AccelTCP's offloads end to end, with real clients in a fresh network namespace: connection setup on the
 # NIC (SYN cookies answered by the NIC, handshakes handed to the host as ESTABLISHED). A flood of spoofed
 # SYNs must cost neither host nor NIC memory while curl downloads keep succeeding within a second, embedded
-# and split (iotcp-nic as its own process over shared memory).
+# and split (iotcp-nic as its own process over shared memory). Then endings on the NIC (TEARDOWN): the
+# server closing first (TIME-WAIT held by the NIC) and the client closing first, clean and at 5% loss.
 #
 # Usage (root): scripts/accel-e2e.sh [BINARY]    (default: .build/debug/iotcp-fileserver; iotcp-nic beside it)
 # Prints "accel: N passed, M failed" and exits non-zero on any failure. Removes everything it made.
@@ -138,6 +139,46 @@ if start_embedded edges; then
 else
   check "edges: the server started" yes "no: $(cat "$work/edges.out" "$work/edges.log" | tail -3)"
 fi
+
+# Endings on the NIC: requests with `Connection: close` (the server closes first: the NIC sends the FIN and
+# holds TIME-WAIT) and plain ones (curl closes first: the NIC answers from LAST-ACK), then the same at 5% loss.
+for run in clean lossy; do
+  extra=()
+  [ "$run" = lossy ] && extra=(--loss 0.05 --seed 15)
+  "$binary" --root "$work/www" --netns "$namespace" --address 10.89.0.2/24 "${extra[@]}" >"$work/endings-$run.out" 2>"$work/endings-$run.log" &
+  server_pid=$!
+  if ! ready "$work/endings-$run.out" "^serving http://10.89.0.2:8080/"; then
+    check "$run endings: the server started" yes "no: $(tail -3 "$work/endings-$run.log")"
+    continue
+  fi
+  good=0
+  for round in $(seq 20); do
+    for size in 64 1048576; do
+      out=$(client -o "$work/got" -w '%{http_code}' -H 'Connection: close' "http://10.89.0.2:8080/file-$size.bin")
+      [ "$out" = 200 ] && cmp -s "$work/got" "$work/www/file-$size.bin" && good=$((good + 1))
+      out=$(client -o "$work/got" -w '%{http_code}' "http://10.89.0.2:8080/file-$size.bin")
+      [ "$out" = 200 ] && cmp -s "$work/got" "$work/www/file-$size.bin" && good=$((good + 1))
+    done
+  done
+  check "$run endings: 80 downloads, half closed by the server first, all byte-exact" 80 "$good"
+  sleep 1
+  kill -USR1 "$server_pid"
+  sleep 0.5
+  # The host's connection listing (SIGUSR1) is empty: every control block went with its hand-over; the NIC
+  # holds what is left (TIME-WAIT of the connections whose FIN reached the client before the client's own).
+  check "$run endings: a second after the downloads the host holds no connection" 0 \
+    "$(grep -cE '^(synSent|synReceived|established|finWait1|finWait2|closeWait|closing|lastAck|timeWait) ' "$work/endings-$run.log")"
+  echo "accel: $run endings: the NIC holds $(field closing-now "$work/endings-$run.log") connections' endings a second later"
+  stop_server
+  check "$run endings: every connection was handed to the NIC, its control block freed" yes \
+    "$(handed=$(field endings-on-nic "$work/endings-$run.log"); opened=$(field connections-opened "$work/endings-$run.log")
+       [ "${handed:-0}" -ge 80 ] && [ "$handed" = "$opened" ] && echo yes || echo "endings-on-nic=${handed:-none} connections-opened=${opened:-none}")"
+  check "$run endings: the NIC ended them all, none given up or reset" yes \
+    "$(teardowns=$(field teardowns "$work/endings-$run.log"); [ "${teardowns:-0}" -ge 80 ] && [ "$(field endings-abandoned "$work/endings-$run.log")" = 0 ] \
+       && [ "$(field endings-reset "$work/endings-$run.log")" = 0 ] && echo yes \
+       || grep -o 'teardowns=[0-9]*\|endings-[a-z]*=[0-9]*' "$work/endings-$run.log" | tail -5 | tr '\n' ' ')"
+  echo "accel: $run endings: NIC $(grep -o 'teardowns=[0-9]*\|fins-sent=[0-9]*\|fin-retransmissions=[0-9]*\|endings-[a-z]*=[0-9]*' "$work/endings-$run.log" | tail -6 | tr '\n' ' ')"
+done
 
 if start_split split; then
   check "split: the server reached iotcp-nic" yes yes

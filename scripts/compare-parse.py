@@ -77,6 +77,9 @@ def parse(args, wrk):
         "nic_cpu_seconds_per_gb": per_gb(nic) if nic else 0,
         "core_cpu_seconds_per_gb": per_gb(core),
         "core_busy_fraction": core / elapsed if elapsed else 0,
+        "host_cpu_us_per_request": host * 1e6 / requests if requests else -1,
+        "nic_cpu_us_per_request": nic * 1e6 / requests if requests and nic else 0,
+        "core_cpu_us_per_request": core * 1e6 / requests if requests else -1,
         "user_copies_per_byte": copied / sent if sent > 0 and copied >= 0 else None,
         "disk_reads_per_byte": read / sent if sent > 0 and read >= 0 else None,
         "memory_kib_per_connection": max(int(load_rss) - int(idle_rss), 0) / connections,
@@ -147,6 +150,23 @@ def report(results_path, prefix):
                 r["core_cpu_seconds_per_gb"] / stock["core_cpu_seconds_per_gb"],
                 "1/%.1f" % (stock["host_cpu_seconds_per_gb"] / r["host_cpu_seconds_per_gb"])
                 if r["host_cpu_seconds_per_gb"] > 0 else "-"))
+    if any(r["scenario"] == "short" for r in results):
+        ratios += ["", "Short connections (a new connection per request, `Connection: close`): CPU microseconds per request",
+                   "on the host side, the NIC stack and the whole server core, and the host's and the core's against stock",
+                   "lighttpd's in the same run (lower is better).", "",
+                   "| server | file | conns | req/s | host us/req | NIC us/req | core us/req | host vs lighttpd | core vs lighttpd |",
+                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in results:
+            stock = next((s for s in results if s["server"] == "lighttpd" and s["size"] == r["size"]
+                          and s["connections"] == r["connections"]), None)
+            def versus(key):
+                if not stock or stock[key] <= 0 or r[key] <= 0:
+                    return "-"
+                return "1/%.1f" % (stock[key] / r[key]) if r[key] < stock[key] else "%.2fx" % (r[key] / stock[key])
+            ratios.append("| %s | %s | %d | %.0f | %.1f | %s | %.1f | %s | %s |" % (
+                r["server"], label(r["size"]), r["connections"], r["requests_per_second"], r["host_cpu_us_per_request"],
+                "%.1f" % r["nic_cpu_us_per_request"] if "iotcp" in r["server"] else "-", r["core_cpu_us_per_request"],
+                versus("host_cpu_us_per_request"), versus("core_cpu_us_per_request")))
     copies = [r for r in results if r.get("user_copies_per_byte") is not None]
     if copies:
         ratios += ["", "iotcp-nic's own counters over each run: payload bytes copied in user space, and bytes read from",

@@ -9,6 +9,9 @@
 #   https the warm files over TLS (TLS 1.3, AES-128-GCM for every server): iotcp embedded and split (handshake
 #         on the host, records sealed by the NIC stack), nginx and lighttpd with OpenSSL. This kernel offers no
 #         kTLS (tcp_available_ulp has no "tls"), so nginx and lighttpd encrypt in user space, as they must here.
+#   short a new connection per request (wrk with `Connection: close`), 64 B and 4 KiB files, 100 connections:
+#         iotcp embedded and split (handshakes answered and endings held by the NIC stack), lighttpd, nginx;
+#         CPU microseconds per request beside CPU per GB.
 #   cold  a library of 500 KiB files four times larger than the page cache the servers may use (each server
 #         runs in a memory cgroup with the same limit, caches dropped before each), requests spread over it
 #         by a Zipf law: iotcp split (buffered reads through io_uring, and O_DIRECT), nginx with sendfile,
@@ -22,7 +25,7 @@
 # Writes Docs/benchmarks/compare.json, compare.md and compare.png (or compare-cold.*).
 #
 # Usage (root): scripts/compare.sh [SECONDS]     SECONDS per run, default 10
-#   SCENARIO=warm|cold|https|both (default warm; both is warm and cold)  SIZES="4096 65536 512000 10485760"  CONNECTIONS="100 1600"
+#   SCENARIO=warm|cold|https|short|both (default warm; both is warm and cold)  SIZES="4096 65536 512000 10485760"  CONNECTIONS="100 1600"
 #   SERVERS="..." (default per scenario)  COLD_CACHE_MIB=256  COLD_FACTOR=4  ZIPF=0.9
 #   PROFILE=DIR  records CPU 0 with `perf record -g` during each run into DIR (perf's cost then skews the
 #                figures: profile and measure in separate runs)
@@ -282,7 +285,7 @@ files() {
     echo "== $scenario_now: $server"
     start "$server"
     for size in "${sizes[@]}"; do
-      for conns in "${connections[@]}"; do measure "$server" "$size" "$conns" "$url_base/file-$size.bin"; done
+      for conns in "${connections[@]}"; do measure "$server" "$size" "$conns" "$url_base/file-$size.bin" "${wrk_extra[@]}"; done
     done
     stop
   done
@@ -290,6 +293,7 @@ files() {
   gnuplot "Docs/benchmarks/$output.gnuplot" && echo "compare: wrote Docs/benchmarks/$output.{json,md,png}"
 }
 
+wrk_extra=()
 warm() {
   files warm compare "${SIZES:-4096 65536 512000 10485760}" \
     "${SERVERS:-iotcp-embedded iotcp-split lighttpd-iotcp lighttpd-iotcp-split lighttpd nginx}"
@@ -345,10 +349,18 @@ EOF
   gnuplot Docs/benchmarks/compare-cold.gnuplot && echo "compare: wrote Docs/benchmarks/compare-cold.{json,md,png}"
 }
 
+# Short connections: every request on a new connection, closed by the server after the response.
+short() {
+  wrk_extra=(-H "Connection: close")
+  [ -n "${CONNECTIONS:-}" ] || connections=(100)
+  files short compare-short "${SIZES:-64 4096}" "${SERVERS:-iotcp-embedded iotcp-split lighttpd nginx}"
+}
+
 case $scenario in
   warm) warm ;;
+  short) short ;;
   https) https ;;
   cold) cold ;;
   both) warm; cold ;;
-  *) echo "compare: SCENARIO is warm, cold or both" >&2; exit 2 ;;
+  *) echo "compare: SCENARIO is warm, cold, https, short or both" >&2; exit 2 ;;
 esac

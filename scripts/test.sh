@@ -72,7 +72,7 @@ if [ "$root" = yes ]; then
   scripts/accel-e2e.sh .build/debug/iotcp-fileserver | tee "$log" | grep -E "^accel: (FAIL|[0-9]+ passed)|^accel: [a-z]+: sent" || true
   grep -qE "^accel: [0-9]+ passed, 0 failed" "$log" || { echo "AccelTCP offload checks failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
   accel=$(sed -nE "s/^accel: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "AccelTCP offloads" "$accel" 35
+  require "AccelTCP offloads" "$accel" 43
 
   echo "== iotcp as a library: a package of its own depending on it by path, built and serving"
   scripts/downstream.sh | tee "$log" | grep -E "^downstream:" || true

@@ -190,7 +190,7 @@ struct FileServer: ParsableCommand {
         let tcp = stack.engine.statistics
         say("iotcp-fileserver: stopping; \(server.requests) requests served; host: retransmission-timeouts=\(recovery.timeouts) "
             + "fast-recoveries=\(recovery.fastRecoveries) segments-in=\(tcp.segmentsReceived) nic-handshakes=\(tcp.handshakesFromNIC) "
-            + "host-syn-cookies=\(tcp.synCookiesSent) connections-opened=\(tcp.connectionsOpened); http: header-timeouts=\(http.headerTimeouts) idle-timeouts=\(http.idleTimeouts) "
+            + "host-syn-cookies=\(tcp.synCookiesSent) connections-opened=\(tcp.connectionsOpened) endings-on-nic=\(tcp.endingsHandedOver); http: header-timeouts=\(http.headerTimeouts) idle-timeouts=\(http.idleTimeouts) "
             + "send-timeouts=\(http.sendTimeouts) refused=\(http.refused) read-pauses=\(http.readPauses)"
             + (server.tls != nil ? " tls-failures=\(http.tlsFailures) key-updates=\(http.keyUpdates)" : ""), to: 2)
         if let embedded {

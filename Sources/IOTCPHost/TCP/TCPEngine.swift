@@ -15,6 +15,10 @@ public struct TCPStatistics: Hashable, Sendable {
     public var refusedHandshakes = 0
     /// Connections whose ending was handed to the NIC (TEARDOWN): their control blocks were freed then.
     public var endingsHandedOver = 0
+    /// Segments of a connection just handed over that reached the host anyway (the NIC forwarded them before
+    /// it took the TEARDOWN): dropped unanswered, so the peer sends them again to the NIC, which now has the
+    /// connection; a RST from here would kill the connection the NIC is ending.
+    public var segmentsAfterHandOver = 0
     /// Handshakes completed (a valid cookie's ACK) while the accept queue was full: dropped unanswered, as
     /// Linux does, so the peer sends again once the application has accepted (a reset would fail it).
     public var acceptQueueOverflows = 0
@@ -73,6 +77,12 @@ public final class TCPEngine {
     @exclusivity(unchecked) private var settledOrphans: [TCPHandle] = []
     @exclusivity(unchecked) private var dueScratch: [Int] = []
     @exclusivity(unchecked) private var nextEphemeralPort: UInt16 = 32768
+    /// Connections handed to the NIC in the last `handOverGrace`, oldest first, and their endpoints: segments
+    /// for them still in flight from the NIC are dropped, not reset. Bounded by the hand-over rate times the grace.
+    @exclusivity(unchecked) private var recentHandOvers = FIFO<(key: EndpointKey, at: Instant)>()
+    @exclusivity(unchecked) private var handedOverAt: [EndpointKey: Instant] = [:]
+    /// Longer than any message takes between the halves, shorter than a peer's retransmission backoff grows.
+    static let handOverGrace = 2 * Nanoseconds.second
 
     struct EndpointKey: Hashable {
         var remoteAddress: UInt32
@@ -514,6 +524,10 @@ public final class TCPEngine {
     ) {
         let flags = segment.flags
         if flags.contains(.rst) { return }
+        if !handedOverAt.isEmpty, !flags.contains(.syn), let at = handedOverAt[key], now - at < Self.handOverGrace {
+            statistics.segmentsAfterHandOver += 1
+            return
+        }
         if let listener = listeners[segment.destinationPort] {
             if flags.contains(.syn) && !flags.contains(.ack) {
                 if listener.pending < listener.backlog, let slot = try? allocateSlot() {
@@ -612,7 +626,14 @@ public final class TCPEngine {
         statistics.endingsHandedOver += 1
         // Whoever holds resources for its data (offloaded files) hears it is settled.
         settledOrphans.append(pool[slot].handle)
+        let key = EndpointKey(remoteAddress: pool[slot].remoteAddress.rawValue, remotePort: pool[slot].remotePort, localPort: pool[slot].localPort)
         release(slot)
+        while let oldest = recentHandOvers.first, now - oldest.at >= Self.handOverGrace {
+            recentHandOvers.removeFirst()
+            if handedOverAt[oldest.key] == oldest.at { handedOverAt[oldest.key] = nil }
+        }
+        recentHandOvers.append((key, now))
+        handedOverAt[key] = now
         return true
     }
 
