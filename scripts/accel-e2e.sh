@@ -13,6 +13,8 @@ binary=${1:-.build/debug/iotcp-fileserver}
 nic_binary=$(dirname "$binary")/iotcp-nic
 namespace=iotcp-accel-$$
 flood=${FLOOD_SYNS:-100000}
+# The flood's sources are spoofed on the link (10.89.0.3 to .254, not the client's .1), so the NIC's SYN-ACKs
+# really leave through the TAP (the namespace's kernel drops them, having no such addresses).
 # SYNs a second: what a debug-built NIC reads off the TAP without the kernel's queue overflowing (past it the
 # kernel drops SYNs, the client's among them, before any NIC sees them). FLOOD_RATE=0: as fast as Python sends.
 flood_rate=${FLOOD_RATE:-40000}
@@ -69,7 +71,7 @@ flood_run() {
   done
   local before after slowest=0 failures=0 downloads=0
   before=$(rss_kib "$nic")
-  ip netns exec "$namespace" python3 scripts/synflood.py 10.89.0.2 8080 "$flood" "$flood_rate" >"$work/$label-flood.out" 2>&1 &
+  ip netns exec "$namespace" python3 scripts/synflood.py 10.89.0.2 8080 "$flood" "$flood_rate" 10.89.0.3-10.89.0.254 >"$work/$label-flood.out" 2>&1 &
   flood_pid=$!
   # Short downloads while the flood runs, each on a new connection: every one must finish within a second.
   while kill -0 "$flood_pid" 2>/dev/null; do

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Sends COUNT TCP SYNs to ADDRESS:PORT from spoofed sources in 198.18.0.0/15 (the benchmarking range,
-RFC 2544), each with Linux's SYN options (MSS, SACK-permitted, timestamps, window scale) and a correct
-checksum, through a raw socket: run it inside the test's network namespace only.
+"""Sends COUNT TCP SYNs to ADDRESS:PORT from spoofed sources, each with Linux's SYN options (MSS,
+SACK-permitted, timestamps, window scale) and a correct checksum, through a raw socket: run it inside the
+test's network namespace only.
 
-Usage: synflood.py ADDRESS PORT COUNT [RATE [SEED]]    RATE: SYNs a second (0, the default: as fast as it can).
+Usage: synflood.py ADDRESS PORT COUNT [RATE [SOURCES [SEED]]]
+  RATE     SYNs a second (0, the default: as fast as it can)
+  SOURCES  FIRST-LAST, the addresses to spoof (default 198.18.0.1-198.19.255.254, RFC 2544's benchmarking
+           range, off any test link; an on-link range makes the server really send its SYN-ACKs)
 Prints "sent N SYNs in S s".
 """
 import random
@@ -25,7 +28,10 @@ def checksum(data: bytes) -> int:
 def main() -> None:
     address, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     rate = int(sys.argv[4]) if len(sys.argv) > 4 else 0
-    rng = random.Random(int(sys.argv[5]) if len(sys.argv) > 5 else 15)
+    first, last = (sys.argv[5] if len(sys.argv) > 5 else "198.18.0.1-198.19.255.254").split("-")
+    low = struct.unpack("!I", socket.inet_aton(first))[0]
+    high = struct.unpack("!I", socket.inet_aton(last))[0]
+    rng = random.Random(int(sys.argv[6]) if len(sys.argv) > 6 else 15)
     destination = socket.inet_aton(address)
     sender = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     # MSS 1460, SACK permitted, timestamps, NOP, window scale 7: 20 bytes, as Linux sends them.
@@ -38,7 +44,7 @@ def main() -> None:
             ahead = start + index / rate - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
-        source = struct.pack("!I", 0xC6120000 | rng.randrange(1, 0x1FFFE))
+        source = struct.pack("!I", rng.randint(low, high))
         source_port = rng.randrange(1024, 65536)
         sequence = rng.getrandbits(32)
         options = options_head + struct.pack("!I", rng.getrandbits(32)) + options_tail

@@ -50,7 +50,7 @@ public struct SYNCookies: Sendable {
         let counter = Self.counter(now)
         let cookie = (counter & 31) << 27 | UInt32(index) << 24
             | hash(remote: remote, local: local, remotePort: syn.sourcePort, localPort: syn.destinationPort,
-                   peerSequence: syn.sequenceNumber, counter: counter)
+                   peerSequence: syn.sequenceNumber, counter: counter, segmentSizeIndex: UInt8(index))
         var options = TCPOptions(maximumSegmentSize: listener.maximumSegmentSize)
         if let timestamps = syn.options.timestamps, listener.timestamps {
             let shift: UInt32 = syn.options.windowScale.map { UInt32(min($0, 14)) } ?? 15
@@ -79,7 +79,8 @@ public struct SYNCookies: Sendable {
         var valid = false
         for counter in [current, current &- 1] where cookie >> 27 == counter & 31 {
             valid = valid || cookie & 0x00FF_FFFF == hash(remote: remote, local: local, remotePort: ack.sourcePort,
-                                                          localPort: ack.destinationPort, peerSequence: peerSequence, counter: counter)
+                                                          localPort: ack.destinationPort, peerSequence: peerSequence, counter: counter,
+                                                          segmentSizeIndex: UInt8(cookie >> 24 & 7))
         }
         guard valid else { return nil }
         var parameters = Parameters(
@@ -95,7 +96,11 @@ public struct SYNCookies: Sendable {
 
     static func counter(_ now: Instant) -> UInt32 { UInt32(truncatingIfNeeded: now.nanoseconds / period) }
 
-    func hash(remote: IPv4Address, local: IPv4Address, remotePort: UInt16, localPort: UInt16, peerSequence: SequenceNumber, counter: UInt32) -> UInt32 {
+    /// The MSS index is hashed too, so a forged cookie cannot pick its MSS: only the whole 27 bits verify.
+    func hash(
+        remote: IPv4Address, local: IPv4Address, remotePort: UInt16, localPort: UInt16, peerSequence: SequenceNumber, counter: UInt32,
+        segmentSizeIndex: UInt8
+    ) -> UInt32 {
         var hasher = SipHasher24(key0: key0, key1: key1 ^ 0xC00C1E)
         hasher.combine(remote.rawValue)
         hasher.combine(local.rawValue)
@@ -103,6 +108,7 @@ public struct SYNCookies: Sendable {
         hasher.combine(localPort)
         hasher.combine(peerSequence.rawValue)
         hasher.combine(counter)
+        hasher.combine(segmentSizeIndex)
         return UInt32(truncatingIfNeeded: hasher.finalize()) & 0x00FF_FFFF
     }
 }

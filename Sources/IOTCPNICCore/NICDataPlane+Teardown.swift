@@ -5,7 +5,8 @@ import IOTCPCommon
 /// frees its control block. From then the NIC sends the FIN and retransmits it, takes the peer's ACK and
 /// FIN, answers RSTs, holds TIME-WAIT, and forgets the connection, all on a timer wheel of its own.
 ///
-/// What is kept per connection is one small entry (`ClosingConnection`, under 80 bytes) in a table bounded
+/// What is kept per connection is one small entry (`ClosingConnection`, about 100 bytes with its index and
+/// timer links) in a table bounded
 /// by `Limits.maximumClosingConnections`; at the bound a handed-over connection is reset instead (as Linux
 /// does past tcp_max_orphans).
 extension NICDataPlane {
@@ -29,6 +30,8 @@ extension NICDataPlane {
         var finSequence = SequenceNumber(0)
         var receiveNext = SequenceNumber(0)
         var window: UInt16 = 0
+        var windowShift: UInt8 = 0
+        var lastChallenge = Instant.zero
         var timestamps = false
         var timestampValue: UInt32 = 0
         var timestampEcho: UInt32 = 0
@@ -60,6 +63,7 @@ extension NICDataPlane {
         entry.finSequence = parameters.finSequence
         entry.receiveNext = parameters.receiveNext
         entry.window = parameters.window
+        entry.windowShift = min(parameters.windowShift, 14)
         entry.timestamps = parameters.timestamps
         entry.timestampValue = parameters.timestampValue
         entry.timestampEcho = parameters.timestampEcho
@@ -72,7 +76,7 @@ extension NICDataPlane {
         guard closingByEndpoints.count < limits.maximumClosingConnections else {
             // No room to hold the ending: reset it now rather than leave the peer waiting for a FIN.
             counters.teardownOverflows += 1
-            sendClosingSegment(entry, flags: [.rst, .ack], now: now, output: &output)
+            sendClosingSegment(entry, flags: [.rst, .ack], sequence: entry.finSequence, now: now, output: &output)
             return
         }
         let slot = freeClosing.popLast().map(Int.init) ?? {
@@ -89,6 +93,10 @@ extension NICDataPlane {
     // MARK: - Segments for a closing connection
 
     /// A segment for a connection the NIC is closing: true when it was one (consumed here).
+    ///
+    /// RFC 9293 §3.10.7.4 in the closing states: a segment outside the receive window is answered with an
+    /// ACK and dropped (a RST outside it is dropped silently); a RST exactly at RCV.NXT ends the connection,
+    /// one elsewhere in the window, or any SYN, gets a challenge ACK (RFC 5961), at most ten a second.
     func receiveClosing<O: NICOutput>(ip: IPv4PacketView, segment view: TCPSegmentView, key: EndpointKey, output: inout O) -> Bool {
         guard let found = closingByEndpoints[key] else { return false }
         let slot = Int(found)
@@ -99,37 +107,44 @@ extension NICDataPlane {
         }
         var entry = closing[slot]
         let flags = segment.flags
+        let payload = view.payload.count
         if flags.contains(.syn) {
-            // RFC 6191: in TIME-WAIT, a SYN that is certainly newer (a later timestamp, or else a higher
-            // sequence number) ends the wait and opens a new connection; anything else gets an ACK.
-            if entry.state == .timeWait, let synTimestamp = segment.options.timestamps?.value, entry.timestamps,
-               Int32(bitPattern: synTimestamp &- entry.timestampEcho) > 0 {
+            if entry.state == .timeWait && flags == .syn && Self.startsNewIncarnation(segment, of: entry) {
+                // RFC 6191: a SYN certainly newer than the old connection ends TIME-WAIT; it is then any SYN.
                 counters.timeWaitReused += 1
                 forgetClosing(slot)
                 return false
             }
-            if entry.state == .timeWait, segment.options.timestamps == nil || !entry.timestamps, segment.sequenceNumber > entry.receiveNext {
-                counters.timeWaitReused += 1
-                forgetClosing(slot)
-                return false
-            }
-            sendClosingSegment(entry, flags: .ack, now: now, output: &output)
+            challenge(slot, now: now, output: &output)
             return true
         }
+        let inWindow = Self.acceptable(segment, payload: payload, entry: entry)
         if flags.contains(.rst) {
-            // RFC 5961 §3.2: only a RST exactly at RCV.NXT ends it; one elsewhere in the window is challenged.
             if segment.sequenceNumber == entry.receiveNext {
                 counters.closingReset += 1
                 forgetClosing(slot)
-            } else if entry.state != .timeWait {
-                sendClosingSegment(entry, flags: .ack, now: now, output: &output)
+            } else if inWindow {
+                challenge(slot, now: now, output: &output)
             }
             return true
         }
-        if let echoed = segment.options.timestamps, entry.timestamps, segment.sequenceNumber == entry.receiveNext {
-            entry.timestampEcho = echoed.value
+        if let echoed = segment.options.timestamps, entry.timestamps, segment.sequenceNumber <= entry.receiveNext,
+           Int32(bitPattern: echoed.value &- entry.timestampEcho) >= 0 {
+            entry.timestampEcho = echoed.value  // TS.Recent only moves forward (RFC 7323 §4.3)
         }
-        let payload = view.payload.count
+        if flags.contains(.fin) && segment.sequenceNumber + payload + 1 == entry.receiveNext {
+            // The peer's FIN again: our ACK of it was lost. ACK it again; in TIME-WAIT the wait starts
+            // again (RFC 9293 §3.10.7.4), as Linux's TIME-WAIT does.
+            closing[slot] = entry
+            sendClosingSegment(entry, flags: .ack, now: now, output: &output)
+            if entry.state == .timeWait { closingWheel.schedule(slot, at: now + entry.timeWait) }
+            return true
+        }
+        guard inWindow else {
+            closing[slot] = entry
+            challenge(slot, now: now, output: &output)
+            return true
+        }
         if payload > 0 && segment.sequenceNumber + payload > entry.receiveNext && entry.state != .timeWait {
             // New data for an application that has closed: nobody will read it (Linux resets here too).
             counters.closingReset += 1
@@ -167,14 +182,42 @@ extension NICDataPlane {
                     break
                 }
                 sendClosingSegment(entry, flags: .ack, now: now, output: &output)
-            } else if finAt + 1 == entry.receiveNext {
-                // A retransmitted FIN: our ACK was lost. In TIME-WAIT the wait starts again (RFC 9293 §3.10.7.4).
-                sendClosingSegment(entry, flags: .ack, now: now, output: &output)
-                if entry.state == .timeWait { closingWheel.schedule(slot, at: now + entry.timeWait) }
             }
         }
         closing[slot] = entry
         return true
+    }
+
+    /// RFC 9293 §3.10.7.4's acceptability test against the window the host handed over.
+    static func acceptable(_ segment: TCPRepr, payload: Int, entry: ClosingConnection) -> Bool {
+        let window = Int(entry.window) << Int(entry.windowShift)
+        let length = payload + (segment.flags.contains(.fin) ? 1 : 0)
+        let start = segment.sequenceNumber - entry.receiveNext
+        if window == 0 { return length == 0 && start == 0 }
+        if length == 0 { return start >= 0 && start < window }
+        let end = start + length - 1
+        return (start >= 0 && start < window) || (end >= 0 && end < window)
+    }
+
+    /// RFC 6191, as the host's engine applies it: with timestamps on the old connection, the SYN's TSval is
+    /// newer than the last one seen; without, its sequence number is past the old connection's.
+    static func startsNewIncarnation(_ syn: TCPRepr, of entry: ClosingConnection) -> Bool {
+        if entry.timestamps {
+            guard let value = syn.options.timestamps?.value else { return false }
+            return Int32(bitPattern: value &- entry.timestampEcho) > 0
+        }
+        return syn.sequenceNumber > entry.receiveNext
+    }
+
+    /// An ACK for a segment that may not change anything (a SYN, a RST inside the window, a segment outside
+    /// it), one per 100 ms per connection at most (RFC 5961 §7): a flood of forgeries must not become one of ACKs.
+    func challenge<O: NICOutput>(_ slot: Int, now: Instant, output: inout O) {
+        guard closing[slot].lastChallenge == .zero || now - closing[slot].lastChallenge >= 100 * Nanoseconds.millisecond else {
+            counters.challengesSuppressed += 1
+            return
+        }
+        closing[slot].lastChallenge = now
+        sendClosingSegment(closing[slot], flags: .ack, now: now, output: &output)
     }
 
     // MARK: - Timers

@@ -126,6 +126,8 @@ public final class NICDataPlane {
         public var closingReset = 0
         public var timeWaitReused = 0
         public var teardownOverflows = 0
+        /// Challenge ACKs a closing connection did not send (more than one per 100 ms).
+        public var challengesSuppressed = 0
     }
 
     // MARK: - State

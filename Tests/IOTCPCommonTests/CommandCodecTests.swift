@@ -138,7 +138,8 @@ extension SeededGenerator {
                 selectiveAcknowledgments: Bool.random(using: &self), isListening: listening))
         case .teardown:
             command = .teardown(flow, TeardownParameters(
-                finSequence: SequenceNumber(next32()), receiveNext: SequenceNumber(next32()), window: next16(), peerFinished: Bool.random(using: &self),
+                finSequence: SequenceNumber(next32()), receiveNext: SequenceNumber(next32()), window: next16(),
+                windowShift: UInt8.random(in: 0...14, using: &self), peerFinished: Bool.random(using: &self),
                 timestamps: Bool.random(using: &self), timestampValue: next32(), timestampEcho: next32(),
                 retransmissionTimeoutMilliseconds: UInt32.random(in: 1...UInt32.max, using: &self), maximumRetransmissions: next16(),
                 timeWaitMilliseconds: next32(), finWait2Milliseconds: next32()))
@@ -294,7 +295,7 @@ struct CommandCodecTests {
     func teardownLayout() {
         var buffer = [UInt8](repeating: 0, count: 128)
         let parameters = TeardownParameters(
-            finSequence: SequenceNumber(0x0102_0304), receiveNext: SequenceNumber(0x0506_0708), window: 0x0A0B, peerFinished: true,
+            finSequence: SequenceNumber(0x0102_0304), receiveNext: SequenceNumber(0x0506_0708), window: 0x0A0B, windowShift: 7, peerFinished: true,
             timestamps: true, timestampValue: 0x1112_1314, timestampEcho: 0x2122_2324, retransmissionTimeoutMilliseconds: 200,
             maximumRetransmissions: 8, timeWaitMilliseconds: 60_000, finWait2Milliseconds: 30_000)
         let bytes: [UInt8] = buffer.withUnsafeMutableBytes { raw in
@@ -304,7 +305,7 @@ struct CommandCodecTests {
         }
         #expect(bytes.count == 16 + 12 + 36)
         #expect(Array(bytes[16..<28]) == [22, 0, 0, 0, 48, 0, 0, 0, 9, 0, 0, 0])
-        #expect(Array(bytes[28..<64]) == [0x04, 0x03, 0x02, 0x01, 0x08, 0x07, 0x06, 0x05, 0x0B, 0x0A, 0b11, 0,
+        #expect(Array(bytes[28..<64]) == [0x04, 0x03, 0x02, 0x01, 0x08, 0x07, 0x06, 0x05, 0x0B, 0x0A, 0b11, 7,
                                           0x14, 0x13, 0x12, 0x11, 0x24, 0x23, 0x22, 0x21, 200, 0, 0, 0,
                                           0x60, 0xEA, 0, 0, 0x30, 0x75, 0, 0, 8, 0, 0, 0])
         bytes.withUnsafeBytes { raw in

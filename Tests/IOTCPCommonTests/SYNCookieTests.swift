@@ -81,6 +81,9 @@ struct SYNCookieCodecTests {
         var tampered = good
         tampered.acknowledgmentNumber = tampered.acknowledgmentNumber + 1
         #expect(cookies.verify(tampered, remote: client, local: server, now: now) == nil)
+        var otherSize = good
+        otherSize.acknowledgmentNumber = SequenceNumber((reply.sequenceNumber.rawValue ^ 1 << 24) &+ 1)
+        #expect(cookies.verify(otherSize, remote: client, local: server, now: now) == nil, "the MSS bits are under the hash")
         #expect(cookies.verify(good, remote: IPv4Address(10, 77, 0, 9), local: server, now: now) == nil)
         var otherPort = good
         otherPort.sourcePort = 51001

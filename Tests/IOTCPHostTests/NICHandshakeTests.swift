@@ -85,4 +85,45 @@ struct NICHandshakeTests {
         let dropped = script.established(parameters)
         #expect(dropped.isEmpty && script.engine.statistics.acceptQueueOverflows == 1 && script.engine.connectionCount == 2)
     }
+
+    @Test("an ESTABLISHED for a connection just handed to the NIC for its ending is dropped, not made a second connection")
+    func afterHandOver() throws {
+        var script = Script()
+        script.engine.endingsOnNIC = true
+        _ = try script.engine.listen(port: 80)
+        script.established(parameters, timestamps: TCPTimestamps(value: 777, echoReply: 3_000_000))
+        let handle = try #require(script.engine.accept(TCPListenerID(port: 80)))
+        try script.engine.close(handle, now: script.now, output: &script.output)
+        let handedOver = script.output.take()
+        #expect(handedOver.contains { if case .other(let text) = $0 { text.hasPrefix("TEARDOWN") } else { false } })
+        #expect(script.engine.connectionCount == 0 && script.engine.statistics.endingsHandedOver == 1)
+        // The NIC forwarded a duplicate of the handshake's ACK before it took the TEARDOWN.
+        let emitted = script.established(parameters, timestamps: TCPTimestamps(value: 778, echoReply: 3_000_000), payload: Array("GET".utf8))
+        #expect(emitted.isEmpty && script.engine.connectionCount == 0 && script.engine.statistics.segmentsAfterHandOver == 1)
+        // So is a plain segment: no RST for a connection the NIC is ending.
+        let segment = script.inject(sequence: parameters.peerInitialSequence.rawValue + 1, acknowledgment: parameters.localInitialSequence.rawValue + 1,
+                                    flags: .ack)
+        #expect(segment.isEmpty && script.engine.statistics.segmentsAfterHandOver == 2)
+    }
+
+    @Test("into TIME-WAIT: a delayed duplicate of the old handshake's ACK does not reopen it; a newer TSval does (RFC 6191)")
+    func timeWaitNeedsEvidence() throws {
+        var script = Script()
+        _ = try script.engine.listen(port: 80)
+        script.established(parameters, timestamps: TCPTimestamps(value: 777, echoReply: 3_000_000))
+        let handle = try #require(script.engine.accept(TCPListenerID(port: 80)))
+        try script.engine.close(handle, now: script.now, output: &script.output)
+        let fin = try #require(script.output.take().segments.first { $0.flags.contains(.fin) })
+        script.inject(sequence: parameters.peerInitialSequence.rawValue + 1, acknowledgment: fin.sequence.rawValue + 1, flags: [.fin, .ack],
+                      options: TCPOptions(timestamps: TCPTimestamps(value: 800, echoReply: fin.tcp.options.timestamps!.value)))
+        #expect(script.engine.state(of: handle) == .timeWait)
+        let duplicate = script.established(parameters, timestamps: TCPTimestamps(value: 777, echoReply: 3_000_000))
+        #expect(script.engine.state(of: handle) == .timeWait && script.engine.statistics.timeWaitReopened == 0)
+        #expect(duplicate.segments.allSatisfy { !$0.flags.contains(.rst) })
+        var fresh = parameters
+        fresh.peerInitialSequence = fresh.peerInitialSequence + 1_000_000
+        script.established(fresh, timestamps: TCPTimestamps(value: 900, echoReply: 3_000_000))
+        #expect(script.engine.statistics.timeWaitReopened == 1 && script.engine.statistics.handshakesFromNIC == 2)
+        #expect(script.engine.state(of: handle) == nil, "the old incarnation is gone")
+    }
 }

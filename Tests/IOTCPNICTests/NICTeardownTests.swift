@@ -61,10 +61,21 @@ struct NICTeardownTests {
         #expect(ack.options.timestamps == TCPTimestamps(value: 1_000_010, echoReply: 5_010), "TSval moved on by the 10 ms since")
         nic.poll(now: finTime + (60 * Nanoseconds.second - Nanoseconds.millisecond), output: &output)
         #expect(nic.closingCount == 1, "still in TIME-WAIT 1 ms before its end")
-        // A retransmitted FIN (our ACK was lost) is ACKed again and restarts the wait.
+        nic.poll(now: finTime + (60 * Nanoseconds.second + 2 * Nanoseconds.millisecond), output: &output)
+        #expect(nic.closingCount == 0 && nic.counters.closingFinished == 1)
+    }
+
+    @Test("in TIME-WAIT a retransmitted FIN (our ACK was lost) is ACKed again and the wait starts again")
+    func retransmittedFinInTimeWait() throws {
+        var output = CollectingNICOutput()
+        let nic = try handedOver(parameters(), output: &output)
+        let finTime = start + 10 * Nanoseconds.millisecond
+        peer(nic, flags: [.fin, .ack], timestamp: 5_010, at: finTime, output: &output)
+        #expect(sent(&output).first?.acknowledgmentNumber == peerNext + 1)
         let again = finTime + 30 * Nanoseconds.second
         peer(nic, flags: [.fin, .ack], timestamp: 5_020, at: again, output: &output)
-        #expect(sent(&output).first?.acknowledgmentNumber == peerNext + 1)
+        let ack = try #require(sent(&output).first)
+        #expect(ack.flags == .ack && ack.acknowledgmentNumber == peerNext + 1 && ack.options.timestamps?.echoReply == 5_020)
         nic.poll(now: finTime + (60 * Nanoseconds.second + 2 * Nanoseconds.millisecond), output: &output)
         #expect(nic.closingCount == 1, "the wait started again at the retransmitted FIN")
         nic.poll(now: again + (60 * Nanoseconds.second + 2 * Nanoseconds.millisecond), output: &output)
@@ -117,13 +128,20 @@ struct NICTeardownTests {
         #expect(waiting.closingCount == 0 && waiting.counters.closingAbandoned == 1, "FIN-WAIT-2 over")
     }
 
-    @Test("RST: at RCV.NXT it ends the connection, elsewhere it is challenged; data after the close is reset")
+    @Test("RST: at RCV.NXT it ends the connection, elsewhere in the window it is challenged, outside dropped; data after the close is reset")
     func resets() throws {
         var output = CollectingNICOutput()
         let nic = try handedOver(parameters(), output: &output)
         peer(nic, flags: .rst, sequence: peerNext + 100, at: start, output: &output)
         #expect(sent(&output).first?.flags == .ack && nic.closingCount == 1, "a challenge ACK (RFC 5961)")
-        peer(nic, flags: .rst, at: start, output: &output)
+        peer(nic, flags: .rst, sequence: peerNext + 200, at: start + Nanoseconds.millisecond, output: &output)
+        #expect(sent(&output).isEmpty && nic.counters.challengesSuppressed == 1, "at most one challenge per 100 ms")
+        peer(nic, flags: .rst, sequence: peerNext + 100_000, at: start + Nanoseconds.second, output: &output)
+        #expect(sent(&output).isEmpty && nic.closingCount == 1, "a RST outside the window (500 bytes) is dropped silently")
+        // Data outside the window is not new data: an ACK, and the ending goes on.
+        peer(nic, flags: [.ack, .psh], sequence: peerNext + 100_000, payload: Array("far".utf8), at: start + 2 * Nanoseconds.second, output: &output)
+        #expect(sent(&output).first?.flags == .ack && nic.closingCount == 1 && nic.counters.closingReset == 0)
+        peer(nic, flags: .rst, at: start + 3 * Nanoseconds.second, output: &output)
         #expect(nic.closingCount == 0 && nic.counters.closingReset == 1)
 
         var second = CollectingNICOutput()
@@ -145,6 +163,17 @@ struct NICTeardownTests {
                           options: TCPOptions(maximumSegmentSize: 1460, timestamps: TCPTimestamps(value: 5_999, echoReply: 0)))
         tcpPacket(syn, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
         #expect(sent(&output).first?.flags == .ack && nic.closingCount == 1, "an old SYN is answered with an ACK")
+        var synAck = syn
+        synAck.flags = [.syn, .ack]
+        synAck.options.timestamps = TCPTimestamps(value: 7_000, echoReply: 0)
+        tcpPacket(synAck, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start + Nanoseconds.second, output: &output) }
+        #expect(sent(&output).first?.flags == .ack && nic.closingCount == 1, "a SYN-ACK, however new, is no new connection")
+        var untimed = syn
+        untimed.options.timestamps = nil
+        untimed.sequenceNumber = peerNext + 1_000_000
+        tcpPacket(untimed, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start + 2 * Nanoseconds.second, output: &output) }
+        #expect(nic.closingCount == 1, "without a timestamp, a connection that had them keeps its TIME-WAIT")
+        _ = sent(&output)
         var newer = syn
         newer.options.timestamps = TCPTimestamps(value: 6_001, echoReply: 0)
         tcpPacket(newer, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
@@ -166,8 +195,9 @@ struct NICTeardownTests {
             nic.handle(.flowOpen(id, endpoints), received: start, now: start, output: &output)
             nic.handle(.teardown(id, parameters()), received: start, now: start, output: &output)
         }
-        let flags = sent(&output).map(\.flags)
-        #expect(flags == [[.fin, .ack], [.fin, .ack], [.rst, .ack]] && nic.closingCount == 2 && nic.counters.teardownOverflows == 1)
+        let segments = sent(&output)
+        #expect(segments.map(\.flags) == [[.fin, .ack], [.fin, .ack], [.rst, .ack]] && nic.closingCount == 2 && nic.counters.teardownOverflows == 1)
+        #expect(segments.last?.sequenceNumber == fin, "the RST stands where the FIN would have: SND.NXT")
         nic.reset()
         #expect(nic.closingCount == 0)
     }
@@ -181,7 +211,12 @@ struct NICTeardownStackTests {
         var configuration = TCPConfiguration()
         configuration.timeWaitDuration = 2 * Nanoseconds.second
         let harness = try StackHarness(root: root.path, configuration: configuration)
-        harness.stack.engine.endingsOnNIC = true
+        // The NIC's HELLO offers endings (the runtime sends it; this harness drives the data plane directly).
+        harness.nicSender.append(.hello(Hello(role: .nic, maxMessageBytes: 1 << 16, maxFlows: 1 << 20, maxOpenFiles: 1 << 16,
+                                              features: NICFeatures.connectionSetup | NICFeatures.connectionTeardown)))
+        harness.nicSender.flush()
+        try harness.step()
+        #expect(harness.stack.engine.endingsOnNIC, "the feature bit turned endings on")
         let listener = try harness.stack.listen(port: 80)
         let client = try harness.connectClient(port: 80)
         var accepted: Socket?

@@ -167,7 +167,7 @@ public struct CommandReader {
                 timestamps: body[11] & HandshakeParameters.timestampsBit != 0, synAckTimestamp: u32(12)), packet: rest(20))
         case .teardown:
             return .teardown(flow, TeardownParameters(
-                finSequence: SequenceNumber(u32(0)), receiveNext: SequenceNumber(u32(4)), window: u16(8),
+                finSequence: SequenceNumber(u32(0)), receiveNext: SequenceNumber(u32(4)), window: u16(8), windowShift: body[11],
                 peerFinished: body[10] & TeardownParameters.peerFinishedBit != 0, timestamps: body[10] & TeardownParameters.timestampsBit != 0,
                 timestampValue: u32(12), timestampEcho: u32(16), retransmissionTimeoutMilliseconds: u32(20), maximumRetransmissions: u16(32),
                 timeWaitMilliseconds: u32(24), finWait2Milliseconds: u32(28)))
@@ -239,6 +239,7 @@ extension Command {
         case .teardown(let flow, let parameters):
             if flow == .none { return "flow id" }
             if parameters.retransmissionTimeoutMilliseconds == 0 { return "retransmission timeout" }
+            if parameters.windowShift > 14 { return "window shift" }
             return nil
         case .established(let parameters, let packet):
             if packet.count < 40 || packet.count > Int(UInt16.max) { return "packet length" }

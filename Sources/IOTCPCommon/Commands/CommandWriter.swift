@@ -241,7 +241,7 @@ public struct CommandWriter: ~Copyable {
             body.storeLittleEndian(parameters.window, at: 8)
             body[10] = (parameters.peerFinished ? TeardownParameters.peerFinishedBit : 0)
                 | (parameters.timestamps ? TeardownParameters.timestampsBit : 0)
-            body[11] = 0
+            body[11] = parameters.windowShift
             body.storeLittleEndian(parameters.timestampValue, at: 12)
             body.storeLittleEndian(parameters.timestampEcho, at: 16)
             body.storeLittleEndian(parameters.retransmissionTimeoutMilliseconds, at: 20)

@@ -76,8 +76,10 @@ public struct TeardownParameters: Hashable, Sendable {
     public var finSequence: SequenceNumber
     /// RCV.NXT: what the FIN and every later ACK acknowledge.
     public var receiveNext: SequenceNumber
-    /// The window field as it goes on the wire (already scaled).
+    /// The window field as it goes on the wire (already scaled), and the shift that scales it: the NIC takes
+    /// only segments inside the window it implies (RFC 9293 §3.10.7.4).
     public var window: UInt16
+    public var windowShift: UInt8
     /// The peer's FIN was received already (the NIC goes to LAST-ACK, not FIN-WAIT-1).
     public var peerFinished: Bool
     /// Timestamps are on: `timestampValue` is the TSval for now (the NIC adds the milliseconds since), and
@@ -93,13 +95,14 @@ public struct TeardownParameters: Hashable, Sendable {
     public var finWait2Milliseconds: UInt32
 
     public init(
-        finSequence: SequenceNumber, receiveNext: SequenceNumber, window: UInt16, peerFinished: Bool, timestamps: Bool,
+        finSequence: SequenceNumber, receiveNext: SequenceNumber, window: UInt16, windowShift: UInt8 = 0, peerFinished: Bool, timestamps: Bool,
         timestampValue: UInt32, timestampEcho: UInt32, retransmissionTimeoutMilliseconds: UInt32, maximumRetransmissions: UInt16,
         timeWaitMilliseconds: UInt32, finWait2Milliseconds: UInt32
     ) {
         self.finSequence = finSequence
         self.receiveNext = receiveNext
         self.window = window
+        self.windowShift = windowShift
         self.peerFinished = peerFinished
         self.timestamps = timestamps
         self.timestampValue = timestampValue

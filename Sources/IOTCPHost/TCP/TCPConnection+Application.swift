@@ -111,7 +111,7 @@ extension TCPConnection {
     /// Whether the connection can be handed to the NIC for its ending now: the application closed, nothing
     /// sent is unacknowledged, nothing is queued, and no FIN of ours has gone.
     var readyForTeardown: Bool {
-        endingOnNIC && (state == .established || state == .closeWait) && sendUnacknowledged == sendMaximum
+        endingOnNIC && !openedActively && (state == .established || state == .closeWait) && sendUnacknowledged == sendMaximum
             && sendNext == sendMaximum && sendQueue.isEmpty
     }
 
@@ -121,11 +121,22 @@ extension TCPConnection {
         let window = windowField()
         func milliseconds(_ nanoseconds: UInt64) -> UInt32 { UInt32(clamping: nanoseconds / Nanoseconds.millisecond) }
         return TeardownParameters(
-            finSequence: sendNext, receiveNext: receiveNext, window: window, peerFinished: state == .closeWait,
+            finSequence: sendNext, receiveNext: receiveNext, window: window, windowShift: receiveWindowShift, peerFinished: state == .closeWait,
             timestamps: timestampsEnabled, timestampValue: timestampClock(now), timestampEcho: timestampRecent,
             retransmissionTimeoutMilliseconds: max(milliseconds(rtt.timeout), 1),
             maximumRetransmissions: UInt16(clamping: configuration.maximumOrphanRetransmissions),
             timeWaitMilliseconds: milliseconds(configuration.timeWaitDuration), finWait2Milliseconds: milliseconds(configuration.finWait2Timeout))
+    }
+
+    /// In TIME-WAIT, whether the ACK completing a handshake the NIC made (ESTABLISHED) is of a new
+    /// incarnation (RFC 6191's evidence, for the ACK instead of the SYN): a newer TSval, or without
+    /// timestamps a sequence number past the old connection's.
+    func acceptsNewIncarnation(_ ack: TCPRepr) -> Bool {
+        guard state == .timeWait else { return false }
+        if timestampsEnabled, let timestamps = ack.options.timestamps {
+            return Int32(bitPattern: timestamps.value &- timestampRecent) > 0
+        }
+        return !timestampsEnabled && ack.sequenceNumber - 1 > receiveNext
     }
 
     /// In TIME-WAIT, whether a SYN starts a new incarnation (RFC 6191): with timestamps, its TSval is newer

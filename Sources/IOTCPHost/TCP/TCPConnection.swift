@@ -32,6 +32,8 @@ struct TCPConnection {
     /// The application closed and the NIC will end the connection (TEARDOWN) once everything sent is
     /// acknowledged: no FIN is queued here.
     var endingOnNIC = false
+    /// Opened by `connect`: its ending is never handed to the NIC (see `TCPEngine.connect`).
+    var openedActively = false
 
     var state: TCPState
 

@@ -158,6 +158,9 @@ public final class TCPEngine {
         guard byEndpoints[key] == nil else { throw .portInUse(chosen) }
         let slot = try allocateSlot()
         var connection = newConnection(in: slot, remote: address, localPort: chosen, remotePort: port, state: .synSent, now: now)
+        // Its ending stays here: the host would not know its 4-tuple is still held by the NIC (TIME-WAIT) when
+        // it picks the next ephemeral port.
+        connection.openedActively = true
         connection.open(now: now, configuration: configuration, output: &output)
         install(connection, at: slot, key: key)
         afterChange(slot)
@@ -268,7 +271,8 @@ public final class TCPEngine {
     public func close<O: CommandOutput>(_ handle: TCPHandle, now: Instant, output: inout O) throws(TCPError) {
         let slot = try validSlot(handle)
         pool[slot].ownedByApplication = false
-        if endingsOnNIC && configuration.teardownOnNIC && (pool[slot].state == .established || pool[slot].state == .closeWait) {
+        if endingsOnNIC && configuration.teardownOnNIC && !pool[slot].openedActively
+            && (pool[slot].state == .established || pool[slot].state == .closeWait) {
             // No FIN here: the NIC sends it once the data is acknowledged (at once if it is already).
             pool[slot].endingOnNIC = true
             pool[slot].markClosedByApplication(now: now, configuration: configuration)
@@ -458,7 +462,7 @@ public final class TCPEngine {
     ) {
         statistics.segmentsReceived += 1
         guard let ip = try? IPv4PacketView(packet), ip.protocol == .tcp, ip.destination == localAddress,
-              let view = try? TCPSegmentView(ip.payload), let segment = try? TCPRepr(view)
+              let view = try? TCPSegmentView(ip.payload), var segment = try? TCPRepr(view)
         else {
             statistics.malformedPackets += 1
             return
@@ -474,15 +478,25 @@ public final class TCPEngine {
             statistics.refusedHandshakes += 1
             return
         }
+        // Timestamps are on only if the cookie's SYN-ACK offered them; an ACK carrying them anyway is not
+        // believed (nor the window shift and SACK its TSecr would claim: the NIC sent none).
+        if !parameters.timestamps { segment.options.timestamps = nil }
         let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
+        if !handedOverAt.isEmpty, let at = handedOverAt[key], now - at < Self.handOverGrace {
+            // A duplicate of the handshake's ACK from before the connection was handed over to the NIC for
+            // its ending: that connection is the NIC's now, and this must not become a second one.
+            statistics.segmentsAfterHandOver += 1
+            return
+        }
         if let existing = byEndpoints[key].map(Int.init) {
-            if pool[existing].state != .timeWait {
+            if pool[existing].state != .timeWait || !pool[existing].acceptsNewIncarnation(segment) {
                 pool[existing].handle(segment, payload: view.payload, now: now, configuration: configuration, output: &output)
                 afterChange(existing)
                 return
             }
             // The client reused its port while the old connection waited out TIME-WAIT here, and the NIC took
-            // its new SYN (RFC 6191: a valid handshake with a fresh ISN ends the old one's wait).
+            // its new SYN: with evidence that it is newer (RFC 6191), the old one's wait ends. A delayed
+            // duplicate of the old handshake's ACK has none, and is answered as TIME-WAIT answers anything.
             statistics.timeWaitReopened += 1
             pool[existing].closeQuietly(output: &output)
             release(existing)
