@@ -46,7 +46,7 @@ echo "== building (release)"
 swift build -c release --product iotcp-fileserver >/dev/null 2>&1 || swift build -c release --product iotcp-fileserver
 swift build -c release --product iotcp-nic >/dev/null 2>&1 || swift build -c release --product iotcp-nic
 lighttpd_iotcp=
-[ "$scenario" = https ] || lighttpd_iotcp=$(CONFIGURATION=release Examples/lighttpd/build.sh 2>/dev/null | tail -1) || lighttpd_iotcp=
+[ "$scenario" = https ] || [ "$scenario" = short ] || lighttpd_iotcp=$(CONFIGURATION=release Examples/lighttpd/build.sh 2>/dev/null | tail -1) || lighttpd_iotcp=
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 mkdir -p .build

@@ -67,6 +67,10 @@ struct FileServer: ParsableCommand {
     @Option(help: "Serve Prometheus metrics (iotcp_host_*, and iotcp_nic_* when embedded) at http://ADDRESS:PORT/metrics on this machine's own network.")
     var metrics: String?
 
+    @Flag(help: "Answer SYNs on the host instead of with SYN cookies on the NIC (TCPConfiguration.handshakesOnNIC off).")
+    var hostHandshakes = false
+    @Flag(help: "End closed connections on the host instead of handing them to the NIC (TCPConfiguration.teardownOnNIC off).")
+    var hostEndings = false
     @Option(help: "Log level of the stack and the NIC: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .notice
 
@@ -155,7 +159,10 @@ struct FileServer: ParsableCommand {
             if embedded != nil { namespace.remove() }
         }
 
-        let stack = IOTCPStack(channel: channel, address: namespace.stackAddress, logger: logger)
+        var tcpConfiguration = TCPConfiguration()
+        tcpConfiguration.handshakesOnNIC = !hostHandshakes
+        tcpConfiguration.teardownOnNIC = !hostEndings
+        let stack = IOTCPStack(channel: channel, address: namespace.stackAddress, configuration: tcpConfiguration, logger: logger)
         let hostMetrics = endpoint.map { _ in HostMetrics() }
         let server: HTTPServer
         do { server = try HTTPServer(stack: stack, port: port, limits: limits, tls: tls, plainPort: httpPort) } catch {

@@ -112,3 +112,21 @@ public struct SYNCookies: Sendable {
         return UInt32(truncatingIfNeeded: hasher.finalize()) & 0x00FF_FFFF
     }
 }
+
+/// RFC 6191 (and RFC 1122 §4.2.2.13) as Linux applies it: may a SYN (or the ACK of a handshake the NIC made,
+/// by its ISN) for endpoints in TIME-WAIT start a new connection? Not if its timestamp is older than the
+/// last one seen (PAWS); yes if it is newer, or if its sequence number is past the old connection's. A
+/// client reusing a port within the same millisecond sends an equal TSval and a larger ISN: that is a new
+/// connection too. Both halves use this one rule (the host's TIME-WAIT, the NIC's for connections it ends).
+public enum TimeWaitReuse {
+    public static func accepts(
+        timestamp: UInt32?, initialSequence: SequenceNumber, recentTimestamp: UInt32?, receiveNext: SequenceNumber
+    ) -> Bool {
+        if let timestamp, let recentTimestamp {
+            let newer = Int32(bitPattern: timestamp &- recentTimestamp)
+            if newer < 0 { return false }
+            if newer > 0 { return true }
+        }
+        return initialSequence > receiveNext
+    }
+}

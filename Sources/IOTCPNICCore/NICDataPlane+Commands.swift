@@ -50,6 +50,8 @@ extension NICDataPlane {
             listeners[options.port] = options.isListening ? options : nil
         case .teardown(let flow, let parameters):
             teardown(flow: flow, parameters, now: now, output: &output)
+        case .redeliver(let packet):
+            redeliver(packet, output: &output)
         }
     }
 

@@ -1,9 +1,10 @@
 import IOTCPCommon
 
-/// Connections' endings on the NIC (AccelTCP's teardown offload): once everything the host sent is
-/// acknowledged and the application has closed, the host hands the connection over with TEARDOWN and
-/// frees its control block. From then the NIC sends the FIN and retransmits it, takes the peer's ACK and
-/// FIN, answers RSTs, holds TIME-WAIT, and forgets the connection, all on a timer wheel of its own.
+/// Connections' endings on the NIC (AccelTCP's teardown offload): once the application has closed, the
+/// host's FIN is out and everything before it is acknowledged, the host hands the connection over with
+/// TEARDOWN and frees its control block. From then the NIC retransmits the FIN if it is lost, takes the
+/// peer's ACK and FIN, answers RSTs, holds TIME-WAIT, and forgets the connection, all on a timer wheel of
+/// its own.
 ///
 /// What is kept per connection is one small entry (`ClosingConnection`, about 100 bytes with its index and
 /// timer links) in a table bounded
@@ -59,7 +60,13 @@ extension NICDataPlane {
         var entry = ClosingConnection()
         entry.key = EndpointKey(remoteAddress: endpoints.remoteAddress.rawValue, remotePort: endpoints.remotePort, localPort: endpoints.localPort)
         entry.localAddress = endpoints.localAddress
-        entry.state = parameters.peerFinished ? .lastAck : .finWait1
+        switch parameters.state {
+        case .finWait1: entry.state = .finWait1
+        case .closing: entry.state = .closing
+        case .lastAck: entry.state = .lastAck
+        case .finWait2: entry.state = .finWait2
+        case .timeWait: entry.state = .timeWait
+        }
         entry.finSequence = parameters.finSequence
         entry.receiveNext = parameters.receiveNext
         entry.window = parameters.window
@@ -76,7 +83,7 @@ extension NICDataPlane {
         guard closingByEndpoints.count < limits.maximumClosingConnections else {
             // No room to hold the ending: reset it now rather than leave the peer waiting for a FIN.
             counters.teardownOverflows += 1
-            sendClosingSegment(entry, flags: [.rst, .ack], sequence: entry.finSequence, now: now, output: &output)
+            sendClosingSegment(entry, flags: [.rst, .ack], sequence: entry.finSequence + 1, now: now, output: &output)
             return
         }
         let slot = freeClosing.popLast().map(Int.init) ?? {
@@ -85,9 +92,27 @@ extension NICDataPlane {
         }()
         closing[slot] = entry
         closingByEndpoints[entry.key] = Int32(slot)
-        sendClosingSegment(entry, flags: [.fin, .ack], sequence: entry.finSequence, now: now, output: &output)
-        counters.finsSent += 1
-        closingWheel.schedule(slot, at: now + entry.timeout)
+        // The host sent the FIN; what is left is to wait for it to be acknowledged (and sent again if it
+        // is not), for the peer's FIN, or for TIME-WAIT to pass.
+        switch entry.state {
+        case .finWait1, .closing, .lastAck: closingWheel.schedule(slot, at: now + entry.timeout)
+        case .finWait2: closingWheel.schedule(slot, at: now + entry.finWait2)
+        case .timeWait: closingWheel.schedule(slot, at: now + entry.timeWait)
+        case .free: break
+        }
+    }
+
+    /// REDELIVER: a packet the NIC forwarded to the host just before the host handed its connection over.
+    /// Taken by the closing connection if there is one; dropped otherwise (never forwarded again, which could
+    /// bounce between the halves).
+    func redeliver<O: NICOutput>(_ packet: UnsafeRawBufferPointer, output: inout O) {
+        guard let ip = try? IPv4PacketView(packet), ip.protocol == .tcp, let segment = try? TCPSegmentView(ip.payload) else {
+            counters.malformedIn += 1
+            return
+        }
+        counters.redelivered += 1
+        let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
+        _ = receiveClosing(ip: ip, segment: segment, key: key, output: &output)
     }
 
     // MARK: - Segments for a closing connection
@@ -199,14 +224,10 @@ extension NICDataPlane {
         return (start >= 0 && start < window) || (end >= 0 && end < window)
     }
 
-    /// RFC 6191, as the host's engine applies it: with timestamps on the old connection, the SYN's TSval is
-    /// newer than the last one seen; without, its sequence number is past the old connection's.
+    /// RFC 6191, the rule the host's engine applies too (`TimeWaitReuse`).
     static func startsNewIncarnation(_ syn: TCPRepr, of entry: ClosingConnection) -> Bool {
-        if entry.timestamps {
-            guard let value = syn.options.timestamps?.value else { return false }
-            return Int32(bitPattern: value &- entry.timestampEcho) > 0
-        }
-        return syn.sequenceNumber > entry.receiveNext
+        TimeWaitReuse.accepts(timestamp: syn.options.timestamps?.value, initialSequence: syn.sequenceNumber,
+                              recentTimestamp: entry.timestamps ? entry.timestampEcho : nil, receiveNext: entry.receiveNext)
     }
 
     /// An ACK for a segment that may not change anything (a SYN, a RST inside the window, a segment outside

@@ -128,6 +128,8 @@ public final class NICDataPlane {
         public var teardownOverflows = 0
         /// Challenge ACKs a closing connection did not send (more than one per 100 ms).
         public var challengesSuppressed = 0
+        /// Packets the host gave back (REDELIVER) for connections it had just handed over.
+        public var redelivered = 0
     }
 
     // MARK: - State

@@ -11,6 +11,7 @@ enum OwnedCommand: Equatable {
     case device(requestID: UInt32, file: OffloadedFileID, namespace: UInt32, model: [UInt8], serial: [UInt8])
     case tlsKeys(FlowID, version: TLSRecordVersion, key: [UInt8], iv: [UInt8])
     case established(HandshakeParameters, [UInt8])
+    case redeliver([UInt8])
 
     init(_ command: Command) {
         switch command {
@@ -23,6 +24,7 @@ enum OwnedCommand: Equatable {
             self = .device(requestID: requestID, file: file, namespace: report.namespace, model: Array(report.model), serial: Array(report.serial))
         case .tlsKeys(let flow, let keys): self = .tlsKeys(flow, version: keys.version, key: Array(keys.key), iv: Array(keys.iv))
         case .established(let parameters, let packet): self = .established(parameters, Array(packet))
+        case .redeliver(let packet): self = .redeliver(Array(packet))
         default: self = .plain(String(describing: command))
         }
     }
@@ -39,6 +41,7 @@ enum OwnedCommand: Equatable {
         case .tlsKeys(let flow, let version, let key, let iv):
             return key.withUnsafeBytes { key in iv.withUnsafeBytes { iv in body(.tlsKeys(flow, TLSKeys(version: version, key: key, iv: iv))) } }
         case .established(let parameters, let packet): return packet.withUnsafeBytes { body(.established(parameters, packet: $0)) }
+        case .redeliver(let packet): return packet.withUnsafeBytes { body(.redeliver(packet: $0)) }
         case .device(let requestID, let file, let namespace, let model, let serial):
             return model.withUnsafeBytes { model in
                 serial.withUnsafeBytes { serial in
@@ -136,10 +139,13 @@ extension SeededGenerator {
                 port: UInt16.random(in: 1...UInt16.max, using: &self), maximumSegmentSize: UInt16.random(in: 1...UInt16.max, using: &self),
                 window: next16(), windowShift: UInt8.random(in: 0...14, using: &self), timestamps: Bool.random(using: &self),
                 selectiveAcknowledgments: Bool.random(using: &self), isListening: listening))
+        case .redeliver:
+            owned = .redeliver(bytes(1...1600))
+            return owned.withCommand { body($0, owned) }
         case .teardown:
             command = .teardown(flow, TeardownParameters(
                 finSequence: SequenceNumber(next32()), receiveNext: SequenceNumber(next32()), window: next16(),
-                windowShift: UInt8.random(in: 0...14, using: &self), peerFinished: Bool.random(using: &self),
+                windowShift: UInt8.random(in: 0...14, using: &self), state: TeardownState(rawValue: UInt8.random(in: 1...5, using: &self))!,
                 timestamps: Bool.random(using: &self), timestampValue: next32(), timestampEcho: next32(),
                 retransmissionTimeoutMilliseconds: UInt32.random(in: 1...UInt32.max, using: &self), maximumRetransmissions: next16(),
                 timeWaitMilliseconds: next32(), finWait2Milliseconds: next32()))
@@ -295,7 +301,7 @@ struct CommandCodecTests {
     func teardownLayout() {
         var buffer = [UInt8](repeating: 0, count: 128)
         let parameters = TeardownParameters(
-            finSequence: SequenceNumber(0x0102_0304), receiveNext: SequenceNumber(0x0506_0708), window: 0x0A0B, windowShift: 7, peerFinished: true,
+            finSequence: SequenceNumber(0x0102_0304), receiveNext: SequenceNumber(0x0506_0708), window: 0x0A0B, windowShift: 7, state: .lastAck,
             timestamps: true, timestampValue: 0x1112_1314, timestampEcho: 0x2122_2324, retransmissionTimeoutMilliseconds: 200,
             maximumRetransmissions: 8, timeWaitMilliseconds: 60_000, finWait2Milliseconds: 30_000)
         let bytes: [UInt8] = buffer.withUnsafeMutableBytes { raw in
@@ -305,7 +311,7 @@ struct CommandCodecTests {
         }
         #expect(bytes.count == 16 + 12 + 36)
         #expect(Array(bytes[16..<28]) == [22, 0, 0, 0, 48, 0, 0, 0, 9, 0, 0, 0])
-        #expect(Array(bytes[28..<64]) == [0x04, 0x03, 0x02, 0x01, 0x08, 0x07, 0x06, 0x05, 0x0B, 0x0A, 0b11, 7,
+        #expect(Array(bytes[28..<64]) == [0x04, 0x03, 0x02, 0x01, 0x08, 0x07, 0x06, 0x05, 0x0B, 0x0A, 0x32, 7,
                                           0x14, 0x13, 0x12, 0x11, 0x24, 0x23, 0x22, 0x21, 200, 0, 0, 0,
                                           0x60, 0xEA, 0, 0, 0x30, 0x75, 0, 0, 8, 0, 0, 0])
         bytes.withUnsafeBytes { raw in

@@ -86,7 +86,7 @@ struct NICHandshakeTests {
         #expect(dropped.isEmpty && script.engine.statistics.acceptQueueOverflows == 1 && script.engine.connectionCount == 2)
     }
 
-    @Test("an ESTABLISHED for a connection just handed to the NIC for its ending is dropped, not made a second connection")
+    @Test("an ESTABLISHED or a segment for a connection just handed to the NIC for its ending goes back to the NIC (REDELIVER), never a second connection or a RST")
     func afterHandOver() throws {
         var script = Script()
         script.engine.endingsOnNIC = true
@@ -99,11 +99,18 @@ struct NICHandshakeTests {
         #expect(script.engine.connectionCount == 0 && script.engine.statistics.endingsHandedOver == 1)
         // The NIC forwarded a duplicate of the handshake's ACK before it took the TEARDOWN.
         let emitted = script.established(parameters, timestamps: TCPTimestamps(value: 778, echoReply: 3_000_000), payload: Array("GET".utf8))
-        #expect(emitted.isEmpty && script.engine.connectionCount == 0 && script.engine.statistics.segmentsAfterHandOver == 1)
-        // So is a plain segment: no RST for a connection the NIC is ending.
-        let segment = script.inject(sequence: parameters.peerInitialSequence.rawValue + 1, acknowledgment: parameters.localInitialSequence.rawValue + 1,
-                                    flags: .ack)
-        #expect(segment.isEmpty && script.engine.statistics.segmentsAfterHandOver == 2)
+        #expect(emitted.malformed == ["REDELIVER"] && script.engine.connectionCount == 0 && script.engine.statistics.segmentsAfterHandOver == 1,
+                "given back to the NIC, which has the connection now")
+        // So is a plain segment (the client's FIN, say): no RST for a connection the NIC is ending.
+        let segment = script.inject(sequence: parameters.peerInitialSequence.rawValue + 1, acknowledgment: parameters.localInitialSequence.rawValue + 2,
+                                    flags: [.fin, .ack])
+        #expect(segment.malformed == ["REDELIVER"] && script.engine.statistics.segmentsAfterHandOver == 2)
+        // A new connection on the same port (the NIC ended the old one's TIME-WAIT for its SYN): another ISN.
+        var reused = parameters
+        reused.peerInitialSequence = parameters.peerInitialSequence + 5_000_000
+        script.established(reused, timestamps: TCPTimestamps(value: 900, echoReply: 3_000_000), payload: Array("GET".utf8))
+        let second = try #require(script.engine.accept(TCPListenerID(port: 80)), "a new incarnation is a new connection")
+        #expect(script.engine.readableBytes(second) == 3 && script.engine.statistics.handshakesFromNIC == 2)
     }
 
     @Test("into TIME-WAIT: a delayed duplicate of the old handshake's ACK does not reopen it; a newer TSval does (RFC 6191)")

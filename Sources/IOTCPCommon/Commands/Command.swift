@@ -101,6 +101,9 @@ public enum Command {
     case established(HandshakeParameters, packet: UnsafeRawBufferPointer)
     /// TEARDOWN: the connection's ending is the NIC's from now; the host has forgotten it.
     case teardown(FlowID, TeardownParameters)
+    /// REDELIVER: a received IPv4 packet the NIC forwarded for a connection the host had just handed over
+    /// (TEARDOWN): the NIC, which has it now, takes the packet as if from the wire.
+    case redeliver(packet: UnsafeRawBufferPointer)
 
     @inlinable
     public var kind: CommandKind {
@@ -127,6 +130,7 @@ public enum Command {
         case .listen: .listen
         case .established: .established
         case .teardown: .teardown
+        case .redeliver: .redeliver
         }
     }
 
@@ -149,7 +153,7 @@ public enum Command {
         switch self {
         case .error(_, let report): Swift.min(report.text.count, CommandProtocol.maxErrorTextLength)
         case .open(_, _, let path): path.count
-        case .packetIn(_, let packet), .packetOut(_, let packet), .established(_, let packet): packet.count
+        case .packetIn(_, let packet), .packetOut(_, let packet), .established(_, let packet), .redeliver(let packet): packet.count
         case .tlsKeys(_, let keys): keys.key.count + keys.iv.count
         default: 0
         }

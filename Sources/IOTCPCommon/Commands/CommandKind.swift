@@ -28,6 +28,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     case listen = 20
     case established = 21
     case teardown = 22
+    case redeliver = 23
 
     /// Body bytes after the command header that every command of this kind has.
     @inlinable
@@ -55,6 +56,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .listen: 8
         case .established: 20
         case .teardown: 36
+        case .redeliver: 0
         }
     }
 
@@ -62,7 +64,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     @inlinable
     public var hasVariableBody: Bool {
         switch self {
-        case .error, .open, .packetIn, .packetOut, .tlsKeys, .established: true
+        case .error, .open, .packetIn, .packetOut, .tlsKeys, .established, .redeliver: true
         default: false
         }
     }
@@ -91,6 +93,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .listen: "LISTEN"
         case .established: "ESTABLISHED"
         case .teardown: "TEARDOWN"
+        case .redeliver: "REDELIVER"
         }
     }
 }

@@ -60,6 +60,9 @@ public struct CommandReader {
         if kind == .tlsKeys, Int(body[2]) + Int(body[3]) != body.count - 4 {
             throw .inconsistent(kind: kind, flow: flow, field: "key and iv lengths", index: commandIndex)
         }
+        if kind == .teardown, TeardownState(rawValue: body[10] >> 4) == nil {
+            throw .inconsistent(kind: kind, flow: flow, field: "state", index: commandIndex)
+        }
         if kind == .hello, StackRole(rawValue: body[2]) == nil {
             throw .inconsistent(kind: kind, flow: flow, field: "role", index: commandIndex)
         }
@@ -168,9 +171,11 @@ public struct CommandReader {
         case .teardown:
             return .teardown(flow, TeardownParameters(
                 finSequence: SequenceNumber(u32(0)), receiveNext: SequenceNumber(u32(4)), window: u16(8), windowShift: body[11],
-                peerFinished: body[10] & TeardownParameters.peerFinishedBit != 0, timestamps: body[10] & TeardownParameters.timestampsBit != 0,
+                state: TeardownState(rawValue: body[10] >> 4) ?? .finWait1, timestamps: body[10] & TeardownParameters.timestampsBit != 0,
                 timestampValue: u32(12), timestampEcho: u32(16), retransmissionTimeoutMilliseconds: u32(20), maximumRetransmissions: u16(32),
                 timeWaitMilliseconds: u32(24), finWait2Milliseconds: u32(28)))
+        case .redeliver:
+            return .redeliver(packet: rest(0))
         }
     }
 }
@@ -228,7 +233,7 @@ extension Command {
             return nil
         case .acknowledged(let flow, _), .echo(let flow, _, _), .flowClose(let flow, _):
             return flow == .none ? "flow id" : nil
-        case .packetIn(_, let packet), .packetOut(_, let packet):
+        case .packetIn(_, let packet), .packetOut(_, let packet), .redeliver(let packet):
             if packet.isEmpty || packet.count > Int(UInt16.max) { return "packet length" }
             return nil
         case .listen(let options):

@@ -198,7 +198,7 @@ public struct CommandWriter: ~Copyable {
             body.storeLittleEndian(sequenceEnd.rawValue, at: 0)
             body.storeLittleEndian(UInt32(0), at: 4)
             body.storeLittleEndian(delay, at: 8)
-        case .packetIn(_, let packet), .packetOut(_, let packet):
+        case .packetIn(_, let packet), .packetOut(_, let packet), .redeliver(let packet):
             copy(packet, count: packet.count, into: body, at: 0)
         case .tlsKeys(_, let keys):
             body.storeLittleEndian(keys.version.rawValue, at: 0)
@@ -239,8 +239,7 @@ public struct CommandWriter: ~Copyable {
             body.storeLittleEndian(parameters.finSequence.rawValue, at: 0)
             body.storeLittleEndian(parameters.receiveNext.rawValue, at: 4)
             body.storeLittleEndian(parameters.window, at: 8)
-            body[10] = (parameters.peerFinished ? TeardownParameters.peerFinishedBit : 0)
-                | (parameters.timestamps ? TeardownParameters.timestampsBit : 0)
+            body[10] = parameters.state.rawValue << 4 | (parameters.timestamps ? TeardownParameters.timestampsBit : 0)
             body[11] = parameters.windowShift
             body.storeLittleEndian(parameters.timestampValue, at: 12)
             body.storeLittleEndian(parameters.timestampEcho, at: 16)

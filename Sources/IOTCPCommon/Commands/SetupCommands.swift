@@ -67,27 +67,40 @@ public struct HandshakeParameters: Hashable, Sendable {
     @usableFromInline static let timestampsBit: UInt8 = 2
 }
 
-/// `TEARDOWN`: the host hands a connection's ending to the NIC and frees its control block. Everything the
-/// host sent has been acknowledged; the NIC sends the FIN (at `finSequence`), retransmits it, takes the
-/// peer's FIN and ACK, answers RSTs, and holds TIME-WAIT, all on its own timers, then forgets the connection.
-/// The flow's id is released with it (no FLOW_CLOSE follows).
+/// Where a connection's ending stands when the host hands it over: our FIN has been sent in each.
+public enum TeardownState: UInt8, Sendable, Hashable {
+    /// Our FIN unacknowledged; the peer's not received.
+    case finWait1 = 1
+    /// Both FINs; ours unacknowledged.
+    case closing = 2
+    /// The peer's FIN came first; ours unacknowledged.
+    case lastAck = 3
+    /// Ours acknowledged; the peer's not received.
+    case finWait2 = 4
+    /// Both FINs, both acknowledged.
+    case timeWait = 5
+}
+
+/// `TEARDOWN`: the host hands a connection's ending to the NIC and frees its control block. The host has
+/// sent its FIN (right after the data, as any TCP does) and everything before it has been acknowledged; the
+/// NIC retransmits the FIN if it is lost, takes the peer's FIN and ACK, answers RSTs, and holds TIME-WAIT,
+/// all on its own timers, then forgets the connection. The flow's id is released with it (no FLOW_CLOSE).
 public struct TeardownParameters: Hashable, Sendable {
-    /// Our FIN's sequence number (SND.NXT: everything before it is acknowledged).
+    /// Our FIN's sequence number (everything before it is acknowledged).
     public var finSequence: SequenceNumber
-    /// RCV.NXT: what the FIN and every later ACK acknowledge.
+    /// RCV.NXT: what every later ACK acknowledges (past the peer's FIN if it came).
     public var receiveNext: SequenceNumber
     /// The window field as it goes on the wire (already scaled), and the shift that scales it: the NIC takes
     /// only segments inside the window it implies (RFC 9293 §3.10.7.4).
     public var window: UInt16
     public var windowShift: UInt8
-    /// The peer's FIN was received already (the NIC goes to LAST-ACK, not FIN-WAIT-1).
-    public var peerFinished: Bool
+    public var state: TeardownState
     /// Timestamps are on: `timestampValue` is the TSval for now (the NIC adds the milliseconds since), and
     /// `timestampEcho` the TSecr (TS.Recent).
     public var timestamps: Bool
     public var timestampValue: UInt32
     public var timestampEcho: UInt32
-    /// The FIN's first retransmission timeout, doubled each time, at most `maximumRetransmissions` times.
+    /// The FIN's retransmission timeout, doubled each time, at most `maximumRetransmissions` times.
     public var retransmissionTimeoutMilliseconds: UInt32
     public var maximumRetransmissions: UInt16
     /// How long TIME-WAIT and FIN-WAIT-2 last.
@@ -95,15 +108,15 @@ public struct TeardownParameters: Hashable, Sendable {
     public var finWait2Milliseconds: UInt32
 
     public init(
-        finSequence: SequenceNumber, receiveNext: SequenceNumber, window: UInt16, windowShift: UInt8 = 0, peerFinished: Bool, timestamps: Bool,
-        timestampValue: UInt32, timestampEcho: UInt32, retransmissionTimeoutMilliseconds: UInt32, maximumRetransmissions: UInt16,
-        timeWaitMilliseconds: UInt32, finWait2Milliseconds: UInt32
+        finSequence: SequenceNumber, receiveNext: SequenceNumber, window: UInt16, windowShift: UInt8 = 0, state: TeardownState,
+        timestamps: Bool, timestampValue: UInt32, timestampEcho: UInt32, retransmissionTimeoutMilliseconds: UInt32,
+        maximumRetransmissions: UInt16, timeWaitMilliseconds: UInt32, finWait2Milliseconds: UInt32
     ) {
         self.finSequence = finSequence
         self.receiveNext = receiveNext
         self.window = window
         self.windowShift = windowShift
-        self.peerFinished = peerFinished
+        self.state = state
         self.timestamps = timestamps
         self.timestampValue = timestampValue
         self.timestampEcho = timestampEcho
@@ -113,7 +126,6 @@ public struct TeardownParameters: Hashable, Sendable {
         self.finWait2Milliseconds = finWait2Milliseconds
     }
 
-    @usableFromInline static let peerFinishedBit: UInt8 = 1
     @usableFromInline static let timestampsBit: UInt8 = 2
 }
 

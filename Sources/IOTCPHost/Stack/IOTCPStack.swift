@@ -492,7 +492,7 @@ public final class IOTCPStack {
             case .keepalive:
                 break
             case .open, .fstat, .closeFile, .flowOpen, .flowClose, .send, .retransmit, .acknowledged, .packetOut, .tlsKeys, .sendRecords,
-                 .listen, .teardown:
+                 .listen, .teardown, .redeliver:
                 statistics.malformedCommands += 1
                 logger.warning("the NIC sent \(command.kind), a command only the host sends; ignored")
             }

@@ -108,20 +108,31 @@ extension TCPConnection {
         if state == .finWait2 { timers[.timeWait] = now + configuration.finWait2Timeout }
     }
 
-    /// Whether the connection can be handed to the NIC for its ending now: the application closed, nothing
-    /// sent is unacknowledged, nothing is queued, and no FIN of ours has gone.
+    /// Whether the connection can be handed to the NIC for its ending now: the application closed, our FIN
+    /// has been sent, and everything before it is acknowledged (only the FIN's fate and the waits remain).
     var readyForTeardown: Bool {
-        endingOnNIC && !openedActively && (state == .established || state == .closeWait) && sendUnacknowledged == sendMaximum
-            && sendNext == sendMaximum && sendQueue.isEmpty
+        guard endingOnNIC, !openedActively, let finSequence, sendNext > finSequence, sendUnacknowledged >= finSequence else { return false }
+        switch state {
+        case .finWait1, .finWait2, .closing, .lastAck, .timeWait: return true
+        default: return false
+        }
     }
 
-    /// What the NIC needs to end the connection by itself (TEARDOWN): our FIN's place, what it acknowledges,
-    /// the window and timestamps of now, and the timers.
+    /// What the NIC needs to end the connection by itself (TEARDOWN): where our FIN is, what it
+    /// acknowledges, the state, the window and timestamps of now, and the timers.
     mutating func teardownParameters(now: Instant, configuration: TCPConfiguration) -> TeardownParameters {
         let window = windowField()
         func milliseconds(_ nanoseconds: UInt64) -> UInt32 { UInt32(clamping: nanoseconds / Nanoseconds.millisecond) }
+        let ending: TeardownState
+        switch state {
+        case .closing: ending = .closing
+        case .lastAck: ending = .lastAck
+        case .finWait2: ending = .finWait2
+        case .timeWait: ending = .timeWait
+        default: ending = .finWait1
+        }
         return TeardownParameters(
-            finSequence: sendNext, receiveNext: receiveNext, window: window, windowShift: receiveWindowShift, peerFinished: state == .closeWait,
+            finSequence: finSequence ?? sendNext, receiveNext: receiveNext, window: window, windowShift: receiveWindowShift, state: ending,
             timestamps: timestampsEnabled, timestampValue: timestampClock(now), timestampEcho: timestampRecent,
             retransmissionTimeoutMilliseconds: max(milliseconds(rtt.timeout), 1),
             maximumRetransmissions: UInt16(clamping: configuration.maximumOrphanRetransmissions),
@@ -133,20 +144,16 @@ extension TCPConnection {
     /// timestamps a sequence number past the old connection's.
     func acceptsNewIncarnation(_ ack: TCPRepr) -> Bool {
         guard state == .timeWait else { return false }
-        if timestampsEnabled, let timestamps = ack.options.timestamps {
-            return Int32(bitPattern: timestamps.value &- timestampRecent) > 0
-        }
-        return !timestampsEnabled && ack.sequenceNumber - 1 > receiveNext
+        return TimeWaitReuse.accepts(timestamp: ack.options.timestamps?.value, initialSequence: ack.sequenceNumber - 1,
+                                     recentTimestamp: timestampsEnabled ? timestampRecent : nil, receiveNext: receiveNext)
     }
 
     /// In TIME-WAIT, whether a SYN starts a new incarnation (RFC 6191): with timestamps, its TSval is newer
     /// than the last one seen; without, its sequence number is past the old connection's.
     func acceptsNewConnection(_ segment: TCPRepr) -> Bool {
         guard state == .timeWait, segment.flags.contains(.syn), !segment.flags.contains(.ack), !segment.flags.contains(.rst) else { return false }
-        if timestampsEnabled, let timestamps = segment.options.timestamps {
-            return Int32(bitPattern: timestamps.value &- timestampRecent) > 0
-        }
-        return !timestampsEnabled && segment.sequenceNumber > receiveNext
+        return TimeWaitReuse.accepts(timestamp: segment.options.timestamps?.value, initialSequence: segment.sequenceNumber,
+                                     recentTimestamp: timestampsEnabled ? timestampRecent : nil, receiveNext: receiveNext)
     }
 
     /// Ends a TIME-WAIT connection without a word to the peer or the application (its slot is released at

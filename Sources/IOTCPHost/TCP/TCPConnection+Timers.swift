@@ -147,6 +147,8 @@ extension TCPConnection {
     /// CLOSED only host-built ACKs remain. Tells it once, whichever way the connection got there.
     mutating func closeFlowOnNIC<O: CommandOutput>(output: inout O) {
         guard flowOpenOnNIC, state == .timeWait || state == .closed else { return }
+        // A connection the NIC will end keeps its flow into TIME-WAIT: the TEARDOWN that follows names it.
+        if endingOnNIC && state == .timeWait { return }
         flowOpenOnNIC = false
         output.emit(.flowClose(handle.flow, reason: error == nil ? 0 : 1))
         events.insert(.closed)

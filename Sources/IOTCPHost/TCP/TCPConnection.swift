@@ -29,8 +29,8 @@ struct TCPConnection {
     /// The application closed it (not merely: never accepted it yet). Data arriving after that can never be
     /// read, and is answered with a RST (RFC 9293 §3.6).
     var closedByApplication = false
-    /// The application closed and the NIC will end the connection (TEARDOWN) once everything sent is
-    /// acknowledged: no FIN is queued here.
+    /// The application closed and the NIC will end the connection (TEARDOWN) once our FIN is out and
+    /// everything before it acknowledged.
     var endingOnNIC = false
     /// Opened by `connect`: its ending is never handed to the NIC (see `TCPEngine.connect`).
     var openedActively = false

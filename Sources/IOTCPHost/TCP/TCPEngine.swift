@@ -80,7 +80,15 @@ public final class TCPEngine {
     /// Connections handed to the NIC in the last `handOverGrace`, oldest first, and their endpoints: segments
     /// for them still in flight from the NIC are dropped, not reset. Bounded by the hand-over rate times the grace.
     @exclusivity(unchecked) private var recentHandOvers = FIFO<(key: EndpointKey, at: Instant)>()
-    @exclusivity(unchecked) private var handedOverAt: [EndpointKey: Instant] = [:]
+    @exclusivity(unchecked) private var handedOverAt: [EndpointKey: HandOver] = [:]
+
+    /// When a connection was handed over, and its peer's ISN: an ESTABLISHED with that ISN is a duplicate of
+    /// the old handshake; one with another is a new connection on a reused port (the NIC ended the old
+    /// one's TIME-WAIT for it).
+    struct HandOver {
+        var at: Instant
+        var peerInitialSequence: SequenceNumber
+    }
     /// Longer than any message takes between the halves, shorter than a peer's retransmission backoff grows.
     static let handOverGrace = 2 * Nanoseconds.second
 
@@ -273,15 +281,13 @@ public final class TCPEngine {
         pool[slot].ownedByApplication = false
         if endingsOnNIC && configuration.teardownOnNIC && !pool[slot].openedActively
             && (pool[slot].state == .established || pool[slot].state == .closeWait) {
-            // No FIN here: the NIC sends it once the data is acknowledged (at once if it is already).
+            // The FIN goes after the data as always (a client that sees it with the response closes second,
+            // and so holds no TIME-WAIT); the rest of the ending goes to the NIC once the data is acknowledged.
             pool[slot].endingOnNIC = true
-            pool[slot].markClosedByApplication(now: now, configuration: configuration)
-            if !handOverIfDone(slot, now: now, output: &output) { afterChange(slot) }
-            return
         }
         pool[slot].shutdownWrite(now: now, configuration: configuration, output: &output)
         pool[slot].markClosedByApplication(now: now, configuration: configuration)
-        afterChange(slot)
+        if !handOverIfDone(slot, now: now, output: &output) { afterChange(slot) }
     }
 
     /// Resets the connection and releases the handle.
@@ -429,7 +435,7 @@ public final class TCPEngine {
             statistics.timeWaitReopened += 1
             pool[slot].closeQuietly(output: &output)
             release(slot)
-            handleUnmatched(segment, payload: view.payload, from: ip.source, key: key, now: now, output: &output)
+            handleUnmatched(segment, payload: view.payload, from: ip.source, key: key, packet: packet, now: now, output: &output)
             return
         }
         if let slot {
@@ -437,7 +443,7 @@ public final class TCPEngine {
             if !handOverIfDone(slot, now: now, output: &output) { afterChange(slot) }
             return
         }
-        handleUnmatched(segment, payload: view.payload, from: ip.source, key: key, now: now, output: &output)
+        handleUnmatched(segment, payload: view.payload, from: ip.source, key: key, packet: packet, now: now, output: &output)
     }
 
     /// The NIC put a SEND's data on the wire (ECHO).
@@ -482,10 +488,12 @@ public final class TCPEngine {
         // believed (nor the window shift and SACK its TSecr would claim: the NIC sent none).
         if !parameters.timestamps { segment.options.timestamps = nil }
         let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
-        if !handedOverAt.isEmpty, let at = handedOverAt[key], now - at < Self.handOverGrace {
+        if !handedOverAt.isEmpty, let recent = handedOverAt[key], now - recent.at < Self.handOverGrace,
+           recent.peerInitialSequence == parameters.peerInitialSequence {
             // A duplicate of the handshake's ACK from before the connection was handed over to the NIC for
             // its ending: that connection is the NIC's now, and this must not become a second one.
             statistics.segmentsAfterHandOver += 1
+            output.emit(.redeliver(packet: packet))
             return
         }
         if let existing = byEndpoints[key].map(Int.init) {
@@ -532,14 +540,17 @@ public final class TCPEngine {
 
     // MARK: - SYNs, cookies and strays
 
+    /// `packet` is the whole IPv4 packet `segment` came in (given back to the NIC if the connection was just
+    /// handed to it).
     private func handleUnmatched<O: CommandOutput>(
-        _ segment: TCPRepr, payload: UnsafeRawBufferPointer, from remote: IPv4Address, key: EndpointKey, now: Instant,
-        output: inout O
+        _ segment: TCPRepr, payload: UnsafeRawBufferPointer, from remote: IPv4Address, key: EndpointKey, packet: UnsafeRawBufferPointer,
+        now: Instant, output: inout O
     ) {
         let flags = segment.flags
         if flags.contains(.rst) { return }
-        if !handedOverAt.isEmpty, !flags.contains(.syn), let at = handedOverAt[key], now - at < Self.handOverGrace {
+        if !handedOverAt.isEmpty, !flags.contains(.syn), let recent = handedOverAt[key], now - recent.at < Self.handOverGrace {
             statistics.segmentsAfterHandOver += 1
+            output.emit(.redeliver(packet: packet))
             return
         }
         if let listener = listeners[segment.destinationPort] {
@@ -641,13 +652,14 @@ public final class TCPEngine {
         // Whoever holds resources for its data (offloaded files) hears it is settled.
         settledOrphans.append(pool[slot].handle)
         let key = EndpointKey(remoteAddress: pool[slot].remoteAddress.rawValue, remotePort: pool[slot].remotePort, localPort: pool[slot].localPort)
+        let peerInitialSequence = pool[slot].initialReceiveSequence
         release(slot)
         while let oldest = recentHandOvers.first, now - oldest.at >= Self.handOverGrace {
             recentHandOvers.removeFirst()
-            if handedOverAt[oldest.key] == oldest.at { handedOverAt[oldest.key] = nil }
+            if handedOverAt[oldest.key]?.at == oldest.at { handedOverAt[oldest.key] = nil }
         }
         recentHandOvers.append((key, now))
-        handedOverAt[key] = now
+        handedOverAt[key] = HandOver(at: now, peerInitialSequence: peerInitialSequence)
         return true
     }
 
