@@ -499,7 +499,7 @@ public final class TCPEngine {
         if let existing = byEndpoints[key].map(Int.init) {
             if pool[existing].state != .timeWait || !pool[existing].acceptsNewIncarnation(segment) {
                 pool[existing].handle(segment, payload: view.payload, now: now, configuration: configuration, output: &output)
-                afterChange(existing)
+                if !handOverIfDone(existing, now: now, output: &output) { afterChange(existing) }
                 return
             }
             // The client reused its port while the old connection waited out TIME-WAIT here, and the NIC took
