@@ -160,8 +160,8 @@ extension NICDataPlane {
             return
         }
         let run = chunks[slot].run
-        let stride0 = run.recordPlaintext + sealer.version.overhead
-        let sealedBefore = chunks[slot].isRetransmission || (chunks[slot].sequence - run.start) % stride0 != 0
+        let stride = run.recordPlaintext + sealer.version.overhead
+        let sealedBefore = chunks[slot].isRetransmission || (chunks[slot].sequence - run.start) % stride != 0
         if sealedBefore, !fileUnchanged(run.file) {
             // A retransmission, or a record a SEND began inside: its number was sealed before. Sealing it again
             // over bytes that may differ would reuse the nonce; the flow fails instead (ESTALE).
@@ -171,7 +171,6 @@ extension NICDataPlane {
             return
         }
         let header = sealer.version.headerLength
-        let stride = run.recordPlaintext + sealer.version.overhead
         let base = pool.address(chunks[slot].buffer)
         let firstAt = chunks[slot].payloadStart - header  // where the first record starts
         var index = chunks[slot].recordCount - 1

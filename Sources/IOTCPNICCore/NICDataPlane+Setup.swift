@@ -47,22 +47,29 @@ extension NICDataPlane {
         answering syn: TCPRepr, from local: IPv4Address, to remote: IPv4Address, listener: ListenerOptions, output: inout O
     ) {
         let reply = cookies.reply(to: syn, remote: remote, local: local, now: clock, options: listener)
-        let packetLength = IPv4Repr.headerLength + reply.headerLength
+        if transmitControl(reply, from: local, to: remote, output: &output) { counters.synCookiesSent += 1 }
+    }
+
+    /// Builds a segment without payload (a SYN-ACK, a FIN, an ACK, a RST) in the scratch area and puts it on
+    /// the wire; false when the wire refused it (counted).
+    func transmitControl<O: NICOutput>(_ segment: TCPRepr, from local: IPv4Address, to remote: IPv4Address, output: inout O) -> Bool {
+        let packetLength = IPv4Repr.headerLength + segment.headerLength
         let packet = UnsafeMutableRawBufferPointer(rebasing: setupScratch[0..<packetLength])
         do throws(WireError) {
-            try IPv4Repr(source: local, destination: remote, protocol: .tcp, payloadLength: reply.headerLength).emit(into: packet)
-            let segment = UnsafeMutableRawBufferPointer(rebasing: packet[IPv4Repr.headerLength...])
-            _ = try reply.emitHeader(into: segment)
-            TCPRepr.fillChecksum(segment: segment, source: local, destination: remote)
+            try IPv4Repr(source: local, destination: remote, protocol: .tcp, payloadLength: segment.headerLength).emit(into: packet)
+            let tcp = UnsafeMutableRawBufferPointer(rebasing: packet[IPv4Repr.headerLength...])
+            _ = try segment.emitHeader(into: tcp)
+            TCPRepr.fillChecksum(segment: tcp, source: local, destination: remote)
         } catch {
-            return  // the scratch holds any SYN-ACK; unreachable
+            return false  // the scratch holds any header-only segment; unreachable
         }
-        if output.transmit(headers: UnsafeRawBufferPointer(packet), payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil) == .sent {
-            counters.synCookiesSent += 1
-            counters.packetsOut += 1
-            counters.bytesOut += packetLength
-        } else {
+        guard output.transmit(headers: UnsafeRawBufferPointer(packet), payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil) == .sent
+        else {
             counters.wireRefusals += 1
+            return false
         }
+        counters.packetsOut += 1
+        counters.bytesOut += packetLength
+        return true
     }
 }

@@ -288,8 +288,8 @@ extension NICDataPlane {
         for slot in closing.indices where closing[slot].state != .free { forgetClosing(slot) }
     }
 
-    /// A control segment of a closing connection: at `sequence` (SND.NXT by default: after our FIN once it
-    /// was sent), acknowledging RCV.NXT, with the window and the timestamps the host handed over (the TSval
+    /// A control segment of a closing connection: at `sequence` (SND.NXT by default: after our FIN, which
+    /// the host sent before the hand-over), acknowledging RCV.NXT, with the window and the timestamps the host handed over (the TSval
     /// moved on by the time since).
     func sendClosingSegment<O: NICOutput>(
         _ entry: ClosingConnection, flags: TCPFlags, sequence: SequenceNumber? = nil, now: Instant, output: inout O
@@ -299,28 +299,11 @@ extension NICDataPlane {
             let elapsed = UInt32(truncatingIfNeeded: (now - entry.handedOver) / Nanoseconds.millisecond)
             options.timestamps = TCPTimestamps(value: entry.timestampValue &+ elapsed, echoReply: entry.timestampEcho)
         }
-        let finSent = entry.state != .free
         let segment = TCPRepr(
             sourcePort: entry.key.localPort, destinationPort: entry.key.remotePort,
-            sequenceNumber: sequence ?? (finSent ? entry.finSequence + 1 : entry.finSequence),
+            sequenceNumber: sequence ?? entry.finSequence + 1,
             acknowledgmentNumber: flags.contains(.ack) ? entry.receiveNext : SequenceNumber(0), flags: flags,
             window: flags.contains(.rst) ? 0 : entry.window, options: options)
-        let packetLength = IPv4Repr.headerLength + segment.headerLength
-        let packet = UnsafeMutableRawBufferPointer(rebasing: setupScratch[0..<packetLength])
-        do throws(WireError) {
-            try IPv4Repr(source: entry.localAddress, destination: entry.remoteAddress, protocol: .tcp, payloadLength: segment.headerLength)
-                .emit(into: packet)
-            let tcp = UnsafeMutableRawBufferPointer(rebasing: packet[IPv4Repr.headerLength...])
-            _ = try segment.emitHeader(into: tcp)
-            TCPRepr.fillChecksum(segment: tcp, source: entry.localAddress, destination: entry.remoteAddress)
-        } catch {
-            return
-        }
-        if output.transmit(headers: UnsafeRawBufferPointer(packet), payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil) == .sent {
-            counters.packetsOut += 1
-            counters.bytesOut += packetLength
-        } else {
-            counters.wireRefusals += 1
-        }
+        _ = transmitControl(segment, from: entry.localAddress, to: entry.remoteAddress, output: &output)
     }
 }

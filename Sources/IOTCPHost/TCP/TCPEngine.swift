@@ -405,21 +405,30 @@ public final class TCPEngine {
 
     // MARK: - Input from the NIC
 
-    /// A received IPv4 packet (PACKET_IN). `flow` is the NIC's guess of its connection, checked here.
-    public func handlePacket<O: CommandOutput>(
-        _ packet: UnsafeRawBufferPointer, flow: FlowID = .none, now: Instant, output: inout O
-    ) {
+    /// Counts a received packet and parses it: a TCP segment to this address with a good checksum, or nil
+    /// (counted as malformed or as a bad checksum). PACKET_IN and ESTABLISHED both come through here.
+    private func receivedSegment(
+        _ packet: UnsafeRawBufferPointer
+    ) -> (ip: IPv4PacketView, view: TCPSegmentView, segment: TCPRepr)? {
         statistics.segmentsReceived += 1
         guard let ip = try? IPv4PacketView(packet), ip.protocol == .tcp, ip.destination == localAddress,
               let view = try? TCPSegmentView(ip.payload), let segment = try? TCPRepr(view)
         else {
             statistics.malformedPackets += 1
-            return
+            return nil
         }
         if verifyChecksums && !view.checksumVerifies(source: ip.source, destination: ip.destination) {
             statistics.badChecksums += 1
-            return
+            return nil
         }
+        return (ip, view, segment)
+    }
+
+    /// A received IPv4 packet (PACKET_IN). `flow` is the NIC's guess of its connection, checked here.
+    public func handlePacket<O: CommandOutput>(
+        _ packet: UnsafeRawBufferPointer, flow: FlowID = .none, now: Instant, output: inout O
+    ) {
+        guard let (ip, view, segment) = receivedSegment(packet) else { return }
         let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
         var slot: Int?
         if let hinted = liveSlot(flow), pool[hinted].remoteAddress == ip.source,
@@ -466,17 +475,7 @@ public final class TCPEngine {
     public func handleEstablished<O: CommandOutput>(
         _ parameters: HandshakeParameters, packet: UnsafeRawBufferPointer, now: Instant, output: inout O
     ) {
-        statistics.segmentsReceived += 1
-        guard let ip = try? IPv4PacketView(packet), ip.protocol == .tcp, ip.destination == localAddress,
-              let view = try? TCPSegmentView(ip.payload), var segment = try? TCPRepr(view)
-        else {
-            statistics.malformedPackets += 1
-            return
-        }
-        if verifyChecksums && !view.checksumVerifies(source: ip.source, destination: ip.destination) {
-            statistics.badChecksums += 1
-            return
-        }
+        guard case (let ip, let view, var segment)? = receivedSegment(packet) else { return }
         guard segment.flags.contains(.ack), !segment.flags.contains(.syn), !segment.flags.contains(.rst),
               segment.acknowledgmentNumber == parameters.localInitialSequence + 1,
               segment.sequenceNumber == parameters.peerInitialSequence + 1
