@@ -142,6 +142,31 @@ struct TCPHardeningTests {
         #expect(script.engine.error(of: handle) == .timedOut, "given up after \(elapsed / 1000) s")
     }
 
+    @Test("a closed connection whose peer shut its window and vanished is given up after the orphan limit of probes")
+    func vanishedZeroWindowOrphan() throws {
+        var configuration = TCPConfiguration()
+        configuration.maximumRetransmissions = 15
+        configuration.maximumOrphanRetransmissions = 3
+        var script = Script(configuration: configuration)
+        let (handle, iss) = try establishPassive(&script, window: 65535)
+        _ = try script.writeFile(handle, length: 1000)
+        for (_, range) in script.output.take().sends {
+            script.engine.handleEcho(flow: handle.flow, sequenceEnd: range.sequence + Int(range.length), nicDelayNanoseconds: 0,
+                                     now: script.now, output: &script.output)
+        }
+        script.inject(sequence: 1001, acknowledgment: iss &+ 1 &+ 1000, flags: .ack, window: 0, options: script.peerTimestamps(2000))
+        _ = try script.writeFile(handle, length: 5000)
+        try script.engine.close(handle, now: script.now, output: &script.output)
+        var probes = 0
+        var elapsed = 0
+        while script.engine.state(of: handle) != nil && script.engine.state(of: handle) != .closed && elapsed < 600_000 {
+            probes += script.advance(milliseconds: 100).segments.filter { $0.sequence == SequenceNumber(iss &+ 1000) && $0.payload.isEmpty }.count
+            elapsed += 100
+        }
+        #expect(probes == 3, "three probes, the orphan limit, not fifteen")
+        #expect(elapsed < 60_000, "given up after \(elapsed / 1000) s, not minutes")
+    }
+
     @Test("a usable window under a segment and under half the largest offered is not used at once (MUST-38)")
     func senderSillyWindowAvoidance() throws {
         var script = Script()

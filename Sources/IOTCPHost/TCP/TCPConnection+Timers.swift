@@ -18,7 +18,12 @@ extension TCPConnection {
         }
         if let deadline = timers[.persist], deadline <= now {
             timers[.persist] = nil
-            if Int(unansweredProbes) >= configuration.maximumRetransmissions {
+            // A closed connection's probes are limited as its retransmissions are: a peer that shut its window
+            // and vanished would otherwise hold an orphan for minutes of backed-off probes.
+            let probeLimit = closedByApplication
+                ? min(configuration.maximumRetransmissions, configuration.maximumOrphanRetransmissions)
+                : configuration.maximumRetransmissions
+            if Int(unansweredProbes) >= probeLimit {
                 fail(.timedOut, output: &output)
                 return
             }
