@@ -31,6 +31,7 @@ struct CFailure: Error {
             case .noFreePort: EADDRNOTAVAIL
             case .tooManyConnections: EMFILE
             case .invalidArgument: EINVAL
+            case .cannotSplice: EOPNOTSUPP
             }
         case .badSocket, .badFile: EBADF
         case .invalidPath: EINVAL

@@ -41,6 +41,11 @@ public enum NICReport {
             ("fin-retransmissions", "\(plane.finRetransmissions)"), ("endings-finished", "\(plane.closingFinished)"),
             ("endings-abandoned", "\(plane.closingAbandoned)"), ("endings-reset", "\(plane.closingReset)"),
             ("time-wait-reused", "\(plane.timeWaitReused)"), ("teardown-overflows", "\(plane.teardownOverflows)"),
+            ("splices-started", "\(plane.splices)"), ("splices-now", "\(dataPlane.spliceCount)"),
+            ("splice-refusals", "\(plane.spliceRefusals)"), ("splice-segments", "\(plane.splicedSegments)"),
+            ("splice-payload", "\(plane.splicedBytes)"), ("splice-drops", "\(plane.spliceDrops)"),
+            ("splices-finished", "\(plane.splicesFinished)"), ("splices-reset", "\(plane.splicesReset)"),
+            ("splice-idle-resets", "\(plane.spliceIdleResets)"), ("splice-head-resends", "\(plane.spliceHeadResends)"),
         ]
         if let table = dataPlane.files as? FileTable, table.directIO {
             fields.append(("direct-fallbacks", "\(table.directFallbacks)"))

@@ -10,7 +10,7 @@ extension NICDataPlane {
         counters.commands += 1
         clock = now
         switch command {
-        case .hello, .keepalive, .error, .opened, .stat, .echo, .packetIn, .device, .established:
+        case .hello, .keepalive, .error, .opened, .stat, .echo, .packetIn, .device, .established, .spliceEnded:
             break  // not for the NIC to act on
         case .open(let requestID, _, let path):
             open(requestID: requestID, path: String(decoding: path, as: UTF8.self), output: &output)
@@ -52,6 +52,8 @@ extension NICDataPlane {
             teardown(flow: flow, parameters, now: now, output: &output)
         case .redeliver(let packet):
             redeliver(packet, output: &output)
+        case .splice(let flow, let parameters, let head):
+            splice(clientFlow: flow, parameters, head: head, now: now, output: &output)
         }
     }
 
@@ -142,6 +144,7 @@ extension NICDataPlane {
         openedStatus.removeAll()
         listeners.removeAll()
         forgetAllClosing()
+        forgetAllSplices()
     }
 
     // MARK: - SEND

@@ -112,6 +112,10 @@ extension NICDataPlane {
         }
         counters.redelivered += 1
         let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
+        if let spliced = splicesByEndpoints[key] {
+            _ = relaySpliced(ip: ip, segment: segment, found: spliced, output: &output)
+            return
+        }
         _ = receiveClosing(ip: ip, segment: segment, key: key, output: &output)
     }
 

@@ -17,6 +17,7 @@ extension NICDataPlane {
         if reap(now: now) > 0 { worked = true }
         if transmitReady(now: now, output: &output) { worked = true }
         expireClosing(now: now, output: &output)
+        expireSplices(now: now, output: &output)
         // Buffers the wire let go of can start the next reads now rather than next turn.
         if !readingFlows.isEmpty {
             startReads(now: now)
@@ -305,6 +306,9 @@ extension NICDataPlane {
         }
         let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
         counters.packetsIn += 1
+        // Spliced peers first: the host has forgotten both connections.
+        if !splicesByEndpoints.isEmpty, let spliced = splicesByEndpoints[key],
+           relaySpliced(ip: ip, segment: segment, found: spliced, output: &output) { return }
         guard let index = flowsByEndpoints[key] else {
             if !closingByEndpoints.isEmpty, receiveClosing(ip: ip, segment: segment, key: key, output: &output) { return }
             if let listener = listeners[segment.destinationPort],

@@ -56,6 +56,10 @@ public final class NICDataPlane {
         public var maximumDeferredBytes = 8 << 20
         /// Connections whose ending the NIC holds at once (TEARDOWN); past it a handed-over one is reset.
         public var maximumClosingConnections = 1 << 18
+        /// Splices relayed at once (SPLICE); past it both connections of a new one are reset.
+        public var maximumSplices = 1 << 16
+        /// Bytes of heads not yet acknowledged by their backends, over every splice.
+        public var maximumSpliceHeadBytes = 64 << 20
 
         public init() {}
     }
@@ -130,6 +134,19 @@ public final class NICDataPlane {
         public var challengesSuppressed = 0
         /// Packets the host gave back (REDELIVER) for connections it had just handed over.
         public var redelivered = 0
+        /// SPLICEs taken, and refused (no room, or connections that cannot be joined: both reset); segments
+        /// and payload bytes relayed between spliced peers; segments not passed on (a SYN, bytes the host
+        /// had already received); splices finished (both FINs acknowledged), reset by a peer, reset for
+        /// idleness; head retransmissions.
+        public var splices = 0
+        public var spliceRefusals = 0
+        public var splicedSegments = 0
+        public var splicedBytes = 0
+        public var spliceDrops = 0
+        public var splicesFinished = 0
+        public var splicesReset = 0
+        public var spliceIdleResets = 0
+        public var spliceHeadResends = 0
     }
 
     // MARK: - State
@@ -172,6 +189,16 @@ public final class NICDataPlane {
     var closingByEndpoints: [EndpointKey: Int32] = [:]
     var closingWheel = TimerWheel(tick: Nanoseconds.millisecond, bucketCount: 1024, start: .zero)
     var closingDue: [Int] = []
+    /// Splices (SPLICE), their free entries, their index by either peer's endpoints (entry << 1, and 1 for
+    /// the backend), the wheel of their deadlines, the head bytes they hold, and where a relayed packet is
+    /// rewritten (the largest IPv4 packet).
+    var splices: [SpliceConnection] = []
+    var freeSplices: [Int32] = []
+    var splicesByEndpoints: [EndpointKey: Int32] = [:]
+    var spliceWheel = TimerWheel(tick: Nanoseconds.millisecond, bucketCount: 1024, start: .zero)
+    var spliceDue: [Int] = []
+    var spliceHeadBytes = 0
+    let spliceScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
 
     struct EndpointKey: Hashable {
         var remoteAddress: UInt32
@@ -314,6 +341,7 @@ public final class NICDataPlane {
         drain()
         headers.deallocate()
         setupScratch.deallocate()
+        spliceScratch.deallocate()
     }
 
     /// Waits for every read in flight (abandoned ones included) and takes their buffers back.

@@ -12,6 +12,7 @@ enum OwnedCommand: Equatable {
     case tlsKeys(FlowID, version: TLSRecordVersion, key: [UInt8], iv: [UInt8])
     case established(HandshakeParameters, [UInt8])
     case redeliver([UInt8])
+    case splice(FlowID, SpliceParameters, [UInt8])
 
     init(_ command: Command) {
         switch command {
@@ -25,6 +26,7 @@ enum OwnedCommand: Equatable {
         case .tlsKeys(let flow, let keys): self = .tlsKeys(flow, version: keys.version, key: Array(keys.key), iv: Array(keys.iv))
         case .established(let parameters, let packet): self = .established(parameters, Array(packet))
         case .redeliver(let packet): self = .redeliver(Array(packet))
+        case .splice(let flow, let parameters, let head): self = .splice(flow, parameters, Array(head))
         default: self = .plain(String(describing: command))
         }
     }
@@ -42,6 +44,7 @@ enum OwnedCommand: Equatable {
             return key.withUnsafeBytes { key in iv.withUnsafeBytes { iv in body(.tlsKeys(flow, TLSKeys(version: version, key: key, iv: iv))) } }
         case .established(let parameters, let packet): return packet.withUnsafeBytes { body(.established(parameters, packet: $0)) }
         case .redeliver(let packet): return packet.withUnsafeBytes { body(.redeliver(packet: $0)) }
+        case .splice(let flow, let parameters, let head): return head.withUnsafeBytes { body(.splice(flow, parameters, head: $0)) }
         case .device(let requestID, let file, let namespace, let model, let serial):
             return model.withUnsafeBytes { model in
                 serial.withUnsafeBytes { serial in
@@ -149,6 +152,28 @@ extension SeededGenerator {
                 timestamps: Bool.random(using: &self), timestampValue: next32(), timestampEcho: next32(),
                 retransmissionTimeoutMilliseconds: UInt32.random(in: 1...UInt32.max, using: &self), maximumRetransmissions: next16(),
                 timeWaitMilliseconds: next32(), finWait2Milliseconds: next32()))
+        case .splice:
+            let timestamps = Bool.random(using: &self)
+            func side() -> SpliceConnectionState {
+                SpliceConnectionState(
+                    remoteAddress: IPv4Address(rawValue: next32()), remotePort: UInt16.random(in: 1...UInt16.max, using: &self),
+                    localPort: UInt16.random(in: 1...UInt16.max, using: &self), sendNext: SequenceNumber(next32()),
+                    receiveNext: SequenceNumber(next32()), timestamps: timestamps, timestampValue: next32(), timestampEcho: next32(),
+                    window: next16(), localWindowShift: UInt8.random(in: 0...14, using: &self),
+                    peerWindowShift: UInt8.random(in: 0...14, using: &self), peerSegmentSize: UInt16.random(in: 1...UInt16.max, using: &self),
+                    selectiveAcknowledgments: Bool.random(using: &self))
+            }
+            owned = .splice(flow, SpliceParameters(
+                client: side(), backend: side(), backendFlow: FlowID(UInt32.random(in: 1...UInt32.max, using: &self)),
+                localAddress: IPv4Address(rawValue: next32()), retransmissionTimeoutMilliseconds: UInt32.random(in: 1...UInt32.max, using: &self),
+                maximumRetransmissions: next16(), idleTimeoutMilliseconds: UInt32.random(in: 1...UInt32.max, using: &self),
+                lingerMilliseconds: next32()), bytes(0...2000))
+            return owned.withCommand { body($0, owned) }
+        case .spliceEnded:
+            command = .spliceEnded(flow, SpliceReport(
+                backendFlow: FlowID(UInt32.random(in: 1...UInt32.max, using: &self)),
+                reason: SpliceEndReason(rawValue: UInt8.random(in: 0...5, using: &self))!, clientBytes: next(), backendBytes: next(),
+                backendAddress: IPv4Address(rawValue: next32()), backendPort: next16(), backendLocalPort: next16()))
         case .established:
             let shift: UInt8? = Bool.random(using: &self) ? UInt8.random(in: 0...14, using: &self) : nil
             owned = .established(HandshakeParameters(
@@ -317,6 +342,47 @@ struct CommandCodecTests {
         bytes.withUnsafeBytes { raw in
             let (commands, errors) = decodeAll(raw)
             #expect(errors.isEmpty && commands == [.plain(String(describing: Command.teardown(FlowID(9), parameters)))])
+        }
+    }
+
+    @Test("a SPLICE is laid out as the protocol document says, head after the fixed part; SPLICE_ENDED too")
+    func spliceLayout() {
+        let client = SpliceConnectionState(
+            remoteAddress: IPv4Address(10, 0, 0, 1), remotePort: 0x0102, localPort: 80, sendNext: SequenceNumber(0x1112_1314),
+            receiveNext: SequenceNumber(0x2122_2324), timestamps: true, timestampValue: 0x3132_3334, timestampEcho: 0x4142_4344,
+            window: 0x0506, localWindowShift: 7, peerWindowShift: 9, peerSegmentSize: 1448, selectiveAcknowledgments: true)
+        var backend = client
+        backend.remoteAddress = IPv4Address(10, 0, 0, 9)
+        backend.selectiveAcknowledgments = false
+        let parameters = SpliceParameters(
+            client: client, backend: backend, backendFlow: FlowID(0x0A0B_0C0D), localAddress: IPv4Address(10, 0, 0, 2),
+            retransmissionTimeoutMilliseconds: 200, maximumRetransmissions: 15, idleTimeoutMilliseconds: 300_000, lingerMilliseconds: 5_000)
+        let head = Array("GET / HTTP/1.1\r\n\r\n".utf8)
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let bytes: [UInt8] = buffer.withUnsafeMutableBytes { raw in
+            var writer = CommandWriter(buffer: raw)
+            head.withUnsafeBytes { _ = writer.append(.splice(FlowID(9), parameters, head: $0)) }
+            let report = SpliceReport(backendFlow: FlowID(0x0A0B_0C0D), reason: .finished, clientBytes: 7, backendBytes: 0x0102_0304,
+                                      backendAddress: IPv4Address(10, 0, 0, 9), backendPort: 8080, backendLocalPort: 33000)
+            writer.append(.spliceEnded(FlowID(9), report))
+            return Array(writer.finish(sequence: 1))
+        }
+        #expect(bytes.count == 16 + 12 + 88 + head.count + 12 + 32)
+        #expect(Array(bytes[16..<28]) == [24, 0, 0, 0, UInt8(100 + head.count), 0, 0, 0, 9, 0, 0, 0])
+        #expect(Array(bytes[28..<60]) == [1, 0, 0, 10, 0x02, 0x01, 80, 0, 0x14, 0x13, 0x12, 0x11, 0x24, 0x23, 0x22, 0x21,
+                                          0x34, 0x33, 0x32, 0x31, 0x44, 0x43, 0x42, 0x41, 0x06, 0x05, 0xA8, 0x05, 9, 7, 3, 0])
+        #expect(bytes[28 + 32] == 9 && bytes[28 + 35] == 10 && bytes[28 + 62] == 1, "the backend's address, and only timestamps set")
+        #expect(Array(bytes[(28 + 64)..<(28 + 88)]) == [0x0D, 0x0C, 0x0B, 0x0A, 2, 0, 0, 10, 200, 0, 0, 0, 0xE0, 0x93, 0x04, 0,
+                                                        0x88, 0x13, 0, 0, 15, 0, 0, 0])
+        #expect(Array(bytes[(28 + 88)..<(28 + 88 + head.count)]) == head)
+        let ended = 28 + 88 + head.count
+        #expect(Array(bytes[ended..<(ended + 12)]) == [25, 0, 0, 0, 44, 0, 0, 0, 9, 0, 0, 0])
+        #expect(Array(bytes[(ended + 12)..<(ended + 44)]) == [0x0D, 0x0C, 0x0B, 0x0A, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0,
+                                                              4, 3, 2, 1, 0, 0, 0, 0, 9, 0, 0, 10, 0x90, 0x1F, 0xE8, 0x80])
+        bytes.withUnsafeBytes { raw in
+            let (commands, errors) = decodeAll(raw)
+            #expect(errors.isEmpty && commands.count == 2)
+            #expect(commands.first == .splice(FlowID(9), parameters, head))
         }
     }
 

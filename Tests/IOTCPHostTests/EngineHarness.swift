@@ -11,6 +11,7 @@ enum Emitted {
     case acknowledged(FlowID, through: SequenceNumber)
     case flowOpen(FlowID, FlowEndpoints)
     case flowClose(FlowID)
+    case splice(FlowID, SpliceParameters, head: [UInt8])
     case other(String)
 }
 
@@ -40,6 +41,7 @@ struct RecordingOutput: CommandOutput {
         case .acknowledged(let flow, let through): emitted.append(.acknowledged(flow, through: through))
         case .flowOpen(let flow, let endpoints): emitted.append(.flowOpen(flow, endpoints))
         case .flowClose(let flow, _): emitted.append(.flowClose(flow))
+        case .splice(let flow, let parameters, let head): emitted.append(.splice(flow, parameters, head: Array(head)))
         default: emitted.append(.other(String(describing: command.kind)))
         }
     }

@@ -14,6 +14,8 @@ struct CollectingNICOutput: NICOutput {
     /// ESTABLISHED commands (parameters and the packet), and PACKET_IN ones (flow and packet).
     var established: [(HandshakeParameters, [UInt8])] = []
     var packetsIn: [(FlowID, [UInt8])] = []
+    /// SPLICE_ENDED commands.
+    var spliceEnds: [(FlowID, SpliceReport)] = []
     /// Per packet: the segment size the wire is to cut it at (0: an ordinary packet), and whether its
     /// checksum was left to the wire.
     var segmentSizes: [Int] = []
@@ -43,6 +45,9 @@ struct CollectingNICOutput: NICOutput {
             replies.append(String(describing: command.kind))
         case .packetIn(let flow, let packet):
             packetsIn.append((flow, Array(packet)))
+            replies.append(String(describing: command.kind))
+        case .spliceEnded(let flow, let report):
+            spliceEnds.append((flow, report))
             replies.append(String(describing: command.kind))
         default: replies.append(String(describing: command.kind))
         }

@@ -104,6 +104,10 @@ public enum Command {
     /// REDELIVER: a received IPv4 packet the NIC forwarded for a connection the host had just handed over
     /// (TEARDOWN): the NIC, which has it now, takes the packet as if from the wire.
     case redeliver(packet: UnsafeRawBufferPointer)
+    /// SPLICE: two connections joined on the NIC (the flow is the client's); `head` goes to the backend first.
+    case splice(FlowID, SpliceParameters, head: UnsafeRawBufferPointer)
+    /// SPLICE_ENDED: the NIC has forgotten a splice (the flow is the client's).
+    case spliceEnded(FlowID, SpliceReport)
 
     @inlinable
     public var kind: CommandKind {
@@ -131,6 +135,8 @@ public enum Command {
         case .established: .established
         case .teardown: .teardown
         case .redeliver: .redeliver
+        case .splice: .splice
+        case .spliceEnded: .spliceEnded
         }
     }
 
@@ -140,7 +146,7 @@ public enum Command {
         case .error(let flow, _), .flowOpen(let flow, _), .flowClose(let flow, _), .send(let flow, _),
              .retransmit(let flow, _, _, _), .acknowledged(let flow, _), .echo(let flow, _, _),
              .packetIn(let flow, _), .packetOut(let flow, _), .tlsKeys(let flow, _), .sendRecords(let flow, _),
-             .teardown(let flow, _):
+             .teardown(let flow, _), .splice(let flow, _, _), .spliceEnded(let flow, _):
             flow
         default:
             .none
@@ -155,6 +161,7 @@ public enum Command {
         case .open(_, _, let path): path.count
         case .packetIn(_, let packet), .packetOut(_, let packet), .established(_, let packet), .redeliver(let packet): packet.count
         case .tlsKeys(_, let keys): keys.key.count + keys.iv.count
+        case .splice(_, _, let head): head.count
         default: 0
         }
     }

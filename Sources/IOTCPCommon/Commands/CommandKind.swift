@@ -29,6 +29,8 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     case established = 21
     case teardown = 22
     case redeliver = 23
+    case splice = 24
+    case spliceEnded = 25
 
     /// Body bytes after the command header that every command of this kind has.
     @inlinable
@@ -57,6 +59,8 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .established: 20
         case .teardown: 36
         case .redeliver: 0
+        case .splice: 88
+        case .spliceEnded: 32
         }
     }
 
@@ -64,7 +68,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     @inlinable
     public var hasVariableBody: Bool {
         switch self {
-        case .error, .open, .packetIn, .packetOut, .tlsKeys, .established, .redeliver: true
+        case .error, .open, .packetIn, .packetOut, .tlsKeys, .established, .redeliver, .splice: true
         default: false
         }
     }
@@ -94,6 +98,8 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .established: "ESTABLISHED"
         case .teardown: "TEARDOWN"
         case .redeliver: "REDELIVER"
+        case .splice: "SPLICE"
+        case .spliceEnded: "SPLICE_ENDED"
         }
     }
 }

@@ -63,6 +63,9 @@ public struct CommandReader {
         if kind == .teardown, TeardownState(rawValue: body[10] >> 4) == nil {
             throw .inconsistent(kind: kind, flow: flow, field: "state", index: commandIndex)
         }
+        if kind == .spliceEnded, SpliceEndReason(rawValue: body[4]) == nil {
+            throw .inconsistent(kind: kind, flow: flow, field: "reason", index: commandIndex)
+        }
         if kind == .hello, StackRole(rawValue: body[2]) == nil {
             throw .inconsistent(kind: kind, flow: flow, field: "role", index: commandIndex)
         }
@@ -86,6 +89,21 @@ public struct CommandReader {
                     value: body.littleEndian(UInt32.self, at: offset + 12),
                     echoReply: body.littleEndian(UInt32.self, at: offset + 16))
                 : nil)
+    }
+
+    @inlinable
+    static func readSpliceConnection(_ body: UnsafeRawBufferPointer, at offset: Int) -> SpliceConnectionState {
+        let flags = body[offset + 30]
+        return SpliceConnectionState(
+            remoteAddress: IPv4Address(rawValue: body.littleEndian(UInt32.self, at: offset)),
+            remotePort: body.littleEndian(UInt16.self, at: offset + 4), localPort: body.littleEndian(UInt16.self, at: offset + 6),
+            sendNext: SequenceNumber(body.littleEndian(UInt32.self, at: offset + 8)),
+            receiveNext: SequenceNumber(body.littleEndian(UInt32.self, at: offset + 12)),
+            timestamps: flags & SpliceConnectionState.timestampsBit != 0,
+            timestampValue: body.littleEndian(UInt32.self, at: offset + 16), timestampEcho: body.littleEndian(UInt32.self, at: offset + 20),
+            window: body.littleEndian(UInt16.self, at: offset + 24), localWindowShift: body[offset + 29],
+            peerWindowShift: body[offset + 28], peerSegmentSize: body.littleEndian(UInt16.self, at: offset + 26),
+            selectiveAcknowledgments: flags & SpliceConnectionState.selectiveAcknowledgmentsBit != 0)
     }
 
     /// Decodes a body whose length has been checked against the kind.
@@ -176,6 +194,15 @@ public struct CommandReader {
                 timeWaitMilliseconds: u32(24), finWait2Milliseconds: u32(28)))
         case .redeliver:
             return .redeliver(packet: rest(0))
+        case .splice:
+            return .splice(flow, SpliceParameters(
+                client: readSpliceConnection(body, at: 0), backend: readSpliceConnection(body, at: SpliceConnectionState.encodedLength),
+                backendFlow: FlowID(u32(64)), localAddress: IPv4Address(rawValue: u32(68)), retransmissionTimeoutMilliseconds: u32(72),
+                maximumRetransmissions: u16(84), idleTimeoutMilliseconds: u32(76), lingerMilliseconds: u32(80)), head: rest(88))
+        case .spliceEnded:
+            return .spliceEnded(flow, SpliceReport(
+                backendFlow: FlowID(u32(0)), reason: SpliceEndReason(rawValue: body[4]) ?? .reset, clientBytes: u64(8),
+                backendBytes: u64(16), backendAddress: IPv4Address(rawValue: u32(24)), backendPort: u16(28), backendLocalPort: u16(30)))
         }
     }
 }
@@ -246,6 +273,20 @@ extension Command {
             if parameters.retransmissionTimeoutMilliseconds == 0 { return "retransmission timeout" }
             if parameters.windowShift > 14 { return "window shift" }
             return nil
+        case .splice(let flow, let parameters, let head):
+            if flow == .none || parameters.backendFlow == .none { return "flow id" }
+            if head.count > SpliceParameters.maximumHeadLength { return "head length" }
+            for side in [parameters.client, parameters.backend] {
+                if side.peerSegmentSize == 0 { return "peer segment size" }
+                if side.localWindowShift > 14 || side.peerWindowShift > 14 { return "window shift" }
+                if side.remotePort == 0 || side.localPort == 0 { return "port" }
+            }
+            if parameters.client.timestamps != parameters.backend.timestamps { return "timestamps" }
+            if parameters.retransmissionTimeoutMilliseconds == 0 { return "retransmission timeout" }
+            if parameters.idleTimeoutMilliseconds == 0 { return "idle timeout" }
+            return nil
+        case .spliceEnded(let flow, let report):
+            return flow == .none || report.backendFlow == .none ? "flow id" : nil
         case .established(let parameters, let packet):
             if packet.count < 40 || packet.count > Int(UInt16.max) { return "packet length" }
             if parameters.peerSegmentSize == 0 { return "peer segment size" }

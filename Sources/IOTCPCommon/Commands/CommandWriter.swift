@@ -112,6 +112,24 @@ public struct CommandWriter: ~Copyable {
     }
 
     @inlinable
+    static func writeSpliceConnection(_ side: SpliceConnectionState, into body: UnsafeMutableRawBufferPointer, at offset: Int) {
+        body.storeLittleEndian(side.remoteAddress.rawValue, at: offset)
+        body.storeLittleEndian(side.remotePort, at: offset + 4)
+        body.storeLittleEndian(side.localPort, at: offset + 6)
+        body.storeLittleEndian(side.sendNext.rawValue, at: offset + 8)
+        body.storeLittleEndian(side.receiveNext.rawValue, at: offset + 12)
+        body.storeLittleEndian(side.timestampValue, at: offset + 16)
+        body.storeLittleEndian(side.timestampEcho, at: offset + 20)
+        body.storeLittleEndian(side.window, at: offset + 24)
+        body.storeLittleEndian(side.peerSegmentSize, at: offset + 26)
+        body[offset + 28] = side.peerWindowShift
+        body[offset + 29] = side.localWindowShift
+        body[offset + 30] = (side.timestamps ? SpliceConnectionState.timestampsBit : 0)
+            | (side.selectiveAcknowledgments ? SpliceConnectionState.selectiveAcknowledgmentsBit : 0)
+        body[offset + 31] = 0
+    }
+
+    @inlinable
     static func copy(_ bytes: UnsafeRawBufferPointer, count: Int, into body: UnsafeMutableRawBufferPointer, at offset: Int) {
         guard count > 0, let source = bytes.baseAddress else { return }
         (body.baseAddress! + offset).copyMemory(from: source, byteCount: count)
@@ -248,6 +266,27 @@ public struct CommandWriter: ~Copyable {
             body.storeLittleEndian(parameters.finWait2Milliseconds, at: 28)
             body.storeLittleEndian(parameters.maximumRetransmissions, at: 32)
             body.storeLittleEndian(UInt16(0), at: 34)
+        case .splice(_, let parameters, let head):
+            writeSpliceConnection(parameters.client, into: body, at: 0)
+            writeSpliceConnection(parameters.backend, into: body, at: SpliceConnectionState.encodedLength)
+            body.storeLittleEndian(parameters.backendFlow.rawValue, at: 64)
+            body.storeLittleEndian(parameters.localAddress.rawValue, at: 68)
+            body.storeLittleEndian(parameters.retransmissionTimeoutMilliseconds, at: 72)
+            body.storeLittleEndian(parameters.idleTimeoutMilliseconds, at: 76)
+            body.storeLittleEndian(parameters.lingerMilliseconds, at: 80)
+            body.storeLittleEndian(parameters.maximumRetransmissions, at: 84)
+            body.storeLittleEndian(UInt16(0), at: 86)
+            copy(head, count: head.count, into: body, at: 88)
+        case .spliceEnded(_, let report):
+            body.storeLittleEndian(report.backendFlow.rawValue, at: 0)
+            body[4] = report.reason.rawValue
+            body[5] = 0
+            body.storeLittleEndian(UInt16(0), at: 6)
+            body.storeLittleEndian(report.clientBytes, at: 8)
+            body.storeLittleEndian(report.backendBytes, at: 16)
+            body.storeLittleEndian(report.backendAddress.rawValue, at: 24)
+            body.storeLittleEndian(report.backendPort, at: 28)
+            body.storeLittleEndian(report.backendLocalPort, at: 30)
         }
     }
 }

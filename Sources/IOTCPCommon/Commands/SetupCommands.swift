@@ -135,4 +135,6 @@ public enum NICFeatures {
     public static let connectionSetup: UInt64 = 1 << 0
     /// TEARDOWN: connections' endings on the NIC.
     public static let connectionTeardown: UInt64 = 1 << 1
+    /// SPLICE and SPLICE_ENDED: two connections joined and relayed on the NIC.
+    public static let connectionSplicing: UInt64 = 1 << 2
 }

@@ -190,6 +190,23 @@ public final class IOTCPStack {
         }
     }
 
+    /// Joins two connections on the NIC for a proxy (`TCPEngine.splice`): `head`, then whatever of the
+    /// client's request is not yet read, goes to the backend, and from then the NIC relays between the two
+    /// peers; both sockets are released (deregistered, as by `close`). Throws `.tcp(.cannotSplice)`,
+    /// changing nothing, when they cannot be spliced now: copy between them instead.
+    public func splice(_ client: Socket, to backend: Socket, head: UnsafeRawBufferPointer) throws(IOTCPError) {
+        try checkChannel()
+        let clientHandle = try connection(client), backendHandle = try connection(backend)
+        var output = sender
+        do throws(TCPError) {
+            try engine.splice(clientHandle, to: backendHandle, head: head, now: clock(), output: &output)
+        } catch { throw .tcp(error) }
+        for (socket, handle) in [(client, clientHandle), (backend, backendHandle)] {
+            interest.deregister(socket)
+            nicFailures[handle] = nil
+        }
+    }
+
     /// Resets a connection (RST) and releases the socket.
     public func abort(_ socket: Socket) throws(IOTCPError) {
         let handle = try connection(socket)
@@ -489,10 +506,13 @@ public final class IOTCPStack {
             case .hello(let hello):
                 nic = hello
                 engine.endingsOnNIC = engine.configuration.teardownOnNIC && hello.features & NICFeatures.connectionTeardown != 0
+                engine.splicingOnNIC = hello.features & NICFeatures.connectionSplicing != 0
+            case .spliceEnded(_, let report):
+                engine.spliceEnded(report)
             case .keepalive:
                 break
             case .open, .fstat, .closeFile, .flowOpen, .flowClose, .send, .retransmit, .acknowledged, .packetOut, .tlsKeys, .sendRecords,
-                 .listen, .teardown, .redeliver:
+                 .listen, .teardown, .redeliver, .splice:
                 statistics.malformedCommands += 1
                 logger.warning("the NIC sent \(command.kind), a command only the host sends; ignored")
             }

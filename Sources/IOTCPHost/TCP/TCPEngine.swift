@@ -19,6 +19,11 @@ public struct TCPStatistics: Hashable, Sendable {
     /// it took the TEARDOWN): dropped unanswered, so the peer sends them again to the NIC, which now has the
     /// connection; a RST from here would kill the connection the NIC is ending.
     public var segmentsAfterHandOver = 0
+    /// Connection pairs handed to the NIC to relay (SPLICE), splices it has since ended (SPLICE_ENDED) and
+    /// the payload bytes it relayed for them (both ways).
+    public var splicesHandedOver = 0
+    public var splicesEnded = 0
+    public var splicedBytes: UInt64 = 0
     /// Handshakes completed (a valid cookie's ACK) while the accept queue was full: dropped unanswered, as
     /// Linux does, so the peer sends again once the application has accepted (a reset would fail it).
     public var acceptQueueOverflows = 0
@@ -63,6 +68,10 @@ public final class TCPEngine {
     /// The NIC takes connections' endings (its HELLO offered TEARDOWN); with `configuration.teardownOnNIC`
     /// a closed connection is handed over once everything it sent is acknowledged.
     @exclusivity(unchecked) public var endingsOnNIC = false
+    /// The NIC relays spliced connections (its HELLO offered SPLICE).
+    @exclusivity(unchecked) public var splicingOnNIC = false
+    /// Backends' 4-tuples the NIC is relaying (until SPLICE_ENDED): no new connection may take one.
+    @exclusivity(unchecked) private var splicedBackends: Set<EndpointKey> = []
 
     private let secrets: ConnectionSecrets
     private let pool: ConnectionPool
@@ -163,7 +172,7 @@ public final class TCPEngine {
         let chosen: UInt16
         if let localPort { chosen = localPort } else { chosen = try ephemeralPort(for: address, remotePort: port) }
         let key = EndpointKey(remoteAddress: address.rawValue, remotePort: port, localPort: chosen)
-        guard byEndpoints[key] == nil else { throw .portInUse(chosen) }
+        guard byEndpoints[key] == nil, !splicedBackends.contains(key) else { throw .portInUse(chosen) }
         let slot = try allocateSlot()
         var connection = newConnection(in: slot, remote: address, localPort: chosen, remotePort: port, state: .synSent, now: now)
         // Its ending stays here: the host would not know its 4-tuple is still held by the NIC (TIME-WAIT) when
@@ -180,7 +189,7 @@ public final class TCPEngine {
             let candidate = nextEphemeralPort
             nextEphemeralPort = nextEphemeralPort == 65535 ? 32768 : nextEphemeralPort + 1
             let key = EndpointKey(remoteAddress: address.rawValue, remotePort: remotePort, localPort: candidate)
-            if byEndpoints[key] == nil && listeners[candidate] == nil { return candidate }
+            if byEndpoints[key] == nil && listeners[candidate] == nil && !splicedBackends.contains(key) { return candidate }
         }
         throw .noFreePort
     }
@@ -653,14 +662,97 @@ public final class TCPEngine {
         let key = EndpointKey(remoteAddress: pool[slot].remoteAddress.rawValue, remotePort: pool[slot].remotePort, localPort: pool[slot].localPort)
         let peerInitialSequence = pool[slot].initialReceiveSequence
         release(slot)
+        rememberHandOver(key, peerInitialSequence: peerInitialSequence, now: now)
+        return true
+    }
+
+    /// Segments of `key` that reach the host in the next `handOverGrace` go back to the NIC (REDELIVER).
+    private func rememberHandOver(_ key: EndpointKey, peerInitialSequence: SequenceNumber, now: Instant) {
         while let oldest = recentHandOvers.first, now - oldest.at >= Self.handOverGrace {
             recentHandOvers.removeFirst()
             if handedOverAt[oldest.key]?.at == oldest.at { handedOverAt[oldest.key] = nil }
         }
         recentHandOvers.append((key, now))
         handedOverAt[key] = HandOver(at: now, peerInitialSequence: peerInitialSequence)
-        return true
     }
+
+    // MARK: - Splicing
+
+    /// Joins two established connections on the NIC (AccelTCP's splicing, for an L7 proxy): `head` and any
+    /// bytes of `client`'s not yet read go to `backend` first, then each peer's segments are relayed to the
+    /// other by the NIC, rewritten; the host sees none of them. Both handles are released at once (as by
+    /// `close`); the NIC reports the end with SPLICE_ENDED (`spliceEnded`).
+    ///
+    /// Throws `.cannotSplice` (changing nothing) unless the NIC splices, both connections are established
+    /// with nothing in flight or queued, the backend has sent nothing, both or neither use timestamps, both
+    /// peers take full-sized segments, and the head fits `SpliceParameters.maximumHeadLength`. A caller
+    /// falls back to copying between the two.
+    public func splice<O: CommandOutput>(
+        _ client: TCPHandle, to backend: TCPHandle, head: UnsafeRawBufferPointer, now: Instant, output: inout O
+    ) throws(TCPError) {
+        guard splicingOnNIC else { throw .cannotSplice("the NIC does not offer splicing") }
+        let clientSlot = try validSlot(client), backendSlot = try validSlot(backend)
+        guard clientSlot != backendSlot else { throw .cannotSplice("a connection cannot be spliced to itself") }
+        if let why = pool[clientSlot].spliceRefusal(asBackend: false, configuration: configuration) {
+            throw .cannotSplice("the client connection: \(why)")
+        }
+        if let why = pool[backendSlot].spliceRefusal(asBackend: true, configuration: configuration) {
+            throw .cannotSplice("the backend connection: \(why)")
+        }
+        guard pool[clientSlot].timestampsEnabled == pool[backendSlot].timestampsEnabled else {
+            throw .cannotSplice("one connection uses timestamps and the other does not")
+        }
+        let unread = pool[clientSlot].readableBytes
+        guard head.count + unread <= SpliceParameters.maximumHeadLength else {
+            throw .cannotSplice("\(head.count + unread) bytes of head, more than \(SpliceParameters.maximumHeadLength)")
+        }
+        var bytes = [UInt8](repeating: 0, count: head.count + unread)
+        bytes.withUnsafeMutableBytes { buffer in
+            if !head.isEmpty { UnsafeMutableRawBufferPointer(rebasing: buffer[0..<head.count]).copyMemory(from: head) }
+            if unread > 0 {
+                _ = pool[clientSlot].read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[head.count...]), now: now,
+                                          configuration: configuration, output: &output)
+            }
+        }
+        // The client hears now that everything it sent is ours: what it sends again of it later would have
+        // to be answered by the NIC.
+        pool[clientSlot].ackNow = true
+        pool[clientSlot].flush(now: now, configuration: configuration, output: &output)
+        for slot in [clientSlot, backendSlot] where pool[slot].flowOpenOnNIC {
+            pool[slot].flowOpenOnNIC = false
+            output.emit(.flowClose(pool[slot].handle.flow, reason: 0))
+        }
+        func milliseconds(_ nanoseconds: UInt64) -> UInt32 { UInt32(clamping: max(nanoseconds / Nanoseconds.millisecond, 1)) }
+        let parameters = SpliceParameters(
+            client: pool[clientSlot].spliceState(now: now), backend: pool[backendSlot].spliceState(now: now),
+            backendFlow: pool[backendSlot].handle.flow, localAddress: localAddress,
+            retransmissionTimeoutMilliseconds: milliseconds(pool[backendSlot].rtt.timeout),
+            maximumRetransmissions: UInt16(clamping: configuration.maximumRetransmissions),
+            idleTimeoutMilliseconds: milliseconds(configuration.spliceIdleTimeout),
+            lingerMilliseconds: UInt32(clamping: configuration.spliceLinger / Nanoseconds.millisecond))
+        bytes.withUnsafeBytes { output.emit(.splice(pool[clientSlot].handle.flow, parameters, head: $0)) }
+        statistics.splicesHandedOver += 1
+        for slot in [clientSlot, backendSlot] {
+            let key = EndpointKey(remoteAddress: pool[slot].remoteAddress.rawValue, remotePort: pool[slot].remotePort,
+                                  localPort: pool[slot].localPort)
+            let peerInitialSequence = pool[slot].initialReceiveSequence
+            if slot == backendSlot { splicedBackends.insert(key) }
+            pool[slot].ownedByApplication = false
+            release(slot)
+            rememberHandOver(key, peerInitialSequence: peerInitialSequence, now: now)
+        }
+    }
+
+    /// SPLICE_ENDED: the NIC has let go of a splice; its backend 4-tuple is free again.
+    public func spliceEnded(_ report: SpliceReport) {
+        statistics.splicesEnded += 1
+        statistics.splicedBytes += report.clientBytes &+ report.backendBytes
+        splicedBackends.remove(EndpointKey(remoteAddress: report.backendAddress.rawValue, remotePort: report.backendPort,
+                                           localPort: report.backendLocalPort))
+    }
+
+    /// Splices the NIC is relaying for this engine.
+    public var activeSplices: Int { splicedBackends.count }
 
     // MARK: - Slots
 

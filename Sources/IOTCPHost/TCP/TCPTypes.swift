@@ -58,6 +58,8 @@ public enum TCPError: Error, Hashable, Sendable, CustomStringConvertible {
     case noFreePort
     case tooManyConnections
     case invalidArgument(String)
+    /// `splice` refused: the NIC does not splice, or the connections are not in a state it can take.
+    case cannotSplice(String)
 
     public var description: String {
         switch self {
@@ -72,6 +74,7 @@ public enum TCPError: Error, Hashable, Sendable, CustomStringConvertible {
         case .noFreePort: "no free local port"
         case .tooManyConnections: "the connection table is full"
         case .invalidArgument(let text): "invalid argument: \(text)"
+        case .cannotSplice(let text): "cannot splice: \(text)"
         }
     }
 }
@@ -114,6 +117,13 @@ public struct TCPConfiguration: Sendable {
     public var finWait2Timeout: UInt64 = 60 * Nanoseconds.second
     /// How long a connection stays in TIME-WAIT (2 × MSL; Linux uses 60 s).
     public var timeWaitDuration: UInt64 = 60 * Nanoseconds.second
+    /// A spliced pair (`TCPEngine.splice`) across which nothing passes for this long is reset both ways
+    /// by the NIC, so vanished peers do not hold its table.
+    public var spliceIdleTimeout: UInt64 = 300 * Nanoseconds.second
+    /// How long the NIC keeps relaying a splice once both FINs are acknowledged: long enough for a lost
+    /// last ACK's FIN to be sent again and answered. (The relay holds no TIME-WAIT of its own: each peer
+    /// keeps its side's, and the backend's 4-tuple is not reused by the host until the NIC lets go.)
+    public var spliceLinger: UInt64 = 5 * Nanoseconds.second
     /// Keepalive probes (RFC 9293 §3.8.4), off unless set: idle time, interval, probes before giving up.
     public var keepalive: (idle: UInt64, interval: UInt64, probes: Int)? = nil
     /// Linux's keepalive (tcp_keepalive_time, _intvl, _probes): for connections that ask with SO_KEEPALIVE.

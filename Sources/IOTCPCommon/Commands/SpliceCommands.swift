@@ -1,0 +1,136 @@
+/// One connection of a splice as the host hands it over: where its sequence spaces stand (everything we
+/// sent acknowledged, everything received read), its timestamps, window and the peer's MSS.
+public struct SpliceConnectionState: Hashable, Sendable {
+    public var remoteAddress: IPv4Address
+    public var remotePort: UInt16
+    public var localPort: UInt16
+    /// SND.NXT (= SND.UNA: nothing is in flight) and RCV.NXT.
+    public var sendNext: SequenceNumber
+    public var receiveNext: SequenceNumber
+    /// Timestamps are on: `timestampValue` is our TSval now, `timestampEcho` the peer's TS.Recent.
+    public var timestamps: Bool
+    public var timestampValue: UInt32
+    public var timestampEcho: UInt32
+    /// The window field as we last sent it (already scaled) and the shifts: ours, and the peer's.
+    public var window: UInt16
+    public var localWindowShift: UInt8
+    public var peerWindowShift: UInt8
+    /// The most payload a segment to this peer may carry (its MSS).
+    public var peerSegmentSize: UInt16
+    public var selectiveAcknowledgments: Bool
+
+    public init(
+        remoteAddress: IPv4Address, remotePort: UInt16, localPort: UInt16, sendNext: SequenceNumber, receiveNext: SequenceNumber,
+        timestamps: Bool, timestampValue: UInt32, timestampEcho: UInt32, window: UInt16, localWindowShift: UInt8,
+        peerWindowShift: UInt8, peerSegmentSize: UInt16, selectiveAcknowledgments: Bool
+    ) {
+        self.remoteAddress = remoteAddress
+        self.remotePort = remotePort
+        self.localPort = localPort
+        self.sendNext = sendNext
+        self.receiveNext = receiveNext
+        self.timestamps = timestamps
+        self.timestampValue = timestampValue
+        self.timestampEcho = timestampEcho
+        self.window = window
+        self.localWindowShift = localWindowShift
+        self.peerWindowShift = peerWindowShift
+        self.peerSegmentSize = peerSegmentSize
+        self.selectiveAcknowledgments = selectiveAcknowledgments
+    }
+
+    @usableFromInline static let encodedLength = 32
+    @usableFromInline static let timestampsBit: UInt8 = 1
+    @usableFromInline static let selectiveAcknowledgmentsBit: UInt8 = 2
+}
+
+/// `SPLICE`: the host joins two of its connections (a client's and a backend's, AccelTCP's connection
+/// splicing) and forgets both; from then the NIC relays each peer's segments to the other, rewritten, and
+/// sends the backend the head bytes that follow the command first (the request the proxy read, as it
+/// wants the backend to see it). The command's flow is the client connection's; neither flow needs to be
+/// open on the NIC, and both ids are released with it.
+public struct SpliceParameters: Hashable, Sendable {
+    public var client: SpliceConnectionState
+    public var backend: SpliceConnectionState
+    /// The backend connection's flow id (for SPLICE_ENDED).
+    public var backendFlow: FlowID
+    public var localAddress: IPv4Address
+    /// The head's retransmission timeout (doubled each time, at most `maximumRetransmissions` times before
+    /// both connections are reset).
+    public var retransmissionTimeoutMilliseconds: UInt32
+    public var maximumRetransmissions: UInt16
+    /// A splice nothing crosses for this long is reset both ways.
+    public var idleTimeoutMilliseconds: UInt32
+    /// How long a splice both of whose FINs are acknowledged is kept to relay retransmitted FINs and ACKs.
+    public var lingerMilliseconds: UInt32
+
+    public init(
+        client: SpliceConnectionState, backend: SpliceConnectionState, backendFlow: FlowID, localAddress: IPv4Address,
+        retransmissionTimeoutMilliseconds: UInt32, maximumRetransmissions: UInt16, idleTimeoutMilliseconds: UInt32,
+        lingerMilliseconds: UInt32
+    ) {
+        self.client = client
+        self.backend = backend
+        self.backendFlow = backendFlow
+        self.localAddress = localAddress
+        self.retransmissionTimeoutMilliseconds = retransmissionTimeoutMilliseconds
+        self.maximumRetransmissions = maximumRetransmissions
+        self.idleTimeoutMilliseconds = idleTimeoutMilliseconds
+        self.lingerMilliseconds = lingerMilliseconds
+    }
+
+    /// The most head bytes one SPLICE carries.
+    public static let maximumHeadLength = 16_384
+}
+
+/// Why a splice ended.
+public enum SpliceEndReason: UInt8, Sendable, Hashable, CustomStringConvertible {
+    /// Both FINs acknowledged and the linger over.
+    case finished = 0
+    /// A peer reset its connection (the reset was passed on to the other).
+    case reset = 1
+    /// Nothing crossed for the idle timeout: both reset.
+    case idle = 2
+    /// The NIC could not take it (table full, bad parameters): both reset.
+    case refused = 3
+    /// The backend never acknowledged the head: both reset.
+    case headLost = 4
+    /// The client's port started a new connection during the linger.
+    case reused = 5
+
+    public var description: String {
+        switch self {
+        case .finished: "finished"
+        case .reset: "reset"
+        case .idle: "idle"
+        case .refused: "refused"
+        case .headLost: "head lost"
+        case .reused: "port reused"
+        }
+    }
+}
+
+/// `SPLICE_ENDED`: the NIC has forgotten a splice; the backend's 4-tuple may be used again.
+public struct SpliceReport: Hashable, Sendable {
+    public var backendFlow: FlowID
+    public var reason: SpliceEndReason
+    /// Payload bytes relayed client to backend (head excluded) and backend to client.
+    public var clientBytes: UInt64
+    public var backendBytes: UInt64
+    public var backendAddress: IPv4Address
+    public var backendPort: UInt16
+    public var backendLocalPort: UInt16
+
+    public init(
+        backendFlow: FlowID, reason: SpliceEndReason, clientBytes: UInt64, backendBytes: UInt64, backendAddress: IPv4Address,
+        backendPort: UInt16, backendLocalPort: UInt16
+    ) {
+        self.backendFlow = backendFlow
+        self.reason = reason
+        self.clientBytes = clientBytes
+        self.backendBytes = backendBytes
+        self.backendAddress = backendAddress
+        self.backendPort = backendPort
+        self.backendLocalPort = backendLocalPort
+    }
+}

@@ -1,0 +1,254 @@
+import IOTCPCommon
+import IOTCPNIC
+import Testing
+
+/// Splicing on the NIC: the head, the relay both ways field by field, and every way a splice ends,
+/// scripted segment by segment on a virtual clock.
+@Suite("Splicing on the NIC (SPLICE): the head, the relay, FIN, RST, idleness, bounds")
+struct NICSpliceTests {
+    static let proxy = IPv4Address(10, 77, 0, 2)
+    static let client = IPv4Address(10, 77, 0, 1)
+    static let backend = IPv4Address(10, 77, 0, 9)
+    let clientFlow = FlowID(index: 3, generation: 1)
+    let backendFlow = FlowID(index: 4, generation: 1)
+    let start = Instant(nanoseconds: 50 * Nanoseconds.second)
+    let head = Array("GET /x HTTP/1.1\r\nHost: backend\r\nUser-Agent: test\r\nX-Forwarded-For: 10.77.0.1\r\nAccept: */*\r\n\r\n".utf8)
+
+    // Our SND.NXT and RCV.NXT on each connection, and TSvals: ours and the peer's.
+    let clientSendNext = SequenceNumber(5_000), clientReceiveNext = SequenceNumber(1_000)
+    let backendSendNext = SequenceNumber(70_000), backendReceiveNext = SequenceNumber(90_000)
+
+    func parameters(timestamps: Bool = true) -> SpliceParameters {
+        SpliceParameters(
+            client: SpliceConnectionState(
+                remoteAddress: Self.client, remotePort: 40_000, localPort: 80, sendNext: clientSendNext, receiveNext: clientReceiveNext,
+                timestamps: timestamps, timestampValue: 100_000, timestampEcho: 7_000, window: 500, localWindowShift: 7,
+                peerWindowShift: 7, peerSegmentSize: 1448, selectiveAcknowledgments: true),
+            backend: SpliceConnectionState(
+                remoteAddress: Self.backend, remotePort: 8080, localPort: 33_000, sendNext: backendSendNext,
+                receiveNext: backendReceiveNext, timestamps: timestamps, timestampValue: 200_000, timestampEcho: 3_000, window: 600,
+                localWindowShift: 7, peerWindowShift: 9, peerSegmentSize: 64, selectiveAcknowledgments: true),
+            backendFlow: backendFlow, localAddress: Self.proxy, retransmissionTimeoutMilliseconds: 200, maximumRetransmissions: 2,
+            idleTimeoutMilliseconds: 30_000, lingerMilliseconds: 5_000)
+    }
+
+    func spliced(_ parameters: SpliceParameters? = nil, limits: NICDataPlane.Limits = NICDataPlane.Limits(),
+                 output: inout CollectingNICOutput) -> NICDataPlane {
+        let files = MemoryFiles()
+        let nic = NICDataPlane(files: files, disk: MemoryDisk(files: files), limits: limits)
+        head.withUnsafeBytes { nic.handle(.splice(clientFlow, parameters ?? self.parameters(), head: $0), received: start, now: start, output: &output) }
+        return nic
+    }
+
+    func fromClient(_ nic: NICDataPlane, flags: TCPFlags = .ack, sequence: SequenceNumber, acknowledgment: SequenceNumber,
+                    payload: [UInt8] = [], timestamp: UInt32 = 7_005, echo: UInt32 = 100_000, window: UInt16 = 300,
+                    sack: [SACKBlock] = [], at time: Instant, output: inout CollectingNICOutput) {
+        let segment = TCPRepr(sourcePort: 40_000, destinationPort: 80, sequenceNumber: sequence, acknowledgmentNumber: acknowledgment,
+                              flags: flags, window: window,
+                              options: TCPOptions(sackBlocks: SACKBlockList(sack), timestamps: TCPTimestamps(value: timestamp, echoReply: echo)))
+        tcpPacket(segment, from: Self.client, to: Self.proxy, payload: payload).withUnsafeBytes { nic.receive(packet: $0, now: time, output: &output) }
+    }
+
+    func fromBackend(_ nic: NICDataPlane, flags: TCPFlags = .ack, sequence: SequenceNumber, acknowledgment: SequenceNumber,
+                     payload: [UInt8] = [], timestamp: UInt32 = 3_010, echo: UInt32 = 200_000, window: UInt16 = 100,
+                     at time: Instant, output: inout CollectingNICOutput) {
+        let segment = TCPRepr(sourcePort: 8080, destinationPort: 33_000, sequenceNumber: sequence, acknowledgmentNumber: acknowledgment,
+                              flags: flags, window: window, options: TCPOptions(timestamps: TCPTimestamps(value: timestamp, echoReply: echo)))
+        tcpPacket(segment, from: Self.backend, to: Self.proxy, payload: payload).withUnsafeBytes { nic.receive(packet: $0, now: time, output: &output) }
+    }
+
+    /// Segments sent since the last call: the TCP header, payload, whether the checksum verifies, and the
+    /// IPv4 source and destination.
+    func sent(_ output: inout CollectingNICOutput) -> [(segment: TCPRepr, payload: [UInt8], checksumGood: Bool, from: IPv4Address, to: IPv4Address)] {
+        defer { output.packets.removeAll() }
+        return output.packets.compactMap { packet in
+            guard let (segment, payload, good) = parseSegment(packet) else { return nil }
+            let addresses = packet.withUnsafeBytes { raw in (try? IPv4PacketView(raw)).map { ($0.source, $0.destination) } }
+            guard let addresses else { return nil }
+            return (segment, payload, good, addresses.0, addresses.1)
+        }
+    }
+
+    var headEnd: SequenceNumber { backendSendNext + head.count }
+
+    @Test("SPLICE sends the head to the backend in segments of its MSS, its timestamps and window continuing ours")
+    func headGoesFirst() throws {
+        var output = CollectingNICOutput()
+        let nic = spliced(output: &output)
+        #expect(nic.spliceCount == 1 && nic.counters.splices == 1)
+        let segments = sent(&output)
+        #expect(head.count > 64 && segments.count == (head.count + 63) / 64, "64-byte segments: the backend's MSS")
+        var expected = backendSendNext
+        var carried: [UInt8] = []
+        for (index, sent) in segments.enumerated() {
+            #expect(sent.from == Self.proxy && sent.to == Self.backend && sent.checksumGood)
+            #expect(sent.segment.sourcePort == 33_000 && sent.segment.destinationPort == 8080)
+            #expect(sent.segment.sequenceNumber == expected && sent.segment.acknowledgmentNumber == backendReceiveNext)
+            #expect(sent.segment.window == 600 && sent.segment.options.timestamps == TCPTimestamps(value: 200_000, echoReply: 3_000))
+            #expect(sent.segment.flags == (index == segments.count - 1 ? [.ack, .psh] : .ack))
+            expected = expected + sent.payload.count
+            carried += sent.payload
+        }
+        #expect(carried == head)
+    }
+
+    @Test("each peer's segments reach the other rewritten: addresses, ports, sequence, ACK, SACK, timestamps, window; payload untouched")
+    func relayBothWays() throws {
+        var output = CollectingNICOutput()
+        let nic = spliced(output: &output)
+        _ = sent(&output)
+        let response = Array(repeating: UInt8(ascii: "r"), count: 1000)
+        // The backend acknowledges the head with its first bytes of the response.
+        fromBackend(nic, flags: [.ack, .psh], sequence: backendReceiveNext, acknowledgment: headEnd, payload: response,
+                    at: start + Nanoseconds.millisecond, output: &output)
+        let toClient = try #require(sent(&output).first)
+        #expect(toClient.from == Self.proxy && toClient.to == Self.client && toClient.checksumGood)
+        #expect(toClient.segment.sourcePort == 80 && toClient.segment.destinationPort == 40_000)
+        #expect(toClient.segment.sequenceNumber == clientSendNext, "the backend's first byte is the next we owe the client")
+        #expect(toClient.segment.acknowledgmentNumber == clientReceiveNext, "the head's end is where the client's stream stood")
+        #expect(toClient.segment.options.timestamps == TCPTimestamps(value: 3_010 &+ (100_000 &- 3_000), echoReply: 7_000))
+        #expect(toClient.segment.window == 400, "100 << 9 bytes, as the client's shift 7 carries it")
+        #expect(toClient.payload == response && toClient.segment.flags == [.ack, .psh])
+        // The client acknowledges, SACKs a later block, and sends bytes of its own.
+        let upload = Array("more".utf8)
+        fromClient(nic, sequence: clientReceiveNext, acknowledgment: clientSendNext + 1000, payload: upload, echo: 100_010,
+                   sack: [SACKBlock(left: clientSendNext + 2000, right: clientSendNext + 3000)],
+                   at: start + 2 * Nanoseconds.millisecond, output: &output)
+        let toBackend = try #require(sent(&output).first)
+        #expect(toBackend.from == Self.proxy && toBackend.to == Self.backend && toBackend.checksumGood)
+        #expect(toBackend.segment.sourcePort == 33_000 && toBackend.segment.destinationPort == 8080)
+        #expect(toBackend.segment.sequenceNumber == headEnd, "the client's bytes follow the head")
+        #expect(toBackend.segment.acknowledgmentNumber == backendReceiveNext + 1000)
+        #expect(Array(toBackend.segment.options.sackBlocks) == [SACKBlock(left: backendReceiveNext + 2000, right: backendReceiveNext + 3000)])
+        #expect(toBackend.segment.options.timestamps == TCPTimestamps(value: 7_005 &+ (200_000 &- 7_000), echoReply: 3_010))
+        #expect(toBackend.segment.window == 300 && toBackend.payload == upload)
+        #expect(nic.counters.splicedSegments == 2 && nic.counters.splicedBytes == 1000 + upload.count)
+        #expect(nic.counters.spliceHeadResends == 0)
+        nic.poll(now: start + Nanoseconds.second, output: &output)
+        #expect(sent(&output).isEmpty, "the head was acknowledged: nothing sent again")
+    }
+
+    @Test("an ACK of part of the head is kept from the client; a lost head is sent again, and a backend that never answers is reset")
+    func headRetransmission() throws {
+        var output = CollectingNICOutput()
+        let nic = spliced(output: &output)
+        let first = sent(&output)
+        fromBackend(nic, sequence: backendReceiveNext, acknowledgment: backendSendNext + 64, at: start + Nanoseconds.millisecond, output: &output)
+        #expect(sent(&output).isEmpty, "half the head acknowledged: nothing for the client")
+        nic.poll(now: start + 199 * Nanoseconds.millisecond, output: &output)
+        #expect(sent(&output).isEmpty)
+        nic.poll(now: start + 201 * Nanoseconds.millisecond, output: &output)
+        let again = sent(&output)
+        #expect(again.map(\.payload) == first.map(\.payload) && nic.counters.spliceHeadResends == 1)
+        nic.poll(now: start + 602 * Nanoseconds.millisecond, output: &output)
+        #expect(sent(&output).count == first.count, "the second time after twice the timeout")
+        nic.poll(now: start + 1_403 * Nanoseconds.millisecond, output: &output)
+        let resets = sent(&output)
+        #expect(resets.count == 2 && resets.allSatisfy { $0.segment.flags.contains(.rst) })
+        #expect(Set(resets.map(\.to)) == [Self.client, Self.backend])
+        let toClient = try #require(resets.first { $0.to == Self.client })
+        #expect(toClient.segment.sequenceNumber == clientSendNext, "at the client's RCV.NXT, so it takes it")
+        #expect(nic.spliceCount == 0 && output.spliceEnds.map(\.1.reason) == [.headLost])
+        #expect(output.spliceEnds.first?.0 == clientFlow && output.spliceEnds.first?.1.backendFlow == backendFlow)
+    }
+
+    @Test("both FINs acknowledged: the splice lingers, relaying a retransmitted FIN, then ends with SPLICE_ENDED")
+    func finishes() throws {
+        var output = CollectingNICOutput()
+        let nic = spliced(output: &output)
+        _ = sent(&output)
+        let body = Array(repeating: UInt8(7), count: 300)
+        var now = start + Nanoseconds.millisecond
+        fromBackend(nic, flags: [.ack, .fin], sequence: backendReceiveNext, acknowledgment: headEnd, payload: body, at: now, output: &output)
+        let fin = try #require(sent(&output).first)
+        #expect(fin.segment.flags.contains(.fin) && fin.segment.sequenceNumber == clientSendNext)
+        now = now + Nanoseconds.millisecond
+        fromClient(nic, flags: [.ack, .fin], sequence: clientReceiveNext, acknowledgment: clientSendNext + 301, at: now, output: &output)
+        #expect(sent(&output).first?.segment.acknowledgmentNumber == backendReceiveNext + 301)
+        #expect(nic.spliceCount == 1, "the client's FIN is not yet acknowledged")
+        now = now + Nanoseconds.millisecond
+        fromBackend(nic, sequence: backendReceiveNext + 301, acknowledgment: headEnd + 1, at: now, output: &output)
+        #expect(sent(&output).first?.segment.acknowledgmentNumber == clientReceiveNext + 1)
+        // The last ACK was lost: the client's FIN again, passed on (the backend answers it from TIME-WAIT).
+        fromClient(nic, flags: [.ack, .fin], sequence: clientReceiveNext, acknowledgment: clientSendNext + 301, at: now + Nanoseconds.second,
+                   output: &output)
+        #expect(sent(&output).count == 1 && nic.spliceCount == 1)
+        nic.poll(now: now + 4 * Nanoseconds.second, output: &output)
+        #expect(nic.spliceCount == 1, "lingering 5 s")
+        nic.poll(now: now + 5 * Nanoseconds.second + 2 * Nanoseconds.millisecond, output: &output)
+        #expect(nic.spliceCount == 0 && nic.counters.splicesFinished == 1)
+        let report = try #require(output.spliceEnds.first?.1)
+        #expect(report.reason == .finished && report.backendBytes == 300 && report.clientBytes == 0)
+        #expect(report.backendAddress == Self.backend && report.backendPort == 8080 && report.backendLocalPort == 33_000)
+    }
+
+    @Test("a RST where the peer's stream stands is passed on and ends the splice; one elsewhere is passed on only")
+    func resets() throws {
+        var output = CollectingNICOutput()
+        let nic = spliced(output: &output)
+        _ = sent(&output)
+        fromBackend(nic, flags: .rst, sequence: backendReceiveNext + 5000, acknowledgment: SequenceNumber(0), at: start, output: &output)
+        #expect(sent(&output).first?.segment.flags == .rst && nic.spliceCount == 1, "a blind RST does not end it here")
+        fromBackend(nic, flags: [.rst, .ack], sequence: backendReceiveNext, acknowledgment: headEnd, at: start, output: &output)
+        let passed = try #require(sent(&output).first)
+        #expect(passed.to == Self.client && passed.segment.flags.contains(.rst) && passed.segment.sequenceNumber == clientSendNext)
+        #expect(nic.spliceCount == 0 && nic.counters.splicesReset == 1 && output.spliceEnds.map(\.1.reason) == [.reset])
+    }
+
+    @Test("the client sending again bytes the host had received is answered with an ACK, and the backend never sees them")
+    func oldClientBytes() throws {
+        var output = CollectingNICOutput()
+        let nic = spliced(output: &output)
+        _ = sent(&output)
+        fromClient(nic, flags: [.ack, .psh], sequence: clientReceiveNext - 40, acknowledgment: clientSendNext, payload: Array(repeating: 1, count: 40),
+                   at: start + Nanoseconds.millisecond, output: &output)
+        let answer = try #require(sent(&output).first)
+        #expect(answer.to == Self.client && answer.payload.isEmpty && answer.segment.flags == .ack)
+        #expect(answer.segment.acknowledgmentNumber == clientReceiveNext && answer.segment.sequenceNumber == clientSendNext)
+        #expect(answer.checksumGood && nic.counters.spliceDrops == 1 && nic.counters.splicedSegments == 0)
+    }
+
+    @Test("nothing across a splice for its idle timeout: both peers reset, SPLICE_ENDED idle")
+    func idle() throws {
+        var output = CollectingNICOutput()
+        let nic = spliced(output: &output)
+        fromBackend(nic, sequence: backendReceiveNext, acknowledgment: headEnd, at: start + Nanoseconds.millisecond, output: &output)
+        _ = sent(&output)
+        nic.poll(now: start + 29 * Nanoseconds.second, output: &output)
+        #expect(nic.spliceCount == 1)
+        nic.poll(now: start + 31 * Nanoseconds.second, output: &output)
+        let resets = sent(&output)
+        #expect(resets.count == 2 && resets.allSatisfy { $0.segment.flags.contains(.rst) && $0.checksumGood })
+        #expect(nic.spliceCount == 0 && nic.counters.spliceIdleResets == 1 && output.spliceEnds.map(\.1.reason) == [.idle])
+    }
+
+    @Test("no room, or one connection with timestamps and one without: both reset at once, SPLICE_ENDED refused")
+    func refused() throws {
+        var limits = NICDataPlane.Limits()
+        limits.maximumSplices = 0
+        var output = CollectingNICOutput()
+        let nic = spliced(limits: limits, output: &output)
+        let resets = sent(&output)
+        #expect(resets.count == 2 && resets.allSatisfy { $0.segment.flags.contains(.rst) })
+        #expect(nic.spliceCount == 0 && nic.counters.spliceRefusals == 1 && output.spliceEnds.map(\.1.reason) == [.refused])
+        var mixed = parameters()
+        mixed.backend.timestamps = false
+        var second = CollectingNICOutput()
+        let other = spliced(mixed, output: &second)
+        #expect(other.spliceCount == 0 && second.spliceEnds.map(\.1.reason) == [.refused])
+    }
+
+    @Test("a SYN from the client's port during the linger ends the old splice and goes on as a new connection")
+    func portReused() throws {
+        var output = CollectingNICOutput()
+        let nic = spliced(output: &output)
+        fromBackend(nic, flags: [.ack, .fin], sequence: backendReceiveNext, acknowledgment: headEnd, at: start, output: &output)
+        fromClient(nic, flags: [.ack, .fin], sequence: clientReceiveNext, acknowledgment: clientSendNext + 1, at: start, output: &output)
+        fromBackend(nic, sequence: backendReceiveNext + 1, acknowledgment: headEnd + 1, at: start, output: &output)
+        _ = sent(&output)
+        fromClient(nic, flags: .syn, sequence: SequenceNumber(123_456), acknowledgment: SequenceNumber(0), at: start + Nanoseconds.second,
+                   output: &output)
+        #expect(nic.spliceCount == 0 && output.spliceEnds.map(\.1.reason) == [.reused])
+        #expect(output.packetsIn.count == 1, "the SYN went on to the host")
+    }
+}
