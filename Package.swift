@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "iotcp-channel-demo", targets: ["ChannelDemo"]),
         .executable(name: "iotcp-bench", targets: ["IOTCPBench"]),
         .executable(name: "iotcp-fileserver", targets: ["FileServer"]),
+        .executable(name: "iotcp-proxy", targets: ["Proxy"]),
         .executable(name: "iotcp-nic", targets: ["NICServer"]),
         .library(name: "IOTCPEmbedded", targets: ["IOTCPEmbedded"]),
         .library(name: "IOTCPMetrics", targets: ["IOTCPMetrics"]),
@@ -142,6 +143,14 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Examples/FileServer"),
+        .executableTarget(
+            name: "Proxy",
+            dependencies: [
+                "IOTCPEmbedded", "IOTCPCommandLine",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Examples/Proxy"),
         .executableTarget(
             name: "NICServer",
             dependencies: [

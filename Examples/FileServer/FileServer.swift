@@ -119,34 +119,10 @@ struct FileServer: ParsableCommand {
         let endpoint = try metrics.map { text throws(RuntimeFailure) in try MetricsEndpoint(listeningOn: text) }
         defer { endpoint?.close() }
 
-        var embedded: EmbeddedNIC?
-        let channel: any CommandChannel
-        if let nic {
-            let address: ChannelAddress
-            do { address = try ChannelAddress(parsing: nic) } catch { throw ValidationError("--nic \(error)") }
-            // Said at once: waiting out the connect timeout for a socket that is not there helps nobody.
-            if case .sharedMemory(let path) = address, access(path, F_OK) != 0 {
-                throw RuntimeFailure("--nic \(nic): no NIC stack is listening there (\(path) does not exist); start iotcp-nic --channel \(nic) first")
-            }
-            do {
-                switch address {
-                case .rdma(let endpoint): channel = try RDMAChannel.connect(to: endpoint, from: rdmaSource)
-                case .sharedMemory(let path): channel = try SharedMemoryChannel.connect(path: path)
-                }
-            } catch {
-                throw RuntimeFailure("--nic \(nic): \(error) (is iotcp-nic running with --channel \(nic)?)")
-            }
-        } else {
-            guard let root else { throw ValidationError("--root is required unless --nic names an iotcp-nic process") }
-            let runtime = try wire.makeRuntime(root: root, namespace: namespace)
-            runtime.logger = logger
-            let nic: EmbeddedNIC
-            do { nic = try EmbeddedNIC(runtime: runtime) } catch {
-                namespace.remove()
-                throw RuntimeFailure("\(error)")
-            }
-            embedded = nic
-            channel = nic.hostChannel
+        let attachment = try NICAttachment.open(nic: nic, rdmaSource: rdmaSource, root: root, namespace: namespace, wire: wire, logger: logger)
+        let embedded = attachment.embedded
+        let channel = attachment.channel
+        if let nic = embedded {
             if endpoint != nil {
                 // Recorded on the NIC's own thread: the runtime is not to be read from this one while it runs.
                 let nicMetrics = NICMetrics()

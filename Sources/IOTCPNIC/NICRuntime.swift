@@ -310,8 +310,12 @@ public final class NICRuntime {
             }
             let destination = IPv4Address(rawValue: headers.bigEndianUInt32(at: 16))
             let ethernet = UnsafeMutableRawBufferPointer(rebasing: runtime.headerFrame[0..<14])
-            // An unknown neighbour is asked for by ARP and the packet dropped, as a lost frame: TCP recovers.
-            guard runtime.link.writeHeader(into: ethernet, destination: destination, transmit: { runtime.putOnWire($0) }) else { return .sent }
+            // An unknown neighbour is asked for by ARP; a packet without offload waits for the answer in the link,
+            // anything else is dropped as a lost frame (TCP recovers).
+            guard runtime.link.writeHeader(into: ethernet, destination: destination, transmit: { runtime.putOnWire($0) }) else {
+                if offload == nil { runtime.link.hold(header: headers, payload: payload, now: runtime.now) }
+                return .sent
+            }
             if runtime.capture != nil || !runtime.outbound.settings.isNone {
                 // The diagnostic path (faults, capture) needs each frame whole.
                 let frame = UnsafeMutableRawBufferPointer(rebasing: runtime.transmitFrame[0..<length])

@@ -2,7 +2,10 @@ import IOTCPCommon
 
 /// The link layer the NIC answers for itself: Ethernet framing, ARP (answer for our address, learn the
 /// peers'), and ICMP echo. IPv4 TCP packets go up; IPv4 packets from the stack go out in frames addressed
-/// from the neighbour table (an unknown neighbour is asked for, and the packet dropped: TCP retransmits).
+/// from the neighbour table. An unknown neighbour is asked for; the packet that asked is held (the latest one
+/// per address, for `maximumHeld` addresses and a second at most, as Linux's unresolved queue holds a few)
+/// and sent when the answer comes, so a first SYN or SYN-ACK does not wait out a retransmission timeout;
+/// anything else is dropped, and TCP retransmits it.
 ///
 /// The neighbour table is bounded and forgets: it learns only on-link addresses (inside `network`), from
 /// ARP that concerns us and from IPv4 packets sent to us; an entry not heard from in
@@ -33,6 +36,10 @@ public struct EthernetLink {
     public var arpRequestsPerTick = 64
     private var arpTick = Instant.zero
     private var arpRequestsThisTick = 0
+    /// Packets waiting for their neighbour's address, and since when.
+    private var held: [IPv4Address: (packet: [UInt8], since: Instant)] = [:]
+    public let maximumHeld = 64
+    public private(set) var heldPacketsSent = 0
 
     struct Neighbour {
         var hardwareAddress: MACAddress
@@ -74,6 +81,7 @@ public struct EthernetLink {
             // Only ARP that concerns us teaches us anything: a request for our address, or a reply to us.
             guard arp.targetProtocolAddress == address else { return nil }
             heard(arp.senderProtocolAddress, at: arp.senderHardwareAddress)
+            if !held.isEmpty { sendHeld(for: arp.senderProtocolAddress, transmit: transmit) }
             if arp.operation == .request {
                 let reply = ARPRepr(operation: .reply, senderHardwareAddress: hardwareAddress, senderProtocolAddress: address,
                                     targetHardwareAddress: arp.senderHardwareAddress, targetProtocolAddress: arp.senderProtocolAddress)
@@ -89,6 +97,7 @@ public struct EthernetLink {
         case .ipv4:
             guard let ip = try? IPv4PacketView(ethernet.payload), ip.destination == address else { return nil }
             heard(ip.source, at: ethernet.source)
+            if !held.isEmpty { sendHeld(for: ip.source, transmit: transmit) }
             if ip.protocol == .tcp { return ip.bytes }
             if ip.protocol == .icmp, let (icmp, data) = try? ICMPv4Repr.parse(ip.payload),
                case .echoRequest(let identifier, let sequence) = icmp.message {
@@ -184,6 +193,26 @@ public struct EthernetLink {
         }
         try? EthernetRepr(destination: neighbour, source: hardwareAddress, etherType: .ipv4).emit(into: header)
         return true
+    }
+
+    /// Keeps a packet whose neighbour was just asked for (after `writeHeader` returned false), replacing any
+    /// older one for the same address; nothing when `maximumHeld` addresses already wait or it is off-link.
+    public mutating func hold(header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, now: Instant) {
+        guard header.count >= 20, header.count + payload.count <= 65_535 else { return }
+        let destination = IPv4Address(rawValue: header.bigEndianUInt32(at: 16))
+        if held[destination] == nil && held.count >= maximumHeld { held = held.filter { now - $0.value.since < Nanoseconds.second } }
+        guard isOnLink(destination), held[destination] != nil || held.count < maximumHeld else { return }
+        held[destination] = (Array(header) + Array(payload), now)
+    }
+
+    /// Sends what waited for `neighbour`, now known, unless it waited more than a second (TCP has sent it
+    /// again by then).
+    private mutating func sendHeld(for neighbour: IPv4Address, transmit: (UnsafeRawBufferPointer) -> Void) {
+        guard let waiting = held.removeValue(forKey: neighbour) else { return }
+        if held.count > maximumHeld / 2 { held = held.filter { clock - $0.value.since < Nanoseconds.second } }
+        guard clock - waiting.since < Nanoseconds.second else { return }
+        heldPacketsSent += 1
+        waiting.packet.withUnsafeBytes { send(packet: $0, transmit: transmit) }
     }
 
     private mutating func askFor(_ target: IPv4Address, transmit: (UnsafeRawBufferPointer) -> Void) {

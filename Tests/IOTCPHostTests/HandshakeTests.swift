@@ -76,6 +76,7 @@ struct HandshakeTests {
         #expect(syn.tcp.destinationPort == 8080 && syn.tcp.sourcePort >= 32768)
         #expect(syn.tcp.options.maximumSegmentSize == 1460 && syn.tcp.options.windowScale == 3)
         #expect(syn.tcp.options.sackPermitted && syn.tcp.options.timestamps?.echoReply == 0)
+        #expect(!script.engine.isWritable(handle), "writable only once connected, as a non-blocking connect")
         script.remotePort = 8080
         script.localPort = syn.tcp.sourcePort
         let reply = script.inject(sequence: 5000, acknowledgment: syn.sequence.rawValue &+ 1, flags: [.syn, .ack],
@@ -85,7 +86,7 @@ struct HandshakeTests {
         #expect(ack.sequence == syn.sequence + 1)
         #expect(ack.acknowledgment == SequenceNumber(5001))
         #expect(ack.tcp.options.timestamps?.echoReply == 77)
-        #expect(script.engine.state(of: handle) == .established)
+        #expect(script.engine.state(of: handle) == .established && script.engine.isWritable(handle))
         var events: TCPEvents = []
         script.engine.drainEvents { _, new in events.formUnion(new) }
         #expect(events.contains(.connected))

@@ -76,6 +76,40 @@ struct LinkTests {
         let stale = header.withUnsafeMutableBytes { link.writeHeader(into: $0, destination: peer, transmit: { _ in asked += 1 }) }
         #expect(!stale && asked == 1, "aged out: the packet waits for an ARP answer")
     }
+
+    @Test("the packet that asked for an unknown neighbour is held and sent, framed, when the ARP reply comes; not after a second")
+    func heldUntilResolved() throws {
+        var link = EthernetLink(hardwareAddress: Self.mac, address: Self.ours)
+        let peer = IPv4Address(10, 77, 0, 1), peerMAC = MACAddress(0x02, 9, 9, 9, 9, 9)
+        // A SYN from the stack to the peer (its IPv4 header is what the link reads the destination from).
+        let syn = TCPRepr(sourcePort: 33_000, destinationPort: 8080, sequenceNumber: SequenceNumber(7), flags: .syn, window: 100)
+        var packet = [UInt8](repeating: 0, count: 20 + syn.headerLength)
+        packet.withUnsafeMutableBytes { raw in
+            try! IPv4Repr(source: Self.ours, destination: peer, protocol: .tcp, payloadLength: syn.headerLength).emit(into: raw)
+            _ = try! syn.emitHeader(into: UnsafeMutableRawBufferPointer(rebasing: raw[20...]))
+        }
+        var wire: [[UInt8]] = []
+        var header = [UInt8](repeating: 0, count: 14)
+        let known = header.withUnsafeMutableBytes { link.writeHeader(into: $0, destination: peer, transmit: { wire.append(Array($0)) }) }
+        #expect(!known && wire.count == 1, "an ARP request went out")
+        packet.withUnsafeBytes { link.hold(header: $0, payload: UnsafeRawBufferPointer(start: nil, count: 0), now: .milliseconds(5)) }
+        wire.removeAll()
+        var reply = arp(.reply, from: peer, hardware: peerMAC, asking: Self.ours)
+        reply.replaceSubrange(0..<6, with: [0x02, 0, 0, 0x77, 0, 2])
+        _ = reply.withUnsafeBytes { link.receive(frame: $0, now: .milliseconds(7), transmit: { wire.append(Array($0)) }) }
+        let sent = try #require(wire.first)
+        #expect(wire.count == 1 && Array(sent[0..<6]) == [0x02, 9, 9, 9, 9, 9] && Array(sent[14...]) == packet)
+        #expect(link.heldPacketsSent == 1)
+        // Held too long: TCP has sent it again by then, so it is not sent.
+        let other = IPv4Address(10, 77, 0, 5)
+        packet.withUnsafeMutableBytes { $0.storeBigEndian(other.rawValue, at: 16) }
+        packet.withUnsafeBytes { link.hold(header: $0, payload: UnsafeRawBufferPointer(start: nil, count: 0), now: .milliseconds(10)) }
+        wire.removeAll()
+        _ = frame(from: other, hardware: MACAddress(0x02, 5, 5, 5, 5, 5)).withUnsafeBytes {
+            link.receive(frame: $0, now: .milliseconds(1_500), transmit: { wire.append(Array($0)) })
+        }
+        #expect(wire.isEmpty && link.heldPacketsSent == 1)
+    }
 }
 
 @Suite("FIFO")

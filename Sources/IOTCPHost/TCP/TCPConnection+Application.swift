@@ -173,7 +173,12 @@ extension TCPConnection {
 
     /// Whether a write would take at least one byte now.
     @inline(__always)
-    func isWritable(configuration: TCPConfiguration) -> Bool { canSend && queueHasRoom(configuration: configuration) }
+    /// Writable as a non-blocking socket is: once connected (an active open turns writable when its
+    /// handshake completes, as `connect` documents), while the queue has room. Bytes written before then are
+    /// still queued and sent after the handshake.
+    func isWritable(configuration: TCPConfiguration) -> Bool {
+        (state == .established || state == .closeWait) && !finRequested && queueHasRoom(configuration: configuration)
+    }
 
     mutating func abort<O: CommandOutput>(output: inout O) {
         if state.isSynchronized && state != .timeWait {

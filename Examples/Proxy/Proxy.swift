@@ -1,0 +1,137 @@
+import ArgumentParser
+import Foundation
+import IOTCPCommandLine
+import IOTCPEmbedded
+import Logging
+
+nonisolated(unsafe) var stopRequested: sig_atomic_t = 0
+nonisolated(unsafe) var describeRequested: sig_atomic_t = 0
+
+/// Writes a line to a descriptor at once (pipes buffer `print`).
+func say(_ text: String, to descriptor: Int32 = 1) {
+    var line = text + "\n"
+    line.withUTF8 { bytes in _ = write(descriptor, bytes.baseAddress, bytes.count) }
+}
+
+/// An HTTP/1.1 reverse proxy on iotcp that splices: it reads a client's request head, picks a backend (by
+/// path prefix, or round robin), opens a connection to it through iotcp, and hands both connections to the
+/// NIC with SPLICE, the head first. From then the NIC relays the two; the host sees none of the response.
+/// Where the NIC cannot splice (or with `--copy`), it copies between the two on the host instead.
+@main
+struct Proxy: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "iotcp-proxy", abstract: "Proxy HTTP/1.1 from clients in a network namespace to backends there, splicing on the NIC.")
+
+    @Option(help: "The TCP port to listen on.")
+    var port: UInt16 = 8080
+
+    @Option(help: "The network namespace of clients and backends (created and removed in embedded mode).")
+    var netns = "iotcp"
+
+    @Option(help: "This proxy's address and prefix; the namespace side takes the first other host address.")
+    var address = "10.77.0.2/24"
+
+    @Option(help: "A backend, IP:PORT on the namespace's side of the wire; several are taken in turn (round robin).")
+    var backend: [String] = []
+
+    @Option(help: "PREFIX=IP:PORT: requests whose path starts with PREFIX go to that backend (longest prefix first).")
+    var route: [String] = []
+
+    @Flag(help: "Copy between client and backend on the host instead of splicing (for comparison).")
+    var copy = false
+
+    @Option(help: "Split mode: reach an iotcp-nic process at shm:PATH or rdma://IP:PORT instead of running the NIC stack here.")
+    var nic: String?
+
+    @Option(help: "With --nic rdma://: the local address to connect from (default: the route's).")
+    var rdmaSource: String?
+
+    @Option(help: "Stop after this many seconds (default: run until SIGINT or SIGTERM).")
+    var duration: Double?
+
+    @Flag(help: "Do not log each request.")
+    var quiet = false
+
+    @Option(help: "Seconds a request head may take to arrive whole.")
+    var headerTimeout = 20.0
+
+    @Option(help: "Seconds a backend may take to accept the connection.")
+    var connectTimeout = 10.0
+
+    @Option(help: "Seconds a copied (not spliced) pair may go without traffic before both are closed.")
+    var idleTimeout = 300.0
+
+    @Option(help: "Log level of the stack and the NIC: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .notice
+
+    @OptionGroup(title: "Embedded NIC options")
+    var wire: WireOptions
+
+    func run() throws {
+        guard !backend.isEmpty || !route.isEmpty else { throw ValidationError("give at least one --backend IP:PORT (or --route PREFIX=IP:PORT)") }
+        guard headerTimeout > 0, connectTimeout > 0, idleTimeout > 0 else { throw ValidationError("timeouts must be positive") }
+        let backends: [ProxyServer.Backend]
+        do { backends = try backend.map { text throws(ValidationError) in try ProxyServer.Backend(parsing: text, option: "--backend") } }
+        let routes: [ProxyServer.Route]
+        do {
+            routes = try route.map { text throws(ValidationError) in
+                guard let equals = text.firstIndex(of: "="), text.first == "/" else {
+                    throw ValidationError("--route \(text): expected PREFIX=IP:PORT with a prefix starting with /")
+                }
+                return ProxyServer.Route(prefix: Array(text[..<equals].utf8),
+                                         backend: try ProxyServer.Backend(parsing: String(text[text.index(after: equals)...]), option: "--route"))
+            }
+        }
+        NICRuntime.keepFreedMemoryForReuse()
+        let namespace: NetworkNamespace
+        do { namespace = try NetworkNamespace(name: netns, address: address) } catch { throw ValidationError("\(error)") }
+        signal(SIGINT) { _ in stopRequested = 1 }
+        signal(SIGTERM) { _ in stopRequested = 1 }
+        signal(SIGPIPE, SIG_IGN)
+        signal(SIGUSR1) { _ in describeRequested = 1 }
+        var logger = Logger(label: "iotcp-proxy")
+        logger.logLevel = logLevel
+
+        // The proxy serves no files: the embedded NIC gets an empty export root.
+        let emptyRoot = FileManager.default.temporaryDirectory.appendingPathComponent("iotcp-proxy-\(getpid())").path
+        if nic == nil { try? FileManager.default.createDirectory(atPath: emptyRoot, withIntermediateDirectories: true) }
+        defer { if nic == nil { try? FileManager.default.removeItem(atPath: emptyRoot) } }
+        let attachment = try NICAttachment.open(nic: nic, rdmaSource: rdmaSource, root: emptyRoot, namespace: namespace, wire: wire, logger: logger)
+        let embedded = attachment.embedded
+        embedded?.start()
+        defer {
+            embedded?.stop()
+            if embedded != nil { namespace.remove() }
+        }
+        let stack = IOTCPStack(channel: attachment.channel, address: namespace.stackAddress, configuration: TCPConfiguration(), logger: logger)
+        let limits = ProxyServer.Limits(headerTimeout: headerTimeout, connectTimeout: connectTimeout, idleTimeout: idleTimeout)
+        let server: ProxyServer
+        do {
+            server = try ProxyServer(stack: stack, port: port, backends: backends, routes: routes, splicing: !copy, limits: limits)
+        } catch {
+            throw RuntimeFailure("listening on port \(port): \(error)")
+        }
+        server.accessLog = !quiet
+        say("proxying http://\(namespace.stackAddress):\(port)/ in network namespace \(netns) to "
+            + (routes.map { "\(String(decoding: $0.prefix, as: UTF8.self))=\($0.backend)" } + backends.map(\.description)).joined(separator: ", ")
+            + (copy ? " (copying on the host)" : " (splicing on the NIC)"))
+        let deadline = duration.map { IOTCPStack.monotonicNow().nanoseconds + UInt64($0 * 1e9) }
+        while stopRequested == 0 {
+            if let deadline, IOTCPStack.monotonicNow().nanoseconds >= deadline { break }
+            if describeRequested != 0 {
+                describeRequested = 0
+                say("iotcp-proxy: \(server.describe())", to: 2)
+                if let embedded { say("iotcp-proxy: NIC counters (racy while running): \(NICReport.line(embedded.runtime))", to: 2) }
+            }
+            do { try server.turn(timeoutNanoseconds: 20_000_000) } catch {
+                say("iotcp-proxy: \(error)", to: 2)
+                throw ExitCode(1)
+            }
+        }
+        say("iotcp-proxy: stopping; \(server.describe())")
+        if let embedded {
+            embedded.stop()
+            say("iotcp-proxy: NIC: \(NICReport.line(embedded.runtime))")
+        }
+    }
+}
