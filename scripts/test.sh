@@ -2,9 +2,10 @@
 # Runs every test: unit, property and simulation tests, the two-process channel tests, a real Linux peer
 # over a TAP, a fresh capture of real Linux frames checked byte for byte, the end-to-end curl checks
 # against iotcp-fileserver, the same over HTTPS with the records sealed on the NIC (scripts/tls-e2e.sh), SYN
-# cookies on the NIC under a SYN flood (scripts/accel-e2e.sh), a package of its own using iotcp as a library (scripts/downstream.sh), a C
+# cookies on the NIC under a SYN flood (scripts/accel-e2e.sh), connection splicing through iotcp-proxy
+# (scripts/proxy-e2e.sh), a package of its own using iotcp as a library (scripts/downstream.sh), a C
 # program on libiotcp (scripts/c-tests.sh), Debian's lighttpd patched onto iotcp (scripts/lighttpd-e2e.sh), a soak with misbehaving clients (scripts/soak.sh), the RDMA
-# testbed VM (scripts/rdma-vm.sh) (those nine need root, as CI has), and the libFuzzer targets for a
+# testbed VM (scripts/rdma-vm.sh) (those ten need root, as CI has), and the libFuzzer targets for a
 # bounded time.
 #
 # Every stage must report at least the checks it is known to have: a stage that ran nothing, or fewer
@@ -47,7 +48,7 @@ grep -qE "^✔ Test run with [0-9]+ tests? .*passed" "$log" || { echo "swift tes
 unit=$(grep -oE "Test run with [0-9]+ tests" "$log" | grep -oE "[0-9]+" | tail -1)
 require "swift test" "$unit" 160
 
-live=0 e2e=0 tls=0 accel=0 downstream=0 ctests=0 lighttpd=0 soak=0 vm=0
+live=0 e2e=0 tls=0 accel=0 proxy=0 downstream=0 ctests=0 lighttpd=0 soak=0 vm=0
 if [ "$root" = yes ]; then
   echo "== a fresh capture of Linux TCP, checked like the committed one"
   scripts/capture-fixtures.sh .build/live-capture.pcap
@@ -73,6 +74,12 @@ if [ "$root" = yes ]; then
   grep -qE "^accel: [0-9]+ passed, 0 failed" "$log" || { echo "AccelTCP offload checks failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
   accel=$(sed -nE "s/^accel: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
   require "AccelTCP offloads" "$accel" 43
+
+  echo "== splicing: iotcp-proxy in front of nginx and lighttpd, 0 B-200 MiB, loss, resets, a vanishing client, tshark"
+  scripts/proxy-e2e.sh .build/debug/iotcp-proxy | tee "$log" | grep -E "^proxy: (FAIL|[0-9]+ passed)" || true
+  grep -qE "^proxy: [0-9]+ passed, 0 failed" "$log" || { echo "splicing checks failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
+  proxy=$(sed -nE "s/^proxy: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
+  require "splicing" "$proxy" 39
 
   echo "== iotcp as a library: a package of its own depending on it by path, built and serving"
   scripts/downstream.sh | tee "$log" | grep -E "^downstream:" || true
@@ -112,4 +119,4 @@ require "fuzz" "$fuzz" 4
 
 skipped=""
 [ "$root" = no ] && skipped=" (root-only stages NOT run)"
-echo "iotcp: $((unit + live + e2e + tls + accel + downstream + ctests + lighttpd + soak + vm + fuzz)) passed, 0 failed$skipped"
+echo "iotcp: $((unit + live + e2e + tls + accel + proxy + downstream + ctests + lighttpd + soak + vm + fuzz)) passed, 0 failed$skipped"

@@ -61,6 +61,9 @@ struct Proxy: ParsableCommand {
     @Option(help: "Seconds a copied (not spliced) pair may go without traffic before both are closed.")
     var idleTimeout = 300.0
 
+    @Option(help: "Seconds a spliced pair may go without traffic before the NIC resets both (TCPConfiguration.spliceIdleTimeout).")
+    var spliceIdleTimeout = 300.0
+
     @Option(help: "Log level of the stack and the NIC: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .notice
 
@@ -69,7 +72,7 @@ struct Proxy: ParsableCommand {
 
     func run() throws {
         guard !backend.isEmpty || !route.isEmpty else { throw ValidationError("give at least one --backend IP:PORT (or --route PREFIX=IP:PORT)") }
-        guard headerTimeout > 0, connectTimeout > 0, idleTimeout > 0 else { throw ValidationError("timeouts must be positive") }
+        guard headerTimeout > 0, connectTimeout > 0, idleTimeout > 0, spliceIdleTimeout > 0 else { throw ValidationError("timeouts must be positive") }
         let backends: [ProxyServer.Backend]
         do { backends = try backend.map { text throws(ValidationError) in try ProxyServer.Backend(parsing: text, option: "--backend") } }
         let routes: [ProxyServer.Route]
@@ -103,7 +106,9 @@ struct Proxy: ParsableCommand {
             embedded?.stop()
             if embedded != nil { namespace.remove() }
         }
-        let stack = IOTCPStack(channel: attachment.channel, address: namespace.stackAddress, configuration: TCPConfiguration(), logger: logger)
+        var configuration = TCPConfiguration()
+        configuration.spliceIdleTimeout = UInt64(spliceIdleTimeout * 1e9)
+        let stack = IOTCPStack(channel: attachment.channel, address: namespace.stackAddress, configuration: configuration, logger: logger)
         let limits = ProxyServer.Limits(headerTimeout: headerTimeout, connectTimeout: connectTimeout, idleTimeout: idleTimeout)
         let server: ProxyServer
         do {

@@ -171,11 +171,19 @@ public struct SpliceRewrite: Hashable, Sendable {
         checksum = ~UInt16(truncatingIfNeeded: sum)
     }
 
+    /// `offset` counts from the packet's start; the TCP header starts at a multiple of four, so an odd offset
+    /// is a field straddling two of the checksum's 16-bit words (an option after a single NOP). Its bytes
+    /// count there swapped, and the one's complement sum commutes with swapping bytes: adjust by the swapped
+    /// values.
     @inline(__always)
     static func replace16(_ packet: UnsafeMutableRawBufferPointer, at offset: Int, with value: UInt16, checksum: inout UInt16) {
         let old = UnsafeRawBufferPointer(packet).bigEndianUInt16(at: offset)
         guard old != value else { return }
-        adjust(&checksum, old: old, new: value)
+        if offset & 1 == 0 {
+            adjust(&checksum, old: old, new: value)
+        } else {
+            adjust(&checksum, old: old.byteSwapped, new: value.byteSwapped)
+        }
         packet.storeBigEndian(value, at: offset)
     }
 

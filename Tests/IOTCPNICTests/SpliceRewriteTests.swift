@@ -102,6 +102,40 @@ struct SpliceRewriteTests {
         }
     }
 
+    @Test("options at odd offsets (a single NOP before them): fields straddling checksum words, checksum still right")
+    func oddOffsets() throws {
+        let rewrite = try #require(SpliceRewrite.joining(from: clientSide, to: backendSide))
+        // NOP, timestamps (10), SACK with one block (10): TSval, TSecr and the edges at odd offsets.
+        var options: [UInt8] = [1, 8, 10]
+        for value in [UInt32(77_005), 899_997] { options += withUnsafeBytes(of: value.bigEndian, Array.init) }
+        options += [5, 10]
+        for edge in [clientSide.sendNext + 60, clientSide.sendNext + 80] { options += withUnsafeBytes(of: edge.rawValue.bigEndian, Array.init) }
+        options += [1, 0, 0]  // NOP, end of options, padding
+        #expect(options.count == 24)
+        let payload: [UInt8] = [1, 2, 3, 4, 5]
+        var bytes = [UInt8](repeating: 0, count: 20 + 20 + options.count + payload.count)
+        bytes.withUnsafeMutableBytes { raw in
+            try! IPv4Repr(source: Self.client, destination: Self.proxy, protocol: .tcp, payloadLength: 20 + options.count + payload.count).emit(into: raw)
+            let tcp = UnsafeMutableRawBufferPointer(rebasing: raw[20...])
+            tcp.storeBigEndian(UInt16(40000), at: 0)
+            tcp.storeBigEndian(UInt16(8080), at: 2)
+            tcp.storeBigEndian((clientSide.receiveNext + 7).rawValue, at: 4)
+            tcp.storeBigEndian((clientSide.sendNext + 3).rawValue, at: 8)
+            tcp[12] = UInt8((20 + options.count) / 4) << 4
+            tcp[13] = TCPFlags.ack.rawValue
+            tcp.storeBigEndian(UInt16(300), at: 14)
+            for (index, byte) in (options + payload).enumerated() { tcp[20 + index] = byte }
+            TCPRepr.fillChecksum(segment: tcp, source: Self.client, destination: Self.proxy)
+        }
+        #expect(try parsed(bytes).checksumGood)
+        #expect(bytes.withUnsafeMutableBytes { rewrite.apply(to: $0) })
+        let out = try parsed(bytes)
+        #expect(out.checksumGood, "the TSval, TSecr and SACK edges at odd offsets moved, the checksum with them")
+        #expect(out.tcp.options.timestamps == TCPTimestamps(value: 77_005 &+ rewrite.timestampValueDelta, echoReply: 899_997 &+ rewrite.timestampEchoDelta))
+        #expect(Array(out.tcp.options.sackBlocks) == [SACKBlock(left: backendSide.receiveNext + 60, right: backendSide.receiveNext + 80)])
+        #expect(out.payload == payload)
+    }
+
     @Test("refused and untouched: truncated options, another protocol, a fragment; connections that differ on timestamps")
     func refusals() throws {
         let rewrite = try #require(SpliceRewrite.joining(from: clientSide, to: backendSide))
