@@ -167,6 +167,23 @@ def report(results_path, prefix):
                 r["server"], label(r["size"]), r["connections"], r["requests_per_second"], r["host_cpu_us_per_request"],
                 "%.1f" % r["nic_cpu_us_per_request"] if "iotcp" in r["server"] else "-", r["core_cpu_us_per_request"],
                 versus("host_cpu_us_per_request"), versus("core_cpu_us_per_request")))
+    if any(r["scenario"] == "proxy" for r in results):
+        ratios += ["", "The proxies against HAProxy (splicing on) in the same mode, same body, same connections: Gbps, p99,",
+                   "whole-core CPU per GB, host CPU per GB (the proxy's process; for iotcp-proxy without its NIC stack).", "",
+                   "| proxy | body | conns | Gbps | p99 | core s/GB | host s/GB |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in results:
+            mode = "-close" if r["server"].endswith("-close") else ""
+            haproxy = next((s for s in results if s["server"] == "haproxy" + mode and s["size"] == r["size"]
+                            and s["connections"] == r["connections"]), None)
+            if not haproxy or r is haproxy or haproxy["gbps"] <= 0 or haproxy["core_cpu_seconds_per_gb"] <= 0:
+                continue
+            ratios.append("| %s | %s | %d | %.2fx | %s | %.2fx | %s |" % (
+                r["server"], label(r["size"]), r["connections"], r["gbps"] / haproxy["gbps"],
+                "%.2fx" % (r["latency_p99_ms"] / haproxy["latency_p99_ms"])
+                if haproxy["latency_p99_ms"] > 0 and r["latency_p99_ms"] > 0 else "-",
+                r["core_cpu_seconds_per_gb"] / haproxy["core_cpu_seconds_per_gb"],
+                "1/%.1f" % (haproxy["host_cpu_seconds_per_gb"] / r["host_cpu_seconds_per_gb"])
+                if r["host_cpu_seconds_per_gb"] > 0 else "-"))
     copies = [r for r in results if r.get("user_copies_per_byte") is not None]
     if copies:
         ratios += ["", "iotcp-nic's own counters over each run: payload bytes copied in user space, and bytes read from",

@@ -12,6 +12,10 @@
 #   short a new connection per request (wrk with `Connection: close`), 64 B and 4 KiB files, 100 connections:
 #         iotcp embedded and split (handshakes answered and endings held by the NIC stack), lighttpd, nginx;
 #         CPU microseconds per request beside CPU per GB.
+#   proxy an L7 proxy in front of nginx (the backend, on the clients' side of the wire, pinned with wrk to CPU
+#         1), 500 KiB and 10 MiB bodies, keep-alive and a new connection per request: iotcp-proxy splicing on
+#         the NIC (embedded, and split over shared memory), HAProxy with splicing on (Debian's), nginx
+#         proxy_pass; host CPU per GB against HAProxy's.
 #   cold  a library of 500 KiB files four times larger than the page cache the servers may use (each server
 #         runs in a memory cgroup with the same limit, caches dropped before each), requests spread over it
 #         by a Zipf law: iotcp split (buffered reads through io_uring, and O_DIRECT), nginx with sendfile,
@@ -25,7 +29,7 @@
 # Writes Docs/benchmarks/compare.json, compare.md and compare.png (or compare-cold.*).
 #
 # Usage (root): scripts/compare.sh [SECONDS]     SECONDS per run, default 10
-#   SCENARIO=warm|cold|https|short|both (default warm; both is warm and cold)  SIZES="4096 65536 512000 10485760"  CONNECTIONS="100 1600"
+#   SCENARIO=warm|cold|https|short|proxy|both (default warm; both is warm and cold)  PROXY_MODES="keepalive close"  SIZES="4096 65536 512000 10485760"  CONNECTIONS="100 1600"
 #   SERVERS="..." (default per scenario)  COLD_CACHE_MIB=256  COLD_FACTOR=4  ZIPF=0.9
 #   PROFILE=DIR  records CPU 0 with `perf record -g` during each run into DIR (perf's cost then skews the
 #                figures: profile and measure in separate runs)
@@ -37,6 +41,7 @@ scenario=${SCENARIO:-warm}
 connections=(${CONNECTIONS:-100 1600})
 missing=()
 for tool in lighttpd nginx gnuplot python3; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ "$scenario" = proxy ]; then command -v haproxy >/dev/null || missing+=(haproxy); fi
 [ -e /usr/lib/lighttpd/mod_openssl.so ] || missing+=(lighttpd-mod-openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   packages=("${missing[@]/gnuplot/gnuplot-nox}")
@@ -45,6 +50,9 @@ fi
 echo "== building (release)"
 swift build -c release --product iotcp-fileserver >/dev/null 2>&1 || swift build -c release --product iotcp-fileserver
 swift build -c release --product iotcp-nic >/dev/null 2>&1 || swift build -c release --product iotcp-nic
+if [ "$scenario" = proxy ]; then
+  swift build -c release --product iotcp-proxy >/dev/null 2>&1 || swift build -c release --product iotcp-proxy
+fi
 lighttpd_iotcp=
 [ "$scenario" = https ] || [ "$scenario" = short ] || lighttpd_iotcp=$(CONFIGURATION=release Examples/lighttpd/build.sh 2>/dev/null | tail -1) || lighttpd_iotcp=
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -75,6 +83,7 @@ ip link set cmp-s netns cmp-server
 ip link set cmp-c netns cmp-client
 ip -n cmp-server addr add 10.98.0.2/24 dev cmp-s
 ip -n cmp-client addr add 10.98.0.1/24 dev cmp-c
+ip -n cmp-client addr add 10.98.0.10/24 dev cmp-c  # the proxies' backend, beside the clients
 for ns in cmp-server cmp-client; do ip -n "$ns" link set lo up; done
 ip -n cmp-server link set cmp-s up
 ip -n cmp-client link set cmp-c up
@@ -200,6 +209,33 @@ start() {
       [ "$scheme" = https ] && conf=$work/lighttpd-tls.conf
       (run_in "$group" ip netns exec cmp-server taskset -c 0 lighttpd -D -f "$conf") &
       server_pids=($!) client_ns=cmp-client url_base=$scheme://10.98.0.2:8080 ;;
+    iotcp-proxy|iotcp-proxy-split)
+      local nic=()
+      mkdir -p "$work/empty"
+      if [ "$1" = iotcp-proxy-split ]; then
+        (run_in "$group" taskset -c 0 .build/release/iotcp-nic --export-root "$work/empty" --channel "shm:$work/nic.sock" --netns cmp-iotcp \
+          --address 10.97.0.2/24 --once >"$work/nic.out" 2>"$work/nic.log") &
+        nic_pids=($!) nic_log=$work/nic.log nic=(--nic "shm:$work/nic.sock")
+        for _ in $(seq 100); do grep -q "^iotcp-nic: serving" "$work/nic.out" 2>/dev/null && break; sleep 0.1; done
+      fi
+      (run_in "$group" taskset -c 0 .build/release/iotcp-proxy --netns cmp-iotcp --address 10.97.0.2/24 --backend 10.97.0.10:8081 \
+        --quiet "${nic[@]}" >"$work/iotcp.out" 2>"$work/iotcp.log") &
+      server_pids=($!) client_ns=cmp-iotcp url_base=http://10.97.0.2:8080
+      [ "$1" = iotcp-proxy ] && nic_thread=iotcp-nic
+      for _ in $(seq 100); do grep -q "proxying http://" "$work/iotcp.out" 2>/dev/null && break; sleep 0.1; done
+      # The backend on the clients' side of the TAP, as it is on the clients' side of the veth for the others.
+      ip -n cmp-iotcp addr add 10.97.0.10/24 dev "$(ip -n cmp-iotcp -br link | awk '/^iotcp/ {print $1}' | head -1)"
+      start_backend cmp-iotcp 10.97.0.10 ;;
+    haproxy)
+      start_backend cmp-client 10.98.0.10
+      (run_in "$group" ip netns exec cmp-server taskset -c 0 haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1) &
+      server_pids=($!) client_ns=cmp-client url_base=http://10.98.0.2:8080 ;;
+    nginx-proxy)
+      start_backend cmp-client 10.98.0.10
+      (run_in "$group" ip netns exec cmp-server taskset -c 0 nginx -c "$work/nginx-proxy.conf") &
+      sleep 0.5
+      master=$(pgrep -f "nginx -c $work/nginx-proxy.conf" | head -1)
+      server_pids=($master $(pgrep -P "$master" | tr '\n' ' ')) client_ns=cmp-client url_base=http://10.98.0.2:8080 ;;
     nginx|nginx-aio)
       local conf=$work/nginx.conf
       [ "$1" = nginx-aio ] && conf=$work/nginx-aio.conf
@@ -223,6 +259,15 @@ stop() {
   for pid in "${server_pids[@]}" "${nic_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   pkill -f "nginx -c $work/nginx" 2>/dev/null || true
   sleep 0.5
+}
+# start_backend NAMESPACE ADDRESS: nginx serving the files at ADDRESS:8081, pinned to CPU 1 (with wrk) so the
+# server core holds only the proxy.
+start_backend() {
+  sed -e "s/10.98.0.2:8080/$2:8081/" -e "s|$work/nginx.pid|$work/nginx-backend.pid|" "$work/nginx.conf" > "$work/nginx-backend.conf"
+  (ip netns exec "$1" taskset -c 1 nginx -c "$work/nginx-backend.conf") &
+  for _ in $(seq 50); do ip netns exec "$1" curl -sf -o /dev/null --max-time 1 "http://$2:8081/$probe" && return 0; sleep 0.1; done
+  echo "compare: the backend at $2 did not start" >&2
+  return 1
 }
 # nic_counter NAME: the latest value iotcp-nic logged for a counter (after SIGUSR1).
 nic_counter() { grep counters "$nic_log" | tail -1 | grep -o "$1=[0-9]*" | cut -d= -f2; }
@@ -349,6 +394,70 @@ EOF
   gnuplot Docs/benchmarks/compare-cold.gnuplot && echo "compare: wrote Docs/benchmarks/compare-cold.{json,md,png}"
 }
 
+# The proxies: each in front of the same nginx backend, keep-alive and then a new connection per request.
+# iotcp-proxy splices a client's connection to its backend's after the first request (later requests on it
+# ride the splice); HAProxy and nginx read every request.
+proxy() {
+  scenario_now=proxy
+  [ -n "${CONNECTIONS:-}" ] || connections=(100)
+  local sizes=(${SIZES:-512000 10485760}) servers=(${SERVERS:-iotcp-proxy iotcp-proxy-split haproxy nginx-proxy})
+  for size in "${sizes[@]}"; do head -c "$size" /dev/urandom > "$work/www/file-$size.bin"; done
+  probe=file-${sizes[0]}.bin
+  cat > "$work/haproxy.cfg" <<CONF
+global
+  maxconn 50000
+  nbthread 1
+defaults
+  mode http
+  option http-keep-alive
+  option splice-request
+  option splice-response
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend web
+  bind 10.98.0.2:8080
+  default_backend files
+backend files
+  http-reuse always
+  server nginx 10.98.0.10:8081 maxconn 20000
+CONF
+  cat > "$work/nginx-proxy.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx-proxy.pid;
+error_log $work/nginx-proxy.log;
+events { worker_connections 16384; use epoll; }
+http {
+  access_log off; keepalive_requests 1000000;
+  client_body_temp_path $work/nginx-body; proxy_temp_path $work/nginx-proxy-tmp; fastcgi_temp_path $work/nginx-fastcgi;
+  uwsgi_temp_path $work/nginx-uwsgi; scgi_temp_path $work/nginx-scgi;
+  upstream files { server 10.98.0.10:8081; keepalive 256; }
+  server {
+    listen 10.98.0.2:8080;
+    location / { proxy_pass http://files; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_max_temp_file_size 0; }
+  }
+}
+CONF
+  results="$work/results-proxy.jsonl"
+  : > "$results"
+  for mode in ${PROXY_MODES:-keepalive close}; do
+    local suffix=
+    wrk_extra=()
+    [ "$mode" = close ] && wrk_extra=(-H "Connection: close") suffix=-close
+    for server in "${servers[@]}"; do
+      echo "== proxy ($mode): $server"
+      start "$server"
+      for size in "${sizes[@]}"; do
+        for conns in "${connections[@]}"; do measure "$server$suffix" "$size" "$conns" "$url_base/file-$size.bin" "${wrk_extra[@]}"; done
+      done
+      stop
+    done
+  done
+  python3 scripts/compare-parse.py --report "$results" Docs/benchmarks/compare-proxy
+  gnuplot Docs/benchmarks/compare-proxy.gnuplot && echo "compare: wrote Docs/benchmarks/compare-proxy.{json,md,png}"
+}
+
 # Short connections: every request on a new connection, closed by the server after the response.
 short() {
   wrk_extra=(-H "Connection: close")
@@ -359,8 +468,9 @@ short() {
 case $scenario in
   warm) warm ;;
   short) short ;;
+  proxy) proxy ;;
   https) https ;;
   cold) cold ;;
   both) warm; cold ;;
-  *) echo "compare: SCENARIO is warm, cold, https, short or both" >&2; exit 2 ;;
+  *) echo "compare: SCENARIO is warm, cold, https, short, proxy or both" >&2; exit 2 ;;
 esac
