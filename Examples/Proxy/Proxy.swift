@@ -72,7 +72,13 @@ struct Proxy: ParsableCommand {
 
     func run() throws {
         guard !backend.isEmpty || !route.isEmpty else { throw ValidationError("give at least one --backend IP:PORT (or --route PREFIX=IP:PORT)") }
-        guard headerTimeout > 0, connectTimeout > 0, idleTimeout > 0, spliceIdleTimeout > 0 else { throw ValidationError("timeouts must be positive") }
+        // Seconds become nanoseconds in 64 bits: a year is plenty and keeps the conversion exact.
+        let year = 365.0 * 86_400
+        for (name, value) in [("--header-timeout", headerTimeout), ("--connect-timeout", connectTimeout), ("--idle-timeout", idleTimeout),
+                              ("--splice-idle-timeout", spliceIdleTimeout), ("--duration", duration ?? 1)]
+        where !(value > 0 && value <= year) {
+            throw ValidationError("\(name) \(value): expected seconds above 0 and at most a year")
+        }
         let backends: [ProxyServer.Backend]
         do { backends = try backend.map { text throws(ValidationError) in try ProxyServer.Backend(parsing: text, option: "--backend") } }
         let routes: [ProxyServer.Route]

@@ -147,12 +147,18 @@ final class ProxyServer {
     }
 
     private func progress(_ session: Session, id: UInt64, kinds: EventKinds, fromBackend: Bool) {
-        session.lastActivity = stack.now.nanoseconds
+        // Hang-ups and errors are reported whatever the interests and for as long as they last (level
+        // triggered): they are not activity, and each must end the session or be silenced, or the loop spins.
+        let trouble = !kinds.intersection(.always).isEmpty
+        if !kinds.subtracting(.always).isEmpty { session.lastActivity = stack.now.nanoseconds }
         switch session.phase {
         case .readingHead:
             readHead(session, id: id)
         case .connecting:
-            guard fromBackend else { return }
+            guard fromBackend else {
+                if trouble { end(session, id: id, abort: true) }  // the client gave up while the backend was opening
+                return
+            }
             if kinds.contains(.error) || kinds.contains(.hangUp) || stack.error(of: session.backend!) != nil {
                 counters.backendFailures += 1
                 let why = stack.error(of: session.backend!).map { "\($0)" } ?? "connection failed"
@@ -163,6 +169,11 @@ final class ProxyServer {
             if kinds.contains(.writable) { connected(session, id: id) }
         case .copying:
             pump(session, id: id)
+            // Still going with one side hung up: that side waits for the other (its bytes queued toward a
+            // backend not yet taking them, say). Quiet it until the other side moves; pump registers it again.
+            if trouble, sessions[id] != nil, let socket = fromBackend ? session.backend : session.client {
+                stack.deregister(socket)
+            }
         }
     }
 

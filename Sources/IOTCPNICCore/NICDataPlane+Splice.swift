@@ -35,6 +35,9 @@ extension NICDataPlane {
         /// furthest segment since (where a believable RST sits).
         var receiveStart = SequenceNumber(0)
         var expectedSequence = SequenceNumber(0)
+        /// Set once the stream is far (a largest window) past `receiveStart`: no resent byte from before
+        /// the splice can come any more, and comparing with `receiveStart` would go wrong past 2 GiB.
+        var pastStart = false
         /// This peer's FIN, as a sequence number past it in the other connection's space, once seen; and
         /// whether the other peer has acknowledged it.
         var finEnd: SequenceNumber?
@@ -75,6 +78,9 @@ extension NICDataPlane {
         var retransmissionsLeft = 0
         var headEnd: SequenceNumber { headStart + head.count }
     }
+
+    /// The largest window TCP can offer (65535 << 14, rounded up): how far a peer's stream may jump at once.
+    static let largestWindow = 1 << 30
 
     /// Splices being relayed (or lingering), for diagnostics and the report.
     public var spliceCount: Int { splicesByEndpoints.count / 2 }
@@ -177,10 +183,16 @@ extension NICDataPlane {
         let slot = Int(found >> 1)
         let fromBackend = found & 1 == 1
         let now = clock
+        // The relay believes what a segment says (FINs, RSTs, acknowledgments), so it checks the sum first;
+        // frames read from the wire are whole and summed (no receive offload is asked for).
+        guard view.checksumVerifies(source: ip.source, destination: ip.destination) else {
+            counters.malformedIn += 1
+            return true
+        }
         var entry = splices[slot]
         let flags = view.flags
         if flags.contains(.syn) {
-            if entry.state == .lingering && !fromBackend && flags == .syn {
+            if entry.state == .lingering && !fromBackend && !flags.contains(.ack) {  // ECE and CWR may ride a SYN
                 // The client's port starts anew, as after TIME-WAIT: the old splice is done.
                 endSplice(slot, reason: .reused, output: &output)
                 return false
@@ -193,7 +205,7 @@ extension NICDataPlane {
         var to = fromBackend ? entry.client : entry.backend
         let payload = view.payload.count
         let sequence = view.sequenceNumber
-        if !fromBackend && payload > 0 && sequence < from.receiveStart {
+        if !fromBackend && payload > 0 && !from.pastStart && sequence < from.receiveStart {
             // The client sending again what the host had received (our ACK of it was lost): it must not
             // reach the backend, whose stream has the head there. Acknowledge it again instead.
             counters.spliceDrops += 1
@@ -202,11 +214,10 @@ extension NICDataPlane {
             return true
         }
         var acknowledgment = view.acknowledgmentNumber
+        var headJustAcknowledged = false
         if fromBackend && !entry.headAcknowledged && flags.contains(.ack) {
-            if acknowledgment >= entry.headEnd {
-                entry.headAcknowledged = true
-                spliceHeadBytes -= entry.head.count
-                entry.head = []
+            if acknowledgment >= entry.headEnd && acknowledgment <= from.sendNext {
+                headJustAcknowledged = true  // once the segment is known to be well formed
             } else if payload == 0 && !flags.contains(.fin) && !flags.contains(.rst) {
                 // Part of the head acknowledged: nothing the client needs to hear.
                 splices[slot] = entry
@@ -223,7 +234,11 @@ extension NICDataPlane {
         // believed here only where the peer's stream stands (RFC 5961 §3), so a forged one cannot end the splice.
         let endsSplice = flags.contains(.rst) && sequence == from.expectedSequence
         let end = sequence + payload + (flags.contains(.fin) ? 1 : 0)
-        if end > from.expectedSequence && !flags.contains(.rst) { from.expectedSequence = end }
+        // Only as far as a largest window (2^30) at a time: a wild sequence number must not move it.
+        if end > from.expectedSequence && end - from.expectedSequence <= Self.largestWindow && !flags.contains(.rst) {
+            from.expectedSequence = end
+            if !from.pastStart && from.expectedSequence - from.receiveStart > Self.largestWindow { from.pastStart = true }
+        }
         // The copy: the wire's buffer is the runtime's, and the rewrite works in place.
         let length = ip.bytes.count
         let packet = UnsafeMutableRawBufferPointer(rebasing: spliceScratch[0..<length])
@@ -235,24 +250,36 @@ extension NICDataPlane {
             packet.storeBigEndian(checksum, at: tcp + 16)
         }
         guard from.rewrite.apply(to: packet) else {
-            counters.malformedIn += 1
-            splices[slot] = entry
+            counters.malformedIn += 1  // and the splice stays as it was
             return true
+        }
+        if headJustAcknowledged {
+            entry.headAcknowledged = true
+            spliceHeadBytes -= entry.head.count
+            entry.head = []
         }
         // What the other peer now has from us.
         let rewritten = UnsafeRawBufferPointer(packet)
         let outSequence = SequenceNumber(rewritten.bigEndianUInt32(at: tcp + 4))
         let outEnd = outSequence + payload + (flags.contains(.fin) ? 1 : 0)
         if outEnd > to.sendNext { to.sendNext = outEnd }
-        if flags.contains(.ack) { to.acknowledgment = SequenceNumber(rewritten.bigEndianUInt32(at: tcp + 8)) }
-        to.window = rewritten.bigEndianUInt16(at: tcp + 14)
+        // What the relay says itself to `to` (a head's ACK, a keep-alive answer) must not go back on what
+        // `from` said: an older, reordered segment leaves both as they are.
+        let outAcknowledgment = SequenceNumber(rewritten.bigEndianUInt32(at: tcp + 8))
+        if flags.contains(.ack) && outAcknowledgment >= to.acknowledgment {
+            to.acknowledgment = outAcknowledgment
+            to.window = rewritten.bigEndianUInt16(at: tcp + 14)
+        }
         if entry.timestamps, let stamps = TCPOptions(leniently: view.optionBytes).timestamps {
             let moved = stamps.value &+ from.rewrite.timestampValueDelta
             if Int32(bitPattern: moved &- to.lastTimestamp) > 0 { to.lastTimestamp = moved }
         }
         if flags.contains(.fin) && from.finEnd == nil { from.finEnd = outEnd }
         // Their ACK, in our sending space on their connection, may cover the other's FIN.
-        if flags.contains(.ack), let finEnd = to.finEnd, view.acknowledgmentNumber >= finEnd { to.finAcknowledged = true }
+        if flags.contains(.ack), let finEnd = to.finEnd, view.acknowledgmentNumber >= finEnd,
+           view.acknowledgmentNumber <= from.sendNext {
+            to.finAcknowledged = true
+        }
         from.bytes += UInt64(payload)
         if fromBackend { entry.backend = from; entry.client = to } else { entry.client = from; entry.backend = to }
         if entry.state == .relaying && entry.client.finAcknowledged && entry.backend.finAcknowledged {

@@ -105,6 +105,9 @@ struct NICHandshakeTests {
         let segment = script.inject(sequence: parameters.peerInitialSequence.rawValue + 1, acknowledgment: parameters.localInitialSequence.rawValue + 2,
                                     flags: [.fin, .ack])
         #expect(segment.malformed == ["REDELIVER"] && script.engine.statistics.segmentsAfterHandOver == 2)
+        // And the client's RST: the NIC's side must hear it (dropping it here would leave the NIC waiting).
+        let reset = script.inject(sequence: parameters.peerInitialSequence.rawValue + 2, acknowledgment: 0, flags: [.rst])
+        #expect(reset.malformed == ["REDELIVER"] && script.engine.statistics.segmentsAfterHandOver == 3)
         // A new connection on the same port (the NIC ended the old one's TIME-WAIT for its SYN): another ISN.
         var reused = parameters
         reused.peerInitialSequence = parameters.peerInitialSequence + 5_000_000

@@ -88,6 +88,15 @@ struct SpliceHostTests {
         #expect(attempt() == .cannotSplice("the NIC does not offer splicing"))
         script.engine.splicingOnNIC = true
         #expect(attempt(Array(repeating: 1, count: SpliceParameters.maximumHeadLength + 1)).map { "\($0)" }?.contains("head") == true)
+        // A channel whose messages are smaller than the protocol's limit: the head must fit one.
+        do {
+            try Array(repeating: UInt8(1), count: 600).withUnsafeBytes {
+                try script.engine.splice(client, to: backend, head: $0, now: script.now, output: &script.output, maximumHeadLength: 512)
+            }
+            Issue.record("a head larger than the channel's room was taken")
+        } catch let error as TCPError {
+            #expect(error == .cannotSplice("600 bytes of head, more than 512"))
+        }
         // Data on its way to the client: the NIC could not send it again.
         _ = try Array("x".utf8).withUnsafeBytes { try script.engine.write(client, $0, now: script.now, output: &script.output) }
         #expect(attempt().map { "\($0)" }?.contains("unacknowledged") == true)

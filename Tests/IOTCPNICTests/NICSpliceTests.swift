@@ -51,10 +51,12 @@ struct NICSpliceTests {
 
     func fromBackend(_ nic: NICDataPlane, flags: TCPFlags = .ack, sequence: SequenceNumber, acknowledgment: SequenceNumber,
                      payload: [UInt8] = [], timestamp: UInt32 = 3_010, echo: UInt32 = 200_000, window: UInt16 = 100,
-                     at time: Instant, output: inout CollectingNICOutput) {
+                     corrupt: Bool = false, at time: Instant, output: inout CollectingNICOutput) {
         let segment = TCPRepr(sourcePort: 8080, destinationPort: 33_000, sequenceNumber: sequence, acknowledgmentNumber: acknowledgment,
                               flags: flags, window: window, options: TCPOptions(timestamps: TCPTimestamps(value: timestamp, echoReply: echo)))
-        tcpPacket(segment, from: Self.backend, to: Self.proxy, payload: payload).withUnsafeBytes { nic.receive(packet: $0, now: time, output: &output) }
+        tcpPacket(segment, from: Self.backend, to: Self.proxy, payload: payload, corrupt: corrupt).withUnsafeBytes {
+            nic.receive(packet: $0, now: time, output: &output)
+        }
     }
 
     /// Segments sent since the last call: the TCP header, payload, whether the checksum verifies, and the
@@ -206,6 +208,39 @@ struct NICSpliceTests {
         #expect(answer.to == Self.client && answer.payload.isEmpty && answer.segment.flags == .ack)
         #expect(answer.segment.acknowledgmentNumber == clientReceiveNext && answer.segment.sequenceNumber == clientSendNext)
         #expect(answer.checksumGood && nic.counters.spliceDrops == 1 && nic.counters.splicedSegments == 0)
+    }
+
+    @Test("a client stream far past the splice (over 2 GiB) still reaches the backend: bytes from before it are told apart only near it")
+    func longClientStream() throws {
+        var output = CollectingNICOutput()
+        let nic = spliced(output: &output)
+        _ = sent(&output)
+        let step = 900 << 20  // within a largest window each time
+        for k in 1...2 {
+            fromClient(nic, flags: [.ack, .psh], sequence: clientReceiveNext + k * step, acknowledgment: clientSendNext,
+                       payload: Array(repeating: 2, count: 100), at: start + UInt64(k) * Nanoseconds.millisecond, output: &output)
+            #expect(sent(&output).first?.to == Self.backend)
+        }
+        // 2 GiB and more past the start: "before the start" by signed distance, yet new bytes.
+        let far = clientReceiveNext + (1 << 31) + 4096
+        fromClient(nic, flags: [.ack, .psh], sequence: far, acknowledgment: clientSendNext, payload: Array(repeating: 3, count: 100),
+                   at: start + 3 * Nanoseconds.millisecond, output: &output)
+        let passed = try #require(sent(&output).first)
+        #expect(passed.to == Self.backend && passed.payload == Array(repeating: 3, count: 100) && passed.checksumGood)
+        #expect(nic.counters.spliceDrops == 0 && nic.counters.splicedSegments == 3)
+    }
+
+    @Test("a segment with a bad checksum changes nothing (not even a RST in the window), and an ACK beyond what was sent does not take the head")
+    func untrustedSegments() throws {
+        var output = CollectingNICOutput()
+        let nic = spliced(output: &output)
+        let first = sent(&output)
+        fromBackend(nic, flags: [.rst, .ack], sequence: backendReceiveNext, acknowledgment: headEnd, corrupt: true, at: start, output: &output)
+        #expect(sent(&output).isEmpty && nic.spliceCount == 1 && nic.counters.malformedIn == 1)
+        fromBackend(nic, sequence: backendReceiveNext, acknowledgment: headEnd + 5_000, at: start + Nanoseconds.millisecond, output: &output)
+        #expect(sent(&output).isEmpty, "an ACK of bytes never sent is not the head's")
+        nic.poll(now: start + 201 * Nanoseconds.millisecond, output: &output)
+        #expect(sent(&output).map(\.payload) == first.map(\.payload) && nic.counters.spliceHeadResends == 1, "the head is still outstanding")
     }
 
     @Test("nothing across a splice for its idle timeout: both peers reset, SPLICE_ENDED idle")

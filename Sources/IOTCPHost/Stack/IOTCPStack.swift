@@ -199,7 +199,9 @@ public final class IOTCPStack {
         let clientHandle = try connection(client), backendHandle = try connection(backend)
         var output = sender
         do throws(TCPError) {
-            try engine.splice(clientHandle, to: backendHandle, head: head, now: clock(), output: &output)
+            // The command carries the head, so the head must fit one channel message.
+            let room = sender.maxCommandBytes - CommandProtocol.commandHeaderLength - CommandKind.splice.fixedBodyLength
+            try engine.splice(clientHandle, to: backendHandle, head: head, now: clock(), output: &output, maximumHeadLength: room)
         } catch { throw .tcp(error) }
         for (socket, handle) in [(client, clientHandle), (backend, backendHandle)] {
             interest.deregister(socket)
@@ -507,6 +509,7 @@ public final class IOTCPStack {
                 nic = hello
                 engine.endingsOnNIC = engine.configuration.teardownOnNIC && hello.features & NICFeatures.connectionTeardown != 0
                 engine.splicingOnNIC = hello.features & NICFeatures.connectionSplicing != 0
+                engine.nicStarted()
             case .spliceEnded(_, let report):
                 engine.spliceEnded(report)
             case .keepalive:

@@ -555,12 +555,14 @@ public final class TCPEngine {
         now: Instant, output: inout O
     ) {
         let flags = segment.flags
-        if flags.contains(.rst) { return }
+        // A RST too goes back to a connection just handed over: the NIC's side of it (a splice, a teardown)
+        // must hear that the peer gave up.
         if !handedOverAt.isEmpty, !flags.contains(.syn), let recent = handedOverAt[key], now - recent.at < Self.handOverGrace {
             statistics.segmentsAfterHandOver += 1
             output.emit(.redeliver(packet: packet))
             return
         }
+        if flags.contains(.rst) { return }
         if let listener = listeners[segment.destinationPort] {
             if flags.contains(.syn) && !flags.contains(.ack) {
                 if listener.pending < listener.backlog, let slot = try? allocateSlot() {
@@ -687,8 +689,11 @@ public final class TCPEngine {
     /// with nothing in flight or queued, the backend has sent nothing, both or neither use timestamps, both
     /// peers take full-sized segments, and the head fits `SpliceParameters.maximumHeadLength`. A caller
     /// falls back to copying between the two.
+    /// `maximumHeadLength` is the most head (given and unread) the command may carry: less than
+    /// `SpliceParameters.maximumHeadLength` when the channel's messages are smaller.
     public func splice<O: CommandOutput>(
-        _ client: TCPHandle, to backend: TCPHandle, head: UnsafeRawBufferPointer, now: Instant, output: inout O
+        _ client: TCPHandle, to backend: TCPHandle, head: UnsafeRawBufferPointer, now: Instant, output: inout O,
+        maximumHeadLength: Int = SpliceParameters.maximumHeadLength
     ) throws(TCPError) {
         guard splicingOnNIC else { throw .cannotSplice("the NIC does not offer splicing") }
         let clientSlot = try validSlot(client), backendSlot = try validSlot(backend)
@@ -703,8 +708,9 @@ public final class TCPEngine {
             throw .cannotSplice("one connection uses timestamps and the other does not")
         }
         let unread = pool[clientSlot].readableBytes
-        guard head.count + unread <= SpliceParameters.maximumHeadLength else {
-            throw .cannotSplice("\(head.count + unread) bytes of head, more than \(SpliceParameters.maximumHeadLength)")
+        let headLimit = min(maximumHeadLength, SpliceParameters.maximumHeadLength)
+        guard head.count + unread <= headLimit else {
+            throw .cannotSplice("\(head.count + unread) bytes of head, more than \(headLimit)")
         }
         var bytes = [UInt8](repeating: 0, count: head.count + unread)
         bytes.withUnsafeMutableBytes { buffer in
@@ -753,6 +759,11 @@ public final class TCPEngine {
 
     /// Splices the NIC is relaying for this engine.
     public var activeSplices: Int { splicedBackends.count }
+
+    /// A NIC that says HELLO starts with no splices: the backends' 4-tuples it held are free again.
+    public func nicStarted() {
+        splicedBackends.removeAll()
+    }
 
     // MARK: - Slots
 
