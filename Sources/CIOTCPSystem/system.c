@@ -182,6 +182,12 @@ int iotcp_tap_open(char *name, int vnet_header) {
     return fd;
 }
 
+int iotcp_tap_set_offload(int fd, int checksum_and_tso4) {
+    // TUN_F_CSUM | TUN_F_TSO4: the kernel may hand over its TCP/IPv4 packets unsummed and uncut.
+    unsigned int flags = checksum_and_tso4 ? (TUN_F_CSUM | TUN_F_TSO4) : 0;
+    return ioctl(fd, TUNSETOFFLOAD, flags);
+}
+
 int64_t iotcp_monotonic_nanoseconds(void) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);

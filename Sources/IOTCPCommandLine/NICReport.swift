@@ -46,6 +46,7 @@ public enum NICReport {
             ("splice-payload", "\(plane.splicedBytes)"), ("splice-drops", "\(plane.spliceDrops)"),
             ("splices-finished", "\(plane.splicesFinished)"), ("splices-reset", "\(plane.splicesReset)"),
             ("splice-idle-resets", "\(plane.spliceIdleResets)"), ("splice-head-resends", "\(plane.spliceHeadResends)"),
+            ("super-segments-relayed", "\(plane.superSegmentsRelayed)"), ("super-segments-cut", "\(plane.superSegmentsCut)"),
         ]
         if let table = dataPlane.files as? FileTable, table.directIO {
             fields.append(("direct-fallbacks", "\(table.directFallbacks)"))

@@ -24,8 +24,11 @@ public final class NICRuntime {
     public var outbound = FaultyWire(settings: FaultSettings(), seed: 2)
     /// Every frame that crosses the wire, when set.
     public var capture: PcapWriter?
-    /// Lets SENDs leave as TCP super-segments when the wire can cut them (see `superSegmentsAllowed`).
+    /// Lets SENDs leave as TCP super-segments when the wire can cut them, and frames come in as the kernel
+    /// built them (see `superSegmentsAllowed`).
     public var segmentationOffload = true
+    /// Whether the wire was asked to hand frames over unfinished (`WireBackend.acceptSuperSegments`).
+    private var superSegmentsOffered = false
     /// The host's HELLO, once it came.
     public private(set) var host: Hello?
     public private(set) var counters = Counters()
@@ -129,6 +132,9 @@ public final class NICRuntime {
         var worked = false
         var output = Output(runtime: self)
         dataPlane.offloads = superSegmentsAllowed ? .all : .none
+        // Frames in as the kernel built them too, when nothing between wire and NIC must see real ones.
+        let takeSuperSegments = superSegmentsAllowed && inbound.settings.isNone
+        if takeSuperSegments != superSegmentsOffered { superSegmentsOffered = wire.acceptSuperSegments(takeSuperSegments) && takeSuperSegments }
         // The wire: a bounded batch per turn, so commands are not starved by a flood.
         for _ in 0..<Self.framesPerTurn {
             let count: Int?
@@ -141,6 +147,13 @@ public final class NICRuntime {
             counters.framesIn += 1
             counters.bytesIn += count
             let bytes = UnsafeRawBufferPointer(rebasing: frame[0..<count])
+            if let offload = wire.lastReadOffload {
+                // Only offered with no capture and no faults: straight to the data plane, which may rewrite it.
+                if let packet = link.receive(frame: bytes, now: now, transmit: { putOnWire($0) }) {
+                    dataPlane.receive(packet: UnsafeMutableRawBufferPointer(mutating: packet), offload: offload, now: now, output: &output)
+                }
+                continue
+            }
             capture?.write(bytes)
             inbound.send(bytes, now: now) { deliver(frame: $0, output: &output) }
         }

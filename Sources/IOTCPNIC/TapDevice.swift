@@ -49,14 +49,40 @@ public final class TapDevice: WireBackend {
         vectors.deallocate()
     }
 
-    /// Reads one frame into `buffer`; nil when none is waiting. (The kernel is not offered checksum or
-    /// segmentation offload for what it sends, so a frame read is complete and checksummed.)
+    /// Whether the kernel was offered checksum and TCP/IPv4 segmentation offload (`acceptSuperSegments`).
+    public private(set) var superSegmentsAccepted = false
+    public private(set) var lastReadOffload: ReceivedOffload?
+
+    /// Offers the kernel to hand its TCP/IPv4 packets over unsummed and uncut (TUN_F_CSUM | TUN_F_TSO4),
+    /// or withdraws the offer. Needs the vnet header, which says per frame what was left (`lastReadOffload`).
+    public func acceptSuperSegments(_ accept: Bool) -> Bool {
+        guard vnetHeader else { return false }
+        if accept == superSegmentsAccepted { return true }
+        guard iotcp_tap_set_offload(descriptor, accept ? 1 : 0) == 0 else { return false }
+        superSegmentsAccepted = accept
+        return true
+    }
+
+    /// Reads one frame into `buffer`; nil when none is waiting. Unless `acceptSuperSegments` was asked, the
+    /// frame is complete and checksummed; with it, `lastReadOffload` says what the kernel left unfinished.
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(TapDevice.Failure) -> Int? {
         if vnetHeader {
             vectors[0] = iovec(iov_base: headerIn.baseAddress, iov_len: headerIn.count)
             vectors[1] = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
             let count = retryingOnInterrupt { readv(descriptor, vectors, 2) }
-            if count >= 0 { return max(count - headerIn.count, 0) }
+            if count >= 0 {
+                lastReadOffload = nil
+                if superSegmentsAccepted {
+                    // virtio_net_hdr: flags (NEEDS_CSUM 1, DATA_VALID 2), gso_type (TCPV4 1), ..., gso_size.
+                    let flags = headerIn[0], kind = headerIn[1] & 0x7F
+                    if flags & 3 != 0 || kind != 0 {
+                        lastReadOffload = ReceivedOffload(
+                            checksumPartial: flags & 1 != 0, checksumVerified: flags & 2 != 0,
+                            segmentSize: kind == 1 ? headerIn.loadUnaligned(fromByteOffset: 4, as: UInt16.self) : 0)
+                    }
+                }
+                return max(count - headerIn.count, 0)
+            }
         } else {
             let count = retryingOnInterrupt { Glibc.read(descriptor, buffer.baseAddress, buffer.count) }
             if count >= 0 { return count }

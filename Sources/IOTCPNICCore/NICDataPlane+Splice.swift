@@ -177,15 +177,19 @@ extension NICDataPlane {
 
     /// A segment from a spliced peer: passed on, rewritten, to the other. True when it was a splice's
     /// (consumed here); false for a SYN that starts a new connection on a lingering splice's client port.
+    ///
+    /// With `offload`, the packet is as the kernel built it (see `receive(packet:offload:)`), and `ip` lies in
+    /// memory the relay may rewrite in place; it leaves as it came, a super-segment with its checksum for the
+    /// wire to finish.
     func relaySpliced<O: NICOutput>(
-        ip: IPv4PacketView, segment view: TCPSegmentView, found: Int32, output: inout O
+        ip: IPv4PacketView, segment view: TCPSegmentView, found: Int32, offload: ReceivedOffload? = nil, output: inout O
     ) -> Bool {
         let slot = Int(found >> 1)
         let fromBackend = found & 1 == 1
         let now = clock
         // The relay believes what a segment says (FINs, RSTs, acknowledgments), so it checks the sum first;
         // frames read from the wire are whole and summed (no receive offload is asked for).
-        guard view.checksumVerifies(source: ip.source, destination: ip.destination) else {
+        guard offload?.checksumTrusted == true || view.checksumVerifies(source: ip.source, destination: ip.destination) else {
             counters.malformedIn += 1
             return true
         }
@@ -213,7 +217,11 @@ extension NICDataPlane {
             sendSpliceAcknowledgment(toward: entry.client, entry, now: now, output: &output)
             return true
         }
-        var acknowledgment = view.acknowledgmentNumber
+        // Read before the rewrite, which may work in the very bytes `view` looks at.
+        let arrivedAcknowledgment = view.acknowledgmentNumber
+        let arrivedTimestamp = entry.timestamps ? TCPOptions(leniently: view.optionBytes).timestamps?.value : nil
+        let tcpHeaderLength = view.headerLength
+        var acknowledgment = arrivedAcknowledgment
         var headJustAcknowledged = false
         if fromBackend && !entry.headAcknowledged && flags.contains(.ack) {
             if acknowledgment >= entry.headEnd && acknowledgment <= from.sendNext {
@@ -226,9 +234,8 @@ extension NICDataPlane {
                 acknowledgment = entry.headEnd  // the client hears nothing of the head (see below)
             }
         }
-        if entry.timestamps, let stamps = TCPOptions(leniently: view.optionBytes).timestamps,
-           Int32(bitPattern: stamps.value &- from.recentTimestamp) > 0 {
-            from.recentTimestamp = stamps.value
+        if let arrivedTimestamp, Int32(bitPattern: arrivedTimestamp &- from.recentTimestamp) > 0 {
+            from.recentTimestamp = arrivedTimestamp
         }
         // A RST is passed on whatever it is (the other peer checks it against its own window); it is
         // believed here only where the peer's stream stands (RFC 5961 §3), so a forged one cannot end the splice.
@@ -239,12 +246,17 @@ extension NICDataPlane {
             from.expectedSequence = end
             if !from.pastStart && from.expectedSequence - from.receiveStart > Self.largestWindow { from.pastStart = true }
         }
-        // The copy: the wire's buffer is the runtime's, and the rewrite works in place.
+        // The rewrite works in place: in the wire's buffer when the caller lends it, else in a copy.
         let length = ip.bytes.count
-        let packet = UnsafeMutableRawBufferPointer(rebasing: spliceScratch[0..<length])
-        packet.copyMemory(from: ip.bytes)
+        let packet: UnsafeMutableRawBufferPointer
+        if offload != nil {
+            packet = UnsafeMutableRawBufferPointer(mutating: ip.bytes)
+        } else {
+            packet = UnsafeMutableRawBufferPointer(rebasing: spliceScratch[0..<length])
+            packet.copyMemory(from: ip.bytes)
+        }
         let tcp = Int(packet[0] & 0x0F) * 4
-        if acknowledgment != view.acknowledgmentNumber {
+        if acknowledgment != arrivedAcknowledgment {
             var checksum = UnsafeRawBufferPointer(packet).bigEndianUInt16(at: tcp + 16)
             SpliceRewrite.replace32(packet, at: tcp + 8, with: acknowledgment.rawValue, checksum: &checksum)
             packet.storeBigEndian(checksum, at: tcp + 16)
@@ -270,14 +282,13 @@ extension NICDataPlane {
             to.acknowledgment = outAcknowledgment
             to.window = rewritten.bigEndianUInt16(at: tcp + 14)
         }
-        if entry.timestamps, let stamps = TCPOptions(leniently: view.optionBytes).timestamps {
-            let moved = stamps.value &+ from.rewrite.timestampValueDelta
+        if let arrivedTimestamp {
+            let moved = arrivedTimestamp &+ from.rewrite.timestampValueDelta
             if Int32(bitPattern: moved &- to.lastTimestamp) > 0 { to.lastTimestamp = moved }
         }
         if flags.contains(.fin) && from.finEnd == nil { from.finEnd = outEnd }
         // Their ACK, in our sending space on their connection, may cover the other's FIN.
-        if flags.contains(.ack), let finEnd = to.finEnd, view.acknowledgmentNumber >= finEnd,
-           view.acknowledgmentNumber <= from.sendNext {
+        if flags.contains(.ack), let finEnd = to.finEnd, arrivedAcknowledgment >= finEnd, arrivedAcknowledgment <= from.sendNext {
             to.finAcknowledged = true
         }
         from.bytes += UInt64(payload)
@@ -290,7 +301,18 @@ extension NICDataPlane {
         } else {
             splices[slot] = entry
         }
-        if output.transmit(headers: UnsafeRawBufferPointer(packet), payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil) == .sent {
+        // A packet the kernel left unsummed leaves the same way: its field gets the new pseudo-header sum (the
+        // incremental updates above do not apply to it), and a super-segment is cut by the far wire at the
+        // smaller of the sender's MSS and the receiver's.
+        var wireOffload: PacketOffload?
+        if let offload, offload.checksumPartial {
+            TCPRepr.fillPseudoHeaderChecksum(segment: UnsafeMutableRawBufferPointer(rebasing: packet[tcp...]),
+                                              source: from.rewrite.source, destination: from.rewrite.destination)
+            let cut = offload.segmentSize > 0 && payload > Int(offload.segmentSize) ? min(Int(offload.segmentSize), to.segmentSize) : 0
+            wireOffload = PacketOffload(segmentSize: UInt16(cut), headerLength: UInt16(tcp + tcpHeaderLength), transportStart: UInt16(tcp))
+            if cut > 0 { counters.superSegmentsRelayed += 1 }
+        }
+        if output.transmit(headers: UnsafeRawBufferPointer(packet), payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: wireOffload) == .sent {
             counters.packetsOut += 1
             counters.bytesOut += length
             counters.splicedSegments += 1

@@ -147,6 +147,10 @@ public final class NICDataPlane {
         public var splicesReset = 0
         public var spliceIdleResets = 0
         public var spliceHeadResends = 0
+        /// Super-segments the wire handed over: relayed whole on a splice, or cut at the sender's MSS for
+        /// everything else.
+        public var superSegmentsRelayed = 0
+        public var superSegmentsCut = 0
     }
 
     // MARK: - State
@@ -199,6 +203,8 @@ public final class NICDataPlane {
     var spliceDue: [Int] = []
     var spliceHeadBytes = 0
     let spliceScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+    /// One piece of a super-segment being cut (`receive(packet:offload:)`).
+    let segmentScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
 
     struct EndpointKey: Hashable {
         var remoteAddress: UInt32
@@ -342,6 +348,7 @@ public final class NICDataPlane {
         headers.deallocate()
         setupScratch.deallocate()
         spliceScratch.deallocate()
+        segmentScratch.deallocate()
     }
 
     /// Waits for every read in flight (abandoned ones included) and takes their buffers back.

@@ -16,9 +16,17 @@ public protocol WireBackend: AnyObject {
     /// `.refused` when the wire's queue is full and the frame was not taken; `.unreadablePayload` when the
     /// payload's memory faulted (a mapped file truncated under it).
     func write(header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, offload: SegmentationOffload?) throws(WireFailure) -> TransmitResult
+    /// Asks the wire to hand over frames as the kernel built them (checksums unsummed, super-segments uncut),
+    /// described by `lastReadOffload`; false when it cannot (then frames come finished, as before).
+    func acceptSuperSegments(_ accept: Bool) -> Bool
+    /// What the wire left unfinished in the frame the last `read` returned; nil for a finished frame.
+    var lastReadOffload: ReceivedOffload? { get }
 }
 
 extension WireBackend {
+    public func acceptSuperSegments(_ accept: Bool) -> Bool { false }
+    public var lastReadOffload: ReceivedOffload? { nil }
+
     /// An ordinary frame, in one piece.
     @discardableResult
     public func write(_ frame: UnsafeRawBufferPointer) throws(WireFailure) -> TransmitResult {
@@ -84,4 +92,25 @@ public final class MemoryWire: WireBackend {
         sentOffloads.append(offload)
         return .sent
     }
+}
+
+/// What the wire left unfinished in a frame it read, when it was asked to (`WireBackend.acceptSuperSegments`):
+/// the kernel hands its own TCP packets over as it built them, checksum unsummed and TSO super-segments uncut,
+/// the way a virtio device receives them.
+public struct ReceivedOffload: Hashable, Sendable {
+    /// The TCP checksum field holds only the pseudo-header sum (the bytes never left memory, so they are sound).
+    public var checksumPartial: Bool
+    /// The wire checked the checksum already.
+    public var checksumVerified: Bool
+    /// Payload bytes per segment the sender cut at (its MSS) when the packet is a super-segment; 0 otherwise.
+    public var segmentSize: UInt16
+
+    public init(checksumPartial: Bool, checksumVerified: Bool = false, segmentSize: UInt16 = 0) {
+        self.checksumPartial = checksumPartial
+        self.checksumVerified = checksumVerified
+        self.segmentSize = segmentSize
+    }
+
+    /// The checksum need not be checked here.
+    @inlinable public var checksumTrusted: Bool { checksumPartial || checksumVerified }
 }

@@ -243,6 +243,58 @@ struct NICSpliceTests {
         #expect(sent(&output).map(\.payload) == first.map(\.payload) && nic.counters.spliceHeadResends == 1, "the head is still outstanding")
     }
 
+    @Test("a super-segment the kernel left unsummed crosses whole: rewritten in place, its pseudo-header sum redone, cut at the smaller MSS")
+    func superSegments() throws {
+        var output = CollectingNICOutput()
+        let nic = spliced(output: &output)
+        _ = sent(&output)
+        output.segmentSizes.removeAll()
+        output.checksumOffloaded.removeAll()
+        // The backend's TSO: 3,000 bytes meant as 1,000-byte segments. The client takes 1,448.
+        let body = (0..<3_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let segment = TCPRepr(sourcePort: 8080, destinationPort: 33_000, sequenceNumber: backendReceiveNext, acknowledgmentNumber: headEnd,
+                              flags: [.ack, .psh], window: 100, options: TCPOptions(timestamps: TCPTimestamps(value: 3_010, echoReply: 200_000)))
+        var packet = unsummed(tcpPacket(segment, from: Self.backend, to: Self.proxy, payload: body))
+        packet.withUnsafeMutableBytes {
+            nic.receive(packet: $0, offload: ReceivedOffload(checksumPartial: true, segmentSize: 1_000), now: start, output: &output)
+        }
+        #expect(output.packets.count == 1 && output.segmentSizes == [1_000] && output.checksumOffloaded == [true])
+        let (pseudoSumRight, finished) = finishedByWire(try #require(output.packets.first))
+        #expect(pseudoSumRight, "the field holds the pseudo-header sum of the new addresses and length")
+        let (toClient, payload, good) = try #require(parseSegment(finished))
+        #expect(good && payload == body && toClient.sequenceNumber == clientSendNext && toClient.destinationPort == 40_000)
+        #expect(toClient.acknowledgmentNumber == clientReceiveNext && nic.counters.superSegmentsRelayed == 1)
+        // The client's upload, meant as 1,448-byte segments: the backend takes 64.
+        output.packets.removeAll()
+        output.segmentSizes.removeAll()
+        let upload = TCPRepr(sourcePort: 40_000, destinationPort: 80, sequenceNumber: clientReceiveNext, acknowledgmentNumber: clientSendNext + 3_000,
+                             flags: .ack, window: 300, options: TCPOptions(timestamps: TCPTimestamps(value: 7_005, echoReply: 100_000)))
+        var up = unsummed(tcpPacket(upload, from: Self.client, to: Self.proxy, payload: Array(body[0..<2_000])))
+        up.withUnsafeMutableBytes {
+            nic.receive(packet: $0, offload: ReceivedOffload(checksumPartial: true, segmentSize: 1_448), now: start, output: &output)
+        }
+        #expect(output.segmentSizes == [64])
+        let (_, toBackend) = finishedByWire(try #require(output.packets.first))
+        let parsed = try #require(parseSegment(toBackend))
+        #expect(parsed.2 && parsed.1 == Array(body[0..<2_000]) && parsed.0.sequenceNumber == headEnd)
+        // The endings, in place too (the rewrite works in the very bytes the segment is read from): both FINs,
+        // both acknowledged, and the splice lingers, then finishes.
+        func unsummedIn(_ segment: TCPRepr, from source: IPv4Address) {
+            var bytes = unsummed(tcpPacket(segment, from: source, to: Self.proxy))
+            bytes.withUnsafeMutableBytes { nic.receive(packet: $0, offload: ReceivedOffload(checksumPartial: true), now: start, output: &output) }
+        }
+        let stamps = TCPOptions(timestamps: TCPTimestamps(value: 3_011, echoReply: 200_000))
+        unsummedIn(TCPRepr(sourcePort: 8080, destinationPort: 33_000, sequenceNumber: backendReceiveNext + 3_000,
+                           acknowledgmentNumber: headEnd + 2_000, flags: [.ack, .fin], window: 100, options: stamps), from: Self.backend)
+        unsummedIn(TCPRepr(sourcePort: 40_000, destinationPort: 80, sequenceNumber: clientReceiveNext + 2_000,
+                           acknowledgmentNumber: clientSendNext + 3_001, flags: [.ack, .fin], window: 300,
+                           options: TCPOptions(timestamps: TCPTimestamps(value: 7_006, echoReply: 100_001))), from: Self.client)
+        unsummedIn(TCPRepr(sourcePort: 8080, destinationPort: 33_000, sequenceNumber: backendReceiveNext + 3_001,
+                           acknowledgmentNumber: headEnd + 2_001, flags: .ack, window: 100, options: stamps), from: Self.backend)
+        nic.poll(now: start + 5 * Nanoseconds.second + 2 * Nanoseconds.millisecond, output: &output)
+        #expect(nic.spliceCount == 0 && output.spliceEnds.map(\.1.reason) == [.finished])
+    }
+
     @Test("nothing across a splice for its idle timeout: both peers reset, SPLICE_ENDED idle")
     func idle() throws {
         var output = CollectingNICOutput()

@@ -126,3 +126,30 @@ func tcpPacket(_ tcp: TCPRepr, from source: IPv4Address, to destination: IPv4Add
     }
     return packet
 }
+
+/// `packet` (IPv4/TCP) as the kernel hands over one it built with checksum offload: the TCP checksum
+/// field holds only the pseudo-header sum.
+func unsummed(_ packet: [UInt8]) -> [UInt8] {
+    var packet = packet
+    packet.withUnsafeMutableBytes { raw in
+        let ipLength = Int(raw[0] & 0x0F) * 4
+        TCPRepr.fillPseudoHeaderChecksum(segment: UnsafeMutableRawBufferPointer(rebasing: raw[ipLength...]),
+                                         source: IPv4Address(rawValue: UnsafeRawBufferPointer(raw).bigEndianUInt32(at: 12)),
+                                         destination: IPv4Address(rawValue: UnsafeRawBufferPointer(raw).bigEndianUInt32(at: 16)))
+    }
+    return packet
+}
+
+/// Whether `packet`'s TCP checksum field is the pseudo-header sum of its own addresses and length (what a
+/// wire finishing the checksum expects), and the packet with the sum finished, as the wire would send it.
+func finishedByWire(_ packet: [UInt8]) -> (pseudoSumRight: Bool, finished: [UInt8]) {
+    var finished = packet
+    let right = unsummed(packet) == packet
+    finished.withUnsafeMutableBytes { raw in
+        let ipLength = Int(raw[0] & 0x0F) * 4
+        TCPRepr.fillChecksum(segment: UnsafeMutableRawBufferPointer(rebasing: raw[ipLength...]),
+                             source: IPv4Address(rawValue: UnsafeRawBufferPointer(raw).bigEndianUInt32(at: 12)),
+                             destination: IPv4Address(rawValue: UnsafeRawBufferPointer(raw).bigEndianUInt32(at: 16)))
+    }
+    return (right, finished)
+}

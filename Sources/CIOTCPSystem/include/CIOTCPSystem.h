@@ -55,6 +55,8 @@ int iotcp_clear_nonblocking(int fd);
 /// `vnet_header`, also IFF_VNET_HDR: every frame is preceded by a 10-byte virtio_net_hdr (checksum offload
 /// and GSO). Writes the kernel's chosen name back into `name` (at least 16 bytes). Returns a descriptor or -1.
 int iotcp_tap_open(char *name, int vnet_header);
+/// Offers (or withdraws) checksum and TCP/IPv4 segmentation offload to the kernel for frames it hands the TAP.
+int iotcp_tap_set_offload(int fd, int checksum_and_tso4);
 
 /// Names the calling thread (at most 15 bytes are kept), as top, perf and /proc/PID/task/TID/comm show it.
 void iotcp_name_thread(const char *name);
