@@ -47,6 +47,7 @@ public enum NICReport {
             ("splices-finished", "\(plane.splicesFinished)"), ("splices-reset", "\(plane.splicesReset)"),
             ("splice-idle-resets", "\(plane.spliceIdleResets)"), ("splice-head-resends", "\(plane.spliceHeadResends)"),
             ("super-segments-relayed", "\(plane.superSegmentsRelayed)"), ("super-segments-cut", "\(plane.superSegmentsCut)"),
+            ("relayed-segments-joined", "\(plane.relayedSegmentsJoined)"), ("acks-thinned", "\(plane.acknowledgmentsThinned)"),
         ]
         if let table = dataPlane.files as? FileTable, table.directIO {
             fields.append(("direct-fallbacks", "\(table.directFallbacks)"))

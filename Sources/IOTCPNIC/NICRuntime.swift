@@ -158,6 +158,7 @@ public final class NICRuntime {
             inbound.send(bytes, now: now) { deliver(frame: $0, output: &output) }
         }
         inbound.releaseDue(now: now) { deliver(frame: $0, output: &output) }
+        dataPlane.flushRelayed(output: &output)  // the batch's last relayed bytes, held for joining
         // Held outbound frames go straight to the wire: they passed the faults when they were sent, and
         // handing them to `putOnWire` would re-enter `outbound` while it releases.
         outbound.releaseDue(now: now) { transmit($0) }

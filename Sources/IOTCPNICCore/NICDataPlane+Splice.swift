@@ -306,12 +306,21 @@ extension NICDataPlane {
         // smaller of the sender's MSS and the receiver's.
         var wireOffload: PacketOffload?
         if let offload, offload.checksumPartial {
+            if coalesceRelayed(UnsafeRawBufferPointer(packet), slot: slot, fromBackend: fromBackend, headerLength: tcp + tcpHeaderLength,
+                               ipHeaderLength: tcp, payload: payload, flags: flags,
+                               segmentSize: offload.segmentSize > 0 ? min(Int(offload.segmentSize), to.segmentSize) : to.segmentSize,
+                               source: from.rewrite.source, destination: from.rewrite.destination, output: &output) {
+                counters.splicedSegments += 1
+                counters.splicedBytes += payload
+                return true  // held, or joined onto the held one (never a RST: `endsSplice` is false)
+            }
             TCPRepr.fillPseudoHeaderChecksum(segment: UnsafeMutableRawBufferPointer(rebasing: packet[tcp...]),
                                               source: from.rewrite.source, destination: from.rewrite.destination)
             let cut = offload.segmentSize > 0 && payload > Int(offload.segmentSize) ? min(Int(offload.segmentSize), to.segmentSize) : 0
             wireOffload = PacketOffload(segmentSize: UInt16(cut), headerLength: UInt16(tcp + tcpHeaderLength), transportStart: UInt16(tcp))
             if cut > 0 { counters.superSegmentsRelayed += 1 }
         }
+        flushRelayed(slot: slot, fromBackend: fromBackend, output: &output)  // what this direction holds goes first
         if output.transmit(headers: UnsafeRawBufferPointer(packet), payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: wireOffload) == .sent {
             counters.packetsOut += 1
             counters.bytesOut += length
@@ -351,6 +360,7 @@ extension NICDataPlane {
     func sendSpliceReset<O: NICOutput>(toward peer: SplicePeer, _ entry: SpliceConnection, output: inout O) {
         let segment = TCPRepr(sourcePort: peer.key.localPort, destinationPort: peer.key.remotePort, sequenceNumber: peer.sendNext,
                               acknowledgmentNumber: peer.acknowledgment, flags: [.rst, .ack], window: 0)
+        flushRelayed(output: &output)
         _ = transmitControl(segment, from: entry.localAddress, to: IPv4Address(rawValue: peer.key.remoteAddress), output: &output)
     }
 
@@ -370,6 +380,7 @@ extension NICDataPlane {
         let segment = TCPRepr(sourcePort: peer.key.localPort, destinationPort: peer.key.remotePort, sequenceNumber: sequence,
                               acknowledgmentNumber: peer.acknowledgment, flags: flags, window: peer.window, options: options)
         let remote = IPv4Address(rawValue: peer.key.remoteAddress)
+        flushRelayed(output: &output)  // relayed bytes held for joining go before what the relay says itself
         let length = IPv4Repr.headerLength + segment.headerLength + payload.count
         let packet = UnsafeMutableRawBufferPointer(rebasing: spliceScratch[0..<length])
         do throws(WireError) {
@@ -466,6 +477,7 @@ extension NICDataPlane {
 
     /// Forgets every splice (the host that made them is gone; their peers time out).
     func forgetAllSplices() {
+        dropRelayed()
         for slot in splices.indices where splices[slot].state != .free { forgetSplice(slot) }
     }
 }

@@ -10,6 +10,7 @@ extension NICDataPlane {
     @discardableResult
     public func poll<O: NICOutput>(now: Instant, output: inout O) -> Bool {
         clock = now
+        flushRelayed(output: &output)
         var worked = reap(now: now) > 0
         startReads(now: now)
         disk.flush()

@@ -151,6 +151,10 @@ public final class NICDataPlane {
         /// everything else.
         public var superSegmentsRelayed = 0
         public var superSegmentsCut = 0
+        /// Relayed packets joined onto the one before (`PendingRelay`).
+        public var relayedSegmentsJoined = 0
+        /// Relayed pure ACKs left out for a later one of the same batch.
+        public var acknowledgmentsThinned = 0
     }
 
     // MARK: - State
@@ -205,6 +209,13 @@ public final class NICDataPlane {
     let spliceScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
     /// One piece of a super-segment being cut (`receive(packet:offload:)`).
     let segmentScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+    /// Relayed packets held for joining (`PendingRelay`), how many, the next to give way when all are
+    /// taken, and their bytes (64 KiB each).
+    var pendingRelays = [PendingRelay](repeating: PendingRelay(), count: NICDataPlane.coalescingFlows)
+    var pendingRelayCount = 0
+    var pendingRelayVictim = 0
+    let relayCoalescing = UnsafeMutableRawBufferPointer.allocate(
+        byteCount: NICDataPlane.coalescingFlows * NICDataPlane.coalescingBytes, alignment: 64)
 
     struct EndpointKey: Hashable {
         var remoteAddress: UInt32
@@ -349,6 +360,7 @@ public final class NICDataPlane {
         setupScratch.deallocate()
         spliceScratch.deallocate()
         segmentScratch.deallocate()
+        relayCoalescing.deallocate()
     }
 
     /// Waits for every read in flight (abandoned ones included) and takes their buffers back.

@@ -258,6 +258,7 @@ struct NICSpliceTests {
         packet.withUnsafeMutableBytes {
             nic.receive(packet: $0, offload: ReceivedOffload(checksumPartial: true, segmentSize: 1_000), now: start, output: &output)
         }
+        nic.flushRelayed(output: &output)  // held for joining until the batch ends
         #expect(output.packets.count == 1 && output.segmentSizes == [1_000] && output.checksumOffloaded == [true])
         let (pseudoSumRight, finished) = finishedByWire(try #require(output.packets.first))
         #expect(pseudoSumRight, "the field holds the pseudo-header sum of the new addresses and length")
@@ -273,6 +274,8 @@ struct NICSpliceTests {
         up.withUnsafeMutableBytes {
             nic.receive(packet: $0, offload: ReceivedOffload(checksumPartial: true, segmentSize: 1_448), now: start, output: &output)
         }
+        #expect(output.packets.isEmpty, "held in case the next continues it")
+        nic.flushRelayed(output: &output)
         #expect(output.segmentSizes == [64])
         let (_, toBackend) = finishedByWire(try #require(output.packets.first))
         let parsed = try #require(parseSegment(toBackend))
@@ -293,6 +296,66 @@ struct NICSpliceTests {
                            acknowledgmentNumber: headEnd + 2_001, flags: .ack, window: 100, options: stamps), from: Self.backend)
         nic.poll(now: start + 5 * Nanoseconds.second + 2 * Nanoseconds.millisecond, output: &output)
         #expect(nic.spliceCount == 0 && output.spliceEnds.map(\.1.reason) == [.finished])
+    }
+
+    @Test("small relayed packets of one direction in order are joined into one super-segment; the latest ACK, window and TSval speak for the run, PSH kept; a gap ends it")
+    func joined() throws {
+        var output = CollectingNICOutput()
+        let nic = spliced(output: &output)
+        _ = sent(&output)
+        output.segmentSizes.removeAll()
+        output.checksumOffloaded.removeAll()
+        let body = (0..<6_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 5) }
+        func fromBackend(_ range: Range<Int>, flags: TCPFlags = .ack, timestamp: UInt32 = 3_010) {
+            let segment = TCPRepr(sourcePort: 8080, destinationPort: 33_000, sequenceNumber: backendReceiveNext + range.lowerBound,
+                                  acknowledgmentNumber: headEnd, flags: flags, window: 100,
+                                  options: TCPOptions(timestamps: TCPTimestamps(value: timestamp, echoReply: 200_000)))
+            var bytes = unsummed(tcpPacket(segment, from: Self.backend, to: Self.proxy, payload: Array(body[range])))
+            bytes.withUnsafeMutableBytes { nic.receive(packet: $0, offload: ReceivedOffload(checksumPartial: true), now: start, output: &output) }
+        }
+        fromBackend(0..<1_000)
+        fromBackend(1_000..<2_000)
+        fromBackend(2_000..<3_000, flags: [.ack, .psh])  // Linux marks most TSO frames PSH: joined all the same
+        fromBackend(3_000..<4_000)
+        fromBackend(4_000..<5_000, timestamp: 3_011)  // a millisecond later: joined, its TSval the run's
+        #expect(output.packets.isEmpty)
+        fromBackend(5_500..<6_000, timestamp: 3_011)  // a gap: the run goes first
+        nic.flushRelayed(output: &output)
+        let packets = output.packets.map { finishedByWire($0) }
+        #expect(packets.allSatisfy(\.pseudoSumRight) && output.checksumOffloaded.allSatisfy { $0 })
+        let segments = try packets.map { try #require(parseSegment($0.finished)) }
+        #expect(segments.map(\.1.count) == [5_000, 500])
+        #expect(output.segmentSizes == [1_448, 0], "the joined one is cut at the client's MSS")
+        #expect(segments.map(\.0.sequenceNumber) == [clientSendNext, clientSendNext + 5_500])
+        #expect(segments.allSatisfy(\.2) && segments[0].1 == Array(body[0..<5_000]) && segments[0].0.flags == [.ack, .psh])
+        let latest = try #require(segments[1].0.options.timestamps)
+        #expect(segments[0].0.options.timestamps == latest && latest.echoReply == 7_000, "TSval of the latest, TSecr the client's")
+        #expect(nic.counters.relayedSegmentsJoined == 4 && nic.counters.splicedSegments == 6)
+    }
+
+    @Test("pure ACKs of one batch: only the latest crosses; a duplicate is never thinned")
+    func thinnedAcknowledgments() throws {
+        var output = CollectingNICOutput()
+        let nic = spliced(output: &output)
+        _ = sent(&output)
+        func acknowledge(_ count: Int, timestamp: UInt32 = 7_005) {
+            let segment = TCPRepr(sourcePort: 40_000, destinationPort: 80, sequenceNumber: clientReceiveNext,
+                                  acknowledgmentNumber: clientSendNext + count, flags: .ack, window: 300,
+                                  options: TCPOptions(timestamps: TCPTimestamps(value: timestamp, echoReply: 100_000)))
+            var bytes = unsummed(tcpPacket(segment, from: Self.client, to: Self.proxy))
+            bytes.withUnsafeMutableBytes { nic.receive(packet: $0, offload: ReceivedOffload(checksumPartial: true), now: start, output: &output) }
+        }
+        // (The client acknowledges bytes the backend sent: the relay's count of what it sent the client.)
+        fromBackend(nic, sequence: backendReceiveNext, acknowledgment: headEnd, payload: Array(repeating: 9, count: 3_000), at: start, output: &output)
+        _ = sent(&output)
+        acknowledge(1_000)
+        acknowledge(2_000, timestamp: 7_006)
+        acknowledge(3_000, timestamp: 7_006)
+        acknowledge(3_000, timestamp: 7_006)  // a duplicate: the run goes first, then it
+        nic.flushRelayed(output: &output)
+        let acks = output.packets.map { finishedByWire($0).finished }.compactMap(parseSegment)
+        #expect(acks.map(\.0.acknowledgmentNumber) == [backendReceiveNext + 3_000, backendReceiveNext + 3_000] && acks.allSatisfy(\.2))
+        #expect(nic.counters.acknowledgmentsThinned == 2)
     }
 
     @Test("nothing across a splice for its idle timeout: both peers reset, SPLICE_ENDED idle")
