@@ -133,6 +133,8 @@ def report(results_path, prefix):
                         r["core_cpu_seconds_per_gb"] / nginx["core_cpu_seconds_per_gb"],
                         "1/%.1f" % (nginx["host_cpu_seconds_per_gb"] / r["host_cpu_seconds_per_gb"])
                         if r["host_cpu_seconds_per_gb"] > 0 else "-"))
+    if not any(r["server"] == "nginx" for r in results):
+        ratios = []  # no nginx serving files in this run (the proxy scenario compares against HAProxy below)
     patched = [r for r in results if r["server"].startswith("lighttpd-iotcp")]
     if patched and any(r["server"] == "lighttpd" for r in results):
         ratios += ["", "lighttpd on iotcp against stock lighttpd on Linux (same file, same connections): Gbps, p99,",
