@@ -421,7 +421,8 @@ extension NICDataPlane {
                 endSplice(slot, reason: .finished, output: &output)
                 continue
             }
-            if now - entry.lastActivity >= entry.idle {
+            // A lingering splice ends with its linger, however short the idle timeout.
+            if entry.state == .relaying && now - entry.lastActivity >= entry.idle {
                 counters.spliceIdleResets += 1
                 sendSpliceReset(toward: entry.client, entry, output: &output)
                 sendSpliceReset(toward: entry.backend, entry, output: &output)

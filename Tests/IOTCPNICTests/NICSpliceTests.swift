@@ -358,6 +358,23 @@ struct NICSpliceTests {
         #expect(nic.counters.acknowledgmentsThinned == 2)
     }
 
+    @Test("a linger longer than the idle timeout runs its course: the splice finishes, nobody is reset")
+    func lingerOutlastsIdleness() throws {
+        var shortIdle = parameters()
+        shortIdle.idleTimeoutMilliseconds = 1_000
+        var output = CollectingNICOutput()
+        let nic = spliced(shortIdle, output: &output)
+        fromBackend(nic, flags: [.ack, .fin], sequence: backendReceiveNext, acknowledgment: headEnd, at: start, output: &output)
+        fromClient(nic, flags: [.ack, .fin], sequence: clientReceiveNext, acknowledgment: clientSendNext + 1, at: start, output: &output)
+        fromBackend(nic, sequence: backendReceiveNext + 1, acknowledgment: headEnd + 1, at: start, output: &output)
+        _ = sent(&output)
+        nic.poll(now: start + 2 * Nanoseconds.second, output: &output)
+        #expect(nic.spliceCount == 1 && sent(&output).isEmpty, "past the idle timeout, still lingering")
+        nic.poll(now: start + 5 * Nanoseconds.second + 2 * Nanoseconds.millisecond, output: &output)
+        #expect(nic.spliceCount == 0 && output.spliceEnds.map(\.1.reason) == [.finished] && nic.counters.spliceIdleResets == 0)
+        #expect(sent(&output).isEmpty, "no RST for a finished splice")
+    }
+
     @Test("nothing across a splice for its idle timeout: both peers reset, SPLICE_ENDED idle")
     func idle() throws {
         var output = CollectingNICOutput()
