@@ -129,7 +129,7 @@ let package = Package(
         .target(
             name: "IOTCPCommandLine",
             dependencies: [
-                "IOTCPEmbedded", "IOTCPRDMA", "IOTCPMetrics", "CIOTCPSystem", "IOTCPSystem",
+                "IOTCPEmbedded", "IOTCPHost", "IOTCPRDMA", "IOTCPMetrics", "CIOTCPSystem", "IOTCPSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -28,23 +28,8 @@ struct FileServer: ParsableCommand {
     @Option(help: "The directory to serve (embedded mode; in split mode iotcp-nic's --export-root).")
     var root: String?
 
-    @Option(help: "The TCP port to listen on.")
-    var port: UInt16 = 8080
-
-    @Option(help: "The network namespace for clients (created and removed in embedded mode).")
-    var netns = "iotcp"
-
-    @Option(help: "This server's address and prefix; the namespace side takes the first other host address.")
-    var address = "10.77.0.2/24"
-
-    @Option(help: "Split mode: reach an iotcp-nic process at shm:PATH or rdma://IP:PORT instead of running the NIC stack here.")
-    var nic: String?
-
-    @Option(help: "With --nic rdma://: the local address to connect from (default: the route's).")
-    var rdmaSource: String?
-
-    @Option(help: "Stop after this many seconds (default: run until SIGINT or SIGTERM).")
-    var duration: Double?
+    @OptionGroup(title: "Server")
+    var options: ServerOptions
 
     @Flag(help: "Do not log each request.")
     var quiet = false
@@ -71,8 +56,6 @@ struct FileServer: ParsableCommand {
     var hostHandshakes = false
     @Flag(help: "End closed connections on the host instead of handing them to the NIC (TCPConfiguration.teardownOnNIC off).")
     var hostEndings = false
-    @Option(help: "Log level of the stack and the NIC: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: Logger.Level = .notice
 
     @Option(help: "Serve HTTPS with this PEM certificate chain (with --tls-key): the handshake on the host, file records sealed on the NIC.")
     var tlsCert: String?
@@ -90,13 +73,16 @@ struct FileServer: ParsableCommand {
     var wire: WireOptions
 
     func run() throws {
-        guard headerTimeout > 0, idleTimeout > 0, sendTimeout > 0, maxPendingInput >= HTTPRequest.maximumHead + 4, maxHeldFiles > 0 else {
-            throw ValidationError("timeouts must be positive, --max-pending-input at least \(HTTPRequest.maximumHead + 4), --max-held-files at least 1")
+        for (name, value) in [("--header-timeout", headerTimeout), ("--idle-timeout", idleTimeout), ("--send-timeout", sendTimeout)] {
+            try ServerOptions.checkSeconds(value, option: name)
+        }
+        guard maxPendingInput >= HTTPRequest.maximumHead + 4, maxHeldFiles > 0 else {
+            throw ValidationError("--max-pending-input at least \(HTTPRequest.maximumHead + 4), --max-held-files at least 1")
         }
         let limits = HTTPServer.Limits(headerTimeout: headerTimeout, idleTimeout: idleTimeout, sendTimeout: sendTimeout,
                                        maximumPendingInput: maxPendingInput, maximumHeldFiles: maxHeldFiles)
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
-        guard httpPort == nil || (tlsCert != nil && httpPort != port) else {
+        guard httpPort == nil || (tlsCert != nil && httpPort != options.port) else {
             throw ValidationError("--http-port is a second, plain port beside --tls-cert's HTTPS one (and not --port)")
         }
         // Loaded before anything is set up, so a bad certificate or key is reported at once and leaves nothing behind.
@@ -108,18 +94,18 @@ struct FileServer: ParsableCommand {
         }
         NICRuntime.keepFreedMemoryForReuse()
         let namespace: NetworkNamespace
-        do { namespace = try NetworkNamespace(name: netns, address: address) } catch { throw ValidationError("\(error)") }
+        namespace = try options.namespace()
         signal(SIGINT) { _ in stopRequested = 1 }
         signal(SIGTERM) { _ in stopRequested = 1 }
         signal(SIGPIPE, SIG_IGN)
         signal(SIGUSR1) { _ in describeRequested = 1 }
 
         var logger = Logger(label: "iotcp-fileserver")
-        logger.logLevel = logLevel
+        logger.logLevel = options.logLevel
         let endpoint = try metrics.map { text throws(RuntimeFailure) in try MetricsEndpoint(listeningOn: text) }
         defer { endpoint?.close() }
 
-        let attachment = try NICAttachment.open(nic: nic, rdmaSource: rdmaSource, root: root, namespace: namespace, wire: wire, logger: logger)
+        let attachment = try NICAttachment.open(nic: options.nic, rdmaSource: options.rdmaSource, root: root, namespace: namespace, wire: wire, logger: logger)
         let embedded = attachment.embedded
         let channel = attachment.channel
         if let nic = embedded {
@@ -141,16 +127,16 @@ struct FileServer: ParsableCommand {
         let stack = IOTCPStack(channel: channel, address: namespace.stackAddress, configuration: tcpConfiguration, logger: logger)
         let hostMetrics = endpoint.map { _ in HostMetrics() }
         let server: HTTPServer
-        do { server = try HTTPServer(stack: stack, port: port, limits: limits, tls: tls, plainPort: httpPort) } catch {
-            throw RuntimeFailure("listening on port \(port)\(httpPort.map { " and \($0)" } ?? ""): \(error)")
+        do { server = try HTTPServer(stack: stack, port: options.port, limits: limits, tls: tls, plainPort: httpPort) } catch {
+            throw RuntimeFailure("listening on port \(options.port)\(httpPort.map { " and \($0)" } ?? ""): \(error)")
         }
         server.accessLog = !quiet
         server.keyUpdateRecords = max(tlsKeyUpdateRecords, 1)
-        say("serving \(tls == nil ? "http" : "https")://\(namespace.stackAddress):\(port)/ in network namespace \(netns)")
+        say("serving \(tls == nil ? "http" : "https")://\(namespace.stackAddress):\(options.port)/ in network namespace \(options.netns)")
         if let httpPort { say("serving http://\(namespace.stackAddress):\(httpPort)/ too") }
         if let endpoint { say("metrics at http://\(endpoint.address)/metrics") }
         var lastRecord = IOTCPStack.monotonicNow().nanoseconds
-        let deadline = duration.map { IOTCPStack.monotonicNow().nanoseconds + UInt64($0 * 1e9) }
+        let deadline = options.deadline
         while stopRequested == 0 {
             if let deadline, IOTCPStack.monotonicNow().nanoseconds >= deadline { break }
             if let hostMetrics, IOTCPStack.monotonicNow().nanoseconds - lastRecord >= 1_000_000_000 {

@@ -22,14 +22,8 @@ struct Proxy: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "iotcp-proxy", abstract: "Proxy HTTP/1.1 from clients in a network namespace to backends there, splicing on the NIC.")
 
-    @Option(help: "The TCP port to listen on.")
-    var port: UInt16 = 8080
-
-    @Option(help: "The network namespace of clients and backends (created and removed in embedded mode).")
-    var netns = "iotcp"
-
-    @Option(help: "This proxy's address and prefix; the namespace side takes the first other host address.")
-    var address = "10.77.0.2/24"
+    @OptionGroup(title: "Server (the namespace holds the clients and the backends)")
+    var options: ServerOptions
 
     @Option(help: "A backend, IP:PORT on the namespace's side of the wire; several are taken in turn (round robin).")
     var backend: [String] = []
@@ -39,15 +33,6 @@ struct Proxy: ParsableCommand {
 
     @Flag(help: "Copy between client and backend on the host instead of splicing (for comparison).")
     var copy = false
-
-    @Option(help: "Split mode: reach an iotcp-nic process at shm:PATH or rdma://IP:PORT instead of running the NIC stack here.")
-    var nic: String?
-
-    @Option(help: "With --nic rdma://: the local address to connect from (default: the route's).")
-    var rdmaSource: String?
-
-    @Option(help: "Stop after this many seconds (default: run until SIGINT or SIGTERM).")
-    var duration: Double?
 
     @Flag(help: "Do not log each request.")
     var quiet = false
@@ -64,20 +49,15 @@ struct Proxy: ParsableCommand {
     @Option(help: "Seconds a spliced pair may go without traffic before the NIC resets both (TCPConfiguration.spliceIdleTimeout).")
     var spliceIdleTimeout = 300.0
 
-    @Option(help: "Log level of the stack and the NIC: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: Logger.Level = .notice
 
     @OptionGroup(title: "Embedded NIC options")
     var wire: WireOptions
 
     func run() throws {
         guard !backend.isEmpty || !route.isEmpty else { throw ValidationError("give at least one --backend IP:PORT (or --route PREFIX=IP:PORT)") }
-        // Seconds become nanoseconds in 64 bits: a year is plenty and keeps the conversion exact.
-        let year = 365.0 * 86_400
         for (name, value) in [("--header-timeout", headerTimeout), ("--connect-timeout", connectTimeout), ("--idle-timeout", idleTimeout),
-                              ("--splice-idle-timeout", spliceIdleTimeout), ("--duration", duration ?? 1)]
-        where !(value > 0 && value <= year) {
-            throw ValidationError("\(name) \(value): expected seconds above 0 and at most a year")
+                              ("--splice-idle-timeout", spliceIdleTimeout)] {
+            try ServerOptions.checkSeconds(value, option: name)
         }
         let backends: [ProxyServer.Backend]
         do { backends = try backend.map { text throws(ValidationError) in try ProxyServer.Backend(parsing: text, option: "--backend") } }
@@ -93,19 +73,20 @@ struct Proxy: ParsableCommand {
         }
         NICRuntime.keepFreedMemoryForReuse()
         let namespace: NetworkNamespace
-        do { namespace = try NetworkNamespace(name: netns, address: address) } catch { throw ValidationError("\(error)") }
+        namespace = try options.namespace()
         signal(SIGINT) { _ in stopRequested = 1 }
         signal(SIGTERM) { _ in stopRequested = 1 }
         signal(SIGPIPE, SIG_IGN)
         signal(SIGUSR1) { _ in describeRequested = 1 }
         var logger = Logger(label: "iotcp-proxy")
-        logger.logLevel = logLevel
+        logger.logLevel = options.logLevel
 
         // The proxy serves no files: the embedded NIC gets an empty export root.
         let emptyRoot = FileManager.default.temporaryDirectory.appendingPathComponent("iotcp-proxy-\(getpid())").path
+        let nic = options.nic
         if nic == nil { try? FileManager.default.createDirectory(atPath: emptyRoot, withIntermediateDirectories: true) }
         defer { if nic == nil { try? FileManager.default.removeItem(atPath: emptyRoot) } }
-        let attachment = try NICAttachment.open(nic: nic, rdmaSource: rdmaSource, root: emptyRoot, namespace: namespace, wire: wire, logger: logger)
+        let attachment = try NICAttachment.open(nic: nic, rdmaSource: options.rdmaSource, root: emptyRoot, namespace: namespace, wire: wire, logger: logger)
         let embedded = attachment.embedded
         embedded?.start()
         defer {
@@ -118,15 +99,15 @@ struct Proxy: ParsableCommand {
         let limits = ProxyServer.Limits(headerTimeout: headerTimeout, connectTimeout: connectTimeout, idleTimeout: idleTimeout)
         let server: ProxyServer
         do {
-            server = try ProxyServer(stack: stack, port: port, backends: backends, routes: routes, splicing: !copy, limits: limits)
+            server = try ProxyServer(stack: stack, port: options.port, backends: backends, routes: routes, splicing: !copy, limits: limits)
         } catch {
-            throw RuntimeFailure("listening on port \(port): \(error)")
+            throw RuntimeFailure("listening on port \(options.port): \(error)")
         }
         server.accessLog = !quiet
-        say("proxying http://\(namespace.stackAddress):\(port)/ in network namespace \(netns) to "
+        say("proxying http://\(namespace.stackAddress):\(options.port)/ in network namespace \(options.netns) to "
             + (routes.map { "\(String(decoding: $0.prefix, as: UTF8.self))=\($0.backend)" } + backends.map(\.description)).joined(separator: ", ")
             + (copy ? " (copying on the host)" : " (splicing on the NIC)"))
-        let deadline = duration.map { IOTCPStack.monotonicNow().nanoseconds + UInt64($0 * 1e9) }
+        let deadline = options.deadline
         while stopRequested == 0 {
             if let deadline, IOTCPStack.monotonicNow().nanoseconds >= deadline { break }
             if describeRequested != 0 {
