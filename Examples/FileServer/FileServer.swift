@@ -7,15 +7,6 @@ import IOTCPRDMA
 import IOTCPTLS
 import Logging
 
-nonisolated(unsafe) var stopRequested: sig_atomic_t = 0
-nonisolated(unsafe) var describeRequested: sig_atomic_t = 0
-
-/// Writes a line to a descriptor at once (Swift 6 forbids the C `stdout` global; pipes buffer `print`).
-func say(_ text: String, to descriptor: Int32 = 1) {
-    var line = text + "\n"
-    line.withUTF8 { bytes in _ = write(descriptor, bytes.baseAddress, bytes.count) }
-}
-
 /// A static file server on iotcp. Embedded (the default): the NIC stack runs on a thread of this process
 /// with a TAP device in a network namespace as its wire. Split (`--nic shm:PATH` or `--nic rdma://IP:PORT`):
 /// an `iotcp-nic` process, on this machine or across RDMA, owns the wire and the files, and this process
@@ -95,10 +86,7 @@ struct FileServer: ParsableCommand {
         NICRuntime.keepFreedMemoryForReuse()
         let namespace: NetworkNamespace
         namespace = try options.namespace()
-        signal(SIGINT) { _ in stopRequested = 1 }
-        signal(SIGTERM) { _ in stopRequested = 1 }
-        signal(SIGPIPE, SIG_IGN)
-        signal(SIGUSR1) { _ in describeRequested = 1 }
+        installProcessSignals()
 
         var logger = Logger(label: "iotcp-fileserver")
         logger.logLevel = options.logLevel

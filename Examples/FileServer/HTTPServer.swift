@@ -1,4 +1,5 @@
 import Foundation
+import IOTCPCommandLine
 import IOTCPHost
 import IOTCPHostTLS
 import IOTCPTLS

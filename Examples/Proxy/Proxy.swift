@@ -4,15 +4,6 @@ import IOTCPCommandLine
 import IOTCPEmbedded
 import Logging
 
-nonisolated(unsafe) var stopRequested: sig_atomic_t = 0
-nonisolated(unsafe) var describeRequested: sig_atomic_t = 0
-
-/// Writes a line to a descriptor at once (pipes buffer `print`).
-func say(_ text: String, to descriptor: Int32 = 1) {
-    var line = text + "\n"
-    line.withUTF8 { bytes in _ = write(descriptor, bytes.baseAddress, bytes.count) }
-}
-
 /// An HTTP/1.1 reverse proxy on iotcp that splices: it reads a client's request head, picks a backend (by
 /// path prefix, or round robin), opens a connection to it through iotcp, and hands both connections to the
 /// NIC with SPLICE, the head first. From then the NIC relays the two; the host sees none of the response.
@@ -74,10 +65,7 @@ struct Proxy: ParsableCommand {
         NICRuntime.keepFreedMemoryForReuse()
         let namespace: NetworkNamespace
         namespace = try options.namespace()
-        signal(SIGINT) { _ in stopRequested = 1 }
-        signal(SIGTERM) { _ in stopRequested = 1 }
-        signal(SIGPIPE, SIG_IGN)
-        signal(SIGUSR1) { _ in describeRequested = 1 }
+        installProcessSignals()
         var logger = Logger(label: "iotcp-proxy")
         logger.logLevel = options.logLevel
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import IOTCPCommandLine
 import IOTCPEmbedded
 
 /// The proxy's event loop: one session per client connection, from its request head to the splice (or,
