@@ -84,8 +84,7 @@ struct FileServer: ParsableCommand {
             tls = nil
         }
         NICRuntime.keepFreedMemoryForReuse()
-        let namespace: NetworkNamespace
-        namespace = try options.namespace()
+        let namespace = try options.namespace()
         installProcessSignals()
 
         var logger = Logger(label: "iotcp-fileserver")

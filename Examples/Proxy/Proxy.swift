@@ -40,7 +40,6 @@ struct Proxy: ParsableCommand {
     @Option(help: "Seconds a spliced pair may go without traffic before the NIC resets both (TCPConfiguration.spliceIdleTimeout).")
     var spliceIdleTimeout = 300.0
 
-
     @OptionGroup(title: "Embedded NIC options")
     var wire: WireOptions
 
@@ -63,8 +62,7 @@ struct Proxy: ParsableCommand {
             }
         }
         NICRuntime.keepFreedMemoryForReuse()
-        let namespace: NetworkNamespace
-        namespace = try options.namespace()
+        let namespace = try options.namespace()
         installProcessSignals()
         var logger = Logger(label: "iotcp-proxy")
         logger.logLevel = options.logLevel

@@ -69,10 +69,12 @@ extension NICDataPlane {
                 // The latest acknowledgment, window and timestamps speak for the whole (a later TSval only
                 // makes PAWS happier, and shortens an RTT sample by at most a batch); PSH if any had it.
                 let tcp = ipHeaderLength
-                for offset in [tcp + 8, tcp + 9, tcp + 10, tcp + 11, tcp + 14, tcp + 15] { buffer[offset] = packet[offset] }
-                if Self.hasLinuxTimestamps(packet, tcp: tcp, headerLength: headerLength) {
-                    for offset in (tcp + 24)..<(tcp + 32) { buffer[offset] = packet[offset] }
+                func takeLatest(_ range: Range<Int>) {
+                    UnsafeMutableRawBufferPointer(rebasing: buffer[range]).copyMemory(from: UnsafeRawBufferPointer(rebasing: packet[range]))
                 }
+                takeLatest((tcp + 8)..<(tcp + 12))  // acknowledgment
+                takeLatest((tcp + 14)..<(tcp + 16))  // window
+                if Self.hasLinuxTimestamps(packet, tcp: tcp, headerLength: headerLength) { takeLatest((tcp + 24)..<(tcp + 32)) }
                 buffer[tcp + 13] |= flags.rawValue
                 counters.relayedSegmentsJoined += 1
                 return true
@@ -157,21 +159,28 @@ extension NICDataPlane {
         pendingRelayCount -= 1
         let packet = UnsafeMutableRawBufferPointer(rebasing: pendingRelayBuffer(index)[0..<held.length])
         packet.storeBigEndian(UInt16(held.length), at: 2)
-        packet.storeBigEndian(UInt16(0), at: 10)
-        var sum = InternetChecksum()
-        sum.add(bytes: UnsafeRawBufferPointer(rebasing: packet[0..<held.ipHeaderLength]))
-        packet.storeBigEndian(sum.checksum, at: 10)
-        TCPRepr.fillPseudoHeaderChecksum(segment: UnsafeMutableRawBufferPointer(rebasing: packet[held.ipHeaderLength...]),
-                                          source: held.source, destination: held.destination)
-        let payload = held.length - held.headerLength
-        let cut = payload > held.segmentSize ? held.segmentSize : 0
-        let offload = PacketOffload(segmentSize: UInt16(cut), headerLength: UInt16(held.headerLength), transportStart: UInt16(held.ipHeaderLength))
+        IPv4Repr.fillChecksum(header: UnsafeMutableRawBufferPointer(rebasing: packet[0..<held.ipHeaderLength]))
+        let offload = finishUnsummed(packet, ipHeaderLength: held.ipHeaderLength, headerLength: held.headerLength,
+                                     segmentSize: held.segmentSize, source: held.source, destination: held.destination)
         if output.transmit(headers: UnsafeRawBufferPointer(packet), payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: offload) == .sent {
             counters.packetsOut += 1
             counters.bytesOut += held.length
-            if cut > 0 { counters.superSegmentsRelayed += 1 }
         } else {
             counters.wireRefusals += 1  // the peer sends it again
         }
+    }
+
+    /// Readies a relayed packet whose TCP checksum the wire finishes: the field gets the pseudo-header sum of
+    /// its new addresses and length (incremental updates do not apply to a partial sum), and a payload
+    /// longer than `segmentSize` is cut there by the wire.
+    func finishUnsummed(
+        _ packet: UnsafeMutableRawBufferPointer, ipHeaderLength: Int, headerLength: Int, segmentSize: Int,
+        source: IPv4Address, destination: IPv4Address
+    ) -> PacketOffload {
+        TCPRepr.fillPseudoHeaderChecksum(segment: UnsafeMutableRawBufferPointer(rebasing: packet[ipHeaderLength...]),
+                                          source: source, destination: destination)
+        let cut = packet.count - headerLength > segmentSize ? segmentSize : 0
+        if cut > 0 { counters.superSegmentsRelayed += 1 }
+        return PacketOffload(segmentSize: UInt16(cut), headerLength: UInt16(headerLength), transportStart: UInt16(ipHeaderLength))
     }
 }

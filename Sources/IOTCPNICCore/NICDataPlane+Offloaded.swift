@@ -20,9 +20,11 @@ extension NICDataPlane {
         if !splicesByEndpoints.isEmpty,
            let spliced = splicesByEndpoints[EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort,
                                                         localPort: segment.destinationPort)] {
-            counters.packetsIn += 1
-            if relaySpliced(ip: ip, segment: segment, found: spliced, offload: offload, output: &output) { return }
-            counters.packetsIn -= 1  // a new connection on a lingering splice's port: counted where it goes next
+            if relaySpliced(ip: ip, segment: segment, found: spliced, offload: offload, output: &output) {
+                counters.packetsIn += 1
+                return
+            }
+            // A new connection on a lingering splice's port: received below like any other SYN.
         }
         let ipLength = ip.headerLength, length = ip.totalLength
         let transport = UnsafeMutableRawBufferPointer(rebasing: packet[ipLength..<length])
@@ -52,10 +54,7 @@ extension NICDataPlane {
                 .copyMemory(from: UnsafeRawBufferPointer(rebasing: packet[(headerLength + offset)..<(headerLength + offset + piece)]))
             out.storeBigEndian(UInt16(total), at: 2)
             out.storeBigEndian(identification &+ UInt16(truncatingIfNeeded: index), at: 4)
-            out.storeBigEndian(UInt16(0), at: 10)
-            var sum = InternetChecksum()
-            sum.add(bytes: UnsafeRawBufferPointer(rebasing: out[0..<ipLength]))
-            out.storeBigEndian(sum.checksum, at: 10)
+            IPv4Repr.fillChecksum(header: UnsafeMutableRawBufferPointer(rebasing: out[0..<ipLength]))
             out.storeBigEndian((sequence + offset).rawValue, at: ipLength + 4)
             var pieceFlags = flags
             if offset + piece < payload { pieceFlags.remove([.fin, .psh]) }

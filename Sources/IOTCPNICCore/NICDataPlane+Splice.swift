@@ -306,19 +306,17 @@ extension NICDataPlane {
         // smaller of the sender's MSS and the receiver's.
         var wireOffload: PacketOffload?
         if let offload, offload.checksumPartial {
+            // Cut where the sender meant to, and never past what the receiver takes.
+            let segmentSize = offload.segmentSize > 0 ? min(Int(offload.segmentSize), to.segmentSize) : to.segmentSize
             if coalesceRelayed(UnsafeRawBufferPointer(packet), slot: slot, fromBackend: fromBackend, headerLength: tcp + tcpHeaderLength,
-                               ipHeaderLength: tcp, payload: payload, flags: flags,
-                               segmentSize: offload.segmentSize > 0 ? min(Int(offload.segmentSize), to.segmentSize) : to.segmentSize,
+                               ipHeaderLength: tcp, payload: payload, flags: flags, segmentSize: segmentSize,
                                source: from.rewrite.source, destination: from.rewrite.destination, output: &output) {
                 counters.splicedSegments += 1
                 counters.splicedBytes += payload
                 return true  // held, or joined onto the held one (never a RST: `endsSplice` is false)
             }
-            TCPRepr.fillPseudoHeaderChecksum(segment: UnsafeMutableRawBufferPointer(rebasing: packet[tcp...]),
-                                              source: from.rewrite.source, destination: from.rewrite.destination)
-            let cut = offload.segmentSize > 0 && payload > Int(offload.segmentSize) ? min(Int(offload.segmentSize), to.segmentSize) : 0
-            wireOffload = PacketOffload(segmentSize: UInt16(cut), headerLength: UInt16(tcp + tcpHeaderLength), transportStart: UInt16(tcp))
-            if cut > 0 { counters.superSegmentsRelayed += 1 }
+            wireOffload = finishUnsummed(packet, ipHeaderLength: tcp, headerLength: tcp + tcpHeaderLength, segmentSize: segmentSize,
+                                         source: from.rewrite.source, destination: from.rewrite.destination)
         }
         flushRelayed(slot: slot, fromBackend: fromBackend, output: &output)  // what this direction holds goes first
         if output.transmit(headers: UnsafeRawBufferPointer(packet), payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: wireOffload) == .sent {

@@ -157,8 +157,7 @@ public struct SpliceRewrite: Hashable, Sendable {
         }
         packet.storeBigEndian(checksum, at: tcp + 16)
         // The IP header: twenty-odd bytes, summed again whole.
-        packet.storeBigEndian(UInt16(0), at: 10)
-        packet.storeBigEndian(InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<ipHeader])), at: 10)
+        IPv4Repr.fillChecksum(header: UnsafeMutableRawBufferPointer(rebasing: packet[0..<ipHeader]))
         return true
     }
 

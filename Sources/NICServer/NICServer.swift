@@ -6,9 +6,6 @@ import IOTCPMetrics
 import IOTCPRDMA
 import Logging
 
-nonisolated(unsafe) var stopRequested: sig_atomic_t = 0
-nonisolated(unsafe) var countersRequested: sig_atomic_t = 0
-
 /// The NIC half of iotcp as a process of its own: it owns the wire (a TAP in a client namespace) and the
 /// export root's files, and serves one host at a time over a shared-memory or RDMA channel. When the host
 /// goes away, everything it held is released and the next host may attach; while one is attached, others
@@ -55,10 +52,7 @@ struct NICServer: ParsableCommand {
         do { listener = try HostListener(channel) } catch { throw RuntimeFailure("--channel \(channel): \(error)") }
         let namespace: NetworkNamespace
         do { namespace = try NetworkNamespace(name: netns, address: address) } catch { throw ValidationError("\(error)") }
-        signal(SIGINT) { _ in stopRequested = 1 }
-        signal(SIGTERM) { _ in stopRequested = 1 }
-        signal(SIGUSR1) { _ in countersRequested = 1 }
-        signal(SIGPIPE, SIG_IGN)
+        installProcessSignals()
 
         let endpoint = try metrics.map { text throws(RuntimeFailure) in try MetricsEndpoint(listeningOn: text) }
         defer { endpoint?.close() }
@@ -106,13 +100,13 @@ struct NICServer: ParsableCommand {
                 lastRecord = now
                 nicMetrics.record(runtime)
             }
-            if countersRequested != 0 {
+            if describeRequested != 0 {
                 // The flows, as `ss` lists connections (stderr: the listing is for a person, not the log).
                 let listing = runtime.dataPlane.flowListing + "\n"
                 _ = listing.withCString { write(2, $0, strlen($0)) }
             }
-            if countersRequested != 0 || (statsInterval > 0 && now - lastStats >= UInt64(statsInterval * 1e9)) {
-                countersRequested = 0
+            if describeRequested != 0 || (statsInterval > 0 && now - lastStats >= UInt64(statsInterval * 1e9)) {
+                describeRequested = 0
                 lastStats = now
                 report(runtime, logger: logger)
             }

@@ -42,27 +42,41 @@ struct NICSpliceTests {
 
     func fromClient(_ nic: NICDataPlane, flags: TCPFlags = .ack, sequence: SequenceNumber, acknowledgment: SequenceNumber,
                     payload: [UInt8] = [], timestamp: UInt32 = 7_005, echo: UInt32 = 100_000, window: UInt16 = 300,
-                    sack: [SACKBlock] = [], at time: Instant, output: inout CollectingNICOutput) {
+                    sack: [SACKBlock] = [], offload: ReceivedOffload? = nil, at time: Instant, output: inout CollectingNICOutput) {
         let segment = TCPRepr(sourcePort: 40_000, destinationPort: 80, sequenceNumber: sequence, acknowledgmentNumber: acknowledgment,
                               flags: flags, window: window,
                               options: TCPOptions(sackBlocks: SACKBlockList(sack), timestamps: TCPTimestamps(value: timestamp, echoReply: echo)))
-        tcpPacket(segment, from: Self.client, to: Self.proxy, payload: payload).withUnsafeBytes { nic.receive(packet: $0, now: time, output: &output) }
+        deliver(tcpPacket(segment, from: Self.client, to: Self.proxy, payload: payload), to: nic, offload: offload, at: time, output: &output)
     }
 
     func fromBackend(_ nic: NICDataPlane, flags: TCPFlags = .ack, sequence: SequenceNumber, acknowledgment: SequenceNumber,
                      payload: [UInt8] = [], timestamp: UInt32 = 3_010, echo: UInt32 = 200_000, window: UInt16 = 100,
-                     corrupt: Bool = false, at time: Instant, output: inout CollectingNICOutput) {
+                     corrupt: Bool = false, offload: ReceivedOffload? = nil, at time: Instant, output: inout CollectingNICOutput) {
         let segment = TCPRepr(sourcePort: 8080, destinationPort: 33_000, sequenceNumber: sequence, acknowledgmentNumber: acknowledgment,
                               flags: flags, window: window, options: TCPOptions(timestamps: TCPTimestamps(value: timestamp, echoReply: echo)))
-        tcpPacket(segment, from: Self.backend, to: Self.proxy, payload: payload, corrupt: corrupt).withUnsafeBytes {
-            nic.receive(packet: $0, now: time, output: &output)
+        deliver(tcpPacket(segment, from: Self.backend, to: Self.proxy, payload: payload, corrupt: corrupt), to: nic, offload: offload, at: time,
+                output: &output)
+    }
+
+    /// A packet into the NIC: finished, or (with `offload`) as the kernel hands over one it built, its TCP
+    /// checksum field holding only the pseudo-header sum.
+    func deliver(_ packet: [UInt8], to nic: NICDataPlane, offload: ReceivedOffload?, at time: Instant, output: inout CollectingNICOutput) {
+        guard let offload else {
+            packet.withUnsafeBytes { nic.receive(packet: $0, now: time, output: &output) }
+            return
         }
+        var bytes = unsummed(packet)
+        bytes.withUnsafeMutableBytes { nic.receive(packet: $0, offload: offload, now: time, output: &output) }
     }
 
     /// Segments sent since the last call: the TCP header, payload, whether the checksum verifies, and the
     /// IPv4 source and destination.
     func sent(_ output: inout CollectingNICOutput) -> [(segment: TCPRepr, payload: [UInt8], checksumGood: Bool, from: IPv4Address, to: IPv4Address)] {
-        defer { output.packets.removeAll() }
+        defer {
+            output.packets.removeAll()
+            output.segmentSizes.removeAll()
+            output.checksumOffloaded.removeAll()
+        }
         return output.packets.compactMap { packet in
             guard let (segment, payload, good) = parseSegment(packet) else { return nil }
             let addresses = packet.withUnsafeBytes { raw in (try? IPv4PacketView(raw)).map { ($0.source, $0.destination) } }
@@ -248,16 +262,10 @@ struct NICSpliceTests {
         var output = CollectingNICOutput()
         let nic = spliced(output: &output)
         _ = sent(&output)
-        output.segmentSizes.removeAll()
-        output.checksumOffloaded.removeAll()
         // The backend's TSO: 3,000 bytes meant as 1,000-byte segments. The client takes 1,448.
         let body = (0..<3_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
-        let segment = TCPRepr(sourcePort: 8080, destinationPort: 33_000, sequenceNumber: backendReceiveNext, acknowledgmentNumber: headEnd,
-                              flags: [.ack, .psh], window: 100, options: TCPOptions(timestamps: TCPTimestamps(value: 3_010, echoReply: 200_000)))
-        var packet = unsummed(tcpPacket(segment, from: Self.backend, to: Self.proxy, payload: body))
-        packet.withUnsafeMutableBytes {
-            nic.receive(packet: $0, offload: ReceivedOffload(checksumPartial: true, segmentSize: 1_000), now: start, output: &output)
-        }
+        fromBackend(nic, flags: [.ack, .psh], sequence: backendReceiveNext, acknowledgment: headEnd, payload: body,
+                    offload: ReceivedOffload(checksumPartial: true, segmentSize: 1_000), at: start, output: &output)
         nic.flushRelayed(output: &output)  // held for joining until the batch ends
         #expect(output.packets.count == 1 && output.segmentSizes == [1_000] && output.checksumOffloaded == [true])
         let (pseudoSumRight, finished) = finishedByWire(try #require(output.packets.first))
@@ -266,14 +274,9 @@ struct NICSpliceTests {
         #expect(good && payload == body && toClient.sequenceNumber == clientSendNext && toClient.destinationPort == 40_000)
         #expect(toClient.acknowledgmentNumber == clientReceiveNext && nic.counters.superSegmentsRelayed == 1)
         // The client's upload, meant as 1,448-byte segments: the backend takes 64.
-        output.packets.removeAll()
-        output.segmentSizes.removeAll()
-        let upload = TCPRepr(sourcePort: 40_000, destinationPort: 80, sequenceNumber: clientReceiveNext, acknowledgmentNumber: clientSendNext + 3_000,
-                             flags: .ack, window: 300, options: TCPOptions(timestamps: TCPTimestamps(value: 7_005, echoReply: 100_000)))
-        var up = unsummed(tcpPacket(upload, from: Self.client, to: Self.proxy, payload: Array(body[0..<2_000])))
-        up.withUnsafeMutableBytes {
-            nic.receive(packet: $0, offload: ReceivedOffload(checksumPartial: true, segmentSize: 1_448), now: start, output: &output)
-        }
+        _ = sent(&output)
+        fromClient(nic, sequence: clientReceiveNext, acknowledgment: clientSendNext + 3_000, payload: Array(body[0..<2_000]),
+                   offload: ReceivedOffload(checksumPartial: true, segmentSize: 1_448), at: start, output: &output)
         #expect(output.packets.isEmpty, "held in case the next continues it")
         nic.flushRelayed(output: &output)
         #expect(output.segmentSizes == [64])
@@ -282,18 +285,13 @@ struct NICSpliceTests {
         #expect(parsed.2 && parsed.1 == Array(body[0..<2_000]) && parsed.0.sequenceNumber == headEnd)
         // The endings, in place too (the rewrite works in the very bytes the segment is read from): both FINs,
         // both acknowledged, and the splice lingers, then finishes.
-        func unsummedIn(_ segment: TCPRepr, from source: IPv4Address) {
-            var bytes = unsummed(tcpPacket(segment, from: source, to: Self.proxy))
-            bytes.withUnsafeMutableBytes { nic.receive(packet: $0, offload: ReceivedOffload(checksumPartial: true), now: start, output: &output) }
-        }
-        let stamps = TCPOptions(timestamps: TCPTimestamps(value: 3_011, echoReply: 200_000))
-        unsummedIn(TCPRepr(sourcePort: 8080, destinationPort: 33_000, sequenceNumber: backendReceiveNext + 3_000,
-                           acknowledgmentNumber: headEnd + 2_000, flags: [.ack, .fin], window: 100, options: stamps), from: Self.backend)
-        unsummedIn(TCPRepr(sourcePort: 40_000, destinationPort: 80, sequenceNumber: clientReceiveNext + 2_000,
-                           acknowledgmentNumber: clientSendNext + 3_001, flags: [.ack, .fin], window: 300,
-                           options: TCPOptions(timestamps: TCPTimestamps(value: 7_006, echoReply: 100_001))), from: Self.client)
-        unsummedIn(TCPRepr(sourcePort: 8080, destinationPort: 33_000, sequenceNumber: backendReceiveNext + 3_001,
-                           acknowledgmentNumber: headEnd + 2_001, flags: .ack, window: 100, options: stamps), from: Self.backend)
+        let unsummedFrame = ReceivedOffload(checksumPartial: true)
+        fromBackend(nic, flags: [.ack, .fin], sequence: backendReceiveNext + 3_000, acknowledgment: headEnd + 2_000, timestamp: 3_011,
+                    offload: unsummedFrame, at: start, output: &output)
+        fromClient(nic, flags: [.ack, .fin], sequence: clientReceiveNext + 2_000, acknowledgment: clientSendNext + 3_001, timestamp: 7_006,
+                   echo: 100_001, offload: unsummedFrame, at: start, output: &output)
+        fromBackend(nic, sequence: backendReceiveNext + 3_001, acknowledgment: headEnd + 2_001, timestamp: 3_011, offload: unsummedFrame,
+                    at: start, output: &output)
         nic.poll(now: start + 5 * Nanoseconds.second + 2 * Nanoseconds.millisecond, output: &output)
         #expect(nic.spliceCount == 0 && output.spliceEnds.map(\.1.reason) == [.finished])
     }
@@ -303,15 +301,11 @@ struct NICSpliceTests {
         var output = CollectingNICOutput()
         let nic = spliced(output: &output)
         _ = sent(&output)
-        output.segmentSizes.removeAll()
-        output.checksumOffloaded.removeAll()
         let body = (0..<6_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 5) }
         func fromBackend(_ range: Range<Int>, flags: TCPFlags = .ack, timestamp: UInt32 = 3_010) {
-            let segment = TCPRepr(sourcePort: 8080, destinationPort: 33_000, sequenceNumber: backendReceiveNext + range.lowerBound,
-                                  acknowledgmentNumber: headEnd, flags: flags, window: 100,
-                                  options: TCPOptions(timestamps: TCPTimestamps(value: timestamp, echoReply: 200_000)))
-            var bytes = unsummed(tcpPacket(segment, from: Self.backend, to: Self.proxy, payload: Array(body[range])))
-            bytes.withUnsafeMutableBytes { nic.receive(packet: $0, offload: ReceivedOffload(checksumPartial: true), now: start, output: &output) }
+            self.fromBackend(nic, flags: flags, sequence: backendReceiveNext + range.lowerBound, acknowledgment: headEnd,
+                             payload: Array(body[range]), timestamp: timestamp, offload: ReceivedOffload(checksumPartial: true),
+                             at: start, output: &output)
         }
         fromBackend(0..<1_000)
         fromBackend(1_000..<2_000)
@@ -339,11 +333,8 @@ struct NICSpliceTests {
         let nic = spliced(output: &output)
         _ = sent(&output)
         func acknowledge(_ count: Int, timestamp: UInt32 = 7_005) {
-            let segment = TCPRepr(sourcePort: 40_000, destinationPort: 80, sequenceNumber: clientReceiveNext,
-                                  acknowledgmentNumber: clientSendNext + count, flags: .ack, window: 300,
-                                  options: TCPOptions(timestamps: TCPTimestamps(value: timestamp, echoReply: 100_000)))
-            var bytes = unsummed(tcpPacket(segment, from: Self.client, to: Self.proxy))
-            bytes.withUnsafeMutableBytes { nic.receive(packet: $0, offload: ReceivedOffload(checksumPartial: true), now: start, output: &output) }
+            fromClient(nic, sequence: clientReceiveNext, acknowledgment: clientSendNext + count, timestamp: timestamp,
+                       offload: ReceivedOffload(checksumPartial: true), at: start, output: &output)
         }
         // (The client acknowledges bytes the backend sent: the relay's count of what it sent the client.)
         fromBackend(nic, sequence: backendReceiveNext, acknowledgment: headEnd, payload: Array(repeating: 9, count: 3_000), at: start, output: &output)

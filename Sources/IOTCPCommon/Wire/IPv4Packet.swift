@@ -119,4 +119,12 @@ public struct IPv4Repr: Hashable, Sendable {
         let checksum = InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: buffer[0..<Self.headerLength]))
         buffer.storeBigEndian(checksum, at: 10)
     }
+
+    /// Sums an IPv4 header again after its fields changed in place: `header` is the whole header, options
+    /// included (its length from the IHL).
+    @inlinable
+    public static func fillChecksum(header: UnsafeMutableRawBufferPointer) {
+        header.storeBigEndian(UInt16(0), at: 10)
+        header.storeBigEndian(InternetChecksum.checksum(UnsafeRawBufferPointer(header)), at: 10)
+    }
 }
