@@ -158,7 +158,9 @@ for size in 65536 1048576 10485760; do
   check "file-$size.bin through the splice, captured" "$(sha "$work/www/file-$size.bin")" "$(download "/file-$size.bin")"
 done
 stop_proxy
-tshark -r "$work/splice.pcap" -o tcp.check_checksum:TRUE -Y 'tcp.checksum.status == 0' 2>/dev/null > "$work/bad-checksums"
+# (0xffff is one's-complement zero: Linux writes it where a software sum comes out 0, and tshark calls it bad.)
+tshark -r "$work/splice.pcap" -o tcp.check_checksum:TRUE -Y 'tcp.checksum.status == 0 && tcp.checksum != 0xffff' 2>/dev/null \
+  > "$work/bad-checksums"
 check "tshark: no bad TCP checksum on either side" 0 "$(wc -l < "$work/bad-checksums")"
 sed 's/^/proxy: bad checksum: /' "$work/bad-checksums" | head -5
 lost=$(tshark -r "$work/splice.pcap" -Y 'tcp.analysis.ack_lost_segment || tcp.analysis.lost_segment' 2>/dev/null | wc -l)
