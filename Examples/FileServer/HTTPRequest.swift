@@ -6,6 +6,12 @@ struct HTTPRequest: Equatable {
     var target: String
     var version: String
     var headers: [(name: String, value: String)]
+    /// Read from the head's bytes while parsing (each request needs them, and a String's UTF-8 view is slow
+    /// to walk): whether the connection stays open after the response, how many Host fields came, and
+    /// whether any field frames a body.
+    var keepAlive = true
+    var hostCount = 0
+    var framesBody = false
 
     static func == (lhs: HTTPRequest, rhs: HTTPRequest) -> Bool {
         lhs.method == rhs.method && lhs.target == rhs.target && lhs.version == rhs.version
@@ -14,18 +20,12 @@ struct HTTPRequest: Equatable {
 
     /// The first header called `name`, compared without regard to ASCII case (and without allocating).
     func header(_ name: String) -> String? {
-        headers.first { header in
-            header.name.utf8.count == name.utf8.count
-                && zip(header.name.utf8, name.utf8).allSatisfy { $0 | 0x20 == $1 | 0x20 }
-        }?.value
+        headers.first { header in ASCII.equalIgnoringCase(header.name.utf8, name.utf8) }?.value
     }
 
     /// Every header called `name` (case-insensitive), in order.
     func headers(_ name: String) -> [String] {
-        headers.compactMap { header in
-            header.name.utf8.count == name.utf8.count && zip(header.name.utf8, name.utf8).allSatisfy { $0 | 0x20 == $1 | 0x20 }
-                ? header.value : nil
-        }
+        headers.compactMap { header in ASCII.equalIgnoringCase(header.name.utf8, name.utf8) ? header.value : nil }
     }
 
     /// The largest request body this server reads (and throws away: it serves GET and HEAD only).
@@ -35,6 +35,7 @@ struct HTTPRequest: Equatable {
     /// request. Any disagreement about where the request ends is refused and the connection closed, so a
     /// proxy in front and this server can never split the stream differently (request smuggling).
     func bodyLength() -> Result<Int, RequestRefusal> {
+        guard framesBody else { return .success(0) }
         let encodings = headers("Transfer-Encoding"), lengths = headers("Content-Length")
         if !encodings.isEmpty {
             // A body length two ways (§6.3 item 3), or a coding this server does not take.
@@ -44,12 +45,12 @@ struct HTTPRequest: Equatable {
         // Repeated fields, or one field listing the same value twice, must agree (§6.3 item 5).
         var value: Int?
         for field in lengths {
-            for item in field.split(separator: ",", omittingEmptySubsequences: false) {
-                let digits = item.trimmingCharacters(in: .whitespaces)
-                guard !digits.isEmpty, digits.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), digits.utf8.count <= 18,
-                      let length = Int(digits), value == nil || value == length
+            for item in field.utf8.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) {
+                let digits = ASCII.trimmingWhitespace(item)
+                guard !digits.isEmpty, digits.allSatisfy({ $0 >= 48 && $0 <= 57 }), digits.count <= 18,
+                      value == nil || value == ASCII.decimal(digits)
                 else { return .failure(RequestRefusal(status: 400)) }
-                value = length
+                value = ASCII.decimal(digits)
             }
         }
         guard let value else { return .failure(RequestRefusal(status: 400)) }
@@ -58,14 +59,7 @@ struct HTTPRequest: Equatable {
 
     /// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host field; HTTP/1.0 may have none.
     var hostIsValid: Bool {
-        let hosts = headers("Host")
-        return version == "HTTP/1.0" ? hosts.count <= 1 : hosts.count == 1
-    }
-
-    /// HTTP/1.1 keeps the connection unless asked not to; HTTP/1.0 closes unless asked to keep it.
-    var keepAlive: Bool {
-        let options = headers("Connection").flatMap { $0.lowercased().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
-        return version == "HTTP/1.0" ? options.contains("keep-alive") : !options.contains("close")
+        version == "HTTP/1.0" ? hostCount <= 1 : hostCount == 1
     }
 
     enum ParseResult: Equatable {
@@ -91,39 +85,51 @@ struct HTTPRequest: Equatable {
         // `components(separatedBy:)` and trimming with `trimmingCharacters(in:)` was a visible share of a
         // small-file server's CPU. Strings are made only for the fields kept.
         let head = bytes[bytes.startIndex..<end]
-        guard String(validating: head, as: UTF8.self) != nil else { return .failure(status: 400) }
-        var lines: [ArraySlice<UInt8>] = []
-        var lineStart = head.startIndex, index = head.startIndex
-        while index < head.endIndex {
-            if head[index] == 13, index + 1 < head.endIndex, head[index + 1] == 10 {
-                lines.append(head[lineStart..<index])
-                index += 2
-                lineStart = index
-            } else {
-                index += 1
-            }
-        }
-        lines.append(head[lineStart..<head.endIndex])
-        let requestLine = lines[0]
+        // Almost every head is ASCII, which is valid UTF-8 without building a String to find out.
+        guard head.allSatisfy({ $0 < 0x80 }) || String(validating: head, as: UTF8.self) != nil else { return .failure(status: 400) }
+        let requestLine = head[head.startIndex..<(lineEnd(head, from: head.startIndex) ?? head.endIndex)]
         if requestLine.count > maximumRequestLine { return .failure(status: 414) }
-        let parts = requestLine.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
+        // Method, target and version, separated by exactly two spaces.
+        guard let firstSpace = requestLine.firstIndex(of: UInt8(ascii: " ")),
+              let secondSpace = requestLine[(firstSpace + 1)...].firstIndex(of: UInt8(ascii: " ")),
+              !requestLine[(secondSpace + 1)...].contains(UInt8(ascii: " ")) else { return .failure(status: 400) }
+        let method = requestLine[requestLine.startIndex..<firstSpace], version = requestLine[(secondSpace + 1)...]
         // HTTP/1.x with one digit of minor version (RFC 9112 §2.3); above 1.1 it is served as 1.1.
-        guard parts.count == 3, !parts[0].isEmpty, parts[2].count == 8, parts[2].starts(with: "HTTP/1.".utf8),
-              let minor = parts[2].last, minor >= 48 && minor <= 57, let target = originForm(parts[1]) else {
+        guard !method.isEmpty, version.count == 8, version.starts(with: "HTTP/1.".utf8),
+              let minor = version.last, minor >= 48 && minor <= 57,
+              let target = originForm(requestLine[(firstSpace + 1)..<secondSpace]) else {
             return .failure(status: 400)
         }
         var headers: [(String, String)] = []
-        for line in lines.dropFirst() where !line.isEmpty {
+        headers.reserveCapacity(8)
+        // HTTP/1.1 keeps the connection unless an option says close; HTTP/1.0 closes unless one says keep-alive.
+        // The Connection field is a list of options (RFC 9110 §7.6.1).
+        let http10 = version.elementsEqual("HTTP/1.0".utf8)
+        let connectionOption = http10 ? "keep-alive" : "close"
+        var optionListed = false, hostCount = 0, framesBody = false
+        var lineStart = requestLine.endIndex + 2
+        while lineStart < head.endIndex {
+            let line = head[lineStart..<(lineEnd(head, from: lineStart) ?? head.endIndex)]
+            lineStart = line.endIndex + 2
+            if line.isEmpty { continue }
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon != line.startIndex,
                   !line[line.startIndex..<colon].contains(UInt8(ascii: " ")) else { return .failure(status: 400) }
             var valueStart = colon + 1, valueEnd = line.endIndex
             while valueStart < valueEnd, line[valueStart] == 0x20 || line[valueStart] == 0x09 { valueStart += 1 }
             while valueEnd > valueStart, line[valueEnd - 1] == 0x20 || line[valueEnd - 1] == 0x09 { valueEnd -= 1 }
-            headers.append((String(decoding: line[line.startIndex..<colon], as: UTF8.self),
-                            String(decoding: line[valueStart..<valueEnd], as: UTF8.self)))
+            let name = line[line.startIndex..<colon], value = line[valueStart..<valueEnd]
+            if ASCII.equalIgnoringCase(name, "Connection".utf8) {
+                optionListed = optionListed || ASCII.list(value, contains: connectionOption.utf8)
+            } else if ASCII.equalIgnoringCase(name, "Host".utf8) {
+                hostCount += 1
+            } else if ASCII.equalIgnoringCase(name, "Content-Length".utf8) || ASCII.equalIgnoringCase(name, "Transfer-Encoding".utf8) {
+                framesBody = true
+            }
+            headers.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
         }
-        let request = HTTPRequest(method: String(decoding: parts[0], as: UTF8.self), target: String(decoding: target, as: UTF8.self),
-                                  version: String(decoding: parts[2], as: UTF8.self), headers: headers)
+        let request = HTTPRequest(method: String(decoding: method, as: UTF8.self), target: String(decoding: target, as: UTF8.self),
+                                  version: String(decoding: version, as: UTF8.self), headers: headers,
+                                  keepAlive: http10 ? optionListed : !optionListed, hostCount: hostCount, framesBody: framesBody)
         return .request(request, consumed: end + 4 - bytes.startIndex)
     }
 
@@ -143,6 +149,16 @@ struct HTTPRequest: Equatable {
         return nil
     }
 
+    /// Where the line starting at `start` ends (its CR of a CRLF), nil when no CRLF follows.
+    private static func lineEnd(_ bytes: ArraySlice<UInt8>, from start: Int) -> Int? {
+        var index = start
+        while index + 1 < bytes.endIndex {
+            if bytes[index] == 13 && bytes[index + 1] == 10 { return index }
+            index += 1
+        }
+        return nil
+    }
+
     private static func headEnd(_ bytes: ArraySlice<UInt8>) -> Int? {
         var index = bytes.startIndex
         while index + 3 < bytes.endIndex {
@@ -156,21 +172,22 @@ struct HTTPRequest: Equatable {
         (bytes.firstIndex(of: 13) ?? bytes.endIndex) - bytes.startIndex
     }
 
-    /// The path of the target, percent-decoded; nil when the encoding is invalid or decodes to a NUL.
+    /// The path of the target (what precedes `?`), percent-decoded (two hex digits after each `%`); nil when
+    /// the encoding is invalid, the result is not UTF-8, or it holds a NUL.
     static func decodedPath(_ target: String) -> String? {
-        let path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? target
         var bytes: [UInt8] = []
-        var iterator = Array(path.utf8).makeIterator()
-        while let byte = iterator.next() {
+        bytes.reserveCapacity(target.utf8.count)
+        var iterator = target.utf8.makeIterator()
+        while let byte = iterator.next(), byte != UInt8(ascii: "?") {
             if byte == UInt8(ascii: "%") {
-                guard let high = iterator.next(), let low = iterator.next(),
-                      let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16), value != 0 else { return nil }
-                bytes.append(value)
+                guard let high = iterator.next().flatMap(ASCII.hexDigit), let low = iterator.next().flatMap(ASCII.hexDigit) else { return nil }
+                bytes.append(high << 4 | low)
             } else {
                 bytes.append(byte)
             }
+            if bytes.last == 0 { return nil }
         }
-        return String(bytes: bytes, encoding: .utf8)
+        return String(validating: bytes, as: UTF8.self)
     }
 }
 
@@ -181,9 +198,12 @@ struct RequestRefusal: Error, Equatable {
 
 /// Content-Type by extension, for the files a static server usually holds.
 func contentType(for path: String) -> String {
-    let name = path.split(separator: "/").last ?? ""
-    guard let dot = name.lastIndex(of: ".") else { return "application/octet-stream" }
-    switch name[name.index(after: dot)...].lowercased() {
+    let name = path.utf8.lastIndex(of: UInt8(ascii: "/")).map { path.utf8[path.utf8.index(after: $0)...] } ?? path.utf8[...]
+    // The known extensions are short: a longer one is not worth lowercasing (short strings do not allocate).
+    guard let dot = name.lastIndex(of: UInt8(ascii: ".")), name.distance(from: dot, to: name.endIndex) <= 5 else {
+        return "application/octet-stream"
+    }
+    switch Substring(name[name.index(after: dot)...]).lowercased() {
     case "html", "htm": return "text/html; charset=utf-8"
     case "txt": return "text/plain; charset=utf-8"
     case "css": return "text/css"
@@ -227,5 +247,53 @@ enum ByteRangeRequest: Equatable {
             last = min(value, last)
         }
         self = first < size ? .partial(first: first, last: last) : .unsatisfiable
+    }
+}
+
+/// Byte-level helpers for HTTP's ASCII syntax, so the per-request path neither allocates nor goes through
+/// Foundation (lowercasing, splitting and trimming Strings there was a fifth of a short request's host CPU).
+enum ASCII {
+    @inline(__always)
+    static func lowercased(_ byte: UInt8) -> UInt8 { byte >= 65 && byte <= 90 ? byte + 32 : byte }
+
+    /// Equal without regard to ASCII case (other bytes compared exactly).
+    static func equalIgnoringCase<A: Collection<UInt8>, B: Collection<UInt8>>(_ a: A, _ b: B) -> Bool {
+        a.count == b.count && zip(a, b).allSatisfy { lowercased($0) == lowercased($1) }
+    }
+
+    /// Without leading and trailing spaces and tabs (HTTP's OWS).
+    static func trimmingWhitespace<C: BidirectionalCollection<UInt8>>(_ bytes: C) -> C.SubSequence {
+        let isSpace = { (byte: UInt8) in byte == 0x20 || byte == 0x09 }
+        guard let first = bytes.firstIndex(where: { !isSpace($0) }), let last = bytes.lastIndex(where: { !isSpace($0) }) else {
+            return bytes[bytes.endIndex...]
+        }
+        return bytes[first...last]
+    }
+
+    /// Whether a comma-separated field value (RFC 9110 §5.6.1) lists `element`, compared without regard to
+    /// ASCII case, each element trimmed of spaces and tabs.
+    static func list<V: BidirectionalCollection<UInt8>, E: Collection<UInt8>>(_ value: V, contains element: E) -> Bool {
+        var start = value.startIndex
+        while true {
+            let end = value[start...].firstIndex(of: UInt8(ascii: ",")) ?? value.endIndex
+            if equalIgnoringCase(trimmingWhitespace(value[start..<end]), element) { return true }
+            guard end < value.endIndex else { return false }
+            start = value.index(after: end)
+        }
+    }
+
+    /// The value of a hexadecimal digit, nil for any other byte.
+    static func hexDigit(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case 48...57: byte - 48
+        case 65...70: byte - 55
+        case 97...102: byte - 87
+        default: nil
+        }
+    }
+
+    /// The value of decimal digits the caller has checked (at most 18 of them, so it cannot overflow).
+    static func decimal<C: Collection<UInt8>>(_ digits: C) -> Int {
+        digits.reduce(0) { $0 * 10 + Int($1 - 48) }
     }
 }

@@ -402,7 +402,7 @@ final class HTTPServer {
         requests += 1
         session.closeAfterResponse = !request.keepAlive
         guard request.method == "GET" || request.method == "HEAD" else {
-            respond(status: 405, session: session, keepAlive: request.keepAlive, request: request, extra: "Allow: GET, HEAD\r\n")
+            respond(status: 405, session: session, keepAlive: request.keepAlive, request: request, extra: ("Allow", "GET, HEAD"))
             return
         }
         guard var path = HTTPRequest.decodedPath(request.target) else {
@@ -438,29 +438,37 @@ final class HTTPServer {
         }
         let size = file.size
         let modified = file.status.modificationSeconds
-        var common = "Content-Type: \(contentType(for: file.path))\r\nLast-Modified: \(lastModified(modified))\r\n"
-            + "Accept-Ranges: bytes\r\nServer: iotcp\r\nConnection: \(keepAlive ? "keep-alive" : "close")\r\n"
+        func fields(_ head: inout ResponseHead) {
+            head.field("Content-Type", contentType(for: file.path))
+            head.field("Last-Modified", lastModified(modified))
+            head.field("Accept-Ranges", "bytes")
+            head.field("Server", "iotcp")
+            head.field("Connection", keepAlive ? "keep-alive" : "close")
+        }
         if let since = request.header("If-Modified-Since").flatMap(parseHTTPDate), modified <= since {
             try? stack.offloadClose(file.id)
-            session.head = Array("HTTP/1.1 304 Not Modified\r\n\(common)\r\n".utf8)
+            var head = ResponseHead(status: 304)
+            fields(&head)
+            session.head = head.finished()
             session.headSent = 0
             log(request, status: 304, bytes: 0, session: session)
             return
         }
-        var status = 200, first: UInt64 = 0, length = size
+        var range: (first: UInt64, last: UInt64)?
         switch ByteRangeRequest(header: request.header("Range"), size: size) {
         case .whole: break
-        case .partial(let from, let last):
-            status = 206
-            first = from
-            length = last - from + 1
-            common += "Content-Range: bytes \(from)-\(last)/\(size)\r\n"
+        case .partial(let from, let last): range = (from, last)
         case .unsatisfiable:
             try? stack.offloadClose(file.id)
-            respond(status: 416, session: session, keepAlive: keepAlive, request: request, extra: "Content-Range: bytes */\(size)\r\n")
+            respond(status: 416, session: session, keepAlive: keepAlive, request: request, extra: ("Content-Range", "bytes */\(size)"))
             return
         }
-        session.head = Array("HTTP/1.1 \(status) \(status == 206 ? "Partial Content" : "OK")\r\nContent-Length: \(length)\r\n\(common)\r\n".utf8)
+        let status = range == nil ? 200 : 206, first = range?.first ?? 0, length = range.map { $0.last - $0.first + 1 } ?? size
+        var head = ResponseHead(status: status)
+        head.field("Content-Length", length)
+        fields(&head)
+        if let range { head.contentRange(first: range.first, last: range.last, size: size) }
+        session.head = head.finished()
         session.headSent = 0
         if request.method == "GET" && length > 0 {
             session.body = (file.id, first, length)
@@ -481,13 +489,17 @@ final class HTTPServer {
         return text
     }
 
-    private func respond(status: Int, session: Session, keepAlive: Bool, request: HTTPRequest?, extra: String = "") {
-        let reason = [400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large",
-                      414: "URI Too Long", 416: "Range Not Satisfiable", 431: "Request Header Fields Too Large",
-                      500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"][status] ?? "Error"
-        let body = "\(status) \(reason)\n"
-        session.head = Array(("HTTP/1.1 \(status) \(reason)\r\nContent-Length: \(body.utf8.count)\r\nContent-Type: text/plain\r\n\(extra)"
-            + "Server: iotcp\r\nConnection: \(keepAlive ? "keep-alive" : "close")\r\n\r\n" + (request?.method == "HEAD" ? "" : body)).utf8)
+    /// A response with a short text body saying the status (errors), `extra` a field to add.
+    private func respond(status: Int, session: Session, keepAlive: Bool, request: HTTPRequest?, extra: (String, String)? = nil) {
+        let body = "\(status) \(ResponseHead.reason(for: status))\n"
+        var head = ResponseHead(status: status)
+        head.field("Content-Length", body.utf8.count)
+        head.field("Content-Type", "text/plain")
+        if let (name, value) = extra { head.field(name, value) }
+        head.field("Server", "iotcp")
+        head.field("Connection", keepAlive ? "keep-alive" : "close")
+        session.head = head.finished()
+        if request?.method != "HEAD" { session.head += body.utf8 }
         session.headSent = 0
         session.closeAfterResponse = !keepAlive || session.closeAfterResponse
         if let request { log(request, status: status, bytes: body.utf8.count, session: session) } else { log("- \"-\" \(status) 0") }

@@ -90,3 +90,75 @@ struct HTTPRequestTests {
         #expect(next.target == "/c", "the body (which looks like a request for /b) was skipped, not served")
     }
 }
+
+/// The byte-level pieces of the request and response path: list fields, percent-decoding, types by
+/// extension, and response heads written as bytes.
+@Suite("HTTP bytes")
+struct HTTPBytesTests {
+    @Test("a list field's elements, trimmed and compared without regard to case")
+    func lists() {
+        #expect(ASCII.list(Array("close".utf8), contains: "close".utf8))
+        #expect(ASCII.list(Array(" Upgrade ,\tCLOSE ".utf8), contains: "close".utf8))
+        #expect(ASCII.list(Array("a,,close".utf8), contains: "close".utf8))
+        #expect(!ASCII.list(Array("closed, xclose".utf8), contains: "close".utf8))
+        #expect(!ASCII.list(Array("".utf8), contains: "close".utf8))
+        #expect(!ASCII.list(Array("keep\ralive".utf8), contains: "keep-alive".utf8), "only letters fold")
+        #expect(ASCII.equalIgnoringCase("Content-Length".utf8, "content-LENGTH".utf8))
+        #expect(!ASCII.equalIgnoringCase("Host".utf8, "Hosts".utf8))
+    }
+
+    @Test("percent-decoding: two hex digits, the query cut, NUL and bad UTF-8 refused")
+    func paths() {
+        #expect(HTTPRequest.decodedPath("/a%20b.txt?x=%00") == "/a b.txt")
+        #expect(HTTPRequest.decodedPath("/%e2%82%AC") == "/\u{20AC}")
+        #expect(HTTPRequest.decodedPath("/a%2") == nil)
+        #expect(HTTPRequest.decodedPath("/a%zz") == nil)
+        #expect(HTTPRequest.decodedPath("/a%+1") == nil)
+        #expect(HTTPRequest.decodedPath("/a%00b") == nil)
+        #expect(HTTPRequest.decodedPath("/%ff") == nil)
+        #expect(HTTPRequest.decodedPath("/plain") == "/plain")
+    }
+
+    @Test("Content-Type by the last extension of the last component, any case")
+    func types() {
+        #expect(contentType(for: "/a/index.HTML") == "text/html; charset=utf-8")
+        #expect(contentType(for: "/v.d/movie.mp4") == "video/mp4")
+        #expect(contentType(for: "/v.txt/noext") == "application/octet-stream")
+        #expect(contentType(for: "/x.tar.gz") == "application/octet-stream")
+        #expect(contentType(for: "/x.jpeg") == "image/jpeg")
+        #expect(contentType(for: "/x.superlongextension") == "application/octet-stream")
+    }
+
+    @Test("a response head byte for byte: status line, fields in order, numbers in decimal, the blank line")
+    func responseHead() {
+        var head = ResponseHead(status: 206)
+        head.field("Content-Length", UInt64(11))
+        head.field("Server", "iotcp")
+        head.contentRange(first: 0, last: 18_446_744_073_709_551_614, size: UInt64.max)
+        let text = String(decoding: head.finished(), as: UTF8.self)
+        #expect(text == "HTTP/1.1 206 Partial Content\r\nContent-Length: 11\r\nServer: iotcp\r\n"
+            + "Content-Range: bytes 0-18446744073709551614/18446744073709551615\r\n\r\n")
+        var zero = ResponseHead(status: 599)
+        zero.field("Content-Length", 0)
+        #expect(String(decoding: zero.finished(), as: UTF8.self) == "HTTP/1.1 599 Error\r\nContent-Length: 0\r\n\r\n")
+    }
+
+    @Test("keep-alive and Host read while parsing, as the fields say")
+    func parsedFacts() throws {
+        func parsed(_ text: String) -> HTTPRequest? {
+            if case .request(let request, _) = HTTPRequest.parse(Array(text.utf8)[...]) { return request }
+            return nil
+        }
+        let close = try #require(parsed("GET / HTTP/1.1\r\nconnection: keep-alive\r\nCONNECTION: close\r\nHost: a\r\n\r\n"))
+        #expect(!close.keepAlive && close.hostCount == 1 && close.hostIsValid && !close.framesBody)
+        let old = try #require(parsed("GET / HTTP/1.0\r\nConnection: close, keep-alive\r\n\r\n"))
+        #expect(old.keepAlive && old.hostCount == 0)
+        let body = try #require(parsed("POST / HTTP/1.1\r\nHost: a\r\nHost: b\r\ncontent-length: 3\r\n\r\n"))
+        #expect(body.framesBody && !body.hostIsValid && body.bodyLength() == .success(3))
+        #expect(HTTPRequest.parse(Array("GET  / HTTP/1.1\r\n\r\n".utf8)[...]) == .failure(status: 400))
+        #expect(HTTPRequest.parse(Array("GET / HTTP/1.1 x\r\n\r\n".utf8)[...]) == .failure(status: 400))
+        #expect(HTTPRequest.parse(Array("GET /\u{e9} HTTP/1.1\r\nHost: a\r\n\r\n".utf8)[...]) != .failure(status: 400), "UTF-8 is taken")
+        let notUTF8: [UInt8] = Array("GET /".utf8) + [0xff] + Array(" HTTP/1.1\r\nHost: a\r\n\r\n".utf8)
+        #expect(HTTPRequest.parse(notUTF8[...]) == .failure(status: 400))
+    }
+}
