@@ -185,7 +185,7 @@ public final class IOTCPStack {
             }
             engine.stopListening(TCPListenerID(port: port), now: clock(), output: &output)
         case .connection(let handle):
-            nicFailures[handle] = nil
+            forgetFailure(of: handle)
             do throws(TCPError) { try engine.close(handle, now: clock(), output: &output) } catch { throw .tcp(error) }
         }
     }
@@ -205,7 +205,7 @@ public final class IOTCPStack {
         } catch { throw .tcp(error) }
         for (socket, handle) in [(client, clientHandle), (backend, backendHandle)] {
             interest.deregister(socket)
-            nicFailures[handle] = nil
+            forgetFailure(of: handle)
         }
     }
 
@@ -214,14 +214,22 @@ public final class IOTCPStack {
         let handle = try connection(socket)
         var output = sender
         interest.deregister(socket)
-        nicFailures[handle] = nil
+        forgetFailure(of: handle)
         do throws(TCPError) { try engine.abort(handle, output: &output) } catch { throw .tcp(error) }
     }
+
+    /// The NIC's failures are rare: looking the handle up in an empty table would still hash it, on every
+    /// close and every readiness check.
+    private func forgetFailure(of handle: TCPHandle) {
+        if !nicFailures.isEmpty { nicFailures[handle] = nil }
+    }
+
+    private func failedOnNIC(_ handle: TCPHandle) -> Bool { !nicFailures.isEmpty && nicFailures[handle] != nil }
 
     /// Why a connection failed, with the NIC's explanation when it was the NIC's doing; nil if it has not.
     public func error(of socket: Socket) -> IOTCPError? {
         guard let handle = socket.connection else { return nil }
-        if let failure = nicFailures[handle] { return failure }
+        if !nicFailures.isEmpty, let failure = nicFailures[handle] { return failure }
         return engine.error(of: handle).map(IOTCPError.tcp)
     }
 
@@ -318,10 +326,7 @@ public final class IOTCPStack {
     /// the connections that queued them have had everything acknowledged (or are gone).
     public func offloadClose(_ file: OffloadedFileID) throws(IOTCPError) {
         guard files.file(file) != nil else { throw .badFile(file) }
-        let closeNow = files.close(file) { user in
-            guard let info = engine.info(of: user) else { return false }
-            return info.queuedBytes > 0 && info.state != .closed
-        }
+        let closeNow = files.close(file) { user in engine.hasQueuedData(user) }
         if closeNow { sender.append(.closeFile(file)) }
     }
 
@@ -338,7 +343,7 @@ public final class IOTCPStack {
 
     /// `user` had everything acknowledged, or closed: the closing files it held up may go.
     private func release(user: TCPHandle) {
-        for file in files.release(user: user) { sender.append(.closeFile(file)) }
+        files.release(user: user) { file in sender.append(.closeFile(file)) }
     }
 
     // MARK: - The event queue
@@ -367,7 +372,7 @@ public final class IOTCPStack {
         case .connection(let handle):
             guard let state = engine.state(of: handle) else { return [.hangUp, .error] }
             var ready: EventKinds = []
-            let failed = engine.error(of: handle) != nil || nicFailures[handle] != nil
+            let failed = engine.error(of: handle) != nil || failedOnNIC(handle)
             if engine.readableBytes(handle) > 0 || engine.isReadClosed(handle) || failed { ready.insert(.readable) }
             if engine.isReadClosed(handle) { ready.insert(.readClosed) }
             if engine.isWritable(handle) { ready.insert(.writable) }

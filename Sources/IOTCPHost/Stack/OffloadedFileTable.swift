@@ -15,7 +15,7 @@ struct OffloadedFileTable {
     struct FileRecord {
         var file: OffloadedFile
         /// Connections that queued ranges of this file; the NIC must keep it open until they are acknowledged.
-        var users: Set<TCPHandle> = []
+        var users = FileUsers()
         /// The set's size when closed connections were last dropped from it.
         var usersAfterPrune = 0
         var closeRequested = false
@@ -27,7 +27,7 @@ struct OffloadedFileTable {
     /// Connections that hold up the close of offloaded files, with those files: looked at only when the
     /// engine says such a connection had everything acknowledged or closed, so a server with thousands of
     /// responses in flight pays nothing per turn for them.
-    private var closingUsers: [TCPHandle: [OffloadedFileID]] = [:]
+    private var closingUsers: [TCPHandle: HeldFiles] = [:]
 
     /// Offloaded files open on the NIC (closing ones included).
     var openCount: Int { files.count }
@@ -79,44 +79,42 @@ struct OffloadedFileTable {
     /// `user` queued a range of `id`: the NIC must keep the file open for it. `isLive` prunes, now and then,
     /// the connections that have gone, so a long-lived file's set stays the size of the live ones.
     mutating func noteUser(_ user: TCPHandle, of id: OffloadedFileID, isLive: (TCPHandle) -> Bool) {
-        guard files[id] != nil, !files[id]!.users.contains(user) else { return }
-        files[id]!.users.insert(user)
-        if files[id]!.users.count >= 2 * files[id]!.usersAfterPrune + 64 {
-            files[id]!.users = files[id]!.users.filter(isLive)
-            files[id]!.usersAfterPrune = files[id]!.users.count
+        guard let index = files.index(forKey: id), files.values[index].users.insert(user) else { return }
+        if files.values[index].users.count >= 2 * files.values[index].usersAfterPrune + 64 {
+            files.values[index].users.removeAll { !isLive($0) }
+            files.values[index].usersAfterPrune = files.values[index].users.count
         }
     }
 
     /// The application gives up `id`: true when the NIC may close it now; otherwise it waits for the users
     /// `stillSending` names. Throws nothing: the caller checked `file(_:)`.
     mutating func close(_ id: OffloadedFileID, stillSending: (TCPHandle) -> Bool) -> Bool {
-        guard let record = files[id] else { return false }
-        let waiting = record.users.filter(stillSending)
-        guard !waiting.isEmpty else {
-            files[id] = nil
+        guard let index = files.index(forKey: id) else { return false }
+        files.values[index].users.removeAll { !stillSending($0) }
+        guard !files.values[index].users.isEmpty else {
+            files.remove(at: index)
             return true
         }
-        files[id]!.closeRequested = true
-        files[id]!.users = Set(waiting)
-        for user in waiting { closingUsers[user, default: []].append(id) }
+        files.values[index].closeRequested = true
+        files.values[index].users.forEach { user in closingUsers[user, default: HeldFiles()].append(id) }
         return false
     }
 
     /// Closing files that `user` holds up on the NIC.
-    func heldCount(of user: TCPHandle) -> Int { closingUsers[user]?.count ?? 0 }
+    func heldCount(of user: TCPHandle) -> Int { closingUsers.isEmpty ? 0 : closingUsers[user]?.count ?? 0 }
 
-    /// `user` had everything acknowledged, or closed: the files it alone held up, which may now close.
-    mutating func release(user: TCPHandle) -> [OffloadedFileID] {
-        guard let held = closingUsers.removeValue(forKey: user) else { return [] }
-        var closable: [OffloadedFileID] = []
-        for id in held where files[id] != nil {
-            files[id]!.users.remove(user)
-            if files[id]!.users.isEmpty {
-                files[id] = nil
-                closable.append(id)
+    /// `user` had everything acknowledged, or closed: `closable` is called with each file it alone held up,
+    /// which may now close.
+    mutating func release(user: TCPHandle, _ closable: (OffloadedFileID) -> Void) {
+        guard !closingUsers.isEmpty, let held = closingUsers.removeValue(forKey: user) else { return }
+        held.forEach { id in
+            guard let index = files.index(forKey: id) else { return }
+            files.values[index].users.remove(user)
+            if files.values[index].users.isEmpty {
+                files.remove(at: index)
+                closable(id)
             }
         }
-        return closable
     }
 
     /// The channel failed: every open that waits fails with `error` (the events returned), and every file is
@@ -129,5 +127,61 @@ struct OffloadedFileTable {
         files.removeAll()
         closingUsers.removeAll()
         return failures
+    }
+}
+
+/// The connections using one offloaded file. Most files have exactly one (a response opens its own), so
+/// that one is kept inline and a set is made only for a second: a short request then allocates nothing
+/// here.
+struct FileUsers {
+    private var first: TCPHandle?
+    private var others: Set<TCPHandle> = []
+
+    var isEmpty: Bool { first == nil }
+    var count: Int { first == nil ? 0 : 1 + others.count }
+
+    func contains(_ user: TCPHandle) -> Bool { first == user || (!others.isEmpty && others.contains(user)) }
+
+    /// Adds `user`; false when it was there already.
+    @discardableResult
+    mutating func insert(_ user: TCPHandle) -> Bool {
+        guard !contains(user) else { return false }
+        if first == nil { first = user } else { others.insert(user) }
+        return true
+    }
+
+    mutating func remove(_ user: TCPHandle) {
+        if first == user {
+            first = others.popFirst()
+        } else if !others.isEmpty {
+            others.remove(user)
+        }
+    }
+
+    mutating func removeAll(where shouldRemove: (TCPHandle) -> Bool) {
+        if !others.isEmpty { others = others.filter { !shouldRemove($0) } }
+        if let user = first, shouldRemove(user) { first = others.popFirst() }
+    }
+
+    func forEach(_ body: (TCPHandle) -> Void) {
+        if let first { body(first) }
+        others.forEach(body)
+    }
+}
+
+/// The closing files one connection holds up: usually one (its last response's), kept inline.
+struct HeldFiles {
+    private var first: OffloadedFileID?
+    private var others: [OffloadedFileID] = []
+
+    var count: Int { first == nil ? 0 : 1 + others.count }
+
+    mutating func append(_ id: OffloadedFileID) {
+        if first == nil { first = id } else { others.append(id) }
+    }
+
+    func forEach(_ body: (OffloadedFileID) -> Void) {
+        if let first { body(first) }
+        others.forEach(body)
     }
 }

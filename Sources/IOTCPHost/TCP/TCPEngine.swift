@@ -105,6 +105,12 @@ public final class TCPEngine {
         var remoteAddress: UInt32
         var remotePort: UInt16
         var localPort: UInt16
+
+        /// One word through the hasher instead of three fields: these tables are hit several times for every
+        /// connection (its handshake, its hand-over, its segments).
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(UInt64(remoteAddress) << 32 | UInt64(remotePort) << 16 | UInt64(localPort))
+        }
     }
 
     /// `secret` keys the ISN and SYN-cookie hashes; give each engine fresh random bits.
@@ -349,7 +355,13 @@ public final class TCPEngine {
         return pool[slot].error
     }
 
-    /// A snapshot of a connection's control block.
+    /// Whether a connection has bytes queued that its peer has not acknowledged, and is not closed: whoever
+    /// holds resources for its data (an offloaded file) must keep them.
+    public func hasQueuedData(_ handle: TCPHandle) -> Bool {
+        guard let slot = try? validSlot(handle) else { return false }
+        return pool[slot].sendQueue.count > 0 && pool[slot].state != .closed
+    }
+
     /// The right edge of the receive window last advertised (tests and the fuzz target check it never
     /// moves left).
     func receiveWindowEdge(of handle: TCPHandle) -> SequenceNumber? {
@@ -363,6 +375,7 @@ public final class TCPEngine {
         return pool[slot].bufferBytes
     }
 
+    /// A snapshot of a connection's control block.
     public func info(of handle: TCPHandle) -> TCPConnectionInfo? {
         guard let slot = try? validSlot(handle) else { return nil }
         return pool[slot].info
@@ -672,7 +685,9 @@ public final class TCPEngine {
     private func rememberHandOver(_ key: EndpointKey, peerInitialSequence: SequenceNumber, now: Instant) {
         while let oldest = recentHandOvers.first, now - oldest.at >= Self.handOverGrace {
             recentHandOvers.removeFirst()
-            if handedOverAt[oldest.key]?.at == oldest.at { handedOverAt[oldest.key] = nil }
+            if let index = handedOverAt.index(forKey: oldest.key), handedOverAt.values[index].at == oldest.at {
+                handedOverAt.remove(at: index)
+            }
         }
         recentHandOvers.append((key, now))
         handedOverAt[key] = HandOver(at: now, peerInitialSequence: peerInitialSequence)
