@@ -1,8 +1,8 @@
 import IOTCPCommon
 
 /// Received bytes waiting for the application, and out-of-order bytes waiting for the gap before them.
-/// Both live in one ring sized to the receive window, so reassembly copies each byte once and allocates
-/// nothing per segment; the ring itself is allocated with the first byte.
+/// Both live in one ring that grows up to the receive window, so reassembly copies each byte once and
+/// allocates nothing per segment; the ring itself is allocated with the first byte.
 struct ReceiveBuffer {
     private var ring = ByteRing()
     let capacity: Int
@@ -53,11 +53,11 @@ struct ReceiveBuffer {
                 return 0
             }
             mostRecent = range.left
-            ring.reserve(capacity)
+            ring.reserve(ring.count + offset + data.count, limit: capacity)
             ring.write(data, at: ring.count + offset)
             return 0
         }
-        ring.reserve(capacity)
+        ring.reserve(ring.count + offset + data.count, limit: capacity)
         ring.write(data, at: ring.count + offset)
         var advanced = data.count
         // The gap is filled up to here: absorb out-of-order ranges that now touch the in-order data.
