@@ -95,17 +95,17 @@ struct HTTPRequest: Equatable {
               !requestLine[(secondSpace + 1)...].contains(UInt8(ascii: " ")) else { return .failure(status: 400) }
         let method = requestLine[requestLine.startIndex..<firstSpace], version = requestLine[(secondSpace + 1)...]
         // HTTP/1.x with one digit of minor version (RFC 9112 §2.3); above 1.1 it is served as 1.1.
-        guard !method.isEmpty, version.count == 8, version.starts(with: "HTTP/1.".utf8),
+        guard !method.isEmpty, version.count == 8, version.prefix(7).elementsEqual(ASCII.http1),
               let minor = version.last, minor >= 48 && minor <= 57,
               let target = originForm(requestLine[(firstSpace + 1)..<secondSpace]) else {
             return .failure(status: 400)
         }
-        var headers: [(String, String)] = []
+        var headers: [(name: String, value: String)] = []
         headers.reserveCapacity(8)
         // HTTP/1.1 keeps the connection unless an option says close; HTTP/1.0 closes unless one says keep-alive.
         // The Connection field is a list of options (RFC 9110 §7.6.1).
-        let http10 = version.elementsEqual("HTTP/1.0".utf8)
-        let connectionOption = http10 ? "keep-alive" : "close"
+        let http10 = minor == UInt8(ascii: "0")
+        let connectionOption = http10 ? ASCII.keepAlive : ASCII.close
         var optionListed = false, hostCount = 0, framesBody = false
         var lineStart = requestLine.endIndex + 2
         while lineStart < head.endIndex {
@@ -118,11 +118,11 @@ struct HTTPRequest: Equatable {
             while valueStart < valueEnd, line[valueStart] == 0x20 || line[valueStart] == 0x09 { valueStart += 1 }
             while valueEnd > valueStart, line[valueEnd - 1] == 0x20 || line[valueEnd - 1] == 0x09 { valueEnd -= 1 }
             let name = line[line.startIndex..<colon], value = line[valueStart..<valueEnd]
-            if ASCII.equalIgnoringCase(name, "Connection".utf8) {
-                optionListed = optionListed || ASCII.list(value, contains: connectionOption.utf8)
-            } else if ASCII.equalIgnoringCase(name, "Host".utf8) {
+            if ASCII.equalIgnoringCase(name, ASCII.connection) {
+                optionListed = optionListed || ASCII.list(value, contains: connectionOption)
+            } else if ASCII.equalIgnoringCase(name, ASCII.host) {
                 hostCount += 1
-            } else if ASCII.equalIgnoringCase(name, "Content-Length".utf8) || ASCII.equalIgnoringCase(name, "Transfer-Encoding".utf8) {
+            } else if ASCII.equalIgnoringCase(name, ASCII.contentLength) || ASCII.equalIgnoringCase(name, ASCII.transferEncoding) {
                 framesBody = true
             }
             headers.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
@@ -256,6 +256,26 @@ enum ASCII {
     @inline(__always)
     static func lowercased(_ byte: UInt8) -> UInt8 { byte >= 65 && byte <= 90 ? byte + 32 : byte }
 
+    // What the parser looks for in every head, as bytes (walking a String's UTF-8 view is slow).
+    static let http1: [UInt8] = Array("HTTP/1.".utf8)
+    static let connection: [UInt8] = Array("connection".utf8)
+    static let host: [UInt8] = Array("host".utf8)
+    static let contentLength: [UInt8] = Array("content-length".utf8)
+    static let transferEncoding: [UInt8] = Array("transfer-encoding".utf8)
+    static let close: [UInt8] = Array("close".utf8)
+    static let keepAlive: [UInt8] = Array("keep-alive".utf8)
+
+    /// Equal to `lowercase` (lowercase already) without regard to ASCII case: the parser's hot comparison.
+    static func equalIgnoringCase(_ bytes: ArraySlice<UInt8>, _ lowercase: [UInt8]) -> Bool {
+        guard bytes.count == lowercase.count else { return false }
+        return bytes.withUnsafeBufferPointer { bytes in
+            lowercase.withUnsafeBufferPointer { lowercase in
+                for index in 0..<bytes.count where lowercased(bytes[index]) != lowercase[index] { return false }
+                return true
+            }
+        }
+    }
+
     /// Equal without regard to ASCII case (other bytes compared exactly).
     static func equalIgnoringCase<A: Collection<UInt8>, B: Collection<UInt8>>(_ a: A, _ b: B) -> Bool {
         a.count == b.count && zip(a, b).allSatisfy { lowercased($0) == lowercased($1) }
@@ -270,9 +290,9 @@ enum ASCII {
         return bytes[first...last]
     }
 
-    /// Whether a comma-separated field value (RFC 9110 §5.6.1) lists `element`, compared without regard to
-    /// ASCII case, each element trimmed of spaces and tabs.
-    static func list<V: BidirectionalCollection<UInt8>, E: Collection<UInt8>>(_ value: V, contains element: E) -> Bool {
+    /// Whether a comma-separated field value (RFC 9110 §5.6.1) lists `element` (given in lowercase), compared
+    /// without regard to ASCII case, each element trimmed of spaces and tabs.
+    static func list(_ value: ArraySlice<UInt8>, contains element: [UInt8]) -> Bool {
         var start = value.startIndex
         while true {
             let end = value[start...].firstIndex(of: UInt8(ascii: ",")) ?? value.endIndex
