@@ -86,18 +86,11 @@ public final class TCPEngine {
     @exclusivity(unchecked) private var settledOrphans: [TCPHandle] = []
     @exclusivity(unchecked) private var dueScratch: [Int] = []
     @exclusivity(unchecked) private var nextEphemeralPort: UInt16 = 32768
-    /// Connections handed to the NIC in the last `handOverGrace`, oldest first, and their endpoints: segments
-    /// for them still in flight from the NIC are dropped, not reset. Bounded by the hand-over rate times the grace.
-    @exclusivity(unchecked) private var recentHandOvers = FIFO<(key: EndpointKey, at: Instant)>()
-    @exclusivity(unchecked) private var handedOverAt: [EndpointKey: HandOver] = [:]
-
-    /// When a connection was handed over, and its peer's ISN: an ESTABLISHED with that ISN is a duplicate of
-    /// the old handshake; one with another is a new connection on a reused port (the NIC ended the old
-    /// one's TIME-WAIT for it).
-    struct HandOver {
-        var at: Instant
-        var peerInitialSequence: SequenceNumber
-    }
+    /// Connections handed to the NIC in the last `handOverGrace`, with their peers' ISNs: segments for them
+    /// still in flight from the NIC go back to it, not reset; an ESTABLISHED with that ISN is a duplicate of
+    /// the old handshake, one with another a new connection on a reused port (the NIC ended the old one's
+    /// TIME-WAIT for it). Bounded by the hand-over rate times the grace.
+    @exclusivity(unchecked) private var recentHandOvers = RecentHandOvers(grace: TCPEngine.handOverGrace)
     /// Longer than any message takes between the halves, shorter than a peer's retransmission backoff grows.
     static let handOverGrace = 2 * Nanoseconds.second
 
@@ -106,11 +99,12 @@ public final class TCPEngine {
         var remotePort: UInt16
         var localPort: UInt16
 
+        /// The three fields in one word.
+        var packed: UInt64 { UInt64(remoteAddress) << 32 | UInt64(remotePort) << 16 | UInt64(localPort) }
+
         /// One word through the hasher instead of three fields: these tables are hit several times for every
         /// connection (its handshake, its hand-over, its segments).
-        func hash(into hasher: inout Hasher) {
-            hasher.combine(UInt64(remoteAddress) << 32 | UInt64(remotePort) << 16 | UInt64(localPort))
-        }
+        func hash(into hasher: inout Hasher) { hasher.combine(packed) }
     }
 
     /// `secret` keys the ISN and SYN-cookie hashes; give each engine fresh random bits.
@@ -509,8 +503,7 @@ public final class TCPEngine {
         // believed (nor the window shift and SACK its TSecr would claim: the NIC sent none).
         if !parameters.timestamps { segment.options.timestamps = nil }
         let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
-        if !handedOverAt.isEmpty, let recent = handedOverAt[key], now - recent.at < Self.handOverGrace,
-           recent.peerInitialSequence == parameters.peerInitialSequence {
+        if let recent = recentHandOvers.lookUp(key.packed, now: now), recent.peerInitialSequence == parameters.peerInitialSequence {
             // A duplicate of the handshake's ACK from before the connection was handed over to the NIC for
             // its ending: that connection is the NIC's now, and this must not become a second one.
             statistics.segmentsAfterHandOver += 1
@@ -570,7 +563,7 @@ public final class TCPEngine {
         let flags = segment.flags
         // A RST too goes back to a connection just handed over: the NIC's side of it (a splice, a teardown)
         // must hear that the peer gave up.
-        if !handedOverAt.isEmpty, !flags.contains(.syn), let recent = handedOverAt[key], now - recent.at < Self.handOverGrace {
+        if !flags.contains(.syn), recentHandOvers.lookUp(key.packed, now: now) != nil {
             statistics.segmentsAfterHandOver += 1
             output.emit(.redeliver(packet: packet))
             return
@@ -683,14 +676,7 @@ public final class TCPEngine {
 
     /// Segments of `key` that reach the host in the next `handOverGrace` go back to the NIC (REDELIVER).
     private func rememberHandOver(_ key: EndpointKey, peerInitialSequence: SequenceNumber, now: Instant) {
-        while let oldest = recentHandOvers.first, now - oldest.at >= Self.handOverGrace {
-            recentHandOvers.removeFirst()
-            if let index = handedOverAt.index(forKey: oldest.key), handedOverAt.values[index].at == oldest.at {
-                handedOverAt.remove(at: index)
-            }
-        }
-        recentHandOvers.append((key, now))
-        handedOverAt[key] = HandOver(at: now, peerInitialSequence: peerInitialSequence)
+        recentHandOvers.insert(key.packed, peerInitialSequence: peerInitialSequence, now: now)
     }
 
     // MARK: - Splicing
