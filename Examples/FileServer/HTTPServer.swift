@@ -174,6 +174,10 @@ final class HTTPServer {
     }
 
     private var waitingForFiles: Set<UInt64> = []
+    /// Almost no session waits for files: removing from an empty set would still hash, on every close.
+    private func forgetWaiting(_ token: UInt64) {
+        if !waitingForFiles.isEmpty { waitingForFiles.remove(token) }
+    }
     private var lastSweep: UInt64 = 0
 
     /// Closes what has waited too long: a request head that never completes, an idle keep-alive
@@ -208,7 +212,7 @@ final class HTTPServer {
         session.closing = true
         try? stack.close(session.socket)
         sessions[token] = nil
-        waitingForFiles.remove(token)
+        forgetWaiting(token)
     }
 
     private func acceptAll(from listener: Socket, tls: TLSServerContext?) {
@@ -308,7 +312,7 @@ final class HTTPServer {
             session.closing = true
             if let tls = session.tls { try? tls.close(stack) } else { try? stack.close(session.socket) }
             sessions[token] = nil
-            waitingForFiles.remove(token)
+            forgetWaiting(token)
             return
         }
         if !session.responding { session.lastActivity = now }
@@ -481,11 +485,18 @@ final class HTTPServer {
     /// HTTP dates of files' modification times, formatted once each (DateFormatter is slow, and a busy
     /// server sends the same few files' dates over and over).
     private var formattedDates: [Int64: String] = [:]
+    /// The last date formatted: a server sending one popular file asks for it again and again.
+    private var lastFormatted: (seconds: Int64, text: String)?
     private func lastModified(_ seconds: Int64) -> String {
-        if let known = formattedDates[seconds] { return known }
+        if let last = lastFormatted, last.seconds == seconds { return last.text }
+        if let known = formattedDates[seconds] {
+            lastFormatted = (seconds, known)
+            return known
+        }
         if formattedDates.count >= 4096 { formattedDates.removeAll(keepingCapacity: true) }
         let text = httpDate(seconds: seconds)
         formattedDates[seconds] = text
+        lastFormatted = (seconds, text)
         return text
     }
 
@@ -511,7 +522,7 @@ final class HTTPServer {
         if !session.closing { try? stack.abort(session.socket) }
         session.closing = true
         sessions[token] = nil
-        waitingForFiles.remove(token)
+        forgetWaiting(token)
     }
 
     /// One access-log line; for a file the NIC could place on a device, the device too (an NVMe namespace).
