@@ -405,6 +405,9 @@ public final class IOTCPStack {
                 if let deadline, deadline <= clock() { return 0 }
                 continue
             }
+            // Collecting can queue commands (an offloaded file's CLOSE once the connection holding it settled):
+            // they go now, not when something next wakes this loop.
+            sender.flush()
             if sender.heldCount > 0 { sleep = min(sleep, 50_000) }
             do throws(ChannelError) { _ = try channel.waitForIncoming(timeoutNanoseconds: sleep) } catch {
                 failChannel(error)
