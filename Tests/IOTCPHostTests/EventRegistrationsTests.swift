@@ -92,5 +92,11 @@ struct EventRegistrationsTests {
         registrations.deregister(listener)
         registrations.mark(listener, .acceptable)
         #expect(collect(&registrations, ready: [listener: .acceptable]).isEmpty)
+        // Queued, closed and listening again before the next collect: reported once, every time.
+        registrations.register(listener, .init(interests: .acceptable, token: 0, mode: .level), readyNow: .acceptable)
+        registrations.deregister(listener)
+        registrations.register(listener, .init(interests: .acceptable, token: 9, mode: .level), readyNow: .acceptable)
+        #expect(collect(&registrations, ready: [listener: .acceptable]).map(\.2) == [9])
+        #expect(collect(&registrations, ready: [listener: .acceptable]).map(\.2) == [9])
     }
 }

@@ -53,7 +53,9 @@ struct EventRegistrations {
         switch socket.kind {
         case .listener(let port):
             listeners[port] = nil
-            listenerEdges[port] = nil
+            // Still in `candidates` if it was: it stays marked as such (dropped when collected), so registering
+            // again before then does not queue it twice.
+            if listenerEdges[port] != nil { listenerEdges[port] = [] }
         case .connection(let handle):
             let slot = Int(handle.slot)
             guard slot < connections.count, connections[slot]?.handle == handle else { return }
