@@ -16,6 +16,7 @@ struct HTTPRequest: Equatable {
     static func == (lhs: HTTPRequest, rhs: HTTPRequest) -> Bool {
         lhs.method == rhs.method && lhs.target == rhs.target && lhs.version == rhs.version
             && lhs.headers.map(\.name) == rhs.headers.map(\.name) && lhs.headers.map(\.value) == rhs.headers.map(\.value)
+            && lhs.keepAlive == rhs.keepAlive && lhs.hostCount == rhs.hostCount && lhs.framesBody == rhs.framesBody
     }
 
     /// The first header called `name`, compared without regard to ASCII case (and without allocating).
@@ -76,6 +77,24 @@ struct HTTPRequest: Equatable {
 
     /// Parses the first request head in `bytes`, if it is all there.
     static func parse(_ bytes: ArraySlice<UInt8>) -> ParseResult {
+        // RFC 9112 §2.2: empty lines before a request line are ignored (some clients send a CRLF after a body).
+        var start = bytes.startIndex
+        while true {
+            if start + 1 < bytes.endIndex, bytes[start] == 13, bytes[start + 1] == 10 {
+                start += 2
+            } else if start < bytes.endIndex, bytes[start] == 10 {
+                start += 1
+            } else {
+                break
+            }
+        }
+        switch parseHead(bytes[start...]) {
+        case .request(let request, let consumed): return .request(request, consumed: consumed + start - bytes.startIndex)
+        case let other: return other
+        }
+    }
+
+    private static func parseHead(_ bytes: ArraySlice<UInt8>) -> ParseResult {
         guard let end = headEnd(bytes) else {
             if firstLineLength(bytes) > maximumRequestLine { return .failure(status: 414) }
             return bytes.count > maximumHead ? .failure(status: 431) : .incomplete
@@ -95,7 +114,10 @@ struct HTTPRequest: Equatable {
               !requestLine[(secondSpace + 1)...].contains(UInt8(ascii: " ")) else { return .failure(status: 400) }
         let method = requestLine[requestLine.startIndex..<firstSpace], version = requestLine[(secondSpace + 1)...]
         // HTTP/1.x with one digit of minor version (RFC 9112 §2.3); above 1.1 it is served as 1.1.
-        guard !method.isEmpty, version.count == 8, version.prefix(7).elementsEqual(ASCII.http1),
+        // The method a token, the target free of controls (RFC 9112 §3): a byte another parser in front
+        // might read differently is refused, not passed on.
+        guard !method.isEmpty, ASCII.isToken(method), !requestLine[(firstSpace + 1)..<secondSpace].contains(where: ASCII.isControl),
+              version.count == 8, version.prefix(7).elementsEqual(ASCII.http1),
               let minor = version.last, minor >= 48 && minor <= 57,
               let target = originForm(requestLine[(firstSpace + 1)..<secondSpace]) else {
             return .failure(status: 400)
@@ -112,8 +134,12 @@ struct HTTPRequest: Equatable {
             let line = head[lineStart..<(lineEnd(head, from: lineStart) ?? head.endIndex)]
             lineStart = line.endIndex + 2
             if line.isEmpty { continue }
+            // A field name is a token: no space or tab before the colon, no folded line (obs-fold starts with
+            // whitespace), and no bare CR, LF or NUL in the value (RFC 9112 §5.1, §5.2, RFC 9110 §5.5): any of
+            // them is a place where a proxy in front and this server could split the head differently.
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon != line.startIndex,
-                  !line[line.startIndex..<colon].contains(UInt8(ascii: " ")) else { return .failure(status: 400) }
+                  ASCII.isToken(line[line.startIndex..<colon]),
+                  !line[(colon + 1)...].contains(where: { $0 == 13 || $0 == 10 || $0 == 0 }) else { return .failure(status: 400) }
             var valueStart = colon + 1, valueEnd = line.endIndex
             while valueStart < valueEnd, line[valueStart] == 0x20 || line[valueStart] == 0x09 { valueStart += 1 }
             while valueEnd > valueStart, line[valueEnd - 1] == 0x20 || line[valueEnd - 1] == 0x09 { valueEnd -= 1 }
@@ -280,6 +306,20 @@ enum ASCII {
     static func equalIgnoringCase<A: Collection<UInt8>, B: Collection<UInt8>>(_ a: A, _ b: B) -> Bool {
         a.count == b.count && zip(a, b).allSatisfy { lowercased($0) == lowercased($1) }
     }
+
+    /// RFC 9110 §5.6.2's tchar: what a method or a field name is made of.
+    static func isToken(_ bytes: ArraySlice<UInt8>) -> Bool {
+        !bytes.isEmpty && bytes.allSatisfy { byte in
+            switch byte {
+            case 48...57, 65...90, 97...122: true
+            case 33, 35, 36, 37, 38, 39, 42, 43, 45, 46, 94, 95, 96, 124, 126: true  // !#$%&'*+-.^_`|~
+            default: false
+            }
+        }
+    }
+
+    /// A control character or space: never in a request target.
+    static func isControl(_ byte: UInt8) -> Bool { byte <= 0x20 || byte == 0x7F }
 
     /// Without leading and trailing spaces and tabs (HTTP's OWS).
     static func trimmingWhitespace<C: BidirectionalCollection<UInt8>>(_ bytes: C) -> C.SubSequence {

@@ -50,7 +50,8 @@ struct ResponseHead {
 
     /// A decimal number, without making a String of it.
     mutating func append<Value: BinaryInteger>(_ value: Value) {
-        var remaining = UInt64(value)
+        if value < 0 { append("-") }
+        var remaining = UInt64(value.magnitude)
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for UInt64's 20 digits
         withUnsafeMutableBytes(of: &digits) { buffer in
             var index = buffer.count
