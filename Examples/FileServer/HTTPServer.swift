@@ -391,7 +391,8 @@ final class HTTPServer {
         do {
             let length = Int(min(body.remaining, 1 << 30))
             let taken = try session.tls.map { try $0.offloadWrite(to: stack, file: body.file, offset: body.offset, length: length) }
-                ?? stack.offloadWrite(session.socket, file: body.file, offset: body.offset, length: length)
+                ?? stack.offloadWrite(session.socket, file: body.file, offset: body.offset, length: length,
+                                      shutdownAfter: session.closeAfterResponse && UInt64(length) == body.remaining)
             session.body = (body.file, body.offset + UInt64(taken), body.remaining - UInt64(taken))
         } catch { return false }
         if session.body!.remaining == 0 {

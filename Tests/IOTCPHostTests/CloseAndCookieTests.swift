@@ -76,6 +76,42 @@ struct CloseTests {
         #expect(retry.contains { $0.flags.contains(.fin) && $0.sequence == SequenceNumber(iss &+ 1 &+ 3000) })
     }
 
+    @Test("writeFile(shutdownAfter:): the FIN rides on the range's last segment, no bare FIN; a lost one comes back bare")
+    func finOnLastSend() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        let taken = try script.engine.writeFile(handle, file: OffloadedFileID(slot: 1, generation: 1), offset: 0, length: 3000,
+                                                shutdownAfter: true, now: script.now, output: &script.output)
+        #expect(taken == 3000 && script.engine.state(of: handle) == .finWait1)
+        let emitted = script.output.take()
+        let send = try #require(emitted.sends.first)
+        #expect(emitted.sends.count == 1 && send.1.length == 3000 && send.1.sequence == SequenceNumber(iss &+ 1))
+        #expect(send.1.template.lastSegmentFlags == [.psh, .fin])
+        #expect(!emitted.segments.contains { $0.flags.contains(.fin) }, "no FIN of its own")
+        // Closing now changes nothing on the wire.
+        try script.engine.close(handle, now: script.now, output: &script.output)
+        #expect(!script.output.take().segments.contains { $0.flags.contains(.fin) })
+        // The peer took the data but not the FIN: it goes again, bare, at its place.
+        script.engine.handleEcho(flow: handle.flow, sequenceEnd: SequenceNumber(iss &+ 1 &+ 3000), nicDelayNanoseconds: 0, now: script.now, output: &script.output)
+        script.inject(sequence: 1001, acknowledgment: iss &+ 1 &+ 3000, flags: .ack, options: script.peerTimestamps(2000))
+        let retry = script.advance(milliseconds: 1000).segments
+        #expect(retry.contains { $0.flags.contains(.fin) && $0.sequence == SequenceNumber(iss &+ 1 &+ 3000) })
+        script.inject(sequence: 1001, acknowledgment: iss &+ 1 &+ 3001, flags: .ack, options: script.peerTimestamps(2001))
+        #expect(script.engine.state(of: handle) == .finWait2)
+    }
+
+    @Test("writeFile(shutdownAfter:) with only part of the range taken shuts nothing down")
+    func partialShutdownAfter() throws {
+        var configuration = TCPConfiguration()
+        configuration.fileQueueBytes = 2000
+        var script = Script(configuration: configuration)
+        let (handle, _) = try establishPassive(&script)
+        let taken = try script.engine.writeFile(handle, file: OffloadedFileID(slot: 1, generation: 1), offset: 0, length: 3000,
+                                                shutdownAfter: true, now: script.now, output: &script.output)
+        #expect(taken == 2000 && script.engine.state(of: handle) == .established)
+        #expect(script.output.take().sends.allSatisfy { !$0.1.template.lastSegmentFlags.contains(.fin) })
+    }
+
     @Test("writing after shutdown, or on a stale handle, fails with a clear error")
     func misuse() throws {
         var script = Script()

@@ -212,6 +212,51 @@ struct NICTeardownTests {
 
 @Suite("Teardown on the NIC, through the host stack")
 struct NICTeardownStackTests {
+    @Test("a response sent with offloadWrite(shutdownAfter:): its FIN on the last data segment, then handed over as usual")
+    func finOnTheResponse() throws {
+        let root = try ExportRoot()
+        let harness = try StackHarness(root: root.path)
+        harness.nicSender.append(.hello(Hello(role: .nic, maxMessageBytes: 1 << 16, maxFlows: 1 << 20, maxOpenFiles: 1 << 16,
+                                              features: NICFeatures.connectionSetup | NICFeatures.connectionTeardown)))
+        harness.nicSender.flush()
+        try harness.step()
+        let listener = try harness.stack.listen(port: 80)
+        let client = try harness.connectClient(port: 80)
+        var accepted: Socket?
+        try harness.run { accepted = try? harness.stack.accept(listener); return accepted != nil }
+        let socket = try #require(accepted)
+        let request = try harness.stack.offloadOpen("/sub/data.bin", token: 7)
+        var opened: OffloadedFile?
+        try harness.run {
+            for case .offloadOpened(request, .success(let file), 7) in harness.events { opened = file }
+            return opened != nil
+        }
+        let file = try #require(opened)
+        harness.keepsClientFrames = true
+        #expect(try harness.stack.offloadWrite(socket, file: file.id, offset: 0, length: 30_000, shutdownAfter: true) == 30_000)
+        #expect(harness.stack.info(of: socket)?.state == .finWait1, "shut down with the range")
+        try harness.stack.offloadClose(file.id)
+        try harness.stack.close(socket)
+        var received: [UInt8] = []
+        try harness.run {
+            received += harness.clientRead(client)
+            return harness.client.isReadClosed(client)
+        }
+        #expect(received == Array(root.content[0..<30_000]))
+        // The frames the client got: the FIN came on the segment with the last data byte, and on no other.
+        let fins = harness.clientFrames.compactMap { frame -> (SequenceNumber, Int)? in
+            frame.withUnsafeBytes { raw in
+                guard let ip = try? IPv4PacketView(raw), let tcp = try? TCPSegmentView(ip.payload), tcp.flags.contains(.fin) else { return nil }
+                return (tcp.sequenceNumber, tcp.payload.count)
+            }
+        }
+        #expect(fins.count == 1 && fins.first.map { $0.1 > 0 } == true, "one FIN, carried by data: \(fins)")
+        try harness.run(limit: 50) { harness.stack.engine.connectionCount == 0 }
+        #expect(harness.stack.engine.statistics.endingsHandedOver == 1, "handed to the NIC for its ending all the same")
+        try harness.run(limit: 50) { harness.nic.files.openCount == 0 }
+        #expect(harness.nic.files.openCount == 0 && harness.nicErrors.isEmpty)
+    }
+
     @Test("the application's close hands the connection over once its data is acknowledged: the host's block is freed, the NIC ends it")
     func handOver() throws {
         let root = try ExportRoot()

@@ -21,6 +21,9 @@ final class StackHarness {
     /// Frames headed to the client, and to the NIC, waiting for the next step (so nothing re-enters).
     var toClient: [[UInt8]] = []
     var toNIC: [[UInt8]] = []
+    /// Every frame delivered to the client so far, when a test asks for them (`keepsClientFrames`).
+    var keepsClientFrames = false
+    var clientFrames: [[UInt8]] = []
     var events: [StackEvent] = []
     var nicErrors: [String] = []
 
@@ -83,6 +86,7 @@ final class StackHarness {
         var output = clientOutput
         let frames = toClient
         toClient.removeAll()
+        if keepsClientFrames { clientFrames += frames }
         for packet in frames { packet.withUnsafeBytes { client.handlePacket($0, now: time, output: &output) } }
         client.handleTimers(now: time, output: &output)
         try stack.wait(into: &events, timeoutNanoseconds: 0)

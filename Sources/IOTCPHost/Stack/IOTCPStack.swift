@@ -272,7 +272,15 @@ public final class IOTCPStack {
     /// sendfile for offloaded files: queues `length` bytes of `file` from `offset` on the connection, in
     /// stream order with its ordinary writes. Returns how many bytes were taken (fewer when the queue is
     /// nearly full, 0 at or past the end of the file); `.wouldBlock` when none could be.
-    public func offloadWrite(_ socket: Socket, file: OffloadedFileID, offset: UInt64, length: Int) throws(IOTCPError) -> Int {
+    ///
+    /// `shutdownAfter`: the response ends the connection's sending side (`Connection: close`). When every
+    /// byte asked for (up to the end of the file) was taken, the sending side is shut down after them, as by
+    /// `shutdownWrite`, before anything is sent, so the FIN rides on the last data segment instead of a
+    /// packet of its own; when not all was taken nothing is shut down (write the rest, then shut down or
+    /// close as usual).
+    public func offloadWrite(
+        _ socket: Socket, file: OffloadedFileID, offset: UInt64, length: Int, shutdownAfter: Bool = false
+    ) throws(IOTCPError) -> Int {
         let handle = try connection(socket)
         try checkChannel()
         guard let opened = files.file(file) else { throw .badFile(file) }
@@ -282,7 +290,8 @@ public final class IOTCPStack {
         var output = sender
         let taken: Int
         do throws(TCPError) {
-            taken = try engine.writeFile(handle, file: file, offset: offset, length: wanted, now: clock(), output: &output)
+            taken = try engine.writeFile(handle, file: file, offset: offset, length: wanted, shutdownAfter: shutdownAfter,
+                                         now: clock(), output: &output)
         } catch { throw .tcp(error) }
         if taken == 0 && wanted > 0 { throw .wouldBlock }
         if taken > 0 { files.noteUser(handle, of: file) { engine.state(of: $0) != nil } }

@@ -11,6 +11,11 @@ struct SendQueue {
         /// TLS records the NIC seals from a file range; the run's geometry is absolute, so a piece of it
         /// carries the whole run and the NIC finds its records from the piece's sequence number.
         case records(TLSRecordRun)
+
+        var isFile: Bool {
+            if case .file = self { return true }
+            return false
+        }
     }
 
     struct Entry: Equatable {

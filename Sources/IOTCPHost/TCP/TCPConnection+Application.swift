@@ -37,9 +37,11 @@ extension TCPConnection {
     }
 
     /// Queues a range of an offloaded file; returns how many bytes fit (0: would block).
+    /// Queues a file range; with `shutdownAfter`, and the whole range taken, the sending side is shut down
+    /// after it before anything is sent, so the FIN rides on the range's last segment.
     mutating func writeFile<O: CommandOutput>(
-        _ file: OffloadedFileID, offset: UInt64, length: Int, now: Instant, configuration: TCPConfiguration,
-        output: inout O
+        _ file: OffloadedFileID, offset: UInt64, length: Int, shutdownAfter: Bool = false, now: Instant,
+        configuration: TCPConfiguration, output: inout O
     ) throws(TCPError) -> Int {
         guard canSend else { throw finRequested ? .alreadyClosing : (error ?? .notConnected) }
         let accepted = min(length, max(configuration.fileQueueBytes - fileBytesQueued, 0))
@@ -48,6 +50,7 @@ extension TCPConnection {
             fileBytesQueued += accepted
         }
         if accepted < length { events.remove(.writable) }
+        if shutdownAfter && accepted == length { _ = beginShutdown(output: &output) }
         flush(now: now, configuration: configuration, output: &output)
         return accepted
     }
@@ -86,20 +89,27 @@ extension TCPConnection {
 
     /// Closes the sending side: a FIN follows the queued data.
     mutating func shutdownWrite<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
-        guard !finRequested else { return }
+        guard beginShutdown(output: &output) else { return }
+        flush(now: now, configuration: configuration, output: &output)
+    }
+
+    /// Asks for a FIN after what is queued (FIN-WAIT-1, or LAST-ACK after the peer's FIN); false when there
+    /// is nothing more to do: a FIN already asked for, a connection not open (one still opening is closed).
+    mutating func beginShutdown<O: CommandOutput>(output: inout O) -> Bool {
+        guard !finRequested else { return false }
         switch state {
         case .synSent:
             close(output: &output)
-            return
+            return false
         case .synReceived, .established:
             state = .finWait1
         case .closeWait:
             state = .lastAck
         default:
-            return
+            return false
         }
         finRequested = true
-        flush(now: now, configuration: configuration, output: &output)
+        return true
     }
 
     /// The application closed its handle: from now on new data is refused, and FIN-WAIT-2 is timed.

@@ -162,11 +162,14 @@ extension TCPConnection {
     mutating func emitSend<O: CommandOutput>(
         _ piece: SendQueue.Piece, last: Bool, now: Instant, configuration: TCPConfiguration, output: inout O
     ) {
+        // The FIN rides on the range's last segment when the sending side was shut down before the range
+        // went (`writeFile(shutdownAfter:)`): one packet fewer than the data and then a FIN of its own.
+        let carriesFin = last && finRequested && finSequence == nil && piece.source.isFile
         switch piece.source {
         case .file(let file, let offset):
             output.emit(.send(handle.flow, SendRange(
                 sequence: piece.sequence, length: UInt32(piece.length), file: file, offset: offset,
-                template: template(lastFlags: last ? .psh : [], now: now))))
+                template: template(lastFlags: last ? (carriesFin ? [.psh, .fin] : .psh) : [], now: now))))
         case .records(let run):
             output.emit(.sendRecords(handle.flow, RecordSendRange(
                 sequence: piece.sequence, length: UInt32(piece.length), runStart: run.start,
@@ -188,6 +191,11 @@ extension TCPConnection {
             // Not on the wire yet: the ECHO will re-arm this from the moment it is.
             timers[.retransmit] = now + rtt.timeout + configuration.echoAllowance
             retransmitAwaitsEcho = true
+        }
+        if carriesFin {
+            // Counted as the FIN of `transmit` counts its own (a lost one is sent again as a bare FIN).
+            finSequence = sendNext
+            advanceSent(by: 1, now: now, timed: false)
         }
     }
 

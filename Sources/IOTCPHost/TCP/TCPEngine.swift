@@ -206,14 +206,17 @@ public final class TCPEngine {
 
     /// Queues `length` bytes of an offloaded file from `offset`; returns how many were taken (sendfile's
     /// partial progress: 0 means the queue is full, wait for `.writable`).
+    /// With `shutdownAfter`, once the whole range is taken the sending side is shut down after it (as by
+    /// `shutdownWrite`) before anything goes, so the FIN rides on the range's last segment.
     public func writeFile<O: CommandOutput>(
-        _ handle: TCPHandle, file: OffloadedFileID, offset: UInt64, length: Int, now: Instant, output: inout O
+        _ handle: TCPHandle, file: OffloadedFileID, offset: UInt64, length: Int, shutdownAfter: Bool = false, now: Instant,
+        output: inout O
     ) throws(TCPError) -> Int {
         guard length >= 0 else { throw .invalidArgument("negative length") }
         let slot = try validSlot(handle)
         defer { afterChange(slot) }
-        return try pool[slot].writeFile(file, offset: offset, length: length, now: now, configuration: configuration,
-                                                output: &output)
+        return try pool[slot].writeFile(file, offset: offset, length: length, shutdownAfter: shutdownAfter, now: now,
+                                        configuration: configuration, output: &output)
     }
 
     /// Hands the NIC the connection's TLS record keys (TLS_KEYS); from now on `writeRecords` may queue
@@ -288,10 +291,13 @@ public final class TCPEngine {
     public func close<O: CommandOutput>(_ handle: TCPHandle, now: Instant, output: inout O) throws(TCPError) {
         let slot = try validSlot(handle)
         pool[slot].ownedByApplication = false
+        let state = pool[slot].state
         if endingsOnNIC && configuration.teardownOnNIC && !pool[slot].openedActively
-            && (pool[slot].state == .established || pool[slot].state == .closeWait) {
+            && (state == .established || state == .closeWait || state == .finWait1 || state == .lastAck) {
             // The FIN goes after the data as always (a client that sees it with the response closes second,
             // and so holds no TIME-WAIT); the rest of the ending goes to the NIC once the data is acknowledged.
+            // FIN-WAIT-1 and LAST-ACK: the sending side was shut down already (its FIN perhaps on the response's
+            // last segment, `writeFile(shutdownAfter:)`).
             pool[slot].endingOnNIC = true
         }
         pool[slot].shutdownWrite(now: now, configuration: configuration, output: &output)
