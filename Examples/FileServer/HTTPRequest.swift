@@ -48,10 +48,12 @@ struct HTTPRequest: Equatable {
         for field in lengths {
             for item in field.utf8.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) {
                 let digits = ASCII.trimmingWhitespace(item)
-                guard !digits.isEmpty, digits.allSatisfy({ $0 >= 48 && $0 <= 57 }), digits.count <= 18,
-                      value == nil || value == ASCII.decimal(digits)
-                else { return .failure(RequestRefusal(status: 400)) }
-                value = ASCII.decimal(digits)
+                guard !digits.isEmpty, digits.allSatisfy({ $0 >= 48 && $0 <= 57 }), digits.count <= 18 else {
+                    return .failure(RequestRefusal(status: 400))
+                }
+                let length = ASCII.decimal(digits)
+                guard value == nil || value == length else { return .failure(RequestRefusal(status: 400)) }
+                value = length
             }
         }
         guard let value else { return .failure(RequestRefusal(status: 400)) }
