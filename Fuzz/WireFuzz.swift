@@ -14,11 +14,15 @@ public func fuzzWire(_ start: UnsafePointer<UInt8>?, _ count: Int) -> Int32 {
                 checkTCP(tcp, payload: segment.payload)
             }
         }
+        checkIPv6Packet(ethernet.payload)
     }
     // The raw input as each layer on its own, so short inputs reach the deep parsers too.
     if let segment = try? TCPSegmentView(bytes), let tcp = try? TCPRepr(segment) { checkTCP(tcp, payload: segment.payload) }
     _ = try? IPv4PacketView(bytes)
+    checkIPv6Packet(bytes)
     _ = try? TCPOptions(parsing: bytes)
+    _ = try? NeighborDiscoveryOptions(parsing: bytes)
+    checkIPv6Text(bytes)
     return 0
 }
 
@@ -71,4 +75,55 @@ func checkICMP(_ icmp: ICMPv4Repr, _ data: UnsafeRawBufferPointer) {
           let (again, againData) = try? ICMPv4Repr.parse(UnsafeRawBufferPointer(buffer))
     else { fatalError("an emitted ICMP message does not parse") }
     precondition(again == icmp && againData.elementsEqual(data))
+}
+
+/// An IPv6 packet: the extension-header walk stays inside the packet, the fixed header round-trips, and
+/// ICMPv6 (with Neighbor Discovery options) and TCP over it round-trip with the IPv6 pseudo-header.
+func checkIPv6Packet(_ bytes: UnsafeRawBufferPointer) {
+    let packet: IPv6PacketView
+    do throws(WireError) {
+        packet = try IPv6PacketView(bytes)
+    } catch {
+        if let problem = error.ipv6ParameterProblem {
+            precondition(problem.pointer >= 0 && problem.pointer < min(bytes.count, 40 + 0xFFFF), "a pointer outside the packet")
+        }
+        return
+    }
+    precondition(packet.upperLayerOffset >= 40 && packet.upperLayerOffset <= packet.bytes.count)
+    precondition(packet.upperLayerPointer < packet.upperLayerOffset)
+    let ip = IPv6Repr(packet)
+    let header = UnsafeMutableRawBufferPointer.allocate(byteCount: 40, alignment: 8)
+    defer { header.deallocate() }
+    guard (try? ip.emit(into: header)) != nil else { fatalError("a parsed IPv6 header does not emit") }
+    precondition(header.elementsEqual(packet.bytes[0..<40]), "the IPv6 fixed header changed through parse and emit")
+    let source = ip.source, destination = ip.destination
+    if packet.upperLayerProtocol == .icmpv6,
+       let (icmp, data) = try? ICMPv6Repr.parse(packet.upperLayer, source: source, destination: destination, verifyChecksum: false) {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: icmp.fixedLength + data.count, alignment: 8)
+        defer { buffer.deallocate() }
+        guard (try? icmp.emit(into: buffer, data: data, source: source, destination: destination)) != nil,
+              let (again, againData) = try? ICMPv6Repr.parse(UnsafeRawBufferPointer(buffer), source: source, destination: destination)
+        else { fatalError("an emitted ICMPv6 message does not parse") }
+        precondition(again == icmp && againData.elementsEqual(data), "ICMPv6 fields changed through emit and parse")
+        if let options = try? NeighborDiscoveryOptions(parsing: data) {
+            let encoded = UnsafeMutableRawBufferPointer.allocate(byteCount: options.encodedLength, alignment: 8)
+            defer { encoded.deallocate() }
+            guard (try? options.emit(into: encoded)) != nil,
+                  let reread = try? NeighborDiscoveryOptions(parsing: UnsafeRawBufferPointer(encoded))
+            else { fatalError("emitted Neighbor Discovery options do not parse") }
+            precondition(reread == options)
+        }
+        _ = icmp.isValidNeighborDiscovery(hopLimit: ip.hopLimit, source: source, destination: destination, options: .init())
+    }
+    if packet.upperLayerProtocol == .tcp, let segment = try? TCPSegmentView(packet.upperLayer), let tcp = try? TCPRepr(segment) {
+        checkTCP(tcp, payload: segment.payload)
+    }
+}
+
+/// Text read as an IPv6 address prints canonically, and the canonical text reads back to the same address.
+func checkIPv6Text(_ bytes: UnsafeRawBufferPointer) {
+    guard bytes.count <= 64 else { return }
+    let text = String(decoding: bytes, as: UTF8.self)
+    guard let address = IPv6Address(text) else { return }
+    precondition(IPv6Address(address.description) == address, "canonical text does not read back")
 }

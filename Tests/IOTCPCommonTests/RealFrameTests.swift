@@ -3,7 +3,9 @@ import Testing
 @testable import IOTCPCommon
 
 /// Frames captured from Linux (scripts/capture-fixtures.sh): a download across a veth pair with some
-/// segments dropped, plus ARP and ping. Every frame must parse, and emit back to the same bytes.
+/// segments dropped, plus ARP and ping; then the same over IPv6 with Neighbor Discovery, ping -6, a UDP
+/// datagram with a Destination Options header and one sent in fragments. Every frame must parse, and
+/// emit back to the same bytes.
 /// `IOTCP_CAPTURE` names another capture made the same way (the test command makes a fresh one).
 @Suite("Real Linux frames")
 struct RealFrameTests {
@@ -16,6 +18,12 @@ struct RealFrameTests {
 
     struct Tally {
         var arp = 0, icmp = 0, tcp = 0, withData = 0, withSACK = 0, synWithAllOptions = 0, other = 0
+        var v6 = Tally6()
+    }
+
+    struct Tally6 {
+        var tcp = 0, withData = 0, withSACK = 0, synWithAllOptions = 0, echo = 0, solicitations = 0, advertisements = 0
+        var withDestinationOptions = 0, fragments = 0, unreachable = 0, hopByHop = 0
     }
 
     @Test("every frame parses and emits to identical bytes, checksums included")
@@ -36,6 +44,8 @@ struct RealFrameTests {
                     #expect(out == Array(frame[14..<(14 + ARPRepr.length)]), "frame \(index + 1): ARP")
                 case .ipv4:
                     try checkIPv4(ethernet.payload, frame: index + 1, tally: &tally)
+                case .ipv6:
+                    try checkIPv6(ethernet.payload, frame: index + 1, ethernet: ethernet, tally: &tally.v6)
                 default:
                     tally.other += 1
                 }
@@ -47,6 +57,15 @@ struct RealFrameTests {
         #expect(tally.withData >= 40)
         #expect(tally.withSACK >= 5, "the client's ACKs after drops carry SACK blocks")
         #expect(tally.synWithAllOptions == 2, "SYN and SYN-ACK carry MSS, SACK-permitted, timestamps, window scale")
+        #expect(tally.v6.tcp >= 80)
+        #expect(tally.v6.withData >= 40)
+        #expect(tally.v6.withSACK >= 5)
+        #expect(tally.v6.synWithAllOptions == 2, "over IPv6 too, with an MSS 20 bytes smaller")
+        #expect(tally.v6.echo >= 4, "two pings -6 and their replies")
+        #expect(tally.v6.solicitations >= 1 && tally.v6.advertisements >= 1, "the neighbour resolved before the ping")
+        #expect(tally.v6.withDestinationOptions == 1, "the datagram sent with a Destination Options header")
+        #expect(tally.v6.fragments >= 2, "the large datagram went in fragments, which are refused")
+        #expect(tally.v6.unreachable >= 1, "a closed port's Destination Unreachable, quoting the datagram")
     }
 
     private func checkIPv4(_ bytes: UnsafeRawBufferPointer, frame: Int, tally: inout Tally) throws {
@@ -86,6 +105,131 @@ struct RealFrameTests {
         default:
             break
         }
+    }
+
+    private func checkIPv6(_ bytes: UnsafeRawBufferPointer, frame: Int, ethernet: EthernetFrameView, tally: inout Tally6) throws {
+        let packet: IPv6PacketView
+        do {
+            packet = try IPv6PacketView(bytes)
+        } catch .fragmented {
+            tally.fragments += 1
+            return
+        }
+        let ip = IPv6Repr(packet)
+        var header = [UInt8](repeating: 0, count: IPv6Repr.headerLength)
+        try header.withUnsafeMutableBytes { try ip.emit(into: $0) }
+        #expect(header == Array(packet.bytes[0..<40]), "frame \(frame): IPv6 header")
+        if packet.nextHeader == .hopByHopOptions { tally.hopByHop += 1 }  // MLD reports, when the links came up in time
+        switch packet.upperLayerProtocol {
+        case .icmpv6:
+            let (icmp, data) = try ICMPv6Repr.parse(packet.upperLayer, source: ip.source, destination: ip.destination)
+            var out = [UInt8](repeating: 0, count: packet.upperLayer.count)
+            try out.withUnsafeMutableBytes { _ = try icmp.emit(into: $0, data: data, source: ip.source, destination: ip.destination) }
+            #expect(out == Array(packet.upperLayer), "frame \(frame): ICMPv6")
+            switch icmp.message {
+            case .echoRequest, .echoReply: tally.echo += 1
+            case .neighborSolicitation(let target), .neighborAdvertisement(_, let target):
+                let options = try NeighborDiscoveryOptions(parsing: data)
+                #expect(icmp.isValidNeighborDiscovery(hopLimit: packet.hopLimit, source: ip.source, destination: ip.destination, options: options),
+                        "frame \(frame): Neighbor Discovery passes RFC 4861's checks")
+                if case .neighborSolicitation = icmp.message {
+                    tally.solicitations += 1
+                    #expect(ip.destination == target.solicitedNodeMulticast, "frame \(frame): sent to the target's solicited-node group")
+                    #expect(ethernet.destination == ip.destination.multicastMAC, "frame \(frame): to its Ethernet group")
+                    if !ip.source.isUnspecified { #expect(options.sourceLinkLayerAddress == ethernet.source) }
+                } else {
+                    tally.advertisements += 1
+                    #expect(options.targetLinkLayerAddress == ethernet.source, "frame \(frame): the target's address is the sender's")
+                }
+                if ip.source.isUnspecified {
+                    // Duplicate address detection carries only a nonce (RFC 7527), which is skipped.
+                    #expect(options == NeighborDiscoveryOptions() && data.first == 14, "frame \(frame): a nonce alone")
+                } else {
+                    var encoded = [UInt8](repeating: 0, count: options.encodedLength)
+                    try encoded.withUnsafeMutableBytes { _ = try options.emit(into: $0) }
+                    #expect(encoded == Array(data), "frame \(frame): options emit to the same bytes")
+                }
+            case .destinationUnreachable(let code):
+                tally.unreachable += 1
+                #expect(code == 4, "frame \(frame): port unreachable")
+                #expect(icmp.isError)
+                // The quote is cut to fit 1,280 bytes, so only its fixed header is read.
+                #expect(data.count >= 48 && IPv6Address.load(from: data, at: 24) == ip.source, "frame \(frame): quotes the datagram")
+            default: break
+            }
+        case .tcp:
+            #expect(!packet.hasExtensionHeaders)
+            tally.tcp += 1
+            let segment = try TCPSegmentView(packet.upperLayer)
+            #expect(segment.checksumVerifies(source: ip.source, destination: ip.destination), "frame \(frame): TCP checksum over IPv6")
+            let tcp = try TCPRepr(segment)
+            if !segment.payload.isEmpty { tally.withData += 1 }
+            if !tcp.options.sackBlocks.isEmpty { tally.withSACK += 1 }
+            if tcp.flags.contains(.syn), tcp.options.maximumSegmentSize == 1440, tcp.options.sackPermitted,
+               tcp.options.windowScale != nil, tcp.options.timestamps != nil {
+                tally.synWithAllOptions += 1
+            }
+            var out = [UInt8](repeating: 0xEE, count: segment.bytes.count)
+            try out.withUnsafeMutableBytes { buffer in
+                let headerLength = try tcp.emitHeader(into: buffer)
+                UnsafeMutableRawBufferPointer(rebasing: buffer[headerLength...]).copyMemory(from: segment.payload)
+                TCPRepr.fillChecksum(segment: buffer, source: ip.source, destination: ip.destination)
+            }
+            #expect(out == Array(segment.bytes), "frame \(frame): TCP segment over IPv6")
+        case .udp:
+            if packet.hasExtensionHeaders {
+                tally.withDestinationOptions += 1
+                #expect(packet.nextHeader == .destinationOptions && packet.upperLayerOffset == 48 && packet.upperLayerPointer == 40)
+                #expect(Array(packet.upperLayer.suffix(7)) == Array("options".utf8))
+            }
+        default:
+            break
+        }
+    }
+
+    @Test("the IPv6 SYN is read field by field")
+    func synFieldsIPv6() throws {
+        let syn = try #require(frames.first { frame in
+            frame.count > 87 && frame[12] == 0x86 && frame[13] == 0xDD && frame[20] == 6 && frame[67] == 0x02
+        })
+        try syn.withUnsafeBytes { bytes in
+            let ip = try IPv6PacketView(try EthernetFrameView(bytes).payload)
+            #expect(ip.source == IPv6Address("fd78::2"))
+            #expect(ip.destination == IPv6Address("fd78::1"))
+            #expect(ip.hopLimit == 64)
+            #expect(ip.upperLayerProtocol == .tcp && !ip.hasExtensionHeaders && ip.upperLayerPointer == 6)
+            let segment = try TCPSegmentView(ip.upperLayer)
+            let tcp = try TCPRepr(segment)
+            #expect(tcp.destinationPort == 8080)
+            #expect(tcp.flags == .syn)
+            #expect(tcp.options.maximumSegmentSize == 1440)
+            #expect(tcp.options.sackPermitted && tcp.options.windowScale != nil)
+            #expect(tcp.options.timestamps?.echoReply == 0)
+            #expect(ip.payloadLength == segment.bytes.count)
+        }
+    }
+
+    @Test("a flipped bit in an IPv6 TCP frame's addresses, lengths or segment is caught")
+    func corruptionDetectedIPv6() throws {
+        var caught = 0, tried = 0
+        for frame in frames where frame.count > 74 && frame[12] == 0x86 && frame[13] == 0xDD && frame[20] == 6 {
+            // Traffic class, flow label and hop limit are covered by no checksum in IPv6: start at the payload
+            // length and skip the hop limit.
+            for bit in stride(from: 18 * 8, to: frame.count * 8, by: 97) where bit / 8 != 21 {
+                var mutated = frame
+                mutated[bit / 8] ^= 1 << UInt8(bit % 8)
+                tried += 1
+                mutated.withUnsafeBytes { bytes in
+                    guard let ethernet = try? EthernetFrameView(bytes),
+                          let ip = try? IPv6PacketView(ethernet.payload), ip.upperLayerProtocol == .tcp,
+                          let segment = try? TCPSegmentView(ip.upperLayer),
+                          segment.checksumVerifies(source: ip.source, destination: ip.destination)
+                    else { caught += 1; return }
+                }
+            }
+        }
+        #expect(tried > 100)
+        #expect(caught == tried, "the pseudo-header carries addresses, length and next header into the TCP checksum")
     }
 
     @Test("the SYN is read field by field")

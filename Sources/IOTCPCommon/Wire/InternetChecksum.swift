@@ -37,6 +37,13 @@ public struct InternetChecksum: Sendable {
         add(UInt16(truncatingIfNeeded: value))
     }
 
+    /// Adds a 64-bit big-endian field given as a host integer. Only valid at an even byte position.
+    @inlinable
+    public mutating func add(_ value: UInt64) {
+        add(UInt32(truncatingIfNeeded: value >> 32))
+        add(UInt32(truncatingIfNeeded: value))
+    }
+
     /// Adds the TCP/UDP pseudo-header of RFC 9293 §3.1: addresses, protocol and upper-layer length.
     @inlinable
     public mutating func addPseudoHeader(
@@ -46,6 +53,20 @@ public struct InternetChecksum: Sendable {
         add(destination.rawValue)
         add(UInt16(`protocol`.rawValue))
         add(UInt16(truncatingIfNeeded: length))
+    }
+
+    /// Adds the IPv6 pseudo-header of RFC 8200 §8.1: addresses, the upper-layer length as 32 bits, and the
+    /// upper layer's Next Header value.
+    @inlinable
+    public mutating func addPseudoHeader(
+        source: IPv6Address, destination: IPv6Address, nextHeader: IPProtocol, length: Int
+    ) {
+        add(source.high)
+        add(source.low)
+        add(destination.high)
+        add(destination.low)
+        add(UInt32(truncatingIfNeeded: length))
+        add(UInt16(nextHeader.rawValue))
     }
 
     /// The checksum field's value: the complement of the folded sum, as a big-endian field in a host integer.

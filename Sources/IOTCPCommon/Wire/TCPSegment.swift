@@ -68,6 +68,15 @@ public struct TCPSegmentView {
         sum.add(bytes: bytes)
         return sum.verifies
     }
+
+    /// Whether the checksum verifies over the IPv6 pseudo-header and the whole segment.
+    @inlinable
+    public func checksumVerifies(source: IPv6Address, destination: IPv6Address) -> Bool {
+        var sum = InternetChecksum()
+        sum.addPseudoHeader(source: source, destination: destination, nextHeader: .tcp, length: bytes.count)
+        sum.add(bytes: bytes)
+        return sum.verifies
+    }
 }
 
 /// The header fields and options of a TCP segment, to parse into and emit from. The data itself is not
@@ -138,6 +147,26 @@ public struct TCPRepr: Hashable, Sendable {
         sum.addPseudoHeader(source: source, destination: destination, protocol: .tcp, length: segment.count)
         sum.add(bytes: UnsafeRawBufferPointer(segment))
         segment.storeBigEndian(sum.checksum, at: 16)
+    }
+
+    /// Computes and stores the checksum of a complete segment carried over IPv6.
+    @inlinable
+    public static func fillChecksum(segment: UnsafeMutableRawBufferPointer, source: IPv6Address, destination: IPv6Address) {
+        segment.storeBigEndian(UInt16(0), at: 16)
+        var sum = InternetChecksum()
+        sum.addPseudoHeader(source: source, destination: destination, nextHeader: .tcp, length: segment.count)
+        sum.add(bytes: UnsafeRawBufferPointer(segment))
+        segment.storeBigEndian(sum.checksum, at: 16)
+    }
+
+    /// Stores only the IPv6 pseudo-header sum, for a device that finishes the checksum.
+    @inlinable
+    public static func fillPseudoHeaderChecksum(
+        segment: UnsafeMutableRawBufferPointer, source: IPv6Address, destination: IPv6Address
+    ) {
+        var sum = InternetChecksum()
+        sum.addPseudoHeader(source: source, destination: destination, nextHeader: .tcp, length: segment.count)
+        segment.storeBigEndian(sum.foldedSum, at: 16)
     }
 
     /// Stores only the pseudo-header sum, as a device doing checksum offload (virtio's NEEDS_CSUM) expects.
