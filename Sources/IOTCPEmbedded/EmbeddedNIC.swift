@@ -35,13 +35,13 @@ public final class EmbeddedNIC: @unchecked Sendable {
     }
 
     public convenience init(
-        tap: TapDevice, address: IPv4Address, hardwareAddress: MACAddress = MACAddress(0x02, 0, 0, 0x77, 0, 2),
+        tap: TapDevice, address: IPv4Address, ipv6: IPv6Settings? = nil, hardwareAddress: MACAddress = MACAddress(0x02, 0, 0, 0x77, 0, 2),
         files: any FileService, retransmitMode: RetransmitStore.Mode = .buffered, storeLimitBytes: Int = 192 << 20,
         channel configuration: ChannelConfiguration = ChannelConfiguration()
     ) throws(ChannelError) {
         let (host, nic) = try InProcessChannel.makePair(configuration: configuration)
         let runtime = NICRuntime(
-            wire: tap, link: EthernetLink(hardwareAddress: hardwareAddress, address: address),
+            wire: tap, link: EthernetLink(hardwareAddress: hardwareAddress, address: address, ipv6: ipv6),
             dataPlane: .standard(files: files, retransmitMode: retransmitMode, storeLimitBytes: storeLimitBytes), channel: nic)
         self.init(runtime: runtime, hostChannel: host)
     }

@@ -1,7 +1,7 @@
 import IOTCPCommon
 
 /// The link layer the NIC answers for itself: Ethernet framing, ARP (answer for our address, learn the
-/// peers'), and ICMP echo. IPv4 TCP packets go up; IPv4 packets from the stack go out in frames addressed
+/// peers'), and ICMP echo; with an IPv6 address too, Neighbor Discovery and ICMPv6 (`EthernetLink+IPv6.swift`). IPv4 TCP packets go up; IPv4 packets from the stack go out in frames addressed
 /// from the neighbour table. An unknown neighbour is asked for; the packet that asked is held (the latest one
 /// per address, for `maximumHeld` addresses and a second at most, as Linux's unresolved queue holds a few)
 /// and sent when the answer comes, so a first SYN or SYN-ACK does not wait out a retransmission timeout;
@@ -18,48 +18,61 @@ public struct EthernetLink {
     public let prefixLength: Int
     public let maximumNeighbours: Int
     public let neighbourLifetime: UInt64
-    private var neighbours: [IPv4Address: Neighbour] = [:]
-    private var clock = Instant.zero
+    private var neighbours: NeighbourTable<IPv4Address>
+    var clock = Instant.zero
     public private(set) var arpRepliesSent = 0
-    public private(set) var echoRepliesSent = 0
-    public private(set) var framesDropped = 0
-    /// Neighbours forgotten to make room, and sources not learned because they are not on the link.
-    public private(set) var neighboursEvicted = 0
-    public private(set) var offLinkSources = 0
+    public internal(set) var echoRepliesSent = 0
+    public internal(set) var framesDropped = 0
+    /// Neighbours forgotten to make room (both families), and sources not learned because they are not on the link.
+    public var neighboursEvicted: Int { neighbours.evicted + neighbours6.evicted }
+    public internal(set) var offLinkSources = 0
     /// ARP requests not sent because the limit was reached, and packets for off-link addresses (no route:
     /// there is no gateway here) dropped without asking.
-    public private(set) var arpRequestsLimited = 0
-    public private(set) var offLinkDrops = 0
-    /// At most this many ARP requests leave per 100 ms: answering a flood of SYNs from spoofed on-link
-    /// sources must not turn into a broadcast storm on the link (Linux asks at most 3 times a second per
-    /// neighbour, and keeps per-neighbour state for it; a budget keeps nothing per address).
+    public internal(set) var arpRequestsLimited = 0
+    public internal(set) var offLinkDrops = 0
+    /// At most this many ARP requests and neighbour solicitations leave per 100 ms: answering a flood of
+    /// SYNs from spoofed on-link sources must not turn into a broadcast storm on the link (Linux asks at most
+    /// 3 times a second per neighbour, and keeps per-neighbour state for it; a budget keeps nothing per address).
     public var arpRequestsPerTick = 64
     private var arpTick = Instant.zero
     private var arpRequestsThisTick = 0
+    /// IPv6, when the link has an address of that family too (`EthernetLink+IPv6.swift`).
+    public let ipv6: IPv6Settings?
+    /// fe80::/64 with the modified EUI-64 of `hardwareAddress`: where link-local Neighbor Discovery is answered.
+    public let linkLocalAddress: IPv6Address
+    var neighbours6: NeighbourTable<IPv6Address>
+    public internal(set) var neighborAdvertisementsSent = 0
+    public internal(set) var neighborSolicitationsSent = 0
+    public internal(set) var icmpv6ErrorsSent = 0
+    /// ICMPv6 errors not sent because the limit was reached (RFC 4443 §2.4(f) asks for one).
+    public internal(set) var icmpv6ErrorsLimited = 0
+    /// IPv6 packets refused by the parser (RFC 8200's discards) or not carried yet (TCP over IPv6).
+    public internal(set) var ipv6Dropped = 0
+    public var icmpv6ErrorsPerTick = 10
+    var icmpv6Tick = Instant.zero
+    var icmpv6ErrorsThisTick = 0
     /// Packets waiting for their neighbour's address, and since when.
     private var held: [IPv4Address: (packet: [UInt8], since: Instant)] = [:]
     public let maximumHeld = 64
     public private(set) var heldPacketsSent = 0
 
-    struct Neighbour {
-        var hardwareAddress: MACAddress
-        var lastSeen: Instant
-        /// Learned by `learn` (configured, not heard): never ages out.
-        var isStatic: Bool
-    }
-
     public init(
-        hardwareAddress: MACAddress, address: IPv4Address, prefixLength: Int = 24, maximumNeighbours: Int = 4096,
-        neighbourLifetime: UInt64 = 600 * Nanoseconds.second
+        hardwareAddress: MACAddress, address: IPv4Address, prefixLength: Int = 24, ipv6: IPv6Settings? = nil,
+        maximumNeighbours: Int = 4096, neighbourLifetime: UInt64 = 600 * Nanoseconds.second
     ) {
         self.hardwareAddress = hardwareAddress
         self.address = address
         self.prefixLength = max(0, min(prefixLength, 32))
         self.maximumNeighbours = max(maximumNeighbours, 1)
         self.neighbourLifetime = neighbourLifetime
+        self.ipv6 = ipv6
+        linkLocalAddress = IPv6Address(linkLocalFor: hardwareAddress)
+        neighbours = NeighbourTable(maximum: maximumNeighbours, lifetime: neighbourLifetime)
+        neighbours6 = NeighbourTable(maximum: maximumNeighbours, lifetime: neighbourLifetime)
     }
 
-    public var neighbourCount: Int { neighbours.count }
+    /// Neighbours known, both families.
+    public var neighbourCount: Int { neighbours.count + neighbours6.count }
 
     private func isOnLink(_ other: IPv4Address) -> Bool {
         let mask: UInt32 = prefixLength == 0 ? 0 : ~UInt32(0) << UInt32(32 - prefixLength)
@@ -111,6 +124,9 @@ public struct EthernetLink {
                 echoRepliesSent += 1
             }
             return nil
+        case .ipv6:
+            receiveIPv6(ethernet, transmit: transmit)
+            return nil
         default:
             return nil
         }
@@ -118,49 +134,17 @@ public struct EthernetLink {
 
     /// Records that `source` is at `hardware`, if it is on the link; refreshes it if known.
     private mutating func heard(_ source: IPv4Address, at hardware: MACAddress) {
-        // One hash lookup for the common case (a known neighbour, every packet it sends): refreshed in place.
-        if let known = neighbours.index(forKey: source) {
-            if !neighbours.values[known].isStatic {
-                neighbours.values[known].hardwareAddress = hardware
-                neighbours.values[known].lastSeen = clock
-            }
-            return
-        }
-        guard isOnLink(source) else {
-            offLinkSources += 1
-            return
-        }
-        if neighbours.count >= maximumNeighbours { makeRoom() }
-        neighbours[source] = Neighbour(hardwareAddress: hardware, lastSeen: clock, isStatic: false)
-    }
-
-    /// Forgets what aged out; if nothing did, the neighbour silent for longest.
-    private mutating func makeRoom() {
-        let before = neighbours.count
-        neighbours = neighbours.filter { $0.value.isStatic || clock - $0.value.lastSeen < neighbourLifetime }
-        if neighbours.count < maximumNeighbours {
-            neighboursEvicted += before - neighbours.count
-            return
-        }
-        if let oldest = neighbours.filter({ !$0.value.isStatic }).min(by: { $0.value.lastSeen < $1.value.lastSeen })?.key {
-            neighbours[oldest] = nil
-            neighboursEvicted += 1
-        }
+        if !neighbours.heard(source, at: hardware, now: clock, isOnLink: isOnLink) { offLinkSources += 1 }
     }
 
     /// The neighbour's hardware address, if known and not aged out.
     private mutating func lookUp(_ destination: IPv4Address) -> MACAddress? {
-        guard let neighbour = neighbours[destination] else { return nil }
-        if !neighbour.isStatic && clock - neighbour.lastSeen >= neighbourLifetime {
-            neighbours[destination] = nil
-            return nil
-        }
-        return neighbour.hardwareAddress
+        neighbours.lookUp(destination, now: clock)
     }
 
     /// A neighbour known without asking (a static ARP entry): benchmarks, and links whose peers never ARP.
     public mutating func learn(neighbour address: IPv4Address, at hardwareAddress: MACAddress) {
-        neighbours[address] = Neighbour(hardwareAddress: hardwareAddress, lastSeen: clock, isStatic: true)
+        neighbours.learnStatic(address, at: hardwareAddress, now: clock)
     }
 
     /// Frames an IPv4 packet for its destination and transmits it.
@@ -220,15 +204,7 @@ public struct EthernetLink {
             offLinkDrops += 1
             return
         }
-        if clock - arpTick >= 100 * Nanoseconds.millisecond {
-            arpTick = clock
-            arpRequestsThisTick = 0
-        }
-        guard arpRequestsThisTick < arpRequestsPerTick else {
-            arpRequestsLimited += 1
-            return
-        }
-        arpRequestsThisTick += 1
+        guard takeResolutionBudget() else { return }
         let request = ARPRepr(operation: .request, senderHardwareAddress: hardwareAddress, senderProtocolAddress: address,
                               targetHardwareAddress: .zero, targetProtocolAddress: target)
         var bytes = [UInt8](repeating: 0, count: 14 + ARPRepr.length)
@@ -237,5 +213,19 @@ public struct EthernetLink {
             try? request.emit(into: UnsafeMutableRawBufferPointer(rebasing: buffer[14...]))
             transmit(UnsafeRawBufferPointer(buffer))
         }
+    }
+
+    /// Whether another ARP request or neighbour solicitation may leave in this 100 ms (counted if not).
+    mutating func takeResolutionBudget() -> Bool {
+        if clock - arpTick >= 100 * Nanoseconds.millisecond {
+            arpTick = clock
+            arpRequestsThisTick = 0
+        }
+        guard arpRequestsThisTick < arpRequestsPerTick else {
+            arpRequestsLimited += 1
+            return false
+        }
+        arpRequestsThisTick += 1
+        return true
     }
 }

@@ -122,6 +122,39 @@ struct LinuxPeerTests {
         #expect(downloaded.count == root.content.count && intact, "Linux received exactly the file's \(root.content.count) bytes (got \(downloaded.count))")
     }
 
+    /// Linux resolves the NIC's IPv6 address by Neighbor Discovery and pings it; the NIC resolves Linux's in
+    /// turn for the replies. TCP is not carried over IPv6 yet, so a connection attempt is refused at once by a
+    /// port unreachable (Linux reports it as a refused connection) instead of waiting out its SYN retries.
+    @Test("Linux pings the NIC over IPv6, and a TCP connection over IPv6 is refused at once")
+    func linuxPingsOverIPv6() throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root to create a TAP and a network namespace (scripts/test.sh runs as root)")
+            return
+        }
+        let root = try ExportRoot()
+        let (tap, namespace) = try makePeerNamespace()
+        defer { shell("ip netns del \(namespace) 2>/dev/null") }
+        let added = shell("ip -n \(namespace) addr add fd79::1/64 dev \(tap.name) nodad")
+        #expect(added.status == 0, "\(added.output)")
+        let nic = try EmbeddedNIC(tap: tap, address: IPv4Address(10, 79, 0, 2), ipv6: IPv6Settings(address: IPv6Address("fd79::2")!),
+                                  files: try FileTable(root: root.path))
+        nic.start()
+        let ping = shell("ip netns exec \(namespace) ping -6 -c 3 -i 0.2 -W 5 fd79::2")
+        let started = DispatchTime.now().uptimeNanoseconds
+        let connect = shell("ip netns exec \(namespace) timeout 20 bash -c 'exec 3<>/dev/tcp/fd79::2/8080' 2>&1")
+        let connectSeconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        let neighbour = shell("ip -n \(namespace) -6 neigh show fd79::2")
+        nic.stop()
+        #expect(ping.status == 0, "ping -6: \(ping.output)")
+        #expect(ping.output.contains("3 received"), "\(ping.output)")
+        #expect(neighbour.output.contains("02:00:00:77:00:02"), "Linux learned the NIC's address by Neighbor Discovery: \(neighbour.output)")
+        #expect(connect.status != 0 && connect.output.contains("Connection refused"), "\(connect.output)")
+        #expect(connectSeconds < 5, "refused at once, not after SYN retries (\(connectSeconds) s)")
+        let link = nic.runtime.link
+        #expect(link.echoRepliesSent == 3 && link.neighborAdvertisementsSent >= 1 && link.icmpv6ErrorsSent >= 1)
+        #expect(link.neighborSolicitationsSent >= 1 || link.neighbourCount >= 1, "the NIC knew where to send its replies")
+    }
+
     /// The async/await layer: a task per connection, each reading a request line and answering with a
     /// written head and the offloaded file; Linux makes three connections at once.
     @Test("An async server with a task per connection serves Linux clients byte-exact")
