@@ -42,6 +42,54 @@ struct ReceiveTests {
         #expect(intact)
     }
 
+    @Test("a read that opens the window leaves the update to the response, unless the peer is nearly out of window")
+    func windowUpdateRidesTheResponse() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        // A request: its ACK is delayed; reading it opens the window from the SYN-ACK's unscaled 65,535 to the
+        // whole 256 KiB buffer, but the peer still has room for dozens of segments, so nothing goes at once.
+        let request = [UInt8](repeating: 7, count: 100)
+        #expect(script.inject(sequence: 1001, acknowledgment: iss &+ 1, flags: [.ack, .psh], options: script.peerTimestamps(2000),
+                              payload: request).segments.isEmpty)
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        let read = try buffer.withUnsafeMutableBytes { try script.engine.read(handle, into: $0, now: script.now, output: &script.output) }
+        #expect(read == 100 && script.output.take().segments.isEmpty, "no pure window update for a peer with room to send")
+        // The response carries the ACK and the opened window; the delayed ACK is then not sent as well.
+        let response = [UInt8](repeating: 8, count: 200)
+        _ = try response.withUnsafeBytes { try script.engine.write(handle, $0, now: script.now, output: &script.output) }
+        let sent = script.output.takeSegments()
+        let carrier = try #require(sent.first)
+        #expect(sent.count == 1 && carrier.payload == response)
+        #expect(carrier.acknowledgment == SequenceNumber(1101) && Int(carrier.tcp.window) << 3 >= 256 * 1024 - 1448)
+        #expect(script.advance(milliseconds: 50).segments.isEmpty, "the response took the delayed ACK's place")
+
+        // Without a response the update still goes, on the delayed-ACK timer.
+        #expect(script.inject(sequence: 1101, acknowledgment: iss &+ 201, flags: [.ack, .psh], options: script.peerTimestamps(2001),
+                              payload: request).segments.isEmpty)
+        _ = try buffer.withUnsafeMutableBytes { try script.engine.read(handle, into: $0, now: script.now, output: &script.output) }
+        #expect(script.output.take().segments.isEmpty)
+        let late = try #require(script.advance(milliseconds: 40).segments.first)
+        #expect(late.acknowledgment == SequenceNumber(1201) && late.payload.isEmpty)
+
+        // The peer fills the window to under four segments of room: reading then announces the window at once.
+        var sequence: UInt32 = 1201
+        let full = [UInt8](repeating: 1, count: 1448)
+        for index in 0..<180 {
+            script.inject(sequence: sequence, acknowledgment: iss &+ 201, flags: .ack, options: script.peerTimestamps(3000 + UInt32(index)), payload: full)
+            sequence += 1448
+        }
+        var drained = 0
+        var immediate: [Segment] = []
+        while drained < 180 * 1448 {
+            let count = try buffer.withUnsafeMutableBytes { try script.engine.read(handle, into: $0, now: script.now, output: &script.output) }
+            drained += count
+            if immediate.isEmpty { immediate = script.output.takeSegments() }
+        }
+        let update = try #require(immediate.first, "a peer with under four segments of window hears of the opened window at once")
+        #expect(immediate.count == 1 && update.payload.isEmpty && update.acknowledgment == SequenceNumber(sequence))
+        #expect(Int(update.tcp.window) << 3 > 4 * 1448)
+    }
+
     @Test("out-of-order data is ACKed at once with a SACK block; the fill is ACKed cumulatively")
     func outOfOrderWithSACK() throws {
         var script = Script()

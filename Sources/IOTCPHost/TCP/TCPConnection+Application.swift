@@ -10,10 +10,18 @@ extension TCPConnection {
         into buffer: UnsafeMutableRawBufferPointer, now: Instant, configuration: TCPConfiguration, output: inout O
     ) -> Int {
         let count = receiveBuffer.read(into: buffer)
-        // Reading opened the window: announce it if it grew enough to matter (RFC 9293 §3.8.6.2.2).
+        // Reading opened the window: announce it if it grew enough to matter (RFC 9293 §3.8.6.2.2). At once
+        // only if the peer may be held up: with room for four more segments it can send, and two of them
+        // draw an ACK that carries the window; otherwise the update waits for what goes out next (the
+        // response to a request just read, typically) or the delayed-ACK timer. A window update sent at
+        // once costs a frame each way for every request whose first read outgrows the SYN's unscaled window.
         if count > 0, state.isSynchronized, advertisableWindowGrowth >= min(receiveBuffer.capacity / 2, segmentSize) {
-            ackNow = true
-            flush(now: now, configuration: configuration, output: &output)
+            if receiveWindowEdge - receiveNext < 4 * segmentSize {
+                ackNow = true
+                flush(now: now, configuration: configuration, output: &output)
+            } else if timers[.delayedAck] == nil {
+                timers[.delayedAck] = now + configuration.delayedAckTimeout
+            }
         }
         return count
     }
