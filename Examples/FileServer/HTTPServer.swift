@@ -382,7 +382,8 @@ final class HTTPServer {
                 session.headSent += try session.head.withUnsafeBytes { raw in
                     let rest = UnsafeRawBufferPointer(rebasing: raw[session.headSent...])
                     if let tls = session.tls { return try tls.write(to: stack, rest) }
-                    return try stack.write(session.socket, rest)
+                    // A body follows: the head waits for it, and both leave in one segment where they fit.
+                    return try stack.write(session.socket, rest, more: session.body != nil)
                 }
             } catch { return false }
             if session.headSent < session.head.count { return false }

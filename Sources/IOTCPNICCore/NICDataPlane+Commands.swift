@@ -38,7 +38,10 @@ extension NICDataPlane {
             packetOut(flow: flow, packet, now: now, output: &output)
         case .send(let flow, let range):
             counters.sends += 1
-            send(flow: flow, range, received: received, output: &output)
+            send(flow: flow, range, head: UnsafeRawBufferPointer(start: nil, count: 0), received: received, output: &output)
+        case .sendWithHead(let flow, let range, let head):
+            counters.sends += 1
+            send(flow: flow, range, head: head, received: received, output: &output)
         case .retransmit(let flow, let sequence, let length, let template):
             retransmit(flow: flow, sequence: sequence, length: Int(length), template: template, now: now, output: &output)
         case .tlsKeys(let flow, let keys):
@@ -149,7 +152,9 @@ extension NICDataPlane {
 
     // MARK: - SEND
 
-    func send<O: NICOutput>(flow: FlowID, _ range: SendRange, received: Instant, output: inout O) {
+    /// A SEND: the file range cut into chunks, each read and sent in turn. A head (host bytes the host
+    /// retransmits itself, if need be) is kept until the first chunk leaves, in its first segment.
+    func send<O: NICOutput>(flow: FlowID, _ range: SendRange, head: UnsafeRawBufferPointer, received: Instant, output: inout O) {
         guard let index = openIndex(flow) else {
             fail(.unknownFlow, kind: .send, flow: flow, reference: UInt64(range.sequence.rawValue), "SEND for unknown \(flow)", output: &output)
             return
@@ -163,15 +168,28 @@ extension NICDataPlane {
                  output: &output)
             return
         }
+        guard head.count <= SendRange.maximumHeadLength, head.count < Int(range.template.maximumSegmentSize), length > 0 || head.isEmpty else {
+            fail(.malformedCommand, kind: .send, flow: flow, reference: UInt64(range.sequence.rawValue),
+                 "SEND with a head of \(head.count) bytes (at most \(SendRange.maximumHeadLength), under the MSS, before file bytes)",
+                 output: &output)
+            return
+        }
+        guard deferredBytes + head.count <= limits.maximumDeferredBytes else {
+            fail(.storeFull, kind: .send, flow: flow, reference: UInt64(range.sequence.rawValue),
+                 "the NIC holds \(deferredBytes) bytes of the host's (limit \(limits.maximumDeferredBytes))", output: &output)
+            return
+        }
         guard queuedBytes + length <= limits.maximumQueuedBytes else {
             fail(.storeFull, kind: .send, flow: flow, reference: UInt64(range.sequence.rawValue),
                  "the NIC has \(queuedBytes) bytes queued to send (limit \(limits.maximumQueuedBytes))", output: &output)
             return
         }
         let chunkLength = chunkPayload(template: range.template)
+        let start = range.sequence + head.count
         var offset = 0
         while offset < length {
-            let take = min(chunkLength, length - offset)
+            // The first chunk leaves room for the head, so it still fits one super-segment.
+            let take = min(chunkLength - (offset == 0 ? head.count : 0), length - offset)
             let lease: FileLease
             do throws(FileFailure) {
                 lease = try files.lease(range.file)
@@ -180,16 +198,23 @@ extension NICDataPlane {
                 fail(error.code, kind: .send, flow: flow, reference: UInt64(range.sequence.rawValue), error.description, output: &output)
                 return
             }
-            let chunk = newChunk(flow: index, generation: flows[slot].generation, sequence: range.sequence + offset, length: take,
+            let chunk = newChunk(flow: index, generation: flows[slot].generation, sequence: start + offset, length: take,
                                  file: range.file, fileOffset: range.offset + UInt64(offset), lease: lease,
                                  template: range.template, arrival: received)
             chunks[Int(chunk)].isLast = offset + take == length
+            if offset == 0 && !head.isEmpty {
+                let held = newDeferredPacket()
+                deferred[Int(held)].bytes.append(contentsOf: head)
+                deferredBytes += head.count
+                counters.payloadBytesCopied += head.count
+                chunks[Int(chunk)].head = held
+            }
             flows[slot].queue.append(.chunk(chunk))
             flows[slot].toRead.append(chunk)
             queuedBytes += take
             offset += take
         }
-        flows[slot].queue.append(.echo(sequenceEnd: range.sequence + length, arrival: received))
+        flows[slot].queue.append(.echo(sequenceEnd: start + length, arrival: received))
         wantReads(index)
         considerReady(index)
     }
@@ -389,6 +414,7 @@ extension NICDataPlane {
         let slot = Int(chunk)
         if chunks[slot].buffer != StoredRange.noBuffer { pool.give(chunks[slot].buffer) }
         if chunks[slot].holdsLease { files.release(chunks[slot].lease) }
+        if chunks[slot].head != Self.noHead { freeDeferredPacket(chunks[slot].head) }
         chunks[slot] = Chunk()
         freeChunks.append(chunk)
     }

@@ -161,19 +161,29 @@ extension NICDataPlane {
         } else {
             source = UnsafeRawPointer(pool.address(chunks[slot].buffer) + chunks[slot].payloadStart)
         }
+        let headLength = chunks[slot].head == Self.noHead ? 0 : deferred[Int(chunks[slot].head)].bytes.count
         let superSegments = offloads.superSegmentLimit > 0
-            && SegmentBuilder.superSegmentPayload(packetLimit: offloads.superSegmentLimit, template: template) >= chunks[slot].length
+            && SegmentBuilder.superSegmentPayload(packetLimit: offloads.superSegmentLimit, template: template) >= headLength + chunks[slot].length
         while chunks[slot].sent < chunks[slot].length {
             let remaining = chunks[slot].length - chunks[slot].sent
-            let piece = superSegments ? remaining : min(segment, remaining)
+            // A SEND's head goes first, in the first segment, placed right after the headers.
+            let prefix = chunks[slot].sent == 0 ? headLength : 0
+            let piece = superSegments ? remaining : min(segment - prefix, remaining)
             let payload = UnsafeRawBufferPointer(start: source + chunks[slot].sent, count: piece)
             let isLast = chunks[slot].isLast && piece == remaining
-            let offloaded = offloads.checksum || piece > segment
+            let offloaded = offloads.checksum || prefix + piece > segment
+            if prefix > 0 {
+                let at = SegmentBuilder.packetLength(payloadLength: 0, template: template)
+                deferred[Int(chunks[slot].head)].bytes.withUnsafeBytes {
+                    UnsafeMutableRawBufferPointer(rebasing: headers[at..<(at + prefix)]).copyMemory(from: $0)
+                }
+            }
             let headerLength: Int
             do throws(WireError) {
                 headerLength = try SegmentBuilder.buildHeaders(
-                    into: headers, flow: endpoints, sequence: chunks[slot].sequence + chunks[slot].sent, payload: payload,
-                    isLast: isLast, template: template, nicDelayMilliseconds: delayMilliseconds, checksum: offloaded ? .offloaded : .full)
+                    into: headers, flow: endpoints, sequence: chunks[slot].sequence + chunks[slot].sent - prefix, prefixLength: prefix,
+                    payload: payload, isLast: isLast, template: template, nicDelayMilliseconds: delayMilliseconds,
+                    checksum: offloaded ? .offloaded : .full)
             } catch {
                 // A template no segment can be built from (options too long): nothing leaves, nothing stale.
                 counters.errors += 1
@@ -181,18 +191,23 @@ extension NICDataPlane {
                 return .sent
             }
             let offload = offloaded ? PacketOffload(
-                segmentSize: piece > segment ? UInt16(segment) : 0, headerLength: UInt16(headerLength),
+                segmentSize: prefix + piece > segment ? UInt16(segment) : 0, headerLength: UInt16(headerLength),
                 transportStart: UInt16(IPv4Repr.headerLength)) : nil
-            let result = output.transmit(headers: UnsafeRawBufferPointer(rebasing: headers[0..<headerLength]), payload: payload, offload: offload)
+            let result = output.transmit(headers: UnsafeRawBufferPointer(rebasing: headers[0..<(headerLength + prefix)]), payload: payload,
+                                         offload: offload)
             guard result == .sent else {
                 if result == .refused { counters.wireRefusals += 1 }
                 return result
             }
-            let segments = (piece + segment - 1) / segment
+            let segments = (prefix + piece + segment - 1) / segment
             counters.packetsOut += segments
-            counters.bytesOut += piece + segments * headerLength
+            counters.bytesOut += prefix + piece + segments * headerLength
             chunks[slot].sent += piece
             budget -= piece
+            if prefix > 0 {
+                freeDeferredPacket(chunks[slot].head)
+                chunks[slot].head = Self.noHead
+            }
         }
         return .sent
     }

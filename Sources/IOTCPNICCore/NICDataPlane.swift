@@ -177,7 +177,8 @@ public final class NICDataPlane {
     var queuedBytes = 0
     /// Chunks read or being read and not yet sent, over every flow.
     var readAheadTotal = 0
-    let headers = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 16)
+    /// A segment's headers, and a SEND's head after them (`SendRange.maximumHeadLength`).
+    let headers = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 + SendRange.maximumHeadLength, alignment: 16)
     var pieceScratch: [(index: Int, skip: Int, length: Int)] = []
     var registeredSlabs: [Bool] = []
     /// The time of the latest `handle` or `poll`.
@@ -290,6 +291,9 @@ public final class NICDataPlane {
         var isRetransmission = false
         /// The last chunk of its SEND: the template's last-segment flags go on its last segment.
         var isLast = false
+        /// The first chunk of a SEND with a head: the deferred packet holding the head, which goes in the
+        /// chunk's first segment, before its payload, at `sequence` minus its length (`noHead` otherwise).
+        var head = NICDataPlane.noHead
         var flow: UInt32 = 0
         var flowGeneration: UInt32 = 0
         var sequence = SequenceNumber(0)
@@ -329,6 +333,8 @@ public final class NICDataPlane {
         /// File bytes the chunk reads: its payload, or its records' plaintext.
         var fileBytes: Int { isRecord ? recordPlaintext : length }
     }
+
+    static let noHead = UInt32.max
 
     struct DeferredPacket {
         var bytes: [UInt8] = []
@@ -390,6 +396,8 @@ public final class NICDataPlane {
     public var hasReadyWork: Bool { !readyFlows.isEmpty }
     /// Bytes queued to send and not yet on the wire.
     public var queuedByteCount: Int { queuedBytes }
+    /// Bytes of the host's held here: packets waiting behind file data, and SEND heads not yet sent.
+    public var deferredByteCount: Int { deferredBytes }
     public var chunksInUse: Int { chunks.count - freeChunks.count }
 
     /// The I/O engine's queues, for an operator wondering why nothing moves: chunks by state, flows waiting

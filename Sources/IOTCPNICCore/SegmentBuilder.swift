@@ -93,17 +93,20 @@ public enum SegmentBuilder {
 
     /// Writes the IPv4 and TCP headers of one segment (or super-segment) into `headers`, for a payload
     /// that stays where it is (the wire gathers headers and payload): the NIC never copies file bytes into a
-    /// frame. Returns the headers' length. The payload is read only for a `.full` checksum.
+    /// frame. Returns the headers' length. The payload is read only for a `.full` checksum. `prefixLength`
+    /// bytes the caller placed right after the headers (a SEND's head) are the payload's first bytes.
     @inlinable
     public static func buildHeaders(
-        into headers: UnsafeMutableRawBufferPointer, flow: FlowEndpoints, sequence: SequenceNumber,
+        into headers: UnsafeMutableRawBufferPointer, flow: FlowEndpoints, sequence: SequenceNumber, prefixLength: Int = 0,
         payload: UnsafeRawBufferPointer, isLast: Bool, template: SegmentTemplate, nicDelayMilliseconds: UInt32,
         checksum: Checksum
     ) throws(WireError) -> Int {
         let tcp = header(flow: flow, sequence: sequence, isLast: isLast, template: template, nicDelayMilliseconds: nicDelayMilliseconds)
         let headerLength = IPv4Repr.headerLength + tcp.headerLength
-        guard headers.count >= headerLength else { throw .bufferTooSmall(needed: headerLength, available: headers.count) }
-        let tcpLength = tcp.headerLength + payload.count
+        guard headers.count >= headerLength + prefixLength else {
+            throw .bufferTooSmall(needed: headerLength + prefixLength, available: headers.count)
+        }
+        let tcpLength = tcp.headerLength + prefixLength + payload.count
         try IPv4Repr(source: flow.localAddress, destination: flow.remoteAddress, protocol: .tcp, payloadLength: tcpLength)
             .emit(into: headers)
         let segment = UnsafeMutableRawBufferPointer(rebasing: headers[IPv4Repr.headerLength..<headerLength])
@@ -115,6 +118,7 @@ public enum SegmentBuilder {
         case .full:
             // The header is a whole number of 32-bit words, so the payload's sum simply follows it.
             sum.add(bytes: UnsafeRawBufferPointer(segment))
+            if prefixLength > 0 { sum.add(bytes: UnsafeRawBufferPointer(rebasing: headers[headerLength..<(headerLength + prefixLength)])) }
             sum.add(bytes: payload)
             segment.storeBigEndian(sum.checksum, at: 16)
         case .offloaded:

@@ -13,6 +13,7 @@ enum OwnedCommand: Equatable {
     case established(HandshakeParameters, [UInt8])
     case redeliver([UInt8])
     case splice(FlowID, SpliceParameters, [UInt8])
+    case sendWithHead(FlowID, SendRange, [UInt8])
 
     init(_ command: Command) {
         switch command {
@@ -27,6 +28,7 @@ enum OwnedCommand: Equatable {
         case .established(let parameters, let packet): self = .established(parameters, Array(packet))
         case .redeliver(let packet): self = .redeliver(Array(packet))
         case .splice(let flow, let parameters, let head): self = .splice(flow, parameters, Array(head))
+        case .sendWithHead(let flow, let range, let head): self = .sendWithHead(flow, range, Array(head))
         default: self = .plain(String(describing: command))
         }
     }
@@ -45,6 +47,7 @@ enum OwnedCommand: Equatable {
         case .established(let parameters, let packet): return packet.withUnsafeBytes { body(.established(parameters, packet: $0)) }
         case .redeliver(let packet): return packet.withUnsafeBytes { body(.redeliver(packet: $0)) }
         case .splice(let flow, let parameters, let head): return head.withUnsafeBytes { body(.splice(flow, parameters, head: $0)) }
+        case .sendWithHead(let flow, let range, let head): return head.withUnsafeBytes { body(.sendWithHead(flow, range, head: $0)) }
         case .device(let requestID, let file, let namespace, let model, let serial):
             return model.withUnsafeBytes { model in
                 serial.withUnsafeBytes { serial in
@@ -93,9 +96,18 @@ extension SeededGenerator {
                 maximumSegmentSize: UInt16.random(in: 1...UInt16.max, using: &self)))
         case .flowClose: command = .flowClose(flow, reason: next32())
         case .send:
-            command = .send(flow, SendRange(
+            let range = SendRange(
                 sequence: SequenceNumber(next32()), length: UInt32.random(in: 1...UInt32.max, using: &self), file: file,
-                offset: next() >> 1, template: template()))
+                offset: next() >> 1, template: template())
+            if Bool.random(using: &self) {
+                // With a head: under the MSS and at most 4,096 bytes.
+                let limit = min(Int(range.template.maximumSegmentSize) - 1, SendRange.maximumHeadLength)
+                if limit >= 1 {
+                    owned = .sendWithHead(flow, range, bytes(1...limit))
+                    return owned.withCommand { body($0, owned) }
+                }
+            }
+            command = .send(flow, range)
         case .retransmit:
             command = .retransmit(flow, sequence: SequenceNumber(next32()), length: UInt32.random(in: 1...1 << 20, using: &self),
                                   template: template())
@@ -271,6 +283,43 @@ struct CommandCodecTests {
         #expect(Array(bytes[36..<44]) == [3, 0, 0, 0, 2, 0, 0, 0])
         #expect(Array(bytes[44..<52]) == [0, 0x10, 0, 0, 0, 0, 0, 0])
         #expect(Array(bytes[52..<72]) == [0x0D, 0x0C, 0x0B, 0x0A, 0x34, 0x12, 0x08, 0x01, 0xA8, 0x05, 0, 0, 7, 0, 0, 0, 9, 0, 0, 0])
+    }
+
+    @Test("a SEND with a head carries it after the fixed body; a head as long as the MSS is refused")
+    func sendHeadLayout() {
+        var buffer = [UInt8](repeating: 0, count: 128)
+        let head: [UInt8] = [0x48, 0x54, 0x54, 0x50, 0x2F]
+        let template = SegmentTemplate(acknowledgmentNumber: SequenceNumber(1), window: 2, maximumSegmentSize: 6)
+        let range = SendRange(sequence: SequenceNumber(0x0102_0304), length: 9, file: OffloadedFileID(slot: 3, generation: 2), offset: 4,
+                              template: template)
+        let bytes: [UInt8] = buffer.withUnsafeMutableBytes { raw in
+            var writer = CommandWriter(buffer: raw)
+            _ = head.withUnsafeBytes { writer.append(.sendWithHead(FlowID(5), range, head: $0)) }
+            return Array(writer.finish(sequence: 1))
+        }
+        #expect(bytes.count == 16 + 12 + 44 + 5)
+        #expect(Array(bytes[16..<28]) == [11, 0, 0, 0, 61, 0, 0, 0, 5, 0, 0, 0], "kind SEND, its length counting the head")
+        #expect(Array(bytes[28..<32]) == [0x04, 0x03, 0x02, 0x01] && Array(bytes[72...]) == head)
+        bytes.withUnsafeBytes { raw in
+            var reader = try! CommandReader(message: raw)
+            guard case .sendWithHead(let flow, let decoded, let decodedHead)? = try? reader.next() else {
+                Issue.record("not decoded as a SEND with a head")
+                return
+            }
+            #expect(flow == FlowID(5) && decoded == range && Array(decodedHead) == head)
+        }
+        // Six bytes of head under an MSS of 6: no file byte could share the first segment.
+        var long = bytes
+        long.insert(0x31, at: 72)
+        let total = long.count
+        long.withUnsafeMutableBytes { raw in
+            raw.storeLittleEndian(UInt32(total), at: 8)
+            raw.storeLittleEndian(UInt32(62), at: 16 + 4)
+        }
+        long.withUnsafeBytes { raw in
+            var reader = try! CommandReader(message: raw)
+            #expect(throws: CommandDecodeError.inconsistent(kind: .send, flow: FlowID(5), field: "head length", index: 0)) { try reader.next() }
+        }
     }
 
     @Test("LISTEN and ESTABLISHED are laid out as the protocol document says")

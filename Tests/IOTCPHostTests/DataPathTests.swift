@@ -182,6 +182,57 @@ struct SendCommandTests {
         #expect(emitted.segments.isEmpty, "no byte of the file passes through the host")
     }
 
+    @Test("bytes written with more and the file range after them leave as one SEND with a head; the head is resent by the host")
+    func headWithFile() throws {
+        var script = Script()
+        script.engine.nicOffersHeads(true)
+        let (handle, iss) = try establishPassive(&script)
+        let head = Array("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n".utf8)
+        let written = try head.withUnsafeBytes { try script.engine.write(handle, $0, more: true, now: script.now, output: &script.output) }
+        #expect(written == head.count && script.output.take().isEmpty, "with more, the bytes wait for what follows")
+        _ = try script.writeFile(handle, length: 5000, offset: 100)
+        let emitted = script.output.take()
+        #expect(emitted.segments.isEmpty && emitted.sends.isEmpty, "the head does not go alone")
+        let (flow, range, sentHead) = try #require(emitted.compactMap { item -> (FlowID, SendRange, [UInt8])? in
+            if case .sendWithHead(let flow, let range, let head) = item { (flow, range, head) } else { nil }
+        }.first)
+        #expect(flow == handle.flow && sentHead == head)
+        #expect(range.sequence == SequenceNumber(iss &+ 1) && range.length == 5000 && range.offset == 100)
+        #expect(range.template.lastSegmentFlags == .psh && range.template.acknowledgmentNumber == SequenceNumber(1001))
+        let info = try #require(script.engine.info(of: handle))
+        #expect(info.sendNext == SequenceNumber(iss &+ 1) + head.count + 5000)
+
+        // The whole lot is lost: the host sends the head again itself, the NIC the file range (from its ECHO's
+        // timer, the 200 ms floor).
+        script.engine.handleEcho(flow: handle.flow, sequenceEnd: range.sequence + head.count + 5000, nicDelayNanoseconds: 0,
+                                 now: script.now, output: &script.output)
+        let fired = script.advance(milliseconds: 200)
+        let resent = try #require(fired.segments.first)
+        #expect(resent.sequence == SequenceNumber(iss &+ 1) && resent.payload == head, "the head, from the host's own queue")
+        let fileStart = SequenceNumber(iss &+ 1) + head.count
+        #expect(fired.segments.count == 1 && fired.retransmits.map(\.0) == [fileStart] && fired.retransmits.map(\.1) == [1448 - UInt32(head.count)],
+                "a timeout resends one segment's worth: the head from here, the rest of it from the NIC's file range")
+        let acknowledged = script.inject(sequence: 1001, acknowledgment: fileStart.rawValue &+ 1407, flags: .ack,
+                                         options: script.peerTimestamps(3000))
+        #expect(acknowledged.retransmits.first?.0 == fileStart + 1407, "then the file range goes on from the NIC")
+
+        // Without the NIC's offer the head goes on its own, when flushed.
+        var plain = Script()
+        let (other, _) = try establishPassive(&plain)
+        _ = try head.withUnsafeBytes { try plain.engine.write(other, $0, more: true, now: plain.now, output: &plain.output) }
+        _ = try plain.writeFile(other, length: 5000)
+        let separate = plain.output.take()
+        #expect(separate.segments.map(\.payload) == [head] && separate.sends.map(\.1.length) == [5000])
+        // A write with more and nothing after it leaves at the flush the stack makes before it waits.
+        var alone = Script()
+        alone.engine.nicOffersHeads(true)
+        let (third, _) = try establishPassive(&alone)
+        _ = try head.withUnsafeBytes { try alone.engine.write(third, $0, more: true, now: alone.now, output: &alone.output) }
+        #expect(alone.output.take().isEmpty)
+        alone.engine.flush(third, now: alone.now, output: &alone.output)
+        #expect(alone.output.takeSegments().map(\.payload) == [head])
+    }
+
     @Test("the initial window (RFC 6928) and the peer's window bound what is sent")
     func windowsBoundSending() throws {
         var script = Script()

@@ -5,6 +5,7 @@ import IOTCPCommon
 enum Emitted {
     case segment(Segment)
     case send(FlowID, SendRange)
+    case sendWithHead(FlowID, SendRange, head: [UInt8])
     case sendRecords(FlowID, RecordSendRange)
     case tlsKeys(FlowID, version: TLSRecordVersion, keyLength: Int)
     case retransmit(FlowID, sequence: SequenceNumber, length: UInt32, template: SegmentTemplate)
@@ -34,6 +35,7 @@ struct RecordingOutput: CommandOutput {
     mutating func emit(_ command: Command) {
         switch command {
         case .send(let flow, let range): emitted.append(.send(flow, range))
+        case .sendWithHead(let flow, let range, let head): emitted.append(.sendWithHead(flow, range, head: Array(head)))
         case .sendRecords(let flow, let range): emitted.append(.sendRecords(flow, range))
         case .tlsKeys(let flow, let keys): emitted.append(.tlsKeys(flow, version: keys.version, keyLength: keys.key.count))
         case .retransmit(let flow, let sequence, let length, let template):

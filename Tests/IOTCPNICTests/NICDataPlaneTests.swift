@@ -122,6 +122,69 @@ struct NICDataPlaneTests {
         #expect(identical, "the wire's cuts are byte for byte the segments built without offload")
     }
 
+    @Test("a SEND's head leaves in its first segment before the file's bytes, with or without super-segments; only the file is kept")
+    func sendWithHead() throws {
+        let root = try ExportRoot()
+        let head = Array("HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n".utf8)  // 41 bytes: odd, for the checksum
+        let template = SegmentTemplate(acknowledgmentNumber: SequenceNumber(5555), window: 1234, lastSegmentFlags: [.psh, .fin],
+                                       maximumSegmentSize: 1448, timestamps: TCPTimestamps(value: 1000, echoReply: 77))
+        func run(offloads: WireOffloads) throws -> (CollectingNICOutput, NICDataPlane) {
+            let nic = try makePlane(root)
+            nic.offloads = offloads
+            let (_, fileID) = openFile(nic, "sub/data.bin")
+            var output = CollectingNICOutput()
+            nic.handle(.flowOpen(FlowID(3), flowEndpoints), received: .zero, now: .zero, output: &output)
+            head.withUnsafeBytes { bytes in
+                nic.handle(.sendWithHead(FlowID(3), SendRange(sequence: SequenceNumber(1_000_000), length: 3000, file: fileID!, offset: 500,
+                                                              template: template), head: bytes), received: .zero, now: .zero, output: &output)
+            }
+            settle(nic, output: &output)
+            #expect(output.errors.isEmpty)
+            #expect(output.echoes.map(\.1) == [SequenceNumber(1_000_000 + 41 + 3000)], "the ECHO covers head and range")
+            return (output, nic)
+        }
+        let expected = head + Array(root.content[500..<3500])
+        let (plain, plainPlane) = try run(offloads: .none)
+        // Segments of 1448: the head and 1407 file bytes, then 1448, then the last 145 with PSH and FIN.
+        let parsed = try plain.packets.map { try #require(parseSegment($0)) }
+        #expect(parsed.map { $0.1.count } == [1448, 1448, 145] && parsed.allSatisfy(\.2), "sizes and checksums")
+        #expect(parsed.map(\.0.sequenceNumber) == [SequenceNumber(1_000_000), SequenceNumber(1_001_448), SequenceNumber(1_002_896)])
+        #expect(parsed.map(\.0.flags) == [.ack, .ack, [.ack, .psh, .fin]])
+        #expect(parsed.flatMap(\.1) == expected)
+        #expect(plainPlane.store.heldBytes == 3000, "the store keeps the file's bytes; the head is the host's to send again")
+        #expect(plainPlane.counters.payloadBytesCopied == 41)
+
+        // One super-segment for the wire to cut: head and file bytes behind one header, cut at 1448.
+        let (offloaded, _) = try run(offloads: .all)
+        #expect(offloaded.packets.count == 1 && offloaded.segmentSizes == [1448])
+        let packet = try #require(offloaded.packets.first)
+        #expect(packet.count == 52 + 41 + 3000 && Array(packet[52...]) == expected)
+        var pseudo = InternetChecksum()
+        pseudo.addPseudoHeader(source: flowEndpoints.localAddress, destination: flowEndpoints.remoteAddress, protocol: .tcp,
+                               length: packet.count - 20)
+        #expect(packet.withUnsafeBytes { $0.bigEndianUInt16(at: 20 + 16) } == pseudo.foldedSum)
+
+        // Refused: a head as long as a segment; a head with no file bytes cannot be expressed (SEND length 0).
+        let nic = try makePlane(root)
+        let (_, fileID) = openFile(nic, "sub/data.bin")
+        var output = CollectingNICOutput()
+        nic.handle(.flowOpen(FlowID(3), flowEndpoints), received: .zero, now: .zero, output: &output)
+        let long = [UInt8](repeating: 0x41, count: 1448)
+        long.withUnsafeBytes { bytes in
+            nic.handle(.sendWithHead(FlowID(3), SendRange(sequence: SequenceNumber(1), length: 10, file: fileID!, offset: 0, template: template),
+                                     head: bytes), received: .zero, now: .zero, output: &output)
+        }
+        #expect(output.errors.map(\.0) == [.malformedCommand] && output.packets.isEmpty)
+        // A head still held when the flow closes is let go with its chunk.
+        head.withUnsafeBytes { bytes in
+            nic.handle(.sendWithHead(FlowID(3), SendRange(sequence: SequenceNumber(1), length: 10, file: fileID!, offset: 0, template: template),
+                                     head: bytes), received: .zero, now: .zero, output: &output)
+        }
+        nic.handle(.flowClose(FlowID(3), reason: 0), received: .zero, now: .zero, output: &output)
+        settle(nic, output: &output)
+        #expect(nic.deferredByteCount == 0, "nothing of the head is held after the flow closed")
+    }
+
     @Test("errors are answered with ERROR naming the command, never a trap", arguments: RetransmitStore.Mode.allCases)
     func errors(mode: RetransmitStore.Mode) throws {
         let root = try ExportRoot()

@@ -7,6 +7,9 @@ public struct SendRange: Hashable, Sendable {
     public var offset: UInt64
     public var template: SegmentTemplate
 
+    /// The most bytes a SEND's head may carry (and it must be fewer than the template's MSS).
+    public static let maximumHeadLength = 4096
+
     public init(sequence: SequenceNumber, length: UInt32, file: OffloadedFileID, offset: UInt64, template: SegmentTemplate) {
         self.sequence = sequence
         self.length = length
@@ -80,6 +83,11 @@ public enum Command {
     case flowOpen(FlowID, FlowEndpoints)
     case flowClose(FlowID, reason: UInt32)
     case send(FlowID, SendRange)
+    /// SEND with a head: `head` (bytes the host holds, at most `SendRange.maximumHeadLength` and fewer than
+    /// the template's MSS) occupies `[range.sequence, range.sequence + head.count)` and leaves in the first
+    /// segment, the file range's bytes right after it. The NIC never sends the head again: the host
+    /// retransmits it itself.
+    case sendWithHead(FlowID, SendRange, head: UnsafeRawBufferPointer)
     case retransmit(FlowID, sequence: SequenceNumber, length: UInt32, template: SegmentTemplate)
     /// ACKD: the peer acknowledged everything before `through`; the NIC may free it.
     case acknowledged(FlowID, through: SequenceNumber)
@@ -122,7 +130,7 @@ public enum Command {
         case .closeFile: .closeFile
         case .flowOpen: .flowOpen
         case .flowClose: .flowClose
-        case .send: .send
+        case .send, .sendWithHead: .send
         case .retransmit: .retransmit
         case .acknowledged: .acknowledged
         case .echo: .echo
@@ -143,7 +151,7 @@ public enum Command {
     @inlinable
     public var flow: FlowID {
         switch self {
-        case .error(let flow, _), .flowOpen(let flow, _), .flowClose(let flow, _), .send(let flow, _),
+        case .error(let flow, _), .flowOpen(let flow, _), .flowClose(let flow, _), .send(let flow, _), .sendWithHead(let flow, _, _),
              .retransmit(let flow, _, _, _), .acknowledged(let flow, _), .echo(let flow, _, _),
              .packetIn(let flow, _), .packetOut(let flow, _), .tlsKeys(let flow, _), .sendRecords(let flow, _),
              .teardown(let flow, _), .splice(let flow, _, _), .spliceEnded(let flow, _):
@@ -161,7 +169,7 @@ public enum Command {
         case .open(_, _, let path): path.count
         case .packetIn(_, let packet), .packetOut(_, let packet), .established(_, let packet), .redeliver(let packet): packet.count
         case .tlsKeys(_, let keys): keys.key.count + keys.iv.count
-        case .splice(_, _, let head): head.count
+        case .splice(_, _, let head), .sendWithHead(_, _, let head): head.count
         default: 0
         }
     }

@@ -68,7 +68,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     @inlinable
     public var hasVariableBody: Bool {
         switch self {
-        case .error, .open, .packetIn, .packetOut, .tlsKeys, .established, .redeliver, .splice: true
+        case .error, .open, .send, .packetIn, .packetOut, .tlsKeys, .established, .redeliver, .splice: true
         default: false
         }
     }

@@ -144,9 +144,10 @@ public struct CommandReader {
         case .flowClose:
             return .flowClose(flow, reason: u32(0))
         case .send:
-            return .send(flow, SendRange(
+            let range = SendRange(
                 sequence: SequenceNumber(u32(0)), length: u32(4), file: OffloadedFileID(rawValue: u64(8)),
-                offset: u64(16), template: readTemplate(body, at: 24)))
+                offset: u64(16), template: readTemplate(body, at: 24))
+            return body.count > kind.fixedBodyLength ? .sendWithHead(flow, range, head: rest(kind.fixedBodyLength)) : .send(flow, range)
         case .retransmit:
             return .retransmit(flow, sequence: SequenceNumber(u32(0)), length: u32(4), template: readTemplate(body, at: 8))
         case .acknowledged:
@@ -212,6 +213,15 @@ extension Command {
     ///
     /// Both sides apply the same rules: the writer refuses to encode what the reader would reject.
     @inlinable
+    static func sendValidationFailure(flow: FlowID, _ range: SendRange, headLength: Int) -> String? {
+        if flow == .none { return "flow id" }
+        if range.length == 0 { return "length" }
+        if range.offset > UInt64.max - UInt64(range.length) { return "offset" }
+        if range.template.maximumSegmentSize == 0 { return "maximum segment size" }
+        if headLength > SendRange.maximumHeadLength || headLength >= Int(range.template.maximumSegmentSize) { return "head length" }
+        return nil
+    }
+
     public var validationFailure: String? {
         switch self {
         case .hello(let hello):
@@ -228,11 +238,9 @@ extension Command {
             if endpoints.maximumSegmentSize == 0 { return "maximum segment size" }
             return nil
         case .send(let flow, let range):
-            if flow == .none { return "flow id" }
-            if range.length == 0 { return "length" }
-            if range.offset > UInt64.max - UInt64(range.length) { return "offset" }
-            if range.template.maximumSegmentSize == 0 { return "maximum segment size" }
-            return nil
+            return Self.sendValidationFailure(flow: flow, range, headLength: 0)
+        case .sendWithHead(let flow, let range, let head):
+            return Self.sendValidationFailure(flow: flow, range, headLength: head.count)
         case .retransmit(let flow, _, let length, let template):
             if flow == .none { return "flow id" }
             if length == 0 { return "length" }

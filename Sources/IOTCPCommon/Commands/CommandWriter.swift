@@ -100,6 +100,15 @@ public struct CommandWriter: ~Copyable {
     }
 
     @inlinable
+    static func writeSend(_ range: SendRange, into body: UnsafeMutableRawBufferPointer) {
+        body.storeLittleEndian(range.sequence.rawValue, at: 0)
+        body.storeLittleEndian(range.length, at: 4)
+        body.storeLittleEndian(range.file.rawValue, at: 8)
+        body.storeLittleEndian(range.offset, at: 16)
+        writeTemplate(range.template, into: body, at: 24)
+    }
+
+    @inlinable
     static func writeTemplate(_ template: SegmentTemplate, into body: UnsafeMutableRawBufferPointer, at offset: Int) {
         body.storeLittleEndian(template.acknowledgmentNumber.rawValue, at: offset)
         body.storeLittleEndian(template.window, at: offset + 4)
@@ -201,11 +210,10 @@ public struct CommandWriter: ~Copyable {
         case .flowClose(_, let reason):
             body.storeLittleEndian(reason, at: 0)
         case .send(_, let range):
-            body.storeLittleEndian(range.sequence.rawValue, at: 0)
-            body.storeLittleEndian(range.length, at: 4)
-            body.storeLittleEndian(range.file.rawValue, at: 8)
-            body.storeLittleEndian(range.offset, at: 16)
-            writeTemplate(range.template, into: body, at: 24)
+            Self.writeSend(range, into: body)
+        case .sendWithHead(_, let range, let head):
+            Self.writeSend(range, into: body)
+            copy(head, count: head.count, into: body, at: CommandKind.send.fixedBodyLength)
         case .retransmit(_, let sequence, let length, let template):
             body.storeLittleEndian(sequence.rawValue, at: 0)
             body.storeLittleEndian(length, at: 4)

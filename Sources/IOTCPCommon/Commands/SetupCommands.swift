@@ -137,4 +137,6 @@ public enum NICFeatures {
     public static let connectionTeardown: UInt64 = 1 << 1
     /// SPLICE and SPLICE_ENDED: two connections joined and relayed on the NIC.
     public static let connectionSplicing: UInt64 = 1 << 2
+    /// SEND with a head: host bytes sent in the range's first segment, before the file's.
+    public static let sendHeads: UInt64 = 1 << 3
 }

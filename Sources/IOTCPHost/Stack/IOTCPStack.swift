@@ -31,6 +31,8 @@ public final class IOTCPStack {
     public let engine: TCPEngine
     public let channel: any CommandChannel
     private let sender: ChannelSender
+    /// Connections with bytes written with `more` and not yet flushed.
+    private var corked: [TCPHandle] = []
     private let clock: () -> Instant
 
     /// Registrations and the sockets that may be ready (the epoll half).
@@ -139,16 +141,30 @@ public final class IOTCPStack {
     }
 
     /// Queues bytes from application memory; returns how many were taken (`.wouldBlock` when none).
-    public func write(_ socket: Socket, _ bytes: UnsafeRawBufferPointer) throws(IOTCPError) -> Int {
+    ///
+    /// With `more` (MSG_MORE), more is about to follow: the bytes wait for it, at the latest until the next
+    /// `wait`, `prepareToPoll` or `flush`. A response head written so and the file range queued after it
+    /// with `offloadWrite` leave in the same segment (`TCPConfiguration.headsWithFiles`).
+    public func write(_ socket: Socket, _ bytes: UnsafeRawBufferPointer, more: Bool = false) throws(IOTCPError) -> Int {
         let handle = try connection(socket)
         try checkChannel()
         var output = sender
         let count: Int
-        do throws(TCPError) { count = try engine.write(handle, bytes, now: clock(), output: &output) } catch {
+        do throws(TCPError) { count = try engine.write(handle, bytes, more: more, now: clock(), output: &output) } catch {
             throw .tcp(error)
         }
         if count == 0 && !bytes.isEmpty { throw .wouldBlock }
+        if more && count > 0 { corked.append(handle) }
         return count
+    }
+
+    /// Sends what writes with `more` left waiting.
+    private func flushCorked() {
+        guard !corked.isEmpty else { return }
+        var output = sender
+        let now = clock()
+        for handle in corked { engine.flush(handle, now: now, output: &output) }
+        corked.removeAll(keepingCapacity: true)
     }
 
     /// Sends FIN once everything queued is sent; reading goes on.
@@ -448,6 +464,7 @@ public final class IOTCPStack {
     /// ```
     public func prepareToPoll(upTo limit: Int64) -> Int64? {
         guard channelFailure == nil, completions.isEmpty, interest.nothingPending else { return nil }
+        flushCorked()
         sender.flush()
         var sleep = limit
         if let due = engine.nextDeadline { sleep = min(sleep, Int64(clamping: due.nanoseconds) - Int64(clamping: clock().nanoseconds)) }
@@ -462,10 +479,14 @@ public final class IOTCPStack {
     /// Ends a sleep that `prepareToPoll` allowed.
     public func finishPolling() { channel.finishSleeping() }
 
-    public func flush() { sender.flush() }
+    public func flush() {
+        flushCorked()
+        sender.flush()
+    }
 
     /// One pass of the stack's work, without waiting.
     private func pump(now: Instant) {
+        flushCorked()
         var output = sender
         if channelFailure == nil {
             do throws(ChannelError) {
@@ -526,12 +547,13 @@ public final class IOTCPStack {
                 nic = hello
                 engine.endingsOnNIC = engine.configuration.teardownOnNIC && hello.features & NICFeatures.connectionTeardown != 0
                 engine.splicingOnNIC = hello.features & NICFeatures.connectionSplicing != 0
+                engine.nicOffersHeads(hello.features & NICFeatures.sendHeads != 0)
                 engine.nicStarted()
             case .spliceEnded(_, let report):
                 engine.spliceEnded(report)
             case .keepalive:
                 break
-            case .open, .fstat, .closeFile, .flowOpen, .flowClose, .send, .retransmit, .acknowledged, .packetOut, .tlsKeys, .sendRecords,
+            case .open, .fstat, .closeFile, .flowOpen, .flowClose, .send, .sendWithHead, .retransmit, .acknowledged, .packetOut, .tlsKeys, .sendRecords,
                  .listen, .teardown, .redeliver, .splice:
                 statistics.malformedCommands += 1
                 logger.warning("the NIC sent \(command.kind), a command only the host sends; ignored")

@@ -35,12 +35,12 @@ extension TCPConnection {
 
     /// Queues application bytes; returns how many fit (0: would block).
     mutating func write<O: CommandOutput>(
-        _ bytes: UnsafeRawBufferPointer, now: Instant, configuration: TCPConfiguration, output: inout O
+        _ bytes: UnsafeRawBufferPointer, flush flushing: Bool = true, now: Instant, configuration: TCPConfiguration, output: inout O
     ) throws(TCPError) -> Int {
         guard canSend else { throw finRequested ? .alreadyClosing : (error ?? .notConnected) }
         let accepted = sendQueue.append(bytes: bytes)
         if accepted < bytes.count { events.remove(.writable) }
-        flush(now: now, configuration: configuration, output: &output)
+        if flushing { flush(now: now, configuration: configuration, output: &output) }
         return accepted
     }
 

@@ -112,6 +112,12 @@ extension TCPConnection {
                     }
                 case .bytes:
                     let length = min(piece.length, segmentSize)
+                    if !isRetransmission, let file = fileAfterHead(piece, room: room, configuration: configuration) {
+                        emitSend(file, head: piece, last: file.sequence + file.length == dataEnd, now: now, configuration: configuration,
+                                 output: &output)
+                        sent = true
+                        continue
+                    }
                     let endOfQueue = piece.sequence + length == dataEnd
                     // Nagle (RFC 9293 §3.7.4) in Minshall's form, as Linux: a short segment waits only while
                     // an earlier short segment is unacknowledged, so a reply's tail is not held for an ACK.
@@ -159,17 +165,47 @@ extension TCPConnection {
         }
     }
 
+    /// The file range that may leave with `head`, new bytes just before it, as the head of its SEND: when
+    /// the NIC takes heads, the bytes are all there is before the range and fit under a segment, and the
+    /// windows and the NIC's share (TCP small queues) let some of the range go now.
+    func fileAfterHead(_ head: SendQueue.Piece, room: Int, configuration: TCPConfiguration) -> SendQueue.Piece? {
+        guard configuration.headsWithFiles && configuration.nicTakesHeads, head.length < segmentSize,
+              head.length <= SendRange.maximumHeadLength, room > head.length,
+              var file = sendQueue.piece(at: head.sequence + head.length, limit: min(room - head.length, configuration.maximumSendBytes)),
+              file.source.isFile
+        else { return nil }
+        if configuration.maximumUnechoedBytes > 0 {
+            let nicRoom = configuration.maximumUnechoedBytes - unechoedBytes
+            guard nicRoom > 0 else { return nil }
+            file.length = min(file.length, nicRoom)
+        }
+        return file
+    }
+
     mutating func emitSend<O: CommandOutput>(
-        _ piece: SendQueue.Piece, last: Bool, now: Instant, configuration: TCPConfiguration, output: inout O
+        _ piece: SendQueue.Piece, head: SendQueue.Piece? = nil, last: Bool, now: Instant, configuration: TCPConfiguration,
+        output: inout O
     ) {
         // The FIN rides on the range's last segment when the sending side was shut down before the range
         // went (`writeFile(shutdownAfter:)`): one packet fewer than the data and then a FIN of its own.
         let carriesFin = last && finRequested && finSequence == nil && piece.source.isFile
         switch piece.source {
         case .file(let file, let offset):
-            output.emit(.send(handle.flow, SendRange(
-                sequence: piece.sequence, length: UInt32(piece.length), file: file, offset: offset,
-                template: template(lastFlags: last ? (carriesFin ? [.psh, .fin] : .psh) : [], now: now))))
+            let template = template(lastFlags: last ? (carriesFin ? [.psh, .fin] : .psh) : [], now: now)
+            if let head {
+                // The head's bytes, copied from the send queue into the command (a few hundred bytes).
+                let queue = sendQueue
+                withUnsafeTemporaryAllocation(byteCount: head.length, alignment: 1) { buffer in
+                    queue.copy(head, into: buffer)
+                    output.emit(.sendWithHead(handle.flow, SendRange(
+                        sequence: head.sequence, length: UInt32(piece.length), file: file, offset: offset, template: template),
+                        head: UnsafeRawBufferPointer(buffer)))
+                }
+                sendNext += head.length
+            } else {
+                output.emit(.send(handle.flow, SendRange(
+                    sequence: piece.sequence, length: UInt32(piece.length), file: file, offset: offset, template: template)))
+            }
         case .records(let run):
             output.emit(.sendRecords(handle.flow, RecordSendRange(
                 sequence: piece.sequence, length: UInt32(piece.length), runStart: run.start,

@@ -54,7 +54,7 @@ public struct TCPStatistics: Hashable, Sendable {
 /// timer wheel; what is left here (about 550 lines) is the demultiplexing and bookkeeping that ties them
 /// to the connections.
 public final class TCPEngine {
-    public let configuration: TCPConfiguration
+    @exclusivity(unchecked) public internal(set) var configuration: TCPConfiguration
     public let localAddress: IPv4Address
     public let maximumConnections: Int
     // The engine's state is `@exclusivity(unchecked)`: it is only ever touched by the one thread driving the
@@ -196,12 +196,26 @@ public final class TCPEngine {
 
     // MARK: - The application's calls
 
+    /// With `more`, the bytes are only queued (MSG_MORE): what is written next (a file range, typically)
+    /// may leave with them; `flush(_:now:output:)` sends them if nothing does.
     public func write<O: CommandOutput>(
-        _ handle: TCPHandle, _ bytes: UnsafeRawBufferPointer, now: Instant, output: inout O
+        _ handle: TCPHandle, _ bytes: UnsafeRawBufferPointer, more: Bool = false, now: Instant, output: inout O
     ) throws(TCPError) -> Int {
         let slot = try validSlot(handle)
         defer { afterChange(slot) }
-        return try pool[slot].write(bytes, now: now, configuration: configuration, output: &output)
+        return try pool[slot].write(bytes, flush: !more, now: now, configuration: configuration, output: &output)
+    }
+
+    /// Sends what the connection's windows allow now (bytes written with `more`).
+    public func flush<O: CommandOutput>(_ handle: TCPHandle, now: Instant, output: inout O) {
+        guard let slot = try? validSlot(handle) else { return }
+        defer { afterChange(slot) }
+        pool[slot].flush(now: now, configuration: configuration, output: &output)
+    }
+
+    /// Records whether the NIC takes SEND heads (its HELLO).
+    public func nicOffersHeads(_ offered: Bool) {
+        configuration.nicTakesHeads = offered
     }
 
     /// Queues `length` bytes of an offloaded file from `offset`; returns how many were taken (sendfile's

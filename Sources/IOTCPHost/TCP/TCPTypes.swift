@@ -152,6 +152,13 @@ public struct TCPConfiguration: Sendable {
     /// is acknowledged the host hands the connection over (TEARDOWN) and frees its control block; the NIC
     /// sends the FIN, retransmits it, and holds TIME-WAIT. Used only with a NIC whose HELLO offers it.
     public var teardownOnNIC = true
+    /// Bytes written with `more` (a response head, `IOTCPStack.write(_:_:more:)`) and the file range queued
+    /// right after them leave together, the bytes as the head of the range's SEND, in its first segment, when
+    /// the NIC's HELLO offers it: a small response is one frame, not a head and a body, and its peer sends one
+    /// ACK fewer. The head stays the host's: if it is lost, the host sends it again itself.
+    public var headsWithFiles = true
+    /// Whether the NIC takes SEND heads (its HELLO); set by the stack, used only with `headsWithFiles`.
+    public internal(set) var nicTakesHeads = false
 
     public init() {}
 
