@@ -83,28 +83,37 @@ struct RealFrameTests {
             #expect(out == Array(packet.payload), "frame \(frame): ICMP")
         case .tcp:
             tally.tcp += 1
-            let segment = try TCPSegmentView(packet.payload)
-            #expect(segment.checksumVerifies(source: ip.source, destination: ip.destination), "frame \(frame): TCP checksum")
-            let tcp = try TCPRepr(segment)
-            #expect(tcp.options.timestamps != nil, "frame \(frame): Linux sends timestamps on every segment")
-            if !segment.payload.isEmpty { tally.withData += 1 }
-            if !tcp.options.sackBlocks.isEmpty { tally.withSACK += 1 }
-            if tcp.flags.contains(.syn), tcp.options.maximumSegmentSize == 1460, tcp.options.sackPermitted,
-               tcp.options.windowScale != nil, tcp.options.timestamps != nil {
-                tally.synWithAllOptions += 1
-            }
-            // Emit the header, place the data after it, fill the checksum: the NIC's way of building a segment.
-            var out = [UInt8](repeating: 0xEE, count: segment.bytes.count)
-            try out.withUnsafeMutableBytes { buffer in
-                let headerLength = try tcp.emitHeader(into: buffer)
-                #expect(headerLength == segment.headerLength, "frame \(frame): TCP header length")
-                UnsafeMutableRawBufferPointer(rebasing: buffer[headerLength...]).copyMemory(from: segment.payload)
-                TCPRepr.fillChecksum(segment: buffer, source: ip.source, destination: ip.destination)
-            }
-            #expect(out == Array(segment.bytes), "frame \(frame): TCP segment")
+            let seen = try checkTCP(packet.payload, source: ip.source, destination: ip.destination, synSegmentSize: 1460, frame: frame)
+            if seen.data { tally.withData += 1 }
+            if seen.sack { tally.withSACK += 1 }
+            if seen.fullSyn { tally.synWithAllOptions += 1 }
         default:
             break
         }
+    }
+
+    /// One TCP segment over either family: its checksum verifies over the pseudo-header, and emitting its
+    /// header, placing the data after it and filling the checksum (the NIC's way of building a segment) gives
+    /// back its bytes. Returns whether it carried data, SACK blocks, or was a SYN with every option Linux
+    /// offers (MSS `synSegmentSize`, SACK-permitted, window scale, timestamps).
+    private func checkTCP<Address: PseudoHeaderAddress>(
+        _ bytes: UnsafeRawBufferPointer, source: Address, destination: Address, synSegmentSize: UInt16, frame: Int
+    ) throws -> (data: Bool, sack: Bool, fullSyn: Bool) {
+        let segment = try TCPSegmentView(bytes)
+        #expect(segment.checksumVerifies(source: source, destination: destination), "frame \(frame): TCP checksum")
+        let tcp = try TCPRepr(segment)
+        #expect(tcp.options.timestamps != nil, "frame \(frame): Linux sends timestamps on every segment")
+        var out = [UInt8](repeating: 0xEE, count: segment.bytes.count)
+        try out.withUnsafeMutableBytes { buffer in
+            let headerLength = try tcp.emitHeader(into: buffer)
+            #expect(headerLength == segment.headerLength, "frame \(frame): TCP header length")
+            UnsafeMutableRawBufferPointer(rebasing: buffer[headerLength...]).copyMemory(from: segment.payload)
+            TCPRepr.fillChecksum(segment: buffer, source: source, destination: destination)
+        }
+        #expect(out == Array(segment.bytes), "frame \(frame): TCP segment")
+        let fullSyn = tcp.flags.contains(.syn) && tcp.options.maximumSegmentSize == synSegmentSize && tcp.options.sackPermitted
+            && tcp.options.windowScale != nil && tcp.options.timestamps != nil
+        return (!segment.payload.isEmpty, !tcp.options.sackBlocks.isEmpty, fullSyn)
     }
 
     private func checkIPv6(_ bytes: UnsafeRawBufferPointer, frame: Int, ethernet: EthernetFrameView, tally: inout Tally6) throws {
@@ -160,22 +169,10 @@ struct RealFrameTests {
         case .tcp:
             #expect(!packet.hasExtensionHeaders)
             tally.tcp += 1
-            let segment = try TCPSegmentView(packet.upperLayer)
-            #expect(segment.checksumVerifies(source: ip.source, destination: ip.destination), "frame \(frame): TCP checksum over IPv6")
-            let tcp = try TCPRepr(segment)
-            if !segment.payload.isEmpty { tally.withData += 1 }
-            if !tcp.options.sackBlocks.isEmpty { tally.withSACK += 1 }
-            if tcp.flags.contains(.syn), tcp.options.maximumSegmentSize == 1440, tcp.options.sackPermitted,
-               tcp.options.windowScale != nil, tcp.options.timestamps != nil {
-                tally.synWithAllOptions += 1
-            }
-            var out = [UInt8](repeating: 0xEE, count: segment.bytes.count)
-            try out.withUnsafeMutableBytes { buffer in
-                let headerLength = try tcp.emitHeader(into: buffer)
-                UnsafeMutableRawBufferPointer(rebasing: buffer[headerLength...]).copyMemory(from: segment.payload)
-                TCPRepr.fillChecksum(segment: buffer, source: ip.source, destination: ip.destination)
-            }
-            #expect(out == Array(segment.bytes), "frame \(frame): TCP segment over IPv6")
+            let seen = try checkTCP(packet.upperLayer, source: ip.source, destination: ip.destination, synSegmentSize: 1440, frame: frame)
+            if seen.data { tally.withData += 1 }
+            if seen.sack { tally.withSACK += 1 }
+            if seen.fullSyn { tally.synWithAllOptions += 1 }
         case .udp:
             if packet.hasExtensionHeaders {
                 tally.withDestinationOptions += 1

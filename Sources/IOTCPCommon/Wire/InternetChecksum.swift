@@ -1,3 +1,27 @@
+/// An address family's pseudo-header (RFC 9293 §3.1 for IPv4, RFC 8200 §8.1 for IPv6), so checksums over
+/// transport segments are written once for both.
+public protocol PseudoHeaderAddress {
+    static func addPseudoHeader(to sum: inout InternetChecksum, source: Self, destination: Self, protocol: IPProtocol, length: Int)
+}
+
+extension IPv4Address: PseudoHeaderAddress {
+    @inlinable
+    public static func addPseudoHeader(
+        to sum: inout InternetChecksum, source: IPv4Address, destination: IPv4Address, protocol: IPProtocol, length: Int
+    ) {
+        sum.addPseudoHeader(source: source, destination: destination, protocol: `protocol`, length: length)
+    }
+}
+
+extension IPv6Address: PseudoHeaderAddress {
+    @inlinable
+    public static func addPseudoHeader(
+        to sum: inout InternetChecksum, source: IPv6Address, destination: IPv6Address, protocol: IPProtocol, length: Int
+    ) {
+        sum.addPseudoHeader(source: source, destination: destination, nextHeader: `protocol`, length: length)
+    }
+}
+
 /// The Internet checksum (RFC 1071): the 16-bit one's-complement of the one's-complement sum.
 ///
 /// The sum is byte-order independent (RFC 1071 §2(B)), so bytes are summed as native little-endian

@@ -60,20 +60,11 @@ public struct TCPSegmentView {
         payload.count + (flags.contains(.syn) ? 1 : 0) + (flags.contains(.fin) ? 1 : 0)
     }
 
-    /// Whether the checksum verifies over the pseudo-header and the whole segment.
+    /// Whether the checksum verifies over the pseudo-header (IPv4's or IPv6's) and the whole segment.
     @inlinable
-    public func checksumVerifies(source: IPv4Address, destination: IPv4Address) -> Bool {
+    public func checksumVerifies<Address: PseudoHeaderAddress>(source: Address, destination: Address) -> Bool {
         var sum = InternetChecksum()
-        sum.addPseudoHeader(source: source, destination: destination, protocol: .tcp, length: bytes.count)
-        sum.add(bytes: bytes)
-        return sum.verifies
-    }
-
-    /// Whether the checksum verifies over the IPv6 pseudo-header and the whole segment.
-    @inlinable
-    public func checksumVerifies(source: IPv6Address, destination: IPv6Address) -> Bool {
-        var sum = InternetChecksum()
-        sum.addPseudoHeader(source: source, destination: destination, nextHeader: .tcp, length: bytes.count)
+        Address.addPseudoHeader(to: &sum, source: source, destination: destination, protocol: .tcp, length: bytes.count)
         sum.add(bytes: bytes)
         return sum.verifies
     }
@@ -139,43 +130,25 @@ public struct TCPRepr: Hashable, Sendable {
         return length
     }
 
-    /// Computes and stores the checksum of a complete segment (header and data) in place.
+    /// Computes and stores the checksum of a complete segment (header and data) in place, over IPv4 or IPv6.
     @inlinable
-    public static func fillChecksum(segment: UnsafeMutableRawBufferPointer, source: IPv4Address, destination: IPv4Address) {
-        segment.storeBigEndian(UInt16(0), at: 16)
-        var sum = InternetChecksum()
-        sum.addPseudoHeader(source: source, destination: destination, protocol: .tcp, length: segment.count)
-        sum.add(bytes: UnsafeRawBufferPointer(segment))
-        segment.storeBigEndian(sum.checksum, at: 16)
-    }
-
-    /// Computes and stores the checksum of a complete segment carried over IPv6.
-    @inlinable
-    public static func fillChecksum(segment: UnsafeMutableRawBufferPointer, source: IPv6Address, destination: IPv6Address) {
-        segment.storeBigEndian(UInt16(0), at: 16)
-        var sum = InternetChecksum()
-        sum.addPseudoHeader(source: source, destination: destination, nextHeader: .tcp, length: segment.count)
-        sum.add(bytes: UnsafeRawBufferPointer(segment))
-        segment.storeBigEndian(sum.checksum, at: 16)
-    }
-
-    /// Stores only the IPv6 pseudo-header sum, for a device that finishes the checksum.
-    @inlinable
-    public static func fillPseudoHeaderChecksum(
-        segment: UnsafeMutableRawBufferPointer, source: IPv6Address, destination: IPv6Address
+    public static func fillChecksum<Address: PseudoHeaderAddress>(
+        segment: UnsafeMutableRawBufferPointer, source: Address, destination: Address
     ) {
+        segment.storeBigEndian(UInt16(0), at: 16)
         var sum = InternetChecksum()
-        sum.addPseudoHeader(source: source, destination: destination, nextHeader: .tcp, length: segment.count)
-        segment.storeBigEndian(sum.foldedSum, at: 16)
+        Address.addPseudoHeader(to: &sum, source: source, destination: destination, protocol: .tcp, length: segment.count)
+        sum.add(bytes: UnsafeRawBufferPointer(segment))
+        segment.storeBigEndian(sum.checksum, at: 16)
     }
 
     /// Stores only the pseudo-header sum, as a device doing checksum offload (virtio's NEEDS_CSUM) expects.
     @inlinable
-    public static func fillPseudoHeaderChecksum(
-        segment: UnsafeMutableRawBufferPointer, source: IPv4Address, destination: IPv4Address
+    public static func fillPseudoHeaderChecksum<Address: PseudoHeaderAddress>(
+        segment: UnsafeMutableRawBufferPointer, source: Address, destination: Address
     ) {
         var sum = InternetChecksum()
-        sum.addPseudoHeader(source: source, destination: destination, protocol: .tcp, length: segment.count)
+        Address.addPseudoHeader(to: &sum, source: source, destination: destination, protocol: .tcp, length: segment.count)
         segment.storeBigEndian(sum.foldedSum, at: 16)
     }
 }
