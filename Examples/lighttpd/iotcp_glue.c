@@ -250,6 +250,11 @@ ssize_t iotcp_glue_writev(int fd, const struct iovec *vectors, int count) {
     return s ? iotcp_writev(stack, s->socket, vectors, count) : writev(fd, vectors, count);
 }
 
+int iotcp_glue_setsockopt(int fd, int level, int name, const void *value, socklen_t length) {
+    struct glue_socket *s = glue_socket(fd);
+    return s ? iotcp_setsockopt(stack, s->socket, level, name, value, length) : setsockopt(fd, level, name, value, length);
+}
+
 int iotcp_glue_shutdown(int fd, int how) {
     struct glue_socket *s = glue_socket(fd);
     return s ? iotcp_shutdown(stack, s->socket, how) : shutdown(fd, how);

@@ -36,6 +36,9 @@ int iotcp_glue_accept(int listener, struct sockaddr *peer, size_t *length);
 ssize_t iotcp_glue_read(int fd, void *buffer, size_t length);
 ssize_t iotcp_glue_write(int fd, const void *buffer, size_t length);
 ssize_t iotcp_glue_writev(int fd, const struct iovec *vectors, int count);
+/* setsockopt(2); for an iotcp socket, libiotcp's options (TCP_CORK: the head lighttpd writes before a
+   file leaves in the file's first segment). */
+int iotcp_glue_setsockopt(int fd, int level, int name, const void *value, socklen_t length);
 /* sendfile(2) plus the file's path: for an iotcp socket the NIC sends the bytes (the file is opened on
    the NIC once and kept); -1/EAGAIN while that open is under way, and the socket turns writable again
    when it finishes. */

@@ -232,7 +232,7 @@ public func iotcp_getpeername(_ stack: OpaquePointer?, _ socket: Int32, _ addres
 
 // Linux's option numbers (<sys/socket.h>, <netinet/in.h>, <netinet/tcp.h>), named here because Glibc's
 // Swift module does not carry <netinet/tcp.h>.
-private let solSocket: Int32 = 1, soKeepalive: Int32 = 9, ipprotoTCP: Int32 = 6, tcpNoDelay: Int32 = 1
+private let solSocket: Int32 = 1, soKeepalive: Int32 = 9, ipprotoTCP: Int32 = 6, tcpNoDelay: Int32 = 1, tcpCork: Int32 = 3
 
 @_cdecl("iotcp_setsockopt")
 public func iotcp_setsockopt(
@@ -249,8 +249,9 @@ public func iotcp_setsockopt(
         }
         switch (level, name) {
         case (ipprotoTCP, tcpNoDelay): try stackCall { () throws(IOTCPError) in try c.stack.setNoDelay(target, enabled) }
+        case (ipprotoTCP, tcpCork): try stackCall { () throws(IOTCPError) in try c.stack.setCork(target, enabled) }
         case (solSocket, soKeepalive): try stackCall { () throws(IOTCPError) in try c.stack.setKeepalive(target, enabled) }
-        default: throw CFailure(ENOPROTOOPT, "only TCP_NODELAY and SO_KEEPALIVE are options here")
+        default: throw CFailure(ENOPROTOOPT, "only TCP_NODELAY, TCP_CORK and SO_KEEPALIVE are options here")
         }
         return 0
     }

@@ -201,6 +201,9 @@ int main(int argc, char **argv) {
                 int length = snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Length: %llu\r\nConnection: close\r\n\r\n",
                                       (unsigned long long)status.size);
                 struct iovec vectors[2] = { { head, 17 }, { head + 17, (size_t)length - 17 } };
+                /* Corked, as lighttpd does: the head waits for the file's first segment and leaves in it. */
+                int on = 1;
+                check("TCP_CORK on before the head", iotcp_setsockopt(stack, socket, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0, NULL);
                 ssize_t wrote = iotcp_writev(stack, socket, vectors, 2);
                 check("the head goes out by writev", wrote == length, NULL);
                 session->responding = 1;
@@ -209,6 +212,10 @@ int main(int argc, char **argv) {
                 ssize_t queued = iotcp_offload_write(stack, socket, file, session->sent, (size_t)(status.size - session->sent));
                 if (queued <= 0) break;
                 session->sent += (uint64_t)queued;
+            }
+            if (session->responding) {
+                int off = 0;
+                check("TCP_CORK off after the body", iotcp_setsockopt(stack, socket, IPPROTO_TCP, TCP_CORK, &off, sizeof off) == 0, NULL);
             }
             if (session->responding && session->sent == status.size) {
                 iotcp_shutdown(stack, socket, SHUT_WR);

@@ -88,7 +88,9 @@ int iotcp_shutdown(iotcp_stack *stack, int socket, int how);
 int iotcp_close(iotcp_stack *stack, int socket);
 int iotcp_getsockname(iotcp_stack *stack, int socket, struct sockaddr_in *address);
 int iotcp_getpeername(iotcp_stack *stack, int socket, struct sockaddr_in *address);
-/* On a connection: IPPROTO_TCP/TCP_NODELAY (Nagle off; it is on by default, as on Linux) and
+/* On a connection: IPPROTO_TCP/TCP_NODELAY (Nagle off; it is on by default, as on Linux),
+   IPPROTO_TCP/TCP_CORK (writes wait for what follows until it is turned off or the stack next waits, so a
+   head written before iotcp_offload_write leaves in the file's first segment) and
    SOL_SOCKET/SO_KEEPALIVE (probes after 2 h idle, 75 s apart, 9 of them, unless the stack sets its own),
    with an int value. Other options are ENOPROTOOPT; a listener is EOPNOTSUPP. */
 int iotcp_setsockopt(iotcp_stack *stack, int socket, int level, int name, const void *value, socklen_t length);

@@ -33,6 +33,8 @@ public final class IOTCPStack {
     private let sender: ChannelSender
     /// Connections with bytes written with `more` and not yet flushed.
     private var corked: [TCPHandle] = []
+    /// Connections with TCP_CORK on (`setCork`): few at a time, so a list.
+    private var corkedConnections: [TCPHandle] = []
     private let clock: () -> Instant
 
     /// Registrations and the sockets that may be ready (the epoll half).
@@ -150,6 +152,7 @@ public final class IOTCPStack {
         try checkChannel()
         var output = sender
         let count: Int
+        let more = more || !corkedConnections.isEmpty && corkedConnections.contains(handle)
         do throws(TCPError) { count = try engine.write(handle, bytes, more: more, now: clock(), output: &output) } catch {
             throw .tcp(error)
         }
@@ -172,6 +175,20 @@ public final class IOTCPStack {
         let handle = try connection(socket)
         var output = sender
         do throws(TCPError) { try engine.shutdownWrite(handle, now: clock(), output: &output) } catch { throw .tcp(error) }
+    }
+
+    /// TCP_CORK: while on, every write to the connection is a write with `more` (its bytes wait for what
+    /// follows, so a head and the file range queued after it share a segment); turning it off sends what
+    /// waits. Unlike Linux's cork, which holds bytes up to 200 ms, waiting bytes also go at the next `wait`.
+    public func setCork(_ socket: Socket, _ enabled: Bool) throws(IOTCPError) {
+        let handle = try connection(socket)
+        if enabled {
+            if !corkedConnections.contains(handle) { corkedConnections.append(handle) }
+        } else {
+            corkedConnections.removeAll { $0 == handle }
+            var output = sender
+            engine.flush(handle, now: clock(), output: &output)
+        }
     }
 
     /// TCP_NODELAY: `true` turns Nagle's algorithm off for this connection (short writes go at once).
@@ -202,6 +219,7 @@ public final class IOTCPStack {
             engine.stopListening(TCPListenerID(port: port), now: clock(), output: &output)
         case .connection(let handle):
             forgetFailure(of: handle)
+            if !corkedConnections.isEmpty { corkedConnections.removeAll { $0 == handle } }
             do throws(TCPError) { try engine.close(handle, now: clock(), output: &output) } catch { throw .tcp(error) }
         }
     }
