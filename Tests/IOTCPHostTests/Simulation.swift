@@ -38,6 +38,7 @@ struct QueueOutput: CommandOutput {
         case flowOpen(FlowID, FlowEndpoints)
         case flowClose(FlowID)
         case send(FlowID, SendRange)
+        case sendWithHead(FlowID, SendRange, [UInt8])
         case retransmit(FlowID, SequenceNumber, Int, SegmentTemplate)
         case acknowledged(FlowID, SequenceNumber)
     }
@@ -49,6 +50,7 @@ struct QueueOutput: CommandOutput {
         case .flowOpen(let flow, let endpoints): items.append(.command(.flowOpen(flow, endpoints)))
         case .flowClose(let flow, _): items.append(.command(.flowClose(flow)))
         case .send(let flow, let range): items.append(.command(.send(flow, range)))
+        case .sendWithHead(let flow, let range, let head): items.append(.command(.sendWithHead(flow, range, Array(head))))
         case .retransmit(let flow, let sequence, let length, let template):
             items.append(.command(.retransmit(flow, sequence, Int(length), template)))
         case .acknowledged(let flow, let through): items.append(.command(.acknowledged(flow, through)))
@@ -76,6 +78,8 @@ final class SimulatedNIC {
     var heldAtClose = 0
     var retransmitsNotFound = 0
     var commands = 0
+    /// SENDs that carried a response head.
+    var sendsWithHead = 0
 
     struct Collector: NICOutput {
         var packets: [[UInt8]] = []
@@ -119,6 +123,9 @@ final class SimulatedNIC {
             plane.handle(.flowClose(flow, reason: 0), received: now, now: now, output: &output)
         case .send(let flow, let range):
             plane.handle(.send(flow, range), received: now, now: now, output: &output)
+        case .sendWithHead(let flow, let range, let head):
+            sendsWithHead += 1
+            head.withUnsafeBytes { plane.handle(.sendWithHead(flow, range, head: $0), received: now, now: now, output: &output) }
         case .retransmit(let flow, let sequence, let length, let template):
             plane.handle(.retransmit(flow, sequence: sequence, length: UInt32(length), template: template), received: now, now: now, output: &output)
         case .acknowledged(let flow, let through):
@@ -155,6 +162,9 @@ struct Simulation {
         var file: OffloadedFileID
         /// What the file's bytes are made from (`fileByte`).
         var key: UInt64
+        /// A response head the server writes before the file (with `more`, so it leaves as a SEND's head):
+        /// that many bytes of `fileByte(~key, ...)`; 0 without heads.
+        var headLength = 0
         var received = 0
         var finished = false
         var corrupt = false
@@ -183,18 +193,20 @@ struct Simulation {
     var packetsDropped = 0
     private var buffer = [UInt8](repeating: 0, count: 256 * 1024)
 
-    init(seed: UInt64, conditions: WireConditions, sizes: [Int], configuration: TCPConfiguration = TCPConfiguration()) {
+    init(seed: UInt64, conditions: WireConditions, sizes: [Int], configuration: TCPConfiguration = TCPConfiguration(), heads: Bool = false) {
         now = Instant.milliseconds(10_000)
         random = SeededGenerator(seed: seed)
         self.conditions = conditions
         server = TCPEngine(localAddress: Self.serverAddress, configuration: configuration, secret: (seed, ~seed), now: now)
         client = TCPEngine(localAddress: Self.clientAddress, configuration: configuration, secret: (~seed, seed), now: now)
         listener = try! server.listen(port: Self.port, backlog: 1024)
+        if heads { server.nicOffersHeads(true) }
         let nic = SimulatedNIC(diskDelay: nicDelay)
         self.nic = nic
         for (index, size) in sizes.enumerated() {
             let key = seed &* 1_000_003 &+ UInt64(index)
-            transfers.append(Transfer(clientPort: UInt16(20000 + index), size: size, file: nic.addFile(key: key, size: size), key: key))
+            transfers.append(Transfer(clientPort: UInt16(20000 + index), size: size, file: nic.addFile(key: key, size: size), key: key,
+                                      headLength: heads ? 1 + Int(key % 700) : 0))
         }
         for index in transfers.indices {
             transfers[index].handle = try! client.connect(to: Self.serverAddress, port: Self.port,
@@ -248,6 +260,12 @@ struct Simulation {
             let port = server.endpoints(of: handle)!.remotePort
             guard let transfer = transfers.first(where: { $0.clientPort == port }) else { continue }
             serving[handle] = (transfer.file, transfer.size, 0, false)
+            if transfer.headLength > 0 {
+                // Far less than the send queue holds: taken whole.
+                let head = (0..<transfer.headLength).map { fileByte(~transfer.key, UInt64($0)) }
+                let time = now
+                _ = head.withUnsafeBytes { try? server.write(handle, $0, more: true, now: time, output: &serverOutput) }
+            }
         }
         for (handle, job) in serving {
             var job = job
@@ -268,13 +286,17 @@ struct Simulation {
                 let count = readAvailable(handle)
                 if count > 0 {
                     let start = transfers[index].received
-                    let key = transfers[index].key
-                    for offset in 0..<count where buffer[offset] != fileByte(key, UInt64(start + offset)) {
-                        transfers[index].corrupt = true
-                        break
+                    let key = transfers[index].key, head = transfers[index].headLength
+                    for offset in 0..<count {
+                        let position = start + offset
+                        let expected = position < head ? fileByte(~key, UInt64(position)) : fileByte(key, UInt64(position - head))
+                        if buffer[offset] != expected {
+                            transfers[index].corrupt = true
+                            break
+                        }
                     }
                     transfers[index].received += count
-                    if transfers[index].received == transfers[index].size { transfers[index].completedAt = now }
+                    if transfers[index].received == head + transfers[index].size { transfers[index].completedAt = now }
                     continue
                 }
                 let state = client.state(of: handle)

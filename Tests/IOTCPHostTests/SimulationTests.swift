@@ -46,6 +46,39 @@ struct SimulationTests {
         print("simulation: \(total) transfers, \(bytes) bytes")
     }
 
+    /// Responses with heads: each head written with `more` leaves as the head of the file's first SEND, in
+    /// the NIC's first segment; when that segment is lost the host resends the head and the NIC the file.
+    @Test("500 transfers with response heads sent as SEND heads, with loss, duplication, reordering and corruption, arrive byte-exact")
+    func transfersWithHeads() {
+        var total = 0, headsSent = 0
+        for seed in UInt64(1)...125 {
+            var random = SeededGenerator(seed: seed &* 104_729)
+            let sizes = (0..<4).map { _ -> Int in
+                switch Int.random(in: 0..<10, using: &random) {
+                case 0: 0
+                case 1...6: Int.random(in: 1...5_000, using: &random)
+                default: Int.random(in: 5_000...300_000, using: &random)
+                }
+            }
+            let conditions = WireConditions(
+                oneWayDelay: [50_000, 1_000_000, 20_000_000].randomElement(using: &random)!,
+                jitter: 100_000, loss: [0.01, 0.05, 0.2].randomElement(using: &random)!, duplication: 0.01,
+                reordering: 0.02, corruption: 0.005)
+            var simulation = Simulation(seed: seed, conditions: conditions, sizes: sizes, heads: true)
+            let finished = simulation.run()
+            #expect(finished, "seed \(seed), \(conditions), sizes \(sizes): not finished by the limit")
+            for transfer in simulation.transfers {
+                #expect(transfer.received == transfer.headLength + transfer.size && !transfer.corrupt,
+                        "seed \(seed): \(transfer.received)/\(transfer.headLength)+\(transfer.size) corrupt \(transfer.corrupt)")
+            }
+            #expect(simulation.nic.heldAtClose == 0 && simulation.nic.retransmitsNotFound == 0, "seed \(seed)")
+            headsSent += simulation.nic.sendsWithHead
+            total += sizes.count
+        }
+        #expect(total == 500)
+        #expect(headsSent > 300, "most responses left with their head in the file's first segment (\(headsSent))")
+    }
+
     @Test("a grid of loss (0, 1, 5, 20 %) by RTT (0.1, 10, 100 ms) always completes", arguments: [0.0, 0.01, 0.05, 0.20])
     func lossAndDelayGrid(loss: Double) {
         let size = 1_000_000
