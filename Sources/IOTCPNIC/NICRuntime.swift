@@ -84,7 +84,8 @@ public final class NICRuntime {
         self.dataPlane = dataPlane
         frame = .allocate(byteCount: 65536 + 64, alignment: 64)
         transmitFrame = .allocate(byteCount: 65536 + 64, alignment: 64)
-        headerFrame = .allocate(byteCount: 14 + 256, alignment: 64)
+        // Ethernet, the data plane's IPv4/TCP headers, and a SEND's head placed right after them.
+        headerFrame = .allocate(byteCount: 14 + 256 + SendRange.maximumHeadLength, alignment: 64)
         if let channel { attach(channel) }
     }
 
@@ -346,8 +347,10 @@ public final class NICRuntime {
                 // A whole packet (the host's, or ARP/ICMP): the Ethernet header, then the packet where it lies.
                 return runtime.gather(header: UnsafeRawBufferPointer(ethernet), payload: headers, offload: wireOffload)
             }
-            // Data: Ethernet and the data plane's IPv4/TCP headers together, then the payload from its buffer.
-            guard 14 + headers.count <= runtime.headerFrame.count else { return .sent }
+            // Data: Ethernet and the data plane's IPv4/TCP headers (and a SEND's head) together, then the payload
+            // from its buffer. Headers longer than the frame for them are a bug, not a lost frame: the data plane's
+            // counters would say it left.
+            precondition(14 + headers.count <= runtime.headerFrame.count, "\(headers.count) bytes of headers do not fit the header frame")
             UnsafeMutableRawBufferPointer(rebasing: runtime.headerFrame[14..<(14 + headers.count)]).copyMemory(from: headers)
             return runtime.gather(header: UnsafeRawBufferPointer(rebasing: runtime.headerFrame[0..<(14 + headers.count)]),
                                   payload: payload, offload: wireOffload)

@@ -12,12 +12,15 @@ public struct IPv6Settings: Hashable, Sendable {
 }
 
 /// IPv6 on the link: Neighbor Discovery (RFC 4861) for the link's global and link-local addresses (answering
-/// solicitations, soliciting unknown neighbours within the same budget as ARP, learning from solicitations,
-/// answers and packets sent to us), ICMPv6 echo, and the ICMPv6 errors RFC 8200 and RFC 4443 ask of a host:
+/// solicitations, soliciting unknown neighbours within a budget of its own, learning as RFC 4861 says: from
+/// solicitations for our addresses and from answers to our own solicitations; an unsolicited advertisement
+/// only refreshes a known neighbour, and without its Override flag never changes its address), ICMPv6 echo,
+/// and the ICMPv6 errors RFC 8200 and RFC 4443 ask of a host:
 /// a Parameter Problem for what the parser refuses, Destination Unreachable (port) for a transport not
 /// carried. TCP over IPv6 is not carried by the stack yet, so a connection attempt is refused that way at
-/// once rather than left to time out. Errors are rate-limited, never sent about an error, to a group (except
-/// where an option's type asks), or to an unspecified or multicast source.
+/// once rather than left to time out. Errors are rate-limited, never sent about an error, about a packet sent
+/// to a group or as a link-layer multicast or broadcast (except where an option's type asks), or to an
+/// unspecified or multicast source.
 extension EthernetLink {
     /// Whether `address` is one of the link's own.
     func isOurs(_ address: IPv6Address) -> Bool {
@@ -63,6 +66,7 @@ extension EthernetLink {
     mutating func receiveIPv6(_ ethernet: EthernetFrameView, transmit: (UnsafeRawBufferPointer) -> Void) {
         guard ipv6 != nil else { return }
         let bytes = ethernet.payload
+        let unicastFrame = ethernet.destination == hardwareAddress
         let packet: IPv6PacketView
         do throws(WireError) {
             packet = try IPv6PacketView(bytes)
@@ -72,7 +76,7 @@ extension EthernetLink {
             if let problem = error.ipv6ParameterProblem, bytes.count >= IPv6PacketView.headerLength {
                 let destination = IPv6Address.load(from: bytes, at: 24)
                 let total = min(bytes.count, IPv6PacketView.headerLength + Int(bytes.bigEndianUInt16(at: 4)))
-                if isOurs(destination) || problem.evenToMulticast && isOurGroup(destination) {
+                if isOurs(destination) && unicastFrame || problem.evenToMulticast && (isOurs(destination) || isOurGroup(destination)) {
                     sendError(.parameterProblem(code: problem.code, pointer: UInt32(problem.pointer)),
                               about: UnsafeRawBufferPointer(rebasing: bytes[0..<total]), transmit: transmit)
                 }
@@ -82,7 +86,8 @@ extension EthernetLink {
         let source = packet.source, destination = packet.destination
         let unicast = isOurs(destination)
         guard unicast || isOurGroup(destination) else { return }
-        if unicast && !source.isUnspecified && !source.isMulticast { heard(source, at: ethernet.source) }
+        // Errors only about what was sent to us alone (RFC 4443 §2.4 e.3-e.5).
+        let answersWithErrors = unicast && unicastFrame
         switch packet.upperLayerProtocol {
         case .icmpv6:
             guard let (icmp, data) = try? ICMPv6Repr.parse(packet.upperLayer, source: source, destination: destination) else {
@@ -98,6 +103,7 @@ extension EthernetLink {
                 // from the unspecified address is another node's duplicate address detection: the answer, that
                 // the address is taken, goes to all nodes and is not marked solicited.
                 if let hardware = options.sourceLinkLayerAddress { heard(source, at: hardware) }
+                guard takeNeighborDiscoveryBudget() else { return }
                 let answer = ICMPv6Repr(message: .neighborAdvertisement(
                     flags: source.isUnspecified ? [.override] : [.solicited, .override], target: target))
                 sendNeighborDiscovery(answer, options: NeighborDiscoveryOptions(targetLinkLayerAddress: hardwareAddress),
@@ -108,9 +114,15 @@ extension EthernetLink {
                       icmp.isValidNeighborDiscovery(hopLimit: packet.hopLimit, source: source, destination: destination, options: options),
                       let hardware = options.targetLinkLayerAddress
                 else { return }
-                // An answer (solicited) is learned; an unsolicited one only updates a neighbour already known
-                // (RFC 4861 §7.2.5), so advertisements cannot fill the table.
-                if flags.contains(.solicited) || neighbours6.contains(target) { heard(target, at: hardware) }
+                // An answer to our own solicitation is learned; anything else only updates a neighbour already
+                // known, and only with Override or no change of address (RFC 4861 §7.2.5), so advertisements
+                // can neither fill the table nor move a neighbour without saying so.
+                if let asked = pendingSolicitations.firstIndex(where: { $0.target == target }) {
+                    pendingSolicitations.remove(at: asked)
+                    heard(target, at: hardware)
+                } else if let known = neighbours6.lookUp(target, now: clock), known == hardware || flags.contains(.override) {
+                    heard(target, at: hardware)
+                }
             case .echoRequest(let identifier, let sequence) where unicast:
                 let reply = ICMPv6Repr(message: .echoReply(identifier: identifier, sequence: sequence))
                 var out = [UInt8](repeating: 0, count: IPv6PacketView.headerLength + reply.fixedLength + data.count)
@@ -130,11 +142,11 @@ extension EthernetLink {
         case .tcp, .udp:
             // No port of either is open over IPv6 yet: the sender learns so at once (RFC 4443 §3.1, code 4).
             ipv6Dropped += 1
-            if unicast { sendError(.destinationUnreachable(code: 4), about: packet.bytes, transmit: transmit) }
+            if answersWithErrors { sendError(.destinationUnreachable(code: 4), about: packet.bytes, transmit: transmit) }
         default:
             // A Next Header value the stack does not know (RFC 8200 §4): Parameter Problem, code 1.
             ipv6Dropped += 1
-            if unicast {
+            if answersWithErrors {
                 sendError(.parameterProblem(code: 1, pointer: UInt32(packet.upperLayerPointer)), about: packet.bytes, transmit: transmit)
             }
         }
@@ -169,11 +181,29 @@ extension EthernetLink {
             offLinkDrops += 1
             return
         }
-        guard takeResolutionBudget() else { return }
+        guard takeNeighborDiscoveryBudget() else { return }
+        // Remembered for three seconds (Linux's three tries a second), sixty-four at most: the oldest goes.
+        pendingSolicitations.removeAll { clock - $0.since >= 3 * Nanoseconds.second || $0.target == target }
+        if pendingSolicitations.count >= 64 { pendingSolicitations.removeFirst() }
+        pendingSolicitations.append((target, clock))
         sendNeighborDiscovery(ICMPv6Repr(message: .neighborSolicitation(target: target)),
                               options: NeighborDiscoveryOptions(sourceLinkLayerAddress: hardwareAddress),
                               from: ourAddress(toward: target), to: target.solicitedNodeMulticast, transmit: transmit)
         neighborSolicitationsSent += 1
+    }
+
+    /// Whether another solicitation or advertisement to all nodes may leave in this 100 ms (counted if not).
+    mutating func takeNeighborDiscoveryBudget() -> Bool {
+        if clock - neighborDiscoveryTick >= 100 * Nanoseconds.millisecond {
+            neighborDiscoveryTick = clock
+            neighborDiscoveryThisTick = 0
+        }
+        guard neighborDiscoveryThisTick < neighborDiscoveryPerTick else {
+            arpRequestsLimited += 1
+            return false
+        }
+        neighborDiscoveryThisTick += 1
+        return true
     }
 
     /// Sends a Neighbor Discovery message with hop limit 255, which receivers require (RFC 4861 §7.1).

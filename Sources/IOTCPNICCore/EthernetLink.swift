@@ -51,6 +51,13 @@ public struct EthernetLink {
     public var icmpv6ErrorsPerTick = 10
     var icmpv6Tick = Instant.zero
     var icmpv6ErrorsThisTick = 0
+    /// Neighbour solicitations, and advertisements to all nodes, per 100 ms: a budget of their own, so a
+    /// flood of IPv6 solicitations cannot starve ARP. Solicitations sent in the last seconds, so only the
+    /// answer to one creates a neighbour (an advertisement nobody asked for only refreshes a known one).
+    public var neighborDiscoveryPerTick = 64
+    var neighborDiscoveryTick = Instant.zero
+    var neighborDiscoveryThisTick = 0
+    var pendingSolicitations: [(target: IPv6Address, since: Instant)] = []
     /// Packets waiting for their neighbour's address, and since when.
     private var held: [IPv4Address: (packet: [UInt8], since: Instant)] = [:]
     public let maximumHeld = 64

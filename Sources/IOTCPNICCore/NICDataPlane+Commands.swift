@@ -174,11 +174,10 @@ extension NICDataPlane {
                  output: &output)
             return
         }
-        guard deferredBytes + head.count <= limits.maximumDeferredBytes else {
-            fail(.storeFull, kind: .send, flow: flow, reference: UInt64(range.sequence.rawValue),
-                 "the NIC holds \(deferredBytes) bytes of the host's (limit \(limits.maximumDeferredBytes))", output: &output)
-            return
-        }
+        // With no room to keep the head, the range goes without it, as if its first bytes were lost: the peer
+        // acknowledges up to them and the host, which still holds them, sends them again.
+        let keepsHead = !head.isEmpty && deferredBytes + head.count <= limits.maximumDeferredBytes
+        if !head.isEmpty && !keepsHead { counters.deferredDrops += 1 }
         guard queuedBytes + length <= limits.maximumQueuedBytes else {
             fail(.storeFull, kind: .send, flow: flow, reference: UInt64(range.sequence.rawValue),
                  "the NIC has \(queuedBytes) bytes queued to send (limit \(limits.maximumQueuedBytes))", output: &output)
@@ -189,7 +188,7 @@ extension NICDataPlane {
         var offset = 0
         while offset < length {
             // The first chunk leaves room for the head, so it still fits one super-segment.
-            let take = min(chunkLength - (offset == 0 ? head.count : 0), length - offset)
+            let take = min(max(chunkLength - (offset == 0 ? head.count : 0), 1), length - offset)
             let lease: FileLease
             do throws(FileFailure) {
                 lease = try files.lease(range.file)
@@ -202,7 +201,7 @@ extension NICDataPlane {
                                  file: range.file, fileOffset: range.offset + UInt64(offset), lease: lease,
                                  template: range.template, arrival: received)
             chunks[Int(chunk)].isLast = offset + take == length
-            if offset == 0 && !head.isEmpty {
+            if offset == 0 && keepsHead {
                 let held = newDeferredPacket()
                 deferred[Int(held)].bytes.append(contentsOf: head)
                 deferredBytes += head.count

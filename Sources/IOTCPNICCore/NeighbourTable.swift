@@ -45,18 +45,18 @@ struct NeighbourTable<Address: Hashable> {
         return true
     }
 
-    /// Forgets what aged out; if nothing did, the neighbour silent for longest.
+    /// Forgets what aged out; if too little did, the eighth of the table silent longest. Making room a batch
+    /// at a time keeps a flood of new sources from costing a pass over the whole table each.
     private mutating func makeRoom(now: Instant) {
         let before = entries.count
         entries = entries.filter { $0.value.isStatic || now - $0.value.lastSeen < lifetime }
-        if entries.count < maximum {
-            evicted += before - entries.count
-            return
+        let wanted = max(1, maximum / 8)
+        if entries.count > maximum - wanted {
+            let oldest = entries.filter { !$0.value.isStatic }.sorted { $0.value.lastSeen < $1.value.lastSeen }
+                .prefix(entries.count - (maximum - wanted))
+            for entry in oldest { entries[entry.key] = nil }
         }
-        if let oldest = entries.filter({ !$0.value.isStatic }).min(by: { $0.value.lastSeen < $1.value.lastSeen })?.key {
-            entries[oldest] = nil
-            evicted += 1
-        }
+        evicted += before - entries.count
     }
 
     /// The neighbour's hardware address, if known and not aged out.

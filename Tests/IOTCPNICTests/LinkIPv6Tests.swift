@@ -147,6 +147,12 @@ struct LinkIPv6Tests {
         _ = deliver(frame(from: stranger, to: .allNodes, next: .icmpv6, upper: unsolicited, hopLimit: 255, to: MACAddress(0x33, 0x33, 0, 0, 0, 1)),
                     to: &link)
         #expect(link.neighbourCount == 0)
+        // Nor one that claims to answer a solicitation we never sent.
+        let claimed = icmp(.neighborAdvertisement(flags: [.solicited, .override], target: stranger),
+                           data: options(NeighborDiscoveryOptions(targetLinkLayerAddress: MACAddress(2, 8, 8, 8, 8, 8))),
+                           from: stranger, to: Self.ours)
+        _ = deliver(frame(from: stranger, to: Self.ours, next: .icmpv6, upper: claimed, hopLimit: 255), to: &link)
+        #expect(link.neighbourCount == 0, "an answer to nothing we asked")
 
         let answer = icmp(.neighborAdvertisement(flags: [.solicited, .override], target: Self.peer),
                           data: options(NeighborDiscoveryOptions(targetLinkLayerAddress: Self.peerMAC)), from: Self.peer, to: Self.ours)
@@ -156,6 +162,17 @@ struct LinkIPv6Tests {
         packet.withUnsafeBytes { link.send(ipv6Packet: $0, transmit: { sent.append(Array($0)) }) }
         let framed = try #require(sent.first)
         #expect(sent.count == 1 && Array(framed[0..<6]) == [0x02, 9, 9, 9, 9, 9] && Array(framed[14...]) == packet)
+        // An unsolicited advertisement without Override does not move a known neighbour; with it, it does.
+        for (flags, expected) in [(NeighborAdvertisementFlags(), [UInt8]([0x02, 9, 9, 9, 9, 9])), ([.override], [0x02, 6, 6, 6, 6, 6])] {
+            let moved = icmp(.neighborAdvertisement(flags: flags, target: Self.peer),
+                             data: options(NeighborDiscoveryOptions(targetLinkLayerAddress: MACAddress(2, 6, 6, 6, 6, 6))),
+                             from: Self.peer, to: .allNodes)
+            _ = deliver(frame(from: Self.peer, to: .allNodes, next: .icmpv6, upper: moved, hopLimit: 255, to: MACAddress(0x33, 0x33, 0, 0, 0, 1)),
+                        to: &link)
+            sent.removeAll()
+            packet.withUnsafeBytes { link.send(ipv6Packet: $0, transmit: { sent.append(Array($0)) }) }
+            #expect(sent.first.map { Array($0[0..<6]) } == expected, "flags \(flags.rawValue)")
+        }
 
         // Off the link (not in fd77::/64, not link-local): never solicited, never learned.
         packet.withUnsafeMutableBytes { IPv6Address("2001:db8::1")!.store(to: $0, at: 24) }
@@ -169,12 +186,21 @@ struct LinkIPv6Tests {
         var link = makeLink()
         let data = Array(0..<UInt8(56))
         let request = icmp(.echoRequest(identifier: 0x1234, sequence: 7), data: data, from: Self.peer, to: Self.ours)
+        // From a peer not yet known (a data packet teaches nothing, RFC 4861): it is solicited, the reply waits.
+        let first = deliver(frame(from: Self.peer, to: Self.ours, next: .icmpv6, upper: request), to: &link)
+        #expect(try first.map { try read($0).icmp.message } == [.neighborSolicitation(target: Self.peer)])
+        // As a real peer does, it solicited us first: learned from its solicitation, then answered.
+        let solicitation = icmp(.neighborSolicitation(target: Self.ours),
+                                data: options(NeighborDiscoveryOptions(sourceLinkLayerAddress: Self.peerMAC)),
+                                from: Self.peer, to: Self.ours.solicitedNodeMulticast)
+        _ = deliver(frame(from: Self.peer, to: Self.ours.solicitedNodeMulticast, next: .icmpv6, upper: solicitation, hopLimit: 255,
+                          to: Self.ours.solicitedNodeMulticast.multicastMAC), to: &link)
         let sent = deliver(frame(from: Self.peer, to: Self.ours, next: .icmpv6, upper: request), to: &link)
         let reply = try read(try #require(sent.first))
-        #expect(reply.ethernetDestination == Self.peerMAC, "the sender was learned from its packet")
+        #expect(reply.ethernetDestination == Self.peerMAC, "the sender was learned from its solicitation")
         #expect(reply.ip.source == Self.ours && reply.ip.destination == Self.peer)
         #expect(reply.icmp.message == .echoReply(identifier: 0x1234, sequence: 7) && reply.data == data)
-        #expect(link.echoRepliesSent == 1)
+        #expect(link.echoRepliesSent == 2, "the first reply was built, and dropped while its neighbour was asked for")
         // A corrupted one (checksum) is dropped unanswered.
         var corrupted = request
         corrupted[9] ^= 1
@@ -193,6 +219,8 @@ struct LinkIPv6Tests {
         let refused = try read(try #require(deliver(synFrame, to: &link).first))
         #expect(refused.icmp.message == .destinationUnreachable(code: 4))
         #expect(refused.data == Array(synFrame[14...]) && refused.ip.destination == Self.peer)
+        // The same sent as a link-layer broadcast: no error (RFC 4443 §2.4 e.4).
+        #expect(deliver(frame(from: Self.peer, to: Self.ours, next: .tcp, upper: segment, to: .broadcast), to: &link).isEmpty)
         // An unknown upper layer: Parameter Problem code 1 at the Next Header field (offset 6).
         let unknown = try read(try #require(deliver(frame(from: Self.peer, to: Self.ours, next: IPProtocol(rawValue: 253), upper: [0]), to: &link).first))
         #expect(unknown.icmp.message == .parameterProblem(code: 1, pointer: 6))

@@ -46,7 +46,7 @@ struct LinkTests {
             }
         }
         #expect(frames == 20_000, "every segment still goes up to the host")
-        #expect(link.neighbourCount == 64)
+        #expect(link.neighbourCount <= 64 && link.neighbourCount > 56, "full, less the batch last made room for")
         #expect(link.offLinkSources == 10_001, "every off-link source, and one claiming our own address")
         #expect(link.neighboursEvicted > 9_000)
     }

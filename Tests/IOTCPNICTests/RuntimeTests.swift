@@ -12,7 +12,9 @@ struct RuntimeTests {
 
     /// Opens the file and a flow, SENDs 100,000 bytes, runs the runtime 200 virtual milliseconds, and
     /// returns the frames on the wire, with how many ECHOs came back.
-    func run(wire: MemoryWire, outbound: FaultSettings, root: ExportRoot, refuseUntil: UInt64 = 0) throws -> (runtime: NICRuntime, echoes: Int) {
+    func run(
+        wire: MemoryWire, outbound: FaultSettings, root: ExportRoot, refuseUntil: UInt64 = 0, head: [UInt8] = []
+    ) throws -> (runtime: NICRuntime, echoes: Int) {
         var link = EthernetLink(hardwareAddress: MACAddress(0x02, 0, 0, 0x77, 0, 2), address: IPv4Address(10, 77, 0, 2))
         link.learn(neighbour: Self.peer, at: Self.peerHardware)
         let runtime = NICRuntime(wire: wire, link: link, dataPlane: memoryPlane(root))
@@ -41,9 +43,13 @@ struct RuntimeTests {
         sender.flush()
         try turn(0)
         let opened = try #require(file)
-        sender.append(.send(FlowID(4), SendRange(sequence: SequenceNumber(1000), length: 100_000, file: opened, offset: 0,
-                                                 template: SegmentTemplate(acknowledgmentNumber: SequenceNumber(1), window: 65535,
-                                                                           maximumSegmentSize: 1448))))
+        let range = SendRange(sequence: SequenceNumber(1000), length: 100_000, file: opened, offset: 0,
+                              template: SegmentTemplate(acknowledgmentNumber: SequenceNumber(1), window: 65535, maximumSegmentSize: 1448))
+        if head.isEmpty {
+            sender.append(.send(FlowID(4), range))
+        } else {
+            head.withUnsafeBytes { sender.append(.sendWithHead(FlowID(4), range, head: $0)) }
+        }
         sender.flush()
         for millisecond in 1...200 {
             try turn(UInt64(millisecond))
@@ -85,6 +91,39 @@ struct RuntimeTests {
         let bytes = try reassemble(wire.sent)
         let intact = bytes == root.content
         #expect(intact)
+    }
+
+    @Test("a SEND's head of up to the largest allowed leaves in the first frame, with super-segments and without")
+    func longHeadOnTheWire() throws {
+        let root = try ExportRoot()
+        // 1,400 bytes: under the MSS, far past what a frame's header space held before heads.
+        let head = (0..<1400).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+        for takesSuperSegments in [true, false] {
+            let wire = MemoryWire(takesSuperSegments: takesSuperSegments)
+            let (runtime, echoes) = try run(wire: wire, outbound: FaultSettings(), root: root, head: head)
+            #expect(echoes >= 1 && runtime.dataPlane.counters.errors == 0)
+            let frames = takesSuperSegments ? wire.sent.flatMap { frame -> [[UInt8]] in
+                // Cut as the wire would: the first frame's payload at 1,448 per segment, headers repeated.
+                frame.withUnsafeBytes { raw in
+                    let headerLength = 14 + 40
+                    let payload = Array(raw[headerLength...])
+                    return stride(from: 0, to: payload.count, by: 1448).map { start in
+                        var piece = Array(raw[0..<headerLength]) + Array(payload[start..<min(start + 1448, payload.count)])
+                        let length = piece.count
+                        piece.withUnsafeMutableBytes { out in
+                            out.storeBigEndian(UInt16(length - 14), at: 14 + 2)
+                            out.storeBigEndian(raw.bigEndianUInt32(at: 14 + 20 + 4) &+ UInt32(start), at: 14 + 20 + 4)
+                            IPv4Repr.fillChecksum(header: UnsafeMutableRawBufferPointer(rebasing: out[14..<34]))
+                        }
+                        return piece
+                    }
+                }
+            } : wire.sent
+            let bytes = try reassemble(frames)
+            #expect(bytes.count == head.count + root.content.count, "super-segments \(takesSuperSegments): \(bytes.count) bytes")
+            let intact = bytes == head + root.content
+            #expect(intact, "the head, then the file, whole (super-segments \(takesSuperSegments))")
+        }
     }
 
     @Test("a wire that takes super-segments gets two for 100,000 bytes; one that does not gets 70 segments")

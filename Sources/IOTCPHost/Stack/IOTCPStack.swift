@@ -157,7 +157,7 @@ public final class IOTCPStack {
             throw .tcp(error)
         }
         if count == 0 && !bytes.isEmpty { throw .wouldBlock }
-        if more && count > 0 { corked.append(handle) }
+        if more && count > 0 && corked.last != handle { corked.append(handle) }
         return count
     }
 

@@ -112,7 +112,7 @@ extension TCPConnection {
                     }
                 case .bytes:
                     let length = min(piece.length, segmentSize)
-                    if !isRetransmission, let file = fileAfterHead(piece, room: room, configuration: configuration) {
+                    if !isRetransmission, let file = fileAfterHead(piece, room: room, inFlight: inFlight, configuration: configuration) {
                         emitSend(file, head: piece, last: file.sequence + file.length == dataEnd, now: now, configuration: configuration,
                                  output: &output)
                         sent = true
@@ -167,18 +167,22 @@ extension TCPConnection {
 
     /// The file range that may leave with `head`, new bytes just before it, as the head of its SEND: when
     /// the NIC takes heads, the bytes are all there is before the range and fit under a segment, and the
-    /// windows and the NIC's share (TCP small queues) let some of the range go now.
-    func fileAfterHead(_ head: SendQueue.Piece, room: Int, configuration: TCPConfiguration) -> SendQueue.Piece? {
+    /// windows, the NIC's share (TCP small queues, the head counted) and the rule against small reads let
+    /// some of the range go now, as they would without the head. Otherwise the head goes on its own.
+    func fileAfterHead(_ head: SendQueue.Piece, room: Int, inFlight: Int, configuration: TCPConfiguration) -> SendQueue.Piece? {
         guard configuration.headsWithFiles && configuration.nicTakesHeads, head.length < segmentSize,
               head.length <= SendRange.maximumHeadLength, room > head.length,
               var file = sendQueue.piece(at: head.sequence + head.length, limit: min(room - head.length, configuration.maximumSendBytes)),
               file.source.isFile
         else { return nil }
         if configuration.maximumUnechoedBytes > 0 {
-            let nicRoom = configuration.maximumUnechoedBytes - unechoedBytes
+            let nicRoom = configuration.maximumUnechoedBytes - unechoedBytes - head.length
             guard nicRoom > 0 else { return nil }
             file.length = min(file.length, nicRoom)
         }
+        let remaining = sendQueue.piece(at: file.sequence, limit: .max)?.length ?? 0
+        let minimum = min(configuration.minimumSendSegments * segmentSize, congestion.window / 2)
+        if file.length < minimum && file.length < remaining && inFlight > 0 { return nil }
         return file
     }
 
