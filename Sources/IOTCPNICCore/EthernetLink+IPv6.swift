@@ -194,16 +194,9 @@ extension EthernetLink {
 
     /// Whether another solicitation or advertisement to all nodes may leave in this 100 ms (counted if not).
     mutating func takeNeighborDiscoveryBudget() -> Bool {
-        if clock - neighborDiscoveryTick >= 100 * Nanoseconds.millisecond {
-            neighborDiscoveryTick = clock
-            neighborDiscoveryThisTick = 0
-        }
-        guard neighborDiscoveryThisTick < neighborDiscoveryPerTick else {
-            arpRequestsLimited += 1
-            return false
-        }
-        neighborDiscoveryThisTick += 1
-        return true
+        if neighborDiscovery.take(now: clock) { return true }
+        arpRequestsLimited += 1
+        return false
     }
 
     /// Sends a Neighbor Discovery message with hop limit 255, which receivers require (RFC 4861 §7.1).
@@ -235,15 +228,10 @@ extension EthernetLink {
         // About an ICMPv6 error: never (its type is right after a header without extension headers; with
         // them, the upper layer was not reached and the packet is not an error we can recognise).
         if invoking[6] == IPProtocol.icmpv6.rawValue, invoking.count > 40, invoking[40] < 128 { return }
-        if clock - icmpv6Tick >= 100 * Nanoseconds.millisecond {
-            icmpv6Tick = clock
-            icmpv6ErrorsThisTick = 0
-        }
-        guard icmpv6ErrorsThisTick < icmpv6ErrorsPerTick else {
+        guard icmpv6Errors.take(now: clock) else {
             icmpv6ErrorsLimited += 1
             return
         }
-        icmpv6ErrorsThisTick += 1
         let from = isOurs(destination) ? destination : ourAddress(toward: source)
         let quoted = UnsafeRawBufferPointer(rebasing: invoking[0..<min(invoking.count, 1280 - 40 - error.fixedLength)])
         var out = [UInt8](repeating: 0, count: IPv6PacketView.headerLength + error.fixedLength + quoted.count)

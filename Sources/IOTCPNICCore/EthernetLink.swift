@@ -33,9 +33,7 @@ public struct EthernetLink {
     /// At most this many ARP requests and neighbour solicitations leave per 100 ms: answering a flood of
     /// SYNs from spoofed on-link sources must not turn into a broadcast storm on the link (Linux asks at most
     /// 3 times a second per neighbour, and keeps per-neighbour state for it; a budget keeps nothing per address).
-    public var arpRequestsPerTick = 64
-    private var arpTick = Instant.zero
-    private var arpRequestsThisTick = 0
+    public var arpRequests = TickBudget(perTick: 64)
     /// IPv6, when the link has an address of that family too (`EthernetLink+IPv6.swift`).
     public let ipv6: IPv6Settings?
     /// fe80::/64 with the modified EUI-64 of `hardwareAddress`: where link-local Neighbor Discovery is answered.
@@ -48,15 +46,11 @@ public struct EthernetLink {
     public internal(set) var icmpv6ErrorsLimited = 0
     /// IPv6 packets refused by the parser (RFC 8200's discards) or not carried yet (TCP over IPv6).
     public internal(set) var ipv6Dropped = 0
-    public var icmpv6ErrorsPerTick = 10
-    var icmpv6Tick = Instant.zero
-    var icmpv6ErrorsThisTick = 0
+    public var icmpv6Errors = TickBudget(perTick: 10)
     /// Neighbour solicitations, and advertisements to all nodes, per 100 ms: a budget of their own, so a
     /// flood of IPv6 solicitations cannot starve ARP. Solicitations sent in the last seconds, so only the
     /// answer to one creates a neighbour (an advertisement nobody asked for only refreshes a known one).
-    public var neighborDiscoveryPerTick = 64
-    var neighborDiscoveryTick = Instant.zero
-    var neighborDiscoveryThisTick = 0
+    public var neighborDiscovery = TickBudget(perTick: 64)
     var pendingSolicitations: [(target: IPv6Address, since: Instant)] = []
     /// Packets waiting for their neighbour's address, and since when.
     private var held: [IPv4Address: (packet: [UInt8], since: Instant)] = [:]
@@ -222,17 +216,31 @@ public struct EthernetLink {
         }
     }
 
-    /// Whether another ARP request or neighbour solicitation may leave in this 100 ms (counted if not).
+    /// Whether another ARP request may leave in this 100 ms (counted if not).
     mutating func takeResolutionBudget() -> Bool {
-        if clock - arpTick >= 100 * Nanoseconds.millisecond {
-            arpTick = clock
-            arpRequestsThisTick = 0
+        if arpRequests.take(now: clock) { return true }
+        arpRequestsLimited += 1
+        return false
+    }
+}
+
+/// How many of something the link may send per 100 ms: what a flood can make it send is bounded, and no
+/// state is kept per address.
+public struct TickBudget: Sendable {
+    public var perTick: Int
+    private var tick = Instant.zero
+    private var used = 0
+
+    public init(perTick: Int) { self.perTick = perTick }
+
+    /// Whether one more may go at `now`; counts it if so.
+    mutating func take(now: Instant) -> Bool {
+        if now - tick >= 100 * Nanoseconds.millisecond {
+            tick = now
+            used = 0
         }
-        guard arpRequestsThisTick < arpRequestsPerTick else {
-            arpRequestsLimited += 1
-            return false
-        }
-        arpRequestsThisTick += 1
+        guard used < perTick else { return false }
+        used += 1
         return true
     }
 }
