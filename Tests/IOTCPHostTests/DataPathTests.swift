@@ -258,6 +258,42 @@ struct SendCommandTests {
         #expect(fired.retransmits.map(\.1) == [1448])
     }
 
+    @Test("after timeouts, an ACK echoing the retransmission's timestamp ends the RTO's backoff (RFC 7323 §4.1)")
+    func timestampSampleEndsBackoff() throws {
+        for echoRetransmission in [true, false] {
+            var script = Script()
+            let (handle, iss) = try establishPassive(&script)
+            _ = try script.writeFile(handle, length: 2 * 1448)
+            for (_, range) in script.output.take().sends {
+                script.engine.handleEcho(flow: handle.flow, sequenceEnd: range.sequence + Int(range.length), nicDelayNanoseconds: 0,
+                                         now: script.now, output: &script.output)
+            }
+            // Three timeouts (200, 400, 800 ms): the RTO has backed off to 1.6 s.
+            var retransmissionTimestamp: UInt32 = 0
+            var timeouts = 0
+            for _ in 0..<1400 {
+                for case .retransmit(_, _, _, let template) in script.advance(milliseconds: 1) {
+                    retransmissionTimestamp = try #require(template.timestamps?.value)
+                    timeouts += 1
+                }
+            }
+            #expect(timeouts == 3)
+            let backedOff = try #require(script.engine.info(of: handle)).retransmissionTimeout
+            #expect(backedOff == 1_600 * Nanoseconds.millisecond)
+            // The first segment arrives and is acknowledged 10 ms after the last retransmission left.
+            script.advance(milliseconds: 10)
+            let echo = echoRetransmission ? retransmissionTimestamp : retransmissionTimestamp &- 1_500
+            script.inject(sequence: 1001, acknowledgment: iss &+ 1 &+ 1448, flags: .ack,
+                          options: TCPOptions(timestamps: TCPTimestamps(value: 5000, echoReply: echo)))
+            let timeout = try #require(script.engine.info(of: handle)).retransmissionTimeout
+            if echoRetransmission {
+                #expect(timeout == 200 * Nanoseconds.millisecond, "a valid sample of the retransmission: back to the floor")
+            } else {
+                #expect(timeout == backedOff, "an echo older than the first timeout is the original's: Karn keeps the backoff")
+            }
+        }
+    }
+
     @Test("without an ECHO the timer still fires, after the allowance for the NIC")
     func missingEcho() throws {
         var script = Script()

@@ -187,6 +187,7 @@ extension TCPConnection {
         if sackEnabled && !segment.options.sackBlocks.isEmpty { scoreboard.record(segment.options.sackBlocks, unacknowledged: sendUnacknowledged, sendMaximum: sendMaximum) }
 
         if ack > sendUnacknowledged {
+            if consecutiveTimeouts > 0 { sampleRetransmission(echo: segment.options.timestamps?.echoReply, now: now, configuration: configuration) }
             newlyAcknowledged(through: ack, now: now, configuration: configuration, output: &output)
         } else if ack == sendUnacknowledged, payloadLength == 0, !segment.flags.contains(.fin),
                   window == sendWindow, sendUnacknowledged != sendMaximum {
@@ -231,6 +232,18 @@ extension TCPConnection {
             break
         }
         return true
+    }
+
+    /// After timeouts, an ACK of new data whose echoed timestamp is one we sent since the first of them
+    /// measures the retransmission's round trip unambiguously (RFC 7323 §4.1, where Karn's rule forbids a
+    /// sequence-based sample): the RTO returns from its backoff at once instead of after one more clean
+    /// round, so a lossy path does not keep a minute-long RTO that turns a few losses into a give-up.
+    mutating func sampleRetransmission(echo: UInt32?, now: Instant, configuration: TCPConfiguration) {
+        guard timestampsEnabled, let echo, echo != 0 else { return }
+        let sent = Int32(bitPattern: echo &- timestampClock(retransmittingSince))
+        let age = Int32(bitPattern: timestampClock(now) &- echo)
+        guard sent >= 0, age >= 0 else { return }
+        rtt.addSample(UInt64(age) * Nanoseconds.millisecond, configuration: configuration)
     }
 
     var finAcknowledged: Bool {

@@ -91,6 +91,7 @@ extension TCPConnection {
             sendWindowProbe(now: now, configuration: configuration, output: &output)
             return
         }
+        if consecutiveTimeouts == 0 { retransmittingSince = now }
         consecutiveTimeouts += 1
         timeouts += 1
         rtt.backOff(configuration: configuration)

@@ -91,6 +91,8 @@ struct TCPConnection {
     /// The timer was armed at a SEND's issue, with the ECHO allowance: the ECHO re-arms it precisely.
     var retransmitAwaitsEcho = false
     var consecutiveTimeouts = 0
+    /// When the first of the `consecutiveTimeouts` fired: an echoed timestamp from then on is a retransmission's.
+    var retransmittingSince = Instant.zero
     var keepaliveProbesSent = 0
     var persistBackoff = 0
     /// Zero-window probes sent since the peer last answered anything: past `maximumRetransmissions` the
