@@ -33,8 +33,8 @@ public final class IOTCPStack {
     private let sender: ChannelSender
     /// Connections with bytes written with `more` and not yet flushed.
     private var corked: [TCPHandle] = []
-    /// Connections with TCP_CORK on (`setCork`): few at a time, so a list.
-    private var corkedConnections: [TCPHandle] = []
+    /// Connections with TCP_CORK on (`setCork`). A set: a server may leave every connection corked.
+    private var corkedConnections: Set<TCPHandle> = []
     private let clock: () -> Instant
 
     /// Registrations and the sockets that may be ready (the epoll half).
@@ -183,9 +183,9 @@ public final class IOTCPStack {
     public func setCork(_ socket: Socket, _ enabled: Bool) throws(IOTCPError) {
         let handle = try connection(socket)
         if enabled {
-            if !corkedConnections.contains(handle) { corkedConnections.append(handle) }
+            corkedConnections.insert(handle)
         } else {
-            corkedConnections.removeAll { $0 == handle }
+            corkedConnections.remove(handle)
             var output = sender
             engine.flush(handle, now: clock(), output: &output)
         }
@@ -219,7 +219,7 @@ public final class IOTCPStack {
             engine.stopListening(TCPListenerID(port: port), now: clock(), output: &output)
         case .connection(let handle):
             forgetFailure(of: handle)
-            if !corkedConnections.isEmpty { corkedConnections.removeAll { $0 == handle } }
+            if !corkedConnections.isEmpty { corkedConnections.remove(handle) }
             do throws(TCPError) { try engine.close(handle, now: clock(), output: &output) } catch { throw .tcp(error) }
         }
     }

@@ -73,24 +73,13 @@ extension TCPConnection {
                 let isRetransmission = sendNext < sendMaximum
                 switch piece.source {
                 case .file, .records:
-                    // New file data stops where the NIC's share of it (TCP small queues) runs out; bytes from
-                    // memory never wait on it.
-                    if !isRetransmission && configuration.maximumUnechoedBytes > 0 {
-                        let nicRoom = configuration.maximumUnechoedBytes - unechoedBytes
-                        guard nicRoom > 0 else { break sending }
-                        piece.length = min(piece.length, nicRoom)
-                    }
                     if isRetransmission {
                         retransmit(from: sendNext, limit: min(piece.length, sendMaximum - sendNext), now: now,
                                    configuration: configuration, output: &output)
                     } else {
-                        // Atlas: wait for a window worth a disk read, unless the queue is shorter or nothing is in
-                        // flight. Never more than half the congestion window, or a small window would go out in
-                        // bursts with gaps, and a loss near a burst's end would find too few segments behind it
-                        // for duplicate ACKs.
-                        let remaining = sendQueue.piece(at: sendNext, limit: .max)?.length ?? 0
-                        let minimum = min(configuration.minimumSendSegments * segmentSize, congestion.window / 2)
-                        if piece.length < minimum && piece.length < remaining && inFlight > 0 { break sending }
+                        guard let admitted = admittedFileLength(piece, besides: 0, inFlight: inFlight, configuration: configuration)
+                        else { break sending }
+                        piece.length = admitted
                         if case .records(let run) = piece.source {
                             // End on a record boundary, so the NIC reads and seals each record once: cut back to
                             // the last boundary inside the piece, or, when the piece ends inside the record it
@@ -99,6 +88,7 @@ extension TCPConnection {
                             // Waiting only helps when the windows can hold the rest of the record at all: with a
                             // congestion window smaller than that (heavy loss), the part goes now.
                             let end = piece.sequence + piece.length
+                            let remaining = sendQueue.piece(at: sendNext, limit: .max)?.length ?? 0
                             let (_, recordStart) = run.record(containing: end, overhead: recordOverhead)
                             if recordStart > piece.sequence && recordStart < end {
                                 piece.length = recordStart - piece.sequence
@@ -173,17 +163,30 @@ extension TCPConnection {
         guard configuration.headsWithFiles && configuration.nicTakesHeads, head.length < segmentSize,
               head.length <= SendRange.maximumHeadLength, room > head.length,
               var file = sendQueue.piece(at: head.sequence + head.length, limit: min(room - head.length, configuration.maximumSendBytes)),
-              file.source.isFile
+              file.source.isFile,
+              let admitted = admittedFileLength(file, besides: head.length, inFlight: inFlight, configuration: configuration)
         else { return nil }
-        if configuration.maximumUnechoedBytes > 0 {
-            let nicRoom = configuration.maximumUnechoedBytes - unechoedBytes - head.length
-            guard nicRoom > 0 else { return nil }
-            file.length = min(file.length, nicRoom)
-        }
-        let remaining = sendQueue.piece(at: file.sequence, limit: .max)?.length ?? 0
-        let minimum = min(configuration.minimumSendSegments * segmentSize, congestion.window / 2)
-        if file.length < minimum && file.length < remaining && inFlight > 0 { return nil }
+        file.length = admitted
         return file
+    }
+
+    /// How much of `piece`, new file data, may go to the NIC now, or nil to wait. It stops where the NIC's
+    /// share (TCP small queues) runs out, counting `besides` bytes that leave with it; bytes from memory
+    /// never wait on that. And Atlas: it waits for a window worth a disk read, unless the queue is shorter or
+    /// nothing is in flight; never more than half the congestion window, or a small window would go out in
+    /// bursts with gaps, and a loss near a burst's end would find too few segments behind it for duplicate
+    /// ACKs.
+    func admittedFileLength(_ piece: SendQueue.Piece, besides: Int, inFlight: Int, configuration: TCPConfiguration) -> Int? {
+        var length = piece.length
+        if configuration.maximumUnechoedBytes > 0 {
+            let nicRoom = configuration.maximumUnechoedBytes - unechoedBytes - besides
+            guard nicRoom > 0 else { return nil }
+            length = min(length, nicRoom)
+        }
+        let remaining = sendQueue.piece(at: piece.sequence, limit: .max)?.length ?? 0
+        let minimum = min(configuration.minimumSendSegments * segmentSize, congestion.window / 2)
+        if length < minimum && length < remaining && inFlight > 0 { return nil }
+        return length
     }
 
     mutating func emitSend<O: CommandOutput>(
