@@ -92,10 +92,14 @@ check "wrk completed requests" yes "$([ "${requests:-0}" -gt 1000 ] && echo yes 
 check "wrk: no non-2xx" "" "$(grep 'Non-2xx' "$work/wrk.out")"
 echo "soak: $requests well-behaved requests in ${seconds} s under 1% loss, beside aborting, stalling and vanishing clients"
 
-# Let every timeout run out: idle (5 s), send (5 s), header (3 s), and the TCP timers of vanished peers
-# (their RTOs back off to give up within a few minutes at most; the send timeout aborts them first).
+# Let every timeout run out: idle (5 s), send (5 s), header (3 s), and the TCP timers of vanished peers.
+# The send timeout aborts a session's connection, but one the server closed with data unacknowledged is an
+# orphan: eight retransmissions (Linux's tcp_orphan_retries) whose backoff is capped at 60 s, about 100 s
+# from a 200 ms RTO and up to nine minutes from one already backed off when the client vanished. The wait
+# covers that worst case; it ends as soon as everything is back to idle.
 settled=no
-for _ in $(seq 90); do
+settle_start=$SECONDS
+for _ in $(seq 270); do
   sleep 2
   kill -USR1 "$nic_pid" "$server_pid"
   sleep 0.3
@@ -106,6 +110,13 @@ for _ in $(seq 90); do
   if [ "${sessions:-1}" = 0 ] && [ "${flows:-1}" = 0 ] && [ "${files:-1}" = 0 ]; then settled=yes; break; fi
 done
 check "every session, flow and file ended once the clients were gone" yes "$settled"
+settle_seconds=$((SECONDS - settle_start))
+echo "soak: back to idle $settle_seconds s after the load ended"
+# Every stalled or vanished client here held a keep-alive session, which the send timeout aborts: none may
+# be left as an orphan to run out its retransmissions (as one did when a response queued whole counted as
+# idle, was closed gracefully and held a NIC flow, a file and 79 KB of store for four minutes).
+check "back to idle within 60 s of the load's end (no orphans left to the retransmission limit)" yes \
+  "$([ "$settled" = yes ] && [ "$settle_seconds" -le 60 ] && echo yes || echo "after $settle_seconds s")"
 nic_state=$(grep counters "$work/nic.log" | tail -1)
 for counter in flows open-files store-bytes chunks buffers-in-use queued-bytes; do
   check "NIC $counter back to 0" 0 "$(echo "$nic_state" | grep -oE "(^| )$counter=[0-9]*" | cut -d= -f2)"

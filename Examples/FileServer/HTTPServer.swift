@@ -185,8 +185,13 @@ final class HTTPServer {
     /// microseconds per thousand connections.
     private func sweepTimeouts(now: UInt64) {
         for (token, session) in sessions where !session.closing {
-            if session.responding {
-                let acknowledged = stack.info(of: session.socket)?.sendUnacknowledged.rawValue ?? 0
+            // A body is queued whole (a range, not bytes), so a response may still be in TCP's queue after the
+            // session has handed it all over: until the client has taken it, that is sending, not idle. (Timed
+            // out as idle, it would be closed gracefully, its FIN behind megabytes a stalled client never
+            // takes, and linger as an orphan for the retransmission limit instead of being aborted.)
+            let info = session.responding || session.headStarted == 0 ? stack.info(of: session.socket) : nil
+            if session.responding || (info?.queuedBytes ?? 0) > 0 {
+                let acknowledged = info?.sendUnacknowledged.rawValue ?? 0
                 if acknowledged != session.acknowledgedMark {
                     session.acknowledgedMark = acknowledged
                     session.lastActivity = now
