@@ -47,7 +47,8 @@ final class CStack {
             do { try namespace.create(with: tap, replacing: options.replace_netns != 0) } catch { throw CFailure(EEXIST, "\(error)") }
             let runtime = NICRuntime(
                 wire: tap, link: EthernetLink(hardwareAddress: MACAddress(0x02, 0, 0, 0x77, 0, 2), address: namespace.stackAddress,
-                                              prefixLength: namespace.prefixLength),
+                                              prefixLength: namespace.prefixLength,
+                                              ipv6: namespace.ipv6.map { IPv6Settings(address: $0.stackAddress, prefixLength: $0.prefixLength) }),
                 dataPlane: .standard(files: files))
             let nic: EmbeddedNIC
             do { nic = try EmbeddedNIC(runtime: runtime) } catch {

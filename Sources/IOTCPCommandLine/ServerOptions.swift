@@ -13,7 +13,10 @@ public struct ServerOptions: ParsableArguments {
     @Option(help: "The network namespace of the clients (created and removed in embedded mode).")
     public var netns = "iotcp"
 
-    @Option(help: "This server's address and prefix; the namespace side takes the first other host address.")
+    @Option(help: ArgumentHelp(
+        "This server's address and prefix; the namespace side takes the first other host address.",
+        discussion: "Both families as 10.77.0.2/24,fd77::2/64: over IPv6 the NIC answers Neighbor Discovery and ping; "
+            + "TCP over IPv6 is refused at once until it is served."))
     public var address = "10.77.0.2/24"
 
     @Option(help: "Split mode: reach an iotcp-nic process at shm:PATH or rdma://IP:PORT instead of running the NIC stack here.")

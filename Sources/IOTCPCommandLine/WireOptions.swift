@@ -153,7 +153,8 @@ public struct WireOptions: ParsableArguments {
         do { tap = try TapDevice(name: "iotcp\(getpid() % 10_000)", vnetHeader: true) } catch { throw RuntimeFailure("\(error)") }
         do { try namespace.create(with: tap, replacing: replaceNetns) } catch { throw RuntimeFailure("\(error)") }
         let link = EthernetLink(hardwareAddress: MACAddress(0x02, 0, 0, 0x77, 0, 2), address: namespace.stackAddress,
-                                prefixLength: namespace.prefixLength)
+                                prefixLength: namespace.prefixLength,
+                                ipv6: namespace.ipv6.map { IPv6Settings(address: $0.stackAddress, prefixLength: $0.prefixLength) })
         let runtime = NICRuntime(wire: tap, link: link, dataPlane: dataPlane)
         runtime.inbound = FaultyWire(settings: inbound, seed: seed)
         runtime.outbound = FaultyWire(settings: outbound, seed: seed &+ 1)

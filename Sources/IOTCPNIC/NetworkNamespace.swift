@@ -15,17 +15,57 @@ public struct NetworkNamespace: Sendable {
     public let stackAddress: IPv4Address
     public let clientAddress: IPv4Address
     public let prefixLength: Int
+    /// The IPv6 side, when the address list has one: the NIC answers Neighbor Discovery and echo there.
+    public let ipv6: IPv6Addressing?
+
+    /// The stack's IPv6 address and the namespace side's, on one prefix.
+    public struct IPv6Addressing: Sendable, Equatable {
+        public let stackAddress: IPv6Address
+        public let clientAddress: IPv6Address
+        public let prefixLength: Int
+    }
 
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
     }
 
-    /// Parses "10.77.0.2/24": the stack takes that address, the namespace side the first other host
-    /// address of the subnet.
+    /// Parses "10.77.0.2/24", or both families as "10.77.0.2/24,fd77::2/64": the stack takes each address,
+    /// the namespace side the first other host address of each subnet (10.77.0.1, fd77::1).
     public init(name: String, address: String) throws(NetworkNamespace.Failure) {
-        let parts = address.split(separator: "/")
-        guard parts.count == 2, let ours = IPv4Address(parts[0]), let prefix = Int(parts[1]), (8...30).contains(prefix) else {
-            throw Failure(description: "an address must look like 10.77.0.2/24 (prefix 8 to 30), not \(address)")
+        var ipv4: (address: IPv4Address, prefix: Int)?
+        var ipv6: (address: IPv6Address, prefix: Int)?
+        for item in address.split(separator: ",", omittingEmptySubsequences: false) {
+            let parts = item.split(separator: "/", omittingEmptySubsequences: false)
+            if parts.count == 2, let ours = IPv4Address(parts[0]) {
+                guard ipv4 == nil else { throw Failure(description: "one IPv4 address at most, not \(address)") }
+                guard let prefix = Int(parts[1]), (8...30).contains(prefix) else {
+                    throw Failure(description: "an IPv4 address must look like 10.77.0.2/24 (prefix 8 to 30), not \(item)")
+                }
+                ipv4 = (ours, prefix)
+            } else if parts.count == 2, let ours = IPv6Address(parts[0]) {
+                guard ipv6 == nil else { throw Failure(description: "one IPv6 address at most, not \(address)") }
+                guard let prefix = Int(parts[1]), (8...126).contains(prefix) else {
+                    throw Failure(description: "an IPv6 address must look like fd77::2/64 (prefix 8 to 126), not \(item)")
+                }
+                guard !ours.isMulticast && !ours.isUnspecified && !ours.isLoopback && !ours.isLinkLocal && !ours.isIPv4Mapped else {
+                    throw Failure(description: "\(item) is not a unicast global or unique-local IPv6 address")
+                }
+                ipv6 = (ours, prefix)
+            } else {
+                throw Failure(description: "an address must look like 10.77.0.2/24, or 10.77.0.2/24,fd77::2/64 for both families, "
+                    + "not \(address)")
+            }
+        }
+        guard let (ours, prefix) = ipv4 else {
+            // TCP runs over IPv4 only so far: an IPv6-only server could answer ping but serve nothing.
+            throw Failure(description: "\(address) has no IPv4 address: IPv6 is given beside one (10.77.0.2/24,fd77::2/64), "
+                + "as TCP over IPv6 is not served yet")
+        }
+        self.ipv6 = ipv6.map { ours, prefix in
+            let network = ours.masked(prefixLength: prefix)
+            let host = IPv6Address(high: ours.high ^ network.high, low: ours.low ^ network.low)
+            let client = IPv6Address(high: network.high, low: network.low | (host == IPv6Address(high: 0, low: 1) ? 2 : 1))
+            return IPv6Addressing(stackAddress: ours, clientAddress: client, prefixLength: prefix)
         }
         guard !name.isEmpty, name.count <= 64, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
             throw Failure(description: "a namespace name must be 1 to 64 letters, digits, '-' or '_', not \(name)")
@@ -54,10 +94,15 @@ public struct NetworkNamespace: Sendable {
             }
             _ = Self.run(["ip", "netns", "del", name])
         }
-        for step in [["ip", "netns", "add", name], ["ip", "link", "set", tap.name, "netns", name],
+        var steps = [["ip", "netns", "add", name], ["ip", "link", "set", tap.name, "netns", name],
                      ["ip", "-n", name, "link", "set", tap.name, "txqueuelen", "\(Self.transmitQueueLength)"],
-                     ["ip", "-n", name, "addr", "add", "\(clientAddress)/\(prefixLength)", "dev", tap.name],
-                     ["ip", "-n", name, "link", "set", tap.name, "up"], ["ip", "-n", name, "link", "set", "lo", "up"]] {
+                     ["ip", "-n", name, "addr", "add", "\(clientAddress)/\(prefixLength)", "dev", tap.name]]
+        if let ipv6 {
+            // No duplicate address detection: the address would stay tentative (unusable) for a second.
+            steps.append(["ip", "-n", name, "-6", "addr", "add", "\(ipv6.clientAddress)/\(ipv6.prefixLength)", "dev", tap.name, "nodad"])
+        }
+        steps += [["ip", "-n", name, "link", "set", tap.name, "up"], ["ip", "-n", name, "link", "set", "lo", "up"]]
+        for step in steps {
             guard Self.run(step) == 0 else {
                 remove()
                 throw Failure(description: "setting up network namespace \(name) failed at: \(step.joined(separator: " ")) (needs root and iproute2)")

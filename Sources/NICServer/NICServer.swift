@@ -26,7 +26,7 @@ struct NICServer: ParsableCommand {
     @Option(help: "The network namespace to create for clients (removed on exit).")
     var netns = "iotcp"
 
-    @Option(help: "The stack's address and prefix; the namespace side takes the first other host address.")
+    @Option(help: "The stack's address and prefix; the namespace side takes the first other host address (both families: 10.77.0.2/24,fd77::2/64).")
     var address = "10.77.0.2/24"
 
     @Option(help: "Log the counters every this many seconds (0: only on SIGUSR1 and at exit).")
@@ -62,6 +62,7 @@ struct NICServer: ParsableCommand {
         let nicMetrics = endpoint.map { _ in NICMetrics() }
         logger.notice("ready", metadata: [
             "channel": "\(channel)", "namespace": "\(netns)", "address": "\(namespace.stackAddress)",
+            "ipv6": "\(namespace.ipv6.map { "\($0.stackAddress)" } ?? "none")",
             "export-root": "\(exportRoot)", "retransmit": "\(wire.retransmit.rawValue)",
         ])
         // One line on standard output for scripts that wait for it.
