@@ -40,6 +40,12 @@ private func connection(_ c: CStack, _ number: Int32) throws(CFailure) -> Socket
     return socket
 }
 
+/// A connection's endpoint for the C API, which speaks `sockaddr_in`: connections are IPv4 until the stack
+/// carries TCP over IPv6 (then an IPv6 peer needs `sockaddr_in6`, and this the family check).
+private func socketAddress(_ address: IPAddress, _ port: UInt16) -> sockaddr_in {
+    socketAddress(address.ipv4 ?? IPv4Address(rawValue: 0), port)
+}
+
 private func socketAddress(_ address: IPv4Address, _ port: UInt16) -> sockaddr_in {
     var result = sockaddr_in()
     result.sin_family = sa_family_t(AF_INET)

@@ -86,9 +86,15 @@ extension NICDataPlane {
                  "flow index \(flow.index) outside 1..<\(limits.maximumFlows)", output: &output)
             return
         }
+        guard endpoints.isIPv4 else {
+            // This data plane's tables are keyed by IPv4 endpoints; its HELLO does not offer IPv6.
+            fail(.unsupported, kind: .flowOpenIPv6, flow: flow, reference: UInt64(flow.rawValue),
+                 "FLOW_OPEN6: this NIC does not carry TCP over IPv6", output: &output)
+            return
+        }
         while flows.count <= index { flows.append(FlowState()) }
         if flows[index].open { closeFlow(UInt32(index)) }  // the host reused an id without FLOW_CLOSE
-        let key = EndpointKey(remoteAddress: endpoints.remoteAddress.rawValue, remotePort: endpoints.remotePort, localPort: endpoints.localPort)
+        let key = Self.key(of: endpoints)
         if let previous = flowsByEndpoints[key], previous != UInt32(index) { closeFlow(previous) }
         // The host opened these endpoints again (a new connection it accepted itself): the old ending is over.
         if let ending = closingByEndpoints[key] { forgetClosing(Int(ending)) }
@@ -110,8 +116,7 @@ extension NICDataPlane {
         dropQueued(slot)
         let pool = self.pool
         store.removeAll(in: &flows[slot].sent) { pool.give($0) }
-        let endpoints = flows[slot].endpoints
-        let key = EndpointKey(remoteAddress: endpoints.remoteAddress.rawValue, remotePort: endpoints.remotePort, localPort: endpoints.localPort)
+        let key = Self.key(of: flows[slot].endpoints)
         if flowsByEndpoints[key] == index { flowsByEndpoints[key] = nil }
         flows[slot].open = false
         flows[slot].sealer = nil

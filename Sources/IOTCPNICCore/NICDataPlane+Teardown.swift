@@ -58,8 +58,8 @@ extension NICDataPlane {
         closeFlow(index)
         counters.teardowns += 1
         var entry = ClosingConnection()
-        entry.key = EndpointKey(remoteAddress: endpoints.remoteAddress.rawValue, remotePort: endpoints.remotePort, localPort: endpoints.localPort)
-        entry.localAddress = endpoints.localAddress
+        entry.key = Self.key(of: endpoints)
+        entry.localAddress = endpoints.localAddress.ipv4 ?? IPv4Address(rawValue: 0)
         switch parameters.state {
         case .finWait1: entry.state = .finWait1
         case .closing: entry.state = .closing

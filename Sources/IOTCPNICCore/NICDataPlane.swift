@@ -224,6 +224,13 @@ public final class NICDataPlane {
         var localPort: UInt16
     }
 
+    /// An open flow's key. Flows are IPv4 (`openFlow` refuses the others), whose mapped address keeps
+    /// the IPv4 address in its low 32 bits.
+    static func key(of endpoints: FlowEndpoints) -> EndpointKey {
+        EndpointKey(remoteAddress: UInt32(truncatingIfNeeded: endpoints.remoteAddress.bits.low), remotePort: endpoints.remotePort,
+                    localPort: endpoints.localPort)
+    }
+
     struct FlowTicket {
         var index: UInt32
         var generation: UInt32

@@ -6,10 +6,23 @@
 /// IO-TCP's timestamp rule: the NIC adds the time the data waited on it to TSval, so the peer echoes the
 /// time the segment really left, and the host's RTT never includes the NIC's queueing or disk time.
 public enum SegmentBuilder {
-    /// Bytes of one segment's IPv4 packet carrying `payloadLength` bytes under `template`.
+    /// Bytes of one segment's IP packet carrying `payloadLength` bytes under `template` (IPv4 unless
+    /// `networkHeaderLength` says otherwise: `IPAddress.headerLength`).
     @inlinable
-    public static func packetLength(payloadLength: Int, template: SegmentTemplate) -> Int {
-        IPv4Repr.headerLength + TCPSegmentView.minimumHeaderLength + (template.timestamps == nil ? 0 : 12) + payloadLength
+    public static func packetLength(payloadLength: Int, template: SegmentTemplate, networkHeaderLength: Int = IPv4Repr.headerLength) -> Int {
+        networkHeaderLength + TCPSegmentView.minimumHeaderLength + (template.timestamps == nil ? 0 : 12) + payloadLength
+    }
+
+    /// Writes the flow's IPv4 or IPv6 header for a TCP segment of `segmentLength` bytes; returns its length.
+    @inlinable
+    static func emitNetworkHeader(into buffer: UnsafeMutableRawBufferPointer, flow: FlowEndpoints, segmentLength: Int) throws(WireError) -> Int {
+        if let source = flow.localAddress.ipv4, let destination = flow.remoteAddress.ipv4 {
+            try IPv4Repr(source: source, destination: destination, protocol: .tcp, payloadLength: segmentLength).emit(into: buffer)
+            return IPv4Repr.headerLength
+        }
+        try IPv6Repr(source: flow.localAddress.bits, destination: flow.remoteAddress.bits, nextHeader: .tcp, payloadLength: segmentLength)
+            .emit(into: buffer)
+        return IPv6Repr.headerLength
     }
 
     /// Calls `body` with the sequence number, length and last-ness of each segment of `[sequence,
@@ -29,13 +42,14 @@ public enum SegmentBuilder {
         }
     }
 
-    /// Payload bytes of the largest super-segment that fits an IPv4 packet of `packetLimit` bytes: a
+    /// Payload bytes of the largest super-segment that fits an IP packet of `packetLimit` bytes: a
     /// whole number of MSS-sized segments (so the wire's cuts fall where this builder's would), or 0 when
     /// not even two fit.
     @inlinable
-    public static func superSegmentPayload(packetLimit: Int, template: SegmentTemplate) -> Int {
+    public static func superSegmentPayload(packetLimit: Int, template: SegmentTemplate, networkHeaderLength: Int = IPv4Repr.headerLength) -> Int {
         let size = max(Int(template.maximumSegmentSize), 1)
-        let segments = (min(packetLimit, Int(UInt16.max)) - packetLength(payloadLength: 0, template: template)) / size
+        let overhead = packetLength(payloadLength: 0, template: template, networkHeaderLength: networkHeaderLength)
+        let segments = (min(packetLimit, Int(UInt16.max)) - overhead) / size
         return segments >= 2 ? segments * size : 0
     }
 
@@ -55,7 +69,7 @@ public enum SegmentBuilder {
             flags: isLast ? template.lastSegmentFlags.union(.ack) : .ack, window: template.window, options: options)
     }
 
-    /// Writes one segment's IPv4 packet into `buffer` and returns its length. `fillPayload` writes the
+    /// Writes one segment's IP packet into `buffer` and returns its length. `fillPayload` writes the
     /// payload where it belongs; the checksums are computed after it. With `checksumOffload` the TCP
     /// checksum field gets only the pseudo-header sum, for the device to finish (a super-segment: one
     /// header for many MSS-sized segments, cut by the device, which also clears FIN and PSH on all but the
@@ -68,11 +82,10 @@ public enum SegmentBuilder {
     ) throws(WireError) -> Int {
         let tcp = header(flow: flow, sequence: sequence, isLast: isLast, template: template, nicDelayMilliseconds: nicDelayMilliseconds)
         let tcpLength = tcp.headerLength + payloadLength
-        let total = IPv4Repr.headerLength + tcpLength
+        let total = flow.remoteAddress.headerLength + tcpLength
         guard buffer.count >= total else { throw .bufferTooSmall(needed: total, available: buffer.count) }
-        try IPv4Repr(source: flow.localAddress, destination: flow.remoteAddress, protocol: .tcp, payloadLength: tcpLength)
-            .emit(into: buffer)
-        let segment = UnsafeMutableRawBufferPointer(rebasing: buffer[IPv4Repr.headerLength..<total])
+        let networkLength = try emitNetworkHeader(into: buffer, flow: flow, segmentLength: tcpLength)
+        let segment = UnsafeMutableRawBufferPointer(rebasing: buffer[networkLength..<total])
         let headerLength = try tcp.emitHeader(into: segment)
         fillPayload(UnsafeMutableRawBufferPointer(rebasing: segment[headerLength...]))
         if checksumOffload {
@@ -91,7 +104,7 @@ public enum SegmentBuilder {
         case offloaded
     }
 
-    /// Writes the IPv4 and TCP headers of one segment (or super-segment) into `headers`, for a payload
+    /// Writes the IP and TCP headers of one segment (or super-segment) into `headers`, for a payload
     /// that stays where it is (the wire gathers headers and payload): the NIC never copies file bytes into a
     /// frame. Returns the headers' length. The payload is read only for a `.full` checksum. `prefixLength`
     /// bytes the caller placed right after the headers (a SEND's head) are the payload's first bytes.
@@ -102,18 +115,18 @@ public enum SegmentBuilder {
         checksum: Checksum
     ) throws(WireError) -> Int {
         let tcp = header(flow: flow, sequence: sequence, isLast: isLast, template: template, nicDelayMilliseconds: nicDelayMilliseconds)
-        let headerLength = IPv4Repr.headerLength + tcp.headerLength
+        let networkLength = flow.remoteAddress.headerLength
+        let headerLength = networkLength + tcp.headerLength
         guard headers.count >= headerLength + prefixLength else {
             throw .bufferTooSmall(needed: headerLength + prefixLength, available: headers.count)
         }
         let tcpLength = tcp.headerLength + prefixLength + payload.count
-        try IPv4Repr(source: flow.localAddress, destination: flow.remoteAddress, protocol: .tcp, payloadLength: tcpLength)
-            .emit(into: headers)
-        let segment = UnsafeMutableRawBufferPointer(rebasing: headers[IPv4Repr.headerLength..<headerLength])
+        _ = try emitNetworkHeader(into: headers, flow: flow, segmentLength: tcpLength)
+        let segment = UnsafeMutableRawBufferPointer(rebasing: headers[networkLength..<headerLength])
         _ = try tcp.emitHeader(into: segment)
         segment.storeBigEndian(UInt16(0), at: 16)
         var sum = InternetChecksum()
-        sum.addPseudoHeader(source: flow.localAddress, destination: flow.remoteAddress, protocol: .tcp, length: tcpLength)
+        IPAddress.addPseudoHeader(to: &sum, source: flow.localAddress, destination: flow.remoteAddress, protocol: .tcp, length: tcpLength)
         switch checksum {
         case .full:
             // The header is a whole number of 32-bit words, so the payload's sum simply follows it.

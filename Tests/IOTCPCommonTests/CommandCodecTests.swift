@@ -94,6 +94,13 @@ extension SeededGenerator {
                 localAddress: IPv4Address(rawValue: next32()), remoteAddress: IPv4Address(rawValue: next32()),
                 localPort: next16(), remotePort: next16(), remoteHardwareAddress: MACAddress(rawValue: next()),
                 maximumSegmentSize: UInt16.random(in: 1...UInt16.max, using: &self)))
+        case .flowOpenIPv6:
+            // Not IPv4-mapped (the first half is never zero), so the command is FLOW_OPEN6.
+            command = .flowOpen(flow, FlowEndpoints(
+                localAddress: IPAddress(IPv6Address(high: next() | 1 << 63, low: next())),
+                remoteAddress: IPAddress(IPv6Address(high: next() | 1 << 63, low: next())),
+                localPort: next16(), remotePort: next16(), remoteHardwareAddress: MACAddress(rawValue: next()),
+                maximumSegmentSize: UInt16.random(in: 1...UInt16.max, using: &self)))
         case .flowClose: command = .flowClose(flow, reason: next32())
         case .send:
             let range = SendRange(
@@ -319,6 +326,43 @@ struct CommandCodecTests {
         long.withUnsafeBytes { raw in
             var reader = try! CommandReader(message: raw)
             #expect(throws: CommandDecodeError.inconsistent(kind: .send, flow: FlowID(5), field: "head length", index: 0)) { try reader.next() }
+        }
+    }
+
+    @Test("FLOW_OPEN6 carries 16-byte addresses in network order; an IPv4 flow stays FLOW_OPEN; mixed families are refused")
+    func flowOpenIPv6Layout() {
+        let endpoints = FlowEndpoints(localAddress: IPAddress("fd77::2")!, remoteAddress: IPAddress("fd77::1:5")!, localPort: 0x1F90,
+                                      remotePort: 0xA000, remoteHardwareAddress: MACAddress(rawValue: 0x0000_0A0B_0C0D_0E0F),
+                                      maximumSegmentSize: 1440)
+        var buffer = [UInt8](repeating: 0, count: 128)
+        let bytes: [UInt8] = buffer.withUnsafeMutableBytes { raw in
+            var writer = CommandWriter(buffer: raw)
+            writer.append(.flowOpen(FlowID(7), endpoints))
+            writer.append(.flowOpen(FlowID(8), flowEndpoints4))
+            return Array(writer.finish(sequence: 1))
+        }
+        #expect(bytes.count == 16 + 12 + 48 + 12 + 24)
+        #expect(Array(bytes[16..<28]) == [26, 0, 0, 0, 60, 0, 0, 0, 7, 0, 0, 0], "kind 26, FLOW_OPEN6")
+        #expect(Array(bytes[28..<44]) == [0xFD, 0x77] + [UInt8](repeating: 0, count: 13) + [2])
+        #expect(Array(bytes[44..<60]) == [0xFD, 0x77] + [UInt8](repeating: 0, count: 10) + [0, 1, 0, 5])
+        #expect(Array(bytes[60..<76]) == [0x90, 0x1F, 0x00, 0xA0, 0x0F, 0x0E, 0x0D, 0x0C, 0x0B, 0x0A, 0, 0, 0xA0, 0x05, 0, 0])
+        #expect(bytes[76] == 9, "the IPv4 flow is FLOW_OPEN (kind 9)")
+        bytes.withUnsafeBytes { raw in
+            var reader = try! CommandReader(message: raw)
+            guard case .flowOpen(FlowID(7), let decoded)? = try? reader.next(), case .flowOpen(FlowID(8), let decoded4)? = try? reader.next() else {
+                Issue.record("not decoded as two FLOW_OPENs")
+                return
+            }
+            #expect(decoded == endpoints && decoded4 == flowEndpoints4)
+        }
+        // The remote address made IPv4-mapped: a pair of two families.
+        var mixed = bytes
+        mixed.replaceSubrange(44..<60, with: [UInt8](repeating: 0, count: 10) + [0xFF, 0xFF, 10, 77, 0, 1])
+        mixed.withUnsafeBytes { raw in
+            var reader = try! CommandReader(message: raw)
+            #expect(throws: CommandDecodeError.inconsistent(kind: .flowOpenIPv6, flow: FlowID(7), field: "address families", index: 0)) {
+                try reader.next()
+            }
         }
     }
 
@@ -569,3 +613,6 @@ struct CommandCodecTests {
         #expect(decoded > 10_000, "damaged messages still yield their undamaged commands")
     }
 }
+
+private let flowEndpoints4 = FlowEndpoints(localAddress: IPv4Address(10, 77, 0, 2), remoteAddress: IPv4Address(10, 77, 0, 1), localPort: 80,
+                                           remotePort: 40000, remoteHardwareAddress: MACAddress(rawValue: 0x0202_0304_0506), maximumSegmentSize: 1460)

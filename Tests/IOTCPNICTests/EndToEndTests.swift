@@ -67,7 +67,7 @@ struct EndToEndTests {
         let nic = NICDataPlane(files: try FileTable(root: root.path), disk: DelayedDisk(base: PreadDisk(), delayNanoseconds: 2_000_000),
                                retransmitMode: mode)
         var now = Instant.milliseconds(5000)
-        let serverAddress = flowEndpoints.localAddress, clientAddress = flowEndpoints.remoteAddress
+        let serverAddress = flowEndpoints.localAddress.ipv4!, clientAddress = flowEndpoints.remoteAddress.ipv4!
         let server = TCPEngine(localAddress: serverAddress, secret: (1, 2), now: now)
         let client = TCPEngine(localAddress: clientAddress, secret: (3, 4), now: now)
         let listener = try server.listen(port: 80)

@@ -95,7 +95,7 @@ struct NICDataPlaneTests {
             #expect(tcp.flags == (index == 1 ? [.ack, .psh, .fin] : .ack), "FIN and PSH on the last super-segment only")
             // The checksum field holds the pseudo-header sum over the whole TCP length, for the wire to finish.
             var pseudo = InternetChecksum()
-            pseudo.addPseudoHeader(source: flowEndpoints.localAddress, destination: flowEndpoints.remoteAddress,
+            pseudo.addPseudoHeader(source: flowEndpoints.localAddress.ipv4!, destination: flowEndpoints.remoteAddress.ipv4!,
                                    protocol: .tcp, length: packet.count - 20)
             #expect(packet.withUnsafeBytes { $0.bigEndianUInt16(at: 20 + 16) } == pseudo.foldedSum)
             // Cut it as the kernel does: the same headers, sequence advanced, FIN/PSH kept on the last piece
@@ -112,7 +112,7 @@ struct NICDataPlaneTests {
                     raw.storeBigEndian(tcp.sequenceNumber.rawValue &+ UInt32(start), at: 20 + 4)
                     if !last { raw[20 + 13] &= ~UInt8(0x09) }
                     TCPRepr.fillChecksum(segment: UnsafeMutableRawBufferPointer(rebasing: raw[20...]),
-                                         source: flowEndpoints.localAddress, destination: flowEndpoints.remoteAddress)
+                                         source: flowEndpoints.localAddress.ipv4!, destination: flowEndpoints.remoteAddress.ipv4!)
                 }
                 cut.append(segment)
             }
@@ -160,7 +160,7 @@ struct NICDataPlaneTests {
         let packet = try #require(offloaded.packets.first)
         #expect(packet.count == 52 + 41 + 3000 && Array(packet[52...]) == expected)
         var pseudo = InternetChecksum()
-        pseudo.addPseudoHeader(source: flowEndpoints.localAddress, destination: flowEndpoints.remoteAddress, protocol: .tcp,
+        pseudo.addPseudoHeader(source: flowEndpoints.localAddress.ipv4!, destination: flowEndpoints.remoteAddress.ipv4!, protocol: .tcp,
                                length: packet.count - 20)
         #expect(packet.withUnsafeBytes { $0.bigEndianUInt16(at: 20 + 16) } == pseudo.foldedSum)
 
@@ -328,12 +328,12 @@ struct NICDataPlaneTests {
                               acknowledgmentNumber: SequenceNumber(5555), flags: flags, window: 100, options: options)
             var bytes = [UInt8](repeating: 0, count: 20 + tcp.headerLength + payload.count)
             bytes.withUnsafeMutableBytes { raw in
-                try! IPv4Repr(source: flowEndpoints.localAddress, destination: flowEndpoints.remoteAddress, protocol: .tcp,
+                try! IPv4Repr(source: flowEndpoints.localAddress.ipv4!, destination: flowEndpoints.remoteAddress.ipv4!, protocol: .tcp,
                               payloadLength: tcp.headerLength + payload.count).emit(into: raw)
                 let segment = UnsafeMutableRawBufferPointer(rebasing: raw[20...])
                 let header = try! tcp.emitHeader(into: segment)
                 UnsafeMutableRawBufferPointer(rebasing: segment[header...]).copyBytes(from: payload)
-                TCPRepr.fillChecksum(segment: segment, source: flowEndpoints.localAddress, destination: flowEndpoints.remoteAddress)
+                TCPRepr.fillChecksum(segment: segment, source: flowEndpoints.localAddress.ipv4!, destination: flowEndpoints.remoteAddress.ipv4!)
             }
             return bytes
         }
@@ -372,7 +372,7 @@ struct NICDataPlaneTests {
             let (_, id) = openFile(nic, "f\(index)", request: UInt32(index))
             ids.append(try #require(id))
             nic.handle(.flowOpen(FlowID(UInt32(index + 1)), FlowEndpoints(
-                localAddress: flowEndpoints.localAddress, remoteAddress: flowEndpoints.remoteAddress, localPort: 80,
+                localAddress: flowEndpoints.localAddress.ipv4!, remoteAddress: flowEndpoints.remoteAddress.ipv4!, localPort: 80,
                 remotePort: UInt16(30000 + index), remoteHardwareAddress: .zero, maximumSegmentSize: 1448)), received: .zero, now: .zero, output: &output)
             // Each file in two SENDs.
             for (start, length) in [(0, 120_000), (120_000, 180_000)] {
@@ -425,7 +425,7 @@ struct NICDataPlaneTests {
         // Reads of file a from offset 200,000 on fail with EIO.
         disk.failures = { read in read.descriptor == failingDescriptor && read.offset >= 200_000 ? 5 : nil }
         for (flow, file) in [(FlowID(1), a!), (FlowID(2), b!)] {
-            nic.handle(.flowOpen(flow, FlowEndpoints(localAddress: flowEndpoints.localAddress, remoteAddress: flowEndpoints.remoteAddress,
+            nic.handle(.flowOpen(flow, FlowEndpoints(localAddress: flowEndpoints.localAddress.ipv4!, remoteAddress: flowEndpoints.remoteAddress.ipv4!,
                                                      localPort: 80, remotePort: UInt16(40000 + flow.rawValue), remoteHardwareAddress: .zero,
                                                      maximumSegmentSize: 1448)), received: .zero, now: .zero, output: &output)
             nic.handle(.send(flow, SendRange(sequence: SequenceNumber(0), length: 400_000, file: file, offset: 0, template: Self.template)),

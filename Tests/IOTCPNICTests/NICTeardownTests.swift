@@ -6,8 +6,8 @@ import Testing
 /// Connections' endings on the NIC: every closing path, scripted segment by segment on a virtual clock.
 @Suite("Teardown on the NIC (TEARDOWN): FIN, its retransmission, LAST-ACK, TIME-WAIT, RST")
 struct NICTeardownTests {
-    static let server = flowEndpoints.localAddress
-    static let client = flowEndpoints.remoteAddress
+    static let server = flowEndpoints.localAddress.ipv4!
+    static let client = flowEndpoints.remoteAddress.ipv4!
     let flow = FlowID(index: 3, generation: 1)
     let start = Instant(nanoseconds: 50 * Nanoseconds.second)
     let fin = SequenceNumber(700_000)

@@ -66,7 +66,7 @@ struct ObservabilityTests {
         let entries = harness.stack.engine.connections
         #expect(entries.count == 1)
         #expect(entries.first?.info.state == .established)
-        #expect(entries.first?.endpoints.remoteAddress == StackHarness.clientAddress)
+        #expect(entries.first?.endpoints.remoteAddress.ipv4 == StackHarness.clientAddress)
         #expect(harness.stack.engine.connectionsByState == [.established: 1])
         let lines = harness.stack.engine.connectionListing.split(separator: "\n")
         #expect(lines.count == 2 && lines[0].hasPrefix("State") && lines[1].hasPrefix("established"))

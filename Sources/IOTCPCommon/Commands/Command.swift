@@ -128,7 +128,7 @@ public enum Command {
         case .fstat: .fstat
         case .stat: .stat
         case .closeFile: .closeFile
-        case .flowOpen: .flowOpen
+        case .flowOpen(_, let endpoints): endpoints.isIPv4 ? .flowOpen : .flowOpenIPv6
         case .flowClose: .flowClose
         case .send, .sendWithHead: .send
         case .retransmit: .retransmit

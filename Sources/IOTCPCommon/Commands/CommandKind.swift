@@ -31,6 +31,8 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     case redeliver = 23
     case splice = 24
     case spliceEnded = 25
+    /// `FLOW_OPEN` for an IPv6 flow: the same fields with 16-byte addresses (NICs with `NICFeatures.ipv6`).
+    case flowOpenIPv6 = 26
 
     /// Body bytes after the command header that every command of this kind has.
     @inlinable
@@ -61,6 +63,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .redeliver: 0
         case .splice: 88
         case .spliceEnded: 32
+        case .flowOpenIPv6: 48
         }
     }
 
@@ -84,6 +87,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .stat: "STAT"
         case .closeFile: "CLOSE_FILE"
         case .flowOpen: "FLOW_OPEN"
+        case .flowOpenIPv6: "FLOW_OPEN6"
         case .flowClose: "FLOW_CLOSE"
         case .send: "SEND"
         case .retransmit: "RETRANSMIT"

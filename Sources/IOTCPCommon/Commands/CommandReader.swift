@@ -73,6 +73,10 @@ public struct CommandReader {
         if let field = command.validationFailure {
             throw .inconsistent(kind: kind, flow: flow, field: field, index: commandIndex)
         }
+        if kind == .flowOpenIPv6, case .flowOpen(_, let endpoints) = command, endpoints.isIPv4 {
+            // Two IPv4-mapped addresses: an IPv4 flow has its own command, and one flow one encoding.
+            throw .inconsistent(kind: kind, flow: flow, field: "address families", index: commandIndex)
+        }
         return command
     }
 
@@ -141,6 +145,11 @@ public struct CommandReader {
                 localAddress: IPv4Address(rawValue: u32(0)), remoteAddress: IPv4Address(rawValue: u32(4)),
                 localPort: u16(8), remotePort: u16(10), remoteHardwareAddress: MACAddress(rawValue: u64(12)),
                 maximumSegmentSize: u16(20)))
+        case .flowOpenIPv6:
+            return .flowOpen(flow, FlowEndpoints(
+                localAddress: IPAddress(IPv6Address.load(from: body, at: 0)), remoteAddress: IPAddress(IPv6Address.load(from: body, at: 16)),
+                localPort: u16(32), remotePort: u16(34), remoteHardwareAddress: MACAddress(rawValue: u64(36)),
+                maximumSegmentSize: u16(44)))
         case .flowClose:
             return .flowClose(flow, reason: u32(0))
         case .send:
@@ -236,6 +245,8 @@ extension Command {
         case .flowOpen(let flow, let endpoints):
             if flow == .none { return "flow id" }
             if endpoints.maximumSegmentSize == 0 { return "maximum segment size" }
+            // An IPv4-mapped address in FLOW_OPEN6 would alias an IPv4 flow; a pair of two families is nonsense.
+            if endpoints.localAddress.isIPv4 != endpoints.remoteAddress.isIPv4 { return "address families" }
             return nil
         case .send(let flow, let range):
             return Self.sendValidationFailure(flow: flow, range, headLength: 0)

@@ -66,10 +66,11 @@ public struct Hello: Hashable, Sendable {
     }
 }
 
-/// `FLOW_OPEN`: what the NIC needs to demultiplex a connection's segments and address its packets.
+/// `FLOW_OPEN` (`FLOW_OPEN6` for IPv6): what the NIC needs to demultiplex a connection's segments and
+/// address its packets. Both addresses are of one family.
 public struct FlowEndpoints: Hashable, Sendable {
-    public var localAddress: IPv4Address
-    public var remoteAddress: IPv4Address
+    public var localAddress: IPAddress
+    public var remoteAddress: IPAddress
     public var localPort: UInt16
     public var remotePort: UInt16
     /// Where frames for this flow go; learnt by the NIC from ARP or the first frame.
@@ -78,7 +79,7 @@ public struct FlowEndpoints: Hashable, Sendable {
     public var maximumSegmentSize: UInt16
 
     public init(
-        localAddress: IPv4Address, remoteAddress: IPv4Address, localPort: UInt16, remotePort: UInt16,
+        localAddress: IPAddress, remoteAddress: IPAddress, localPort: UInt16, remotePort: UInt16,
         remoteHardwareAddress: MACAddress, maximumSegmentSize: UInt16
     ) {
         self.localAddress = localAddress
@@ -88,6 +89,18 @@ public struct FlowEndpoints: Hashable, Sendable {
         self.remoteHardwareAddress = remoteHardwareAddress
         self.maximumSegmentSize = maximumSegmentSize
     }
+
+    /// An IPv4 flow.
+    public init(
+        localAddress: IPv4Address, remoteAddress: IPv4Address, localPort: UInt16, remotePort: UInt16,
+        remoteHardwareAddress: MACAddress, maximumSegmentSize: UInt16
+    ) {
+        self.init(localAddress: IPAddress(localAddress), remoteAddress: IPAddress(remoteAddress), localPort: localPort,
+                  remotePort: remotePort, remoteHardwareAddress: remoteHardwareAddress, maximumSegmentSize: maximumSegmentSize)
+    }
+
+    /// Whether the flow is IPv4 (its command is `FLOW_OPEN`) rather than IPv6 (`FLOW_OPEN6`).
+    @inlinable public var isIPv4: Bool { remoteAddress.isIPv4 }
 }
 
 /// The per-segment header fields the host decides and the NIC copies into every segment it builds for

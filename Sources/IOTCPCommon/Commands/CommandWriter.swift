@@ -200,13 +200,24 @@ public struct CommandWriter: ~Copyable {
         case .closeFile(let file):
             body.storeLittleEndian(file.rawValue, at: 0)
         case .flowOpen(_, let endpoints):
-            body.storeLittleEndian(endpoints.localAddress.rawValue, at: 0)
-            body.storeLittleEndian(endpoints.remoteAddress.rawValue, at: 4)
-            body.storeLittleEndian(endpoints.localPort, at: 8)
-            body.storeLittleEndian(endpoints.remotePort, at: 10)
-            body.storeLittleEndian(endpoints.remoteHardwareAddress.rawValue, at: 12)
-            body.storeLittleEndian(endpoints.maximumSegmentSize, at: 20)
-            body.storeLittleEndian(UInt16(0), at: 22)
+            if let local = endpoints.localAddress.ipv4, let remote = endpoints.remoteAddress.ipv4 {
+                body.storeLittleEndian(local.rawValue, at: 0)
+                body.storeLittleEndian(remote.rawValue, at: 4)
+                body.storeLittleEndian(endpoints.localPort, at: 8)
+                body.storeLittleEndian(endpoints.remotePort, at: 10)
+                body.storeLittleEndian(endpoints.remoteHardwareAddress.rawValue, at: 12)
+                body.storeLittleEndian(endpoints.maximumSegmentSize, at: 20)
+                body.storeLittleEndian(UInt16(0), at: 22)
+            } else {
+                // FLOW_OPEN6: the addresses in network order, as in the IPv6 header.
+                endpoints.localAddress.bits.store(to: body, at: 0)
+                endpoints.remoteAddress.bits.store(to: body, at: 16)
+                body.storeLittleEndian(endpoints.localPort, at: 32)
+                body.storeLittleEndian(endpoints.remotePort, at: 34)
+                body.storeLittleEndian(endpoints.remoteHardwareAddress.rawValue, at: 36)
+                body.storeLittleEndian(endpoints.maximumSegmentSize, at: 44)
+                body.storeLittleEndian(UInt16(0), at: 46)
+            }
         case .flowClose(_, let reason):
             body.storeLittleEndian(reason, at: 0)
         case .send(_, let range):

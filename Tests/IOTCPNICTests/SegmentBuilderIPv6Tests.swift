@@ -1,0 +1,74 @@
+import Testing
+import IOTCPNICCore
+
+/// Segments of an IPv6 flow, built as the NIC builds IPv4 ones, and read back with the parsers.
+@Suite("Segments over IPv6")
+struct SegmentBuilderIPv6Tests {
+    static let flow = FlowEndpoints(localAddress: IPAddress("fd77::2")!, remoteAddress: IPAddress("fd77::1")!, localPort: 8080,
+                                    remotePort: 41000, remoteHardwareAddress: MACAddress(rawValue: 0x0202_0000_0001), maximumSegmentSize: 1440)
+    static let template = SegmentTemplate(acknowledgmentNumber: SequenceNumber(777), window: 501, lastSegmentFlags: .psh,
+                                          maximumSegmentSize: 1440, timestamps: TCPTimestamps(value: 1000, echoReply: 55))
+
+    @Test("a data segment: the IPv6 header (next header TCP, payload length), the template's fields, a checksum over IPv6's pseudo-header")
+    func builtAndParsed() throws {
+        let payload = (0..<1440).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        #expect(SegmentBuilder.packetLength(payloadLength: 1440, template: Self.template, networkHeaderLength: Self.flow.remoteAddress.headerLength)
+                == 40 + 32 + 1440)
+        var buffer = [UInt8](repeating: 0, count: 2000)
+        let length = try buffer.withUnsafeMutableBytes { raw throws(WireError) in
+            try SegmentBuilder.build(into: raw, flow: Self.flow, sequence: SequenceNumber(5000), payloadLength: payload.count, isLast: true,
+                                     template: Self.template, nicDelayMilliseconds: 3) { $0.copyBytes(from: payload) }
+        }
+        #expect(length == 40 + 32 + 1440)
+        try Array(buffer[0..<length]).withUnsafeBytes { raw in
+            let ip = try IPv6PacketView(raw)
+            #expect(ip.source == IPv6Address("fd77::2") && ip.destination == IPv6Address("fd77::1"))
+            #expect(ip.upperLayerProtocol == .tcp && ip.payloadLength == 32 + 1440 && ip.hopLimit == 64 && !ip.hasExtensionHeaders)
+            let view = try TCPSegmentView(ip.upperLayer)
+            #expect(view.checksumVerifies(source: ip.source, destination: ip.destination))
+            let tcp = try TCPRepr(view)
+            #expect(tcp.sourcePort == 8080 && tcp.destinationPort == 41000 && tcp.sequenceNumber == SequenceNumber(5000))
+            #expect(tcp.acknowledgmentNumber == SequenceNumber(777) && tcp.window == 501 && tcp.flags == [.ack, .psh])
+            #expect(tcp.options.timestamps == TCPTimestamps(value: 1003, echoReply: 55), "TSval moved on by the NIC's 3 ms")
+            #expect(Array(view.payload) == payload)
+        }
+    }
+
+    @Test("headers for a payload left in place: the same header, checksum full or left to the device")
+    func headersForGather() throws {
+        let payload = [UInt8](repeating: 0xA5, count: 2880)
+        for offloaded in [false, true] {
+            var headers = [UInt8](repeating: 0, count: 128)
+            let length = try headers.withUnsafeMutableBytes { raw in
+                try payload.withUnsafeBytes { data in
+                    try SegmentBuilder.buildHeaders(into: raw, flow: Self.flow, sequence: SequenceNumber(1), payload: data, isLast: false,
+                                                    template: Self.template, nicDelayMilliseconds: 0, checksum: offloaded ? .offloaded : .full)
+                }
+            }
+            #expect(length == 40 + 32)
+            let packet = Array(headers[0..<length]) + payload
+            try packet.withUnsafeBytes { raw in
+                let ip = try IPv6PacketView(raw)
+                let view = try TCPSegmentView(ip.upperLayer)
+                if offloaded {
+                    var pseudo = InternetChecksum()
+                    pseudo.addPseudoHeader(source: ip.source, destination: ip.destination, nextHeader: .tcp, length: 32 + 2880)
+                    #expect(raw.bigEndianUInt16(at: 40 + 16) == pseudo.foldedSum, "the pseudo-header sum, for the device")
+                } else {
+                    #expect(view.checksumVerifies(source: ip.source, destination: ip.destination))
+                }
+                #expect(ip.payloadLength == 32 + 2880 && view.flags == .ack)
+            }
+        }
+    }
+
+    @Test("a NIC without IPv6 flows refuses FLOW_OPEN6 with an ERROR, and opens no flow")
+    func flowOpenIPv6Refused() {
+        let nic = NICDataPlane(files: MemoryFiles(), disk: MemoryDisk(files: MemoryFiles()))
+        var output = CollectingNICOutput()
+        nic.handle(.flowOpen(FlowID(3), Self.flow), received: .zero, now: .zero, output: &output)
+        #expect(output.errors.count == 1 && output.errors.first?.0 == .unsupported)
+        #expect(output.errors.first?.1 == CommandKind.flowOpenIPv6.rawValue && output.errors.first?.3.contains("IPv6") == true)
+        #expect(nic.flowCount == 0)
+    }
+}
