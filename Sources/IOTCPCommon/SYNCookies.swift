@@ -45,6 +45,11 @@ public struct SYNCookies: Sendable {
 
     /// The stateless SYN-ACK answering `syn`, sent from `local` to `remote` by a listener with `options`.
     public func reply(to syn: TCPRepr, remote: IPv4Address, local: IPv4Address, now: Instant, options listener: ListenerOptions) -> TCPRepr {
+        reply(to: syn, remote: IPAddress(remote), local: IPAddress(local), now: now, options: listener)
+    }
+
+    /// The same for endpoints of either family (both of one).
+    public func reply(to syn: TCPRepr, remote: IPAddress, local: IPAddress, now: Instant, options listener: ListenerOptions) -> TCPRepr {
         let peerMSS = syn.options.maximumSegmentSize ?? 536
         let index = Self.segmentSizes.lastIndex { $0 <= peerMSS } ?? 0
         let counter = Self.counter(now)
@@ -73,6 +78,11 @@ public struct SYNCookies: Sendable {
     /// Checks the cookie an ACK returns (its acknowledgment number less one) against this period's and the
     /// previous one's; nil when it is not one of ours.
     public func verify(_ ack: TCPRepr, remote: IPv4Address, local: IPv4Address, now: Instant) -> Parameters? {
+        verify(ack, remote: IPAddress(remote), local: IPAddress(local), now: now)
+    }
+
+    /// The same for endpoints of either family (both of one).
+    public func verify(_ ack: TCPRepr, remote: IPAddress, local: IPAddress, now: Instant) -> Parameters? {
         let cookie = ack.acknowledgmentNumber.rawValue &- 1
         let peerSequence = ack.sequenceNumber - 1
         let current = Self.counter(now)
@@ -98,12 +108,12 @@ public struct SYNCookies: Sendable {
 
     /// The MSS index is hashed too, so a forged cookie cannot pick its MSS: only the whole 27 bits verify.
     func hash(
-        remote: IPv4Address, local: IPv4Address, remotePort: UInt16, localPort: UInt16, peerSequence: SequenceNumber, counter: UInt32,
+        remote: IPAddress, local: IPAddress, remotePort: UInt16, localPort: UInt16, peerSequence: SequenceNumber, counter: UInt32,
         segmentSizeIndex: UInt8
     ) -> UInt32 {
         var hasher = SipHasher24(key0: key0, key1: key1 ^ 0xC00C1E)
-        hasher.combine(remote.rawValue)
-        hasher.combine(local.rawValue)
+        hasher.combine(remote)
+        hasher.combine(local)
         hasher.combine(remotePort)
         hasher.combine(localPort)
         hasher.combine(peerSequence.rawValue)

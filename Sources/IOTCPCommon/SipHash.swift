@@ -29,6 +29,16 @@ public struct SipHasher24 {
     }
 
     /// Adds the bytes of `value`, least significant first.
+    /// An address as its family writes it: IPv4's four bytes, or IPv6's sixteen.
+    public mutating func combine(_ address: IPAddress) {
+        if let v4 = address.ipv4 {
+            combine(v4.rawValue)
+        } else {
+            combine(address.bits.high)
+            combine(address.bits.low)
+        }
+    }
+
     public mutating func combine<T: FixedWidthInteger>(_ value: T) {
         var remaining = UInt64(truncatingIfNeeded: value)
         for _ in 0..<(T.bitWidth / 8) {

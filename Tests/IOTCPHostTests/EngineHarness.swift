@@ -16,10 +16,13 @@ enum Emitted {
     case other(String)
 }
 
-/// A TCP segment the engine built, parsed back from its IPv4 packet.
+/// A TCP segment the engine built, parsed back from its IPv4 or IPv6 packet.
 struct Segment {
     var flow: FlowID
-    var ip: IPv4Repr
+    var source: IPAddress
+    var destination: IPAddress
+    var ipv4: IPv4Repr?
+    var ipv6: IPv6Repr?
     var tcp: TCPRepr
     var payload: [UInt8]
     var bytes: [UInt8]
@@ -52,11 +55,20 @@ struct RecordingOutput: CommandOutput {
         var bytes = [UInt8](repeating: 0xAA, count: length)
         bytes.withUnsafeMutableBytes { build($0) }
         let parsed: Segment? = bytes.withUnsafeBytes { raw in
+            if raw[0] >> 4 == 6 {
+                guard let ip = try? IPv6PacketView(raw), ip.upperLayerProtocol == .tcp, !ip.hasExtensionHeaders,
+                      let view = try? TCPSegmentView(ip.upperLayer), view.checksumVerifies(source: ip.source, destination: ip.destination),
+                      let tcp = try? TCPRepr(view)
+                else { return nil }
+                return Segment(flow: flow, source: IPAddress(ip.source), destination: IPAddress(ip.destination), ipv4: nil,
+                               ipv6: IPv6Repr(ip), tcp: tcp, payload: Array(view.payload), bytes: bytes)
+            }
             guard let ip = try? IPv4PacketView(raw), let view = try? TCPSegmentView(ip.payload),
                   view.checksumVerifies(source: ip.source, destination: ip.destination),
                   let tcp = try? TCPRepr(view), ip.totalLength == length
             else { return nil }
-            return Segment(flow: flow, ip: IPv4Repr(ip), tcp: tcp, payload: Array(view.payload), bytes: bytes)
+            return Segment(flow: flow, source: IPAddress(ip.source), destination: IPAddress(ip.destination), ipv4: IPv4Repr(ip),
+                           ipv6: nil, tcp: tcp, payload: Array(view.payload), bytes: bytes)
         }
         if let parsed { emitted.append(.segment(parsed)) } else { emitted.append(.other("malformed packet of \(length) bytes")) }
     }
@@ -73,19 +85,27 @@ struct RecordingOutput: CommandOutput {
     }
 }
 
-/// One engine and a scripted remote peer at 10.0.0.2 talking to it at 10.0.0.1.
+/// One engine and a scripted remote peer at 10.0.0.2 talking to it at 10.0.0.1 (over IPv6, fd00::2 to
+/// fd00::1).
 struct Script {
     static let local = IPv4Address(10, 0, 0, 1)
     static let remote = IPv4Address(10, 0, 0, 2)
+    static let local6 = IPv6Address("fd00::1")!
+    static let remote6 = IPv6Address("fd00::2")!
 
     var engine: TCPEngine
+    /// The peer's address and the engine's, of the family the script speaks.
+    let remoteAddress: IPAddress
+    let localAddress: IPAddress
     var output = RecordingOutput()
     var now = Instant.milliseconds(1_000)
     var remotePort: UInt16 = 40000
     var localPort: UInt16 = 80
 
-    init(configuration: TCPConfiguration = TCPConfiguration()) {
-        engine = TCPEngine(localAddress: Self.local, configuration: configuration, secret: (1, 2), now: now)
+    init(configuration: TCPConfiguration = TCPConfiguration(), ipv6: Bool = false) {
+        engine = TCPEngine(localAddress: Self.local, ipv6Address: Self.local6, configuration: configuration, secret: (1, 2), now: now)
+        remoteAddress = ipv6 ? IPAddress(Self.remote6) : IPAddress(Self.remote)
+        localAddress = ipv6 ? IPAddress(Self.local6) : IPAddress(Self.local)
     }
 
     /// Builds a segment from the peer and hands it to the engine; returns what the engine emitted.
@@ -97,14 +117,21 @@ struct Script {
         let tcp = TCPRepr(
             sourcePort: port ?? remotePort, destinationPort: localPort, sequenceNumber: SequenceNumber(sequence),
             acknowledgmentNumber: SequenceNumber(acknowledgment), flags: flags, window: window, options: options)
-        var packet = [UInt8](repeating: 0, count: 20 + tcp.headerLength + payload.count)
+        let network = remoteAddress.headerLength
+        var packet = [UInt8](repeating: 0, count: network + tcp.headerLength + payload.count)
+        let (source, destination) = (remoteAddress, localAddress)
         packet.withUnsafeMutableBytes { buffer in
-            try! IPv4Repr(source: Self.remote, destination: Self.local, protocol: .tcp,
-                          payloadLength: tcp.headerLength + payload.count).emit(into: buffer)
-            let segment = UnsafeMutableRawBufferPointer(rebasing: buffer[20...])
+            if let source4 = source.ipv4, let destination4 = destination.ipv4 {
+                try! IPv4Repr(source: source4, destination: destination4, protocol: .tcp,
+                              payloadLength: tcp.headerLength + payload.count).emit(into: buffer)
+            } else {
+                try! IPv6Repr(source: source.bits, destination: destination.bits, nextHeader: .tcp,
+                              payloadLength: tcp.headerLength + payload.count).emit(into: buffer)
+            }
+            let segment = UnsafeMutableRawBufferPointer(rebasing: buffer[network...])
             let length = try! tcp.emitHeader(into: segment)
             for (index, byte) in payload.enumerated() { segment[length + index] = byte }
-            TCPRepr.fillChecksum(segment: segment, source: Self.remote, destination: Self.local)
+            TCPRepr.fillChecksum(segment: segment, source: source, destination: destination)
         }
         packet.withUnsafeBytes { engine.handlePacket($0, now: now, output: &output) }
         return output.take()

@@ -36,8 +36,8 @@ struct HandshakeTests {
         #expect(synAck.tcp.options.sackPermitted)
         #expect(synAck.tcp.options.timestamps?.echoReply == 1000)
         #expect(synAck.payload.isEmpty)
-        #expect(synAck.ip.source == Script.local && synAck.ip.destination == Script.remote)
-        #expect(synAck.ip.timeToLive == 64 && synAck.ip.dontFragment)
+        #expect(synAck.ipv4?.source == Script.local && synAck.ipv4?.destination == Script.remote)
+        #expect(synAck.ipv4?.timeToLive == 64 && synAck.ipv4?.dontFragment == true)
 
         let iss = synAck.sequence.rawValue
         let early = script.engine.accept(TCPListenerID(port: 80))

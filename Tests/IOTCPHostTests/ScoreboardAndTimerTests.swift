@@ -69,8 +69,9 @@ struct ScoreboardAndTimerTests {
 
 @Suite("Keyed numbers and SYN cookies")
 struct ConnectionSecretsTests {
-    let secrets = ConnectionSecrets(key0: 0x0123_4567_89AB_CDEF, key1: 0xFEDC_BA98_7654_3210, localAddress: IPv4Address(10, 0, 0, 2))
-    let client = IPv4Address(10, 0, 0, 1)
+    let secrets = ConnectionSecrets(key0: 0x0123_4567_89AB_CDEF, key1: 0xFEDC_BA98_7654_3210)
+    let server = IPAddress(IPv4Address(10, 0, 0, 2))
+    let client = IPAddress(IPv4Address(10, 0, 0, 1))
     let now = Instant(nanoseconds: 1_000 * Nanoseconds.second)
 
     func syn(mss: UInt16?, shift: UInt8?, sack: Bool, timestamps: Bool) -> TCPRepr {
@@ -89,36 +90,36 @@ struct ConnectionSecretsTests {
     @Test("a cookie comes back with the MSS rounded down to its table, and window scale and SACK when timestamps carried them")
     func roundTrip() throws {
         let configuration = TCPConfiguration()
-        let reply = secrets.cookieReply(to: syn(mss: 1460, shift: 7, sack: true, timestamps: true), remote: client, now: now,
+        let reply = secrets.cookieReply(to: syn(mss: 1460, shift: 7, sack: true, timestamps: true), remote: client, local: server, now: now,
                                         configuration: configuration)
         #expect(reply.flags == [.syn, .ack] && reply.acknowledgmentNumber == SequenceNumber(777_001))
         #expect(reply.options.windowScale == configuration.receiveWindowShift && reply.options.sackPermitted)
-        let parameters = try #require(secrets.verifyCookie(in: ack(of: reply), remote: client, now: now + 5 * Nanoseconds.second))
+        let parameters = try #require(secrets.verifyCookie(in: ack(of: reply), remote: client, local: server, now: now + 5 * Nanoseconds.second))
         #expect(parameters == ConnectionSecrets.CookieParameters(initialSequence: reply.sequenceNumber, peerSegmentSize: 1460,
                                                                  windowShift: 7, selectiveAcknowledgments: true))
         // 1300 is not in the table: the largest entry below it, 1220, is what the connection may use.
-        let odd = secrets.cookieReply(to: syn(mss: 1300, shift: nil, sack: false, timestamps: false), remote: client, now: now,
+        let odd = secrets.cookieReply(to: syn(mss: 1300, shift: nil, sack: false, timestamps: false), remote: client, local: server, now: now,
                                       configuration: configuration)
         #expect(odd.options.timestamps == nil && odd.options.windowScale == nil && !odd.options.sackPermitted)
-        let oddParameters = try #require(secrets.verifyCookie(in: ack(of: odd), remote: client, now: now))
+        let oddParameters = try #require(secrets.verifyCookie(in: ack(of: odd), remote: client, local: server, now: now))
         #expect(oddParameters.peerSegmentSize == 1220 && oddParameters.windowShift == nil && !oddParameters.selectiveAcknowledgments)
     }
 
     @Test("a cookie is refused when tampered with, from another address, or two periods old")
     func refusals() {
-        let reply = secrets.cookieReply(to: syn(mss: 1460, shift: 7, sack: true, timestamps: true), remote: client, now: now,
+        let reply = secrets.cookieReply(to: syn(mss: 1460, shift: 7, sack: true, timestamps: true), remote: client, local: server, now: now,
                                         configuration: TCPConfiguration())
-        #expect(secrets.verifyCookie(in: ack(of: reply, tamper: 1), remote: client, now: now) == nil)
-        #expect(secrets.verifyCookie(in: ack(of: reply), remote: IPv4Address(10, 0, 0, 9), now: now) == nil)
-        #expect(secrets.verifyCookie(in: ack(of: reply), remote: client, now: now + SYNCookies.period) != nil)
-        #expect(secrets.verifyCookie(in: ack(of: reply), remote: client, now: now + 2 * SYNCookies.period) == nil)
+        #expect(secrets.verifyCookie(in: ack(of: reply, tamper: 1), remote: client, local: server, now: now) == nil)
+        #expect(secrets.verifyCookie(in: ack(of: reply), remote: IPAddress(IPv4Address(10, 0, 0, 9)), local: server, now: now) == nil)
+        #expect(secrets.verifyCookie(in: ack(of: reply), remote: client, local: server, now: now + SYNCookies.period) != nil)
+        #expect(secrets.verifyCookie(in: ack(of: reply), remote: client, local: server, now: now + 2 * SYNCookies.period) == nil)
     }
 
     @Test("ISNs differ by endpoints and advance with the clock; timestamp offsets differ by endpoints")
     func keyedNumbers() {
-        let first = secrets.initialSequence(remote: client, remotePort: 40000, localPort: 80, now: now)
-        let otherPort = secrets.initialSequence(remote: client, remotePort: 40001, localPort: 80, now: now)
-        let later = secrets.initialSequence(remote: client, remotePort: 40000, localPort: 80, now: now + 4_000_000)
+        let first = secrets.initialSequence(local: server, remote: client, remotePort: 40000, localPort: 80, now: now)
+        let otherPort = secrets.initialSequence(local: server, remote: client, remotePort: 40001, localPort: 80, now: now)
+        let later = secrets.initialSequence(local: server, remote: client, remotePort: 40000, localPort: 80, now: now + 4_000_000)
         #expect(first != otherPort)
         #expect(later - first == 1000, "4 ms later the ISN is 1,000 ticks of 4 µs further")
         #expect(secrets.timestampOffset(remote: client, remotePort: 40000, localPort: 80)

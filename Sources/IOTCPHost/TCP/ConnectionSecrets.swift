@@ -6,24 +6,23 @@ import IOTCPCommon
 struct ConnectionSecrets {
     let key0: UInt64
     let key1: UInt64
-    let localAddress: IPv4Address
 
     // MARK: - ISNs and timestamp offsets
 
     /// RFC 6528: a 4-microsecond clock plus a keyed hash of the connection's endpoints.
-    func initialSequence(remote: IPv4Address, remotePort: UInt16, localPort: UInt16, now: Instant) -> SequenceNumber {
+    func initialSequence(local: IPAddress, remote: IPAddress, remotePort: UInt16, localPort: UInt16, now: Instant) -> SequenceNumber {
         var hasher = SipHasher24(key0: key0, key1: key1)
-        hasher.combine(localAddress.rawValue)
+        hasher.combine(local)
         hasher.combine(localPort)
-        hasher.combine(remote.rawValue)
+        hasher.combine(remote)
         hasher.combine(remotePort)
         return SequenceNumber(UInt32(truncatingIfNeeded: now.nanoseconds / 4000) &+ UInt32(truncatingIfNeeded: hasher.finalize()))
     }
 
     /// A random-looking offset for the connection's TSval, so timestamps reveal neither uptime nor other flows.
-    func timestampOffset(remote: IPv4Address, remotePort: UInt16, localPort: UInt16) -> UInt32 {
+    func timestampOffset(remote: IPAddress, remotePort: UInt16, localPort: UInt16) -> UInt32 {
         var hasher = SipHasher24(key0: key1, key1: key0 ^ 0x7473)
-        hasher.combine(remote.rawValue)
+        hasher.combine(remote)
         hasher.combine(remotePort)
         hasher.combine(localPort)
         return UInt32(truncatingIfNeeded: hasher.finalize())
@@ -37,13 +36,14 @@ struct ConnectionSecrets {
     typealias CookieParameters = SYNCookies.Parameters
 
     /// The stateless SYN-ACK answering `syn` (see `SYNCookies`).
-    func cookieReply(to syn: TCPRepr, remote: IPv4Address, now: Instant, configuration: TCPConfiguration) -> TCPRepr {
-        cookies.reply(to: syn, remote: remote, local: localAddress, now: now,
-                      options: configuration.listenerOptions(port: syn.destinationPort))
+    func cookieReply(to syn: TCPRepr, remote: IPAddress, local: IPAddress, now: Instant, configuration: TCPConfiguration) -> TCPRepr {
+        var options = configuration.listenerOptions(port: syn.destinationPort)
+        options.maximumSegmentSize = configuration.maximumSegmentSize(for: remote)
+        return cookies.reply(to: syn, remote: remote, local: local, now: now, options: options)
     }
 
     /// Checks the cookie an ACK returns; nil when it is not one of ours.
-    func verifyCookie(in ack: TCPRepr, remote: IPv4Address, now: Instant) -> CookieParameters? {
-        cookies.verify(ack, remote: remote, local: localAddress, now: now)
+    func verifyCookie(in ack: TCPRepr, remote: IPAddress, local: IPAddress, now: Instant) -> CookieParameters? {
+        cookies.verify(ack, remote: remote, local: local, now: now)
     }
 }

@@ -16,8 +16,8 @@ import IOTCPCommon
 /// therefore internal rather than private; only `TCPEngine` uses the type.
 struct TCPConnection {
     let handle: TCPHandle
-    let localAddress: IPv4Address
-    let remoteAddress: IPv4Address
+    let localAddress: IPAddress
+    let remoteAddress: IPAddress
     let localPort: UInt16
     let remotePort: UInt16
     /// The listener a passive connection came from, until it is accepted.
@@ -160,7 +160,7 @@ struct TCPConnection {
     static let duplicateThreshold = 3
 
     init(
-        handle: TCPHandle, localAddress: IPv4Address, remoteAddress: IPv4Address, localPort: UInt16,
+        handle: TCPHandle, localAddress: IPAddress, remoteAddress: IPAddress, localPort: UInt16,
         remotePort: UInt16, initialSequence: SequenceNumber, timestampOffset: UInt32, state: TCPState,
         ownedByApplication: Bool, configuration: TCPConfiguration
     ) {
@@ -176,13 +176,13 @@ struct TCPConnection {
         sendNext = initialSequence
         sendMaximum = initialSequence
         self.timestampOffset = timestampOffset
-        segmentSize = Int(configuration.maximumSegmentSize)
+        segmentSize = Int(configuration.maximumSegmentSize(for: remoteAddress))
         receiveBuffer = ReceiveBuffer(capacity: configuration.receiveBufferBytes)
         // The queue starts after the SYN's sequence number.
         sendQueue = SendQueue(start: initialSequence + 1, byteCapacity: configuration.sendBufferBytes)
         rtt = RTTEstimator(initial: configuration.initialRetransmissionTimeout)
         congestion = CongestionController(
-            algorithm: configuration.congestionControl, segmentSize: Int(configuration.maximumSegmentSize),
+            algorithm: configuration.congestionControl, segmentSize: segmentSize,
             initialWindowSegments: configuration.initialWindowSegments)
         acknowledgedReported = initialSequence + 1
         sendIssuedEnd = initialSequence + 1
@@ -278,14 +278,14 @@ struct TCPConnection {
 
     mutating func setSegmentSize(peer: Int, configuration: TCPConfiguration) {
         // The payload per segment leaves room for the options every segment carries (RFC 9293 §3.7.1).
-        segmentSize = max(min(peer, Int(configuration.maximumSegmentSize)) - (timestampsEnabled ? 12 : 0), 64)
+        segmentSize = max(min(peer, Int(configuration.maximumSegmentSize(for: remoteAddress))) - (timestampsEnabled ? 12 : 0), 64)
         congestion = CongestionController(
             algorithm: configuration.congestionControl, segmentSize: segmentSize,
             initialWindowSegments: configuration.initialWindowSegments)
     }
 
     mutating func sendSynchronize<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
-        var options = TCPOptions(maximumSegmentSize: configuration.maximumSegmentSize)
+        var options = TCPOptions(maximumSegmentSize: configuration.maximumSegmentSize(for: remoteAddress))
         let isReply = state == .synReceived
         if !isReply || sendWindowShift > 0 || receiveWindowShift > 0 {
             // Offer scaling on an active SYN; answer it only if the peer offered.

@@ -41,7 +41,7 @@ public struct TCPStatistics: Hashable, Sendable {
     public var staleEchoes = 0
 }
 
-/// The host's TCP control plane for one local IPv4 address: every connection and listener, driven by
+/// The host's TCP control plane for one local IPv4 address (and an IPv6 one): every connection and listener, driven by
 /// calls that each take the time and an output for what the NIC must do.
 ///
 /// It is the sans-I/O core of IOTCPHost: received packets come in through `handlePacket`, the NIC's
@@ -56,6 +56,8 @@ public struct TCPStatistics: Hashable, Sendable {
 public final class TCPEngine {
     @exclusivity(unchecked) public internal(set) var configuration: TCPConfiguration
     public let localAddress: IPv4Address
+    /// The engine's IPv6 address, if it has one: segments to it are TCP over IPv6.
+    public let localIPv6Address: IPv6Address?
     public let maximumConnections: Int
     // The engine's state is `@exclusivity(unchecked)`: it is only ever touched by the one thread driving the
     // engine, through methods that never hold an access to one property across a call that takes another,
@@ -95,31 +97,47 @@ public final class TCPEngine {
     static let handOverGrace = 2 * Nanoseconds.second
 
     struct EndpointKey: Hashable {
-        var remoteAddress: UInt32
+        var remoteAddress: IPAddress
         var remotePort: UInt16
         var localPort: UInt16
 
-        /// The three fields in one word.
-        var packed: UInt64 { UInt64(remoteAddress) << 32 | UInt64(remotePort) << 16 | UInt64(localPort) }
+        /// An IPv4 key's three fields in one word (the mapped address keeps IPv4's in its low 32 bits).
+        var packed: UInt64 {
+            UInt64(truncatingIfNeeded: remoteAddress.bits.low) << 32 | UInt64(remotePort) << 16 | UInt64(localPort)
+        }
 
-        /// One word through the hasher instead of three fields: these tables are hit several times for every
-        /// connection (its handshake, its hand-over, its segments).
-        func hash(into hasher: inout Hasher) { hasher.combine(packed) }
+        /// The key of the hand-over table, which holds IPv4 connections only (the NIC ends and splices no
+        /// others): nil for IPv6, whose key does not fit a word.
+        var handOverKey: UInt64? { remoteAddress.isIPv4 ? packed : nil }
+
+        /// One word through the hasher for IPv4 instead of three fields: these tables are hit several times
+        /// for every connection (its handshake, its hand-over, its segments). Equal keys are of one family,
+        /// so they hash alike.
+        func hash(into hasher: inout Hasher) {
+            if remoteAddress.isIPv4 {
+                hasher.combine(packed)
+            } else {
+                hasher.combine(remoteAddress.bits.high)
+                hasher.combine(remoteAddress.bits.low)
+                hasher.combine(UInt32(remotePort) << 16 | UInt32(localPort))
+            }
+        }
     }
 
     /// `secret` keys the ISN and SYN-cookie hashes; give each engine fresh random bits.
     public init(
-        localAddress: IPv4Address, configuration: TCPConfiguration = TCPConfiguration(),
+        localAddress: IPv4Address, ipv6Address: IPv6Address? = nil, configuration: TCPConfiguration = TCPConfiguration(),
         secret: (UInt64, UInt64), maximumConnections: Int = 1 << 18, now: Instant
     ) {
         self.localAddress = localAddress
+        localIPv6Address = ipv6Address
         self.configuration = configuration
         self.maximumConnections = min(max(maximumConnections, 1), Int(FlowID.maximumIndex))
         // The table is reserved whole, as a preallocated pool: it never moves, never doubles, and pages
         // no connection has touched are never made resident.
         pool = ConnectionPool(capacity: self.maximumConnections)
         isReady.reserveCapacity(self.maximumConnections)
-        secrets = ConnectionSecrets(key0: secret.0, key1: secret.1, localAddress: localAddress)
+        secrets = ConnectionSecrets(key0: secret.0, key1: secret.1)
         wheel = TimerWheel(start: now)
     }
 
@@ -168,10 +186,18 @@ public final class TCPEngine {
     public func connect<O: CommandOutput>(
         to address: IPv4Address, port: UInt16, localPort: UInt16? = nil, now: Instant, output: inout O
     ) throws(TCPError) -> TCPHandle {
+        try connect(to: IPAddress(address), port: port, localPort: localPort, now: now, output: &output)
+    }
+
+    /// Active open to an address of either family (IPv6 needs the engine's own IPv6 address).
+    public func connect<O: CommandOutput>(
+        to address: IPAddress, port: UInt16, localPort: UInt16? = nil, now: Instant, output: inout O
+    ) throws(TCPError) -> TCPHandle {
         guard port != 0 else { throw .invalidArgument("port 0") }
+        guard address.isIPv4 || localIPv6Address != nil else { throw .invalidArgument("\(address) is IPv6 and the stack has no IPv6 address") }
         let chosen: UInt16
         if let localPort { chosen = localPort } else { chosen = try ephemeralPort(for: address, remotePort: port) }
-        let key = EndpointKey(remoteAddress: address.rawValue, remotePort: port, localPort: chosen)
+        let key = EndpointKey(remoteAddress: address, remotePort: port, localPort: chosen)
         guard byEndpoints[key] == nil, !splicedBackends.contains(key) else { throw .portInUse(chosen) }
         let slot = try allocateSlot()
         var connection = newConnection(in: slot, remote: address, localPort: chosen, remotePort: port, state: .synSent, now: now)
@@ -184,11 +210,11 @@ public final class TCPEngine {
         return connection.handle
     }
 
-    private func ephemeralPort(for address: IPv4Address, remotePort: UInt16) throws(TCPError) -> UInt16 {
+    private func ephemeralPort(for address: IPAddress, remotePort: UInt16) throws(TCPError) -> UInt16 {
         for _ in 0..<(65536 - 32768) {
             let candidate = nextEphemeralPort
             nextEphemeralPort = nextEphemeralPort == 65535 ? 32768 : nextEphemeralPort + 1
-            let key = EndpointKey(remoteAddress: address.rawValue, remotePort: remotePort, localPort: candidate)
+            let key = EndpointKey(remoteAddress: address, remotePort: remotePort, localPort: candidate)
             if byEndpoints[key] == nil && listeners[candidate] == nil && !splicedBackends.contains(key) { return candidate }
         }
         throw .noFreePort
@@ -441,31 +467,62 @@ public final class TCPEngine {
 
     // MARK: - Input from the NIC
 
-    /// Counts a received packet and parses it: a TCP segment to this address with a good checksum, or nil
-    /// (counted as malformed or as a bad checksum). PACKET_IN and ESTABLISHED both come through here.
+    /// The addresses of a received packet.
+    struct PacketAddresses {
+        var source: IPAddress
+        var destination: IPAddress
+    }
+
+    /// Counts a received packet and parses it: a TCP segment to one of this engine's addresses, over IPv4 or
+    /// IPv6, with a good checksum, or nil (counted as malformed or as a bad checksum). PACKET_IN and
+    /// ESTABLISHED both come through here.
     private func receivedSegment(
         _ packet: UnsafeRawBufferPointer
-    ) -> (ip: IPv4PacketView, view: TCPSegmentView, segment: TCPRepr)? {
+    ) -> (ip: PacketAddresses, view: TCPSegmentView, segment: TCPRepr)? {
         statistics.segmentsReceived += 1
-        guard let ip = try? IPv4PacketView(packet), ip.protocol == .tcp, ip.destination == localAddress,
-              let view = try? TCPSegmentView(ip.payload), let segment = try? TCPRepr(view)
-        else {
+        let addresses: PacketAddresses
+        let tcp: UnsafeRawBufferPointer
+        if packet.count > 0 && packet[0] >> 4 == 6 {
+            // An IPv6 source that is multicast, unspecified or IPv4-mapped cannot open or be part of a
+            // connection (RFC 4291 §2.5.5.2 for the mapped: it would alias an IPv4 peer).
+            guard let localIPv6Address, let ip = try? IPv6PacketView(packet), ip.upperLayerProtocol == .tcp,
+                  ip.destination == localIPv6Address, !ip.source.isMulticast, !ip.source.isUnspecified, !ip.source.isIPv4Mapped
+            else {
+                statistics.malformedPackets += 1
+                return nil
+            }
+            addresses = PacketAddresses(source: IPAddress(ip.source), destination: IPAddress(ip.destination))
+            tcp = ip.upperLayer
+        } else {
+            guard let ip = try? IPv4PacketView(packet), ip.protocol == .tcp, ip.destination == localAddress else {
+                statistics.malformedPackets += 1
+                return nil
+            }
+            addresses = PacketAddresses(source: IPAddress(ip.source), destination: IPAddress(ip.destination))
+            tcp = ip.payload
+        }
+        guard let view = try? TCPSegmentView(tcp), let segment = try? TCPRepr(view) else {
             statistics.malformedPackets += 1
             return nil
         }
-        if verifyChecksums && !view.checksumVerifies(source: ip.source, destination: ip.destination) {
+        if verifyChecksums && !view.checksumVerifies(source: addresses.source, destination: addresses.destination) {
             statistics.badChecksums += 1
             return nil
         }
-        return (ip, view, segment)
+        return (addresses, view, segment)
     }
 
-    /// A received IPv4 packet (PACKET_IN). `flow` is the NIC's guess of its connection, checked here.
+    /// This engine's address of `remote`'s family: the one it answers from.
+    private func localAddress(for remote: IPAddress) -> IPAddress {
+        remote.isIPv4 ? IPAddress(localAddress) : IPAddress(localIPv6Address ?? .unspecified)
+    }
+
+    /// A received IPv4 or IPv6 packet (PACKET_IN). `flow` is the NIC's guess of its connection, checked here.
     public func handlePacket<O: CommandOutput>(
         _ packet: UnsafeRawBufferPointer, flow: FlowID = .none, now: Instant, output: inout O
     ) {
         guard let (ip, view, segment) = receivedSegment(packet) else { return }
-        let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
+        let key = EndpointKey(remoteAddress: ip.source, remotePort: segment.sourcePort, localPort: segment.destinationPort)
         var slot: Int?
         if let hinted = liveSlot(flow), pool[hinted].remoteAddress == ip.source,
            pool[hinted].remotePort == segment.sourcePort, pool[hinted].localPort == segment.destinationPort {
@@ -522,8 +579,9 @@ public final class TCPEngine {
         // Timestamps are on only if the cookie's SYN-ACK offered them; an ACK carrying them anyway is not
         // believed (nor the window shift and SACK its TSecr would claim: the NIC sent none).
         if !parameters.timestamps { segment.options.timestamps = nil }
-        let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
-        if let recent = recentHandOvers.lookUp(key.packed, now: now), recent.peerInitialSequence == parameters.peerInitialSequence {
+        let key = EndpointKey(remoteAddress: ip.source, remotePort: segment.sourcePort, localPort: segment.destinationPort)
+        if let handOverKey = key.handOverKey, let recent = recentHandOvers.lookUp(handOverKey, now: now),
+           recent.peerInitialSequence == parameters.peerInitialSequence {
             // A duplicate of the handshake's ACK from before the connection was handed over to the NIC for
             // its ending: that connection is the NIC's now, and this must not become a second one.
             statistics.segmentsAfterHandOver += 1
@@ -574,16 +632,16 @@ public final class TCPEngine {
 
     // MARK: - SYNs, cookies and strays
 
-    /// `packet` is the whole IPv4 packet `segment` came in (given back to the NIC if the connection was just
+    /// `packet` is the whole IP packet `segment` came in (given back to the NIC if the connection was just
     /// handed to it).
     private func handleUnmatched<O: CommandOutput>(
-        _ segment: TCPRepr, payload: UnsafeRawBufferPointer, from remote: IPv4Address, key: EndpointKey, packet: UnsafeRawBufferPointer,
+        _ segment: TCPRepr, payload: UnsafeRawBufferPointer, from remote: IPAddress, key: EndpointKey, packet: UnsafeRawBufferPointer,
         now: Instant, output: inout O
     ) {
         let flags = segment.flags
         // A RST too goes back to a connection just handed over: the NIC's side of it (a splice, a teardown)
         // must hear that the peer gave up.
-        if !flags.contains(.syn), recentHandOvers.lookUp(key.packed, now: now) != nil {
+        if !flags.contains(.syn), let handOverKey = key.handOverKey, recentHandOvers.lookUp(handOverKey, now: now) != nil {
             statistics.segmentsAfterHandOver += 1
             output.emit(.redeliver(packet: packet))
             return
@@ -619,17 +677,18 @@ public final class TCPEngine {
     }
 
     /// Answers a SYN with a cookie instead of a control block.
-    private func sendCookie<O: CommandOutput>(for segment: TCPRepr, remote: IPv4Address, now: Instant, output: inout O) {
-        let reply = secrets.cookieReply(to: segment, remote: remote, now: now, configuration: configuration)
-        PacketBuilder.emit(reply, from: localAddress, to: remote, flow: .none, output: &output)
+    private func sendCookie<O: CommandOutput>(for segment: TCPRepr, remote: IPAddress, now: Instant, output: inout O) {
+        let local = localAddress(for: remote)
+        let reply = secrets.cookieReply(to: segment, remote: remote, local: local, now: now, configuration: configuration)
+        PacketBuilder.emit(reply, from: local, to: remote, flow: .none, output: &output)
         statistics.synCookiesSent += 1
     }
 
     private func acceptCookie<O: CommandOutput>(
-        _ segment: TCPRepr, payload: UnsafeRawBufferPointer, remote: IPv4Address, key: EndpointKey, now: Instant,
+        _ segment: TCPRepr, payload: UnsafeRawBufferPointer, remote: IPAddress, key: EndpointKey, now: Instant,
         output: inout O
     ) -> Bool {
-        guard let cookie = secrets.verifyCookie(in: segment, remote: remote, now: now) else {
+        guard let cookie = secrets.verifyCookie(in: segment, remote: remote, local: localAddress(for: remote), now: now) else {
             statistics.synCookiesRejected += 1
             return false
         }
@@ -642,7 +701,7 @@ public final class TCPEngine {
     /// Makes an established connection from a verified cookie (the host's or the NIC's); false when the
     /// accept queue has no room (the peer sends again, and the cookie is still good then).
     private func establish<O: CommandOutput>(
-        _ segment: TCPRepr, payload: UnsafeRawBufferPointer, remote: IPv4Address, key: EndpointKey, cookie: SYNCookies.Parameters,
+        _ segment: TCPRepr, payload: UnsafeRawBufferPointer, remote: IPAddress, key: EndpointKey, cookie: SYNCookies.Parameters,
         timestampOffset: UInt32, now: Instant, output: inout O
     ) -> Bool {
         guard let listener = listeners[segment.destinationPort], listener.waiting < listener.backlog,
@@ -669,10 +728,10 @@ public final class TCPEngine {
 
     /// RFC 9293 §3.10.7.1: a segment for no connection is answered with a RST that the sender will accept.
     private func sendReset<O: CommandOutput>(
-        answering segment: TCPRepr, payloadLength: Int, to remote: IPv4Address, output: inout O
+        answering segment: TCPRepr, payloadLength: Int, to remote: IPAddress, output: inout O
     ) {
         let reset = TCPRepr.reset(answering: segment, payloadLength: payloadLength)
-        PacketBuilder.emit(reset, from: localAddress, to: remote, flow: .none, output: &output)
+        PacketBuilder.emit(reset, from: localAddress(for: remote), to: remote, flow: .none, output: &output)
         statistics.resetsSent += 1
     }
 
@@ -687,7 +746,7 @@ public final class TCPEngine {
         statistics.endingsHandedOver += 1
         // Whoever holds resources for its data (offloaded files) hears it is settled.
         settledOrphans.append(pool[slot].handle)
-        let key = EndpointKey(remoteAddress: pool[slot].remoteAddress.rawValue, remotePort: pool[slot].remotePort, localPort: pool[slot].localPort)
+        let key = EndpointKey(remoteAddress: pool[slot].remoteAddress, remotePort: pool[slot].remotePort, localPort: pool[slot].localPort)
         let peerInitialSequence = pool[slot].initialReceiveSequence
         release(slot)
         rememberHandOver(key, peerInitialSequence: peerInitialSequence, now: now)
@@ -696,7 +755,8 @@ public final class TCPEngine {
 
     /// Segments of `key` that reach the host in the next `handOverGrace` go back to the NIC (REDELIVER).
     private func rememberHandOver(_ key: EndpointKey, peerInitialSequence: SequenceNumber, now: Instant) {
-        recentHandOvers.insert(key.packed, peerInitialSequence: peerInitialSequence, now: now)
+        guard let handOverKey = key.handOverKey else { return }  // only IPv4 connections are handed over
+        recentHandOvers.insert(handOverKey, peerInitialSequence: peerInitialSequence, now: now)
     }
 
     // MARK: - Splicing
@@ -760,7 +820,7 @@ public final class TCPEngine {
         bytes.withUnsafeBytes { output.emit(.splice(pool[clientSlot].handle.flow, parameters, head: $0)) }
         statistics.splicesHandedOver += 1
         for slot in [clientSlot, backendSlot] {
-            let key = EndpointKey(remoteAddress: pool[slot].remoteAddress.rawValue, remotePort: pool[slot].remotePort,
+            let key = EndpointKey(remoteAddress: pool[slot].remoteAddress, remotePort: pool[slot].remotePort,
                                   localPort: pool[slot].localPort)
             let peerInitialSequence = pool[slot].initialReceiveSequence
             if slot == backendSlot { splicedBackends.insert(key) }
@@ -774,7 +834,7 @@ public final class TCPEngine {
     public func spliceEnded(_ report: SpliceReport) {
         statistics.splicesEnded += 1
         statistics.splicedBytes += report.clientBytes &+ report.backendBytes
-        splicedBackends.remove(EndpointKey(remoteAddress: report.backendAddress.rawValue, remotePort: report.backendPort,
+        splicedBackends.remove(EndpointKey(remoteAddress: IPAddress(report.backendAddress), remotePort: report.backendPort,
                                            localPort: report.backendLocalPort))
     }
 
@@ -800,13 +860,15 @@ public final class TCPEngine {
     /// A new connection's control block for `slot`, its ISN and timestamp offset keyed from the secret
     /// unless given (a SYN cookie fixes the ISN, and the TSval its SYN-ACK carried fixes the offset).
     private func newConnection(
-        in slot: Int, remote: IPv4Address, localPort: UInt16, remotePort: UInt16, state: TCPState, now: Instant,
+        in slot: Int, remote: IPAddress, localPort: UInt16, remotePort: UInt16, state: TCPState, now: Instant,
         initialSequence: SequenceNumber? = nil, timestampOffset: UInt32? = nil, listenerPort: UInt16? = nil
     ) -> TCPConnection {
+        let local = localAddress(for: remote)
         var connection = TCPConnection(
-            handle: pool.handle(of: slot), localAddress: localAddress, remoteAddress: remote, localPort: localPort,
+            handle: pool.handle(of: slot), localAddress: local, remoteAddress: remote, localPort: localPort,
             remotePort: remotePort,
-            initialSequence: initialSequence ?? secrets.initialSequence(remote: remote, remotePort: remotePort, localPort: localPort, now: now),
+            initialSequence: initialSequence
+                ?? secrets.initialSequence(local: local, remote: remote, remotePort: remotePort, localPort: localPort, now: now),
             timestampOffset: timestampOffset ?? secrets.timestampOffset(remote: remote, remotePort: remotePort, localPort: localPort),
             state: state, ownedByApplication: listenerPort == nil, configuration: configuration)
         connection.listenerPort = listenerPort
@@ -856,7 +918,7 @@ public final class TCPEngine {
         guard pool.isLive(slot) else { return }
         // A stale accept-queue entry is skipped by `accept` (its handle no longer validates).
         if let port = pool[slot].listenerPort, listeners[port] != nil { listeners[port]!.pending -= 1 }
-        byEndpoints[EndpointKey(remoteAddress: pool[slot].remoteAddress.rawValue, remotePort: pool[slot].remotePort,
+        byEndpoints[EndpointKey(remoteAddress: pool[slot].remoteAddress, remotePort: pool[slot].remotePort,
                                 localPort: pool[slot].localPort)] = nil
         wheel.schedule(slot, at: nil)
         let info = pool[slot].info
