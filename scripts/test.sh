@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit, property and simulation tests, the two-process channel tests, a real Linux peer
 # over a TAP, a fresh capture of real Linux frames checked byte for byte, the end-to-end curl checks
-# against iotcp-fileserver, the same over HTTPS with the records sealed on the NIC (scripts/tls-e2e.sh), SYN
+# against iotcp-fileserver (over IPv4, then over IPv6), the same over HTTPS with the records sealed on the NIC (scripts/tls-e2e.sh), SYN
 # cookies on the NIC under a SYN flood (scripts/accel-e2e.sh), connection splicing through iotcp-proxy
 # (scripts/proxy-e2e.sh), a package of its own using iotcp as a library (scripts/downstream.sh), a C
 # program on libiotcp (scripts/c-tests.sh), Debian's lighttpd patched onto iotcp (scripts/lighttpd-e2e.sh), a soak with misbehaving clients (scripts/soak.sh), the RDMA
@@ -48,7 +48,7 @@ grep -qE "^✔ Test run with [0-9]+ tests? .*passed" "$log" || { echo "swift tes
 unit=$(grep -oE "Test run with [0-9]+ tests" "$log" | grep -oE "[0-9]+" | tail -1)
 require "swift test" "$unit" 160
 
-live=0 e2e=0 tls=0 accel=0 proxy=0 downstream=0 ctests=0 lighttpd=0 soak=0 vm=0
+live=0 e2e=0 e2e6=0 tls=0 accel=0 proxy=0 downstream=0 ctests=0 lighttpd=0 soak=0 vm=0
 if [ "$root" = yes ]; then
   echo "== a fresh capture of Linux TCP, checked like the committed one"
   scripts/capture-fixtures.sh .build/live-capture.pcap
@@ -62,6 +62,12 @@ if [ "$root" = yes ]; then
   grep -qE "^e2e: [0-9]+ passed, 0 failed" "$log" || { echo "end-to-end checks failed:" >&2; grep -E "FAIL|did not start" "$log" >&2; exit 1; }
   e2e=$(sed -nE "s/^e2e: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
   require "e2e" "$e2e" 100
+
+  echo "== end to end over IPv6: the same checks, every client over IPv6 (embedded and split)"
+  E2E_FAMILY=ipv6 scripts/e2e.sh .build/debug/iotcp-fileserver | tee "$log" | grep -E "^e2e: (FAIL|[0-9]+ passed)|^e2e: wrk" || true
+  grep -qE "^e2e: [0-9]+ passed, 0 failed" "$log" || { echo "end-to-end checks over IPv6 failed:" >&2; grep -E "FAIL|did not start" "$log" >&2; exit 1; }
+  e2e6=$(sed -nE "s/^e2e: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
+  require "e2e over IPv6" "$e2e6" 100
 
   echo "== HTTPS: iotcp-fileserver with TLS, file records sealed on the NIC; curl, openssl s_client, wrk, loss"
   scripts/tls-e2e.sh .build/debug/iotcp-fileserver | tee "$log" | grep -E "^tls: (FAIL|[0-9]+ passed)|^tls: wrk" || true
@@ -119,4 +125,4 @@ require "fuzz" "$fuzz" 4
 
 skipped=""
 [ "$root" = no ] && skipped=" (root-only stages NOT run)"
-echo "iotcp: $((unit + live + e2e + tls + accel + proxy + downstream + ctests + lighttpd + soak + vm + fuzz)) passed, 0 failed$skipped"
+echo "iotcp: $((unit + live + e2e + e2e6 + tls + accel + proxy + downstream + ctests + lighttpd + soak + vm + fuzz)) passed, 0 failed$skipped"

@@ -111,7 +111,8 @@ struct FileServer: ParsableCommand {
         var tcpConfiguration = TCPConfiguration()
         tcpConfiguration.handshakesOnNIC = !hostHandshakes
         tcpConfiguration.teardownOnNIC = !hostEndings
-        let stack = IOTCPStack(channel: channel, address: namespace.stackAddress, configuration: tcpConfiguration, logger: logger)
+        let stack = IOTCPStack(channel: channel, address: namespace.stackAddress, ipv6Address: namespace.ipv6?.stackAddress,
+                               configuration: tcpConfiguration, logger: logger)
         let hostMetrics = endpoint.map { _ in HostMetrics() }
         let server: HTTPServer
         do { server = try HTTPServer(stack: stack, port: options.port, limits: limits, tls: tls, plainPort: httpPort) } catch {
@@ -121,6 +122,9 @@ struct FileServer: ParsableCommand {
         server.keyUpdateRecords = max(tlsKeyUpdateRecords, 1)
         say("serving \(tls == nil ? "http" : "https")://\(namespace.stackAddress):\(options.port)/ in network namespace \(options.netns)")
         if let httpPort { say("serving http://\(namespace.stackAddress):\(httpPort)/ too") }
+        if let ipv6 = namespace.ipv6 {
+            say("serving \(tls == nil ? "http" : "https")://\(IPAddress(ipv6.stackAddress).urlHost):\(options.port)/ too (IPv6)")
+        }
         if let endpoint { say("metrics at http://\(endpoint.address)/metrics") }
         var lastRecord = IOTCPStack.monotonicNow().nanoseconds
         let deadline = options.deadline

@@ -349,7 +349,7 @@ final class HTTPServer {
         let result: TLSConnection.ReadResult
         do { result = try tls.read(from: stack, into: buffer) } catch let error as IOTCPError { throw error } catch {
             counters.tlsFailures += 1
-            log("tls: \(stack.endpoints(of: session.socket).map { "\($0.remoteAddress):\($0.remotePort)" } ?? "-") \(error)")
+            log("tls: \(stack.endpoints(of: session.socket).map { "\($0.remoteAddress.urlHost):\($0.remotePort)" } ?? "-") \(error)")
             throw .tcp(.connectionReset)  // ends the session: it is aborted, no half-sent response stays
         }
         switch result {
@@ -535,7 +535,7 @@ final class HTTPServer {
     /// One access-log line; for a file the NIC could place on a device, the device too (an NVMe namespace).
     private func log(_ request: HTTPRequest, status: Int, bytes: Int, session: Session, device: StorageDevice? = nil) {
         guard accessLog else { return }
-        let peer = stack.endpoints(of: session.socket).map { "\($0.remoteAddress):\($0.remotePort)" } ?? "-"
+        let peer = stack.endpoints(of: session.socket).map { "\($0.remoteAddress.urlHost):\($0.remotePort)" } ?? "-"
         let storage = device.map { " [\($0)]" } ?? ""
         log("\(peer) \"\(request.method) \(request.target) \(request.version)\" \(status) \(bytes)\(storage)")
     }

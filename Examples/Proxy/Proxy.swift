@@ -81,7 +81,9 @@ struct Proxy: ParsableCommand {
         }
         var configuration = TCPConfiguration()
         configuration.spliceIdleTimeout = UInt64(spliceIdleTimeout * 1e9)
-        let stack = IOTCPStack(channel: attachment.channel, address: namespace.stackAddress, configuration: configuration, logger: logger)
+        // IPv6 clients are served too; the NIC splices IPv4 connections only, so theirs are copied on the host.
+        let stack = IOTCPStack(channel: attachment.channel, address: namespace.stackAddress, ipv6Address: namespace.ipv6?.stackAddress,
+                               configuration: configuration, logger: logger)
         let limits = ProxyServer.Limits(headerTimeout: headerTimeout, connectTimeout: connectTimeout, idleTimeout: idleTimeout)
         let server: ProxyServer
         do {

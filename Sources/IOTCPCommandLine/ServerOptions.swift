@@ -15,8 +15,8 @@ public struct ServerOptions: ParsableArguments {
 
     @Option(help: ArgumentHelp(
         "This server's address and prefix; the namespace side takes the first other host address.",
-        discussion: "Both families as 10.77.0.2/24,fd77::2/64: over IPv6 the NIC answers Neighbor Discovery and ping; "
-            + "TCP over IPv6 is refused at once until it is served."))
+        discussion: "Both families as 10.77.0.2/24,fd77::2/64: the server is reached over IPv4 and IPv6 (http://[fd77::2]:8080/), "
+            + "the namespace side taking fd77::1."))
     public var address = "10.77.0.2/24"
 
     @Option(help: "Split mode: reach an iotcp-nic process at shm:PATH or rdma://IP:PORT instead of running the NIC stack here.")

@@ -323,13 +323,21 @@ public final class NICRuntime {
             guard headers.count >= 20, length <= runtime.transmitFrame.count else {
                 return .sent  // cannot be framed: dropped, as a wire drops an oversized frame
             }
-            let destination = IPv4Address(rawValue: headers.bigEndianUInt32(at: 16))
             let ethernet = UnsafeMutableRawBufferPointer(rebasing: runtime.headerFrame[0..<14])
-            // An unknown neighbour is asked for by ARP; a packet without offload waits for the answer in the link,
-            // anything else is dropped as a lost frame (TCP recovers).
-            guard runtime.link.writeHeader(into: ethernet, destination: destination, transmit: { runtime.putOnWire($0) }) else {
-                if offload == nil { runtime.link.hold(header: headers, payload: payload, now: runtime.now) }
-                return .sent
+            if headers[0] >> 4 == 6 {
+                // IPv6: an unknown neighbour is solicited and the packet lost, as on a wire (TCP recovers).
+                guard headers.count >= IPv6PacketView.headerLength,
+                      runtime.link.writeHeader(into: ethernet, destination: IPv6Address.load(from: headers, at: 24),
+                                               transmit: { runtime.putOnWire($0) })
+                else { return .sent }
+            } else {
+                let destination = IPv4Address(rawValue: headers.bigEndianUInt32(at: 16))
+                // An unknown neighbour is asked for by ARP; a packet without offload waits for the answer in the
+                // link, anything else is dropped as a lost frame (TCP recovers).
+                guard runtime.link.writeHeader(into: ethernet, destination: destination, transmit: { runtime.putOnWire($0) }) else {
+                    if offload == nil { runtime.link.hold(header: headers, payload: payload, now: runtime.now) }
+                    return .sent
+                }
             }
             if runtime.capture != nil || !runtime.outbound.settings.isNone {
                 // The diagnostic path (faults, capture) needs each frame whole.

@@ -57,9 +57,8 @@ public struct NetworkNamespace: Sendable {
             }
         }
         guard let (ours, prefix) = ipv4 else {
-            // TCP runs over IPv4 only so far: an IPv6-only server could answer ping but serve nothing.
-            throw Failure(description: "\(address) has no IPv4 address: IPv6 is given beside one (10.77.0.2/24,fd77::2/64), "
-                + "as TCP over IPv6 is not served yet")
+            // The stack's IPv4 address is not optional (its engine, the NIC's link and endings are keyed by it).
+            throw Failure(description: "\(address) has no IPv4 address: IPv6 is given beside one (10.77.0.2/24,fd77::2/64)")
         }
         self.ipv6 = ipv6.map { ours, prefix in
             let network = ours.masked(prefixLength: prefix)

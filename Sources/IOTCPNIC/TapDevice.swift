@@ -102,7 +102,9 @@ public final class TapDevice: WireBackend {
             headerOut.initializeMemory(as: UInt8.self, repeating: 0)
             if let offload {
                 headerOut[0] = 1  // VIRTIO_NET_HDR_F_NEEDS_CSUM
-                headerOut[1] = offload.segmentSize > 0 ? 1 : 0  // VIRTIO_NET_HDR_GSO_TCPV4, or none
+                // VIRTIO_NET_HDR_GSO_TCPV4 (1) or _TCPV6 (4) by the frame's EtherType, or none.
+                let ipv6 = header.count >= 14 && header[12] == 0x86 && header[13] == 0xDD
+                headerOut[1] = offload.segmentSize > 0 ? (ipv6 ? 4 : 1) : 0
                 headerOut.storeBytes(of: offload.headerLength, toByteOffset: 2, as: UInt16.self)
                 headerOut.storeBytes(of: offload.segmentSize, toByteOffset: 4, as: UInt16.self)
                 headerOut.storeBytes(of: offload.checksumStart, toByteOffset: 6, as: UInt16.self)

@@ -17,8 +17,8 @@ public struct IPv6Settings: Hashable, Sendable {
 /// only refreshes a known neighbour, and without its Override flag never changes its address), ICMPv6 echo,
 /// and the ICMPv6 errors RFC 8200 and RFC 4443 ask of a host:
 /// a Parameter Problem for what the parser refuses, Destination Unreachable (port) for a transport not
-/// carried. TCP over IPv6 is not carried by the stack yet, so a connection attempt is refused that way at
-/// once rather than left to time out. Errors are rate-limited, never sent about an error, about a packet sent
+/// carried (UDP, and TCP to the link-local address, which the stack does not serve). TCP to the global
+/// address goes to the stack. Errors are rate-limited, never sent about an error, about a packet sent
 /// to a group or as a link-layer multicast or broadcast (except where an option's type asks), or to an
 /// unspecified or multicast source.
 extension EthernetLink {
@@ -63,8 +63,10 @@ extension EthernetLink {
         neighbours6.learnStatic(address, at: hardwareAddress, now: clock)
     }
 
-    mutating func receiveIPv6(_ ethernet: EthernetFrameView, transmit: (UnsafeRawBufferPointer) -> Void) {
-        guard ipv6 != nil else { return }
+    /// Handles an IPv6 frame: returns a TCP packet to the global address for the stack, or nil after
+    /// answering or dropping it.
+    mutating func receiveIPv6(_ ethernet: EthernetFrameView, transmit: (UnsafeRawBufferPointer) -> Void) -> UnsafeRawBufferPointer? {
+        guard let settings = ipv6 else { return nil }
         let bytes = ethernet.payload
         let unicastFrame = ethernet.destination == hardwareAddress
         let packet: IPv6PacketView
@@ -81,29 +83,29 @@ extension EthernetLink {
                               about: UnsafeRawBufferPointer(rebasing: bytes[0..<total]), transmit: transmit)
                 }
             }
-            return
+            return nil
         }
         let source = packet.source, destination = packet.destination
         let unicast = isOurs(destination)
-        guard unicast || isOurGroup(destination) else { return }
+        guard unicast || isOurGroup(destination) else { return nil }
         // Errors only about what was sent to us alone (RFC 4443 §2.4 e.3-e.5).
         let answersWithErrors = unicast && unicastFrame
         switch packet.upperLayerProtocol {
         case .icmpv6:
             guard let (icmp, data) = try? ICMPv6Repr.parse(packet.upperLayer, source: source, destination: destination) else {
                 ipv6Dropped += 1
-                return
+                return nil
             }
             switch icmp.message {
             case .neighborSolicitation(let target):
                 guard isOurs(target), let options = try? NeighborDiscoveryOptions(parsing: data),
                       icmp.isValidNeighborDiscovery(hopLimit: packet.hopLimit, source: source, destination: destination, options: options)
-                else { return }
+                else { return nil }
                 // RFC 4861 §7.2.3: the solicitor's link-layer address is recorded, then answered. A solicitation
                 // from the unspecified address is another node's duplicate address detection: the answer, that
                 // the address is taken, goes to all nodes and is not marked solicited.
                 if let hardware = options.sourceLinkLayerAddress { heard(source, at: hardware) }
-                guard takeNeighborDiscoveryBudget() else { return }
+                guard takeNeighborDiscoveryBudget() else { return nil }
                 let answer = ICMPv6Repr(message: .neighborAdvertisement(
                     flags: source.isUnspecified ? [.override] : [.solicited, .override], target: target))
                 sendNeighborDiscovery(answer, options: NeighborDiscoveryOptions(targetLinkLayerAddress: hardwareAddress),
@@ -113,7 +115,7 @@ extension EthernetLink {
                 guard let options = try? NeighborDiscoveryOptions(parsing: data),
                       icmp.isValidNeighborDiscovery(hopLimit: packet.hopLimit, source: source, destination: destination, options: options),
                       let hardware = options.targetLinkLayerAddress
-                else { return }
+                else { return nil }
                 // An answer to our own solicitation is learned; anything else only updates a neighbour already
                 // known, and only with Override or no change of address (RFC 4861 §7.2.5), so advertisements
                 // can neither fill the table nor move a neighbour without saying so.
@@ -135,12 +137,15 @@ extension EthernetLink {
                 out.withUnsafeBytes { send(ipv6Packet: $0, transmit: transmit) }
                 echoRepliesSent += 1
             default:
-                return
+                return nil
             }
+        case .tcp where destination == settings.address && unicastFrame && !source.isMulticast && !source.isUnspecified:
+            return packet.bytes
         case .noNextHeader:
-            return
+            return nil
         case .tcp, .udp:
-            // No port of either is open over IPv6 yet: the sender learns so at once (RFC 4443 §3.1, code 4).
+            // No UDP port is open, nor TCP on the link-local address: the sender learns so at once (RFC 4443
+            // §3.1, code 4).
             ipv6Dropped += 1
             if answersWithErrors { sendError(.destinationUnreachable(code: 4), about: packet.bytes, transmit: transmit) }
         default:
@@ -150,6 +155,27 @@ extension EthernetLink {
                 sendError(.parameterProblem(code: 1, pointer: UInt32(packet.upperLayerPointer)), about: packet.bytes, transmit: transmit)
             }
         }
+        return nil
+    }
+
+    /// Writes the Ethernet header for an IPv6 packet to `destination` into `header` (14 bytes), for a frame
+    /// whose packet follows from elsewhere. False, having solicited it, when the neighbour is not known yet
+    /// (the packet is lost, as on a wire; TCP sends it again).
+    public mutating func writeHeader(
+        into header: UnsafeMutableRawBufferPointer, destination: IPv6Address, transmit: (UnsafeRawBufferPointer) -> Void
+    ) -> Bool {
+        let hardware: MACAddress
+        if destination.isMulticast {
+            hardware = destination.multicastMAC
+        } else if header.count >= EthernetFrameView.headerLength, let known = neighbours6.lookUp(destination, now: clock) {
+            hardware = known
+        } else {
+            framesDropped += 1
+            solicit(destination, transmit: transmit)
+            return false
+        }
+        try? EthernetRepr(destination: hardware, source: hardwareAddress, etherType: .ipv6).emit(into: header)
+        return true
     }
 
     /// Frames an IPv6 packet for its destination (a group's Ethernet address, or the neighbour's) and

@@ -80,7 +80,7 @@ public struct EthernetLink {
         return other != address && other.rawValue & mask == address.rawValue & mask && other.rawValue != 0
     }
 
-    /// Handles a received frame at `now`: returns the IPv4 TCP packet inside it for the stack, or nil after
+    /// Handles a received frame at `now`: returns the IPv4 or IPv6 TCP packet inside it for the stack, or nil after
     /// answering (ARP, ping) or dropping it. Frames to send in reply go to `transmit`.
     public mutating func receive(
         frame: UnsafeRawBufferPointer, now: Instant, transmit: (UnsafeRawBufferPointer) -> Void
@@ -126,8 +126,7 @@ public struct EthernetLink {
             }
             return nil
         case .ipv6:
-            receiveIPv6(ethernet, transmit: transmit)
-            return nil
+            return receiveIPv6(ethernet, transmit: transmit)
         default:
             return nil
         }

@@ -86,25 +86,25 @@ extension NICDataPlane {
                  "flow index \(flow.index) outside 1..<\(limits.maximumFlows)", output: &output)
             return
         }
-        guard endpoints.isIPv4 else {
-            // This data plane's tables are keyed by IPv4 endpoints; its HELLO does not offer IPv6.
-            fail(.unsupported, kind: .flowOpenIPv6, flow: flow, reference: UInt64(flow.rawValue),
-                 "FLOW_OPEN6: this NIC does not carry TCP over IPv6", output: &output)
-            return
-        }
         while flows.count <= index { flows.append(FlowState()) }
         if flows[index].open { closeFlow(UInt32(index)) }  // the host reused an id without FLOW_CLOSE
-        let key = Self.key(of: endpoints)
-        if let previous = flowsByEndpoints[key], previous != UInt32(index) { closeFlow(previous) }
-        // The host opened these endpoints again (a new connection it accepted itself): the old ending is over.
-        if let ending = closingByEndpoints[key] { forgetClosing(Int(ending)) }
+        if endpoints.isIPv4 {
+            let key = Self.key(of: endpoints)
+            if let previous = flowsByEndpoints[key], previous != UInt32(index) { closeFlow(previous) }
+            // The host opened these endpoints again (a new connection it accepted itself): the old ending is over.
+            if let ending = closingByEndpoints[key] { forgetClosing(Int(ending)) }
+            flowsByEndpoints[key] = UInt32(index)
+        } else {
+            let key = EndpointKey6(endpoints)
+            if let previous = flowsByEndpoints6[key], previous != UInt32(index) { closeFlow(previous) }
+            flowsByEndpoints6[key] = UInt32(index)
+        }
         flows[index].open = true
         flows[index].id = flow
         flows[index].endpoints = endpoints
         flows[index].failed = false
         flows[index].sealer = nil
         flows[index].hasSentTimestamp = false
-        flowsByEndpoints[key] = UInt32(index)
         openFlows += 1
     }
 
@@ -116,8 +116,14 @@ extension NICDataPlane {
         dropQueued(slot)
         let pool = self.pool
         store.removeAll(in: &flows[slot].sent) { pool.give($0) }
-        let key = Self.key(of: flows[slot].endpoints)
-        if flowsByEndpoints[key] == index { flowsByEndpoints[key] = nil }
+        let endpoints = flows[slot].endpoints
+        if endpoints.isIPv4 {
+            let key = Self.key(of: endpoints)
+            if flowsByEndpoints[key] == index { flowsByEndpoints[key] = nil }
+        } else {
+            let key = EndpointKey6(endpoints)
+            if flowsByEndpoints6[key] == index { flowsByEndpoints6[key] = nil }
+        }
         flows[slot].open = false
         flows[slot].sealer = nil
         flows[slot].recordTags.removeAll()
@@ -507,8 +513,10 @@ extension NICDataPlane {
         output: inout O
     ) {
         let segment = Int(template.maximumSegmentSize)
+        let networkHeaderLength = endpoints.remoteAddress.headerLength
         let superPayload = offloads.superSegmentLimit > 0
-            ? SegmentBuilder.superSegmentPayload(packetLimit: offloads.superSegmentLimit, template: template) : 0
+            ? SegmentBuilder.superSegmentPayload(packetLimit: offloads.superSegmentLimit, template: template,
+                                                 networkHeaderLength: networkHeaderLength) : 0
         let pieceLength = superPayload > 0 && bytes.count > segment ? superPayload : segment
         var offset = 0
         while offset < bytes.count {
@@ -521,7 +529,7 @@ extension NICDataPlane {
             else { return }
             let offload = offloaded ? PacketOffload(
                 segmentSize: piece > segment ? UInt16(segment) : 0, headerLength: UInt16(headerLength),
-                transportStart: UInt16(IPv4Repr.headerLength)) : nil
+                transportStart: UInt16(networkHeaderLength)) : nil
             // A refused retransmission is lost as on a wire: the host's timer sends it again.
             if output.transmit(headers: UnsafeRawBufferPointer(rebasing: headers[0..<headerLength]), payload: payload, offload: offload) == .sent {
                 let segments = (piece + segment - 1) / segment
@@ -563,11 +571,18 @@ extension NICDataPlane {
         }
     }
 
-    /// Whether a host-built IPv4/TCP packet carries data, SYN or FIN (anything the peer must take in order).
+    /// Where the TCP header of a host-built packet starts: after IPv4's header (its IHL), or after IPv6's
+    /// fixed header (the host writes no extension headers); nil when the packet is too short for it.
+    static func transportOffset(_ packet: UnsafeRawBufferPointer) -> Int? {
+        guard packet.count >= 20 else { return nil }
+        let offset = packet[0] >> 4 == 6 ? IPv6PacketView.headerLength : Int(packet[0] & 0x0F) * 4
+        guard offset >= 20, packet.count >= offset + 20 else { return nil }
+        return offset
+    }
+
+    /// Whether a host-built IP/TCP packet carries data, SYN or FIN (anything the peer must take in order).
     static func occupiesSequenceSpace(_ packet: UnsafeRawBufferPointer) -> Bool {
-        guard packet.count >= 20 else { return false }
-        let ipHeader = Int(packet[0] & 0x0F) * 4
-        guard ipHeader >= 20, packet.count >= ipHeader + 20 else { return false }
+        guard let ipHeader = transportOffset(packet) else { return false }
         let tcpHeader = Int(packet[ipHeader + 12] >> 4) * 4
         let flags = packet[ipHeader + 13]
         return packet.count > ipHeader + tcpHeader || flags & 0x03 != 0
@@ -605,9 +620,7 @@ extension NICDataPlane {
 
     /// Adds `milliseconds` to a TCP segment's TSval, keeping its checksum right (RFC 1624).
     static func addToTimestamp(_ packet: UnsafeMutableRawBufferPointer, milliseconds: UInt32) {
-        guard packet.count >= 40 else { return }
-        let ip = Int(packet[0] & 0x0F) * 4
-        guard packet.count >= ip + 20 else { return }
+        guard let ip = transportOffset(UnsafeRawBufferPointer(packet)) else { return }
         let tcpHeader = Int(packet[ip + 12] >> 4) * 4
         guard tcpHeader > 20, packet.count >= ip + tcpHeader else { return }
         var offset = ip + 20

@@ -11,6 +11,17 @@ extension NICDataPlane {
         packet: UnsafeMutableRawBufferPointer, offload: ReceivedOffload, now: Instant? = nil, output: inout O
     ) {
         if let now { clock = now }
+        if packet.count > 0 && packet[0] >> 4 == 6 {
+            // IPv6: the kernel cuts no IPv6 super-segments for us (only TSO4 is offered), but may leave the
+            // checksum to finish, over the TCP segment after any extension headers.
+            if offload.checksumPartial, let ip = try? IPv6PacketView(UnsafeRawBufferPointer(packet)), ip.upperLayerProtocol == .tcp,
+               ip.upperLayer.count >= TCPSegmentView.minimumHeaderLength {
+                let transport = UnsafeMutableRawBufferPointer(rebasing: packet[ip.upperLayerOffset..<ip.bytes.count])
+                TCPRepr.fillChecksum(segment: transport, source: ip.source, destination: ip.destination)
+            }
+            receiveIPv6(packet: UnsafeRawBufferPointer(packet), output: &output)
+            return
+        }
         guard let ip = try? IPv4PacketView(UnsafeRawBufferPointer(packet)), ip.protocol == .tcp,
               let segment = try? TCPSegmentView(ip.payload)
         else {

@@ -56,6 +56,12 @@ extension NICDataPlane {
         }
         let endpoints = flows[Int(index)].endpoints
         closeFlow(index)
+        guard endpoints.isIPv4 else {
+            // Endings are kept by IPv4 endpoints; the host ends IPv6 connections itself and never sends this.
+            fail(.unsupported, kind: .teardown, flow: flow, reference: UInt64(flow.rawValue),
+                 "TEARDOWN of an IPv6 flow: the NIC ends IPv4 connections only", output: &output)
+            return
+        }
         counters.teardowns += 1
         var entry = ClosingConnection()
         entry.key = Self.key(of: endpoints)

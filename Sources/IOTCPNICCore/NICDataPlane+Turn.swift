@@ -162,8 +162,10 @@ extension NICDataPlane {
             source = UnsafeRawPointer(pool.address(chunks[slot].buffer) + chunks[slot].payloadStart)
         }
         let headLength = chunks[slot].head == Self.noHead ? 0 : deferred[Int(chunks[slot].head)].bytes.count
+        let networkHeaderLength = endpoints.remoteAddress.headerLength
         let superSegments = offloads.superSegmentLimit > 0
-            && SegmentBuilder.superSegmentPayload(packetLimit: offloads.superSegmentLimit, template: template) >= headLength + chunks[slot].length
+            && SegmentBuilder.superSegmentPayload(packetLimit: offloads.superSegmentLimit, template: template,
+                                                  networkHeaderLength: networkHeaderLength) >= headLength + chunks[slot].length
         while chunks[slot].sent < chunks[slot].length {
             let remaining = chunks[slot].length - chunks[slot].sent
             // A SEND's head goes first, in the first segment, placed right after the headers.
@@ -173,7 +175,7 @@ extension NICDataPlane {
             let isLast = chunks[slot].isLast && piece == remaining
             let offloaded = offloads.checksum || prefix + piece > segment
             if prefix > 0 {
-                let at = SegmentBuilder.packetLength(payloadLength: 0, template: template)
+                let at = SegmentBuilder.packetLength(payloadLength: 0, template: template, networkHeaderLength: networkHeaderLength)
                 deferred[Int(chunks[slot].head)].bytes.withUnsafeBytes {
                     UnsafeMutableRawBufferPointer(rebasing: headers[at..<(at + prefix)]).copyMemory(from: $0)
                 }
@@ -192,7 +194,7 @@ extension NICDataPlane {
             }
             let offload = offloaded ? PacketOffload(
                 segmentSize: prefix + piece > segment ? UInt16(segment) : 0, headerLength: UInt16(headerLength),
-                transportStart: UInt16(IPv4Repr.headerLength)) : nil
+                transportStart: UInt16(networkHeaderLength)) : nil
             let result = output.transmit(headers: UnsafeRawBufferPointer(rebasing: headers[0..<(headerLength + prefix)]), payload: payload,
                                          offload: offload)
             guard result == .sent else {
@@ -308,6 +310,10 @@ extension NICDataPlane {
     /// of the latest `poll` or command.
     public func receive<O: NICOutput>(packet: UnsafeRawBufferPointer, now: Instant? = nil, output: inout O) {
         if let now { clock = now }
+        if packet.count > 0 && packet[0] >> 4 == 6 {
+            receiveIPv6(packet: packet, output: &output)
+            return
+        }
         let ip: IPv4PacketView
         do throws(WireError) {
             guard packet.count <= Int(UInt16.max) else { throw .bufferTooSmall(needed: packet.count, available: Int(UInt16.max)) }
@@ -333,6 +339,21 @@ extension NICDataPlane {
             return
         }
         output.reply(.packetIn(flows[Int(index)].id, packet: ip.bytes))
+    }
+
+    /// An IPv6 TCP segment: to the host, tagged with its flow when the NIC knows it. Handshakes, endings and
+    /// splices of IPv6 connections are the host's, so anything else goes to it untagged.
+    func receiveIPv6<O: NICOutput>(packet: UnsafeRawBufferPointer, output: inout O) {
+        guard packet.count <= IPv6PacketView.headerLength + Int(UInt16.max), let ip = try? IPv6PacketView(packet),
+              ip.upperLayerProtocol == .tcp, let segment = try? TCPSegmentView(ip.upperLayer)
+        else {
+            counters.malformedIn += 1
+            return
+        }
+        counters.packetsIn += 1
+        let key = EndpointKey6(remoteAddress: ip.source, remotePort: segment.sourcePort, localPort: segment.destinationPort)
+        let flow = flowsByEndpoints6.isEmpty ? nil : flowsByEndpoints6[key]
+        output.reply(.packetIn(flow.map { flows[Int($0)].id } ?? .none, packet: ip.bytes))
     }
 
     // MARK: - Answers

@@ -164,6 +164,8 @@ public final class NICDataPlane {
     /// only from the same bytes (same record number, same nonce), so a file changed since is never re-sealed.
     var openedStatus: [OffloadedFileID: OffloadedFileStatus] = [:]
     var flowsByEndpoints: [EndpointKey: UInt32] = [:]
+    /// IPv6 flows by endpoints (no endings or splices on the NIC: those stay with the host).
+    var flowsByEndpoints6: [EndpointKey6: UInt32] = [:]
     var openFlows = 0
     var chunks: [Chunk] = []
     var freeChunks: [UInt32] = []
@@ -224,8 +226,23 @@ public final class NICDataPlane {
         var localPort: UInt16
     }
 
-    /// An open flow's key. Flows are IPv4 (`openFlow` refuses the others), whose mapped address keeps
-    /// the IPv4 address in its low 32 bits.
+    /// An IPv6 flow's key: its own table, so the IPv4 one keeps its one-word keys.
+    struct EndpointKey6: Hashable {
+        var remoteAddress: IPv6Address
+        var ports: UInt32
+
+        init(remoteAddress: IPv6Address, remotePort: UInt16, localPort: UInt16) {
+            self.remoteAddress = remoteAddress
+            ports = UInt32(remotePort) << 16 | UInt32(localPort)
+        }
+
+        init(_ endpoints: FlowEndpoints) {
+            self.init(remoteAddress: endpoints.remoteAddress.bits, remotePort: endpoints.remotePort, localPort: endpoints.localPort)
+        }
+    }
+
+    /// An IPv4 flow's key (the mapped address keeps the IPv4 address in its low 32 bits). Endings and
+    /// splices, which only IPv4 flows have, are keyed the same way.
     static func key(of endpoints: FlowEndpoints) -> EndpointKey {
         EndpointKey(remoteAddress: UInt32(truncatingIfNeeded: endpoints.remoteAddress.bits.low), remotePort: endpoints.remotePort,
                     localPort: endpoints.localPort)
@@ -434,8 +451,8 @@ public final class NICDataPlane {
         var lines = ["Flow        Local Address:Port    Peer Address:Port       Unacked  Queued  Reading  State"]
         for flow in flows where flow.open {
             let endpoints = flow.endpoints
-            let local = "\(endpoints.localAddress):\(endpoints.localPort)"
-            let peer = "\(endpoints.remoteAddress):\(endpoints.remotePort)"
+            let local = "\(endpoints.localAddress.urlHost):\(endpoints.localPort)"
+            let peer = "\(endpoints.remoteAddress.urlHost):\(endpoints.remotePort)"
             let unacknowledged = flow.sent.reduce(0) { $0 + $1.length }
             let state = flow.failed ? "failed" : flow.isReady ? "ready" : flow.isReading ? "reading" : flow.queue.isEmpty ? "idle" : "waiting"
             func pad(_ text: String, _ width: Int) -> String { text + String(repeating: " ", count: max(0, width - text.count)) }

@@ -65,7 +65,7 @@ struct LinkIPv6Tests {
     func deliver(_ frame: [UInt8], to link: inout EthernetLink, at now: Instant = .zero) -> [[UInt8]] {
         var sent: [[UInt8]] = []
         let up = frame.withUnsafeBytes { link.receive(frame: $0, now: now, transmit: { sent.append(Array($0)) }) }
-        #expect(up == nil, "nothing over IPv6 goes up to the stack yet")
+        #expect(up == nil, "none of these goes up to the stack")
         return sent
     }
 
@@ -211,16 +211,24 @@ struct LinkIPv6Tests {
     func errors() throws {
         var link = makeLink()
         link.learn(neighbour: Self.peer, at: Self.peerMAC)
-        // A SYN over IPv6: refused at once (port unreachable, quoting it), since no TCP port is open over IPv6 yet.
+        // A SYN to our address goes up to the stack, the link answering nothing.
         let syn = TCPRepr(sourcePort: 40_000, destinationPort: 8080, sequenceNumber: SequenceNumber(1), flags: .syn, window: 1000)
         var segment = [UInt8](repeating: 0, count: syn.headerLength)
         _ = segment.withUnsafeMutableBytes { try! syn.emitHeader(into: $0) }
         let synFrame = frame(from: Self.peer, to: Self.ours, next: .tcp, upper: segment)
-        let refused = try read(try #require(deliver(synFrame, to: &link).first))
+        var sentForSyn: [[UInt8]] = []
+        let up = synFrame.withUnsafeBytes { link.receive(frame: $0, now: .zero, transmit: { sentForSyn.append(Array($0)) }).map { Array($0) } }
+        #expect(up == Array(synFrame[14...]) && sentForSyn.isEmpty)
+        // To the link-local address, which the stack does not serve: refused at once (port unreachable, quoting it).
+        let linkLocalSyn = frame(from: Self.peer, to: link.linkLocalAddress, next: .tcp, upper: segment)
+        let refused = try read(try #require(deliver(linkLocalSyn, to: &link).first))
         #expect(refused.icmp.message == .destinationUnreachable(code: 4))
-        #expect(refused.data == Array(synFrame[14...]) && refused.ip.destination == Self.peer)
-        // The same sent as a link-layer broadcast: no error (RFC 4443 §2.4 e.4).
-        #expect(deliver(frame(from: Self.peer, to: Self.ours, next: .tcp, upper: segment, to: .broadcast), to: &link).isEmpty)
+        #expect(refused.data == Array(linkLocalSyn[14...]) && refused.ip.destination == Self.peer)
+        // UDP likewise; sent as a link-layer broadcast, no error (RFC 4443 §2.4 e.4).
+        let udpFrame = frame(from: Self.peer, to: Self.ours, next: .udp, upper: [0x9C, 0x40, 0x00, 0x35, 0x00, 0x08, 0x00, 0x00])
+        #expect(try read(try #require(deliver(udpFrame, to: &link).first)).icmp.message == .destinationUnreachable(code: 4))
+        #expect(deliver(frame(from: Self.peer, to: Self.ours, next: .udp, upper: [0x9C, 0x40, 0x00, 0x35, 0x00, 0x08, 0x00, 0x00],
+                              to: .broadcast), to: &link).isEmpty)
         // An unknown upper layer: Parameter Problem code 1 at the Next Header field (offset 6).
         let unknown = try read(try #require(deliver(frame(from: Self.peer, to: Self.ours, next: IPProtocol(rawValue: 253), upper: [0]), to: &link).first))
         #expect(unknown.icmp.message == .parameterProblem(code: 1, pointer: 6))
@@ -239,12 +247,12 @@ struct LinkIPv6Tests {
         let error = icmp(.destinationUnreachable(code: 1), data: [UInt8](repeating: 0, count: 48), from: Self.peer, to: Self.ours)
         #expect(deliver(frame(from: Self.peer, to: Self.ours, next: .icmpv6, upper: error), to: &link).isEmpty)
         #expect(deliver(frame(from: .allNodes, to: Self.ours, next: .tcp, upper: segment), to: &link).isEmpty)
-        #expect(link.icmpv6ErrorsSent == 4)
+        #expect(link.icmpv6ErrorsSent == 5)
         // A burst: ten errors per 100 ms, the rest counted.
         var answered = 0
-        for _ in 0..<25 { answered += deliver(synFrame, to: &link, at: .milliseconds(500)).count }
+        for _ in 0..<25 { answered += deliver(udpFrame, to: &link, at: .milliseconds(500)).count }
         #expect(answered == 10 && link.icmpv6ErrorsLimited == 15)
-        #expect(deliver(synFrame, to: &link, at: .milliseconds(650)).count == 1, "the next tick allows more")
+        #expect(deliver(udpFrame, to: &link, at: .milliseconds(650)).count == 1, "the next tick allows more")
     }
 
     @Test("without an IPv6 address the link ignores IPv6")

@@ -47,16 +47,21 @@ struct LinuxPeerTests {
     struct WireCase: Sendable, CustomStringConvertible {
         var faults = FaultSettings()
         var vnetHeader = false
-        var description: String { "\(vnetHeader ? "vnet header" : "plain TAP"), \(faults)" }
+        var ipv6 = false
+        var description: String { "\(ipv6 ? "IPv6" : "IPv4"), \(vnetHeader ? "vnet header" : "plain TAP"), \(faults)" }
     }
 
     /// A plain TAP; a TAP with a vnet header, where SENDs leave as super-segments the kernel takes whole;
     /// and the fault-injecting wire in both directions (vnet header, real segments): frames held back for
-    /// reordering are released by the runtime's own turn, a path the clean runs never take.
+    /// reordering are released by the runtime's own turn, a path the clean runs never take. Over IPv6 too:
+    /// Linux finds the NIC by Neighbor Discovery, and super-segments leave as TCPv6 GSO frames.
     @Test("Linux pings the NIC and downloads an offloaded file byte-exact", arguments: [
         WireCase(),
         WireCase(vnetHeader: true),
         WireCase(faults: FaultSettings(loss: 0.03, duplication: 0.03, reordering: 0.1), vnetHeader: true),
+        WireCase(ipv6: true),
+        WireCase(vnetHeader: true, ipv6: true),
+        WireCase(faults: FaultSettings(loss: 0.03, duplication: 0.03, reordering: 0.1), vnetHeader: true, ipv6: true),
     ])
     func linuxDownloadsOffloadedFile(wire: WireCase) throws {
         let faults = wire.faults
@@ -67,11 +72,14 @@ struct LinuxPeerTests {
         let root = try ExportRoot()
         let (tap, namespace) = try makePeerNamespace(vnetHeader: wire.vnetHeader)
         defer { shell("ip netns del \(namespace) 2>/dev/null") }
-        let nic = try EmbeddedNIC(tap: tap, address: IPv4Address(10, 79, 0, 2), files: try FileTable(root: root.path))
+        let ipv6 = wire.ipv6 ? IPv6Address("fd79::2")! : nil
+        if wire.ipv6 { #expect(shell("ip -n \(namespace) addr add fd79::1/64 dev \(tap.name) nodad").status == 0) }
+        let nic = try EmbeddedNIC(tap: tap, address: IPv4Address(10, 79, 0, 2), ipv6: ipv6.map { IPv6Settings(address: $0) },
+                                  files: try FileTable(root: root.path))
         nic.runtime.inbound = FaultyWire(settings: faults, seed: 11)
         nic.runtime.outbound = FaultyWire(settings: faults, seed: 12)
         nic.start()
-        let stack = IOTCPStack(channel: nic.hostChannel, address: IPv4Address(10, 79, 0, 2))
+        let stack = IOTCPStack(channel: nic.hostChannel, address: IPv4Address(10, 79, 0, 2), ipv6Address: ipv6)
         let listener = try stack.listen(port: 8080)
         try stack.register(listener, interests: .acceptable, token: 0)
         let request = try stack.offloadOpen("/sub/data.bin")
@@ -79,8 +87,9 @@ struct LinuxPeerTests {
 
         let client = Process()
         client.executableURL = URL(fileURLWithPath: "/bin/bash")
-        client.arguments = ["-c", "ip netns exec \(namespace) ping -c 1 -W 5 10.79.0.2 >/dev/null && " +
-                            "ip netns exec \(namespace) timeout -s KILL 20 bash -c 'exec 3<>/dev/tcp/10.79.0.2/8080; cat <&3 > \(output)'"]
+        let server = wire.ipv6 ? "fd79::2" : "10.79.0.2"
+        client.arguments = ["-c", "ip netns exec \(namespace) ping -c 1 -W 5 \(server) >/dev/null && " +
+                            "ip netns exec \(namespace) timeout -s KILL 20 bash -c 'exec 3<>/dev/tcp/\(server)/8080; cat <&3 > \(output)'"]
         try client.run()
         var file: OffloadedFile?
         var served: [Socket: UInt64] = [:]
@@ -108,7 +117,12 @@ struct LinuxPeerTests {
         client.waitUntilExit()
         #expect(client.terminationStatus == 0, "ping and download in the namespace")
         #expect(nic.runtime.link.echoRepliesSent >= 1, "the NIC answered the ping")
-        #expect(nic.runtime.link.arpRepliesSent >= 1, "the NIC answered ARP")
+        if wire.ipv6 {
+            #expect(nic.runtime.link.neighborAdvertisementsSent >= 1, "the NIC answered Neighbor Discovery")
+            #expect(stack.engine.statistics.malformedPackets == 0 && stack.engine.statistics.badChecksums == 0)
+        } else {
+            #expect(nic.runtime.link.arpRepliesSent >= 1, "the NIC answered ARP")
+        }
         #expect(nic.runtime.dataPlane.counters.errors == 0)
         let superSegments = nic.runtime.counters.superSegmentsOut
         #expect(wire.vnetHeader && faults.isNone ? superSegments > 0 : superSegments == 0,
@@ -123,9 +137,8 @@ struct LinuxPeerTests {
     }
 
     /// Linux resolves the NIC's IPv6 address by Neighbor Discovery and pings it; the NIC resolves Linux's in
-    /// turn for the replies. TCP is not carried over IPv6 yet, so a connection attempt is refused at once by a
-    /// port unreachable (Linux reports it as a refused connection) instead of waiting out its SYN retries.
-    @Test("Linux pings the NIC over IPv6, and a TCP connection over IPv6 is refused at once")
+    /// turn for the replies. (TCP over IPv6 is the download test's.)
+    @Test("Linux pings the NIC over IPv6, each side finding the other by Neighbor Discovery")
     func linuxPingsOverIPv6() throws {
         guard getuid() == 0 else {
             Issue.record("needs root to create a TAP and a network namespace (scripts/test.sh runs as root)")
@@ -140,18 +153,13 @@ struct LinuxPeerTests {
                                   files: try FileTable(root: root.path))
         nic.start()
         let ping = shell("ip netns exec \(namespace) ping -6 -c 3 -i 0.2 -W 5 fd79::2")
-        let started = DispatchTime.now().uptimeNanoseconds
-        let connect = shell("ip netns exec \(namespace) timeout 20 bash -c 'exec 3<>/dev/tcp/fd79::2/8080' 2>&1")
-        let connectSeconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
         let neighbour = shell("ip -n \(namespace) -6 neigh show fd79::2")
         nic.stop()
         #expect(ping.status == 0, "ping -6: \(ping.output)")
         #expect(ping.output.contains("3 received"), "\(ping.output)")
         #expect(neighbour.output.contains("02:00:00:77:00:02"), "Linux learned the NIC's address by Neighbor Discovery: \(neighbour.output)")
-        #expect(connect.status != 0 && connect.output.contains("Connection refused"), "\(connect.output)")
-        #expect(connectSeconds < 5, "refused at once, not after SYN retries (\(connectSeconds) s)")
         let link = nic.runtime.link
-        #expect(link.echoRepliesSent == 3 && link.neighborAdvertisementsSent >= 1 && link.icmpv6ErrorsSent >= 1)
+        #expect(link.echoRepliesSent == 3 && link.neighborAdvertisementsSent >= 1)
         #expect(link.neighborSolicitationsSent >= 1 || link.neighbourCount >= 1, "the NIC knew where to send its replies")
     }
 

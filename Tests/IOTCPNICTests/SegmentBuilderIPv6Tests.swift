@@ -62,13 +62,39 @@ struct SegmentBuilderIPv6Tests {
         }
     }
 
-    @Test("a NIC without IPv6 flows refuses FLOW_OPEN6 with an ERROR, and opens no flow")
-    func flowOpenIPv6Refused() {
+    @Test("FLOW_OPEN6 opens an IPv6 flow: its segments go up tagged with it, others untagged; FLOW_CLOSE forgets it")
+    func ipv6FlowDemultiplexed() throws {
         let nic = NICDataPlane(files: MemoryFiles(), disk: MemoryDisk(files: MemoryFiles()))
         var output = CollectingNICOutput()
         nic.handle(.flowOpen(FlowID(3), Self.flow), received: .zero, now: .zero, output: &output)
-        #expect(output.errors.count == 1 && output.errors.first?.0 == .unsupported)
-        #expect(output.errors.first?.1 == CommandKind.flowOpenIPv6.rawValue && output.errors.first?.3.contains("IPv6") == true)
-        #expect(nic.flowCount == 0)
+        #expect(output.errors.isEmpty && nic.flowCount == 1)
+        func segment(from port: UInt16) -> [UInt8] {
+            let tcp = TCPRepr(sourcePort: port, destinationPort: 8080, sequenceNumber: SequenceNumber(9), acknowledgmentNumber: SequenceNumber(5),
+                              flags: .ack, window: 1000)
+            var packet = [UInt8](repeating: 0, count: 40 + tcp.headerLength)
+            packet.withUnsafeMutableBytes { raw in
+                let (source, destination) = (Self.flow.remoteAddress.bits, Self.flow.localAddress.bits)
+                try! IPv6Repr(source: source, destination: destination, nextHeader: .tcp, payloadLength: tcp.headerLength).emit(into: raw)
+                _ = try! tcp.emitHeader(into: UnsafeMutableRawBufferPointer(rebasing: raw[40...]))
+                TCPRepr.fillChecksum(segment: UnsafeMutableRawBufferPointer(rebasing: raw[40...]), source: source, destination: destination)
+            }
+            return packet
+        }
+        for port: UInt16 in [41000, 41001] {
+            segment(from: port).withUnsafeBytes { nic.receive(packet: $0, now: .zero, output: &output) }
+        }
+        #expect(output.packetsIn.map(\.0) == [FlowID(3), FlowID.none], "the flow's own segment tagged, the stranger's not")
+        #expect(output.packetsIn.first?.1 == segment(from: 41000))
+        nic.handle(.flowClose(FlowID(3), reason: 0), received: .zero, now: .zero, output: &output)
+        segment(from: 41000).withUnsafeBytes { nic.receive(packet: $0, now: .zero, output: &output) }
+        #expect(nic.flowCount == 0 && output.packetsIn.last?.0 == FlowID.none)
+        // The host never hands an IPv6 ending to the NIC; one that did is refused.
+        nic.handle(.flowOpen(FlowID(4), Self.flow), received: .zero, now: .zero, output: &output)
+        nic.handle(.teardown(FlowID(4), TeardownParameters(
+                       finSequence: SequenceNumber(1), receiveNext: SequenceNumber(1), window: 0, state: .finWait1, timestamps: false,
+                       timestampValue: 0, timestampEcho: 0, retransmissionTimeoutMilliseconds: 200, maximumRetransmissions: 3,
+                       timeWaitMilliseconds: 1000, finWait2Milliseconds: 1000)),
+                   received: .zero, now: .zero, output: &output)
+        #expect(output.errors.last?.0 == .unsupported && nic.closingCount == 0)
     }
 }

@@ -73,7 +73,7 @@ public final class IOTCPStack {
     /// `secret` keys the ISN and SYN-cookie hashes (fresh random bits when nil); `clock` is monotonic
     /// time (tests pass a virtual one).
     public init(
-        channel: any CommandChannel, address: IPv4Address, configuration: TCPConfiguration = TCPConfiguration(),
+        channel: any CommandChannel, address: IPv4Address, ipv6Address: IPv6Address? = nil, configuration: TCPConfiguration = TCPConfiguration(),
         secret: (UInt64, UInt64)? = nil, clock: @escaping () -> Instant = IOTCPStack.monotonicNow,
         logger: Logger = Logger(label: "iotcp.host")
     ) {
@@ -83,7 +83,7 @@ public final class IOTCPStack {
         self.logger = logger
         self.clock = clock
         sender = ChannelSender(channel: channel)
-        engine = TCPEngine(localAddress: address, configuration: configuration, secret: keys, now: clock())
+        engine = TCPEngine(localAddress: address, ipv6Address: ipv6Address, configuration: configuration, secret: keys, now: clock())
         sender.append(.hello(Hello(role: .host, maxMessageBytes: UInt32(channel.maxMessageBytes),
                                    maxFlows: UInt32(engine.maximumConnections), maxOpenFiles: 1 << 16)))
         sender.flush()

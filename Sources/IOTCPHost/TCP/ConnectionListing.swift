@@ -21,8 +21,8 @@ public struct ConnectionEntry: Hashable, Sendable {
             let gap = String(repeating: " ", count: max(0, width - text.count))
             return left ? text + gap : gap + text
         }
-        let local = "\(endpoints.localAddress):\(endpoints.localPort)"
-        let peer = "\(endpoints.remoteAddress):\(endpoints.remotePort)"
+        let local = "\(endpoints.localAddress.urlHost):\(endpoints.localPort)"
+        let peer = "\(endpoints.remoteAddress.urlHost):\(endpoints.remotePort)"
         return pad("\(info.state)", 11, left: true) + pad("\(unreadBytes)", 8) + pad("\(unacknowledgedBytes)", 10) + "  "
             + pad(local, 21, left: true) + " " + pad(peer, 21, left: true) + pad("\(info.congestionWindow)", 8)
             + pad("\(info.smoothedRTT / 1000)", 10) + pad("\(info.retransmissionTimeout / 1_000_000)", 9)
