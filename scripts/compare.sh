@@ -16,6 +16,8 @@
 #         1), 500 KiB and 10 MiB bodies, keep-alive and a new connection per request: iotcp-proxy splicing on
 #         the NIC (embedded, and split over shared memory), HAProxy with splicing on (Debian's), nginx
 #         proxy_pass; host CPU per GB against HAProxy's.
+#   ipv6  iotcp embedded and split with clients over IPv4 and over IPv6 on the same run (4 KiB, 500 KiB,
+#         10 MiB), nginx for scale.
 #   cold  a library of 500 KiB files four times larger than the page cache the servers may use (each server
 #         runs in a memory cgroup with the same limit, caches dropped before each), requests spread over it
 #         by a Zipf law: iotcp split (buffered reads through io_uring, and O_DIRECT), nginx with sendfile,
@@ -29,7 +31,7 @@
 # Writes Docs/benchmarks/compare.json, compare.md and compare.png (or compare-cold.*).
 #
 # Usage (root): scripts/compare.sh [SECONDS]     SECONDS per run, default 10
-#   SCENARIO=warm|cold|https|short|proxy|both (default warm; both is warm and cold)  PROXY_MODES="keepalive close"  SIZES="4096 65536 512000 10485760"  CONNECTIONS="100 1600"
+#   SCENARIO=warm|cold|https|short|proxy|ipv6|both (default warm; both is warm and cold)  PROXY_MODES="keepalive close"  SIZES="4096 65536 512000 10485760"  CONNECTIONS="100 1600"
 #   SERVERS="..." (default per scenario)  COLD_CACHE_MIB=256  COLD_FACTOR=4  ZIPF=0.9
 #   PROFILE=DIR  records CPU 0 with `perf record -g` during each run into DIR (perf's cost then skews the
 #                figures: profile and measure in separate runs)
@@ -175,22 +177,25 @@ start() {
   local iotcp_cold=() iotcp_tls=() scheme=http
   [ "$scenario_now" = cold ] && iotcp_cold=(--store-limit 0 --retransmit bufferless --read-memory $((32 << 20)))
   [ "$scenario_now" = https ] && iotcp_tls=(--tls-cert "$work/cert.pem" --tls-key "$work/key.pem") scheme=https
-  case $1 in
+  # NAME-ipv6: the same server given both families, its clients coming over IPv6.
+  local address=10.97.0.2/24 host=10.97.0.2
+  case $1 in *-ipv6) address=10.97.0.2/24,fd97::2/64 host='[fd97::2]' ;; esac
+  case ${1%-ipv6} in
     iotcp-embedded)
-      (run_in "$group" taskset -c 0 .build/release/iotcp-fileserver --root "$work/www" --netns cmp-iotcp --address 10.97.0.2/24 --quiet \
+      (run_in "$group" taskset -c 0 .build/release/iotcp-fileserver --root "$work/www" --netns cmp-iotcp --address "$address" --quiet \
         "${iotcp_cold[@]}" "${iotcp_tls[@]}" >"$work/iotcp.out" 2>"$work/iotcp.log") &
-      server_pids=($!) nic_thread=iotcp-nic client_ns=cmp-iotcp url_base=$scheme://10.97.0.2:8080 ;;
+      server_pids=($!) nic_thread=iotcp-nic client_ns=cmp-iotcp url_base=$scheme://$host:8080 ;;
     iotcp-split|iotcp-split-direct|iotcp-split-nomap)
       local direct=()
       [ "$1" = iotcp-split-direct ] && direct=(--direct-io)
       [ "$1" = iotcp-split-nomap ] && direct=(--no-map-files)
       (run_in "$group" taskset -c 0 .build/release/iotcp-nic --export-root "$work/www" --channel "shm:$work/nic.sock" --netns cmp-iotcp \
-        --address 10.97.0.2/24 --once "${iotcp_cold[@]}" "${direct[@]}" >"$work/nic.out" 2>"$work/nic.log") &
+        --address "$address" --once "${iotcp_cold[@]}" "${direct[@]}" >"$work/nic.out" 2>"$work/nic.log") &
       nic_pids=($!) nic_log=$work/nic.log
       for _ in $(seq 100); do grep -q "^iotcp-nic: serving" "$work/nic.out" 2>/dev/null && break; sleep 0.1; done
-      (run_in "$group" taskset -c 0 .build/release/iotcp-fileserver --nic "shm:$work/nic.sock" --netns cmp-iotcp --address 10.97.0.2/24 \
+      (run_in "$group" taskset -c 0 .build/release/iotcp-fileserver --nic "shm:$work/nic.sock" --netns cmp-iotcp --address "$address" \
         --quiet "${iotcp_tls[@]}" >"$work/iotcp.out" 2>"$work/iotcp.log") &
-      server_pids=($!) client_ns=cmp-iotcp url_base=$scheme://10.97.0.2:8080 ;;
+      server_pids=($!) client_ns=cmp-iotcp url_base=$scheme://$host:8080 ;;
     lighttpd-iotcp|lighttpd-iotcp-split)
       [ -x "$lighttpd_iotcp" ] || { echo "compare: lighttpd on iotcp did not build (Examples/lighttpd/build.sh)" >&2; return 1; }
       local nic=embedded
@@ -467,12 +472,20 @@ short() {
   files short compare-short "${SIZES:-64 4096}" "${SERVERS:-iotcp-embedded iotcp-split lighttpd nginx}"
 }
 
+# IPv6 beside IPv4 on the same run: iotcp given both families, its clients over one or the other (the
+# issue's bar: IPv6 within 5 % of IPv4); nginx (IPv4) for scale.
+ipv6() {
+  files ipv6 compare-ipv6 "${SIZES:-4096 512000 10485760}" \
+    "${SERVERS:-iotcp-embedded iotcp-embedded-ipv6 iotcp-split iotcp-split-ipv6 nginx}"
+}
+
 case $scenario in
   warm) warm ;;
+  ipv6) ipv6 ;;
   short) short ;;
   proxy) proxy ;;
   https) https ;;
   cold) cold ;;
   both) warm; cold ;;
-  *) echo "compare: SCENARIO is warm, cold, https, short, proxy or both" >&2; exit 2 ;;
+  *) echo "compare: SCENARIO is warm, cold, https, short, proxy, ipv6 or both" >&2; exit 2 ;;
 esac

@@ -125,6 +125,9 @@ extension EthernetLink {
                 } else if let known = neighbours6.lookUp(target, now: clock), known == hardware || flags.contains(.override) {
                     heard(target, at: hardware)
                 }
+            case .packetTooBig where destination == settings.address && unicastFrame:
+                // About a segment the stack sent (RFC 8201): the host lowers that connection's segment size.
+                return packet.bytes
             case .echoRequest(let identifier, let sequence) where unicast:
                 let reply = ICMPv6Repr(message: .echoReply(identifier: identifier, sequence: sequence))
                 var out = [UInt8](repeating: 0, count: IPv6PacketView.headerLength + reply.fixedLength + data.count)

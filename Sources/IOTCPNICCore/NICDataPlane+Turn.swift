@@ -342,8 +342,14 @@ extension NICDataPlane {
     }
 
     /// An IPv6 TCP segment: to the host, tagged with its flow when the NIC knows it. Handshakes, endings and
-    /// splices of IPv6 connections are the host's, so anything else goes to it untagged.
+    /// splices of IPv6 connections are the host's, so anything else goes to it untagged; so does a Packet Too
+    /// Big the link passed on (the host finds the connection from its quote).
     func receiveIPv6<O: NICOutput>(packet: UnsafeRawBufferPointer, output: inout O) {
+        if let ip = try? IPv6PacketView(packet), ip.upperLayerProtocol == .icmpv6 {
+            counters.packetsIn += 1
+            output.reply(.packetIn(.none, packet: ip.bytes))
+            return
+        }
         guard packet.count <= IPv6PacketView.headerLength + Int(UInt16.max), let ip = try? IPv6PacketView(packet),
               ip.upperLayerProtocol == .tcp, let segment = try? TCPSegmentView(ip.upperLayer)
         else {

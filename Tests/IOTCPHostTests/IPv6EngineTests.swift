@@ -85,7 +85,7 @@ struct IPv6EngineTests {
 
     @Test("packets the engine must not take: from a mapped, multicast or unspecified source, to another address, or to an engine without IPv6")
     func refusedPackets() throws {
-        var script = Script(ipv6: true)
+        let script = Script(ipv6: true)
         _ = try script.engine.listen(port: 80)
         func inject(from source: IPv6Address, to destination: IPv6Address, engine: TCPEngine) -> [Emitted] {
             let tcp = TCPRepr(sourcePort: 40000, destinationPort: 80, sequenceNumber: SequenceNumber(1), flags: .syn, window: 1000)
@@ -124,6 +124,51 @@ struct IPv6EngineTests {
         let v4Only = TCPEngine(localAddress: Script.local, secret: (1, 2), now: script.now)
         var output = RecordingOutput()
         #expect(throws: TCPError.self) { try v4Only.connect(to: IPAddress(Script.remote6), port: 443, now: script.now, output: &output) }
+    }
+
+    /// A Packet Too Big from a router on the path (fd00::fe), quoting the start of our segment at `sequence`.
+    func packetTooBig(_ script: inout Script, mtu: UInt32, quoting sequence: UInt32) -> [Emitted] {
+        let quotedTCP = TCPRepr(sourcePort: 80, destinationPort: 40000, sequenceNumber: SequenceNumber(sequence), flags: .ack, window: 500)
+        var quote = [UInt8](repeating: 0, count: 40 + quotedTCP.headerLength)
+        quote.withUnsafeMutableBytes { raw in
+            try! IPv6Repr(source: Script.local6, destination: Script.remote6, nextHeader: .tcp, payloadLength: 1400).emit(into: raw)
+            _ = try! quotedTCP.emitHeader(into: UnsafeMutableRawBufferPointer(rebasing: raw[40...]))
+        }
+        let router = IPv6Address("fd00::fe")!
+        let message = ICMPv6Repr(message: .packetTooBig(mtu: mtu))
+        var packet = [UInt8](repeating: 0, count: 40 + 8 + quote.count)
+        packet.withUnsafeMutableBytes { raw in
+            try! IPv6Repr(source: router, destination: Script.local6, nextHeader: .icmpv6, payloadLength: 8 + quote.count).emit(into: raw)
+            _ = quote.withUnsafeBytes { try! message.emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[40...]), data: $0,
+                                                           source: router, destination: Script.local6) }
+        }
+        packet.withUnsafeBytes { script.engine.handlePacket($0, now: script.now, output: &script.output) }
+        return script.output.take()
+    }
+
+    @Test("Packet Too Big about a segment in flight shrinks the connection's segments and sends them again (RFC 8201)")
+    func pathMTU() throws {
+        var script = Script(ipv6: true)
+        let (handle, iss) = try establishPassive(&script)
+        _ = try script.writeFile(handle, length: 100_000)
+        for (_, range) in script.output.take().sends {
+            script.engine.handleEcho(flow: handle.flow, sequenceEnd: range.sequence + Int(range.length), nicDelayNanoseconds: 0,
+                                     now: script.now, output: &script.output)
+        }
+        _ = script.output.take()
+        #expect(script.engine.info(of: handle)?.segmentSize == 1428)
+        // Quoting a sequence number not in flight: a blind guess, ignored.
+        #expect(packetTooBig(&script, mtu: 1400, quoting: iss &+ 1 &+ 900_000).isEmpty)
+        #expect(script.engine.statistics.packetTooBigIgnored == 1 && script.engine.info(of: handle)?.segmentSize == 1428)
+        // A router with a 1,400-byte link: segments of 1400 - 40 - 20 - 12 bytes, resent at once from SND.UNA.
+        let lowered = packetTooBig(&script, mtu: 1400, quoting: iss &+ 1 &+ 1428)
+        let again = lowered.compactMap { if case .retransmit(_, let sequence, _, let template) = $0 { (sequence, template) } else { nil } }
+        #expect(again.first?.0 == SequenceNumber(iss &+ 1) && again.first?.1.maximumSegmentSize == 1328)
+        #expect(script.engine.info(of: handle)?.segmentSize == 1328 && script.engine.statistics.pathMTUDecreases == 1)
+        // The same MTU again changes nothing; one under IPv6's minimum is taken as 1,280.
+        #expect(packetTooBig(&script, mtu: 1400, quoting: iss &+ 1).isEmpty)
+        _ = packetTooBig(&script, mtu: 600, quoting: iss &+ 1)
+        #expect(script.engine.info(of: handle)?.segmentSize == 1280 - 72 && script.engine.statistics.pathMTUDecreases == 2)
     }
 
     @Test("with endings on the NIC, an IPv6 connection still ends on the host (the NIC's endings are IPv4)")

@@ -255,6 +255,19 @@ struct LinkIPv6Tests {
         #expect(deliver(udpFrame, to: &link, at: .milliseconds(650)).count == 1, "the next tick allows more")
     }
 
+    @Test("a Packet Too Big to our address goes up to the stack (RFC 8201); one to the link-local address does not")
+    func packetTooBigGoesUp() throws {
+        var link = makeLink()
+        let quote = [UInt8](repeating: 0x60, count: 48)
+        let tooBig = icmp(.packetTooBig(mtu: 1400), data: quote, from: Self.peer, to: Self.ours)
+        let tooBigFrame = frame(from: Self.peer, to: Self.ours, next: .icmpv6, upper: tooBig)
+        var sent: [[UInt8]] = []
+        let up = tooBigFrame.withUnsafeBytes { link.receive(frame: $0, now: .zero, transmit: { sent.append(Array($0)) }).map { Array($0) } }
+        #expect(up == Array(tooBigFrame[14...]) && sent.isEmpty)
+        let toLinkLocal = icmp(.packetTooBig(mtu: 1400), data: quote, from: Self.peer, to: link.linkLocalAddress)
+        #expect(deliver(frame(from: Self.peer, to: link.linkLocalAddress, next: .icmpv6, upper: toLinkLocal), to: &link).isEmpty)
+    }
+
     @Test("without an IPv6 address the link ignores IPv6")
     func withoutIPv6() {
         var link = EthernetLink(hardwareAddress: Self.mac, address: IPv4Address(10, 77, 0, 2))

@@ -88,6 +88,17 @@ struct SegmentBuilderIPv6Tests {
         nic.handle(.flowClose(FlowID(3), reason: 0), received: .zero, now: .zero, output: &output)
         segment(from: 41000).withUnsafeBytes { nic.receive(packet: $0, now: .zero, output: &output) }
         #expect(nic.flowCount == 0 && output.packetsIn.last?.0 == FlowID.none)
+        // A Packet Too Big the link passed on goes up untagged: the host finds the connection from its quote.
+        let message = ICMPv6Repr(message: .packetTooBig(mtu: 1400))
+        var icmp = [UInt8](repeating: 0, count: 40 + 8 + 48)
+        icmp.withUnsafeMutableBytes { raw in
+            let (source, destination) = (IPv6Address("fd77::fe")!, Self.flow.localAddress.bits)
+            try! IPv6Repr(source: source, destination: destination, nextHeader: .icmpv6, payloadLength: 56).emit(into: raw)
+            _ = try! message.emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[40...]), data: UnsafeRawBufferPointer(start: nil, count: 0),
+                                  source: source, destination: destination)
+        }
+        icmp.withUnsafeBytes { nic.receive(packet: $0, now: .zero, output: &output) }
+        #expect(output.packetsIn.last?.0 == FlowID.none && output.packetsIn.last?.1 == icmp)
         // The host never hands an IPv6 ending to the NIC; one that did is refused.
         nic.handle(.flowOpen(FlowID(4), Self.flow), received: .zero, now: .zero, output: &output)
         nic.handle(.teardown(FlowID(4), TeardownParameters(

@@ -14,7 +14,7 @@ public enum CongestionAlgorithm: String, Sendable, CaseIterable {
 struct CongestionController {
     private(set) var window: Int
     private(set) var slowStartThreshold: Int = .max
-    let segmentSize: Int
+    private(set) var segmentSize: Int
     private let algorithm: CongestionAlgorithm
     private var cubic: CubicState
     /// Bytes acknowledged in congestion avoidance not yet turned into window (RFC 5681 §3.1's byte counting).
@@ -43,6 +43,16 @@ struct CongestionController {
     }
 
     var isInSlowStart: Bool { window < slowStartThreshold }
+
+    /// The path's segments got smaller (Packet Too Big): the window and threshold keep their number of
+    /// segments, as Linux keeps its window in packets, so the sending rate in segments does not jump.
+    mutating func resize(segmentSize newSize: Int) {
+        guard newSize > 0, newSize != segmentSize else { return }
+        window = max(window / segmentSize, 1) * newSize
+        if slowStartThreshold != .max { slowStartThreshold = max(slowStartThreshold / segmentSize, 2) * newSize }
+        avoidanceCredit = 0
+        segmentSize = newSize
+    }
 
     /// New data acknowledged outside loss recovery.
     mutating func onAcknowledged(bytes: Int, now: Instant, smoothedRTT: UInt64) {

@@ -39,6 +39,10 @@ public struct TCPStatistics: Hashable, Sendable {
     public var timeWaitReopened = 0
     /// ECHOs about a connection no longer in its slot (closed while the ECHO was on its way), ignored.
     public var staleEchoes = 0
+    /// ICMPv6 Packet Too Big messages that lowered a connection's segment size (RFC 8201), and those
+    /// ignored (for no connection, a sequence number not in flight, or no smaller than its segments).
+    public var pathMTUDecreases = 0
+    public var packetTooBigIgnored = 0
 }
 
 /// The host's TCP control plane for one local IPv4 address (and an IPv6 one): every connection and listener, driven by
@@ -521,6 +525,10 @@ public final class TCPEngine {
     public func handlePacket<O: CommandOutput>(
         _ packet: UnsafeRawBufferPointer, flow: FlowID = .none, now: Instant, output: inout O
     ) {
+        if packet.count > 6 && packet[0] >> 4 == 6 && packet[6] == IPProtocol.icmpv6.rawValue {
+            handleICMPv6(packet, now: now, output: &output)
+            return
+        }
         guard let (ip, view, segment) = receivedSegment(packet) else { return }
         let key = EndpointKey(remoteAddress: ip.source, remotePort: segment.sourcePort, localPort: segment.destinationPort)
         var slot: Int?
@@ -546,6 +554,39 @@ public final class TCPEngine {
             return
         }
         handleUnmatched(segment, payload: view.payload, from: ip.source, key: key, packet: packet, now: now, output: &output)
+    }
+
+    /// An ICMPv6 message the NIC passed up: a Packet Too Big about one of our segments (RFC 8201) lowers its
+    /// connection's segment size. The quote must be of a TCP segment from our address (without extension
+    /// headers, as we send them) and long enough to name its ports and sequence number.
+    private func handleICMPv6<O: CommandOutput>(_ packet: UnsafeRawBufferPointer, now: Instant, output: inout O) {
+        statistics.segmentsReceived += 1
+        guard let localIPv6Address, let ip = try? IPv6PacketView(packet), ip.upperLayerProtocol == .icmpv6,
+              ip.destination == localIPv6Address,
+              let (icmp, quote) = try? ICMPv6Repr.parse(ip.upperLayer, source: ip.source, destination: ip.destination),
+              case .packetTooBig(let mtu) = icmp.message
+        else {
+            statistics.malformedPackets += 1
+            return
+        }
+        let tcp = IPv6PacketView.headerLength
+        guard quote.count >= tcp + 8, quote[0] >> 4 == 6, quote[6] == IPProtocol.tcp.rawValue,
+              IPv6Address.load(from: quote, at: 8) == localIPv6Address
+        else {
+            statistics.packetTooBigIgnored += 1
+            return
+        }
+        let key = EndpointKey(remoteAddress: IPAddress(IPv6Address.load(from: quote, at: 24)),
+                              remotePort: quote.bigEndianUInt16(at: tcp + 2), localPort: quote.bigEndianUInt16(at: tcp))
+        guard let slot = byEndpoints[key].map(Int.init),
+              pool[slot].packetTooBig(mtu: Int(min(mtu, 65_535)), quotedSequence: SequenceNumber(quote.bigEndianUInt32(at: tcp + 4)),
+                                      now: now, configuration: configuration, output: &output)
+        else {
+            statistics.packetTooBigIgnored += 1
+            return
+        }
+        statistics.pathMTUDecreases += 1
+        afterChange(slot)
     }
 
     /// The NIC put a SEND's data on the wire (ECHO).
