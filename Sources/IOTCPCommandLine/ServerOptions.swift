@@ -19,7 +19,7 @@ public struct ServerOptions: ParsableArguments {
             + "the namespace side taking fd77::1."))
     public var address = "10.77.0.2/24"
 
-    @Option(help: "Split mode: reach an iotcp-nic process at shm:PATH or rdma://IP:PORT instead of running the NIC stack here.")
+    @Option(help: "Split mode: reach an iotcp-nic process at shm:PATH or rdma://IP:PORT (IPv6: rdma://[ADDRESS]:PORT) instead of running the NIC stack here.")
     public var nic: String?
 
     @Option(help: "With --nic rdma://: the local address to connect from (default: the route's).")

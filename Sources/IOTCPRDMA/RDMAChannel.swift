@@ -25,12 +25,12 @@ public enum RDMAChannel {
         guard configuration.slotCount > CreditWindow.controlReserve + 1 else {
             throw .setup("an RDMA channel needs more than \(CreditWindow.controlReserve + 1) buffers")
         }
-        var sourceAddress: sockaddr_in?
+        var sourceAddress: RDMASocketAddress?
         if let source {
-            guard let bits = RDMAEndpoint.parseIPv4(Substring(source)) else {
-                throw .setup("the RDMA source \(source) is not an IPv4 address")
+            guard let address = IPAddress(source), address.isIPv4 == endpoint.address.isIPv4 else {
+                throw .setup("the RDMA source \(source) is not an address of \(endpoint)'s family")
             }
-            sourceAddress = socketAddress(bits: bits, port: 0)
+            sourceAddress = RDMASocketAddress(RDMAEndpoint(address: address, port: 0))
         }
         let deadline = monotonicNanoseconds() + timeoutNanoseconds
         var lastReason = "no attempt finished"
@@ -56,7 +56,7 @@ public enum RDMAChannel {
     }
 
     private static func attempt(
-        _ endpoint: RDMAEndpoint, source: sockaddr_in?, configuration: ChannelConfiguration, within nanoseconds: Int64
+        _ endpoint: RDMAEndpoint, source: RDMASocketAddress?, configuration: ChannelConfiguration, within nanoseconds: Int64
     ) throws(ChannelError) -> AttemptResult {
         let stepLimit = min(nanoseconds, 5_000_000_000)
         let (events, id) = try makeIdentifier()
@@ -66,16 +66,11 @@ public enum RDMAChannel {
             rdma_destroy_id(id)
             rdma_destroy_event_channel(events)
         }
-        var destination = socketAddress(bits: endpoint.addressBits, port: endpoint.port)
-        var local = source ?? sockaddr_in()
-        let resolved = withUnsafeMutablePointer(to: &destination) { destination in
-            withUnsafeMutablePointer(to: &local) { local in
-                destination.withMemoryRebound(to: sockaddr.self, capacity: 1) { destination in
-                    local.withMemoryRebound(to: sockaddr.self, capacity: 1) { local in
-                        rdma_resolve_addr(id, source == nil ? nil : local, destination, 2000)
-                    }
-                }
-            }
+        var destination = RDMASocketAddress(endpoint)
+        var local = source
+        let resolved = destination.withMutableSocketAddress { destination in
+            if local == nil { return rdma_resolve_addr(id, nil, destination, 2000) }
+            return local!.withMutableSocketAddress { rdma_resolve_addr(id, $0, destination, 2000) }
         }
         /// A resolution step: nil when it completed, else what the attempt comes to (resources freed).
         func step(_ started: Int32, _ name: String, awaiting event: rdma_cm_event_type) -> AttemptResult? {
@@ -136,10 +131,8 @@ public enum RDMAChannel {
     /// The NIC side: listens for hosts at `endpoint` (its address must belong to an RDMA device).
     public static func listen(on endpoint: RDMAEndpoint, maximumBufferBytes: Int = 256 << 20) throws(ChannelError) -> RDMAListener {
         let (events, id) = try makeIdentifier()
-        var address = socketAddress(bits: endpoint.addressBits, port: endpoint.port)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { rdma_bind_addr(id, $0) }
-        }
+        var address = RDMASocketAddress(endpoint)
+        let bound = address.withMutableSocketAddress { rdma_bind_addr(id, $0) }
         guard bound == 0 else {
             let code = errno
             rdma_destroy_id(id)
@@ -169,14 +162,6 @@ public enum RDMAChannel {
         // No receiver-not-ready retries: credits guarantee a posted receive for every SEND.
         parameters.rnr_retry_count = 0
         return parameters
-    }
-
-    static func socketAddress(bits: UInt32, port: UInt16) -> sockaddr_in {
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = bits.bigEndian
-        return address
     }
 
     static func setNonBlocking(_ descriptor: Int32) {

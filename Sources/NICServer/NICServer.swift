@@ -20,7 +20,7 @@ struct NICServer: ParsableCommand {
     @Option(help: "Only files beneath this directory may be opened by the host.")
     var exportRoot: String
 
-    @Option(help: "The channel to serve the host on: shm:PATH (a Unix socket path) or rdma://IP:PORT (an address of an RDMA device).")
+    @Option(help: "The channel to serve the host on: shm:PATH (a Unix socket path) or rdma://IP:PORT (an address of an RDMA device; IPv6 as rdma://[ADDRESS]:PORT).")
     var channel: String
 
     @Option(help: "The network namespace to create for clients (removed on exit).")

@@ -293,14 +293,29 @@ struct QueuePairHandshakeTests {
         let endpoint = try RDMAEndpoint(parsing: "rdma://10.99.0.1:7471")
         #expect(endpoint.addressBits == 0x0A63_0001 && endpoint.port == 7471)
         #expect(endpoint.description == "rdma://10.99.0.1:7471")
+        let v6 = try RDMAEndpoint(parsing: "rdma://[fd99::1]:7471")
+        #expect(v6.address == IPAddress("fd99::1") && v6.port == 7471 && v6.description == "rdma://[fd99::1]:7471")
+        // The socket address the connection manager is given: AF_INET6, the port and address in network order.
+        let bytes = RDMASocketAddress(v6).withSocketAddress { pointer, length in
+            Array(UnsafeRawBufferPointer(start: UnsafeRawPointer(pointer), count: Int(length)))
+        }
+        #expect(bytes.count == 28 && bytes[0] == UInt8(AF_INET6) && bytes[1] == 0 && bytes[2] == 0x1D && bytes[3] == 0x2F)
+        #expect(Array(bytes[8..<24]) == [0xFD, 0x99] + [UInt8](repeating: 0, count: 13) + [1])
+        let v4bytes = RDMASocketAddress(endpoint).withSocketAddress { pointer, length in
+            Array(UnsafeRawBufferPointer(start: UnsafeRawPointer(pointer), count: Int(length)))
+        }
+        #expect(v4bytes.count == 16 && v4bytes[0] == UInt8(AF_INET) && Array(v4bytes[2..<8]) == [0x1D, 0x2F, 10, 99, 0, 1])
         for (text, problem) in [
             ("shm:/tmp/x", "shm:/tmp/x does not start with rdma://"),
             ("rdma://10.0.0.1", "rdma://10.0.0.1 has no :PORT"),
             ("rdma://10.0.0.1:0", "rdma://10.0.0.1:0: port 0 is not 1 to 65535"),
             ("rdma://10.0.0.1:70000", "rdma://10.0.0.1:70000: port 70000 is not 1 to 65535"),
-            ("rdma://10.0.0:7471", "rdma://10.0.0:7471: 10.0.0 is not an IPv4 address (A.B.C.D)"),
-            ("rdma://10.0.0.256:7471", "rdma://10.0.0.256:7471: 10.0.0.256 is not an IPv4 address (A.B.C.D)"),
-            ("rdma://10.0.01.1:7471", "rdma://10.0.01.1:7471: 10.0.01.1 is not an IPv4 address (A.B.C.D)"),
+            ("rdma://10.0.0:7471", "rdma://10.0.0:7471: 10.0.0 is not an IPv4 address (A.B.C.D) nor an IPv6 one in brackets ([fd00::1])"),
+            ("rdma://10.0.0.256:7471", "rdma://10.0.0.256:7471: 10.0.0.256 is not an IPv4 address (A.B.C.D) nor an IPv6 one in brackets ([fd00::1])"),
+            ("rdma://10.0.01.1:7471", "rdma://10.0.01.1:7471: 10.0.01.1 is not an IPv4 address (A.B.C.D) nor an IPv6 one in brackets ([fd00::1])"),
+            ("rdma://fd99::1:7471", "rdma://fd99::1:7471: fd99::1 is not an IPv4 address (A.B.C.D) nor an IPv6 one in brackets ([fd00::1])"),
+            ("rdma://[fd99::zz]:7471", "rdma://[fd99::zz]:7471: [fd99::zz] is not an IPv6 address in brackets ([fd00::1])"),
+            ("rdma://[::ffff:10.0.0.1]:7471", "rdma://[::ffff:10.0.0.1]:7471: [::ffff:10.0.0.1] is not an IPv6 address in brackets ([fd00::1])"),
         ] {
             #expect(throws: RDMAEndpointError.self) { _ = try RDMAEndpoint(parsing: text) }
             do { _ = try RDMAEndpoint(parsing: text) } catch { #expect(error.description == problem) }
