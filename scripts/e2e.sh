@@ -320,4 +320,22 @@ for loss in 0.01 0.05; do  # the second with pread instead of io_uring, so both 
   check "split: 50 MiB at $loss loss with reordering and duplication" "200 $(sha256sum < "$work/www/fifty.bin")" "$status $(sha256sum < "$work/got")"
 done
 
+if [ "${E2E_FAMILY:-ipv4}" = ipv6 ]; then
+  # IPv6 only: no IPv4 address anywhere, the ready line bracketed, the files byte-exact, embedded and split.
+  address=fd88::2/64
+  start_server ipv6-only
+  check "IPv6 only: the ready line names the bracketed address" yes \
+    "$(grep -q "^serving http://\[fd88::2\]:8080/ in network namespace $namespace" "$work/ipv6-only.out" && echo yes || head -2 "$work/ipv6-only.out")"
+  check "IPv6 only: the namespace side has no IPv4 address" "" "$(ip -n "$namespace" -4 addr show | grep inet | grep -v " 127\.0\.0\.1/")"
+  for size in 1449 10485760; do
+    status=$(client -o "$work/got" -w '%{http_code}' "http://[fd88::2]:8080/file-$size.bin")
+    check "IPv6 only: GET $size bytes" "200 $(sha256sum < "$work/www/file-$size.bin")" "$status $(sha256sum < "$work/got")"
+  done
+  stop_server
+  start_split ipv6-only-split
+  status=$(client -o "$work/got" -w '%{http_code}' "http://[fd88::2]:8080/file-512000.bin")
+  check "IPv6 only, split: GET 512000 bytes" "200 $(sha256sum < "$work/www/file-512000.bin")" "$status $(sha256sum < "$work/got")"
+  stop_split
+fi
+
 checks_summary

@@ -11,12 +11,19 @@ import IOTCPCommon
 /// empty by a server that died is replaced.
 public struct NetworkNamespace: Sendable {
     public let name: String
-    /// The NIC stack's address (the one clients connect to) and the namespace side's address.
+    /// The NIC stack's IPv4 address (the one clients connect to) and the namespace side's address; both
+    /// 0.0.0.0 (the unspecified address, which nothing is sent to) when the list has IPv6 only.
     public let stackAddress: IPv4Address
     public let clientAddress: IPv4Address
     public let prefixLength: Int
-    /// The IPv6 side, when the address list has one: the NIC answers Neighbor Discovery and echo there.
+    /// The IPv6 side, when the address list has one.
     public let ipv6: IPv6Addressing?
+
+    /// Whether the list has an IPv4 address.
+    public var hasIPv4: Bool { stackAddress.rawValue != 0 }
+
+    /// The address clients are told first: IPv4's when there is one.
+    public var primaryAddress: IPAddress { hasIPv4 || ipv6 == nil ? IPAddress(stackAddress) : IPAddress(ipv6!.stackAddress) }
 
     /// The stack's IPv6 address and the namespace side's, on one prefix.
     public struct IPv6Addressing: Sendable, Equatable {
@@ -29,8 +36,8 @@ public struct NetworkNamespace: Sendable {
         public let description: String
     }
 
-    /// Parses "10.77.0.2/24", or both families as "10.77.0.2/24,fd77::2/64": the stack takes each address,
-    /// the namespace side the first other host address of each subnet (10.77.0.1, fd77::1).
+    /// Parses "10.77.0.2/24", "fd77::2/64", or both families as "10.77.0.2/24,fd77::2/64": the stack takes each
+    /// address, the namespace side the first other host address of each subnet (10.77.0.1, fd77::1).
     public init(name: String, address: String) throws(NetworkNamespace.Failure) {
         var ipv4: (address: IPv4Address, prefix: Int)?
         var ipv6: (address: IPv6Address, prefix: Int)?
@@ -38,7 +45,7 @@ public struct NetworkNamespace: Sendable {
             let parts = item.split(separator: "/", omittingEmptySubsequences: false)
             if parts.count == 2, let ours = IPv4Address(parts[0]) {
                 guard ipv4 == nil else { throw Failure(description: "one IPv4 address at most, not \(address)") }
-                guard let prefix = Int(parts[1]), (8...30).contains(prefix) else {
+                guard let prefix = Int(parts[1]), (8...30).contains(prefix), ours.rawValue != 0 else {
                     throw Failure(description: "an IPv4 address must look like 10.77.0.2/24 (prefix 8 to 30), not \(item)")
                 }
                 ipv4 = (ours, prefix)
@@ -52,13 +59,9 @@ public struct NetworkNamespace: Sendable {
                 }
                 ipv6 = (ours, prefix)
             } else {
-                throw Failure(description: "an address must look like 10.77.0.2/24, or 10.77.0.2/24,fd77::2/64 for both families, "
-                    + "not \(address)")
+                throw Failure(description: "an address must look like 10.77.0.2/24, fd77::2/64, or 10.77.0.2/24,fd77::2/64 for both "
+                    + "families, not \(address)")
             }
-        }
-        guard let (ours, prefix) = ipv4 else {
-            // The stack's IPv4 address is not optional (its engine, the NIC's link and endings are keyed by it).
-            throw Failure(description: "\(address) has no IPv4 address: IPv6 is given beside one (10.77.0.2/24,fd77::2/64)")
         }
         self.ipv6 = ipv6.map { ours, prefix in
             let network = ours.masked(prefixLength: prefix)
@@ -69,12 +72,18 @@ public struct NetworkNamespace: Sendable {
         guard !name.isEmpty, name.count <= 64, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
             throw Failure(description: "a namespace name must be 1 to 64 letters, digits, '-' or '_', not \(name)")
         }
-        let mask: UInt32 = ~UInt32(0) << UInt32(32 - prefix)
-        let network = ours.rawValue & mask
         self.name = name
-        stackAddress = ours
-        clientAddress = IPv4Address(rawValue: network | (ours.rawValue & ~mask == 1 ? 2 : 1))
-        prefixLength = prefix
+        if let (ours, prefix) = ipv4 {
+            let mask: UInt32 = ~UInt32(0) << UInt32(32 - prefix)
+            let network = ours.rawValue & mask
+            stackAddress = ours
+            clientAddress = IPv4Address(rawValue: network | (ours.rawValue & ~mask == 1 ? 2 : 1))
+            prefixLength = prefix
+        } else {
+            stackAddress = IPv4Address(rawValue: 0)
+            clientAddress = IPv4Address(rawValue: 0)
+            prefixLength = 0
+        }
     }
 
     /// Frames the kernel may queue for the NIC stack to read. The default (1,000) overflowed when 1,600
@@ -94,8 +103,8 @@ public struct NetworkNamespace: Sendable {
             _ = Self.run(["ip", "netns", "del", name])
         }
         var steps = [["ip", "netns", "add", name], ["ip", "link", "set", tap.name, "netns", name],
-                     ["ip", "-n", name, "link", "set", tap.name, "txqueuelen", "\(Self.transmitQueueLength)"],
-                     ["ip", "-n", name, "addr", "add", "\(clientAddress)/\(prefixLength)", "dev", tap.name]]
+                     ["ip", "-n", name, "link", "set", tap.name, "txqueuelen", "\(Self.transmitQueueLength)"]]
+        if hasIPv4 { steps.append(["ip", "-n", name, "addr", "add", "\(clientAddress)/\(prefixLength)", "dev", tap.name]) }
         if let ipv6 {
             // No duplicate address detection: the address would stay tentative (unusable) for a second.
             steps.append(["ip", "-n", name, "-6", "addr", "add", "\(ipv6.clientAddress)/\(ipv6.prefixLength)", "dev", tap.name, "nodad"])

@@ -13,6 +13,7 @@ import IOTCPCommon
 /// spoofed sources costs a fixed amount of memory, and nothing once it stops.
 public struct EthernetLink {
     public let hardwareAddress: MACAddress
+    /// The link's IPv4 address; 0.0.0.0 for a link with IPv6 only (`ipv6`), which then ignores ARP and IPv4.
     public let address: IPv4Address
     /// Bits of `address` that name its network: only addresses inside it are learned as neighbours.
     public let prefixLength: Int
@@ -90,6 +91,8 @@ public struct EthernetLink {
         let destination = ethernet.destination
         guard destination == hardwareAddress || destination.isBroadcast || destination.isMulticast else { return nil }
         switch ethernet.etherType {
+        case .arp where address.rawValue == 0, .ipv4 where address.rawValue == 0:
+            return nil  // no IPv4 address (IPv6 only): neither ARP nor IPv4 concerns this link
         case .arp:
             guard let arp = try? ARPRepr(parsing: ethernet.payload) else { framesDropped += 1; return nil }
             // Only ARP that concerns us teaches us anything: a request for our address, or a reply to us.

@@ -61,12 +61,12 @@ struct NICServer: ParsableCommand {
         defer { namespace.remove() }
         let nicMetrics = endpoint.map { _ in NICMetrics() }
         logger.notice("ready", metadata: [
-            "channel": "\(channel)", "namespace": "\(netns)", "address": "\(namespace.stackAddress)",
+            "channel": "\(channel)", "namespace": "\(netns)", "address": "\(namespace.primaryAddress)",
             "ipv6": "\(namespace.ipv6.map { "\($0.stackAddress)" } ?? "none")",
             "export-root": "\(exportRoot)", "retransmit": "\(wire.retransmit.rawValue)",
         ])
         // One line on standard output for scripts that wait for it.
-        let line = "iotcp-nic: serving \(channel) for \(namespace.stackAddress) in network namespace \(netns)\n"
+        let line = "iotcp-nic: serving \(channel) for \(namespace.primaryAddress) in network namespace \(netns)\n"
         _ = line.withCString { write(1, $0, strlen($0)) }
         if let endpoint { logger.notice("metrics at http://\(endpoint.address)/metrics") }
 

@@ -53,8 +53,12 @@ struct NetworkNamespaceTests {
         #expect(both.ipv6?.prefixLength == 64)
         let first = try NetworkNamespace(name: "a", address: "fd81:0:0:7::1/64,10.81.0.1/16")
         #expect(first.ipv6?.clientAddress == IPv6Address("fd81:0:0:7::2") && first.clientAddress == IPv4Address(10, 81, 0, 2))
+        #expect(both.hasIPv4 && both.primaryAddress == IPAddress(IPv4Address(10, 81, 0, 2)))
+        let only6 = try NetworkNamespace(name: "a", address: "fd81::2/64")
+        #expect(!only6.hasIPv4 && only6.stackAddress == IPv4Address(rawValue: 0) && only6.primaryAddress == IPAddress("fd81::2"))
+        #expect(only6.ipv6?.clientAddress == IPv6Address("fd81::1"))
         let refused: [(String, String)] = [
-            ("fd81::2/64", "has no IPv4 address"), ("10.81.0.2/24,10.82.0.2/24", "one IPv4 address at most"),
+            ("0.0.0.0/24", "must look like"), ("10.81.0.2/24,10.82.0.2/24", "one IPv4 address at most"),
             ("10.81.0.2/24,fd81::2/64,fd82::2/64", "one IPv6 address at most"), ("10.81.0.2/24,fd81::2/127", "prefix 8 to 126"),
             ("10.81.0.2/24,fe80::2/64", "not a unicast global"), ("10.81.0.2/24,ff02::2/64", "not a unicast global"),
             ("10.81.0.2/24,", "must look like"), ("10.81.0.2", "must look like"), ("fd81::zz/64", "must look like"),
