@@ -120,10 +120,12 @@ struct FileServer: ParsableCommand {
         }
         server.accessLog = !quiet
         server.keyUpdateRecords = max(tlsKeyUpdateRecords, 1)
-        say("serving \(tls == nil ? "http" : "https")://\(namespace.stackAddress):\(options.port)/ in network namespace \(options.netns)")
-        if let httpPort { say("serving http://\(namespace.stackAddress):\(httpPort)/ too") }
-        if let ipv6 = namespace.ipv6 {
-            say("serving \(tls == nil ? "http" : "https")://\(IPAddress(ipv6.stackAddress).urlHost):\(options.port)/ too (IPv6)")
+        // The first line names the IPv4 address when there is one (scripts wait for it), then IPv6's.
+        let scheme = tls == nil ? "http" : "https"
+        say("serving \(scheme)://\(namespace.primaryAddress.urlHost):\(options.port)/ in network namespace \(options.netns)")
+        if let httpPort { say("serving http://\(namespace.primaryAddress.urlHost):\(httpPort)/ too") }
+        if let ipv6 = namespace.ipv6, namespace.hasIPv4 {
+            say("serving \(scheme)://\(IPAddress(ipv6.stackAddress).urlHost):\(options.port)/ too (IPv6)")
         }
         if let endpoint { say("metrics at http://\(endpoint.address)/metrics") }
         var lastRecord = IOTCPStack.monotonicNow().nanoseconds

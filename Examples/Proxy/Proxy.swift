@@ -92,7 +92,7 @@ struct Proxy: ParsableCommand {
             throw RuntimeFailure("listening on port \(options.port): \(error)")
         }
         server.accessLog = !quiet
-        say("proxying http://\(namespace.stackAddress):\(options.port)/ in network namespace \(options.netns) to "
+        say("proxying http://\(namespace.primaryAddress.urlHost):\(options.port)/ in network namespace \(options.netns) to "
             + (routes.map { "\(String(decoding: $0.prefix, as: UTF8.self))=\($0.backend)" } + backends.map(\.description)).joined(separator: ", ")
             + (copy ? " (copying on the host)" : " (splicing on the NIC)"))
         let deadline = options.deadline
