@@ -48,7 +48,7 @@ grep -qE "^✔ Test run with [0-9]+ tests? .*passed" "$log" || { echo "swift tes
 unit=$(grep -oE "Test run with [0-9]+ tests" "$log" | grep -oE "[0-9]+" | tail -1)
 require "swift test" "$unit" 160
 
-live=0 e2e=0 e2e6=0 tls=0 accel=0 proxy=0 downstream=0 ctests=0 lighttpd=0 soak=0 vm=0
+live=0 e2e=0 e2e6=0 tls=0 tls6=0 accel=0 proxy=0 downstream=0 ctests=0 lighttpd=0 soak=0 vm=0
 if [ "$root" = yes ]; then
   echo "== a fresh capture of Linux TCP, checked like the committed one"
   scripts/capture-fixtures.sh .build/live-capture.pcap
@@ -74,6 +74,12 @@ if [ "$root" = yes ]; then
   grep -qE "^tls: [0-9]+ passed, 0 failed" "$log" || { echo "HTTPS checks failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
   tls=$(sed -nE "s/^tls: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
   require "HTTPS" "$tls" 75
+
+  echo "== HTTPS over IPv6: the same checks, the server on an IPv6 address alone"
+  TLS_FAMILY=ipv6 scripts/tls-e2e.sh .build/debug/iotcp-fileserver | tee "$log" | grep -E "^tls: (FAIL|[0-9]+ passed)|^tls: wrk" || true
+  grep -qE "^tls: [0-9]+ passed, 0 failed" "$log" || { echo "HTTPS checks over IPv6 failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
+  tls6=$(sed -nE "s/^tls: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
+  require "HTTPS over IPv6" "$tls6" 75
 
   echo "== AccelTCP offloads: SYN cookies on the NIC under a SYN flood, cookie edge cases with Linux clients"
   scripts/accel-e2e.sh .build/debug/iotcp-fileserver | tee "$log" | grep -E "^accel: (FAIL|[0-9]+ passed)|^accel: [a-z]+: sent" || true
@@ -125,4 +131,4 @@ require "fuzz" "$fuzz" 4
 
 skipped=""
 [ "$root" = no ] && skipped=" (root-only stages NOT run)"
-echo "iotcp: $((unit + live + e2e + e2e6 + tls + accel + proxy + downstream + ctests + lighttpd + soak + vm + fuzz)) passed, 0 failed$skipped"
+echo "iotcp: $((unit + live + e2e + e2e6 + tls + tls6 + accel + proxy + downstream + ctests + lighttpd + soak + vm + fuzz)) passed, 0 failed$skipped"

@@ -10,26 +10,35 @@ extension NICDataPlane {
     func answerSetup<O: NICOutput>(
         ip: IPv4PacketView, segment view: TCPSegmentView, listener: ListenerOptions, output: inout O
     ) -> Bool {
+        answerSetup(source: IPAddress(ip.source), destination: IPAddress(ip.destination), packet: ip.bytes, segment: view,
+                    listener: listener, output: &output)
+    }
+
+    /// The same for a segment of either family: `packet` is its whole IP packet (ESTABLISHED carries it).
+    func answerSetup<O: NICOutput>(
+        source: IPAddress, destination: IPAddress, packet: UnsafeRawBufferPointer, segment view: TCPSegmentView,
+        listener: ListenerOptions, output: inout O
+    ) -> Bool {
         let flags = view.flags
         if flags.contains(.syn) && !flags.contains(.ack) {
             // A SYN with RST or FIN set is nonsense (RFC 9293 §3.10.7.2 answers only plain SYNs): dropped.
             guard !flags.contains(.rst), !flags.contains(.fin),
-                  view.checksumVerifies(source: ip.source, destination: ip.destination),
+                  view.checksumVerifies(source: source, destination: destination),
                   let syn = try? TCPRepr(view)
             else {
                 counters.malformedIn += 1
                 return true
             }
-            sendCookie(answering: syn, from: ip.destination, to: ip.source, listener: listener, output: &output)
+            sendCookie(answering: syn, from: destination, to: source, listener: listener, output: &output)
             return true
         }
         guard flags.contains(.ack), !flags.contains(.syn), !flags.contains(.rst), let ack = try? TCPRepr(view),
-              let cookie = cookies.verify(ack, remote: ip.source, local: ip.destination, now: clock)
+              let cookie = cookies.verify(ack, remote: source, local: destination, now: clock)
         else {
             if flags.contains(.ack) && !flags.contains(.rst) { counters.cookiesRejected += 1 }
             return false
         }
-        guard view.checksumVerifies(source: ip.source, destination: ip.destination) else {
+        guard view.checksumVerifies(source: source, destination: destination) else {
             counters.malformedIn += 1
             return true
         }
@@ -39,15 +48,41 @@ extension NICDataPlane {
             localInitialSequence: cookie.initialSequence, peerInitialSequence: ack.sequenceNumber - 1,
             peerSegmentSize: UInt16(cookie.peerSegmentSize), peerWindowShift: cookie.windowShift,
             selectiveAcknowledgments: cookie.selectiveAcknowledgments, timestamps: timestamps != nil,
-            synAckTimestamp: timestamps?.echoReply ?? 0), packet: ip.bytes))
+            synAckTimestamp: timestamps?.echoReply ?? 0), packet: packet))
         return true
     }
 
     private func sendCookie<O: NICOutput>(
-        answering syn: TCPRepr, from local: IPv4Address, to remote: IPv4Address, listener: ListenerOptions, output: inout O
+        answering syn: TCPRepr, from local: IPAddress, to remote: IPAddress, listener: ListenerOptions, output: inout O
     ) {
-        let reply = cookies.reply(to: syn, remote: remote, local: local, now: clock, options: listener)
+        var options = listener
+        // LISTEN's MSS is IPv4's (the MTU less 40 bytes); IPv6's header is 20 bytes longer.
+        if !remote.isIPv4 { options.maximumSegmentSize -= UInt16(IPv6Repr.headerLength - IPv4Repr.headerLength) }
+        let reply = cookies.reply(to: syn, remote: remote, local: local, now: clock, options: options)
         if transmitControl(reply, from: local, to: remote, output: &output) { counters.synCookiesSent += 1 }
+    }
+
+    /// A segment without payload of either family.
+    func transmitControl<O: NICOutput>(_ segment: TCPRepr, from local: IPAddress, to remote: IPAddress, output: inout O) -> Bool {
+        if let local4 = local.ipv4, let remote4 = remote.ipv4 { return transmitControl(segment, from: local4, to: remote4, output: &output) }
+        let packetLength = IPv6Repr.headerLength + segment.headerLength
+        let packet = UnsafeMutableRawBufferPointer(rebasing: setupScratch[0..<packetLength])
+        do throws(WireError) {
+            try IPv6Repr(source: local.bits, destination: remote.bits, nextHeader: .tcp, payloadLength: segment.headerLength).emit(into: packet)
+            let tcp = UnsafeMutableRawBufferPointer(rebasing: packet[IPv6Repr.headerLength...])
+            _ = try segment.emitHeader(into: tcp)
+            TCPRepr.fillChecksum(segment: tcp, source: local, destination: remote)
+        } catch {
+            return false  // the scratch holds any header-only segment; unreachable
+        }
+        guard output.transmit(headers: UnsafeRawBufferPointer(packet), payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil) == .sent
+        else {
+            counters.wireRefusals += 1
+            return false
+        }
+        counters.packetsOut += 1
+        counters.bytesOut += packetLength
+        return true
     }
 
     /// Builds a segment without payload (a SYN-ACK, a FIN, an ACK, a RST) in the scratch area and puts it on

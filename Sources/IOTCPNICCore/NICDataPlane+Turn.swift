@@ -341,8 +341,9 @@ extension NICDataPlane {
         output.reply(.packetIn(flows[Int(index)].id, packet: ip.bytes))
     }
 
-    /// An IPv6 TCP segment: to the host, tagged with its flow when the NIC knows it. Handshakes, endings and
-    /// splices of IPv6 connections are the host's, so anything else goes to it untagged; so does a Packet Too
+    /// An IPv6 TCP segment: to the host, tagged with its flow when the NIC knows it; a SYN to a LISTEN port is
+    /// answered with a cookie and a good cookie's ACK goes up as ESTABLISHED, as over IPv4. Endings and splices
+    /// of IPv6 connections are the host's, so anything else goes to it untagged; so does a Packet Too
     /// Big the link passed on (the host finds the connection from its quote).
     func receiveIPv6<O: NICOutput>(packet: UnsafeRawBufferPointer, output: inout O) {
         if let ip = try? IPv6PacketView(packet), ip.upperLayerProtocol == .icmpv6 {
@@ -358,8 +359,15 @@ extension NICDataPlane {
         }
         counters.packetsIn += 1
         let key = EndpointKey6(remoteAddress: ip.source, remotePort: segment.sourcePort, localPort: segment.destinationPort)
-        let flow = flowsByEndpoints6.isEmpty ? nil : flowsByEndpoints6[key]
-        output.reply(.packetIn(flow.map { flows[Int($0)].id } ?? .none, packet: ip.bytes))
+        if let flow = flowsByEndpoints6.isEmpty ? nil : flowsByEndpoints6[key] {
+            output.reply(.packetIn(flows[Int(flow)].id, packet: ip.bytes))
+            return
+        }
+        // A handshake to a LISTEN port is answered here with a cookie, as over IPv4.
+        if let listener = listeners[segment.destinationPort],
+           answerSetup(source: IPAddress(ip.source), destination: IPAddress(ip.destination), packet: ip.bytes, segment: segment,
+                       listener: listener, output: &output) { return }
+        output.reply(.packetIn(.none, packet: ip.bytes))
     }
 
     // MARK: - Answers

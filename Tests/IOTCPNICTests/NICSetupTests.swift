@@ -62,6 +62,48 @@ struct NICSetupTests {
         #expect(synAck.sequenceNumber.rawValue >> 24 & 7 == 7, "the cookie names 1460 in the MSS table")
     }
 
+    /// An IPv6 packet carrying `segment` from `source` to `destination`, its checksum over IPv6's pseudo-header.
+    func tcpPacket6(_ segment: TCPRepr, from source: IPv6Address, to destination: IPv6Address) -> [UInt8] {
+        var packet = [UInt8](repeating: 0, count: 40 + segment.headerLength)
+        packet.withUnsafeMutableBytes { raw in
+            try! IPv6Repr(source: source, destination: destination, nextHeader: .tcp, payloadLength: segment.headerLength).emit(into: raw)
+            let tcp = UnsafeMutableRawBufferPointer(rebasing: raw[40...])
+            _ = try! segment.emitHeader(into: tcp)
+            TCPRepr.fillChecksum(segment: tcp, source: source, destination: destination)
+        }
+        return packet
+    }
+
+    @Test("over IPv6 too: a SYN is answered with a cookie from the IPv6 address (MSS 20 bytes smaller), its ACK goes up as ESTABLISHED")
+    func cookiesOverIPv6() throws {
+        let nic = makePlane()
+        var output = CollectingNICOutput()
+        listen(nic, listener, output: &output)
+        let (server, client) = (IPv6Address("fd77::2")!, IPv6Address("fd77::1")!)
+        let request = syn(mss: 1440)
+        tcpPacket6(request, from: client, to: server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        #expect(output.replies.isEmpty && output.packets.count == 1 && nic.counters.synCookiesSent == 1)
+        let packet = try #require(output.packets.first)
+        let synAck: TCPRepr = try packet.withUnsafeBytes { raw in
+            let ip = try IPv6PacketView(raw)
+            #expect(ip.source == server && ip.destination == client && ip.upperLayerProtocol == .tcp)
+            let view = try TCPSegmentView(ip.upperLayer)
+            #expect(view.checksumVerifies(source: server, destination: client))
+            return try TCPRepr(view)
+        }
+        #expect(synAck.flags == [.syn, .ack] && synAck.acknowledgmentNumber == request.sequenceNumber + 1)
+        #expect(synAck.options.maximumSegmentSize == 1440, "LISTEN's 1460 less IPv6's 20 extra header bytes")
+        let answer = ack(of: synAck, syn: request)
+        let ackPacket = tcpPacket6(answer, from: client, to: server)
+        ackPacket.withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        let (parameters, carried) = try #require(output.established.first)
+        #expect(carried == ackPacket && parameters.localInitialSequence == synAck.sequenceNumber)
+        #expect(parameters.peerSegmentSize == 1440 && parameters.peerWindowShift == 7 && parameters.selectiveAcknowledgments)
+        // The same ACK from another IPv6 address carries no good cookie: it goes up as a stray.
+        tcpPacket6(answer, from: IPv6Address("fd77::9")!, to: server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        #expect(output.established.count == 1 && nic.counters.cookiesRejected == 1)
+    }
+
     @Test("the ACK that brings a good cookie back goes to the host as ESTABLISHED with what the cookie encoded")
     func goodCookieEstablishes() throws {
         let nic = makePlane()
