@@ -62,14 +62,15 @@ extension NICDataPlane {
         if transmitControl(reply, from: local, to: remote, output: &output) { counters.synCookiesSent += 1 }
     }
 
-    /// A segment without payload of either family.
+    /// Builds a segment without payload (a SYN-ACK, a FIN, an ACK, a RST) of either family in the scratch
+    /// area and puts it on the wire; false when the wire refused it (counted).
     func transmitControl<O: NICOutput>(_ segment: TCPRepr, from local: IPAddress, to remote: IPAddress, output: inout O) -> Bool {
-        if let local4 = local.ipv4, let remote4 = remote.ipv4 { return transmitControl(segment, from: local4, to: remote4, output: &output) }
-        let packetLength = IPv6Repr.headerLength + segment.headerLength
+        let packetLength = remote.headerLength + segment.headerLength
         let packet = UnsafeMutableRawBufferPointer(rebasing: setupScratch[0..<packetLength])
         do throws(WireError) {
-            try IPv6Repr(source: local.bits, destination: remote.bits, nextHeader: .tcp, payloadLength: segment.headerLength).emit(into: packet)
-            let tcp = UnsafeMutableRawBufferPointer(rebasing: packet[IPv6Repr.headerLength...])
+            let network = try IPAddress.emitHeader(into: packet, source: local, destination: remote, protocol: .tcp,
+                                                   payloadLength: segment.headerLength)
+            let tcp = UnsafeMutableRawBufferPointer(rebasing: packet[network...])
             _ = try segment.emitHeader(into: tcp)
             TCPRepr.fillChecksum(segment: tcp, source: local, destination: remote)
         } catch {
@@ -85,26 +86,8 @@ extension NICDataPlane {
         return true
     }
 
-    /// Builds a segment without payload (a SYN-ACK, a FIN, an ACK, a RST) in the scratch area and puts it on
-    /// the wire; false when the wire refused it (counted).
+    /// The same between IPv4 addresses (endings and splices, which are IPv4's).
     func transmitControl<O: NICOutput>(_ segment: TCPRepr, from local: IPv4Address, to remote: IPv4Address, output: inout O) -> Bool {
-        let packetLength = IPv4Repr.headerLength + segment.headerLength
-        let packet = UnsafeMutableRawBufferPointer(rebasing: setupScratch[0..<packetLength])
-        do throws(WireError) {
-            try IPv4Repr(source: local, destination: remote, protocol: .tcp, payloadLength: segment.headerLength).emit(into: packet)
-            let tcp = UnsafeMutableRawBufferPointer(rebasing: packet[IPv4Repr.headerLength...])
-            _ = try segment.emitHeader(into: tcp)
-            TCPRepr.fillChecksum(segment: tcp, source: local, destination: remote)
-        } catch {
-            return false  // the scratch holds any header-only segment; unreachable
-        }
-        guard output.transmit(headers: UnsafeRawBufferPointer(packet), payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil) == .sent
-        else {
-            counters.wireRefusals += 1
-            return false
-        }
-        counters.packetsOut += 1
-        counters.bytesOut += packetLength
-        return true
+        transmitControl(segment, from: IPAddress(local), to: IPAddress(remote), output: &output)
     }
 }

@@ -16,13 +16,8 @@ public enum SegmentBuilder {
     /// Writes the flow's IPv4 or IPv6 header for a TCP segment of `segmentLength` bytes; returns its length.
     @inlinable
     static func emitNetworkHeader(into buffer: UnsafeMutableRawBufferPointer, flow: FlowEndpoints, segmentLength: Int) throws(WireError) -> Int {
-        if let source = flow.localAddress.ipv4, let destination = flow.remoteAddress.ipv4 {
-            try IPv4Repr(source: source, destination: destination, protocol: .tcp, payloadLength: segmentLength).emit(into: buffer)
-            return IPv4Repr.headerLength
-        }
-        try IPv6Repr(source: flow.localAddress.bits, destination: flow.remoteAddress.bits, nextHeader: .tcp, payloadLength: segmentLength)
-            .emit(into: buffer)
-        return IPv6Repr.headerLength
+        try IPAddress.emitHeader(into: buffer, source: flow.localAddress, destination: flow.remoteAddress, protocol: .tcp,
+                                 payloadLength: segmentLength)
     }
 
     /// Calls `body` with the sequence number, length and last-ness of each segment of `[sequence,

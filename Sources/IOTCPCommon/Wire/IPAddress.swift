@@ -38,6 +38,20 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
 
     /// The bytes of the IP header around a TCP segment of this family (the ones TCP's MSS leaves out).
     @inlinable public var headerLength: Int { isIPv4 ? IPv4Repr.headerLength : IPv6Repr.headerLength }
+
+    /// Writes the IPv4 or IPv6 header (no options or extension headers) for `payloadLength` bytes of
+    /// `protocol` from `source` to `destination`, both of one family; returns its length.
+    @inlinable
+    public static func emitHeader(
+        into buffer: UnsafeMutableRawBufferPointer, source: IPAddress, destination: IPAddress, protocol: IPProtocol, payloadLength: Int
+    ) throws(WireError) -> Int {
+        if let source4 = source.ipv4, let destination4 = destination.ipv4 {
+            try IPv4Repr(source: source4, destination: destination4, protocol: `protocol`, payloadLength: payloadLength).emit(into: buffer)
+            return IPv4Repr.headerLength
+        }
+        try IPv6Repr(source: source.bits, destination: destination.bits, nextHeader: `protocol`, payloadLength: payloadLength).emit(into: buffer)
+        return IPv6Repr.headerLength
+    }
 }
 
 extension IPAddress: PseudoHeaderAddress {

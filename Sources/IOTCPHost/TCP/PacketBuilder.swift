@@ -11,11 +11,7 @@ enum PacketBuilder {
         let networkLength = destination.headerLength
         output.emitPacket(flow: flow, length: networkLength + tcpLength) { buffer in
             // The length was computed from the same values, so no emit can fail.
-            if let source4 = source.ipv4, let destination4 = destination.ipv4 {
-                try? IPv4Repr(source: source4, destination: destination4, protocol: .tcp, payloadLength: tcpLength).emit(into: buffer)
-            } else {
-                try? IPv6Repr(source: source.bits, destination: destination.bits, nextHeader: .tcp, payloadLength: tcpLength).emit(into: buffer)
-            }
+            _ = try? IPAddress.emitHeader(into: buffer, source: source, destination: destination, protocol: .tcp, payloadLength: tcpLength)
             let segment = UnsafeMutableRawBufferPointer(rebasing: buffer[networkLength...])
             let headerLength = (try? tcp.emitHeader(into: segment)) ?? tcp.headerLength
             if let payload { payload.fill(UnsafeMutableRawBufferPointer(rebasing: segment[headerLength...])) }
