@@ -346,14 +346,16 @@ extension NICDataPlane {
     /// of IPv6 connections are the host's, so anything else goes to it untagged; so does a Packet Too
     /// Big the link passed on (the host finds the connection from its quote).
     func receiveIPv6<O: NICOutput>(packet: UnsafeRawBufferPointer, output: inout O) {
-        if let ip = try? IPv6PacketView(packet), ip.upperLayerProtocol == .icmpv6 {
+        guard let ip = try? IPv6PacketView(packet) else {
+            counters.malformedIn += 1
+            return
+        }
+        if ip.upperLayerProtocol == .icmpv6 {
             counters.packetsIn += 1
             output.reply(.packetIn(.none, packet: ip.bytes))
             return
         }
-        guard packet.count <= IPv6PacketView.headerLength + Int(UInt16.max), let ip = try? IPv6PacketView(packet),
-              ip.upperLayerProtocol == .tcp, let segment = try? TCPSegmentView(ip.upperLayer)
-        else {
+        guard ip.upperLayerProtocol == .tcp, let segment = try? TCPSegmentView(ip.upperLayer) else {
             counters.malformedIn += 1
             return
         }
