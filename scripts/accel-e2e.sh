@@ -7,6 +7,7 @@
 #
 # Usage (root): scripts/accel-e2e.sh [BINARY]    (default: .build/debug/iotcp-fileserver; iotcp-nic beside it)
 # Prints "accel: N passed, M failed" and exits non-zero on any failure. Removes everything it made.
+# ACCEL_FAMILY=ipv6: every check with the server on an IPv6 address alone and every client over IPv6.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 binary=${1:-.build/debug/iotcp-fileserver}
@@ -14,7 +15,14 @@ nic_binary=$(dirname "$binary")/iotcp-nic
 namespace=iotcp-accel-$$
 flood=${FLOOD_SYNS:-100000}
 # The flood's sources are spoofed on the link (10.89.0.3 to .254, not the client's .1), so the NIC's SYN-ACKs
-# really leave through the TAP (the namespace's kernel drops them, having no such addresses).
+# really leave through the TAP (the namespace's kernel drops them, having no such addresses). Over IPv6 the
+# NIC builds and sends its SYN-ACKs just the same; its link then finds no neighbour for a spoofed source (no
+# one answers the solicitation, which is rate limited) and drops the frame, as a router would.
+case "${ACCEL_FAMILY:-ipv4}" in
+  ipv4) address=10.89.0.2/24 server=10.89.0.2 web=10.89.0.2 web_re='10\.89\.0\.2' spoofed=10.89.0.3-10.89.0.254 ip_family=-4 host_prefix=32 ;;
+  ipv6) address=fd89::2/64 server=fd89::2 web='[fd89::2]' web_re='\[fd89::2\]' spoofed=fd89::3-fd89::ffff ip_family=-6 host_prefix=128 ;;
+  *) echo "ACCEL_FAMILY must be ipv4 or ipv6"; exit 2 ;;
+esac
 # SYNs a second: what a debug-built NIC reads off the TAP without the kernel's queue overflowing (past it the
 # kernel drops SYNs, the client's among them, before any NIC sees them). FLOOD_RATE=0: as fast as Python sends.
 flood_rate=${FLOOD_RATE:-40000}
@@ -41,18 +49,18 @@ ready() {  # ready FILE PATTERN: waits up to 10 s for PATTERN in FILE
   return 1
 }
 start_embedded() {
-  "$binary" --root "$work/www" --netns "$namespace" --address 10.89.0.2/24 >"$work/$1.out" 2>"$work/$1.log" &
+  "$binary" --root "$work/www" --netns "$namespace" --address "$address" >"$work/$1.out" 2>"$work/$1.log" &
   server_pid=$!
-  ready "$work/$1.out" "^serving http://10.89.0.2:8080/"
+  ready "$work/$1.out" "^serving http://$web_re:8080/"
 }
 start_split() {
-  "$nic_binary" --export-root "$work/www" --channel "shm:$work/nic.sock" --netns "$namespace" --address 10.89.0.2/24 --once \
+  "$nic_binary" --export-root "$work/www" --channel "shm:$work/nic.sock" --netns "$namespace" --address "$address" --once \
     >"$work/$1-nic.out" 2>"$work/$1-nic.log" &
   nic_pid=$!
   ready "$work/$1-nic.out" "^iotcp-nic: serving" || return 1
-  "$binary" --nic "shm:$work/nic.sock" --netns "$namespace" --address 10.89.0.2/24 >"$work/$1.out" 2>"$work/$1.log" &
+  "$binary" --nic "shm:$work/nic.sock" --netns "$namespace" --address "$address" >"$work/$1.out" 2>"$work/$1.log" &
   server_pid=$!
-  ready "$work/$1.out" "^serving http://10.89.0.2:8080/"
+  ready "$work/$1.out" "^serving http://$web_re:8080/"
 }
 stop_server() { kill -TERM "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; server_pid=; }
 stop_nic() {
@@ -67,16 +75,16 @@ flood_run() {
   local label=$1 nic=$2
   for size in 0 64 4096 1048576 10485760; do
     check "$label: GET $size bytes through a handshake made on the NIC" "200 $(sha256sum < "$work/www/file-$size.bin")" \
-      "$(client -o "$work/got" -w '%{http_code}' "http://10.89.0.2:8080/file-$size.bin") $(sha256sum < "$work/got")"
+      "$(client -o "$work/got" -w '%{http_code}' "http://$web:8080/file-$size.bin") $(sha256sum < "$work/got")"
   done
   local before after slowest=0 failures=0 downloads=0
   before=$(rss_kib "$nic")
-  ip netns exec "$namespace" python3 scripts/synflood.py 10.89.0.2 8080 "$flood" "$flood_rate" 10.89.0.3-10.89.0.254 >"$work/$label-flood.out" 2>&1 &
+  ip netns exec "$namespace" python3 scripts/synflood.py "$server" 8080 "$flood" "$flood_rate" "$spoofed" >"$work/$label-flood.out" 2>&1 &
   flood_pid=$!
   # Short downloads while the flood runs, each on a new connection: every one must finish within a second.
   while kill -0 "$flood_pid" 2>/dev/null; do
     for size in 64 4096; do
-      out=$(ip netns exec "$namespace" curl -sS --max-time 5 -o "$work/got" -w '%{http_code} %{time_total}' "http://10.89.0.2:8080/file-$size.bin" 2>&1)
+      out=$(ip netns exec "$namespace" curl -sS --max-time 5 -o "$work/got" -w '%{http_code} %{time_total}' "http://$web:8080/file-$size.bin" 2>&1)
       downloads=$((downloads + 1))
       if [ "${out%% *}" != 200 ] || ! cmp -s "$work/got" "$work/www/file-$size.bin"; then failures=$((failures + 1)); echo "accel: $label: download failed: $out"; fi
       ms=$(echo "${out#* }" | awk '{printf "%d", $1 * 1000}')
@@ -123,19 +131,19 @@ fi
 # Cookie edge cases with the Linux client: timestamps off (so no window scaling or SACK can be encoded),
 # window scaling off, SACK off, and an MSS (1000) between table entries (the connection uses 536).
 if start_embedded edges; then
-  device=$(ip -n "$namespace" route get 10.89.0.2 | grep -o 'dev [^ ]*' | awk '{print $2}')
+  device=$(ip "$ip_family" -n "$namespace" route get "$server" | grep -o 'dev [^ ]*' | awk '{print $2}')
   for setting in net.ipv4.tcp_timestamps net.ipv4.tcp_window_scaling net.ipv4.tcp_sack; do
     ip netns exec "$namespace" sysctl -qw "$setting=0"
     for size in 4096 10485760; do
       check "$setting=0 on the client: GET $size bytes" "200 $(sha256sum < "$work/www/file-$size.bin")" \
-        "$(client -o "$work/got" -w '%{http_code}' "http://10.89.0.2:8080/file-$size.bin") $(sha256sum < "$work/got")"
+        "$(client -o "$work/got" -w '%{http_code}' "http://$web:8080/file-$size.bin") $(sha256sum < "$work/got")"
     done
     ip netns exec "$namespace" sysctl -qw "$setting=1"
   done
-  ip -n "$namespace" route add 10.89.0.2/32 dev "$device" advmss 1000
+  ip "$ip_family" -n "$namespace" route add "$server/$host_prefix" dev "$device" advmss 1000
   check "a client MSS of 1000 (the cookie names 536): GET 1 MiB" "200 $(sha256sum < "$work/www/file-1048576.bin")" \
-    "$(client -o "$work/got" -w '%{http_code}' "http://10.89.0.2:8080/file-1048576.bin") $(sha256sum < "$work/got")"
-  ip -n "$namespace" route del 10.89.0.2/32 dev "$device"
+    "$(client -o "$work/got" -w '%{http_code}' "http://$web:8080/file-1048576.bin") $(sha256sum < "$work/got")"
+  ip "$ip_family" -n "$namespace" route del "$server/$host_prefix" dev "$device"
   stop_server
   check "edge cases: no retransmission timeout in any of them" 0 "$(field retransmission-timeouts "$work/edges.log")"
 else
@@ -147,18 +155,18 @@ fi
 for run in clean lossy; do
   extra=()
   [ "$run" = lossy ] && extra=(--loss 0.05 --seed 15)
-  "$binary" --root "$work/www" --netns "$namespace" --address 10.89.0.2/24 "${extra[@]}" >"$work/endings-$run.out" 2>"$work/endings-$run.log" &
+  "$binary" --root "$work/www" --netns "$namespace" --address "$address" "${extra[@]}" >"$work/endings-$run.out" 2>"$work/endings-$run.log" &
   server_pid=$!
-  if ! ready "$work/endings-$run.out" "^serving http://10.89.0.2:8080/"; then
+  if ! ready "$work/endings-$run.out" "^serving http://$web_re:8080/"; then
     check "$run endings: the server started" yes "no: $(tail -3 "$work/endings-$run.log")"
     continue
   fi
   good=0
   for round in $(seq 20); do
     for size in 64 1048576; do
-      out=$(client -o "$work/got" -w '%{http_code}' -H 'Connection: close' "http://10.89.0.2:8080/file-$size.bin")
+      out=$(client -o "$work/got" -w '%{http_code}' -H 'Connection: close' "http://$web:8080/file-$size.bin")
       [ "$out" = 200 ] && cmp -s "$work/got" "$work/www/file-$size.bin" && good=$((good + 1))
-      out=$(client -o "$work/got" -w '%{http_code}' "http://10.89.0.2:8080/file-$size.bin")
+      out=$(client -o "$work/got" -w '%{http_code}' "http://$web:8080/file-$size.bin")
       [ "$out" = 200 ] && cmp -s "$work/got" "$work/www/file-$size.bin" && good=$((good + 1))
     done
   done

@@ -48,7 +48,7 @@ grep -qE "^✔ Test run with [0-9]+ tests? .*passed" "$log" || { echo "swift tes
 unit=$(grep -oE "Test run with [0-9]+ tests" "$log" | grep -oE "[0-9]+" | tail -1)
 require "swift test" "$unit" 160
 
-live=0 e2e=0 e2e6=0 tls=0 tls6=0 accel=0 proxy=0 downstream=0 ctests=0 lighttpd=0 soak=0 vm=0
+live=0 e2e=0 e2e6=0 tls=0 tls6=0 accel=0 accel6=0 proxy=0 downstream=0 ctests=0 lighttpd=0 soak=0 vm=0
 if [ "$root" = yes ]; then
   echo "== a fresh capture of Linux TCP, checked like the committed one"
   scripts/capture-fixtures.sh .build/live-capture.pcap
@@ -86,6 +86,12 @@ if [ "$root" = yes ]; then
   grep -qE "^accel: [0-9]+ passed, 0 failed" "$log" || { echo "AccelTCP offload checks failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
   accel=$(sed -nE "s/^accel: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
   require "AccelTCP offloads" "$accel" 43
+
+  echo "== AccelTCP offloads over IPv6: the same checks, the server on an IPv6 address alone"
+  ACCEL_FAMILY=ipv6 scripts/accel-e2e.sh .build/debug/iotcp-fileserver | tee "$log" | grep -E "^accel: (FAIL|[0-9]+ passed)|^accel: [a-z]+: sent" || true
+  grep -qE "^accel: [0-9]+ passed, 0 failed" "$log" || { echo "AccelTCP offload checks over IPv6 failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
+  accel6=$(sed -nE "s/^accel: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
+  require "AccelTCP offloads over IPv6" "$accel6" 43
 
   echo "== splicing: iotcp-proxy in front of nginx and lighttpd, 0 B-200 MiB, loss, resets, a vanishing client, tshark"
   scripts/proxy-e2e.sh .build/debug/iotcp-proxy | tee "$log" | grep -E "^proxy: (FAIL|[0-9]+ passed)" || true
@@ -131,4 +137,4 @@ require "fuzz" "$fuzz" 4
 
 skipped=""
 [ "$root" = no ] && skipped=" (root-only stages NOT run)"
-echo "iotcp: $((unit + live + e2e + e2e6 + tls + tls6 + accel + proxy + downstream + ctests + lighttpd + soak + vm + fuzz)) passed, 0 failed$skipped"
+echo "iotcp: $((unit + live + e2e + e2e6 + tls + tls6 + accel + accel6 + proxy + downstream + ctests + lighttpd + soak + vm + fuzz)) passed, 0 failed$skipped"

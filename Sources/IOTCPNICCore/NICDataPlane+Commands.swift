@@ -97,6 +97,7 @@ extension NICDataPlane {
         } else {
             let key = EndpointKey6(endpoints)
             if let previous = flowsByEndpoints6[key], previous != UInt32(index) { closeFlow(previous) }
+            if let ending = closingByEndpoints6[key] { forgetClosing(Int(ending)) }
             flowsByEndpoints6[key] = UInt32(index)
         }
         flows[index].open = true

@@ -56,8 +56,8 @@ extension NICDataPlane {
         answering syn: TCPRepr, from local: IPAddress, to remote: IPAddress, listener: ListenerOptions, output: inout O
     ) {
         var options = listener
-        // LISTEN's MSS is IPv4's (the MTU less 40 bytes); IPv6's header is 20 bytes longer.
-        if !remote.isIPv4 { options.maximumSegmentSize -= UInt16(IPv6Repr.headerLength - IPv4Repr.headerLength) }
+        // LISTEN's MSS is IPv4's (the MTU less 40 bytes), as the host's configuration is.
+        options.maximumSegmentSize = remote.segmentSize(matchingIPv4: listener.maximumSegmentSize)
         let reply = cookies.reply(to: syn, remote: remote, local: local, now: clock, options: options)
         if transmitControl(reply, from: local, to: remote, output: &output) { counters.synCookiesSent += 1 }
     }

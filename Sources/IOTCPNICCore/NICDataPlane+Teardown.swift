@@ -6,10 +6,10 @@ import IOTCPCommon
 /// peer's ACK and FIN, answers RSTs, holds TIME-WAIT, and forgets the connection, all on a timer wheel of
 /// its own.
 ///
-/// What is kept per connection is one small entry (`ClosingConnection`, about 100 bytes with its index and
-/// timer links) in a table bounded
-/// by `Limits.maximumClosingConnections`; at the bound a handed-over connection is reset instead (as Linux
-/// does past tcp_max_orphans).
+/// What is kept per connection is one small entry (`ClosingConnection`, about 120 bytes with its index and
+/// timer links) in a table bounded by `Limits.maximumClosingConnections` over both families; at the bound a
+/// handed-over connection is reset instead (as Linux does past tcp_max_orphans). IPv4 and IPv6 endings are
+/// indexed apart, as flows are, so an IPv4 segment's lookup stays a one-word key.
 extension NICDataPlane {
     enum ClosingState: UInt8 {
         case free
@@ -26,8 +26,10 @@ extension NICDataPlane {
 
     struct ClosingConnection {
         var state = ClosingState.free
-        var key = EndpointKey(remoteAddress: 0, remotePort: 0, localPort: 0)
-        var localAddress = IPv4Address(rawValue: 0)
+        var remoteAddress = IPAddress(IPv4Address(rawValue: 0))
+        var localAddress = IPAddress(IPv4Address(rawValue: 0))
+        var remotePort: UInt16 = 0
+        var localPort: UInt16 = 0
         var finSequence = SequenceNumber(0)
         var receiveNext = SequenceNumber(0)
         var window: UInt16 = 0
@@ -41,11 +43,32 @@ extension NICDataPlane {
         var retransmissionsLeft = 0
         var timeWait: UInt64 = 0
         var finWait2: UInt64 = 0
-        var remoteAddress: IPv4Address { IPv4Address(rawValue: key.remoteAddress) }
     }
 
     /// Connections whose ending the NIC holds (TEARDOWN), for diagnostics and the report.
-    public var closingCount: Int { closingByEndpoints.count }
+    public var closingCount: Int { closingByEndpoints.count + closingByEndpoints6.count }
+
+    /// The ending held for these endpoints, if any.
+    func closingSlot(remote: IPAddress, remotePort: UInt16, localPort: UInt16) -> Int? {
+        if let v4 = remote.ipv4 {
+            return closingByEndpoints.isEmpty ? nil
+                : closingByEndpoints[EndpointKey(remoteAddress: v4.rawValue, remotePort: remotePort, localPort: localPort)].map(Int.init)
+        }
+        return closingByEndpoints6.isEmpty ? nil
+            : closingByEndpoints6[EndpointKey6(remoteAddress: remote.bits, remotePort: remotePort, localPort: localPort)].map(Int.init)
+    }
+
+    /// Indexes `slot` under its entry's endpoints (nil: removes the index if it is this slot's).
+    private func indexClosing(_ slot: Int, present: Bool) {
+        let entry = closing[slot]
+        if let v4 = entry.remoteAddress.ipv4 {
+            let key = EndpointKey(remoteAddress: v4.rawValue, remotePort: entry.remotePort, localPort: entry.localPort)
+            if present { closingByEndpoints[key] = Int32(slot) } else if closingByEndpoints[key] == Int32(slot) { closingByEndpoints[key] = nil }
+        } else {
+            let key = EndpointKey6(remoteAddress: entry.remoteAddress.bits, remotePort: entry.remotePort, localPort: entry.localPort)
+            if present { closingByEndpoints6[key] = Int32(slot) } else if closingByEndpoints6[key] == Int32(slot) { closingByEndpoints6[key] = nil }
+        }
+    }
 
     // MARK: - TEARDOWN
 
@@ -56,16 +79,12 @@ extension NICDataPlane {
         }
         let endpoints = flows[Int(index)].endpoints
         closeFlow(index)
-        guard endpoints.isIPv4 else {
-            // Endings are kept by IPv4 endpoints; the host ends IPv6 connections itself and never sends this.
-            fail(.unsupported, kind: .teardown, flow: flow, reference: UInt64(flow.rawValue),
-                 "TEARDOWN of an IPv6 flow: the NIC ends IPv4 connections only", output: &output)
-            return
-        }
         counters.teardowns += 1
         var entry = ClosingConnection()
-        entry.key = Self.key(of: endpoints)
-        entry.localAddress = endpoints.localAddress.ipv4 ?? IPv4Address(rawValue: 0)
+        entry.remoteAddress = endpoints.remoteAddress
+        entry.localAddress = endpoints.localAddress
+        entry.remotePort = endpoints.remotePort
+        entry.localPort = endpoints.localPort
         switch parameters.state {
         case .finWait1: entry.state = .finWait1
         case .closing: entry.state = .closing
@@ -85,8 +104,10 @@ extension NICDataPlane {
         entry.retransmissionsLeft = Int(parameters.maximumRetransmissions)
         entry.timeWait = UInt64(parameters.timeWaitMilliseconds) * Nanoseconds.millisecond
         entry.finWait2 = UInt64(parameters.finWait2Milliseconds) * Nanoseconds.millisecond
-        if let existing = closingByEndpoints[entry.key] { forgetClosing(Int(existing)) }
-        guard closingByEndpoints.count < limits.maximumClosingConnections else {
+        if let existing = closingSlot(remote: entry.remoteAddress, remotePort: entry.remotePort, localPort: entry.localPort) {
+            forgetClosing(existing)
+        }
+        guard closingCount < limits.maximumClosingConnections else {
             // No room to hold the ending: reset it now rather than leave the peer waiting for a FIN.
             counters.teardownOverflows += 1
             sendClosingSegment(entry, flags: [.rst, .ack], sequence: entry.finSequence + 1, now: now, output: &output)
@@ -97,7 +118,7 @@ extension NICDataPlane {
             return closing.count - 1
         }()
         closing[slot] = entry
-        closingByEndpoints[entry.key] = Int32(slot)
+        indexClosing(slot, present: true)
         // The host sent the FIN; what is left is to wait for it to be acknowledged (and sent again if it
         // is not), for the peer's FIN, or for TIME-WAIT to pass.
         switch entry.state {
@@ -112,6 +133,18 @@ extension NICDataPlane {
     /// Taken by the closing connection if there is one; dropped otherwise (never forwarded again, which could
     /// bounce between the halves).
     func redeliver<O: NICOutput>(_ packet: UnsafeRawBufferPointer, output: inout O) {
+        if packet.count > 0 && packet[0] >> 4 == 6 {
+            guard let ip = try? IPv6PacketView(packet), ip.upperLayerProtocol == .tcp, let segment = try? TCPSegmentView(ip.upperLayer) else {
+                counters.malformedIn += 1
+                return
+            }
+            counters.redelivered += 1
+            let source = IPAddress(ip.source)
+            if let slot = closingSlot(remote: source, remotePort: segment.sourcePort, localPort: segment.destinationPort) {
+                _ = receiveClosing(slot, source: source, destination: IPAddress(ip.destination), segment: segment, output: &output)
+            }
+            return
+        }
         guard let ip = try? IPv4PacketView(packet), ip.protocol == .tcp, let segment = try? TCPSegmentView(ip.payload) else {
             counters.malformedIn += 1
             return
@@ -122,21 +155,24 @@ extension NICDataPlane {
             _ = relaySpliced(ip: ip, segment: segment, found: spliced, output: &output)
             return
         }
-        _ = receiveClosing(ip: ip, segment: segment, key: key, output: &output)
+        if let found = closingByEndpoints[key] {
+            _ = receiveClosing(Int(found), source: IPAddress(ip.source), destination: IPAddress(ip.destination), segment: segment, output: &output)
+        }
     }
 
     // MARK: - Segments for a closing connection
 
-    /// A segment for a connection the NIC is closing: true when it was one (consumed here).
+    /// A segment for the closing connection in `slot` (found by its endpoints): true when it was consumed
+    /// here, false when it is a SYN that ended TIME-WAIT (it goes on as any SYN would).
     ///
     /// RFC 9293 §3.10.7.4 in the closing states: a segment outside the receive window is answered with an
     /// ACK and dropped (a RST outside it is dropped silently); a RST exactly at RCV.NXT ends the connection,
     /// one elsewhere in the window, or any SYN, gets a challenge ACK (RFC 5961), at most ten a second.
-    func receiveClosing<O: NICOutput>(ip: IPv4PacketView, segment view: TCPSegmentView, key: EndpointKey, output: inout O) -> Bool {
-        guard let found = closingByEndpoints[key] else { return false }
-        let slot = Int(found)
+    func receiveClosing<O: NICOutput>(
+        _ slot: Int, source: IPAddress, destination: IPAddress, segment view: TCPSegmentView, output: inout O
+    ) -> Bool {
         let now = clock
-        guard view.checksumVerifies(source: ip.source, destination: ip.destination), let segment = try? TCPRepr(view) else {
+        guard view.checksumVerifies(source: source, destination: destination), let segment = try? TCPRepr(view) else {
             counters.malformedIn += 1
             return true
         }
@@ -287,7 +323,7 @@ extension NICDataPlane {
 
     func forgetClosing(_ slot: Int) {
         guard closing[slot].state != .free else { return }
-        if closingByEndpoints[closing[slot].key] == Int32(slot) { closingByEndpoints[closing[slot].key] = nil }
+        indexClosing(slot, present: false)
         closingWheel.schedule(slot, at: nil)
         closing[slot].state = .free
         freeClosing.append(Int32(slot))
@@ -310,7 +346,7 @@ extension NICDataPlane {
             options.timestamps = TCPTimestamps(value: entry.timestampValue &+ elapsed, echoReply: entry.timestampEcho)
         }
         let segment = TCPRepr(
-            sourcePort: entry.key.localPort, destinationPort: entry.key.remotePort,
+            sourcePort: entry.localPort, destinationPort: entry.remotePort,
             sequenceNumber: sequence ?? entry.finSequence + 1,
             acknowledgmentNumber: flags.contains(.ack) ? entry.receiveNext : SequenceNumber(0), flags: flags,
             window: flags.contains(.rst) ? 0 : entry.window, options: options)

@@ -332,7 +332,9 @@ extension NICDataPlane {
         if !splicesByEndpoints.isEmpty, let spliced = splicesByEndpoints[key],
            relaySpliced(ip: ip, segment: segment, found: spliced, output: &output) { return }
         guard let index = flowsByEndpoints[key] else {
-            if !closingByEndpoints.isEmpty, receiveClosing(ip: ip, segment: segment, key: key, output: &output) { return }
+            if !closingByEndpoints.isEmpty, let found = closingByEndpoints[key],
+               receiveClosing(Int(found), source: IPAddress(ip.source), destination: IPAddress(ip.destination), segment: segment,
+                              output: &output) { return }
             if let listener = listeners[segment.destinationPort],
                answerSetup(ip: ip, segment: segment, listener: listener, output: &output) { return }
             output.reply(.packetIn(.none, packet: ip.bytes))
@@ -342,9 +344,10 @@ extension NICDataPlane {
     }
 
     /// An IPv6 TCP segment: to the host, tagged with its flow when the NIC knows it; a SYN to a LISTEN port is
-    /// answered with a cookie and a good cookie's ACK goes up as ESTABLISHED, as over IPv4. Endings and splices
-    /// of IPv6 connections are the host's, so anything else goes to it untagged; so does a Packet Too
-    /// Big the link passed on (the host finds the connection from its quote).
+    /// answered with a cookie and a good cookie's ACK goes up as ESTABLISHED, and a segment of an ending the
+    /// host handed over is taken here, as over IPv4. Splices of IPv6 connections are the host's, so anything
+    /// else goes to it untagged; so does a Packet Too Big the link passed on (the host finds the connection
+    /// from its quote).
     func receiveIPv6<O: NICOutput>(packet: UnsafeRawBufferPointer, output: inout O) {
         guard let ip = try? IPv6PacketView(packet) else {
             counters.malformedIn += 1
@@ -365,9 +368,12 @@ extension NICDataPlane {
             output.reply(.packetIn(flows[Int(flow)].id, packet: ip.bytes))
             return
         }
+        let source = IPAddress(ip.source), destination = IPAddress(ip.destination)
+        if !closingByEndpoints6.isEmpty, let found = closingByEndpoints6[key],
+           receiveClosing(Int(found), source: source, destination: destination, segment: segment, output: &output) { return }
         // A handshake to a LISTEN port is answered here with a cookie, as over IPv4.
         if let listener = listeners[segment.destinationPort],
-           answerSetup(source: IPAddress(ip.source), destination: IPAddress(ip.destination), packet: ip.bytes, segment: segment,
+           answerSetup(source: source, destination: destination, packet: ip.bytes, segment: segment,
                        listener: listener, output: &output) { return }
         output.reply(.packetIn(.none, packet: ip.bytes))
     }

@@ -164,7 +164,7 @@ public final class NICDataPlane {
     /// only from the same bytes (same record number, same nonce), so a file changed since is never re-sealed.
     var openedStatus: [OffloadedFileID: OffloadedFileStatus] = [:]
     var flowsByEndpoints: [EndpointKey: UInt32] = [:]
-    /// IPv6 flows by endpoints (no endings or splices on the NIC: those stay with the host).
+    /// IPv6 flows by endpoints (no splices on the NIC: those stay with the host).
     var flowsByEndpoints6: [EndpointKey6: UInt32] = [:]
     var openFlows = 0
     var chunks: [Chunk] = []
@@ -198,6 +198,7 @@ public final class NICDataPlane {
     var closing: [ClosingConnection] = []
     var freeClosing: [Int32] = []
     var closingByEndpoints: [EndpointKey: Int32] = [:]
+    var closingByEndpoints6: [EndpointKey6: Int32] = [:]
     var closingWheel = TimerWheel(tick: Nanoseconds.millisecond, bucketCount: 1024, start: .zero)
     var closingDue: [Int] = []
     /// Splices (SPLICE), their free entries, their index by either peer's endpoints (entry << 1, and 1 for
@@ -242,7 +243,7 @@ public final class NICDataPlane {
     }
 
     /// An IPv4 flow's key (the mapped address keeps the IPv4 address in its low 32 bits). Endings and
-    /// splices, which only IPv4 flows have, are keyed the same way.
+    /// splices are keyed the same way (IPv6 endings by `EndpointKey6`; splices are IPv4's only).
     static func key(of endpoints: FlowEndpoints) -> EndpointKey {
         EndpointKey(remoteAddress: UInt32(truncatingIfNeeded: endpoints.remoteAddress.bits.low), remotePort: endpoints.remotePort,
                     localPort: endpoints.localPort)

@@ -3,11 +3,10 @@ import IOTCPHost
 import IOTCPNIC
 import Testing
 
-/// Connections' endings on the NIC: every closing path, scripted segment by segment on a virtual clock.
+/// Connections' endings on the NIC: every closing path, scripted segment by segment on a virtual clock, over
+/// IPv4 and over IPv6.
 @Suite("Teardown on the NIC (TEARDOWN): FIN, its retransmission, LAST-ACK, TIME-WAIT, RST")
 struct NICTeardownTests {
-    static let server = flowEndpoints.localAddress.ipv4!
-    static let client = flowEndpoints.remoteAddress.ipv4!
     let flow = FlowID(index: 3, generation: 1)
     let start = Instant(nanoseconds: 50 * Nanoseconds.second)
     let fin = SequenceNumber(700_000)
@@ -20,22 +19,23 @@ struct NICTeardownTests {
     }
 
     /// A data plane with the flow open and then handed over (the host sent the FIN: nothing leaves now).
-    func handedOver(_ parameters: TeardownParameters, output: inout CollectingNICOutput) throws -> NICDataPlane {
+    func handedOver(_ parameters: TeardownParameters, over endpoints: FlowEndpoints = flowEndpoints,
+                    output: inout CollectingNICOutput) throws -> NICDataPlane {
         let files = MemoryFiles()
         let nic = NICDataPlane(files: files, disk: MemoryDisk(files: files))
-        nic.handle(.flowOpen(flow, flowEndpoints), received: start, now: start, output: &output)
+        nic.handle(.flowOpen(flow, endpoints), received: start, now: start, output: &output)
         nic.handle(.teardown(flow, parameters), received: start, now: start, output: &output)
         #expect(nic.flowCount == 0 && nic.closingCount == 1 && nic.counters.teardowns == 1)
         #expect(output.packets.isEmpty, "the host sent the FIN")
         return nic
     }
 
-    func peer(_ nic: NICDataPlane, flags: TCPFlags, sequence: SequenceNumber? = nil, acknowledgment: SequenceNumber? = nil,
+    func peer(_ nic: NICDataPlane, over endpoints: FlowEndpoints, flags: TCPFlags, sequence: SequenceNumber? = nil, acknowledgment: SequenceNumber? = nil,
               payload: [UInt8] = [], timestamp: UInt32? = 5_000, at time: Instant, output: inout CollectingNICOutput) {
         let segment = TCPRepr(sourcePort: 40000, destinationPort: 80, sequenceNumber: sequence ?? peerNext,
                               acknowledgmentNumber: acknowledgment ?? fin + 1, flags: flags, window: 1000,
                               options: TCPOptions(timestamps: timestamp.map { TCPTimestamps(value: $0, echoReply: 1_000_000) }))
-        tcpPacket(segment, from: Self.client, to: Self.server, payload: payload).withUnsafeBytes { nic.receive(packet: $0, now: time, output: &output) }
+        tcpPacket(segment, from: endpoints.remoteAddress, to: endpoints.localAddress, payload: payload).withUnsafeBytes { nic.receive(packet: $0, now: time, output: &output) }
     }
 
     func sent(_ output: inout CollectingNICOutput) -> [TCPRepr] {
@@ -43,14 +43,14 @@ struct NICTeardownTests {
         return output.packets.compactMap { parseSegment($0)?.0 }
     }
 
-    @Test("the peer ACKs our FIN and sends its own: ACKed, TIME-WAIT held exactly its time, then forgotten")
-    func activeClose() throws {
+    @Test("the peer ACKs our FIN and sends its own: ACKed, TIME-WAIT held exactly its time, then forgotten", arguments: [flowEndpoints, flowEndpoints6])
+    func activeClose(endpoints: FlowEndpoints) throws {
         var output = CollectingNICOutput()
-        let nic = try handedOver(parameters(), output: &output)
-        peer(nic, flags: .ack, at: start + 5 * Nanoseconds.millisecond, output: &output)
+        let nic = try handedOver(parameters(), over: endpoints, output: &output)
+        peer(nic, over: endpoints, flags: .ack, at: start + 5 * Nanoseconds.millisecond, output: &output)
         #expect(sent(&output).isEmpty, "FIN-WAIT-2: nothing to say")
         let finTime = start + 10 * Nanoseconds.millisecond
-        peer(nic, flags: [.fin, .ack], timestamp: 5_010, at: finTime, output: &output)
+        peer(nic, over: endpoints, flags: [.fin, .ack], timestamp: 5_010, at: finTime, output: &output)
         let ack = try #require(sent(&output).first)
         #expect(ack.flags == .ack && ack.sequenceNumber == fin + 1 && ack.acknowledgmentNumber == peerNext + 1)
         #expect(ack.options.timestamps == TCPTimestamps(value: 1_000_010, echoReply: 5_010), "TSval moved on by the 10 ms since")
@@ -60,15 +60,15 @@ struct NICTeardownTests {
         #expect(nic.closingCount == 0 && nic.counters.closingFinished == 1)
     }
 
-    @Test("handed over in TIME-WAIT: a retransmitted FIN (our ACK was lost) is ACKed again and the wait starts again")
-    func retransmittedFinInTimeWait() throws {
+    @Test("handed over in TIME-WAIT: a retransmitted FIN (our ACK was lost) is ACKed again and the wait starts again", arguments: [flowEndpoints, flowEndpoints6])
+    func retransmittedFinInTimeWait(endpoints: FlowEndpoints) throws {
         var output = CollectingNICOutput()
         var waiting = parameters(state: .timeWait)
         waiting.receiveNext = peerNext + 1  // the peer's FIN was taken by the host
-        let nic = try handedOver(waiting, output: &output)
+        let nic = try handedOver(waiting, over: endpoints, output: &output)
         let finTime = start
         let again = finTime + 30 * Nanoseconds.second
-        peer(nic, flags: [.fin, .ack], timestamp: 5_020, at: again, output: &output)
+        peer(nic, over: endpoints, flags: [.fin, .ack], timestamp: 5_020, at: again, output: &output)
         let ack = try #require(sent(&output).first)
         #expect(ack.flags == .ack && ack.acknowledgmentNumber == peerNext + 1 && ack.options.timestamps?.echoReply == 5_020)
         nic.poll(now: finTime + (60 * Nanoseconds.second + 2 * Nanoseconds.millisecond), output: &output)
@@ -77,10 +77,10 @@ struct NICTeardownTests {
         #expect(nic.closingCount == 0 && nic.counters.closingFinished == 1)
     }
 
-    @Test("a lost FIN is sent again with backoff; a peer that never answers is given up after the retries")
-    func lostFin() throws {
+    @Test("a lost FIN is sent again with backoff; a peer that never answers is given up after the retries", arguments: [flowEndpoints, flowEndpoints6])
+    func lostFin(endpoints: FlowEndpoints) throws {
         var output = CollectingNICOutput()
-        let nic = try handedOver(parameters(), output: &output)
+        let nic = try handedOver(parameters(), over: endpoints, output: &output)
         var time = start
         for (index, wait) in [200, 400, 800].enumerated() {
             time = time + UInt64(wait) * Nanoseconds.millisecond
@@ -101,72 +101,72 @@ struct NICTeardownTests {
         #expect(nic.counters.finRetransmissions == 3)
     }
 
-    @Test("the peer closed first: LAST-ACK, and its ACK ends it at once")
-    func passiveClose() throws {
+    @Test("the peer closed first: LAST-ACK, and its ACK ends it at once", arguments: [flowEndpoints, flowEndpoints6])
+    func passiveClose(endpoints: FlowEndpoints) throws {
         var output = CollectingNICOutput()
-        let nic = try handedOver(parameters(state: .lastAck), output: &output)
-        peer(nic, flags: .ack, at: start + Nanoseconds.millisecond, output: &output)
+        let nic = try handedOver(parameters(state: .lastAck), over: endpoints, output: &output)
+        peer(nic, over: endpoints, flags: .ack, at: start + Nanoseconds.millisecond, output: &output)
         #expect(nic.closingCount == 0 && nic.counters.closingFinished == 1 && sent(&output).isEmpty)
     }
 
-    @Test("both FINs cross: CLOSING, then TIME-WAIT on the ACK; FIN-WAIT-2 that never ends is given up")
-    func simultaneousAndFinWait2() throws {
+    @Test("both FINs cross: CLOSING, then TIME-WAIT on the ACK; FIN-WAIT-2 that never ends is given up", arguments: [flowEndpoints, flowEndpoints6])
+    func simultaneousAndFinWait2(endpoints: FlowEndpoints) throws {
         var output = CollectingNICOutput()
-        let nic = try handedOver(parameters(), output: &output)
-        peer(nic, flags: [.fin, .ack], acknowledgment: fin, at: start + Nanoseconds.millisecond, output: &output)
+        let nic = try handedOver(parameters(), over: endpoints, output: &output)
+        peer(nic, over: endpoints, flags: [.fin, .ack], acknowledgment: fin, at: start + Nanoseconds.millisecond, output: &output)
         #expect(sent(&output).first?.acknowledgmentNumber == peerNext + 1)
-        peer(nic, flags: .ack, sequence: peerNext + 1, at: start + 2 * Nanoseconds.millisecond, output: &output)
+        peer(nic, over: endpoints, flags: .ack, sequence: peerNext + 1, at: start + 2 * Nanoseconds.millisecond, output: &output)
         nic.poll(now: start + 59 * Nanoseconds.second, output: &output)
         #expect(nic.closingCount == 1)
         nic.poll(now: start + 61 * Nanoseconds.second, output: &output)
         #expect(nic.closingCount == 0 && nic.counters.closingFinished == 1)
 
         var second = CollectingNICOutput()
-        let waiting = try handedOver(parameters(state: .finWait2), output: &second)
+        let waiting = try handedOver(parameters(state: .finWait2), over: endpoints, output: &second)
         waiting.poll(now: start + 29 * Nanoseconds.second, output: &second)
         #expect(waiting.closingCount == 1)
         waiting.poll(now: start + 31 * Nanoseconds.second, output: &second)
         #expect(waiting.closingCount == 0 && waiting.counters.closingAbandoned == 1, "FIN-WAIT-2 over")
     }
 
-    @Test("RST: at RCV.NXT it ends the connection, elsewhere in the window it is challenged, outside dropped; data after the close is reset")
-    func resets() throws {
+    @Test("RST: at RCV.NXT it ends the connection, elsewhere in the window it is challenged, outside dropped; data after the close is reset", arguments: [flowEndpoints, flowEndpoints6])
+    func resets(endpoints: FlowEndpoints) throws {
         var output = CollectingNICOutput()
-        let nic = try handedOver(parameters(), output: &output)
-        peer(nic, flags: .rst, sequence: peerNext + 100, at: start, output: &output)
+        let nic = try handedOver(parameters(), over: endpoints, output: &output)
+        peer(nic, over: endpoints, flags: .rst, sequence: peerNext + 100, at: start, output: &output)
         #expect(sent(&output).first?.flags == .ack && nic.closingCount == 1, "a challenge ACK (RFC 5961)")
-        peer(nic, flags: .rst, sequence: peerNext + 200, at: start + Nanoseconds.millisecond, output: &output)
+        peer(nic, over: endpoints, flags: .rst, sequence: peerNext + 200, at: start + Nanoseconds.millisecond, output: &output)
         #expect(sent(&output).isEmpty && nic.counters.challengesSuppressed == 1, "at most one challenge per 100 ms")
-        peer(nic, flags: .rst, sequence: peerNext + 100_000, at: start + Nanoseconds.second, output: &output)
+        peer(nic, over: endpoints, flags: .rst, sequence: peerNext + 100_000, at: start + Nanoseconds.second, output: &output)
         #expect(sent(&output).isEmpty && nic.closingCount == 1, "a RST outside the window (500 bytes) is dropped silently")
         // Data outside the window is not new data: an ACK, and the ending goes on.
-        peer(nic, flags: [.ack, .psh], sequence: peerNext + 100_000, payload: Array("far".utf8), at: start + 2 * Nanoseconds.second, output: &output)
+        peer(nic, over: endpoints, flags: [.ack, .psh], sequence: peerNext + 100_000, payload: Array("far".utf8), at: start + 2 * Nanoseconds.second, output: &output)
         #expect(sent(&output).first?.flags == .ack && nic.closingCount == 1 && nic.counters.closingReset == 0)
-        peer(nic, flags: .rst, at: start + 3 * Nanoseconds.second, output: &output)
+        peer(nic, over: endpoints, flags: .rst, at: start + 3 * Nanoseconds.second, output: &output)
         #expect(nic.closingCount == 0 && nic.counters.closingReset == 1)
 
         var second = CollectingNICOutput()
-        let reading = try handedOver(parameters(), output: &second)
-        peer(reading, flags: [.ack, .psh], payload: Array("more".utf8), at: start, output: &second)
+        let reading = try handedOver(parameters(), over: endpoints, output: &second)
+        peer(reading, over: endpoints, flags: [.ack, .psh], payload: Array("more".utf8), at: start, output: &second)
         let reset = try #require(sent(&second).first)
         #expect(reset.flags == [.rst, .ack] && reset.sequenceNumber == fin + 1 && reading.closingCount == 0)
     }
 
-    @Test("TIME-WAIT (RFC 6191 as Linux applies it): a newer TSval, or an equal one with a later ISN, opens a new connection; an older one, or an earlier ISN, gets an ACK")
-    func timeWaitReuse() throws {
+    @Test("TIME-WAIT (RFC 6191 as Linux applies it): a newer TSval, or an equal one with a later ISN, opens a new connection; an older one, or an earlier ISN, gets an ACK", arguments: [flowEndpoints, flowEndpoints6])
+    func timeWaitReuse(endpoints: FlowEndpoints) throws {
         /// A plane with the connection in TIME-WAIT (the peer's last TSval 6,000) and port 80 listening.
         func inTimeWait(_ output: inout CollectingNICOutput) throws -> NICDataPlane {
-            let nic = try handedOver(parameters(), output: &output)
+            let nic = try handedOver(parameters(), over: endpoints, output: &output)
             nic.handle(.listen(ListenerOptions(port: 80, maximumSegmentSize: 1460, window: 65535, windowShift: 7)), received: start, now: start, output: &output)
-            peer(nic, flags: .ack, at: start, output: &output)
-            peer(nic, flags: [.fin, .ack], timestamp: 6_000, at: start, output: &output)
+            peer(nic, over: endpoints, flags: .ack, at: start, output: &output)
+            peer(nic, over: endpoints, flags: [.fin, .ack], timestamp: 6_000, at: start, output: &output)
             _ = sent(&output)
             return nic
         }
         func syn(timestamp: UInt32?, sequence: SequenceNumber, flags: TCPFlags = .syn) -> [UInt8] {
             tcpPacket(TCPRepr(sourcePort: 40000, destinationPort: 80, sequenceNumber: sequence, flags: flags, window: 1000,
                               options: TCPOptions(maximumSegmentSize: 1460, timestamps: timestamp.map { TCPTimestamps(value: $0, echoReply: 0) })),
-                      from: Self.client, to: Self.server)
+                      from: endpoints.remoteAddress, to: endpoints.localAddress)
         }
         var output = CollectingNICOutput()
         let nic = try inTimeWait(&output)
@@ -186,6 +186,26 @@ struct NICTeardownTests {
         let other = try inTimeWait(&second)
         syn(timestamp: 6_001, sequence: SequenceNumber(1)).withUnsafeBytes { other.receive(packet: $0, now: start, output: &second) }
         #expect(sent(&second).first?.flags == [.syn, .ack] && other.closingCount == 0, "a newer TSval, whatever the ISN")
+    }
+
+    @Test("REDELIVER: the peer's FIN the host got just after the hand-over is taken by the ending; for no ending it is dropped, not bounced",
+          arguments: [flowEndpoints, flowEndpoints6])
+    func redelivered(endpoints: FlowEndpoints) throws {
+        var output = CollectingNICOutput()
+        let nic = try handedOver(parameters(state: .finWait2), over: endpoints, output: &output)
+        let fin = TCPRepr(sourcePort: 40000, destinationPort: 80, sequenceNumber: peerNext, acknowledgmentNumber: self.fin + 1,
+                          flags: [.fin, .ack], window: 1000, options: TCPOptions(timestamps: TCPTimestamps(value: 5_000, echoReply: 1_000_000)))
+        let packet = tcpPacket(fin, from: endpoints.remoteAddress, to: endpoints.localAddress)
+        packet.withUnsafeBytes { nic.handle(.redeliver(packet: $0), received: start, now: start, output: &output) }
+        let ack = try #require(sent(&output).first)
+        #expect(ack.flags == .ack && ack.acknowledgmentNumber == peerNext + 1 && nic.counters.redelivered == 1)
+        #expect(nic.closingCount == 1 && output.packetsIn.isEmpty, "TIME-WAIT, on the NIC")
+        var stranger = fin
+        stranger.sourcePort = 40001
+        tcpPacket(stranger, from: endpoints.remoteAddress, to: endpoints.localAddress).withUnsafeBytes {
+            nic.handle(.redeliver(packet: $0), received: start, now: start, output: &output)
+        }
+        #expect(sent(&output).isEmpty && output.packetsIn.isEmpty && nic.counters.redelivered == 2, "no ending of its own: dropped")
     }
 
     @Test("bounded: past maximumClosingConnections a handed-over connection is reset, not held")

@@ -54,8 +54,13 @@ struct CollectingNICOutput: NICOutput {
     }
 }
 
+/// The TCP segment in an IPv4 or IPv6 packet: the segment, its payload, and whether its checksum verifies.
 func parseSegment(_ packet: [UInt8]) -> (TCPRepr, [UInt8], Bool)? {
     packet.withUnsafeBytes { raw in
+        if raw.first.map({ $0 >> 4 }) == 6 {
+            guard let ip = try? IPv6PacketView(raw), let view = try? TCPSegmentView(ip.upperLayer), let tcp = try? TCPRepr(view) else { return nil }
+            return (tcp, Array(view.payload), view.checksumVerifies(source: ip.source, destination: ip.destination))
+        }
         guard let ip = try? IPv4PacketView(raw), let view = try? TCPSegmentView(ip.payload), let tcp = try? TCPRepr(view) else { return nil }
         return (tcp, Array(view.payload), view.checksumVerifies(source: ip.source, destination: ip.destination))
     }
@@ -63,6 +68,10 @@ func parseSegment(_ packet: [UInt8]) -> (TCPRepr, [UInt8], Bool)? {
 
 let flowEndpoints = FlowEndpoints(localAddress: IPv4Address(10, 77, 0, 2), remoteAddress: IPv4Address(10, 77, 0, 1),
                                   localPort: 80, remotePort: 40000, remoteHardwareAddress: .zero, maximumSegmentSize: 1448)
+
+/// `flowEndpoints` over IPv6 (its MSS 20 bytes smaller).
+let flowEndpoints6 = FlowEndpoints(localAddress: IPAddress("fd77::2")!, remoteAddress: IPAddress("fd77::1")!,
+                                   localPort: 80, remotePort: 40000, remoteHardwareAddress: .zero, maximumSegmentSize: 1428)
 
 /// The disks a data plane can read real files through, for tests run once with each.
 enum DiskKind: String, Sendable, CaseIterable, CustomStringConvertible {
@@ -123,6 +132,23 @@ func tcpPacket(_ tcp: TCPRepr, from source: IPv4Address, to destination: IPv4Add
         for (index, byte) in payload.enumerated() { segment[header + index] = byte }
         TCPRepr.fillChecksum(segment: segment, source: source, destination: destination)
         if corrupt { segment[16] ^= 0xFF }
+    }
+    return packet
+}
+
+/// An IPv4 or IPv6 packet (by the addresses' family) holding `tcp` and `payload`, its checksum filled.
+func tcpPacket(_ tcp: TCPRepr, from source: IPAddress, to destination: IPAddress, payload: [UInt8] = []) -> [UInt8] {
+    if let source4 = source.ipv4, let destination4 = destination.ipv4 {
+        return tcpPacket(tcp, from: source4, to: destination4, payload: payload)
+    }
+    let length = 40 + tcp.headerLength + payload.count
+    var packet = [UInt8](repeating: 0, count: length)
+    packet.withUnsafeMutableBytes { raw in
+        try? IPv6Repr(source: source.bits, destination: destination.bits, nextHeader: .tcp, payloadLength: length - 40).emit(into: raw)
+        let segment = UnsafeMutableRawBufferPointer(rebasing: raw[40...])
+        let header = (try? tcp.emitHeader(into: segment)) ?? 20
+        for (index, byte) in payload.enumerated() { segment[header + index] = byte }
+        TCPRepr.fillChecksum(segment: segment, source: source.bits, destination: destination.bits)
     }
     return packet
 }

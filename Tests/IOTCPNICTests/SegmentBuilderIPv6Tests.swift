@@ -99,13 +99,5 @@ struct SegmentBuilderIPv6Tests {
         }
         icmp.withUnsafeBytes { nic.receive(packet: $0, now: .zero, output: &output) }
         #expect(output.packetsIn.last?.0 == FlowID.none && output.packetsIn.last?.1 == icmp)
-        // The host never hands an IPv6 ending to the NIC; one that did is refused.
-        nic.handle(.flowOpen(FlowID(4), Self.flow), received: .zero, now: .zero, output: &output)
-        nic.handle(.teardown(FlowID(4), TeardownParameters(
-                       finSequence: SequenceNumber(1), receiveNext: SequenceNumber(1), window: 0, state: .finWait1, timestamps: false,
-                       timestampValue: 0, timestampEcho: 0, retransmissionTimeoutMilliseconds: 200, maximumRetransmissions: 3,
-                       timeWaitMilliseconds: 1000, finWait2Milliseconds: 1000)),
-                   received: .zero, now: .zero, output: &output)
-        #expect(output.errors.last?.0 == .unsupported && nic.closingCount == 0)
     }
 }

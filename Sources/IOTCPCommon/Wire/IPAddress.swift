@@ -39,6 +39,12 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
     /// The bytes of the IP header around a TCP segment of this family (the ones TCP's MSS leaves out).
     @inlinable public var headerLength: Int { isIPv4 ? IPv4Repr.headerLength : IPv6Repr.headerLength }
 
+    /// The MSS for a peer of this family on the link whose IPv4 MSS is `ipv4SegmentSize` (the MTU less 40
+    /// bytes): over IPv6, whose header is 20 bytes longer, 20 less, so full segments still fit the MTU.
+    @inlinable public func segmentSize(matchingIPv4 ipv4SegmentSize: UInt16) -> UInt16 {
+        isIPv4 ? ipv4SegmentSize : ipv4SegmentSize - UInt16(IPv6Repr.headerLength - IPv4Repr.headerLength)
+    }
+
     /// Writes the IPv4 or IPv6 header (no options or extension headers) for `payloadLength` bytes of
     /// `protocol` from `source` to `destination`, both of one family; returns its length.
     @inlinable

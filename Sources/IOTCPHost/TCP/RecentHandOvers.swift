@@ -10,37 +10,43 @@ import IOTCPCommon
 /// table, found with one probe sequence, and expired entries are simply reused: nothing walks the table
 /// to expire anything. It is rebuilt at the size its live entries need when used slots reach half of it, or
 /// after as many inserts as it has slots (a few copies per insert, amortized).
-struct RecentHandOvers {
+///
+/// IPv4 endpoints are keyed by one word (`UInt64`); IPv6 ones, which do not fit, by their whole key in a
+/// table of their own, so the IPv4 slots stay 24 bytes.
+struct RecentHandOvers<Key: Hashable> {
     struct Entry {
-        var key: UInt64
+        var key: Key
         var at: Instant
         var peerInitialSequence: SequenceNumber
         var used: Bool
     }
 
     let grace: UInt64
+    /// The key of slots never used (any value: `used` tells them apart).
+    private let emptyKey: Key
     private var slots: [Entry]
     /// Slots ever filled since the table was last built (live and expired): probes stop only at unused ones.
     private var used = 0
     /// Inserts since the table was last built: after as many as it has slots it is rebuilt anyway, so it
     /// comes back down when the rate does.
     private var insertsSinceRebuild = 0
-    static let minimumCapacity = 64
+    static var minimumCapacity: Int { 64 }
 
-    init(grace: UInt64) {
+    init(grace: UInt64, emptyKey: Key) {
         self.grace = grace
-        slots = Self.emptySlots(Self.minimumCapacity)
+        self.emptyKey = emptyKey
+        slots = Self.emptySlots(Self.minimumCapacity, emptyKey: emptyKey)
     }
 
-    private static func emptySlots(_ count: Int) -> [Entry] {
-        Array(repeating: Entry(key: 0, at: .zero, peerInitialSequence: SequenceNumber(0), used: false), count: count)
+    private static func emptySlots(_ count: Int, emptyKey: Key) -> [Entry] {
+        Array(repeating: Entry(key: emptyKey, at: .zero, peerInitialSequence: SequenceNumber(0), used: false), count: count)
     }
 
     /// Slots in the table (for tests: it grows with live entries, and shrinks back when they expire).
     var capacity: Int { slots.count }
 
     /// The hand-over of `key` if it was less than `grace` before `now`.
-    func lookUp(_ key: UInt64, now: Instant) -> (at: Instant, peerInitialSequence: SequenceNumber)? {
+    func lookUp(_ key: Key, now: Instant) -> (at: Instant, peerInitialSequence: SequenceNumber)? {
         let mask = slots.count - 1
         var index = Self.hash(key) & mask
         while slots[index].used {
@@ -54,7 +60,7 @@ struct RecentHandOvers {
     }
 
     /// Remembers that `key` was handed over at `now` (replacing an earlier hand-over of the same endpoints).
-    mutating func insert(_ key: UInt64, peerInitialSequence: SequenceNumber, now: Instant) {
+    mutating func insert(_ key: Key, peerInitialSequence: SequenceNumber, now: Instant) {
         insertsSinceRebuild += 1
         if (used + 1) * 2 > slots.count || insertsSinceRebuild > slots.count { rebuild(now: now) }
         let entry = Entry(key: key, at: now, peerInitialSequence: peerInitialSequence, used: true)
@@ -82,7 +88,7 @@ struct RecentHandOvers {
         let live = slots.filter { $0.used && now - $0.at < grace }
         var capacity = Self.minimumCapacity
         while capacity < live.count * 4 { capacity *= 2 }
-        slots = Self.emptySlots(capacity)
+        slots = Self.emptySlots(capacity, emptyKey: emptyKey)
         used = 0
         insertsSinceRebuild = 0
         for entry in live {
@@ -94,9 +100,13 @@ struct RecentHandOvers {
     }
 
     /// The process's seeded hash (endpoints are the peer's to choose: an unkeyed hash could be flooded).
-    private static func hash(_ key: UInt64) -> Int {
+    private static func hash(_ key: Key) -> Int {
         var hasher = Hasher()
         hasher.combine(key)
         return hasher.finalize()
     }
+}
+
+extension RecentHandOvers where Key == UInt64 {
+    init(grace: UInt64) { self.init(grace: grace, emptyKey: 0) }
 }

@@ -129,8 +129,7 @@ extension TCPConnection {
     /// Whether the connection can be handed to the NIC for its ending now: the application closed, our FIN
     /// has been sent, and everything before it is acknowledged (only the FIN's fate and the waits remain).
     var readyForTeardown: Bool {
-        // The NIC's table of endings is keyed by IPv4 endpoints: an IPv6 connection ends here.
-        guard endingOnNIC, !openedActively, remoteAddress.isIPv4, let finSequence, sendNext > finSequence,
+        guard endingOnNIC, !openedActively, let finSequence, sendNext > finSequence,
               sendUnacknowledged >= finSequence else { return false }
         switch state {
         case .finWait1, .finWait2, .closing, .lastAck, .timeWait: return true

@@ -96,7 +96,9 @@ public final class TCPEngine {
     /// still in flight from the NIC go back to it, not reset; an ESTABLISHED with that ISN is a duplicate of
     /// the old handshake, one with another a new connection on a reused port (the NIC ended the old one's
     /// TIME-WAIT for it). Bounded by the hand-over rate times the grace.
-    @exclusivity(unchecked) private var recentHandOvers = RecentHandOvers(grace: TCPEngine.handOverGrace)
+    @exclusivity(unchecked) private var recentHandOvers = RecentHandOvers<UInt64>(grace: TCPEngine.handOverGrace)
+    private var recentHandOvers6 = RecentHandOvers<EndpointKey>(
+        grace: TCPEngine.handOverGrace, emptyKey: EndpointKey(remoteAddress: IPAddress(IPv6Address.unspecified), remotePort: 0, localPort: 0))
     /// Longer than any message takes between the halves, shorter than a peer's retransmission backoff grows.
     static let handOverGrace = 2 * Nanoseconds.second
 
@@ -110,9 +112,6 @@ public final class TCPEngine {
             UInt64(truncatingIfNeeded: remoteAddress.bits.low) << 32 | UInt64(remotePort) << 16 | UInt64(localPort)
         }
 
-        /// The key of the hand-over table, which holds IPv4 connections only (the NIC ends and splices no
-        /// others): nil for IPv6, whose key does not fit a word.
-        var handOverKey: UInt64? { remoteAddress.isIPv4 ? packed : nil }
 
         /// One word through the hasher for IPv4 instead of three fields: these tables are hit several times
         /// for every connection (its handshake, its hand-over, its segments). Equal keys are of one family,
@@ -621,8 +620,7 @@ public final class TCPEngine {
         // believed (nor the window shift and SACK its TSecr would claim: the NIC sent none).
         if !parameters.timestamps { segment.options.timestamps = nil }
         let key = EndpointKey(remoteAddress: ip.source, remotePort: segment.sourcePort, localPort: segment.destinationPort)
-        if let handOverKey = key.handOverKey, let recent = recentHandOvers.lookUp(handOverKey, now: now),
-           recent.peerInitialSequence == parameters.peerInitialSequence {
+        if let recent = recentHandOver(key, now: now), recent.peerInitialSequence == parameters.peerInitialSequence {
             // A duplicate of the handshake's ACK from before the connection was handed over to the NIC for
             // its ending: that connection is the NIC's now, and this must not become a second one.
             statistics.segmentsAfterHandOver += 1
@@ -682,7 +680,7 @@ public final class TCPEngine {
         let flags = segment.flags
         // A RST too goes back to a connection just handed over: the NIC's side of it (a splice, a teardown)
         // must hear that the peer gave up.
-        if !flags.contains(.syn), let handOverKey = key.handOverKey, recentHandOvers.lookUp(handOverKey, now: now) != nil {
+        if !flags.contains(.syn), recentHandOver(key, now: now) != nil {
             statistics.segmentsAfterHandOver += 1
             output.emit(.redeliver(packet: packet))
             return
@@ -796,8 +794,16 @@ public final class TCPEngine {
 
     /// Segments of `key` that reach the host in the next `handOverGrace` go back to the NIC (REDELIVER).
     private func rememberHandOver(_ key: EndpointKey, peerInitialSequence: SequenceNumber, now: Instant) {
-        guard let handOverKey = key.handOverKey else { return }  // only IPv4 connections are handed over
-        recentHandOvers.insert(handOverKey, peerInitialSequence: peerInitialSequence, now: now)
+        if key.remoteAddress.isIPv4 {
+            recentHandOvers.insert(key.packed, peerInitialSequence: peerInitialSequence, now: now)
+        } else {
+            recentHandOvers6.insert(key, peerInitialSequence: peerInitialSequence, now: now)
+        }
+    }
+
+    /// The hand-over of `key` in the last `handOverGrace`, if there was one.
+    private func recentHandOver(_ key: EndpointKey, now: Instant) -> (at: Instant, peerInitialSequence: SequenceNumber)? {
+        key.remoteAddress.isIPv4 ? recentHandOvers.lookUp(key.packed, now: now) : recentHandOvers6.lookUp(key, now: now)
     }
 
     // MARK: - Splicing

@@ -84,11 +84,11 @@ public struct TCPConfiguration: Sendable {
     /// The MSS this side advertises: the largest segment it accepts (1,460 on Ethernet).
     public var maximumSegmentSize: UInt16 = 1460
 
-    /// The MSS advertised to `peer`: `maximumSegmentSize` is IPv4's (the MTU less 40 bytes of headers);
-    /// over IPv6, whose header is 20 bytes longer, it is 20 less, so full segments still fit the MTU.
+    /// The MSS advertised to `peer`: `maximumSegmentSize` is IPv4's (the MTU less 40 bytes of headers),
+    /// IPv6's is 20 less (`IPAddress.segmentSize(matchingIPv4:)`).
     @inlinable
     public func maximumSegmentSize(for peer: IPAddress) -> UInt16 {
-        peer.isIPv4 ? maximumSegmentSize : maximumSegmentSize - UInt16(IPv6Repr.headerLength - IPv4Repr.headerLength)
+        peer.segmentSize(matchingIPv4: maximumSegmentSize)
     }
     /// Bytes of receive buffer per connection; the window scale is chosen to advertise all of it.
     public var receiveBufferBytes = 256 * 1024
