@@ -121,7 +121,7 @@ if [ "$root" = yes ]; then
   SOAK_SECONDS=${SOAK_SECONDS:-60} scripts/soak.sh .build/debug | tee "$log" | grep -E "^soak:" | grep -vE "^soak: (PASS)" || true
   grep -qE "^soak: [0-9]+ passed, 0 failed" "$log" || { echo "soak checks failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
   soak=$(sed -nE "s/^soak: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "the soak" "$soak" 15
+  require "the soak" "$soak" 19
 
   echo "== RDMA testbed: a VM with Soft-RoCE and an NVMe disk, iotcp split across RDMA"
   scripts/rdma-vm.sh .build/debug | tee "$log" | grep -vE "^vm: (PASS|figures)" || true
