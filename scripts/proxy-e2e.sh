@@ -8,8 +8,19 @@
 #
 # Usage (root): scripts/proxy-e2e.sh [BINARY]    (default: .build/debug/iotcp-proxy; iotcp-nic beside it)
 # Prints "proxy: N passed, M failed" and exits non-zero on any failure. Removes everything it made.
+# PROXY_FAMILY=ipv6: every check over IPv6, the proxy on an IPv6 address alone, the backends on IPv6 ones
+# (the NIC splices IPv6 connections with SPLICE6).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+case "${PROXY_FAMILY:-ipv4}" in
+  ipv4) address=10.91.0.2/24 proxy=10.91.0.2 web=10.91.0.2 web_re='10\.91\.0\.2' client_ip=10.91.0.1 prefix=24 dad=
+        nginx_ip=10.91.0.10 lighttpd_ip=10.91.0.11 resetting_ip=10.91.0.12 ;;
+  ipv6) address=fd91::2/64 proxy=fd91::2 web='[fd91::2]' web_re='\[fd91::2\]' client_ip=fd91::1 prefix=64 dad=nodad
+        nginx_ip=fd91::10 lighttpd_ip=fd91::11 resetting_ip=fd91::12 ;;
+  *) echo "PROXY_FAMILY must be ipv4 or ipv6"; exit 2 ;;
+esac
+url_host() { case $1 in *:*) echo "[$1]" ;; *) echo "$1" ;; esac; }
+nginx=$(url_host "$nginx_ip"):8081 lighttpd=$(url_host "$lighttpd_ip"):8081 resetting=$(url_host "$resetting_ip"):8081
 binary=${1:-.build/debug/iotcp-proxy}
 nic_binary=$(dirname "$binary")/iotcp-nic
 namespace=iotcp-proxy-$$
@@ -32,8 +43,8 @@ echo "from lighttpd" > "$work/www/only-lighttpd/which.txt"
 chmod -R a+rX "$work/www"
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
-ready() {  # ready FILE PATTERN: waits up to 10 s for PATTERN in FILE
-  for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+ready() {  # ready FILE PATTERN: waits up to 30 s for PATTERN in FILE
+  for _ in $(seq 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
   return 1
 }
 inside() { ip netns exec "$namespace" "$@"; }
@@ -46,20 +57,23 @@ field() { echo "$2" | grep -oE "(^| )$1=[0-9]+" | tail -1 | cut -d= -f2; }
 start_proxy() {  # start_proxy NAME ARGS...: the embedded proxy, or split with NIC=1
   local name=$1; shift
   if [ -n "${NIC:-}" ]; then
-    "$nic_binary" --export-root "$work/www" --channel "shm:$work/nic.sock" --netns "$namespace" --address 10.91.0.2/24 --once \
+    "$nic_binary" --export-root "$work/www" --channel "shm:$work/nic.sock" --netns "$namespace" --address "$address" --once \
       >"$work/$name-nic.out" 2>"$work/$name-nic.log" &
     nic_pid=$!
     ready "$work/$name-nic.out" "^iotcp-nic: serving" || return 1
     set -- --nic "shm:$work/nic.sock" "$@"
   fi
-  "$binary" --netns "$namespace" --address 10.91.0.2/24 --port 8080 "$@" >"$work/proxy.out" 2>"$work/proxy.log" &
+  "$binary" --netns "$namespace" --address "$address" --port 8080 "$@" >"$work/proxy.out" 2>"$work/proxy.log" &
   proxy_pid=$!
-  ready "$work/proxy.out" "proxying http://10.91.0.2:8080/" || return 1
+  if ! ready "$work/proxy.out" "proxying http://$web_re:8080/"; then
+    echo "proxy: $name: the proxy did not start: $(tail -3 "$work/proxy.log" | tr '\n' ' ')"
+    return 1
+  fi
   # The namespace is the proxy's (or the NIC's) to make: the backends' addresses go on it once it is there.
   local device
   device=$(inside ip -br link | awk '/^iotcp/ {print $1}' | head -1)
-  inside ip addr add 10.91.0.10/24 dev "$device" 2>/dev/null
-  inside ip addr add 10.91.0.11/24 dev "$device" 2>/dev/null
+  inside ip addr add "$nginx_ip/$prefix" dev "$device" $dad 2>/dev/null
+  inside ip addr add "$lighttpd_ip/$prefix" dev "$device" $dad 2>/dev/null
   inside ip link set lo up
   start_backends
 }
@@ -73,8 +87,8 @@ stop_proxy() {
   ip netns del "$namespace" 2>/dev/null
 }
 
-# The backends: nginx on .10 (a response not taken for 3 s is reset: the vanishing client's backend lets go),
-# lighttpd on .11.
+# The backends: nginx on .10 (::10 over IPv6; a response not taken for 3 s is reset: the vanishing client's backend lets go),
+# lighttpd on .11 (::11).
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1;
 daemon off;
@@ -87,12 +101,12 @@ http {
   send_timeout 3s; reset_timedout_connection on;
   client_body_temp_path $work/nginx-body; proxy_temp_path $work/nginx-proxy; fastcgi_temp_path $work/nginx-fastcgi;
   uwsgi_temp_path $work/nginx-uwsgi; scgi_temp_path $work/nginx-scgi;
-  server { listen 10.91.0.10:8081; root $work/www; }
+  server { listen $nginx; root $work/www; }
 }
 CONF
 cat > "$work/lighttpd.conf" <<CONF
 server.document-root = "$work/www"
-server.bind = "10.91.0.11"
+server.bind = "$(url_host "$lighttpd_ip")"
 server.port = 8081
 server.modules += ("mod_accesslog")
 accesslog.filename = "$work/logs/lighttpd-access.log"
@@ -104,7 +118,7 @@ start_backends() {
   ip netns exec "$namespace" nginx -c "$work/nginx.conf" & nginx_pid=$!
   ip netns exec "$namespace" lighttpd -D -f "$work/lighttpd.conf" & lighttpd_pid=$!
   for _ in $(seq 50); do
-    inside curl -s -o /dev/null --max-time 1 http://10.91.0.10:8081/file-1.bin && inside curl -s -o /dev/null --max-time 1 http://10.91.0.11:8081/file-1.bin && return 0
+    inside curl -s -o /dev/null --max-time 1 "http://$nginx/file-1.bin" && inside curl -s -o /dev/null --max-time 1 "http://$lighttpd/file-1.bin" && return 0
     sleep 0.1
   done
   return 1
@@ -116,28 +130,29 @@ stop_backends() {
 download() {  # download PATH [CURL-ARGS...]: the sha256 of what came, or the failure
   local path=$1; shift
   rm -f "$work/got"
-  if inside curl -sS --max-time 120 -o "$work/got" "$@" "http://10.91.0.2:8080$path" 2>"$work/curl.err"; then sha "$work/got"; else echo "curl failed: $(cat "$work/curl.err")"; fi
+  if inside curl -sS --max-time 120 -o "$work/got" "$@" "http://$web:8080$path" 2>"$work/curl.err"; then sha "$work/got"; else echo "curl failed: $(cat "$work/curl.err")"; fi
 }
 
 # 1. Spliced downloads, every size, round robin over both backends, with a capture.
-start_proxy spliced --backend 10.91.0.10:8081 --backend 10.91.0.11:8081 --route /only-lighttpd/=10.91.0.11:8081 --quiet
+start_proxy spliced --backend "$nginx" --backend "$lighttpd" --route "/only-lighttpd/=$lighttpd" --quiet
 check "the proxy is up, both backends behind it" 0 $?
 for size in $sizes; do
   for round in 1 2; do
     check "file-$size.bin through the splice (round $round)" "$(sha "$work/www/file-$size.bin")" "$(download "/file-$size.bin")"
   done
 done
-check "a path route: /only-lighttpd/ goes to lighttpd" "from lighttpd" "$(inside curl -sS --max-time 10 http://10.91.0.2:8080/only-lighttpd/which.txt)"
+check "a path route: /only-lighttpd/ goes to lighttpd" "from lighttpd" "$(inside curl -sS --max-time 10 http://$web:8080/only-lighttpd/which.txt)"
 # (Requests from the proxy's address only: the readiness probes came straight from the namespace.)
-nginx_hits=$(grep -c '^10.91.0.2 "GET /file-' "$work/logs/nginx-access.log" 2>/dev/null)
-lighttpd_hits=$(grep -c '^10.91.0.2 .*"GET /file-' "$work/logs/lighttpd-access.log" 2>/dev/null)
+nginx_hits=$(grep -c "^$proxy \"GET /file-" "$work/logs/nginx-access.log" 2>/dev/null)
+lighttpd_hits=$(grep -c "^$proxy .*\"GET /file-" "$work/logs/lighttpd-access.log" 2>/dev/null)
 check "round robin: each backend served half the downloads" "6 6" "$nginx_hits $lighttpd_hits"
-inside curl -sS --max-time 10 -o /dev/null http://10.91.0.2:8080/file-1.bin
-inside curl -sS --max-time 10 -o /dev/null http://10.91.0.2:8080/file-1.bin
-check "the backend saw who asked (X-Forwarded-For is added)" 'xff=10.91.0.1' "$(grep -o 'xff=.*' "$work/logs/nginx-access.log" | tail -n 1)"
+# From the namespace's own address: over IPv6 the backends' addresses on the same link could be picked.
+inside curl -sS --max-time 10 -o /dev/null --interface "$client_ip" http://$web:8080/file-1.bin
+inside curl -sS --max-time 10 -o /dev/null --interface "$client_ip" http://$web:8080/file-1.bin
+check "the backend saw who asked (X-Forwarded-For is added)" "xff=$client_ip" "$(grep -o 'xff=.*' "$work/logs/nginx-access.log" | tail -n 1)"
 # Keep-alive: two requests on one client connection stay with its backend (a splice joins connections).
 keep=$(inside curl -sS --max-time 30 -o "$work/k1" -o "$work/k2" -w '%{num_connects} ' \
-  http://10.91.0.2:8080/file-65536.bin http://10.91.0.2:8080/file-1048576.bin)
+  http://$web:8080/file-65536.bin http://$web:8080/file-1048576.bin)
 check "two requests on one kept-alive connection, both byte-exact" "0 1 $(sha "$work/www/file-65536.bin") $(sha "$work/www/file-1048576.bin")" \
   "$(echo $keep | tr ' ' '\n' | sort | tr '\n' ' ')$(sha "$work/k1") $(sha "$work/k2")"
 state=$(describe)
@@ -153,7 +168,7 @@ stop_proxy
 
 # The capture of a few spliced downloads: both sides of each splice, checksums good, and the backend's bytes are
 # the client's bytes.
-start_proxy captured --backend 10.91.0.10:8081 --pcap "$work/splice.pcap" --quiet
+start_proxy captured --backend "$nginx" --pcap "$work/splice.pcap" --quiet
 for size in 65536 1048576 10485760; do
   check "file-$size.bin through the splice, captured" "$(sha "$work/www/file-$size.bin")" "$(download "/file-$size.bin")"
 done
@@ -170,20 +185,21 @@ bytes=$(tshark -r "$work/splice.pcap" -T fields -e tcp.srcport -e tcp.len 2>/dev
 check "tshark: the backends sent exactly the bytes the clients received" equal "$bytes"
 
 # 2. 1% loss on the wire, both sides of the splice.
-start_proxy lossy --backend 10.91.0.10:8081 --loss 0.01 --quiet
+start_proxy lossy --backend "$nginx" --loss 0.01 --quiet
 for size in 1048576 10485760 209715200; do
   check "file-$size.bin through the splice at 1% loss" "$(sha "$work/www/file-$size.bin")" "$(download "/file-$size.bin")"
 done
 stop_proxy
 
 # 3. A backend that resets mid-body; a client that vanishes mid-download.
-start_proxy ends --backend 10.91.0.12:8081 --route /nginx=10.91.0.10:8081 --quiet
-inside ip addr add 10.91.0.12/24 dev "$(inside ip -br link | awk '/^iotcp/ {print $1}' | head -1)"
+start_proxy ends --backend "$resetting" --route "/nginx=$nginx" --quiet
+inside ip addr add "$resetting_ip/$prefix" dev "$(inside ip -br link | awk '/^iotcp/ {print $1}' | head -1)" $dad
 cat > "$work/resetting.py" <<'PY'
 import socket, struct, sys
-server = socket.socket()
+address = sys.argv[1]
+server = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
 server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind(("10.91.0.12", 8081)); server.listen(8)
+server.bind((address, 8081)); server.listen(8)
 while True:
     conn, _ = server.accept()
     data = b""
@@ -195,10 +211,10 @@ while True:
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.close()
 PY
-ip netns exec "$namespace" python3 "$work/resetting.py" & backend_pid=$!
+ip netns exec "$namespace" python3 "$work/resetting.py" "$resetting_ip" & backend_pid=$!
 sleep 0.5
 started=$SECONDS
-inside curl -sS --max-time 20 -o /dev/null http://10.91.0.2:8080/reset 2>"$work/curl.err"
+inside curl -sS --max-time 20 -o /dev/null http://$web:8080/reset 2>"$work/curl.err"
 status=$?
 check "a backend reset mid-body: the client's download fails at once (RST passed on)" yes \
   "$([ "$status" -ne 0 ] && [ $((SECONDS - started)) -lt 5 ] && echo yes || echo "curl $status after $((SECONDS - started)) s")"
@@ -210,7 +226,7 @@ ln -sf "$work/www/file-209715200.bin" "$work/www/nginx"
 inside nft add table inet vanish
 inside nft add chain inet vanish out '{ type filter hook output priority 0; }'
 inside nft add chain inet vanish in '{ type filter hook input priority 0; }'
-inside curl -s -o /dev/null --local-port 45678 --limit-rate 1M --max-time 60 http://10.91.0.2:8080/nginx &
+inside curl -s -o /dev/null --local-port 45678 --limit-rate 1M --max-time 60 http://$web:8080/nginx &
 vanishing=$!
 sleep 1
 inside nft add rule inet vanish out tcp sport 45678 drop
@@ -228,12 +244,13 @@ inside nft delete table inet vanish
 stop_proxy
 
 # 4. The host copy (--copy), and the split NIC (iotcp-nic over shared memory).
-start_proxy copying --backend 10.91.0.10:8081 --copy --quiet
+start_proxy copying --backend "$nginx" --copy --quiet
+check "copying: the proxy is up" 0 $?
 check "file-10485760.bin copied through the host (--copy)" "$(sha "$work/www/file-10485760.bin")" "$(download /file-10485760.bin)"
 state=$(describe)
 check "--copy copies, does not splice" "0 1" "$(field spliced "$state") $(field copied "$state")"
 stop_proxy
-NIC=1 start_proxy split --backend 10.91.0.10:8081 --quiet
+NIC=1 start_proxy split --backend "$nginx" --quiet
 for size in 0 1048576 209715200; do
   check "file-$size.bin spliced by the split NIC" "$(sha "$work/www/file-$size.bin")" "$(download "/file-$size.bin")"
 done

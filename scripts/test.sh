@@ -3,7 +3,7 @@
 # over a TAP, a fresh capture of real Linux frames checked byte for byte, the end-to-end curl checks
 # against iotcp-fileserver (over IPv4, then over IPv6), the same over HTTPS with the records sealed on the NIC (scripts/tls-e2e.sh), SYN
 # cookies on the NIC under a SYN flood (scripts/accel-e2e.sh), connection splicing through iotcp-proxy
-# (scripts/proxy-e2e.sh), a package of its own using iotcp as a library (scripts/downstream.sh), a C
+# (scripts/proxy-e2e.sh), each of those three over IPv4 and again over IPv6, a package of its own using iotcp as a library (scripts/downstream.sh), a C
 # program on libiotcp (scripts/c-tests.sh), Debian's lighttpd patched onto iotcp (scripts/lighttpd-e2e.sh), a soak with misbehaving clients (scripts/soak.sh), the RDMA
 # testbed VM (scripts/rdma-vm.sh) (those ten need root, as CI has), and the libFuzzer targets for a
 # bounded time.
@@ -48,7 +48,7 @@ grep -qE "^✔ Test run with [0-9]+ tests? .*passed" "$log" || { echo "swift tes
 unit=$(grep -oE "Test run with [0-9]+ tests" "$log" | grep -oE "[0-9]+" | tail -1)
 require "swift test" "$unit" 160
 
-live=0 e2e=0 e2e6=0 tls=0 tls6=0 accel=0 accel6=0 proxy=0 downstream=0 ctests=0 lighttpd=0 soak=0 vm=0
+live=0 e2e=0 e2e6=0 tls=0 tls6=0 accel=0 accel6=0 proxy=0 proxy6=0 downstream=0 ctests=0 lighttpd=0 soak=0 vm=0
 if [ "$root" = yes ]; then
   echo "== a fresh capture of Linux TCP, checked like the committed one"
   scripts/capture-fixtures.sh .build/live-capture.pcap
@@ -97,7 +97,13 @@ if [ "$root" = yes ]; then
   scripts/proxy-e2e.sh .build/debug/iotcp-proxy | tee "$log" | grep -E "^proxy: (FAIL|[0-9]+ passed)" || true
   grep -qE "^proxy: [0-9]+ passed, 0 failed" "$log" || { echo "splicing checks failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
   proxy=$(sed -nE "s/^proxy: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "splicing" "$proxy" 39
+  require "splicing" "$proxy" 40
+
+  echo "== splicing over IPv6: the same checks, client, proxy and backends on IPv6 addresses (SPLICE6)"
+  PROXY_FAMILY=ipv6 scripts/proxy-e2e.sh .build/debug/iotcp-proxy | tee "$log" | grep -E "^proxy: (FAIL|[0-9]+ passed)" || true
+  grep -qE "^proxy: [0-9]+ passed, 0 failed" "$log" || { echo "splicing checks over IPv6 failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
+  proxy6=$(sed -nE "s/^proxy: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
+  require "splicing over IPv6" "$proxy6" 40
 
   echo "== iotcp as a library: a package of its own depending on it by path, built and serving"
   scripts/downstream.sh | tee "$log" | grep -E "^downstream:" || true
@@ -137,4 +143,4 @@ require "fuzz" "$fuzz" 4
 
 skipped=""
 [ "$root" = no ] && skipped=" (root-only stages NOT run)"
-echo "iotcp: $((unit + live + e2e + e2e6 + tls + tls6 + accel + accel6 + proxy + downstream + ctests + lighttpd + soak + vm + fuzz)) passed, 0 failed$skipped"
+echo "iotcp: $((unit + live + e2e + e2e6 + tls + tls6 + accel + accel6 + proxy + proxy6 + downstream + ctests + lighttpd + soak + vm + fuzz)) passed, 0 failed$skipped"

@@ -16,7 +16,7 @@ struct Proxy: ParsableCommand {
     @OptionGroup(title: "Server (the namespace holds the clients and the backends)")
     var options: ServerOptions
 
-    @Option(help: "A backend, IP:PORT on the namespace's side of the wire; several are taken in turn (round robin).")
+    @Option(help: "A backend, IP:PORT or [IPV6]:PORT on the namespace's side of the wire; several are taken in turn (round robin).")
     var backend: [String] = []
 
     @Option(help: "PREFIX=IP:PORT: requests whose path starts with PREFIX go to that backend (longest prefix first).")
@@ -81,7 +81,8 @@ struct Proxy: ParsableCommand {
         }
         var configuration = TCPConfiguration()
         configuration.spliceIdleTimeout = UInt64(spliceIdleTimeout * 1e9)
-        // IPv6 clients are served too; the NIC splices IPv4 connections only, so theirs are copied on the host.
+        // IPv6 clients are served too: spliced to IPv6 backends; to an IPv4 backend (a header cannot change
+        // family on the NIC) their bytes are copied on the host.
         let stack = IOTCPStack(channel: attachment.channel, address: namespace.stackAddress, ipv6Address: namespace.ipv6?.stackAddress,
                                configuration: configuration, logger: logger)
         let limits = ProxyServer.Limits(headerTimeout: headerTimeout, connectTimeout: connectTimeout, idleTimeout: idleTimeout)

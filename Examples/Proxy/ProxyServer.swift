@@ -9,14 +9,19 @@ import IOTCPEmbedded
 /// same backend, as a TCP splice must): routing is per connection, by its first request.
 final class ProxyServer {
     struct Backend: CustomStringConvertible {
-        var address: IPv4Address
+        var address: IPAddress
         var port: UInt16
-        var description: String { "\(address):\(port)" }
+        var description: String { "\(address.urlHost):\(port)" }
 
+        /// `IPV4:PORT` or `[IPV6]:PORT`.
         init(parsing text: String, option: String) throws(ValidationError) {
-            let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-            guard parts.count == 2, let address = IPv4Address(parts[0]), let port = UInt16(parts[1]), port != 0 else {
-                throw ValidationError("\(option) \(text): expected IPv4-ADDRESS:PORT")
+            guard let colon = text.lastIndex(of: ":") else { throw ValidationError("\(option) \(text): expected IP:PORT or [IPV6]:PORT") }
+            var host = text[..<colon]
+            let bracketed = host.hasPrefix("[") && host.hasSuffix("]")
+            if bracketed { host = host.dropFirst().dropLast() }
+            guard let address = IPAddress(host), address.isIPv4 != bracketed, let port = UInt16(text[text.index(after: colon)...]), port != 0
+            else {
+                throw ValidationError("\(option) \(text): expected IPV4:PORT or [IPV6]:PORT")
             }
             self.address = address
             self.port = port

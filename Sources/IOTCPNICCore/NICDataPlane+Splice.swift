@@ -16,6 +16,12 @@ import IOTCPCommon
 /// retransmitted FIN), when either peer resets (passed on), when nothing crosses for `idle` (both reset),
 /// or when the backend never acknowledges the head (both reset); the host hears SPLICE_ENDED. Splices are
 /// bounded by `Limits.maximumSplices`, heads by `Limits.maximumSpliceHeadBytes`.
+///
+/// Splices of either family (both connections and the local address of one family, as SPLICE6 or SPLICE
+/// carries them): IPv6 peers are indexed by `EndpointKey6` beside IPv4's one-word keys, and their packets are
+/// rewritten the same way (no header checksum; segments with extension headers are not relayed). Packets
+/// the kernel left unfinished (super-segments, partial checksums) arrive over IPv4 only, so joining relayed
+/// packets is IPv4's.
 extension NICDataPlane {
     enum SpliceState: UInt8 {
         case free
@@ -26,9 +32,11 @@ extension NICDataPlane {
 
     /// One peer of a splice: how to pass on what it sends, and what the relay last sent it.
     struct SplicePeer {
-        var key = EndpointKey(remoteAddress: 0, remotePort: 0, localPort: 0)
+        var remoteAddress = IPAddress(IPv4Address(rawValue: 0))
+        var remotePort: UInt16 = 0
+        var localPort: UInt16 = 0
         /// For this peer's segments, toward the other.
-        var rewrite = SpliceRewrite(source: IPv4Address(rawValue: 0), destination: IPv4Address(rawValue: 0), sourcePort: 0,
+        var rewrite = SpliceRewrite(source: IPAddress(IPv4Address(rawValue: 0)), destination: IPAddress(IPv4Address(rawValue: 0)), sourcePort: 0,
                                     destinationPort: 0, sequenceDelta: 0, acknowledgmentDelta: 0, timestampValueDelta: 0,
                                     timestampEchoDelta: 0, incomingWindowShift: 0, outgoingWindowShift: 0)
         /// Where this peer's stream stood at the splice (older bytes were the host's), and the end of the
@@ -62,7 +70,7 @@ extension NICDataPlane {
         var backend = SplicePeer()
         var clientFlow = FlowID.none
         var backendFlow = FlowID.none
-        var localAddress = IPv4Address(rawValue: 0)
+        var localAddress = IPAddress(IPv4Address(rawValue: 0))
         var timestamps = false
         var started = Instant.zero
         var lastActivity = Instant.zero
@@ -83,7 +91,28 @@ extension NICDataPlane {
     static let largestWindow = 1 << 30
 
     /// Splices being relayed (or lingering), for diagnostics and the report.
-    public var spliceCount: Int { splicesByEndpoints.count / 2 }
+    public var spliceCount: Int { (splicesByEndpoints.count + splicesByEndpoints6.count) / 2 }
+
+    /// The splice entry (slot << 1, and 1 for the backend) a segment from these endpoints belongs to.
+    func spliceEntry(remote: IPAddress, remotePort: UInt16, localPort: UInt16) -> Int32? {
+        if let v4 = remote.ipv4 {
+            return splicesByEndpoints.isEmpty ? nil
+                : splicesByEndpoints[EndpointKey(remoteAddress: v4.rawValue, remotePort: remotePort, localPort: localPort)]
+        }
+        return splicesByEndpoints6.isEmpty ? nil
+            : splicesByEndpoints6[EndpointKey6(remoteAddress: remote.bits, remotePort: remotePort, localPort: localPort)]
+    }
+
+    /// Indexes (or, with nil, un-indexes if it is still this entry's) a peer of a splice.
+    private func indexSplicePeer(_ peer: SplicePeer, entry: Int32?, was: Int32? = nil) {
+        if let v4 = peer.remoteAddress.ipv4 {
+            let key = EndpointKey(remoteAddress: v4.rawValue, remotePort: peer.remotePort, localPort: peer.localPort)
+            if let entry { splicesByEndpoints[key] = entry } else if splicesByEndpoints[key] == was { splicesByEndpoints[key] = nil }
+        } else {
+            let key = EndpointKey6(remoteAddress: peer.remoteAddress.bits, remotePort: peer.remotePort, localPort: peer.localPort)
+            if let entry { splicesByEndpoints6[key] = entry } else if splicesByEndpoints6[key] == was { splicesByEndpoints6[key] = nil }
+        }
+    }
 
     // MARK: - SPLICE
 
@@ -100,21 +129,21 @@ extension NICDataPlane {
         let clientSide = side(parameters.client, extraSent: 0)
         // The head comes first in the backend's stream: the client's bytes follow it.
         let backendSide = side(parameters.backend, extraSent: head.count)
-        let clientKey = EndpointKey(remoteAddress: parameters.client.remoteAddress.rawValue, remotePort: parameters.client.remotePort,
-                                    localPort: parameters.client.localPort)
-        let backendKey = EndpointKey(remoteAddress: parameters.backend.remoteAddress.rawValue, remotePort: parameters.backend.remotePort,
-                                     localPort: parameters.backend.localPort)
+        let clientEnds = (parameters.client.remoteAddress, parameters.client.remotePort, parameters.client.localPort)
+        let backendEnds = (parameters.backend.remoteAddress, parameters.backend.remotePort, parameters.backend.localPort)
         guard let towardBackend = SpliceRewrite.joining(from: clientSide, to: backendSide),
               let towardClient = SpliceRewrite.joining(from: backendSide, to: clientSide),
-              clientKey != backendKey, splicesByEndpoints[clientKey] == nil, splicesByEndpoints[backendKey] == nil,
+              clientEnds != backendEnds,
+              spliceEntry(remote: clientEnds.0, remotePort: clientEnds.1, localPort: clientEnds.2) == nil,
+              spliceEntry(remote: backendEnds.0, remotePort: backendEnds.1, localPort: backendEnds.2) == nil,
               spliceCount < limits.maximumSplices, spliceHeadBytes + head.count <= limits.maximumSpliceHeadBytes
         else {
             // Nowhere to keep it (or nothing the two could agree on): neither peer may be left waiting.
             counters.spliceRefusals += 1
             var entry = SpliceConnection()
             entry.localAddress = local
-            entry.client = Self.peer(parameters.client, key: clientKey, rewrite: nil)
-            entry.backend = Self.peer(parameters.backend, key: backendKey, rewrite: nil)
+            entry.client = Self.peer(parameters.client, rewrite: nil)
+            entry.backend = Self.peer(parameters.backend, rewrite: nil)
             entry.clientFlow = clientFlow
             entry.backendFlow = parameters.backendFlow
             sendSpliceReset(toward: entry.client, entry, output: &output)
@@ -122,13 +151,13 @@ extension NICDataPlane {
             reportSpliceEnd(entry, reason: .refused, output: &output)
             return
         }
-        for key in [clientKey, backendKey] {
-            if let ending = closingByEndpoints[key] { forgetClosing(Int(ending)) }
+        for ends in [clientEnds, backendEnds] {
+            if let ending = closingSlot(remote: ends.0, remotePort: ends.1, localPort: ends.2) { forgetClosing(ending) }
         }
         var entry = SpliceConnection()
         entry.state = .relaying
-        entry.client = Self.peer(parameters.client, key: clientKey, rewrite: towardBackend)
-        entry.backend = Self.peer(parameters.backend, key: backendKey, rewrite: towardClient)
+        entry.client = Self.peer(parameters.client, rewrite: towardBackend)
+        entry.backend = Self.peer(parameters.backend, rewrite: towardClient)
         entry.clientFlow = clientFlow
         entry.backendFlow = parameters.backendFlow
         entry.localAddress = local
@@ -148,8 +177,8 @@ extension NICDataPlane {
             return splices.count - 1
         }()
         splices[slot] = entry
-        splicesByEndpoints[clientKey] = Int32(slot << 1)
-        splicesByEndpoints[backendKey] = Int32(slot << 1 | 1)
+        indexSplicePeer(entry.client, entry: Int32(slot << 1))
+        indexSplicePeer(entry.backend, entry: Int32(slot << 1 | 1))
         if !entry.headAcknowledged {
             sendHead(slot, now: now, output: &output)
             splices[slot].headDeadline = now + entry.timeout
@@ -157,9 +186,11 @@ extension NICDataPlane {
         scheduleSplice(slot)
     }
 
-    static func peer(_ state: SpliceConnectionState, key: EndpointKey, rewrite: SpliceRewrite?) -> SplicePeer {
+    static func peer(_ state: SpliceConnectionState, rewrite: SpliceRewrite?) -> SplicePeer {
         var peer = SplicePeer()
-        peer.key = key
+        peer.remoteAddress = state.remoteAddress
+        peer.remotePort = state.remotePort
+        peer.localPort = state.localPort
         if let rewrite { peer.rewrite = rewrite }
         peer.receiveStart = state.receiveNext
         peer.expectedSequence = state.receiveNext
@@ -184,12 +215,21 @@ extension NICDataPlane {
     func relaySpliced<O: NICOutput>(
         ip: IPv4PacketView, segment view: TCPSegmentView, found: Int32, offload: ReceivedOffload? = nil, output: inout O
     ) -> Bool {
+        relaySpliced(packet: ip.bytes, source: IPAddress(ip.source), destination: IPAddress(ip.destination), segment: view, found: found,
+                     offload: offload, output: &output)
+    }
+
+    /// The same for a packet of either family: `packet` is the whole IP packet, `view` its TCP segment.
+    func relaySpliced<O: NICOutput>(
+        packet ipBytes: UnsafeRawBufferPointer, source: IPAddress, destination: IPAddress, segment view: TCPSegmentView, found: Int32,
+        offload: ReceivedOffload? = nil, output: inout O
+    ) -> Bool {
         let slot = Int(found >> 1)
         let fromBackend = found & 1 == 1
         let now = clock
         // The relay believes what a segment says (FINs, RSTs, acknowledgments), so it checks the sum first;
         // frames read from the wire are whole and summed (no receive offload is asked for).
-        guard offload?.checksumTrusted == true || view.checksumVerifies(source: ip.source, destination: ip.destination) else {
+        guard offload?.checksumTrusted == true || view.checksumVerifies(source: source, destination: destination) else {
             counters.malformedIn += 1
             return true
         }
@@ -247,15 +287,17 @@ extension NICDataPlane {
             if !from.pastStart && from.expectedSequence - from.receiveStart > Self.largestWindow { from.pastStart = true }
         }
         // The rewrite works in place: in the wire's buffer when the caller lends it, else in a copy.
-        let length = ip.bytes.count
+        let length = ipBytes.count
         let packet: UnsafeMutableRawBufferPointer
         if offload != nil {
-            packet = UnsafeMutableRawBufferPointer(mutating: ip.bytes)
+            packet = UnsafeMutableRawBufferPointer(mutating: ipBytes)
         } else {
             packet = UnsafeMutableRawBufferPointer(rebasing: spliceScratch[0..<length])
-            packet.copyMemory(from: ip.bytes)
+            packet.copyMemory(from: ipBytes)
         }
-        let tcp = Int(packet[0] & 0x0F) * 4
+        // Where TCP starts: after IPv4's header with its options, or IPv6's fixed header (a segment behind
+        // extension headers is refused by the rewrite below).
+        let tcp = source.isIPv4 ? Int(packet[0] & 0x0F) * 4 : IPv6PacketView.headerLength
         if acknowledgment != arrivedAcknowledgment {
             var checksum = UnsafeRawBufferPointer(packet).bigEndianUInt16(at: tcp + 16)
             SpliceRewrite.replace32(packet, at: tcp + 8, with: acknowledgment.rawValue, checksum: &checksum)
@@ -305,18 +347,18 @@ extension NICDataPlane {
         // incremental updates above do not apply to it), and a super-segment is cut by the far wire at the
         // smaller of the sender's MSS and the receiver's.
         var wireOffload: PacketOffload?
-        if let offload, offload.checksumPartial {
+        if let offload, offload.checksumPartial, let source4 = from.rewrite.source.ipv4, let destination4 = from.rewrite.destination.ipv4 {
             // Cut where the sender meant to, and never past what the receiver takes.
             let segmentSize = offload.segmentSize > 0 ? min(Int(offload.segmentSize), to.segmentSize) : to.segmentSize
             if coalesceRelayed(UnsafeRawBufferPointer(packet), slot: slot, fromBackend: fromBackend, headerLength: tcp + tcpHeaderLength,
                                ipHeaderLength: tcp, payload: payload, flags: flags, segmentSize: segmentSize,
-                               source: from.rewrite.source, destination: from.rewrite.destination, output: &output) {
+                               source: source4, destination: destination4, output: &output) {
                 counters.splicedSegments += 1
                 counters.splicedBytes += payload
                 return true  // held, or joined onto the held one (never a RST: `endsSplice` is false)
             }
             wireOffload = finishUnsummed(packet, ipHeaderLength: tcp, headerLength: tcp + tcpHeaderLength, segmentSize: segmentSize,
-                                         source: from.rewrite.source, destination: from.rewrite.destination)
+                                         source: source4, destination: destination4)
         }
         flushRelayed(slot: slot, fromBackend: fromBackend, output: &output)  // what this direction holds goes first
         if output.transmit(headers: UnsafeRawBufferPointer(packet), payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: wireOffload) == .sent {
@@ -356,10 +398,13 @@ extension NICDataPlane {
     }
 
     func sendSpliceReset<O: NICOutput>(toward peer: SplicePeer, _ entry: SpliceConnection, output: inout O) {
-        let segment = TCPRepr(sourcePort: peer.key.localPort, destinationPort: peer.key.remotePort, sequenceNumber: peer.sendNext,
+        // A refused splice across families (never encoded by a host, but a command can be made by hand) has
+        // one peer no header from our address can reach.
+        guard peer.remoteAddress.isIPv4 == entry.localAddress.isIPv4 else { return }
+        let segment = TCPRepr(sourcePort: peer.localPort, destinationPort: peer.remotePort, sequenceNumber: peer.sendNext,
                               acknowledgmentNumber: peer.acknowledgment, flags: [.rst, .ack], window: 0)
         flushRelayed(output: &output)
-        _ = transmitControl(segment, from: entry.localAddress, to: IPv4Address(rawValue: peer.key.remoteAddress), output: &output)
+        _ = transmitControl(segment, from: entry.localAddress, to: peer.remoteAddress, output: &output)
     }
 
     /// A segment the relay itself sends `peer` (the head, an ACK): our latest acknowledgment and window for
@@ -375,16 +420,16 @@ extension NICDataPlane {
             if Int32(bitPattern: peer.lastTimestamp &- value) > 0 { value = peer.lastTimestamp }
             options.timestamps = TCPTimestamps(value: value, echoReply: peer.recentTimestamp)
         }
-        let segment = TCPRepr(sourcePort: peer.key.localPort, destinationPort: peer.key.remotePort, sequenceNumber: sequence,
+        let segment = TCPRepr(sourcePort: peer.localPort, destinationPort: peer.remotePort, sequenceNumber: sequence,
                               acknowledgmentNumber: peer.acknowledgment, flags: flags, window: peer.window, options: options)
-        let remote = IPv4Address(rawValue: peer.key.remoteAddress)
+        let remote = peer.remoteAddress
         flushRelayed(output: &output)  // relayed bytes held for joining go before what the relay says itself
-        let length = IPv4Repr.headerLength + segment.headerLength + payload.count
+        let length = remote.headerLength + segment.headerLength + payload.count
         let packet = UnsafeMutableRawBufferPointer(rebasing: spliceScratch[0..<length])
         do throws(WireError) {
-            try IPv4Repr(source: entry.localAddress, destination: remote, protocol: .tcp,
-                         payloadLength: segment.headerLength + payload.count).emit(into: packet)
-            let tcp = UnsafeMutableRawBufferPointer(rebasing: packet[IPv4Repr.headerLength...])
+            let network = try IPAddress.emitHeader(into: packet, source: entry.localAddress, destination: remote, protocol: .tcp,
+                                                   payloadLength: segment.headerLength + payload.count)
+            let tcp = UnsafeMutableRawBufferPointer(rebasing: packet[network...])
             let header = try segment.emitHeader(into: tcp)
             if !payload.isEmpty { UnsafeMutableRawBufferPointer(rebasing: tcp[header...]).copyMemory(from: payload) }
             TCPRepr.fillChecksum(segment: tcp, source: entry.localAddress, destination: remote)
@@ -459,15 +504,14 @@ extension NICDataPlane {
     func reportSpliceEnd<O: NICOutput>(_ entry: SpliceConnection, reason: SpliceEndReason, output: inout O) {
         output.reply(.spliceEnded(entry.clientFlow, SpliceReport(
             backendFlow: entry.backendFlow, reason: reason, clientBytes: entry.client.bytes, backendBytes: entry.backend.bytes,
-            backendAddress: IPv4Address(rawValue: entry.backend.key.remoteAddress), backendPort: entry.backend.key.remotePort,
-            backendLocalPort: entry.backend.key.localPort)))
+            backendAddress: entry.backend.remoteAddress, backendPort: entry.backend.remotePort,
+            backendLocalPort: entry.backend.localPort)))
     }
 
     func forgetSplice(_ slot: Int) {
         guard splices[slot].state != .free else { return }
-        for key in [splices[slot].client.key, splices[slot].backend.key] where splicesByEndpoints[key].map({ Int($0 >> 1) }) == slot {
-            splicesByEndpoints[key] = nil
-        }
+        indexSplicePeer(splices[slot].client, entry: nil, was: Int32(slot << 1))
+        indexSplicePeer(splices[slot].backend, entry: nil, was: Int32(slot << 1 | 1))
         spliceHeadBytes -= splices[slot].head.count
         spliceWheel.schedule(slot, at: nil)
         splices[slot] = SpliceConnection()

@@ -140,6 +140,11 @@ extension NICDataPlane {
             }
             counters.redelivered += 1
             let source = IPAddress(ip.source)
+            if let spliced = spliceEntry(remote: source, remotePort: segment.sourcePort, localPort: segment.destinationPort) {
+                _ = relaySpliced(packet: ip.bytes, source: source, destination: IPAddress(ip.destination), segment: segment, found: spliced,
+                                 output: &output)
+                return
+            }
             if let slot = closingSlot(remote: source, remotePort: segment.sourcePort, localPort: segment.destinationPort) {
                 _ = receiveClosing(slot, source: source, destination: IPAddress(ip.destination), segment: segment, output: &output)
             }

@@ -344,10 +344,10 @@ extension NICDataPlane {
     }
 
     /// An IPv6 TCP segment: to the host, tagged with its flow when the NIC knows it; a SYN to a LISTEN port is
-    /// answered with a cookie and a good cookie's ACK goes up as ESTABLISHED, and a segment of an ending the
-    /// host handed over is taken here, as over IPv4. Splices of IPv6 connections are the host's, so anything
-    /// else goes to it untagged; so does a Packet Too Big the link passed on (the host finds the connection
-    /// from its quote).
+    /// answered with a cookie and a good cookie's ACK goes up as ESTABLISHED, a spliced peer's segment is
+    /// relayed and one of an ending the host handed over is taken here, as over IPv4. Anything else goes to
+    /// the host untagged; so does a Packet Too Big the link passed on (the host finds the connection from
+    /// its quote).
     func receiveIPv6<O: NICOutput>(packet: UnsafeRawBufferPointer, output: inout O) {
         guard let ip = try? IPv6PacketView(packet) else {
             counters.malformedIn += 1
@@ -364,11 +364,16 @@ extension NICDataPlane {
         }
         counters.packetsIn += 1
         let key = EndpointKey6(remoteAddress: ip.source, remotePort: segment.sourcePort, localPort: segment.destinationPort)
+        let source = IPAddress(ip.source), destination = IPAddress(ip.destination)
+        // Spliced peers first: the host has forgotten both connections.
+        if !splicesByEndpoints6.isEmpty, let spliced = splicesByEndpoints6[key],
+           relaySpliced(packet: ip.bytes, source: source, destination: destination, segment: segment, found: spliced, output: &output) {
+            return
+        }
         if let flow = flowsByEndpoints6.isEmpty ? nil : flowsByEndpoints6[key] {
             output.reply(.packetIn(flows[Int(flow)].id, packet: ip.bytes))
             return
         }
-        let source = IPAddress(ip.source), destination = IPAddress(ip.destination)
         if !closingByEndpoints6.isEmpty, let found = closingByEndpoints6[key],
            receiveClosing(Int(found), source: source, destination: destination, segment: segment, output: &output) { return }
         // A handshake to a LISTEN port is answered here with a cookie, as over IPv4.

@@ -164,7 +164,7 @@ public final class NICDataPlane {
     /// only from the same bytes (same record number, same nonce), so a file changed since is never re-sealed.
     var openedStatus: [OffloadedFileID: OffloadedFileStatus] = [:]
     var flowsByEndpoints: [EndpointKey: UInt32] = [:]
-    /// IPv6 flows by endpoints (no splices on the NIC: those stay with the host).
+    /// IPv6 flows by endpoints (their endings and splices have tables of their own too).
     var flowsByEndpoints6: [EndpointKey6: UInt32] = [:]
     var openFlows = 0
     var chunks: [Chunk] = []
@@ -207,6 +207,7 @@ public final class NICDataPlane {
     var splices: [SpliceConnection] = []
     var freeSplices: [Int32] = []
     var splicesByEndpoints: [EndpointKey: Int32] = [:]
+    var splicesByEndpoints6: [EndpointKey6: Int32] = [:]
     var spliceWheel = TimerWheel(tick: Nanoseconds.millisecond, bucketCount: 1024, start: .zero)
     var spliceDue: [Int] = []
     var spliceHeadBytes = 0
@@ -243,7 +244,7 @@ public final class NICDataPlane {
     }
 
     /// An IPv4 flow's key (the mapped address keeps the IPv4 address in its low 32 bits). Endings and
-    /// splices are keyed the same way (IPv6 endings by `EndpointKey6`; splices are IPv4's only).
+    /// splices are keyed the same way (IPv6 ones by `EndpointKey6`).
     static func key(of endpoints: FlowEndpoints) -> EndpointKey {
         EndpointKey(remoteAddress: UInt32(truncatingIfNeeded: endpoints.remoteAddress.bits.low), remotePort: endpoints.remotePort,
                     localPort: endpoints.localPort)

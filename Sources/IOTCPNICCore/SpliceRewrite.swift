@@ -3,8 +3,8 @@ import IOTCPCommon
 /// One connection of a splice as it stands when the splice starts: its endpoints, where each side's
 /// sequence space has got to, its timestamps and window scales.
 public struct SpliceSide: Hashable, Sendable {
-    public var localAddress: IPv4Address
-    public var remoteAddress: IPv4Address
+    public var localAddress: IPAddress
+    public var remoteAddress: IPAddress
     public var localPort: UInt16
     public var remotePort: UInt16
     /// Our SND.NXT and RCV.NXT on this connection.
@@ -17,7 +17,7 @@ public struct SpliceSide: Hashable, Sendable {
     public var localWindowShift: UInt8
 
     public init(
-        localAddress: IPv4Address, remoteAddress: IPv4Address, localPort: UInt16, remotePort: UInt16, sendNext: SequenceNumber,
+        localAddress: IPAddress, remoteAddress: IPAddress, localPort: UInt16, remotePort: UInt16, sendNext: SequenceNumber,
         receiveNext: SequenceNumber, timestamps: (value: UInt32, recent: UInt32)?, peerWindowShift: UInt8, localWindowShift: UInt8
     ) {
         self.localAddress = localAddress
@@ -55,10 +55,11 @@ public struct SpliceSide: Hashable, Sendable {
 ///
 /// Pure: no state changes per segment, so the same rewrite serves every segment, retransmissions included.
 /// It needs full checksums on what it is given (a partial one, as a virtio header may mark, must be
-/// finished first).
+/// finished first). Over IPv6 the same, with 16-byte addresses in the pseudo-header and no header checksum;
+/// both connections of a splice are of one family, so a packet keeps its size.
 public struct SpliceRewrite: Hashable, Sendable {
-    public var source: IPv4Address
-    public var destination: IPv4Address
+    public var source: IPAddress
+    public var destination: IPAddress
     public var sourcePort: UInt16
     public var destinationPort: UInt16
     /// Added to SEG.SEQ, to SEG.ACK and the SACK edges, to TSval and to TSecr.
@@ -71,7 +72,7 @@ public struct SpliceRewrite: Hashable, Sendable {
     public var outgoingWindowShift: UInt8
 
     public init(
-        source: IPv4Address, destination: IPv4Address, sourcePort: UInt16, destinationPort: UInt16, sequenceDelta: UInt32,
+        source: IPAddress, destination: IPAddress, sourcePort: UInt16, destinationPort: UInt16, sequenceDelta: UInt32,
         acknowledgmentDelta: UInt32, timestampValueDelta: UInt32, timestampEchoDelta: UInt32, incomingWindowShift: UInt8,
         outgoingWindowShift: UInt8
     ) {
@@ -89,9 +90,11 @@ public struct SpliceRewrite: Hashable, Sendable {
 
     /// The rewrite for segments from `from`'s peer leaving toward `to`'s peer; nil when the two connections
     /// cannot be joined (one has timestamps and the other not: there would be nothing to echo, or no place
-    /// to put our clock).
+    /// to put our clock; or they are of two families: a header would change size).
     public static func joining(from: SpliceSide, to: SpliceSide) -> SpliceRewrite? {
-        guard (from.timestamps == nil) == (to.timestamps == nil) else { return nil }
+        guard (from.timestamps == nil) == (to.timestamps == nil), from.remoteAddress.isIPv4 == to.remoteAddress.isIPv4,
+              from.localAddress.isIPv4 == from.remoteAddress.isIPv4, to.localAddress.isIPv4 == to.remoteAddress.isIPv4
+        else { return nil }
         return SpliceRewrite(
             source: to.localAddress, destination: to.remoteAddress, sourcePort: to.localPort, destinationPort: to.remotePort,
             // The next byte from `from`'s peer is the next byte we owe `to`'s peer.
@@ -104,15 +107,26 @@ public struct SpliceRewrite: Hashable, Sendable {
             incomingWindowShift: from.peerWindowShift, outgoingWindowShift: to.localWindowShift)
     }
 
-    /// Rewrites an IPv4 packet holding a TCP segment, in place. False, leaving it untouched, when it is not
-    /// one (too short, another protocol, fragmented, malformed options).
+    /// Rewrites an IPv4 or IPv6 packet (of the rewrite's family) holding a TCP segment, in place. False,
+    /// leaving it untouched, when it is not one (too short, another protocol, fragmented, IPv6 extension
+    /// headers, malformed options).
     public func apply(to packet: UnsafeMutableRawBufferPointer) -> Bool {
         let bytes = UnsafeRawBufferPointer(packet)
-        guard bytes.count >= 40, bytes[0] >> 4 == 4 else { return false }
-        let ipHeader = Int(bytes[0] & 0x0F) * 4
-        let total = Int(bytes.bigEndianUInt16(at: 2))
-        guard ipHeader >= 20, total <= bytes.count, total >= ipHeader + 20, bytes[9] == 6,
-              bytes.bigEndianUInt16(at: 6) & 0x3FFF == 0 else { return false }
+        let ipv6 = !source.isIPv4
+        let ipHeader: Int, total: Int
+        if ipv6 {
+            // TCP straight after the fixed header: the relay passes no extension headers on.
+            guard bytes.count >= 60, bytes[0] >> 4 == 6, bytes[6] == 6 else { return false }
+            ipHeader = IPv6PacketView.headerLength
+            total = ipHeader + Int(bytes.bigEndianUInt16(at: 4))
+            guard total <= bytes.count, total >= ipHeader + 20 else { return false }
+        } else {
+            guard bytes.count >= 40, bytes[0] >> 4 == 4 else { return false }
+            ipHeader = Int(bytes[0] & 0x0F) * 4
+            total = Int(bytes.bigEndianUInt16(at: 2))
+            guard ipHeader >= 20, total <= bytes.count, total >= ipHeader + 20, bytes[9] == 6,
+                  bytes.bigEndianUInt16(at: 6) & 0x3FFF == 0 else { return false }
+        }
         let tcp = ipHeader
         let tcpHeader = Int(bytes[tcp + 12] >> 4) * 4
         guard tcpHeader >= 20, tcp + tcpHeader <= total else { return false }
@@ -133,8 +147,13 @@ public struct SpliceRewrite: Hashable, Sendable {
         }
         var checksum = bytes.bigEndianUInt16(at: tcp + 16)
         // The pseudo-header's addresses and the ports.
-        Self.replace32(packet, at: 12, with: source.rawValue, checksum: &checksum)
-        Self.replace32(packet, at: 16, with: destination.rawValue, checksum: &checksum)
+        if ipv6 {
+            Self.replace128(packet, at: 8, with: source.bits, checksum: &checksum)
+            Self.replace128(packet, at: 24, with: destination.bits, checksum: &checksum)
+        } else {
+            Self.replace32(packet, at: 12, with: UInt32(truncatingIfNeeded: source.bits.low), checksum: &checksum)
+            Self.replace32(packet, at: 16, with: UInt32(truncatingIfNeeded: destination.bits.low), checksum: &checksum)
+        }
         Self.replace16(packet, at: tcp, with: sourcePort, checksum: &checksum)
         Self.replace16(packet, at: tcp + 2, with: destinationPort, checksum: &checksum)
         Self.replace32(packet, at: tcp + 4, with: bytes.bigEndianUInt32(at: tcp + 4) &+ sequenceDelta, checksum: &checksum)
@@ -156,8 +175,8 @@ public struct SpliceRewrite: Hashable, Sendable {
             }
         }
         packet.storeBigEndian(checksum, at: tcp + 16)
-        // The IP header: twenty-odd bytes, summed again whole.
-        IPv4Repr.fillChecksum(header: UnsafeMutableRawBufferPointer(rebasing: packet[0..<ipHeader]))
+        // The IPv4 header: twenty-odd bytes, summed again whole (IPv6's has no checksum).
+        if !ipv6 { IPv4Repr.fillChecksum(header: UnsafeMutableRawBufferPointer(rebasing: packet[0..<ipHeader])) }
         return true
     }
 
@@ -184,6 +203,15 @@ public struct SpliceRewrite: Hashable, Sendable {
             adjust(&checksum, old: old.byteSwapped, new: value.byteSwapped)
         }
         packet.storeBigEndian(value, at: offset)
+    }
+
+    @inline(__always)
+    static func replace128(_ packet: UnsafeMutableRawBufferPointer, at offset: Int, with address: IPv6Address, checksum: inout UInt16) {
+        for word in 0..<4 {
+            let half = word < 2 ? address.high : address.low
+            let value = UInt32(truncatingIfNeeded: word & 1 == 0 ? half >> 32 : half)
+            replace32(packet, at: offset + word * 4, with: value, checksum: &checksum)
+        }
     }
 
     @inline(__always)

@@ -171,11 +171,16 @@ extension SeededGenerator {
                 timestamps: Bool.random(using: &self), timestampValue: next32(), timestampEcho: next32(),
                 retransmissionTimeoutMilliseconds: UInt32.random(in: 1...UInt32.max, using: &self), maximumRetransmissions: next16(),
                 timeWaitMilliseconds: next32(), finWait2Milliseconds: next32()))
-        case .splice:
+        case .splice, .spliceIPv6:
             let timestamps = Bool.random(using: &self)
+            // One family throughout: IPv4, or IPv6 never IPv4-mapped (its first half is never zero).
+            let ipv6 = kind == .spliceIPv6
+            func address() -> IPAddress {
+                ipv6 ? IPAddress(IPv6Address(high: next() | 1 << 63, low: next())) : IPAddress(IPv4Address(rawValue: next32()))
+            }
             func side() -> SpliceConnectionState {
                 SpliceConnectionState(
-                    remoteAddress: IPv4Address(rawValue: next32()), remotePort: UInt16.random(in: 1...UInt16.max, using: &self),
+                    remoteAddress: address(), remotePort: UInt16.random(in: 1...UInt16.max, using: &self),
                     localPort: UInt16.random(in: 1...UInt16.max, using: &self), sendNext: SequenceNumber(next32()),
                     receiveNext: SequenceNumber(next32()), timestamps: timestamps, timestampValue: next32(), timestampEcho: next32(),
                     window: next16(), localWindowShift: UInt8.random(in: 0...14, using: &self),
@@ -184,15 +189,17 @@ extension SeededGenerator {
             }
             owned = .splice(flow, SpliceParameters(
                 client: side(), backend: side(), backendFlow: FlowID(UInt32.random(in: 1...UInt32.max, using: &self)),
-                localAddress: IPv4Address(rawValue: next32()), retransmissionTimeoutMilliseconds: UInt32.random(in: 1...UInt32.max, using: &self),
+                localAddress: address(), retransmissionTimeoutMilliseconds: UInt32.random(in: 1...UInt32.max, using: &self),
                 maximumRetransmissions: next16(), idleTimeoutMilliseconds: UInt32.random(in: 1...UInt32.max, using: &self),
                 lingerMilliseconds: next32()), bytes(0...2000))
             return owned.withCommand { body($0, owned) }
-        case .spliceEnded:
+        case .spliceEnded, .spliceEndedIPv6:
+            let backendAddress = kind == .spliceEndedIPv6
+                ? IPAddress(IPv6Address(high: next() | 1 << 63, low: next())) : IPAddress(IPv4Address(rawValue: next32()))
             command = .spliceEnded(flow, SpliceReport(
                 backendFlow: FlowID(UInt32.random(in: 1...UInt32.max, using: &self)),
                 reason: SpliceEndReason(rawValue: UInt8.random(in: 0...5, using: &self))!, clientBytes: next(), backendBytes: next(),
-                backendAddress: IPv4Address(rawValue: next32()), backendPort: next16(), backendLocalPort: next16()))
+                backendAddress: backendAddress, backendPort: next16(), backendLocalPort: next16()))
         case .established:
             let shift: UInt8? = Bool.random(using: &self) ? UInt8.random(in: 0...14, using: &self) : nil
             owned = .established(HandshakeParameters(
@@ -441,14 +448,14 @@ struct CommandCodecTests {
     @Test("a SPLICE is laid out as the protocol document says, head after the fixed part; SPLICE_ENDED too")
     func spliceLayout() {
         let client = SpliceConnectionState(
-            remoteAddress: IPv4Address(10, 0, 0, 1), remotePort: 0x0102, localPort: 80, sendNext: SequenceNumber(0x1112_1314),
+            remoteAddress: IPAddress(IPv4Address(10, 0, 0, 1)), remotePort: 0x0102, localPort: 80, sendNext: SequenceNumber(0x1112_1314),
             receiveNext: SequenceNumber(0x2122_2324), timestamps: true, timestampValue: 0x3132_3334, timestampEcho: 0x4142_4344,
             window: 0x0506, localWindowShift: 7, peerWindowShift: 9, peerSegmentSize: 1448, selectiveAcknowledgments: true)
         var backend = client
-        backend.remoteAddress = IPv4Address(10, 0, 0, 9)
+        backend.remoteAddress = IPAddress(IPv4Address(10, 0, 0, 9))
         backend.selectiveAcknowledgments = false
         let parameters = SpliceParameters(
-            client: client, backend: backend, backendFlow: FlowID(0x0A0B_0C0D), localAddress: IPv4Address(10, 0, 0, 2),
+            client: client, backend: backend, backendFlow: FlowID(0x0A0B_0C0D), localAddress: IPAddress(IPv4Address(10, 0, 0, 2)),
             retransmissionTimeoutMilliseconds: 200, maximumRetransmissions: 15, idleTimeoutMilliseconds: 300_000, lingerMilliseconds: 5_000)
         let head = Array("GET / HTTP/1.1\r\n\r\n".utf8)
         var buffer = [UInt8](repeating: 0, count: 256)
@@ -456,7 +463,7 @@ struct CommandCodecTests {
             var writer = CommandWriter(buffer: raw)
             head.withUnsafeBytes { _ = writer.append(.splice(FlowID(9), parameters, head: $0)) }
             let report = SpliceReport(backendFlow: FlowID(0x0A0B_0C0D), reason: .finished, clientBytes: 7, backendBytes: 0x0102_0304,
-                                      backendAddress: IPv4Address(10, 0, 0, 9), backendPort: 8080, backendLocalPort: 33000)
+                                      backendAddress: IPAddress(IPv4Address(10, 0, 0, 9)), backendPort: 8080, backendLocalPort: 33000)
             writer.append(.spliceEnded(FlowID(9), report))
             return Array(writer.finish(sequence: 1))
         }
@@ -477,6 +484,66 @@ struct CommandCodecTests {
             #expect(errors.isEmpty && commands.count == 2)
             #expect(commands.first == .splice(FlowID(9), parameters, head))
         }
+    }
+
+    @Test("SPLICE6 and SPLICE_ENDED6: SPLICE's fields with 16-byte addresses in network order; a mapped or mixed one is refused")
+    func splice6Layout() throws {
+        let clientAddress = try #require(IPAddress("fd77::1")), backendAddress = try #require(IPAddress("fd77::9"))
+        let client = SpliceConnectionState(
+            remoteAddress: clientAddress, remotePort: 0x0102, localPort: 80, sendNext: SequenceNumber(0x1112_1314),
+            receiveNext: SequenceNumber(0x2122_2324), timestamps: true, timestampValue: 0x3132_3334, timestampEcho: 0x4142_4344,
+            window: 0x0506, localWindowShift: 7, peerWindowShift: 9, peerSegmentSize: 1428, selectiveAcknowledgments: true)
+        var backend = client
+        backend.remoteAddress = backendAddress
+        let parameters = SpliceParameters(
+            client: client, backend: backend, backendFlow: FlowID(0x0A0B_0C0D), localAddress: try #require(IPAddress("fd77::2")),
+            retransmissionTimeoutMilliseconds: 200, maximumRetransmissions: 15, idleTimeoutMilliseconds: 300_000, lingerMilliseconds: 5_000)
+        let report = SpliceReport(backendFlow: FlowID(0x0A0B_0C0D), reason: .reset, clientBytes: 7, backendBytes: 8,
+                                  backendAddress: backendAddress, backendPort: 8080, backendLocalPort: 33000)
+        let head = Array("GET / HTTP/1.1\r\n\r\n".utf8)
+        func encoded(_ parameters: SpliceParameters, _ report: SpliceReport) -> [UInt8] {
+            var buffer = [UInt8](repeating: 0, count: 512)
+            return buffer.withUnsafeMutableBytes { raw in
+                var writer = CommandWriter(buffer: raw)
+                head.withUnsafeBytes { _ = writer.append(.splice(FlowID(9), parameters, head: $0)) }
+                writer.append(.spliceEnded(FlowID(9), report))
+                return Array(writer.finish(sequence: 1))
+            }
+        }
+        let bytes = encoded(parameters, report)
+        let fd77: [UInt8] = [0xFD, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        #expect(bytes.count == 16 + 12 + 124 + head.count + 12 + 44)
+        #expect(Array(bytes[16..<28]) == [27, 0, 0, 0, UInt8(136 + head.count), 0, 0, 0, 9, 0, 0, 0], "kind 27, SPLICE6")
+        #expect(Array(bytes[28..<72]) == fd77 + [1, 0x02, 0x01, 80, 0, 0x14, 0x13, 0x12, 0x11, 0x24, 0x23, 0x22, 0x21,
+                                                 0x34, 0x33, 0x32, 0x31, 0x44, 0x43, 0x42, 0x41, 0x06, 0x05, 0x94, 0x05, 9, 7, 3, 0])
+        #expect(Array(bytes[72..<88]) == fd77 + [9], "the backend's record starts with its address")
+        #expect(Array(bytes[(28 + 88)..<(28 + 124)]) == [0x0D, 0x0C, 0x0B, 0x0A] + fd77 + [2, 200, 0, 0, 0, 0xE0, 0x93, 0x04, 0,
+                                                                                        0x88, 0x13, 0, 0, 15, 0, 0, 0])
+        #expect(Array(bytes[(28 + 124)..<(28 + 124 + head.count)]) == head)
+        let ended = 28 + 124 + head.count
+        #expect(Array(bytes[ended..<(ended + 12)]) == [28, 0, 0, 0, 56, 0, 0, 0, 9, 0, 0, 0], "kind 28, SPLICE_ENDED6")
+        #expect(Array(bytes[(ended + 12 + 24)..<(ended + 12 + 44)]) == fd77 + [9, 0x90, 0x1F, 0xE8, 0x80])
+        bytes.withUnsafeBytes { raw in
+            let (commands, errors) = decodeAll(raw)
+            #expect(errors.isEmpty && commands.count == 2)
+            #expect(commands.first == .splice(FlowID(9), parameters, head))
+            #expect(commands.last == .plain(String(describing: Command.spliceEnded(FlowID(9), report))))
+        }
+        // A SPLICE6 whose addresses are IPv4-mapped is refused, as is a splice across families (never written).
+        func sixteen(_ address: IPAddress) -> [UInt8] {
+            var bytes = [UInt8](repeating: 0, count: 16)
+            bytes.withUnsafeMutableBytes { address.bits.store(to: $0, at: 0) }
+            return bytes
+        }
+        var mapped = bytes
+        for record in [28, 72] { mapped.replaceSubrange(record..<(record + 16), with: sixteen(IPAddress(IPv4Address(10, 0, 0, 1)))) }
+        mapped.replaceSubrange(120..<136, with: sixteen(IPAddress(IPv4Address(10, 0, 0, 2))))
+        mapped.withUnsafeBytes { raw in
+            #expect(decodeAll(raw).errors.first == .inconsistent(kind: .spliceIPv6, flow: FlowID(9), field: "address families", index: 0))
+        }
+        var mixed = parameters
+        mixed.backend.remoteAddress = IPAddress(IPv4Address(10, 0, 0, 9))
+        #expect(Command.splice(FlowID(9), mixed, head: UnsafeRawBufferPointer(start: nil, count: 0)).validationFailure == "address families")
     }
 
     @Test("a DEVICE is laid out as the protocol document says: short names padded with spaces, read back trimmed")

@@ -19,7 +19,7 @@ struct SpliceHostTests {
         var buffer = [UInt8](repeating: 0, count: readCount)
         let read = try buffer.withUnsafeMutableBytes { try script.engine.read(client, into: $0, now: script.now, output: &script.output) }
         #expect(read == readCount)
-        let backend = try script.engine.connect(to: Script.remote, port: 8080, now: script.now, output: &script.output)
+        let backend = try script.engine.connect(to: script.remoteAddress, port: 8080, now: script.now, output: &script.output)
         let syn = try #require(script.output.takeSegments().first { $0.flags == .syn })
         script.remotePort = 8080
         script.localPort = syn.tcp.sourcePort
@@ -54,7 +54,7 @@ struct SpliceHostTests {
         #expect(parameters.client.peerSegmentSize == 1448 && parameters.client.selectiveAcknowledgments)
         #expect(parameters.backend.remotePort == 8080 && parameters.backend.localPort == backendPort)
         #expect(parameters.backend.receiveNext == SequenceNumber(5001) && parameters.backend.timestampEcho == 77)
-        #expect(parameters.localAddress == Script.local && parameters.lingerMilliseconds == 5_000)
+        #expect(parameters.localAddress == IPAddress(Script.local) && parameters.lingerMilliseconds == 5_000)
         #expect(script.engine.state(of: client) == nil && script.engine.state(of: backend) == nil && script.engine.connectionCount == 0)
         #expect(script.engine.statistics.splicesHandedOver == 1 && script.engine.activeSplices == 1)
 
@@ -68,7 +68,7 @@ struct SpliceHostTests {
             _ = try script.engine.connect(to: Script.remote, port: 8080, localPort: backendPort, now: script.now, output: &script.output)
         }
         script.engine.spliceEnded(SpliceReport(backendFlow: backend.flow, reason: .finished, clientBytes: 0, backendBytes: 1000,
-                                               backendAddress: Script.remote, backendPort: 8080, backendLocalPort: backendPort))
+                                               backendAddress: IPAddress(Script.remote), backendPort: 8080, backendLocalPort: backendPort))
         #expect(script.engine.activeSplices == 0 && script.engine.statistics.splicedBytes == 1000)
         _ = try script.engine.connect(to: Script.remote, port: 8080, localPort: backendPort, now: script.now, output: &script.output)
     }
@@ -112,5 +112,51 @@ struct SpliceHostTests {
         #expect(attempt().map { "\($0)" }?.contains("backend has already sent") == true)
         #expect(!script.output.take().contains { if case .splice = $0 { true } else { false } })
         #expect(script.engine.state(of: client) == .established && script.engine.state(of: backend) == .established)
+    }
+
+    @Test("two IPv6 connections: SPLICE6 from the engine's IPv6 address, with a NIC that offers it; IPv6's MSS is full-sized")
+    func overIPv6() throws {
+        var script = Script(ipv6: true)
+        // Linux over IPv6 advertises 1440 (the MTU less 60 bytes of headers).
+        script.engine.splicingOnNIC = true
+        let (client, _) = try establishPassive(&script, options: TCPOptions(maximumSegmentSize: 1440, windowScale: 7, sackPermitted: true,
+                                                                             timestamps: TCPTimestamps(value: 1000, echoReply: 0)))
+        let backend = try script.engine.connect(to: script.remoteAddress, port: 8080, now: script.now, output: &script.output)
+        let syn = try #require(script.output.takeSegments().first { $0.flags == .syn })
+        #expect(syn.ipv6 != nil && syn.tcp.options.maximumSegmentSize == 1440)
+        script.remotePort = 8080
+        script.localPort = syn.tcp.sourcePort
+        script.inject(sequence: 5000, acknowledgment: syn.sequence.rawValue &+ 1, flags: [.syn, .ack],
+                      options: TCPOptions(maximumSegmentSize: 1440, windowScale: 7, sackPermitted: true, timestamps: TCPTimestamps(value: 77, echoReply: 0)))
+        script.remotePort = 40000
+        script.localPort = 80
+        func attempt() -> TCPError? {
+            do {
+                try Self.request.withUnsafeBytes { try script.engine.splice(client, to: backend, head: $0, now: script.now, output: &script.output) }
+                return nil
+            } catch let error as TCPError { return error } catch { return nil }
+        }
+        #expect(attempt() == .cannotSplice("the NIC does not splice IPv6 connections"), "a NIC without SPLICE6")
+        script.engine.ipv6SplicingOnNIC = true
+        #expect(attempt() == nil)
+        var spliced: SpliceParameters?
+        for item in script.output.take() { if case .splice(_, let parameters, _) = item { spliced = parameters } }
+        let parameters = try #require(spliced)
+        #expect(parameters.localAddress == IPAddress(Script.local6) && parameters.client.remoteAddress == IPAddress(Script.remote6))
+        #expect(parameters.backend.remoteAddress == IPAddress(Script.remote6) && parameters.backend.remotePort == 8080)
+        #expect(!parameters.isIPv4 && Command.splice(client.flow, parameters, head: UnsafeRawBufferPointer(start: nil, count: 0)).kind == .spliceIPv6)
+        #expect(script.engine.connectionCount == 0 && script.engine.activeSplices == 1)
+    }
+
+    @Test("a client over IPv6 and a backend over IPv4 are not spliced (the proxy copies them)")
+    func mixedFamilies() throws {
+        var script = Script(ipv6: true)
+        script.engine.splicingOnNIC = true
+        script.engine.ipv6SplicingOnNIC = true
+        let (client, _) = try establishPassive(&script)
+        let backend = try script.engine.connect(to: IPAddress(Script.remote), port: 8080, now: script.now, output: &script.output)
+        #expect(throws: TCPError.cannotSplice("the client and the backend are of two address families")) {
+            try Self.request.withUnsafeBytes { try script.engine.splice(client, to: backend, head: $0, now: script.now, output: &script.output) }
+        }
     }
 }

@@ -21,14 +21,14 @@ struct NICSpliceTests {
     func parameters(timestamps: Bool = true) -> SpliceParameters {
         SpliceParameters(
             client: SpliceConnectionState(
-                remoteAddress: Self.client, remotePort: 40_000, localPort: 80, sendNext: clientSendNext, receiveNext: clientReceiveNext,
+                remoteAddress: IPAddress(Self.client), remotePort: 40_000, localPort: 80, sendNext: clientSendNext, receiveNext: clientReceiveNext,
                 timestamps: timestamps, timestampValue: 100_000, timestampEcho: 7_000, window: 500, localWindowShift: 7,
                 peerWindowShift: 7, peerSegmentSize: 1448, selectiveAcknowledgments: true),
             backend: SpliceConnectionState(
-                remoteAddress: Self.backend, remotePort: 8080, localPort: 33_000, sendNext: backendSendNext,
+                remoteAddress: IPAddress(Self.backend), remotePort: 8080, localPort: 33_000, sendNext: backendSendNext,
                 receiveNext: backendReceiveNext, timestamps: timestamps, timestampValue: 200_000, timestampEcho: 3_000, window: 600,
                 localWindowShift: 7, peerWindowShift: 9, peerSegmentSize: 64, selectiveAcknowledgments: true),
-            backendFlow: backendFlow, localAddress: Self.proxy, retransmissionTimeoutMilliseconds: 200, maximumRetransmissions: 2,
+            backendFlow: backendFlow, localAddress: IPAddress(Self.proxy), retransmissionTimeoutMilliseconds: 200, maximumRetransmissions: 2,
             idleTimeoutMilliseconds: 30_000, lingerMilliseconds: 5_000)
     }
 
@@ -195,7 +195,7 @@ struct NICSpliceTests {
         #expect(nic.spliceCount == 0 && nic.counters.splicesFinished == 1)
         let report = try #require(output.spliceEnds.first?.1)
         #expect(report.reason == .finished && report.backendBytes == 300 && report.clientBytes == 0)
-        #expect(report.backendAddress == Self.backend && report.backendPort == 8080 && report.backendLocalPort == 33_000)
+        #expect(report.backendAddress == IPAddress(Self.backend) && report.backendPort == 8080 && report.backendLocalPort == 33_000)
     }
 
     @Test("a RST where the peer's stream stands is passed on and ends the splice; one elsewhere is passed on only")

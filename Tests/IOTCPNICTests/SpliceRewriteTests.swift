@@ -10,10 +10,10 @@ struct SpliceRewriteTests {
     static let proxy = IPv4Address(10, 77, 0, 2)
     static let backend = IPv4Address(10, 77, 0, 9)
     /// The client's connection to the proxy, and the proxy's to the backend, when the splice starts.
-    let clientSide = SpliceSide(localAddress: proxy, remoteAddress: client, localPort: 8080, remotePort: 40000,
+    let clientSide = SpliceSide(localAddress: IPAddress(proxy), remoteAddress: IPAddress(client), localPort: 8080, remotePort: 40000,
                                 sendNext: SequenceNumber(0xFFFF_FF00), receiveNext: SequenceNumber(5_000),
                                 timestamps: (value: 900_000, recent: 77_000), peerWindowShift: 7, localWindowShift: 3)
-    let backendSide = SpliceSide(localAddress: proxy, remoteAddress: backend, localPort: 50123, remotePort: 80,
+    let backendSide = SpliceSide(localAddress: IPAddress(proxy), remoteAddress: IPAddress(backend), localPort: 50123, remotePort: 80,
                                  sendNext: SequenceNumber(123_456_789), receiveNext: SequenceNumber(3_000_000_000),
                                  timestamps: (value: 1_200_000, recent: 4_000_000_000), peerWindowShift: 9, localWindowShift: 2)
 
@@ -166,5 +166,42 @@ struct SpliceRewriteTests {
         var big = packet(from: Self.client, to: Self.proxy, open, payload: [])
         #expect(big.withUnsafeMutableBytes { wide.apply(to: $0) })
         #expect(try parsed(big).tcp.window == 65535 && (try parsed(big).checksumGood))
+    }
+    @Test("over IPv6: the same fields moved, the 16-byte addresses in the pseudo-header adjusted, the payload length kept; mixed families never joined")
+    func overIPv6() throws {
+        let client = try #require(IPAddress("fd77::1")), proxy = try #require(IPAddress("fd77::2")), backend = try #require(IPAddress("fd77:0:0:9::9"))
+        var clientSide6 = clientSide, backendSide6 = backendSide
+        (clientSide6.localAddress, clientSide6.remoteAddress) = (proxy, client)
+        (backendSide6.localAddress, backendSide6.remoteAddress) = (proxy, backend)
+        let rewrite = try #require(SpliceRewrite.joining(from: clientSide6, to: backendSide6))
+        let payload = (0..<777).map { UInt8(truncatingIfNeeded: $0 &* 13) }
+        var sack = SACKBlockList()
+        _ = sack.append(SACKBlock(left: clientSide.sendNext + 60, right: clientSide.sendNext + 80))
+        let segment = TCPRepr(sourcePort: 40000, destinationPort: 8080, sequenceNumber: clientSide.receiveNext + 100,
+                              acknowledgmentNumber: clientSide.sendNext + 50, flags: [.ack, .psh], window: 500,
+                              options: TCPOptions(sackBlocks: sack, timestamps: TCPTimestamps(value: 77_005, echoReply: 899_997)))
+        var bytes = tcpPacket(segment, from: client, to: proxy, payload: payload)
+        #expect(bytes.withUnsafeMutableBytes { rewrite.apply(to: $0) })
+        try bytes.withUnsafeBytes { raw in
+            let ip = try IPv6PacketView(raw)
+            #expect(IPAddress(ip.source) == proxy && IPAddress(ip.destination) == backend && ip.payloadLength == segment.headerLength + 777)
+            let view = try TCPSegmentView(ip.upperLayer)
+            #expect(view.checksumVerifies(source: ip.source, destination: ip.destination), "the incremental sum equals a full one")
+            let out = try TCPRepr(view)
+            #expect(out.sourcePort == 50123 && out.destinationPort == 80)
+            #expect(out.sequenceNumber == backendSide.sendNext + 100 && out.acknowledgmentNumber == backendSide.receiveNext + 50)
+            #expect(Array(out.options.sackBlocks) == [SACKBlock(left: backendSide.receiveNext + 60, right: backendSide.receiveNext + 80)])
+            #expect(out.options.timestamps == TCPTimestamps(value: 1_200_005, echoReply: 4_000_000_000 &- 3))
+            #expect(Array(view.payload) == payload)
+        }
+        // An IPv4 packet is not this rewrite's; a packet with an extension header before TCP is left alone.
+        var ipv4 = tcpPacket(segment, from: Self.client, to: Self.proxy, payload: payload)
+        #expect(!ipv4.withUnsafeMutableBytes { rewrite.apply(to: $0) })
+        var extended = tcpPacket(segment, from: client, to: proxy, payload: payload)
+        extended[6] = 0  // Next Header: Hop-by-Hop Options
+        let before = extended
+        #expect(!extended.withUnsafeMutableBytes { rewrite.apply(to: $0) } && extended == before)
+        // A client over IPv6 and a backend over IPv4 cannot be joined in place.
+        #expect(SpliceRewrite.joining(from: clientSide6, to: backendSide) == nil && SpliceRewrite.joining(from: backendSide, to: clientSide6) == nil)
     }
 }

@@ -143,8 +143,8 @@ public enum Command {
         case .established: .established
         case .teardown: .teardown
         case .redeliver: .redeliver
-        case .splice: .splice
-        case .spliceEnded: .spliceEnded
+        case .splice(_, let parameters, _): parameters.isIPv4 ? .splice : .spliceIPv6
+        case .spliceEnded(_, let report): report.backendAddress.isIPv4 ? .spliceEnded : .spliceEndedIPv6
         }
     }
 

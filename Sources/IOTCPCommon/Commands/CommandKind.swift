@@ -31,8 +31,13 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     case redeliver = 23
     case splice = 24
     case spliceEnded = 25
-    /// `FLOW_OPEN` for an IPv6 flow: the same fields with 16-byte addresses (NICs with `NICFeatures.ipv6`).
+    /// `FLOW_OPEN` for an IPv6 flow: the same fields with 16-byte addresses.
     case flowOpenIPv6 = 26
+    /// `SPLICE` of two IPv6 connections: the same fields with 16-byte addresses (NICs with
+    /// `NICFeatures.ipv6Splicing`).
+    case spliceIPv6 = 27
+    /// `SPLICE_ENDED` of an IPv6 splice: the backend's address in 16 bytes.
+    case spliceEndedIPv6 = 28
 
     /// Body bytes after the command header that every command of this kind has.
     @inlinable
@@ -64,6 +69,8 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .splice: 88
         case .spliceEnded: 32
         case .flowOpenIPv6: 48
+        case .spliceIPv6: 124
+        case .spliceEndedIPv6: 44
         }
     }
 
@@ -71,7 +78,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     @inlinable
     public var hasVariableBody: Bool {
         switch self {
-        case .error, .open, .send, .packetIn, .packetOut, .tlsKeys, .established, .redeliver, .splice: true
+        case .error, .open, .send, .packetIn, .packetOut, .tlsKeys, .established, .redeliver, .splice, .spliceIPv6: true
         default: false
         }
     }
@@ -88,6 +95,8 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .closeFile: "CLOSE_FILE"
         case .flowOpen: "FLOW_OPEN"
         case .flowOpenIPv6: "FLOW_OPEN6"
+        case .spliceIPv6: "SPLICE6"
+        case .spliceEndedIPv6: "SPLICE_ENDED6"
         case .flowClose: "FLOW_CLOSE"
         case .send: "SEND"
         case .retransmit: "RETRANSMIT"

@@ -63,7 +63,7 @@ public struct CommandReader {
         if kind == .teardown, TeardownState(rawValue: body[10] >> 4) == nil {
             throw .inconsistent(kind: kind, flow: flow, field: "state", index: commandIndex)
         }
-        if kind == .spliceEnded, SpliceEndReason(rawValue: body[4]) == nil {
+        if kind == .spliceEnded || kind == .spliceEndedIPv6, SpliceEndReason(rawValue: body[4]) == nil {
             throw .inconsistent(kind: kind, flow: flow, field: "reason", index: commandIndex)
         }
         if kind == .hello, StackRole(rawValue: body[2]) == nil {
@@ -75,6 +75,12 @@ public struct CommandReader {
         }
         if kind == .flowOpenIPv6, case .flowOpen(_, let endpoints) = command, endpoints.isIPv4 {
             // Two IPv4-mapped addresses: an IPv4 flow has its own command, and one flow one encoding.
+            throw .inconsistent(kind: kind, flow: flow, field: "address families", index: commandIndex)
+        }
+        if kind == .spliceIPv6, case .splice(_, let parameters, _) = command, parameters.isIPv4 {
+            throw .inconsistent(kind: kind, flow: flow, field: "address families", index: commandIndex)
+        }
+        if kind == .spliceEndedIPv6, case .spliceEnded(_, let report) = command, report.backendAddress.isIPv4 {
             throw .inconsistent(kind: kind, flow: flow, field: "address families", index: commandIndex)
         }
         return command
@@ -96,10 +102,11 @@ public struct CommandReader {
     }
 
     @inlinable
-    static func readSpliceConnection(_ body: UnsafeRawBufferPointer, at offset: Int) -> SpliceConnectionState {
+    static func readSpliceConnection(_ body: UnsafeRawBufferPointer, at start: Int, ipv6: Bool) -> SpliceConnectionState {
+        let offset = ipv6 ? start + 12 : start
         let flags = body[offset + 30]
         return SpliceConnectionState(
-            remoteAddress: IPv4Address(rawValue: body.littleEndian(UInt32.self, at: offset)),
+            remoteAddress: readAddress(body, at: start, ipv6: ipv6),
             remotePort: body.littleEndian(UInt16.self, at: offset + 4), localPort: body.littleEndian(UInt16.self, at: offset + 6),
             sendNext: SequenceNumber(body.littleEndian(UInt32.self, at: offset + 8)),
             receiveNext: SequenceNumber(body.littleEndian(UInt32.self, at: offset + 12)),
@@ -108,6 +115,12 @@ public struct CommandReader {
             window: body.littleEndian(UInt16.self, at: offset + 24), localWindowShift: body[offset + 29],
             peerWindowShift: body[offset + 28], peerSegmentSize: body.littleEndian(UInt16.self, at: offset + 26),
             selectiveAcknowledgments: flags & SpliceConnectionState.selectiveAcknowledgmentsBit != 0)
+    }
+
+    /// An address as the splice commands carry it (see `CommandWriter.writeAddress`).
+    @inlinable
+    static func readAddress(_ body: UnsafeRawBufferPointer, at offset: Int, ipv6: Bool) -> IPAddress {
+        ipv6 ? IPAddress(IPv6Address.load(from: body, at: offset)) : IPAddress(IPv4Address(rawValue: body.littleEndian(UInt32.self, at: offset)))
     }
 
     /// Decodes a body whose length has been checked against the kind.
@@ -204,15 +217,22 @@ public struct CommandReader {
                 timeWaitMilliseconds: u32(24), finWait2Milliseconds: u32(28)))
         case .redeliver:
             return .redeliver(packet: rest(0))
-        case .splice:
+        case .splice, .spliceIPv6:
+            let ipv6 = kind == .spliceIPv6
+            let side = SpliceConnectionState.encodedLength(ipv6: ipv6)
+            let timers = 2 * side + (ipv6 ? 20 : 8)
             return .splice(flow, SpliceParameters(
-                client: readSpliceConnection(body, at: 0), backend: readSpliceConnection(body, at: SpliceConnectionState.encodedLength),
-                backendFlow: FlowID(u32(64)), localAddress: IPv4Address(rawValue: u32(68)), retransmissionTimeoutMilliseconds: u32(72),
-                maximumRetransmissions: u16(84), idleTimeoutMilliseconds: u32(76), lingerMilliseconds: u32(80)), head: rest(88))
-        case .spliceEnded:
+                client: readSpliceConnection(body, at: 0, ipv6: ipv6), backend: readSpliceConnection(body, at: side, ipv6: ipv6),
+                backendFlow: FlowID(u32(2 * side)), localAddress: readAddress(body, at: 2 * side + 4, ipv6: ipv6),
+                retransmissionTimeoutMilliseconds: u32(timers), maximumRetransmissions: u16(timers + 12),
+                idleTimeoutMilliseconds: u32(timers + 4), lingerMilliseconds: u32(timers + 8)), head: rest(timers + 16))
+        case .spliceEnded, .spliceEndedIPv6:
+            let ipv6 = kind == .spliceEndedIPv6
+            let ports = ipv6 ? 40 : 28
             return .spliceEnded(flow, SpliceReport(
                 backendFlow: FlowID(u32(0)), reason: SpliceEndReason(rawValue: body[4]) ?? .reset, clientBytes: u64(8),
-                backendBytes: u64(16), backendAddress: IPv4Address(rawValue: u32(24)), backendPort: u16(28), backendLocalPort: u16(30)))
+                backendBytes: u64(16), backendAddress: readAddress(body, at: 24, ipv6: ipv6), backendPort: u16(ports),
+                backendLocalPort: u16(ports + 2)))
         }
     }
 }
@@ -301,6 +321,8 @@ extension Command {
                 if side.remotePort == 0 || side.localPort == 0 { return "port" }
             }
             if parameters.client.timestamps != parameters.backend.timestamps { return "timestamps" }
+            // Relayed by rewriting in place: one family throughout (an IPv4-mapped address in SPLICE6 too).
+            if !parameters.familiesAgree { return "address families" }
             if parameters.retransmissionTimeoutMilliseconds == 0 { return "retransmission timeout" }
             if parameters.idleTimeoutMilliseconds == 0 { return "idle timeout" }
             return nil

@@ -121,8 +121,8 @@ public struct CommandWriter: ~Copyable {
     }
 
     @inlinable
-    static func writeSpliceConnection(_ side: SpliceConnectionState, into body: UnsafeMutableRawBufferPointer, at offset: Int) {
-        body.storeLittleEndian(side.remoteAddress.rawValue, at: offset)
+    static func writeSpliceConnection(_ side: SpliceConnectionState, into body: UnsafeMutableRawBufferPointer, at start: Int) {
+        let offset = start + writeAddress(side.remoteAddress, into: body, at: start) - 4
         body.storeLittleEndian(side.remotePort, at: offset + 4)
         body.storeLittleEndian(side.localPort, at: offset + 6)
         body.storeLittleEndian(side.sendNext.rawValue, at: offset + 8)
@@ -136,6 +136,18 @@ public struct CommandWriter: ~Copyable {
         body[offset + 30] = (side.timestamps ? SpliceConnectionState.timestampsBit : 0)
             | (side.selectiveAcknowledgments ? SpliceConnectionState.selectiveAcknowledgmentsBit : 0)
         body[offset + 31] = 0
+    }
+
+    /// An address as the splice commands carry it: IPv4 in 4 bytes little-endian (as FLOW_OPEN), IPv6 in 16
+    /// in network order (as FLOW_OPEN6). Returns the bytes written.
+    @inlinable
+    static func writeAddress(_ address: IPAddress, into body: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
+        if let v4 = address.ipv4 {
+            body.storeLittleEndian(v4.rawValue, at: offset)
+            return 4
+        }
+        address.bits.store(to: body, at: offset)
+        return 16
     }
 
     @inlinable
@@ -286,16 +298,18 @@ public struct CommandWriter: ~Copyable {
             body.storeLittleEndian(parameters.maximumRetransmissions, at: 32)
             body.storeLittleEndian(UInt16(0), at: 34)
         case .splice(_, let parameters, let head):
+            // SPLICE6 is SPLICE with each address 12 bytes longer: the fields after one move along.
+            let side = SpliceConnectionState.encodedLength(ipv6: !parameters.isIPv4)
             writeSpliceConnection(parameters.client, into: body, at: 0)
-            writeSpliceConnection(parameters.backend, into: body, at: SpliceConnectionState.encodedLength)
-            body.storeLittleEndian(parameters.backendFlow.rawValue, at: 64)
-            body.storeLittleEndian(parameters.localAddress.rawValue, at: 68)
-            body.storeLittleEndian(parameters.retransmissionTimeoutMilliseconds, at: 72)
-            body.storeLittleEndian(parameters.idleTimeoutMilliseconds, at: 76)
-            body.storeLittleEndian(parameters.lingerMilliseconds, at: 80)
-            body.storeLittleEndian(parameters.maximumRetransmissions, at: 84)
-            body.storeLittleEndian(UInt16(0), at: 86)
-            copy(head, count: head.count, into: body, at: 88)
+            writeSpliceConnection(parameters.backend, into: body, at: side)
+            body.storeLittleEndian(parameters.backendFlow.rawValue, at: 2 * side)
+            let rest = 2 * side + 4 + writeAddress(parameters.localAddress, into: body, at: 2 * side + 4)
+            body.storeLittleEndian(parameters.retransmissionTimeoutMilliseconds, at: rest)
+            body.storeLittleEndian(parameters.idleTimeoutMilliseconds, at: rest + 4)
+            body.storeLittleEndian(parameters.lingerMilliseconds, at: rest + 8)
+            body.storeLittleEndian(parameters.maximumRetransmissions, at: rest + 12)
+            body.storeLittleEndian(UInt16(0), at: rest + 14)
+            copy(head, count: head.count, into: body, at: rest + 16)
         case .spliceEnded(_, let report):
             body.storeLittleEndian(report.backendFlow.rawValue, at: 0)
             body[4] = report.reason.rawValue
@@ -303,9 +317,9 @@ public struct CommandWriter: ~Copyable {
             body.storeLittleEndian(UInt16(0), at: 6)
             body.storeLittleEndian(report.clientBytes, at: 8)
             body.storeLittleEndian(report.backendBytes, at: 16)
-            body.storeLittleEndian(report.backendAddress.rawValue, at: 24)
-            body.storeLittleEndian(report.backendPort, at: 28)
-            body.storeLittleEndian(report.backendLocalPort, at: 30)
+            let ports = 24 + writeAddress(report.backendAddress, into: body, at: 24)
+            body.storeLittleEndian(report.backendPort, at: ports)
+            body.storeLittleEndian(report.backendLocalPort, at: ports + 2)
         }
     }
 }

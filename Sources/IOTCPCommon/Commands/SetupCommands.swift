@@ -139,4 +139,6 @@ public enum NICFeatures {
     public static let connectionSplicing: UInt64 = 1 << 2
     /// SEND with a head: host bytes sent in the range's first segment, before the file's.
     public static let sendHeads: UInt64 = 1 << 3
+    /// SPLICE6 and SPLICE_ENDED6: splices of IPv6 connections.
+    public static let ipv6Splicing: UInt64 = 1 << 4
 }

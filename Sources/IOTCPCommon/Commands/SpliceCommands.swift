@@ -1,7 +1,8 @@
 /// One connection of a splice as the host hands it over: where its sequence spaces stand (everything we
 /// sent acknowledged, everything received read), its timestamps, window and the peer's MSS.
 public struct SpliceConnectionState: Hashable, Sendable {
-    public var remoteAddress: IPv4Address
+    /// The peer (either family; both connections of a splice and its local address are of one family).
+    public var remoteAddress: IPAddress
     public var remotePort: UInt16
     public var localPort: UInt16
     /// SND.NXT (= SND.UNA: nothing is in flight) and RCV.NXT.
@@ -20,7 +21,7 @@ public struct SpliceConnectionState: Hashable, Sendable {
     public var selectiveAcknowledgments: Bool
 
     public init(
-        remoteAddress: IPv4Address, remotePort: UInt16, localPort: UInt16, sendNext: SequenceNumber, receiveNext: SequenceNumber,
+        remoteAddress: IPAddress, remotePort: UInt16, localPort: UInt16, sendNext: SequenceNumber, receiveNext: SequenceNumber,
         timestamps: Bool, timestampValue: UInt32, timestampEcho: UInt32, window: UInt16, localWindowShift: UInt8,
         peerWindowShift: UInt8, peerSegmentSize: UInt16, selectiveAcknowledgments: Bool
     ) {
@@ -39,7 +40,9 @@ public struct SpliceConnectionState: Hashable, Sendable {
         self.selectiveAcknowledgments = selectiveAcknowledgments
     }
 
-    @usableFromInline static let encodedLength = 32
+    /// Bytes of one connection's record in SPLICE (IPv4) or SPLICE6: the address (4 or 16 bytes), then 28
+    /// bytes of the rest.
+    @inlinable static func encodedLength(ipv6: Bool) -> Int { ipv6 ? 44 : 32 }
     @usableFromInline static let timestampsBit: UInt8 = 1
     @usableFromInline static let selectiveAcknowledgmentsBit: UInt8 = 2
 }
@@ -48,13 +51,15 @@ public struct SpliceConnectionState: Hashable, Sendable {
 /// splicing) and forgets both; from then the NIC relays each peer's segments to the other, rewritten, and
 /// sends the backend the head bytes that follow the command first (the request the proxy read, as it
 /// wants the backend to see it). The command's flow is the client connection's; neither flow needs to be
-/// open on the NIC, and both ids are released with it.
+/// open on the NIC, and both ids are released with it. An IPv6 splice (both peers and the local address
+/// IPv6) is encoded as SPLICE6, for NICs with `NICFeatures.ipv6Splicing`; a splice across families cannot
+/// be relayed by rewriting in place and is never encoded.
 public struct SpliceParameters: Hashable, Sendable {
     public var client: SpliceConnectionState
     public var backend: SpliceConnectionState
     /// The backend connection's flow id (for SPLICE_ENDED).
     public var backendFlow: FlowID
-    public var localAddress: IPv4Address
+    public var localAddress: IPAddress
     /// The head's retransmission timeout (doubled each time, at most `maximumRetransmissions` times before
     /// both connections are reset).
     public var retransmissionTimeoutMilliseconds: UInt32
@@ -65,7 +70,7 @@ public struct SpliceParameters: Hashable, Sendable {
     public var lingerMilliseconds: UInt32
 
     public init(
-        client: SpliceConnectionState, backend: SpliceConnectionState, backendFlow: FlowID, localAddress: IPv4Address,
+        client: SpliceConnectionState, backend: SpliceConnectionState, backendFlow: FlowID, localAddress: IPAddress,
         retransmissionTimeoutMilliseconds: UInt32, maximumRetransmissions: UInt16, idleTimeoutMilliseconds: UInt32,
         lingerMilliseconds: UInt32
     ) {
@@ -77,6 +82,14 @@ public struct SpliceParameters: Hashable, Sendable {
         self.maximumRetransmissions = maximumRetransmissions
         self.idleTimeoutMilliseconds = idleTimeoutMilliseconds
         self.lingerMilliseconds = lingerMilliseconds
+    }
+
+    /// Whether the splice is IPv4's (SPLICE) rather than IPv6's (SPLICE6).
+    @inlinable public var isIPv4: Bool { localAddress.isIPv4 }
+
+    /// Whether the local address and both peers are of one family (the only splices there are).
+    @inlinable public var familiesAgree: Bool {
+        client.remoteAddress.isIPv4 == localAddress.isIPv4 && backend.remoteAddress.isIPv4 == localAddress.isIPv4
     }
 
     /// The most head bytes one SPLICE carries.
@@ -110,19 +123,20 @@ public enum SpliceEndReason: UInt8, Sendable, Hashable, CustomStringConvertible 
     }
 }
 
-/// `SPLICE_ENDED`: the NIC has forgotten a splice; the backend's 4-tuple may be used again.
+/// `SPLICE_ENDED` (`SPLICE_ENDED6` for an IPv6 backend): the NIC has forgotten a splice; the backend's 4-tuple
+/// may be used again.
 public struct SpliceReport: Hashable, Sendable {
     public var backendFlow: FlowID
     public var reason: SpliceEndReason
     /// Payload bytes relayed client to backend (head excluded) and backend to client.
     public var clientBytes: UInt64
     public var backendBytes: UInt64
-    public var backendAddress: IPv4Address
+    public var backendAddress: IPAddress
     public var backendPort: UInt16
     public var backendLocalPort: UInt16
 
     public init(
-        backendFlow: FlowID, reason: SpliceEndReason, clientBytes: UInt64, backendBytes: UInt64, backendAddress: IPv4Address,
+        backendFlow: FlowID, reason: SpliceEndReason, clientBytes: UInt64, backendBytes: UInt64, backendAddress: IPAddress,
         backendPort: UInt16, backendLocalPort: UInt16
     ) {
         self.backendFlow = backendFlow

@@ -170,6 +170,11 @@ public actor AsyncIOTCPStack {
 
     /// Opens a connection and waits until it is established (or fails).
     public func connect(to address: IPv4Address, port: UInt16) async throws(IOTCPError) -> Socket {
+        try await connect(to: IPAddress(address), port: port)
+    }
+
+    /// The same to an address of either family.
+    public func connect(to address: IPAddress, port: UInt16) async throws(IOTCPError) -> Socket {
         let socket = try stack.connect(to: address, port: port)
         try stack.register(socket, interests: [.readable, .writable, .readClosed], mode: .edge)
         wakePump()

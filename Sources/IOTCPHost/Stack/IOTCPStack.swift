@@ -120,6 +120,11 @@ public final class IOTCPStack {
 
     /// An active open; the socket turns writable once connected (or reports an error).
     public func connect(to address: IPv4Address, port: UInt16) throws(IOTCPError) -> Socket {
+        try connect(to: IPAddress(address), port: port)
+    }
+
+    /// An active open to an address of either family (IPv6 needs the stack's `ipv6Address`).
+    public func connect(to address: IPAddress, port: UInt16) throws(IOTCPError) -> Socket {
         try checkChannel()
         var output = sender
         do throws(TCPError) {
@@ -565,6 +570,7 @@ public final class IOTCPStack {
                 nic = hello
                 engine.endingsOnNIC = engine.configuration.teardownOnNIC && hello.features & NICFeatures.connectionTeardown != 0
                 engine.splicingOnNIC = hello.features & NICFeatures.connectionSplicing != 0
+                engine.ipv6SplicingOnNIC = engine.splicingOnNIC && hello.features & NICFeatures.ipv6Splicing != 0
                 engine.nicOffersHeads(hello.features & NICFeatures.sendHeads != 0)
                 engine.nicStarted()
             case .spliceEnded(_, let report):

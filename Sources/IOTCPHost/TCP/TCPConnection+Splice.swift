@@ -13,18 +13,18 @@ extension TCPConnection {
         }
         guard receiveBuffer.outOfOrder.isEmpty, pendingFinSequence == nil else { return "it has data received out of order" }
         if asBackend && receiveBuffer.readable > 0 { return "the backend has already sent data" }
-        guard remoteAddress.isIPv4 else { return "the NIC relays IPv4 connections only" }
-        guard segmentSize + (timestampsEnabled ? 12 : 0) >= Int(configuration.maximumSegmentSize) else {
-            return "its peer's MSS is smaller than the \(configuration.maximumSegmentSize) bytes advertised to the other"
+        // The MSS advertised over this connection's family (IPv6's is 20 bytes smaller, as its header is longer).
+        let advertised = configuration.maximumSegmentSize(for: remoteAddress)
+        guard segmentSize + (timestampsEnabled ? 12 : 0) >= Int(advertised) else {
+            return "its peer's MSS is smaller than the \(advertised) bytes advertised to the other"
         }
         return nil
     }
 
     /// The connection as SPLICE describes it (nothing in flight, so SND.NXT is SND.UNA).
-    /// (`spliceRefusal` has made sure it is IPv4.)
     mutating func spliceState(now: Instant) -> SpliceConnectionState {
         SpliceConnectionState(
-            remoteAddress: remoteAddress.ipv4 ?? IPv4Address(rawValue: 0), remotePort: remotePort, localPort: localPort, sendNext: sendNext, receiveNext: receiveNext,
+            remoteAddress: remoteAddress, remotePort: remotePort, localPort: localPort, sendNext: sendNext, receiveNext: receiveNext,
             timestamps: timestampsEnabled, timestampValue: timestampsEnabled ? timestampClock(now) : 0,
             timestampEcho: timestampRecent, window: windowField(), localWindowShift: receiveWindowShift,
             peerWindowShift: sendWindowShift, peerSegmentSize: UInt16(clamping: segmentSize), selectiveAcknowledgments: sackEnabled)

@@ -76,6 +76,8 @@ public final class TCPEngine {
     @exclusivity(unchecked) public var endingsOnNIC = false
     /// The NIC relays spliced connections (its HELLO offered SPLICE).
     @exclusivity(unchecked) public var splicingOnNIC = false
+    /// The NIC relays spliced IPv6 connections too (its HELLO offered SPLICE6).
+    @exclusivity(unchecked) public var ipv6SplicingOnNIC = false
     /// Backends' 4-tuples the NIC is relaying (until SPLICE_ENDED): no new connection may take one.
     @exclusivity(unchecked) private var splicedBackends: Set<EndpointKey> = []
 
@@ -826,6 +828,12 @@ public final class TCPEngine {
         guard splicingOnNIC else { throw .cannotSplice("the NIC does not offer splicing") }
         let clientSlot = try validSlot(client), backendSlot = try validSlot(backend)
         guard clientSlot != backendSlot else { throw .cannotSplice("a connection cannot be spliced to itself") }
+        // The NIC rewrites relayed packets in place: a header cannot change family (or size) on the way.
+        let ipv4 = pool[clientSlot].remoteAddress.isIPv4
+        guard pool[backendSlot].remoteAddress.isIPv4 == ipv4 else {
+            throw .cannotSplice("the client and the backend are of two address families")
+        }
+        guard ipv4 || ipv6SplicingOnNIC else { throw .cannotSplice("the NIC does not splice IPv6 connections") }
         if let why = pool[clientSlot].spliceRefusal(asBackend: false, configuration: configuration) {
             throw .cannotSplice("the client connection: \(why)")
         }
@@ -859,7 +867,7 @@ public final class TCPEngine {
         func milliseconds(_ nanoseconds: UInt64) -> UInt32 { UInt32(clamping: max(nanoseconds / Nanoseconds.millisecond, 1)) }
         let parameters = SpliceParameters(
             client: pool[clientSlot].spliceState(now: now), backend: pool[backendSlot].spliceState(now: now),
-            backendFlow: pool[backendSlot].handle.flow, localAddress: localAddress,
+            backendFlow: pool[backendSlot].handle.flow, localAddress: localAddress(for: pool[clientSlot].remoteAddress),
             retransmissionTimeoutMilliseconds: milliseconds(pool[backendSlot].rtt.timeout),
             maximumRetransmissions: UInt16(clamping: configuration.maximumRetransmissions),
             idleTimeoutMilliseconds: milliseconds(configuration.spliceIdleTimeout),
@@ -881,7 +889,7 @@ public final class TCPEngine {
     public func spliceEnded(_ report: SpliceReport) {
         statistics.splicesEnded += 1
         statistics.splicedBytes += report.clientBytes &+ report.backendBytes
-        splicedBackends.remove(EndpointKey(remoteAddress: IPAddress(report.backendAddress), remotePort: report.backendPort,
+        splicedBackends.remove(EndpointKey(remoteAddress: report.backendAddress, remotePort: report.backendPort,
                                            localPort: report.backendLocalPort))
     }
 
