@@ -10,12 +10,18 @@
 #
 # Usage (root): scripts/lighttpd-e2e.sh [NIC-BINARY]   (default .build/debug/iotcp-nic)
 #   CONFIGURATION=debug|release   the libiotcp lighttpd links (debug)
+#   LIGHTTPD_FAMILY=ipv6          every check with the client over IPv6 (the stack given both families;
+#                                 lighttpd's one listener on 0.0.0.0 takes both, as a dual-stack socket does)
 # Prints "lighttpd: N passed, M failed"; removes everything it made.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 nic_binary=${1:-.build/debug/iotcp-nic}
 namespace=iotcp-lt-$$
-address=10.89.0.2
+case "${LIGHTTPD_FAMILY:-ipv4}" in
+  ipv4) address=10.89.0.2 stack_address=10.89.0.2/24 web=10.89.0.2 ;;
+  ipv6) address=fd89::2 stack_address=10.89.0.2/24,fd89::2/64 web='[fd89::2]' ;;
+  *) echo "LIGHTTPD_FAMILY must be ipv4 or ipv6"; exit 2 ;;
+esac
 mkdir -p .build
 work=$(mktemp -d -p "$PWD/.build" lighttpd-e2e.XXXXXX)
 lighttpd_pid=
@@ -43,12 +49,12 @@ head -c 70000 /dev/urandom > "$work/outside.bin"
 ln -s "$work/outside.bin" "$work/www/linked.bin"
 
 client() { ip netns exec "$namespace" curl -sS --max-time 600 "$@"; }
-url="http://$address:8080"
+url="http://$web:8080"
 
 start_lighttpd() {  # start_lighttpd LABEL NIC
   local label=$1 nic=$2
   : > "$work/logs/access.log"
-  env IOTCP_NIC="$nic" IOTCP_ROOT="$work/www" IOTCP_NETNS="$namespace" IOTCP_ADDRESS="$address/24" \
+  env IOTCP_NIC="$nic" IOTCP_ROOT="$work/www" IOTCP_NETNS="$namespace" IOTCP_ADDRESS="$stack_address" \
     LIGHTTPD_ROOT="$work/www" LIGHTTPD_PORT=8080 LIGHTTPD_LOGS="$work/logs" \
     "$lighttpd" -D -f Examples/lighttpd/lighttpd.conf >"$work/$label.out" 2>"$work/$label.err" &
   lighttpd_pid=$!
@@ -120,6 +126,9 @@ serve_checks() {  # serve_checks LABEL
     "$(client -o "$work/got" -w '%{http_code}' "$url/linked.bin") $(sha256sum < "$work/got")"
   check "$label: the access log has the requests" yes \
     "$(sleep 1; grep -q '"GET /file-209715200.bin HTTP/1.1" 200 209715200' "$work/logs/access.log" && echo yes || echo no)"
+  # ... naming the client by its own family (over IPv6 lighttpd got a sockaddr_in6 from the glue's accept).
+  check "$label: the access log names the client's address" yes \
+    "$(grep -q "^${address%2}1 .*\"GET /file-209715200.bin" "$work/logs/access.log" && echo yes || head -1 "$work/logs/access.log")"
   ulimit -n "$(ulimit -Hn)" 2>/dev/null  # wrk holds a descriptor per connection
   local wrk_out
   wrk_out=$(ip netns exec "$namespace" wrk -t 2 -c 1600 -d 10s --timeout 10s "$url/file-65536.bin" 2>&1)
@@ -140,7 +149,7 @@ stop_lighttpd embedded
 check "embedded: its namespace is gone" "" "$(ip netns list | grep -w "$namespace")"
 
 # Daemon mode: lighttpd forks after making its listeners; the stack is made in the process that serves.
-env IOTCP_NIC=embedded IOTCP_ROOT="$work/www" IOTCP_NETNS="$namespace" IOTCP_ADDRESS="$address/24" \
+env IOTCP_NIC=embedded IOTCP_ROOT="$work/www" IOTCP_NETNS="$namespace" IOTCP_ADDRESS="$stack_address" \
   LIGHTTPD_ROOT="$work/www" LIGHTTPD_PORT=8080 LIGHTTPD_LOGS="$work/logs" "$lighttpd" -f Examples/lighttpd/lighttpd.conf \
   >"$work/daemon.out" 2>&1
 check "daemon: lighttpd daemonises on iotcp (its parent exits 0)" 0 "$?"
@@ -155,7 +164,7 @@ check "daemon: it stops on SIGTERM and removes its namespace" "stopped " \
 
 # Split: iotcp-nic owns the TAP, the namespace and the files; lighttpd is the host half over shared memory.
 head -c 65535 /dev/urandom > "$work/www/file-65535.bin"
-"$nic_binary" --export-root "$work/www" --channel "shm:$work/nic.sock" --netns "$namespace" --address "$address/24" --once \
+"$nic_binary" --export-root "$work/www" --channel "shm:$work/nic.sock" --netns "$namespace" --address "$stack_address" --once \
   >"$work/nic.out" 2>"$work/nic.log" &
 nic_pid=$!
 for _ in $(seq 100); do grep -q "^iotcp-nic: serving" "$work/nic.out" 2>/dev/null && break; sleep 0.1; done

@@ -228,9 +228,8 @@ static void readable(int index) {
 }
 
 static void accept_all(int listener) {
-    struct sockaddr_in peer;
     int socket;
-    while ((socket = iotcp_accept(stack, listener, &peer)) >= 0) {
+    while ((socket = iotcp_accept(stack, listener, NULL, NULL)) >= 0) {
         int index = -1;
         for (int i = 0; i < MAX_CONNECTIONS; i++) if (connections[i].socket < 0) { index = i; break; }
         if (index < 0) { iotcp_close(stack, socket); continue; }   /* full: the client may retry */
@@ -275,10 +274,14 @@ int main(int argc, char **argv) {
     if (listener < 0) { fprintf(stderr, "c-fileserver: %s\n", iotcp_last_error()); iotcp_stack_destroy(stack); return 1; }
     const uint64_t listener_token = UINT64_MAX;
     iotcp_epoll_ctl(stack, queue, IOTCP_EPOLL_CTL_ADD, listener, IOTCP_EPOLLIN, listener_token);
+    /* The URL names the IPv4 address if there is one, else the IPv6 one, bracketed (RFC 3986). */
     struct in_addr address;
-    iotcp_stack_address(stack, &address);
-    char text[INET_ADDRSTRLEN];
-    printf("c-fileserver: serving %s on http://%s:%d/\n", options.root, inet_ntop(AF_INET, &address, text, sizeof text), port);
+    struct in6_addr address6;
+    char text[INET6_ADDRSTRLEN];
+    if (iotcp_stack_address(stack, &address) == 0)
+        printf("c-fileserver: serving %s on http://%s:%d/\n", options.root, inet_ntop(AF_INET, &address, text, sizeof text), port);
+    else if (iotcp_stack_address6(stack, &address6) == 0)
+        printf("c-fileserver: serving %s on http://[%s]:%d/\n", options.root, inet_ntop(AF_INET6, &address6, text, sizeof text), port);
     fflush(stdout);
 
     static iotcp_event events[256];

@@ -177,8 +177,37 @@ static int apply_interest(struct glue_socket *s) {
     return 0;
 }
 
+/* Whether `address` (a bind address lighttpd was configured with) is the wildcard of its family or one of
+   the stack's own addresses: IOTCP_ADDRESS, "A/P" or "A/P,B/Q" (10.77.0.2 unless it says otherwise). */
+static int is_own_address(const struct sockaddr *address) {
+    char configured[128] = "10.77.0.2/24";
+    const char *given = getenv("IOTCP_ADDRESS");
+    if (given && *given) snprintf(configured, sizeof configured, "%s", given);
+    if (address->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)address;
+        if (in->sin_addr.s_addr == htonl(INADDR_ANY)) return 1;
+    } else {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)address;
+        if (memcmp(&in6->sin6_addr, &in6addr_any, sizeof in6addr_any) == 0) return 1;
+    }
+    char *rest = NULL;
+    for (char *part = strtok_r(configured, ",", &rest); part; part = strtok_r(NULL, ",", &rest)) {
+        part[strcspn(part, "/")] = 0;
+        unsigned char own[16];
+        if (address->sa_family == AF_INET && inet_pton(AF_INET, part, own) == 1
+            && memcmp(&((const struct sockaddr_in *)address)->sin_addr, own, 4) == 0) return 1;
+        if (address->sa_family == AF_INET6 && inet_pton(AF_INET6, part, own) == 1
+            && memcmp(&((const struct sockaddr_in6 *)address)->sin6_addr, own, 16) == 0) return 1;
+    }
+    return 0;
+}
+
 int iotcp_glue_listen(const struct sockaddr *address, socklen_t length, int backlog) {
-    if (!address || length < (socklen_t)sizeof(struct sockaddr_in) || address->sa_family != AF_INET) {
+    /* One listener per port takes the stack's connections of every family: lighttpd binding 0.0.0.0 serves
+       IPv6 clients too when the stack has an IPv6 address. */
+    if (!address || (address->sa_family == AF_INET && length < (socklen_t)sizeof(struct sockaddr_in))
+        || (address->sa_family == AF_INET6 && length < (socklen_t)sizeof(struct sockaddr_in6))
+        || (address->sa_family != AF_INET && address->sa_family != AF_INET6)) {
         errno = EAFNOSUPPORT;
         return -1;
     }
@@ -188,17 +217,12 @@ int iotcp_glue_listen(const struct sockaddr *address, socklen_t length, int back
         errno = EINVAL;
         return -1;
     }
-    /* The stack's address (iotcp_options.address, 10.77.0.2 unless IOTCP_ADDRESS says otherwise). */
-    char text[INET_ADDRSTRLEN] = "10.77.0.2";
-    const char *configured = getenv("IOTCP_ADDRESS");
-    if (configured && *configured) snprintf(text, sizeof text, "%.*s", (int)strcspn(configured, "/"), configured);
-    struct in_addr own;
-    const struct sockaddr_in *in = (const struct sockaddr_in *)address;
-    if (inet_pton(AF_INET, text, &own) != 1
-        || (in->sin_addr.s_addr != htonl(INADDR_ANY) && in->sin_addr.s_addr != own.s_addr)) {
+    if (!is_own_address(address)) {
         errno = EADDRNOTAVAIL;
         return -1;
     }
+    /* The port sits at the same place in sockaddr_in and sockaddr_in6. */
+    const struct sockaddr_in *in = (const struct sockaddr_in *)address;
     if (backlog < 1) backlog = 1024;
     int fd;
     if (stack) {
@@ -219,8 +243,9 @@ int iotcp_glue_accept(int listener, struct sockaddr *peer, size_t *length) {
     struct glue_socket *s = glue_socket(listener);
     if (!s) { errno = EBADF; return -1; }
     ensure_stack();
-    struct sockaddr_in from;
-    int socket = iotcp_accept(stack, s->socket, &from);
+    struct sockaddr_storage from;
+    socklen_t from_length = sizeof from;
+    int socket = iotcp_accept(stack, s->socket, (struct sockaddr *)&from, &from_length);
     if (socket < 0) return -1;
     int fd = adopt(socket);
     if (fd < 0) return -1;
@@ -228,9 +253,9 @@ int iotcp_glue_accept(int listener, struct sockaddr *peer, size_t *length) {
     static const int on = 1;
     (void)iotcp_setsockopt(stack, socket, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
     if (peer && length) {
-        size_t size = *length < sizeof from ? *length : sizeof from;
+        size_t size = *length < from_length ? *length : from_length;
         memcpy(peer, &from, size);
-        *length = sizeof from;
+        *length = from_length;
     }
     return fd;
 }
@@ -264,11 +289,7 @@ int iotcp_glue_getsockname(int fd, struct sockaddr *address, socklen_t *length) 
     struct glue_socket *s = glue_socket(fd);
     if (!s) return getsockname(fd, address, length);
     if (!address || !length) { errno = EFAULT; return -1; }
-    struct sockaddr_in own;
-    if (iotcp_getsockname(stack, s->socket, &own) != 0) return -1;
-    memcpy(address, &own, *length < sizeof own ? *length : sizeof own);
-    *length = sizeof own;
-    return 0;
+    return iotcp_getsockname(stack, s->socket, address, length);
 }
 
 int iotcp_glue_close(int fd) {

@@ -19,8 +19,6 @@ final class CStack {
         let netns = options.netns.map { String(cString: $0) } ?? "iotcp"
         let namespace: NetworkNamespace
         do { namespace = try NetworkNamespace(name: netns, address: address) } catch { throw CFailure(EINVAL, "\(error)") }
-        // The C API's addresses are sockaddr_in: an IPv6 peer could be neither accepted nor named.
-        guard namespace.ipv6 == nil else { throw CFailure(EINVAL, "address \(address): the C library serves IPv4 only") }
         let channel: any CommandChannel
         if let nic = options.nic.map({ String(cString: $0) }) {
             embedded = nil
@@ -49,7 +47,8 @@ final class CStack {
             do { try namespace.create(with: tap, replacing: options.replace_netns != 0) } catch { throw CFailure(EEXIST, "\(error)") }
             let runtime = NICRuntime(
                 wire: tap, link: EthernetLink(hardwareAddress: MACAddress(0x02, 0, 0, 0x77, 0, 2), address: namespace.stackAddress,
-                                              prefixLength: namespace.prefixLength),
+                                              prefixLength: namespace.prefixLength,
+                                              ipv6: namespace.ipv6.map { IPv6Settings(address: $0.stackAddress, prefixLength: $0.prefixLength) }),
                 dataPlane: .standard(files: files))
             let nic: EmbeddedNIC
             do { nic = try EmbeddedNIC(runtime: runtime) } catch {
@@ -61,7 +60,7 @@ final class CStack {
             self.namespace = namespace
             channel = nic.hostChannel
         }
-        stack = IOTCPStack(channel: channel, address: namespace.stackAddress)
+        stack = IOTCPStack(channel: channel, address: namespace.stackAddress, ipv6Address: namespace.ipv6?.stackAddress)
     }
 
     /// Stops the NIC half (embedded) and removes the namespace it made.

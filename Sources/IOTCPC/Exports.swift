@@ -40,18 +40,35 @@ private func connection(_ c: CStack, _ number: Int32) throws(CFailure) -> Socket
     return socket
 }
 
-/// A connection's endpoint for the C API, which speaks `sockaddr_in`: connections are IPv4 until the stack
-/// carries TCP over IPv6 (then an IPv6 peer needs `sockaddr_in6`, and this the family check).
-private func socketAddress(_ address: IPAddress, _ port: UInt16) -> sockaddr_in {
-    socketAddress(address.ipv4 ?? IPv4Address(rawValue: 0), port)
-}
-
-private func socketAddress(_ address: IPv4Address, _ port: UInt16) -> sockaddr_in {
-    var result = sockaddr_in()
-    result.sin_family = sa_family_t(AF_INET)
-    result.sin_port = port.bigEndian
-    result.sin_addr = in_addr(s_addr: address.rawValue.bigEndian)
-    return result
+/// Writes an endpoint as `accept(2)` and `getsockname(2)` do: a `sockaddr_in` or a `sockaddr_in6` by its
+/// family, at most `*length` bytes of it (truncated silently, as POSIX says), and `*length` set to its whole
+/// size. A NULL `address` writes nothing; with a non-NULL one `length` must be given.
+private func store(_ address: IPAddress, port: UInt16, into target: UnsafeMutablePointer<sockaddr>?, length: UnsafeMutablePointer<socklen_t>?)
+    throws(CFailure)
+{
+    guard let target else { return }
+    let length = try require(length, "the address length")
+    func copy<T>(_ value: T) {
+        var value = value
+        let size = MemoryLayout<T>.size
+        withUnsafeBytes(of: &value) { bytes in
+            UnsafeMutableRawPointer(target).copyMemory(from: bytes.baseAddress!, byteCount: min(Int(length.pointee), size))
+        }
+        length.pointee = socklen_t(size)
+    }
+    if let v4 = address.ipv4 {
+        var result = sockaddr_in()
+        result.sin_family = sa_family_t(AF_INET)
+        result.sin_port = port.bigEndian
+        result.sin_addr = in_addr(s_addr: v4.rawValue.bigEndian)
+        copy(result)
+    } else {
+        var result = sockaddr_in6()
+        result.sin6_family = sa_family_t(AF_INET6)
+        result.sin6_port = port.bigEndian
+        withUnsafeMutableBytes(of: &result.sin6_addr) { address.bits.store(to: $0, at: 0) }
+        copy(result)
+    }
 }
 
 // MARK: - Stacks
@@ -82,7 +99,20 @@ public func iotcp_stack_destroy(_ stack: OpaquePointer?) -> Int32 {
 public func iotcp_stack_address(_ stack: OpaquePointer?, _ address: UnsafeMutablePointer<in_addr>?) -> Int32 {
     answer(-1) { () throws(CFailure) -> Int32 in
         let c = try cStack(stack)
-        try require(address, "address").pointee = in_addr(s_addr: c.stack.engine.localAddress.rawValue.bigEndian)
+        let address = try require(address, "address")
+        guard c.stack.engine.localAddress.rawValue != 0 else { throw CFailure(EADDRNOTAVAIL, "the stack has no IPv4 address") }
+        address.pointee = in_addr(s_addr: c.stack.engine.localAddress.rawValue.bigEndian)
+        return 0
+    }
+}
+
+@_cdecl("iotcp_stack_address6")
+public func iotcp_stack_address6(_ stack: OpaquePointer?, _ address: UnsafeMutablePointer<in6_addr>?) -> Int32 {
+    answer(-1) { () throws(CFailure) -> Int32 in
+        let c = try cStack(stack)
+        let address = try require(address, "address")
+        guard let ipv6 = c.stack.engine.localIPv6Address else { throw CFailure(EADDRNOTAVAIL, "the stack has no IPv6 address") }
+        withUnsafeMutableBytes(of: &address.pointee) { ipv6.store(to: $0, at: 0) }
         return 0
     }
 }
@@ -111,16 +141,20 @@ public func iotcp_listen(_ stack: OpaquePointer?, _ port: UInt16, _ backlog: Int
 }
 
 @_cdecl("iotcp_accept")
-public func iotcp_accept(_ stack: OpaquePointer?, _ listener: Int32, _ peer: UnsafeMutablePointer<sockaddr_in>?) -> Int32 {
+public func iotcp_accept(
+    _ stack: OpaquePointer?, _ listener: Int32, _ peer: UnsafeMutablePointer<sockaddr>?, _ length: UnsafeMutablePointer<socklen_t>?
+) -> Int32 {
     answer(-1) { () throws(CFailure) -> Int32 in
         let c = try cStack(stack)
         let listening = try c.socket(listener)
         guard listening.listeningPort != nil else { throw CFailure(EINVAL, "socket \(listener) is not listening") }
+        // Checked before a connection is taken, so a bad argument loses none.
+        if peer != nil { _ = try require(length, "the address length") }
         guard let socket = try stackCall({ () throws(IOTCPError) in try c.stack.accept(listening) }) else {
             throw CFailure(EAGAIN, "no connection is waiting")
         }
-        if let peer, let endpoints = c.stack.endpoints(of: socket) {
-            peer.pointee = socketAddress(endpoints.remoteAddress, endpoints.remotePort)
+        if let endpoints = c.stack.endpoints(of: socket) {
+            try store(endpoints.remoteAddress, port: endpoints.remotePort, into: peer, length: length)
         }
         return c.number(for: socket)
     }
@@ -209,29 +243,38 @@ public func iotcp_close(_ stack: OpaquePointer?, _ socket: Int32) -> Int32 {
 }
 
 @_cdecl("iotcp_getsockname")
-public func iotcp_getsockname(_ stack: OpaquePointer?, _ socket: Int32, _ address: UnsafeMutablePointer<sockaddr_in>?) -> Int32 {
+public func iotcp_getsockname(
+    _ stack: OpaquePointer?, _ socket: Int32, _ address: UnsafeMutablePointer<sockaddr>?, _ length: UnsafeMutablePointer<socklen_t>?
+) -> Int32 {
     answer(-1) { () throws(CFailure) -> Int32 in
         let c = try cStack(stack)
         let target = try c.socket(socket)
         let address = try require(address, "address")
         if let port = target.listeningPort {
-            address.pointee = socketAddress(c.stack.engine.localAddress, port)
+            // A listener takes connections to every address of the stack: it is named by its IPv4 one if it
+            // has one (as a dual-stack socket bound to the IPv4 address would be), else by its IPv6 one.
+            let engine = c.stack.engine
+            let own = engine.localAddress.rawValue != 0 || engine.localIPv6Address == nil
+                ? IPAddress(engine.localAddress) : IPAddress(engine.localIPv6Address!)
+            try store(own, port: port, into: address, length: length)
         } else {
             guard let endpoints = c.stack.endpoints(of: target) else { throw CFailure(ENOTCONN, "socket \(socket) has closed") }
-            address.pointee = socketAddress(endpoints.localAddress, endpoints.localPort)
+            try store(endpoints.localAddress, port: endpoints.localPort, into: address, length: length)
         }
         return 0
     }
 }
 
 @_cdecl("iotcp_getpeername")
-public func iotcp_getpeername(_ stack: OpaquePointer?, _ socket: Int32, _ address: UnsafeMutablePointer<sockaddr_in>?) -> Int32 {
+public func iotcp_getpeername(
+    _ stack: OpaquePointer?, _ socket: Int32, _ address: UnsafeMutablePointer<sockaddr>?, _ length: UnsafeMutablePointer<socklen_t>?
+) -> Int32 {
     answer(-1) { () throws(CFailure) -> Int32 in
         let c = try cStack(stack)
         let target = try connection(c, socket)
         let address = try require(address, "address")
         guard let endpoints = c.stack.endpoints(of: target) else { throw CFailure(ENOTCONN, "socket \(socket) has closed") }
-        address.pointee = socketAddress(endpoints.remoteAddress, endpoints.remotePort)
+        try store(endpoints.remoteAddress, port: endpoints.remotePort, into: address, length: length)
         return 0
     }
 }

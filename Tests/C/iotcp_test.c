@@ -5,6 +5,9 @@
  * and checks the bytes by sha256. Then every error path of the interface: each must fail with the errno the
  * header promises, never crash.
  *
+ * With an IPv4 and an IPv6 address (ADDRESS "10.93.0.2/24,fd93::2/64") connections come over both families,
+ * and each is named by its own (struct sockaddr_in or struct sockaddr_in6).
+ *
  * Usage: iotcp_test ROOT NETNS ADDRESS/PREFIX PORT SECONDS
  * Prints "c: PASS name" / "c: FAIL name: detail" lines and "c: N passed, M failed".
  */
@@ -15,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 #include <sys/socket.h>
+#include <arpa/inet.h>
 #include <netinet/tcp.h>
 #include "iotcp.h"
 
@@ -46,6 +50,7 @@ struct session {
 static void error_paths(iotcp_stack *stack, int epoll, uint16_t port) {
     char buffer[16];
     struct sockaddr_in address;
+    socklen_t length = sizeof address;
     iotcp_file_status status;
     iotcp_event events[4];
     struct iovec vector = { buffer, sizeof buffer };
@@ -81,14 +86,21 @@ static void error_paths(iotcp_stack *stack, int epoll, uint16_t port) {
     errno = 0;
     check("a bad epoll_ctl operation is EINVAL", iotcp_epoll_ctl(stack, epoll, 99, 0, IOTCP_EPOLLIN, 0) == -1 && errno == EINVAL, NULL);
     errno = 0;
-    check("getsockname with NULL is EINVAL", iotcp_getsockname(stack, 0, NULL) == -1 && errno == EINVAL, NULL);
+    check("getsockname with NULL is EINVAL", iotcp_getsockname(stack, 0, NULL, &length) == -1 && errno == EINVAL, NULL);
+    errno = 0;
+    check("getsockname with a NULL length is EINVAL", iotcp_getsockname(stack, 0, (struct sockaddr *)&address, NULL) == -1 && errno == EINVAL, NULL);
     errno = 0;
     check("a negative iovcnt is EINVAL", iotcp_writev(stack, 999, &vector, -1) == -1 && (errno == EINVAL || errno == EBADF), NULL);
     errno = 0;
     check("a bad shutdown how is EBADF or EINVAL", iotcp_shutdown(stack, 999, 7) == -1 && (errno == EINVAL || errno == EBADF), NULL);
     errno = 0;
-    check("accept on a listener with nobody waiting is EAGAIN", iotcp_accept(stack, 0, &address) == -1 && errno == EAGAIN, NULL);
-    check("getsockname of the listener names its port", iotcp_getsockname(stack, 0, &address) == 0 && ntohs(address.sin_port) == port, NULL);
+    check("accept on a listener with nobody waiting is EAGAIN", iotcp_accept(stack, 0, (struct sockaddr *)&address, &length) == -1 && errno == EAGAIN, NULL);
+    errno = 0;
+    check("accept with an address but no length is EINVAL", iotcp_accept(stack, 0, (struct sockaddr *)&address, NULL) == -1 && errno == EINVAL, NULL);
+    length = sizeof address;
+    check("getsockname of the listener names its port (by the IPv4 address)",
+          iotcp_getsockname(stack, 0, (struct sockaddr *)&address, &length) == 0 && length == sizeof address
+          && address.sin_family == AF_INET && ntohs(address.sin_port) == port, NULL);
     int one = 1;
     errno = 0;
     check("setsockopt on a listener is EOPNOTSUPP", iotcp_setsockopt(stack, 0, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == -1 && errno == EOPNOTSUPP, NULL);
@@ -139,6 +151,13 @@ int main(int argc, char **argv) {
     printf("ready\n");
     fflush(stdout);
 
+    /* Both families' addresses, when the stack has them. */
+    struct in_addr own4;
+    struct in6_addr own6;
+    int has4 = iotcp_stack_address(stack, &own4) == 0, has6 = iotcp_stack_address6(stack, &own6) == 0;
+    check("the stack names its IPv4 and IPv6 addresses", has4 && has6, NULL);
+    int accepted4 = 0, accepted6 = 0, named6 = 0;
+
     int file = -1, missing_result = 0;
     iotcp_file_status status;
     memset(&status, 0, sizeof status);
@@ -164,9 +183,25 @@ int main(int argc, char **argv) {
                 continue;
             }
             if (event->data == (uint64_t)-1) {
-                struct sockaddr_in peer;
+                struct sockaddr_storage peer;
+                socklen_t peer_length = sizeof peer;
                 int socket;
-                while ((socket = iotcp_accept(stack, listener, &peer)) >= 0) {
+                while ((socket = iotcp_accept(stack, listener, (struct sockaddr *)&peer, &peer_length)) >= 0) {
+                    if (peer.ss_family == AF_INET && peer_length == sizeof(struct sockaddr_in)) accepted4++;
+                    if (peer.ss_family == AF_INET6 && peer_length == sizeof(struct sockaddr_in6)) {
+                        /* The client is the namespace's end of the wire (fd93::1), and getsockname names
+                           our IPv6 address and port. */
+                        struct sockaddr_in6 *from = (struct sockaddr_in6 *)&peer, own;
+                        socklen_t own_length = sizeof own;
+                        struct in6_addr client = own6;
+                        client.s6_addr[15] = 1;
+                        if (memcmp(&from->sin6_addr, &client, sizeof client) == 0
+                            && iotcp_getsockname(stack, socket, (struct sockaddr *)&own, &own_length) == 0 && own_length == sizeof own
+                            && own.sin6_family == AF_INET6 && memcmp(&own.sin6_addr, &own6, sizeof own6) == 0 && ntohs(own.sin6_port) == port)
+                            named6++;
+                        accepted6++;
+                    }
+                    peer_length = sizeof peer;
                     if (socket >= MAX_CONNECTIONS) { iotcp_close(stack, socket); continue; }
                     memset(&sessions[socket], 0, sizeof sessions[socket]);
                     sessions[socket].open = 1;
@@ -235,15 +270,17 @@ int main(int argc, char **argv) {
             }
         }
     }
-    printf("c: served %d\n", served);
+    printf("c: served %d (accepted over IPv4 %d, over IPv6 %d)\n", served, accepted4, accepted6);
     check("requests were served", served > 0, "none served");
+    check("connections came over both families, each named by its own sockaddr", accepted4 > 0 && accepted6 > 0, "one family missing");
+    check("IPv6 connections name the client and our own address (sockaddr_in6)", named6 == accepted6, "a wrong name");
     check("the loop slept in poll on iotcp's descriptor", waits_with_poll > 0, "never slept");
     if (file >= 0) check("offload_close", iotcp_offload_close(stack, file) == 0, NULL);
     errno = 0;
     if (file >= 0) check("a closed file is EBADF", iotcp_offload_fstat(stack, file, &status) == -1 && errno == EBADF, NULL);
     check("close the listener", iotcp_close(stack, listener) == 0, NULL);
     errno = 0;
-    check("a closed socket is EBADF", iotcp_accept(stack, listener, NULL) == -1 && errno == EBADF, NULL);
+    check("a closed socket is EBADF", iotcp_accept(stack, listener, NULL, NULL) == -1 && errno == EBADF, NULL);
     check("destroy", iotcp_stack_destroy(stack) == 0, NULL);
     errno = 0;
     check("a destroyed stack is EBADF", iotcp_listen(stack, 81, 1) == -1 && errno == EBADF, NULL);

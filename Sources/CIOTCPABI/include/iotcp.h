@@ -45,8 +45,9 @@ typedef struct iotcp_options {
     const char *root;
     /* Embedded: the network namespace created for clients (NULL: "iotcp"); removed by iotcp_stack_destroy. */
     const char *netns;
-    /* The stack's address and prefix (NULL: "10.77.0.2/24"); embedded, the namespace's end of the wire takes
-       the first other address of the prefix (10.77.0.1 for the default). */
+    /* The stack's address and prefix (NULL: "10.77.0.2/24"): IPv4, IPv6 ("fd77::2/64") or one of each
+       ("10.77.0.2/24,fd77::2/64"); embedded, the namespace's end of the wire takes the first other address
+       of each prefix (10.77.0.1, fd77::1). Listeners take connections over every family the stack has. */
     const char *address;
     /* Embedded: take over the namespace even if another server's interfaces or processes are in it. */
     int replace_netns;
@@ -61,8 +62,10 @@ iotcp_stack *iotcp_stack_create(const iotcp_options *options);
    transfers finish first if they matter), closes every file, stops the NIC half (embedded) and removes the
    namespace it created. The pointer is invalid afterwards. */
 int iotcp_stack_destroy(iotcp_stack *stack);
-/* The stack's address, in network byte order. */
+/* The stack's IPv4 address, or its IPv6 address, in network byte order: -1/EADDRNOTAVAIL when it has none
+   of that family. */
 int iotcp_stack_address(iotcp_stack *stack, struct in_addr *address);
+int iotcp_stack_address6(iotcp_stack *stack, struct in6_addr *address);
 
 /* The text of the calling thread's last failure ("" if none). Valid until the thread's next call. */
 const char *iotcp_last_error(void);
@@ -72,8 +75,10 @@ const char *iotcp_last_error(void);
 
 /* Listens on the stack's own address (it has one address; there is no bind). */
 int iotcp_listen(iotcp_stack *stack, uint16_t port, int backlog);
-/* -1/EAGAIN when no connection waits. `peer` may be NULL. */
-int iotcp_accept(iotcp_stack *stack, int listener, struct sockaddr_in *peer);
+/* -1/EAGAIN when no connection waits. As accept(2): `peer` (may be NULL) gets a struct sockaddr_in or
+   struct sockaddr_in6 by the connection's family, at most *length bytes of it (a struct sockaddr_storage
+   always has room), and *length is set to its size. */
+int iotcp_accept(iotcp_stack *stack, int listener, struct sockaddr *peer, socklen_t *length);
 /* Bytes read; 0 at end of stream; -1/EAGAIN when nothing is there yet. */
 ssize_t iotcp_read(iotcp_stack *stack, int socket, void *buffer, size_t length);
 /* Bytes queued (maybe fewer than asked); -1/EAGAIN when none could be. */
@@ -86,8 +91,10 @@ int iotcp_shutdown(iotcp_stack *stack, int socket, int how);
    (closing right after the last iotcp_offload_write is safe), and finishes closing by itself. The socket
    leaves the event queue: no IOTCP_EPOLL_CTL_DEL is needed. */
 int iotcp_close(iotcp_stack *stack, int socket);
-int iotcp_getsockname(iotcp_stack *stack, int socket, struct sockaddr_in *address);
-int iotcp_getpeername(iotcp_stack *stack, int socket, struct sockaddr_in *address);
+/* As getsockname(2) and getpeername(2), `address` and *length as for iotcp_accept. A listener is named by
+   the stack's IPv4 address if it has one, else by its IPv6 address. */
+int iotcp_getsockname(iotcp_stack *stack, int socket, struct sockaddr *address, socklen_t *length);
+int iotcp_getpeername(iotcp_stack *stack, int socket, struct sockaddr *address, socklen_t *length);
 /* On a connection: IPPROTO_TCP/TCP_NODELAY (Nagle off; it is on by default, as on Linux),
    IPPROTO_TCP/TCP_CORK (writes wait for what follows until it is turned off or the stack next waits, so a
    head written before iotcp_offload_write leaves in the file's first segment) and
