@@ -70,12 +70,21 @@ start_proxy() {  # start_proxy NAME ARGS...: the embedded proxy, or split with N
     return 1
   fi
   # The namespace is the proxy's (or the NIC's) to make: the backends' addresses go on it once it is there.
+  # (In two CI runs `ip netns exec` found no namespace for a moment right after the ready line; it is waited
+  # for here so the backends start, and said if it never comes.)
+  local tries=0
+  until inside true 2>/dev/null; do
+    tries=$((tries + 1))
+    [ "$tries" -gt 50 ] && { echo "proxy: $name: the namespace $namespace is not there"; return 1; }
+    sleep 0.1
+  done
+  [ "$tries" -gt 0 ] && echo "proxy: $name: the namespace appeared $tries tenths of a second after the ready line"
   local device
   device=$(inside ip -br link | awk '/^iotcp/ {print $1}' | head -1)
   inside ip addr add "$nginx_ip/$prefix" dev "$device" $dad 2>/dev/null
   inside ip addr add "$lighttpd_ip/$prefix" dev "$device" $dad 2>/dev/null
   inside ip link set lo up
-  start_backends
+  start_backends || { echo "proxy: $name: the backends did not start"; return 1; }
 }
 stop_proxy() {
   kill -TERM "$proxy_pid" 2>/dev/null; wait "$proxy_pid" 2>/dev/null; proxy_pid=
