@@ -92,12 +92,12 @@ extension NICDataPlane {
             let key = Self.key(of: endpoints)
             if let previous = flowsByEndpoints[key], previous != UInt32(index) { closeFlow(previous) }
             // The host opened these endpoints again (a new connection it accepted itself): the old ending is over.
-            if let ending = closingByEndpoints[key] { forgetClosing(Int(ending)) }
+            if let ending = closingByEndpoints.ipv4[key] { forgetClosing(Int(ending)) }
             flowsByEndpoints[key] = UInt32(index)
         } else {
             let key = EndpointKey6(endpoints)
             if let previous = flowsByEndpoints6[key], previous != UInt32(index) { closeFlow(previous) }
-            if let ending = closingByEndpoints6[key] { forgetClosing(Int(ending)) }
+            if let ending = closingByEndpoints.ipv6[key] { forgetClosing(Int(ending)) }
             flowsByEndpoints6[key] = UInt32(index)
         }
         flows[index].open = true

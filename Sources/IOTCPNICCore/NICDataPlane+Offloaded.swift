@@ -28,8 +28,8 @@ extension NICDataPlane {
             receive(packet: UnsafeRawBufferPointer(packet), output: &output)  // counted as malformed there
             return
         }
-        if !splicesByEndpoints.isEmpty,
-           let spliced = splicesByEndpoints[EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort,
+        if !splicesByEndpoints.ipv4.isEmpty,
+           let spliced = splicesByEndpoints.ipv4[EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort,
                                                         localPort: segment.destinationPort)] {
             if relaySpliced(ip: ip, segment: segment, found: spliced, offload: offload, output: &output) {
                 counters.packetsIn += 1

@@ -85,9 +85,4 @@ extension NICDataPlane {
         counters.bytesOut += packetLength
         return true
     }
-
-    /// The same between IPv4 addresses (endings and splices, which are IPv4's).
-    func transmitControl<O: NICOutput>(_ segment: TCPRepr, from local: IPv4Address, to remote: IPv4Address, output: inout O) -> Bool {
-        transmitControl(segment, from: IPAddress(local), to: IPAddress(remote), output: &output)
-    }
 }

@@ -91,28 +91,7 @@ extension NICDataPlane {
     static let largestWindow = 1 << 30
 
     /// Splices being relayed (or lingering), for diagnostics and the report.
-    public var spliceCount: Int { (splicesByEndpoints.count + splicesByEndpoints6.count) / 2 }
-
-    /// The splice entry (slot << 1, and 1 for the backend) a segment from these endpoints belongs to.
-    func spliceEntry(remote: IPAddress, remotePort: UInt16, localPort: UInt16) -> Int32? {
-        if let v4 = remote.ipv4 {
-            return splicesByEndpoints.isEmpty ? nil
-                : splicesByEndpoints[EndpointKey(remoteAddress: v4.rawValue, remotePort: remotePort, localPort: localPort)]
-        }
-        return splicesByEndpoints6.isEmpty ? nil
-            : splicesByEndpoints6[EndpointKey6(remoteAddress: remote.bits, remotePort: remotePort, localPort: localPort)]
-    }
-
-    /// Indexes (or, with nil, un-indexes if it is still this entry's) a peer of a splice.
-    private func indexSplicePeer(_ peer: SplicePeer, entry: Int32?, was: Int32? = nil) {
-        if let v4 = peer.remoteAddress.ipv4 {
-            let key = EndpointKey(remoteAddress: v4.rawValue, remotePort: peer.remotePort, localPort: peer.localPort)
-            if let entry { splicesByEndpoints[key] = entry } else if splicesByEndpoints[key] == was { splicesByEndpoints[key] = nil }
-        } else {
-            let key = EndpointKey6(remoteAddress: peer.remoteAddress.bits, remotePort: peer.remotePort, localPort: peer.localPort)
-            if let entry { splicesByEndpoints6[key] = entry } else if splicesByEndpoints6[key] == was { splicesByEndpoints6[key] = nil }
-        }
-    }
+    public var spliceCount: Int { splicesByEndpoints.count / 2 }
 
     // MARK: - SPLICE
 
@@ -134,8 +113,8 @@ extension NICDataPlane {
         guard let towardBackend = SpliceRewrite.joining(from: clientSide, to: backendSide),
               let towardClient = SpliceRewrite.joining(from: backendSide, to: clientSide),
               clientEnds != backendEnds,
-              spliceEntry(remote: clientEnds.0, remotePort: clientEnds.1, localPort: clientEnds.2) == nil,
-              spliceEntry(remote: backendEnds.0, remotePort: backendEnds.1, localPort: backendEnds.2) == nil,
+              splicesByEndpoints[clientEnds.0, clientEnds.1, clientEnds.2] == nil,
+              splicesByEndpoints[backendEnds.0, backendEnds.1, backendEnds.2] == nil,
               spliceCount < limits.maximumSplices, spliceHeadBytes + head.count <= limits.maximumSpliceHeadBytes
         else {
             // Nowhere to keep it (or nothing the two could agree on): neither peer may be left waiting.
@@ -177,8 +156,8 @@ extension NICDataPlane {
             return splices.count - 1
         }()
         splices[slot] = entry
-        indexSplicePeer(entry.client, entry: Int32(slot << 1))
-        indexSplicePeer(entry.backend, entry: Int32(slot << 1 | 1))
+        splicesByEndpoints[clientEnds.0, clientEnds.1, clientEnds.2] = Int32(slot << 1)
+        splicesByEndpoints[backendEnds.0, backendEnds.1, backendEnds.2] = Int32(slot << 1 | 1)
         if !entry.headAcknowledged {
             sendHead(slot, now: now, output: &output)
             splices[slot].headDeadline = now + entry.timeout
@@ -510,8 +489,9 @@ extension NICDataPlane {
 
     func forgetSplice(_ slot: Int) {
         guard splices[slot].state != .free else { return }
-        indexSplicePeer(splices[slot].client, entry: nil, was: Int32(slot << 1))
-        indexSplicePeer(splices[slot].backend, entry: nil, was: Int32(slot << 1 | 1))
+        for (peer, entry) in [(splices[slot].client, Int32(slot << 1)), (splices[slot].backend, Int32(slot << 1 | 1))] {
+            splicesByEndpoints.remove(remote: peer.remoteAddress, remotePort: peer.remotePort, localPort: peer.localPort, ifStill: entry)
+        }
         spliceHeadBytes -= splices[slot].head.count
         spliceWheel.schedule(slot, at: nil)
         splices[slot] = SpliceConnection()

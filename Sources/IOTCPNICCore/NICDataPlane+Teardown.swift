@@ -46,28 +46,11 @@ extension NICDataPlane {
     }
 
     /// Connections whose ending the NIC holds (TEARDOWN), for diagnostics and the report.
-    public var closingCount: Int { closingByEndpoints.count + closingByEndpoints6.count }
+    public var closingCount: Int { closingByEndpoints.count }
 
     /// The ending held for these endpoints, if any.
     func closingSlot(remote: IPAddress, remotePort: UInt16, localPort: UInt16) -> Int? {
-        if let v4 = remote.ipv4 {
-            return closingByEndpoints.isEmpty ? nil
-                : closingByEndpoints[EndpointKey(remoteAddress: v4.rawValue, remotePort: remotePort, localPort: localPort)].map(Int.init)
-        }
-        return closingByEndpoints6.isEmpty ? nil
-            : closingByEndpoints6[EndpointKey6(remoteAddress: remote.bits, remotePort: remotePort, localPort: localPort)].map(Int.init)
-    }
-
-    /// Indexes `slot` under its entry's endpoints (nil: removes the index if it is this slot's).
-    private func indexClosing(_ slot: Int, present: Bool) {
-        let entry = closing[slot]
-        if let v4 = entry.remoteAddress.ipv4 {
-            let key = EndpointKey(remoteAddress: v4.rawValue, remotePort: entry.remotePort, localPort: entry.localPort)
-            if present { closingByEndpoints[key] = Int32(slot) } else if closingByEndpoints[key] == Int32(slot) { closingByEndpoints[key] = nil }
-        } else {
-            let key = EndpointKey6(remoteAddress: entry.remoteAddress.bits, remotePort: entry.remotePort, localPort: entry.localPort)
-            if present { closingByEndpoints6[key] = Int32(slot) } else if closingByEndpoints6[key] == Int32(slot) { closingByEndpoints6[key] = nil }
-        }
+        closingByEndpoints[remote, remotePort, localPort].map(Int.init)
     }
 
     // MARK: - TEARDOWN
@@ -118,7 +101,7 @@ extension NICDataPlane {
             return closing.count - 1
         }()
         closing[slot] = entry
-        indexClosing(slot, present: true)
+        closingByEndpoints[entry.remoteAddress, entry.remotePort, entry.localPort] = Int32(slot)
         // The host sent the FIN; what is left is to wait for it to be acknowledged (and sent again if it
         // is not), for the peer's FIN, or for TIME-WAIT to pass.
         switch entry.state {
@@ -140,7 +123,7 @@ extension NICDataPlane {
             }
             counters.redelivered += 1
             let source = IPAddress(ip.source)
-            if let spliced = spliceEntry(remote: source, remotePort: segment.sourcePort, localPort: segment.destinationPort) {
+            if let spliced = splicesByEndpoints[source, segment.sourcePort, segment.destinationPort] {
                 _ = relaySpliced(packet: ip.bytes, source: source, destination: IPAddress(ip.destination), segment: segment, found: spliced,
                                  output: &output)
                 return
@@ -156,11 +139,11 @@ extension NICDataPlane {
         }
         counters.redelivered += 1
         let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
-        if let spliced = splicesByEndpoints[key] {
+        if let spliced = splicesByEndpoints.ipv4[key] {
             _ = relaySpliced(ip: ip, segment: segment, found: spliced, output: &output)
             return
         }
-        if let found = closingByEndpoints[key] {
+        if let found = closingByEndpoints.ipv4[key] {
             _ = receiveClosing(Int(found), source: IPAddress(ip.source), destination: IPAddress(ip.destination), segment: segment, output: &output)
         }
     }
@@ -328,7 +311,8 @@ extension NICDataPlane {
 
     func forgetClosing(_ slot: Int) {
         guard closing[slot].state != .free else { return }
-        indexClosing(slot, present: false)
+        let entry = closing[slot]
+        closingByEndpoints.remove(remote: entry.remoteAddress, remotePort: entry.remotePort, localPort: entry.localPort, ifStill: Int32(slot))
         closingWheel.schedule(slot, at: nil)
         closing[slot].state = .free
         freeClosing.append(Int32(slot))

@@ -329,10 +329,10 @@ extension NICDataPlane {
         let key = EndpointKey(remoteAddress: ip.source.rawValue, remotePort: segment.sourcePort, localPort: segment.destinationPort)
         counters.packetsIn += 1
         // Spliced peers first: the host has forgotten both connections.
-        if !splicesByEndpoints.isEmpty, let spliced = splicesByEndpoints[key],
+        if !splicesByEndpoints.ipv4.isEmpty, let spliced = splicesByEndpoints.ipv4[key],
            relaySpliced(ip: ip, segment: segment, found: spliced, output: &output) { return }
         guard let index = flowsByEndpoints[key] else {
-            if !closingByEndpoints.isEmpty, let found = closingByEndpoints[key],
+            if !closingByEndpoints.ipv4.isEmpty, let found = closingByEndpoints.ipv4[key],
                receiveClosing(Int(found), source: IPAddress(ip.source), destination: IPAddress(ip.destination), segment: segment,
                               output: &output) { return }
             if let listener = listeners[segment.destinationPort],
@@ -366,7 +366,7 @@ extension NICDataPlane {
         let key = EndpointKey6(remoteAddress: ip.source, remotePort: segment.sourcePort, localPort: segment.destinationPort)
         let source = IPAddress(ip.source), destination = IPAddress(ip.destination)
         // Spliced peers first: the host has forgotten both connections.
-        if !splicesByEndpoints6.isEmpty, let spliced = splicesByEndpoints6[key],
+        if !splicesByEndpoints.ipv6.isEmpty, let spliced = splicesByEndpoints.ipv6[key],
            relaySpliced(packet: ip.bytes, source: source, destination: destination, segment: segment, found: spliced, output: &output) {
             return
         }
@@ -374,7 +374,7 @@ extension NICDataPlane {
             output.reply(.packetIn(flows[Int(flow)].id, packet: ip.bytes))
             return
         }
-        if !closingByEndpoints6.isEmpty, let found = closingByEndpoints6[key],
+        if !closingByEndpoints.ipv6.isEmpty, let found = closingByEndpoints.ipv6[key],
            receiveClosing(Int(found), source: source, destination: destination, segment: segment, output: &output) { return }
         // A handshake to a LISTEN port is answered here with a cookie, as over IPv4.
         if let listener = listeners[segment.destinationPort],

@@ -197,8 +197,7 @@ public final class NICDataPlane {
     /// endpoints, and the wheel of their deadlines (FIN retransmission, FIN-WAIT-2, TIME-WAIT).
     var closing: [ClosingConnection] = []
     var freeClosing: [Int32] = []
-    var closingByEndpoints: [EndpointKey: Int32] = [:]
-    var closingByEndpoints6: [EndpointKey6: Int32] = [:]
+    var closingByEndpoints = EndpointIndex<Int32>()
     var closingWheel = TimerWheel(tick: Nanoseconds.millisecond, bucketCount: 1024, start: .zero)
     var closingDue: [Int] = []
     /// Splices (SPLICE), their free entries, their index by either peer's endpoints (entry << 1, and 1 for
@@ -206,8 +205,7 @@ public final class NICDataPlane {
     /// rewritten (the largest IPv4 packet).
     var splices: [SpliceConnection] = []
     var freeSplices: [Int32] = []
-    var splicesByEndpoints: [EndpointKey: Int32] = [:]
-    var splicesByEndpoints6: [EndpointKey6: Int32] = [:]
+    var splicesByEndpoints = EndpointIndex<Int32>()
     var spliceWheel = TimerWheel(tick: Nanoseconds.millisecond, bucketCount: 1024, start: .zero)
     var spliceDue: [Int] = []
     var spliceHeadBytes = 0
