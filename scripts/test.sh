@@ -46,7 +46,7 @@ echo "== swift test"
 swift test --skip-build 2>&1 | tee "$log" | grep -E "^✘|Test run with" || true
 grep -qE "^✔ Test run with [0-9]+ tests? .*passed" "$log" || { echo "swift test failed" >&2; tail -50 "$log" >&2; exit 1; }
 unit=$(grep -oE "Test run with [0-9]+ tests" "$log" | grep -oE "[0-9]+" | tail -1)
-require "swift test" "$unit" 160
+require "swift test" "$unit" 338
 
 live=0 e2e=0 e2e6=0 tls=0 tls6=0 accel=0 accel6=0 proxy=0 proxy6=0 downstream=0 ctests=0 lighttpd=0 lighttpd6=0 soak=0 vm=0
 if [ "$root" = yes ]; then
@@ -55,19 +55,19 @@ if [ "$root" = yes ]; then
   IOTCP_CAPTURE=.build/live-capture.pcap swift test --skip-build --filter RealFrameTests 2>&1 | tee "$log" | grep -E "✘|Test run with" || true
   grep -qE "^✔ Test run with [0-9]+ tests? .*passed" "$log" || { echo "live capture check failed" >&2; tail -50 "$log" >&2; exit 1; }
   live=$(grep -oE "Test run with [0-9]+ tests" "$log" | grep -oE "[0-9]+" | tail -1)
-  require "the live capture check" "$live" 3
+  require "the live capture check" "$live" 5
 
   echo "== end to end: iotcp-fileserver over a TAP, curl in a network namespace"
   scripts/e2e.sh .build/debug/iotcp-fileserver | tee "$log" | grep -E "^e2e: (FAIL|[0-9]+ passed)|^e2e: wrk" || true
   grep -qE "^e2e: [0-9]+ passed, 0 failed" "$log" || { echo "end-to-end checks failed:" >&2; grep -E "FAIL|did not start" "$log" >&2; exit 1; }
   e2e=$(sed -nE "s/^e2e: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "e2e" "$e2e" 100
+  require "e2e" "$e2e" 113
 
   echo "== end to end over IPv6: the same checks, every client over IPv6 (embedded and split)"
   E2E_FAMILY=ipv6 scripts/e2e.sh .build/debug/iotcp-fileserver | tee "$log" | grep -E "^e2e: (FAIL|[0-9]+ passed)|^e2e: wrk" || true
   grep -qE "^e2e: [0-9]+ passed, 0 failed" "$log" || { echo "end-to-end checks over IPv6 failed:" >&2; grep -E "FAIL|did not start" "$log" >&2; exit 1; }
   e2e6=$(sed -nE "s/^e2e: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "e2e over IPv6" "$e2e6" 100
+  require "e2e over IPv6" "$e2e6" 118
 
   echo "== HTTPS: iotcp-fileserver with TLS, file records sealed on the NIC; curl, openssl s_client, wrk, loss"
   scripts/tls-e2e.sh .build/debug/iotcp-fileserver | tee "$log" | grep -E "^tls: (FAIL|[0-9]+ passed)|^tls: wrk" || true
@@ -139,7 +139,7 @@ if [ "$root" = yes ]; then
   scripts/rdma-vm.sh .build/debug | tee "$log" | grep -vE "^vm: (PASS|figures)" || true
   grep -qE "^vm: [0-9]+ passed, 0 failed" "$log" || { echo "RDMA testbed checks failed" >&2; exit 1; }
   vm=$(sed -nE "s/^vm: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "the RDMA VM" "$vm" 26
+  require "the RDMA VM" "$vm" 32
 fi
 
 echo "== fuzz (${fuzz_seconds}s per target)"

@@ -46,6 +46,22 @@ done
 /bin/ip rule del pref 0 lookup local
 /bin/ip neigh replace 10.99.0.1 lladdr "$(cat /sys/class/net/va/address)" dev vb nud permanent
 /bin/ip neigh replace 10.99.0.2 lladdr "$(cat /sys/class/net/vb/address)" dev va nud permanent
+# The same over IPv6 (fd99::1 and fd99::2), for the channel between the halves over IPv6 (section 7): rxe
+# keeps a GID for each address of its netdev, so rdma_cm reaches the other end by either family.
+/bin/ip -6 addr add fd99::1/64 dev va nodad
+/bin/ip -6 addr add fd99::2/64 dev vb nodad
+/bin/ip -6 rule add pref 100 iif lo to fd99::1 lookup 100
+/bin/ip -6 rule add pref 101 iif lo to fd99::2 lookup 101
+/bin/ip -6 route add fd99::1 dev vb src fd99::2 table 100
+/bin/ip -6 route add fd99::2 dev va src fd99::1 table 101
+# rdma_cm checks an incoming request's device with a route lookup to the requester bound to that device,
+# which carries no input interface (so the iif-lo rules above do not apply) and would find the local route.
+/bin/ip -6 rule add pref 102 oif va to fd99::2 lookup 101
+/bin/ip -6 rule add pref 103 oif vb to fd99::1 lookup 100
+/bin/ip -6 rule add pref 200 lookup local
+/bin/ip -6 rule del pref 0 lookup local
+/bin/ip -6 neigh replace fd99::1 lladdr "$(cat /sys/class/net/va/address)" dev vb nud permanent
+/bin/ip -6 neigh replace fd99::2 lladdr "$(cat /sys/class/net/vb/address)" dev va nud permanent
 check "rxe0 on va" /bin/rdma link add rxe0 type rxe netdev va
 check "rxe1 on vb" /bin/rdma link add rxe1 type rxe netdev vb
 
@@ -153,7 +169,46 @@ check "the host says the NIC is gone" grep -qE "peer process exited|vanished|pee
 kill $client 2>/dev/null
 /bin/ip netns del iotcp 2>/dev/null
 
-for log in /tmp/demo-nic.log /tmp/demo-host.log /tmp/nic.log /tmp/host1.log /tmp/host2.log /tmp/host-busy.log /tmp/host3.log; do
+# 7. The channel between the halves over IPv6 (rdma://[fd99::1]:PORT): the checked exchange, then the file
+# server split across it.
+before=$(packets)
+timeout 60 /bin/iotcp-channel-demo serve --rdma 'rdma://[fd99::1]:7474' > /tmp/demo6-nic.log 2>&1 &
+demo=$!
+timeout 60 /bin/iotcp-channel-demo exchange --rdma 'rdma://[fd99::1]:7474' --source fd99::2 --count 50000 > /tmp/demo6-host.log 2>&1
+wait $demo
+check "channel demo over IPv6: 50000 SENDs checked and answered" grep -q "received and checked 50000 ECHO" /tmp/demo6-host.log
+if ! grep -q "received and checked 50000 ECHO" /tmp/demo6-host.log; then
+  for device in rxe0 rxe1; do
+    for gid in /sys/class/infiniband/$device/ports/1/gids/*; do
+      value=$(cat "$gid" 2>/dev/null); [ "$value" != "0000:0000:0000:0000:0000:0000:0000:0000" ] && echo "vm: diag: $device gid $(basename "$gid") $value $(cat /sys/class/infiniband/$device/ports/1/gid_attrs/types/$(basename "$gid") 2>/dev/null)"
+    done
+  done
+  /bin/ip -6 addr show | sed 's/^/vm: diag: /'
+  /bin/ip -6 route get fd99::1 from fd99::2 | sed 's/^/vm: diag: /'
+  /bin/ip -6 rule | sed 's/^/vm: diag: /'
+  cat /tmp/demo6-nic.log | sed 's/^/vm: diag: nic: /'
+fi
+/bin/iotcp-nic --export-root /srv --channel 'rdma://[fd99::1]:7475' --netns iotcp6 --address 10.76.0.2/24,fd76::2/64 > /tmp/nic6.log 2>&1 &
+nic6=$!
+check "iotcp-nic listens on rdma://[fd99::1]:7475" wait_for /tmp/nic6.log "serving rdma://" 20
+/bin/iotcp-fileserver --nic 'rdma://[fd99::1]:7475' --rdma-source fd99::2 --netns iotcp6 --address 10.76.0.2/24,fd76::2/64 > /tmp/host6.log 2>&1 &
+host6=$!
+check "iotcp-fileserver reaches iotcp-nic over RDMA over IPv6" wait_for /tmp/host6.log "serving http://" 20
+sum=$(grep " 1m.bin" /expected.sha256 | cut -d' ' -f1)
+got=$(timeout 60 /bin/ip netns exec iotcp6 wget -q -O - "http://10.76.0.2:8080/1m.bin" | sha256sum | cut -d' ' -f1)
+check "over the IPv6 channel: 1m.bin intact" [ "$got" = "$sum" ]
+got=$(timeout 60 /bin/ip netns exec iotcp6 wget -q -O - "http://[fd76::2]:8080/1m.bin" | sha256sum | cut -d' ' -f1)
+check "IPv6 on the wire and on the channel: 1m.bin intact" [ "$got" = "$sum" ]
+crossed=$(( $(packets) - before ))
+check "IPv6: RDMA packets crossed the veth ($crossed)" [ "$crossed" -gt 100 ]
+kill -TERM $host6
+wait $host6
+kill -TERM $nic6 2>/dev/null
+wait $nic6 2>/dev/null
+/bin/ip netns del iotcp6 2>/dev/null
+
+for log in /tmp/demo-nic.log /tmp/demo-host.log /tmp/nic.log /tmp/host1.log /tmp/host2.log /tmp/host-busy.log /tmp/host3.log \
+           /tmp/demo6-host.log /tmp/nic6.log /tmp/host6.log; do
   [ "$failed" -eq 0 ] || sed "s|^|vm: $log: |" "$log" | tail -15
 done
 finish
