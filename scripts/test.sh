@@ -48,7 +48,25 @@ grep -qE "^✔ Test run with [0-9]+ tests? .*passed" "$log" || { echo "swift tes
 unit=$(grep -oE "Test run with [0-9]+ tests" "$log" | grep -oE "[0-9]+" | tail -1)
 require "swift test" "$unit" 338
 
-live=0 e2e=0 e2e6=0 tls=0 tls6=0 accel=0 accel6=0 proxy=0 proxy6=0 downstream=0 ctests=0 lighttpd=0 lighttpd6=0 soak=0 vm=0
+# suite LABEL MINIMUM TAG SHOWN COMMAND...: runs one end-to-end suite, whose last line is "TAG: N passed, M
+# failed", showing the lines that match SHOWN; fails the run unless it passed with at least MINIMUM checks; adds
+# its checks to the total and says how long it took.
+total=$unit
+suite() {
+  local label=$1 minimum=$2 tag=$3 shown=$4 started=$SECONDS count
+  shift 4
+  "$@" | tee "$log" | grep -E "$shown" || true
+  if ! grep -qE "^$tag: [0-9]+ passed, 0 failed" "$log"; then
+    echo "test: $label failed:" >&2
+    grep -E "FAIL|did not start" "$log" >&2 || tail -30 "$log" >&2
+    exit 1
+  fi
+  count=$(sed -nE "s/^$tag: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
+  require "$label" "$count" "$minimum"
+  total=$((total + count))
+  echo "   ($label: $((SECONDS - started)) s)"
+}
+
 if [ "$root" = yes ]; then
   echo "== a fresh capture of Linux TCP, checked like the committed one"
   scripts/capture-fixtures.sh .build/live-capture.pcap
@@ -56,97 +74,55 @@ if [ "$root" = yes ]; then
   grep -qE "^✔ Test run with [0-9]+ tests? .*passed" "$log" || { echo "live capture check failed" >&2; tail -50 "$log" >&2; exit 1; }
   live=$(grep -oE "Test run with [0-9]+ tests" "$log" | grep -oE "[0-9]+" | tail -1)
   require "the live capture check" "$live" 5
+  total=$((total + live))
 
   echo "== end to end: iotcp-fileserver over a TAP, curl in a network namespace"
-  scripts/e2e.sh .build/debug/iotcp-fileserver | tee "$log" | grep -E "^e2e: (FAIL|[0-9]+ passed)|^e2e: wrk" || true
-  grep -qE "^e2e: [0-9]+ passed, 0 failed" "$log" || { echo "end-to-end checks failed:" >&2; grep -E "FAIL|did not start" "$log" >&2; exit 1; }
-  e2e=$(sed -nE "s/^e2e: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "e2e" "$e2e" 113
-
+  suite "e2e" 113 e2e "^e2e: (FAIL|[0-9]+ passed)|^e2e: wrk" scripts/e2e.sh .build/debug/iotcp-fileserver
   echo "== end to end over IPv6: the same checks, every client over IPv6 (embedded and split)"
-  E2E_FAMILY=ipv6 scripts/e2e.sh .build/debug/iotcp-fileserver | tee "$log" | grep -E "^e2e: (FAIL|[0-9]+ passed)|^e2e: wrk" || true
-  grep -qE "^e2e: [0-9]+ passed, 0 failed" "$log" || { echo "end-to-end checks over IPv6 failed:" >&2; grep -E "FAIL|did not start" "$log" >&2; exit 1; }
-  e2e6=$(sed -nE "s/^e2e: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "e2e over IPv6" "$e2e6" 118
+  suite "e2e over IPv6" 118 e2e "^e2e: (FAIL|[0-9]+ passed)|^e2e: wrk" env E2E_FAMILY=ipv6 scripts/e2e.sh .build/debug/iotcp-fileserver
 
   echo "== HTTPS: iotcp-fileserver with TLS, file records sealed on the NIC; curl, openssl s_client, wrk, loss"
-  scripts/tls-e2e.sh .build/debug/iotcp-fileserver | tee "$log" | grep -E "^tls: (FAIL|[0-9]+ passed)|^tls: wrk" || true
-  grep -qE "^tls: [0-9]+ passed, 0 failed" "$log" || { echo "HTTPS checks failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
-  tls=$(sed -nE "s/^tls: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "HTTPS" "$tls" 75
-
+  suite "HTTPS" 75 tls "^tls: (FAIL|[0-9]+ passed)|^tls: wrk" scripts/tls-e2e.sh .build/debug/iotcp-fileserver
   echo "== HTTPS over IPv6: the same checks, the server on an IPv6 address alone"
-  TLS_FAMILY=ipv6 scripts/tls-e2e.sh .build/debug/iotcp-fileserver | tee "$log" | grep -E "^tls: (FAIL|[0-9]+ passed)|^tls: wrk" || true
-  grep -qE "^tls: [0-9]+ passed, 0 failed" "$log" || { echo "HTTPS checks over IPv6 failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
-  tls6=$(sed -nE "s/^tls: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "HTTPS over IPv6" "$tls6" 75
+  suite "HTTPS over IPv6" 75 tls "^tls: (FAIL|[0-9]+ passed)|^tls: wrk" env TLS_FAMILY=ipv6 scripts/tls-e2e.sh .build/debug/iotcp-fileserver
 
   echo "== AccelTCP offloads: SYN cookies on the NIC under a SYN flood, cookie edge cases with Linux clients"
-  scripts/accel-e2e.sh .build/debug/iotcp-fileserver | tee "$log" | grep -E "^accel: (FAIL|[0-9]+ passed)|^accel: [a-z]+: sent" || true
-  grep -qE "^accel: [0-9]+ passed, 0 failed" "$log" || { echo "AccelTCP offload checks failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
-  accel=$(sed -nE "s/^accel: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "AccelTCP offloads" "$accel" 43
-
+  suite "AccelTCP offloads" 43 accel "^accel: (FAIL|[0-9]+ passed)|^accel: [a-z]+: sent" scripts/accel-e2e.sh .build/debug/iotcp-fileserver
   echo "== AccelTCP offloads over IPv6: the same checks, the server on an IPv6 address alone"
-  ACCEL_FAMILY=ipv6 scripts/accel-e2e.sh .build/debug/iotcp-fileserver | tee "$log" | grep -E "^accel: (FAIL|[0-9]+ passed)|^accel: [a-z]+: sent" || true
-  grep -qE "^accel: [0-9]+ passed, 0 failed" "$log" || { echo "AccelTCP offload checks over IPv6 failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
-  accel6=$(sed -nE "s/^accel: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "AccelTCP offloads over IPv6" "$accel6" 43
+  suite "AccelTCP offloads over IPv6" 43 accel "^accel: (FAIL|[0-9]+ passed)|^accel: [a-z]+: sent" \
+    env ACCEL_FAMILY=ipv6 scripts/accel-e2e.sh .build/debug/iotcp-fileserver
 
   echo "== splicing: iotcp-proxy in front of nginx and lighttpd, 0 B-200 MiB, loss, resets, a vanishing client, tshark"
-  scripts/proxy-e2e.sh .build/debug/iotcp-proxy | tee "$log" | grep -E "^proxy: (FAIL|[0-9]+ passed)" || true
-  grep -qE "^proxy: [0-9]+ passed, 0 failed" "$log" || { echo "splicing checks failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
-  proxy=$(sed -nE "s/^proxy: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "splicing" "$proxy" 40
-
+  suite "splicing" 40 proxy "^proxy: (FAIL|[0-9]+ passed)" scripts/proxy-e2e.sh .build/debug/iotcp-proxy
   echo "== splicing over IPv6: the same checks, client, proxy and backends on IPv6 addresses (SPLICE6)"
-  PROXY_FAMILY=ipv6 scripts/proxy-e2e.sh .build/debug/iotcp-proxy | tee "$log" | grep -E "^proxy: (FAIL|[0-9]+ passed)" || true
-  grep -qE "^proxy: [0-9]+ passed, 0 failed" "$log" || { echo "splicing checks over IPv6 failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
-  proxy6=$(sed -nE "s/^proxy: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "splicing over IPv6" "$proxy6" 40
+  suite "splicing over IPv6" 40 proxy "^proxy: (FAIL|[0-9]+ passed)" env PROXY_FAMILY=ipv6 scripts/proxy-e2e.sh .build/debug/iotcp-proxy
 
   echo "== iotcp as a library: a package of its own depending on it by path, built and serving"
-  scripts/downstream.sh | tee "$log" | grep -E "^downstream:" || true
-  grep -qE "^downstream: [0-9]+ passed, 0 failed" "$log" || { echo "the downstream package failed" >&2; tail -30 "$log" >&2; exit 1; }
-  downstream=$(sed -nE "s/^downstream: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "the downstream package" "$downstream" 5
+  suite "the downstream package" 5 downstream "^downstream:" scripts/downstream.sh
 
   echo "== libiotcp from C: installed with pkg-config, a C server on it, curl downloads, every error path"
-  scripts/c-tests.sh | tee "$log" | grep -E "^c-tests:" || true
-  grep -qE "^c-tests: [0-9]+ passed, 0 failed" "$log" || { echo "the C library checks failed" >&2; tail -30 "$log" >&2; exit 1; }
-  ctests=$(sed -nE "s/^c-tests: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "the C library" "$ctests" 109
+  suite "the C library" 109 c-tests "^c-tests:" scripts/c-tests.sh
 
   echo "== lighttpd on iotcp: Debian's lighttpd 1.4.69 patched, embedded and split, curl and wrk"
-  scripts/lighttpd-e2e.sh .build/debug/iotcp-nic | tee "$log" | grep -E "^lighttpd: (FAIL|[0-9]+ passed)|wrk: .*(requests in|Socket errors|Non-2xx)" || true
-  grep -qE "^lighttpd: [0-9]+ passed, 0 failed" "$log" || { echo "lighttpd on iotcp failed" >&2; tail -30 "$log" >&2; exit 1; }
-  lighttpd=$(sed -nE "s/^lighttpd: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "lighttpd on iotcp" "$lighttpd" 77
-
+  suite "lighttpd on iotcp" 77 lighttpd "^lighttpd: (FAIL|[0-9]+ passed)|wrk: .*(requests in|Socket errors|Non-2xx)" \
+    scripts/lighttpd-e2e.sh .build/debug/iotcp-nic
   echo "== lighttpd on iotcp over IPv6: the same checks, every client over IPv6 (the stack given both families)"
-  LIGHTTPD_FAMILY=ipv6 scripts/lighttpd-e2e.sh .build/debug/iotcp-nic | tee "$log" | grep -E "^lighttpd: (FAIL|[0-9]+ passed)|wrk: .*(requests in|Socket errors|Non-2xx)" || true
-  grep -qE "^lighttpd: [0-9]+ passed, 0 failed" "$log" || { echo "lighttpd on iotcp over IPv6 failed" >&2; tail -30 "$log" >&2; exit 1; }
-  lighttpd6=$(sed -nE "s/^lighttpd: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "lighttpd on iotcp over IPv6" "$lighttpd6" 77
+  suite "lighttpd on iotcp over IPv6" 77 lighttpd "^lighttpd: (FAIL|[0-9]+ passed)|wrk: .*(requests in|Socket errors|Non-2xx)" \
+    env LIGHTTPD_FAMILY=ipv6 scripts/lighttpd-e2e.sh .build/debug/iotcp-nic
 
   echo "== soak: minutes of lossy mixed traffic with aborting, stalling and vanishing clients, then nothing left"
-  SOAK_SECONDS=${SOAK_SECONDS:-60} scripts/soak.sh .build/debug | tee "$log" | grep -E "^soak:" | grep -vE "^soak: (PASS)" || true
-  grep -qE "^soak: [0-9]+ passed, 0 failed" "$log" || { echo "soak checks failed:" >&2; grep -E "FAIL" "$log" >&2; exit 1; }
-  soak=$(sed -nE "s/^soak: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "the soak" "$soak" 19
+  suite "the soak" 19 soak "^soak: (FAIL|[0-9]+ passed|[0-9]+ \(IPv4\)|back to idle)" env SOAK_SECONDS="${SOAK_SECONDS:-60}" scripts/soak.sh .build/debug
 
   echo "== RDMA testbed: a VM with Soft-RoCE and an NVMe disk, iotcp split across RDMA"
-  scripts/rdma-vm.sh .build/debug | tee "$log" | grep -vE "^vm: (PASS|figures)" || true
-  grep -qE "^vm: [0-9]+ passed, 0 failed" "$log" || { echo "RDMA testbed checks failed" >&2; exit 1; }
-  vm=$(sed -nE "s/^vm: ([0-9]+) passed.*/\1/p" "$log" | tail -1)
-  require "the RDMA VM" "$vm" 32
+  suite "the RDMA VM" 32 vm "^vm: (FAIL|diag|[0-9]+ passed)|^rdma-vm:" scripts/rdma-vm.sh .build/debug
 fi
 
 echo "== fuzz (${fuzz_seconds}s per target)"
 scripts/fuzz.sh "$fuzz_seconds" | tee "$log"
 fuzz=$(sed -nE "s/^fuzz: ([0-9]+) targets passed/\1/p" "$log" | tail -1)
 require "fuzz" "$fuzz" 4
+total=$((total + fuzz))
 
 skipped=""
 [ "$root" = no ] && skipped=" (root-only stages NOT run)"
-echo "iotcp: $((unit + live + e2e + e2e6 + tls + tls6 + accel + accel6 + proxy + proxy6 + downstream + ctests + lighttpd + lighttpd6 + soak + vm + fuzz)) passed, 0 failed$skipped"
+echo "iotcp: $total passed, 0 failed$skipped"
