@@ -33,6 +33,8 @@
 # Usage (root): scripts/compare.sh [SECONDS]     SECONDS per run, default 10
 #   SCENARIO=warm|cold|https|short|proxy|ipv6|both (default warm; both is warm and cold)  PROXY_MODES="keepalive close"  SIZES="4096 65536 512000 10485760"  CONNECTIONS="100 1600"
 #   SERVERS="..." (default per scenario)  COLD_CACHE_MIB=256  COLD_FACTOR=4  ZIPF=0.9
+#   ROUNDS=N     measures every cell N times, each round starting at the next server, and reports medians
+#                (with each cell's range) instead of single runs
 #   PROFILE=DIR  records CPU 0 with `perf record -g` during each run into DIR (perf's cost then skews the
 #                figures: profile and measure in separate runs)
 set -euo pipefail
@@ -331,13 +333,19 @@ files() {
   probe=file-${sizes[0]}.bin
   results="$work/results-$scenario_now.jsonl"
   : > "$results"
-  for server in "${servers[@]}"; do
-    echo "== $scenario_now: $server"
-    start "$server"
-    for size in "${sizes[@]}"; do
-      for conns in "${connections[@]}"; do measure "$server" "$size" "$conns" "$url_base/file-$size.bin" "${wrk_extra[@]}"; done
+  local rounds=${ROUNDS:-1} round
+  for ((round = 0; round < rounds; round++)); do
+    # Each round starts at the next server: on this machine a cell's rate drifts by up to a fifth from one
+    # minute to the next, and one server should not always be the one measured second.
+    local shift=$((round % ${#servers[@]}))
+    for server in "${servers[@]:shift}" "${servers[@]:0:shift}"; do
+      echo "== $scenario_now: $server$([ "$rounds" -gt 1 ] && echo " (round $((round + 1)) of $rounds)")"
+      start "$server"
+      for size in "${sizes[@]}"; do
+        for conns in "${connections[@]}"; do measure "$server" "$size" "$conns" "$url_base/file-$size.bin" "${wrk_extra[@]}"; done
+      done
+      stop
     done
-    stop
   done
   python3 scripts/compare-parse.py --report "$results" "Docs/benchmarks/$output"
   gnuplot "Docs/benchmarks/$output.gnuplot" && echo "compare: wrote Docs/benchmarks/$output.{json,md,png}"
