@@ -39,6 +39,9 @@ status=$(client -o "$work/got" -w '%{http_code}' http://10.66.0.2:8080/big.bin |
 check "3 MB through the library: status and sha256" "200 $(sha256sum < "$work/www/big.bin")" "$status $(sha256sum < "$work/got")"
 check "a small file" "hello through iotcp" "$(client http://10.66.0.2:8080/sub/small.txt || true)"
 check "a missing file is 404" 404 "$(client -o /dev/null -w '%{http_code}' http://10.66.0.2:8080/missing || true)"
+status=$(client -o "$work/got6" -w '%{http_code}' 'http://[fd66::2]:8080/big.bin' || true)
+check "over IPv6: 3 MB, status and sha256" "200 $(sha256sum < "$work/www/big.bin")" "$status $(sha256sum < "$work/got6")"
+check "over IPv6: a missing file is 404" 404 "$(client -o /dev/null -w '%{http_code}' 'http://[fd66::2]:8080/missing' || true)"
 kill -TERM "$server_pid"
 wait "$server_pid" 2>/dev/null || true
 server_pid=

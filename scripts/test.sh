@@ -98,7 +98,7 @@ if [ "$root" = yes ]; then
   suite "splicing over IPv6" 40 proxy "^proxy: (FAIL|[0-9]+ passed)" env PROXY_FAMILY=ipv6 scripts/proxy-e2e.sh .build/debug/iotcp-proxy
 
   echo "== iotcp as a library: a package of its own depending on it by path, built and serving"
-  suite "the downstream package" 5 downstream "^downstream:" scripts/downstream.sh
+  suite "the downstream package" 7 downstream "^downstream:" scripts/downstream.sh
 
   echo "== libiotcp from C: installed with pkg-config, a C server on it, curl downloads, every error path"
   suite "the C library" 109 c-tests "^c-tests:" scripts/c-tests.sh

@@ -19,7 +19,7 @@ import IOTCPCommon
 ///
 /// Splices of either family (both connections and the local address of one family, as SPLICE6 or SPLICE
 /// carries them): IPv6 peers are indexed by `EndpointKey6` beside IPv4's one-word keys, and their packets are
-/// rewritten the same way (no header checksum; segments with extension headers are not relayed). Packets
+/// rewritten the same way (no header checksum; extension headers, addressed to us, are left out). Packets
 /// the kernel left unfinished (super-segments, partial checksums) arrive over IPv4 only, so joining relayed
 /// packets is IPv4's.
 extension NICDataPlane {
@@ -265,18 +265,31 @@ extension NICDataPlane {
             from.expectedSequence = end
             if !from.pastStart && from.expectedSequence - from.receiveStart > Self.largestWindow { from.pastStart = true }
         }
-        // The rewrite works in place: in the wire's buffer when the caller lends it, else in a copy.
-        let length = ipBytes.count
+        // The rewrite works in place: in the wire's buffer when the caller lends it, else in a copy. TCP
+        // starts after IPv4's header with its options, or after IPv6's fixed header.
+        var length = ipBytes.count
         let packet: UnsafeMutableRawBufferPointer
-        if offload != nil {
-            packet = UnsafeMutableRawBufferPointer(mutating: ipBytes)
-        } else {
+        let tcp: Int
+        let arrivedAt = view.bytes.baseAddress! - ipBytes.baseAddress!
+        if !source.isIPv4 && arrivedAt > IPv6PacketView.headerLength {
+            // IPv6 extension headers (walked and checked on receipt) were the sender's words to us, not to
+            // the other peer: the relayed packet is the fixed header and the segment, as we would send it.
+            tcp = IPv6PacketView.headerLength
+            length = tcp + view.bytes.count
             packet = UnsafeMutableRawBufferPointer(rebasing: spliceScratch[0..<length])
-            packet.copyMemory(from: ipBytes)
+            packet.copyMemory(from: UnsafeRawBufferPointer(rebasing: ipBytes[0..<tcp]))
+            UnsafeMutableRawBufferPointer(rebasing: packet[tcp...]).copyMemory(from: view.bytes)
+            packet.storeBigEndian(UInt16(view.bytes.count), at: 4)
+            packet[6] = IPProtocol.tcp.rawValue
+        } else {
+            if offload != nil {
+                packet = UnsafeMutableRawBufferPointer(mutating: ipBytes)
+            } else {
+                packet = UnsafeMutableRawBufferPointer(rebasing: spliceScratch[0..<length])
+                packet.copyMemory(from: ipBytes)
+            }
+            tcp = source.isIPv4 ? Int(packet[0] & 0x0F) * 4 : IPv6PacketView.headerLength
         }
-        // Where TCP starts: after IPv4's header with its options, or IPv6's fixed header (a segment behind
-        // extension headers is refused by the rewrite below).
-        let tcp = source.isIPv4 ? Int(packet[0] & 0x0F) * 4 : IPv6PacketView.headerLength
         if acknowledgment != arrivedAcknowledgment {
             var checksum = UnsafeRawBufferPointer(packet).bigEndianUInt16(at: tcp + 16)
             SpliceRewrite.replace32(packet, at: tcp + 8, with: acknowledgment.rawValue, checksum: &checksum)

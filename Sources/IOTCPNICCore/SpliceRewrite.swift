@@ -115,7 +115,7 @@ public struct SpliceRewrite: Hashable, Sendable {
         let ipv6 = !source.isIPv4
         let ipHeader: Int, total: Int
         if ipv6 {
-            // TCP straight after the fixed header: the relay passes no extension headers on.
+            // TCP straight after the fixed header: the relay leaves extension headers out before it gets here.
             guard bytes.count >= 60, bytes[0] >> 4 == 6, bytes[6] == 6 else { return false }
             ipHeader = IPv6PacketView.headerLength
             total = ipHeader + Int(bytes.bigEndianUInt16(at: 4))

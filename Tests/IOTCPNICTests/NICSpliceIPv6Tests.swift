@@ -90,6 +90,34 @@ struct NICSpliceIPv6Tests {
         #expect(nic.counters.splicedSegments == 2 && nic.counters.splicedBytes == 1000 + upload.count)
     }
 
+    @Test("a client segment behind a Destination Options header reaches the backend without it, rewritten and summed")
+    func extensionHeadersLeftOut() throws {
+        var output = CollectingNICOutput()
+        let nic = spliced(output: &output)
+        _ = sent(&output)
+        let upload = Array("behind options".utf8)
+        var packet = segment(from: Self.client, flags: [.ack, .psh], sequence: clientReceiveNext, acknowledgment: clientSendNext,
+                             payload: upload, timestamp: 7_005, echo: 100_000)
+        // Next header TCP, length 0 (8 bytes), a PadN option of four bytes; the TCP checksum is unchanged (its
+        // pseudo-header counts the segment's length, not the packet's).
+        let options: [UInt8] = [6, 0, 1, 4, 0, 0, 0, 0]
+        packet.insert(contentsOf: options, at: 40)
+        packet[6] = 60
+        let payloadLength = Int(packet[4]) << 8 | Int(packet[5])
+        packet[4] = UInt8((payloadLength + 8) >> 8)
+        packet[5] = UInt8((payloadLength + 8) & 0xFF)
+        packet.withUnsafeBytes { nic.receive(packet: $0, now: start + Nanoseconds.millisecond, output: &output) }
+        let raw = try #require(output.packets.first)
+        #expect(raw[6] == 6 && raw.count == packet.count - 8, "the relayed packet has TCP straight after the fixed header")
+        #expect(Int(raw[4]) << 8 | Int(raw[5]) == payloadLength)
+        let toBackend = try #require(sent(&output).first)
+        #expect(toBackend.from == Self.proxy && toBackend.to == Self.backend && toBackend.checksumGood)
+        #expect(toBackend.segment.sourcePort == 33_000 && toBackend.segment.destinationPort == 8080)
+        #expect(toBackend.segment.sequenceNumber == headEnd && toBackend.segment.acknowledgmentNumber == backendReceiveNext)
+        #expect(toBackend.segment.options.timestamps == TCPTimestamps(value: 7_005 &+ (200_000 &- 7_000), echoReply: 3_000))
+        #expect(toBackend.payload == upload && output.packetsIn.isEmpty && nic.counters.splicedSegments == 1)
+    }
+
     @Test("both FINs acknowledged: lingers, then SPLICE_ENDED names the IPv6 backend; a RST at the stream's place ends another at once")
     func endings() throws {
         var output = CollectingNICOutput()

@@ -1,5 +1,6 @@
 // Serves the files under a folder to clients in a network namespace, one response per connection:
-// `HelloOffload ROOT` (as root), then `ip netns exec hello curl http://10.66.0.2:8080/PATH`.
+// `HelloOffload ROOT` (as root), then `ip netns exec hello curl http://10.66.0.2:8080/PATH` (or
+// `http://[fd66::2]:8080/PATH`).
 // The host side parses the request and decides what to send; the file's bytes never enter it: the NIC
 // half reads them and puts them on the wire.
 import Glibc
@@ -110,14 +111,21 @@ final class HelloServer {
 signal(SIGINT) { _ in stopRequested = 1 }
 signal(SIGTERM) { _ in stopRequested = 1 }
 let root = CommandLine.arguments.count > 1 ? CommandLine.arguments[1] : "/srv/www"
-let namespace = try NetworkNamespace(name: "hello", address: "10.66.0.2/24")
+// Both families: the namespace side gets 10.66.0.1 and fd66::1, the stack 10.66.0.2 and fd66::2.
+let namespace = try NetworkNamespace(name: "hello", address: "10.66.0.2/24,fd66::2/64")
 let tap = try TapDevice(name: "hello0")
 try namespace.create(with: tap)
 defer { namespace.remove() }
-let nic = try EmbeddedNIC(tap: tap, address: namespace.stackAddress, files: try FileTable(root: root))
+let nic = try EmbeddedNIC(
+    tap: tap, address: namespace.stackAddress,
+    ipv6: namespace.ipv6.map { IPv6Settings(address: $0.stackAddress, prefixLength: $0.prefixLength) },
+    files: try FileTable(root: root))
 nic.start()
 defer { nic.stop() }
-let server = try HelloServer(stack: IOTCPStack(channel: nic.hostChannel, address: namespace.stackAddress), port: 8080)
-print("serving \(root) at http://\(namespace.stackAddress):8080/ in network namespace \(namespace.name)")
+// One listener serves clients of either family.
+let stack = IOTCPStack(channel: nic.hostChannel, address: namespace.stackAddress, ipv6Address: namespace.ipv6?.stackAddress)
+let server = try HelloServer(stack: stack, port: 8080)
+print("serving \(root) at http://\(namespace.stackAddress):8080/ and http://[\(namespace.ipv6!.stackAddress)]:8080/ "
+    + "in network namespace \(namespace.name)")
 fflush(nil)  // standard output may be a file or a pipe: scripts wait for this line
 try server.run()
