@@ -249,8 +249,9 @@ def report(results_path, prefix):
                                                              r["user_copies_per_byte"], r["disk_reads_per_byte"]))
     ratios += ipv6_against_ipv4(results)
     if rounds > 1:
-        lines = ["Medians of %d rounds (each round starting at the next server); every run is in %s.json." % (
-            rounds, prefix.split("/")[-1]), ""] + lines
+        how = ("IPv4 and IPv6 back to back against the same server process" if prefix.endswith("-paired")
+               else "each round starting at the next server")
+        lines = ["Medians of %d rounds (%s); every run is in %s.json." % (rounds, how, prefix.split("/")[-1]), ""] + lines
     with open(prefix + ".md", "w") as out:
         out.write("\n".join(lines + ratios) + "\n")
 

@@ -18,6 +18,8 @@
 #         proxy_pass; host CPU per GB against HAProxy's.
 #   ipv6  iotcp embedded and split with clients over IPv4 and over IPv6 on the same run (4 KiB, 500 KiB,
 #         10 MiB), nginx for scale.
+#   ipv6-paired  the same without nginx, each server started once with both families and every cell measured
+#         over IPv4 and IPv6 back to back in each of ROUNDS rounds (Docs/benchmarks/compare-ipv6-paired.*)
 #   cold  a library of 500 KiB files four times larger than the page cache the servers may use (each server
 #         runs in a memory cgroup with the same limit, caches dropped before each), requests spread over it
 #         by a Zipf law: iotcp split (buffered reads through io_uring, and O_DIRECT), nginx with sendfile,
@@ -31,7 +33,7 @@
 # Writes Docs/benchmarks/compare.json, compare.md and compare.png (or compare-cold.*).
 #
 # Usage (root): scripts/compare.sh [SECONDS]     SECONDS per run, default 10
-#   SCENARIO=warm|cold|https|short|proxy|ipv6|both (default warm; both is warm and cold)  PROXY_MODES="keepalive close"  SIZES="4096 65536 512000 10485760"  CONNECTIONS="100 1600"
+#   SCENARIO=warm|cold|https|short|proxy|ipv6|ipv6-paired|both (default warm; both is warm and cold)  PROXY_MODES="keepalive close"  SIZES="4096 65536 512000 10485760"  CONNECTIONS="100 1600"
 #   SERVERS="..." (default per scenario)  COLD_CACHE_MIB=256  COLD_FACTOR=4  ZIPF=0.9
 #   ROUNDS=N     measures every cell N times, each round starting at the next server, and reports medians
 #                (with each cell's range) instead of single runs
@@ -487,13 +489,44 @@ ipv6() {
     "${SERVERS:-iotcp-embedded iotcp-embedded-ipv6 iotcp-split iotcp-split-ipv6 nginx}"
 }
 
+# The same, paired: each server started once with both families, and every round measures each cell over
+# IPv4 and over IPv6 back to back (which family goes first alternating), so the two meet the same process
+# and the same minute. Medians of ROUNDS (default 5) rounds.
+ipv6_paired() {
+  scenario_now=ipv6
+  local sizes=(${SIZES:-4096 512000 10485760}) servers=(${SERVERS:-iotcp-embedded iotcp-split}) rounds=${ROUNDS:-5} round
+  local hosts=(10.97.0.2 '[fd97::2]')
+  for size in "${sizes[@]}"; do head -c "$size" /dev/urandom > "$work/www/file-$size.bin"; done
+  probe=file-${sizes[0]}.bin
+  results="$work/results-ipv6-paired.jsonl"
+  : > "$results"
+  for server in "${servers[@]}"; do
+    echo "== ipv6, paired: $server (both families, $rounds rounds)"
+    start "$server-ipv6"
+    local labels=("$server" "$server-ipv6")
+    for ((round = 0; round < rounds; round++)); do
+      for size in "${sizes[@]}"; do
+        for conns in "${connections[@]}"; do
+          for family in $((round % 2)) $((1 - round % 2)); do
+            measure "${labels[family]}" "$size" "$conns" "http://${hosts[family]}:8080/file-$size.bin"
+          done
+        done
+      done
+    done
+    stop
+  done
+  python3 scripts/compare-parse.py --report "$results" Docs/benchmarks/compare-ipv6-paired
+  gnuplot Docs/benchmarks/compare-ipv6-paired.gnuplot && echo "compare: wrote Docs/benchmarks/compare-ipv6-paired.{json,md,png}"
+}
+
 case $scenario in
   warm) warm ;;
   ipv6) ipv6 ;;
+  ipv6-paired) ipv6_paired ;;
   short) short ;;
   proxy) proxy ;;
   https) https ;;
   cold) cold ;;
   both) warm; cold ;;
-  *) echo "compare: SCENARIO is warm, cold, https, short, proxy, ipv6 or both" >&2; exit 2 ;;
+  *) echo "compare: SCENARIO is warm, cold, https, short, proxy, ipv6, ipv6-paired or both" >&2; exit 2 ;;
 esac
