@@ -331,10 +331,7 @@ measure() {
 files() {
   scenario_now=$1
   local output=$2 sizes=($3) servers=($4)
-  for size in "${sizes[@]}"; do head -c "$size" /dev/urandom > "$work/www/file-$size.bin"; done
-  probe=file-${sizes[0]}.bin
-  results="$work/results-$scenario_now.jsonl"
-  : > "$results"
+  new_files "${sizes[@]}"
   local rounds=${ROUNDS:-1} round
   for ((round = 0; round < rounds; round++)); do
     # Each round starts at the next server: on this machine a cell's rate drifts by up to a fifth from one
@@ -349,8 +346,21 @@ files() {
       stop
     done
   done
-  python3 scripts/compare-parse.py --report "$results" "Docs/benchmarks/$output"
-  gnuplot "Docs/benchmarks/$output.gnuplot" && echo "compare: wrote Docs/benchmarks/$output.{json,md,png}"
+  report "$output"
+}
+
+# new_files SIZE...: one file of each size in the page cache, the first the start probe, and no results yet.
+new_files() {
+  for size in "$@"; do head -c "$size" /dev/urandom > "$work/www/file-$size.bin"; done
+  probe=file-$1.bin
+  results="$work/results-$scenario_now.jsonl"
+  : > "$results"
+}
+
+# report OUTPUT: the tables and chart of this run's results in Docs/benchmarks/OUTPUT.{json,md,png}.
+report() {
+  python3 scripts/compare-parse.py --report "$results" "Docs/benchmarks/$1"
+  gnuplot "Docs/benchmarks/$1.gnuplot" && echo "compare: wrote Docs/benchmarks/$1.{json,md,png}"
 }
 
 wrk_extra=()
@@ -496,10 +506,7 @@ ipv6_paired() {
   scenario_now=ipv6
   local sizes=(${SIZES:-4096 512000 10485760}) servers=(${SERVERS:-iotcp-embedded iotcp-split}) rounds=${ROUNDS:-5} round
   local hosts=(10.97.0.2 '[fd97::2]')
-  for size in "${sizes[@]}"; do head -c "$size" /dev/urandom > "$work/www/file-$size.bin"; done
-  probe=file-${sizes[0]}.bin
-  results="$work/results-ipv6-paired.jsonl"
-  : > "$results"
+  new_files "${sizes[@]}"
   for server in "${servers[@]}"; do
     echo "== ipv6, paired: $server (both families, $rounds rounds)"
     start "$server-ipv6"
@@ -515,8 +522,7 @@ ipv6_paired() {
     done
     stop
   done
-  python3 scripts/compare-parse.py --report "$results" Docs/benchmarks/compare-ipv6-paired
-  gnuplot Docs/benchmarks/compare-ipv6-paired.gnuplot && echo "compare: wrote Docs/benchmarks/compare-ipv6-paired.{json,md,png}"
+  report compare-ipv6-paired
 }
 
 case $scenario in

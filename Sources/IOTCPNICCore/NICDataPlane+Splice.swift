@@ -502,9 +502,11 @@ extension NICDataPlane {
 
     func forgetSplice(_ slot: Int) {
         guard splices[slot].state != .free else { return }
-        for (peer, entry) in [(splices[slot].client, Int32(slot << 1)), (splices[slot].backend, Int32(slot << 1 | 1))] {
-            splicesByEndpoints.remove(remote: peer.remoteAddress, remotePort: peer.remotePort, localPort: peer.localPort, ifStill: entry)
-        }
+        let client = splices[slot].client, backend = splices[slot].backend
+        splicesByEndpoints.remove(remote: client.remoteAddress, remotePort: client.remotePort, localPort: client.localPort,
+                                  ifStill: Int32(slot << 1))
+        splicesByEndpoints.remove(remote: backend.remoteAddress, remotePort: backend.remotePort, localPort: backend.localPort,
+                                  ifStill: Int32(slot << 1 | 1))
         spliceHeadBytes -= splices[slot].head.count
         spliceWheel.schedule(slot, at: nil)
         splices[slot] = SpliceConnection()
