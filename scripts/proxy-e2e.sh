@@ -173,6 +173,15 @@ sleep 6  # the splices' linger
 state=$(describe)
 check "every splice ended and reported (SPLICE_ENDED), the relayed bytes counted" "16 0 yes" \
   "$(field splices-ended "$state") $(field splices-active "$state") $([ "$(field spliced-bytes "$state")" -ge "$total" ] && echo yes)"
+# curl closed each of those first (the backends keep connections alive): to the backend our side closed
+# first, so the host keeps each backend 4-tuple out of use for TIME-WAIT. A response the backend ends with
+# its own FIN (Connection: close) leaves TIME-WAIT to the backend.
+check "client closed first: every backend 4-tuple held in TIME-WAIT by the host" "16 16" \
+  "$(field backend-time-waits "$state") $(field backends-held "$state")"
+check "Connection: close, the backend closes first" "$(sha "$work/www/file-65536.bin")" "$(download /file-65536.bin -H 'Connection: close')"
+sleep 6
+state=$(describe)
+check "... and holds TIME-WAIT itself: the host holds nothing more" "17 16" "$(field splices-ended "$state") $(field backend-time-waits "$state")"
 stop_proxy
 
 # The capture of a few spliced downloads: both sides of each splice, checksums good, and the backend's bytes are

@@ -119,7 +119,8 @@ final class ProxyServer {
             + "backend-failures=\(counters.backendFailures) header-timeouts=\(counters.headerTimeouts) connect-timeouts=\(counters.connectTimeouts) "
             + "idle-timeouts=\(counters.idleTimeouts) copied-bytes=\(counters.copiedBytes) sessions=\(sessions.count) "
             + "splices-handed-over=\(stats.splicesHandedOver) splices-ended=\(stats.splicesEnded) splices-active=\(stack.engine.activeSplices) "
-            + "spliced-bytes=\(stats.splicedBytes) segments-in=\(stats.segmentsReceived)"
+            + "spliced-bytes=\(stats.splicedBytes) backend-time-waits=\(stats.backendTimeWaits) backends-held=\(stack.engine.backendsInTimeWait) "
+            + "segments-in=\(stats.segmentsReceived)"
     }
 
     // MARK: - The loop

@@ -77,6 +77,9 @@ extension NICDataPlane {
         var idle: UInt64 = 0
         var linger: UInt64 = 0
         var lingerUntil = Instant.zero
+        /// The client's FIN was passed on before the backend's came: the backend's side of our TIME-WAIT
+        /// is the host's to keep (SPLICE_ENDED says so).
+        var clientClosedFirst = false
         /// The head, its first sequence number in the backend connection, and its retransmission state.
         var head: [UInt8] = []
         var headStart = SequenceNumber(0)
@@ -320,7 +323,10 @@ extension NICDataPlane {
             let moved = arrivedTimestamp &+ from.rewrite.timestampValueDelta
             if Int32(bitPattern: moved &- to.lastTimestamp) > 0 { to.lastTimestamp = moved }
         }
-        if flags.contains(.fin) && from.finEnd == nil { from.finEnd = outEnd }
+        if flags.contains(.fin) && from.finEnd == nil {
+            from.finEnd = outEnd
+            if !fromBackend && to.finEnd == nil { entry.clientClosedFirst = true }
+        }
         // Their ACK, in our sending space on their connection, may cover the other's FIN.
         if flags.contains(.ack), let finEnd = to.finEnd, arrivedAcknowledgment >= finEnd, arrivedAcknowledgment <= from.sendNext {
             to.finAcknowledged = true
@@ -497,7 +503,8 @@ extension NICDataPlane {
         output.reply(.spliceEnded(entry.clientFlow, SpliceReport(
             backendFlow: entry.backendFlow, reason: reason, clientBytes: entry.client.bytes, backendBytes: entry.backend.bytes,
             backendAddress: entry.backend.remoteAddress, backendPort: entry.backend.remotePort,
-            backendLocalPort: entry.backend.localPort)))
+            backendLocalPort: entry.backend.localPort,
+            clientClosedFirst: entry.clientClosedFirst && (reason == .finished || reason == .reused))))
     }
 
     func forgetSplice(_ slot: Int) {

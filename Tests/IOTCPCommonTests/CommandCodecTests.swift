@@ -199,7 +199,8 @@ extension SeededGenerator {
             command = .spliceEnded(flow, SpliceReport(
                 backendFlow: FlowID(UInt32.random(in: 1...UInt32.max, using: &self)),
                 reason: SpliceEndReason(rawValue: UInt8.random(in: 0...5, using: &self))!, clientBytes: next(), backendBytes: next(),
-                backendAddress: backendAddress, backendPort: next16(), backendLocalPort: next16()))
+                backendAddress: backendAddress, backendPort: next16(), backendLocalPort: next16(),
+                clientClosedFirst: Bool.random(using: &self)))
         case .established:
             let shift: UInt8? = Bool.random(using: &self) ? UInt8.random(in: 0...14, using: &self) : nil
             owned = .established(HandshakeParameters(
@@ -467,11 +468,12 @@ struct CommandCodecTests {
             retransmissionTimeoutMilliseconds: 200, maximumRetransmissions: 15, idleTimeoutMilliseconds: 300_000, lingerMilliseconds: 5_000)
         let head = Array("GET / HTTP/1.1\r\n\r\n".utf8)
         var buffer = [UInt8](repeating: 0, count: 256)
+        let report = SpliceReport(backendFlow: FlowID(0x0A0B_0C0D), reason: .finished, clientBytes: 7, backendBytes: 0x0102_0304,
+                                  backendAddress: IPAddress(IPv4Address(10, 0, 0, 9)), backendPort: 8080, backendLocalPort: 33000,
+                                  clientClosedFirst: true)
         let bytes: [UInt8] = buffer.withUnsafeMutableBytes { raw in
             var writer = CommandWriter(buffer: raw)
             head.withUnsafeBytes { _ = writer.append(.splice(FlowID(9), parameters, head: $0)) }
-            let report = SpliceReport(backendFlow: FlowID(0x0A0B_0C0D), reason: .finished, clientBytes: 7, backendBytes: 0x0102_0304,
-                                      backendAddress: IPAddress(IPv4Address(10, 0, 0, 9)), backendPort: 8080, backendLocalPort: 33000)
             writer.append(.spliceEnded(FlowID(9), report))
             return Array(writer.finish(sequence: 1))
         }
@@ -485,12 +487,14 @@ struct CommandCodecTests {
         #expect(Array(bytes[(28 + 88)..<(28 + 88 + head.count)]) == head)
         let ended = 28 + 88 + head.count
         #expect(Array(bytes[ended..<(ended + 12)]) == [25, 0, 0, 0, 44, 0, 0, 0, 9, 0, 0, 0])
-        #expect(Array(bytes[(ended + 12)..<(ended + 44)]) == [0x0D, 0x0C, 0x0B, 0x0A, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0,
-                                                              4, 3, 2, 1, 0, 0, 0, 0, 9, 0, 0, 10, 0x90, 0x1F, 0xE8, 0x80])
+        #expect(Array(bytes[(ended + 12)..<(ended + 44)]) == [0x0D, 0x0C, 0x0B, 0x0A, 0, 1, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0,
+                                                              4, 3, 2, 1, 0, 0, 0, 0, 9, 0, 0, 10, 0x90, 0x1F, 0xE8, 0x80],
+                "reason 0 (finished), flags bit 0: the client closed first")
         bytes.withUnsafeBytes { raw in
             let (commands, errors) = decodeAll(raw)
             #expect(errors.isEmpty && commands.count == 2)
             #expect(commands.first == .splice(FlowID(9), parameters, head))
+            #expect(commands.last == .plain(String(describing: Command.spliceEnded(FlowID(9), report))))
         }
     }
 

@@ -68,9 +68,37 @@ struct SpliceHostTests {
             _ = try script.engine.connect(to: Script.remote, port: 8080, localPort: backendPort, now: script.now, output: &script.output)
         }
         script.engine.spliceEnded(SpliceReport(backendFlow: backend.flow, reason: .finished, clientBytes: 0, backendBytes: 1000,
-                                               backendAddress: IPAddress(Script.remote), backendPort: 8080, backendLocalPort: backendPort))
+                                               backendAddress: IPAddress(Script.remote), backendPort: 8080, backendLocalPort: backendPort),
+                                   now: script.now)
         #expect(script.engine.activeSplices == 0 && script.engine.statistics.splicedBytes == 1000)
+        #expect(script.engine.backendsInTimeWait == 0, "the backend closed first: its TIME-WAIT is its own")
         _ = try script.engine.connect(to: Script.remote, port: 8080, localPort: backendPort, now: script.now, output: &script.output)
+    }
+
+    @Test("a splice its client closed first: the backend's 4-tuple stays out of use for TIME-WAIT, then is free; a stray report holds nothing")
+    func backendTimeWait() throws {
+        var script = Script()
+        let (client, _, backend, backendPort, _) = try pair(&script, readCount: Self.request.count)
+        try script.engine.splice(client, to: backend, head: UnsafeRawBufferPointer(start: nil, count: 0), now: script.now, output: &script.output)
+        _ = script.output.take()
+        func report(localPort: UInt16) -> SpliceReport {
+            SpliceReport(backendFlow: backend.flow, reason: .finished, clientBytes: 10, backendBytes: 1000, backendAddress: IPAddress(Script.remote),
+                         backendPort: 8080, backendLocalPort: localPort, clientClosedFirst: true)
+        }
+        script.engine.spliceEnded(report(localPort: 40_123), now: script.now)
+        #expect(script.engine.backendsInTimeWait == 0 && script.engine.activeSplices == 1, "not a 4-tuple this engine handed over")
+        let ended = script.now
+        script.engine.spliceEnded(report(localPort: backendPort), now: ended)
+        #expect(script.engine.activeSplices == 0 && script.engine.backendsInTimeWait == 1 && script.engine.statistics.backendTimeWaits == 1)
+        let almost = ended + (script.engine.configuration.timeWaitDuration - Nanoseconds.millisecond)
+        #expect(throws: TCPError.portInUse(backendPort)) {
+            _ = try script.engine.connect(to: Script.remote, port: 8080, localPort: backendPort, now: almost, output: &script.output)
+        }
+        // Another backend port, or another backend, is not held.
+        _ = try script.engine.connect(to: Script.remote, port: 8081, localPort: backendPort, now: almost, output: &script.output)
+        let over = ended + script.engine.configuration.timeWaitDuration
+        _ = try script.engine.connect(to: Script.remote, port: 8080, localPort: backendPort, now: over, output: &script.output)
+        #expect(script.engine.backendsInTimeWait == 0, "forgotten once over (the connect walked the holds)")
     }
 
     @Test("refused, changing nothing: no NIC splicing, a backend that already sent data, data in flight, a head too long")

@@ -196,6 +196,28 @@ struct NICSpliceTests {
         let report = try #require(output.spliceEnds.first?.1)
         #expect(report.reason == .finished && report.backendBytes == 300 && report.clientBytes == 0)
         #expect(report.backendAddress == IPAddress(Self.backend) && report.backendPort == 8080 && report.backendLocalPort == 33_000)
+        #expect(!report.clientClosedFirst, "the backend closed first: TIME-WAIT is the backend's")
+    }
+
+    @Test("the client's FIN reaching the backend before the backend's: SPLICE_ENDED says so (our side's TIME-WAIT is the host's)")
+    func clientClosesFirst() throws {
+        var output = CollectingNICOutput()
+        let nic = spliced(output: &output)
+        _ = sent(&output)
+        var now = start + Nanoseconds.millisecond
+        fromBackend(nic, sequence: backendReceiveNext, acknowledgment: headEnd, payload: Array(repeating: 7, count: 300), at: now, output: &output)
+        _ = sent(&output)
+        now = now + Nanoseconds.millisecond
+        fromClient(nic, flags: [.ack, .fin], sequence: clientReceiveNext, acknowledgment: clientSendNext + 300, at: now, output: &output)
+        let fin = try #require(sent(&output).first)
+        #expect(fin.to == Self.backend && fin.segment.flags.contains(.fin) && fin.segment.sequenceNumber == headEnd)
+        now = now + Nanoseconds.millisecond
+        fromBackend(nic, flags: [.ack, .fin], sequence: backendReceiveNext + 300, acknowledgment: headEnd + 1, at: now, output: &output)
+        fromClient(nic, sequence: clientReceiveNext + 1, acknowledgment: clientSendNext + 301, at: now, output: &output)
+        #expect(sent(&output).count == 2 && nic.spliceCount == 1, "both passed on; lingering")
+        nic.poll(now: now + 5 * Nanoseconds.second + 2 * Nanoseconds.millisecond, output: &output)
+        let report = try #require(output.spliceEnds.first?.1)
+        #expect(report.reason == .finished && report.clientClosedFirst && report.backendBytes == 300)
     }
 
     @Test("a RST where the peer's stream stands is passed on and ends the splice; one elsewhere is passed on only")

@@ -232,7 +232,7 @@ public struct CommandReader {
             return .spliceEnded(flow, SpliceReport(
                 backendFlow: FlowID(u32(0)), reason: SpliceEndReason(rawValue: body[4]) ?? .reset, clientBytes: u64(8),
                 backendBytes: u64(16), backendAddress: readAddress(body, at: 24, ipv6: ipv6), backendPort: u16(ports),
-                backendLocalPort: u16(ports + 2)))
+                backendLocalPort: u16(ports + 2), clientClosedFirst: body[5] & SpliceReport.clientClosedFirstBit != 0))
         }
     }
 }

@@ -313,7 +313,7 @@ public struct CommandWriter: ~Copyable {
         case .spliceEnded(_, let report):
             body.storeLittleEndian(report.backendFlow.rawValue, at: 0)
             body[4] = report.reason.rawValue
-            body[5] = 0
+            body[5] = report.clientClosedFirst ? SpliceReport.clientClosedFirstBit : 0
             body.storeLittleEndian(UInt16(0), at: 6)
             body.storeLittleEndian(report.clientBytes, at: 8)
             body.storeLittleEndian(report.backendBytes, at: 16)

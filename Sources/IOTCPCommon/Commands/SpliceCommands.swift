@@ -134,10 +134,15 @@ public struct SpliceReport: Hashable, Sendable {
     public var backendAddress: IPAddress
     public var backendPort: UInt16
     public var backendLocalPort: UInt16
+    /// The client's FIN reached the backend before the backend sent its own: to the backend, our side of its
+    /// connection closed first, so that side's TIME-WAIT is ours to keep (the host keeps the backend's
+    /// 4-tuple out of use for it). False when the backend closed first (it keeps TIME-WAIT itself) or when
+    /// the splice ended otherwise.
+    public var clientClosedFirst: Bool
 
     public init(
         backendFlow: FlowID, reason: SpliceEndReason, clientBytes: UInt64, backendBytes: UInt64, backendAddress: IPAddress,
-        backendPort: UInt16, backendLocalPort: UInt16
+        backendPort: UInt16, backendLocalPort: UInt16, clientClosedFirst: Bool = false
     ) {
         self.backendFlow = backendFlow
         self.reason = reason
@@ -146,5 +151,11 @@ public struct SpliceReport: Hashable, Sendable {
         self.backendAddress = backendAddress
         self.backendPort = backendPort
         self.backendLocalPort = backendLocalPort
+        self.clientClosedFirst = clientClosedFirst
     }
+}
+
+extension SpliceReport {
+    /// Bit 0 of SPLICE_ENDED's flags byte (@5): `clientClosedFirst`.
+    @usableFromInline static let clientClosedFirstBit: UInt8 = 1
 }

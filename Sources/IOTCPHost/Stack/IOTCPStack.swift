@@ -574,7 +574,7 @@ public final class IOTCPStack {
                 engine.nicOffersHeads(hello.features & NICFeatures.sendHeads != 0)
                 engine.nicStarted()
             case .spliceEnded(_, let report):
-                engine.spliceEnded(report)
+                engine.spliceEnded(report, now: now)
             case .keepalive:
                 break
             case .open, .fstat, .closeFile, .flowOpen, .flowClose, .send, .sendWithHead, .retransmit, .acknowledged, .packetOut, .tlsKeys, .sendRecords,

@@ -24,6 +24,8 @@ public struct TCPStatistics: Hashable, Sendable {
     public var splicesHandedOver = 0
     public var splicesEnded = 0
     public var splicedBytes: UInt64 = 0
+    /// Splices ended with the client closing first, whose backend 4-tuple the host then held in TIME-WAIT.
+    public var backendTimeWaits = 0
     /// Handshakes completed (a valid cookie's ACK) while the accept queue was full: dropped unanswered, as
     /// Linux does, so the peer sends again once the application has accepted (a reset would fail it).
     public var acceptQueueOverflows = 0
@@ -80,6 +82,8 @@ public final class TCPEngine {
     @exclusivity(unchecked) public var ipv6SplicingOnNIC = false
     /// Backends' 4-tuples the NIC is relaying (until SPLICE_ENDED): no new connection may take one.
     @exclusivity(unchecked) private var splicedBackends: Set<EndpointKey> = []
+    /// Backends' 4-tuples whose TIME-WAIT is ours: their splice ended with the client closing first.
+    @exclusivity(unchecked) private var backendTimeWaits = HeldBackendEndpoints()
 
     private let secrets: ConnectionSecrets
     private let pool: ConnectionPool
@@ -200,10 +204,13 @@ public final class TCPEngine {
     ) throws(TCPError) -> TCPHandle {
         guard port != 0 else { throw .invalidArgument("port 0") }
         guard address.isIPv4 || localIPv6Address != nil else { throw .invalidArgument("\(address) is IPv6 and the stack has no IPv6 address") }
+        backendTimeWaits.expire(now: now)
         let chosen: UInt16
-        if let localPort { chosen = localPort } else { chosen = try ephemeralPort(for: address, remotePort: port) }
+        if let localPort { chosen = localPort } else { chosen = try ephemeralPort(for: address, remotePort: port, now: now) }
         let key = EndpointKey(remoteAddress: address, remotePort: port, localPort: chosen)
-        guard byEndpoints[key] == nil, !splicedBackends.contains(key) else { throw .portInUse(chosen) }
+        guard byEndpoints[key] == nil, !splicedBackends.contains(key), !backendTimeWaits.holds(key, now: now) else {
+            throw .portInUse(chosen)
+        }
         let slot = try allocateSlot()
         var connection = newConnection(in: slot, remote: address, localPort: chosen, remotePort: port, state: .synSent, now: now)
         // Its ending stays here: the host would not know its 4-tuple is still held by the NIC (TIME-WAIT) when
@@ -215,12 +222,15 @@ public final class TCPEngine {
         return connection.handle
     }
 
-    private func ephemeralPort(for address: IPAddress, remotePort: UInt16) throws(TCPError) -> UInt16 {
+    private func ephemeralPort(for address: IPAddress, remotePort: UInt16, now: Instant) throws(TCPError) -> UInt16 {
         for _ in 0..<(65536 - 32768) {
             let candidate = nextEphemeralPort
             nextEphemeralPort = nextEphemeralPort == 65535 ? 32768 : nextEphemeralPort + 1
             let key = EndpointKey(remoteAddress: address, remotePort: remotePort, localPort: candidate)
-            if byEndpoints[key] == nil && listeners[candidate] == nil && !splicedBackends.contains(key) { return candidate }
+            if byEndpoints[key] == nil && listeners[candidate] == nil && !splicedBackends.contains(key)
+                && !backendTimeWaits.holds(key, now: now) {
+                return candidate
+            }
         }
         throw .noFreePort
     }
@@ -885,16 +895,26 @@ public final class TCPEngine {
         }
     }
 
-    /// SPLICE_ENDED: the NIC has let go of a splice; its backend 4-tuple is free again.
-    public func spliceEnded(_ report: SpliceReport) {
+    /// SPLICE_ENDED: the NIC has let go of a splice. Its backend 4-tuple is free again, unless the client
+    /// closed first: then the backend saw our side close first and our side keeps TIME-WAIT for it, so the
+    /// 4-tuple stays out of use for `timeWaitDuration` from now.
+    public func spliceEnded(_ report: SpliceReport, now: Instant) {
         statistics.splicesEnded += 1
         statistics.splicedBytes += report.clientBytes &+ report.backendBytes
-        splicedBackends.remove(EndpointKey(remoteAddress: report.backendAddress, remotePort: report.backendPort,
-                                           localPort: report.backendLocalPort))
+        let key = EndpointKey(remoteAddress: report.backendAddress, remotePort: report.backendPort, localPort: report.backendLocalPort)
+        // Only a 4-tuple this engine handed over: a stray report must not hold ports.
+        guard splicedBackends.remove(key) != nil else { return }
+        if report.clientClosedFirst {
+            backendTimeWaits.hold(key, until: now + configuration.timeWaitDuration, now: now)
+            statistics.backendTimeWaits += 1
+        }
     }
 
     /// Splices the NIC is relaying for this engine.
     public var activeSplices: Int { splicedBackends.count }
+
+    /// Backends' 4-tuples in the TIME-WAIT the host keeps after splices their clients closed first.
+    public var backendsInTimeWait: Int { backendTimeWaits.count }
 
     /// A NIC that says HELLO starts with no splices: the backends' 4-tuples it held are free again.
     public func nicStarted() {
