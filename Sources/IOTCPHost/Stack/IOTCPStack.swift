@@ -31,32 +31,35 @@ public final class IOTCPStack {
     public let engine: TCPEngine
     public let channel: any CommandChannel
     private let sender: ChannelSender
+    // Unchecked for the engine's reason (`TCPEngine`): a stack is driven by one thread, and its methods do not
+    // hold an access to one of these across a call that takes another. The runtime's checks on them were
+    // about a fifth of the host thread's exclusivity bookkeeping under short connections.
     /// Connections with bytes written with `more` and not yet flushed.
-    private var corked: [TCPHandle] = []
+    @exclusivity(unchecked) private var corked: [TCPHandle] = []
     /// Connections with TCP_CORK on (`setCork`). A set: a server may leave every connection corked.
-    private var corkedConnections: Set<TCPHandle> = []
+    @exclusivity(unchecked) private var corkedConnections: Set<TCPHandle> = []
     private let clock: () -> Instant
 
     /// Registrations and the sockets that may be ready (the epoll half).
-    private var interest = EventRegistrations()
+    @exclusivity(unchecked) private var interest = EventRegistrations()
     /// Offloaded files: opens in flight, open files and who holds them up.
-    private var files = OffloadedFileTable()
+    @exclusivity(unchecked) private var files = OffloadedFileTable()
     /// Finished opens not yet returned by `wait`.
-    private var completions: [StackEvent] = []
+    @exclusivity(unchecked) private var completions: [StackEvent] = []
     /// The NIC's explanation for connections it failed.
-    private var nicFailures: [TCPHandle: IOTCPError] = [:]
+    @exclusivity(unchecked) private var nicFailures: [TCPHandle: IOTCPError] = [:]
     /// Where the stack says what went wrong beyond one call's error: the NIC's explanations for the
     /// connections it failed and malformed commands from the NIC (warning), the channel's
     /// failure (error). Nothing is logged per packet.
     public var logger: Logger
 
     /// The NIC's HELLO, once it came.
-    public private(set) var nic: Hello?
+    @exclusivity(unchecked) public private(set) var nic: Hello?
     /// Set when the channel to the NIC failed; every later call reports it.
-    public private(set) var channelFailure: ChannelError?
+    @exclusivity(unchecked) public private(set) var channelFailure: ChannelError?
     /// The events of the failure were returned by a `wait`; later waits throw.
-    private var channelFailureReported = false
-    public private(set) var statistics = Statistics()
+    @exclusivity(unchecked) private var channelFailureReported = false
+    @exclusivity(unchecked) public private(set) var statistics = Statistics()
     /// Messages and commands sent to the NIC, and the messages that waited because the channel was full.
     public var channelStatistics: ChannelSender.Statistics { sender.statistics }
 
