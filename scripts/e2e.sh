@@ -209,22 +209,32 @@ check "timeouts were counted (header, idle)" yes \
 rm -f "$work/www/pipe" "$work/www/private"
 
 # Out of descriptors: the server may hold few files; slow downloads take them all. The others must hear
-# 503 (resource exhaustion), never 404 (as if the file were missing).
-(ulimit -n 48; exec "$binary" --root "$work/www" --netns "$namespace" --address "$address" >"$work/emfile.out" 2>"$work/emfile.log") &
-server_pid=$!
-for _ in $(seq 100); do grep -q "^serving http://" "$work/emfile.out" 2>/dev/null && break; sleep 0.1; done
-for index in $(seq 40); do
-  client -o /dev/null -w '%{http_code}\n' --limit-rate 200k --max-time 4 "http://$web:8080/file-10485760.bin" >>"$work/emfile-codes" 2>/dev/null &
-done
-sleep 1.5
-extra=$(client -o /dev/null -w '%{http_code}' http://$web:8080/file-512000.bin)
-wait_for_curls() { for _ in $(seq 60); do [ -z "$(jobs -p | grep -v "^$server_pid$")" ] && break; sleep 0.2; done; }
-wait_for_curls
-codes=$(sort "$work/emfile-codes" | uniq -c | awk '{print $2}' | tr '\n' ' ')
+# 503 (resource exhaustion), never 404 (as if the file were missing). Each download opens the file itself
+# here (--open-file-cache 0); with the cache, the same downloads share one open and all get their file.
+slow_downloads() {  # slow_downloads CODES-FILE: 40 slow downloads of one file, then one of another
+  local server_args=$1 codes_file=$2
+  (ulimit -n 48; exec "$binary" --root "$work/www" --netns "$namespace" --address "$address" $server_args >"$work/emfile.out" 2>"$work/emfile.log") &
+  server_pid=$!
+  for _ in $(seq 100); do grep -q "^serving http://" "$work/emfile.out" 2>/dev/null && break; sleep 0.1; done
+  for index in $(seq 40); do
+    client -o /dev/null -w '%{http_code}\n' --limit-rate 200k --max-time 4 "http://$web:8080/file-10485760.bin" >>"$codes_file" 2>/dev/null &
+  done
+  sleep 1.5
+  extra=$(client -o /dev/null -w '%{http_code}' http://$web:8080/file-512000.bin)
+  for _ in $(seq 60); do [ -z "$(jobs -p | grep -v "^$server_pid$")" ] && break; sleep 0.2; done
+  codes=$(sort "$codes_file" | uniq -c | awk '{print $2}' | tr '\n' ' ')
+}
+slow_downloads "--open-file-cache 0" "$work/emfile-codes"
 check "out of descriptors: 503 Service Unavailable, never 404" yes \
   "$( (echo " $codes $extra " | grep -q ' 503 ') && ! (echo " $codes $extra " | grep -q ' 404 ') && echo yes || echo "codes: $codes, then $extra")"
 stop_server
 check "... the server was not taken down by it" "" "$(grep -iE 'fatal|crash' "$work/emfile.log" | head -2)"
+slow_downloads "" "$work/cached-codes"
+check "with the open-file cache, the 40 slow downloads share one open: none refused (curl's 4 s cut them short)" "200 200" \
+  "$(echo $codes) $extra"
+stop_server
+check "... 40 of the 41 requests answered from the cache" yes \
+  "$(grep -q 'open-file-cache-hits=39 open-file-cache-misses=2' "$work/emfile.log" && echo yes || grep -o 'open-file-cache-[a-z]*=[0-9]*' "$work/emfile.log" | tr '\n' ' ')"
 
 # A slow disk (30 ms a read): downloads arrive whole, the NIC reports its delay in every ECHO, and the host
 # retransmits nothing (it takes the NIC's delay out of its RTT).

@@ -77,9 +77,9 @@ if [ "$root" = yes ]; then
   total=$((total + live))
 
   echo "== end to end: iotcp-fileserver over a TAP, curl in a network namespace"
-  suite "e2e" 113 e2e "^e2e: (FAIL|[0-9]+ passed)|^e2e: wrk" scripts/e2e.sh .build/debug/iotcp-fileserver
+  suite "e2e" 115 e2e "^e2e: (FAIL|[0-9]+ passed)|^e2e: wrk" scripts/e2e.sh .build/debug/iotcp-fileserver
   echo "== end to end over IPv6: the same checks, every client over IPv6 (embedded and split)"
-  suite "e2e over IPv6" 118 e2e "^e2e: (FAIL|[0-9]+ passed)|^e2e: wrk" env E2E_FAMILY=ipv6 scripts/e2e.sh .build/debug/iotcp-fileserver
+  suite "e2e over IPv6" 120 e2e "^e2e: (FAIL|[0-9]+ passed)|^e2e: wrk" env E2E_FAMILY=ipv6 scripts/e2e.sh .build/debug/iotcp-fileserver
 
   echo "== HTTPS: iotcp-fileserver with TLS, file records sealed on the NIC; curl, openssl s_client, wrk, loss"
   suite "HTTPS" 75 tls "^tls: (FAIL|[0-9]+ passed)|^tls: wrk" scripts/tls-e2e.sh .build/debug/iotcp-fileserver

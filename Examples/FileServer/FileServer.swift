@@ -40,6 +40,9 @@ struct FileServer: ParsableCommand {
     @Option(help: "Offloaded files a connection may hold on the NIC (responses not yet acknowledged) before its next request waits.")
     var maxHeldFiles = 8
 
+    @Option(help: "Seconds an offloaded file's open is reused for later requests of its path (0: open and close the file for every request).")
+    var openFileCache: Double = 1
+
     @Option(help: "Serve Prometheus metrics (iotcp_host_*, and iotcp_nic_* when embedded) at http://ADDRESS:PORT/metrics on this machine's own network.")
     var metrics: String?
 
@@ -67,6 +70,7 @@ struct FileServer: ParsableCommand {
         for (name, value) in [("--header-timeout", headerTimeout), ("--idle-timeout", idleTimeout), ("--send-timeout", sendTimeout)] {
             try ServerOptions.checkSeconds(value, option: name)
         }
+        guard openFileCache >= 0, openFileCache <= 3600 else { throw ValidationError("--open-file-cache is 0 to 3600 seconds") }
         guard maxPendingInput >= HTTPRequest.maximumHead + 4, maxHeldFiles > 0 else {
             throw ValidationError("--max-pending-input at least \(HTTPRequest.maximumHead + 4), --max-held-files at least 1")
         }
@@ -115,7 +119,8 @@ struct FileServer: ParsableCommand {
                                configuration: tcpConfiguration, logger: logger)
         let hostMetrics = endpoint.map { _ in HostMetrics() }
         let server: HTTPServer
-        do { server = try HTTPServer(stack: stack, port: options.port, limits: limits, tls: tls, plainPort: httpPort) } catch {
+        let fileCache = OffloadedFileCache(validity: UInt64(openFileCache * 1e9))
+        do { server = try HTTPServer(stack: stack, port: options.port, limits: limits, tls: tls, plainPort: httpPort, fileCache: fileCache) } catch {
             throw RuntimeFailure("listening on port \(options.port)\(httpPort.map { " and \($0)" } ?? ""): \(error)")
         }
         server.accessLog = !quiet
@@ -153,8 +158,12 @@ struct FileServer: ParsableCommand {
         say("iotcp-fileserver: stopping; \(server.requests) requests served; host: retransmission-timeouts=\(recovery.timeouts) "
             + "fast-recoveries=\(recovery.fastRecoveries) segments-in=\(tcp.segmentsReceived) nic-handshakes=\(tcp.handshakesFromNIC) "
             + "host-syn-cookies=\(tcp.synCookiesSent) connections-opened=\(tcp.connectionsOpened) endings-on-nic=\(tcp.endingsHandedOver); http: header-timeouts=\(http.headerTimeouts) idle-timeouts=\(http.idleTimeouts) "
-            + "send-timeouts=\(http.sendTimeouts) refused=\(http.refused) read-pauses=\(http.readPauses)"
+            + "send-timeouts=\(http.sendTimeouts) refused=\(http.refused) read-pauses=\(http.readPauses) "
+            + "open-file-cache-hits=\(server.fileCache.statistics.hits) open-file-cache-misses=\(server.fileCache.statistics.misses)"
             + (server.tls != nil ? " tls-failures=\(http.tlsFailures) key-updates=\(http.keyUpdates)" : ""), to: 2)
+        // The files the cache kept open are closed before the NIC goes (it takes what was sent before `stop`).
+        server.closeCachedFiles()
+        stack.flush()
         if let embedded {
             embedded.stop()
             say("iotcp-fileserver: NIC counters: \(NICReport.line(embedded.runtime))", to: 2)

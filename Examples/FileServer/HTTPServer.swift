@@ -44,6 +44,14 @@ final class HTTPServer {
         var keyUpdates = 0
     }
     private var sessions: [UInt64: Session] = [:]
+    /// Opens of files reused by path for a second (`--open-file-cache`): a popular file costs no OPEN, STAT
+    /// and CLOSE_FILE per request, and its response goes out in the turn its request came.
+    private(set) var fileCache: OffloadedFileCache
+    /// Paths being opened on the NIC for one session, with the sessions that asked for them meanwhile
+    /// (they take the open from the cache when it comes: a burst of requests for a new file opens it once);
+    /// and the path of each open on its way, by the session that asked.
+    private var pathsOpening: [String: [UInt64]] = [:]
+    private var openerPaths: [UInt64: String] = [:]
     private var nextToken: UInt64 = 1
     private var events: [StackEvent] = []
     private var buffer = [UInt8](repeating: 0, count: 65536)
@@ -95,9 +103,11 @@ final class HTTPServer {
     let plainListener: Socket?
     private static let plainListenerToken = UInt64.max
 
-    init(stack: IOTCPStack, port: UInt16, limits: Limits = Limits(), tls: TLSServerContext? = nil, plainPort: UInt16? = nil) throws(IOTCPError) {
+    init(stack: IOTCPStack, port: UInt16, limits: Limits = Limits(), tls: TLSServerContext? = nil, plainPort: UInt16? = nil,
+         fileCache: OffloadedFileCache = OffloadedFileCache()) throws(IOTCPError) {
         self.stack = stack
         self.limits = limits
+        self.fileCache = fileCache
         self.tls = tls
         listener = try stack.listen(port: port, backlog: 4096)
         try stack.register(listener, interests: .acceptable, token: Self.listenerToken)
@@ -131,7 +141,8 @@ final class HTTPServer {
         return "sessions \(sessions.count) waiting for \(waiting.sorted { $0.key < $1.key }); TCP states \(states.sorted { $0.key < $1.key }); "
             + "queued \(queued) bytes, unacknowledged \(unacknowledged), idle with data queued \(blocked); "
             + "header-timeouts=\(counters.headerTimeouts) idle-timeouts=\(counters.idleTimeouts) send-timeouts=\(counters.sendTimeouts) "
-            + "refused=\(counters.refused)"
+            + "refused=\(counters.refused); open-file-cache: files=\(fileCache.count) hits=\(fileCache.statistics.hits) "
+            + "misses=\(fileCache.statistics.misses) overflows=\(fileCache.statistics.overflows)"
     }
 
     /// One turn of the loop.
@@ -148,13 +159,7 @@ final class HTTPServer {
                 if kinds.contains(.error) || kinds.contains(.hangUp) { finish(session, token: token); continue }
                 progress(session, token: token)
             case .offloadOpened(_, let result, let token):
-                guard let session = sessions[token], let request = session.opening else {
-                    if case .success(let file) = result { try? stack.offloadClose(file.id) }
-                    continue
-                }
-                session.opening = nil
-                opened(result, for: request, session: session)
-                progress(session, token: token)
+                openCompleted(result, token: token)
             }
         }
         let now = stack.now.nanoseconds
@@ -170,6 +175,7 @@ final class HTTPServer {
         if now >= lastSweep + 250_000_000 {
             lastSweep = now
             sweepTimeouts(now: now)
+            fileCache.expire(now: stack.now) { try? stack.offloadClose($0) }
         }
     }
 
@@ -402,7 +408,7 @@ final class HTTPServer {
             session.body = (body.file, body.offset + UInt64(taken), body.remaining - UInt64(taken))
         } catch { return false }
         if session.body!.remaining == 0 {
-            try? stack.offloadClose(body.file)
+            releaseFile(body.file)
             session.body = nil
             return true
         }
@@ -425,11 +431,54 @@ final class HTTPServer {
             respond(status: 414, session: session, keepAlive: request.keepAlive, request: request)
             return
         }
+        open(path, for: request, session: session)
+    }
+
+    /// The file of `request`: a cached open, the open already on its way for another request, or a new one.
+    private func open(_ path: String, for request: HTTPRequest, session: Session) {
+        if !pathsOpening.isEmpty, pathsOpening[path] != nil {
+            pathsOpening[path]!.append(session.token)
+            session.opening = request
+            return
+        }
+        if let file = fileCache.lookUp(path, now: stack.now) {
+            opened(.success(file), for: request, session: session)
+            return
+        }
         do throws(IOTCPError) {
             _ = try stack.offloadOpen(path, token: session.token)
             session.opening = request
+            if fileCache.validity > 0 {
+                pathsOpening[path] = []
+                openerPaths[session.token] = path
+            }
         } catch {
             respond(status: 400, session: session, keepAlive: request.keepAlive, request: request)
+        }
+    }
+
+    /// The NIC answered an open: the session that asked gets the file (or the error), and so do those that
+    /// asked for the same path meanwhile, through the cache. An open whose session has gone is given back.
+    private func openCompleted(_ result: Result<OffloadedFile, IOTCPError>, token: UInt64) {
+        let path = openerPaths.removeValue(forKey: token)
+        let waiting = path.flatMap { pathsOpening.removeValue(forKey: $0) } ?? []
+        if case .success(let file) = result, let older = fileCache.insert(file, now: stack.now) { try? stack.offloadClose(older) }
+        if let session = sessions[token], let request = session.opening {
+            session.opening = nil
+            opened(result, for: request, session: session)
+            progress(session, token: token)
+        } else if case .success(let file) = result {
+            releaseFile(file.id)
+        }
+        for waiter in waiting {
+            guard let session = sessions[waiter], let request = session.opening, let path else { continue }
+            session.opening = nil
+            if case .failure = result {
+                opened(result, for: request, session: session)
+            } else {
+                open(path, for: request, session: session)  // from the cache (or, were it full, opened anew)
+            }
+            if sessions[waiter] === session && session.opening == nil { progress(session, token: waiter) }
         }
     }
 
@@ -457,7 +506,7 @@ final class HTTPServer {
             head.field("Connection", keepAlive ? "keep-alive" : "close")
         }
         if let since = request.header("If-Modified-Since").flatMap(parseHTTPDate), modified <= since {
-            try? stack.offloadClose(file.id)
+            releaseFile(file.id)
             var head = ResponseHead(status: 304)
             fields(&head)
             session.head = head.finished()
@@ -470,7 +519,7 @@ final class HTTPServer {
         case .whole: break
         case .partial(let from, let last): range = (from, last)
         case .unsatisfiable:
-            try? stack.offloadClose(file.id)
+            releaseFile(file.id)
             respond(status: 416, session: session, keepAlive: keepAlive, request: request, extra: ("Content-Range", "bytes */\(size)"))
             return
         }
@@ -484,7 +533,7 @@ final class HTTPServer {
         if request.method == "GET" && length > 0 {
             session.body = (file.id, first, length)
         } else {
-            try? stack.offloadClose(file.id)
+            releaseFile(file.id)
         }
         log(request, status: status, bytes: Int(length), session: session, device: file.device)
     }
@@ -523,8 +572,18 @@ final class HTTPServer {
         if let request { log(request, status: status, bytes: body.utf8.count, session: session) } else { log("- \"-\" \(status) 0") }
     }
 
+    /// A response is done with `file`: closed unless the cache keeps it for the next request.
+    private func releaseFile(_ file: OffloadedFileID) {
+        if let close = fileCache.release(file) { try? stack.offloadClose(close) }
+    }
+
+    /// Closes the files the cache keeps open (the server is stopping).
+    func closeCachedFiles() {
+        fileCache.removeAll { try? stack.offloadClose($0) }
+    }
+
     private func finish(_ session: Session, token: UInt64) {
-        if let body = session.body { try? stack.offloadClose(body.file) }
+        if let body = session.body { releaseFile(body.file) }
         session.body = nil
         if !session.closing { try? stack.abort(session.socket) }
         session.closing = true

@@ -84,6 +84,15 @@ public final class EmbeddedNIC: @unchecked Sendable {
         NICRuntime.nameCurrentThread("iotcp-nic")
         var lastPeriodic = IOTCPStack.monotonicNow()
         defer { periodicWork?.body(runtime) }
+        defer {
+            // What the host sent before it asked to stop (its last closes) is still taken, so what is read
+            // of the NIC after `stop` includes it.
+            if endedBecause == nil {
+                for _ in 0..<16 {
+                    guard case .worked = runtime.runOnce(now: IOTCPStack.monotonicNow()) else { break }
+                }
+            }
+        }
         while !stopRequested.load(ordering: .acquiring) {
             let now = IOTCPStack.monotonicNow()
             if let periodicWork, now - lastPeriodic >= periodicWork.interval {
