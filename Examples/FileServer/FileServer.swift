@@ -161,7 +161,8 @@ struct FileServer: ParsableCommand {
             + "send-timeouts=\(http.sendTimeouts) refused=\(http.refused) read-pauses=\(http.readPauses) "
             + "open-file-cache-hits=\(server.fileCache.statistics.hits) open-file-cache-misses=\(server.fileCache.statistics.misses)"
             + (server.tls != nil ? " tls-failures=\(http.tlsFailures) key-updates=\(http.keyUpdates)" : ""), to: 2)
-        // The files the cache kept open are closed before the NIC goes (it takes what was sent before `stop`).
+        // The cached files nothing uses are closed before the NIC goes (it takes what was sent before `stop`);
+        // the NIC closes the others when its host goes.
         server.closeCachedFiles()
         stack.flush()
         if let embedded {

@@ -142,7 +142,7 @@ final class HTTPServer {
             + "queued \(queued) bytes, unacknowledged \(unacknowledged), idle with data queued \(blocked); "
             + "header-timeouts=\(counters.headerTimeouts) idle-timeouts=\(counters.idleTimeouts) send-timeouts=\(counters.sendTimeouts) "
             + "refused=\(counters.refused); open-file-cache: files=\(fileCache.count) hits=\(fileCache.statistics.hits) "
-            + "misses=\(fileCache.statistics.misses) overflows=\(fileCache.statistics.overflows)"
+            + "misses=\(fileCache.statistics.misses) evictions=\(fileCache.statistics.evictions) overflows=\(fileCache.statistics.overflows)"
     }
 
     /// One turn of the loop.
@@ -462,23 +462,37 @@ final class HTTPServer {
     private func openCompleted(_ result: Result<OffloadedFile, IOTCPError>, token: UInt64) {
         let path = openerPaths.removeValue(forKey: token)
         let waiting = path.flatMap { pathsOpening.removeValue(forKey: $0) } ?? []
-        if case .success(let file) = result, let older = fileCache.insert(file, now: stack.now) { try? stack.offloadClose(older) }
-        if let session = sessions[token], let request = session.opening {
-            session.opening = nil
-            opened(result, for: request, session: session)
-            progress(session, token: token)
-        } else if case .success(let file) = result {
-            releaseFile(file.id)
+        if case .success(let file) = result { fileCache.insert(file, now: stack.now) { try? stack.offloadClose($0) } }
+        if case .failure(.nic(.tooManyFiles, _)) = result {
+            // The NIC is out of descriptors: the cached files nothing uses go, so the next opens find room.
+            fileCache.removeAll { try? stack.offloadClose($0) }
         }
+        // Every session the open answers takes its use of the file before any of their responses can end and
+        // give one back (an uncached file closes at its last release). nil: the open is gone, open anew.
+        var answered: [(token: UInt64, session: Session, request: HTTPRequest, outcome: Result<OffloadedFile, IOTCPError>?)] = []
+        let opener = sessions[token].flatMap { $0.opening == nil ? nil : $0 }
+        if let opener, let request = opener.opening { answered.append((token, opener, request, result)) }
         for waiter in waiting {
-            guard let session = sessions[waiter], let request = session.opening, let path else { continue }
-            session.opening = nil
-            if case .failure = result {
-                opened(result, for: request, session: session)
-            } else {
-                open(path, for: request, session: session)  // from the cache (or, were it full, opened anew)
+            guard let session = sessions[waiter], let request = session.opening else { continue }
+            switch result {
+            case .success(let file): answered.append((waiter, session, request, fileCache.use(file.id).map { .success($0) }))
+            case .failure: answered.append((waiter, session, request, result))
             }
-            if sessions[waiter] === session && session.opening == nil { progress(session, token: waiter) }
+        }
+        // The use the open counted for a session that has gone.
+        if opener == nil, case .success(let file) = result { releaseFile(file.id) }
+        for (token, session, request, outcome) in answered {
+            guard sessions[token] === session else {
+                if case .success(let file)? = outcome { releaseFile(file.id) }
+                continue
+            }
+            session.opening = nil
+            if let outcome {
+                opened(outcome, for: request, session: session)
+            } else if let path {
+                open(path, for: request, session: session)
+            }
+            if sessions[token] === session && session.opening == nil { progress(session, token: token) }
         }
     }
 
@@ -577,7 +591,8 @@ final class HTTPServer {
         if let close = fileCache.release(file) { try? stack.offloadClose(close) }
     }
 
-    /// Closes the files the cache keeps open (the server is stopping).
+    /// Closes the files the cache keeps open that no response uses (the server is stopping; the NIC closes
+    /// the rest when its host goes).
     func closeCachedFiles() {
         fileCache.removeAll { try? stack.offloadClose($0) }
     }

@@ -13,15 +13,16 @@ import IOTCPCommon
 /// ```swift
 /// if let file = cache.lookUp(path, now: now) { respond(with: file) }  // a use of a cached open
 /// else { try stack.offloadOpen(path, token: token) }                     // and on .offloadOpened:
-/// cache.insert(file, now: now).map { try? stack.offloadClose($0) }      // then respond(with: file)
+/// cache.insert(file, now: now) { try? stack.offloadClose($0) }          // then respond(with: file)
 /// ...
 /// cache.release(file.id).map { try? stack.offloadClose($0) }            // each response's end
 /// cache.expire(now: now) { try? stack.offloadClose($0) }                // now and then
 /// ```
 ///
 /// A file stays open on the NIC while any response uses it, and after its `validity` until the last one
-/// ends; at most `capacity` files are cached (past that, opens are used once and closed, as without a
-/// cache). A `validity` of 0 caches nothing.
+/// ends. At most `capacity` files are cached: a new one takes the place of the oldest that nothing uses,
+/// and when every cached file is in use it is used (by its request, and by others through `use`) and
+/// closed after, as without a cache. A `validity` of 0 caches nothing.
 public struct OffloadedFileCache {
     public let validity: UInt64
     public let capacity: Int
@@ -34,6 +35,8 @@ public struct OffloadedFileCache {
         var current: Bool
     }
 
+    /// Every open the cache knows: the cached ones (`current`) and those still in use after they stopped
+    /// being handed out (stale, replaced, or never cached for lack of room).
     private var records: [OffloadedFileID: Record] = [:]
     private var byPath: [String: OffloadedFileID] = [:]
     public private(set) var statistics = Statistics()
@@ -42,8 +45,10 @@ public struct OffloadedFileCache {
         /// Requests answered from the cache, and opens the application made because nothing valid was there.
         public var hits = 0
         public var misses = 0
-        /// Opens not cached because `capacity` files were.
+        /// Opens not cached because `capacity` files were, all in use; and cached files closed unused to make
+        /// room for newer ones.
         public var overflows = 0
+        public var evictions = 0
         public init() {}
     }
 
@@ -56,6 +61,8 @@ public struct OffloadedFileCache {
 
     /// Files open for the cache now (in use or waiting to be reused).
     public var count: Int { records.count }
+    /// Files handed out for their paths now.
+    public var cachedCount: Int { byPath.count }
 
     /// The open of `path` if one younger than `validity` is cached, counted as a use (give it back with
     /// `release`); nil when the application must open the file itself.
@@ -70,31 +77,52 @@ public struct OffloadedFileCache {
         return record.file
     }
 
-    /// A file the application has just opened, counted as one use. It is cached for its path (replacing an
-    /// older open of the same path, which the return value names when nothing uses it any more: close it),
-    /// unless `capacity` files are (then `release` will name it for closing once its use ends).
-    public mutating func insert(_ file: OffloadedFile, now: Instant) -> OffloadedFileID? {
-        guard validity > 0, records[file.id] == nil else { return nil }
-        var toClose: OffloadedFileID?
+    /// A file the application has just opened, counted as one use. It is cached for its path, replacing an
+    /// older open of the same path, or the oldest cached file nothing uses when `capacity` are cached; `close`
+    /// is given what must be closed now. When every cached file is in use, the new one is not cached but
+    /// still known: `use` shares it, and `release` names it for closing at its last use.
+    public mutating func insert(_ file: OffloadedFile, now: Instant, close: (OffloadedFileID) -> Void) {
+        guard validity > 0, records[file.id] == nil else { return }
         if let older = byPath[file.path] {
             byPath[file.path] = nil
-            toClose = retire(older)
+            if let closed = retire(older) { close(closed) }
         }
-        guard records.count < capacity else {
+        if byPath.count >= capacity {
+            var oldest: (id: OffloadedFileID, at: Instant)?
+            for (id, record) in records where record.current && record.uses <= 0 {
+                if oldest == nil || record.openedAt < oldest!.at { oldest = (id, record.openedAt) }
+            }
+            if let oldest {
+                byPath[records[oldest.id]!.file.path] = nil
+                if let closed = retire(oldest.id) { close(closed) }
+                statistics.evictions += 1
+            }
+        }
+        guard byPath.count < capacity else {
             statistics.overflows += 1
-            return toClose
+            records[file.id] = Record(file: file, openedAt: now, uses: 1, current: false)
+            return
         }
         records[file.id] = Record(file: file, openedAt: now, uses: 1, current: true)
         byPath[file.path] = file.id
-        return toClose
     }
 
-    /// One use of `file` is over. Returns the file when it is to be closed now: it was never cached, or it
-    /// is no longer current and this was its last use.
+    /// One more use of a file the cache knows (cached or not), for a request that waited for its open;
+    /// nil when the cache does not know it (give that request an open of its own).
+    public mutating func use(_ file: OffloadedFileID) -> OffloadedFile? {
+        guard var record = records[file] else { return nil }
+        record.uses += 1
+        records[file] = record
+        return record.file
+    }
+
+    /// One use of `file` is over. Returns the file when it is to be closed now: the cache never knew it, or
+    /// it is no longer cached and this was its last use. A release past the uses counted changes nothing.
     public mutating func release(_ file: OffloadedFileID) -> OffloadedFileID? {
         guard var record = records[file] else { return file }
+        guard record.uses > 0 else { return nil }
         record.uses -= 1
-        if record.uses <= 0 && !record.current {
+        if record.uses == 0 && !record.current {
             records[file] = nil
             return file
         }
@@ -116,7 +144,8 @@ public struct OffloadedFileCache {
         }
     }
 
-    /// Retires every cached open (the server is stopping): those nothing uses are handed to `close`.
+    /// Retires every cached open (the server is stopping, or the NIC is out of descriptors): those nothing
+    /// uses are handed to `close`, the others are closed at their last release.
     public mutating func removeAll(close: (OffloadedFileID) -> Void) {
         byPath.removeAll()
         for id in Array(records.keys) {
