@@ -37,6 +37,15 @@ final class ConnectionPool {
         @inline(__always) unsafeMutableAddress { base + slot }
     }
 
+    /// Asks `body` about the control block in `slot` where it lies. A non-mutating method called through the
+    /// subscript copies the whole block first (the addressor promises nothing about the memory's lifetime,
+    /// so the compiler takes a copy and retains everything in it): `isWritable` paid that for every event
+    /// collected, 2% of the host thread serving 4 KiB with keep-alive (`perf record`).
+    @inline(__always)
+    func inspect<Result>(_ slot: Int, _ body: (inout TCPConnection) -> Result) -> Result {
+        body(&(base + slot).pointee)
+    }
+
     /// A slot for a new connection: a freed one if there is one, else a new one at the end (`slotCount`
     /// grows); nil when the reservation is used up.
     func allocate() -> Int? {

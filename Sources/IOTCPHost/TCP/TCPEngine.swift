@@ -391,7 +391,8 @@ public final class TCPEngine {
     /// Whether a write or an offloaded write would take at least one byte now.
     public func isWritable(_ handle: TCPHandle) -> Bool {
         guard let slot = try? validSlot(handle) else { return false }
-        return pool[slot].isWritable(configuration: configuration)
+        let configuration = configuration
+        return pool.inspect(slot) { $0.isWritable(configuration: configuration) }
     }
 
     /// Whether the peer has closed its sending side (reads return 0 once the buffer is drained).
