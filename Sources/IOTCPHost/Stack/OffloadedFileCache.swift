@@ -67,14 +67,16 @@ public struct OffloadedFileCache {
     /// The open of `path` if one younger than `validity` is cached, counted as a use (give it back with
     /// `release`); nil when the application must open the file itself.
     public mutating func lookUp(_ path: String, now: Instant) -> OffloadedFile? {
-        guard validity > 0, let id = byPath[path], var record = records[id], now.nanoseconds &- record.openedAt.nanoseconds < validity else {
+        // One hash of the path and one of the id: the record is changed where it lies (this runs per request).
+        guard validity > 0, let id = byPath[path], let index = records.index(forKey: id),
+              now.nanoseconds &- records.values[index].openedAt.nanoseconds < validity
+        else {
             statistics.misses += 1
             return nil
         }
-        record.uses += 1
-        records[id] = record
+        records.values[index].uses += 1
         statistics.hits += 1
-        return record.file
+        return records.values[index].file
     }
 
     /// A file the application has just opened, counted as one use. It is cached for its path, replacing an
@@ -119,14 +121,13 @@ public struct OffloadedFileCache {
     /// One use of `file` is over. Returns the file when it is to be closed now: the cache never knew it, or
     /// it is no longer cached and this was its last use. A release past the uses counted changes nothing.
     public mutating func release(_ file: OffloadedFileID) -> OffloadedFileID? {
-        guard var record = records[file] else { return file }
-        guard record.uses > 0 else { return nil }
-        record.uses -= 1
-        if record.uses == 0 && !record.current {
-            records[file] = nil
+        guard let index = records.index(forKey: file) else { return file }
+        guard records.values[index].uses > 0 else { return nil }
+        records.values[index].uses -= 1
+        if records.values[index].uses == 0 && !records.values[index].current {
+            records.remove(at: index)
             return file
         }
-        records[file] = record
         return nil
     }
 
