@@ -75,7 +75,8 @@ struct OffloadedFileCacheTests {
         #expect(Self.insert(Self.file(4, "/d.bin"), into: &cache, now: start + 4).isEmpty && cache.statistics.overflows == 1)
         #expect(cache.lookUp("/d.bin", now: start + 5) == nil)
         // ... but requests that waited for its open share it, and it closes at the last release.
-        #expect(cache.use(OffloadedFileID(rawValue: 4))?.path == "/d.bin")
+        let hits = cache.statistics.hits
+        #expect(cache.use(OffloadedFileID(rawValue: 4))?.path == "/d.bin" && cache.statistics.hits == hits + 1)
         #expect(cache.release(OffloadedFileID(rawValue: 4)) == nil)
         #expect(cache.release(OffloadedFileID(rawValue: 4)) == OffloadedFileID(rawValue: 4))
         #expect(cache.use(OffloadedFileID(rawValue: 4)) == nil, "gone: a waiter now opens its own")

@@ -43,6 +43,7 @@ public struct OffloadedFileCache {
 
     public struct Statistics: Hashable, Sendable {
         /// Requests answered from the cache, and opens the application made because nothing valid was there.
+        /// (A request given a waited-for open through `use` counts as a hit.)
         public var hits = 0
         public var misses = 0
         /// Opens not cached because `capacity` files were, all in use; and cached files closed unused to make
@@ -112,10 +113,10 @@ public struct OffloadedFileCache {
     /// One more use of a file the cache knows (cached or not), for a request that waited for its open;
     /// nil when the cache does not know it (give that request an open of its own).
     public mutating func use(_ file: OffloadedFileID) -> OffloadedFile? {
-        guard var record = records[file] else { return nil }
-        record.uses += 1
-        records[file] = record
-        return record.file
+        guard let index = records.index(forKey: file) else { return nil }
+        records.values[index].uses += 1
+        statistics.hits += 1
+        return records.values[index].file
     }
 
     /// One use of `file` is over. Returns the file when it is to be closed now: the cache never knew it, or
