@@ -43,7 +43,7 @@ client() { ip netns exec "$namespace" "$@"; }
 check "the server is up" 200 "$(client curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://10.89.0.2:8080/f100.bin)"
 check "the server is up over IPv6" 200 "$(client curl -s -o /dev/null -w '%{http_code}' --max-time 5 'http://[fd89::2]:8080/f100.bin')"
 if [ "$failed" -ne 0 ]; then cat "$work/nic.log" "$work/server.log" | tail -20; echo "soak: $passed passed, $failed failed"; exit 1; fi
-sleep 1
+sleep 2  # past the file server's open-file cache (1 s, swept every 250 ms): the probes' file is closed again
 descriptors() { ls /proc/"$1"/fd 2>/dev/null | wc -l; }
 rss() { awk '/^VmRSS/ {print $2}' /proc/"$1"/status; }
 idle_fds_nic=$(descriptors "$nic_pid") idle_fds_server=$(descriptors "$server_pid")
