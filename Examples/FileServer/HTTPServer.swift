@@ -436,8 +436,7 @@ final class HTTPServer {
 
     /// The file of `request`: a cached open, the open already on its way for another request, or a new one.
     private func open(_ path: String, for request: HTTPRequest, session: Session) {
-        if !pathsOpening.isEmpty, pathsOpening[path] != nil {
-            pathsOpening[path]!.append(session.token)
+        if !pathsOpening.isEmpty, pathsOpening[path]?.append(session.token) != nil {
             session.opening = request
             return
         }
@@ -513,10 +512,7 @@ final class HTTPServer {
         let size = file.size
         let modified = file.status.modificationSeconds
         func fields(_ head: inout ResponseHead) {
-            head.field("Content-Type", contentType(for: file.path))
-            head.field("Last-Modified", lastModified(modified))
-            head.field("Accept-Ranges", "bytes")
-            head.field("Server", "iotcp")
+            fileFields(&head, file)
             head.field("Connection", keepAlive ? "keep-alive" : "close")
         }
         if let since = request.header("If-Modified-Since").flatMap(parseHTTPDate), modified <= since {
@@ -570,13 +566,18 @@ final class HTTPServer {
         if let known = wholeFileHeads[file.id] { return known }
         var head = ResponseHead(status: 200)
         head.field("Content-Length", file.size)
+        fileFields(&head, file)
+        if wholeFileHeads.count >= 4096 { wholeFileHeads.removeAll(keepingCapacity: true) }
+        wholeFileHeads[file.id] = head.bytes
+        return head.bytes
+    }
+
+    /// The fields every response with `file` carries between its length and its Connection field.
+    private func fileFields(_ head: inout ResponseHead, _ file: OffloadedFile) {
         head.field("Content-Type", contentType(for: file.path))
         head.field("Last-Modified", lastModified(file.status.modificationSeconds))
         head.field("Accept-Ranges", "bytes")
         head.field("Server", "iotcp")
-        if wholeFileHeads.count >= 4096 { wholeFileHeads.removeAll(keepingCapacity: true) }
-        wholeFileHeads[file.id] = head.bytes
-        return head.bytes
     }
 
     /// HTTP dates of files' modification times, formatted once each (DateFormatter is slow, and a busy

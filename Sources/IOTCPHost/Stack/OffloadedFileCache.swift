@@ -157,13 +157,12 @@ public struct OffloadedFileCache {
 
     /// No longer handed out; closed at once (returned) if nothing uses it.
     private mutating func retire(_ id: OffloadedFileID) -> OffloadedFileID? {
-        guard var record = records[id] else { return nil }
-        if record.uses <= 0 {
-            records[id] = nil
+        guard let index = records.index(forKey: id) else { return nil }
+        if records.values[index].uses <= 0 {
+            records.remove(at: index)
             return id
         }
-        record.current = false
-        records[id] = record
+        records.values[index].current = false
         return nil
     }
 }
