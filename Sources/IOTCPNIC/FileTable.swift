@@ -53,7 +53,7 @@ public final class FileTable: FileService {
     public var mappingFailures: Int { fileMappings.failures }
     /// Mappings kept with no open file using them.
     public var idleMappings: Int { fileMappings.idleCount }
-    private var fileMappings: FileMappings
+    @exclusivity(unchecked) private var fileMappings: FileMappings
     private let residency = UnsafeMutablePointer<UInt8>.allocate(capacity: FileTable.residencyPages)
     /// Pages a `mincore` call looks at, at most (2 MiB).
     private static let residencyPages = 512
@@ -61,13 +61,13 @@ public final class FileTable: FileService {
     /// Offset, length and memory alignment for direct reads: the largest logical block size in common use.
     public static let directAlignment: Int32 = 4096
     private let rootDescriptor: Int32
-    private var slots: [Slot] = []
-    private var freeSlots: [Int] = []
-    public private(set) var openCount = 0
+    @exclusivity(unchecked) private var slots: [Slot] = []
+    @exclusivity(unchecked) private var freeSlots: [Int] = []
+    @exclusivity(unchecked) public private(set) var openCount = 0
     /// Opens that asked for `O_DIRECT` and had to do without it.
-    public private(set) var directFallbacks = 0
+    @exclusivity(unchecked) public private(set) var directFallbacks = 0
     /// Files closed by the host while a read was still in flight (their descriptors closed after it).
-    public private(set) var deferredCloses = 0
+    @exclusivity(unchecked) public private(set) var deferredCloses = 0
 
     private struct Slot {
         var file: OpenFile?

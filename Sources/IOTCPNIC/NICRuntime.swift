@@ -13,35 +13,35 @@ import Logging
 /// except on the diagnostic path (fault injection or capture), which needs each frame whole.
 public final class NICRuntime {
     public let wire: any WireBackend
-    public var link: EthernetLink
+    @exclusivity(unchecked) public var link: EthernetLink
     public let dataPlane: NICDataPlane
     /// The host's channel; nil until a host attaches (the wire is served meanwhile: ARP and ping are
     /// answered, TCP segments dropped).
-    public private(set) var channel: (any CommandChannel)?
-    private var sender: ChannelSender?
+    @exclusivity(unchecked) public private(set) var channel: (any CommandChannel)?
+    @exclusivity(unchecked) private var sender: ChannelSender?
     /// Faults injected between the wire and the NIC, per direction.
-    public var inbound = FaultyWire(settings: FaultSettings(), seed: 1)
-    public var outbound = FaultyWire(settings: FaultSettings(), seed: 2)
+    @exclusivity(unchecked) public var inbound = FaultyWire(settings: FaultSettings(), seed: 1)
+    @exclusivity(unchecked) public var outbound = FaultyWire(settings: FaultSettings(), seed: 2)
     /// Every frame that crosses the wire, when set.
-    public var capture: PcapWriter?
+    @exclusivity(unchecked) public var capture: PcapWriter?
     /// Lets SENDs leave as TCP super-segments when the wire can cut them, and frames come in as the kernel
     /// built them (see `superSegmentsAllowed`).
-    public var segmentationOffload = true
+    @exclusivity(unchecked) public var segmentationOffload = true
     /// Whether the wire was asked to hand frames over unfinished (`WireBackend.acceptSuperSegments`).
-    private var superSegmentsOffered = false
+    @exclusivity(unchecked) private var superSegmentsOffered = false
     /// The host's HELLO, once it came.
-    public private(set) var host: Hello?
-    public private(set) var counters = Counters()
+    @exclusivity(unchecked) public private(set) var host: Hello?
+    @exclusivity(unchecked) public private(set) var counters = Counters()
 
-    private var frame: UnsafeMutableRawBufferPointer
+    @exclusivity(unchecked) private var frame: UnsafeMutableRawBufferPointer
     /// Whole frames for the diagnostic path (faults, capture), and the Ethernet + IPv4 + TCP headers of a
     /// gathered one.
-    private var transmitFrame: UnsafeMutableRawBufferPointer
-    private var headerFrame: UnsafeMutableRawBufferPointer
-    private var now = Instant(nanoseconds: 0)
+    @exclusivity(unchecked) private var transmitFrame: UnsafeMutableRawBufferPointer
+    @exclusivity(unchecked) private var headerFrame: UnsafeMutableRawBufferPointer
+    @exclusivity(unchecked) private var now = Instant(nanoseconds: 0)
     /// Wire refusals seen at the end of the last turn, to notice new ones.
-    private var refusalsSeen = 0
-    private var wireRefusedThisTurn = false
+    @exclusivity(unchecked) private var refusalsSeen = 0
+    @exclusivity(unchecked) private var wireRefusedThisTurn = false
 
     public struct Counters: Hashable, Sendable {
         public var framesIn = 0
@@ -125,7 +125,7 @@ public final class NICRuntime {
 
     /// Messages and commands sent to hosts, over every host this runtime served.
     public var channelStatistics: ChannelSender.Statistics { earlierChannels.adding(sender?.statistics ?? ChannelSender.Statistics()) }
-    private var earlierChannels = ChannelSender.Statistics()
+    @exclusivity(unchecked) private var earlierChannels = ChannelSender.Statistics()
 
     /// One turn: frames from the wire, commands from the host, held frames whose time came, then the disk
     /// and the transmit queues (`NICDataPlane.poll`); then every answer to the host in as few messages as fit.

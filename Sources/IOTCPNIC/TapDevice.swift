@@ -50,8 +50,8 @@ public final class TapDevice: WireBackend {
     }
 
     /// Whether the kernel was offered checksum and TCP/IPv4 segmentation offload (`acceptSuperSegments`).
-    public private(set) var superSegmentsAccepted = false
-    public private(set) var lastReadOffload: ReceivedOffload?
+    @exclusivity(unchecked) public private(set) var superSegmentsAccepted = false
+    @exclusivity(unchecked) public private(set) var lastReadOffload: ReceivedOffload?
 
     /// Offers the kernel to hand its TCP/IPv4 packets over unsummed and uncut (TUN_F_CSUM | TUN_F_TSO4),
     /// or withdraws the offer. Needs the vnet header, which says per frame what was left (`lastReadOffload`).

@@ -14,16 +14,16 @@ import IOTCPNICCore
 public final class URingDisk: DiskIO {
     private let ring: OpaquePointer
     public let capacity: Int
-    public private(set) var inFlight = 0
+    @exclusivity(unchecked) public private(set) var inFlight = 0
     public let wakeDescriptor: Int32
     /// Slabs registered with the ring, and registrations the kernel refused.
-    public private(set) var registeredSlabs = 0
-    public private(set) var registrationFailures = 0
+    @exclusivity(unchecked) public private(set) var registeredSlabs = 0
+    @exclusivity(unchecked) public private(set) var registrationFailures = 0
     /// io_uring_enter calls made (one per turn with reads to submit).
-    public private(set) var submissions = 0
+    @exclusivity(unchecked) public private(set) var submissions = 0
     private let reservedSlabs: Int
-    private var canRegister: Bool
-    private var unsubmitted = 0
+    @exclusivity(unchecked) private var canRegister: Bool
+    @exclusivity(unchecked) private var unsubmitted = 0
     private let tags: UnsafeMutablePointer<UInt64>
     private let results: UnsafeMutablePointer<Int32>
     private static let batch = 256

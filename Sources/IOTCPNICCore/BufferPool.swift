@@ -16,14 +16,14 @@ public final class BufferPool {
     /// The most buffers the pool will ever hold.
     public let capacity: Int
     /// Buffers handed out now.
-    public private(set) var inUse = 0
+    @exclusivity(unchecked) public private(set) var inUse = 0
     /// Times `take` found no buffer (the pool at its capacity, all in use).
-    public private(set) var exhausted = 0
+    @exclusivity(unchecked) public private(set) var exhausted = 0
     /// Called with each new slab's index and memory (to register it with the disk).
-    public var slabAdded: ((Int, UnsafeMutableRawBufferPointer) -> Void)?
+    @exclusivity(unchecked) public var slabAdded: ((Int, UnsafeMutableRawBufferPointer) -> Void)?
 
-    private var slabs: [UnsafeMutableRawPointer] = []
-    private var free: [UInt32] = []
+    @exclusivity(unchecked) private var slabs: [UnsafeMutableRawPointer] = []
+    @exclusivity(unchecked) private var free: [UInt32] = []
 
     public static let defaultBufferSize = 72 * 1024
 

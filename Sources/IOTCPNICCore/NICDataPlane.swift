@@ -28,13 +28,13 @@ public final class NICDataPlane {
     public let files: any FileService
     public let disk: any DiskIO
     public let pool: BufferPool
-    public internal(set) var store: RetransmitStore
+    @exclusivity(unchecked) public internal(set) var store: RetransmitStore
     public let limits: Limits
     /// What the wire finishes for us; the runtime sets it from the wire and its settings each turn.
-    public var offloads = WireOffloads.none
+    @exclusivity(unchecked) public var offloads = WireOffloads.none
     /// Seals TLS records for flows given TLS_KEYS; without it TLS_KEYS and SEND_RECORDS are refused.
-    public var recordSealers: (any RecordSealerFactory)?
-    public internal(set) var counters = Counters()
+    @exclusivity(unchecked) public var recordSealers: (any RecordSealerFactory)?
+    @exclusivity(unchecked) public internal(set) var counters = Counters()
 
     /// Bounds on what the host (or a flood) can make the NIC hold.
     public struct Limits: Hashable, Sendable {
@@ -158,65 +158,70 @@ public final class NICDataPlane {
     }
 
     // MARK: - State
+    //
+    // Every stored property is `@exclusivity(unchecked)`, as the host engine's are (`TCPEngine`): a data plane
+    // is driven by one thread, and no method holds an access to one of them across a call that takes it again
+    // (the checked builds' tests would have trapped). Under short connections the runtime's bookkeeping for
+    // them, the runtime's (`NICRuntime`) and the wire's was 3.5% of the NIC thread (`perf record`).
 
-    var flows: [FlowState] = []
+    @exclusivity(unchecked) var flows: [FlowState] = []
     /// Each open file's size and modification time when it was opened: a TLS record is sealed a second time
     /// only from the same bytes (same record number, same nonce), so a file changed since is never re-sealed.
-    var openedStatus: [OffloadedFileID: OffloadedFileStatus] = [:]
-    var flowsByEndpoints: [EndpointKey: UInt32] = [:]
+    @exclusivity(unchecked) var openedStatus: [OffloadedFileID: OffloadedFileStatus] = [:]
+    @exclusivity(unchecked) var flowsByEndpoints: [EndpointKey: UInt32] = [:]
     /// IPv6 flows by endpoints (their endings and splices have tables of their own too).
-    var flowsByEndpoints6: [EndpointKey6: UInt32] = [:]
-    var openFlows = 0
-    var chunks: [Chunk] = []
-    var freeChunks: [UInt32] = []
-    var deferred: [DeferredPacket] = []
-    var freeDeferred: [UInt32] = []
-    var deferredBytes = 0
+    @exclusivity(unchecked) var flowsByEndpoints6: [EndpointKey6: UInt32] = [:]
+    @exclusivity(unchecked) var openFlows = 0
+    @exclusivity(unchecked) var chunks: [Chunk] = []
+    @exclusivity(unchecked) var freeChunks: [UInt32] = []
+    @exclusivity(unchecked) var deferred: [DeferredPacket] = []
+    @exclusivity(unchecked) var freeDeferred: [UInt32] = []
+    @exclusivity(unchecked) var deferredBytes = 0
     /// Flows whose queue head can go now, in turn order.
-    var readyFlows = FIFO<FlowTicket>()
+    @exclusivity(unchecked) var readyFlows = FIFO<FlowTicket>()
     /// Flows with chunks waiting for a read to start, in turn order.
-    var readingFlows = FIFO<FlowTicket>()
-    var queuedBytes = 0
+    @exclusivity(unchecked) var readingFlows = FIFO<FlowTicket>()
+    @exclusivity(unchecked) var queuedBytes = 0
     /// Chunks read or being read and not yet sent, over every flow.
-    var readAheadTotal = 0
+    @exclusivity(unchecked) var readAheadTotal = 0
     /// A segment's headers, and a SEND's head after them (`SendRange.maximumHeadLength`).
     let headers = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 + SendRange.maximumHeadLength, alignment: 16)
-    var pieceScratch: [(index: Int, skip: Int, length: Int)] = []
-    var registeredSlabs: [Bool] = []
+    @exclusivity(unchecked) var pieceScratch: [(index: Int, skip: Int, length: Int)] = []
+    @exclusivity(unchecked) var registeredSlabs: [Bool] = []
     /// The time of the latest `handle` or `poll`.
-    var clock = Instant.zero
+    @exclusivity(unchecked) var clock = Instant.zero
     /// Ports whose SYNs are answered here (LISTEN), with what their SYN-ACKs offer: one entry per port at
     /// most, so the host cannot make this grow past 65,535 small entries, and a SYN flood never does.
-    var listeners: [UInt16: ListenerOptions] = [:]
+    @exclusivity(unchecked) var listeners: [UInt16: ListenerOptions] = [:]
     /// Keys the cookies of SYNs answered here; fresh per data plane (tests set their own).
-    public var cookies = SYNCookies.random()
+    @exclusivity(unchecked) public var cookies = SYNCookies.random()
     /// Where a cookie SYN-ACK or a closing connection's segment is built (IPv4 and TCP headers with options:
     /// at most 60 + 60 bytes).
     let setupScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 128, alignment: 16)
     /// Connections whose ending the host handed over (TEARDOWN), their free entries, their index by
     /// endpoints, and the wheel of their deadlines (FIN retransmission, FIN-WAIT-2, TIME-WAIT).
-    var closing: [ClosingConnection] = []
-    var freeClosing: [Int32] = []
-    var closingByEndpoints = EndpointIndex<Int32>()
-    var closingWheel = TimerWheel(tick: Nanoseconds.millisecond, bucketCount: 1024, start: .zero)
-    var closingDue: [Int] = []
+    @exclusivity(unchecked) var closing: [ClosingConnection] = []
+    @exclusivity(unchecked) var freeClosing: [Int32] = []
+    @exclusivity(unchecked) var closingByEndpoints = EndpointIndex<Int32>()
+    @exclusivity(unchecked) var closingWheel = TimerWheel(tick: Nanoseconds.millisecond, bucketCount: 1024, start: .zero)
+    @exclusivity(unchecked) var closingDue: [Int] = []
     /// Splices (SPLICE), their free entries, their index by either peer's endpoints (entry << 1, and 1 for
     /// the backend), the wheel of their deadlines, the head bytes they hold, and where a relayed packet is
     /// rewritten (the largest IPv4 packet).
-    var splices: [SpliceConnection] = []
-    var freeSplices: [Int32] = []
-    var splicesByEndpoints = EndpointIndex<Int32>()
-    var spliceWheel = TimerWheel(tick: Nanoseconds.millisecond, bucketCount: 1024, start: .zero)
-    var spliceDue: [Int] = []
-    var spliceHeadBytes = 0
+    @exclusivity(unchecked) var splices: [SpliceConnection] = []
+    @exclusivity(unchecked) var freeSplices: [Int32] = []
+    @exclusivity(unchecked) var splicesByEndpoints = EndpointIndex<Int32>()
+    @exclusivity(unchecked) var spliceWheel = TimerWheel(tick: Nanoseconds.millisecond, bucketCount: 1024, start: .zero)
+    @exclusivity(unchecked) var spliceDue: [Int] = []
+    @exclusivity(unchecked) var spliceHeadBytes = 0
     let spliceScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
     /// One piece of a super-segment being cut (`receive(packet:offload:)`).
     let segmentScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
     /// Relayed packets held for joining (`PendingRelay`), how many, the next to give way when all are
     /// taken, and their bytes (64 KiB each).
-    var pendingRelays = [PendingRelay](repeating: PendingRelay(), count: NICDataPlane.coalescingFlows)
-    var pendingRelayCount = 0
-    var pendingRelayVictim = 0
+    @exclusivity(unchecked) var pendingRelays = [PendingRelay](repeating: PendingRelay(), count: NICDataPlane.coalescingFlows)
+    @exclusivity(unchecked) var pendingRelayCount = 0
+    @exclusivity(unchecked) var pendingRelayVictim = 0
     let relayCoalescing = UnsafeMutableRawBufferPointer.allocate(
         byteCount: NICDataPlane.coalescingFlows * NICDataPlane.coalescingBytes, alignment: 64)
 
@@ -224,6 +229,12 @@ public final class NICDataPlane {
         var remoteAddress: UInt32
         var remotePort: UInt16
         var localPort: UInt16
+
+        /// One word into the hasher rather than three fields: every packet from the wire looks one up, and
+        /// each field was a call into the standard library's hasher.
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(UInt64(remoteAddress) << 32 | UInt64(remotePort) << 16 | UInt64(localPort))
+        }
     }
 
     /// An IPv6 flow's key: its own table, so the IPv4 one keeps its one-word keys.
