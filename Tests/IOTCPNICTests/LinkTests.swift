@@ -77,6 +77,39 @@ struct LinkTests {
         #expect(!stale && asked == 1, "aged out: the packet waits for an ARP answer")
     }
 
+    @Test("a neighbour heard on every frame stays known, ages out a lifetime after its last frame, and may change address")
+    func heardOnEveryFrame() {
+        var link = EthernetLink(hardwareAddress: Self.mac, address: Self.ours, neighbourLifetime: 10 * Nanoseconds.second)
+        let peer = IPv4Address(10, 77, 0, 1), first = MACAddress(0x02, 9, 9, 9, 9, 9), second = MACAddress(0x02, 8, 8, 8, 8, 8)
+        var asked = 0
+        func hear(_ source: IPv4Address, _ hardware: MACAddress, atMilliseconds time: UInt64) {
+            _ = frame(from: source, hardware: hardware).withUnsafeBytes { link.receive(frame: $0, now: .milliseconds(time), transmit: { _ in }) }
+        }
+        func resolve() -> [UInt8]? {
+            var header = [UInt8](repeating: 0, count: 14)
+            let known = header.withUnsafeMutableBytes { link.writeHeader(into: $0, destination: peer, transmit: { _ in asked += 1 }) }
+            return known ? Array(header[0..<6]) : nil
+        }
+        // Thirty seconds of frames, ten a second, each answered: three lifetimes.
+        var answered = 0
+        for step in 0...300 {
+            hear(peer, first, atMilliseconds: UInt64(step) * 100)
+            if resolve() == [0x02, 9, 9, 9, 9, 9] { answered += 1 }
+        }
+        #expect(answered == 301 && asked == 0 && link.neighbourCount == 1)
+        // Silence: frames from an off-link source move the clock and teach nothing.
+        let stranger = IPv4Address(192, 0, 2, 1), strangerMAC = MACAddress(0x02, 7, 7, 7, 7, 7)
+        hear(stranger, strangerMAC, atMilliseconds: 39_900)
+        #expect(resolve() == [0x02, 9, 9, 9, 9, 9] && asked == 0, "9.9 s after its last frame: still known")
+        hear(stranger, strangerMAC, atMilliseconds: 40_100)
+        #expect(resolve() == nil && asked == 1, "10.1 s after its last frame: aged out, asked for")
+        // Heard again, from another card: the next frame goes there, and so does the one after a change back.
+        hear(peer, second, atMilliseconds: 40_200)
+        #expect(resolve() == [0x02, 8, 8, 8, 8, 8])
+        hear(peer, first, atMilliseconds: 40_300)
+        #expect(resolve() == [0x02, 9, 9, 9, 9, 9] && asked == 1)
+    }
+
     @Test("the packet that asked for an unknown neighbour is held and sent, framed, when the ARP reply comes; not after a second")
     func heldUntilResolved() throws {
         var link = EthernetLink(hardwareAddress: Self.mac, address: Self.ours)
