@@ -10,13 +10,13 @@ set grid ytics
 set xtics rotate by -30
 set key top left
 set title "4KiB"
-set yrange [0:17.2285]
+set yrange [0:5.5795]
 plot "Docs/benchmarks/compare-ipv6-paired.dat" index 0 using 2:xtic(1) title "host process", "" index 0 using 3 title "NIC stack", "" index 0 using 4 title "kernel, rest of the core"
 unset key
 set title "500KiB"
-set yrange [0:0.9393]
+set yrange [0:0.3836]
 plot "Docs/benchmarks/compare-ipv6-paired.dat" index 1 using 2:xtic(1) title "host process", "" index 1 using 3 title "NIC stack", "" index 1 using 4 title "kernel, rest of the core"
 set title "10MiB"
-set yrange [0:1.1371]
+set yrange [0:0.5180]
 plot "Docs/benchmarks/compare-ipv6-paired.dat" index 2 using 2:xtic(1) title "host process", "" index 2 using 3 title "NIC stack", "" index 2 using 4 title "kernel, rest of the core"
 unset multiplot
