@@ -175,10 +175,12 @@ check "every splice ended and reported (SPLICE_ENDED), the relayed bytes counted
   "$(field splices-ended "$state") $(field splices-active "$state") $([ "$(field spliced-bytes "$state")" -ge "$total" ] && echo yes)"
 # curl closed each of those first (the backends keep connections alive): to the backend our side closed
 # first, so the host keeps each backend 4-tuple out of use for TIME-WAIT. A response the backend ends with
-# its own FIN (Connection: close) leaves TIME-WAIT to the backend.
+# its own FIN (Connection: close) leaves TIME-WAIT to the backend. (That client reads to the end of the
+# connection, not to Content-Length: a curl that closed as soon as the body was in could cross the backend's
+# FIN, a simultaneous close in which both sides keep TIME-WAIT, the host rightly too.)
 check "client closed first: every backend 4-tuple held in TIME-WAIT by the host" "16 16" \
   "$(field backend-time-waits "$state") $(field backends-held "$state")"
-check "Connection: close, the backend closes first" "$(sha "$work/www/file-65536.bin")" "$(download /file-65536.bin -H 'Connection: close')"
+check "Connection: close, the backend closes first" "$(sha "$work/www/file-65536.bin")" "$(download /file-65536.bin -H 'Connection: close' --ignore-content-length)"
 sleep 6
 state=$(describe)
 check "... and holds TIME-WAIT itself: the host holds nothing more" "17 16" "$(field splices-ended "$state") $(field backend-time-waits "$state")"
