@@ -602,7 +602,9 @@ extension NICDataPlane {
     }
 
     /// A held host packet leaves, its TSval moved on by the time it waited here (as for file data, so the
-    /// peer's timestamps stay in order and its RTT samples stay the wire's).
+    /// peer's timestamps stay in order and its RTT samples stay the wire's). `deferred` is borrowed across
+    /// `output.transmit`, and the data plane's state is exclusivity-unchecked: a `NICOutput` must put the
+    /// bytes on its wire and return, never call back into this data plane.
     func transmitDeferred<O: NICOutput>(_ index: UInt32, now: Instant, output: inout O) -> Bool {
         let waited = (now - deferred[Int(index)].arrival) / 1_000_000
         let move = !deferred[Int(index)].timestampMoved && waited > 0

@@ -1,6 +1,8 @@
 import IOTCPCommon
 
-/// Where the data plane's work goes: packets to the wire, and answers to the host.
+/// Where the data plane's work goes: packets to the wire, and answers to the host. A conformer only takes
+/// what it is given and returns: the data plane calls it while it holds its own state (unchecked for
+/// exclusivity on the hot path), so calling back into that data plane from here is not allowed.
 public protocol NICOutput {
     /// One IPv4 packet: `headers` (IPv4 and TCP, built by the NIC) followed by `payload`, which stays where it
     /// is (a disk buffer) and is gathered by the wire: payload bytes are never copied into a frame here.
