@@ -47,6 +47,7 @@ public enum NICReport {
             ("splices-started", "\(plane.splices)"), ("splices-now", "\(dataPlane.spliceCount)"),
             ("splice-refusals", "\(plane.spliceRefusals)"), ("splice-segments", "\(plane.splicedSegments)"),
             ("splice-payload", "\(plane.splicedBytes)"), ("splice-drops", "\(plane.spliceDrops)"),
+            ("splice-queue-drops", "\(plane.spliceQueueDrops)"),
             ("splices-finished", "\(plane.splicesFinished)"), ("splices-reset", "\(plane.splicesReset)"),
             ("splice-idle-resets", "\(plane.spliceIdleResets)"), ("splice-head-resends", "\(plane.spliceHeadResends)"),
             ("super-segments-relayed", "\(plane.superSegmentsRelayed)"), ("super-segments-cut", "\(plane.superSegmentsCut)"),

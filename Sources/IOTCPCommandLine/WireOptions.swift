@@ -62,6 +62,9 @@ public struct WireOptions: ParsableArguments {
     @Flag(inversion: .prefixedNo, help: "Hand the kernel TCP super-segments of up to 64 KiB to cut and checksums to finish (a TAP with a vnet header); off with faults or --pcap, which see real segments.")
     public var gso = true
 
+    @Option(help: "While the queue of frames in front of the NIC stands, drop spliced data read past this many frames of a turn, as a queue this long would (0: never).")
+    public var relayQueueFrames = StandingQueueControl.defaultLimitFrames
+
     @Flag(help: "Take over the client namespace even if another server's interfaces or processes are in it (an empty one left by a server that died is always replaced).")
     public var replaceNetns = false
 
@@ -107,9 +110,12 @@ public struct WireOptions: ParsableArguments {
 
     /// The data plane over `files`, with the disk, store and memory these options ask for.
     public func makeDataPlane(files: any FileService) throws -> NICDataPlane {
-        guard storeLimit >= 0, readMemory > 0 else { throw ValidationError("--store-limit must not be negative, --read-memory positive") }
+        guard storeLimit >= 0, readMemory > 0, relayQueueFrames >= 0 else {
+            throw ValidationError("--store-limit and --relay-queue-frames must not be negative, --read-memory must be positive")
+        }
         let plane = NICDataPlane(files: files, disk: try makeDisk(), pool: BufferPool(capacityBytes: storeLimit + readMemory),
                                  retransmitMode: retransmit, storeLimitBytes: storeLimit)
+        plane.standingQueue = StandingQueueControl(limitFrames: relayQueueFrames)
         plane.recordSealers = TLSRecordSealers()
         return plane
     }

@@ -45,6 +45,7 @@ public final class NICMetrics {
             "splices": { $0.dataPlane.counters.splices },
             "spliced_segments": { $0.dataPlane.counters.splicedSegments },
             "spliced_bytes": { $0.dataPlane.counters.splicedBytes },
+            "splice_queue_drops": { $0.dataPlane.counters.spliceQueueDrops },
             "tls_records_sealed": { $0.dataPlane.counters.recordsSealed },
             "tls_sealed_bytes": { $0.dataPlane.counters.sealedBytes },
             "channel_stalls": { $0.channelStatistics.heldMessages },

@@ -231,6 +231,14 @@ extension NICDataPlane {
         var to = fromBackend ? entry.client : entry.backend
         let payload = view.payload.count
         let sequence = view.sequenceNumber
+        // Data read deep into a standing queue is dropped, as a short queue would have dropped it, so that
+        // its sender slows down before the queue's delay makes every sender's frames small (see
+        // `StandingQueueControl`). Segments that open, acknowledge only, or end are always relayed.
+        if payload > 0 && !flags.contains(.fin) && !flags.contains(.rst) && standingQueue.dropsRelayedData {
+            counters.spliceQueueDrops += 1
+            splices[slot] = entry
+            return true
+        }
         if !fromBackend && payload > 0 && !from.pastStart && sequence < from.receiveStart {
             // The client sending again what the host had received (our ACK of it was lost): it must not
             // reach the backend, whose stream has the head there. Acknowledge it again instead.

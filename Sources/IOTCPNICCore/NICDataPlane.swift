@@ -114,7 +114,9 @@ public final class NICDataPlane {
         public var changedFileReseals = 0
         /// SYNs to a LISTEN port answered here with a cookie (no state kept), ACKs whose cookie was good
         /// (the host was sent ESTABLISHED), and ACKs to such a port that matched no cookie (passed to the host,
-        /// which resets them).
+        /// which resets them). Nothing is kept per handshake, so a request that arrives before the host's
+        /// FLOW_OPEN brings the cookie back too and counts again: `handshakesCompleted` can exceed the
+        /// connections made, which the host counts exactly (`TCPStatistics.handshakesFromNIC`).
         public var synCookiesSent = 0
         public var handshakesCompleted = 0
         public var cookiesRejected = 0
@@ -143,6 +145,9 @@ public final class NICDataPlane {
         public var splicedSegments = 0
         public var splicedBytes = 0
         public var spliceDrops = 0
+        /// Relayed data segments dropped because the queue in front of the NIC was standing
+        /// (`StandingQueueControl`).
+        public var spliceQueueDrops = 0
         public var splicesFinished = 0
         public var splicesReset = 0
         public var spliceIdleResets = 0
@@ -190,6 +195,8 @@ public final class NICDataPlane {
     @exclusivity(unchecked) var registeredSlabs: [Bool] = []
     /// The time of the latest `handle` or `poll`.
     @exclusivity(unchecked) var clock = Instant.zero
+    /// Whether the queue of frames in front of the NIC is standing, and which relayed segment to drop.
+    @exclusivity(unchecked) public var standingQueue = StandingQueueControl()
     /// Ports whose SYNs are answered here (LISTEN), with what their SYN-ACKs offer: one entry per port at
     /// most, so the host cannot make this grow past 65,535 small entries, and a SYN flood never does.
     @exclusivity(unchecked) var listeners: [UInt16: ListenerOptions] = [:]

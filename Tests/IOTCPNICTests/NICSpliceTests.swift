@@ -431,4 +431,55 @@ struct NICSpliceTests {
         #expect(nic.spliceCount == 0 && output.spliceEnds.map(\.1.reason) == [.reused])
         #expect(output.packetsIn.count == 1, "the SYN went on to the host")
     }
+
+    @Test("a standing queue in front of the NIC: relayed data read past 100 frames of a turn is dropped; ACKs, FINs and RSTs never; a short queue drops nothing")
+    func standingQueueDrops() throws {
+        var output = CollectingNICOutput()
+        let nic = spliced(output: &output)
+        _ = sent(&output)
+        var now = start + Nanoseconds.millisecond
+        // Every turn finds more than 64 frames waiting: standing once that has lasted 100 ms.
+        nic.standingQueue.turnRead(frames: 256, now: now)
+        now = now + 99 * Nanoseconds.millisecond
+        nic.standingQueue.turnRead(frames: 65, now: now)
+        #expect(!nic.standingQueue.isStanding, "99 ms above target is a burst")
+        now = now + Nanoseconds.millisecond
+        nic.standingQueue.turnRead(frames: 256, now: now)
+        #expect(nic.standingQueue.isStanding)
+        let body = Array(repeating: UInt8(9), count: 1000)
+        func readFrames(_ count: Int) { for _ in 0..<count { nic.standingQueue.frameRead() } }
+        // The 100th frame of the turn is relayed; the 101st, data, is dropped and nothing leaves.
+        readFrames(100)
+        fromBackend(nic, sequence: backendReceiveNext, acknowledgment: headEnd, payload: body, at: now, output: &output)
+        let first = try #require(sent(&output).first)
+        #expect(first.to == Self.client && first.payload == body && nic.counters.spliceQueueDrops == 0)
+        readFrames(1)
+        fromBackend(nic, sequence: backendReceiveNext + 1000, acknowledgment: headEnd, payload: body, at: now, output: &output)
+        #expect(sent(&output).isEmpty && nic.counters.spliceQueueDrops == 1 && nic.counters.splicedSegments == 1)
+        // Deep in the same turn: the client's pure ACK, and data with a FIN, still cross.
+        readFrames(50)
+        fromClient(nic, sequence: clientReceiveNext, acknowledgment: clientSendNext + 1000, at: now, output: &output)
+        let acknowledgment = try #require(sent(&output).first)
+        #expect(acknowledgment.to == Self.backend && acknowledgment.payload.isEmpty
+                && acknowledgment.segment.acknowledgmentNumber == backendReceiveNext + 1000)
+        fromBackend(nic, flags: [.ack, .fin], sequence: backendReceiveNext + 2000, acknowledgment: headEnd, payload: body, at: now,
+                    output: &output)
+        let fin = try #require(sent(&output).first)
+        #expect(fin.segment.flags.contains(.fin) && fin.segment.sequenceNumber == clientSendNext + 2000 && fin.payload == body)
+        #expect(nic.counters.spliceQueueDrops == 1)
+        // A turn that finds 64 frames or fewer: the queue is short again, and the dropped bytes sent again cross.
+        now = now + Nanoseconds.millisecond
+        nic.standingQueue.turnRead(frames: 64, now: now)
+        #expect(!nic.standingQueue.isStanding)
+        readFrames(200)
+        fromBackend(nic, sequence: backendReceiveNext + 1000, acknowledgment: headEnd, payload: body, at: now, output: &output)
+        let resent = try #require(sent(&output).first)
+        #expect(resent.segment.sequenceNumber == clientSendNext + 1000 && resent.payload == body && nic.counters.spliceQueueDrops == 1)
+        // With a limit of 0 (`--relay-queue-frames 0`) a standing queue drops nothing.
+        var never = StandingQueueControl(limitFrames: 0)
+        never.turnRead(frames: 256, now: now)
+        never.turnRead(frames: 256, now: now + StandingQueueControl.interval)
+        for _ in 0..<256 { never.frameRead() }
+        #expect(never.isStanding && !never.dropsRelayedData)
+    }
 }
