@@ -466,6 +466,10 @@ struct NICSpliceTests {
                     output: &output)
         let fin = try #require(sent(&output).first)
         #expect(fin.segment.flags.contains(.fin) && fin.segment.sequenceNumber == clientSendNext + 2000 && fin.payload == body)
+        // A RST (here one away from where the client's stream stands, so it does not end the splice) crosses too.
+        fromClient(nic, flags: .rst, sequence: clientReceiveNext + 5000, acknowledgment: SequenceNumber(0), at: now, output: &output)
+        let reset = try #require(sent(&output).first)
+        #expect(reset.to == Self.backend && reset.segment.flags == .rst && nic.spliceCount == 1)
         #expect(nic.counters.spliceQueueDrops == 1)
         // A turn that finds 64 frames or fewer: the queue is short again, and the dropped bytes sent again cross.
         now = now + Nanoseconds.millisecond
