@@ -168,8 +168,7 @@ for run in clean lossy; do
   for round in $(seq 20); do
     for size in 64 1048576; do
       for header in 'Connection: close' 'X-Plain: yes'; do
-        out=$(ip netns exec "$namespace" curl -sS --max-time 120 -o "$work/got" -w '%{http_code} %{time_total}' -H "$header" \
-          "http://$web:8080/file-$size.bin")
+        out=$(client --max-time 120 -o "$work/got" -w '%{http_code} %{time_total}' -H "$header" "http://$web:8080/file-$size.bin")
         [ "${out% *}" = 200 ] && cmp -s "$work/got" "$work/www/file-$size.bin" && good=$((good + 1))
         ms=$(awk -v t="${out#* }" 'BEGIN { printf "%d", t * 1000 }')
         [ "$ms" -gt "$slowest" ] && slowest=$ms

@@ -138,7 +138,6 @@ public final class NICRuntime {
         let takeSuperSegments = superSegmentsAllowed && inbound.settings.isNone
         if takeSuperSegments != superSegmentsOffered { superSegmentsOffered = wire.acceptSuperSegments(takeSuperSegments) && takeSuperSegments }
         // The wire: a bounded batch per turn, so commands are not starved by a flood.
-        var framesRead = 0
         for _ in 0..<Self.framesPerTurn {
             let count: Int?
             do throws(WireFailure) { count = try wire.read(into: frame) } catch {
@@ -147,7 +146,6 @@ public final class NICRuntime {
             }
             guard let count else { break }
             worked = true
-            framesRead += 1
             dataPlane.standingQueue.frameRead()
             counters.framesIn += 1
             counters.bytesIn += count
@@ -163,7 +161,7 @@ public final class NICRuntime {
             inbound.send(bytes, now: now) { deliver(frame: $0, output: &output) }
         }
         // How many frames were waiting: whether the queue in front of the NIC stands (relayed data only).
-        dataPlane.standingQueue.turnRead(frames: framesRead, now: now)
+        dataPlane.standingQueue.turnRead(now: now)
         inbound.releaseDue(now: now) { deliver(frame: $0, output: &output) }
         dataPlane.flushRelayed(output: &output)  // the batch's last relayed bytes, held for joining
         // Held outbound frames go straight to the wire: they passed the faults when they were sent, and

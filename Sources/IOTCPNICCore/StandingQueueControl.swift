@@ -39,8 +39,10 @@ public struct StandingQueueControl: Sendable {
     /// A frame was read from the wire, before it is handled.
     public mutating func frameRead() { position += 1 }
 
-    /// After each turn's read of the wire: `frames` read (the runtime stops at its batch limit).
-    public mutating func turnRead(frames: Int, now: Instant) {
+    /// After each turn's read of the wire: the frames it read (`position`; the runtime stops at its batch
+    /// limit) tell whether the queue was above target, and the next turn starts at the first frame again.
+    public mutating func turnRead(now: Instant) {
+        let frames = position
         position = 0
         guard frames > Self.targetFrames else {
             standingFrom = nil

@@ -438,16 +438,20 @@ struct NICSpliceTests {
         let nic = spliced(output: &output)
         _ = sent(&output)
         var now = start + Nanoseconds.millisecond
+        func readFrames(_ count: Int) { for _ in 0..<count { nic.standingQueue.frameRead() } }
+        func turn(_ frames: Int) {
+            readFrames(frames)
+            nic.standingQueue.turnRead(now: now)
+        }
         // Every turn finds more than 64 frames waiting: standing once that has lasted 100 ms.
-        nic.standingQueue.turnRead(frames: 256, now: now)
+        turn(256)
         now = now + 99 * Nanoseconds.millisecond
-        nic.standingQueue.turnRead(frames: 65, now: now)
+        turn(65)
         #expect(!nic.standingQueue.isStanding, "99 ms above target is a burst")
         now = now + Nanoseconds.millisecond
-        nic.standingQueue.turnRead(frames: 256, now: now)
+        turn(256)
         #expect(nic.standingQueue.isStanding)
         let body = Array(repeating: UInt8(9), count: 1000)
-        func readFrames(_ count: Int) { for _ in 0..<count { nic.standingQueue.frameRead() } }
         // The 100th frame of the turn is relayed; the 101st, data, is dropped and nothing leaves.
         readFrames(100)
         fromBackend(nic, sequence: backendReceiveNext, acknowledgment: headEnd, payload: body, at: now, output: &output)
@@ -472,8 +476,9 @@ struct NICSpliceTests {
         #expect(reset.to == Self.backend && reset.segment.flags == .rst && nic.spliceCount == 1)
         #expect(nic.counters.spliceQueueDrops == 1)
         // A turn that finds 64 frames or fewer: the queue is short again, and the dropped bytes sent again cross.
+        nic.standingQueue.turnRead(now: now)  // ends the turn above (151 frames)
         now = now + Nanoseconds.millisecond
-        nic.standingQueue.turnRead(frames: 64, now: now)
+        turn(64)
         #expect(!nic.standingQueue.isStanding)
         readFrames(200)
         fromBackend(nic, sequence: backendReceiveNext + 1000, acknowledgment: headEnd, payload: body, at: now, output: &output)
@@ -481,8 +486,10 @@ struct NICSpliceTests {
         #expect(resent.segment.sequenceNumber == clientSendNext + 1000 && resent.payload == body && nic.counters.spliceQueueDrops == 1)
         // With a limit of 0 (`--relay-queue-frames 0`) a standing queue drops nothing.
         var never = StandingQueueControl(limitFrames: 0)
-        never.turnRead(frames: 256, now: now)
-        never.turnRead(frames: 256, now: now + StandingQueueControl.interval)
+        for turnStart in [now, now + StandingQueueControl.interval] {
+            for _ in 0..<256 { never.frameRead() }
+            never.turnRead(now: turnStart)
+        }
         for _ in 0..<256 { never.frameRead() }
         #expect(never.isStanding && !never.dropsRelayedData)
     }
