@@ -859,14 +859,32 @@ public final class TCPEngine {
         guard head.count + unread <= headLimit else {
             throw .cannotSplice("\(head.count + unread) bytes of head, more than \(headLimit)")
         }
-        var bytes = [UInt8](repeating: 0, count: head.count + unread)
-        bytes.withUnsafeMutableBytes { buffer in
+        // The head and the unread bytes side by side for the command: on the stack (they are at most
+        // `maximumHeadLength`), so a splice allocates nothing for them.
+        withUnsafeTemporaryAllocation(byteCount: head.count + unread, alignment: 1) { buffer in
             if !head.isEmpty { UnsafeMutableRawBufferPointer(rebasing: buffer[0..<head.count]).copyMemory(from: head) }
             if unread > 0 {
                 _ = pool[clientSlot].read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[head.count...]), now: now,
                                           configuration: configuration, output: &output)
             }
+            emitSplice(clientSlot: clientSlot, backendSlot: backendSlot, head: UnsafeRawBufferPointer(buffer), now: now, output: &output)
         }
+        statistics.splicesHandedOver += 1
+        for slot in [clientSlot, backendSlot] {
+            let key = EndpointKey(remoteAddress: pool[slot].remoteAddress, remotePort: pool[slot].remotePort,
+                                  localPort: pool[slot].localPort)
+            let peerInitialSequence = pool[slot].initialReceiveSequence
+            if slot == backendSlot { splicedBackends.insert(key) }
+            pool[slot].ownedByApplication = false
+            release(slot)
+            rememberHandOver(key, peerInitialSequence: peerInitialSequence, now: now)
+        }
+    }
+
+    /// The ACK to the client, both flows closed on the NIC and the SPLICE itself, in that order.
+    private func emitSplice<O: CommandOutput>(
+        clientSlot: Int, backendSlot: Int, head bytes: UnsafeRawBufferPointer, now: Instant, output: inout O
+    ) {
         // The client hears now that everything it sent is ours: what it sends again of it later would have
         // to be answered by the NIC.
         pool[clientSlot].ackNow = true
@@ -883,17 +901,7 @@ public final class TCPEngine {
             maximumRetransmissions: UInt16(clamping: configuration.maximumRetransmissions),
             idleTimeoutMilliseconds: milliseconds(configuration.spliceIdleTimeout),
             lingerMilliseconds: UInt32(clamping: configuration.spliceLinger / Nanoseconds.millisecond))
-        bytes.withUnsafeBytes { output.emit(.splice(pool[clientSlot].handle.flow, parameters, head: $0)) }
-        statistics.splicesHandedOver += 1
-        for slot in [clientSlot, backendSlot] {
-            let key = EndpointKey(remoteAddress: pool[slot].remoteAddress, remotePort: pool[slot].remotePort,
-                                  localPort: pool[slot].localPort)
-            let peerInitialSequence = pool[slot].initialReceiveSequence
-            if slot == backendSlot { splicedBackends.insert(key) }
-            pool[slot].ownedByApplication = false
-            release(slot)
-            rememberHandOver(key, peerInitialSequence: peerInitialSequence, now: now)
-        }
+        output.emit(.splice(pool[clientSlot].handle.flow, parameters, head: bytes))
     }
 
     /// SPLICE_ENDED: the NIC has let go of a splice. Its backend 4-tuple is free again, unless the client
