@@ -164,9 +164,13 @@ keep=$(inside curl -sS --max-time 30 -o "$work/k1" -o "$work/k2" -w '%{num_conne
   http://$web:8080/file-65536.bin http://$web:8080/file-1048576.bin)
 check "two requests on one kept-alive connection, both byte-exact" "0 1 $(sha "$work/www/file-65536.bin") $(sha "$work/www/file-1048576.bin")" \
   "$(echo $keep | tr ' ' '\n' | sort | tr '\n' ' ')$(sha "$work/k1") $(sha "$work/k2")"
+# A request line the proxy cannot route (its target not a path) is answered by the proxy itself.
+check "a request line whose target is not a path is answered 400" 400 \
+  "$(inside curl -s -o /dev/null -w '%{http_code}' --max-time 10 --request-target nothing http://$web:8080/)"
 state=$(describe)
 total=$(( 2 * (0 + 1 + 65536 + 1048576 + 10485760 + 209715200) + 65536 + 1048576 ))
-check "every download was spliced, none copied" "16 0" "$(field spliced "$state") $(field copied "$state")"
+check "every download was spliced, none copied, the bad request counted" "16 0 1" \
+  "$(field spliced "$state") $(field copied "$state") $(field bad-requests "$state")"
 check "the host saw none of the bodies: few segments against $((total / 1448)) relayed" yes \
   "$([ "$(field segments-in "$state")" -lt 2000 ] && echo yes || echo "segments-in=$(field segments-in "$state")")"
 sleep 6  # the splices' linger

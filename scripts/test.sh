@@ -93,9 +93,9 @@ if [ "$root" = yes ]; then
     env ACCEL_FAMILY=ipv6 scripts/accel-e2e.sh .build/debug/iotcp-fileserver
 
   echo "== splicing: iotcp-proxy in front of nginx and lighttpd, 0 B-200 MiB, loss, resets, a vanishing client, tshark"
-  suite "splicing" 43 proxy "^proxy: (FAIL|[0-9]+ passed)" scripts/proxy-e2e.sh .build/debug/iotcp-proxy
+  suite "splicing" 44 proxy "^proxy: (FAIL|[0-9]+ passed)" scripts/proxy-e2e.sh .build/debug/iotcp-proxy
   echo "== splicing over IPv6: the same checks, client, proxy and backends on IPv6 addresses (SPLICE6)"
-  suite "splicing over IPv6" 43 proxy "^proxy: (FAIL|[0-9]+ passed)" env PROXY_FAMILY=ipv6 scripts/proxy-e2e.sh .build/debug/iotcp-proxy
+  suite "splicing over IPv6" 44 proxy "^proxy: (FAIL|[0-9]+ passed)" env PROXY_FAMILY=ipv6 scripts/proxy-e2e.sh .build/debug/iotcp-proxy
 
   echo "== iotcp as a library: a package of its own depending on it by path, built and serving"
   suite "the downstream package" 7 downstream "^downstream:" scripts/downstream.sh

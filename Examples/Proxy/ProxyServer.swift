@@ -11,7 +11,8 @@ final class ProxyServer {
     struct Backend: CustomStringConvertible {
         var address: IPAddress
         var port: UInt16
-        var description: String { "\(address.urlHost):\(port)" }
+        /// Made once: a request's log line and errors name it, and it never changes.
+        let description: String
 
         /// `IPV4:PORT` or `[IPV6]:PORT`.
         init(parsing text: String, option: String) throws(ValidationError) {
@@ -25,6 +26,7 @@ final class ProxyServer {
             }
             self.address = address
             self.port = port
+            description = "\(address.urlHost):\(port)"
         }
     }
 
@@ -63,9 +65,11 @@ final class ProxyServer {
         var phase = Phase.readingHead
         /// The request head so far (and whatever followed it in the same reads).
         var input: [UInt8] = []
-        /// What goes to the backend first: the head as forwarded.
+        /// What goes to the backend first: the head as forwarded (it starts with the request line).
         var head: [UInt8] = []
-        var requestLine = ""
+        /// How long the request line is, at the start of `head` (it is made into text only to be logged).
+        var requestLineLength = 0
+        var requestLine: String { String(decoding: head.prefix(requestLineLength), as: UTF8.self) }
         var backendName = ""
         var started: UInt64
         var lastActivity: UInt64
@@ -222,14 +226,28 @@ final class ProxyServer {
 
     private func route(_ session: Session, id: UInt64, headLength: Int) {
         counters.requests += 1
-        let head = session.input[0..<headLength]
-        guard let lineEnd = head.firstIndex(of: 13) else { return badRequest(session, id: id) }
-        let line = head[..<lineEnd].split(separator: 32, omittingEmptySubsequences: false)
-        guard line.count == 3, !line[0].isEmpty, line[1].first == UInt8(ascii: "/"), line[2].starts(with: Array("HTTP/1.".utf8)) else {
+        let input = session.input
+        guard let lineEnd = input[0..<headLength].firstIndex(of: 13),
+              let (pathStart, pathEnd) = Self.requestTarget(input[0..<lineEnd])
+        else {
             return badRequest(session, id: id)
         }
-        session.requestLine = String(decoding: head[..<lineEnd], as: UTF8.self)
-        let path = Array(line[1])
+        let path = input[pathStart..<pathEnd]
+        // The head as the backend sees it: the client's, with who it came from, then whatever followed it.
+        var forwarded: [UInt8] = []
+        forwarded.reserveCapacity(input.count + 64)
+        forwarded += input[0..<(headLength - 2)]
+        forwarded += Self.forwardedForName
+        if let endpoints = stack.endpoints(of: session.client) {
+            Self.appendAddress(endpoints.remoteAddress, to: &forwarded)
+        } else {
+            forwarded += "unknown".utf8
+        }
+        forwarded += [13, 10, 13, 10]
+        forwarded += input[headLength...]
+        session.head = forwarded
+        session.requestLineLength = lineEnd
+        session.input = []
         let chosen: Backend
         if let routed = routes.first(where: { path.starts(with: $0.prefix) }) {
             chosen = routed.backend
@@ -243,10 +261,6 @@ final class ProxyServer {
             return
         }
         session.backendName = chosen.description
-        // The head as the backend sees it: the client's, with who it came from, then whatever followed it.
-        let client = stack.endpoints(of: session.client).map { "\($0.remoteAddress)" } ?? "unknown"
-        session.head = Array(head.dropLast(2)) + Array("X-Forwarded-For: \(client)\r\n\r\n".utf8) + session.input[headLength...]
-        session.input = []
         do {
             let backend = try stack.connect(to: chosen.address, port: chosen.port)
             session.backend = backend
@@ -258,6 +272,37 @@ final class ProxyServer {
             counters.backendFailures += 1
             log("\(session.requestLine) -> \(chosen): \(error); 502")
             respond(session, id: id, status: "502 Bad Gateway")
+        }
+    }
+
+    static let forwardedForName = Array("X-Forwarded-For: ".utf8)
+
+    /// Where the request target of a request line `METHOD SP TARGET SP HTTP/1.x` lies, if the line is one
+    /// (the target an origin-form path).
+    static func requestTarget(_ line: ArraySlice<UInt8>) -> (start: Int, end: Int)? {
+        guard let firstSpace = line.firstIndex(of: 32), firstSpace > line.startIndex else { return nil }
+        let targetStart = firstSpace + 1
+        guard let secondSpace = line[targetStart...].firstIndex(of: 32), secondSpace > targetStart,
+              line[targetStart] == UInt8(ascii: "/"), line[(secondSpace + 1)...].starts(with: httpOnePrefix),
+              !line[(secondSpace + 1)...].contains(32)
+        else { return nil }
+        return (targetStart, secondSpace)
+    }
+
+    static let httpOnePrefix = Array("HTTP/1.".utf8)
+
+    /// An address as X-Forwarded-For writes it: dotted decimal, or IPv6 text (rarer; made by the library).
+    static func appendAddress(_ address: IPAddress, to bytes: inout [UInt8]) {
+        guard let ipv4 = address.ipv4 else {
+            bytes += address.description.utf8
+            return
+        }
+        for shift in stride(from: 24, through: 0, by: -8) {
+            let octet = UInt8(truncatingIfNeeded: ipv4.rawValue >> UInt32(shift))
+            if octet >= 100 { bytes.append(UInt8(ascii: "0") + octet / 100) }
+            if octet >= 10 { bytes.append(UInt8(ascii: "0") + octet / 10 % 10) }
+            bytes.append(UInt8(ascii: "0") + octet % 10)
+            if shift > 0 { bytes.append(UInt8(ascii: ".")) }
         }
     }
 
@@ -390,7 +435,8 @@ final class ProxyServer {
         }
     }
 
-    private func log(_ line: String) {
-        if accessLog { say(line) }
+    /// The line is made only when it is printed: with `--quiet`, a request costs no text at all.
+    private func log(_ line: @autoclosure () -> String) {
+        if accessLog { say(line()) }
     }
 }
