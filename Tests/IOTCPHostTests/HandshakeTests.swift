@@ -67,7 +67,9 @@ struct HandshakeTests {
 
     @Test("active open: SYN, then SYN-ACK, then ACK; timestamps take 12 bytes of each segment")
     func activeOpen() throws {
-        var script = Script()
+        var configuration = TCPConfiguration()
+        configuration.acknowledgeConnectWithData = false
+        var script = Script(configuration: configuration)
         let handle = try script.engine.connect(to: Script.remote, port: 8080, now: script.now, output: &script.output)
         let synSegments = script.output.takeSegments()
         let syn = try #require(synSegments.first)
@@ -90,6 +92,66 @@ struct HandshakeTests {
         var events: TCPEvents = []
         script.engine.drainEvents { _, new in events.formUnion(new) }
         #expect(events.contains(.connected))
+    }
+
+    /// Connects and answers the SYN: the connection is established and its ACK owed (nothing emitted yet).
+    func connectOwingAcknowledgment(_ script: inout Script) throws -> (TCPHandle, syn: Segment) {
+        let handle = try script.engine.connect(to: Script.remote, port: 8080, now: script.now, output: &script.output)
+        let syn = try #require(script.output.takeSegments().first)
+        script.remotePort = 8080
+        script.localPort = syn.tcp.sourcePort
+        let reply = script.inject(sequence: 5000, acknowledgment: syn.sequence.rawValue &+ 1, flags: [.syn, .ack],
+                                  options: Script.linuxSynOptions(timestamp: 77))
+        #expect(reply.segments.isEmpty, "the ACK waits for the application's turn")
+        #expect(script.engine.state(of: handle) == .established && script.engine.isWritable(handle))
+        #expect(script.engine.owesAcknowledgments)
+        return (handle, syn)
+    }
+
+    @Test("active open's last ACK waits for the application's turn: sent by sendOwedAcknowledgments, carried by a write, or sent a tick later")
+    func activeOpenAcknowledgmentWaits() throws {
+        // Nothing written in the turn: the engine sends it when asked, once.
+        var script = Script()
+        var (_, syn) = try connectOwingAcknowledgment(&script)
+        script.engine.sendOwedAcknowledgments(now: script.now, output: &script.output)
+        let owed = script.output.takeSegments()
+        #expect(owed.count == 1)
+        let ack = try #require(owed.first)
+        #expect(ack.flags == .ack && ack.payload.isEmpty)
+        #expect(ack.sequence == syn.sequence + 1 && ack.acknowledgment == SequenceNumber(5001))
+        #expect(ack.tcp.options.timestamps?.echoReply == 77)
+        #expect(!script.engine.owesAcknowledgments)
+        script.engine.sendOwedAcknowledgments(now: script.now, output: &script.output)
+        #expect(script.output.takeSegments().isEmpty, "owed once")
+        #expect(script.advance(milliseconds: 50).segments.isEmpty, "and not sent again by the timer")
+
+        // A request written in the turn carries it: one segment, no pure ACK before or after.
+        script = Script()
+        let handle: TCPHandle
+        (handle, syn) = try connectOwingAcknowledgment(&script)
+        let request = Array("GET / HTTP/1.1\r\n\r\n".utf8)
+        _ = try request.withUnsafeBytes { try script.engine.write(handle, $0, now: script.now, output: &script.output) }
+        script.engine.sendOwedAcknowledgments(now: script.now, output: &script.output)
+        let carried = script.output.takeSegments()
+        #expect(carried.count == 1)
+        #expect(carried.first.map { $0.flags.contains(.ack) && $0.payload == request } == true)
+        #expect(carried.first?.acknowledgment == SequenceNumber(5001) && carried.first?.sequence == syn.sequence + 1)
+        #expect(script.advance(milliseconds: 50).segments.allSatisfy { !$0.payload.isEmpty }, "no pure ACK follows")
+
+        // An engine driven without sendOwedAcknowledgments: the timer sends it a tick later, not a delayed
+        // ACK's 40 ms (the peer samples its RTT from this ACK).
+        script = Script()
+        _ = try connectOwingAcknowledgment(&script)
+        let late = script.advance(milliseconds: 2).segments
+        #expect(late.count == 1 && late.first?.flags == .ack && late.first?.acknowledgment == SequenceNumber(5001))
+
+        // The peer may send at once into the window our SYN offered, before it hears our ACK.
+        script = Script()
+        let early: TCPHandle
+        (early, syn) = try connectOwingAcknowledgment(&script)
+        script.inject(sequence: 5001, acknowledgment: syn.sequence.rawValue &+ 1, flags: [.ack, .psh],
+                      options: TCPOptions(timestamps: TCPTimestamps(value: 78, echoReply: 0)), payload: Array("hello".utf8))
+        #expect(script.engine.readableBytes(early) == 5)
     }
 
     @Test("simultaneous open (RFC 9293 §3.5 figure 7) ends established")

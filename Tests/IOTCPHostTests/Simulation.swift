@@ -251,6 +251,9 @@ struct Simulation {
         server.handleTimers(now: now, output: &serverOutput)
         client.handleTimers(now: now, output: &clientOutput)
         runApplications()
+        // The applications' turn is over: handshake ACKs their writes did not carry go now, as a stack's would.
+        server.sendOwedAcknowledgments(now: now, output: &serverOutput)
+        client.sendOwedAcknowledgments(now: now, output: &clientOutput)
         route()
     }
 

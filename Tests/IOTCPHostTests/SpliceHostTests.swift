@@ -46,6 +46,8 @@ struct SpliceHostTests {
         let ack = try #require(emitted.segments.last)
         #expect(ack.flags == .ack && ack.acknowledgment == SequenceNumber(1001 + UInt32(Self.request.count)),
                 "the client hears everything it sent is taken, before the hand-over")
+        #expect(emitted.segments.count == 1 && ack.tcp.destinationPort == 40000,
+                "no ACK of its own to the backend: the head the NIC sends completes its handshake")
         #expect(parameters.client.remotePort == 40000 && parameters.client.localPort == 80)
         #expect(parameters.client.sendNext == SequenceNumber(iss &+ 1))
         #expect(parameters.client.receiveNext == SequenceNumber(1001 + UInt32(Self.request.count)))
@@ -99,6 +101,22 @@ struct SpliceHostTests {
         let over = ended + script.engine.configuration.timeWaitDuration
         _ = try script.engine.connect(to: Script.remote, port: 8080, localPort: backendPort, now: over, output: &script.output)
         #expect(script.engine.backendsInTimeWait == 0, "forgotten once over (the connect walked the holds)")
+    }
+
+    @Test("with no head and nothing unread, the backend's handshake ACK goes before the SPLICE (nothing else would carry it)")
+    func emptyHeadAcknowledgesBackend() throws {
+        var script = Script()
+        let (client, _, backend, backendPort, backendISS) = try pair(&script, readCount: Self.request.count)
+        _ = script.output.take()
+        try [UInt8]().withUnsafeBytes { try script.engine.splice(client, to: backend, head: $0, now: script.now, output: &script.output) }
+        let emitted = script.output.take()
+        let toBackend = emitted.segments.filter { $0.tcp.destinationPort == 8080 }
+        #expect(toBackend.count == 1)
+        #expect(toBackend.first.map { $0.flags == .ack && $0.payload.isEmpty && $0.tcp.sourcePort == backendPort } == true)
+        #expect(toBackend.first?.sequence == SequenceNumber(backendISS &+ 1) && toBackend.first?.acknowledgment == SequenceNumber(5001))
+        let ackIndex = emitted.firstIndex { if case .segment(let segment) = $0 { segment.tcp.destinationPort == 8080 } else { false } }
+        let spliceIndex = emitted.firstIndex { if case .splice = $0 { true } else { false } }
+        #expect(ackIndex != nil && spliceIndex != nil && ackIndex! < spliceIndex!)
     }
 
     @Test("refused, changing nothing: no NIC splicing, a backend that already sent data, data in flight, a head too long")

@@ -130,6 +130,8 @@ struct EndToEndTests {
                 try client.close(handle, now: now, output: &clientOut)
                 clientClosed = true
             }
+            server.sendOwedAcknowledgments(now: now, output: &hostToNIC)
+            client.sendOwedAcknowledgments(now: now, output: &clientOut)
             server.handleTimers(now: now, output: &hostToNIC)
             client.handleTimers(now: now, output: &clientOut)
             // Done when the client's side is gone and the server's waits in TIME-WAIT (the NIC forgot the flow).

@@ -88,6 +88,7 @@ final class StackHarness {
         toClient.removeAll()
         if keepsClientFrames { clientFrames += frames }
         for packet in frames { packet.withUnsafeBytes { client.handlePacket($0, now: time, output: &output) } }
+        client.sendOwedAcknowledgments(now: time, output: &output)
         client.handleTimers(now: time, output: &output)
         try stack.wait(into: &events, timeoutNanoseconds: 0)
     }

@@ -449,6 +449,7 @@ public final class IOTCPStack {
             collect(into: &events, maxEvents: max(maxEvents, 1))
             if channelFailure != nil { channelFailureReported = true }
             if !events.isEmpty || channelFailure != nil { return events.count }
+            if engine.owesAcknowledgments { continue }  // nobody is told of those connections: the ACKs go now
             let later = clock()
             var sleep = Int64(deadline.map { $0 - later } ?? Nanoseconds.second)
             if let due = engine.nextDeadline { sleep = min(sleep, Int64(due - later)) }
@@ -489,7 +490,7 @@ public final class IOTCPStack {
     /// }
     /// ```
     public func prepareToPoll(upTo limit: Int64) -> Int64? {
-        guard channelFailure == nil, completions.isEmpty, interest.nothingPending else { return nil }
+        guard channelFailure == nil, completions.isEmpty, interest.nothingPending, !engine.owesAcknowledgments else { return nil }
         flushCorked()
         sender.flush()
         var sleep = limit
@@ -514,6 +515,8 @@ public final class IOTCPStack {
     private func pump(now: Instant) {
         flushCorked()
         var output = sender
+        // The application's turn is over: handshake ACKs its writes did not carry go now.
+        engine.sendOwedAcknowledgments(now: now, output: &output)
         if channelFailure == nil {
             do throws(ChannelError) {
                 var more = true

@@ -163,7 +163,16 @@ extension TCPConnection {
             if consecutiveTimeouts == 0 { rtt.addSample(now - timedAt, configuration: configuration) } else { rtt.restartAfterSynTimeout() }
             consecutiveTimeouts = 0
             sendWindow = Int(segment.window) << Int(sendWindowShift)
-            ackNow = true
+            if configuration.acknowledgeConnectWithData {
+                // Our SYN's window (never scaled) was an offer: the peer may fill it before hearing from us.
+                receiveWindowEdge = receiveNext + min(receiveBuffer.free, 65535)
+                // The engine sends it after the application's turn; a timer a tick away, if nobody asks the
+                // engine to (the peer takes an RTT sample from this ACK: it must not wait a delayed ACK's 40 ms).
+                owesHandshakeAcknowledgment = true
+                timers[.delayedAck] = now + Nanoseconds.millisecond
+            } else {
+                ackNow = true
+            }
             refreshKeepalive(now: now, configuration: configuration)
         } else {
             // Simultaneous open (RFC 9293 §3.5): both sent SYNs.

@@ -30,6 +30,7 @@ extension TCPConnection {
     }
 
     mutating func acknowledgmentSent() {
+        owesHandshakeAcknowledgment = false
         segmentsSinceAck = 0
         timers[.delayedAck] = nil
         ackNow = false

@@ -128,6 +128,8 @@ struct TCPConnection {
     var echoedEnd: SequenceNumber
     var segmentsSinceAck = 0
     var ackNow = false
+    /// The handshake's last ACK is owed and waits for the application's turn (`acknowledgeConnectWithData`).
+    var owesHandshakeAcknowledgment = false
 
     // What the application should hear.
     var events: TCPEvents = []

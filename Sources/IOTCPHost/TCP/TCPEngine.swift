@@ -97,6 +97,8 @@ public final class TCPEngine {
     /// nobody reads their events, but whoever holds resources for their data (offloaded files) must hear.
     @exclusivity(unchecked) private var settledOrphans: [TCPHandle] = []
     @exclusivity(unchecked) private var dueScratch: [Int] = []
+    /// Active opens whose handshake ACK waits for the application's turn (`acknowledgeConnectWithData`).
+    @exclusivity(unchecked) private var owedAcknowledgments: [TCPHandle] = []
     @exclusivity(unchecked) private var nextEphemeralPort: UInt16 = 32768
     /// Connections handed to the NIC in the last `handOverGrace`, with their peers' ISNs: segments for them
     /// still in flight from the NIC go back to it, not reset; an ESTABLISHED with that ISN is a duplicate of
@@ -682,6 +684,24 @@ public final class TCPEngine {
     /// The earliest timer deadline, for an event loop's wait.
     public var nextDeadline: Instant? { wheel.earliestDeadline() }
 
+    /// Whether a handshake's ACK waits for `sendOwedAcknowledgments` (an event loop must not sleep on it).
+    public var owesAcknowledgments: Bool { !owedAcknowledgments.isEmpty }
+
+    /// Sends the handshake ACKs still owed: the application's turn is over and nothing it wrote carried
+    /// them (`TCPConfiguration.acknowledgeConnectWithData`). An event loop calls this before it takes new
+    /// input or sleeps; `IOTCPStack` does.
+    public func sendOwedAcknowledgments<O: CommandOutput>(now: Instant, output: inout O) {
+        guard !owedAcknowledgments.isEmpty else { return }
+        for handle in owedAcknowledgments where pool.isCurrent(handle) {
+            let slot = Int(handle.slot)
+            guard pool[slot].owesHandshakeAcknowledgment else { continue }
+            pool[slot].ackNow = true
+            pool[slot].flush(now: now, configuration: configuration, output: &output)
+            afterChange(slot)
+        }
+        owedAcknowledgments.removeAll(keepingCapacity: true)
+    }
+
     // MARK: - SYNs, cookies and strays
 
     /// `packet` is the whole IP packet `segment` came in (given back to the NIC if the connection was just
@@ -885,6 +905,11 @@ public final class TCPEngine {
     private func emitSplice<O: CommandOutput>(
         clientSlot: Int, backendSlot: Int, head bytes: UnsafeRawBufferPointer, now: Instant, output: inout O
     ) {
+        // The backend's handshake ACK rides the head the NIC sends; with no head, it goes now.
+        if pool[backendSlot].owesHandshakeAcknowledgment && bytes.isEmpty {
+            pool[backendSlot].ackNow = true
+            pool[backendSlot].flush(now: now, configuration: configuration, output: &output)
+        }
         // The client hears now that everything it sent is ours: what it sends again of it later would have
         // to be answered by the NIC.
         pool[clientSlot].ackNow = true
@@ -976,6 +1001,9 @@ public final class TCPEngine {
     /// and freeing it once it is closed and nobody holds it.
     private func afterChange(_ slot: Int) {
         guard pool.isLive(slot) else { return }
+        if pool[slot].owesHandshakeAcknowledgment, !owedAcknowledgments.contains(pool[slot].handle) {
+            owedAcknowledgments.append(pool[slot].handle)
+        }
         if let port = pool[slot].listenerPort, !pool[slot].awaitingAccept, pool[slot].state != .synReceived,
            pool[slot].state != .closed, listeners[port] != nil {
             pool[slot].awaitingAccept = true

@@ -103,6 +103,11 @@ public struct TCPConfiguration: Sendable {
     /// Nagle's algorithm (RFC 9293 §3.7.4) for application bytes.
     public var nagle = true
     public var delayedAckTimeout: UInt64 = 40 * Nanoseconds.millisecond
+    /// The ACK that completes an active open waits for the end of the application's turn (the stack's next
+    /// pass, `TCPEngine.sendOwedAcknowledgments`): what the application writes when it hears the connection
+    /// is open, or a SPLICE's head, carries it, and the peer gets one segment fewer (RFC 9293 lets the third
+    /// segment of the handshake carry data). False sends it at once.
+    public var acknowledgeConnectWithData = true
     public var initialRetransmissionTimeout: UInt64 = Nanoseconds.second
     /// Linux's 200 ms rather than RFC 6298's conservative 1 s.
     public var minimumRetransmissionTimeout: UInt64 = 200 * Nanoseconds.millisecond
