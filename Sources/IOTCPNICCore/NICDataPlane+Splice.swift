@@ -223,6 +223,13 @@ extension NICDataPlane {
                 endSplice(slot, reason: .reused, output: &output)
                 return false
             }
+            // The backend sending its SYN-ACK again has not had the head, whose ACK completes its handshake
+            // (the host leaves that ACK to the head): the head again answers it, at once.
+            if fromBackend && flags.contains(.ack) && !entry.headAcknowledged && entry.state == .relaying {
+                counters.spliceHeadResends += 1
+                sendHead(slot, now: clock, output: &output)
+                return true
+            }
             counters.spliceDrops += 1
             return true
         }

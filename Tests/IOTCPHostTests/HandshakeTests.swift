@@ -138,6 +138,19 @@ struct HandshakeTests {
         #expect(carried.first?.acknowledgment == SequenceNumber(5001) && carried.first?.sequence == syn.sequence + 1)
         #expect(script.advance(milliseconds: 50).segments.allSatisfy { !$0.payload.isEmpty }, "no pure ACK follows")
 
+        // A file written in the turn leaves only after the NIC's read: the ACK goes first, on its own.
+        script = Script()
+        let fileHandle: TCPHandle
+        (fileHandle, syn) = try connectOwingAcknowledgment(&script)
+        _ = try script.engine.writeFile(fileHandle, file: OffloadedFileID(slot: 1, generation: 1), offset: 0, length: 3000,
+                                        now: script.now, output: &script.output)
+        let issued = script.output.take()
+        let firstSegment = issued.firstIndex { if case .segment = $0 { true } else { false } }
+        let firstSend = issued.firstIndex { if case .send = $0 { true } else { false } }
+        #expect(firstSegment != nil && firstSend != nil && firstSegment! < firstSend!)
+        #expect(issued.segments.count == 1 && issued.segments.first?.flags == .ack && issued.segments.first?.payload.isEmpty == true)
+        #expect(issued.segments.first?.acknowledgment == SequenceNumber(5001) && !script.engine.owesAcknowledgments)
+
         // An engine driven without sendOwedAcknowledgments: the timer sends it a tick later, not a delayed
         // ACK's 40 ms (the peer samples its RTT from this ACK).
         script = Script()

@@ -493,4 +493,25 @@ struct NICSpliceTests {
         for _ in 0..<256 { never.frameRead() }
         #expect(never.isStanding && !never.dropsRelayedData)
     }
+
+    @Test("the backend sending its SYN-ACK again before the head is acknowledged gets the head again at once")
+    func synAckAgainResendsHead() throws {
+        var output = CollectingNICOutput()
+        let nic = spliced(output: &output)
+        let first = sent(&output)
+        #expect(Array(first.map(\.payload).joined()) == head, "the head, in segments of the backend's MSS (64)")
+        fromBackend(nic, flags: [.syn, .ack], sequence: backendReceiveNext - 1, acknowledgment: backendSendNext, at: start + Nanoseconds.millisecond,
+                    output: &output)
+        let again = sent(&output)
+        #expect(again.count == first.count && Array(again.map(\.payload).joined()) == head)
+        #expect(again.allSatisfy { $0.to == Self.backend && $0.checksumGood && $0.segment.acknowledgmentNumber == backendReceiveNext })
+        #expect(again.first?.segment.sequenceNumber == backendSendNext)
+        #expect(nic.counters.spliceHeadResends == 1)
+        // Once the head is acknowledged, a stray SYN-ACK is dropped.
+        fromBackend(nic, sequence: backendReceiveNext, acknowledgment: headEnd, at: start + 2 * Nanoseconds.millisecond, output: &output)
+        _ = sent(&output)
+        fromBackend(nic, flags: [.syn, .ack], sequence: backendReceiveNext - 1, acknowledgment: backendSendNext, at: start + 3 * Nanoseconds.millisecond,
+                    output: &output)
+        #expect(sent(&output).isEmpty && nic.counters.spliceHeadResends == 1)
+    }
 }

@@ -197,6 +197,8 @@ extension TCPConnection {
         // The FIN rides on the range's last segment when the sending side was shut down before the range
         // went (`writeFile(shutdownAfter:)`): one packet fewer than the data and then a FIN of its own.
         let carriesFin = last && finRequested && finSequence == nil && piece.source.isFile
+        // A SEND leaves only after the NIC's read: an owed handshake ACK must not wait for the disk.
+        if owesHandshakeAcknowledgment { sendAcknowledgment(now: now, output: &output) }
         switch piece.source {
         case .file(let file, let offset):
             let template = template(lastFlags: last ? (carriesFin ? [.psh, .fin] : .psh) : [], now: now)

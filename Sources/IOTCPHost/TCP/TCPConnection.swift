@@ -332,6 +332,7 @@ struct TCPConnection {
 
     mutating func enterClosed<O: CommandOutput>(output: inout O) {
         state = .closed
+        owesHandshakeAcknowledgment = false
         closeFlowOnNIC(output: &output)
         timers = ConnectionTimers()
     }

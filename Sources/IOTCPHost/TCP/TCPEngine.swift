@@ -679,13 +679,19 @@ public final class TCPEngine {
             pool[slot].handleTimers(now: now, configuration: configuration, output: &output)
             afterChange(slot)
         }
+        // Driven without `sendOwedAcknowledgments`, the timers send what was owed: forget those.
+        if !owedAcknowledgments.isEmpty {
+            owedAcknowledgments.removeAll { !pool.isCurrent($0) || !pool[Int($0.slot)].owesHandshakeAcknowledgment }
+        }
     }
 
     /// The earliest timer deadline, for an event loop's wait.
     public var nextDeadline: Instant? { wheel.earliestDeadline() }
 
     /// Whether a handshake's ACK waits for `sendOwedAcknowledgments` (an event loop must not sleep on it).
-    public var owesAcknowledgments: Bool { !owedAcknowledgments.isEmpty }
+    public var owesAcknowledgments: Bool {
+        owedAcknowledgments.contains { pool.isCurrent($0) && pool[Int($0.slot)].owesHandshakeAcknowledgment }
+    }
 
     /// Sends the handshake ACKs still owed: the application's turn is over and nothing it wrote carried
     /// them (`TCPConfiguration.acknowledgeConnectWithData`). An event loop calls this before it takes new
