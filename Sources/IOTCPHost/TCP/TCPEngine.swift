@@ -701,8 +701,7 @@ public final class TCPEngine {
         for handle in owedAcknowledgments where pool.isCurrent(handle) {
             let slot = Int(handle.slot)
             guard pool[slot].owesHandshakeAcknowledgment else { continue }
-            pool[slot].ackNow = true
-            pool[slot].flush(now: now, configuration: configuration, output: &output)
+            pool[slot].sendAcknowledgment(now: now, output: &output)
             afterChange(slot)
         }
         owedAcknowledgments.removeAll(keepingCapacity: true)
@@ -913,8 +912,7 @@ public final class TCPEngine {
     ) {
         // The backend's handshake ACK rides the head the NIC sends; with no head, it goes now.
         if pool[backendSlot].owesHandshakeAcknowledgment && bytes.isEmpty {
-            pool[backendSlot].ackNow = true
-            pool[backendSlot].flush(now: now, configuration: configuration, output: &output)
+            pool[backendSlot].sendAcknowledgment(now: now, output: &output)
         }
         // The client hears now that everything it sent is ours: what it sends again of it later would have
         // to be answered by the NIC.
