@@ -42,6 +42,8 @@ public final class HostMetrics {
             "syns_dropped_at_listener": { $0.engine.statistics.droppedAtListener },
             "retransmission_timeouts": { $0.engine.lossRecovery.timeouts },
             "fast_recoveries": { $0.engine.lossRecovery.fastRecoveries },
+            "loss_probes": { $0.engine.lossRecovery.lossProbes },
+            "loss_probe_repairs": { $0.engine.lossRecovery.lossProbeRepairs },
             "nic_errors": { $0.statistics.nicErrors },
             "malformed_commands": { $0.statistics.malformedCommands },
             "channel_messages_in": { $0.statistics.messagesIn },

@@ -202,11 +202,19 @@ struct SendCommandTests {
         let info = try #require(script.engine.info(of: handle))
         #expect(info.sendNext == SequenceNumber(iss &+ 1) + head.count + 5000)
 
-        // The whole lot is lost: the host sends the head again itself, the NIC the file range (from its ECHO's
-        // timer, the 200 ms floor).
+        // The whole lot is lost. From the ECHO, a tail loss probe (10 ms: the handshake's RTT is ~0) asks the NIC
+        // for the last segment again (RFC 8985 §7.3); nothing answers it.
         script.engine.handleEcho(flow: handle.flow, sequenceEnd: range.sequence + head.count + 5000, nicDelayNanoseconds: 0,
                                  now: script.now, output: &script.output)
-        let fired = script.advance(milliseconds: 200)
+        #expect(script.advance(milliseconds: 9).isEmpty)
+        let probe = script.advance(milliseconds: 1)
+        let dataEnd = SequenceNumber(iss &+ 1) + head.count + 5000
+        #expect(probe.segments.isEmpty && probe.retransmits.map(\.0) == [dataEnd - 1448] && probe.retransmits.map(\.1) == [1448],
+                "the probe is the last segment, from the NIC's file range")
+        #expect(script.engine.info(of: handle)?.lossProbes == 1)
+        // Then the RTO (its 200 ms floor, from the probe): the host sends the head again itself, the NIC the file range.
+        #expect(script.advance(milliseconds: 199).isEmpty, "one probe only until something is acknowledged")
+        let fired = script.advance(milliseconds: 1)
         let resent = try #require(fired.segments.first)
         #expect(resent.sequence == SequenceNumber(iss &+ 1) && resent.payload == head, "the head, from the host's own queue")
         let fileStart = SequenceNumber(iss &+ 1) + head.count
@@ -261,7 +269,10 @@ struct SendCommandTests {
     @Test("after timeouts, an ACK echoing the retransmission's timestamp ends the RTO's backoff (RFC 7323 §4.1)")
     func timestampSampleEndsBackoff() throws {
         for echoRetransmission in [true, false] {
-            var script = Script()
+            // Timeouts alone: no tail loss probe before them.
+            var configuration = TCPConfiguration()
+            configuration.tailLossProbes = false
+            var script = Script(configuration: configuration)
             let (handle, iss) = try establishPassive(&script)
             _ = try script.writeFile(handle, length: 2 * 1448)
             for (_, range) in script.output.take().sends {

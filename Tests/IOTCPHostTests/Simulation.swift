@@ -193,7 +193,18 @@ struct Simulation {
     var packetsDropped = 0
     private var buffer = [UInt8](repeating: 0, count: 256 * 1024)
 
-    init(seed: UInt64, conditions: WireConditions, sizes: [Int], configuration: TCPConfiguration = TCPConfiguration(), heads: Bool = false) {
+    /// The stack's defaults but for SYN-ACKs: at 20% loss each way, a server that gives up a half-open connection after
+    /// 5 SYN-ACKs (as Linux) does so about once in 500 handshakes, and the simulated client, which only listens,
+    /// then waits for ever (as a Linux client would). Transfers are what these runs check, so the handshake
+    /// gets as many tries as data does.
+    static var defaultConfiguration: TCPConfiguration {
+        var configuration = TCPConfiguration()
+        configuration.maximumSynRetransmissions = configuration.maximumRetransmissions
+        return configuration
+    }
+
+    init(seed: UInt64, conditions: WireConditions, sizes: [Int], configuration: TCPConfiguration = Simulation.defaultConfiguration,
+         heads: Bool = false) {
         now = Instant.milliseconds(10_000)
         random = SeededGenerator(seed: seed)
         self.conditions = conditions

@@ -195,6 +195,7 @@ extension TCPConnection {
         unansweredProbes = 0
         if sackEnabled && !segment.options.sackBlocks.isEmpty { scoreboard.record(segment.options.sackBlocks, unacknowledged: sendUnacknowledged, sendMaximum: sendMaximum) }
 
+        if probeEnd != nil { settleLossProbe(segment, now: now) }
         if ack > sendUnacknowledged {
             if consecutiveTimeouts > 0 { sampleRetransmission(echo: segment.options.timestamps?.echoReply, now: now, configuration: configuration) }
             newlyAcknowledged(through: ack, now: now, configuration: configuration, output: &output)
@@ -303,7 +304,7 @@ extension TCPConnection {
             timers[.retransmit] = nil
             retransmitAwaitsEcho = false
         } else {
-            armRetransmit(at: now + rtt.timeout)
+            armLossTimer(now: now, configuration: configuration)
         }
 
         // The NIC keeps sent bytes until told they are acknowledged: tell it in batches.
@@ -326,6 +327,8 @@ extension TCPConnection {
 
     mutating func enterRecovery(now: Instant) {
         fastRecoveries += 1
+        // Recovery answers for the loss a probe may have shown: the window comes down once, not twice.
+        probeEnd = nil
         limitedTransmitAllowance = 0
         inRecovery = true
         recoveryPoint = sendMaximum

@@ -222,10 +222,10 @@ extension TCPConnection {
             timedAt = departed < now ? departed : now
             timedAwaitsEcho = false
         }
-        // RFC 6298 §5.1, IO-TCP's way: the timer runs from when the data is on the wire.
+        // RFC 6298 §5.1, IO-TCP's way: the timer runs from when the data is on the wire; so does a loss
+        // probe's (RFC 8985 §7.2 restarts it when new data is sent, and file data is sent when ECHOed).
         if retransmitAwaitsEcho, sendUnacknowledged < sendMaximum {
-            timers[.retransmit] = now + rtt.timeout
-            retransmitAwaitsEcho = false
+            armLossTimer(now: now, configuration: configuration)
         }
         // Room on the NIC again: what waited for it may go.
         if wasHeldByNIC { flush(now: now, configuration: configuration, output: &output) }
@@ -240,6 +240,6 @@ extension TCPConnection {
             sendWindow: sendWindow, receiveNext: receiveNext, congestionWindow: congestion.window,
             slowStartThreshold: congestion.slowStartThreshold, smoothedRTT: rtt.smoothed, retransmissionTimeout: rtt.timeout,
             consecutiveTimeouts: consecutiveTimeouts, inRecovery: inRecovery, queuedBytes: sendQueue.count, segmentSize: segmentSize,
-            fastRecoveries: fastRecoveries, timeouts: timeouts)
+            fastRecoveries: fastRecoveries, timeouts: timeouts, lossProbes: lossProbes, lossProbeRepairs: lossProbeRepairs)
     }
 }

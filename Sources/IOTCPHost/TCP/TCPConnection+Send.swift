@@ -116,7 +116,7 @@ extension TCPConnection {
                        let small = unacknowledgedSmallSegmentEnd, small > sendUnacknowledged { break sending }
                     emitBytes(SendQueue.Piece(sequence: piece.sequence, length: length, source: piece.source),
                               push: endOfQueue, now: now, output: &output)
-                    advanceSent(by: length, now: now, timed: true)
+                    advanceSent(by: length, now: now, timed: true, configuration: configuration)
                     if length < segmentSize { unacknowledgedSmallSegmentEnd = sendNext }
                 }
                 sent = true
@@ -129,7 +129,7 @@ extension TCPConnection {
                 emitSegment(sequence: dataEnd, flags: [.fin, .ack], window: advertised, options: currentOptions(now: now),
                             payload: nil, output: &output)
                 acknowledgmentSent()
-                advanceSent(by: 1, now: now, timed: false)
+                advanceSent(by: 1, now: now, timed: false, configuration: configuration)
                 sent = true
             }
             break sending
@@ -144,11 +144,14 @@ extension TCPConnection {
         return sent
     }
 
-    /// Moves SND.NXT past bytes just sent and starts the timer if nothing armed it.
-    mutating func advanceSent(by length: Int, now: Instant, timed: Bool) {
+    /// Moves SND.NXT past bytes just sent and starts the timer if nothing armed it; a loss probe's timer
+    /// starts again (RFC 8985 §7.2: the probe follows the last data sent).
+    mutating func advanceSent(by length: Int, now: Instant, timed: Bool, configuration: TCPConfiguration) {
         sendNext += length
         if sendNext > sendMaximum { sendMaximum = sendNext }
-        if timers[.retransmit] == nil { armRetransmit(at: now + rtt.timeout) }
+        if timers[.retransmit] == nil || (retransmitTimerIsProbe && sendNext == sendMaximum) {
+            armLossTimer(now: now, configuration: configuration)
+        }
         if timed, timedSequence == nil, consecutiveTimeouts == 0, !inRecovery {
             timedSequence = sendNext
             timedAt = now
@@ -233,15 +236,17 @@ extension TCPConnection {
         }
         sendNext += piece.length
         if sendNext > sendMaximum { sendMaximum = sendNext }
-        if timers[.retransmit] == nil {
-            // Not on the wire yet: the ECHO will re-arm this from the moment it is.
+        if timers[.retransmit] == nil || retransmitTimerIsProbe {
+            // Not on the wire yet: the ECHO will re-arm this from the moment it is (a loss probe's timer too:
+            // the probe follows the last data on the wire).
             timers[.retransmit] = now + rtt.timeout + configuration.echoAllowance
+            retransmitTimerIsProbe = false
             retransmitAwaitsEcho = true
         }
         if carriesFin {
             // Counted as the FIN of `transmit` counts its own (a lost one is sent again as a bare FIN).
             finSequence = sendNext
-            advanceSent(by: 1, now: now, timed: false)
+            advanceSent(by: 1, now: now, timed: false, configuration: configuration)
         }
     }
 

@@ -13,8 +13,13 @@ extension TCPConnection {
         }
         if let deadline = timers[.retransmit], deadline <= now {
             timers[.retransmit] = nil
-            retransmissionTimeout(now: now, configuration: configuration, output: &output)
-            if state == .closed { return }
+            if retransmitTimerIsProbe {
+                retransmitTimerIsProbe = false
+                sendLossProbe(now: now, configuration: configuration, output: &output)
+            } else {
+                retransmissionTimeout(now: now, configuration: configuration, output: &output)
+                if state == .closed { return }
+            }
         }
         if let deadline = timers[.persist], deadline <= now {
             timers[.persist] = nil
@@ -109,6 +114,7 @@ extension TCPConnection {
         congestion.onTimeout(flight: sendMaximum - sendUnacknowledged)
         inRecovery = false
         duplicateAcks = 0
+        probeEnd = nil
         scoreboard.clear()
         sendNext = sendUnacknowledged
         highRetransmitted = sendUnacknowledged
@@ -118,6 +124,7 @@ extension TCPConnection {
     mutating func armRetransmit(at deadline: Instant) {
         timers[.retransmit] = deadline
         retransmitAwaitsEcho = false
+        retransmitTimerIsProbe = false
     }
 
     /// The stack's keepalive, or Linux's defaults for a connection that asked for one (SO_KEEPALIVE).

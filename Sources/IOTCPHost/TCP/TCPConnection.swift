@@ -90,6 +90,13 @@ struct TCPConnection {
     var timers = ConnectionTimers()
     /// The timer was armed at a SEND's issue, with the ECHO allowance: the ECHO re-arms it precisely.
     var retransmitAwaitsEcho = false
+    /// The retransmission timer is armed as a tail loss probe's timeout (RFC 8985's PTO), not as the RTO.
+    var retransmitTimerIsProbe = false
+    /// SND.MAX when the last loss probe went (RFC 8985's TLP.end_seq), until an ACK shows whether it
+    /// repaired a loss; no other probe goes meanwhile.
+    var probeEnd: SequenceNumber?
+    var lossProbes = 0
+    var lossProbeRepairs = 0
     var consecutiveTimeouts = 0
     /// When the first of the `consecutiveTimeouts` fired: an echoed timestamp from then on is a retransmission's.
     var retransmittingSince = Instant.zero

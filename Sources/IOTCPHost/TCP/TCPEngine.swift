@@ -35,6 +35,9 @@ public struct TCPStatistics: Hashable, Sendable {
     /// adds the open ones).
     public var retransmissionTimeouts = 0
     public var fastRecoveries = 0
+    /// Tail loss probes sent (RFC 8985 §7), and those that repaired a loss, over connections already closed.
+    public var lossProbes = 0
+    public var lossProbeRepairs = 0
     /// Segments with neither SYN nor ACK sent to a listening port, dropped unanswered.
     public var droppedAtListener = 0
     /// TIME-WAIT connections ended early by a new SYN for the same endpoints (RFC 6191).
@@ -1040,18 +1043,23 @@ public final class TCPEngine {
         let info = pool[slot].info
         statistics.retransmissionTimeouts += info.timeouts
         statistics.fastRecoveries += info.fastRecoveries
+        statistics.lossProbes += info.lossProbes
+        statistics.lossProbeRepairs += info.lossProbeRepairs
         pool.remove(slot)
         statistics.connectionsClosed += 1
     }
 
-    /// Retransmission timeouts and fast recoveries over every connection, closed and open.
-    public var lossRecovery: (timeouts: Int, fastRecoveries: Int) {
+    /// Retransmission timeouts, fast recoveries and tail loss probes over every connection, closed and open.
+    public var lossRecovery: (timeouts: Int, fastRecoveries: Int, lossProbes: Int, lossProbeRepairs: Int) {
         var timeouts = statistics.retransmissionTimeouts, fast = statistics.fastRecoveries
+        var probes = statistics.lossProbes, repairs = statistics.lossProbeRepairs
         for slot in 0..<pool.slotCount where pool.isLive(slot) {
             let info = pool[slot].info
             timeouts += info.timeouts
             fast += info.fastRecoveries
+            probes += info.lossProbes
+            repairs += info.lossProbeRepairs
         }
-        return (timeouts, fast)
+        return (timeouts, fast, probes, repairs)
     }
 }

@@ -112,6 +112,10 @@ public struct TCPConfiguration: Sendable {
     /// Linux's 200 ms rather than RFC 6298's conservative 1 s.
     public var minimumRetransmissionTimeout: UInt64 = 200 * Nanoseconds.millisecond
     public var maximumRetransmissionTimeout: UInt64 = 60 * Nanoseconds.second
+    /// Tail loss probes (RFC 8985 §7): when the last segments of a flight go unacknowledged for about two
+    /// round trips, the last one is sent again, so a loss at a response's tail is repaired by the SACK
+    /// recovery its ACK starts instead of by an RTO (200 ms at least, doubled each time). Needs SACK.
+    public var tailLossProbes = true
     /// Retransmissions of one segment before the connection is given up; also the zero-window probes a
     /// peer may leave unanswered.
     public var maximumRetransmissions = 15
@@ -208,11 +212,14 @@ public struct TCPConnectionInfo: Hashable, Sendable, CustomStringConvertible {
     /// Loss recoveries entered from duplicate ACKs or SACK, and retransmission timeouts, over the connection's life.
     public var fastRecoveries: Int
     public var timeouts: Int
+    /// Tail loss probes sent (RFC 8985 §7), and those whose ACK showed they repaired a loss.
+    public var lossProbes: Int
+    public var lossProbeRepairs: Int
 
     public var description: String {
         "\(state) una \(sendUnacknowledged) nxt \(sendNext) max \(sendMaximum) wnd \(sendWindow) rcv.nxt \(receiveNext) "
             + "cwnd \(congestionWindow) ssthresh \(slowStartThreshold == .max ? -1 : slowStartThreshold) srtt \(smoothedRTT / 1000) µs "
             + "rto \(retransmissionTimeout / 1_000_000) ms timeouts \(consecutiveTimeouts) recovery \(inRecovery) queued \(queuedBytes) "
-            + "fast recoveries \(fastRecoveries) timeouts total \(timeouts)"
+            + "fast recoveries \(fastRecoveries) timeouts total \(timeouts) loss probes \(lossProbes) (\(lossProbeRepairs) repaired)"
     }
 }

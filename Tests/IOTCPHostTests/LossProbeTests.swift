@@ -1,0 +1,130 @@
+import IOTCPCommon
+import Testing
+@testable import IOTCPHost
+
+/// Six segments of a file on the wire (one SEND, ECHOed), the peer's ACKs scripted.
+private struct Tail {
+    var script: Script
+    let handle: TCPHandle
+    let base: UInt32
+    var peerClock: UInt32 = 8000
+
+    init(configuration: TCPConfiguration = TCPConfiguration(), synOptions: TCPOptions = Script.linuxSynOptions()) throws {
+        script = Script(configuration: configuration)
+        let (handle, iss) = try establishPassive(&script, options: synOptions)
+        self.handle = handle
+        base = iss &+ 1
+        _ = try script.writeFile(handle, length: 6 * 1448)
+        let send = try #require(script.output.take().sends.first)
+        #expect(send.1.length == 6 * 1448)
+        script.engine.handleEcho(flow: handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length), nicDelayNanoseconds: 0,
+                                 now: script.now, output: &script.output)
+    }
+
+    func segment(_ index: Int) -> SequenceNumber { SequenceNumber(base &+ UInt32(index * 1448)) }
+
+    /// An ACK from the peer through segment `through` (exclusive), with SACK blocks in segments.
+    @discardableResult
+    mutating func acknowledge(through: Int, sack: [(Int, Int)] = []) -> [Emitted] {
+        peerClock += 1
+        var options = script.peerTimestamps(peerClock)
+        options.sackBlocks = SACKBlockList(sack.map { SACKBlock(left: segment($0.0), right: segment($0.1)) })
+        return script.inject(sequence: 1001, acknowledgment: segment(through).rawValue, flags: .ack, window: 502, options: options)
+    }
+
+    var info: TCPConnectionInfo { script.engine.info(of: handle)! }
+}
+
+@Suite("Tail loss probes (RFC 8985 §7)")
+struct LossProbeTests {
+    @Test("the last two segments lost: a probe 10 ms after the last ACK, and its SACK starts recovery, long before the RTO")
+    func tailLossRepairedByProbe() throws {
+        var tail = try Tail()
+        #expect(tail.script.advance(milliseconds: 5).isEmpty)
+        tail.acknowledge(through: 4)
+        // The handshake's RTT is ~0, so the probe timeout is its 10 ms floor, from the ACK.
+        #expect(tail.script.advance(milliseconds: 9).isEmpty)
+        let probe = tail.script.advance(milliseconds: 1)
+        #expect(probe.retransmits.map(\.0) == [tail.segment(5)] && probe.retransmits.map(\.1) == [1448], "the last segment, from the NIC")
+        #expect(tail.info.lossProbes == 1)
+        // The probe arrives; the peer SACKs it: two segments outstanding, so one duplicate ACK is enough (RFC 5827).
+        let recovered = tail.acknowledge(through: 4, sack: [(5, 6)])
+        #expect(recovered.retransmits.map(\.0) == [tail.segment(4)] && recovered.retransmits.map(\.1) == [1448])
+        tail.acknowledge(through: 6)
+        let info = tail.info
+        #expect(info.sendUnacknowledged == tail.segment(6) && info.timeouts == 0 && info.fastRecoveries == 1)
+        #expect(info.lossProbeRepairs == 0, "the recovery answered for the loss, not the probe: the window came down once")
+        #expect(tail.script.advance(milliseconds: 1_000).retransmits.isEmpty)
+    }
+
+    @Test("a probe whose ACK carries a D-SACK lost nothing: the window stays; one acknowledged past it without one repaired a loss")
+    func probeOutcome() throws {
+        for duplicateReported in [true, false] {
+            var tail = try Tail()
+            tail.acknowledge(through: 4)
+            // The ACKs of segments 4 and 5 are lost (or slow): the probe goes.
+            let probe = tail.script.advance(milliseconds: 10)
+            #expect(probe.retransmits.map(\.0) == [tail.segment(5)])
+            #expect(tail.script.advance(milliseconds: 100).isEmpty, "one probe until an ACK settles it")
+            if duplicateReported {
+                // The peer had segment 5 already: RFC 2883's D-SACK, below the cumulative ACK.
+                tail.acknowledge(through: 6, sack: [(5, 6)])
+                #expect(tail.info.lossProbeRepairs == 0 && tail.info.slowStartThreshold == .max, "no loss: no reduction")
+            } else {
+                tail.acknowledge(through: 6)
+                #expect(tail.info.lossProbeRepairs == 0, "an ACK that just reaches the probe's end does not yet tell")
+                // More data, acknowledged past the probe with no D-SACK: the probe filled a hole.
+                _ = try tail.script.writeFile(tail.handle, length: 2 * 1448, offset: 6 * 1448)
+                let send = try #require(tail.script.output.take().sends.first)
+                tail.script.engine.handleEcho(flow: tail.handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length),
+                                              nicDelayNanoseconds: 0, now: tail.script.now, output: &tail.script.output)
+                let window = tail.info.congestionWindow
+                tail.acknowledge(through: 8)
+                #expect(tail.info.lossProbeRepairs == 1)
+                #expect(tail.info.slowStartThreshold < .max && tail.info.congestionWindow < window, "a loss: the window comes down")
+            }
+            #expect(tail.info.timeouts == 0 && tail.info.fastRecoveries == 0)
+        }
+    }
+
+    @Test("no probe without SACK, with one segment outstanding (the RTO comes first), or when turned off")
+    func noProbe() throws {
+        // The peer offers no SACK: a probe's ACK could not show which segment it repaired.
+        var withoutSACK = try Tail(synOptions: TCPOptions(maximumSegmentSize: 1460, windowScale: 7,
+                                                          timestamps: TCPTimestamps(value: 1000, echoReply: 0)))
+        withoutSACK.acknowledge(through: 4)
+        #expect(withoutSACK.script.advance(milliseconds: 199).isEmpty)
+        #expect(withoutSACK.script.advance(milliseconds: 1).retransmits.map(\.0) == [withoutSACK.segment(4)], "the RTO")
+        #expect(withoutSACK.info.lossProbes == 0 && withoutSACK.info.timeouts == 1)
+
+        // One segment outstanding: the probe would wait for a delayed ACK too (200 ms more), past the RTO.
+        var single = try Tail()
+        single.acknowledge(through: 5)
+        #expect(single.script.advance(milliseconds: 199).isEmpty)
+        #expect(single.script.advance(milliseconds: 1).retransmits.map(\.0) == [single.segment(5)])
+        #expect(single.info.lossProbes == 0 && single.info.timeouts == 1)
+
+        var configuration = TCPConfiguration()
+        configuration.tailLossProbes = false
+        var off = try Tail(configuration: configuration)
+        off.acknowledge(through: 4)
+        #expect(off.script.advance(milliseconds: 199).isEmpty)
+        #expect(off.script.advance(milliseconds: 1).retransmits.map(\.0) == [off.segment(4)])
+        #expect(off.info.lossProbes == 0)
+    }
+
+    @Test("data still on its way to the wire is not the tail: the probe waits for its ECHO")
+    func probeWaitsForEcho() throws {
+        var tail = try Tail()
+        tail.acknowledge(through: 4)
+        // A second SEND the NIC has not put on the wire yet (a slow disk).
+        _ = try tail.script.writeFile(tail.handle, length: 1448, offset: 6 * 1448)
+        let send = try #require(tail.script.output.take().sends.first)
+        #expect(tail.script.advance(milliseconds: 50).retransmits.isEmpty, "nothing is probed while the NIC holds data")
+        tail.script.engine.handleEcho(flow: tail.handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length),
+                                      nicDelayNanoseconds: 50_000_000, now: tail.script.now, output: &tail.script.output)
+        #expect(tail.script.advance(milliseconds: 9).isEmpty)
+        let probe = tail.script.advance(milliseconds: 1)
+        #expect(probe.retransmits.map(\.0) == [tail.segment(6)], "10 ms after the ECHO, the new last segment")
+    }
+}
