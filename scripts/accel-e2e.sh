@@ -165,8 +165,8 @@ for run in clean lossy; do
   fi
   good=0 slowest=0
   # These checks are about endings, not speed: at 5% loss each way a 1 MiB download usually takes 2-7 s, but
-  # about one in a hundred meets a run of backed-off retransmission timeouts and takes 25-35 s, past the
-  # client's usual 30 s. So these clients wait up to 120 s, and the slowest download is printed.
+  # a run of backed-off retransmission timeouts can take 25-35 s (about one in a hundred did before tail loss
+  # probes), past the client's usual 30 s. So these clients wait up to 120 s, and the slowest is printed.
   for round in $(seq 20); do
     for size in 64 1048576; do
       for header in 'Connection: close' 'X-Plain: yes'; do

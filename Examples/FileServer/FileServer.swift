@@ -50,6 +50,8 @@ struct FileServer: ParsableCommand {
     var hostHandshakes = false
     @Flag(help: "End closed connections on the host instead of handing them to the NIC (TCPConfiguration.teardownOnNIC off).")
     var hostEndings = false
+    @Flag(help: "Repair a lost tail by the retransmission timeout alone, without tail loss probes (TCPConfiguration.tailLossProbes off).")
+    var noTailLossProbes = false
 
     @Option(help: "Serve HTTPS with this PEM certificate chain (with --tls-key): the handshake on the host, file records sealed on the NIC.")
     var tlsCert: String?
@@ -115,6 +117,7 @@ struct FileServer: ParsableCommand {
         var tcpConfiguration = TCPConfiguration()
         tcpConfiguration.handshakesOnNIC = !hostHandshakes
         tcpConfiguration.teardownOnNIC = !hostEndings
+        tcpConfiguration.tailLossProbes = !noTailLossProbes
         let stack = IOTCPStack(channel: channel, address: namespace.stackAddress, ipv6Address: namespace.ipv6?.stackAddress,
                                configuration: tcpConfiguration, logger: logger)
         let hostMetrics = endpoint.map { _ in HostMetrics() }

@@ -34,12 +34,19 @@ public struct SYNCookies: Sendable {
         /// The peer's window shift, nil when it did not offer window scaling (or sent no timestamps).
         public var windowShift: UInt8?
         public var selectiveAcknowledgments: Bool
+        /// The handshake's round trip in nanoseconds, from the SYN-ACK's TSval the ACK echoes (nil without
+        /// timestamps): at most 31 ms long, as the TSval's low five bits hold the options, not time.
+        public var handshakeRoundTrip: UInt64?
 
-        public init(initialSequence: SequenceNumber, peerSegmentSize: Int, windowShift: UInt8?, selectiveAcknowledgments: Bool) {
+        public init(
+            initialSequence: SequenceNumber, peerSegmentSize: Int, windowShift: UInt8?, selectiveAcknowledgments: Bool,
+            handshakeRoundTrip: UInt64? = nil
+        ) {
             self.initialSequence = initialSequence
             self.peerSegmentSize = peerSegmentSize
             self.windowShift = windowShift
             self.selectiveAcknowledgments = selectiveAcknowledgments
+            self.handshakeRoundTrip = handshakeRoundTrip
         }
     }
 
@@ -100,6 +107,10 @@ public struct SYNCookies: Sendable {
             let encodedShift = UInt8(echoed >> 1 & 0xF)
             parameters.windowShift = encodedShift == 15 ? nil : min(encodedShift, 14)
             parameters.selectiveAcknowledgments = echoed & 1 == 1
+            // Our TSval was the clock in milliseconds, never ahead of it (`reply`): the time since is the round
+            // trip, up to 31 ms over. A connection without it starts with the 1 s RTO of RFC 6298 §2.1.
+            let elapsed = Int32(bitPattern: UInt32(truncatingIfNeeded: now.nanoseconds / Nanoseconds.millisecond) &- echoed)
+            if elapsed >= 0 && elapsed < 60_000 { parameters.handshakeRoundTrip = UInt64(elapsed) * Nanoseconds.millisecond }
         }
         return parameters
     }

@@ -48,7 +48,9 @@ extension NICDataPlane {
             localInitialSequence: cookie.initialSequence, peerInitialSequence: ack.sequenceNumber - 1,
             peerSegmentSize: UInt16(cookie.peerSegmentSize), peerWindowShift: cookie.windowShift,
             selectiveAcknowledgments: cookie.selectiveAcknowledgments, timestamps: timestamps != nil,
-            synAckTimestamp: timestamps?.echoReply ?? 0), packet: packet))
+            synAckTimestamp: timestamps?.echoReply ?? 0,
+            handshakeRoundTripMicroseconds: timestamps == nil ? 0
+                : cookie.handshakeRoundTrip.map { UInt32(clamping: max($0 / 1_000, 1)) } ?? 0), packet: packet))
         return true
     }
 

@@ -206,7 +206,8 @@ extension SeededGenerator {
             owned = .established(HandshakeParameters(
                 localInitialSequence: SequenceNumber(next32()), peerInitialSequence: SequenceNumber(next32()),
                 peerSegmentSize: UInt16.random(in: 1...UInt16.max, using: &self), peerWindowShift: shift,
-                selectiveAcknowledgments: Bool.random(using: &self), timestamps: Bool.random(using: &self), synAckTimestamp: next32()),
+                selectiveAcknowledgments: Bool.random(using: &self), timestamps: Bool.random(using: &self), synAckTimestamp: next32(),
+                handshakeRoundTripMicroseconds: next32()),
                 bytes(40...1600))
             return owned.withCommand { body($0, owned) }
         }

@@ -70,6 +70,22 @@ struct SYNCookieCodecTests {
         }
     }
 
+    @Test("the ACK's echo of the cookie's TSval gives the handshake's round trip, never short and at most 31 ms long; none without timestamps")
+    func handshakeRoundTrip() throws {
+        for millisecond in UInt64(100_000)..<100_064 {
+            let sent = Instant(nanoseconds: millisecond * Nanoseconds.millisecond)
+            let request = syn(shift: UInt8(millisecond % 15), sack: millisecond % 2 == 0)
+            let reply = cookies.reply(to: request, remote: client, local: server, now: sent, options: listener)
+            let parameters = try #require(cookies.verify(ack(of: reply, syn: request), remote: client, local: server,
+                                                         now: sent + 7 * Nanoseconds.millisecond))
+            let roundTrip = try #require(parameters.handshakeRoundTrip)
+            #expect(roundTrip >= 7 * Nanoseconds.millisecond && roundTrip <= 38 * Nanoseconds.millisecond, "sent at \(millisecond) ms: \(roundTrip)")
+        }
+        let request = syn(timestamps: false)
+        let reply = cookies.reply(to: request, remote: client, local: server, now: .milliseconds(5_000), options: listener)
+        #expect(cookies.verify(ack(of: reply, syn: request), remote: client, local: server, now: .milliseconds(5_010))?.handshakeRoundTrip == nil)
+    }
+
     @Test("refused: a tampered cookie, another client or port, another peer ISN, and a cookie two periods old")
     func refusals() {
         let now = Instant(nanoseconds: 64 * 1000 * Nanoseconds.second + 5 * Nanoseconds.second)

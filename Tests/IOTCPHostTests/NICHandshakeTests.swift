@@ -57,6 +57,33 @@ struct NICHandshakeTests {
         #expect(script.engine.info(of: handle)?.sendWindow == 100 << 7, "the client's window, scaled by its shift")
     }
 
+    @Test("the handshake's round trip the NIC measured is the first RTT sample: the first flight's RTO is 200 ms, not 1 s")
+    func handshakeRoundTripSample() throws {
+        for roundTrip: UInt32 in [0, 5_000] {
+            var script = Script()
+            _ = try script.engine.listen(port: 80)
+            var measured = parameters
+            measured.handshakeRoundTripMicroseconds = roundTrip
+            script.established(measured, timestamps: TCPTimestamps(value: 777, echoReply: 3_000_000))
+            let handle = try #require(script.engine.accept(TCPListenerID(port: 80)))
+            let info = try #require(script.engine.info(of: handle))
+            if roundTrip == 0 {
+                #expect(info.smoothedRTT == 0 && info.retransmissionTimeout == Nanoseconds.second, "unknown: RFC 6298's initial 1 s")
+            } else {
+                #expect(info.smoothedRTT == 5 * Nanoseconds.millisecond && info.retransmissionTimeout == 200 * Nanoseconds.millisecond)
+            }
+        }
+        // Without timestamps the NIC cannot measure it, and a value is not believed.
+        var script = Script()
+        _ = try script.engine.listen(port: 80)
+        var untimed = parameters
+        untimed.timestamps = false
+        untimed.handshakeRoundTripMicroseconds = 5_000
+        script.established(untimed)
+        let handle = try #require(script.engine.accept(TCPListenerID(port: 80)))
+        #expect(script.engine.info(of: handle)?.retransmissionTimeout == Nanoseconds.second)
+    }
+
     @Test("refused: an ACK that is not the parameters' and a port no longer listening (that one is reset)")
     func refusals() throws {
         var script = Script()

@@ -95,8 +95,13 @@ struct ConnectionSecretsTests {
         #expect(reply.flags == [.syn, .ack] && reply.acknowledgmentNumber == SequenceNumber(777_001))
         #expect(reply.options.windowScale == configuration.receiveWindowShift && reply.options.sackPermitted)
         let parameters = try #require(secrets.verifyCookie(in: ack(of: reply), remote: client, local: server, now: now + 5 * Nanoseconds.second))
+        // The round trip: the 5 s since the SYN-ACK, plus what its TSval's option bits took off the clock.
+        let sinceTSval = UInt64(UInt32(truncatingIfNeeded: (now + 5 * Nanoseconds.second).nanoseconds / Nanoseconds.millisecond)
+                                - reply.options.timestamps!.value)
+        #expect(sinceTSval >= 5_000 && sinceTSval < 5_032)
         #expect(parameters == ConnectionSecrets.CookieParameters(initialSequence: reply.sequenceNumber, peerSegmentSize: 1460,
-                                                                 windowShift: 7, selectiveAcknowledgments: true))
+                                                                 windowShift: 7, selectiveAcknowledgments: true,
+                                                                 handshakeRoundTrip: sinceTSval * Nanoseconds.millisecond))
         // 1300 is not in the table: the largest entry below it, 1220, is what the connection may use.
         let odd = secrets.cookieReply(to: syn(mss: 1300, shift: nil, sack: false, timestamps: false), remote: client, local: server, now: now,
                                       configuration: configuration)

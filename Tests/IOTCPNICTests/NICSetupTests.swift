@@ -118,9 +118,14 @@ struct NICSetupTests {
         #expect(output.replies == ["ESTABLISHED"] && nic.counters.handshakesCompleted == 1)
         let (parameters, carried) = try #require(output.established.first)
         #expect(carried == ackPacket, "the client's ACK, with its request, rides along whole")
+        // The round trip: 2 s since the SYN-ACK, plus what its TSval's option bits took off the clock (under 32 ms).
+        let synAckTimestamp = synAck.options.timestamps!.value
+        let sinceTSval = UInt32(later.nanoseconds / Nanoseconds.millisecond) - synAckTimestamp
+        #expect(sinceTSval >= 2_000 && sinceTSval < 2_032)
         #expect(parameters == HandshakeParameters(
             localInitialSequence: synAck.sequenceNumber, peerInitialSequence: request.sequenceNumber, peerSegmentSize: 1400,
-            peerWindowShift: 9, selectiveAcknowledgments: true, timestamps: true, synAckTimestamp: synAck.options.timestamps!.value))
+            peerWindowShift: 9, selectiveAcknowledgments: true, timestamps: true, synAckTimestamp: synAckTimestamp,
+            handshakeRoundTripMicroseconds: sinceTSval * 1_000))
         #expect(nic.flowCount == 0, "the flow is the host's to open")
     }
 

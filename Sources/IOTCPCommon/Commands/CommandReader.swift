@@ -208,7 +208,8 @@ public struct CommandReader {
                 localInitialSequence: SequenceNumber(u32(0)), peerInitialSequence: SequenceNumber(u32(4)), peerSegmentSize: u16(8),
                 peerWindowShift: body[10] == HandshakeParameters.noWindowShift ? nil : body[10],
                 selectiveAcknowledgments: body[11] & HandshakeParameters.selectiveAcknowledgmentsBit != 0,
-                timestamps: body[11] & HandshakeParameters.timestampsBit != 0, synAckTimestamp: u32(12)), packet: rest(20))
+                timestamps: body[11] & HandshakeParameters.timestampsBit != 0, synAckTimestamp: u32(12),
+                handshakeRoundTripMicroseconds: u32(16)), packet: rest(20))
         case .teardown:
             return .teardown(flow, TeardownParameters(
                 finSequence: SequenceNumber(u32(0)), receiveNext: SequenceNumber(u32(4)), window: u16(8), windowShift: body[11],

@@ -282,7 +282,7 @@ public struct CommandWriter: ~Copyable {
             body[11] = (parameters.selectiveAcknowledgments ? HandshakeParameters.selectiveAcknowledgmentsBit : 0)
                 | (parameters.timestamps ? HandshakeParameters.timestampsBit : 0)
             body.storeLittleEndian(parameters.synAckTimestamp, at: 12)
-            body.storeLittleEndian(UInt32(0), at: 16)
+            body.storeLittleEndian(parameters.handshakeRoundTripMicroseconds, at: 16)
             copy(packet, count: packet.count, into: body, at: 20)
         case .teardown(_, let parameters):
             body.storeLittleEndian(parameters.finSequence.rawValue, at: 0)

@@ -47,11 +47,15 @@ public struct HandshakeParameters: Hashable, Sendable {
     public var timestamps: Bool
     /// The TSval our SYN-ACK carried: the connection's later TSvals must not be older (the peer's PAWS).
     public var synAckTimestamp: UInt32
+    /// The handshake's round trip as the NIC measured it from that TSval, in microseconds, at least 1; 0 when
+    /// unknown (no timestamps, or a NIC that does not say).
+    public var handshakeRoundTripMicroseconds: UInt32
 
     public init(
         localInitialSequence: SequenceNumber, peerInitialSequence: SequenceNumber, peerSegmentSize: UInt16, peerWindowShift: UInt8?,
-        selectiveAcknowledgments: Bool, timestamps: Bool, synAckTimestamp: UInt32
+        selectiveAcknowledgments: Bool, timestamps: Bool, synAckTimestamp: UInt32, handshakeRoundTripMicroseconds: UInt32 = 0
     ) {
+        self.handshakeRoundTripMicroseconds = handshakeRoundTripMicroseconds
         self.localInitialSequence = localInitialSequence
         self.peerInitialSequence = peerInitialSequence
         self.peerSegmentSize = peerSegmentSize

@@ -221,7 +221,7 @@ struct TCPConnection {
 
     /// A connection made from a valid SYN cookie: the handshake is complete already.
     mutating func establishFromCookie<O: CommandOutput>(
-        _ segment: TCPRepr, peerSegmentSize: Int, windowShift: UInt8?, sack: Bool, now: Instant,
+        _ segment: TCPRepr, peerSegmentSize: Int, windowShift: UInt8?, sack: Bool, roundTrip: UInt64?, now: Instant,
         configuration: TCPConfiguration, output: inout O
     ) {
         initialReceiveSequence = segment.sequenceNumber - 1
@@ -240,6 +240,9 @@ struct TCPConnection {
         if let timestamps = segment.options.timestamps, configuration.timestamps {
             timestampsEnabled = true
             timestampRecent = timestamps.value
+            // The handshake's round trip, from the cookie's timestamp: the first flight's RTO and loss probe
+            // come from it instead of from RFC 6298's initial 1 s (a handshake the host keeps samples its SYN-ACK).
+            if let roundTrip { rtt.addSample(roundTrip, configuration: configuration) }
         }
         sackEnabled = sack && configuration.selectiveAcknowledgments
         setSegmentSize(peer: peerSegmentSize, configuration: configuration)

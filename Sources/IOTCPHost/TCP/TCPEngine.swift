@@ -665,7 +665,9 @@ public final class TCPEngine {
         }
         let cookie = SYNCookies.Parameters(
             initialSequence: parameters.localInitialSequence, peerSegmentSize: Int(parameters.peerSegmentSize),
-            windowShift: parameters.peerWindowShift, selectiveAcknowledgments: parameters.selectiveAcknowledgments)
+            windowShift: parameters.peerWindowShift, selectiveAcknowledgments: parameters.selectiveAcknowledgments,
+            handshakeRoundTrip: parameters.handshakeRoundTripMicroseconds == 0 ? nil
+                : UInt64(parameters.handshakeRoundTripMicroseconds) * 1_000)
         // Later TSvals continue from the SYN-ACK's (the NIC's clock), whatever this clock reads.
         let offset = parameters.synAckTimestamp &- UInt32(truncatingIfNeeded: now.nanoseconds / Nanoseconds.millisecond)
         if establish(segment, payload: view.payload, remote: ip.source, key: key, cookie: cookie, timestampOffset: offset,
@@ -796,7 +798,8 @@ public final class TCPEngine {
                                        state: .synReceived, now: now, initialSequence: cookie.initialSequence,
                                        timestampOffset: timestampOffset, listenerPort: segment.destinationPort)
         connection.establishFromCookie(segment, peerSegmentSize: cookie.peerSegmentSize, windowShift: cookie.windowShift,
-                                       sack: cookie.selectiveAcknowledgments, now: now, configuration: configuration, output: &output)
+                                       sack: cookie.selectiveAcknowledgments, roundTrip: cookie.handshakeRoundTrip, now: now,
+                                       configuration: configuration, output: &output)
         install(connection, at: slot, key: key)
         // The ACK may carry data (and a FIN): process it as the first segment of the connection.
         if !payload.isEmpty || segment.flags.contains(.fin) {
