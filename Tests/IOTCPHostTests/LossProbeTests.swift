@@ -127,4 +127,34 @@ struct LossProbeTests {
         let probe = tail.script.advance(milliseconds: 1)
         #expect(probe.retransmits.map(\.0) == [tail.segment(6)], "10 ms after the ECHO, the new last segment")
     }
+    @Test("recovery begun while the probe's timer runs turns it into the RTO: no probe in recovery (RFC 8985 §7.2)")
+    func noProbeInRecovery() throws {
+        var tail = try Tail()
+        // Segment 0 is lost, the rest arrive: the SACKs start recovery at once and segment 0 goes again.
+        let recovery = tail.acknowledge(through: 0, sack: [(1, 6)])
+        #expect(recovery.retransmits.map(\.0) == [tail.segment(0)] && tail.info.inRecovery)
+        // Its retransmission is lost too: nothing more until the RTO, from when recovery began.
+        #expect(tail.script.advance(milliseconds: 199).isEmpty, "no probe in recovery")
+        #expect(tail.script.advance(milliseconds: 1).retransmits.map(\.0) == [tail.segment(0)])
+        #expect(tail.info.lossProbes == 0 && tail.info.timeouts == 1)
+    }
+
+    @Test("each ECHO of new data restarts the probe's timer: the tail is the last data on the wire, and it had its two round trips")
+    func echoRestartsProbeTimer() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        let base = SequenceNumber(iss &+ 1)
+        _ = try script.writeFile(handle, length: 6 * 1448)
+        _ = try script.writeFile(handle, length: 2 * 1448, offset: 6 * 1448)
+        let sends = script.output.take().sends
+        #expect(sends.map(\.1.length) == [6 * 1448, 2 * 1448], "two SENDs, both issued before either is on the wire")
+        for (index, (_, range)) in sends.enumerated() {
+            if index > 0 { #expect(script.advance(milliseconds: 5).isEmpty) }
+            script.engine.handleEcho(flow: handle.flow, sequenceEnd: range.sequence + Int(range.length), nicDelayNanoseconds: 0,
+                                     now: script.now, output: &script.output)
+        }
+        #expect(script.advance(milliseconds: 9).isEmpty, "10 ms from the second ECHO, not from the first")
+        let probe = script.advance(milliseconds: 1)
+        #expect(probe.retransmits.map(\.0) == [base + 7 * 1448])
+    }
 }

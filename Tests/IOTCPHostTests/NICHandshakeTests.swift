@@ -73,6 +73,16 @@ struct NICHandshakeTests {
                 #expect(info.smoothedRTT == 5 * Nanoseconds.millisecond && info.retransmissionTimeout == 200 * Nanoseconds.millisecond)
             }
         }
+        // An ACK the client sent again (its first was dropped at a full accept queue, say) dates the SYN-ACK
+        // seconds back: a sample that would set the RTO above the initial 1 s is not taken.
+        var late = Script()
+        _ = try late.engine.listen(port: 80)
+        var resent = parameters
+        resent.handshakeRoundTripMicroseconds = 1_400_000
+        late.established(resent, timestamps: TCPTimestamps(value: 777, echoReply: 3_000_000))
+        let lateHandle = try #require(late.engine.accept(TCPListenerID(port: 80)))
+        #expect(late.engine.info(of: lateHandle)?.retransmissionTimeout == Nanoseconds.second)
+        #expect(late.engine.info(of: lateHandle)?.smoothedRTT == 0)
         // Without timestamps the NIC cannot measure it, and a value is not believed.
         var script = Script()
         _ = try script.engine.listen(port: 80)

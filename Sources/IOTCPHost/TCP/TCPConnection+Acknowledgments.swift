@@ -327,8 +327,10 @@ extension TCPConnection {
 
     mutating func enterRecovery(now: Instant) {
         fastRecoveries += 1
-        // Recovery answers for the loss a probe may have shown: the window comes down once, not twice.
+        // Recovery answers for the loss a probe may have shown: the window comes down once, not twice; and
+        // a probe's timer becomes the RTO (RFC 8985 §7.2: no probe in recovery).
         probeEnd = nil
+        if retransmitTimerIsProbe { armRetransmit(at: now + rtt.timeout) }
         limitedTransmitAllowance = 0
         inRecovery = true
         recoveryPoint = sendMaximum

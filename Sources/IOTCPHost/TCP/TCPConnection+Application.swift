@@ -214,7 +214,8 @@ extension TCPConnection {
         sequenceEnd: SequenceNumber, nicDelayNanoseconds: UInt64, now: Instant, configuration: TCPConfiguration, output: inout O
     ) {
         let wasHeldByNIC = unechoedBytes >= configuration.maximumUnechoedBytes && configuration.maximumUnechoedBytes > 0
-        if sequenceEnd > echoedEnd { echoedEnd = sequenceEnd }
+        let newOnTheWire = sequenceEnd > echoedEnd
+        if newOnTheWire { echoedEnd = sequenceEnd }
         // The timed SEND left the NIC its delay after it was issued: time it from then (IO-TCP's rule). A delay
         // longer than the time since the SEND (clocks of two machines) is clamped to the ECHO's arrival.
         if timedAwaitsEcho, let timed = timedSequence, sequenceEnd >= timed {
@@ -223,8 +224,9 @@ extension TCPConnection {
             timedAwaitsEcho = false
         }
         // RFC 6298 §5.1, IO-TCP's way: the timer runs from when the data is on the wire; so does a loss
-        // probe's (RFC 8985 §7.2 restarts it when new data is sent, and file data is sent when ECHOed).
-        if retransmitAwaitsEcho, sendUnacknowledged < sendMaximum {
+        // probe's, from each ECHO of new data (RFC 8985 §7.2 restarts it when new data is sent, and file
+        // data is sent when ECHOed).
+        if retransmitAwaitsEcho || (retransmitTimerIsProbe && newOnTheWire), sendUnacknowledged < sendMaximum {
             armLossTimer(now: now, configuration: configuration)
         }
         // Room on the NIC again: what waited for it may go.

@@ -51,6 +51,12 @@ extension TCPConnection {
     /// arm the RTO (RFC 8985 §7.3).
     mutating func sendLossProbe<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
         guard sendUnacknowledged < sendMaximum else { return }
+        guard !inRecovery, sendNext == sendMaximum, sendWindow > 0 else {
+            // Armed before recovery began, a Packet Too Big sent the flight again, or the window closed: the
+            // RTO (and from it the persist timer) is what answers those, not a probe.
+            armRetransmit(at: now + rtt.timeout)
+            return
+        }
         guard unechoedBytes == 0 else {
             // Some file data is still on its way to the wire: it is not the tail yet. Its ECHO re-arms the timer.
             timers[.retransmit] = now + rtt.timeout + configuration.echoAllowance

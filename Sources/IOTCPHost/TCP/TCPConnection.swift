@@ -242,7 +242,11 @@ struct TCPConnection {
             timestampRecent = timestamps.value
             // The handshake's round trip, from the cookie's timestamp: the first flight's RTO and loss probe
             // come from it instead of from RFC 6298's initial 1 s (a handshake the host keeps samples its SYN-ACK).
-            if let roundTrip { rtt.addSample(roundTrip, configuration: configuration) }
+            // Not when it would set the RTO above that 1 s: the ACK was then not the first the client sent for
+            // this SYN-ACK (a drop at a full accept queue, say, and the client's retransmission got in).
+            if let roundTrip, 3 * roundTrip <= configuration.initialRetransmissionTimeout {
+                rtt.addSample(roundTrip, configuration: configuration)
+            }
         }
         sackEnabled = sack && configuration.selectiveAcknowledgments
         setSegmentSize(peer: peerSegmentSize, configuration: configuration)
