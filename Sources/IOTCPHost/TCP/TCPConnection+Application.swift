@@ -228,6 +228,11 @@ extension TCPConnection {
         // data is sent when ECHOed).
         if retransmitAwaitsEcho || (retransmitTimerIsProbe && newOnTheWire), sendUnacknowledged < sendMaximum {
             armLossTimer(now: now, configuration: configuration)
+        } else if newOnTheWire, timers[.retransmit] != nil, let probe = probeTimeout(configuration: configuration),
+                  now + probe < timers[.retransmit]! {
+            // The last of the data the NIC held is on the wire: the RTO keeps running, a probe may come first.
+            timers[.retransmit] = now + probe
+            retransmitTimerIsProbe = true
         }
         // Room on the NIC again: what waited for it may go.
         if wasHeldByNIC { flush(now: now, configuration: configuration, output: &output) }

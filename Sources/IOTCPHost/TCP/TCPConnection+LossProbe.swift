@@ -32,10 +32,12 @@ extension TCPConnection {
 
     /// RFC 8985 §7.2's PTO, or nil when no probe may go: without SACK (its ACK could show nothing) or an RTT
     /// sample, while a probe is unsettled, in recovery or after a timeout (those repair the flight already),
-    /// while SND.NXT is behind SND.MAX (resending after a timeout), and with nothing outstanding.
+    /// while SND.NXT is behind SND.MAX (resending after a timeout), with nothing outstanding, and while the
+    /// NIC still holds file data of ours (the tail is not on the wire yet: its ECHO arms the probe, and a
+    /// busy NIC does not wake the host for probes that could not go).
     func probeTimeout(configuration: TCPConfiguration) -> UInt64? {
         guard configuration.tailLossProbes, sackEnabled, rtt.hasSample, probeEnd == nil, !inRecovery,
-              consecutiveTimeouts == 0, sendUnacknowledged < sendMaximum, sendNext == sendMaximum
+              consecutiveTimeouts == 0, sendUnacknowledged < sendMaximum, sendNext == sendMaximum, unechoedBytes == 0
         else { return nil }
         switch state {
         case .established, .closeWait, .finWait1, .closing, .lastAck: break
