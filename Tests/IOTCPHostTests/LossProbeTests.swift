@@ -157,4 +157,18 @@ struct LossProbeTests {
         let probe = script.advance(milliseconds: 1)
         #expect(probe.retransmits.map(\.0) == [base + 7 * 1448])
     }
+    @Test("an ACK of all that is on the wire while the NIC still reads the rest leaves the NIC its allowance; the ECHO restarts the timer")
+    func outstandingOnlyOnTheNIC() throws {
+        var tail = try Tail()
+        _ = try tail.script.writeFile(tail.handle, length: 2 * 1448, offset: 6 * 1448)
+        let send = try #require(tail.script.output.take().sends.first)
+        tail.acknowledge(through: 6)
+        // A slow disk: 300 ms for the read. No timeout meanwhile (the RTO's 200 ms would send bytes never sent).
+        #expect(tail.script.advance(milliseconds: 300).isEmpty)
+        tail.script.engine.handleEcho(flow: tail.handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length),
+                                      nicDelayNanoseconds: 300_000_000, now: tail.script.now, output: &tail.script.output)
+        #expect(tail.script.advance(milliseconds: 9).isEmpty)
+        #expect(tail.script.advance(milliseconds: 1).retransmits.map(\.0) == [tail.segment(7)], "the probe, 10 ms after the ECHO")
+        #expect(tail.info.timeouts == 0)
+    }
 }

@@ -74,11 +74,11 @@ struct NICHandshakeTests {
             }
         }
         // An ACK the client sent again (its first was dropped at a full accept queue, say) dates the SYN-ACK
-        // seconds back: a sample that would set the RTO above the initial 1 s is not taken.
+        // at least a retransmission timeout back: a sample as long as the shortest RTO is not taken.
         var late = Script()
         _ = try late.engine.listen(port: 80)
         var resent = parameters
-        resent.handshakeRoundTripMicroseconds = 1_400_000
+        resent.handshakeRoundTripMicroseconds = 200_000
         late.established(resent, timestamps: TCPTimestamps(value: 777, echoReply: 3_000_000))
         let lateHandle = try #require(late.engine.accept(TCPListenerID(port: 80)))
         #expect(late.engine.info(of: lateHandle)?.retransmissionTimeout == Nanoseconds.second)

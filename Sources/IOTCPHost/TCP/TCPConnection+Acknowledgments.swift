@@ -273,6 +273,10 @@ extension TCPConnection {
         fileBytesQueued = min(fileBytesQueued, sendQueue.count)
         sendUnacknowledged = ack
         if sendNext < ack { sendNext = ack }
+        // Acknowledged bytes are on the wire: the NIC's marks never fall more than 2 GiB behind (sequence
+        // comparisons would turn) however much is sent from memory between file ranges.
+        if echoedEnd < ack { echoedEnd = ack }
+        if sendIssuedEnd < ack { sendIssuedEnd = ack }
         if highRetransmitted < ack { highRetransmitted = ack }
         scoreboard.acknowledge(through: ack)
 

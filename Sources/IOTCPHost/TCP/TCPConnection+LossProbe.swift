@@ -20,6 +20,14 @@ extension TCPConnection {
     /// acknowledged: as a loss probe's timeout when one may go and it comes before the RTO (RFC 8985 §7.2),
     /// as the RTO otherwise (RFC 6298 §5.1 and §5.3).
     mutating func armLossTimer(now: Instant, configuration: TCPConfiguration) {
+        if unechoedBytes > 0 && echoedEnd <= sendUnacknowledged {
+            // All that is outstanding waits on the NIC (a disk read, its queue): the timer allows for that, and
+            // the ECHO re-arms it from the moment the data is on the wire, as for a first SEND.
+            timers[.retransmit] = now + rtt.timeout + configuration.echoAllowance
+            retransmitTimerIsProbe = false
+            retransmitAwaitsEcho = true
+            return
+        }
         if let probe = probeTimeout(configuration: configuration), probe < rtt.timeout {
             timers[.retransmit] = now + probe
             retransmitTimerIsProbe = true

@@ -27,6 +27,8 @@ extension TCPConnection {
         sendNext = sendUnacknowledged
         timedSequence = nil
         timedAwaitsEcho = false
+        // A loss probe's timer would send a third copy of the last segment once the resend has caught up.
+        if retransmitTimerIsProbe { armRetransmit(at: now + rtt.timeout) }
         flush(now: now, configuration: configuration, output: &output)
         return true
     }

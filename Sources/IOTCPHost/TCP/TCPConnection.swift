@@ -242,9 +242,9 @@ struct TCPConnection {
             timestampRecent = timestamps.value
             // The handshake's round trip, from the cookie's timestamp: the first flight's RTO and loss probe
             // come from it instead of from RFC 6298's initial 1 s (a handshake the host keeps samples its SYN-ACK).
-            // Not when it would set the RTO above that 1 s: the ACK was then not the first the client sent for
-            // this SYN-ACK (a drop at a full accept queue, say, and the client's retransmission got in).
-            if let roundTrip, 3 * roundTrip <= configuration.initialRetransmissionTimeout {
+            // Not when it is as long as a retransmission timeout: the ACK was then likely not the first the client
+            // sent for this SYN-ACK (a drop at a full accept queue, say, and the client's retransmission got in).
+            if let roundTrip, roundTrip < configuration.minimumRetransmissionTimeout {
                 rtt.addSample(roundTrip, configuration: configuration)
             }
         }
