@@ -224,12 +224,11 @@ extension TCPConnection {
             timedAwaitsEcho = false
         }
         // RFC 6298 §5.1, IO-TCP's way: the timer runs from when the data is on the wire; so does a loss
-        // probe's, from each ECHO of new data (RFC 8985 §7.2 restarts it when new data is sent, and file
-        // data is sent when ECHOed).
-        if retransmitAwaitsEcho || (retransmitTimerIsProbe && newOnTheWire), sendUnacknowledged < sendMaximum {
+        // probe's (RFC 8985 §7.2 restarts it when new data is sent, and file data is sent when ECHOed).
+        if retransmitAwaitsEcho, sendUnacknowledged < sendMaximum {
             armLossTimer(now: now, configuration: configuration)
-        } else if newOnTheWire, timers[.retransmit] != nil, let probe = probeTimeout(configuration: configuration),
-                  now + probe < timers[.retransmit]! {
+        } else if newOnTheWire, let deadline = timers[.retransmit], let probe = probeTimeout(configuration: configuration),
+                  now + probe < deadline {
             // The last of the data the NIC held is on the wire: the RTO keeps running, a probe may come first.
             timers[.retransmit] = now + probe
             retransmitTimerIsProbe = true

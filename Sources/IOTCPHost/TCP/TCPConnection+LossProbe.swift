@@ -21,11 +21,8 @@ extension TCPConnection {
     /// as the RTO otherwise (RFC 6298 §5.1 and §5.3).
     mutating func armLossTimer(now: Instant, configuration: TCPConfiguration) {
         if unechoedBytes > 0 && echoedEnd <= sendUnacknowledged {
-            // All that is outstanding waits on the NIC (a disk read, its queue): the timer allows for that, and
-            // the ECHO re-arms it from the moment the data is on the wire, as for a first SEND.
-            timers[.retransmit] = now + rtt.timeout + configuration.echoAllowance
-            retransmitTimerIsProbe = false
-            retransmitAwaitsEcho = true
+            // All that is outstanding waits on the NIC (a disk read, its queue), as after a first SEND.
+            armRetransmitAwaitingEcho(now: now, configuration: configuration)
             return
         }
         if let probe = probeTimeout(configuration: configuration), probe < rtt.timeout {
@@ -40,12 +37,13 @@ extension TCPConnection {
 
     /// RFC 8985 §7.2's PTO, or nil when no probe may go: without SACK (its ACK could show nothing) or an RTT
     /// sample, while a probe is unsettled, in recovery or after a timeout (those repair the flight already),
-    /// while SND.NXT is behind SND.MAX (resending after a timeout), with nothing outstanding, and while the
-    /// NIC still holds file data of ours (the tail is not on the wire yet: its ECHO arms the probe, and a
-    /// busy NIC does not wake the host for probes that could not go).
+    /// while SND.NXT is behind SND.MAX (resending after a timeout or a Packet Too Big), into a closed window,
+    /// with nothing outstanding, and while the NIC still holds file data of ours (the tail is not on the wire
+    /// yet: its ECHO arms the probe, and a busy NIC does not wake the host for probes that could not go).
     func probeTimeout(configuration: TCPConfiguration) -> UInt64? {
         guard configuration.tailLossProbes, sackEnabled, rtt.hasSample, probeEnd == nil, !inRecovery,
-              consecutiveTimeouts == 0, sendUnacknowledged < sendMaximum, sendNext == sendMaximum, unechoedBytes == 0
+              consecutiveTimeouts == 0, sendUnacknowledged < sendMaximum, sendNext == sendMaximum, sendWindow > 0,
+              unechoedBytes == 0
         else { return nil }
         switch state {
         case .established, .closeWait, .finWait1, .closing, .lastAck: break
@@ -61,16 +59,10 @@ extension TCPConnection {
     /// arm the RTO (RFC 8985 §7.3).
     mutating func sendLossProbe<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
         guard sendUnacknowledged < sendMaximum else { return }
-        guard !inRecovery, sendNext == sendMaximum, sendWindow > 0 else {
-            // Armed before recovery began, a Packet Too Big sent the flight again, or the window closed: the
-            // RTO (and from it the persist timer) is what answers those, not a probe.
-            armRetransmit(at: now + rtt.timeout)
-            return
-        }
-        guard unechoedBytes == 0 else {
-            // Some file data is still on its way to the wire: it is not the tail yet. Its ECHO re-arms the timer.
-            timers[.retransmit] = now + rtt.timeout + configuration.echoAllowance
-            retransmitAwaitsEcho = true
+        guard probeTimeout(configuration: configuration) != nil else {
+            // What held when the timer was armed no longer does (recovery began, the window closed): the RTO
+            // (and from it the persist timer) answers that, not a probe.
+            armLossTimer(now: now, configuration: configuration)
             return
         }
         let dataEnd = SequenceNumber.min(sendMaximum, sendQueue.end)

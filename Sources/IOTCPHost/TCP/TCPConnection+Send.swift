@@ -237,11 +237,8 @@ extension TCPConnection {
         sendNext += piece.length
         if sendNext > sendMaximum { sendMaximum = sendNext }
         if timers[.retransmit] == nil || retransmitTimerIsProbe {
-            // Not on the wire yet: the ECHO will re-arm this from the moment it is (a loss probe's timer too:
-            // the probe follows the last data on the wire).
-            timers[.retransmit] = now + rtt.timeout + configuration.echoAllowance
-            retransmitTimerIsProbe = false
-            retransmitAwaitsEcho = true
+            // Not on the wire yet (a loss probe's timer too: the probe follows the last data on the wire).
+            armRetransmitAwaitingEcho(now: now, configuration: configuration)
         }
         if carriesFin {
             // Counted as the FIN of `transmit` counts its own (a lost one is sent again as a bare FIN).

@@ -127,6 +127,14 @@ extension TCPConnection {
         retransmitTimerIsProbe = false
     }
 
+    /// The RTO for data the NIC has not put on the wire yet: with the allowance for its disk and queue, until
+    /// the ECHO re-arms it from the moment the data left (`handleEcho`).
+    mutating func armRetransmitAwaitingEcho(now: Instant, configuration: TCPConfiguration) {
+        timers[.retransmit] = now + rtt.timeout + configuration.echoAllowance
+        retransmitTimerIsProbe = false
+        retransmitAwaitsEcho = true
+    }
+
     /// The stack's keepalive, or Linux's defaults for a connection that asked for one (SO_KEEPALIVE).
     func keepaliveSettings(_ configuration: TCPConfiguration) -> (idle: UInt64, interval: UInt64, probes: Int)? {
         configuration.keepalive ?? (keepaliveRequested ? TCPConfiguration.defaultKeepalive : nil)
