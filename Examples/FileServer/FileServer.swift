@@ -52,6 +52,8 @@ struct FileServer: ParsableCommand {
     var hostEndings = false
     @Flag(help: "Repair a lost tail by the retransmission timeout alone, without tail loss probes (TCPConfiguration.tailLossProbes off).")
     var noTailLossProbes = false
+    @Flag(help: "Leave a lost retransmission in SACK recovery to the retransmission timeout (TCPConfiguration.lostRetransmissionDetection off).")
+    var noLostRetransmissionDetection = false
 
     @Option(help: "Serve HTTPS with this PEM certificate chain (with --tls-key): the handshake on the host, file records sealed on the NIC.")
     var tlsCert: String?
@@ -118,6 +120,7 @@ struct FileServer: ParsableCommand {
         tcpConfiguration.handshakesOnNIC = !hostHandshakes
         tcpConfiguration.teardownOnNIC = !hostEndings
         tcpConfiguration.tailLossProbes = !noTailLossProbes
+        tcpConfiguration.lostRetransmissionDetection = !noLostRetransmissionDetection
         let stack = IOTCPStack(channel: channel, address: namespace.stackAddress, ipv6Address: namespace.ipv6?.stackAddress,
                                configuration: tcpConfiguration, logger: logger)
         let hostMetrics = endpoint.map { _ in HostMetrics() }
@@ -159,7 +162,7 @@ struct FileServer: ParsableCommand {
         let http = server.counters
         let tcp = stack.engine.statistics
         say("iotcp-fileserver: stopping; \(server.requests) requests served; host: retransmission-timeouts=\(recovery.timeouts) "
-            + "fast-recoveries=\(recovery.fastRecoveries) loss-probes=\(recovery.lossProbes) segments-in=\(tcp.segmentsReceived) nic-handshakes=\(tcp.handshakesFromNIC) "
+            + "fast-recoveries=\(recovery.fastRecoveries) loss-probes=\(recovery.lossProbes) lost-retransmissions=\(recovery.lostRetransmissions) segments-in=\(tcp.segmentsReceived) nic-handshakes=\(tcp.handshakesFromNIC) "
             + "host-syn-cookies=\(tcp.synCookiesSent) connections-opened=\(tcp.connectionsOpened) endings-on-nic=\(tcp.endingsHandedOver); http: header-timeouts=\(http.headerTimeouts) idle-timeouts=\(http.idleTimeouts) "
             + "send-timeouts=\(http.sendTimeouts) refused=\(http.refused) read-pauses=\(http.readPauses) "
             + "open-file-cache-hits=\(server.fileCache.statistics.hits) open-file-cache-misses=\(server.fileCache.statistics.misses)"

@@ -44,6 +44,7 @@ public final class HostMetrics {
             "fast_recoveries": { $0.engine.lossRecovery.fastRecoveries },
             "loss_probes": { $0.engine.lossRecovery.lossProbes },
             "loss_probe_repairs": { $0.engine.lossRecovery.lossProbeRepairs },
+            "lost_retransmissions": { $0.engine.lossRecovery.lostRetransmissions },
             "nic_errors": { $0.statistics.nicErrors },
             "malformed_commands": { $0.statistics.malformedCommands },
             "channel_messages_in": { $0.statistics.messagesIn },

@@ -27,6 +27,24 @@ struct ScoreboardAndTimerTests {
         #expect(board.isEmpty && board.sackedBytes == 0)
     }
 
+    @Test("record reports the first byte and the end of what an ACK's blocks covered for the first time")
+    func newlyCovered() {
+        var board = SACKScoreboard()
+        let first = board.record(SACKBlockList([block(3000, 4000)]), unacknowledged: seq(1000), sendMaximum: seq(10000))
+        #expect(first == SACKScoreboard.NewlyCovered(first: seq(3000), end: seq(4000)))
+        // The same block again: nothing new.
+        #expect(board.record(SACKBlockList([block(3000, 4000)]), unacknowledged: seq(1000), sendMaximum: seq(10000)) == nil)
+        // Growing it on both sides, and a block of its own above: from the lowest new byte to the highest's end.
+        let grown = board.record(SACKBlockList([block(2000, 5000), block(7000, 8000)]), unacknowledged: seq(1000), sendMaximum: seq(10000))
+        #expect(grown == SACKScoreboard.NewlyCovered(first: seq(2000), end: seq(8000)))
+        // Filling the gap between two blocks covers only the gap.
+        #expect(board.record(SACKBlockList([block(2000, 8000)]), unacknowledged: seq(1000), sendMaximum: seq(10000))
+                == SACKScoreboard.NewlyCovered(first: seq(5000), end: seq(7000)))
+        // Stale and never-sent blocks cover nothing.
+        #expect(board.record(SACKBlockList([block(0, 900), block(9000, 11000)]), unacknowledged: seq(1000), sendMaximum: seq(10000)) == nil)
+        #expect(board.blocks == [block(2000, 8000)])
+    }
+
     @Test("IsLost, NextSeg and SetPipe as RFC 6675 defines them")
     func lossQuestions() {
         var board = SACKScoreboard()

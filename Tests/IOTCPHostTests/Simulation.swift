@@ -200,6 +200,7 @@ struct Simulation {
     static var defaultConfiguration: TCPConfiguration {
         var configuration = TCPConfiguration()
         configuration.maximumSynRetransmissions = configuration.maximumRetransmissions
+        configuration.maximumOrphanRetransmissions = configuration.maximumRetransmissions
         return configuration
     }
 

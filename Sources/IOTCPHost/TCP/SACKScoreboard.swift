@@ -11,13 +11,50 @@ struct SACKScoreboard {
     var isEmpty: Bool { blocks.isEmpty }
 
     /// Takes the blocks of one ACK, ignoring those that are stale or claim what was never sent (RFC 2883's
-    /// D-SACK included).
-    mutating func record(_ reported: SACKBlockList, unacknowledged: SequenceNumber, sendMaximum: SequenceNumber) {
+    /// D-SACK included). Returns the first byte and the end of what they newly cover (nil when nothing is new):
+    /// lost retransmission detection asks whether bytes sent after a retransmission arrived before it.
+    @discardableResult
+    mutating func record(_ reported: SACKBlockList, unacknowledged: SequenceNumber, sendMaximum: SequenceNumber) -> NewlyCovered? {
+        var newly: NewlyCovered?
         for block in reported {
             guard block.left < block.right, block.right <= sendMaximum, block.right > unacknowledged else { continue }
-            blocks.insertMerging(SACKBlock(left: SequenceNumber.max(block.left, unacknowledged), right: block.right),
-                                 limit: Self.maximumBlocks)
+            let left = SequenceNumber.max(block.left, unacknowledged)
+            if let uncovered = uncovered(from: left, to: block.right) {
+                newly = NewlyCovered(first: SequenceNumber.min(newly?.first ?? uncovered.first, uncovered.first),
+                                     end: SequenceNumber.max(newly?.end ?? uncovered.end, uncovered.end))
+            }
+            blocks.insertMerging(SACKBlock(left: left, right: block.right), limit: Self.maximumBlocks)
         }
+        return newly
+    }
+
+    /// The lowest and the end of the highest bytes one ACK's SACK blocks covered for the first time.
+    struct NewlyCovered: Equatable {
+        var first: SequenceNumber
+        var end: SequenceNumber
+    }
+
+    /// The first byte of `left..<right` no block covers and the end of the last such byte, or nil when the
+    /// blocks cover it all.
+    func uncovered(from left: SequenceNumber, to right: SequenceNumber) -> NewlyCovered? {
+        var first: SequenceNumber?
+        var end = left
+        var cursor = left
+        for block in blocks where block.right > cursor {
+            if block.left >= right { break }
+            if cursor < block.left {
+                if first == nil { first = cursor }
+                end = block.left
+            }
+            cursor = SequenceNumber.max(cursor, block.right)
+            if cursor >= right { break }
+        }
+        if cursor < right {
+            if first == nil { first = cursor }
+            end = right
+        }
+        guard let first else { return nil }
+        return NewlyCovered(first: first, end: end)
     }
 
     /// Drops what a cumulative ACK through `acknowledged` made history.

@@ -193,7 +193,10 @@ extension TCPConnection {
         }
         let window = Int(segment.window) << Int(sendWindowShift)
         unansweredProbes = 0
-        if sackEnabled && !segment.options.sackBlocks.isEmpty { scoreboard.record(segment.options.sackBlocks, unacknowledged: sendUnacknowledged, sendMaximum: sendMaximum) }
+        var newlySACKed: SACKScoreboard.NewlyCovered?
+        if sackEnabled && !segment.options.sackBlocks.isEmpty {
+            newlySACKed = scoreboard.record(segment.options.sackBlocks, unacknowledged: sendUnacknowledged, sendMaximum: sendMaximum)
+        }
 
         if probeEnd != nil { settleLossProbe(segment, now: now) }
         if ack > sendUnacknowledged {
@@ -219,6 +222,7 @@ extension TCPConnection {
             // when the ACKs carrying it changed the window and so did not count as duplicates.
             enterRecovery(now: now)
         }
+        if let newlySACKed { detectLostRetransmissions(newly: newlySACKed, now: now, configuration: configuration, output: &output) }
 
         // Window update (RFC 9293 §3.10.7.4): only from a segment newer than the last that updated it.
         if sendWindowUpdateSequence < segment.sequenceNumber
@@ -339,6 +343,7 @@ extension TCPConnection {
         inRecovery = true
         recoveryPoint = sendMaximum
         highRetransmitted = sendUnacknowledged
+        recoveryLoweredForLostRetransmission = false
         congestion.onLossDetected(flight: sendMaximum - sendUnacknowledged, now: now)
         if !sackEnabled { congestion.inflate(by: Self.duplicateThreshold * segmentSize) }
         // The first retransmission goes now (RFC 5681 §3.2 step 2); the transmit loop does the rest.

@@ -246,6 +246,7 @@ extension TCPConnection {
             sendWindow: sendWindow, receiveNext: receiveNext, congestionWindow: congestion.window,
             slowStartThreshold: congestion.slowStartThreshold, smoothedRTT: rtt.smoothed, retransmissionTimeout: rtt.timeout,
             consecutiveTimeouts: consecutiveTimeouts, inRecovery: inRecovery, queuedBytes: sendQueue.count, segmentSize: segmentSize,
-            fastRecoveries: fastRecoveries, timeouts: timeouts, lossProbes: lossProbes, lossProbeRepairs: lossProbeRepairs)
+            fastRecoveries: fastRecoveries, timeouts: timeouts, lossProbes: lossProbes, lossProbeRepairs: lossProbeRepairs,
+            lostRetransmissions: lostRetransmissions)
     }
 }

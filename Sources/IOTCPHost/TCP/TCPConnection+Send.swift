@@ -45,6 +45,7 @@ extension TCPConnection {
             needsFastRetransmit = false
             retransmit(from: sendUnacknowledged, limit: segmentSize, now: now, configuration: configuration, output: &output)
             if sendUnacknowledged + segmentSize > highRetransmitted { highRetransmitted = sendUnacknowledged + segmentSize }
+            retransmissionRoundStarted(now: now)
             sent = true
         }
         sending: while true {
@@ -53,6 +54,7 @@ extension TCPConnection {
             if inRecovery && sackEnabled, inFlight + segmentSize <= congestion.window, let (start, length) = nextLostRange() {
                 retransmit(from: start, limit: length, now: now, configuration: configuration, output: &output)
                 highRetransmitted = start + length
+                retransmissionRoundMark = sendMaximum
                 sent = true
                 continue
             }

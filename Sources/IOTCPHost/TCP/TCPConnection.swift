@@ -97,6 +97,15 @@ struct TCPConnection {
     var probeEnd: SequenceNumber?
     var lossProbes = 0
     var lossProbeRepairs = 0
+    /// Lost retransmission detection in SACK recovery (TCPConnection+LostRetransmission.swift): when the
+    /// latest round of retransmissions began at SND.UNA's hole, and SND.MAX when its latest retransmission
+    /// went (bytes above it were first sent after all of them).
+    var retransmissionRoundStartedAt = Instant.zero
+    var retransmissionRoundMark = SequenceNumber(0)
+    var lostRetransmissions = 0
+    /// This recovery's window already came down a second time for a lost retransmission (RFC 5681 §3.2:
+    /// twice, not once for each one found).
+    var recoveryLoweredForLostRetransmission = false
     var consecutiveTimeouts = 0
     /// When the first of the `consecutiveTimeouts` fired: an echoed timestamp from then on is a retransmission's.
     var retransmittingSince = Instant.zero

@@ -38,6 +38,8 @@ public struct TCPStatistics: Hashable, Sendable {
     /// Tail loss probes sent (RFC 8985 §7), and those that repaired a loss, over connections already closed.
     public var lossProbes = 0
     public var lossProbeRepairs = 0
+    /// Retransmissions found lost in SACK recovery and sent again before the RTO, over connections already closed.
+    public var lostRetransmissions = 0
     /// Segments with neither SYN nor ACK sent to a listening port, dropped unanswered.
     public var droppedAtListener = 0
     /// TIME-WAIT connections ended early by a new SYN for the same endpoints (RFC 6191).
@@ -1048,21 +1050,24 @@ public final class TCPEngine {
         statistics.fastRecoveries += info.fastRecoveries
         statistics.lossProbes += info.lossProbes
         statistics.lossProbeRepairs += info.lossProbeRepairs
+        statistics.lostRetransmissions += info.lostRetransmissions
         pool.remove(slot)
         statistics.connectionsClosed += 1
     }
 
-    /// Retransmission timeouts, fast recoveries and tail loss probes over every connection, closed and open.
-    public var lossRecovery: (timeouts: Int, fastRecoveries: Int, lossProbes: Int, lossProbeRepairs: Int) {
+    /// Retransmission timeouts, fast recoveries, tail loss probes and lost retransmissions found, over every
+    /// connection, closed and open.
+    public var lossRecovery: (timeouts: Int, fastRecoveries: Int, lossProbes: Int, lossProbeRepairs: Int, lostRetransmissions: Int) {
         var timeouts = statistics.retransmissionTimeouts, fast = statistics.fastRecoveries
-        var probes = statistics.lossProbes, repairs = statistics.lossProbeRepairs
+        var probes = statistics.lossProbes, repairs = statistics.lossProbeRepairs, lost = statistics.lostRetransmissions
         for slot in 0..<pool.slotCount where pool.isLive(slot) {
             let info = pool[slot].info
             timeouts += info.timeouts
             fast += info.fastRecoveries
             probes += info.lossProbes
             repairs += info.lossProbeRepairs
+            lost += info.lostRetransmissions
         }
-        return (timeouts, fast, probes, repairs)
+        return (timeouts, fast, probes, repairs, lost)
     }
 }

@@ -116,6 +116,11 @@ public struct TCPConfiguration: Sendable {
     /// round trips, the last one is sent again, so a loss at a response's tail is repaired by the SACK
     /// recovery its ACK starts instead of by an RTO (200 ms at least, doubled each time). Needs SACK.
     public var tailLossProbes = true
+    /// Lost retransmission detection in SACK recovery: a retransmission still missing when the peer SACKs
+    /// bytes sent after it (new data, or a later retransmission at least three quarters of an RTT on) is sent
+    /// again at once, and the window comes down a second time (RFC 5681 §3.2), instead of the loss waiting
+    /// for the retransmission timeout. The ordering part of RFC 8985's RACK; it needs SACK.
+    public var lostRetransmissionDetection = true
     /// Retransmissions of one segment before the connection is given up; also the zero-window probes a
     /// peer may leave unanswered.
     public var maximumRetransmissions = 15
@@ -215,11 +220,15 @@ public struct TCPConnectionInfo: Hashable, Sendable, CustomStringConvertible {
     /// Tail loss probes sent (RFC 8985 §7), and those whose ACK showed they repaired a loss.
     public var lossProbes: Int
     public var lossProbeRepairs: Int
+    /// Retransmissions found lost in SACK recovery (bytes sent after them arrived first) and sent again
+    /// without waiting for the retransmission timeout.
+    public var lostRetransmissions: Int
 
     public var description: String {
         "\(state) una \(sendUnacknowledged) nxt \(sendNext) max \(sendMaximum) wnd \(sendWindow) rcv.nxt \(receiveNext) "
             + "cwnd \(congestionWindow) ssthresh \(slowStartThreshold == .max ? -1 : slowStartThreshold) srtt \(smoothedRTT / 1000) µs "
             + "rto \(retransmissionTimeout / 1_000_000) ms timeouts \(consecutiveTimeouts) recovery \(inRecovery) queued \(queuedBytes) "
-            + "fast recoveries \(fastRecoveries) timeouts total \(timeouts) loss probes \(lossProbes) (\(lossProbeRepairs) repaired)"
+            + "fast recoveries \(fastRecoveries) timeouts total \(timeouts) loss probes \(lossProbes) (\(lossProbeRepairs) repaired) "
+            + "lost retransmissions \(lostRetransmissions)"
     }
 }

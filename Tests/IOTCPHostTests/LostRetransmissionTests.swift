@@ -1,0 +1,125 @@
+import IOTCPCommon
+import Testing
+@testable import IOTCPHost
+
+/// Ten segments of a file on the wire (one SEND, ECHOed) over a path with a 20 ms handshake round trip, the
+/// peer's ACKs scripted.
+private struct Flight {
+    var script: Script
+    let handle: TCPHandle
+    let base: UInt32
+    var peerClock: UInt32 = 8000
+
+    init(configuration: TCPConfiguration = TCPConfiguration()) throws {
+        script = Script(configuration: configuration)
+        _ = try script.engine.listen(port: 80)
+        let synAck = try #require(script.inject(sequence: 1000, flags: .syn, options: Script.linuxSynOptions()).segments.first)
+        script.advance(milliseconds: 20)
+        script.inject(sequence: 1001, acknowledgment: synAck.sequence.rawValue &+ 1, flags: .ack, window: 502,
+                      options: TCPOptions(timestamps: TCPTimestamps(value: 1001, echoReply: synAck.tcp.options.timestamps?.value ?? 0)))
+        handle = try #require(script.engine.accept(TCPListenerID(port: 80)))
+        base = synAck.sequence.rawValue &+ 1
+        #expect(script.engine.info(of: handle)!.smoothedRTT == 20 * Nanoseconds.millisecond)
+        try write(segments: 10, at: 0)
+    }
+
+    /// Queues `segments` more of the file and puts what the engine SENDs on the wire (its ECHO).
+    mutating func write(segments: Int, at index: Int) throws {
+        _ = try script.writeFile(handle, length: segments * 1448, offset: UInt64(index * 1448))
+        for send in script.output.take().sends {
+            script.engine.handleEcho(flow: handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length), nicDelayNanoseconds: 0,
+                                     now: script.now, output: &script.output)
+        }
+        _ = script.output.take()
+    }
+
+    func segment(_ index: Int) -> SequenceNumber { SequenceNumber(base &+ UInt32(index * 1448)) }
+
+    /// An ACK from the peer through segment `through` (exclusive), with SACK blocks in segments.
+    @discardableResult
+    mutating func acknowledge(through: Int, sack: [(Int, Int)] = []) -> [Emitted] {
+        peerClock += 1
+        var options = script.peerTimestamps(peerClock)
+        options.sackBlocks = SACKBlockList(sack.map { SACKBlock(left: segment($0.0), right: segment($0.1)) })
+        return script.inject(sequence: 1001, acknowledgment: segment(through).rawValue, flags: .ack, window: 502, options: options)
+    }
+
+    var info: TCPConnectionInfo { script.engine.info(of: handle)! }
+}
+
+@Suite("Lost retransmission detection in SACK recovery")
+struct LostRetransmissionTests {
+    /// Segment 0 lost, the peer holding 1-9: recovery and the fast retransmit of segment 0.
+    private func recovering(_ configuration: TCPConfiguration = TCPConfiguration()) throws -> Flight {
+        var flight = try Flight(configuration: configuration)
+        flight.script.advance(milliseconds: 20)
+        flight.acknowledge(through: 0, sack: [(1, 2)])
+        flight.acknowledge(through: 0, sack: [(1, 3)])
+        let fast = flight.acknowledge(through: 0, sack: [(1, 4)])
+        #expect(fast.retransmits.map(\.0) == [flight.segment(0)] && flight.info.inRecovery)
+        return flight
+    }
+
+    @Test("new data SACKed three segments past the retransmission while its hole stays: sent again at once, the window lowered a second time")
+    func newDataShowsRetransmissionLost() throws {
+        var flight = try recovering()
+        let window = flight.info.congestionWindow
+        #expect(flight.acknowledge(through: 0, sack: [(1, 10)]).retransmits.isEmpty, "all SACKed was sent before the retransmission")
+        // Recovery lets new data out (the pipe is one segment); it reaches the peer, the retransmission does not.
+        try flight.write(segments: 4, at: 10)
+        #expect(flight.info.sendMaximum == flight.segment(14))
+        flight.script.advance(milliseconds: 20)
+        #expect(flight.acknowledge(through: 0, sack: [(1, 11)]).retransmits.isEmpty, "one segment past it could be reordering")
+        #expect(flight.acknowledge(through: 0, sack: [(1, 12)]).retransmits.isEmpty)
+        let again = flight.acknowledge(through: 0, sack: [(1, 13)])
+        #expect(again.retransmits.map(\.0) == [flight.segment(0)] && again.retransmits.map(\.1) == [1448])
+        let info = flight.info
+        #expect(info.lostRetransmissions == 1 && info.timeouts == 0 && info.fastRecoveries == 1)
+        #expect(info.congestionWindow < window, "RFC 5681 §3.2: a lost retransmission lowers the window again")
+        // Found once: further SACKs of the same kind wait for a retransmission that can be shown lost again.
+        #expect(flight.acknowledge(through: 0, sack: [(1, 14)]).retransmits.isEmpty)
+        // The second retransmission arrives: all acknowledged, recovery over, no RTO to come.
+        flight.acknowledge(through: 14)
+        #expect(!flight.info.inRecovery && flight.info.lostRetransmissions == 1)
+        #expect(flight.script.advance(milliseconds: 2_000).retransmits.isEmpty)
+    }
+
+    @Test("a later retransmission SACKed shows an earlier one lost, but not within three quarters of an RTT of it (a late original)")
+    func laterRetransmissionShowsEarlierLost() throws {
+        for (wait, expectLost) in [(5 as UInt64, false), (20, true)] {
+            var flight = try Flight()
+            flight.script.advance(milliseconds: 20)
+            // Segments 0 and 2 lost: recovery retransmits both, in order.
+            var both = flight.acknowledge(through: 0, sack: [(1, 2), (3, 4)])
+            both += flight.acknowledge(through: 0, sack: [(1, 2), (3, 5)])
+            both += flight.acknowledge(through: 0, sack: [(1, 2), (3, 6)])
+            #expect(both.retransmits.map(\.0) == [flight.segment(0), flight.segment(2)])
+            flight.acknowledge(through: 0, sack: [(1, 2), (3, 10)])
+            flight.script.advance(milliseconds: wait)
+            // Segment 2 arrives; segment 0's retransmission, sent before it, has not.
+            let after = flight.acknowledge(through: 0, sack: [(1, 10)])
+            if expectLost {
+                #expect(after.retransmits.map(\.0) == [flight.segment(0)], "wait \(wait) ms")
+                #expect(flight.info.lostRetransmissions == 1)
+            } else {
+                #expect(after.retransmits.isEmpty, "wait \(wait) ms: it may be segment 2's original, reordered")
+                #expect(flight.info.lostRetransmissions == 0)
+            }
+            flight.acknowledge(through: 10)
+            #expect(!flight.info.inRecovery && flight.info.timeouts == 0)
+        }
+    }
+
+    @Test("turned off, the lost retransmission waits for the RTO")
+    func off() throws {
+        var configuration = TCPConfiguration()
+        configuration.lostRetransmissionDetection = false
+        var flight = try recovering(configuration)
+        flight.acknowledge(through: 0, sack: [(1, 10)])
+        try flight.write(segments: 4, at: 10)
+        #expect(flight.acknowledge(through: 0, sack: [(1, 14)]).retransmits.isEmpty)
+        #expect(flight.info.lostRetransmissions == 0)
+        let timeout = flight.script.advance(milliseconds: 1_000)
+        #expect(timeout.retransmits.first?.0 == flight.segment(0) && flight.info.timeouts == 1)
+    }
+}
