@@ -5,7 +5,8 @@ import Testing
 @Suite("SACK scoreboard and connection timers")
 struct ScoreboardAndTimerTests {
     let mss = 1000
-    var threshold: Int { 3 * mss }
+    /// IsLost's bytes: (DupThresh - 1) segments, to be exceeded.
+    var threshold: Int { 2 * mss }
     func seq(_ value: UInt32) -> SequenceNumber { SequenceNumber(value) }
     func block(_ left: UInt32, _ right: UInt32) -> SACKBlock { SACKBlock(left: SequenceNumber(left), right: SequenceNumber(right)) }
 
@@ -50,10 +51,22 @@ struct ScoreboardAndTimerTests {
         var board = SACKScoreboard()
         // Sent 1000..<9000 in segments of 1000; the peer holds 2000..<3000 and 4000..<7000.
         board.record(SACKBlockList([block(2000, 3000), block(4000, 7000)]), unacknowledged: seq(1000), sendMaximum: seq(9000))
-        // 4,000 SACKed bytes lie above 1000 (>= 3 segments): lost. Above 3000 only 3,000: lost. Above 7000: none.
+        // 4,000 SACKed bytes lie above 1000 (more than 2 segments): lost. Above 3000, 3,000: lost. Above 7000: none.
         #expect(board.isLost(seq(1000), threshold: threshold))
         #expect(board.isLost(seq(3000), threshold: threshold))
         #expect(!board.isLost(seq(7000), threshold: threshold))
+        // Exactly two segments' bytes above, in one range, are not enough; a byte more is.
+        var two = SACKScoreboard()
+        two.record(SACKBlockList([block(2000, 4000)]), unacknowledged: seq(1000), sendMaximum: seq(9000))
+        #expect(!two.isLost(seq(1000), threshold: threshold))
+        two.record(SACKBlockList([block(4000, 4001)]), unacknowledged: seq(1000), sendMaximum: seq(9000))
+        #expect(two.isLost(seq(1000), threshold: threshold))
+        // Three discontiguous short ranges (300 bytes in all) are DupThresh SACKed sequences: lost.
+        var short = SACKScoreboard()
+        short.record(SACKBlockList([block(2000, 2100), block(2500, 2600)]), unacknowledged: seq(1000), sendMaximum: seq(9000))
+        #expect(!short.isLost(seq(1000), threshold: threshold))
+        short.record(SACKBlockList([block(3000, 3100)]), unacknowledged: seq(1000), sendMaximum: seq(9000))
+        #expect(short.isLost(seq(1000), threshold: threshold) && !short.isLost(seq(2100), threshold: threshold))
         // The first hole goes first, one segment of it; after it is retransmitted, the next hole.
         #expect(board.nextLostRange(from: seq(1000), segmentSize: mss, threshold: threshold)! == (seq(1000), 1000))
         #expect(board.nextLostRange(from: seq(2000), segmentSize: mss, threshold: threshold)! == (seq(3000), 1000))

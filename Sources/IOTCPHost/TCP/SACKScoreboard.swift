@@ -71,13 +71,20 @@ struct SACKScoreboard {
 
     var sackedBytes: Int { blocks.reduce(0) { $0 + ($1.right - $1.left) } }
 
-    /// RFC 6675 IsLost: at least `threshold` bytes (DupThresh segments) SACKed above `sequence`.
+    /// RFC 6675's DupThresh.
+    static let duplicateThreshold = 3
+
+    /// RFC 6675 IsLost: more than `threshold` bytes ((DupThresh - 1) * SMSS) SACKed above `sequence`, or
+    /// DupThresh discontiguous SACKed ranges above it. The byte rule alone (RFC 3517's DupThresh * SMSS)
+    /// missed three short segments, which a file sent in pieces the window admits makes common.
     func isLost(_ sequence: SequenceNumber, threshold: Int) -> Bool {
         var above = 0
-        for block in blocks where block.right > sequence {
+        var ranges = 0
+        for block in blocks where block.right > sequence + 1 {
             above += block.right - SequenceNumber.max(block.left, sequence + 1)
+            ranges += 1
         }
-        return above >= threshold
+        return above > threshold || ranges >= Self.duplicateThreshold
     }
 
     /// RFC 6675 NextSeg rule 1: the first range from `start` that is unSACKed and lost, at most a segment.

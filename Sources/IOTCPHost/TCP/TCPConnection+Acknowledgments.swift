@@ -199,12 +199,23 @@ extension TCPConnection {
         }
 
         if probeEnd != nil { settleLossProbe(segment, now: now) }
+        let previouslyUnacknowledged = sendUnacknowledged
         if ack > sendUnacknowledged {
             if consecutiveTimeouts > 0 { sampleRetransmission(echo: segment.options.timestamps?.echoReply, now: now, configuration: configuration) }
             newlyAcknowledged(through: ack, now: now, configuration: configuration, output: &output)
-        } else if ack == sendUnacknowledged, payloadLength == 0, !segment.flags.contains(.fin),
-                  window == sendWindow, sendUnacknowledged != sendMaximum {
-            // RFC 5681 §2's duplicate ACK.
+        }
+        let duplicate: Bool
+        if sackEnabled {
+            // RFC 6675 §2's duplicate ACK: one that SACKs bytes not SACKed before, even if it carries data,
+            // changes the window or moves SND.UNA. RFC 5681's (same window, same ACK) would not count a Linux
+            // receiver's ACKs while its window grows, and a loss would wait for the RTO.
+            duplicate = newlySACKed != nil && sendUnacknowledged != sendMaximum
+        } else {
+            // RFC 5681 §2's.
+            duplicate = ack == previouslyUnacknowledged && payloadLength == 0 && !segment.flags.contains(.fin)
+                && window == sendWindow && sendUnacknowledged != sendMaximum
+        }
+        if duplicate {
             duplicateAcks += 1
             if inRecovery {
                 if !sackEnabled { congestion.inflate(by: segmentSize) }
@@ -353,7 +364,8 @@ extension TCPConnection {
 
     // MARK: - Loss recovery's questions (RFC 6675), asked of the scoreboard
 
-    var lossThreshold: Int { Self.duplicateThreshold * segmentSize }
+    /// IsLost's bytes: more than (DupThresh - 1) * SMSS SACKed above a sequence number (RFC 6675 §4).
+    var lossThreshold: Int { (Self.duplicateThreshold - 1) * segmentSize }
 
     /// RFC 6675 NextSeg rule 1: the first unSACKed, lost, not yet retransmitted range.
     func nextLostRange() -> (SequenceNumber, Int)? {

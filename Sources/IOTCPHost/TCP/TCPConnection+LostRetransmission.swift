@@ -56,7 +56,7 @@ extension TCPConnection {
             cursor = SequenceNumber.max(cursor, block.right)
         }
         guard resent else { return }
-        lostRetransmissions += 1
+        lostRetransmissions &+= 1
         if !recoveryLoweredForLostRetransmission {
             recoveryLoweredForLostRetransmission = true
             congestion.onLossDetected(flight: pipe, now: now)

@@ -37,14 +37,50 @@ private struct Flight {
 
     /// An ACK from the peer through segment `through` (exclusive), with SACK blocks in segments.
     @discardableResult
-    mutating func acknowledge(through: Int, sack: [(Int, Int)] = []) -> [Emitted] {
+    mutating func acknowledge(through: Int, sack: [(Int, Int)] = [], window: UInt16 = 502) -> [Emitted] {
         peerClock += 1
         var options = script.peerTimestamps(peerClock)
         options.sackBlocks = SACKBlockList(sack.map { SACKBlock(left: segment($0.0), right: segment($0.1)) })
-        return script.inject(sequence: 1001, acknowledgment: segment(through).rawValue, flags: .ack, window: 502, options: options)
+        return script.inject(sequence: 1001, acknowledgment: segment(through).rawValue, flags: .ack, window: window, options: options)
     }
 
     var info: TCPConnectionInfo { script.engine.info(of: handle)! }
+}
+
+@Suite("Duplicate ACKs and IsLost as RFC 6675 defines them")
+struct DuplicateAcknowledgmentTests {
+    /// An ACK of nothing new whose SACK blocks are byte ranges from the flight's first byte.
+    private func sack(_ flight: inout Flight, _ ranges: [(Int, Int)], window: UInt16 = 502) -> [Emitted] {
+        flight.peerClock += 1
+        var options = flight.script.peerTimestamps(flight.peerClock)
+        let base = flight.segment(0)
+        options.sackBlocks = SACKBlockList(ranges.map { SACKBlock(left: base + $0.0, right: base + $0.1) })
+        return flight.script.inject(sequence: 1001, acknowledgment: base.rawValue, flags: .ack, window: window, options: options)
+    }
+
+    @Test("with SACK, ACKs that SACK new bytes are duplicates though the window grows with each (a Linux receiver's): the third starts recovery")
+    func growingWindow() throws {
+        var flight = try Flight()
+        // Segment 0 lost; each ACK SACKs 500 bytes more of segment 1 with a larger window: too few bytes for
+        // IsLost, so only the count of duplicates can start recovery.
+        #expect(sack(&flight, [(1448, 1948)], window: 583).retransmits.isEmpty)
+        #expect(sack(&flight, [(1448, 2448)], window: 586).retransmits.isEmpty)
+        // The same SACK again is no duplicate: it says nothing new.
+        #expect(sack(&flight, [(1448, 2448)], window: 589).retransmits.isEmpty)
+        let third = sack(&flight, [(1448, 2896)], window: 592)
+        #expect(third.retransmits.map(\.0) == [flight.segment(0)] && flight.info.inRecovery && flight.info.fastRecoveries == 1)
+    }
+
+    @Test("short segments: three SACKed ranges above the hole show it lost though they hold fewer bytes than two full segments")
+    func discontiguousRanges() throws {
+        // One ACK each, so one duplicate: only IsLost can start recovery.
+        var two = try Flight()
+        #expect(sack(&two, [(2000, 2200), (3000, 3200)]).retransmits.isEmpty, "two ranges, 400 bytes: not yet")
+        #expect(!two.info.inRecovery)
+        var three = try Flight()
+        let lost = sack(&three, [(2000, 2200), (3000, 3200), (4000, 4200)])
+        #expect(lost.retransmits.map(\.0) == [three.segment(0)] && three.info.inRecovery)
+    }
 }
 
 @Suite("Lost retransmission detection in SACK recovery")
