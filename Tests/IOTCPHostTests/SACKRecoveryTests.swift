@@ -10,7 +10,8 @@ private struct Flight {
     let base: UInt32
     var peerClock: UInt32 = 8000
 
-    init(configuration: TCPConfiguration = TCPConfiguration()) throws {
+    /// `head` bytes of the application's go first, in the first segment with the file after them.
+    init(configuration: TCPConfiguration = TCPConfiguration(), head: Int = 0) throws {
         script = Script(configuration: configuration)
         _ = try script.engine.listen(port: 80)
         let synAck = try #require(script.inject(sequence: 1000, flags: .syn, options: Script.linuxSynOptions()).segments.first)
@@ -20,7 +21,17 @@ private struct Flight {
         handle = try #require(script.engine.accept(TCPListenerID(port: 80)))
         base = synAck.sequence.rawValue &+ 1
         #expect(script.engine.info(of: handle)!.smoothedRTT == 20 * Nanoseconds.millisecond)
-        try write(segments: 10, at: 0)
+        if head > 0 {
+            let bytes = [UInt8](repeating: 0x48, count: head)
+            _ = try bytes.withUnsafeBytes { try script.engine.write(handle, $0, more: true, now: script.now, output: &script.output) }
+        }
+        _ = try script.writeFile(handle, length: 10 * 1448 - head)
+        for send in script.output.take().sends {
+            script.engine.handleEcho(flow: handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length), nicDelayNanoseconds: 0,
+                                     now: script.now, output: &script.output)
+        }
+        _ = script.output.take()
+        #expect(script.engine.info(of: handle)!.sendMaximum == segment(10))
     }
 
     /// Queues `segments` more of the file and puts what the engine SENDs on the wire (its ECHO).
@@ -80,6 +91,41 @@ struct DuplicateAcknowledgmentTests {
         var three = try Flight()
         let lost = sack(&three, [(2000, 2200), (3000, 3200), (4000, 4200)])
         #expect(lost.retransmits.map(\.0) == [three.segment(0)] && three.info.inRecovery)
+    }
+}
+
+@Suite("Retransmission timeouts and fast retransmits against RFC 6675")
+struct TimeoutAndSpanTests {
+    @Test("after a timeout, SACKs of what the peer held start no recovery before SND.UNA passes SND.MAX of then, and are not sent again")
+    func noRecoveryAfterTimeout() throws {
+        var configuration = TCPConfiguration()
+        configuration.tailLossProbes = false  // the RTO, not a probe, after the silence
+        var flight = try Flight(configuration: configuration)
+        // Nothing comes back: the RTO sends segment 0 again, with a window of one segment.
+        let timeout = flight.script.advance(milliseconds: 1_000)
+        #expect(timeout.retransmits.map(\.0) == [flight.segment(0)] && flight.info.timeouts == 1)
+        // Segment 0 arrives; the peer held 3-9 all along (1 and 2 were lost too).
+        let after = flight.acknowledge(through: 1, sack: [(3, 10)])
+        #expect(!flight.info.inRecovery && flight.info.fastRecoveries == 0, "RFC 6675 §5.1: no recovery until SND.UNA reaches 10")
+        // Slow start: two segments for the one acknowledged, the two holes, as one RETRANSMIT.
+        #expect(after.retransmits.map(\.0) == [flight.segment(1)] && after.retransmits.map(\.1) == [2 * 1448])
+        // They arrive: what follows was SACKed, and is not sent again (RFC 6675 §5.1).
+        #expect(flight.acknowledge(through: 3, sack: [(3, 10)]).retransmits.isEmpty)
+        flight.acknowledge(through: 10)
+        #expect(!flight.info.inRecovery && flight.info.fastRecoveries == 0 && flight.info.timeouts == 1)
+    }
+
+    @Test("a fast retransmit of a segment that holds an application's head and file data sends both parts")
+    func retransmissionAcrossHeadAndFile() throws {
+        var flight = try Flight(head: 300)
+        flight.acknowledge(through: 0, sack: [(1, 2)])
+        flight.acknowledge(through: 0, sack: [(1, 3)])
+        let fast = flight.acknowledge(through: 0, sack: [(1, 4)])
+        #expect(fast.segments.contains { $0.sequence == flight.segment(0) && $0.payload.count == 300 }, "the head, as a packet")
+        #expect(fast.retransmits.map(\.0) == [flight.segment(0) + 300] && fast.retransmits.map(\.1) == [1448 - 300],
+                "the file part of the segment, from the NIC's store")
+        flight.acknowledge(through: 10)
+        #expect(!flight.info.inRecovery && flight.info.lostRetransmissions == 0 && flight.info.timeouts == 0)
     }
 }
 

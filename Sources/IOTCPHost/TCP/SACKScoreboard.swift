@@ -19,11 +19,12 @@ struct SACKScoreboard {
         for block in reported {
             guard block.left < block.right, block.right <= sendMaximum, block.right > unacknowledged else { continue }
             let left = SequenceNumber.max(block.left, unacknowledged)
-            if let uncovered = uncovered(from: left, to: block.right) {
-                newly = NewlyCovered(first: SequenceNumber.min(newly?.first ?? uncovered.first, uncovered.first),
-                                     end: SequenceNumber.max(newly?.end ?? uncovered.end, uncovered.end))
-            }
-            blocks.insertMerging(SACKBlock(left: left, right: block.right), limit: Self.maximumBlocks)
+            let uncovered = uncovered(from: left, to: block.right)
+            // A block past the limit is dropped: it must not count as news on every ACK that repeats it.
+            guard blocks.insertMerging(SACKBlock(left: left, right: block.right), limit: Self.maximumBlocks) != nil,
+                  let uncovered else { continue }
+            newly = NewlyCovered(first: SequenceNumber.min(newly?.first ?? uncovered.first, uncovered.first),
+                                 end: SequenceNumber.max(newly?.end ?? uncovered.end, uncovered.end))
         }
         return newly
     }
@@ -67,6 +68,19 @@ struct SACKScoreboard {
     /// array's memory (a connection entering TIME-WAIT keeps nothing it no longer needs).
     mutating func clear(releasingStorage: Bool = false) {
         if releasingStorage { blocks = [] } else { blocks.removeAll(keepingCapacity: true) }
+    }
+
+    /// The end of the SACKed block holding `sequence`, if one does.
+    func end(ofBlockContaining sequence: SequenceNumber) -> SequenceNumber? {
+        for block in blocks where block.right > sequence {
+            return block.left <= sequence ? block.right : nil
+        }
+        return nil
+    }
+
+    /// The start of the first SACKed block above `sequence`.
+    func start(ofBlockAfter sequence: SequenceNumber) -> SequenceNumber? {
+        blocks.first { $0.left > sequence }?.left
     }
 
     var sackedBytes: Int { blocks.reduce(0) { $0 + ($1.right - $1.left) } }

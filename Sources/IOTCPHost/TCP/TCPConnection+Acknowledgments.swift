@@ -195,7 +195,9 @@ extension TCPConnection {
         unansweredProbes = 0
         var newlySACKed: SACKScoreboard.NewlyCovered?
         if sackEnabled && !segment.options.sackBlocks.isEmpty {
-            newlySACKed = scoreboard.record(segment.options.sackBlocks, unacknowledged: sendUnacknowledged, sendMaximum: sendMaximum)
+            // Against this ACK, not the last: a D-SACK of what it acknowledges is no news (RFC 2883).
+            newlySACKed = scoreboard.record(segment.options.sackBlocks, unacknowledged: SequenceNumber.max(ack, sendUnacknowledged),
+                                            sendMaximum: sendMaximum)
         }
 
         if probeEnd != nil { settleLossProbe(segment, now: now) }
@@ -205,13 +207,14 @@ extension TCPConnection {
             newlyAcknowledged(through: ack, now: now, configuration: configuration, output: &output)
         }
         let duplicate: Bool
-        if sackEnabled {
+        if sackEnabled && !segment.options.sackBlocks.isEmpty {
             // RFC 6675 §2's duplicate ACK: one that SACKs bytes not SACKed before, even if it carries data,
             // changes the window or moves SND.UNA. RFC 5681's (same window, same ACK) would not count a Linux
             // receiver's ACKs while its window grows, and a loss would wait for the RTO.
             duplicate = newlySACKed != nil && sendUnacknowledged != sendMaximum
         } else {
-            // RFC 5681 §2's.
+            // RFC 5681 §2's, also for a SACK connection whose peer sends none (or none that survive a
+            // middlebox): without it no loss would be repaired before the RTO.
             duplicate = ack == previouslyUnacknowledged && payloadLength == 0 && !segment.flags.contains(.fin)
                 && window == sendWindow && sendUnacknowledged != sendMaximum
         }
@@ -219,8 +222,8 @@ extension TCPConnection {
             duplicateAcks += 1
             if inRecovery {
                 if !sackEnabled { congestion.inflate(by: segmentSize) }
-            } else if duplicateAcks >= Self.duplicateThreshold || (sackEnabled && scoreboard.isLost(sendUnacknowledged, threshold: lossThreshold))
-                        || earlyRetransmitDue {
+            } else if recoveryAllowed, duplicateAcks >= Self.duplicateThreshold
+                        || (sackEnabled && scoreboard.isLost(sendUnacknowledged, threshold: lossThreshold)) || earlyRetransmitDue {
                 enterRecovery(now: now)
             } else {
                 // RFC 3042 Limited Transmit: each of the first two duplicate ACKs lets one new segment out, so
@@ -228,7 +231,8 @@ extension TCPConnection {
                 limitedTransmitAllowance = duplicateAcks * segmentSize
             }
         }
-        if !inRecovery && sackEnabled && sendUnacknowledged != sendMaximum && scoreboard.isLost(sendUnacknowledged, threshold: lossThreshold) {
+        if !inRecovery && recoveryAllowed && sackEnabled && sendUnacknowledged != sendMaximum
+            && scoreboard.isLost(sendUnacknowledged, threshold: lossThreshold) {
             // SACK information alone can show the first segment lost (RFC 6675 §5 step 4's IsLost), even
             // when the ACKs carrying it changed the window and so did not count as duplicates.
             enterRecovery(now: now)
@@ -294,6 +298,7 @@ extension TCPConnection {
         if sendIssuedEnd < ack { sendIssuedEnd = ack }
         if highRetransmitted < ack { highRetransmitted = ack }
         scoreboard.acknowledge(through: ack)
+        if recoveryBarredUntilPoint && ack >= recoveryPoint { recoveryBarredUntilPoint = false }
 
         // RTT sample (RFC 6298 §3, Karn): the timed data reached the wire at `timedAt`.
         if let timed = timedSequence, ack >= timed {
@@ -336,6 +341,12 @@ extension TCPConnection {
         }
         if !queueHadRoom && queueHasRoom(configuration: configuration) { events.insert(.writable) }
     }
+
+    /// RFC 6675 §5.1 (and RFC 6582 §3.2 step 4): after a timeout no recovery begins until SND.UNA reaches
+    /// SND.MAX as it was then. The peer's SACKs of what it already held come back at once and would start one
+    /// on the first ACK, setting the window to a threshold above the timeout's one segment and sending every
+    /// hole at once.
+    var recoveryAllowed: Bool { !recoveryBarredUntilPoint || sendUnacknowledged >= recoveryPoint }
 
     /// RFC 5827 Early Retransmit: with fewer than four segments outstanding and nothing new to send, fewer
     /// duplicate ACKs than three are all that can ever arrive; one less than the segments outstanding will do.

@@ -43,22 +43,28 @@ extension TCPConnection {
         defer { sillyWindowOverride = false }
         if needsFastRetransmit {
             needsFastRetransmit = false
-            retransmit(from: sendUnacknowledged, limit: segmentSize, now: now, configuration: configuration, output: &output)
-            if sendUnacknowledged + segmentSize > highRetransmitted { highRetransmitted = sendUnacknowledged + segmentSize }
-            retransmissionRoundStarted(now: now)
+            let end = retransmitSpan(from: sendUnacknowledged, limit: segmentSize, now: now, configuration: configuration, output: &output)
+            if end > highRetransmitted { highRetransmitted = end }
+            retransmissionPassStarted(at: highRetransmitted, now: now)
             sent = true
         }
         sending: while true {
             let window = min(congestion.window + limitedTransmitAllowance, max(sendWindow, 0))
             let inFlight = pipe
             if inRecovery && sackEnabled, inFlight + segmentSize <= congestion.window, let (start, length) = nextLostRange() {
-                retransmit(from: start, limit: length, now: now, configuration: configuration, output: &output)
-                highRetransmitted = start + length
-                retransmissionRoundMark = sendMaximum
+                let end = retransmitSpan(from: start, limit: length, now: now, configuration: configuration, output: &output)
+                guard end > start else { break sending }
+                highRetransmitted = end
+                retransmissionSent(now: now)
                 sent = true
                 continue
             }
             let dataEnd = sendQueue.end
+            if sackEnabled, sendNext < sendMaximum, let sackedEnd = scoreboard.end(ofBlockContaining: sendNext) {
+                // RFC 6675 §5.1: after a timeout, what the peer has SACKed since is not sent again.
+                sendNext = sackedEnd
+                continue
+            }
             if sendNext < dataEnd {
                 // Room in the congestion window and in the peer's offered window.
                 let offered = sendUnacknowledged + sendWindow - sendNext
@@ -77,7 +83,9 @@ extension TCPConnection {
                 switch piece.source {
                 case .file, .records:
                     if isRetransmission {
-                        retransmit(from: sendNext, limit: min(piece.length, sendMaximum - sendNext), now: now,
+                        // Up to the next range the peer SACKed, which is skipped above.
+                        let unsacked = (scoreboard.start(ofBlockAfter: sendNext) ?? sendMaximum) - sendNext
+                        retransmit(from: sendNext, limit: min(piece.length, sendMaximum - sendNext, unsacked), now: now,
                                    configuration: configuration, output: &output)
                     } else {
                         guard let admitted = admittedFileLength(piece, besides: 0, inFlight: inFlight, configuration: configuration)
@@ -104,7 +112,8 @@ extension TCPConnection {
                                  output: &output)
                     }
                 case .bytes:
-                    let length = min(piece.length, segmentSize)
+                    var length = min(piece.length, segmentSize)
+                    if isRetransmission, let sacked = scoreboard.start(ofBlockAfter: sendNext) { length = min(length, sacked - sendNext) }
                     if !isRetransmission, let file = fileAfterHead(piece, room: room, inFlight: inFlight, configuration: configuration) {
                         emitSend(file, head: piece, last: file.sequence + file.length == dataEnd, now: now, configuration: configuration,
                                  output: &output)
@@ -249,23 +258,40 @@ extension TCPConnection {
         }
     }
 
+    /// Sends again up to `limit` bytes from `start`, across queue entries (an application's head and the file
+    /// after it are two), and returns the end of what went: RFC 6675's HighRxt must not pass bytes that did not.
+    @discardableResult
+    mutating func retransmitSpan<O: CommandOutput>(
+        from start: SequenceNumber, limit: Int, now: Instant, configuration: TCPConfiguration, output: inout O
+    ) -> SequenceNumber {
+        var cursor = start
+        while cursor - start < limit {
+            let end = retransmit(from: cursor, limit: limit - (cursor - start), now: now, configuration: configuration, output: &output)
+            guard end > cursor else { break }
+            cursor = end
+        }
+        return cursor
+    }
+
     /// Sends again `[from, from + limit)`, clipped to one queue entry: file data by RETRANSMIT from the
-    /// NIC's store, application bytes as packets, a lost FIN as a FIN.
+    /// NIC's store, application bytes as packets, a lost FIN as a FIN. Returns the end of what went (`start`
+    /// when nothing could).
+    @discardableResult
     mutating func retransmit<O: CommandOutput>(
         from start: SequenceNumber, limit: Int, now: Instant, configuration: TCPConfiguration, output: inout O
-    ) {
+    ) -> SequenceNumber {
         if let finSequence, start == finSequence {
             let advertised = windowField()
             emitSegment(sequence: finSequence, flags: [.fin, .ack], window: advertised, options: currentOptions(now: now),
                         payload: nil, output: &output)
             acknowledgmentSent()
             if sendNext <= finSequence { sendNext = finSequence + 1 }
-            return
+            return finSequence + 1
         }
         // Only what was sent can be sent again: the NIC holds nothing beyond SND.MAX, and counting unsent
         // bytes as sent would leave a hole no RETRANSMIT could fill.
         let sentLimit = min(limit, SequenceNumber.min(sendMaximum, sendQueue.end) - start)
-        guard sentLimit > 0, let piece = sendQueue.piece(at: start, limit: sentLimit) else { return }
+        guard sentLimit > 0, let piece = sendQueue.piece(at: start, limit: sentLimit) else { return start }
         switch piece.source {
         case .file, .records:
             output.emit(.retransmit(handle.flow, sequence: piece.sequence, length: UInt32(piece.length),
@@ -288,6 +314,7 @@ extension TCPConnection {
         // Karn: whatever was being timed may now be acknowledged by the retransmission.
         timedSequence = nil
         timedAwaitsEcho = false
+        return piece.sequence + piece.length
     }
 
     func streamIndex(_ source: SendQueue.Source) -> UInt64 {

@@ -112,6 +112,8 @@ extension TCPConnection {
         }
         // RFC 5681 §3.1 and RFC 6675 §5.1: one segment's window, and send again from the first unacknowledged.
         congestion.onTimeout(flight: sendMaximum - sendUnacknowledged)
+        recoveryPoint = sendMaximum
+        recoveryBarredUntilPoint = true
         inRecovery = false
         duplicateAcks = 0
         probeEnd = nil

@@ -92,19 +92,22 @@ struct TCPConnection {
     var retransmitAwaitsEcho = false
     /// The retransmission timer is armed as a tail loss probe's timeout (RFC 8985's PTO), not as the RTO.
     var retransmitTimerIsProbe = false
-    /// This recovery's window already came down a second time for a lost retransmission (RFC 5681 §3.2:
+    /// This recovery's window already came down a second time for a lost retransmission (RFC 5681 §4.3:
     /// twice, not once for each one found).
     var recoveryLoweredForLostRetransmission = false
+    /// A timeout happened: no recovery until SND.UNA reaches `recoveryPoint` (`recoveryAllowed`).
+    var recoveryBarredUntilPoint = false
     /// SND.MAX when the last loss probe went (RFC 8985's TLP.end_seq), until an ACK shows whether it
     /// repaired a loss; no other probe goes meanwhile.
     var probeEnd: SequenceNumber?
     var lossProbes = 0
     var lossProbeRepairs = 0
     /// Lost retransmission detection in SACK recovery (TCPConnection+LostRetransmission.swift): when the
-    /// latest round of retransmissions began at SND.UNA's hole, and SND.MAX when its latest retransmission
-    /// went (bytes above it were first sent after all of them).
-    var retransmissionRoundStartedAt = Instant.zero
+    /// latest retransmission went, SND.MAX then (bytes above it were first sent after all of them), and
+    /// where NextSeg's retransmissions of the current pass begin.
+    var lastRetransmissionAt = Instant.zero
     var retransmissionRoundMark = SequenceNumber(0)
+    var retransmissionPassStart = SequenceNumber(0)
     /// 32 bits, beside the mark: the control block stays 8-byte packed.
     var lostRetransmissions: UInt32 = 0
     var consecutiveTimeouts = 0

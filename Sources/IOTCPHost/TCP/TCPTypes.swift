@@ -117,9 +117,10 @@ public struct TCPConfiguration: Sendable {
     /// recovery its ACK starts instead of by an RTO (200 ms at least, doubled each time). Needs SACK.
     public var tailLossProbes = true
     /// Lost retransmission detection in SACK recovery: a retransmission still missing when the peer SACKs
-    /// bytes sent after it (new data, or a later retransmission at least three quarters of an RTT on) is sent
-    /// again at once, and the window comes down a second time (RFC 5681 §3.2), instead of the loss waiting
-    /// for the retransmission timeout. The ordering part of RFC 8985's RACK; it needs SACK.
+    /// bytes sent after it (more than two segments of new data, or a later retransmission once none has gone
+    /// for three quarters of an RTT) is sent again at once, and the window comes down a second time (RFC 5681
+    /// §4.3), instead of the loss waiting for the retransmission timeout. The ordering part of RFC 8985's
+    /// RACK; it needs SACK.
     public var lostRetransmissionDetection = true
     /// Retransmissions of one segment before the connection is given up; also the zero-window probes a
     /// peer may leave unanswered.
@@ -220,8 +221,8 @@ public struct TCPConnectionInfo: Hashable, Sendable, CustomStringConvertible {
     /// Tail loss probes sent (RFC 8985 §7), and those whose ACK showed they repaired a loss.
     public var lossProbes: Int
     public var lossProbeRepairs: Int
-    /// Retransmissions found lost in SACK recovery (bytes sent after them arrived first) and sent again
-    /// without waiting for the retransmission timeout.
+    /// Segments whose retransmission was found lost in SACK recovery (bytes sent after it arrived first) and
+    /// sent again without waiting for the retransmission timeout.
     public var lostRetransmissions: Int
 
     public var description: String {
