@@ -2,44 +2,18 @@ import IOTCPCommon
 import Testing
 @testable import IOTCPHost
 
-/// Six segments of a file on the wire (one SEND, ECHOed), the peer's ACKs scripted.
-private struct Tail {
-    var script: Script
-    let handle: TCPHandle
-    let base: UInt32
-    var peerClock: UInt32 = 8000
-
-    init(configuration: TCPConfiguration = TCPConfiguration(), synOptions: TCPOptions = Script.linuxSynOptions()) throws {
-        script = Script(configuration: configuration)
-        let (handle, iss) = try establishPassive(&script, options: synOptions)
-        self.handle = handle
-        base = iss &+ 1
-        _ = try script.writeFile(handle, length: 6 * 1448)
-        let send = try #require(script.output.take().sends.first)
-        #expect(send.1.length == 6 * 1448)
-        script.engine.handleEcho(flow: handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length), nicDelayNanoseconds: 0,
-                                 now: script.now, output: &script.output)
+private extension ScriptedFlight {
+    /// Six segments of a file on the wire over a path whose handshake took no time.
+    static func tail(configuration: TCPConfiguration = TCPConfiguration(), synOptions: TCPOptions = Script.linuxSynOptions()) throws -> ScriptedFlight {
+        try ScriptedFlight(configuration: configuration, synOptions: synOptions, handshakeMilliseconds: 0, segments: 6)
     }
-
-    func segment(_ index: Int) -> SequenceNumber { SequenceNumber(base &+ UInt32(index * 1448)) }
-
-    /// An ACK from the peer through segment `through` (exclusive), with SACK blocks in segments.
-    @discardableResult
-    mutating func acknowledge(through: Int, sack: [(Int, Int)] = []) -> [Emitted] {
-        peerClock += 1
-        var options = script.peerTimestamps(peerClock)
-        options.sackBlocks = SACKBlockList(sack.map { SACKBlock(left: segment($0.0), right: segment($0.1)) })
-        return script.inject(sequence: 1001, acknowledgment: segment(through).rawValue, flags: .ack, window: 502, options: options)
-    }
-
-    var info: TCPConnectionInfo { script.engine.info(of: handle)! }
 }
 
 @Suite("Tail loss probes (RFC 8985 §7)")
 struct LossProbeTests {
     @Test("the last two segments lost: a probe 10 ms after the last ACK, and its SACK starts recovery, long before the RTO")
     func tailLossRepairedByProbe() throws {
-        var tail = try Tail()
+        var tail = try ScriptedFlight.tail()
         #expect(tail.script.advance(milliseconds: 5).isEmpty)
         tail.acknowledge(through: 4)
         // The handshake's RTT is ~0, so the probe timeout is its 10 ms floor, from the ACK.
@@ -60,7 +34,7 @@ struct LossProbeTests {
     @Test("a probe whose ACK carries a D-SACK lost nothing: the window stays; one acknowledged past it without one repaired a loss")
     func probeOutcome() throws {
         for duplicateReported in [true, false] {
-            var tail = try Tail()
+            var tail = try ScriptedFlight.tail()
             tail.acknowledge(through: 4)
             // The ACKs of segments 4 and 5 are lost (or slow): the probe goes.
             let probe = tail.script.advance(milliseconds: 10)
@@ -90,7 +64,7 @@ struct LossProbeTests {
     @Test("no probe without SACK, with one segment outstanding (the RTO comes first), or when turned off")
     func noProbe() throws {
         // The peer offers no SACK: a probe's ACK could not show which segment it repaired.
-        var withoutSACK = try Tail(synOptions: TCPOptions(maximumSegmentSize: 1460, windowScale: 7,
+        var withoutSACK = try ScriptedFlight.tail(synOptions: TCPOptions(maximumSegmentSize: 1460, windowScale: 7,
                                                           timestamps: TCPTimestamps(value: 1000, echoReply: 0)))
         withoutSACK.acknowledge(through: 4)
         #expect(withoutSACK.script.advance(milliseconds: 199).isEmpty)
@@ -98,7 +72,7 @@ struct LossProbeTests {
         #expect(withoutSACK.info.lossProbes == 0 && withoutSACK.info.timeouts == 1)
 
         // One segment outstanding: the probe would wait for a delayed ACK too (200 ms more), past the RTO.
-        var single = try Tail()
+        var single = try ScriptedFlight.tail()
         single.acknowledge(through: 5)
         #expect(single.script.advance(milliseconds: 199).isEmpty)
         #expect(single.script.advance(milliseconds: 1).retransmits.map(\.0) == [single.segment(5)])
@@ -106,7 +80,7 @@ struct LossProbeTests {
 
         var configuration = TCPConfiguration()
         configuration.tailLossProbes = false
-        var off = try Tail(configuration: configuration)
+        var off = try ScriptedFlight.tail(configuration: configuration)
         off.acknowledge(through: 4)
         #expect(off.script.advance(milliseconds: 199).isEmpty)
         #expect(off.script.advance(milliseconds: 1).retransmits.map(\.0) == [off.segment(4)])
@@ -115,7 +89,7 @@ struct LossProbeTests {
 
     @Test("data still on its way to the wire is not the tail: the probe waits for its ECHO")
     func probeWaitsForEcho() throws {
-        var tail = try Tail()
+        var tail = try ScriptedFlight.tail()
         tail.acknowledge(through: 4)
         // A second SEND the NIC has not put on the wire yet (a slow disk).
         _ = try tail.script.writeFile(tail.handle, length: 1448, offset: 6 * 1448)
@@ -129,7 +103,7 @@ struct LossProbeTests {
     }
     @Test("recovery begun while the probe's timer runs turns it into the RTO: no probe in recovery (RFC 8985 §7.2)")
     func noProbeInRecovery() throws {
-        var tail = try Tail()
+        var tail = try ScriptedFlight.tail()
         // Segment 0 is lost, the rest arrive: the SACKs start recovery at once and segment 0 goes again.
         let recovery = tail.acknowledge(through: 0, sack: [(1, 6)])
         #expect(recovery.retransmits.map(\.0) == [tail.segment(0)] && tail.info.inRecovery)
@@ -159,7 +133,7 @@ struct LossProbeTests {
     }
     @Test("an ACK of all that is on the wire while the NIC still reads the rest leaves the NIC its allowance; the ECHO restarts the timer")
     func outstandingOnlyOnTheNIC() throws {
-        var tail = try Tail()
+        var tail = try ScriptedFlight.tail()
         _ = try tail.script.writeFile(tail.handle, length: 2 * 1448, offset: 6 * 1448)
         let send = try #require(tail.script.output.take().sends.first)
         tail.acknowledge(through: 6)

@@ -2,66 +2,10 @@ import IOTCPCommon
 import Testing
 @testable import IOTCPHost
 
-/// Ten segments of a file on the wire (one SEND, ECHOed) over a path with a 20 ms handshake round trip, the
-/// peer's ACKs scripted.
-private struct Flight {
-    var script: Script
-    let handle: TCPHandle
-    let base: UInt32
-    var peerClock: UInt32 = 8000
-
-    /// `head` bytes of the application's go first, in the first segment with the file after them.
-    init(configuration: TCPConfiguration = TCPConfiguration(), head: Int = 0) throws {
-        script = Script(configuration: configuration)
-        _ = try script.engine.listen(port: 80)
-        let synAck = try #require(script.inject(sequence: 1000, flags: .syn, options: Script.linuxSynOptions()).segments.first)
-        script.advance(milliseconds: 20)
-        script.inject(sequence: 1001, acknowledgment: synAck.sequence.rawValue &+ 1, flags: .ack, window: 502,
-                      options: TCPOptions(timestamps: TCPTimestamps(value: 1001, echoReply: synAck.tcp.options.timestamps?.value ?? 0)))
-        handle = try #require(script.engine.accept(TCPListenerID(port: 80)))
-        base = synAck.sequence.rawValue &+ 1
-        #expect(script.engine.info(of: handle)!.smoothedRTT == 20 * Nanoseconds.millisecond)
-        if head > 0 {
-            let bytes = [UInt8](repeating: 0x48, count: head)
-            _ = try bytes.withUnsafeBytes { try script.engine.write(handle, $0, more: true, now: script.now, output: &script.output) }
-        }
-        _ = try script.writeFile(handle, length: 10 * 1448 - head)
-        for send in script.output.take().sends {
-            script.engine.handleEcho(flow: handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length), nicDelayNanoseconds: 0,
-                                     now: script.now, output: &script.output)
-        }
-        _ = script.output.take()
-        #expect(script.engine.info(of: handle)!.sendMaximum == segment(10))
-    }
-
-    /// Queues `segments` more of the file and puts what the engine SENDs on the wire (its ECHO).
-    mutating func write(segments: Int, at index: Int) throws {
-        _ = try script.writeFile(handle, length: segments * 1448, offset: UInt64(index * 1448))
-        for send in script.output.take().sends {
-            script.engine.handleEcho(flow: handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length), nicDelayNanoseconds: 0,
-                                     now: script.now, output: &script.output)
-        }
-        _ = script.output.take()
-    }
-
-    func segment(_ index: Int) -> SequenceNumber { SequenceNumber(base &+ UInt32(index * 1448)) }
-
-    /// An ACK from the peer through segment `through` (exclusive), with SACK blocks in segments.
-    @discardableResult
-    mutating func acknowledge(through: Int, sack: [(Int, Int)] = [], window: UInt16 = 502) -> [Emitted] {
-        peerClock += 1
-        var options = script.peerTimestamps(peerClock)
-        options.sackBlocks = SACKBlockList(sack.map { SACKBlock(left: segment($0.0), right: segment($0.1)) })
-        return script.inject(sequence: 1001, acknowledgment: segment(through).rawValue, flags: .ack, window: window, options: options)
-    }
-
-    var info: TCPConnectionInfo { script.engine.info(of: handle)! }
-}
-
 @Suite("Duplicate ACKs and IsLost as RFC 6675 defines them")
 struct DuplicateAcknowledgmentTests {
     /// An ACK of nothing new whose SACK blocks are byte ranges from the flight's first byte.
-    private func sack(_ flight: inout Flight, _ ranges: [(Int, Int)], window: UInt16 = 502) -> [Emitted] {
+    private func sack(_ flight: inout ScriptedFlight, _ ranges: [(Int, Int)], window: UInt16 = 502) -> [Emitted] {
         flight.peerClock += 1
         var options = flight.script.peerTimestamps(flight.peerClock)
         let base = flight.segment(0)
@@ -71,7 +15,7 @@ struct DuplicateAcknowledgmentTests {
 
     @Test("with SACK, ACKs that SACK new bytes are duplicates though the window grows with each (a Linux receiver's): the third starts recovery")
     func growingWindow() throws {
-        var flight = try Flight()
+        var flight = try ScriptedFlight()
         // Segment 0 lost; each ACK SACKs 500 bytes more of segment 1 with a larger window: too few bytes for
         // IsLost, so only the count of duplicates can start recovery.
         #expect(sack(&flight, [(1448, 1948)], window: 583).retransmits.isEmpty)
@@ -85,10 +29,10 @@ struct DuplicateAcknowledgmentTests {
     @Test("short segments: three SACKed ranges above the hole show it lost though they hold fewer bytes than two full segments")
     func discontiguousRanges() throws {
         // One ACK each, so one duplicate: only IsLost can start recovery.
-        var two = try Flight()
+        var two = try ScriptedFlight()
         #expect(sack(&two, [(2000, 2200), (3000, 3200)]).retransmits.isEmpty, "two ranges, 400 bytes: not yet")
         #expect(!two.info.inRecovery)
-        var three = try Flight()
+        var three = try ScriptedFlight()
         let lost = sack(&three, [(2000, 2200), (3000, 3200), (4000, 4200)])
         #expect(lost.retransmits.map(\.0) == [three.segment(0)] && three.info.inRecovery)
     }
@@ -100,7 +44,7 @@ struct TimeoutAndSpanTests {
     func noRecoveryAfterTimeout() throws {
         var configuration = TCPConfiguration()
         configuration.tailLossProbes = false  // the RTO, not a probe, after the silence
-        var flight = try Flight(configuration: configuration)
+        var flight = try ScriptedFlight(configuration: configuration)
         // Nothing comes back: the RTO sends segment 0 again, with a window of one segment.
         let timeout = flight.script.advance(milliseconds: 1_000)
         #expect(timeout.retransmits.map(\.0) == [flight.segment(0)] && flight.info.timeouts == 1)
@@ -117,7 +61,7 @@ struct TimeoutAndSpanTests {
 
     @Test("a fast retransmit of a segment that holds an application's head and file data sends both parts")
     func retransmissionAcrossHeadAndFile() throws {
-        var flight = try Flight(head: 300)
+        var flight = try ScriptedFlight(head: 300)
         flight.acknowledge(through: 0, sack: [(1, 2)])
         flight.acknowledge(through: 0, sack: [(1, 3)])
         let fast = flight.acknowledge(through: 0, sack: [(1, 4)])
@@ -132,8 +76,8 @@ struct TimeoutAndSpanTests {
 @Suite("Lost retransmission detection in SACK recovery")
 struct LostRetransmissionTests {
     /// Segment 0 lost, the peer holding 1-9: recovery and the fast retransmit of segment 0.
-    private func recovering(_ configuration: TCPConfiguration = TCPConfiguration()) throws -> Flight {
-        var flight = try Flight(configuration: configuration)
+    private func recovering(_ configuration: TCPConfiguration = TCPConfiguration()) throws -> ScriptedFlight {
+        var flight = try ScriptedFlight(configuration: configuration)
         flight.script.advance(milliseconds: 20)
         flight.acknowledge(through: 0, sack: [(1, 2)])
         flight.acknowledge(through: 0, sack: [(1, 3)])
@@ -169,7 +113,7 @@ struct LostRetransmissionTests {
     @Test("a later retransmission SACKed shows an earlier one lost, but not within three quarters of an RTT of it (a late original)")
     func laterRetransmissionShowsEarlierLost() throws {
         for (wait, expectLost) in [(5 as UInt64, false), (20, true)] {
-            var flight = try Flight()
+            var flight = try ScriptedFlight()
             flight.script.advance(milliseconds: 20)
             // Segments 0 and 2 lost: recovery retransmits both, in order.
             var both = flight.acknowledge(through: 0, sack: [(1, 2), (3, 4)])

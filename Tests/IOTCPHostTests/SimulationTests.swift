@@ -102,70 +102,56 @@ struct SimulationTests {
           arguments: [0.05, 0.20])
     func tailLossProbeComparison(loss: Double) {
         for rtt in [100_000, 10_000_000] as [UInt64] {
-            var line = "tail loss probes: loss \(loss * 100)%, RTT \(Double(rtt) / 1e6) ms, 1 MB x 16:"
-            for probes in [false, true] {
-                var configuration = Simulation.defaultConfiguration
-                configuration.tailLossProbes = probes
-                var seconds: [Double] = []
-                var timeouts = 0, probesSent = 0
-                for seed in UInt64(1)...16 {
-                    let conditions = WireConditions(oneWayDelay: rtt / 2, loss: loss)
-                    var simulation = Simulation(seed: seed &* 7919 ^ rtt, conditions: conditions, sizes: [1_000_000],
-                                                configuration: configuration)
-                    let start = simulation.now
-                    let finished = simulation.run()
-                    #expect(finished, "seed \(seed), \(conditions), probes \(probes)")
-                    let transfer = simulation.transfers[0]
-                    #expect(transfer.received == 1_000_000 && !transfer.corrupt, "seed \(seed), \(conditions), probes \(probes)")
-                    seconds.append(Double((transfer.completedAt ?? simulation.now) - start) / 1e9)
-                    timeouts += simulation.server.lossRecovery.timeouts
-                    probesSent += simulation.server.lossRecovery.lossProbes
-                }
-                if probes { #expect(probesSent > 0, "\(loss) \(rtt)") } else { #expect(probesSent == 0) }
-                seconds.sort()
-                let mean = seconds.reduce(0, +) / Double(seconds.count)
-                line += " \(probes ? "with" : "without"): mean \(rounded(mean)) s, median \(rounded(seconds[8])), p90 \(rounded(seconds[14])), "
-                    + "worst \(rounded(seconds[15])), RTOs \(timeouts), probes \(probesSent);"
-            }
-            print(line)
+            compare("tail loss probes: loss \(loss * 100)%, RTT \(Double(rtt) / 1e6) ms",
+                    conditions: WireConditions(oneWayDelay: rtt / 2, loss: loss), counted: "probes",
+                    turn: { $0.tailLossProbes = $1 }, count: { $0.lossRecovery.lossProbes })
         }
     }
 
-    /// Lost retransmission detection against the RTO alone, as above; the third condition reorders a tenth
-    /// of the segments by up to 2 ms on a 10 ms path, where a late original must not pass for a lost
-    /// retransmission's evidence too often (the transfers still complete byte-exact either way).
+    /// Lost retransmission detection against the RTO alone, as above; the last two conditions reorder a tenth
+    /// (with 0-2 ms of jitter on every segment) or a fiftieth of the segments, where a late original must not
+    /// pass for a lost retransmission's evidence too often (the transfers still complete byte-exact either way).
     @Test("1 MB transfers at loss complete byte-exact with lost retransmission detection and without; it acts only when on",
           arguments: [(0.05, 0.0), (0.20, 0.0), (0.05, 0.10), (0.05, 0.02)])
     func lostRetransmissionComparison(loss: Double, reordering: Double) {
         for rtt in [100_000, 10_000_000] as [UInt64] {
-            var line = "lost retransmissions: loss \(loss * 100)%, reordering \(reordering * 100)%, RTT \(Double(rtt) / 1e6) ms, 1 MB x 16:"
-            for detection in [false, true] {
-                var configuration = Simulation.defaultConfiguration
-                configuration.lostRetransmissionDetection = detection
-                var seconds: [Double] = []
-                var timeouts = 0, found = 0
-                for seed in UInt64(1)...16 {
-                    let conditions = WireConditions(oneWayDelay: rtt / 2, jitter: reordering >= 0.1 ? 2_000_000 : 0, loss: loss,
-                                                    reordering: reordering)
-                    var simulation = Simulation(seed: seed &* 7919 ^ rtt, conditions: conditions, sizes: [1_000_000],
-                                                configuration: configuration)
-                    let start = simulation.now
-                    let finished = simulation.run()
-                    #expect(finished, "seed \(seed), \(conditions), detection \(detection)")
-                    let transfer = simulation.transfers[0]
-                    #expect(transfer.received == 1_000_000 && !transfer.corrupt, "seed \(seed), \(conditions), detection \(detection)")
-                    seconds.append(Double((transfer.completedAt ?? simulation.now) - start) / 1e9)
-                    timeouts += simulation.server.lossRecovery.timeouts
-                    found += simulation.server.lossRecovery.lostRetransmissions
-                }
-                if detection { #expect(found > 0, "\(loss) \(rtt)") } else { #expect(found == 0) }
-                seconds.sort()
-                let mean = seconds.reduce(0, +) / Double(seconds.count)
-                line += " \(detection ? "with" : "without"): mean \(rounded(mean)) s, median \(rounded(seconds[8])), p90 \(rounded(seconds[14])), "
-                    + "worst \(rounded(seconds[15])), RTOs \(timeouts), found lost \(found);"
-            }
-            print(line)
+            compare("lost retransmissions: loss \(loss * 100)%, reordering \(reordering * 100)%, RTT \(Double(rtt) / 1e6) ms",
+                    conditions: WireConditions(oneWayDelay: rtt / 2, jitter: reordering >= 0.1 ? 2_000_000 : 0, loss: loss,
+                                               reordering: reordering),
+                    counted: "found lost", turn: { $0.lostRetransmissionDetection = $1 }, count: { $0.lossRecovery.lostRetransmissions })
         }
+    }
+
+    /// 16 seeded 1 MB transfers under `conditions` with a feature off (`turn(&configuration, false)`) and on,
+    /// every one byte-exact; the server's `count` of the feature's acts must be zero off and not zero on.
+    /// Prints the time to the last byte (mean, median, p90, worst) and the RTOs each way.
+    private func compare(_ title: String, conditions: WireConditions, counted: String,
+                         turn: (inout TCPConfiguration, Bool) -> Void, count: (TCPEngine) -> Int) {
+        var line = "\(title), 1 MB x 16:"
+        for on in [false, true] {
+            var configuration = Simulation.defaultConfiguration
+            turn(&configuration, on)
+            var seconds: [Double] = []
+            var timeouts = 0, acts = 0
+            for seed in UInt64(1)...16 {
+                var simulation = Simulation(seed: seed &* 7919 ^ (2 * conditions.oneWayDelay), conditions: conditions,
+                                            sizes: [1_000_000], configuration: configuration)
+                let start = simulation.now
+                let finished = simulation.run()
+                #expect(finished, "seed \(seed), \(conditions), on \(on)")
+                let transfer = simulation.transfers[0]
+                #expect(transfer.received == 1_000_000 && !transfer.corrupt, "seed \(seed), \(conditions), on \(on)")
+                seconds.append(Double((transfer.completedAt ?? simulation.now) - start) / 1e9)
+                timeouts += simulation.server.lossRecovery.timeouts
+                acts += count(simulation.server)
+            }
+            if on { #expect(acts > 0, "\(title)") } else { #expect(acts == 0, "\(title)") }
+            seconds.sort()
+            let mean = seconds.reduce(0, +) / Double(seconds.count)
+            line += " \(on ? "with" : "without"): mean \(rounded(mean)) s, median \(rounded(seconds[8])), p90 \(rounded(seconds[14])), "
+                + "worst \(rounded(seconds[15])), RTOs \(timeouts), \(counted) \(acts);"
+        }
+        print(line)
     }
 
     private func rounded(_ value: Double) -> String { String(Double(Int(value * 1000)) / 1000) }
