@@ -2,8 +2,9 @@
 # Loss recovery features on and off, over a real wire: iotcp-fileserver (embedded) drops a share of the frames
 # each way on its NIC (--loss), and curl in the server's namespace downloads one file again and again, each
 # download on a new connection, so every response has a tail to lose. FEATURE picks what "without" turns off:
-# `probes` (the default: tail loss probes, TCPConfiguration.tailLossProbes) or `lost-retransmissions` (lost
-# retransmission detection in SACK recovery, TCPConfiguration.lostRetransmissionDetection). Rounds alternate
+# `probes` (the default: tail loss probes, TCPConfiguration.tailLossProbes), `lost-retransmissions` (lost
+# retransmission detection in SACK recovery, TCPConfiguration.lostRetransmissionDetection) or
+# `reordering-window` (a hole below SACKed data counted lost a quarter RTT on, TCPConfiguration.reorderingWindow). Rounds alternate
 # the two servers (this machine's speed drifts from minute to minute). Prints the time a download takes
 # (mean, median, p90, p99, worst) and the host's retransmission timeouts, probes and lost retransmissions
 # found, each way. With NGINX=1 each round also measures nginx (sendfile, one worker) in a namespace joined to
@@ -11,7 +12,7 @@
 # arriving on each side: the Linux stack's own recovery (RACK-TLP, PRR) at the same loss, its counters from
 # nstat (TCPTimeouts, TCPSackRecovery, TCPLossProbes, TCPLostRetransmit).
 #
-# Usage: [FEATURE=probes|lost-retransmissions] scripts/loss-probes.sh [LOSS] [SIZE] [DOWNLOADS_PER_ROUND] [ROUNDS] [BINARY]
+# Usage: [FEATURE=probes|lost-retransmissions|reordering-window] [NGINX=1] scripts/loss-probes.sh [LOSS] [SIZE] [DOWNLOADS_PER_ROUND] [ROUNDS] [BINARY]
 #   defaults: 0.02 (2% each way), 102400 bytes, 100, 3, .build/release/iotcp-fileserver (built if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,8 @@ binary=${5:-.build/release/iotcp-fileserver}
 case ${FEATURE:-probes} in
   probes) without_flag=--no-tail-loss-probes ;;
   lost-retransmissions) without_flag=--no-lost-retransmission-detection ;;
-  *) echo "loss-probes: FEATURE is probes or lost-retransmissions, not '$FEATURE'" >&2; exit 2 ;;
+  reordering-window) without_flag=--no-reordering-window ;;
+  *) echo "loss-probes: FEATURE is probes, lost-retransmissions or reordering-window, not '$FEATURE'" >&2; exit 2 ;;
 esac
 [ "$(id -u)" = 0 ] || { echo "loss-probes: needs root (network namespaces)" >&2; exit 1; }
 [ -x "$binary" ] || swift build -c release --product iotcp-fileserver >/dev/null

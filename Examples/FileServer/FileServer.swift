@@ -54,6 +54,8 @@ struct FileServer: ParsableCommand {
     var noTailLossProbes = false
     @Flag(help: "Leave a lost retransmission in SACK recovery to the retransmission timeout (TCPConfiguration.lostRetransmissionDetection off).")
     var noLostRetransmissionDetection = false
+    @Flag(help: "Call a hole lost only by RFC 6675's IsLost, without the reordering window (TCPConfiguration.reorderingWindow off).")
+    var noReorderingWindow = false
 
     @Option(help: "Serve HTTPS with this PEM certificate chain (with --tls-key): the handshake on the host, file records sealed on the NIC.")
     var tlsCert: String?
@@ -121,6 +123,7 @@ struct FileServer: ParsableCommand {
         tcpConfiguration.teardownOnNIC = !hostEndings
         tcpConfiguration.tailLossProbes = !noTailLossProbes
         tcpConfiguration.lostRetransmissionDetection = !noLostRetransmissionDetection
+        tcpConfiguration.reorderingWindow = !noReorderingWindow
         let stack = IOTCPStack(channel: channel, address: namespace.stackAddress, ipv6Address: namespace.ipv6?.stackAddress,
                                configuration: tcpConfiguration, logger: logger)
         let hostMetrics = endpoint.map { _ in HostMetrics() }
@@ -162,7 +165,7 @@ struct FileServer: ParsableCommand {
         let http = server.counters
         let tcp = stack.engine.statistics
         say("iotcp-fileserver: stopping; \(server.requests) requests served; host: retransmission-timeouts=\(recovery.timeouts) "
-            + "fast-recoveries=\(recovery.fastRecoveries) loss-probes=\(recovery.lossProbes) lost-retransmissions=\(recovery.lostRetransmissions) segments-in=\(tcp.segmentsReceived) nic-handshakes=\(tcp.handshakesFromNIC) "
+            + "fast-recoveries=\(recovery.fastRecoveries) loss-probes=\(recovery.lossProbes) lost-retransmissions=\(recovery.lostRetransmissions) reordering-window-losses=\(recovery.reorderingWindowLosses) segments-in=\(tcp.segmentsReceived) nic-handshakes=\(tcp.handshakesFromNIC) "
             + "host-syn-cookies=\(tcp.synCookiesSent) connections-opened=\(tcp.connectionsOpened) endings-on-nic=\(tcp.endingsHandedOver); http: header-timeouts=\(http.headerTimeouts) idle-timeouts=\(http.idleTimeouts) "
             + "send-timeouts=\(http.sendTimeouts) refused=\(http.refused) read-pauses=\(http.readPauses) "
             + "open-file-cache-hits=\(server.fileCache.statistics.hits) open-file-cache-misses=\(server.fileCache.statistics.misses)"

@@ -149,3 +149,55 @@ struct LostRetransmissionTests {
         #expect(timeout.retransmits.first?.0 == flight.segment(0) && flight.info.timeouts == 1)
     }
 }
+
+@Suite("The reordering window (RFC 8985 §6.2 by sequence order)")
+struct ReorderingWindowTests {
+    @Test("one segment SACKed above a hole: no retransmission at once, the hole sent a quarter RTT later; never when turned off")
+    func holeBelowOneSegment() throws {
+        for on in [true, false] {
+            var configuration = TCPConfiguration()
+            configuration.reorderingWindow = on
+            configuration.tailLossProbes = false
+            var flight = try ScriptedFlight(configuration: configuration)
+            // Of the flight only segment 9 arrives: too little for IsLost.
+            #expect(flight.acknowledge(through: 0, sack: [(9, 10)]).retransmits.isEmpty)
+            #expect(flight.script.advance(milliseconds: 4).retransmits.isEmpty, "within the window (SRTT 20 ms / 4)")
+            let passed = flight.script.advance(milliseconds: 1)
+            if on {
+                // Everything sent before segment 9 and still missing is lost (RACK's rule): from segment 0, as
+                // the window allows.
+                #expect(passed.retransmits.first?.0 == flight.segment(0) && flight.info.inRecovery)
+                #expect(passed.retransmits.allSatisfy { $0.0 < flight.segment(9) })
+                #expect(flight.info.reorderingWindowLosses == 1 && flight.info.timeouts == 0)
+            } else {
+                #expect(passed.retransmits.isEmpty && flight.info.reorderingWindowLosses == 0)
+                #expect(flight.script.advance(milliseconds: 1_000).retransmits.first?.0 == flight.segment(0) && flight.info.timeouts == 1)
+            }
+        }
+    }
+
+    @Test("the hole filled within the window (a reordered segment): nothing sent again")
+    func reordered() throws {
+        var flight = try ScriptedFlight()
+        flight.acknowledge(through: 0, sack: [(9, 10)])
+        flight.script.advance(milliseconds: 2)
+        flight.acknowledge(through: 10)
+        #expect(flight.script.advance(milliseconds: 1_000).retransmits.isEmpty)
+        #expect(flight.info.reorderingWindowLosses == 0 && flight.info.fastRecoveries == 0 && flight.info.timeouts == 0)
+    }
+
+    @Test("in recovery, a hole NextSeg stops at (one segment SACKed above it) goes once the window passes")
+    func holeInRecovery() throws {
+        var configuration = TCPConfiguration()
+        configuration.tailLossProbes = false
+        var flight = try ScriptedFlight(configuration: configuration)
+        // Segments 0 and 8 lost: 0 is lost by IsLost and goes at once; 8 has one segment above it.
+        let first = flight.acknowledge(through: 0, sack: [(1, 8), (9, 10)])
+        #expect(first.retransmits.map(\.0) == [flight.segment(0)] && flight.info.inRecovery)
+        flight.script.advance(milliseconds: 4)
+        let passed = flight.script.advance(milliseconds: 1)
+        #expect(passed.retransmits.map(\.0) == [flight.segment(8)] && flight.info.reorderingWindowLosses == 1)
+        flight.acknowledge(through: 10)
+        #expect(!flight.info.inRecovery && flight.info.timeouts == 0 && flight.info.fastRecoveries == 1)
+    }
+}

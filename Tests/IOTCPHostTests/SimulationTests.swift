@@ -122,6 +122,18 @@ struct SimulationTests {
         }
     }
 
+    /// The reordering window against IsLost alone, as above.
+    @Test("1 MB transfers at loss complete byte-exact with the reordering window and without; it acts only when on",
+          arguments: [(0.05, 0.0), (0.20, 0.0), (0.05, 0.10), (0.05, 0.02)])
+    func reorderingWindowComparison(loss: Double, reordering: Double) {
+        for rtt in [100_000, 10_000_000] as [UInt64] {
+            compare("reordering window: loss \(loss * 100)%, reordering \(reordering * 100)%, RTT \(Double(rtt) / 1e6) ms",
+                    conditions: WireConditions(oneWayDelay: rtt / 2, jitter: reordering >= 0.1 ? 2_000_000 : 0, loss: loss,
+                                               reordering: reordering),
+                    counted: "windows passed", turn: { $0.reorderingWindow = $1 }, count: { $0.lossRecovery.reorderingWindowLosses })
+        }
+    }
+
     /// 16 seeded 1 MB transfers under `conditions` with a feature off (`turn(&configuration, false)`) and on,
     /// every one byte-exact; the server's `count` of the feature's acts must be zero off and not zero on.
     /// Prints the time to the last byte (mean, median, p90, worst) and the RTOs each way.

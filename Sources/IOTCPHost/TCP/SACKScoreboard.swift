@@ -101,13 +101,28 @@ struct SACKScoreboard {
         return above > threshold || ranges >= Self.duplicateThreshold
     }
 
+    /// Whether some unSACKed range from `start` below a SACKed block is not lost by IsLost (nor below `lostBelow`).
+    func hasHoleNotLost(from start: SequenceNumber, threshold: Int, lostBelow: SequenceNumber?) -> Bool {
+        var cursor = start
+        for block in blocks where block.right > cursor {
+            if cursor < block.left && !isLost(cursor, threshold: threshold) && lostBelow.map({ cursor < $0 }) != true { return true }
+            cursor = block.right
+        }
+        return false
+    }
+
     /// RFC 6675 NextSeg rule 1: the first range from `start` that is unSACKed and lost, at most a segment.
-    func nextLostRange(from start: SequenceNumber, segmentSize: Int, threshold: Int) -> (SequenceNumber, Int)? {
+    /// Below `lostBelow` every unSACKed byte counts as lost (the reordering window passed with data above it
+    /// SACKed: `TCPConnection+ReorderTimer.swift`).
+    func nextLostRange(from start: SequenceNumber, segmentSize: Int, threshold: Int,
+                       lostBelow: SequenceNumber? = nil) -> (SequenceNumber, Int)? {
         var cursor = start
         for block in blocks {
             if block.right <= cursor { continue }
             if cursor < block.left {
-                if isLost(cursor, threshold: threshold) { return (cursor, min(block.left - cursor, segmentSize)) }
+                if isLost(cursor, threshold: threshold) || lostBelow.map({ cursor < $0 }) == true {
+                    return (cursor, min(block.left - cursor, segmentSize))
+                }
                 return nil
             }
             cursor = block.right
@@ -117,11 +132,12 @@ struct SACKScoreboard {
 
     /// RFC 6675 SetPipe, by ranges: of the `outstanding` bytes from `unacknowledged`, those neither SACKed nor
     /// lost, plus the lost ones already retransmitted (below `highRetransmitted`).
-    func pipe(outstanding: Int, unacknowledged: SequenceNumber, highRetransmitted: SequenceNumber, threshold: Int) -> Int {
+    func pipe(outstanding: Int, unacknowledged: SequenceNumber, highRetransmitted: SequenceNumber, threshold: Int,
+              lostBelow: SequenceNumber? = nil) -> Int {
         var lostNotRetransmitted = 0
         var cursor = unacknowledged
         for block in blocks {
-            if cursor < block.left, isLost(cursor, threshold: threshold) {
+            if cursor < block.left, isLost(cursor, threshold: threshold) || lostBelow.map({ cursor < $0 }) == true {
                 let holeStart = SequenceNumber.max(cursor, highRetransmitted)
                 if holeStart < block.left { lostNotRetransmitted += block.left - holeStart }
             }

@@ -237,7 +237,10 @@ extension TCPConnection {
             // when the ACKs carrying it changed the window and so did not count as duplicates.
             enterRecovery(now: now)
         }
-        if let newlySACKed { detectLostRetransmissions(newly: newlySACKed, now: now, configuration: configuration, output: &output) }
+        if let newlySACKed {
+            detectLostRetransmissions(newly: newlySACKed, now: now, configuration: configuration, output: &output)
+            armReorderTimer(now: now, configuration: configuration)
+        }
 
         // Window update (RFC 9293 §3.10.7.4): only from a segment newer than the last that updated it.
         if sendWindowUpdateSequence < segment.sequenceNumber
@@ -299,6 +302,7 @@ extension TCPConnection {
         if highRetransmitted < ack { highRetransmitted = ack }
         scoreboard.acknowledge(through: ack)
         if recoveryBarredUntilPoint && ack >= recoveryPoint { recoveryBarredUntilPoint = false }
+        if let lostBelow = reorderLostBelow, lostBelow <= ack { reorderLostBelow = nil }
 
         // RTT sample (RFC 6298 §3, Karn): the timed data reached the wire at `timedAt`.
         if let timed = timedSequence, ack >= timed {
@@ -358,9 +362,10 @@ extension TCPConnection {
     mutating func enterRecovery(now: Instant) {
         fastRecoveries += 1
         // Recovery answers for the loss a probe may have shown: the window comes down once, not twice; and
-        // a probe's timer becomes the RTO (RFC 8985 §7.2: no probe in recovery).
+        // a probe's timer becomes the RTO (RFC 8985 §7.2: no probe in recovery), as does a reordering window
+        // (the hole it waited on is being sent; one of the recovery's own is armed after this ACK if needed).
         probeEnd = nil
-        if retransmitTimerIsProbe { armRetransmit(at: now + rtt.timeout) }
+        if retransmitTimerIsProbe || retransmitTimerIsReorder { armRetransmit(at: now + rtt.timeout) }
         limitedTransmitAllowance = 0
         inRecovery = true
         recoveryPoint = sendMaximum
@@ -381,7 +386,7 @@ extension TCPConnection {
     /// RFC 6675 NextSeg rule 1: the first unSACKed, lost, not yet retransmitted range.
     func nextLostRange() -> (SequenceNumber, Int)? {
         scoreboard.nextLostRange(from: SequenceNumber.max(highRetransmitted, sendUnacknowledged), segmentSize: segmentSize,
-                                 threshold: lossThreshold)
+                                 threshold: lossThreshold, lostBelow: reorderLostBelow)
     }
 
     /// RFC 6675 SetPipe: outstanding bytes neither SACKed nor lost, plus lost ones retransmitted.
@@ -389,6 +394,6 @@ extension TCPConnection {
         let outstanding = sendNext - sendUnacknowledged
         guard sackEnabled, inRecovery, !scoreboard.isEmpty else { return max(outstanding, 0) }
         return scoreboard.pipe(outstanding: outstanding, unacknowledged: sendUnacknowledged, highRetransmitted: highRetransmitted,
-                               threshold: lossThreshold)
+                               threshold: lossThreshold, lostBelow: reorderLostBelow)
     }
 }

@@ -247,6 +247,6 @@ extension TCPConnection {
             slowStartThreshold: congestion.slowStartThreshold, smoothedRTT: rtt.smoothed, retransmissionTimeout: rtt.timeout,
             consecutiveTimeouts: consecutiveTimeouts, inRecovery: inRecovery, queuedBytes: sendQueue.count, segmentSize: segmentSize,
             fastRecoveries: fastRecoveries, timeouts: timeouts, lossProbes: lossProbes, lossProbeRepairs: lossProbeRepairs,
-            lostRetransmissions: Int(lostRetransmissions))
+            lostRetransmissions: Int(lostRetransmissions), reorderingWindowLosses: Int(reorderingWindowLosses))
     }
 }

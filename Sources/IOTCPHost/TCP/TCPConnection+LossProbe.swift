@@ -32,6 +32,7 @@ extension TCPConnection {
             timers[.retransmit] = now + rtt.timeout
             retransmitTimerIsProbe = false
         }
+        retransmitTimerIsReorder = false
         retransmitAwaitsEcho = false
     }
 

@@ -16,6 +16,9 @@ extension TCPConnection {
             if retransmitTimerIsProbe {
                 retransmitTimerIsProbe = false
                 sendLossProbe(now: now, configuration: configuration, output: &output)
+            } else if retransmitTimerIsReorder {
+                retransmitTimerIsReorder = false
+                reorderWindowPassed(now: now, configuration: configuration)
             } else {
                 retransmissionTimeout(now: now, configuration: configuration, output: &output)
                 if state == .closed { return }
@@ -118,6 +121,7 @@ extension TCPConnection {
         duplicateAcks = 0
         probeEnd = nil
         scoreboard.clear()
+        reorderLostBelow = nil
         sendNext = sendUnacknowledged
         highRetransmitted = sendUnacknowledged
         armRetransmit(at: now + rtt.timeout)
@@ -127,6 +131,7 @@ extension TCPConnection {
         timers[.retransmit] = deadline
         retransmitAwaitsEcho = false
         retransmitTimerIsProbe = false
+        retransmitTimerIsReorder = false
     }
 
     /// The RTO for data the NIC has not put on the wire yet: with the allowance for its disk and queue, until
@@ -134,6 +139,7 @@ extension TCPConnection {
     mutating func armRetransmitAwaitingEcho(now: Instant, configuration: TCPConfiguration) {
         timers[.retransmit] = now + rtt.timeout + configuration.echoAllowance
         retransmitTimerIsProbe = false
+        retransmitTimerIsReorder = false
         retransmitAwaitsEcho = true
     }
 

@@ -97,6 +97,8 @@ struct TCPConnection {
     var recoveryLoweredForLostRetransmission = false
     /// A timeout happened: no recovery until SND.UNA reaches `recoveryPoint` (`recoveryAllowed`).
     var recoveryBarredUntilPoint = false
+    /// The retransmission timer is armed as the reordering window (TCPConnection+ReorderTimer.swift).
+    var retransmitTimerIsReorder = false
     /// SND.MAX when the last loss probe went (RFC 8985's TLP.end_seq), until an ACK shows whether it
     /// repaired a loss; no other probe goes meanwhile.
     var probeEnd: SequenceNumber?
@@ -108,8 +110,14 @@ struct TCPConnection {
     var lastRetransmissionAt = Instant.zero
     var retransmissionRoundMark = SequenceNumber(0)
     var retransmissionPassStart = SequenceNumber(0)
+    /// The reordering window: the highest SACKed byte when it was armed, and once it passed, the mark below
+    /// which every unSACKed byte counts as lost.
+    var reorderEvidenceEnd = SequenceNumber(0)
+    var reorderLostBelow: SequenceNumber?
     /// 32 bits, beside the mark: the control block stays 8-byte packed.
     var lostRetransmissions: UInt32 = 0
+    /// Holes the reordering window found lost (TCPConnection+ReorderTimer.swift).
+    var reorderingWindowLosses: UInt32 = 0
     var consecutiveTimeouts = 0
     /// When the first of the `consecutiveTimeouts` fired: an echoed timestamp from then on is a retransmission's.
     var retransmittingSince = Instant.zero

@@ -40,6 +40,8 @@ public struct TCPStatistics: Hashable, Sendable {
     public var lossProbeRepairs = 0
     /// Retransmissions found lost in SACK recovery and sent again before the RTO, over connections already closed.
     public var lostRetransmissions = 0
+    /// Holes the reordering window found lost, over connections already closed.
+    public var reorderingWindowLosses = 0
     /// Segments with neither SYN nor ACK sent to a listening port, dropped unanswered.
     public var droppedAtListener = 0
     /// TIME-WAIT connections ended early by a new SYN for the same endpoints (RFC 6191).
@@ -1051,23 +1053,27 @@ public final class TCPEngine {
         statistics.lossProbes += info.lossProbes
         statistics.lossProbeRepairs += info.lossProbeRepairs
         statistics.lostRetransmissions += info.lostRetransmissions
+        statistics.reorderingWindowLosses += info.reorderingWindowLosses
         pool.remove(slot)
         statistics.connectionsClosed += 1
     }
 
-    /// Retransmission timeouts, fast recoveries, tail loss probes and lost retransmissions found, over every
-    /// connection, closed and open.
-    public var lossRecovery: (timeouts: Int, fastRecoveries: Int, lossProbes: Int, lossProbeRepairs: Int, lostRetransmissions: Int) {
-        var timeouts = statistics.retransmissionTimeouts, fast = statistics.fastRecoveries
-        var probes = statistics.lossProbes, repairs = statistics.lossProbeRepairs, lost = statistics.lostRetransmissions
+    /// Retransmission timeouts, fast recoveries, tail loss probes, lost retransmissions and reordering-window
+    /// losses found, over every connection, closed and open.
+    public var lossRecovery: LossRecoveryCounts {
+        var counts = LossRecoveryCounts(timeouts: statistics.retransmissionTimeouts, fastRecoveries: statistics.fastRecoveries,
+                                        lossProbes: statistics.lossProbes, lossProbeRepairs: statistics.lossProbeRepairs,
+                                        lostRetransmissions: statistics.lostRetransmissions,
+                                        reorderingWindowLosses: statistics.reorderingWindowLosses)
         for slot in 0..<pool.slotCount where pool.isLive(slot) {
             let info = pool[slot].info
-            timeouts += info.timeouts
-            fast += info.fastRecoveries
-            probes += info.lossProbes
-            repairs += info.lossProbeRepairs
-            lost += info.lostRetransmissions
+            counts.timeouts += info.timeouts
+            counts.fastRecoveries += info.fastRecoveries
+            counts.lossProbes += info.lossProbes
+            counts.lossProbeRepairs += info.lossProbeRepairs
+            counts.lostRetransmissions += info.lostRetransmissions
+            counts.reorderingWindowLosses += info.reorderingWindowLosses
         }
-        return (timeouts, fast, probes, repairs, lost)
+        return counts
     }
 }

@@ -122,6 +122,11 @@ public struct TCPConfiguration: Sendable {
     /// §4.3), instead of the loss waiting for the retransmission timeout. The ordering part of RFC 8985's
     /// RACK; it needs SACK.
     public var lostRetransmissionDetection = true
+    /// The reordering window (RACK's, RFC 8985 §6.2, by sequence order): a hole with SACKed data above it but
+    /// too little for IsLost counts as lost when it is still there a quarter of an RTT (1 ms at least) after
+    /// the SACK showed it, instead of waiting for more ACKs that may never come (the last ones lost, the
+    /// flight too short) and then the RTO. Needs SACK.
+    public var reorderingWindow = true
     /// Retransmissions of one segment before the connection is given up; also the zero-window probes a
     /// peer may leave unanswered.
     public var maximumRetransmissions = 15
@@ -224,12 +229,27 @@ public struct TCPConnectionInfo: Hashable, Sendable, CustomStringConvertible {
     /// Segments whose retransmission was found lost in SACK recovery (bytes sent after it arrived first) and
     /// sent again without waiting for the retransmission timeout.
     public var lostRetransmissions: Int
+    /// Times the reordering window passed with a hole still below SACKed data, which then counted as lost.
+    public var reorderingWindowLosses: Int
 
     public var description: String {
         "\(state) una \(sendUnacknowledged) nxt \(sendNext) max \(sendMaximum) wnd \(sendWindow) rcv.nxt \(receiveNext) "
             + "cwnd \(congestionWindow) ssthresh \(slowStartThreshold == .max ? -1 : slowStartThreshold) srtt \(smoothedRTT / 1000) µs "
             + "rto \(retransmissionTimeout / 1_000_000) ms timeouts \(consecutiveTimeouts) recovery \(inRecovery) queued \(queuedBytes) "
             + "fast recoveries \(fastRecoveries) timeouts total \(timeouts) loss probes \(lossProbes) (\(lossProbeRepairs) repaired) "
-            + "lost retransmissions \(lostRetransmissions)"
+            + "lost retransmissions \(lostRetransmissions) reordering-window losses \(reorderingWindowLosses)"
     }
+}
+
+/// What loss recovery did, over every connection (`TCPEngine.lossRecovery`).
+public struct LossRecoveryCounts: Sendable, Equatable {
+    public var timeouts: Int
+    public var fastRecoveries: Int
+    /// Tail loss probes sent, and those whose ACK showed they repaired a loss.
+    public var lossProbes: Int
+    public var lossProbeRepairs: Int
+    /// Segments whose retransmission was found lost in SACK recovery and sent again before the RTO.
+    public var lostRetransmissions: Int
+    /// Times the reordering window passed with a hole still below SACKed data.
+    public var reorderingWindowLosses: Int
 }

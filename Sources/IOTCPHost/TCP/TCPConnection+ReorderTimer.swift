@@ -1,0 +1,44 @@
+import IOTCPCommon
+
+/// The reordering window (RACK's idea, RFC 8985 §6.2, with sequence order standing in for send time). IsLost
+/// wants more than two segments' bytes or three ranges SACKed above a hole before it calls the hole lost:
+/// with a short flight, or when the ACKs that would have brought more SACKs are lost, that never comes, and
+/// the hole waits for the RTO (200 ms at least, then one segment's window). But a segment first sent below
+/// one the peer has SACKed was sent before it (new data goes in sequence order), so it is either lost or
+/// reordered, and reordering is over within a fraction of a round trip. So when an ACK SACKs new data above a
+/// hole IsLost does not call lost (and that NextSeg would not send), the retransmission timer is armed a
+/// quarter of an RTT ahead (1 ms at least), before the RTO or a probe would fire. If the hole is still there
+/// then, every unSACKed byte below the highest byte SACKed at arming counts as lost: recovery begins (when a
+/// timeout does not bar it), or NextSeg sends them in the one under way. Then the RTO is armed again.
+extension TCPConnection {
+    static let minimumReorderingWindow: UInt64 = Nanoseconds.millisecond
+
+    /// After an ACK that SACKed new data.
+    mutating func armReorderTimer(now: Instant, configuration: TCPConfiguration) {
+        guard configuration.reorderingWindow, sackEnabled, recoveryAllowed, rtt.hasSample, !retransmitTimerIsReorder,
+              sendUnacknowledged < sendMaximum, let highestSACKed = scoreboard.blocks.last?.right,
+              reorderLostBelow.map({ $0 < highestSACKed }) ?? true,
+              holeAwaitingEvidence else { return }
+        let deadline = now + max(rtt.smoothed / 4, Self.minimumReorderingWindow)
+        if let armed = timers[.retransmit], armed <= deadline { return }
+        reorderEvidenceEnd = highestSACKed
+        timers[.retransmit] = deadline
+        retransmitTimerIsProbe = false
+        retransmitAwaitsEcho = false
+        retransmitTimerIsReorder = true
+    }
+
+    /// A hole below SACKed data that IsLost does not call lost, so that nothing will send it.
+    var holeAwaitingEvidence: Bool {
+        scoreboard.hasHoleNotLost(from: sendUnacknowledged, threshold: lossThreshold, lostBelow: reorderLostBelow)
+    }
+
+    /// The window passed: what is still unSACKed below the evidence is lost.
+    mutating func reorderWindowPassed(now: Instant, configuration: TCPConfiguration) {
+        armRetransmit(at: now + rtt.timeout)
+        guard sendUnacknowledged < reorderEvidenceEnd, !scoreboard.isEmpty else { return }
+        reorderLostBelow = reorderEvidenceEnd
+        reorderingWindowLosses &+= 1
+        if !inRecovery, recoveryAllowed { enterRecovery(now: now) }
+    }
+}
