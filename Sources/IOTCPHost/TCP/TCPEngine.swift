@@ -31,17 +31,8 @@ public struct TCPStatistics: Hashable, Sendable {
     public var acceptQueueOverflows = 0
     public var connectionsOpened = 0
     public var connectionsClosed = 0
-    /// Retransmission timeouts and fast recoveries, over connections already closed (`TCPEngine.lossRecovery`
-    /// adds the open ones).
-    public var retransmissionTimeouts = 0
-    public var fastRecoveries = 0
-    /// Tail loss probes sent (RFC 8985 §7), and those that repaired a loss, over connections already closed.
-    public var lossProbes = 0
-    public var lossProbeRepairs = 0
-    /// Retransmissions found lost in SACK recovery and sent again before the RTO, over connections already closed.
-    public var lostRetransmissions = 0
-    /// Holes the reordering window found lost, over connections already closed.
-    public var reorderingWindowLosses = 0
+    /// What loss recovery did on connections already closed (`TCPEngine.lossRecovery` adds the open ones).
+    public var closedLossRecovery = LossRecoveryCounts()
     /// Segments with neither SYN nor ACK sent to a listening port, dropped unanswered.
     public var droppedAtListener = 0
     /// TIME-WAIT connections ended early by a new SYN for the same endpoints (RFC 6191).
@@ -1047,13 +1038,7 @@ public final class TCPEngine {
         byEndpoints[EndpointKey(remoteAddress: pool[slot].remoteAddress, remotePort: pool[slot].remotePort,
                                 localPort: pool[slot].localPort)] = nil
         wheel.schedule(slot, at: nil)
-        let info = pool[slot].info
-        statistics.retransmissionTimeouts += info.timeouts
-        statistics.fastRecoveries += info.fastRecoveries
-        statistics.lossProbes += info.lossProbes
-        statistics.lossProbeRepairs += info.lossProbeRepairs
-        statistics.lostRetransmissions += info.lostRetransmissions
-        statistics.reorderingWindowLosses += info.reorderingWindowLosses
+        statistics.closedLossRecovery.add(pool[slot].info)
         pool.remove(slot)
         statistics.connectionsClosed += 1
     }
@@ -1061,19 +1046,8 @@ public final class TCPEngine {
     /// Retransmission timeouts, fast recoveries, tail loss probes, lost retransmissions and reordering-window
     /// losses found, over every connection, closed and open.
     public var lossRecovery: LossRecoveryCounts {
-        var counts = LossRecoveryCounts(timeouts: statistics.retransmissionTimeouts, fastRecoveries: statistics.fastRecoveries,
-                                        lossProbes: statistics.lossProbes, lossProbeRepairs: statistics.lossProbeRepairs,
-                                        lostRetransmissions: statistics.lostRetransmissions,
-                                        reorderingWindowLosses: statistics.reorderingWindowLosses)
-        for slot in 0..<pool.slotCount where pool.isLive(slot) {
-            let info = pool[slot].info
-            counts.timeouts += info.timeouts
-            counts.fastRecoveries += info.fastRecoveries
-            counts.lossProbes += info.lossProbes
-            counts.lossProbeRepairs += info.lossProbeRepairs
-            counts.lostRetransmissions += info.lostRetransmissions
-            counts.reorderingWindowLosses += info.reorderingWindowLosses
-        }
+        var counts = statistics.closedLossRecovery
+        for slot in 0..<pool.slotCount where pool.isLive(slot) { counts.add(pool[slot].info) }
         return counts
     }
 }

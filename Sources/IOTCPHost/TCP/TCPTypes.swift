@@ -242,14 +242,26 @@ public struct TCPConnectionInfo: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// What loss recovery did, over every connection (`TCPEngine.lossRecovery`).
-public struct LossRecoveryCounts: Sendable, Equatable {
-    public var timeouts: Int
-    public var fastRecoveries: Int
+public struct LossRecoveryCounts: Sendable, Hashable {
+    public var timeouts = 0
+    public var fastRecoveries = 0
     /// Tail loss probes sent, and those whose ACK showed they repaired a loss.
-    public var lossProbes: Int
-    public var lossProbeRepairs: Int
+    public var lossProbes = 0
+    public var lossProbeRepairs = 0
     /// Segments whose retransmission was found lost in SACK recovery and sent again before the RTO.
-    public var lostRetransmissions: Int
+    public var lostRetransmissions = 0
     /// Times the reordering window passed with a hole still below SACKed data.
-    public var reorderingWindowLosses: Int
+    public var reorderingWindowLosses = 0
+
+    public init() {}
+
+    /// Adds one connection's counts.
+    public mutating func add(_ info: TCPConnectionInfo) {
+        timeouts += info.timeouts
+        fastRecoveries += info.fastRecoveries
+        lossProbes += info.lossProbes
+        lossProbeRepairs += info.lossProbeRepairs
+        lostRetransmissions += info.lostRetransmissions
+        reorderingWindowLosses += info.reorderingWindowLosses
+    }
 }
