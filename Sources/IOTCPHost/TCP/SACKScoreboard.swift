@@ -90,8 +90,11 @@ struct SACKScoreboard {
 
     /// RFC 6675 IsLost: more than `threshold` bytes ((DupThresh - 1) * SMSS) SACKed above `sequence`, or
     /// DupThresh discontiguous SACKed ranges above it. The byte rule alone (RFC 3517's DupThresh * SMSS)
-    /// missed three short segments, which a file sent in pieces the window admits makes common.
-    func isLost(_ sequence: SequenceNumber, threshold: Int) -> Bool {
+    /// missed three short segments, which a file sent in pieces the window admits makes common. Below
+    /// `lostBelow` every unSACKed byte is lost (the reordering window passed with data above it SACKed:
+    /// `TCPConnection+ReorderTimer.swift`).
+    func isLost(_ sequence: SequenceNumber, threshold: Int, lostBelow: SequenceNumber? = nil) -> Bool {
+        if let lostBelow, sequence < lostBelow { return true }
         var above = 0
         var ranges = 0
         for block in blocks where block.right > sequence + 1 {
@@ -105,22 +108,20 @@ struct SACKScoreboard {
     func hasHoleNotLost(from start: SequenceNumber, threshold: Int, lostBelow: SequenceNumber?) -> Bool {
         var cursor = start
         for block in blocks where block.right > cursor {
-            if cursor < block.left && !isLost(cursor, threshold: threshold) && lostBelow.map({ cursor < $0 }) != true { return true }
+            if cursor < block.left && !isLost(cursor, threshold: threshold, lostBelow: lostBelow) { return true }
             cursor = block.right
         }
         return false
     }
 
     /// RFC 6675 NextSeg rule 1: the first range from `start` that is unSACKed and lost, at most a segment.
-    /// Below `lostBelow` every unSACKed byte counts as lost (the reordering window passed with data above it
-    /// SACKed: `TCPConnection+ReorderTimer.swift`).
     func nextLostRange(from start: SequenceNumber, segmentSize: Int, threshold: Int,
                        lostBelow: SequenceNumber? = nil) -> (SequenceNumber, Int)? {
         var cursor = start
         for block in blocks {
             if block.right <= cursor { continue }
             if cursor < block.left {
-                if isLost(cursor, threshold: threshold) || lostBelow.map({ cursor < $0 }) == true {
+                if isLost(cursor, threshold: threshold, lostBelow: lostBelow) {
                     return (cursor, min(block.left - cursor, segmentSize))
                 }
                 return nil
@@ -137,7 +138,7 @@ struct SACKScoreboard {
         var lostNotRetransmitted = 0
         var cursor = unacknowledged
         for block in blocks {
-            if cursor < block.left, isLost(cursor, threshold: threshold) || lostBelow.map({ cursor < $0 }) == true {
+            if cursor < block.left, isLost(cursor, threshold: threshold, lostBelow: lostBelow) {
                 let holeStart = SequenceNumber.max(cursor, highRetransmitted)
                 if holeStart < block.left { lostNotRetransmitted += block.left - holeStart }
             }

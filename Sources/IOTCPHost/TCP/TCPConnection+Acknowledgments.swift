@@ -330,7 +330,6 @@ extension TCPConnection {
         // RFC 6298 §5.2 and 5.3.
         if sendUnacknowledged == sendMaximum {
             timers[.retransmit] = nil
-            retransmitAwaitsEcho = false
         } else {
             armLossTimer(now: now, configuration: configuration)
         }
@@ -365,7 +364,7 @@ extension TCPConnection {
         // a probe's timer becomes the RTO (RFC 8985 §7.2: no probe in recovery), as does a reordering window
         // (the hole it waited on is being sent; one of the recovery's own is armed after this ACK if needed).
         probeEnd = nil
-        if retransmitTimerIsProbe || retransmitTimerIsReorder { armRetransmit(at: now + rtt.timeout) }
+        if retransmitTimerKind == .probe || retransmitTimerKind == .reorderingWindow { armRetransmit(at: now + rtt.timeout) }
         limitedTransmitAllowance = 0
         inRecovery = true
         recoveryPoint = sendMaximum

@@ -225,13 +225,12 @@ extension TCPConnection {
         }
         // RFC 6298 §5.1, IO-TCP's way: the timer runs from when the data is on the wire; so does a loss
         // probe's (RFC 8985 §7.2 restarts it when new data is sent, and file data is sent when ECHOed).
-        if retransmitAwaitsEcho, sendUnacknowledged < sendMaximum {
+        if retransmitTimerKind == .awaitingEcho, sendUnacknowledged < sendMaximum {
             armLossTimer(now: now, configuration: configuration)
         } else if newOnTheWire, let deadline = timers[.retransmit], let probe = probeTimeout(configuration: configuration),
                   now + probe < deadline {
             // The last of the data the NIC held is on the wire: the RTO keeps running, a probe may come first.
-            timers[.retransmit] = now + probe
-            retransmitTimerIsProbe = true
+            armRetransmit(at: now + probe, as: .probe)
         }
         // Room on the NIC again: what waited for it may go.
         if wasHeldByNIC { flush(now: now, configuration: configuration, output: &output) }

@@ -26,14 +26,10 @@ extension TCPConnection {
             return
         }
         if let probe = probeTimeout(configuration: configuration), probe < rtt.timeout {
-            timers[.retransmit] = now + probe
-            retransmitTimerIsProbe = true
+            armRetransmit(at: now + probe, as: .probe)
         } else {
-            timers[.retransmit] = now + rtt.timeout
-            retransmitTimerIsProbe = false
+            armRetransmit(at: now + rtt.timeout)
         }
-        retransmitTimerIsReorder = false
-        retransmitAwaitsEcho = false
     }
 
     /// RFC 8985 §7.2's PTO, or nil when no probe may go: without SACK (its ACK could show nothing) or an RTT

@@ -28,7 +28,7 @@ extension TCPConnection {
         timedSequence = nil
         timedAwaitsEcho = false
         // A loss probe's timer would send a third copy of the last segment once the resend has caught up.
-        if retransmitTimerIsProbe { armRetransmit(at: now + rtt.timeout) }
+        if retransmitTimerKind == .probe { armRetransmit(at: now + rtt.timeout) }
         flush(now: now, configuration: configuration, output: &output)
         return true
     }

@@ -15,17 +15,14 @@ extension TCPConnection {
 
     /// After an ACK that SACKed new data.
     mutating func armReorderTimer(now: Instant, configuration: TCPConfiguration) {
-        guard configuration.reorderingWindow, sackEnabled, recoveryAllowed, rtt.hasSample, !retransmitTimerIsReorder,
+        guard configuration.reorderingWindow, sackEnabled, recoveryAllowed, rtt.hasSample, retransmitTimerKind != .reorderingWindow,
               sendUnacknowledged < sendMaximum, let highestSACKed = scoreboard.blocks.last?.right,
               reorderLostBelow.map({ $0 < highestSACKed }) ?? true,
               holeAwaitingEvidence else { return }
         let deadline = now + max(rtt.smoothed / 4, Self.minimumReorderingWindow)
         if let armed = timers[.retransmit], armed <= deadline { return }
         reorderEvidenceEnd = highestSACKed
-        timers[.retransmit] = deadline
-        retransmitTimerIsProbe = false
-        retransmitAwaitsEcho = false
-        retransmitTimerIsReorder = true
+        armRetransmit(at: deadline, as: .reorderingWindow)
     }
 
     /// A hole below SACKed data that IsLost does not call lost, so that nothing will send it.

@@ -160,7 +160,7 @@ extension TCPConnection {
     mutating func advanceSent(by length: Int, now: Instant, timed: Bool, configuration: TCPConfiguration) {
         sendNext += length
         if sendNext > sendMaximum { sendMaximum = sendNext }
-        if timers[.retransmit] == nil || (retransmitTimerIsProbe && sendNext == sendMaximum) {
+        if timers[.retransmit] == nil || (retransmitTimerKind == .probe && sendNext == sendMaximum) {
             armLossTimer(now: now, configuration: configuration)
         }
         if timed, timedSequence == nil, consecutiveTimeouts == 0, !inRecovery {
@@ -247,7 +247,7 @@ extension TCPConnection {
         }
         sendNext += piece.length
         if sendNext > sendMaximum { sendMaximum = sendNext }
-        if timers[.retransmit] == nil || retransmitTimerIsProbe {
+        if timers[.retransmit] == nil || retransmitTimerKind == .probe {
             // Not on the wire yet (a loss probe's timer too: the probe follows the last data on the wire).
             armRetransmitAwaitingEcho(now: now, configuration: configuration)
         }

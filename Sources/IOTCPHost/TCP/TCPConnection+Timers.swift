@@ -13,13 +13,14 @@ extension TCPConnection {
         }
         if let deadline = timers[.retransmit], deadline <= now {
             timers[.retransmit] = nil
-            if retransmitTimerIsProbe {
-                retransmitTimerIsProbe = false
+            let kind = retransmitTimerKind
+            retransmitTimerKind = .timeout
+            switch kind {
+            case .probe:
                 sendLossProbe(now: now, configuration: configuration, output: &output)
-            } else if retransmitTimerIsReorder {
-                retransmitTimerIsReorder = false
+            case .reorderingWindow:
                 reorderWindowPassed(now: now, configuration: configuration)
-            } else {
+            case .timeout, .awaitingEcho:
                 retransmissionTimeout(now: now, configuration: configuration, output: &output)
                 if state == .closed { return }
             }
@@ -93,7 +94,6 @@ extension TCPConnection {
             // out timeouts that send nothing. What was in flight goes again once it opens.
             sendNext = sendUnacknowledged
             timers[.retransmit] = nil
-            retransmitAwaitsEcho = false
             timedSequence = nil
             timedAwaitsEcho = false
             sendWindowProbe(now: now, configuration: configuration, output: &output)
@@ -127,20 +127,15 @@ extension TCPConnection {
         armRetransmit(at: now + rtt.timeout)
     }
 
-    mutating func armRetransmit(at deadline: Instant) {
+    mutating func armRetransmit(at deadline: Instant, as kind: RetransmitTimerKind = .timeout) {
         timers[.retransmit] = deadline
-        retransmitAwaitsEcho = false
-        retransmitTimerIsProbe = false
-        retransmitTimerIsReorder = false
+        retransmitTimerKind = kind
     }
 
     /// The RTO for data the NIC has not put on the wire yet: with the allowance for its disk and queue, until
     /// the ECHO re-arms it from the moment the data left (`handleEcho`).
     mutating func armRetransmitAwaitingEcho(now: Instant, configuration: TCPConfiguration) {
-        timers[.retransmit] = now + rtt.timeout + configuration.echoAllowance
-        retransmitTimerIsProbe = false
-        retransmitTimerIsReorder = false
-        retransmitAwaitsEcho = true
+        armRetransmit(at: now + rtt.timeout + configuration.echoAllowance, as: .awaitingEcho)
     }
 
     /// The stack's keepalive, or Linux's defaults for a connection that asked for one (SO_KEEPALIVE).

@@ -88,17 +88,23 @@ struct TCPConnection {
 
     /// The five timers, as one set of deadlines.
     var timers = ConnectionTimers()
-    /// The timer was armed at a SEND's issue, with the ECHO allowance: the ECHO re-arms it precisely.
-    var retransmitAwaitsEcho = false
-    /// The retransmission timer is armed as a tail loss probe's timeout (RFC 8985's PTO), not as the RTO.
-    var retransmitTimerIsProbe = false
+    /// What the retransmission timer, when armed, stands for.
+    var retransmitTimerKind = RetransmitTimerKind.timeout
+    enum RetransmitTimerKind: UInt8 {
+        /// The RTO (RFC 6298).
+        case timeout
+        /// The RTO armed at a SEND's issue, with the ECHO allowance: the ECHO re-arms it precisely.
+        case awaitingEcho
+        /// A tail loss probe's timeout (RFC 8985's PTO).
+        case probe
+        /// The reordering window (TCPConnection+ReorderTimer.swift).
+        case reorderingWindow
+    }
     /// This recovery's window already came down a second time for a lost retransmission (RFC 5681 §4.3:
     /// twice, not once for each one found).
     var recoveryLoweredForLostRetransmission = false
     /// A timeout happened: no recovery until SND.UNA reaches `recoveryPoint` (`recoveryAllowed`).
     var recoveryBarredUntilPoint = false
-    /// The retransmission timer is armed as the reordering window (TCPConnection+ReorderTimer.swift).
-    var retransmitTimerIsReorder = false
     /// SND.MAX when the last loss probe went (RFC 8985's TLP.end_seq), until an ACK shows whether it
     /// repaired a loss; no other probe goes meanwhile.
     var probeEnd: SequenceNumber?
