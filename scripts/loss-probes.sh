@@ -10,9 +10,10 @@
 # found, each way. With NGINX=1 each round also measures nginx (sendfile, one worker) in a namespace joined to
 # curl's by a veth pair without segmentation offloads, where nftables drops the same share of TCP packets
 # arriving on each side: the Linux stack's own recovery (RACK-TLP, PRR) at the same loss, its counters from
-# nstat (TCPTimeouts, TCPSackRecovery, TCPLossProbes, TCPLostRetransmit).
+# nstat (TCPTimeouts, TCPSackRecovery, TCPLossProbes, TCPLostRetransmit). With BASE=PATH "without" is another
+# build of the file server (an earlier commit's, say) with every feature at its default, instead of a flag.
 #
-# Usage: [FEATURE=probes|lost-retransmissions|reordering-window] [NGINX=1] scripts/loss-probes.sh [LOSS] [SIZE] [DOWNLOADS_PER_ROUND] [ROUNDS] [BINARY]
+# Usage: [FEATURE=probes|lost-retransmissions|reordering-window | BASE=OTHER_BINARY] [NGINX=1] scripts/loss-probes.sh [LOSS] [SIZE] [DOWNLOADS_PER_ROUND] [ROUNDS] [BINARY]
 #   defaults: 0.02 (2% each way), 102400 bytes, 100, 3, .build/release/iotcp-fileserver (built if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,10 @@ case ${FEATURE:-probes} in
   reordering-window) without_flag=--no-reordering-window ;;
   *) echo "loss-probes: FEATURE is probes, lost-retransmissions or reordering-window, not '$FEATURE'" >&2; exit 2 ;;
 esac
+if [ -n "${BASE:-}" ]; then
+  [ -x "$BASE" ] || { echo "loss-probes: BASE '$BASE' is not an executable file server" >&2; exit 2; }
+  without_flag="$BASE"
+fi
 [ "$(id -u)" = 0 ] || { echo "loss-probes: needs root (network namespaces)" >&2; exit 1; }
 [ -x "$binary" ] || swift build -c release --product iotcp-fileserver >/dev/null
 
@@ -101,10 +106,12 @@ run_nginx() {
 # run MODE ROUND: one round of downloads against a fresh server; appends seconds per download to MODE.times
 # and the server's counters to MODE.counters.
 run() {
-  local mode=$1 round=$2 flags=()
+  local mode=$1 round=$2 flags=() server=$binary
   if [ "$mode" = nginx ]; then run_nginx; return; fi
-  [ "$mode" = without ] && flags=("$without_flag")
-  "$binary" --root "$work/www" --netns "$namespace" --address 10.93.0.2/24 --quiet --loss "$loss" --seed "$round" \
+  if [ "$mode" = without ]; then
+    if [ -n "${BASE:-}" ]; then server=$BASE; else flags=("$without_flag"); fi
+  fi
+  "$server" --root "$work/www" --netns "$namespace" --address 10.93.0.2/24 --quiet --loss "$loss" --seed "$round" \
     "${flags[@]}" >"$work/server.out" 2>"$work/server.log" &
   server_pid=$!
   for _ in $(seq 100); do grep -q "^serving http://" "$work/server.out" 2>/dev/null && break; sleep 0.1; done

@@ -165,7 +165,7 @@ struct FileServer: ParsableCommand {
         let http = server.counters
         let tcp = stack.engine.statistics
         say("iotcp-fileserver: stopping; \(server.requests) requests served; host: retransmission-timeouts=\(recovery.timeouts) "
-            + "fast-recoveries=\(recovery.fastRecoveries) loss-probes=\(recovery.lossProbes) lost-retransmissions=\(recovery.lostRetransmissions) reordering-window-losses=\(recovery.reorderingWindowLosses) segments-in=\(tcp.segmentsReceived) nic-handshakes=\(tcp.handshakesFromNIC) "
+            + "fast-recoveries=\(recovery.fastRecoveries) loss-probes=\(recovery.lossProbes) lost-retransmissions=\(recovery.lostRetransmissions) reordering-window-losses=\(recovery.reorderingWindowLosses) sack-renegings=\(recovery.sackRenegings) segments-in=\(tcp.segmentsReceived) nic-handshakes=\(tcp.handshakesFromNIC) "
             + "host-syn-cookies=\(tcp.synCookiesSent) connections-opened=\(tcp.connectionsOpened) endings-on-nic=\(tcp.endingsHandedOver); http: header-timeouts=\(http.headerTimeouts) idle-timeouts=\(http.idleTimeouts) "
             + "send-timeouts=\(http.sendTimeouts) refused=\(http.refused) read-pauses=\(http.readPauses) "
             + "open-file-cache-hits=\(server.fileCache.statistics.hits) open-file-cache-misses=\(server.fileCache.statistics.misses)"

@@ -46,6 +46,7 @@ public final class HostMetrics {
             "loss_probe_repairs": { $0.engine.lossRecovery.lossProbeRepairs },
             "lost_retransmissions": { $0.engine.lossRecovery.lostRetransmissions },
             "reordering_window_losses": { $0.engine.lossRecovery.reorderingWindowLosses },
+            "sack_renegings": { $0.engine.lossRecovery.sackRenegings },
             "nic_errors": { $0.statistics.nicErrors },
             "malformed_commands": { $0.statistics.malformedCommands },
             "channel_messages_in": { $0.statistics.messagesIn },

@@ -140,7 +140,12 @@ struct Script {
     /// Moves the clock and runs the timers; returns what they emitted.
     @discardableResult
     mutating func advance(milliseconds: UInt64) -> [Emitted] {
-        now = now + milliseconds * Nanoseconds.millisecond
+        advance(nanoseconds: milliseconds * Nanoseconds.millisecond)
+    }
+
+    @discardableResult
+    mutating func advance(nanoseconds: UInt64) -> [Emitted] {
+        now = now + nanoseconds
         engine.handleTimers(now: now, output: &output)
         return output.take()
     }

@@ -136,6 +136,41 @@ struct LostRetransmissionTests {
         }
     }
 
+    @Test("one segment of new data SACKed past the retransmission, too little for the first rule: the hole goes again a quarter RTT on")
+    func oneSegmentPastRetransmission() throws {
+        for on in [true, false] {
+            var configuration = TCPConfiguration()
+            configuration.lostRetransmissionDetection = on
+            configuration.tailLossProbes = false
+            var flight = try recovering(configuration)
+            flight.acknowledge(through: 0, sack: [(1, 10)])
+            try flight.write(segments: 1, at: 10)
+            #expect(flight.info.sendMaximum == flight.segment(11))
+            // The new segment arrives, the retransmission does not; nothing else is in flight.
+            #expect(flight.acknowledge(through: 0, sack: [(1, 11)]).retransmits.isEmpty, "on \(on): could be reordering")
+            #expect(flight.script.advance(milliseconds: 4).retransmits.isEmpty, "within the window (SRTT 20 ms / 4)")
+            let passed = flight.script.advance(milliseconds: 2)
+            if on {
+                #expect(passed.retransmits.map(\.0) == [flight.segment(0)] && flight.info.lostRetransmissions == 1)
+                #expect(flight.info.timeouts == 0 && flight.info.inRecovery)
+            } else {
+                #expect(passed.retransmits.isEmpty && flight.info.lostRetransmissions == 0)
+            }
+            flight.acknowledge(through: 11)
+            #expect(!flight.info.inRecovery && flight.info.timeouts == 0)
+        }
+    }
+
+    @Test("in recovery new file data goes a segment at a time as the pipe allows, not held for a fuller read")
+    func newDataInRecoveryBySegment() throws {
+        var flight = try recovering()
+        try flight.write(segments: 4, at: 10)
+        #expect(flight.info.sendMaximum == flight.segment(10), "the pipe fills the window")
+        // One more segment SACKed: room for one segment, less than half the window.
+        let room = flight.acknowledge(through: 0, sack: [(1, 5)])
+        #expect(room.sends.map(\.1.sequence) == [flight.segment(10)] && room.sends.map(\.1.length) == [1448])
+    }
+
     @Test("turned off, the lost retransmission waits for the RTO")
     func off() throws {
         var configuration = TCPConfiguration()
@@ -199,5 +234,126 @@ struct ReorderingWindowTests {
         #expect(passed.retransmits.map(\.0) == [flight.segment(8)] && flight.info.reorderingWindowLosses == 1)
         flight.acknowledge(through: 10)
         #expect(!flight.info.inRecovery && flight.info.timeouts == 0 && flight.info.fastRecoveries == 1)
+    }
+}
+
+@Suite("After a retransmission timeout: the scoreboard kept, lost retransmissions found, reneging caught")
+struct AfterTimeoutTests {
+    /// Nothing came back for the flight of ten: the RTO sent segment 0 again, with a window of one segment.
+    private func timedOut(_ configuration: TCPConfiguration = TCPConfiguration()) throws -> ScriptedFlight {
+        var configuration = configuration
+        configuration.tailLossProbes = false  // the RTO, not a probe, after the silence
+        var flight = try ScriptedFlight(configuration: configuration)
+        let timeout = flight.script.advance(milliseconds: 1_000)
+        #expect(timeout.retransmits.map(\.0) == [flight.segment(0)] && flight.info.timeouts == 1)
+        return flight
+    }
+
+    @Test("the SACKed bytes SND.NXT skips are not in flight: slow start sends two holes for the segment acknowledged, not one a round trip")
+    func sackedBytesNotInFlight() throws {
+        var flight = try timedOut()
+        flight.script.advance(milliseconds: 20)
+        // Segment 0 arrives; the peer holds 2-3, 5-6 and 8-9: holes at 1, 4 and 7.
+        let after = flight.acknowledge(through: 1, sack: [(2, 4), (5, 7), (8, 10)])
+        #expect(after.retransmits.map(\.0) == [flight.segment(1), flight.segment(4)], "a window of two segments, both holes")
+        #expect(after.retransmits.map(\.1) == [1448, 1448] && !flight.info.inRecovery)
+        flight.script.advance(milliseconds: 20)
+        let next = flight.acknowledge(through: 7, sack: [(8, 10)])
+        #expect(next.retransmits.map(\.0) == [flight.segment(7)])
+        flight.acknowledge(through: 10)
+        let info = flight.info
+        #expect(info.timeouts == 1 && info.fastRecoveries == 0 && info.lostRetransmissions == 0 && info.sackRenegings == 0)
+        #expect(flight.script.advance(milliseconds: 2_000).retransmits.isEmpty)
+    }
+
+    @Test("a later retransmission SACKed shows an earlier one lost: sent again at once, not after a second RTO; not within 3/4 RTT, nor when off")
+    func laterRetransmissionShowsEarlierLost() throws {
+        for (wait, on) in [(20 as UInt64, true), (5, true), (20, false)] {
+            var configuration = TCPConfiguration()
+            configuration.lostRetransmissionDetection = on
+            var flight = try timedOut(configuration)
+            flight.script.advance(milliseconds: 20)
+            let after = flight.acknowledge(through: 1, sack: [(2, 4), (5, 7), (8, 10)])
+            #expect(after.retransmits.map(\.0) == [flight.segment(1), flight.segment(4)])
+            let window = flight.info.congestionWindow
+            flight.script.advance(milliseconds: wait)
+            // Hole 4's retransmission arrives; hole 1's, sent before it, does not. The SACK frees the window
+            // for hole 7 in any case.
+            let shown = flight.acknowledge(through: 1, sack: [(2, 7), (8, 10)])
+            if on && wait == 20 {
+                #expect(shown.retransmits.map(\.0) == [flight.segment(1), flight.segment(7)], "wait \(wait) ms")
+                #expect(flight.info.lostRetransmissions == 1 && flight.info.congestionWindow == window,
+                        "the timeout already brought the window down")
+                // Found once: the same pass's later SACKs do not send it a third time.
+                #expect(flight.acknowledge(through: 1, sack: [(2, 10)]).retransmits.isEmpty)
+                flight.acknowledge(through: 10)
+                #expect(flight.info.timeouts == 1 && !flight.info.inRecovery)
+                #expect(flight.script.advance(milliseconds: 2_000).retransmits.isEmpty)
+            } else {
+                #expect(shown.retransmits.map(\.0) == [flight.segment(7)], "wait \(wait) ms, on \(on): it may be hole 4's original")
+                #expect(flight.info.lostRetransmissions == 0)
+                if !on {
+                    #expect(flight.acknowledge(through: 1, sack: [(2, 10)]).retransmits.isEmpty)
+                    let second = flight.script.advance(milliseconds: 2_000)
+                    #expect(second.retransmits.first?.0 == flight.segment(1) && flight.info.timeouts == 2)
+                }
+            }
+        }
+    }
+
+    @Test("new data SACKed three segments past the pass while a hole stays: the hole goes again")
+    func newDataShowsRetransmissionLost() throws {
+        var flight = try timedOut()
+        flight.script.advance(milliseconds: 20)
+        let after = flight.acknowledge(through: 1, sack: [(2, 10)])
+        #expect(after.retransmits.map(\.0) == [flight.segment(1)])
+        // The pass is done: new data follows as the SACKs free the window.
+        try flight.write(segments: 4, at: 10)
+        #expect(flight.info.sendMaximum > flight.segment(10))
+        #expect(flight.acknowledge(through: 1, sack: [(2, 11)]).retransmits.isEmpty, "one segment past it could be reordering")
+        try flight.write(segments: 0, at: 14)
+        #expect(flight.acknowledge(through: 1, sack: [(2, 12)]).retransmits.isEmpty)
+        try flight.write(segments: 0, at: 14)
+        let again = flight.acknowledge(through: 1, sack: [(2, 13)])
+        #expect(again.retransmits.map(\.0) == [flight.segment(1)] && flight.info.lostRetransmissions == 1)
+        flight.acknowledge(through: 13)
+        #expect(flight.info.timeouts == 1)
+    }
+
+    @Test("after a timeout too, one segment of new data SACKed past the pass while a hole stays: the hole goes again a quarter RTT on")
+    func oneSegmentPastPass() throws {
+        var flight = try timedOut()
+        flight.script.advance(milliseconds: 20)
+        #expect(flight.acknowledge(through: 1, sack: [(2, 10)]).retransmits.map(\.0) == [flight.segment(1)])
+        try flight.write(segments: 1, at: 10)
+        #expect(flight.info.sendMaximum == flight.segment(11))
+        #expect(flight.acknowledge(through: 1, sack: [(2, 11)]).retransmits.isEmpty)
+        let srtt = flight.info.smoothedRTT
+        flight.script.advance(nanoseconds: max(srtt / 4, Nanoseconds.millisecond) - Nanoseconds.millisecond / 2)
+        #expect(flight.info.lostRetransmissions == 0)
+        let passed = flight.script.advance(milliseconds: 1)
+        #expect(passed.retransmits.map(\.0) == [flight.segment(1)] && flight.info.lostRetransmissions == 1)
+        flight.acknowledge(through: 11)
+        #expect(flight.info.timeouts == 1)
+    }
+
+    @Test("a cumulative ACK that stops at SACKed bytes (the peer discarded them): SACKs forgotten, the bytes sent again within half an RTT")
+    func reneging() throws {
+        var configuration = TCPConfiguration()
+        configuration.tailLossProbes = false
+        var flight = try ScriptedFlight(configuration: configuration)
+        flight.script.advance(milliseconds: 20)
+        // Segments 0-2 lost, 3-9 SACKed: recovery sends the holes.
+        let fast = flight.acknowledge(through: 0, sack: [(3, 10)])
+        #expect(fast.retransmits.first?.0 == flight.segment(0) && flight.info.inRecovery)
+        flight.script.advance(milliseconds: 20)
+        // The holes arrive, but the ACK stops at 3: the peer no longer holds what it SACKed.
+        #expect(flight.acknowledge(through: 3).retransmits.isEmpty)
+        #expect(flight.info.sackRenegings == 1)
+        #expect(flight.script.advance(milliseconds: 9).retransmits.isEmpty)
+        let again = flight.script.advance(milliseconds: 2)
+        #expect(again.retransmits.first?.0 == flight.segment(3) && flight.info.timeouts == 1, "SRTT / 2, not the 200 ms RTO")
+        flight.acknowledge(through: 10)
+        #expect(flight.info.sendUnacknowledged == flight.segment(10))
     }
 }

@@ -10,14 +10,17 @@ struct SACKScoreboard {
 
     var isEmpty: Bool { blocks.isEmpty }
 
-    /// Takes the blocks of one ACK, ignoring those that are stale or claim what was never sent (RFC 2883's
-    /// D-SACK included). Returns the first byte and the end of what they newly cover (nil when nothing is new):
+    /// Takes the blocks of one ACK, ignoring those that are stale, claim what was never sent, or start below
+    /// the ACK's own cumulative acknowledgment (RFC 2883's D-SACK; no receiver holds out of order what it
+    /// acknowledges). Returns the first byte and the end of what they newly cover (nil when nothing is new):
     /// lost retransmission detection asks whether bytes sent after a retransmission arrived before it.
     @discardableResult
-    mutating func record(_ reported: SACKBlockList, unacknowledged: SequenceNumber, sendMaximum: SequenceNumber) -> NewlyCovered? {
+    mutating func record(_ reported: SACKBlockList, acknowledgment: SequenceNumber, unacknowledged: SequenceNumber,
+                         sendMaximum: SequenceNumber) -> NewlyCovered? {
         var newly: NewlyCovered?
         for block in reported {
-            guard block.left < block.right, block.right <= sendMaximum, block.right > unacknowledged else { continue }
+            guard block.left < block.right, block.right <= sendMaximum, block.right > unacknowledged,
+                  block.left >= acknowledgment else { continue }
             let left = SequenceNumber.max(block.left, unacknowledged)
             let uncovered = uncovered(from: left, to: block.right)
             // A block past the limit is dropped: it must not count as news on every ACK that repeats it.
@@ -64,8 +67,8 @@ struct SACKScoreboard {
         if let first = blocks.first, first.left < acknowledged { blocks[0].left = acknowledged }
     }
 
-    /// Forgets every block (a retransmission timeout: RFC 6675 §5.1); `releasingStorage` also gives back the
-    /// array's memory (a connection entering TIME-WAIT keeps nothing it no longer needs).
+    /// Forgets every block (the peer reneged on them); `releasingStorage` also gives back the array's memory
+    /// (a connection entering TIME-WAIT keeps nothing it no longer needs).
     mutating func clear(releasingStorage: Bool = false) {
         if releasingStorage { blocks = [] } else { blocks.removeAll(keepingCapacity: true) }
     }
@@ -84,6 +87,16 @@ struct SACKScoreboard {
     }
 
     var sackedBytes: Int { blocks.reduce(0) { $0 + ($1.right - $1.left) } }
+
+    /// The SACKed bytes below `end`.
+    func sackedBytes(below end: SequenceNumber) -> Int {
+        var total = 0
+        for block in blocks {
+            guard block.left < end else { break }
+            total += SequenceNumber.min(block.right, end) - block.left
+        }
+        return total
+    }
 
     /// RFC 6675's DupThresh.
     static let duplicateThreshold = 3

@@ -196,7 +196,8 @@ extension TCPConnection {
         var newlySACKed: SACKScoreboard.NewlyCovered?
         if sackEnabled && !segment.options.sackBlocks.isEmpty {
             // Against this ACK, not the last: a D-SACK of what it acknowledges is no news (RFC 2883).
-            newlySACKed = scoreboard.record(segment.options.sackBlocks, unacknowledged: SequenceNumber.max(ack, sendUnacknowledged),
+            newlySACKed = scoreboard.record(segment.options.sackBlocks, acknowledgment: ack,
+                                            unacknowledged: SequenceNumber.max(ack, sendUnacknowledged),
                                             sendMaximum: sendMaximum)
         }
 
@@ -205,6 +206,7 @@ extension TCPConnection {
         if ack > sendUnacknowledged {
             if consecutiveTimeouts > 0 { sampleRetransmission(echo: segment.options.timestamps?.echoReply, now: now, configuration: configuration) }
             newlyAcknowledged(through: ack, now: now, configuration: configuration, output: &output)
+            if scoreboard.blocks.first.map({ $0.left <= sendUnacknowledged }) ?? false { sackReneged(now: now) }
         }
         let duplicate: Bool
         if sackEnabled && !segment.options.sackBlocks.isEmpty {
@@ -225,9 +227,10 @@ extension TCPConnection {
             } else if recoveryAllowed, duplicateAcks >= Self.duplicateThreshold
                         || (sackEnabled && scoreboard.isLost(sendUnacknowledged, threshold: lossThreshold)) || earlyRetransmitDue {
                 enterRecovery(now: now)
-            } else {
+            } else if recoveryAllowed {
                 // RFC 3042 Limited Transmit: each of the first two duplicate ACKs lets one new segment out, so
-                // the ACKs a fast retransmit needs keep coming when the window is small.
+                // the ACKs a fast retransmit needs keep coming when the window is small. Not after a timeout:
+                // no fast retransmit may come then, and the SACKs free the window of what they cover (`pipe`).
                 limitedTransmitAllowance = duplicateAcks * segmentSize
             }
         }
@@ -351,6 +354,9 @@ extension TCPConnection {
     /// hole at once.
     var recoveryAllowed: Bool { !recoveryBarredUntilPoint || sendUnacknowledged >= recoveryPoint }
 
+    /// In recovery, or sending again after a timeout until SND.UNA passes SND.MAX of then.
+    var repairingLoss: Bool { inRecovery || !recoveryAllowed }
+
     /// RFC 5827 Early Retransmit: with fewer than four segments outstanding and nothing new to send, fewer
     /// duplicate ACKs than three are all that can ever arrive; one less than the segments outstanding will do.
     var earlyRetransmitDue: Bool {
@@ -388,11 +394,30 @@ extension TCPConnection {
                                  threshold: lossThreshold, lostBelow: reorderLostBelow)
     }
 
-    /// RFC 6675 SetPipe: outstanding bytes neither SACKed nor lost, plus lost ones retransmitted.
+    /// RFC 6675 SetPipe: outstanding bytes neither SACKed nor lost, plus lost ones retransmitted. After a
+    /// timeout, until SND.UNA passes SND.MAX of then, every unSACKed byte below SND.NXT went again since it:
+    /// the bytes in flight are those less what the peer SACKed (as Linux counts its loss state's). Counting
+    /// the SACKed bytes SND.NXT skips would let one hole go a round trip whatever the window.
     var pipe: Int {
         let outstanding = sendNext - sendUnacknowledged
-        guard sackEnabled, inRecovery, !scoreboard.isEmpty else { return max(outstanding, 0) }
-        return scoreboard.pipe(outstanding: outstanding, unacknowledged: sendUnacknowledged, highRetransmitted: highRetransmitted,
-                               threshold: lossThreshold, lostBelow: reorderLostBelow)
+        guard sackEnabled, !scoreboard.isEmpty else { return max(outstanding, 0) }
+        if inRecovery {
+            return scoreboard.pipe(outstanding: outstanding, unacknowledged: sendUnacknowledged, highRetransmitted: highRetransmitted,
+                                   threshold: lossThreshold, lostBelow: reorderLostBelow)
+        }
+        if !recoveryAllowed { return max(outstanding - scoreboard.sackedBytes(below: sendNext), 0) }
+        return max(outstanding, 0)
     }
+
+    /// The peer's cumulative ACK stopped at bytes it had SACKed: it discarded them, as RFC 2018 lets a
+    /// receiver short of memory. Nothing it SACKed can be trusted now: the scoreboard goes, and a timeout
+    /// soon (half an RTT, 10 ms at least, as Linux waits) sends again from SND.UNA what was skipped as SACKed.
+    mutating func sackReneged(now: Instant) {
+        scoreboard.clear()
+        reorderLostBelow = nil
+        sackRenegings &+= 1
+        armRetransmit(at: now + max(rtt.smoothed / 2, Self.renegingTimeout))
+    }
+
+    static let renegingTimeout: UInt64 = 10 * Nanoseconds.millisecond
 }

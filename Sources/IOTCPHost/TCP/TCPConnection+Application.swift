@@ -246,6 +246,7 @@ extension TCPConnection {
             slowStartThreshold: congestion.slowStartThreshold, smoothedRTT: rtt.smoothed, retransmissionTimeout: rtt.timeout,
             consecutiveTimeouts: consecutiveTimeouts, inRecovery: inRecovery, queuedBytes: sendQueue.count, segmentSize: segmentSize,
             fastRecoveries: fastRecoveries, timeouts: timeouts, lossProbes: lossProbes, lossProbeRepairs: lossProbeRepairs,
-            lostRetransmissions: Int(lostRetransmissions), reorderingWindowLosses: Int(reorderingWindowLosses))
+            lostRetransmissions: Int(lostRetransmissions), reorderingWindowLosses: Int(reorderingWindowLosses),
+            sackRenegings: Int(sackRenegings))
     }
 }

@@ -10,15 +10,20 @@ import IOTCPCommon
 /// quarter of an RTT ahead (1 ms at least), before the RTO or a probe would fire. If the hole is still there
 /// then, every unSACKed byte below the highest byte SACKed at arming counts as lost: recovery begins (when a
 /// timeout does not bar it), or NextSeg sends them in the one under way. Then the RTO is armed again.
+///
+/// The same window serves lost retransmission detection: data first sent after the latest retransmission,
+/// SACKed while a retransmitted hole stays but too little of it for IsLost, shows the retransmissions lost
+/// once the window passes with no retransmission since (RACK's rule, by the same sequence order).
 extension TCPConnection {
     static let minimumReorderingWindow: UInt64 = Nanoseconds.millisecond
 
     /// After an ACK that SACKed new data.
     mutating func armReorderTimer(now: Instant, configuration: TCPConfiguration) {
-        guard configuration.reorderingWindow, sackEnabled, recoveryAllowed, rtt.hasSample, retransmitTimerKind != .reorderingWindow,
-              sendUnacknowledged < sendMaximum, let highestSACKed = scoreboard.blocks.last?.right,
-              reorderLostBelow.map({ $0 < highestSACKed }) ?? true,
-              holeAwaitingEvidence else { return }
+        guard sackEnabled, rtt.hasSample, retransmitTimerKind != .reorderingWindow, sendUnacknowledged < sendMaximum,
+              let highestSACKed = scoreboard.blocks.last?.right else { return }
+        let firstSent = configuration.reorderingWindow && recoveryAllowed
+            && (reorderLostBelow.map { $0 < highestSACKed } ?? true) && holeAwaitingEvidence
+        guard firstSent || retransmissionAwaitingEvidence(highestSACKed: highestSACKed, configuration: configuration) else { return }
         let deadline = now + max(rtt.smoothed / 4, Self.minimumReorderingWindow)
         if let armed = timers[.retransmit], armed <= deadline { return }
         reorderEvidenceEnd = highestSACKed
@@ -30,12 +35,27 @@ extension TCPConnection {
         scoreboard.hasHoleNotLost(from: sendUnacknowledged, threshold: lossThreshold, lostBelow: reorderLostBelow)
     }
 
-    /// The window passed: what is still unSACKed below the evidence is lost.
-    mutating func reorderWindowPassed(now: Instant, configuration: TCPConfiguration) {
+    /// Data first sent after the latest retransmission SACKed while a retransmitted hole stays, too little for
+    /// IsLost (lost retransmission detection's first rule, TCPConnection+LostRetransmission.swift): RACK
+    /// would call the retransmissions lost a reordering window on, and so does this.
+    func retransmissionAwaitingEvidence(highestSACKed: SequenceNumber, configuration: TCPConfiguration) -> Bool {
+        guard configuration.lostRetransmissionDetection, highestSACKed > retransmissionRoundMark,
+              let frontier = retransmittedFrontier else { return false }
+        return sendUnacknowledged < frontier
+    }
+
+    /// The window passed: what is still unSACKed below the evidence is lost; retransmissions below it too,
+    /// when the evidence was sent after all of them (no retransmission since).
+    mutating func reorderWindowPassed<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
         armRetransmit(at: now + rtt.timeout)
         guard sendUnacknowledged < reorderEvidenceEnd, !scoreboard.isEmpty else { return }
+        if retransmissionAwaitingEvidence(highestSACKed: reorderEvidenceEnd, configuration: configuration),
+           let frontier = retransmittedFrontier {
+            resendLostRetransmissions(below: frontier, frontier: frontier, now: now, configuration: configuration, output: &output)
+        }
+        guard configuration.reorderingWindow, recoveryAllowed, holeAwaitingEvidence else { return }
         reorderLostBelow = reorderEvidenceEnd
         reorderingWindowLosses &+= 1
-        if !inRecovery, recoveryAllowed { enterRecovery(now: now) }
+        if !inRecovery { enterRecovery(now: now) }
     }
 }

@@ -87,6 +87,7 @@ extension TCPConnection {
                         let unsacked = (scoreboard.start(ofBlockAfter: sendNext) ?? sendMaximum) - sendNext
                         retransmit(from: sendNext, limit: min(piece.length, sendMaximum - sendNext, unsacked), now: now,
                                    configuration: configuration, output: &output)
+                        retransmissionSent(now: now)
                     } else {
                         guard let admitted = admittedFileLength(piece, besides: 0, inFlight: inFlight, configuration: configuration)
                         else { break sending }
@@ -128,6 +129,7 @@ extension TCPConnection {
                     emitBytes(SendQueue.Piece(sequence: piece.sequence, length: length, source: piece.source),
                               push: endOfQueue, now: now, output: &output)
                     advanceSent(by: length, now: now, timed: true, configuration: configuration)
+                    if isRetransmission { retransmissionSent(now: now) }
                     if length < segmentSize { unacknowledgedSmallSegmentEnd = sendNext }
                 }
                 sent = true
@@ -190,7 +192,10 @@ extension TCPConnection {
     /// never wait on that. And Atlas: it waits for a window worth a disk read, unless the queue is shorter or
     /// nothing is in flight; never more than half the congestion window, or a small window would go out in
     /// bursts with gaps, and a loss near a burst's end would find too few segments behind it for duplicate
-    /// ACKs.
+    /// ACKs. While loss is being repaired (recovery, or sending again after a timeout), a segment's worth goes
+    /// as soon as the pipe has room for it (RFC 6675 §5 step C): new data keeps the ACKs coming, and an ACK
+    /// for it shows a retransmission lost, or stands in for a lost ACK, where waiting for a fuller read would
+    /// leave only the RTO.
     func admittedFileLength(_ piece: SendQueue.Piece, besides: Int, inFlight: Int, configuration: TCPConfiguration) -> Int? {
         var length = piece.length
         if configuration.maximumUnechoedBytes > 0 {
@@ -199,7 +204,8 @@ extension TCPConnection {
             length = min(length, nicRoom)
         }
         let remaining = sendQueue.piece(at: piece.sequence, limit: .max)?.length ?? 0
-        let minimum = min(configuration.minimumSendSegments * segmentSize, congestion.window / 2)
+        let minimum = repairingLoss
+            ? segmentSize : min(configuration.minimumSendSegments * segmentSize, congestion.window / 2)
         if length < minimum && length < remaining && inFlight > 0 { return nil }
         return length
     }

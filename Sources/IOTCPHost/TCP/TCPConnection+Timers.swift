@@ -19,7 +19,7 @@ extension TCPConnection {
             case .probe:
                 sendLossProbe(now: now, configuration: configuration, output: &output)
             case .reorderingWindow:
-                reorderWindowPassed(now: now, configuration: configuration)
+                reorderWindowPassed(now: now, configuration: configuration, output: &output)
             case .timeout, .awaitingEcho:
                 retransmissionTimeout(now: now, configuration: configuration, output: &output)
                 if state == .closed { return }
@@ -114,16 +114,23 @@ extension TCPConnection {
             break
         }
         // RFC 5681 §3.1 and RFC 6675 §5.1: one segment's window, and send again from the first unacknowledged.
+        // The scoreboard stays (RFC 6675 §5.1 leaves it to updates of RFC 2018 on reneging; Linux keeps it
+        // too): what the peer SACKed is not sent again nor counted in flight, and a SACK after the timeout is
+        // news of what arrived since, which lost retransmission detection needs. A peer that discards what it
+        // SACKed is caught by its cumulative ACK (`sackReneged`).
         congestion.onTimeout(flight: sendMaximum - sendUnacknowledged)
         recoveryPoint = sendMaximum
         recoveryBarredUntilPoint = true
         inRecovery = false
         duplicateAcks = 0
+        limitedTransmitAllowance = 0
         probeEnd = nil
-        scoreboard.clear()
         reorderLostBelow = nil
         sendNext = sendUnacknowledged
         highRetransmitted = sendUnacknowledged
+        lastTimeoutAt = now
+        // The pass sending everything again from SND.UNA: what it sends after the first hole counts as evidence.
+        retransmissionPassStarted(at: sendUnacknowledged + 1, now: now)
         armRetransmit(at: now + rtt.timeout)
     }
 

@@ -110,10 +110,12 @@ struct TCPConnection {
     var probeEnd: SequenceNumber?
     var lossProbes = 0
     var lossProbeRepairs = 0
-    /// Lost retransmission detection in SACK recovery (TCPConnection+LostRetransmission.swift): when the
-    /// latest retransmission went, SND.MAX then (bytes above it were first sent after all of them), and
-    /// where NextSeg's retransmissions of the current pass begin.
+    /// Lost retransmission detection (TCPConnection+LostRetransmission.swift): when the latest
+    /// retransmission went, SND.MAX then (bytes above it were first sent after all of them), and where the
+    /// retransmissions of the current pass begin (NextSeg's in recovery, SND.NXT's after a timeout); when the
+    /// latest timeout fired (ACKs of what went before it may arrive for a round trip after).
     var lastRetransmissionAt = Instant.zero
+    var lastTimeoutAt = Instant.zero
     var retransmissionRoundMark = SequenceNumber(0)
     var retransmissionPassStart = SequenceNumber(0)
     /// The reordering window: the highest SACKed byte when it was armed, and once it passed, the mark below
@@ -124,6 +126,8 @@ struct TCPConnection {
     var lostRetransmissions: UInt32 = 0
     /// Holes the reordering window found lost (TCPConnection+ReorderTimer.swift).
     var reorderingWindowLosses: UInt32 = 0
+    /// Cumulative ACKs that stopped at bytes the peer had SACKed (`sackReneged`).
+    var sackRenegings: UInt32 = 0
     var consecutiveTimeouts = 0
     /// When the first of the `consecutiveTimeouts` fired: an echoed timestamp from then on is a retransmission's.
     var retransmittingSince = Instant.zero

@@ -226,18 +226,22 @@ public struct TCPConnectionInfo: Hashable, Sendable, CustomStringConvertible {
     /// Tail loss probes sent (RFC 8985 §7), and those whose ACK showed they repaired a loss.
     public var lossProbes: Int
     public var lossProbeRepairs: Int
-    /// Segments whose retransmission was found lost in SACK recovery (bytes sent after it arrived first) and
-    /// sent again without waiting for the retransmission timeout.
+    /// Segments whose retransmission was found lost (bytes sent after it arrived first), in SACK recovery or
+    /// while sending again after a timeout, and sent again without waiting for the retransmission timeout.
     public var lostRetransmissions: Int
     /// Times the reordering window passed with a hole still below SACKed data, which then counted as lost.
     public var reorderingWindowLosses: Int
+    /// Times the peer's cumulative ACK stopped at bytes it had SACKed (it discarded them): the SACKs were
+    /// forgotten and the data sent again.
+    public var sackRenegings: Int
 
     public var description: String {
         "\(state) una \(sendUnacknowledged) nxt \(sendNext) max \(sendMaximum) wnd \(sendWindow) rcv.nxt \(receiveNext) "
             + "cwnd \(congestionWindow) ssthresh \(slowStartThreshold == .max ? -1 : slowStartThreshold) srtt \(smoothedRTT / 1000) µs "
             + "rto \(retransmissionTimeout / 1_000_000) ms timeouts \(consecutiveTimeouts) recovery \(inRecovery) queued \(queuedBytes) "
             + "fast recoveries \(fastRecoveries) timeouts total \(timeouts) loss probes \(lossProbes) (\(lossProbeRepairs) repaired) "
-            + "lost retransmissions \(lostRetransmissions) reordering-window losses \(reorderingWindowLosses)"
+            + "lost retransmissions \(lostRetransmissions) reordering-window losses \(reorderingWindowLosses) "
+            + "SACK renegings \(sackRenegings)"
     }
 }
 
@@ -248,10 +252,12 @@ public struct LossRecoveryCounts: Sendable, Hashable {
     /// Tail loss probes sent, and those whose ACK showed they repaired a loss.
     public var lossProbes = 0
     public var lossProbeRepairs = 0
-    /// Segments whose retransmission was found lost in SACK recovery and sent again before the RTO.
+    /// Segments whose retransmission was found lost and sent again before the RTO.
     public var lostRetransmissions = 0
     /// Times the reordering window passed with a hole still below SACKed data.
     public var reorderingWindowLosses = 0
+    /// Times a peer's cumulative ACK stopped at bytes it had SACKed.
+    public var sackRenegings = 0
 
     public init() {}
 
@@ -263,5 +269,6 @@ public struct LossRecoveryCounts: Sendable, Hashable {
         lossProbeRepairs += info.lossProbeRepairs
         lostRetransmissions += info.lostRetransmissions
         reorderingWindowLosses += info.reorderingWindowLosses
+        sackRenegings += info.sackRenegings
     }
 }
