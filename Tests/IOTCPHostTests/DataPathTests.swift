@@ -202,11 +202,11 @@ struct SendCommandTests {
         let info = try #require(script.engine.info(of: handle))
         #expect(info.sendNext == SequenceNumber(iss &+ 1) + head.count + 5000)
 
-        // The whole lot is lost. From the ECHO, a tail loss probe (10 ms: the handshake's RTT is ~0) asks the NIC
-        // for the last segment again (RFC 8985 §7.3); nothing answers it.
+        // The whole lot is lost. From the ECHO, a tail loss probe (just over 2 ms: the handshake's RTT is ~0) asks
+        // the NIC for the last segment again (RFC 8985 §7.3); nothing answers it.
         script.engine.handleEcho(flow: handle.flow, sequenceEnd: range.sequence + head.count + 5000, nicDelayNanoseconds: 0,
                                  now: script.now, output: &script.output)
-        #expect(script.advance(milliseconds: 9).isEmpty)
+        #expect(script.advance(milliseconds: 2).isEmpty)
         let probe = script.advance(milliseconds: 1)
         let dataEnd = SequenceNumber(iss &+ 1) + head.count + 5000
         #expect(probe.segments.isEmpty && probe.retransmits.map(\.0) == [dataEnd - 1448] && probe.retransmits.map(\.1) == [1448],

@@ -11,13 +11,14 @@ private extension ScriptedFlight {
 
 @Suite("Tail loss probes (RFC 8985 §7)")
 struct LossProbeTests {
-    @Test("the last two segments lost: a probe 10 ms after the last ACK, and its SACK starts recovery, long before the RTO")
+    @Test("the last two segments lost: a probe 2 ms after the last ACK, and its SACK starts recovery, long before the RTO")
     func tailLossRepairedByProbe() throws {
         var tail = try ScriptedFlight.tail()
-        #expect(tail.script.advance(milliseconds: 5).isEmpty)
+        #expect(tail.script.advance(milliseconds: 1).isEmpty)
         tail.acknowledge(through: 4)
-        // The handshake's RTT is ~0, so the probe timeout is its 10 ms floor, from the ACK.
-        #expect(tail.script.advance(milliseconds: 9).isEmpty)
+        // The handshake's RTT is ~0, so the probe timeout is its 2 ms allowance (and two round trips of
+        // microseconds), from the ACK.
+        #expect(tail.script.advance(milliseconds: 2).isEmpty)
         let probe = tail.script.advance(milliseconds: 1)
         #expect(probe.retransmits.map(\.0) == [tail.segment(5)] && probe.retransmits.map(\.1) == [1448], "the last segment, from the NIC")
         #expect(tail.info.lossProbes == 1)
@@ -97,9 +98,9 @@ struct LossProbeTests {
         #expect(tail.script.advance(milliseconds: 50).retransmits.isEmpty, "nothing is probed while the NIC holds data")
         tail.script.engine.handleEcho(flow: tail.handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length),
                                       nicDelayNanoseconds: 50_000_000, now: tail.script.now, output: &tail.script.output)
-        #expect(tail.script.advance(milliseconds: 9).isEmpty)
+        #expect(tail.script.advance(milliseconds: 2).isEmpty)
         let probe = tail.script.advance(milliseconds: 1)
-        #expect(probe.retransmits.map(\.0) == [tail.segment(6)], "10 ms after the ECHO, the new last segment")
+        #expect(probe.retransmits.map(\.0) == [tail.segment(6)], "2 ms after the ECHO, the new last segment")
     }
     @Test("recovery begun while the probe's timer runs turns it into the RTO: no probe in recovery (RFC 8985 §7.2)")
     func noProbeInRecovery() throws {
@@ -123,11 +124,11 @@ struct LossProbeTests {
         let sends = script.output.take().sends
         #expect(sends.map(\.1.length) == [6 * 1448, 2 * 1448], "two SENDs, both issued before either is on the wire")
         for (index, (_, range)) in sends.enumerated() {
-            if index > 0 { #expect(script.advance(milliseconds: 5).isEmpty) }
+            if index > 0 { #expect(script.advance(milliseconds: 1).isEmpty) }
             script.engine.handleEcho(flow: handle.flow, sequenceEnd: range.sequence + Int(range.length), nicDelayNanoseconds: 0,
                                      now: script.now, output: &script.output)
         }
-        #expect(script.advance(milliseconds: 9).isEmpty, "10 ms from the second ECHO, not from the first")
+        #expect(script.advance(milliseconds: 2).isEmpty, "2 ms from the second ECHO, not from the first")
         let probe = script.advance(milliseconds: 1)
         #expect(probe.retransmits.map(\.0) == [base + 7 * 1448])
     }
@@ -141,8 +142,8 @@ struct LossProbeTests {
         #expect(tail.script.advance(milliseconds: 300).isEmpty)
         tail.script.engine.handleEcho(flow: tail.handle.flow, sequenceEnd: send.1.sequence + Int(send.1.length),
                                       nicDelayNanoseconds: 300_000_000, now: tail.script.now, output: &tail.script.output)
-        #expect(tail.script.advance(milliseconds: 9).isEmpty)
-        #expect(tail.script.advance(milliseconds: 1).retransmits.map(\.0) == [tail.segment(7)], "the probe, 10 ms after the ECHO")
+        #expect(tail.script.advance(milliseconds: 2).isEmpty)
+        #expect(tail.script.advance(milliseconds: 1).retransmits.map(\.0) == [tail.segment(7)], "the probe, 2 ms after the ECHO")
         #expect(tail.info.timeouts == 0)
     }
 }

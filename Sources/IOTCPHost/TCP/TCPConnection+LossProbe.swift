@@ -12,9 +12,11 @@ import IOTCPCommon
 extension TCPConnection {
     /// RFC 8985's WCDelAckT: how long a receiver may hold the ACK of a single segment.
     static let worstCaseDelayedAck: UInt64 = 200 * Nanoseconds.millisecond
-    /// The shortest probe timeout (as Linux's 10 ms): with round trips of tens of microseconds, as inside one
-    /// machine, two of them are shorter than the scheduling noise of the receiver's ACKs.
-    static let minimumProbeTimeout: UInt64 = 10 * Nanoseconds.millisecond
+    /// Added to two round trips (as Linux adds two ticks): with round trips of tens of microseconds, as inside
+    /// one machine, two of them are shorter than the scheduling noise of the receiver's ACKs. Linux once took
+    /// 10 ms as the least probe timeout; on such paths that left a flight whose ACKs were lost idle for fifty
+    /// round trips, where a spurious probe costs one segment and a D-SACK.
+    static let probeTimeoutAllowance: UInt64 = 2 * Nanoseconds.millisecond
 
     /// Arms the retransmission timer from `now`, after new data reached the wire or new data was
     /// acknowledged: as a loss probe's timeout when one may go and it comes before the RTO (RFC 8985 §7.2),
@@ -46,7 +48,7 @@ extension TCPConnection {
         case .established, .closeWait, .finWait1, .closing, .lastAck: break
         default: return nil
         }
-        var timeout = max(2 * rtt.smoothed, Self.minimumProbeTimeout)
+        var timeout = 2 * rtt.smoothed + Self.probeTimeoutAllowance
         // A single segment outstanding may be waiting for the receiver's delayed ACK.
         if sendMaximum - sendUnacknowledged <= segmentSize { timeout += Self.worstCaseDelayedAck }
         return timeout
