@@ -337,6 +337,36 @@ struct AfterTimeoutTests {
         #expect(flight.info.timeouts == 1)
     }
 
+    @Test("a late ACK whose block reaches below SND.UNA is ignored: what it claims is not skipped at the next timeout")
+    func lateBlockBelowUnacknowledged() throws {
+        var flight = try timedOut()
+        flight.script.advance(milliseconds: 20)
+        // Segment 0 arrives; the peer holds 1-4 and has discarded 5-9: its ACK stops at 5.
+        let after = flight.acknowledge(through: 5)
+        #expect(after.retransmits.first?.0 == flight.segment(5))
+        // An older ACK from before the discard arrives late, SACKing 1-9.
+        flight.acknowledge(through: 0, sack: [(1, 10)])
+        #expect(flight.info.sendUnacknowledged == flight.segment(5))
+        // The retransmissions from 5 are lost: the next timeout sends 5 again, not nothing.
+        let second = flight.script.advance(milliseconds: 2_000)
+        #expect(second.retransmits.first?.0 == flight.segment(5) && flight.info.timeouts == 2)
+        flight.acknowledge(through: 10)
+        #expect(flight.info.sendUnacknowledged == flight.segment(10))
+    }
+
+    @Test("no loss probe while sending again after a timeout: its verdict would lower the window a second time")
+    func noProbeAfterTimeout() throws {
+        var flight = try timedOut()
+        flight.script.engine.configuration.tailLossProbes = true  // off only for the silence before the timeout
+        flight.script.advance(milliseconds: 20)
+        #expect(flight.acknowledge(through: 1, sack: [(2, 10)]).retransmits.map(\.0) == [flight.segment(1)])
+        // New data goes (SND.NXT skipped the SACKed tail) and reaches the wire: no probe is armed for it.
+        try flight.write(segments: 1, at: 10)
+        #expect(flight.info.sendMaximum == flight.segment(11))
+        #expect(flight.script.advance(milliseconds: 100).retransmits.isEmpty, "2 SRTT + 2 ms passed: no probe")
+        #expect(flight.info.lossProbes == 0)
+    }
+
     @Test("a cumulative ACK that stops at SACKed bytes (the peer discarded them): SACKs forgotten, the bytes sent again within half an RTT")
     func reneging() throws {
         var configuration = TCPConfiguration()

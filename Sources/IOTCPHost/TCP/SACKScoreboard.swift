@@ -10,18 +10,18 @@ struct SACKScoreboard {
 
     var isEmpty: Bool { blocks.isEmpty }
 
-    /// Takes the blocks of one ACK, ignoring those that are stale, claim what was never sent, or start below
-    /// the ACK's own cumulative acknowledgment (RFC 2883's D-SACK; no receiver holds out of order what it
-    /// acknowledges). Returns the first byte and the end of what they newly cover (nil when nothing is new):
-    /// lost retransmission detection asks whether bytes sent after a retransmission arrived before it.
+    /// Takes the blocks of one ACK, ignoring those that claim what was never sent or start below
+    /// `unacknowledged` (the later of SND.UNA and the ACK's own acknowledgment): RFC 2883's D-SACKs, blocks
+    /// of an older ACK that arrived late, and anything claiming to hold out of order what is acknowledged
+    /// (a block that started at SND.UNA would be skipped by every retransmission and never acknowledged).
+    /// Returns the first byte and the end of what they newly cover (nil when nothing is new): lost
+    /// retransmission detection asks whether bytes sent after a retransmission arrived before it.
     @discardableResult
-    mutating func record(_ reported: SACKBlockList, acknowledgment: SequenceNumber, unacknowledged: SequenceNumber,
-                         sendMaximum: SequenceNumber) -> NewlyCovered? {
+    mutating func record(_ reported: SACKBlockList, unacknowledged: SequenceNumber, sendMaximum: SequenceNumber) -> NewlyCovered? {
         var newly: NewlyCovered?
         for block in reported {
-            guard block.left < block.right, block.right <= sendMaximum, block.right > unacknowledged,
-                  block.left >= acknowledgment else { continue }
-            let left = SequenceNumber.max(block.left, unacknowledged)
+            guard block.left < block.right, block.right <= sendMaximum, block.left > unacknowledged else { continue }
+            let left = block.left
             let uncovered = uncovered(from: left, to: block.right)
             // A block past the limit is dropped: it must not count as news on every ACK that repeats it.
             guard blocks.insertMerging(SACKBlock(left: left, right: block.right), limit: Self.maximumBlocks) != nil,
@@ -145,18 +145,22 @@ struct SACKScoreboard {
     }
 
     /// RFC 6675 SetPipe, by ranges: of the `outstanding` bytes from `unacknowledged`, those neither SACKed nor
-    /// lost, plus the lost ones already retransmitted (below `highRetransmitted`).
+    /// lost, plus the lost ones already retransmitted (below `highRetransmitted`). Only what lies below SND.NXT
+    /// (`unacknowledged + outstanding`) counts: after a Packet Too Big SND.NXT goes back below SACKed data.
     func pipe(outstanding: Int, unacknowledged: SequenceNumber, highRetransmitted: SequenceNumber, threshold: Int,
               lostBelow: SequenceNumber? = nil) -> Int {
+        let end = unacknowledged + outstanding
         var lostNotRetransmitted = 0
         var cursor = unacknowledged
         for block in blocks {
-            if cursor < block.left, isLost(cursor, threshold: threshold, lostBelow: lostBelow) {
+            let holeEnd = SequenceNumber.min(block.left, end)
+            if cursor < holeEnd, isLost(cursor, threshold: threshold, lostBelow: lostBelow) {
                 let holeStart = SequenceNumber.max(cursor, highRetransmitted)
-                if holeStart < block.left { lostNotRetransmitted += block.left - holeStart }
+                if holeStart < holeEnd { lostNotRetransmitted += holeEnd - holeStart }
             }
             cursor = SequenceNumber.max(cursor, block.right)
+            if cursor >= end { break }
         }
-        return max(outstanding - sackedBytes - lostNotRetransmitted, 0)
+        return max(outstanding - sackedBytes(below: end) - lostNotRetransmitted, 0)
     }
 }

@@ -196,8 +196,7 @@ extension TCPConnection {
         var newlySACKed: SACKScoreboard.NewlyCovered?
         if sackEnabled && !segment.options.sackBlocks.isEmpty {
             // Against this ACK, not the last: a D-SACK of what it acknowledges is no news (RFC 2883).
-            newlySACKed = scoreboard.record(segment.options.sackBlocks, acknowledgment: ack,
-                                            unacknowledged: SequenceNumber.max(ack, sendUnacknowledged),
+            newlySACKed = scoreboard.record(segment.options.sackBlocks, unacknowledged: SequenceNumber.max(ack, sendUnacknowledged),
                                             sendMaximum: sendMaximum)
         }
 
@@ -206,8 +205,10 @@ extension TCPConnection {
         if ack > sendUnacknowledged {
             if consecutiveTimeouts > 0 { sampleRetransmission(echo: segment.options.timestamps?.echoReply, now: now, configuration: configuration) }
             newlyAcknowledged(through: ack, now: now, configuration: configuration, output: &output)
-            if scoreboard.blocks.first.map({ $0.left <= sendUnacknowledged }) ?? false { sackReneged(now: now) }
         }
+        // After every ACK, not only one that moves SND.UNA: SACKed bytes at SND.UNA can never be acknowledged
+        // while every retransmission skips them.
+        if let first = scoreboard.blocks.first, first.left <= sendUnacknowledged { sackReneged(now: now) }
         let duplicate: Bool
         if sackEnabled && !segment.options.sackBlocks.isEmpty {
             // RFC 6675 §2's duplicate ACK: one that SACKs bytes not SACKed before, even if it carries data,
@@ -416,7 +417,7 @@ extension TCPConnection {
         scoreboard.clear()
         reorderLostBelow = nil
         sackRenegings &+= 1
-        armRetransmit(at: now + max(rtt.smoothed / 2, Self.renegingTimeout))
+        armRetransmit(at: now + max(rtt.smoothed / 2, Self.renegingTimeout), as: .reneged)
     }
 
     static let renegingTimeout: UInt64 = 10 * Nanoseconds.millisecond

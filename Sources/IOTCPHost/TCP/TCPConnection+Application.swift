@@ -227,8 +227,8 @@ extension TCPConnection {
         // probe's (RFC 8985 §7.2 restarts it when new data is sent, and file data is sent when ECHOed).
         if retransmitTimerKind == .awaitingEcho, sendUnacknowledged < sendMaximum {
             armLossTimer(now: now, configuration: configuration)
-        } else if newOnTheWire, let deadline = timers[.retransmit], let probe = probeTimeout(configuration: configuration),
-                  now + probe < deadline {
+        } else if newOnTheWire, retransmitTimerKind != .reneged, let deadline = timers[.retransmit],
+                  let probe = probeTimeout(configuration: configuration), now + probe < deadline {
             // The last of the data the NIC held is on the wire: the RTO keeps running, a probe may come first.
             armRetransmit(at: now + probe, as: .probe)
         }

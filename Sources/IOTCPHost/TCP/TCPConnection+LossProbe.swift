@@ -35,12 +35,13 @@ extension TCPConnection {
     }
 
     /// RFC 8985 §7.2's PTO, or nil when no probe may go: without SACK (its ACK could show nothing) or an RTT
-    /// sample, while a probe is unsettled, in recovery or after a timeout (those repair the flight already),
+    /// sample, while a probe is unsettled, in recovery or after a timeout until SND.UNA passes SND.MAX of then
+    /// (those repair the flight already, and a probe's verdict would lower the window a second time),
     /// while SND.NXT is behind SND.MAX (resending after a timeout or a Packet Too Big), into a closed window,
     /// with nothing outstanding, and while the NIC still holds file data of ours (the tail is not on the wire
     /// yet: its ECHO arms the probe, and a busy NIC does not wake the host for probes that could not go).
     func probeTimeout(configuration: TCPConfiguration) -> UInt64? {
-        guard configuration.tailLossProbes, sackEnabled, rtt.hasSample, probeEnd == nil, !inRecovery,
+        guard configuration.tailLossProbes, sackEnabled, rtt.hasSample, probeEnd == nil, !repairingLoss,
               consecutiveTimeouts == 0, sendUnacknowledged < sendMaximum, sendNext == sendMaximum, sendWindow > 0,
               unechoedBytes == 0
         else { return nil }

@@ -19,7 +19,8 @@ extension TCPConnection {
 
     /// After an ACK that SACKed new data.
     mutating func armReorderTimer(now: Instant, configuration: TCPConfiguration) {
-        guard sackEnabled, rtt.hasSample, retransmitTimerKind != .reorderingWindow, sendUnacknowledged < sendMaximum,
+        guard sackEnabled, rtt.hasSample, retransmitTimerKind != .reorderingWindow, retransmitTimerKind != .reneged,
+              sendUnacknowledged < sendMaximum,
               let highestSACKed = scoreboard.blocks.last?.right else { return }
         let firstSent = configuration.reorderingWindow && recoveryAllowed
             && (reorderLostBelow.map { $0 < highestSACKed } ?? true) && holeAwaitingEvidence

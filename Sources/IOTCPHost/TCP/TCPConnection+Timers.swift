@@ -20,7 +20,7 @@ extension TCPConnection {
                 sendLossProbe(now: now, configuration: configuration, output: &output)
             case .reorderingWindow:
                 reorderWindowPassed(now: now, configuration: configuration, output: &output)
-            case .timeout, .awaitingEcho:
+            case .timeout, .awaitingEcho, .reneged:
                 retransmissionTimeout(now: now, configuration: configuration, output: &output)
                 if state == .closed { return }
             }
@@ -101,6 +101,9 @@ extension TCPConnection {
         }
         if consecutiveTimeouts == 0 { retransmittingSince = now }
         consecutiveTimeouts += 1
+        // A second timeout in a row with SACKed data still held: forget it (RFC 2018's caution), in case the
+        // peer discarded it in a way no ACK showed; every unacknowledged byte goes again.
+        if consecutiveTimeouts > 1 { scoreboard.clear() }
         timeouts += 1
         rtt.backOff(configuration: configuration)
         timedSequence = nil

@@ -99,6 +99,9 @@ struct TCPConnection {
         case probe
         /// The reordering window (TCPConnection+ReorderTimer.swift).
         case reorderingWindow
+        /// The short timeout after the peer reneged on its SACKs (`sackReneged`): neither the reordering window
+        /// nor a probe takes its place, as either would re-arm the full RTO when it passed.
+        case reneged
     }
     /// This recovery's window already came down a second time for a lost retransmission (RFC 5681 §4.3:
     /// twice, not once for each one found).
