@@ -353,7 +353,8 @@ extension TCPConnection {
     /// SND.MAX as it was then. The peer's SACKs of what it already held come back at once and would start one
     /// on the first ACK, setting the window to a threshold above the timeout's one segment and sending every
     /// hole at once.
-    var recoveryAllowed: Bool { !recoveryBarredUntilPoint || sendUnacknowledged >= recoveryPoint }
+    /// (The flag falls when an ACK reaches the point: `newlyAcknowledged`.)
+    var recoveryAllowed: Bool { !recoveryBarredUntilPoint }
 
     /// In recovery, or sending again after a timeout until SND.UNA passes SND.MAX of then.
     var repairingLoss: Bool { inRecovery || !recoveryAllowed }

@@ -200,7 +200,8 @@ struct TCPConnection {
     /// The end of the last sub-MSS segment of application bytes sent (Minshall's Nagle).
     var unacknowledgedSmallSegmentEnd: SequenceNumber?
 
-    static let duplicateThreshold = 3
+    /// RFC 5681's and RFC 6675's DupThresh, the scoreboard's.
+    static var duplicateThreshold: Int { SACKScoreboard.duplicateThreshold }
 
     init(
         handle: TCPHandle, localAddress: IPAddress, remoteAddress: IPAddress, localPort: UInt16,
