@@ -21,10 +21,9 @@ struct SACKScoreboard {
         var newly: NewlyCovered?
         for block in reported {
             guard block.left < block.right, block.right <= sendMaximum, block.left > unacknowledged else { continue }
-            let left = block.left
-            let uncovered = uncovered(from: left, to: block.right)
+            let uncovered = uncovered(from: block.left, to: block.right)
             // A block past the limit is dropped: it must not count as news on every ACK that repeats it.
-            guard blocks.insertMerging(SACKBlock(left: left, right: block.right), limit: Self.maximumBlocks) != nil,
+            guard blocks.insertMerging(block, limit: Self.maximumBlocks) != nil,
                   let uncovered else { continue }
             newly = NewlyCovered(first: SequenceNumber.min(newly?.first ?? uncovered.first, uncovered.first),
                                  end: SequenceNumber.max(newly?.end ?? uncovered.end, uncovered.end))

@@ -206,8 +206,8 @@ extension TCPConnection {
             if consecutiveTimeouts > 0 { sampleRetransmission(echo: segment.options.timestamps?.echoReply, now: now, configuration: configuration) }
             newlyAcknowledged(through: ack, now: now, configuration: configuration, output: &output)
         }
-        // After every ACK, not only one that moves SND.UNA: SACKed bytes at SND.UNA can never be acknowledged
-        // while every retransmission skips them.
+        // SACKed bytes at SND.UNA can never be acknowledged while every retransmission skips them. `record`
+        // takes no block that starts there, so only a cumulative ACK into a block brings this about.
         if let first = scoreboard.blocks.first, first.left <= sendUnacknowledged { sackReneged(now: now) }
         let duplicate: Bool
         if sackEnabled && !segment.options.sackBlocks.isEmpty {

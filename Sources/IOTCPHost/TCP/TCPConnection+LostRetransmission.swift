@@ -39,7 +39,7 @@ extension TCPConnection {
 
     /// After an ACK's SACK blocks (`newly`: what they covered for the first time) and cumulative ACK were taken.
     /// New data SACKed past the latest retransmission but too little for IsLost waits for the reordering
-    /// window instead (`retransmissionAwaitingEvidence`, TCPConnection+ReorderTimer.swift).
+    /// window instead (`frontierAwaitingEvidence`, TCPConnection+ReorderTimer.swift).
     mutating func detectLostRetransmissions<O: CommandOutput>(
         newly: SACKScoreboard.NewlyCovered, now: Instant, configuration: TCPConfiguration, output: inout O
     ) {
@@ -56,20 +56,24 @@ extension TCPConnection {
 
     /// Sends again the holes below `boundary` (unSACKed ranges with a SACKed block above), all retransmitted
     /// once already (HighRxt passes only holes it sent, and after a timeout SND.NXT passes only SACKed bytes
-    /// unsent), if there are any.
+    /// unsent), if there are any; the next pass starts at `frontier`.
     mutating func resendLostRetransmissions<O: CommandOutput>(
         below boundary: SequenceNumber, frontier: SequenceNumber, now: Instant, configuration: TCPConfiguration, output: inout O
     ) {
-        guard let first = firstHole(below: boundary) else { return }
-        if inRecovery && !recoveryLoweredForLostRetransmission {
-            recoveryLoweredForLostRetransmission = true
-            congestion.onLossDetected(flight: congestion.window, now: now)
-        }
+        var firstHole: SequenceNumber?
         var cursor = sendUnacknowledged
         for block in scoreboard.blocks where block.right > cursor {
             guard cursor < boundary else { break }
-            var position = cursor
             let holeEnd = SequenceNumber.min(block.left, boundary)
+            if cursor < holeEnd && firstHole == nil {
+                firstHole = cursor
+                // In recovery the window comes down once more, before the first hole goes.
+                if inRecovery && !recoveryLoweredForLostRetransmission {
+                    recoveryLoweredForLostRetransmission = true
+                    congestion.onLossDetected(flight: congestion.window, now: now)
+                }
+            }
+            var position = cursor
             while position < holeEnd {
                 let sentTo = retransmitSpan(from: position, limit: min(holeEnd - position, segmentSize), now: now,
                                             configuration: configuration, output: &output)
@@ -79,21 +83,11 @@ extension TCPConnection {
             }
             cursor = SequenceNumber.max(cursor, block.right)
         }
+        guard let firstHole else { return }
         // SND.UNA's hole went again: its RTO counts from now (an RTO dating from the last cumulative ACK would
         // fire before this retransmission's ACK could come on a long path).
-        if first == sendUnacknowledged { armRetransmit(at: now + rtt.timeout) }
+        if firstHole == sendUnacknowledged { armRetransmit(at: now + rtt.timeout) }
         retransmissionPassStarted(at: frontier, now: now)
-    }
-
-    /// The first unSACKed byte from SND.UNA below `boundary` that a SACKed block follows, if any.
-    func firstHole(below boundary: SequenceNumber) -> SequenceNumber? {
-        var cursor = sendUnacknowledged
-        for block in scoreboard.blocks where block.right > cursor {
-            guard cursor < boundary else { return nil }
-            if cursor < block.left { return cursor }
-            cursor = block.right
-        }
-        return nil
     }
 
     /// The end of what the current repair has sent again, or nil when none is under way: HighRxt in

@@ -24,7 +24,7 @@ extension TCPConnection {
               let highestSACKed = scoreboard.blocks.last?.right else { return }
         let firstSent = configuration.reorderingWindow && recoveryAllowed
             && (reorderLostBelow.map { $0 < highestSACKed } ?? true) && holeAwaitingEvidence
-        guard firstSent || retransmissionAwaitingEvidence(highestSACKed: highestSACKed, configuration: configuration) else { return }
+        guard firstSent || frontierAwaitingEvidence(highestSACKed: highestSACKed, configuration: configuration) != nil else { return }
         let deadline = now + max(rtt.smoothed / 4, Self.minimumReorderingWindow)
         if let armed = timers[.retransmit], armed <= deadline { return }
         reorderEvidenceEnd = highestSACKed
@@ -38,11 +38,12 @@ extension TCPConnection {
 
     /// Data first sent after the latest retransmission SACKed while a retransmitted hole stays, too little for
     /// IsLost (lost retransmission detection's first rule, TCPConnection+LostRetransmission.swift): RACK
-    /// would call the retransmissions lost a reordering window on, and so does this.
-    func retransmissionAwaitingEvidence(highestSACKed: SequenceNumber, configuration: TCPConfiguration) -> Bool {
+    /// would call the retransmissions lost a reordering window on, and so does this. Returns the retransmitted
+    /// frontier when so.
+    func frontierAwaitingEvidence(highestSACKed: SequenceNumber, configuration: TCPConfiguration) -> SequenceNumber? {
         guard configuration.lostRetransmissionDetection, highestSACKed > retransmissionRoundMark,
-              let frontier = retransmittedFrontier else { return false }
-        return sendUnacknowledged < frontier
+              let frontier = retransmittedFrontier, sendUnacknowledged < frontier else { return nil }
+        return frontier
     }
 
     /// The window passed: what is still unSACKed below the evidence is lost; retransmissions below it too,
@@ -50,8 +51,7 @@ extension TCPConnection {
     mutating func reorderWindowPassed<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
         armRetransmit(at: now + rtt.timeout)
         guard sendUnacknowledged < reorderEvidenceEnd, !scoreboard.isEmpty else { return }
-        if retransmissionAwaitingEvidence(highestSACKed: reorderEvidenceEnd, configuration: configuration),
-           let frontier = retransmittedFrontier {
+        if let frontier = frontierAwaitingEvidence(highestSACKed: reorderEvidenceEnd, configuration: configuration) {
             resendLostRetransmissions(below: frontier, frontier: frontier, now: now, configuration: configuration, output: &output)
         }
         guard configuration.reorderingWindow, recoveryAllowed, holeAwaitingEvidence else { return }

@@ -87,7 +87,6 @@ extension TCPConnection {
                         let unsacked = (scoreboard.start(ofBlockAfter: sendNext) ?? sendMaximum) - sendNext
                         retransmit(from: sendNext, limit: min(piece.length, sendMaximum - sendNext, unsacked), now: now,
                                    configuration: configuration, output: &output)
-                        retransmissionSent(now: now)
                     } else {
                         guard let admitted = admittedFileLength(piece, besides: 0, inFlight: inFlight, configuration: configuration)
                         else { break sending }
@@ -129,9 +128,9 @@ extension TCPConnection {
                     emitBytes(SendQueue.Piece(sequence: piece.sequence, length: length, source: piece.source),
                               push: endOfQueue, now: now, output: &output)
                     advanceSent(by: length, now: now, timed: true, configuration: configuration)
-                    if isRetransmission { retransmissionSent(now: now) }
                     if length < segmentSize { unacknowledgedSmallSegmentEnd = sendNext }
                 }
+                if isRetransmission { retransmissionSent(now: now) }
                 sent = true
                 continue
             }
