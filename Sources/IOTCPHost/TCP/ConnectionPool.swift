@@ -75,7 +75,8 @@ final class ConnectionPool {
         return slot
     }
 
-    func insert(_ connection: TCPConnection, at slot: Int) {
+    /// Moves `connection` into `slot` (consumed: no copy of the block, no retain of what it holds).
+    func insert(_ connection: consuming TCPConnection, at slot: Int) {
         precondition(!live[slot], "slot \(slot) is in use")
         (base + slot).initialize(to: connection)
         live[slot] = true

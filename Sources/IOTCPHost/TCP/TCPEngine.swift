@@ -217,9 +217,10 @@ public final class TCPEngine {
         // it picks the next ephemeral port.
         connection.openedActively = true
         connection.open(now: now, configuration: configuration, output: &output)
-        install(connection, at: slot, key: key)
+        let handle = connection.handle
+        install(consume connection, at: slot, key: key)
         afterChange(slot)
-        return connection.handle
+        return handle
     }
 
     private func ephemeralPort(for address: IPAddress, remotePort: UInt16, now: Instant) throws(TCPError) -> UInt16 {
@@ -443,12 +444,12 @@ public final class TCPEngine {
     /// The addresses and ports of a connection.
     public func endpoints(of handle: TCPHandle) -> FlowEndpoints? {
         guard let slot = try? validSlot(handle) else { return nil }
-        return pool[slot].endpoints
+        return pool.inspect(slot) { $0.endpoints }
     }
 
     public func readableBytes(_ handle: TCPHandle) -> Int {
         guard let slot = try? validSlot(handle) else { return 0 }
-        return pool[slot].readableBytes
+        return pool.inspect(slot) { $0.readableBytes }
     }
 
     /// Calls `body` with each connection that has new events, and each listener with connections to
@@ -551,7 +552,7 @@ public final class TCPEngine {
             slot = Int(found)
         }
         if let slot, pool[slot].state == .timeWait, listeners[segment.destinationPort] != nil,
-           pool[slot].acceptsNewConnection(segment) {
+           pool.inspect(slot, { $0.acceptsNewConnection(segment) }) {
             // RFC 6191 (and RFC 1122 §4.2.2.13): a SYN that is certainly newer than the old connection ends
             // its TIME-WAIT and opens a new one, as a client reusing its port expects.
             statistics.timeWaitReopened += 1
@@ -731,7 +732,7 @@ public final class TCPEngine {
                                                    remotePort: segment.sourcePort, state: .synReceived, now: now,
                                                    listenerPort: segment.destinationPort)
                     connection.acceptSynchronize(segment, now: now, configuration: configuration, output: &output)
-                    install(connection, at: slot, key: key)
+                    install(consume connection, at: slot, key: key)
                     afterChange(slot)
                 } else {
                     // The backlog is full: answer statelessly, with the state folded into the ISN (RFC 4987 §3.6).
@@ -795,7 +796,7 @@ public final class TCPEngine {
         connection.establishFromCookie(segment, peerSegmentSize: cookie.peerSegmentSize, windowShift: cookie.windowShift,
                                        sack: cookie.selectiveAcknowledgments, roundTrip: cookie.handshakeRoundTrip, now: now,
                                        configuration: configuration, output: &output)
-        install(connection, at: slot, key: key)
+        install(consume connection, at: slot, key: key)
         // The ACK may carry data (and a FIN): process it as the first segment of the connection.
         if !payload.isEmpty || segment.flags.contains(.fin) {
             pool[slot].handle(segment, payload: payload, now: now, configuration: configuration, output: &output)
@@ -871,16 +872,17 @@ public final class TCPEngine {
             throw .cannotSplice("the client and the backend are of two address families")
         }
         guard ipv4 || ipv6SplicingOnNIC else { throw .cannotSplice("the NIC does not splice IPv6 connections") }
-        if let why = pool[clientSlot].spliceRefusal(asBackend: false, configuration: configuration) {
+        let configuration = configuration
+        if let why = pool.inspect(clientSlot, { $0.spliceRefusal(asBackend: false, configuration: configuration) }) {
             throw .cannotSplice("the client connection: \(why)")
         }
-        if let why = pool[backendSlot].spliceRefusal(asBackend: true, configuration: configuration) {
+        if let why = pool.inspect(backendSlot, { $0.spliceRefusal(asBackend: true, configuration: configuration) }) {
             throw .cannotSplice("the backend connection: \(why)")
         }
         guard pool[clientSlot].timestampsEnabled == pool[backendSlot].timestampsEnabled else {
             throw .cannotSplice("one connection uses timestamps and the other does not")
         }
-        let unread = pool[clientSlot].readableBytes
+        let unread = pool.inspect(clientSlot) { $0.readableBytes }
         let headLimit = min(maximumHeadLength, SpliceParameters.maximumHeadLength)
         guard head.count + unread <= headLimit else {
             throw .cannotSplice("\(head.count + unread) bytes of head, more than \(headLimit)")
@@ -990,10 +992,11 @@ public final class TCPEngine {
     }
 
     /// Puts a new connection in its slot and the endpoint index; counts it, and its listener's pending.
-    private func install(_ connection: TCPConnection, at slot: Int, key: EndpointKey) {
+    private func install(_ connection: consuming TCPConnection, at slot: Int, key: EndpointKey) {
+        let listenerPort = connection.listenerPort
         pool.insert(connection, at: slot)
         byEndpoints[key] = Int32(slot)
-        if let port = connection.listenerPort { listeners[port]!.pending += 1 }
+        if let port = listenerPort { listeners[port]!.pending += 1 }
         statistics.connectionsOpened += 1
     }
 
