@@ -19,7 +19,7 @@ struct CloseTests {
         let ack = try #require(last.segments.first)
         #expect(ack.flags == .ack && ack.acknowledgment == SequenceNumber(1002))
         #expect(script.engine.state(of: handle) == .timeWait)
-        #expect(last.contains { if case .flowClose = $0 { true } else { false } }, "the NIC forgets the flow at TIME-WAIT")
+        #expect(!last.contains { if case .flowClose = $0 { true } else { false } }, "no file data sent: the NIC never had a flow")
         // A retransmitted FIN in TIME-WAIT is ACKed again.
         let again = script.inject(sequence: 1001, acknowledgment: iss &+ 2, flags: [.fin, .ack], options: script.peerTimestamps(2002))
         #expect(try #require(again.segments.first).acknowledgment == SequenceNumber(1002))
@@ -58,6 +58,39 @@ struct CloseTests {
         #expect(script.engine.state(of: handle) == .closing)
         script.inject(sequence: 1002, acknowledgment: iss &+ 2, flags: .ack, options: script.peerTimestamps(2001))
         #expect(script.engine.state(of: handle) == .timeWait)
+    }
+
+    @Test("the NIC has a flow from the first data (FLOW_OPEN just before it) to TIME-WAIT (FLOW_CLOSE), and only then")
+    func flowFromFirstDataToTimeWait() throws {
+        var script = Script()
+        let (handle, iss) = try establishPassive(&script)
+        _ = script.output.take()
+        // The request's ACK alone opens nothing.
+        let quiet = script.inject(sequence: 1001, acknowledgment: iss &+ 1, flags: [.ack, .psh], options: script.peerTimestamps(1998),
+                                  payload: Array("GET / HTTP/1.1\r\n\r\n".utf8))
+            + script.advance(milliseconds: 200)
+        #expect(quiet.segments.contains { $0.flags == .ack }, "the delayed ACK went")
+        #expect(!quiet.contains { if case .flowOpen = $0 { true } else { false } }, "an ACK needs no flow")
+        _ = try Array("HTTP/1.1 200 OK\r\n\r\n".utf8).withUnsafeBytes { try script.engine.write(handle, $0, now: script.now, output: &script.output) }
+        var emitted = script.output.take()
+        let opened = emitted.firstIndex { if case .flowOpen(handle.flow, let endpoints) = $0 { endpoints.remotePort == 40000 } else { false } }
+        let head = emitted.firstIndex { if case .segment(let segment) = $0 { segment.payload.count == 19 } else { false } }
+        #expect(opened != nil && head != nil && opened! < head!, "the first data packet opens the flow, before it leaves")
+        script.inject(sequence: 1019, acknowledgment: iss &+ 20, flags: .ack, options: script.peerTimestamps(1999))
+        _ = try script.writeFile(handle, length: 3000)
+        emitted = script.output.take()
+        #expect(emitted.sends.count == 1 && !emitted.contains { if case .flowOpen = $0 { true } else { false } }, "opened once")
+        script.engine.handleEcho(flow: handle.flow, sequenceEnd: SequenceNumber(iss &+ 20 &+ 3000), nicDelayNanoseconds: 0, now: script.now,
+                                 output: &script.output)
+        script.inject(sequence: 1019, acknowledgment: iss &+ 20 &+ 3000, flags: .ack, options: script.peerTimestamps(2000))
+        try script.engine.close(handle, now: script.now, output: &script.output)
+        script.inject(sequence: 1019, acknowledgment: iss &+ 20 &+ 3001, flags: .ack, options: script.peerTimestamps(2002))
+        #expect(script.engine.state(of: handle) == .finWait2)
+        let last = script.inject(sequence: 1019, acknowledgment: iss &+ 20 &+ 3001, flags: [.fin, .ack], options: script.peerTimestamps(2003))
+        #expect(script.engine.state(of: handle) == .timeWait)
+        #expect(last.filter { if case .flowClose(handle.flow) = $0 { true } else { false } }.count == 1, "the NIC forgets the flow at TIME-WAIT")
+        script.advance(milliseconds: 60_000)
+        #expect(script.engine.state(of: handle) == nil)
     }
 
     @Test("the FIN follows queued data, and a lost FIN is retransmitted")

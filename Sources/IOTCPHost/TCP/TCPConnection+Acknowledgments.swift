@@ -342,7 +342,8 @@ extension TCPConnection {
         let reportable = ack > dataEnd ? dataEnd : ack
         if reportable - acknowledgedReported >= configuration.acknowledgedBatchBytes
             || (reportable == dataEnd && reportable > acknowledgedReported) {
-            output.emit(.acknowledged(handle.flow, through: reportable))
+            // Only a flow the NIC knows holds bytes there to free.
+            if flowOpenOnNIC { output.emit(.acknowledged(handle.flow, through: reportable)) }
             if reportable == dataEnd { events.insert(.allAcknowledged) }
             acknowledgedReported = reportable
         }

@@ -218,6 +218,7 @@ extension TCPConnection {
         let carriesFin = last && finRequested && finSequence == nil && piece.source.isFile
         // A SEND leaves only after the NIC's read: an owed handshake ACK must not wait for the disk.
         if owesHandshakeAcknowledgment { sendAcknowledgment(now: now, output: &output) }
+        if !piece.source.isBytes { openFlowOnNIC(output: &output) }
         switch piece.source {
         case .file(let file, let offset):
             let template = template(lastFlags: last ? (carriesFin ? [.psh, .fin] : .psh) : [], now: now)
@@ -299,6 +300,7 @@ extension TCPConnection {
         guard sentLimit > 0, let piece = sendQueue.piece(at: start, limit: sentLimit) else { return start }
         switch piece.source {
         case .file, .records:
+            openFlowOnNIC(output: &output)
             output.emit(.retransmit(handle.flow, sequence: piece.sequence, length: UInt32(piece.length),
                                     template: template(lastFlags: [], now: now)))
             acknowledgmentSent()
@@ -328,6 +330,7 @@ extension TCPConnection {
     }
 
     mutating func emitBytes<O: CommandOutput>(_ piece: SendQueue.Piece, push: Bool, now: Instant, output: inout O) {
+        openFlowOnNIC(output: &output)
         let queue = sendQueue
         let advertised = windowField()
         emitSegment(sequence: piece.sequence, flags: push ? [.ack, .psh] : .ack, window: advertised,

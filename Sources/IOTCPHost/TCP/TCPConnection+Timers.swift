@@ -178,13 +178,17 @@ extension TCPConnection {
     }
 
     /// The NIC needs a flow only while data may still leave as SEND or RETRANSMIT: in TIME-WAIT and
-    /// CLOSED only host-built ACKs remain. Tells it once, whichever way the connection got there.
+    /// CLOSED only host-built ACKs remain. Tells it once (if it was told of the flow at all), whichever way
+    /// the connection got there.
     mutating func closeFlowOnNIC<O: CommandOutput>(output: inout O) {
-        guard flowOpenOnNIC, state == .timeWait || state == .closed else { return }
+        guard !flowEnded, state == .timeWait || state == .closed else { return }
         // A connection the NIC will end keeps its flow into TIME-WAIT: the TEARDOWN that follows names it.
         if endingOnNIC && state == .timeWait { return }
-        flowOpenOnNIC = false
-        output.emit(.flowClose(handle.flow, reason: error == nil ? 0 : 1))
+        flowEnded = true
+        if flowOpenOnNIC {
+            flowOpenOnNIC = false
+            output.emit(.flowClose(handle.flow, reason: error == nil ? 0 : 1))
+        }
         events.insert(.closed)
     }
 }

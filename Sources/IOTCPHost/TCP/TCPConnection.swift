@@ -195,8 +195,12 @@ struct TCPConnection {
     /// Bytes Limited Transmit lets past the congestion window until the next new ACK.
     var limitedTransmitAllowance = 0
     var timeouts = 0
-    /// FLOW_OPEN was sent and FLOW_CLOSE not yet.
-    var flowOpenOnNIC = true
+    /// FLOW_OPEN was sent and FLOW_CLOSE not yet. A flow is opened with the connection's first data
+    /// (`openFlowOnNIC`): a connection that sends none (a proxy's, spliced after its request) costs the NIC
+    /// no flow, and the channel no FLOW_OPEN and FLOW_CLOSE.
+    var flowOpenOnNIC = false
+    /// The connection reached TIME-WAIT or CLOSED and its flow, if it had one, was closed (`closeFlowOnNIC`).
+    var flowEnded = false
     /// The end of the last sub-MSS segment of application bytes sent (Minshall's Nagle).
     var unacknowledgedSmallSegmentEnd: SequenceNumber?
 
@@ -238,7 +242,6 @@ struct TCPConnection {
     /// Active open: send the SYN.
     mutating func open<O: CommandOutput>(now: Instant, configuration: TCPConfiguration, output: inout O) {
         timedAt = now
-        output.emit(.flowOpen(handle.flow, endpoints))
         sendSynchronize(now: now, configuration: configuration, output: &output)
         armRetransmit(at: now + rtt.timeout)
     }
@@ -249,7 +252,6 @@ struct TCPConnection {
     ) {
         adoptSynchronize(segment, configuration: configuration)
         timedAt = now
-        output.emit(.flowOpen(handle.flow, endpoints))
         sendSynchronize(now: now, configuration: configuration, output: &output)
         armRetransmit(at: now + rtt.timeout)
     }
@@ -289,8 +291,18 @@ struct TCPConnection {
         sendWindowUpdateSequence = segment.sequenceNumber
         sendWindowUpdateAcknowledgment = segment.acknowledgmentNumber
         state = .established
-        output.emit(.flowOpen(handle.flow, endpoints))
         refreshKeepalive(now: now, configuration: configuration)
+    }
+
+    /// Tells the NIC of the flow with the connection's first data, before the first command that needs it
+    /// (SEND, RETRANSMIT, SEND_RECORDS, TLS_KEYS, TEARDOWN), or the first data packet the host builds: from
+    /// then on the peer's segments come up tagged with it, found without hashing on either side. Until
+    /// then the NIC passes them up untagged (PACKET_IN with no flow, or ESTABLISHED while they verify as the
+    /// handshake's ACK) and the host finds the connection by its endpoints.
+    mutating func openFlowOnNIC<O: CommandOutput>(output: inout O) {
+        guard !flowOpenOnNIC, !flowEnded else { return }
+        flowOpenOnNIC = true
+        output.emit(.flowOpen(handle.flow, endpoints))
     }
 
     var endpoints: FlowEndpoints {

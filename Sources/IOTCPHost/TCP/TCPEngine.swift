@@ -283,6 +283,7 @@ public final class TCPEngine {
             throw .invalidArgument("TLS keys of \(keys.key.count) and \(keys.iv.count) bytes")
         }
         pool[slot].recordOverhead = keys.version.overhead
+        pool[slot].openFlowOnNIC(output: &output)
         output.emit(.tlsKeys(handle.flow, keys))
     }
 
@@ -821,6 +822,7 @@ public final class TCPEngine {
     private func handOverIfDone<O: CommandOutput>(_ slot: Int, now: Instant, output: inout O) -> Bool {
         guard pool.isLive(slot), pool[slot].readyForTeardown else { return false }
         let parameters = pool[slot].teardownParameters(now: now, configuration: configuration)
+        pool[slot].openFlowOnNIC(output: &output)
         output.emit(.teardown(pool[slot].handle.flow, parameters))
         statistics.endingsHandedOver += 1
         // Whoever holds resources for its data (offloaded files) hears it is settled.
