@@ -24,6 +24,26 @@ struct RecentHandOversTests {
         #expect(table.lookUp(44, now: start) == nil && table.lookUp(0, now: start) == nil)
     }
 
+    @Test("endpoints handed over again and again among expiring others: the newest hand-over is always the one found")
+    func repeatedHandOvers() {
+        var table = RecentHandOvers(grace: 2 * second)
+        var now = Instant.milliseconds(1_000)
+        // Keys 0..<40 come back every half second, each time with a new ISN, while keys of their own expire
+        // around them, so probe sequences hold expired slots ahead of a key's earlier, still live, entry.
+        for round in 1...40 {
+            for key in UInt64(1)...40 {
+                table.insert(key << 20, peerInitialSequence: SequenceNumber(UInt32(round)), now: now)
+                table.insert(key << 20 | UInt64(round), peerInitialSequence: SequenceNumber(0), now: now)
+            }
+            for key in UInt64(1)...40 {
+                let found = table.lookUp(key << 20, now: now)
+                #expect(found?.peerInitialSequence == SequenceNumber(UInt32(round)) && found?.at == now, "key \(key), round \(round)")
+            }
+            #expect(table.lookUp(UInt64(7) << 20 | UInt64(max(round - 4, 0)), now: now) == nil || round <= 4)
+            now = now + second / 2
+        }
+    }
+
     @Test("a steady rate of hand-overs: every live one found, expired ones reused, the table sized to the live ones")
     func steadyRate() {
         var table = RecentHandOvers(grace: 2 * second)

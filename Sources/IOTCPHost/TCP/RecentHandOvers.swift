@@ -60,27 +60,25 @@ struct RecentHandOvers<Key: Hashable> {
     }
 
     /// Remembers that `key` was handed over at `now` (replacing an earlier hand-over of the same endpoints).
+    ///
+    /// The entry goes into the first expired slot of its probe sequence, or the first unused one, without
+    /// walking the rest of the sequence: an earlier entry of the same key found first is replaced, and one
+    /// further on stays behind the new one, which `lookUp` meets first, until it expires too.
     mutating func insert(_ key: Key, peerInitialSequence: SequenceNumber, now: Instant) {
         insertsSinceRebuild += 1
         if (used + 1) * 2 > slots.count || insertsSinceRebuild > slots.count { rebuild(now: now) }
         let entry = Entry(key: key, at: now, peerInitialSequence: peerInitialSequence, used: true)
         let mask = slots.count - 1
         var index = Self.hash(key) & mask
-        var reusable: Int?
         while slots[index].used {
-            if slots[index].key == key {
+            if slots[index].key == key || now - slots[index].at >= grace {
                 slots[index] = entry
                 return
             }
-            if reusable == nil && now - slots[index].at >= grace { reusable = index }
             index = (index + 1) & mask
         }
-        if let reusable {
-            slots[reusable] = entry
-        } else {
-            slots[index] = entry
-            used += 1
-        }
+        slots[index] = entry
+        used += 1
     }
 
     /// Rebuilds the table with only its live entries, at four times their number (at least the minimum).
