@@ -19,7 +19,7 @@ struct CloseTests {
         let ack = try #require(last.segments.first)
         #expect(ack.flags == .ack && ack.acknowledgment == SequenceNumber(1002))
         #expect(script.engine.state(of: handle) == .timeWait)
-        #expect(!last.contains { if case .flowClose = $0 { true } else { false } }, "no file data sent: the NIC never had a flow")
+        #expect(last.contains { if case .flowClose = $0 { true } else { false } }, "the NIC forgets the flow at TIME-WAIT")
         // A retransmitted FIN in TIME-WAIT is ACKed again.
         let again = script.inject(sequence: 1001, acknowledgment: iss &+ 2, flags: [.fin, .ack], options: script.peerTimestamps(2002))
         #expect(try #require(again.segments.first).acknowledgment == SequenceNumber(1002))
@@ -60,37 +60,52 @@ struct CloseTests {
         #expect(script.engine.state(of: handle) == .timeWait)
     }
 
-    @Test("the NIC has a flow from the first data (FLOW_OPEN just before it) to TIME-WAIT (FLOW_CLOSE), and only then")
-    func flowFromFirstDataToTimeWait() throws {
-        var script = Script()
-        let (handle, iss) = try establishPassive(&script)
-        _ = script.output.take()
-        // The request's ACK alone opens nothing.
-        let quiet = script.inject(sequence: 1001, acknowledgment: iss &+ 1, flags: [.ack, .psh], options: script.peerTimestamps(1998),
-                                  payload: Array("GET / HTTP/1.1\r\n\r\n".utf8))
-            + script.advance(milliseconds: 200)
-        #expect(quiet.segments.contains { $0.flags == .ack }, "the delayed ACK went")
-        #expect(!quiet.contains { if case .flowOpen = $0 { true } else { false } }, "an ACK needs no flow")
-        _ = try Array("HTTP/1.1 200 OK\r\n\r\n".utf8).withUnsafeBytes { try script.engine.write(handle, $0, now: script.now, output: &script.output) }
+    @Test("a connection this host opened has a NIC flow from its first data (FLOW_OPEN just before it) to TIME-WAIT, and none if it sends none")
+    func activeFlowFromFirstData() throws {
+        var configuration = TCPConfiguration()
+        configuration.acknowledgeConnectWithData = false
+        var script = Script(configuration: configuration)
+        let handle = try script.engine.connect(to: Script.remote, port: 8080, now: script.now, output: &script.output)
+        let opening = script.output.take()
+        let syn = try #require(opening.segments.first)
+        #expect(!opening.contains { if case .flowOpen = $0 { true } else { false } }, "no flow for the SYN")
+        script.remotePort = 8080
+        script.localPort = syn.tcp.sourcePort
+        let iss = syn.sequence.rawValue
+        let established = script.inject(sequence: 5000, acknowledgment: iss &+ 1, flags: [.syn, .ack], options: Script.linuxSynOptions(timestamp: 77))
+        #expect(script.engine.state(of: handle) == .established)
+        #expect(!established.contains { if case .flowOpen = $0 { true } else { false } }, "none for the handshake's ACK")
+        _ = try Array("GET / HTTP/1.1\r\n\r\n".utf8).withUnsafeBytes { try script.engine.write(handle, $0, now: script.now, output: &script.output) }
         var emitted = script.output.take()
-        let opened = emitted.firstIndex { if case .flowOpen(handle.flow, let endpoints) = $0 { endpoints.remotePort == 40000 } else { false } }
-        let head = emitted.firstIndex { if case .segment(let segment) = $0 { segment.payload.count == 19 } else { false } }
-        #expect(opened != nil && head != nil && opened! < head!, "the first data packet opens the flow, before it leaves")
-        script.inject(sequence: 1019, acknowledgment: iss &+ 20, flags: .ack, options: script.peerTimestamps(1999))
+        let opened = emitted.firstIndex { if case .flowOpen(handle.flow, let endpoints) = $0 { endpoints.remotePort == 8080 } else { false } }
+        let request = emitted.firstIndex { if case .segment(let segment) = $0 { segment.payload.count == 18 } else { false } }
+        #expect(opened != nil && request != nil && opened! < request!, "the first data packet opens the flow, before it leaves")
+        script.inject(sequence: 5001, acknowledgment: iss &+ 19, flags: .ack, options: script.peerTimestamps(78))
         _ = try script.writeFile(handle, length: 3000)
         emitted = script.output.take()
         #expect(emitted.sends.count == 1 && !emitted.contains { if case .flowOpen = $0 { true } else { false } }, "opened once")
-        script.engine.handleEcho(flow: handle.flow, sequenceEnd: SequenceNumber(iss &+ 20 &+ 3000), nicDelayNanoseconds: 0, now: script.now,
+        script.engine.handleEcho(flow: handle.flow, sequenceEnd: SequenceNumber(iss &+ 19 &+ 3000), nicDelayNanoseconds: 0, now: script.now,
                                  output: &script.output)
-        script.inject(sequence: 1019, acknowledgment: iss &+ 20 &+ 3000, flags: .ack, options: script.peerTimestamps(2000))
+        script.inject(sequence: 5001, acknowledgment: iss &+ 19 &+ 3000, flags: .ack, options: script.peerTimestamps(79))
         try script.engine.close(handle, now: script.now, output: &script.output)
-        script.inject(sequence: 1019, acknowledgment: iss &+ 20 &+ 3001, flags: .ack, options: script.peerTimestamps(2002))
+        script.inject(sequence: 5001, acknowledgment: iss &+ 19 &+ 3001, flags: .ack, options: script.peerTimestamps(80))
         #expect(script.engine.state(of: handle) == .finWait2)
-        let last = script.inject(sequence: 1019, acknowledgment: iss &+ 20 &+ 3001, flags: [.fin, .ack], options: script.peerTimestamps(2003))
+        let last = script.inject(sequence: 5001, acknowledgment: iss &+ 19 &+ 3001, flags: [.fin, .ack], options: script.peerTimestamps(81))
         #expect(script.engine.state(of: handle) == .timeWait)
         #expect(last.filter { if case .flowClose(handle.flow) = $0 { true } else { false } }.count == 1, "the NIC forgets the flow at TIME-WAIT")
-        script.advance(milliseconds: 60_000)
-        #expect(script.engine.state(of: handle) == nil)
+
+        // A second connection sends nothing: no flow, no FLOW_CLOSE, and still closed and freed.
+        let quiet = try script.engine.connect(to: Script.remote, port: 8080, now: script.now, output: &script.output)
+        let quietSyn = try #require(script.output.take().segments.first)
+        script.localPort = quietSyn.tcp.sourcePort
+        script.inject(sequence: 9000, acknowledgment: quietSyn.sequence.rawValue &+ 1, flags: [.syn, .ack], options: Script.linuxSynOptions(timestamp: 90))
+        script.engine.drainEvents { _, _ in }
+        let reset = script.inject(sequence: 9001, acknowledgment: quietSyn.sequence.rawValue &+ 1, flags: [.rst, .ack])
+        #expect(script.engine.state(of: quiet) == .closed)
+        #expect(!reset.contains { if case .flowClose = $0 { true } else { false } }, "no flow was opened")
+        var events: TCPEvents = []
+        script.engine.drainEvents { handle, new in if handle == quiet { events.formUnion(new) } }
+        #expect(events.contains(.closed), "reported closed without a flow")
     }
 
     @Test("the FIN follows queued data, and a lost FIN is retransmitted")

@@ -24,7 +24,7 @@ struct HandshakeTests {
         var script = Script()
         _ = try script.engine.listen(port: 80)
         let emitted = script.inject(sequence: 1000, flags: .syn, options: Script.linuxSynOptions())
-        #expect(!emitted.contains { if case .flowOpen = $0 { true } else { false } }, "no flow on the NIC until a SEND needs one")
+        #expect(emitted.contains { if case .flowOpen(FlowID(1), let endpoints) = $0 { endpoints.remotePort == 40000 } else { false } })
         let synAck = try #require(emitted.segments.first)
         #expect(emitted.segments.count == 1)
         #expect(synAck.flags == [.syn, .ack])

@@ -195,9 +195,10 @@ struct TCPConnection {
     /// Bytes Limited Transmit lets past the congestion window until the next new ACK.
     var limitedTransmitAllowance = 0
     var timeouts = 0
-    /// FLOW_OPEN was sent and FLOW_CLOSE not yet. A flow is opened with the connection's first data
-    /// (`openFlowOnNIC`): a connection that sends none (a proxy's, spliced after its request) costs the NIC
-    /// no flow, and the channel no FLOW_OPEN and FLOW_CLOSE.
+    /// FLOW_OPEN was sent and FLOW_CLOSE not yet. A connection accepted from a listener has its flow from
+    /// the handshake; one this host opened gets it with its first data (`openFlowOnNIC`), so a backend
+    /// connection that sends none (a proxy's, spliced after its first request) costs the NIC no flow, and
+    /// the channel no FLOW_OPEN and FLOW_CLOSE.
     var flowOpenOnNIC = false
     /// The connection reached TIME-WAIT or CLOSED and its flow, if it had one, was closed (`closeFlowOnNIC`).
     var flowEnded = false
@@ -252,6 +253,7 @@ struct TCPConnection {
     ) {
         adoptSynchronize(segment, configuration: configuration)
         timedAt = now
+        openFlowOnNIC(output: &output)
         sendSynchronize(now: now, configuration: configuration, output: &output)
         armRetransmit(at: now + rtt.timeout)
     }
@@ -291,14 +293,21 @@ struct TCPConnection {
         sendWindowUpdateSequence = segment.sequenceNumber
         sendWindowUpdateAcknowledgment = segment.acknowledgmentNumber
         state = .established
+        openFlowOnNIC(output: &output)
         refreshKeepalive(now: now, configuration: configuration)
     }
 
-    /// Tells the NIC of the flow with the connection's first data, before the first command that needs it
-    /// (SEND, RETRANSMIT, SEND_RECORDS, TLS_KEYS, TEARDOWN), or the first data packet the host builds: from
-    /// then on the peer's segments come up tagged with it, found without hashing on either side. Until
-    /// then the NIC passes them up untagged (PACKET_IN with no flow, or ESTABLISHED while they verify as the
-    /// handshake's ACK) and the host finds the connection by its endpoints.
+    /// Tells the NIC of the flow: at the handshake of a connection accepted from a listener, and for one this
+    /// host opened with its first data, before the first command that needs it (SEND, RETRANSMIT,
+    /// SEND_RECORDS, TLS_KEYS, TEARDOWN) or the first data packet the host builds. From then on the peer's
+    /// segments come up tagged with it, found without hashing on either side; until then they come up
+    /// untagged and the host finds the connection by its endpoints.
+    ///
+    /// An accepted connection cannot wait: a port the NIC listens on answers SYNs of no flow with cookies
+    /// itself, so without one a client that lost its side of the connection (a reboot, a NAT reusing the
+    /// port) would get a cookie's SYN-ACK and then be taken for the stale connection, instead of the
+    /// challenge ACK (RFC 5961 §4) whose RST clears it. No port is listened on for connections this host
+    /// opens: their SYNs and segments always come up.
     mutating func openFlowOnNIC<O: CommandOutput>(output: inout O) {
         guard !flowOpenOnNIC, !flowEnded else { return }
         flowOpenOnNIC = true
