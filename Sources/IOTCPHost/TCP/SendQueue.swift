@@ -16,12 +16,6 @@ struct SendQueue {
             if case .file = self { return true }
             return false
         }
-
-        /// Application bytes, which leave as host-built packets: the only source needing no flow on the NIC.
-        var isBytes: Bool {
-            if case .bytes = self { return true }
-            return false
-        }
     }
 
     struct Entry: Equatable {

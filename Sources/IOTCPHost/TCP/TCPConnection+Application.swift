@@ -239,17 +239,6 @@ extension TCPConnection {
     /// File data handed to the NIC and not yet reported on the wire.
     var unechoedBytes: Int { sendIssuedEnd > echoedEnd ? sendIssuedEnd - echoedEnd : 0 }
 
-    /// This connection's loss recovery counters, for the engine's totals (the whole `info` is not needed).
-    func addLossRecovery(to counts: inout LossRecoveryCounts) {
-        counts.timeouts += timeouts
-        counts.fastRecoveries += fastRecoveries
-        counts.lossProbes += lossProbes
-        counts.lossProbeRepairs += lossProbeRepairs
-        counts.lostRetransmissions += Int(lostRetransmissions)
-        counts.reorderingWindowLosses += Int(reorderingWindowLosses)
-        counts.sackRenegings += Int(sackRenegings)
-    }
-
     var info: TCPConnectionInfo {
         TCPConnectionInfo(
             state: state, sendUnacknowledged: sendUnacknowledged, sendNext: sendNext, sendMaximum: sendMaximum,

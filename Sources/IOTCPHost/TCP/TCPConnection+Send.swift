@@ -218,9 +218,9 @@ extension TCPConnection {
         let carriesFin = last && finRequested && finSequence == nil && piece.source.isFile
         // A SEND leaves only after the NIC's read: an owed handshake ACK must not wait for the disk.
         if owesHandshakeAcknowledgment { sendAcknowledgment(now: now, output: &output) }
-        if !piece.source.isBytes { openFlowOnNIC(output: &output) }
         switch piece.source {
         case .file(let file, let offset):
+            openFlowOnNIC(output: &output)
             let template = template(lastFlags: last ? (carriesFin ? [.psh, .fin] : .psh) : [], now: now)
             if let head {
                 // The head's bytes, copied from the send queue into the command (a few hundred bytes).
@@ -237,6 +237,7 @@ extension TCPConnection {
                     sequence: piece.sequence, length: UInt32(piece.length), file: file, offset: offset, template: template)))
             }
         case .records(let run):
+            openFlowOnNIC(output: &output)
             output.emit(.sendRecords(handle.flow, RecordSendRange(
                 sequence: piece.sequence, length: UInt32(piece.length), runStart: run.start,
                 recordPlaintext: UInt16(run.recordPlaintext), file: run.file, offset: run.offset, runPlaintext: run.plaintext,

@@ -1043,7 +1043,7 @@ public final class TCPEngine {
         byEndpoints[EndpointKey(remoteAddress: pool[slot].remoteAddress, remotePort: pool[slot].remotePort,
                                 localPort: pool[slot].localPort)] = nil
         wheel.schedule(slot, at: nil)
-        pool.inspect(slot) { $0.addLossRecovery(to: &statistics.closedLossRecovery) }
+        statistics.closedLossRecovery.add(pool.inspect(slot) { $0.info })
         pool.remove(slot)
         statistics.connectionsClosed += 1
     }
@@ -1052,7 +1052,7 @@ public final class TCPEngine {
     /// losses found, over every connection, closed and open.
     public var lossRecovery: LossRecoveryCounts {
         var counts = statistics.closedLossRecovery
-        for slot in 0..<pool.slotCount where pool.isLive(slot) { pool.inspect(slot) { $0.addLossRecovery(to: &counts) } }
+        for slot in 0..<pool.slotCount where pool.isLive(slot) { counts.add(pool.inspect(slot) { $0.info }) }
         return counts
     }
 }
