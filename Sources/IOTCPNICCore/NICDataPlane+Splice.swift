@@ -100,6 +100,10 @@ extension NICDataPlane {
 
     func splice<O: NICOutput>(clientFlow: FlowID, _ parameters: SpliceParameters, head: UnsafeRawBufferPointer, now: Instant, output: inout O) {
         counters.splices += 1
+        // Both flow ids are released with the splice: a host that knows it sends no FLOW_CLOSE first.
+        for flow in [clientFlow, parameters.backendFlow] {
+            if let index = openIndex(flow) { closeFlow(index) }
+        }
         let local = parameters.localAddress
         func side(_ state: SpliceConnectionState, extraSent: Int) -> SpliceSide {
             SpliceSide(
@@ -161,6 +165,9 @@ extension NICDataPlane {
         splices[slot] = entry
         splicesByEndpoints[clientEnds.0, clientEnds.1, clientEnds.2] = Int32(slot << 1)
         splicesByEndpoints[backendEnds.0, backendEnds.1, backendEnds.2] = Int32(slot << 1 | 1)
+        // The client hears that everything it sent is taken before the backend gets any of it, as it would
+        // from the host.
+        if parameters.acknowledgeClient { sendSpliceAcknowledgment(toward: splices[slot].client, splices[slot], now: now, output: &output) }
         if !entry.headAcknowledged {
             sendHead(slot, now: now, output: &output)
             splices[slot].headDeadline = now + entry.timeout

@@ -191,7 +191,7 @@ extension SeededGenerator {
                 client: side(), backend: side(), backendFlow: FlowID(UInt32.random(in: 1...UInt32.max, using: &self)),
                 localAddress: address(), retransmissionTimeoutMilliseconds: UInt32.random(in: 1...UInt32.max, using: &self),
                 maximumRetransmissions: next16(), idleTimeoutMilliseconds: UInt32.random(in: 1...UInt32.max, using: &self),
-                lingerMilliseconds: next32()), bytes(0...2000))
+                lingerMilliseconds: next32(), acknowledgeClient: Bool.random(using: &self)), bytes(0...2000))
             return owned.withCommand { body($0, owned) }
         case .spliceEnded, .spliceEndedIPv6:
             let backendAddress = kind == .spliceEndedIPv6
@@ -496,6 +496,20 @@ struct CommandCodecTests {
             #expect(errors.isEmpty && commands.count == 2)
             #expect(commands.first == .splice(FlowID(9), parameters, head))
             #expect(commands.last == .plain(String(describing: Command.spliceEnded(FlowID(9), report))))
+        }
+        // The NIC acknowledging the client: flags bit 0 after the retransmission count, nothing else moved.
+        var acknowledging = parameters
+        acknowledging.acknowledgeClient = true
+        let flagged: [UInt8] = buffer.withUnsafeMutableBytes { raw in
+            var writer = CommandWriter(buffer: raw)
+            head.withUnsafeBytes { _ = writer.append(.splice(FlowID(9), acknowledging, head: $0)) }
+            return Array(writer.finish(sequence: 1))
+        }
+        #expect(Array(flagged[(28 + 86)..<(28 + 88)]) == [1, 0])
+        #expect(Array(flagged[28..<(28 + 86)]) == Array(bytes[28..<(28 + 86)]))
+        flagged.withUnsafeBytes { raw in
+            let (commands, errors) = decodeAll(raw)
+            #expect(errors.isEmpty && commands == [.splice(FlowID(9), acknowledging, head)])
         }
     }
 

@@ -77,6 +77,27 @@ struct SpliceHostTests {
         _ = try script.engine.connect(to: Script.remote, port: 8080, localPort: backendPort, now: script.now, output: &script.output)
     }
 
+    @Test("to a NIC that acknowledges the client itself: the SPLICE alone, flagged, its window and RCV.NXT what the host's ACK would have said")
+    func nicAcknowledgesClient() throws {
+        var script = Script()
+        let (client, _, backend, _, _) = try pair(&script, readCount: 10)
+        script.engine.spliceAcknowledgmentOnNIC = true
+        _ = script.output.take()
+        let head = Array("GET /big HTTP/1.1\r\n".utf8)
+        try head.withUnsafeBytes { try script.engine.splice(client, to: backend, head: $0, now: script.now, output: &script.output) }
+        let emitted = script.output.take()
+        #expect(emitted.segments.isEmpty, "no ACK to the client (nor to the backend: the head carries its handshake's)")
+        #expect(!emitted.contains { if case .flowClose = $0 { true } else { false } }, "the SPLICE releases the client's open flow itself")
+        #expect(emitted.count == 1)
+        guard case .splice(let flow, let parameters, let carried) = try #require(emitted.first) else {
+            Issue.record("expected SPLICE, got \(emitted)")
+            return
+        }
+        #expect(flow == client.flow && parameters.acknowledgeClient && carried == head + Self.request[10...])
+        #expect(parameters.client.receiveNext == SequenceNumber(1001 + UInt32(Self.request.count)), "everything the client sent")
+        #expect(parameters.client.window > 0 && script.engine.connectionCount == 0)
+    }
+
     @Test("a splice its client closed first: the backend's 4-tuple stays out of use for TIME-WAIT, then is free; a stray report holds nothing")
     func backendTimeWait() throws {
         var script = Script()

@@ -246,6 +246,37 @@ struct NICSpliceTests {
         #expect(answer.checksumGood && nic.counters.spliceDrops == 1 && nic.counters.splicedSegments == 0)
     }
 
+    @Test("a SPLICE asking the NIC to acknowledge the client: both flows the host left open are closed, and the client's ACK goes before the head")
+    func acknowledgesClientAndClosesFlows() throws {
+        var output = CollectingNICOutput()
+        let files = MemoryFiles()
+        let nic = NICDataPlane(files: files, disk: MemoryDisk(files: files))
+        let backendEndpoints = FlowEndpoints(localAddress: Self.proxy, remoteAddress: Self.backend, localPort: 33_000, remotePort: 8080,
+                                             remoteHardwareAddress: .zero, maximumSegmentSize: 64)
+        nic.handle(.flowOpen(clientFlow, flowEndpoints), received: start, now: start, output: &output)
+        nic.handle(.flowOpen(backendFlow, backendEndpoints), received: start, now: start, output: &output)
+        #expect(nic.flowCount == 2)
+        var parameters = parameters()
+        parameters.acknowledgeClient = true
+        head.withUnsafeBytes { nic.handle(.splice(clientFlow, parameters, head: $0), received: start, now: start, output: &output) }
+        #expect(nic.flowCount == 0 && nic.spliceCount == 1, "both flow ids released with the splice, no FLOW_CLOSE needed")
+        let segments = sent(&output)
+        let acknowledgment = try #require(segments.first)
+        #expect(acknowledgment.to == Self.client && acknowledgment.from == Self.proxy && acknowledgment.checksumGood)
+        #expect(acknowledgment.segment.flags == .ack && acknowledgment.payload.isEmpty)
+        #expect(acknowledgment.segment.sourcePort == 80 && acknowledgment.segment.destinationPort == 40_000)
+        #expect(acknowledgment.segment.sequenceNumber == clientSendNext && acknowledgment.segment.acknowledgmentNumber == clientReceiveNext)
+        #expect(acknowledgment.segment.window == 500 && acknowledgment.segment.options.timestamps == TCPTimestamps(value: 100_000, echoReply: 7_000),
+                "our window field and TSval as the host gave them, the client's TS.Recent echoed")
+        #expect(segments.dropFirst().allSatisfy { $0.to == Self.backend } && segments.count == 1 + (head.count + 63) / 64,
+                "then the head, and nothing else to the client")
+
+        // Without the flag the NIC says nothing to the client (the host did), though the flows still go.
+        var quiet = CollectingNICOutput()
+        let other = spliced(output: &quiet)
+        #expect(sent(&quiet).allSatisfy { $0.to == Self.backend } && other.flowCount == 0)
+    }
+
     @Test("a client stream far past the splice (over 2 GiB) still reaches the backend: bytes from before it are told apart only near it")
     func longClientStream() throws {
         var output = CollectingNICOutput()

@@ -226,7 +226,8 @@ public struct CommandReader {
                 client: readSpliceConnection(body, at: 0, ipv6: ipv6), backend: readSpliceConnection(body, at: side, ipv6: ipv6),
                 backendFlow: FlowID(u32(2 * side)), localAddress: readAddress(body, at: 2 * side + 4, ipv6: ipv6),
                 retransmissionTimeoutMilliseconds: u32(timers), maximumRetransmissions: u16(timers + 12),
-                idleTimeoutMilliseconds: u32(timers + 4), lingerMilliseconds: u32(timers + 8)), head: rest(timers + 16))
+                idleTimeoutMilliseconds: u32(timers + 4), lingerMilliseconds: u32(timers + 8),
+                acknowledgeClient: u16(timers + 14) & SpliceParameters.acknowledgeClientBit != 0), head: rest(timers + 16))
         case .spliceEnded, .spliceEndedIPv6:
             let ipv6 = kind == .spliceEndedIPv6
             let ports = ipv6 ? 40 : 28

@@ -308,7 +308,7 @@ public struct CommandWriter: ~Copyable {
             body.storeLittleEndian(parameters.idleTimeoutMilliseconds, at: rest + 4)
             body.storeLittleEndian(parameters.lingerMilliseconds, at: rest + 8)
             body.storeLittleEndian(parameters.maximumRetransmissions, at: rest + 12)
-            body.storeLittleEndian(UInt16(0), at: rest + 14)
+            body.storeLittleEndian(parameters.acknowledgeClient ? SpliceParameters.acknowledgeClientBit : 0, at: rest + 14)
             copy(head, count: head.count, into: body, at: rest + 16)
         case .spliceEnded(_, let report):
             body.storeLittleEndian(report.backendFlow.rawValue, at: 0)

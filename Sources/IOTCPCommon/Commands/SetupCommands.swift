@@ -145,4 +145,7 @@ public enum NICFeatures {
     public static let sendHeads: UInt64 = 1 << 3
     /// SPLICE6 and SPLICE_ENDED6: splices of IPv6 connections.
     public static let ipv6Splicing: UInt64 = 1 << 4
+    /// SPLICE's flags bit 0: the NIC acknowledges the client's bytes as it takes a splice, and a SPLICE
+    /// closes both connections' flows itself (no FLOW_CLOSE before it).
+    public static let spliceAcknowledgment: UInt64 = 1 << 5
 }

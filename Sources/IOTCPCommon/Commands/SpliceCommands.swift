@@ -68,11 +68,14 @@ public struct SpliceParameters: Hashable, Sendable {
     public var idleTimeoutMilliseconds: UInt32
     /// How long a splice both of whose FINs are acknowledged is kept to relay retransmitted FINs and ACKs.
     public var lingerMilliseconds: UInt32
+    /// The NIC acknowledges everything the client sent (RCV.NXT in `client`) as it takes the splice, so the
+    /// host sends no ACK of its own first (flags bit 0; only to a NIC with `NICFeatures.spliceAcknowledgment`).
+    public var acknowledgeClient: Bool
 
     public init(
         client: SpliceConnectionState, backend: SpliceConnectionState, backendFlow: FlowID, localAddress: IPAddress,
         retransmissionTimeoutMilliseconds: UInt32, maximumRetransmissions: UInt16, idleTimeoutMilliseconds: UInt32,
-        lingerMilliseconds: UInt32
+        lingerMilliseconds: UInt32, acknowledgeClient: Bool = false
     ) {
         self.client = client
         self.backend = backend
@@ -82,6 +85,7 @@ public struct SpliceParameters: Hashable, Sendable {
         self.maximumRetransmissions = maximumRetransmissions
         self.idleTimeoutMilliseconds = idleTimeoutMilliseconds
         self.lingerMilliseconds = lingerMilliseconds
+        self.acknowledgeClient = acknowledgeClient
     }
 
     /// Whether the splice is IPv4's (SPLICE) rather than IPv6's (SPLICE6).
@@ -94,6 +98,8 @@ public struct SpliceParameters: Hashable, Sendable {
 
     /// The most head bytes one SPLICE carries.
     public static let maximumHeadLength = 16_384
+    /// Bit 0 of SPLICE's flags (u16 after the retransmission count): `acknowledgeClient`.
+    @usableFromInline static let acknowledgeClientBit: UInt16 = 1
 }
 
 /// Why a splice ended.

@@ -577,6 +577,7 @@ public final class IOTCPStack {
                 engine.endingsOnNIC = engine.configuration.teardownOnNIC && hello.features & NICFeatures.connectionTeardown != 0
                 engine.splicingOnNIC = hello.features & NICFeatures.connectionSplicing != 0
                 engine.ipv6SplicingOnNIC = engine.splicingOnNIC && hello.features & NICFeatures.ipv6Splicing != 0
+                engine.spliceAcknowledgmentOnNIC = engine.splicingOnNIC && hello.features & NICFeatures.spliceAcknowledgment != 0
                 engine.nicOffersHeads(hello.features & NICFeatures.sendHeads != 0)
                 engine.nicStarted()
             case .spliceEnded(_, let report):

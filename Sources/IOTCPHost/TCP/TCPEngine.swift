@@ -78,6 +78,9 @@ public final class TCPEngine {
     @exclusivity(unchecked) public var splicingOnNIC = false
     /// The NIC relays spliced IPv6 connections too (its HELLO offered SPLICE6).
     @exclusivity(unchecked) public var ipv6SplicingOnNIC = false
+    /// The NIC acknowledges the client's bytes itself as it takes a splice, and a SPLICE closes both flows
+    /// there (its HELLO offered `NICFeatures.spliceAcknowledgment`): the host sends neither first.
+    @exclusivity(unchecked) public var spliceAcknowledgmentOnNIC = false
     /// Backends' 4-tuples the NIC is relaying (until SPLICE_ENDED): no new connection may take one.
     @exclusivity(unchecked) private var splicedBackends: Set<EndpointKey> = []
     /// Backends' 4-tuples whose TIME-WAIT is ours: their splice ended with the client closing first.
@@ -911,7 +914,8 @@ public final class TCPEngine {
         }
     }
 
-    /// The ACK to the client, both flows closed on the NIC and the SPLICE itself, in that order.
+    /// The ACK to the client, both flows closed on the NIC and the SPLICE itself, in that order; or, to a NIC
+    /// that does the first two itself (`spliceAcknowledgmentOnNIC`), the SPLICE alone.
     private func emitSplice<O: CommandOutput>(
         clientSlot: Int, backendSlot: Int, head bytes: UnsafeRawBufferPointer, now: Instant, output: inout O
     ) {
@@ -919,13 +923,16 @@ public final class TCPEngine {
         if pool[backendSlot].owesHandshakeAcknowledgment && bytes.isEmpty {
             pool[backendSlot].sendAcknowledgment(now: now, output: &output)
         }
-        // The client hears now that everything it sent is ours: what it sends again of it later would have
-        // to be answered by the NIC.
-        pool[clientSlot].ackNow = true
-        pool[clientSlot].flush(now: now, configuration: configuration, output: &output)
+        let nicAcknowledges = spliceAcknowledgmentOnNIC
+        if !nicAcknowledges {
+            // The client hears now that everything it sent is ours: what it sends again of it later would
+            // have to be answered by the NIC.
+            pool[clientSlot].ackNow = true
+            pool[clientSlot].flush(now: now, configuration: configuration, output: &output)
+        }
         for slot in [clientSlot, backendSlot] where pool[slot].flowOpenOnNIC {
             pool[slot].flowOpenOnNIC = false
-            output.emit(.flowClose(pool[slot].handle.flow, reason: 0))
+            if !nicAcknowledges { output.emit(.flowClose(pool[slot].handle.flow, reason: 0)) }
         }
         func milliseconds(_ nanoseconds: UInt64) -> UInt32 { UInt32(clamping: max(nanoseconds / Nanoseconds.millisecond, 1)) }
         let parameters = SpliceParameters(
@@ -934,7 +941,8 @@ public final class TCPEngine {
             retransmissionTimeoutMilliseconds: milliseconds(pool[backendSlot].rtt.timeout),
             maximumRetransmissions: UInt16(clamping: configuration.maximumRetransmissions),
             idleTimeoutMilliseconds: milliseconds(configuration.spliceIdleTimeout),
-            lingerMilliseconds: UInt32(clamping: configuration.spliceLinger / Nanoseconds.millisecond))
+            lingerMilliseconds: UInt32(clamping: configuration.spliceLinger / Nanoseconds.millisecond),
+            acknowledgeClient: nicAcknowledges)
         output.emit(.splice(pool[clientSlot].handle.flow, parameters, head: bytes))
     }
 
