@@ -29,7 +29,8 @@
 # Per run: Gbps, requests/s, latency p50/p99/max, wrk's errors, and CPU seconds per GB three ways: the host
 # side (the server's process, for iotcp the application and host stack), the NIC stack (iotcp's NIC thread
 # or iotcp-nic), and the whole server core (CPU 0's busy time from /proc/stat: user, system, irq, softirq,
-# steal), which also holds the kernel's work for the connections (TAP and veth delivery, TCP). Memory per
+# steal), which also holds the kernel's work for the server's side of the connections (TAP and veth delivery,
+# TCP; each side's receive work is steered to its own core, RECEIVE_STEERING below). Memory per
 # connection, and for iotcp split the NIC's user-space copies and disk reads per byte sent.
 # Writes Docs/benchmarks/compare.json, compare.md and compare.png (or compare-cold.*).
 #
@@ -38,6 +39,8 @@
 #   SERVERS="..." (default per scenario)  COLD_CACHE_MIB=256  COLD_FACTOR=4  ZIPF=0.9
 #   ROUNDS=N     measures every cell N times, each round starting at the next server, and reports medians
 #                (with each cell's range) instead of single runs
+#   RECEIVE_STEERING=off  leaves the kernel's receive work on the sending side's CPU (the clients' on the
+#                server core, the Linux servers' own on the clients'), as every run before 2026-12-05
 #   PROFILE=DIR  records CPU 0 with `perf record -g` during each run into DIR (perf's cost then skews the
 #                figures: profile and measure in separate runs)
 set -euo pipefail
@@ -94,6 +97,19 @@ ip -n cmp-client addr add 10.98.0.10/24 dev cmp-c  # the proxies' backend, besid
 for ns in cmp-server cmp-client; do ip -n "$ns" link set lo up; done
 ip -n cmp-server link set cmp-s up
 ip -n cmp-client link set cmp-c up
+
+# Where the kernel does each side's receive work. Left alone, it handles a frame written to a veth or a TAP on
+# the writer's CPU: the clients' (and a proxy's backend's) receive work lands on the server core, and a Linux
+# server's own receive work on the clients' core. Receive packet steering puts each where it would be with the
+# clients on other machines: what the client namespace receives on CPU 1 with wrk, what the server namespace
+# receives on CPU 0 with the server (iotcp reads its frames from the TAP there itself).
+# RECEIVE_STEERING=off keeps the writer's CPU (the placement of every run recorded before 2026-12-05).
+steer_receives() {  # steer_receives NAMESPACE DEVICE CPU-MASK
+  [ "${RECEIVE_STEERING:-on}" = off ] && return 0
+  ip netns exec "$1" sh -c "for queue in /sys/class/net/$2/queues/rx-*; do echo $3 > \$queue/rps_cpus; done"
+}
+steer_receives cmp-client cmp-c 2
+steer_receives cmp-server cmp-s 1
 
 cat > "$work/lighttpd.conf" <<EOF
 server.document-root = "$work/www"
@@ -259,7 +275,11 @@ start() {
   esac
   pids+=("${server_pids[@]}" "${nic_pids[@]}")
   for _ in $(seq 100); do
-    ip netns exec "$client_ns" curl -sfk -o /dev/null --max-time 1 "$url_base/$probe" 2>/dev/null && return 0
+    if ip netns exec "$client_ns" curl -sfk -o /dev/null --max-time 1 "$url_base/$probe" 2>/dev/null; then
+      # iotcp's TAP exists once it serves: the clients' side of it, as the veth's.
+      [ "$client_ns" = cmp-iotcp ] && steer_receives cmp-iotcp "$(ip -n cmp-iotcp -br link | awk '/^iotcp/ {print $1}' | head -1)" 2
+      return 0
+    fi
     sleep 0.1
   done
   echo "compare: $1 did not start" >&2
