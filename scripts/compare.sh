@@ -38,7 +38,7 @@
 #   SCENARIO=warm|cold|https|short|proxy|ipv6|ipv6-paired|both (default warm; both is warm and cold)  PROXY_MODES="keepalive close"  SIZES="4096 65536 512000 10485760"  CONNECTIONS="100 1600"
 #   SERVERS="..." (default per scenario)  COLD_CACHE_MIB=256  COLD_FACTOR=4  ZIPF=0.9
 #   ROUNDS=N     measures every cell N times, each round starting at the next server, and reports medians
-#                (with each cell's range) instead of single runs
+#                (with each cell's range) instead of single runs (warm, https, short, proxy)
 #   RECEIVE_STEERING=off  leaves the kernel's receive work on the sending side's CPU (the clients' on the
 #                server core, the Linux servers' own on the clients'), as every run before 2026-12-05
 #   PROFILE=DIR  records CPU 0 with `perf record -g` during each run into DIR (perf's cost then skews the
@@ -491,17 +491,21 @@ http {
 CONF
   results="$work/results-proxy.jsonl"
   : > "$results"
-  for mode in ${PROXY_MODES:-keepalive close}; do
-    local suffix=
-    wrk_extra=()
-    [ "$mode" = close ] && wrk_extra=(-H "Connection: close") suffix=-close
-    for server in "${servers[@]}"; do
-      echo "== proxy ($mode): $server"
-      start "$server"
-      for size in "${sizes[@]}"; do
-        for conns in "${connections[@]}"; do measure "$server$suffix" "$size" "$conns" "$url_base/file-$size.bin" "${wrk_extra[@]}"; done
+  local rounds=${ROUNDS:-1} round
+  for ((round = 0; round < rounds; round++)); do
+    local shift=$((round % ${#servers[@]}))  # each round starts at the next proxy, as files() does
+    for mode in ${PROXY_MODES:-keepalive close}; do
+      local suffix=
+      wrk_extra=()
+      [ "$mode" = close ] && wrk_extra=(-H "Connection: close") suffix=-close
+      for server in "${servers[@]:shift}" "${servers[@]:0:shift}"; do
+        echo "== proxy ($mode): $server$([ "$rounds" -gt 1 ] && echo " (round $((round + 1)) of $rounds)")"
+        start "$server"
+        for size in "${sizes[@]}"; do
+          for conns in "${connections[@]}"; do measure "$server$suffix" "$size" "$conns" "$url_base/file-$size.bin" "${wrk_extra[@]}"; done
+        done
+        stop
       done
-      stop
     done
   done
   python3 scripts/compare-parse.py --report "$results" Docs/benchmarks/compare-proxy
