@@ -28,6 +28,10 @@ struct Proxy: ParsableCommand {
     @Flag(help: "Do not log each request.")
     var quiet = false
 
+    @Flag(inversion: .prefixedNo,
+          help: "Take a client's connection only with its first bytes (Linux's TCP_DEFER_ACCEPT, kept statelessly by the NIC): HTTP clients speak first.")
+    var deferAccept = true
+
     @Option(help: "Seconds a request head may take to arrive whole.")
     var headerTimeout = 20.0
 
@@ -88,7 +92,8 @@ struct Proxy: ParsableCommand {
         let limits = ProxyServer.Limits(headerTimeout: headerTimeout, connectTimeout: connectTimeout, idleTimeout: idleTimeout)
         let server: ProxyServer
         do {
-            server = try ProxyServer(stack: stack, port: options.port, backends: backends, routes: routes, splicing: !copy, limits: limits)
+            server = try ProxyServer(stack: stack, port: options.port, backends: backends, routes: routes, splicing: !copy, limits: limits,
+                                     deferAccept: deferAccept)
         } catch {
             throw RuntimeFailure("listening on port \(options.port): \(error)")
         }

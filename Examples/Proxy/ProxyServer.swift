@@ -107,13 +107,17 @@ final class ProxyServer {
     private var scratch = [UInt8](repeating: 0, count: 64 * 1024)
     private var lastSweep: UInt64 = 0
 
-    init(stack: IOTCPStack, port: UInt16, backends: [Backend], routes: [Route], splicing: Bool, limits: Limits) throws(IOTCPError) {
+    init(
+        stack: IOTCPStack, port: UInt16, backends: [Backend], routes: [Route], splicing: Bool, limits: Limits, deferAccept: Bool = true
+    ) throws(IOTCPError) {
         self.stack = stack
         self.backends = backends
         self.routes = routes.sorted { $0.prefix.count > $1.prefix.count }
         self.splicing = splicing
         self.limits = limits
-        listener = try stack.listen(port: port, backlog: 4096)
+        // A client is handed over with its request (or its FIN): one command and one wake-up fewer a
+        // connection, and a client that connects and says nothing costs the host nothing.
+        listener = try stack.listen(port: port, backlog: 4096, deferAccept: deferAccept)
         try stack.register(listener, interests: .acceptable, token: Self.listenerToken)
     }
 

@@ -40,6 +40,7 @@ public enum NICReport {
             ("timestamps-held-back", "\(plane.timestampsHeldBack)"), ("changed-file-reseals", "\(plane.changedFileReseals)"),
             ("listening-ports", "\(dataPlane.listenerCount)"), ("syn-cookies-sent", "\(plane.synCookiesSent)"),
             ("handshakes-completed", "\(plane.handshakesCompleted)"), ("cookies-rejected", "\(plane.cookiesRejected)"),
+            ("accepts-deferred", "\(plane.acceptsDeferred)"),
             ("teardowns", "\(plane.teardowns)"), ("closing-now", "\(dataPlane.closingCount)"), ("fins-sent", "\(plane.finsSent)"),
             ("fin-retransmissions", "\(plane.finRetransmissions)"), ("endings-finished", "\(plane.closingFinished)"),
             ("endings-abandoned", "\(plane.closingAbandoned)"), ("endings-reset", "\(plane.closingReset)"),

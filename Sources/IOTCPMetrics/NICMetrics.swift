@@ -39,6 +39,7 @@ public final class NICMetrics {
             "syn_cookies_sent": { $0.dataPlane.counters.synCookiesSent },
             "handshakes_completed": { $0.dataPlane.counters.handshakesCompleted },
             "cookies_rejected": { $0.dataPlane.counters.cookiesRejected },
+            "accepts_deferred": { $0.dataPlane.counters.acceptsDeferred },
             "teardowns": { $0.dataPlane.counters.teardowns },
             "fin_retransmissions": { $0.dataPlane.counters.finRetransmissions },
             "endings_abandoned": { $0.dataPlane.counters.closingAbandoned },

@@ -42,6 +42,12 @@ extension NICDataPlane {
             counters.malformedIn += 1
             return true
         }
+        // A deferred accept waits for the client's first data (or FIN): its ACK field brings the cookie back
+        // again, so dropping the bare ACK keeps nothing.
+        if listener.deferAccept && view.payload.isEmpty && !flags.contains(.fin) {
+            counters.acceptsDeferred += 1
+            return true
+        }
         counters.handshakesCompleted += 1
         let timestamps = listener.timestamps ? ack.options.timestamps : nil
         output.reply(.established(HandshakeParameters(

@@ -120,6 +120,8 @@ public final class NICDataPlane {
         public var synCookiesSent = 0
         public var handshakesCompleted = 0
         public var cookiesRejected = 0
+        /// Handshakes' bare ACKs dropped on a port that defers accepts until the client's first data.
+        public var acceptsDeferred = 0
         /// Connections handed over with TEARDOWN; FINs sent (retransmissions included) and the
         /// retransmissions alone; endings completed (last ACK, or TIME-WAIT over), given up (FIN never
         /// acknowledged, FIN-WAIT-2 over), reset (by the peer, or data after the close); TIME-WAITs ended

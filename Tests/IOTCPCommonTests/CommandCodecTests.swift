@@ -160,7 +160,7 @@ extension SeededGenerator {
             command = .listen(ListenerOptions(
                 port: UInt16.random(in: 1...UInt16.max, using: &self), maximumSegmentSize: UInt16.random(in: 1...UInt16.max, using: &self),
                 window: next16(), windowShift: UInt8.random(in: 0...14, using: &self), timestamps: Bool.random(using: &self),
-                selectiveAcknowledgments: Bool.random(using: &self), isListening: listening))
+                selectiveAcknowledgments: Bool.random(using: &self), isListening: listening, deferAccept: Bool.random(using: &self)))
         case .redeliver:
             owned = .redeliver(bytes(1...1600))
             return owned.withCommand { body($0, owned) }
@@ -403,6 +403,19 @@ struct CommandCodecTests {
         }
         #expect(bytes.count == 16 + (12 + 8) + 2 * (12 + 20 + 40))
         #expect(Array(bytes[16..<36]) == [20, 0, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0x90, 0x1F, 0xB4, 0x05, 0xFF, 0xFF, 3, 0b011])
+        // A deferred accept is bit 3 of the same flags byte.
+        let deferring = ListenerOptions(port: 8080, maximumSegmentSize: 1460, window: 65535, windowShift: 3, selectiveAcknowledgments: false,
+                                        deferAccept: true)
+        let deferred: [UInt8] = buffer.withUnsafeMutableBytes { raw in
+            var writer = CommandWriter(buffer: raw)
+            writer.append(.listen(deferring))
+            return Array(writer.finish(sequence: 1))
+        }
+        #expect(deferred[16 + 19] == 0b1011)
+        deferred.withUnsafeBytes { raw in
+            let (commands, errors) = decodeAll(raw)
+            #expect(errors.isEmpty && commands == [.plain(String(describing: Command.listen(deferring)))])
+        }
         #expect(Array(bytes[36..<48]) == [21, 0, 0, 0, 72, 0, 0, 0, 0, 0, 0, 0])
         #expect(Array(bytes[48..<68]) == [0x44, 0x33, 0x22, 0x11, 0x88, 0x77, 0x66, 0x55, 0xB4, 0x05, 7, 0b11,
                                           0xD4, 0xC3, 0xB2, 0xA1, 0, 0, 0, 0])

@@ -129,6 +129,50 @@ struct NICSetupTests {
         #expect(nic.flowCount == 0, "the flow is the host's to open")
     }
 
+    @Test("a port deferring accepts: the handshake's bare ACK is dropped, keeping nothing, and the first data (or a FIN) brings the same cookie up with it")
+    func deferredAccept() throws {
+        let nic = makePlane()
+        var output = CollectingNICOutput()
+        var deferring = listener
+        deferring.deferAccept = true
+        listen(nic, deferring, output: &output)
+        func handshake(sourcePort: UInt16) throws -> (request: TCPRepr, synAck: TCPRepr) {
+            let request = syn(sourcePort: sourcePort)
+            tcpPacket(request, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+            let last = try #require(output.packets.last)
+            let (synAck, _, _) = try #require(parseSegment(last))
+            return (request, synAck)
+        }
+        let (request, synAck) = try handshake(sourcePort: 40000)
+        let bare = ack(of: synAck, syn: request)
+        tcpPacket(bare, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        #expect(output.replies.isEmpty && output.packetsIn.isEmpty, "neither ESTABLISHED nor the ACK itself reaches the host")
+        #expect(nic.counters.acceptsDeferred == 1 && nic.counters.handshakesCompleted == 0 && nic.flowCount == 0)
+        #expect(output.packets.count == 1, "and the client is not answered: to it the connection is open")
+
+        // Its request: the same sequence number, the same cookie in the ACK field, now with bytes.
+        let later = start + 30 * Nanoseconds.millisecond
+        let requestPacket = tcpPacket(bare, from: Self.client, to: Self.server, payload: Array("GET / HTTP/1.1\r\n\r\n".utf8))
+        requestPacket.withUnsafeBytes { nic.receive(packet: $0, now: later, output: &output) }
+        #expect(output.replies == ["ESTABLISHED"] && nic.counters.handshakesCompleted == 1)
+        let (parameters, carried) = try #require(output.established.first)
+        #expect(carried == requestPacket, "the connection and its request in one command")
+        #expect(parameters.localInitialSequence == synAck.sequenceNumber && parameters.peerInitialSequence == request.sequenceNumber)
+        #expect(parameters.timestamps && parameters.synAckTimestamp == synAck.options.timestamps?.value)
+
+        // A client that closes without a byte is handed over with its FIN; one that sends a forged ACK is
+        // not dropped here but goes up as a stray, as on any port.
+        let (second, secondSynAck) = try handshake(sourcePort: 40001)
+        var fin = ack(of: secondSynAck, syn: second)
+        fin.flags = [.ack, .fin]
+        tcpPacket(fin, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: later, output: &output) }
+        #expect(output.established.count == 2 && nic.counters.acceptsDeferred == 1)
+        var forged = ack(of: secondSynAck, syn: second)
+        forged.acknowledgmentNumber = forged.acknowledgmentNumber + 7
+        tcpPacket(forged, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: later, output: &output) }
+        #expect(output.packetsIn.count == 1 && nic.counters.cookiesRejected == 1 && nic.counters.acceptsDeferred == 1)
+    }
+
     @Test("timestamps off: no window scale or SACK offered, and the ESTABLISHED says so")
     func withoutTimestamps() throws {
         let nic = makePlane()

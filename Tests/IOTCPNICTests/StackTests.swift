@@ -241,6 +241,42 @@ struct StackTests {
         #expect(try readableReports(100) == 1, "and again for new data (Nagle holds it for our delayed ACK)")
     }
 
+    @Test("a listener deferring accepts: an open but silent client is never handed over; one that speaks is, its request readable at once")
+    func deferredAccept() throws {
+        let root = try ExportRoot()
+        let harness = try StackHarness(root: root.path)
+        let listener = try harness.stack.listen(port: 80, deferAccept: true)
+        try harness.stack.register(listener, interests: .acceptable, token: 7)
+        // LISTEN reaches the NIC with the stack's first turn; a SYN before it would be the host's to answer.
+        try harness.step()
+        try harness.step()
+        #expect(harness.nic.listenerCount == 1)
+        let client = try harness.connectClient(port: 80)
+        #expect(harness.client.state(of: client) == .established, "to the client the connection is open")
+        var acceptable = false
+        _ = try harness.run(limit: 200) {
+            for case .socket(listener, let kinds, 7) in harness.events where kinds.contains(.acceptable) { acceptable = true }
+            return acceptable
+        }
+        let early = try harness.stack.accept(listener)
+        #expect(!acceptable && early == nil && harness.stack.engine.connectionCount == 0,
+                "nothing on the host for a client that has said nothing")
+        #expect(harness.nic.counters.synCookiesSent == 1 && harness.nic.counters.acceptsDeferred >= 1 && harness.nic.counters.handshakesCompleted == 0)
+        try harness.clientWrite(client, "GET / HTTP/1.1\r\n\r\n")
+        let socket = try acceptThroughEvents(harness, listener: listener)
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let count = try buffer.withUnsafeMutableBytes { try harness.stack.read(socket, into: $0) }
+        #expect(Array(buffer[0..<count]) == Array("GET / HTTP/1.1\r\n\r\n".utf8), "the request came with the accept")
+        #expect(harness.nic.counters.handshakesCompleted == 1)
+        _ = try harness.stack.write(socket, Array("HTTP/1.1 204 No Content\r\n\r\n".utf8))
+        var answer: [UInt8] = []
+        _ = try harness.run {
+            answer += harness.clientRead(client)
+            return answer.count >= 27
+        }
+        #expect(answer == Array("HTTP/1.1 204 No Content\r\n\r\n".utf8))
+    }
+
     @Test("the peer's FIN is readClosed then end of stream; its RST is an error and a hang-up")
     func closeAndReset() throws {
         let root = try ExportRoot()

@@ -202,7 +202,8 @@ public struct CommandReader {
                 port: u16(0), maximumSegmentSize: u16(2), window: u16(4), windowShift: body[6],
                 timestamps: body[7] & ListenerOptions.timestampsBit != 0,
                 selectiveAcknowledgments: body[7] & ListenerOptions.selectiveAcknowledgmentsBit != 0,
-                isListening: body[7] & ListenerOptions.listeningBit != 0))
+                isListening: body[7] & ListenerOptions.listeningBit != 0,
+                deferAccept: body[7] & ListenerOptions.deferAcceptBit != 0))
         case .established:
             return .established(HandshakeParameters(
                 localInitialSequence: SequenceNumber(u32(0)), peerInitialSequence: SequenceNumber(u32(4)), peerSegmentSize: u16(8),

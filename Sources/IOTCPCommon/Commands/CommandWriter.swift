@@ -274,6 +274,7 @@ public struct CommandWriter: ~Copyable {
             body[7] = (options.isListening ? ListenerOptions.listeningBit : 0)
                 | (options.timestamps ? ListenerOptions.timestampsBit : 0)
                 | (options.selectiveAcknowledgments ? ListenerOptions.selectiveAcknowledgmentsBit : 0)
+                | (options.deferAccept ? ListenerOptions.deferAcceptBit : 0)
         case .established(let parameters, let packet):
             body.storeLittleEndian(parameters.localInitialSequence.rawValue, at: 0)
             body.storeLittleEndian(parameters.peerInitialSequence.rawValue, at: 4)

@@ -12,10 +12,15 @@ public struct ListenerOptions: Hashable, Sendable {
     public var timestamps: Bool
     public var selectiveAcknowledgments: Bool
     public var isListening: Bool
+    /// Linux's TCP_DEFER_ACCEPT, statelessly: a handshake's bare ACK is dropped (its cookie checked) and the
+    /// connection is handed over with its first data or FIN, whose ACK field returns the same cookie. The
+    /// host then gets the connection and the request in one ESTABLISHED. Only for protocols whose clients
+    /// speak first (HTTP): a client waiting for the server's greeting would never be accepted.
+    public var deferAccept: Bool
 
     public init(
         port: UInt16, maximumSegmentSize: UInt16, window: UInt16, windowShift: UInt8, timestamps: Bool = true,
-        selectiveAcknowledgments: Bool = true, isListening: Bool = true
+        selectiveAcknowledgments: Bool = true, isListening: Bool = true, deferAccept: Bool = false
     ) {
         self.port = port
         self.maximumSegmentSize = maximumSegmentSize
@@ -24,11 +29,13 @@ public struct ListenerOptions: Hashable, Sendable {
         self.timestamps = timestamps
         self.selectiveAcknowledgments = selectiveAcknowledgments
         self.isListening = isListening
+        self.deferAccept = deferAccept
     }
 
     @usableFromInline static let listeningBit: UInt8 = 1
     @usableFromInline static let timestampsBit: UInt8 = 2
     @usableFromInline static let selectiveAcknowledgmentsBit: UInt8 = 4
+    @usableFromInline static let deferAcceptBit: UInt8 = 8
 }
 
 /// `ESTABLISHED`: the NIC verified a SYN cookie in a client's ACK; the host makes the connection, already

@@ -150,8 +150,8 @@ public actor AsyncIOTCPStack {
 
     // MARK: - Sockets
 
-    public func listen(port: UInt16, backlog: Int = 1024) throws(IOTCPError) -> Socket {
-        let listener = try stack.listen(port: port, backlog: backlog)
+    public func listen(port: UInt16, backlog: Int = 1024, deferAccept: Bool = false) throws(IOTCPError) -> Socket {
+        let listener = try stack.listen(port: port, backlog: backlog, deferAccept: deferAccept)
         try stack.register(listener, interests: .acceptable, mode: .edge)
         return listener
     }

@@ -103,14 +103,20 @@ public final class IOTCPStack {
 
     /// Listens on `port`. With `TCPConfiguration.handshakesOnNIC` (the default) the NIC answers the port's
     /// SYNs itself with SYN cookies and hands over completed handshakes only.
-    public func listen(port: UInt16, backlog: Int = 1024) throws(IOTCPError) -> Socket {
+    ///
+    /// `deferAccept` (Linux's TCP_DEFER_ACCEPT, nginx's `listen ... deferred`): a connection is handed over
+    /// only with the client's first data (or FIN), so `accept` returns it with its request readable and the
+    /// host never holds a client that connects and says nothing. For protocols whose clients speak first,
+    /// such as HTTP; a client that waits for a greeting is never accepted. It takes effect where the NIC
+    /// answers the handshakes (`handshakesOnNIC`).
+    public func listen(port: UInt16, backlog: Int = 1024, deferAccept: Bool = false) throws(IOTCPError) -> Socket {
         try checkChannel()
         let listener: TCPListenerID
         do throws(TCPError) {
             listener = try engine.listen(port: port, backlog: backlog)
         } catch { throw .tcp(error) }
         if engine.configuration.handshakesOnNIC {
-            sender.append(.listen(engine.configuration.listenerOptions(port: port)))
+            sender.append(.listen(engine.configuration.listenerOptions(port: port, deferAccept: deferAccept)))
         }
         return Socket(listener: listener.port)
     }

@@ -190,10 +190,10 @@ public struct TCPConfiguration: Sendable {
     public init() {}
 
     /// What a listener's SYN-ACK offers, for the NIC's LISTEN or the host's own cookies.
-    public func listenerOptions(port: UInt16, isListening: Bool = true) -> ListenerOptions {
+    public func listenerOptions(port: UInt16, isListening: Bool = true, deferAccept: Bool = false) -> ListenerOptions {
         ListenerOptions(port: port, maximumSegmentSize: maximumSegmentSize, window: UInt16(min(receiveBufferBytes, 65535)),
                         windowShift: receiveWindowShift, timestamps: timestamps, selectiveAcknowledgments: selectiveAcknowledgments,
-                        isListening: isListening)
+                        isListening: isListening, deferAccept: deferAccept)
     }
 
     /// The shift that lets a 16-bit window field advertise the whole receive buffer (RFC 7323 §2.3).
