@@ -104,15 +104,18 @@ final class HTTPServer {
     private static let plainListenerToken = UInt64.max
 
     init(stack: IOTCPStack, port: UInt16, limits: Limits = Limits(), tls: TLSServerContext? = nil, plainPort: UInt16? = nil,
-         fileCache: OffloadedFileCache = OffloadedFileCache()) throws(IOTCPError) {
+         fileCache: OffloadedFileCache = OffloadedFileCache(), deferAccept: Bool = false) throws(IOTCPError) {
         self.stack = stack
         self.limits = limits
         self.fileCache = fileCache
         self.tls = tls
-        listener = try stack.listen(port: port, backlog: 4096)
+        // With `deferAccept` (HTTP and TLS clients speak first) a connection comes with its request. Off by
+        // default: for short connections it measured no cheaper on the host and slower on the NIC
+        // (Docs/benchmarks.md), unlike the proxy's.
+        listener = try stack.listen(port: port, backlog: 4096, deferAccept: deferAccept)
         try stack.register(listener, interests: .acceptable, token: Self.listenerToken)
         if let plainPort {
-            let plain = try stack.listen(port: plainPort, backlog: 4096)
+            let plain = try stack.listen(port: plainPort, backlog: 4096, deferAccept: deferAccept)
             try stack.register(plain, interests: .acceptable, token: Self.plainListenerToken)
             plainListener = plain
         } else {

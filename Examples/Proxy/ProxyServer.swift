@@ -116,7 +116,8 @@ final class ProxyServer {
         self.splicing = splicing
         self.limits = limits
         // A client is handed over with its request (or its FIN): one command and one wake-up fewer a
-        // connection, and a client that connects and says nothing costs the host nothing.
+        // connection, and a client that connects and says nothing costs the host nothing (where the NIC
+        // answers handshakes; elsewhere a plain listen).
         listener = try stack.listen(port: port, backlog: 4096, deferAccept: deferAccept)
         try stack.register(listener, interests: .acceptable, token: Self.listenerToken)
     }

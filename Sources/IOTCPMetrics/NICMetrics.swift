@@ -40,6 +40,8 @@ public final class NICMetrics {
             "handshakes_completed": { $0.dataPlane.counters.handshakesCompleted },
             "cookies_rejected": { $0.dataPlane.counters.cookiesRejected },
             "accepts_deferred": { $0.dataPlane.counters.acceptsDeferred },
+            "deferred_accepts_out_of_order": { $0.dataPlane.counters.deferredAcceptsOutOfOrder },
+            "deferrals_refused": { $0.dataPlane.counters.deferralsRefused },
             "teardowns": { $0.dataPlane.counters.teardowns },
             "fin_retransmissions": { $0.dataPlane.counters.finRetransmissions },
             "endings_abandoned": { $0.dataPlane.counters.closingAbandoned },

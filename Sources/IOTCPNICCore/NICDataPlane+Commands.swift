@@ -158,6 +158,7 @@ extension NICDataPlane {
         files.closeAll()
         openedStatus.removeAll()
         listeners.removeAll()
+        deferredHandshakes.removeAll()
         forgetAllClosing()
         forgetAllSplices()
     }

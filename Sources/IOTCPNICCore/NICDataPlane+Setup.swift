@@ -32,32 +32,75 @@ extension NICDataPlane {
             sendCookie(answering: syn, from: destination, to: source, listener: listener, output: &output)
             return true
         }
-        guard flags.contains(.ack), !flags.contains(.syn), !flags.contains(.rst), let ack = try? TCPRepr(view),
-              let cookie = cookies.verify(ack, remote: source, local: destination, now: clock)
-        else {
+        guard flags.contains(.ack), !flags.contains(.syn), !flags.contains(.rst), var ack = try? TCPRepr(view) else {
             if flags.contains(.ack) && !flags.contains(.rst) { counters.cookiesRejected += 1 }
+            return false
+        }
+        let bare = view.payload.isEmpty && !flags.contains(.fin)
+        let key = DeferredHandshakes.Key(remote: source, remotePort: ack.sourcePort, localPort: ack.destinationPort)
+        var cookie = cookies.verify(ack, remote: source, local: destination, now: clock)
+        // A deferred handshake's later segment, its first data lost or overtaken: it verifies with the ISN
+        // the bare ACK brought. The host gets the connection from that ACK, rebuilt, and this segment after
+        // it (held out of order there, so the client sends the missing bytes again).
+        var deferred: DeferredHandshakes.Entry?
+        if cookie == nil, listener.deferAccept, !bare, let entry = deferredHandshakes.entry(for: key, now: clock) {
+            var first = ack
+            first.sequenceNumber = entry.peerInitialSequence + 1
+            cookie = cookies.verify(first, remote: source, local: destination, now: clock)
+            if cookie != nil { deferred = entry }
+        }
+        guard let cookie else {
+            counters.cookiesRejected += 1
             return false
         }
         guard view.checksumVerifies(source: source, destination: destination) else {
             counters.malformedIn += 1
             return true
         }
-        // A deferred accept waits for the client's first data (or FIN): its ACK field brings the cookie back
-        // again, so dropping the bare ACK keeps nothing.
-        if listener.deferAccept && view.payload.isEmpty && !flags.contains(.fin) {
-            counters.acceptsDeferred += 1
-            return true
+        // A deferred accept waits for the client's first data (or FIN): that segment has the bare ACK's
+        // sequence number and brings the cookie back again, so dropping the bare ACK loses nothing.
+        if listener.deferAccept && bare {
+            if deferredHandshakes.remember(key, peerInitialSequence: ack.sequenceNumber - 1, roundTrip: cookie.handshakeRoundTrip, now: clock) {
+                counters.acceptsDeferred += 1
+                return true
+            }
+            counters.deferralsRefused += 1
+        }
+        // The round trip: the bare ACK's when it was deferred (the first data follows the client's own
+        // delay); none from a deferring port's data segment whose bare ACK never came.
+        var roundTrip = cookie.handshakeRoundTrip
+        if listener.deferAccept && !bare {
+            if let deferred {
+                roundTrip = deferred.roundTrip
+            } else {
+                // Only this handshake's entry (a reused port's older one has another ISN).
+                let entry = deferredHandshakes.entry(for: key, now: clock)
+                roundTrip = entry?.peerInitialSequence == ack.sequenceNumber - 1 ? entry?.roundTrip : nil
+            }
+            deferredHandshakes.forget(key)
         }
         counters.handshakesCompleted += 1
         let timestamps = listener.timestamps ? ack.options.timestamps : nil
-        output.reply(.established(HandshakeParameters(
-            localInitialSequence: cookie.initialSequence, peerInitialSequence: ack.sequenceNumber - 1,
+        // Only set when the segment did not verify by itself: it starts past the client's first byte.
+        let outOfOrder = deferred != nil
+        let parameters = HandshakeParameters(
+            localInitialSequence: cookie.initialSequence,
+            peerInitialSequence: deferred?.peerInitialSequence ?? ack.sequenceNumber - 1,
             peerSegmentSize: UInt16(cookie.peerSegmentSize), peerWindowShift: cookie.windowShift,
             selectiveAcknowledgments: cookie.selectiveAcknowledgments, timestamps: timestamps != nil,
             synAckTimestamp: timestamps?.echoReply ?? 0,
-            handshakeRoundTripMicroseconds: timestamps == nil ? 0
-                : cookie.handshakeRoundTrip.map { UInt32(clamping: max($0 / 1_000, 1)) } ?? 0), packet: packet))
-        return true
+            handshakeRoundTripMicroseconds: timestamps == nil ? 0 : roundTrip.map { UInt32(clamping: max($0 / 1_000, 1)) } ?? 0)
+        guard outOfOrder else {
+            output.reply(.established(parameters, packet: packet))
+            return true
+        }
+        counters.deferredAcceptsOutOfOrder += 1
+        ack.sequenceNumber = parameters.peerInitialSequence + 1
+        ack.flags = .ack
+        ack.options.sackBlocks = SACKBlockList()
+        guard let rebuilt = buildControl(ack, from: source, to: destination) else { return true }
+        output.reply(.established(parameters, packet: rebuilt))
+        return false  // the segment itself goes up after it
     }
 
     private func sendCookie<O: NICOutput>(
@@ -70,27 +113,33 @@ extension NICDataPlane {
         if transmitControl(reply, from: local, to: remote, output: &output) { counters.synCookiesSent += 1 }
     }
 
-    /// Builds a segment without payload (a SYN-ACK, a FIN, an ACK, a RST) of either family in the scratch
-    /// area and puts it on the wire; false when the wire refused it (counted).
-    func transmitControl<O: NICOutput>(_ segment: TCPRepr, from local: IPAddress, to remote: IPAddress, output: inout O) -> Bool {
-        let packetLength = remote.headerLength + segment.headerLength
+    /// A segment without payload, of either family, from `source` to `destination`, built in the scratch area
+    /// (valid until the next one); nil if it could not be (unreachable: the scratch holds any of them).
+    func buildControl(_ segment: TCPRepr, from source: IPAddress, to destination: IPAddress) -> UnsafeRawBufferPointer? {
+        let packetLength = destination.headerLength + segment.headerLength
         let packet = UnsafeMutableRawBufferPointer(rebasing: setupScratch[0..<packetLength])
         do throws(WireError) {
-            let network = try IPAddress.emitHeader(into: packet, source: local, destination: remote, protocol: .tcp,
+            let network = try IPAddress.emitHeader(into: packet, source: source, destination: destination, protocol: .tcp,
                                                    payloadLength: segment.headerLength)
             let tcp = UnsafeMutableRawBufferPointer(rebasing: packet[network...])
             _ = try segment.emitHeader(into: tcp)
-            TCPRepr.fillChecksum(segment: tcp, source: local, destination: remote)
+            TCPRepr.fillChecksum(segment: tcp, source: source, destination: destination)
         } catch {
-            return false  // the scratch holds any header-only segment; unreachable
+            return nil
         }
-        guard output.transmit(headers: UnsafeRawBufferPointer(packet), payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil) == .sent
-        else {
+        return UnsafeRawBufferPointer(packet)
+    }
+
+    /// Builds a segment without payload (a SYN-ACK, a FIN, an ACK, a RST) of either family in the scratch
+    /// area and puts it on the wire; false when the wire refused it (counted).
+    func transmitControl<O: NICOutput>(_ segment: TCPRepr, from local: IPAddress, to remote: IPAddress, output: inout O) -> Bool {
+        guard let packet = buildControl(segment, from: local, to: remote) else { return false }
+        guard output.transmit(headers: packet, payload: UnsafeRawBufferPointer(start: nil, count: 0), offload: nil) == .sent else {
             counters.wireRefusals += 1
             return false
         }
         counters.packetsOut += 1
-        counters.bytesOut += packetLength
+        counters.bytesOut += packet.count
         return true
     }
 }

@@ -60,6 +60,9 @@ public final class NICDataPlane {
         public var maximumSplices = 1 << 16
         /// Bytes of heads not yet acknowledged by their backends, over every splice.
         public var maximumSpliceHeadBytes = 64 << 20
+        /// Handshakes a deferring port remembers between their bare ACK and their first data (about 60
+        /// bytes each); past it a handshake is handed over at its bare ACK instead.
+        public var maximumDeferredHandshakes = 1 << 16
 
         public init() {}
     }
@@ -122,6 +125,10 @@ public final class NICDataPlane {
         public var cookiesRejected = 0
         /// Handshakes' bare ACKs dropped on a port that defers accepts until the client's first data.
         public var acceptsDeferred = 0
+        /// Deferred handshakes accepted from a later segment, their first data lost or overtaken.
+        public var deferredAcceptsOutOfOrder = 0
+        /// Handshakes handed over at their bare ACK because the table of deferred ones was full.
+        public var deferralsRefused = 0
         /// Connections handed over with TEARDOWN; FINs sent (retransmissions included) and the
         /// retransmissions alone; endings completed (last ACK, or TIME-WAIT over), given up (FIN never
         /// acknowledged, FIN-WAIT-2 over), reset (by the peer, or data after the close); TIME-WAITs ended
@@ -202,6 +209,8 @@ public final class NICDataPlane {
     /// Ports whose SYNs are answered here (LISTEN), with what their SYN-ACKs offer: one entry per port at
     /// most, so the host cannot make this grow past 65,535 small entries, and a SYN flood never does.
     @exclusivity(unchecked) var listeners: [UInt16: ListenerOptions] = [:]
+    /// Deferring ports' handshakes between their bare ACK and their first data (bounded).
+    @exclusivity(unchecked) var deferredHandshakes: DeferredHandshakes
     /// Keys the cookies of SYNs answered here; fresh per data plane (tests set their own).
     @exclusivity(unchecked) public var cookies = SYNCookies.random()
     /// Where a cookie SYN-ACK or a closing connection's segment is built (IPv4 and TCP headers with options:
@@ -398,6 +407,7 @@ public final class NICDataPlane {
         // The store's buffers plus room for reads in flight and chunks waiting for the wire.
         self.pool = pool ?? BufferPool(capacityBytes: storeLimitBytes + 64 << 20)
         self.limits = limits
+        deferredHandshakes = DeferredHandshakes(capacity: limits.maximumDeferredHandshakes)
         store = RetransmitStore(mode: retransmitMode, limitBytes: storeLimitBytes)
         let plane = Unmanaged.passUnretained(self)
         self.pool.slabAdded = { slab, memory in plane.takeUnretainedValue().adopt(slab: slab, memory: memory) }
@@ -434,6 +444,8 @@ public final class NICDataPlane {
     public var flowCount: Int { openFlows }
     /// Ports whose SYNs this data plane answers (LISTEN).
     public var listenerCount: Int { listeners.count }
+    /// Handshakes a deferring port holds between their bare ACK and their first data.
+    public var deferredHandshakeCount: Int { deferredHandshakes.count }
     /// Reads in flight or waiting for a buffer, chunks waiting for the wire: work the loop must come back for.
     public var hasPendingWork: Bool { !readyFlows.isEmpty || !readingFlows.isEmpty || disk.inFlight > 0 }
     /// Whether a chunk can leave now (the loop should not sleep).

@@ -173,6 +173,81 @@ struct NICSetupTests {
         #expect(output.packetsIn.count == 1 && nic.counters.cookiesRejected == 1 && nic.counters.acceptsDeferred == 1)
     }
 
+    @Test("a deferred handshake whose first data is lost: a later segment brings the connection up (its bare ACK rebuilt), then goes up itself")
+    func deferredAcceptFirstDataLost() throws {
+        let nic = makePlane()
+        var output = CollectingNICOutput()
+        var deferring = listener
+        deferring.deferAccept = true
+        listen(nic, deferring, output: &output)
+        let request = syn()
+        tcpPacket(request, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        let (synAck, _, _) = try #require(parseSegment(output.packets[0]))
+        let bare = ack(of: synAck, syn: request)
+        let ackedAt = start + 3 * Nanoseconds.millisecond
+        tcpPacket(bare, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: ackedAt, output: &output) }
+        #expect(nic.deferredHandshakeCount == 1 && output.replies.isEmpty)
+
+        // The request's second segment, 1,000 bytes on: it cannot verify by itself (the cookie hashes the ISN).
+        var second = bare
+        second.sequenceNumber = bare.sequenceNumber + 1000
+        second.flags = [.ack, .psh]
+        let secondPacket = tcpPacket(second, from: Self.client, to: Self.server, payload: Array(repeating: UInt8(ascii: "x"), count: 200))
+        let later = start + 250 * Nanoseconds.millisecond
+        secondPacket.withUnsafeBytes { nic.receive(packet: $0, now: later, output: &output) }
+        #expect(output.replies == ["ESTABLISHED", "PACKET_IN"], "the connection first, then the segment, untagged, for the host to hold")
+        #expect(nic.counters.deferredAcceptsOutOfOrder == 1 && nic.counters.cookiesRejected == 0 && nic.deferredHandshakeCount == 0)
+        let (parameters, carried) = try #require(output.established.first)
+        #expect(parameters.peerInitialSequence == request.sequenceNumber && parameters.localInitialSequence == synAck.sequenceNumber)
+        let (rebuilt, payload, checksumGood) = try #require(parseSegment(carried))
+        #expect(checksumGood && payload.isEmpty && rebuilt.flags == .ack)
+        #expect(rebuilt.sequenceNumber == bare.sequenceNumber && rebuilt.acknowledgmentNumber == bare.acknowledgmentNumber)
+        #expect(rebuilt.sourcePort == 40000 && rebuilt.destinationPort == 80 && rebuilt.options.timestamps == bare.options.timestamps)
+        #expect(parameters.handshakeRoundTripMicroseconds < 40_000, "the round trip the bare ACK measured, not the 250 ms to the data")
+        #expect(output.packetsIn.first?.1 == secondPacket)
+
+        // A stray with a made-up ISN finds no handshake and goes up as before; so does one whose cookie
+        // does not verify even with the remembered ISN (the entry stays for the real client).
+        let other = syn(sourcePort: 40001)
+        tcpPacket(other, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: later, output: &output) }
+        let otherAnswer = try #require(output.packets.last)
+        let (synAck2, _, _) = try #require(parseSegment(otherAnswer))
+        let bare2 = ack(of: synAck2, syn: other)
+        tcpPacket(bare2, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: later, output: &output) }
+        #expect(nic.deferredHandshakeCount == 1)
+        var forged = bare2
+        forged.sequenceNumber = bare2.sequenceNumber + 500
+        forged.acknowledgmentNumber = bare2.acknowledgmentNumber + 1
+        tcpPacket(forged, from: Self.client, to: Self.server, payload: [1, 2, 3]).withUnsafeBytes { nic.receive(packet: $0, now: later, output: &output) }
+        #expect(output.established.count == 1 && nic.counters.cookiesRejected == 1 && nic.deferredHandshakeCount == 1)
+    }
+
+    @Test("deferred handshakes are bounded: past the table's room one is handed over at its bare ACK; an entry lasts two cookie periods")
+    func deferredHandshakesBounded() throws {
+        let files = MemoryFiles()
+        var limits = NICDataPlane.Limits()
+        limits.maximumDeferredHandshakes = 1
+        let nic = NICDataPlane(files: files, disk: MemoryDisk(files: files), limits: limits)
+        nic.cookies = SYNCookies(key0: 42, key1: 43)
+        var output = CollectingNICOutput()
+        var deferring = listener
+        deferring.deferAccept = true
+        listen(nic, deferring, output: &output)
+        func handshake(sourcePort: UInt16, at time: Instant) throws {
+            let request = syn(sourcePort: sourcePort)
+            tcpPacket(request, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: time, output: &output) }
+            let last = try #require(output.packets.last)
+            let (synAck, _, _) = try #require(parseSegment(last))
+            tcpPacket(ack(of: synAck, syn: request), from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: time, output: &output) }
+        }
+        try handshake(sourcePort: 40000, at: start)
+        #expect(nic.deferredHandshakeCount == 1 && output.established.isEmpty)
+        try handshake(sourcePort: 40001, at: start)
+        #expect(nic.counters.deferralsRefused == 1 && output.established.count == 1, "no room: handed over at once, as on any port")
+        try handshake(sourcePort: 40002, at: start + 129 * Nanoseconds.second)
+        #expect(nic.deferredHandshakeCount == 1 && nic.counters.acceptsDeferred == 2, "the first expired, making room")
+    }
+
     @Test("timestamps off: no window scale or SACK offered, and the ESTABLISHED says so")
     func withoutTimestamps() throws {
         let nic = makePlane()

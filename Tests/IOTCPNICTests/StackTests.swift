@@ -275,6 +275,23 @@ struct StackTests {
             return answer.count >= 27
         }
         #expect(answer == Array("HTTP/1.1 204 No Content\r\n\r\n".utf8))
+
+        // A request of several segments whose first is lost: the later ones bring the connection up (not a
+        // reset), and the client's retransmission fills the hole.
+        let second = try harness.connectClient(port: 80)
+        let long = "GET /" + String(repeating: "a", count: 3000) + " HTTP/1.1\r\n\r\n"
+        try harness.clientWrite(second, long)
+        let firstData = try #require(harness.toNIC.firstIndex { parseSegment($0).map { !$0.1.isEmpty } ?? false })
+        harness.toNIC.remove(at: firstData)
+        let other = try acceptThroughEvents(harness, listener: listener)
+        var received: [UInt8] = []
+        _ = try harness.run(limit: 3000) {
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            if let count = try? chunk.withUnsafeMutableBytes({ try harness.stack.read(other, into: $0) }), count > 0 { received += chunk[0..<count] }
+            return received.count >= long.utf8.count
+        }
+        #expect(received == Array(long.utf8), "every byte, in order, after the retransmission")
+        #expect(harness.nic.counters.deferredAcceptsOutOfOrder == 1 && harness.client.state(of: second) == .established)
     }
 
     @Test("the peer's FIN is readClosed then end of stream; its RST is an error and a hang-up")

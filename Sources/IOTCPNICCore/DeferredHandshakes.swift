@@ -1,0 +1,75 @@
+import IOTCPCommon
+
+/// Handshakes on a port that defers accepts whose bare ACK came (its cookie good) but whose first data has
+/// not: the client's ISN and the round trip the ACK measured.
+///
+/// The cookie alone covers the usual case: the first data segment has the bare ACK's sequence number, so it
+/// brings the same cookie back and verifies on its own. It cannot cover that segment being lost or overtaken:
+/// a later one starts past ISN+1, and the cookie's hash is over the ISN. Remembering the ISN lets such a
+/// segment be recognised, so the client is accepted (and sends the missing bytes again) instead of reset.
+///
+/// Bounded: when full, a new handshake is not deferred but handed over at its bare ACK, as on a port that
+/// does not defer, so the table can neither grow nor cost a client its connection. Entries go with the
+/// first data, or when their cookie could no longer verify (two cookie periods).
+struct DeferredHandshakes {
+    struct Key: Hashable {
+        var remote: IPAddress
+        var remotePort: UInt16
+        var localPort: UInt16
+    }
+
+    struct Entry {
+        var peerInitialSequence: SequenceNumber
+        /// The handshake's round trip as the bare ACK measured it (nil when the cookie could not tell).
+        var roundTrip: UInt64?
+        var expires: Instant
+    }
+
+    /// Two cookie periods: a cookie verifies in its own 64-second period and the next.
+    static let lifetime = 128 * Nanoseconds.second
+
+    let capacity: Int
+    private var entries: [Key: Entry] = [:]
+    /// Insertion order with each insertion's expiry; a key taken or renewed since leaves a stale item,
+    /// told apart by its expiry.
+    private var order = FIFO<(key: Key, expires: Instant)>()
+
+    init(capacity: Int) {
+        self.capacity = capacity
+    }
+
+    var count: Int { entries.count }
+
+    /// Remembers a deferred handshake; false when the table is full (the caller hands it over instead).
+    mutating func remember(_ key: Key, peerInitialSequence: SequenceNumber, roundTrip: UInt64?, now: Instant) -> Bool {
+        expire(now: now)
+        guard entries[key] != nil || entries.count < capacity else { return false }
+        let expires = now + Self.lifetime
+        entries[key] = Entry(peerInitialSequence: peerInitialSequence, roundTrip: roundTrip, expires: expires)
+        order.append((key, expires))
+        return true
+    }
+
+    /// The entry for `key`; nil when there is none (or it expired).
+    mutating func entry(for key: Key, now: Instant) -> Entry? {
+        guard !entries.isEmpty else { return nil }
+        expire(now: now)
+        return entries[key]
+    }
+
+    mutating func forget(_ key: Key) {
+        if !entries.isEmpty { entries[key] = nil }
+    }
+
+    mutating func removeAll() {
+        entries.removeAll()
+        order.removeAll()
+    }
+
+    private mutating func expire(now: Instant) {
+        while let first = order.first, first.expires <= now {
+            _ = order.popFirst()
+            if entries[first.key]?.expires == first.expires { entries[first.key] = nil }
+        }
+    }
+}
