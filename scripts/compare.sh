@@ -444,7 +444,8 @@ EOF
 
 # The proxies: each in front of the same nginx backend, keep-alive and then a new connection per request.
 # iotcp-proxy splices a client's connection to its backend's after the first request (later requests on it
-# ride the splice); HAProxy and nginx read every request.
+# ride the splice); HAProxy and nginx read every request. All three accept a connection only with its
+# first bytes (iotcp-proxy's default; HAProxy's `defer-accept`, nginx's `deferred`: TCP_DEFER_ACCEPT).
 proxy() {
   scenario_now=proxy
   [ -n "${CONNECTIONS:-}" ] || connections=(100)
@@ -466,7 +467,7 @@ defaults
   timeout client 60s
   timeout server 60s
 frontend web
-  bind 10.98.0.2:8080
+  bind 10.98.0.2:8080 defer-accept
   default_backend files
 backend files
   http-reuse always
@@ -484,7 +485,7 @@ http {
   uwsgi_temp_path $work/nginx-uwsgi; scgi_temp_path $work/nginx-scgi;
   upstream files { server 10.98.0.10:8081; keepalive 256; }
   server {
-    listen 10.98.0.2:8080;
+    listen 10.98.0.2:8080 deferred;
     location / { proxy_pass http://files; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_max_temp_file_size 0; }
   }
 }
