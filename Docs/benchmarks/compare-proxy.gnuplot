@@ -10,10 +10,10 @@ set grid ytics
 set xtics rotate by -30
 set key top left
 set title "500KiB"
-set yrange [0:1.7653]
+set yrange [0:3.6472]
 plot "Docs/benchmarks/compare-proxy.dat" index 0 using 2:xtic(1) title "host process", "" index 0 using 3 title "NIC stack", "" index 0 using 4 title "kernel, rest of the core"
 unset key
 set title "10MiB"
-set yrange [0:2.7586]
+set yrange [0:2.9798]
 plot "Docs/benchmarks/compare-proxy.dat" index 1 using 2:xtic(1) title "host process", "" index 1 using 3 title "NIC stack", "" index 1 using 4 title "kernel, rest of the core"
 unset multiplot
