@@ -355,21 +355,28 @@ files() {
   scenario_now=$1
   local output=$2 sizes=($3) servers=($4)
   new_files "${sizes[@]}"
-  local rounds=${ROUNDS:-1} round
+  each_server "$scenario_now" "" "${servers[@]}"
+  report "$output"
+}
+
+# each_server LABEL SUFFIX SERVER...: each server started, measured on every size in `sizes` and connection
+# count, and stopped, ROUNDS times (its results named SERVER+SUFFIX). Each round starts at the next server: on
+# this machine a cell's rate drifts by up to a fifth from one minute to the next, and one server should not
+# always be the one measured second.
+each_server() {
+  local label=$1 suffix=$2; shift 2
+  local servers=("$@") rounds=${ROUNDS:-1} round
   for ((round = 0; round < rounds; round++)); do
-    # Each round starts at the next server: on this machine a cell's rate drifts by up to a fifth from one
-    # minute to the next, and one server should not always be the one measured second.
     local shift=$((round % ${#servers[@]}))
     for server in "${servers[@]:shift}" "${servers[@]:0:shift}"; do
-      echo "== $scenario_now: $server$([ "$rounds" -gt 1 ] && echo " (round $((round + 1)) of $rounds)")"
+      echo "== $label: $server$([ "$rounds" -gt 1 ] && echo " (round $((round + 1)) of $rounds)")"
       start "$server"
       for size in "${sizes[@]}"; do
-        for conns in "${connections[@]}"; do measure "$server" "$size" "$conns" "$url_base/file-$size.bin" "${wrk_extra[@]}"; done
+        for conns in "${connections[@]}"; do measure "$server$suffix" "$size" "$conns" "$url_base/file-$size.bin" "${wrk_extra[@]}"; done
       done
       stop
     done
   done
-  report "$output"
 }
 
 # new_files SIZE...: one file of each size in the page cache, the first the start probe, and no results yet.
@@ -492,22 +499,11 @@ http {
 CONF
   results="$work/results-proxy.jsonl"
   : > "$results"
-  local rounds=${ROUNDS:-1} round
-  for ((round = 0; round < rounds; round++)); do
-    local shift=$((round % ${#servers[@]}))  # each round starts at the next proxy, as files() does
-    for mode in ${PROXY_MODES:-keepalive close}; do
-      local suffix=
-      wrk_extra=()
-      [ "$mode" = close ] && wrk_extra=(-H "Connection: close") suffix=-close
-      for server in "${servers[@]:shift}" "${servers[@]:0:shift}"; do
-        echo "== proxy ($mode): $server$([ "$rounds" -gt 1 ] && echo " (round $((round + 1)) of $rounds)")"
-        start "$server"
-        for size in "${sizes[@]}"; do
-          for conns in "${connections[@]}"; do measure "$server$suffix" "$size" "$conns" "$url_base/file-$size.bin" "${wrk_extra[@]}"; done
-        done
-        stop
-      done
-    done
+  for mode in ${PROXY_MODES:-keepalive close}; do
+    local suffix=
+    wrk_extra=()
+    [ "$mode" = close ] && wrk_extra=(-H "Connection: close") suffix=-close
+    each_server "proxy ($mode)" "$suffix" "${servers[@]}"
   done
   python3 scripts/compare-parse.py --report "$results" Docs/benchmarks/compare-proxy
   gnuplot Docs/benchmarks/compare-proxy.gnuplot && echo "compare: wrote Docs/benchmarks/compare-proxy.{json,md,png}"

@@ -30,8 +30,9 @@ struct DeferredHandshakes {
 
     let capacity: Int
     private var entries: [Key: Entry] = [:]
-    /// Insertion order with each insertion's expiry; a key taken or renewed since leaves a stale item,
-    /// told apart by its expiry.
+    /// Insertion order with each insertion's expiry; a key forgotten or renewed since leaves a stale item,
+    /// told apart by its expiry. Rebuilt from the live entries when it reaches twice the capacity, so it
+    /// stays bounded however fast handshakes come and go (most leave with their data, long before expiry).
     private var order = FIFO<(key: Key, expires: Instant)>()
 
     init(capacity: Int) {
@@ -46,8 +47,18 @@ struct DeferredHandshakes {
         guard entries[key] != nil || entries.count < capacity else { return false }
         let expires = now + Self.lifetime
         entries[key] = Entry(peerInitialSequence: peerInitialSequence, roundTrip: roundTrip, expires: expires)
+        if order.count >= 2 * max(capacity, 1) { compact() }
         order.append((key, expires))
         return true
+    }
+
+    /// Items in the order queue, stale ones included (at most twice the capacity, plus one).
+    var queuedCount: Int { order.count }
+
+    private mutating func compact() {
+        let live = entries.map { (key: $0.key, expires: $0.value.expires) }.sorted { $0.expires < $1.expires }
+        order.removeAll(keepingCapacity: true)
+        order.append(contentsOf: live)
     }
 
     /// The entry for `key`; nil when there is none (or it expired).

@@ -1,6 +1,7 @@
 import IOTCPCommon
 import IOTCPHost
 import IOTCPNIC
+@testable import IOTCPNICCore
 import Testing
 
 /// Stateless setup on the NIC: SYNs to a LISTEN port are answered here with cookies, only a good cookie's
@@ -21,6 +22,32 @@ struct NICSetupTests {
 
     func listen(_ nic: NICDataPlane, _ options: ListenerOptions, output: inout CollectingNICOutput) {
         nic.handle(.listen(options), received: start, now: start, output: &output)
+    }
+
+    /// A data plane whose port 80 defers accepts.
+    func deferringPlane(limits: NICDataPlane.Limits = NICDataPlane.Limits(), output: inout CollectingNICOutput) -> NICDataPlane {
+        let files = MemoryFiles()
+        let nic = NICDataPlane(files: files, disk: MemoryDisk(files: files), limits: limits)
+        nic.cookies = SYNCookies(key0: 42, key1: 43)
+        var deferring = listener
+        deferring.deferAccept = true
+        listen(nic, deferring, output: &output)
+        return nic
+    }
+
+    /// A client's SYN from `sourcePort` answered by `nic`, and the client's bare ACK of the SYN-ACK (sent
+    /// `ackDelay` later unless `sendAck` is false).
+    func handshake(_ nic: NICDataPlane, sourcePort: UInt16, at time: Instant, ackDelay: UInt64 = 0, sendAck: Bool = true,
+                   output: inout CollectingNICOutput) throws -> (request: TCPRepr, synAck: TCPRepr, bare: TCPRepr) {
+        let request = syn(sourcePort: sourcePort)
+        tcpPacket(request, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: time, output: &output) }
+        let answer = try #require(output.packets.last)
+        let (synAck, _, _) = try #require(parseSegment(answer))
+        let bare = ack(of: synAck, syn: request)
+        if sendAck {
+            tcpPacket(bare, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: time + ackDelay, output: &output) }
+        }
+        return (request, synAck, bare)
     }
 
     func syn(port: UInt16 = 80, sourcePort: UInt16 = 40000, sequence: UInt32 = 1_000_000, timestamps: Bool = true, shift: UInt8? = 7,
@@ -131,21 +158,9 @@ struct NICSetupTests {
 
     @Test("a port deferring accepts: the handshake's bare ACK is dropped, keeping nothing, and the first data (or a FIN) brings the same cookie up with it")
     func deferredAccept() throws {
-        let nic = makePlane()
         var output = CollectingNICOutput()
-        var deferring = listener
-        deferring.deferAccept = true
-        listen(nic, deferring, output: &output)
-        func handshake(sourcePort: UInt16) throws -> (request: TCPRepr, synAck: TCPRepr) {
-            let request = syn(sourcePort: sourcePort)
-            tcpPacket(request, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
-            let last = try #require(output.packets.last)
-            let (synAck, _, _) = try #require(parseSegment(last))
-            return (request, synAck)
-        }
-        let (request, synAck) = try handshake(sourcePort: 40000)
-        let bare = ack(of: synAck, syn: request)
-        tcpPacket(bare, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
+        let nic = deferringPlane(output: &output)
+        let (request, synAck, bare) = try handshake(nic, sourcePort: 40000, at: start, output: &output)
         #expect(output.replies.isEmpty && output.packetsIn.isEmpty, "neither ESTABLISHED nor the ACK itself reaches the host")
         #expect(nic.counters.acceptsDeferred == 1 && nic.counters.handshakesCompleted == 0 && nic.flowCount == 0)
         #expect(output.packets.count == 1, "and the client is not answered: to it the connection is open")
@@ -162,7 +177,7 @@ struct NICSetupTests {
 
         // A client that closes without a byte is handed over with its FIN; one that sends a forged ACK is
         // not dropped here but goes up as a stray, as on any port.
-        let (second, secondSynAck) = try handshake(sourcePort: 40001)
+        let (second, secondSynAck, _) = try handshake(nic, sourcePort: 40001, at: later, sendAck: false, output: &output)
         var fin = ack(of: secondSynAck, syn: second)
         fin.flags = [.ack, .fin]
         tcpPacket(fin, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: later, output: &output) }
@@ -175,17 +190,9 @@ struct NICSetupTests {
 
     @Test("a deferred handshake whose first data is lost: a later segment brings the connection up (its bare ACK rebuilt), then goes up itself")
     func deferredAcceptFirstDataLost() throws {
-        let nic = makePlane()
         var output = CollectingNICOutput()
-        var deferring = listener
-        deferring.deferAccept = true
-        listen(nic, deferring, output: &output)
-        let request = syn()
-        tcpPacket(request, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: start, output: &output) }
-        let (synAck, _, _) = try #require(parseSegment(output.packets[0]))
-        let bare = ack(of: synAck, syn: request)
-        let ackedAt = start + 3 * Nanoseconds.millisecond
-        tcpPacket(bare, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: ackedAt, output: &output) }
+        let nic = deferringPlane(output: &output)
+        let (request, synAck, bare) = try handshake(nic, sourcePort: 40000, at: start, ackDelay: 3 * Nanoseconds.millisecond, output: &output)
         #expect(nic.deferredHandshakeCount == 1 && output.replies.isEmpty)
 
         // The request's second segment, 1,000 bytes on: it cannot verify by itself (the cookie hashes the ISN).
@@ -208,12 +215,7 @@ struct NICSetupTests {
 
         // A stray with a made-up ISN finds no handshake and goes up as before; so does one whose cookie
         // does not verify even with the remembered ISN (the entry stays for the real client).
-        let other = syn(sourcePort: 40001)
-        tcpPacket(other, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: later, output: &output) }
-        let otherAnswer = try #require(output.packets.last)
-        let (synAck2, _, _) = try #require(parseSegment(otherAnswer))
-        let bare2 = ack(of: synAck2, syn: other)
-        tcpPacket(bare2, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: later, output: &output) }
+        let (_, _, bare2) = try handshake(nic, sourcePort: 40001, at: later, output: &output)
         #expect(nic.deferredHandshakeCount == 1)
         var forged = bare2
         forged.sequenceNumber = bare2.sequenceNumber + 500
@@ -224,27 +226,15 @@ struct NICSetupTests {
 
     @Test("deferred handshakes are bounded: past the table's room one is handed over at its bare ACK; an entry lasts two cookie periods")
     func deferredHandshakesBounded() throws {
-        let files = MemoryFiles()
         var limits = NICDataPlane.Limits()
         limits.maximumDeferredHandshakes = 1
-        let nic = NICDataPlane(files: files, disk: MemoryDisk(files: files), limits: limits)
-        nic.cookies = SYNCookies(key0: 42, key1: 43)
         var output = CollectingNICOutput()
-        var deferring = listener
-        deferring.deferAccept = true
-        listen(nic, deferring, output: &output)
-        func handshake(sourcePort: UInt16, at time: Instant) throws {
-            let request = syn(sourcePort: sourcePort)
-            tcpPacket(request, from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: time, output: &output) }
-            let last = try #require(output.packets.last)
-            let (synAck, _, _) = try #require(parseSegment(last))
-            tcpPacket(ack(of: synAck, syn: request), from: Self.client, to: Self.server).withUnsafeBytes { nic.receive(packet: $0, now: time, output: &output) }
-        }
-        try handshake(sourcePort: 40000, at: start)
+        let nic = deferringPlane(limits: limits, output: &output)
+        _ = try handshake(nic, sourcePort: 40000, at: start, output: &output)
         #expect(nic.deferredHandshakeCount == 1 && output.established.isEmpty)
-        try handshake(sourcePort: 40001, at: start)
+        _ = try handshake(nic, sourcePort: 40001, at: start, output: &output)
         #expect(nic.counters.deferralsRefused == 1 && output.established.count == 1, "no room: handed over at once, as on any port")
-        try handshake(sourcePort: 40002, at: start + 129 * Nanoseconds.second)
+        _ = try handshake(nic, sourcePort: 40002, at: start + 129 * Nanoseconds.second, output: &output)
         #expect(nic.deferredHandshakeCount == 1 && nic.counters.acceptsDeferred == 2, "the first expired, making room")
     }
 
@@ -381,5 +371,51 @@ struct NICSetupStackTests {
         #expect(harness.client.state(of: client) == .established)
         #expect(harness.nic.listenerCount == 0 && harness.nic.counters.synCookiesSent == 0)
         #expect(harness.stack.engine.statistics.handshakesFromNIC == 0)
+    }
+}
+
+/// The deferred handshakes' table itself: what it keeps and for how long, and that its bookkeeping stays
+/// bounded when handshakes come and go much faster than they expire.
+@Suite("Deferred handshakes (the NIC's table between a bare ACK and the first data)")
+struct DeferredHandshakesTests {
+    let start = Instant(nanoseconds: 10 * Nanoseconds.second)
+
+    func key(_ port: UInt16) -> DeferredHandshakes.Key {
+        DeferredHandshakes.Key(remote: IPAddress(IPv4Address(10, 77, 0, 1)), remotePort: port, localPort: 80)
+    }
+
+    @Test("an entry is found until forgotten or two cookie periods old; a full table refuses, a renewed key does not count twice")
+    func keepsAndExpires() {
+        var table = DeferredHandshakes(capacity: 2)
+        let first = table.remember(key(1), peerInitialSequence: SequenceNumber(100), roundTrip: 500_000, now: start)
+        let renewed = table.remember(key(1), peerInitialSequence: SequenceNumber(100), roundTrip: 400_000, now: start)
+        let found = table.entry(for: key(1), now: start)
+        #expect(first && renewed && table.count == 1 && found?.roundTrip == 400_000)
+        let second = table.remember(key(2), peerInitialSequence: SequenceNumber(200), roundTrip: nil, now: start)
+        let third = table.remember(key(3), peerInitialSequence: SequenceNumber(300), roundTrip: nil, now: start)
+        #expect(second && !third, "full")
+        table.forget(key(1))
+        let forgotten = table.entry(for: key(1), now: start)
+        #expect(forgotten == nil && table.count == 1)
+        let almost = table.entry(for: key(2), now: start + (DeferredHandshakes.lifetime - 1))
+        #expect(almost?.peerInitialSequence == SequenceNumber(200))
+        let expired = table.entry(for: key(2), now: start + DeferredHandshakes.lifetime)
+        #expect(expired == nil && table.count == 0)
+    }
+
+    @Test("200,000 handshakes, most forgotten with their data: the order queue never passes twice the capacity")
+    func boundedUnderChurn() {
+        var table = DeferredHandshakes(capacity: 64)
+        var most = 0
+        for index in 0..<200_000 {
+            let now = start + UInt64(index) * 1_000  // a microsecond apart: none expires in this run
+            let port = UInt16(truncatingIfNeeded: index)
+            let kept = table.remember(key(port), peerInitialSequence: SequenceNumber(UInt32(index)), roundTrip: nil, now: now)
+            if !kept { Issue.record("refused with \(table.count) entries") }
+            if index % 3 != 0 { table.forget(key(port)) }  // a third stay (until pushed out by a reused port)
+            if table.count >= 60 { for stale in 0..<UInt16(64) { table.forget(key(port &- stale)) } }
+            most = max(most, table.queuedCount)
+        }
+        #expect(most <= 2 * 64 + 1)
     }
 }
