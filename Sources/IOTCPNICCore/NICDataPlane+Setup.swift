@@ -38,16 +38,18 @@ extension NICDataPlane {
         }
         let bare = view.payload.isEmpty && !flags.contains(.fin)
         let key = DeferredHandshakes.Key(remote: source, remotePort: ack.sourcePort, localPort: ack.destinationPort)
+        // A deferring port's data segment may belong to a handshake whose bare ACK was dropped here.
+        let remembered = listener.deferAccept && !bare ? deferredHandshakes.entry(for: key, now: clock) : nil
         var cookie = cookies.verify(ack, remote: source, local: destination, now: clock)
-        // A deferred handshake's later segment, its first data lost or overtaken: it verifies with the ISN
-        // the bare ACK brought. The host gets the connection from that ACK, rebuilt, and this segment after
-        // it (held out of order there, so the client sends the missing bytes again).
-        var deferred: DeferredHandshakes.Entry?
-        if cookie == nil, listener.deferAccept, !bare, let entry = deferredHandshakes.entry(for: key, now: clock) {
+        // That handshake's later segment, its first data lost or overtaken: it verifies with the ISN the
+        // bare ACK brought. The host gets the connection from that ACK, rebuilt, and this segment after it
+        // (held out of order there, so the client sends the missing bytes again).
+        var outOfOrder = false
+        if cookie == nil, let remembered {
             var first = ack
-            first.sequenceNumber = entry.peerInitialSequence + 1
+            first.sequenceNumber = remembered.peerInitialSequence + 1
             cookie = cookies.verify(first, remote: source, local: destination, now: clock)
-            if cookie != nil { deferred = entry }
+            outOfOrder = cookie != nil
         }
         guard let cookie else {
             counters.cookiesRejected += 1
@@ -67,25 +69,19 @@ extension NICDataPlane {
             counters.deferralsRefused += 1
         }
         // The round trip: the bare ACK's when it was deferred (the first data follows the client's own
-        // delay); none from a deferring port's data segment whose bare ACK never came.
+        // delay); none from a deferring port's data segment whose bare ACK never came. A reused port's older
+        // entry (another ISN) is not this handshake's.
         var roundTrip = cookie.handshakeRoundTrip
         if listener.deferAccept && !bare {
-            if let deferred {
-                roundTrip = deferred.roundTrip
-            } else {
-                // Only this handshake's entry (a reused port's older one has another ISN).
-                let entry = deferredHandshakes.entry(for: key, now: clock)
-                roundTrip = entry?.peerInitialSequence == ack.sequenceNumber - 1 ? entry?.roundTrip : nil
-            }
-            deferredHandshakes.forget(key)
+            let own = outOfOrder || remembered?.peerInitialSequence == ack.sequenceNumber - 1
+            roundTrip = own ? remembered?.roundTrip : nil
+            if remembered != nil { deferredHandshakes.forget(key) }
         }
         counters.handshakesCompleted += 1
         let timestamps = listener.timestamps ? ack.options.timestamps : nil
-        // Only set when the segment did not verify by itself: it starts past the client's first byte.
-        let outOfOrder = deferred != nil
         let parameters = HandshakeParameters(
             localInitialSequence: cookie.initialSequence,
-            peerInitialSequence: deferred?.peerInitialSequence ?? ack.sequenceNumber - 1,
+            peerInitialSequence: (outOfOrder ? remembered?.peerInitialSequence : nil) ?? ack.sequenceNumber - 1,
             peerSegmentSize: UInt16(cookie.peerSegmentSize), peerWindowShift: cookie.windowShift,
             selectiveAcknowledgments: cookie.selectiveAcknowledgments, timestamps: timestamps != nil,
             synAckTimestamp: timestamps?.echoReply ?? 0,

@@ -101,9 +101,8 @@ extension NICDataPlane {
     func splice<O: NICOutput>(clientFlow: FlowID, _ parameters: SpliceParameters, head: UnsafeRawBufferPointer, now: Instant, output: inout O) {
         counters.splices += 1
         // Both flow ids are released with the splice: a host that knows it sends no FLOW_CLOSE first.
-        for flow in [clientFlow, parameters.backendFlow] {
-            if let index = openIndex(flow) { closeFlow(index) }
-        }
+        if let index = openIndex(clientFlow) { closeFlow(index) }
+        if let index = openIndex(parameters.backendFlow) { closeFlow(index) }
         let local = parameters.localAddress
         func side(_ state: SpliceConnectionState, extraSent: Int) -> SpliceSide {
             SpliceSide(
