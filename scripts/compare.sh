@@ -204,9 +204,13 @@ start() {
   local address=10.97.0.2/24 host=10.97.0.2
   case $1 in *-ipv6) address=10.97.0.2/24,fd97::2/64 host='[fd97::2]' ;; esac
   case ${1%-ipv6} in
-    iotcp-embedded)
+    iotcp-embedded|iotcp-embedded-after-ack)
+      # -after-ack: endings handed to the NIC only once the response is acknowledged (the behaviour before
+      # endings with data), for an A/B in one run.
+      local late=()
+      [ "${1%-ipv6}" = iotcp-embedded-after-ack ] && late=(--endings-after-acknowledgment)
       (run_in "$group" taskset -c 0 .build/release/iotcp-fileserver --root "$work/www" --netns cmp-iotcp --address "$address" --quiet \
-        "${iotcp_cold[@]}" "${iotcp_tls[@]}" >"$work/iotcp.out" 2>"$work/iotcp.log") &
+        "${iotcp_cold[@]}" "${iotcp_tls[@]}" "${late[@]}" >"$work/iotcp.out" 2>"$work/iotcp.log") &
       server_pids=($!) nic_thread=iotcp-nic client_ns=cmp-iotcp url_base=$scheme://$host:8080 ;;
     iotcp-split|iotcp-split-direct|iotcp-split-nomap)
       local direct=()

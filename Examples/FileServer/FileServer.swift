@@ -53,6 +53,8 @@ struct FileServer: ParsableCommand {
     var deferAccept = false
     @Flag(help: "End closed connections on the host instead of handing them to the NIC (TCPConfiguration.teardownOnNIC off).")
     var hostEndings = false
+    @Flag(help: "Hand a closed connection's ending to the NIC only once its response is acknowledged, not with the response (TCPConfiguration.endingsWithDataOnNIC off).")
+    var endingsAfterAcknowledgment = false
     @Flag(help: "Repair a lost tail by the retransmission timeout alone, without tail loss probes (TCPConfiguration.tailLossProbes off).")
     var noTailLossProbes = false
     @Flag(help: "Leave a lost retransmission in SACK recovery to the retransmission timeout (TCPConfiguration.lostRetransmissionDetection off).")
@@ -124,6 +126,7 @@ struct FileServer: ParsableCommand {
         var tcpConfiguration = TCPConfiguration()
         tcpConfiguration.handshakesOnNIC = !hostHandshakes
         tcpConfiguration.teardownOnNIC = !hostEndings
+        tcpConfiguration.endingsWithDataOnNIC = !endingsAfterAcknowledgment
         tcpConfiguration.tailLossProbes = !noTailLossProbes
         tcpConfiguration.lostRetransmissionDetection = !noLostRetransmissionDetection
         tcpConfiguration.reorderingWindow = !noReorderingWindow
@@ -172,7 +175,7 @@ struct FileServer: ParsableCommand {
         let tcp = stack.engine.statistics
         say("iotcp-fileserver: stopping; \(server.requests) requests served; host: retransmission-timeouts=\(recovery.timeouts) "
             + "fast-recoveries=\(recovery.fastRecoveries) loss-probes=\(recovery.lossProbes) lost-retransmissions=\(recovery.lostRetransmissions) reordering-window-losses=\(recovery.reorderingWindowLosses) sack-renegings=\(recovery.sackRenegings) segments-in=\(tcp.segmentsReceived) nic-handshakes=\(tcp.handshakesFromNIC) "
-            + "host-syn-cookies=\(tcp.synCookiesSent) connections-opened=\(tcp.connectionsOpened) endings-on-nic=\(tcp.endingsHandedOver); http: header-timeouts=\(http.headerTimeouts) idle-timeouts=\(http.idleTimeouts) "
+            + "host-syn-cookies=\(tcp.synCookiesSent) connections-opened=\(tcp.connectionsOpened) endings-on-nic=\(tcp.endingsHandedOver) endings-with-data=\(tcp.endingsHandedOverWithData) flows-released=\(tcp.flowsReleased); http: header-timeouts=\(http.headerTimeouts) idle-timeouts=\(http.idleTimeouts) "
             + "send-timeouts=\(http.sendTimeouts) refused=\(http.refused) read-pauses=\(http.readPauses) "
             + "open-file-cache-hits=\(server.fileCache.statistics.hits) open-file-cache-misses=\(server.fileCache.statistics.misses)"
             + (server.tls != nil ? " tls-failures=\(http.tlsFailures) key-updates=\(http.keyUpdates)" : ""), to: 2)

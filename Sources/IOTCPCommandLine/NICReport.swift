@@ -46,6 +46,8 @@ public enum NICReport {
             ("fin-retransmissions", "\(plane.finRetransmissions)"), ("endings-finished", "\(plane.closingFinished)"),
             ("endings-abandoned", "\(plane.closingAbandoned)"), ("endings-reset", "\(plane.closingReset)"),
             ("time-wait-reused", "\(plane.timeWaitReused)"), ("teardown-overflows", "\(plane.teardownOverflows)"),
+            ("endings-with-data", "\(plane.endingsWithData)"), ("ending-data-acknowledged", "\(plane.endingDataAcknowledged)"),
+            ("ending-data-resends", "\(plane.endingDataResends)"), ("flows-released", "\(plane.flowsReleased)"),
             ("splices-started", "\(plane.splices)"), ("splices-now", "\(dataPlane.spliceCount)"),
             ("splice-refusals", "\(plane.spliceRefusals)"), ("splice-segments", "\(plane.splicedSegments)"),
             ("splice-payload", "\(plane.splicedBytes)"), ("splice-drops", "\(plane.spliceDrops)"),

@@ -108,7 +108,7 @@ public final class NICRuntime {
         sender.append(.hello(Hello(role: .nic, maxMessageBytes: UInt32(channel.maxMessageBytes),
                                    maxFlows: UInt32(dataPlane.limits.maximumFlows - 1), maxOpenFiles: UInt32(dataPlane.files.limit),
                                    features: NICFeatures.connectionSetup | NICFeatures.connectionTeardown | NICFeatures.connectionSplicing | NICFeatures.sendHeads
-                                       | NICFeatures.ipv6Splicing | NICFeatures.spliceAcknowledgment)))
+                                       | NICFeatures.ipv6Splicing | NICFeatures.spliceAcknowledgment | NICFeatures.endingsWithData)))
         sender.flush()
     }
 

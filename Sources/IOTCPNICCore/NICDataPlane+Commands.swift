@@ -10,7 +10,7 @@ extension NICDataPlane {
         counters.commands += 1
         clock = now
         switch command {
-        case .hello, .keepalive, .error, .opened, .stat, .echo, .packetIn, .device, .established, .spliceEnded:
+        case .hello, .keepalive, .error, .opened, .stat, .echo, .packetIn, .device, .established, .spliceEnded, .flowReleased:
             break  // not for the NIC to act on
         case .open(let requestID, _, let path):
             open(requestID: requestID, path: String(decoding: path, as: UTF8.self), output: &output)
@@ -53,11 +53,14 @@ extension NICDataPlane {
             listeners[options.port] = options.isListening ? options : nil
         case .teardown(let flow, let parameters):
             teardown(flow: flow, parameters, now: now, output: &output)
+        case .teardownWithData(let flow, let parameters, let unacknowledged, let hostBytes):
+            teardownWithData(flow: flow, parameters, unacknowledged: unacknowledged, hostBytes: hostBytes, now: now, output: &output)
         case .redeliver(let packet):
             redeliver(packet, output: &output)
         case .splice(let flow, let parameters, let head):
             splice(clientFlow: flow, parameters, head: head, now: now, output: &output)
         }
+        flushReleases(output: &output)
     }
 
     func open<O: NICOutput>(requestID: UInt32, path: String, output: inout O) {
@@ -114,6 +117,21 @@ extension NICDataPlane {
     func closeFlow(_ index: UInt32) {
         let slot = Int(index)
         guard flows[slot].open else { return }
+        if flows[slot].ending >= 0 {
+            // Closed from elsewhere (the host reusing its id, or leaving) while an ending held it for its
+            // data: that ending cannot go on without it.
+            let ending = Int(flows[slot].ending)
+            flows[slot].ending = -1
+            if closing[ending].dataFlow == index {
+                closing[ending].dataFlow = 0
+                if closing[ending].hostBytes != Self.noHostBytes {
+                    freeDeferredPacket(closing[ending].hostBytes)
+                    closing[ending].hostBytes = Self.noHostBytes
+                }
+                pendingReleases.append(PendingRelease(flow: flows[slot].id, reason: .reset))
+                forgetClosing(ending)
+            }
+        }
         dropQueued(slot)
         let pool = self.pool
         store.removeAll(in: &flows[slot].sent) { pool.give($0) }
@@ -161,6 +179,7 @@ extension NICDataPlane {
         deferredHandshakes.removeAll()
         forgetAllClosing()
         forgetAllSplices()
+        pendingReleases.removeAll()
     }
 
     // MARK: - SEND

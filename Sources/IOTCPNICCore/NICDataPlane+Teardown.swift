@@ -43,6 +43,18 @@ extension NICDataPlane {
         var retransmissionsLeft = 0
         var timeWait: UInt64 = 0
         var finWait2: UInt64 = 0
+        /// An ending handed over with data (TEARDOWN with data): the flow, still open here, whose stored data
+        /// from `unacknowledged` to the FIN the peer has not acknowledged (0 once it has, or for a TEARDOWN's).
+        var dataFlow: UInt32 = 0
+        var unacknowledged = SequenceNumber(0)
+        /// The host's bytes at the front of that data (`noHostBytes` if none): from `hostBytesStart` on.
+        var hostBytes = NICDataPlane.noHostBytes
+        var hostBytesStart = SequenceNumber(0)
+        /// After a timeout: the data goes again from `unacknowledged`, a window at a time, the window
+        /// starting at one segment and growing by what each ACK acknowledges (RFC 5681's slow start);
+        /// `resendNext` is how far this pass has got.
+        var resendNext = SequenceNumber(0)
+        var resendWindow = 0
     }
 
     /// Connections whose ending the NIC holds (TEARDOWN), for diagnostics and the report.
@@ -63,6 +75,12 @@ extension NICDataPlane {
         let endpoints = flows[Int(index)].endpoints
         closeFlow(index)
         counters.teardowns += 1
+        let entry = closingEntry(endpoints, parameters, now: now)
+        _ = holdClosing(entry, now: now, output: &output)
+    }
+
+    /// The closing entry for a connection handed over with these endpoints and parameters.
+    func closingEntry(_ endpoints: FlowEndpoints, _ parameters: TeardownParameters, now: Instant) -> ClosingConnection {
         var entry = ClosingConnection()
         entry.remoteAddress = endpoints.remoteAddress
         entry.localAddress = endpoints.localAddress
@@ -87,6 +105,11 @@ extension NICDataPlane {
         entry.retransmissionsLeft = Int(parameters.maximumRetransmissions)
         entry.timeWait = UInt64(parameters.timeWaitMilliseconds) * Nanoseconds.millisecond
         entry.finWait2 = UInt64(parameters.finWait2Milliseconds) * Nanoseconds.millisecond
+        return entry
+    }
+
+    /// Keeps `entry` and starts its timer; nil (the connection reset) when the table is full.
+    func holdClosing<O: NICOutput>(_ entry: ClosingConnection, now: Instant, output: inout O) -> Int? {
         if let existing = closingSlot(remote: entry.remoteAddress, remotePort: entry.remotePort, localPort: entry.localPort) {
             forgetClosing(existing)
         }
@@ -94,7 +117,7 @@ extension NICDataPlane {
             // No room to hold the ending: reset it now rather than leave the peer waiting for a FIN.
             counters.teardownOverflows += 1
             sendClosingSegment(entry, flags: [.rst, .ack], sequence: entry.finSequence + 1, now: now, output: &output)
-            return
+            return nil
         }
         let slot = freeClosing.popLast().map(Int.init) ?? {
             closing.append(ClosingConnection())
@@ -110,6 +133,7 @@ extension NICDataPlane {
         case .timeWait: closingWheel.schedule(slot, at: now + entry.timeWait)
         case .free: break
         }
+        return slot
     }
 
     /// REDELIVER: a packet the NIC forwarded to the host just before the host handed its connection over.
@@ -195,6 +219,9 @@ extension NICDataPlane {
             // The peer's FIN again: our ACK of it was lost. ACK it again; in TIME-WAIT the wait starts
             // again (RFC 9293 §3.10.7.4), as Linux's TIME-WAIT does.
             closing[slot] = entry
+            if entry.dataFlow != 0 && flags.contains(.ack) {
+                acknowledgeEndingData(slot, through: segment.acknowledgmentNumber, now: now, output: &output)
+            }
             sendClosingSegment(entry, flags: .ack, now: now, output: &output)
             if entry.state == .timeWait { closingWheel.schedule(slot, at: now + entry.timeWait) }
             return true
@@ -211,7 +238,13 @@ extension NICDataPlane {
             forgetClosing(slot)
             return true
         }
-        if flags.contains(.ack) && segment.acknowledgmentNumber == entry.finSequence + 1 {
+        if entry.dataFlow != 0 && flags.contains(.ack) {
+            // An ending with data: what the ACK takes of it (all of it, and the flow is released).
+            closing[slot] = entry
+            acknowledgeEndingData(slot, through: segment.acknowledgmentNumber, now: now, output: &output)
+            entry = closing[slot]
+        }
+        if flags.contains(.ack) && segment.acknowledgmentNumber == entry.finSequence + 1 && entry.dataFlow == 0 {
             switch entry.state {
             case .finWait1:
                 entry.state = .finWait2
@@ -288,11 +321,16 @@ extension NICDataPlane {
                 guard closing[slot].retransmissionsLeft > 0 else {
                     // The peer never acknowledged: give up quietly, as an orphan's retries do.
                     counters.closingAbandoned += 1
-                    forgetClosing(slot)
+                    forgetClosing(slot, reason: .abandoned)
                     continue
                 }
                 closing[slot].retransmissionsLeft -= 1
                 closing[slot].timeout = min(closing[slot].timeout * 2, 120 * Nanoseconds.second)
+                if closing[slot].dataFlow != 0 {
+                    resendEndingData(slot, now: now, output: &output)
+                    closingWheel.schedule(slot, at: now + closing[slot].timeout)
+                    continue
+                }
                 sendClosingSegment(closing[slot], flags: [.fin, .ack], sequence: closing[slot].finSequence, now: now, output: &output)
                 counters.finsSent += 1
                 counters.finRetransmissions += 1
@@ -309,8 +347,11 @@ extension NICDataPlane {
         }
     }
 
-    func forgetClosing(_ slot: Int) {
+    /// Forgets the ending in `slot`; one that still held its flow for data releases it (FLOW_RELEASED, with
+    /// `reason`).
+    func forgetClosing(_ slot: Int, reason: FlowReleaseReason = .reset) {
         guard closing[slot].state != .free else { return }
+        releaseEndingFlow(slot, reason: reason)
         let entry = closing[slot]
         closingByEndpoints.remove(remote: entry.remoteAddress, remotePort: entry.remotePort, localPort: entry.localPort, ifStill: Int32(slot))
         closingWheel.schedule(slot, at: nil)

@@ -19,6 +19,7 @@ extension NICDataPlane {
         if transmitReady(now: now, output: &output) { worked = true }
         expireClosing(now: now, output: &output)
         expireSplices(now: now, output: &output)
+        flushReleases(output: &output)
         // Buffers the wire let go of can start the next reads now rather than next turn.
         if !readingFlows.isEmpty {
             startReads(now: now)
@@ -99,11 +100,17 @@ extension NICDataPlane {
             flows[slot].readAhead -= 1
             readAheadTotal -= 1
             freeChunk(chunk)
+            // An ending's FIN waits for the bytes it resent to be read and sent, so it never passes them.
+            if flows[slot].ending >= 0 && flows[slot].urgent.isEmpty { sendEndingData(Int(flows[slot].ending), now: now, output: &output) }
             return true
         }
         var sentChunk = false
         while let item = flows[slot].queue.first {
             switch item {
+            case .echo where flows[slot].ending >= 0:
+                // The host has forgotten the connection; its ending's timer runs from the data's leaving.
+                let ending = Int(flows[slot].ending)
+                closingWheel.schedule(ending, at: now + closing[ending].timeout)
             case .echo(let end, let arrival):
                 let delay = now - arrival
                 output.reply(.echo(flows[slot].id, sequenceEnd: end, nicDelayNanoseconds: delay))
@@ -299,6 +306,7 @@ extension NICDataPlane {
              failure.description, output: &output)
         flows[slot].failed = true
         dropQueued(slot)
+        endingDataFailed(slot, now: clock, output: &output)
     }
 
     // MARK: - From the wire
@@ -340,6 +348,13 @@ extension NICDataPlane {
             output.reply(.packetIn(.none, packet: ip.bytes))
             return
         }
+        if flows[Int(index)].ending >= 0 {
+            // An ending handed over with its data: the host has forgotten the connection.
+            _ = receiveClosing(Int(flows[Int(index)].ending), source: IPAddress(ip.source), destination: IPAddress(ip.destination),
+                               segment: segment, output: &output)
+            flushReleases(output: &output)
+            return
+        }
         output.reply(.packetIn(flows[Int(index)].id, packet: ip.bytes))
     }
 
@@ -371,6 +386,11 @@ extension NICDataPlane {
             return
         }
         if let flow = flowsByEndpoints6.isEmpty ? nil : flowsByEndpoints6[key] {
+            if flows[Int(flow)].ending >= 0 {
+                _ = receiveClosing(Int(flows[Int(flow)].ending), source: source, destination: destination, segment: segment, output: &output)
+                flushReleases(output: &output)
+                return
+            }
             output.reply(.packetIn(flows[Int(flow)].id, packet: ip.bytes))
             return
         }

@@ -143,6 +143,12 @@ public final class NICDataPlane {
         public var teardownOverflows = 0
         /// Challenge ACKs a closing connection did not send (more than one per 100 ms).
         public var challengesSuppressed = 0
+        /// Endings handed over with data (TEARDOWN with data, counted in `teardowns` too); those whose data
+        /// the peer acknowledged whole; timeouts that sent their data again; FLOW_RELEASEDs answered.
+        public var endingsWithData = 0
+        public var endingDataAcknowledged = 0
+        public var endingDataResends = 0
+        public var flowsReleased = 0
         /// Packets the host gave back (REDELIVER) for connections it had just handed over.
         public var redelivered = 0
         /// SPLICEs taken, and refused (no room, or connections that cannot be joined: both reset); segments
@@ -223,6 +229,8 @@ public final class NICDataPlane {
     @exclusivity(unchecked) var closingByEndpoints = EndpointIndex<Int32>()
     @exclusivity(unchecked) var closingWheel = TimerWheel(tick: Nanoseconds.millisecond, bucketCount: 1024, start: .zero)
     @exclusivity(unchecked) var closingDue: [Int] = []
+    /// Flows handed over with data that were released since the last flush (FLOW_RELEASED to send).
+    @exclusivity(unchecked) var pendingReleases: [PendingRelease] = []
     /// Splices (SPLICE), their free entries, their index by either peer's endpoints (entry << 1, and 1 for
     /// the backend), the wheel of their deadlines, the head bytes they hold, and where a relayed packet is
     /// rewritten (the largest IPv4 packet).
@@ -319,6 +327,9 @@ public final class NICDataPlane {
         /// milliseconds from its own SEND, and two chunks' roundings can disagree by one.
         var lastTimestamp: UInt32 = 0
         var hasSentTimestamp = false
+        /// The closing entry whose ending holds this flow for its data (TEARDOWN with data), or -1: the
+        /// peer's segments go to it, and no ECHO goes up.
+        var ending: Int32 = -1
     }
 
     struct RecordTag {

@@ -14,6 +14,7 @@ enum OwnedCommand: Equatable {
     case redeliver([UInt8])
     case splice(FlowID, SpliceParameters, [UInt8])
     case sendWithHead(FlowID, SendRange, [UInt8])
+    case teardownWithData(FlowID, TeardownParameters, SequenceNumber, [UInt8])
 
     init(_ command: Command) {
         switch command {
@@ -29,6 +30,8 @@ enum OwnedCommand: Equatable {
         case .redeliver(let packet): self = .redeliver(Array(packet))
         case .splice(let flow, let parameters, let head): self = .splice(flow, parameters, Array(head))
         case .sendWithHead(let flow, let range, let head): self = .sendWithHead(flow, range, Array(head))
+        case .teardownWithData(let flow, let parameters, let unacknowledged, let hostBytes):
+            self = .teardownWithData(flow, parameters, unacknowledged, Array(hostBytes))
         default: self = .plain(String(describing: command))
         }
     }
@@ -48,6 +51,8 @@ enum OwnedCommand: Equatable {
         case .redeliver(let packet): return packet.withUnsafeBytes { body(.redeliver(packet: $0)) }
         case .splice(let flow, let parameters, let head): return head.withUnsafeBytes { body(.splice(flow, parameters, head: $0)) }
         case .sendWithHead(let flow, let range, let head): return head.withUnsafeBytes { body(.sendWithHead(flow, range, head: $0)) }
+        case .teardownWithData(let flow, let parameters, let unacknowledged, let hostBytes):
+            return hostBytes.withUnsafeBytes { body(.teardownWithData(flow, parameters, unacknowledged: unacknowledged, hostBytes: $0)) }
         case .device(let requestID, let file, let namespace, let model, let serial):
             return model.withUnsafeBytes { model in
                 serial.withUnsafeBytes { serial in
@@ -165,12 +170,25 @@ extension SeededGenerator {
             owned = .redeliver(bytes(1...1600))
             return owned.withCommand { body($0, owned) }
         case .teardown:
-            command = .teardown(flow, TeardownParameters(
+            let withData = Bool.random(using: &self)
+            // With data, our FIN is unacknowledged (FIN-WAIT-1, CLOSING or LAST-ACK).
+            let parameters = TeardownParameters(
                 finSequence: SequenceNumber(next32()), receiveNext: SequenceNumber(next32()), window: next16(),
-                windowShift: UInt8.random(in: 0...14, using: &self), state: TeardownState(rawValue: UInt8.random(in: 1...5, using: &self))!,
+                windowShift: UInt8.random(in: 0...14, using: &self),
+                state: TeardownState(rawValue: UInt8.random(in: 1...(withData ? 3 : 5), using: &self))!,
                 timestamps: Bool.random(using: &self), timestampValue: next32(), timestampEcho: next32(),
                 retransmissionTimeoutMilliseconds: UInt32.random(in: 1...UInt32.max, using: &self), maximumRetransmissions: next16(),
-                timeWaitMilliseconds: next32(), finWait2Milliseconds: next32()))
+                timeWaitMilliseconds: next32(), finWait2Milliseconds: next32())
+            guard withData else {
+                command = .teardown(flow, parameters)
+                break
+            }
+            let unacknowledged = Int.random(in: 1...TeardownParameters.maximumDataLength, using: &self)
+            owned = .teardownWithData(flow, parameters, parameters.finSequence - unacknowledged,
+                                      bytes(0...min(unacknowledged, SendRange.maximumHeadLength)))
+            return owned.withCommand { body($0, owned) }
+        case .flowReleased:
+            command = .flowReleased(flow, reason: FlowReleaseReason(rawValue: UInt8.random(in: 0...3, using: &self))!)
         case .splice, .spliceIPv6:
             let timestamps = Bool.random(using: &self)
             // One family throughout: IPv4, or IPv6 never IPv4-mapped (its first half is never zero).
@@ -465,6 +483,58 @@ struct CommandCodecTests {
         bytes.withUnsafeBytes { raw in
             let (commands, errors) = decodeAll(raw)
             #expect(errors.isEmpty && commands == [.plain(String(describing: Command.teardown(FlowID(9), parameters)))])
+        }
+    }
+
+    @Test("a TEARDOWN with data carries the first unacknowledged byte and the host's bytes after TEARDOWN's fields; FLOW_RELEASED its reason")
+    func teardownWithDataLayout() throws {
+        var buffer = [UInt8](repeating: 0, count: 160)
+        let parameters = TeardownParameters(
+            finSequence: SequenceNumber(0x0102_0304), receiveNext: SequenceNumber(0x0506_0708), window: 0x0A0B, windowShift: 7, state: .finWait1,
+            timestamps: true, timestampValue: 0x1112_1314, timestampEcho: 0x2122_2324, retransmissionTimeoutMilliseconds: 200,
+            maximumRetransmissions: 8, timeWaitMilliseconds: 60_000, finWait2Milliseconds: 30_000)
+        let head = Array("HTTP/1.1 200 OK\r\n\r\n".utf8)
+        let unacknowledged = SequenceNumber(0x0102_0304 - 1_000)
+        let bytes: [UInt8] = buffer.withUnsafeMutableBytes { raw in
+            var writer = CommandWriter(buffer: raw)
+            head.withUnsafeBytes { _ = writer.append(.teardownWithData(FlowID(9), parameters, unacknowledged: unacknowledged, hostBytes: $0)) }
+            _ = writer.append(.flowReleased(FlowID(9), reason: .abandoned))
+            return Array(writer.finish(sequence: 1))
+        }
+        let length = 12 + 36 + 4 + head.count
+        #expect(bytes.count == 16 + length + 12 + 4)
+        #expect(Array(bytes[16..<28]) == [22, 0, 0, 0, UInt8(length), 0, 0, 0, 9, 0, 0, 0], "TEARDOWN's kind, a longer body")
+        #expect(Array(bytes[28..<40]) == [0x04, 0x03, 0x02, 0x01, 0x08, 0x07, 0x06, 0x05, 0x0B, 0x0A, 0x12, 7], "state 1 in the high bits")
+        #expect(Array(bytes[64..<68]) == [0x1C, 0xFF, 0x01, 0x01], "the first unacknowledged byte at 36")
+        #expect(Array(bytes[68..<(68 + head.count)]) == head)
+        #expect(Array(bytes[(16 + length)...]) == [29, 0, 0, 0, 16, 0, 0, 0, 9, 0, 0, 0, 2, 0, 0, 0])
+        bytes.withUnsafeBytes { raw in
+            let (commands, errors) = decodeAll(raw)
+            #expect(errors.isEmpty)
+            #expect(commands == [.teardownWithData(FlowID(9), parameters, unacknowledged, head),
+                                 .plain(String(describing: Command.flowReleased(FlowID(9), reason: .abandoned)))])
+        }
+        // Refused: a body between the two lengths, the data not before the FIN or longer than the most, host bytes
+        // past the FIN, our FIN taken for acknowledged, an unknown reason.
+        let body = Array(bytes[28..<(28 + 36)])
+        func teardown(_ body: [UInt8]) -> [UInt8] { [22, 0, 0, 0, UInt8(12 + body.count), 0, 0, 0, 9, 0, 0, 0] + body }
+        func sequence(_ value: UInt32) -> [UInt8] { withUnsafeBytes(of: value.littleEndian) { Array($0) } }
+        var finWait2 = body
+        finWait2[10] = 0x42
+        let cases: [([UInt8], CommandDecodeError)] = [
+            (teardown(body + [1, 2]), .badLength(kind: .teardown, flow: FlowID(9), length: 50, index: 1)),
+            (teardown(body + sequence(0x0102_0304)), .inconsistent(kind: .teardown, flow: FlowID(9), field: "unacknowledged", index: 1)),
+            (teardown(body + sequence(0x0102_0304 - 70_000)), .inconsistent(kind: .teardown, flow: FlowID(9), field: "unacknowledged", index: 1)),
+            (teardown(body + sequence(0x0102_0304 - 2) + [1, 2, 3]), .inconsistent(kind: .teardown, flow: FlowID(9), field: "host bytes", index: 1)),
+            (teardown(finWait2 + sequence(0x0102_0304 - 2)), .inconsistent(kind: .teardown, flow: FlowID(9), field: "state", index: 1)),
+            ([29, 0, 0, 0, 16, 0, 0, 0, 9, 0, 0, 0, 4, 0, 0, 0], .inconsistent(kind: .flowReleased, flow: FlowID(9), field: "reason", index: 1)),
+        ]
+        for (middle, expectedError) in cases {
+            message(middle: middle).withUnsafeBytes { raw in
+                let (commands, errors) = decodeAll(raw)
+                #expect(errors == [expectedError])
+                #expect(commands.count == 2, "both ACKDs around \(expectedError) decode")
+            }
         }
     }
 

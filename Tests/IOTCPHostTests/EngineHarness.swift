@@ -13,6 +13,7 @@ enum Emitted {
     case flowOpen(FlowID, FlowEndpoints)
     case flowClose(FlowID)
     case splice(FlowID, SpliceParameters, head: [UInt8])
+    case teardownWithData(FlowID, TeardownParameters, unacknowledged: SequenceNumber, hostBytes: [UInt8])
     case other(String)
 }
 
@@ -47,6 +48,8 @@ struct RecordingOutput: CommandOutput {
         case .flowOpen(let flow, let endpoints): emitted.append(.flowOpen(flow, endpoints))
         case .flowClose(let flow, _): emitted.append(.flowClose(flow))
         case .splice(let flow, let parameters, let head): emitted.append(.splice(flow, parameters, head: Array(head)))
+        case .teardownWithData(let flow, let parameters, let unacknowledged, let hostBytes):
+            emitted.append(.teardownWithData(flow, parameters, unacknowledged: unacknowledged, hostBytes: Array(hostBytes)))
         default: emitted.append(.other(String(describing: command.kind)))
         }
     }

@@ -277,6 +277,61 @@ struct NICTeardownStackTests {
         #expect(harness.nic.files.openCount == 0 && harness.nicErrors.isEmpty)
     }
 
+    @Test("a response handed over with its ending (TEARDOWN with data): lost on the wire, the NIC sends it again; every byte and the FIN arrive, the file stays open until FLOW_RELEASED gives the slot back")
+    func endingWithResponse() throws {
+        let root = try ExportRoot()
+        let harness = try StackHarness(root: root.path)
+        // The NIC's HELLO offers endings with data, and SEND heads (the runtime sends it; this harness drives the data plane directly).
+        harness.nicSender.append(.hello(Hello(role: .nic, maxMessageBytes: 1 << 16, maxFlows: 1 << 20, maxOpenFiles: 1 << 16,
+                                              features: NICFeatures.connectionSetup | NICFeatures.connectionTeardown | NICFeatures.sendHeads
+                                                  | NICFeatures.endingsWithData)))
+        harness.nicSender.flush()
+        try harness.step()
+        #expect(harness.stack.engine.endingsWithDataOnNIC)
+        let listener = try harness.stack.listen(port: 80)
+        try harness.step()
+        let client = try harness.connectClient(port: 80)
+        var accepted: Socket?
+        try harness.run { accepted = try? harness.stack.accept(listener); return accepted != nil }
+        let socket = try #require(accepted)
+        let request = try harness.stack.offloadOpen("/sub/data.bin", token: 7)
+        var opened: OffloadedFile?
+        try harness.run {
+            for case .offloadOpened(request, .success(let file), 7) in harness.events { opened = file }
+            return opened != nil
+        }
+        let file = try #require(opened)
+        let length = 3000
+        let head = Array("HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n".utf8)
+        _ = try head.withUnsafeBytes { try harness.stack.write(socket, $0, more: true) }
+        #expect(try harness.stack.offloadWrite(socket, file: file.id, offset: 0, length: length, shutdownAfter: true) == length)
+        try harness.stack.close(socket)
+        try harness.stack.offloadClose(file.id)
+        #expect(harness.stack.engine.statistics.endingsHandedOverWithData == 1 && harness.stack.engine.connectionCount == 0,
+                "the host forgot the connection at the close")
+        // The wire loses the response's first flight whole.
+        var lost = 0
+        harness.losesToClient = { frame in
+            guard let (segment, payload, _) = parseSegment(frame), !payload.isEmpty || segment.flags.contains(.fin), lost < 3 else { return false }
+            lost += 1
+            return true
+        }
+        var received: [UInt8] = []
+        let complete = try harness.run(limit: 3000) {
+            received += harness.clientRead(client)
+            return received.count == head.count + length && harness.client.isReadClosed(client)
+        }
+        #expect(complete && lost > 0 && received == head + Array(root.content[0..<length]), "every byte, then the FIN")
+        #expect(harness.nic.counters.endingDataResends >= 1)
+        #expect(harness.nic.files.openCount == 1, "the NIC may need the file until the client has taken everything")
+        _ = try harness.run(limit: 1000) { harness.stack.engine.statistics.flowsReleased == 1 }
+        #expect(harness.stack.engine.statistics.flowsReleased == 1 && harness.stack.engine.statistics.flowsReleasedUnacknowledged == 0)
+        try harness.run(limit: 200) { harness.nic.files.openCount == 0 }
+        #expect(harness.nic.files.openCount == 0 && harness.nic.flowCount == 0, "the file closed once the flow was released")
+        #expect(harness.nicErrors.isEmpty, "\(harness.nicErrors)")
+        #expect(harness.client.state(of: client) == .closeWait || harness.client.state(of: client) == .lastAck || harness.client.state(of: client) == .closed)
+    }
+
     @Test("the application's close hands the connection over once its data is acknowledged: the host's block is freed, the NIC ends it")
     func handOver() throws {
         let root = try ExportRoot()

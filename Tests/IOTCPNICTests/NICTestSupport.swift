@@ -16,6 +16,8 @@ struct CollectingNICOutput: NICOutput {
     var packetsIn: [(FlowID, [UInt8])] = []
     /// SPLICE_ENDED commands.
     var spliceEnds: [(FlowID, SpliceReport)] = []
+    /// FLOW_RELEASED commands.
+    var released: [(FlowID, FlowReleaseReason)] = []
     /// Per packet: the segment size the wire is to cut it at (0: an ordinary packet), and whether its
     /// checksum was left to the wire.
     var segmentSizes: [Int] = []
@@ -48,6 +50,9 @@ struct CollectingNICOutput: NICOutput {
             replies.append(String(describing: command.kind))
         case .spliceEnded(let flow, let report):
             spliceEnds.append((flow, report))
+            replies.append(String(describing: command.kind))
+        case .flowReleased(let flow, let reason):
+            released.append((flow, reason))
             replies.append(String(describing: command.kind))
         default: replies.append(String(describing: command.kind))
         }

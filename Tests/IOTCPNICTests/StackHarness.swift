@@ -24,6 +24,8 @@ final class StackHarness {
     /// Every frame delivered to the client so far, when a test asks for them (`keepsClientFrames`).
     var keepsClientFrames = false
     var clientFrames: [[UInt8]] = []
+    /// Frames to the client the wire loses: those this says so of (a test's loss).
+    var losesToClient: (([UInt8]) -> Bool)?
     var events: [StackEvent] = []
     var nicErrors: [String] = []
 
@@ -84,8 +86,9 @@ final class StackHarness {
         nic.poll(now: time, output: &side)
         nicSender.flush()
         var output = clientOutput
-        let frames = toClient
+        var frames = toClient
         toClient.removeAll()
+        if let losesToClient { frames.removeAll(where: losesToClient) }
         if keepsClientFrames { clientFrames += frames }
         for packet in frames { packet.withUnsafeBytes { client.handlePacket($0, now: time, output: &output) } }
         client.sendOwedAcknowledgments(now: time, output: &output)

@@ -109,6 +109,13 @@ public enum Command {
     case established(HandshakeParameters, packet: UnsafeRawBufferPointer)
     /// TEARDOWN: the connection's ending is the NIC's from now; the host has forgotten it.
     case teardown(FlowID, TeardownParameters)
+    /// TEARDOWN with data: the ending handed over while the data before the FIN is unacknowledged from
+    /// `unacknowledged` on. `hostBytes` are the bytes there that the host sent itself (a response's head); the
+    /// file bytes after them went by SEND and are the NIC's already. The NIC retransmits all of it, the FIN
+    /// after it, and answers FLOW_RELEASED once it no longer needs the flow's id.
+    case teardownWithData(FlowID, TeardownParameters, unacknowledged: SequenceNumber, hostBytes: UnsafeRawBufferPointer)
+    /// FLOW_RELEASED: the NIC is done with a flow handed over with data; the host may reuse its id.
+    case flowReleased(FlowID, reason: FlowReleaseReason)
     /// REDELIVER: a received IPv4 packet the NIC forwarded for a connection the host had just handed over
     /// (TEARDOWN): the NIC, which has it now, takes the packet as if from the wire.
     case redeliver(packet: UnsafeRawBufferPointer)
@@ -144,7 +151,8 @@ public enum Command {
         case .sendRecords: .sendRecords
         case .listen: .listen
         case .established: .established
-        case .teardown: .teardown
+        case .teardown, .teardownWithData: .teardown
+        case .flowReleased: .flowReleased
         case .redeliver: .redeliver
         case .splice(_, let parameters, _): parameters.isIPv4 ? .splice : .spliceIPv6
         case .spliceEnded(_, let report): report.backendAddress.isIPv4 ? .spliceEnded : .spliceEndedIPv6
@@ -157,7 +165,8 @@ public enum Command {
         case .error(let flow, _), .flowOpen(let flow, _), .flowClose(let flow, _), .send(let flow, _), .sendWithHead(let flow, _, _),
              .retransmit(let flow, _, _, _), .acknowledged(let flow, _), .echo(let flow, _, _),
              .packetIn(let flow, _), .packetOut(let flow, _), .tlsKeys(let flow, _), .sendRecords(let flow, _),
-             .teardown(let flow, _), .splice(let flow, _, _), .spliceEnded(let flow, _):
+             .teardown(let flow, _), .teardownWithData(let flow, _, _, _), .flowReleased(let flow, _), .splice(let flow, _, _),
+             .spliceEnded(let flow, _):
             flow
         default:
             .none
@@ -173,6 +182,7 @@ public enum Command {
         case .packetIn(_, let packet), .packetOut(_, let packet), .established(_, let packet), .redeliver(let packet): packet.count
         case .tlsKeys(_, let keys): keys.key.count + keys.iv.count
         case .splice(_, _, let head), .sendWithHead(_, _, let head): head.count
+        case .teardownWithData(_, _, _, let hostBytes): 4 + hostBytes.count
         default: 0
         }
     }

@@ -38,6 +38,9 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     case spliceIPv6 = 27
     /// `SPLICE_ENDED` of an IPv6 splice: the backend's address in 16 bytes.
     case spliceEndedIPv6 = 28
+    /// The NIC is done with a flow whose ending was handed over with data still unacknowledged (TEARDOWN with
+    /// data): the host may give its id to another connection (NICs with `NICFeatures.endingsWithData`).
+    case flowReleased = 29
 
     /// Body bytes after the command header that every command of this kind has.
     @inlinable
@@ -71,6 +74,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .flowOpenIPv6: 48
         case .spliceIPv6: 124
         case .spliceEndedIPv6: 44
+        case .flowReleased: 4
         }
     }
 
@@ -78,7 +82,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     @inlinable
     public var hasVariableBody: Bool {
         switch self {
-        case .error, .open, .send, .packetIn, .packetOut, .tlsKeys, .established, .redeliver, .splice, .spliceIPv6: true
+        case .error, .open, .send, .packetIn, .packetOut, .tlsKeys, .established, .teardown, .redeliver, .splice, .spliceIPv6: true
         default: false
         }
     }
@@ -113,6 +117,7 @@ public enum CommandKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .redeliver: "REDELIVER"
         case .splice: "SPLICE"
         case .spliceEnded: "SPLICE_ENDED"
+        case .flowReleased: "FLOW_RELEASED"
         }
     }
 }

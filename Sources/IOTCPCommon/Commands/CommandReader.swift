@@ -60,6 +60,12 @@ public struct CommandReader {
         if kind == .tlsKeys, Int(body[2]) + Int(body[3]) != body.count - 4 {
             throw .inconsistent(kind: kind, flow: flow, field: "key and iv lengths", index: commandIndex)
         }
+        if kind == .teardown, body.count > kind.fixedBodyLength && body.count < kind.fixedBodyLength + 4 {
+            throw .badLength(kind: kind, flow: flow, length: length, index: commandIndex)
+        }
+        if kind == .flowReleased, FlowReleaseReason(rawValue: body[0]) == nil {
+            throw .inconsistent(kind: kind, flow: flow, field: "reason", index: commandIndex)
+        }
         if kind == .teardown, TeardownState(rawValue: body[10] >> 4) == nil {
             throw .inconsistent(kind: kind, flow: flow, field: "state", index: commandIndex)
         }
@@ -212,11 +218,17 @@ public struct CommandReader {
                 timestamps: body[11] & HandshakeParameters.timestampsBit != 0, synAckTimestamp: u32(12),
                 handshakeRoundTripMicroseconds: u32(16)), packet: rest(20))
         case .teardown:
-            return .teardown(flow, TeardownParameters(
+            let parameters = TeardownParameters(
                 finSequence: SequenceNumber(u32(0)), receiveNext: SequenceNumber(u32(4)), window: u16(8), windowShift: body[11],
                 state: TeardownState(rawValue: body[10] >> 4) ?? .finWait1, timestamps: body[10] & TeardownParameters.timestampsBit != 0,
                 timestampValue: u32(12), timestampEcho: u32(16), retransmissionTimeoutMilliseconds: u32(20), maximumRetransmissions: u16(32),
-                timeWaitMilliseconds: u32(24), finWait2Milliseconds: u32(28)))
+                timeWaitMilliseconds: u32(24), finWait2Milliseconds: u32(28))
+            // `next()` has rejected a body between the two lengths.
+            guard body.count >= kind.fixedBodyLength + 4 else { return .teardown(flow, parameters) }
+            return .teardownWithData(flow, parameters, unacknowledged: SequenceNumber(u32(kind.fixedBodyLength)),
+                                     hostBytes: rest(kind.fixedBodyLength + 4))
+        case .flowReleased:
+            return .flowReleased(flow, reason: FlowReleaseReason(rawValue: body[0]) ?? .reset)
         case .redeliver:
             return .redeliver(packet: rest(0))
         case .splice, .spliceIPv6:
@@ -251,6 +263,14 @@ extension Command {
         if range.offset > UInt64.max - UInt64(range.length) { return "offset" }
         if range.template.maximumSegmentSize == 0 { return "maximum segment size" }
         if headLength > SendRange.maximumHeadLength || headLength >= Int(range.template.maximumSegmentSize) { return "head length" }
+        return nil
+    }
+
+    @inlinable
+    static func teardownValidationFailure(flow: FlowID, _ parameters: TeardownParameters) -> String? {
+        if flow == .none { return "flow id" }
+        if parameters.retransmissionTimeoutMilliseconds == 0 { return "retransmission timeout" }
+        if parameters.windowShift > 14 { return "window shift" }
         return nil
     }
 
@@ -311,10 +331,20 @@ extension Command {
             if options.windowShift > 14 { return "window shift" }
             return nil
         case .teardown(let flow, let parameters):
-            if flow == .none { return "flow id" }
-            if parameters.retransmissionTimeoutMilliseconds == 0 { return "retransmission timeout" }
-            if parameters.windowShift > 14 { return "window shift" }
+            return Self.teardownValidationFailure(flow: flow, parameters)
+        case .teardownWithData(let flow, let parameters, let unacknowledged, let hostBytes):
+            if let field = Self.teardownValidationFailure(flow: flow, parameters) { return field }
+            // Our FIN cannot be acknowledged while data before it is not.
+            if parameters.state == .finWait2 || parameters.state == .timeWait { return "state" }
+            if unacknowledged >= parameters.finSequence || parameters.finSequence - unacknowledged > TeardownParameters.maximumDataLength {
+                return "unacknowledged"
+            }
+            if hostBytes.count > SendRange.maximumHeadLength || unacknowledged + hostBytes.count > parameters.finSequence {
+                return "host bytes"
+            }
             return nil
+        case .flowReleased(let flow, _):
+            return flow == .none ? "flow id" : nil
         case .splice(let flow, let parameters, let head):
             if flow == .none || parameters.backendFlow == .none { return "flow id" }
             if head.count > SpliceParameters.maximumHeadLength { return "head length" }

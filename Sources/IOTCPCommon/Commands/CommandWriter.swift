@@ -165,6 +165,22 @@ public struct CommandWriter: ~Copyable {
     }
 
     @inlinable
+    static func writeTeardown(_ parameters: TeardownParameters, into body: UnsafeMutableRawBufferPointer) {
+        body.storeLittleEndian(parameters.finSequence.rawValue, at: 0)
+        body.storeLittleEndian(parameters.receiveNext.rawValue, at: 4)
+        body.storeLittleEndian(parameters.window, at: 8)
+        body[10] = parameters.state.rawValue << 4 | (parameters.timestamps ? TeardownParameters.timestampsBit : 0)
+        body[11] = parameters.windowShift
+        body.storeLittleEndian(parameters.timestampValue, at: 12)
+        body.storeLittleEndian(parameters.timestampEcho, at: 16)
+        body.storeLittleEndian(parameters.retransmissionTimeoutMilliseconds, at: 20)
+        body.storeLittleEndian(parameters.timeWaitMilliseconds, at: 24)
+        body.storeLittleEndian(parameters.finWait2Milliseconds, at: 28)
+        body.storeLittleEndian(parameters.maximumRetransmissions, at: 32)
+        body.storeLittleEndian(UInt16(0), at: 34)
+    }
+
+    @inlinable
     static func writeBody(of command: Command, into body: UnsafeMutableRawBufferPointer) {
         switch command {
         case .hello(let hello):
@@ -285,19 +301,14 @@ public struct CommandWriter: ~Copyable {
             body.storeLittleEndian(parameters.synAckTimestamp, at: 12)
             body.storeLittleEndian(parameters.handshakeRoundTripMicroseconds, at: 16)
             copy(packet, count: packet.count, into: body, at: 20)
+        case .teardownWithData(_, let parameters, let unacknowledged, let hostBytes):
+            writeTeardown(parameters, into: body)
+            body.storeLittleEndian(unacknowledged.rawValue, at: CommandKind.teardown.fixedBodyLength)
+            copy(hostBytes, count: hostBytes.count, into: body, at: CommandKind.teardown.fixedBodyLength + 4)
+        case .flowReleased(_, let reason):
+            body.storeLittleEndian(UInt32(reason.rawValue), at: 0)
         case .teardown(_, let parameters):
-            body.storeLittleEndian(parameters.finSequence.rawValue, at: 0)
-            body.storeLittleEndian(parameters.receiveNext.rawValue, at: 4)
-            body.storeLittleEndian(parameters.window, at: 8)
-            body[10] = parameters.state.rawValue << 4 | (parameters.timestamps ? TeardownParameters.timestampsBit : 0)
-            body[11] = parameters.windowShift
-            body.storeLittleEndian(parameters.timestampValue, at: 12)
-            body.storeLittleEndian(parameters.timestampEcho, at: 16)
-            body.storeLittleEndian(parameters.retransmissionTimeoutMilliseconds, at: 20)
-            body.storeLittleEndian(parameters.timeWaitMilliseconds, at: 24)
-            body.storeLittleEndian(parameters.finWait2Milliseconds, at: 28)
-            body.storeLittleEndian(parameters.maximumRetransmissions, at: 32)
-            body.storeLittleEndian(UInt16(0), at: 34)
+            writeTeardown(parameters, into: body)
         case .splice(_, let parameters, let head):
             // SPLICE6 is SPLICE with each address 12 bytes longer: the fields after one move along.
             let side = SpliceConnectionState.encodedLength(ipv6: !parameters.isIPv4)

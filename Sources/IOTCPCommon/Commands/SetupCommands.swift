@@ -138,6 +138,9 @@ public struct TeardownParameters: Hashable, Sendable {
     }
 
     @usableFromInline static let timestampsBit: UInt8 = 2
+    /// The most data a TEARDOWN with data may leave unacknowledged before the FIN: a response the NIC resends
+    /// whole from a timeout, not a transfer it would have to pace.
+    public static let maximumDataLength = 1 << 16
 }
 
 /// Feature bits a NIC's HELLO sets for what it can do beyond version 1's base.
@@ -155,4 +158,28 @@ public enum NICFeatures {
     /// SPLICE's flags bit 0: the NIC acknowledges the client's bytes as it takes a splice, and a SPLICE
     /// closes both connections' flows itself (no FLOW_CLOSE before it).
     public static let spliceAcknowledgment: UInt64 = 1 << 5
+    /// TEARDOWN with data and FLOW_RELEASED: an ending handed over before the peer acknowledged the data
+    /// ahead of the FIN (a response sent with the close); the NIC retransmits that data itself.
+    public static let endingsWithData: UInt64 = 1 << 6
+}
+
+/// Why a NIC released a flow handed over with data (FLOW_RELEASED).
+public enum FlowReleaseReason: UInt8, Sendable, Hashable, CustomStringConvertible {
+    /// The peer acknowledged everything before the FIN: the ending goes on as a TEARDOWN's would.
+    case acknowledged = 0
+    /// The peer reset the connection, or the NIC did (data after the close, no room to hold the ending).
+    case reset = 1
+    /// The peer never acknowledged the data: the retransmissions ran out.
+    case abandoned = 2
+    /// The data could not be sent again (its file became unreadable): the peer was reset.
+    case failed = 3
+
+    public var description: String {
+        switch self {
+        case .acknowledged: "acknowledged"
+        case .reset: "reset"
+        case .abandoned: "abandoned"
+        case .failed: "failed"
+        }
+    }
 }

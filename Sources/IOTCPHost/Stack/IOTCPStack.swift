@@ -581,6 +581,7 @@ public final class IOTCPStack {
             case .hello(let hello):
                 nic = hello
                 engine.endingsOnNIC = engine.configuration.teardownOnNIC && hello.features & NICFeatures.connectionTeardown != 0
+                engine.endingsWithDataOnNIC = engine.endingsOnNIC && hello.features & NICFeatures.endingsWithData != 0
                 engine.splicingOnNIC = hello.features & NICFeatures.connectionSplicing != 0
                 engine.ipv6SplicingOnNIC = engine.splicingOnNIC && hello.features & NICFeatures.ipv6Splicing != 0
                 engine.spliceAcknowledgmentOnNIC = engine.splicingOnNIC && hello.features & NICFeatures.spliceAcknowledgment != 0
@@ -588,10 +589,12 @@ public final class IOTCPStack {
                 engine.nicStarted()
             case .spliceEnded(_, let report):
                 engine.spliceEnded(report, now: now)
+            case .flowReleased(let flow, let reason):
+                engine.flowReleased(flow, reason: reason)
             case .keepalive:
                 break
             case .open, .fstat, .closeFile, .flowOpen, .flowClose, .send, .sendWithHead, .retransmit, .acknowledged, .packetOut, .tlsKeys, .sendRecords,
-                 .listen, .teardown, .redeliver, .splice:
+                 .listen, .teardown, .teardownWithData, .redeliver, .splice:
                 statistics.malformedCommands += 1
                 logger.warning("the NIC sent \(command.kind), a command only the host sends; ignored")
             }

@@ -12,6 +12,8 @@ final class ConnectionPool {
     @exclusivity(unchecked) private var live: [Bool] = []
     @exclusivity(unchecked) private var generations: [UInt32] = []
     @exclusivity(unchecked) private var freeSlots: [Int32] = []
+    /// Slots out of use until their flow id comes back from the NIC (`retire`).
+    @exclusivity(unchecked) private var retired: [Bool] = []
 
     init(capacity: Int) {
         self.capacity = capacity
@@ -53,6 +55,7 @@ final class ConnectionPool {
         guard live.count < capacity else { return nil }
         live.append(false)
         generations.append(0)
+        retired.append(false)
         return live.count - 1
     }
 
@@ -89,5 +92,49 @@ final class ConnectionPool {
         live[slot] = false
         generations[slot] &+= 1
         freeSlots.append(Int32(slot))
+    }
+
+    /// Slots freed by `retire` and not yet given back.
+    private(set) var retiredCount = 0
+
+    /// Frees `slot`'s control block but keeps the slot out of use until `reinstate`: its flow id is still the
+    /// NIC's (an ending handed over with data). Returns the handle the connection had.
+    func retire(_ slot: Int) -> TCPHandle {
+        let handle = handle(of: slot)
+        (base + slot).deinitialize(count: 1)
+        live[slot] = false
+        generations[slot] &+= 1
+        retired[slot] = true
+        retiredCount += 1
+        return handle
+    }
+
+    /// The retired slot `flow` names (the flow id the connection had), if it is one.
+    func retiredSlot(of flow: FlowID) -> Int? {
+        let slot = Int(flow.index) - 1
+        guard slot >= 0, slot < retired.count, retired[slot],
+              (generations[slot] &- 1) & FlowID.generationMask == flow.generation else { return nil }
+        return slot
+    }
+
+    /// Whether `handle` names a connection whose slot is retired (not yet given back).
+    func isRetired(_ handle: TCPHandle) -> Bool {
+        let slot = Int(handle.slot)
+        return slot >= 0 && slot < retired.count && retired[slot] && generations[slot] &- 1 == handle.generation
+    }
+
+    /// Gives a retired slot back to use; returns the handle its connection had.
+    @discardableResult
+    func reinstate(_ slot: Int) -> TCPHandle {
+        retired[slot] = false
+        retiredCount -= 1
+        freeSlots.append(Int32(slot))
+        return TCPHandle(slot: Int32(slot), generation: generations[slot] &- 1)
+    }
+
+    /// Every retired slot, given back (the NIC that held their flows is gone); returns their handles.
+    func reinstateAll() -> [TCPHandle] {
+        guard retiredCount > 0 else { return [] }
+        return retired.indices.filter { retired[$0] }.map { reinstate($0) }
     }
 }

@@ -133,6 +133,28 @@ struct SendQueue {
         }
     }
 
+    /// How the queue is made from `sequence` (not before `acknowledged`) to its end: the application bytes
+    /// at its front (how many), then only data the NIC sent (file ranges, TLS records); nil when application
+    /// bytes come after such data. A response handed over with its ending must be laid out so: the NIC keeps
+    /// the data it sent, and the host's bytes go with the hand-over.
+    func leadingBytes(from sequence: SequenceNumber) -> Int? {
+        var index = firstEntry
+        while index < entries.count, entries[index].end <= sequence { index += 1 }
+        var bytes = 0
+        var pastBytes = false
+        while index < entries.count {
+            let entry = entries[index]
+            if case .bytes = entry.source {
+                if pastBytes { return nil }
+                bytes += entry.start < sequence ? entry.end - sequence : entry.length
+            } else {
+                pastBytes = true
+            }
+            index += 1
+        }
+        return bytes
+    }
+
     /// Copies the application bytes of a piece into `buffer`.
     func copy(_ piece: Piece, into buffer: UnsafeMutableRawBufferPointer) {
         guard case .bytes(let streamIndex) = piece.source else { return }

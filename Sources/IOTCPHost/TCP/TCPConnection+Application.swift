@@ -137,6 +137,29 @@ extension TCPConnection {
         }
     }
 
+    /// The host bytes a hand-over with data would carry (TEARDOWN with data, `TCPConfiguration.endingsWithDataOnNIC`),
+    /// or nil when the connection cannot be handed over before its data is acknowledged: the application
+    /// closed, our FIN is sent, nothing is being sent again, and what is unacknowledged is at most
+    /// `TeardownParameters.maximumDataLength` bytes: host bytes (at most `SendRange.maximumHeadLength`) and
+    /// then only data the NIC sent.
+    var hostBytesForEndingWithData: Int? {
+        guard endingOnNIC, !openedActively, flowOpenOnNIC, let finSequence, sendNext > finSequence, sendNext == sendMaximum,
+              sendUnacknowledged < finSequence, finSequence - sendUnacknowledged <= TeardownParameters.maximumDataLength
+        else { return nil }
+        switch state {
+        case .finWait1, .closing, .lastAck: break
+        default: return nil
+        }
+        guard let bytes = sendQueue.leadingBytes(from: sendUnacknowledged), bytes <= SendRange.maximumHeadLength else { return nil }
+        return bytes
+    }
+
+    /// Copies the host bytes a hand-over with data carries (`hostBytesForEndingWithData` of them) into `buffer`.
+    func copyUnacknowledgedBytes(_ count: Int, into buffer: UnsafeMutableRawBufferPointer) {
+        guard count > 0, let piece = sendQueue.piece(at: sendUnacknowledged, limit: count) else { return }
+        sendQueue.copy(piece, into: buffer)
+    }
+
     /// What the NIC needs to end the connection by itself (TEARDOWN): where our FIN is, what it
     /// acknowledges, the state, the window and timestamps of now, and the timers.
     mutating func teardownParameters(now: Instant, configuration: TCPConfiguration) -> TeardownParameters {

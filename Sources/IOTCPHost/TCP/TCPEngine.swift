@@ -15,6 +15,12 @@ public struct TCPStatistics: Hashable, Sendable {
     public var refusedHandshakes = 0
     /// Connections whose ending was handed to the NIC (TEARDOWN): their control blocks were freed then.
     public var endingsHandedOver = 0
+    /// Of those, the ones handed over with their data unacknowledged (TEARDOWN with data), and the flows the
+    /// NIC has since released (FLOW_RELEASED), in all and for another reason than the data's acknowledgment
+    /// (a reset, retransmissions run out).
+    public var endingsHandedOverWithData = 0
+    public var flowsReleased = 0
+    public var flowsReleasedUnacknowledged = 0
     /// Segments of a connection just handed over that reached the host anyway (the NIC forwarded them before
     /// it took the TEARDOWN): dropped unanswered, so the peer sends them again to the NIC, which now has the
     /// connection; a RST from here would kill the connection the NIC is ending.
@@ -74,6 +80,9 @@ public final class TCPEngine {
     /// The NIC takes connections' endings (its HELLO offered TEARDOWN); with `configuration.teardownOnNIC`
     /// a closed connection is handed over once everything it sent is acknowledged.
     @exclusivity(unchecked) public var endingsOnNIC = false
+    /// The NIC takes endings with their data unacknowledged (its HELLO offered `NICFeatures.endingsWithData`);
+    /// used with `configuration.endingsWithDataOnNIC`.
+    @exclusivity(unchecked) public var endingsWithDataOnNIC = false
     /// The NIC relays spliced connections (its HELLO offered SPLICE).
     @exclusivity(unchecked) public var splicingOnNIC = false
     /// The NIC relays spliced IPv6 connections too (its HELLO offered SPLICE6).
@@ -98,6 +107,8 @@ public final class TCPEngine {
     /// nobody reads their events, but whoever holds resources for their data (offloaded files) must hear.
     @exclusivity(unchecked) private var settledOrphans: [TCPHandle] = []
     @exclusivity(unchecked) private var dueScratch: [Int] = []
+    /// Where a hand-over with data gathers the host bytes it carries.
+    private let endingScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: SendRange.maximumHeadLength, alignment: 16)
     /// Active opens whose handshake ACK waits for the application's turn (`acknowledgeConnectWithData`).
     @exclusivity(unchecked) private var owedAcknowledgments: [TCPHandle] = []
     @exclusivity(unchecked) private var nextEphemeralPort: UInt16 = 32768
@@ -152,6 +163,8 @@ public final class TCPEngine {
         secrets = ConnectionSecrets(key0: secret.0, key1: secret.1)
         wheel = TimerWheel(start: now)
     }
+
+    deinit { endingScratch.deallocate() }
 
     // MARK: - Listening and connecting
 
@@ -419,7 +432,8 @@ public final class TCPEngine {
     /// Whether a connection has bytes queued that its peer has not acknowledged, and is not closed: whoever
     /// holds resources for its data (an offloaded file) must keep them.
     public func hasQueuedData(_ handle: TCPHandle) -> Bool {
-        guard let slot = try? validSlot(handle) else { return false }
+        // Handed over with its data: the NIC may read the connection's files again until it releases the flow.
+        guard let slot = try? validSlot(handle) else { return pool.isRetired(handle) }
         return pool[slot].sendQueue.count > 0 && pool[slot].state != .closed
     }
 
@@ -820,21 +834,55 @@ public final class TCPEngine {
 
     // MARK: - Endings on the NIC
 
-    /// Hands a closed connection whose data is all acknowledged to the NIC (TEARDOWN) and frees its slot;
-    /// false when it is not ready (or not the NIC's to end).
+    /// Hands a closed connection to the NIC and frees its control block; false when it is not ready (or not
+    /// the NIC's to end). With everything before the FIN acknowledged it goes as a TEARDOWN and its slot is
+    /// free at once. A response not yet acknowledged goes with it when the NIC takes that (TEARDOWN with data:
+    /// the connection never needed more of a control block than a quasi-TCB's, from its handshake to the
+    /// application's close); the slot then waits for FLOW_RELEASED, when the NIC is done with its flow id.
     private func handOverIfDone<O: CommandOutput>(_ slot: Int, now: Instant, output: inout O) -> Bool {
-        guard pool.isLive(slot), pool[slot].readyForTeardown else { return false }
+        guard pool.isLive(slot) else { return false }
+        let withData: Int
+        if pool[slot].readyForTeardown {
+            withData = -1
+        } else if endingsWithDataOnNIC, configuration.endingsWithDataOnNIC, pool.retiredCount < maximumConnections / 2,
+                  let hostBytes = pool.inspect(slot, { $0.hostBytesForEndingWithData }) {
+            withData = hostBytes
+        } else {
+            return false
+        }
         let parameters = pool[slot].teardownParameters(now: now, configuration: configuration)
-        pool[slot].openFlowOnNIC(output: &output)
-        output.emit(.teardown(pool[slot].handle.flow, parameters))
-        statistics.endingsHandedOver += 1
-        // Whoever holds resources for its data (offloaded files) hears it is settled.
-        settledOrphans.append(pool[slot].handle)
         let key = EndpointKey(remoteAddress: pool[slot].remoteAddress, remotePort: pool[slot].remotePort, localPort: pool[slot].localPort)
         let peerInitialSequence = pool[slot].initialReceiveSequence
-        release(slot)
+        statistics.endingsHandedOver += 1
+        if withData >= 0 {
+            let hostBytes = UnsafeMutableRawBufferPointer(rebasing: endingScratch[0..<withData])
+            let unacknowledged = pool.inspect(slot) { connection in
+                connection.copyUnacknowledgedBytes(withData, into: hostBytes)
+                return connection.sendUnacknowledged
+            }
+            output.emit(.teardownWithData(pool[slot].handle.flow, parameters, unacknowledged: unacknowledged,
+                                          hostBytes: UnsafeRawBufferPointer(hostBytes)))
+            statistics.endingsHandedOverWithData += 1
+            // Its offloaded files stay in use, and its slot out of use, until the NIC releases the flow.
+            release(slot, retiring: true)
+        } else {
+            pool[slot].openFlowOnNIC(output: &output)
+            output.emit(.teardown(pool[slot].handle.flow, parameters))
+            // Whoever holds resources for its data (offloaded files) hears it is settled.
+            settledOrphans.append(pool[slot].handle)
+            release(slot)
+        }
         rememberHandOver(key, peerInitialSequence: peerInitialSequence, now: now)
         return true
+    }
+
+    /// FLOW_RELEASED: the NIC is done with the flow of an ending handed over with data; its slot is free again
+    /// and its offloaded files are settled.
+    public func flowReleased(_ flow: FlowID, reason: FlowReleaseReason) {
+        guard let slot = pool.retiredSlot(of: flow) else { return }
+        settledOrphans.append(pool.reinstate(slot))
+        statistics.flowsReleased += 1
+        if reason != .acknowledged { statistics.flowsReleasedUnacknowledged += 1 }
     }
 
     /// Segments of `key` that reach the host in the next `handOverGrace` go back to the NIC (REDELIVER).
@@ -970,6 +1018,8 @@ public final class TCPEngine {
     /// A NIC that says HELLO starts with no splices: the backends' 4-tuples it held are free again.
     public func nicStarted() {
         splicedBackends.removeAll()
+        // A NIC that starts holds no flow: every slot waiting for a release is free.
+        settledOrphans.append(contentsOf: pool.reinstateAll())
     }
 
     // MARK: - Slots
@@ -1044,7 +1094,8 @@ public final class TCPEngine {
         }
     }
 
-    private func release(_ slot: Int) {
+    /// Frees a connection's slot (`retiring`: its control block, the slot itself once the NIC releases the flow).
+    private func release(_ slot: Int, retiring: Bool = false) {
         guard pool.isLive(slot) else { return }
         // A stale accept-queue entry is skipped by `accept` (its handle no longer validates).
         if let port = pool[slot].listenerPort, listeners[port] != nil { listeners[port]!.pending -= 1 }
@@ -1052,7 +1103,7 @@ public final class TCPEngine {
                                 localPort: pool[slot].localPort)] = nil
         wheel.schedule(slot, at: nil)
         statistics.closedLossRecovery.add(pool.inspect(slot) { $0.info })
-        pool.remove(slot)
+        if retiring { _ = pool.retire(slot) } else { pool.remove(slot) }
         statistics.connectionsClosed += 1
     }
 

@@ -179,6 +179,13 @@ public struct TCPConfiguration: Sendable {
     /// is acknowledged the host hands the connection over (TEARDOWN) and frees its control block; the NIC
     /// sends the FIN, retransmits it, and holds TIME-WAIT. Used only with a NIC whose HELLO offers it.
     public var teardownOnNIC = true
+    /// With `teardownOnNIC`, a connection the application closes right after its response (the FIN sent,
+    /// nothing retransmitted, at most `TeardownParameters.maximumDataLength` unacknowledged, of which at most
+    /// 4,096 host bytes at the front and the rest file data the NIC sent) is handed over at once, data and
+    /// all, instead of after the peer's ACK (AccelTCP's quasi-TCB): the NIC retransmits the response if it is
+    /// lost, and the host's control block never takes an ACK, a timer or an ECHO. Its flow id stays the
+    /// NIC's until FLOW_RELEASED. Used only with a NIC whose HELLO offers `NICFeatures.endingsWithData`.
+    public var endingsWithDataOnNIC = true
     /// Bytes written with `more` (a response head, `IOTCPStack.write(_:_:more:)`) and the file range queued
     /// right after them leave together, the bytes as the head of the range's SEND, in its first segment, when
     /// the NIC's HELLO offers it: a small response is one frame, not a head and a body, and its peer sends one
