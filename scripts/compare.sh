@@ -36,7 +36,9 @@
 #
 # Usage (root): scripts/compare.sh [SECONDS]     SECONDS per run, default 10
 #   SCENARIO=warm|cold|https|short|proxy|ipv6|ipv6-paired|both (default warm; both is warm and cold)  PROXY_MODES="keepalive close"  SIZES="4096 65536 512000 10485760"  CONNECTIONS="100 1600"
-#   SERVERS="..." (default per scenario)  COLD_CACHE_MIB=256  COLD_FACTOR=4  ZIPF=0.9
+#   SERVERS="..." (default per scenario; iotcp-embedded-after-ack is the file server handing a closed
+#                connection to the NIC only once its response is acknowledged, --endings-after-acknowledgment)
+#   COLD_CACHE_MIB=256  COLD_FACTOR=4  ZIPF=0.9
 #   ROUNDS=N     measures every cell N times, each round starting at the next server, and reports medians
 #                (with each cell's range) instead of single runs (warm, https, short, proxy)
 #   RECEIVE_STEERING=off  leaves the kernel's receive work on the sending side's CPU (the clients' on the

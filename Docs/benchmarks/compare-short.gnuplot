@@ -10,10 +10,10 @@ set grid ytics
 set xtics rotate by -30
 set key top left
 set title "64B"
-set yrange [0:243.9855]
+set yrange [0:404.2671]
 plot "Docs/benchmarks/compare-short.dat" index 0 using 2:xtic(1) title "host process", "" index 0 using 3 title "NIC stack", "" index 0 using 4 title "kernel, rest of the core"
 unset key
 set title "4KiB"
-set yrange [0:18.6397]
+set yrange [0:24.0243]
 plot "Docs/benchmarks/compare-short.dat" index 1 using 2:xtic(1) title "host process", "" index 1 using 3 title "NIC stack", "" index 1 using 4 title "kernel, rest of the core"
 unset multiplot
