@@ -452,25 +452,27 @@ extension NICDataPlane {
 
     // MARK: - RETRANSMIT
 
+    /// Returns whether all of it was sent or queued to be (false: an ERROR went up, or the flow had failed).
+    @discardableResult
     func retransmit<O: NICOutput>(
         flow: FlowID, sequence: SequenceNumber, length: Int, template: SegmentTemplate, now: Instant, output: inout O
-    ) {
+    ) -> Bool {
         guard let index = openIndex(flow) else {
             fail(.unknownFlow, kind: .retransmit, flow: flow, reference: UInt64(sequence.rawValue), "RETRANSMIT for unknown \(flow)", output: &output)
-            return
+            return false
         }
         let slot = Int(index)
         guard length <= limits.maximumSendBytes, template.maximumSegmentSize > 0 else {
             fail(.malformedCommand, kind: .retransmit, flow: flow, reference: UInt64(sequence.rawValue),
                  "RETRANSMIT of \(length) bytes with MSS \(template.maximumSegmentSize)", output: &output)
-            return
+            return false
         }
-        if flows[slot].failed { return }
+        if flows[slot].failed { return false }
         let unsent = firstUnsent(slot)
         guard RetransmitStore.pieces(of: flows[slot].sent, sequence: sequence, length: length, unsentFrom: unsent, into: &pieceScratch) else {
             fail(.malformedCommand, kind: .retransmit, flow: flow, reference: UInt64(sequence.rawValue),
                  "RETRANSMIT of data never sent or already acknowledged", output: &output)
-            return
+            return false
         }
         if let unsent, sequence + length > unsent { counters.retransmitsOfQueuedData += 1 }
         let endpoints = flows[slot].endpoints
@@ -517,6 +519,7 @@ extension NICDataPlane {
                 wantReads(index)
             }
         }
+        return !stale
     }
 
     /// The first sequence number of the flow's file data still queued here, if any.

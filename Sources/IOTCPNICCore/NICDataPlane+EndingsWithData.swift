@@ -44,6 +44,8 @@ extension NICDataPlane {
         }
         entry.dataFlow = index
         entry.unacknowledged = unacknowledged
+        entry.retransmissions = entry.retransmissionsLeft
+        entry.baseTimeout = entry.timeout
         entry.resendNext = parameters.finSequence + 1
         entry.hostBytesStart = unacknowledged
         if !hostBytes.isEmpty {
@@ -70,12 +72,15 @@ extension NICDataPlane {
         let through = SequenceNumber.min(acknowledgment, entry.finSequence)
         let taken = through - entry.unacknowledged
         closing[slot].unacknowledged = through
+        // The peer is there: its retries and timeout start afresh, as a sender's do on new data acknowledged.
+        closing[slot].retransmissionsLeft = entry.retransmissions
+        closing[slot].timeout = entry.baseTimeout
         let pool = self.pool
         store.acknowledge(through: through, in: &flows[Int(entry.dataFlow)].sent) { pool.give($0) }
         if through == entry.finSequence {
             counters.endingDataAcknowledged += 1
-            if closing[slot].resendNext == entry.finSequence && acknowledgment == entry.finSequence {
-                // The FIN of this pass was still owed: it goes now, as the entry's last act with the flow.
+            if closing[slot].resendNext <= entry.finSequence && acknowledgment == entry.finSequence {
+                // Resending, and the FIN of this pass not yet gone (or not reached): it goes now.
                 closing[slot].resendNext = entry.finSequence + 1
                 sendClosingSegment(closing[slot], flags: [.fin, .ack], sequence: entry.finSequence, now: now, output: &output)
                 counters.finsSent += 1
@@ -87,6 +92,8 @@ extension NICDataPlane {
             flushReleases(output: &output)
             return
         }
+        // New data acknowledged: the timer starts again (RFC 6298 5.3).
+        closingWheel.schedule(slot, at: now + closing[slot].timeout)
         if closing[slot].resendNext <= entry.finSequence {
             // Resending after a timeout: slow start.
             closing[slot].resendWindow += taken
@@ -98,8 +105,6 @@ extension NICDataPlane {
     /// A timeout: the data goes again from the first unacknowledged byte, one segment's worth first.
     func resendEndingData<O: NICOutput>(_ slot: Int, now: Instant, output: inout O) {
         let index = Int(closing[slot].dataFlow)
-        // Data still queued has not left yet; its ECHO point starts the timer again.
-        guard firstUnsent(index) == nil else { return }
         closing[slot].resendNext = closing[slot].unacknowledged
         closing[slot].resendWindow = max(Int(flows[index].endpoints.maximumSegmentSize), 1)
         counters.endingDataResends += 1
@@ -136,7 +141,12 @@ extension NICDataPlane {
             }
             if next < edge {
                 // The file bytes, as a RETRANSMIT of them would send them (from the store's buffer, or read again).
-                retransmit(flow: flows[index].id, sequence: next, length: edge - next, template: template, now: now, output: &output)
+                // If they cannot be (the file gone, a record changed), the peer is reset rather than sent a FIN.
+                guard retransmit(flow: flows[index].id, sequence: next, length: edge - next, template: template, now: now, output: &output)
+                else {
+                    endingDataFailed(index, now: now, output: &output)
+                    return
+                }
                 next = edge
             }
             closing[slot].resendNext = next

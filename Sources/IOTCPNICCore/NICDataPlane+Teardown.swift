@@ -55,6 +55,9 @@ extension NICDataPlane {
         /// `resendNext` is how far this pass has got.
         var resendNext = SequenceNumber(0)
         var resendWindow = 0
+        /// The retries and the timeout it was handed, given back whenever the peer acknowledges more of the data.
+        var retransmissions = 0
+        var baseTimeout: UInt64 = 0
     }
 
     /// Connections whose ending the NIC holds (TEARDOWN), for diagnostics and the report.
@@ -116,7 +119,9 @@ extension NICDataPlane {
         guard closingCount < limits.maximumClosingConnections else {
             // No room to hold the ending: reset it now rather than leave the peer waiting for a FIN.
             counters.teardownOverflows += 1
-            sendClosingSegment(entry, flags: [.rst, .ack], sequence: entry.finSequence + 1, now: now, output: &output)
+            // At what the peer expects next: past our FIN, or, with data unacknowledged, at its first byte.
+            let next = entry.dataFlow != 0 ? entry.unacknowledged : entry.finSequence + 1
+            sendClosingSegment(entry, flags: [.rst, .ack], sequence: next, now: now, output: &output)
             return nil
         }
         let slot = freeClosing.popLast().map(Int.init) ?? {
@@ -221,6 +226,12 @@ extension NICDataPlane {
             closing[slot] = entry
             if entry.dataFlow != 0 && flags.contains(.ack) {
                 acknowledgeEndingData(slot, through: segment.acknowledgmentNumber, now: now, output: &output)
+                guard closing[slot].state != .free else { return true }
+                if closing[slot].dataFlow == 0 && segment.acknowledgmentNumber == entry.finSequence + 1 {
+                    // It acknowledges our FIN too (CLOSING to TIME-WAIT, LAST-ACK to the end).
+                    sendClosingSegment(entry, flags: .ack, now: now, output: &output)
+                    return ourFinAcknowledged(slot, now: now)
+                }
             }
             sendClosingSegment(entry, flags: .ack, now: now, output: &output)
             if entry.state == .timeWait { closingWheel.schedule(slot, at: now + entry.timeWait) }
@@ -232,9 +243,11 @@ extension NICDataPlane {
             return true
         }
         if payload > 0 && segment.sequenceNumber + payload > entry.receiveNext && entry.state != .timeWait {
-            // New data for an application that has closed: nobody will read it (Linux resets here too).
+            // New data for an application that has closed: nobody will read it (Linux resets here too), at
+            // what the peer expects next (RFC 9293 §3.10.7.4: the segment's ACK number).
             counters.closingReset += 1
-            sendClosingSegment(entry, flags: [.rst, .ack], sequence: entry.finSequence + 1, now: now, output: &output)
+            let next = entry.dataFlow != 0 && flags.contains(.ack) ? segment.acknowledgmentNumber : entry.finSequence + 1
+            sendClosingSegment(entry, flags: [.rst, .ack], sequence: next, now: now, output: &output)
             forgetClosing(slot)
             return true
         }
@@ -242,23 +255,15 @@ extension NICDataPlane {
             // An ending with data: what the ACK takes of it (all of it, and the flow is released).
             closing[slot] = entry
             acknowledgeEndingData(slot, through: segment.acknowledgmentNumber, now: now, output: &output)
+            // A resend that could not be made resets the peer and forgets the entry.
+            guard closing[slot].state != .free else { return true }
             entry = closing[slot]
         }
         if flags.contains(.ack) && segment.acknowledgmentNumber == entry.finSequence + 1 && entry.dataFlow == 0 {
-            switch entry.state {
-            case .finWait1:
-                entry.state = .finWait2
-                closingWheel.schedule(slot, at: now + entry.finWait2)
-            case .closing:
-                entry.state = .timeWait
-                closingWheel.schedule(slot, at: now + entry.timeWait)
-            case .lastAck:
-                counters.closingFinished += 1
-                forgetClosing(slot)
-                return true
-            default:
-                break
-            }
+            closing[slot] = entry
+            _ = ourFinAcknowledged(slot, now: now)
+            guard closing[slot].state != .free else { return true }
+            entry = closing[slot]
         }
         if flags.contains(.fin) {
             let finAt = segment.sequenceNumber + payload
@@ -277,6 +282,25 @@ extension NICDataPlane {
             }
         }
         closing[slot] = entry
+        return true
+    }
+
+    /// The peer acknowledged our FIN: FIN-WAIT-1 to FIN-WAIT-2, CLOSING to TIME-WAIT, LAST-ACK to the end
+    /// (the entry forgotten). Returns true (the segment was taken).
+    func ourFinAcknowledged(_ slot: Int, now: Instant) -> Bool {
+        switch closing[slot].state {
+        case .finWait1:
+            closing[slot].state = .finWait2
+            closingWheel.schedule(slot, at: now + closing[slot].finWait2)
+        case .closing:
+            closing[slot].state = .timeWait
+            closingWheel.schedule(slot, at: now + closing[slot].timeWait)
+        case .lastAck:
+            counters.closingFinished += 1
+            forgetClosing(slot)
+        default:
+            break
+        }
         return true
     }
 
@@ -318,6 +342,11 @@ extension NICDataPlane {
         for slot in closingDue where closing[slot].state != .free {
             switch closing[slot].state {
             case .finWait1, .closing, .lastAck:
+                if closing[slot].dataFlow != 0 && firstUnsent(Int(closing[slot].dataFlow)) != nil {
+                    // Its data has not left yet (a slow disk): no retry spent; the ECHO point re-arms the timer.
+                    closingWheel.schedule(slot, at: now + closing[slot].timeout)
+                    continue
+                }
                 guard closing[slot].retransmissionsLeft > 0 else {
                     // The peer never acknowledged: give up quietly, as an orphan's retries do.
                     counters.closingAbandoned += 1
@@ -328,7 +357,7 @@ extension NICDataPlane {
                 closing[slot].timeout = min(closing[slot].timeout * 2, 120 * Nanoseconds.second)
                 if closing[slot].dataFlow != 0 {
                     resendEndingData(slot, now: now, output: &output)
-                    closingWheel.schedule(slot, at: now + closing[slot].timeout)
+                    if closing[slot].state != .free { closingWheel.schedule(slot, at: now + closing[slot].timeout) }
                     continue
                 }
                 sendClosingSegment(closing[slot], flags: [.fin, .ack], sequence: closing[slot].finSequence, now: now, output: &output)

@@ -88,8 +88,10 @@ extension NICDataPlane {
                      output: &output)
                 flows[slot].failed = true
                 dropQueued(slot)
+                endingDataFailed(slot, now: now, output: &output)
                 return true
             }
+            let rereadFailed = chunks[Int(chunk)].state == .failed
             if chunks[Int(chunk)].state == .ready {
                 let result = transmit(chunk, now: now, budget: &budget, output: &output)
                 if result == .refused { return false }
@@ -100,8 +102,15 @@ extension NICDataPlane {
             flows[slot].readAhead -= 1
             readAheadTotal -= 1
             freeChunk(chunk)
-            // An ending's FIN waits for the bytes it resent to be read and sent, so it never passes them.
-            if flows[slot].ending >= 0 && flows[slot].urgent.isEmpty { sendEndingData(Int(flows[slot].ending), now: now, output: &output) }
+            if flows[slot].ending >= 0 {
+                // An ending the NIC holds has no host timer to try again: a failed re-read resets the peer. Its
+                // FIN waits for the bytes it resent to be read and sent, so it never passes them.
+                if rereadFailed {
+                    endingDataFailed(slot, now: now, output: &output)
+                } else if flows[slot].urgent.isEmpty {
+                    sendEndingData(Int(flows[slot].ending), now: now, output: &output)
+                }
+            }
             return true
         }
         var sentChunk = false

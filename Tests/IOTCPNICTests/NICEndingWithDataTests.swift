@@ -166,7 +166,7 @@ struct NICEndingWithDataTests {
             late.nic.receive(packet: $0, now: start + Nanoseconds.millisecond, output: &late.output)
         }
         let reset = try #require(sent(&late).first)
-        #expect(reset.0.flags.contains(.rst), "nobody will read it")
+        #expect(reset.0.flags.contains(.rst) && reset.0.sequenceNumber == first, "nobody will read it; at what the peer expects next")
         #expect(late.output.released.map(\.1) == [.reset] && late.nic.flowCount == 0 && late.nic.closingCount == 0)
     }
 
@@ -183,6 +183,41 @@ struct NICEndingWithDataTests {
         setup.nic.poll(now: time, output: &setup.output)
         #expect(setup.output.released.map(\.1) == [.abandoned] && setup.nic.flowCount == 0 && setup.nic.closingCount == 0)
         #expect(setup.nic.counters.endingDataResends == 2 && setup.nic.store.heldBytes == 0)
+    }
+
+    @Test("a resend that cannot be made (the file closed under a bufferless store) resets the peer, sends no FIN, and releases the flow (failed)")
+    func resendFails() throws {
+        var (setup, _, _) = try handedOver(length: 1000, endpoints: flowEndpoints, store: .bufferless)
+        let file = try #require(setup.output.opened.first?.1)
+        setup.nic.handle(.closeFile(file), received: start, now: start, output: &setup.output)
+        for _ in 0..<4 { setup.nic.poll(now: start + 201 * Nanoseconds.millisecond, output: &setup.output) }
+        let out = sent(&setup)
+        #expect(!out.contains { $0.0.flags.contains(.fin) }, "no FIN with the data missing before it")
+        let reset = try #require(out.last)
+        #expect(reset.0.flags.contains(.rst) && reset.0.sequenceNumber == first)
+        #expect(setup.output.released.map(\.1) == [.failed] && setup.nic.flowCount == 0 && setup.nic.closingCount == 0)
+    }
+
+    @Test("a peer that acknowledges some of the data gets the retries back; one that crosses FINs and then acknowledges both goes to TIME-WAIT")
+    func progressAndCrossedFins() throws {
+        var (setup, _, _) = try handedOver(length: 5000, endpoints: flowEndpoints, retransmissions: 1)
+        let fin = first + head.count + 5000
+        var time = start + 201 * Nanoseconds.millisecond
+        for _ in 0..<4 { setup.nic.poll(now: time, output: &setup.output) }
+        #expect(!sent(&setup).isEmpty && setup.nic.counters.endingDataResends == 1, "the one retry spent")
+        // Some of it taken: the retry comes back, so the next loss is resent rather than given up.
+        peer(&setup, acknowledgment: first + 1000, at: time + Nanoseconds.millisecond)
+        _ = sent(&setup)
+        time = time + 202 * Nanoseconds.millisecond
+        for _ in 0..<4 { setup.nic.poll(now: time, output: &setup.output) }
+        #expect(sent(&setup).first?.0.sequenceNumber == first + 1000 && setup.output.released.isEmpty && setup.nic.counters.endingDataResends == 2)
+        // The peer's FIN with part of the data: CLOSING; its FIN again acknowledging everything, ours included.
+        peer(&setup, flags: [.fin, .ack], acknowledgment: first + 3000, at: time + Nanoseconds.millisecond)
+        #expect(sent(&setup).contains { $0.0.acknowledgmentNumber == peerNext + 1 }, "the peer's FIN ACKed")
+        peer(&setup, flags: [.fin, .ack], acknowledgment: fin + 1, at: time + 2 * Nanoseconds.millisecond)
+        #expect(setup.output.released.map(\.1) == [.acknowledged] && setup.nic.flowCount == 0 && setup.nic.closingCount == 1)
+        setup.nic.poll(now: time + 60 * Nanoseconds.second + 10 * Nanoseconds.millisecond, output: &setup.output)
+        #expect(setup.nic.closingCount == 0 && setup.nic.counters.closingFinished == 1, "TIME-WAIT held its time and ended")
     }
 
     @Test("refused, and released at once: a TEARDOWN with data for a flow not open")

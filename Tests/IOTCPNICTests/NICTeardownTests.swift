@@ -232,12 +232,12 @@ struct NICTeardownTests {
 
 @Suite("Teardown on the NIC, through the host stack")
 struct NICTeardownStackTests {
-    @Test("a response sent with offloadWrite(shutdownAfter:): its FIN on the last data segment, then handed over as usual")
-    func finOnTheResponse() throws {
-        let root = try ExportRoot()
+    /// A stack whose NIC's HELLO offers `features` (the runtime sends one; this harness drives the data plane
+    /// directly), a client connected to port 80 and accepted, and the export root's data file open.
+    func serving(_ root: ExportRoot, features: UInt64) throws -> (StackHarness, TCPHandle, Socket, OffloadedFile) {
         let harness = try StackHarness(root: root.path)
         harness.nicSender.append(.hello(Hello(role: .nic, maxMessageBytes: 1 << 16, maxFlows: 1 << 20, maxOpenFiles: 1 << 16,
-                                              features: NICFeatures.connectionSetup | NICFeatures.connectionTeardown)))
+                                              features: features)))
         harness.nicSender.flush()
         try harness.step()
         let listener = try harness.stack.listen(port: 80)
@@ -251,7 +251,13 @@ struct NICTeardownStackTests {
             for case .offloadOpened(request, .success(let file), 7) in harness.events { opened = file }
             return opened != nil
         }
-        let file = try #require(opened)
+        return (harness, client, socket, try #require(opened))
+    }
+
+    @Test("a response sent with offloadWrite(shutdownAfter:): its FIN on the last data segment, then handed over as usual")
+    func finOnTheResponse() throws {
+        let root = try ExportRoot()
+        let (harness, client, socket, file) = try serving(root, features: NICFeatures.connectionSetup | NICFeatures.connectionTeardown)
         harness.keepsClientFrames = true
         #expect(try harness.stack.offloadWrite(socket, file: file.id, offset: 0, length: 30_000, shutdownAfter: true) == 30_000)
         #expect(harness.stack.info(of: socket)?.state == .finWait1, "shut down with the range")
@@ -280,27 +286,9 @@ struct NICTeardownStackTests {
     @Test("a response handed over with its ending (TEARDOWN with data): lost on the wire, the NIC sends it again; every byte and the FIN arrive, the file stays open until FLOW_RELEASED gives the slot back")
     func endingWithResponse() throws {
         let root = try ExportRoot()
-        let harness = try StackHarness(root: root.path)
-        // The NIC's HELLO offers endings with data, and SEND heads (the runtime sends it; this harness drives the data plane directly).
-        harness.nicSender.append(.hello(Hello(role: .nic, maxMessageBytes: 1 << 16, maxFlows: 1 << 20, maxOpenFiles: 1 << 16,
-                                              features: NICFeatures.connectionSetup | NICFeatures.connectionTeardown | NICFeatures.sendHeads
-                                                  | NICFeatures.endingsWithData)))
-        harness.nicSender.flush()
-        try harness.step()
+        let (harness, client, socket, file) = try serving(root, features: NICFeatures.connectionSetup | NICFeatures.connectionTeardown
+                                                              | NICFeatures.sendHeads | NICFeatures.endingsWithData)
         #expect(harness.stack.engine.endingsWithDataOnNIC)
-        let listener = try harness.stack.listen(port: 80)
-        try harness.step()
-        let client = try harness.connectClient(port: 80)
-        var accepted: Socket?
-        try harness.run { accepted = try? harness.stack.accept(listener); return accepted != nil }
-        let socket = try #require(accepted)
-        let request = try harness.stack.offloadOpen("/sub/data.bin", token: 7)
-        var opened: OffloadedFile?
-        try harness.run {
-            for case .offloadOpened(request, .success(let file), 7) in harness.events { opened = file }
-            return opened != nil
-        }
-        let file = try #require(opened)
         let length = 3000
         let head = Array("HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n".utf8)
         _ = try head.withUnsafeBytes { try harness.stack.write(socket, $0, more: true) }

@@ -342,7 +342,7 @@ public final class IOTCPStack {
                                          now: clock(), output: &output)
         } catch { throw .tcp(error) }
         if taken == 0 && wanted > 0 { throw .wouldBlock }
-        if taken > 0 { files.noteUser(handle, of: file) { engine.state(of: $0) != nil } }
+        if taken > 0 { files.noteUser(handle, of: file) { engine.state(of: $0) != nil || engine.hasQueuedData($0) } }
         return taken
     }
 
@@ -375,7 +375,7 @@ public final class IOTCPStack {
                                             firstRecord: firstRecord, now: clock(), output: &output)
         } catch { throw .tcp(error) }
         if taken == 0 && wanted > 0 { throw .wouldBlock }
-        if taken > 0 { files.noteUser(handle, of: file) { engine.state(of: $0) != nil } }
+        if taken > 0 { files.noteUser(handle, of: file) { engine.state(of: $0) != nil || engine.hasQueuedData($0) } }
         return taken
     }
 

@@ -139,11 +139,12 @@ extension TCPConnection {
 
     /// The host bytes a hand-over with data would carry (TEARDOWN with data, `TCPConfiguration.endingsWithDataOnNIC`),
     /// or nil when the connection cannot be handed over before its data is acknowledged: the application
-    /// closed, our FIN is sent, nothing is being sent again, and what is unacknowledged is at most
+    /// closed, our FIN is sent, nothing is lost or being sent again, and what is unacknowledged is at most
     /// `TeardownParameters.maximumDataLength` bytes: host bytes (at most `SendRange.maximumHeadLength`) and
     /// then only data the NIC sent.
     var hostBytesForEndingWithData: Int? {
         guard endingOnNIC, !openedActively, flowOpenOnNIC, let finSequence, sendNext > finSequence, sendNext == sendMaximum,
+              !inRecovery, consecutiveTimeouts == 0, duplicateAcks == 0,
               sendUnacknowledged < finSequence, finSequence - sendUnacknowledged <= TeardownParameters.maximumDataLength
         else { return nil }
         switch state {

@@ -375,7 +375,7 @@ public final class TCPEngine {
         }
         pool[slot].shutdownWrite(now: now, configuration: configuration, output: &output)
         pool[slot].markClosedByApplication(now: now, configuration: configuration)
-        if !handOverIfDone(slot, now: now, output: &output) { afterChange(slot) }
+        if !handOverIfDone(slot, now: now, atClose: true, output: &output) { afterChange(slot) }
     }
 
     /// Resets the connection and releases the handle.
@@ -836,15 +836,17 @@ public final class TCPEngine {
 
     /// Hands a closed connection to the NIC and frees its control block; false when it is not ready (or not
     /// the NIC's to end). With everything before the FIN acknowledged it goes as a TEARDOWN and its slot is
-    /// free at once. A response not yet acknowledged goes with it when the NIC takes that (TEARDOWN with data:
-    /// the connection never needed more of a control block than a quasi-TCB's, from its handshake to the
-    /// application's close); the slot then waits for FLOW_RELEASED, when the NIC is done with its flow id.
-    private func handOverIfDone<O: CommandOutput>(_ slot: Int, now: Instant, output: inout O) -> Bool {
+    /// free at once. At the application's close, a response not yet acknowledged goes with it when the NIC
+    /// takes that (TEARDOWN with data: the connection never needed more of a control block than a quasi-TCB's,
+    /// from its handshake to the close); the slot then waits for FLOW_RELEASED, when the NIC is done with its
+    /// flow id. Only at the close: the tail of a large response, handed over later, would trade the host's SACK
+    /// recovery for the NIC's resending from a timeout, and the peer would see duplicates it already had.
+    private func handOverIfDone<O: CommandOutput>(_ slot: Int, now: Instant, atClose: Bool = false, output: inout O) -> Bool {
         guard pool.isLive(slot) else { return false }
         let withData: Int
         if pool[slot].readyForTeardown {
             withData = -1
-        } else if endingsWithDataOnNIC, configuration.endingsWithDataOnNIC, pool.retiredCount < maximumConnections / 2,
+        } else if atClose, endingsWithDataOnNIC, configuration.endingsWithDataOnNIC, pool.retiredCount < maximumConnections / 2,
                   let hostBytes = pool.inspect(slot, { $0.hostBytesForEndingWithData }) {
             withData = hostBytes
         } else {

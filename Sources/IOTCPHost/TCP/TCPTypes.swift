@@ -180,7 +180,7 @@ public struct TCPConfiguration: Sendable {
     /// sends the FIN, retransmits it, and holds TIME-WAIT. Used only with a NIC whose HELLO offers it.
     public var teardownOnNIC = true
     /// With `teardownOnNIC`, a connection the application closes right after its response (the FIN sent,
-    /// nothing retransmitted, at most `TeardownParameters.maximumDataLength` unacknowledged, of which at most
+    /// nothing lost or retransmitted, at most `TeardownParameters.maximumDataLength` unacknowledged, of which at most
     /// 4,096 host bytes at the front and the rest file data the NIC sent) is handed over at once, data and
     /// all, instead of after the peer's ACK (AccelTCP's quasi-TCB): the NIC retransmits the response if it is
     /// lost, and the host's control block never takes an ACK, a timer or an ECHO. Its flow id stays the
