@@ -18,7 +18,8 @@ struct DeferredHandshakes {
         var localPort: UInt16
     }
 
-    struct Entry {
+    struct Entry: Equatable {
+        var key: Key
         var peerInitialSequence: SequenceNumber
         /// The handshake's round trip as the bare ACK measured it (nil when the cookie could not tell).
         var roundTrip: UInt64?
@@ -29,7 +30,8 @@ struct DeferredHandshakes {
     static let lifetime = 128 * Nanoseconds.second
 
     let capacity: Int
-    private var entries: [Key: Entry] = [:]
+    /// Kept by endpoints as the NIC's other tables are (one-word keys for IPv4).
+    private var entries = EndpointIndex<Entry>()
     /// Insertion order with each insertion's expiry; a key forgotten or renewed since leaves a stale item,
     /// told apart by its expiry. Rebuilt from the live entries when it reaches twice the capacity, so it
     /// stays bounded however fast handshakes come and go (most leave with their data, long before expiry).
@@ -44,9 +46,9 @@ struct DeferredHandshakes {
     /// Remembers a deferred handshake; false when the table is full (the caller hands it over instead).
     mutating func remember(_ key: Key, peerInitialSequence: SequenceNumber, roundTrip: UInt64?, now: Instant) -> Bool {
         expire(now: now)
-        guard entries[key] != nil || entries.count < capacity else { return false }
+        guard self[key] != nil || entries.count < capacity else { return false }
         let expires = now + Self.lifetime
-        entries[key] = Entry(peerInitialSequence: peerInitialSequence, roundTrip: roundTrip, expires: expires)
+        self[key] = Entry(key: key, peerInitialSequence: peerInitialSequence, roundTrip: roundTrip, expires: expires)
         if order.count >= 2 * max(capacity, 1) { compact() }
         order.append((key, expires))
         return true
@@ -56,7 +58,8 @@ struct DeferredHandshakes {
     var queuedCount: Int { order.count }
 
     private mutating func compact() {
-        let live = entries.map { (key: $0.key, expires: $0.value.expires) }.sorted { $0.expires < $1.expires }
+        let live = (Array(entries.ipv4.values) + Array(entries.ipv6.values)).map { (key: $0.key, expires: $0.expires) }
+            .sorted { $0.expires < $1.expires }
         order.removeAll(keepingCapacity: true)
         order.append(contentsOf: live)
     }
@@ -65,22 +68,27 @@ struct DeferredHandshakes {
     mutating func entry(for key: Key, now: Instant) -> Entry? {
         guard !entries.isEmpty else { return nil }
         expire(now: now)
-        return entries[key]
+        return self[key]
     }
 
     mutating func forget(_ key: Key) {
-        if !entries.isEmpty { entries[key] = nil }
+        if !entries.isEmpty { self[key] = nil }
     }
 
     mutating func removeAll() {
-        entries.removeAll()
+        entries = EndpointIndex()
         order.removeAll()
+    }
+
+    private subscript(key: Key) -> Entry? {
+        get { entries[key.remote, key.remotePort, key.localPort] }
+        set { entries[key.remote, key.remotePort, key.localPort] = newValue }
     }
 
     private mutating func expire(now: Instant) {
         while let first = order.first, first.expires <= now {
             _ = order.popFirst()
-            if entries[first.key]?.expires == first.expires { entries[first.key] = nil }
+            if self[first.key]?.expires == first.expires { self[first.key] = nil }
         }
     }
 }

@@ -121,16 +121,7 @@ extension NICDataPlane {
             // Closed from elsewhere (the host reusing its id, or leaving) while an ending held it for its
             // data: that ending cannot go on without it.
             let ending = Int(flows[slot].ending)
-            flows[slot].ending = -1
-            if closing[ending].dataFlow == index {
-                closing[ending].dataFlow = 0
-                if closing[ending].hostBytes != Self.noHostBytes {
-                    freeDeferredPacket(closing[ending].hostBytes)
-                    closing[ending].hostBytes = Self.noHostBytes
-                }
-                pendingReleases.append(PendingRelease(flow: flows[slot].id, reason: .reset))
-                forgetClosing(ending)
-            }
+            if detachEndingFlow(ending, reason: .reset) != nil { forgetClosing(ending) }
         }
         dropQueued(slot)
         let pool = self.pool

@@ -82,9 +82,7 @@ extension NICDataPlane {
             if closing[slot].resendNext <= entry.finSequence && acknowledgment == entry.finSequence {
                 // Resending, and the FIN of this pass not yet gone (or not reached): it goes now.
                 closing[slot].resendNext = entry.finSequence + 1
-                sendClosingSegment(closing[slot], flags: [.fin, .ack], sequence: entry.finSequence, now: now, output: &output)
-                counters.finsSent += 1
-                counters.finRetransmissions += 1
+                resendFin(slot, now: now, output: &output)
             }
             releaseEndingFlow(slot, reason: .acknowledged)
             // Only the FIN is left, as for a TEARDOWN: its timer runs from now.
@@ -154,26 +152,48 @@ extension NICDataPlane {
         // The FIN once everything before it has left: not before bytes still being read again.
         if next == entry.finSequence && flows[index].urgent.isEmpty {
             closing[slot].resendNext = entry.finSequence + 1
-            sendClosingSegment(entry, flags: [.fin, .ack], sequence: entry.finSequence, now: now, output: &output)
-            counters.finsSent += 1
-            counters.finRetransmissions += 1
+            resendFin(slot, now: now, output: &output)
         }
     }
 
     /// The ending in `slot` no longer needs its flow: the flow closes (its stored data and the host's bytes
     /// go) and the host hears FLOW_RELEASED at the next flush.
     func releaseEndingFlow(_ slot: Int, reason: FlowReleaseReason) {
+        guard let index = detachEndingFlow(slot, reason: reason) else { return }
+        closeFlow(index)
+    }
+
+    /// Parts the ending in `slot` from its flow (the host's bytes freed, FLOW_RELEASED noted); returns the
+    /// flow's index, which the caller closes, or nil if the ending held none.
+    func detachEndingFlow(_ slot: Int, reason: FlowReleaseReason) -> UInt32? {
         let index = closing[slot].dataFlow
-        guard index != 0 else { return }
+        guard index != 0 else { return nil }
         closing[slot].dataFlow = 0
         if closing[slot].hostBytes != Self.noHostBytes {
             freeDeferredPacket(closing[slot].hostBytes)
             closing[slot].hostBytes = Self.noHostBytes
         }
         flows[Int(index)].ending = -1
-        let flow = flows[Int(index)].id
-        closeFlow(index)
-        pendingReleases.append(PendingRelease(flow: flow, reason: reason))
+        pendingReleases.append(PendingRelease(flow: flows[Int(index)].id, reason: reason))
+        return index
+    }
+
+    /// Our FIN again, from a closing entry's timer or resend.
+    func resendFin<O: NICOutput>(_ slot: Int, now: Instant, output: inout O) {
+        sendClosingSegment(closing[slot], flags: [.fin, .ack], sequence: closing[slot].finSequence, now: now, output: &output)
+        counters.finsSent += 1
+        counters.finRetransmissions += 1
+    }
+
+    /// A segment for a flow whose ending holds it: the entry takes it, the host having forgotten the
+    /// connection. False for any other flow (its segment goes up).
+    func receiveForEnding<O: NICOutput>(
+        _ index: Int, source: IPAddress, destination: IPAddress, segment: TCPSegmentView, output: inout O
+    ) -> Bool {
+        guard flows[index].ending >= 0 else { return false }
+        _ = receiveClosing(Int(flows[index].ending), source: source, destination: destination, segment: segment, output: &output)
+        flushReleases(output: &output)
+        return true
     }
 
     /// Closes a flow handed over with data that has no ending entry, and says so at once.
@@ -199,7 +219,7 @@ extension NICDataPlane {
         let slot = Int(flows[index].ending)
         guard slot >= 0 else { return }
         counters.closingReset += 1
-        sendClosingSegment(closing[slot], flags: [.rst, .ack], sequence: closing[slot].unacknowledged, now: now, output: &output)
+        sendClosingSegment(closing[slot], flags: [.rst, .ack], sequence: closing[slot].peerExpects, now: now, output: &output)
         forgetClosing(slot, reason: .failed)
         flushReleases(output: &output)
     }

@@ -58,6 +58,10 @@ extension NICDataPlane {
         /// The retries and the timeout it was handed, given back whenever the peer acknowledges more of the data.
         var retransmissions = 0
         var baseTimeout: UInt64 = 0
+
+        /// The sequence number the peer expects next, for a RST it must accept: past our FIN, or, with data
+        /// unacknowledged, that data's first byte.
+        var peerExpects: SequenceNumber { dataFlow != 0 ? unacknowledged : finSequence + 1 }
     }
 
     /// Connections whose ending the NIC holds (TEARDOWN), for diagnostics and the report.
@@ -119,9 +123,7 @@ extension NICDataPlane {
         guard closingCount < limits.maximumClosingConnections else {
             // No room to hold the ending: reset it now rather than leave the peer waiting for a FIN.
             counters.teardownOverflows += 1
-            // At what the peer expects next: past our FIN, or, with data unacknowledged, at its first byte.
-            let next = entry.dataFlow != 0 ? entry.unacknowledged : entry.finSequence + 1
-            sendClosingSegment(entry, flags: [.rst, .ack], sequence: next, now: now, output: &output)
+            sendClosingSegment(entry, flags: [.rst, .ack], sequence: entry.peerExpects, now: now, output: &output)
             return nil
         }
         let slot = freeClosing.popLast().map(Int.init) ?? {
@@ -246,7 +248,7 @@ extension NICDataPlane {
             // New data for an application that has closed: nobody will read it (Linux resets here too), at
             // what the peer expects next (RFC 9293 §3.10.7.4: the segment's ACK number).
             counters.closingReset += 1
-            let next = entry.dataFlow != 0 && flags.contains(.ack) ? segment.acknowledgmentNumber : entry.finSequence + 1
+            let next = entry.dataFlow != 0 && flags.contains(.ack) ? segment.acknowledgmentNumber : entry.peerExpects
             sendClosingSegment(entry, flags: [.rst, .ack], sequence: next, now: now, output: &output)
             forgetClosing(slot)
             return true
@@ -360,9 +362,7 @@ extension NICDataPlane {
                     if closing[slot].state != .free { closingWheel.schedule(slot, at: now + closing[slot].timeout) }
                     continue
                 }
-                sendClosingSegment(closing[slot], flags: [.fin, .ack], sequence: closing[slot].finSequence, now: now, output: &output)
-                counters.finsSent += 1
-                counters.finRetransmissions += 1
+                resendFin(slot, now: now, output: &output)
                 closingWheel.schedule(slot, at: now + closing[slot].timeout)
             case .finWait2:
                 counters.closingAbandoned += 1

@@ -357,13 +357,8 @@ extension NICDataPlane {
             output.reply(.packetIn(.none, packet: ip.bytes))
             return
         }
-        if flows[Int(index)].ending >= 0 {
-            // An ending handed over with its data: the host has forgotten the connection.
-            _ = receiveClosing(Int(flows[Int(index)].ending), source: IPAddress(ip.source), destination: IPAddress(ip.destination),
-                               segment: segment, output: &output)
-            flushReleases(output: &output)
-            return
-        }
+        if receiveForEnding(Int(index), source: IPAddress(ip.source), destination: IPAddress(ip.destination), segment: segment,
+                            output: &output) { return }
         output.reply(.packetIn(flows[Int(index)].id, packet: ip.bytes))
     }
 
@@ -395,11 +390,7 @@ extension NICDataPlane {
             return
         }
         if let flow = flowsByEndpoints6.isEmpty ? nil : flowsByEndpoints6[key] {
-            if flows[Int(flow)].ending >= 0 {
-                _ = receiveClosing(Int(flows[Int(flow)].ending), source: source, destination: destination, segment: segment, output: &output)
-                flushReleases(output: &output)
-                return
-            }
+            if receiveForEnding(Int(flow), source: source, destination: destination, segment: segment, output: &output) { return }
             output.reply(.packetIn(flows[Int(flow)].id, packet: ip.bytes))
             return
         }

@@ -342,7 +342,7 @@ public final class IOTCPStack {
                                          now: clock(), output: &output)
         } catch { throw .tcp(error) }
         if taken == 0 && wanted > 0 { throw .wouldBlock }
-        if taken > 0 { files.noteUser(handle, of: file) { engine.state(of: $0) != nil || engine.hasQueuedData($0) } }
+        if taken > 0 { files.noteUser(handle, of: file, isLive: usesFiles) }
         return taken
     }
 
@@ -375,7 +375,7 @@ public final class IOTCPStack {
                                             firstRecord: firstRecord, now: clock(), output: &output)
         } catch { throw .tcp(error) }
         if taken == 0 && wanted > 0 { throw .wouldBlock }
-        if taken > 0 { files.noteUser(handle, of: file) { engine.state(of: $0) != nil || engine.hasQueuedData($0) } }
+        if taken > 0 { files.noteUser(handle, of: file, isLive: usesFiles) }
         return taken
     }
 
@@ -599,6 +599,12 @@ public final class IOTCPStack {
                 logger.warning("the NIC sent \(command.kind), a command only the host sends; ignored")
             }
         }
+    }
+
+    /// Whether a connection may still need the files it queued ranges of: open, or handed over with its data
+    /// (the NIC may read them again until it releases the flow).
+    private func usesFiles(_ handle: TCPHandle) -> Bool {
+        engine.state(of: handle) != nil || engine.hasQueuedData(handle)
     }
 
     private func handleError(flow: FlowID, _ report: ErrorReport, output: inout ChannelSender) {

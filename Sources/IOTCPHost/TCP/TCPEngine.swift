@@ -843,9 +843,10 @@ public final class TCPEngine {
     /// recovery for the NIC's resending from a timeout, and the peer would see duplicates it already had.
     private func handOverIfDone<O: CommandOutput>(_ slot: Int, now: Instant, atClose: Bool = false, output: inout O) -> Bool {
         guard pool.isLive(slot) else { return false }
-        let withData: Int
+        // How many host bytes go with the ending when its data does; nil for a plain TEARDOWN.
+        let withData: Int?
         if pool[slot].readyForTeardown {
-            withData = -1
+            withData = nil
         } else if atClose, endingsWithDataOnNIC, configuration.endingsWithDataOnNIC, pool.retiredCount < maximumConnections / 2,
                   let hostBytes = pool.inspect(slot, { $0.hostBytesForEndingWithData }) {
             withData = hostBytes
@@ -856,7 +857,7 @@ public final class TCPEngine {
         let key = EndpointKey(remoteAddress: pool[slot].remoteAddress, remotePort: pool[slot].remotePort, localPort: pool[slot].localPort)
         let peerInitialSequence = pool[slot].initialReceiveSequence
         statistics.endingsHandedOver += 1
-        if withData >= 0 {
+        if let withData {
             let hostBytes = UnsafeMutableRawBufferPointer(rebasing: endingScratch[0..<withData])
             let unacknowledged = pool.inspect(slot) { connection in
                 connection.copyUnacknowledgedBytes(withData, into: hostBytes)
